@@ -1,0 +1,47 @@
+"""POSIX stat results -> NFSv3 attribute structures (the hottest conversion in the server)."""
+from __future__ import annotations
+
+import os
+import stat
+
+from protocol.nfs3 import fattr3, nfstime3, specdata3, wcc_attr, wcc_data
+
+_FTYPE = {stat.S_IFREG: 1, stat.S_IFDIR: 2, stat.S_IFBLK: 3, stat.S_IFCHR: 4,
+          stat.S_IFLNK: 5, stat.S_IFSOCK: 6, stat.S_IFIFO: 7}
+_fattr3 = fattr3.cls
+_time = nfstime3.cls
+_spec = specdata3.cls
+_wcc_attr = wcc_attr.cls
+_wcc_data = wcc_data.cls
+_NO_DEVICE = _spec(0, 0)
+_BILLION = 1_000_000_000
+
+
+def nfstime(ns: int) -> nfstime3:
+    s, n = divmod(ns, _BILLION)
+    return _time(s & 0xFFFFFFFF, n)
+
+
+def fattr(st: os.stat_result, fsid: int) -> fattr3:
+    mode = st.st_mode
+    rdev = st.st_rdev
+    return _fattr3(
+        _FTYPE.get(stat.S_IFMT(mode), 1), mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
+        st.st_size, st.st_blocks * 512,
+        _spec(os.major(rdev), os.minor(rdev)) if rdev else _NO_DEVICE,
+        fsid, st.st_ino,
+        nfstime(st.st_atime_ns), nfstime(st.st_mtime_ns), nfstime(st.st_ctime_ns),
+    )
+
+
+def wcc_before(st: os.stat_result | None) -> wcc_attr | None:
+    if st is None:
+        return None
+    return _wcc_attr(st.st_size, nfstime(st.st_mtime_ns), nfstime(st.st_ctime_ns))
+
+
+def wcc(before: wcc_attr | None, after: fattr3 | None) -> wcc_data:
+    return _wcc_data(before, after)
+
+
+NO_WCC = _wcc_data(None, None)

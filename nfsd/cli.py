@@ -1,0 +1,63 @@
+"""The ``pysfsd`` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .app import ConfigError, NfsServer, ServerConfig, default_state_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pysfsd", description="Semantic file system served over NFSv3.")
+    p.add_argument("--export", action="append", required=True, metavar="DIR",
+                   help="directory to export (repeatable)")
+    p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=2049,
+                   help="TCP port for NFS and MOUNT (default 2049; 0 picks a free one)")
+    p.add_argument("--state-dir", default=default_state_dir(),
+                   help="where the LMDB environment lives (default %(default)s)")
+    p.add_argument("--threads", type=int, default=8, help="I/O worker threads (default 8)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if not _tracing() else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    config = ServerConfig(exports=args.export, bind=args.bind, port=args.port,
+                          state_dir=args.state_dir, threads=args.threads)
+    try:
+        import uvloop  # noqa: F401  (optional: a faster event loop)
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_serve(config))
+    except ConfigError as exc:
+        print(f"pysfsd: {exc}", file=sys.stderr)
+        return 2
+
+
+def _tracing() -> bool:
+    from .trace import trace_level
+    return trace_level() > 0
+
+
+async def _serve(config: ServerConfig) -> int:
+    server = NfsServer(config)
+    host, port = await server.start()
+    for i, fs in enumerate(server.exports.values()):
+        word = "listening on" if i == 0 else "           "
+        print(f"pysfsd: {word} {host}:{port} export {fs.root_path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    print("pysfsd: stopped", flush=True)
+    return 0

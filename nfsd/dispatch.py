@@ -1,0 +1,171 @@
+"""From a received RPC record to the reply bytes: the transport-independent core.
+
+The dispatcher checks the RPC header (version, program, version range, procedure, auth),
+decodes the arguments with the procedure's XDR type (GARBAGE_ARGS on failure), consults the
+duplicate-request cache for non-idempotent calls, runs the handler (inline when it is quick,
+in a thread pool when it does blocking I/O such as fsync or large reads) and encodes the
+result.  Transports (TCP, UDP) only move records.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any, Awaitable, Callable
+
+from protocol.program import Procedure, Program
+from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_reply, parse_call,
+                          success_reply)
+from xdr import Enum, Union, XdrError
+
+from . import trace
+from .errors import NfsError
+from .nfs3_service import CallContext, failure_result
+
+log = logging.getLogger("pysfsd.rpc")
+
+Reply = bytearray | bytes | None
+
+
+class Registered:
+    """A program version bound to the object whose methods implement its procedures."""
+
+    __slots__ = ("program", "handlers", "offload", "status_enum")
+
+    def __init__(self, program: Program, service: Any, offload: frozenset[str]) -> None:
+        self.program = program
+        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], bool]] = {}
+        for num, proc in program.procedures.items():
+            self.handlers[num] = (proc, getattr(service, proc.name), proc.name in offload)
+        self.offload = offload
+        res_types = [p.res for p in program.procedures.values() if isinstance(p.res, Union)]
+        self.status_enum: Enum | None = res_types[0].disc if res_types and isinstance(res_types[0].disc, Enum) else None
+
+
+class Dispatcher:
+    def __init__(self, executor: Executor | None = None, trace_level: int = 0,
+                 drc: Any = None) -> None:
+        self.executor = executor
+        self.trace_level = trace_level
+        self.drc = drc
+        self._programs: dict[tuple[int, int], Registered] = {}
+        self._versions: dict[int, tuple[int, int]] = {}
+        self.calls = 0
+
+    def register(self, program: Program, service: Any, offload: frozenset[str] = frozenset()) -> None:
+        self._programs[(program.number, program.version)] = Registered(program, service, offload)
+        low, high = self._versions.get(program.number, (program.version, program.version))
+        self._versions[program.number] = (min(low, program.version), max(high, program.version))
+
+    def dispatch(self, record: bytes, client: tuple[str, int], reserve: int) -> Reply | Awaitable[Reply]:
+        """The reply (with ``reserve`` leading bytes for a record mark), None to send
+        nothing, or an awaitable of either when the handler runs in the thread pool."""
+        start = time.perf_counter() if self.trace_level else 0.0
+        try:
+            call = parse_call(record)
+        except CallRejected as rej:
+            log.info("rejected call from %s: %s", client[0], rej)
+            return bytes(reserve) + rej.reply
+        except NotACall:
+            return None
+        except XdrError as exc:
+            log.info("dropping unparseable record from %s: %s", client[0], exc)
+            return None
+        self.calls += 1
+        xid = call.xid
+        reg = self._programs.get((call.prog, call.vers))
+        if reg is None:
+            versions = self._versions.get(call.prog)
+            if versions is None:
+                return self._error(reserve, xid, accept_stat.PROG_UNAVAIL, client, call)
+            return self._error(reserve, xid, accept_stat.PROG_MISMATCH, client, call, *versions)
+        entry = reg.handlers.get(call.proc)
+        if entry is None:
+            return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
+        proc, handler, offload = entry
+        try:
+            args, end = proc.args.unpack(record, call.args_offset)
+            if end != len(record):
+                raise XdrError(f"{len(record) - end} trailing bytes")
+        except XdrError as exc:
+            log.info("GARBAGE_ARGS from %s for %s: %s", client[0], proc.name, exc)
+            return self._error(reserve, xid, accept_stat.GARBAGE_ARGS, client, call)
+        drc_key = None
+        if not proc.idempotent and self.drc is not None:
+            drc_key = self.drc.key(client[0], xid, call.prog, call.vers, call.proc,
+                                   memoryview(record)[call.args_offset:])
+            cached = self.drc.begin(drc_key)
+            if cached is not None:
+                if isinstance(cached, bytes):
+                    log.debug("replaying cached reply for xid %#x from %s", xid, client[0])
+                    return bytes(reserve) + cached
+                return None  # the original is still being served: its reply will answer
+        ctx = CallContext(call.cred, client)
+        if offload and self.executor is not None:
+            return self._run_offloaded(reg, proc, handler, ctx, args, reserve, call, drc_key, start, record)
+        return self._finish(reg, proc, self._invoke(handler, ctx, args, proc), reserve, call, drc_key, start,
+                            ctx, args, record)
+
+    async def _run_offloaded(self, reg: Registered, proc: Procedure, handler: Callable[..., Any],
+                             ctx: CallContext, args: Any, reserve: int, call: Any, drc_key: Any,
+                             start: float, record: bytes) -> Reply:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
+        return self._finish(reg, proc, result, reserve, call, drc_key, start, ctx, args, record)
+
+    @staticmethod
+    def _invoke(handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
+        try:
+            return handler(ctx, args)
+        except NfsError as exc:
+            if isinstance(proc.res, Union):
+                return failure_result(proc.res, exc.status)
+            log.warning("%s failed: %s", proc.name, exc)
+            return _SYSTEM_ERR
+        except Exception:
+            log.exception("%s raised", proc.name)
+            return _SYSTEM_ERR
+
+    def _finish(self, reg: Registered, proc: Procedure, result: Any, reserve: int, call: Any,
+                drc_key: Any, start: float, ctx: CallContext, args: Any, record: bytes) -> Reply:
+        if result is _SYSTEM_ERR:
+            reply: Reply = None
+        else:
+            buf = success_reply(call.xid, reserve)
+            try:
+                proc.res.pack(buf, result)
+                reply = buf
+            except XdrError:
+                log.exception("cannot encode %s result", proc.name)
+                reply = None
+        if reply is None:
+            reply = bytes(reserve) + accepted_error_reply(call.xid, accept_stat.SYSTEM_ERR)
+        if drc_key is not None:
+            self.drc.finish(drc_key, bytes(reply[reserve:]))
+        if self.trace_level:
+            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
+        return reply
+
+    def _error(self, reserve: int, xid: int, stat: int, client: tuple[str, int], call: Any,
+               low: int = 0, high: int = 0) -> bytes:
+        if self.trace_level:
+            trace.log.info("%s:%d xid=%#x prog=%d vers=%d proc=%d -> %s", client[0], client[1], xid,
+                           call.prog, call.vers, call.proc, accept_stat.values(stat).name)
+        return bytes(reserve) + accepted_error_reply(xid, stat, low, high)
+
+    def _trace(self, reg: Registered, proc: Procedure, call: Any, ctx: CallContext, args: Any, result: Any,
+               start: float, record: bytes, reply: Any, reserve: int) -> None:
+        ms = (time.perf_counter() - start) * 1000
+        status = "SYSTEM_ERR" if result is _SYSTEM_ERR else trace.status_name(result, reg.status_enum)
+        trace.log.info("%s:%d xid=%#x %s.%s %s -> %s %.3fms", ctx.client[0], ctx.client[1], call.xid, reg.program.name, proc.name, trace.summarize(args), status, ms)
+        if self.trace_level >= 2:
+            trace.log.info("  uid=%s gid=%s gids=%s\n  args: %s\n  res:  %s", call.cred.uid, call.cred.gid,
+                           list(call.cred.gids), trace.pretty(args, depth=1),
+                           trace.pretty(result, depth=1) if result is not _SYSTEM_ERR else "SYSTEM_ERR")
+        if self.trace_level >= 10:
+            trace.log.info("  call bytes:\n%s\n  reply bytes:\n%s", trace.hexdump(record),
+                           trace.hexdump(memoryview(reply)[reserve:]))
+
+
+_SYSTEM_ERR = object()

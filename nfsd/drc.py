@@ -1,0 +1,40 @@
+"""Duplicate request cache: replays replies to retransmitted non-idempotent calls.
+
+Keyed on client address, xid, program, version, procedure and a checksum of the arguments:
+some clients reuse an xid for a whole second, so the xid alone would replay the wrong reply.
+"""
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from typing import Hashable
+
+IN_PROGRESS = object()
+
+
+class DuplicateRequestCache:
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+
+    @staticmethod
+    def key(host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> Hashable:
+        return (host, xid, prog, vers, proc, zlib.crc32(args), len(args))
+
+    def begin(self, key: Hashable) -> object | None:
+        """None if the call is new (and now marked in progress); else IN_PROGRESS or the
+        cached reply bytes."""
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        self._entries[key] = IN_PROGRESS
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return None
+
+    def finish(self, key: Hashable, reply: bytes | None) -> None:
+        if reply is None:
+            self._entries.pop(key, None)
+        elif key in self._entries:
+            self._entries[key] = reply

@@ -1,0 +1,55 @@
+"""NFS status codes for failures, and the exact errno -> nfsstat3 mapping."""
+from __future__ import annotations
+
+import errno
+
+from protocol.nfs3 import nfsstat3
+
+
+class NfsError(Exception):
+    """A failure that becomes an nfsstat3 in the reply."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(f"{nfsstat3.values(status).name}{': ' + detail if detail else ''}")
+        self.status = status
+
+
+_ERRNO_TO_NFS = {
+    errno.EPERM: nfsstat3.NFS3ERR_PERM,
+    errno.ENOENT: nfsstat3.NFS3ERR_NOENT,
+    errno.EIO: nfsstat3.NFS3ERR_IO,
+    errno.ENXIO: nfsstat3.NFS3ERR_NXIO,
+    errno.EACCES: nfsstat3.NFS3ERR_ACCES,
+    errno.EEXIST: nfsstat3.NFS3ERR_EXIST,
+    errno.EXDEV: nfsstat3.NFS3ERR_XDEV,
+    errno.ENODEV: nfsstat3.NFS3ERR_NODEV,
+    errno.ENOTDIR: nfsstat3.NFS3ERR_NOTDIR,
+    errno.EISDIR: nfsstat3.NFS3ERR_ISDIR,
+    errno.EINVAL: nfsstat3.NFS3ERR_INVAL,
+    errno.EFBIG: nfsstat3.NFS3ERR_FBIG,
+    errno.ENOSPC: nfsstat3.NFS3ERR_NOSPC,
+    errno.EROFS: nfsstat3.NFS3ERR_ROFS,
+    errno.EMLINK: nfsstat3.NFS3ERR_MLINK,
+    errno.ENAMETOOLONG: nfsstat3.NFS3ERR_NAMETOOLONG,
+    errno.ENOTEMPTY: nfsstat3.NFS3ERR_NOTEMPTY,
+    errno.EDQUOT: nfsstat3.NFS3ERR_DQUOT,
+    errno.ESTALE: nfsstat3.NFS3ERR_STALE,
+    errno.EREMOTE: nfsstat3.NFS3ERR_REMOTE,
+    errno.EOPNOTSUPP: nfsstat3.NFS3ERR_NOTSUPP,
+    errno.EBADF: nfsstat3.NFS3ERR_STALE,
+    # ELOOP comes from O_NOFOLLOW meeting a symlink where a file was expected.
+    errno.ELOOP: nfsstat3.NFS3ERR_INVAL,
+    errno.ETXTBSY: nfsstat3.NFS3ERR_ACCES,
+    errno.EAGAIN: nfsstat3.NFS3ERR_JUKEBOX,
+    errno.EBUSY: nfsstat3.NFS3ERR_JUKEBOX,
+    errno.EOVERFLOW: nfsstat3.NFS3ERR_FBIG,
+}
+
+
+def status_of(exc: BaseException) -> int:
+    """The nfsstat3 for an exception raised while serving a call."""
+    if isinstance(exc, NfsError):
+        return exc.status
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _ERRNO_TO_NFS.get(exc.errno, nfsstat3.NFS3ERR_IO)
+    return nfsstat3.NFS3ERR_SERVERFAULT

@@ -1,0 +1,65 @@
+"""MOUNT v3: hands out root handles of the exports and keeps the mount list."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from protocol import mount3
+from protocol.mount3 import mountstat3
+from protocol.rpc import AUTH_NONE, AUTH_SYS
+
+from .errors import NfsError
+from .localfs import LocalFS
+from .nfs3_service import CallContext
+
+
+class MountService:
+    def __init__(self, exports: dict[int, LocalFS]) -> None:
+        self.exports = exports
+        self.mounts: set[tuple[bytes, bytes]] = set()
+
+    def _find(self, path: bytes) -> tuple[LocalFS, list[bytes]] | None:
+        """The export holding ``path`` and the components below its root."""
+        clean = os.path.normpath(path) if path else b""
+        for fs in self.exports.values():
+            root = os.fsencode(fs.root_path)
+            if clean == root:
+                return fs, []
+            if clean.startswith(root.rstrip(b"/") + b"/"):
+                return fs, [c for c in clean[len(root):].split(b"/") if c]
+        return None
+
+    def NULL(self, ctx: CallContext, a: None) -> None:
+        return None
+
+    def MNT(self, ctx: CallContext, path: bytes) -> Any:
+        found = self._find(path)
+        if found is None:
+            return mountstat3.MNT3ERR_NOENT, None
+        fs, parts = found
+        node = fs.root
+        try:
+            for part in parts:
+                node = fs.lookup(node, part)
+                if not node.is_dir:
+                    return mountstat3.MNT3ERR_NOTDIR, None
+        except FileNotFoundError:
+            return mountstat3.MNT3ERR_NOENT, None
+        except (OSError, NfsError):
+            return mountstat3.MNT3ERR_ACCES, None
+        self.mounts.add((ctx.client[0].encode(), path))
+        return mountstat3.MNT3_OK, mount3.mountres3_ok.cls(node.fh, [AUTH_SYS, AUTH_NONE])
+
+    def DUMP(self, ctx: CallContext, a: None) -> Any:
+        return [mount3.mountbody.cls(host, path) for host, path in sorted(self.mounts)]
+
+    def UMNT(self, ctx: CallContext, path: bytes) -> None:
+        self.mounts.discard((ctx.client[0].encode(), path))
+
+    def UMNTALL(self, ctx: CallContext, a: None) -> None:
+        host = ctx.client[0].encode()
+        self.mounts = {m for m in self.mounts if m[0] != host}
+
+    def EXPORT(self, ctx: CallContext, a: None) -> Any:
+        return [mount3.exportnode.cls(os.fsencode(fs.root_path), [mount3.groupnode.cls(b"*")])
+                for fs in self.exports.values()]

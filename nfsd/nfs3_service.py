@@ -1,0 +1,455 @@
+"""The 22 NFSv3 procedures (RFC 1813) over the LocalFS backend.
+
+Each handler takes the call context and the decoded arguments and returns the result value
+``(nfsstat3, resok | resfail)``; it never builds bytes.  Failures carry full weak cache
+consistency data (pre-op and post-op attributes) wherever the objects involved are known.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from protocol import nfs3
+from xdr import Optional, Struct
+from protocol.nfs3 import NFS3_OK, nfsstat3
+from protocol.rpc import Credentials
+
+from .attrs import NO_WCC, fattr, wcc, wcc_before
+from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, ListingCache, cookie_verifier
+from .errors import NfsError, status_of
+from .handles import handle_kind
+from .localfs import LocalFS, Node
+from .store import Store
+
+RTMAX = WTMAX = 1 << 20
+_fh = nfs3.nfs_fh3.cls
+_MAX_FILE = (1 << 63) - 1
+# Encoded sizes of a directory entry: list flag, fileid, name length, cookie; READDIRPLUS adds
+# post_op_attr (flag + fattr3) and post_op_fh3 (flag + length + 16-byte handle).
+_ENTRY_BYTES = 4 + 8 + 4 + 8
+_PLUS_BYTES = 4 + 84 + 4 + 4 + 16
+_IS_ROOT = os.geteuid() == 0
+_ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
+               | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    cred: Credentials
+    client: tuple[str, int]
+
+
+def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
+    """ACCESS3 rights from the mode bits for an AUTH_SYS identity (AUTH_NONE = nobody)."""
+    uid = cred.uid if cred.uid is not None else 65534
+    gid = cred.gid if cred.gid is not None else 65534
+    mode = st.st_mode
+    is_dir = stat.S_ISDIR(mode)
+    if uid == 0:
+        perm = 0o7
+        if not is_dir and not mode & 0o111:
+            perm &= ~0o1
+    elif uid == st.st_uid:
+        perm = (mode >> 6) & 7
+    elif gid == st.st_gid or st.st_gid in cred.gids:
+        perm = (mode >> 3) & 7
+    else:
+        perm = mode & 7
+    granted = 0
+    if perm & 4:
+        granted |= nfs3.ACCESS3_READ
+    if perm & 2:
+        granted |= nfs3.ACCESS3_MODIFY | nfs3.ACCESS3_EXTEND
+        if is_dir:
+            granted |= nfs3.ACCESS3_DELETE
+    if perm & 1:
+        granted |= nfs3.ACCESS3_LOOKUP if is_dir else nfs3.ACCESS3_EXECUTE
+    return granted & wanted
+
+
+def _server_time_ns() -> int:
+    return time.time_ns()
+
+
+class Nfs3Service:
+    """Handlers named after the procedures, as the dispatcher looks them up."""
+
+    def __init__(self, exports: dict[int, LocalFS], store: Store, write_verifier: bytes) -> None:
+        self.exports = exports
+        self.store = store
+        self.write_verifier = write_verifier
+        self.listings = ListingCache()
+        self._create_lock = threading.Lock()
+
+    # -- helpers ------------------------------------------------------------------------
+    def resolve(self, fh: bytes) -> tuple[LocalFS, Node]:
+        _kind, export_id = handle_kind(fh)
+        fs = self.exports.get(export_id)
+        if fs is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, f"no export {export_id}")
+        return fs, fs.node(fh)
+
+    @staticmethod
+    def _attr(fs: LocalFS, n: Node) -> Any:
+        """post_op_attr: attributes, or None if they cannot be had."""
+        try:
+            return fattr(fs.stat(n), fs.fsid)
+        except (OSError, NfsError):
+            return None
+
+    @staticmethod
+    def _pre(fs: LocalFS, n: Node) -> Any:
+        try:
+            return wcc_before(fs.stat(n))
+        except (OSError, NfsError):
+            return None
+
+    def _wcc(self, fs: LocalFS, n: Node, pre: Any) -> Any:
+        return wcc(pre, self._attr(fs, n))
+
+    def _changed(self, d: Node) -> None:
+        self.listings.invalidate(d.ino)
+
+    def _apply_sattr(self, fs: LocalFS, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
+        """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
+        if sa.size is not None:
+            fs.truncate(n, sa.size)
+        uid = sa.uid
+        gid = sa.gid
+        if uid is None and gid is None and ctx is not None and _IS_ROOT and ctx.cred.uid is not None:
+            uid, gid = ctx.cred.uid, ctx.cred.gid  # new objects belong to the caller
+        if uid is not None or gid is not None:
+            fs.set_owner(n, -1 if uid is None else uid, -1 if gid is None else gid)
+        if sa.mode is not None:
+            fs.set_mode(n, sa.mode)
+        ahow, atime = sa.atime
+        mhow, mtime = sa.mtime
+        if ahow or mhow:
+            st = fs.stat(n)
+            now = _server_time_ns()
+            a_ns = st.st_atime_ns if ahow == 0 else now if ahow == 1 else atime.seconds * 10**9 + atime.nseconds
+            m_ns = st.st_mtime_ns if mhow == 0 else now if mhow == 1 else mtime.seconds * 10**9 + mtime.nseconds
+            fs.set_times(n, a_ns, m_ns)
+
+    def _created(self, fs: LocalFS, d: Node, pre: Any, make: Callable[[], Node],
+                 sattr: Any, ctx: CallContext, ok: Any, fail: Any) -> tuple[int, Any]:
+        """Shared body of CREATE/MKDIR/SYMLINK/MKNOD: make, set attributes, answer."""
+        try:
+            n = make()
+            if sattr is not None:
+                self._apply_sattr(fs, n, sattr, ctx)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), fail(self._wcc(fs, d, pre))
+        finally:
+            self._changed(d)
+        return NFS3_OK, ok(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
+
+    # -- procedures ---------------------------------------------------------------------
+    def NULL(self, ctx: CallContext, a: None) -> None:
+        return None
+
+    def GETATTR(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.object.data)
+        return NFS3_OK, nfs3.GETATTR3resok.cls(fattr(fs.stat(n), fs.fsid))
+
+    def SETATTR(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.object.data)
+        st = fs.stat(n)
+        pre = wcc_before(st)
+        if a.guard is not None and (a.guard.seconds, a.guard.nseconds) != tuple(pre.ctime):
+            return nfsstat3.NFS3ERR_NOT_SYNC, nfs3.SETATTR3resfail.cls(wcc(pre, fattr(st, fs.fsid)))
+        try:
+            self._apply_sattr(fs, n, a.new_attributes)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
+        return NFS3_OK, nfs3.SETATTR3resok.cls(self._wcc(fs, n, pre))
+
+    def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.what.dir.data)
+        try:
+            n = fs.lookup(d, a.what.name)
+            attrs = fattr(fs.stat(n), fs.fsid)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.LOOKUP3resfail.cls(self._attr(fs, d))
+        return NFS3_OK, nfs3.LOOKUP3resok.cls(_fh(n.fh), attrs, self._attr(fs, d))
+
+    def ACCESS(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.object.data)
+        st = fs.stat(n)
+        return NFS3_OK, nfs3.ACCESS3resok.cls(fattr(st, fs.fsid), access_bits(st, ctx.cred, a.access))
+
+    def READLINK(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.symlink.data)
+        try:
+            target = fs.readlink(n)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.READLINK3resfail.cls(self._attr(fs, n))
+        return NFS3_OK, nfs3.READLINK3resok.cls(self._attr(fs, n), target)
+
+    def READ(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.file.data)
+        try:
+            data = fs.read(n, a.offset, min(a.count, RTMAX))
+            st = fs.stat(n)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.READ3resfail.cls(self._attr(fs, n))
+        eof = a.offset + len(data) >= st.st_size
+        return NFS3_OK, nfs3.READ3resok.cls(fattr(st, fs.fsid), len(data), eof, data)
+
+    def WRITE(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.file.data)
+        pre = self._pre(fs, n)
+        data = a.data[:a.count] if a.count < len(a.data) else a.data
+        try:
+            count = fs.write(n, a.offset, data, a.stable)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.WRITE3resfail.cls(self._wcc(fs, n, pre))
+        return NFS3_OK, nfs3.WRITE3resok.cls(self._wcc(fs, n, pre), count, a.stable, self.write_verifier)
+
+    def CREATE(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.where.dir.data)
+        name = a.where.name
+        mode, how = a.how
+        pre = self._pre(fs, d)
+        if mode == nfs3.createmode3.EXCLUSIVE:
+            return self._create_exclusive(ctx, fs, d, name, how, pre)
+        sattr = how
+        perm = sattr.mode if sattr.mode is not None else 0o644
+
+        def make() -> Node:
+            return fs.create_file(d, name, perm, exclusive=mode == nfs3.createmode3.GUARDED)
+        return self._created(fs, d, pre, make, sattr, ctx, nfs3.CREATE3resok.cls, nfs3.CREATE3resfail.cls)
+
+    def _create_exclusive(self, ctx: CallContext, fs: LocalFS, d: Node, name: bytes,
+                          verf: bytes, pre: Any) -> Any:
+        """EXCLUSIVE: the verifier is stored durably with the new file, so a retransmitted
+        create succeeds and a different client's attempt gets EXIST."""
+        fail = nfs3.CREATE3resfail.cls
+        try:
+            with self._create_lock:
+                try:
+                    n = fs.create_file(d, name, 0o644, exclusive=True)
+                    fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
+                    if _IS_ROOT and ctx.cred.uid is not None:
+                        fs.set_owner(n, ctx.cred.uid, ctx.cred.gid or 0)
+                    self._changed(d)
+                except FileExistsError:
+                    n = fs.lookup(d, name)
+                    if fs.store.get_verifier(fs.export_id, n.ino, n.gen) != verf:
+                        raise
+        except (OSError, NfsError) as exc:
+            return status_of(exc), fail(self._wcc(fs, d, pre))
+        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
+
+    def MKDIR(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.where.dir.data)
+        sattr = a.attributes
+        perm = sattr.mode if sattr.mode is not None else 0o755
+        return self._created(fs, d, self._pre(fs, d), lambda: fs.mkdir(d, a.where.name, perm),
+                             sattr._replace(mode=None), ctx, nfs3.MKDIR3resok.cls, nfs3.MKDIR3resfail.cls)
+
+    def SYMLINK(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.where.dir.data)
+        sattr = a.symlink.symlink_attributes._replace(mode=None, size=None)
+        return self._created(fs, d, self._pre(fs, d),
+                             lambda: fs.symlink(d, a.where.name, a.symlink.symlink_data),
+                             sattr, ctx, nfs3.SYMLINK3resok.cls, nfs3.SYMLINK3resfail.cls)
+
+    def MKNOD(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.where.dir.data)
+        pre = self._pre(fs, d)
+        ftype, what = a.what
+        kinds = {nfs3.ftype3.NF3CHR: stat.S_IFCHR, nfs3.ftype3.NF3BLK: stat.S_IFBLK,
+                 nfs3.ftype3.NF3SOCK: stat.S_IFSOCK, nfs3.ftype3.NF3FIFO: stat.S_IFIFO}
+        if ftype not in kinds:
+            return nfsstat3.NFS3ERR_BADTYPE, nfs3.MKNOD3resfail.cls(self._wcc(fs, d, pre))
+        if ftype in (nfs3.ftype3.NF3CHR, nfs3.ftype3.NF3BLK):
+            sattr, device = what.dev_attributes, os.makedev(what.spec.specdata1, what.spec.specdata2)
+        else:
+            sattr, device = what, 0
+        perm = sattr.mode if sattr.mode is not None else 0o644
+        return self._created(fs, d, pre, lambda: fs.mknod(d, a.where.name, kinds[ftype] | (perm & 0o7777), device),
+                             sattr._replace(mode=None), ctx, nfs3.MKNOD3resok.cls, nfs3.MKNOD3resfail.cls)
+
+    def _remove(self, a: Any, directory: bool, ok: Any, fail: Any) -> Any:
+        fs, d = self.resolve(a.object.dir.data)
+        pre = self._pre(fs, d)
+        try:
+            if a.object.name in (b".", b".."):
+                raise NfsError(nfsstat3.NFS3ERR_INVAL if directory else nfsstat3.NFS3ERR_ISDIR)
+            fs.remove(d, a.object.name, directory)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), fail(self._wcc(fs, d, pre))
+        finally:
+            self._changed(d)
+        return NFS3_OK, ok(self._wcc(fs, d, pre))
+
+    def REMOVE(self, ctx: CallContext, a: Any) -> Any:
+        return self._remove(a, False, nfs3.REMOVE3resok.cls, nfs3.REMOVE3resfail.cls)
+
+    def RMDIR(self, ctx: CallContext, a: Any) -> Any:
+        return self._remove(a, True, nfs3.RMDIR3resok.cls, nfs3.RMDIR3resfail.cls)
+
+    def RENAME(self, ctx: CallContext, a: Any) -> Any:
+        fs, src = self.resolve(a.from_.dir.data)
+        fs2, dst = self.resolve(a.to.dir.data)
+        spre, dpre = self._pre(fs, src), self._pre(fs2, dst)
+        try:
+            if fs is not fs2:
+                raise NfsError(nfsstat3.NFS3ERR_XDEV)
+            if a.from_.name in (b".", b"..") or a.to.name in (b".", b".."):
+                raise NfsError(nfsstat3.NFS3ERR_INVAL)
+            fs.rename(src, a.from_.name, dst, a.to.name)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.RENAME3resfail.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+        finally:
+            self._changed(src)
+            self._changed(dst)
+        return NFS3_OK, nfs3.RENAME3resok.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+
+    def LINK(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.file.data)
+        fs2, d = self.resolve(a.link.dir.data)
+        pre = self._pre(fs2, d)
+        try:
+            if fs is not fs2:
+                raise NfsError(nfsstat3.NFS3ERR_XDEV)
+            fs.link(n, d, a.link.name)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.LINK3resfail.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
+        finally:
+            self._changed(d)
+        return NFS3_OK, nfs3.LINK3resok.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
+
+    def _listing_page(self, fs: LocalFS, d: Node, cookie: int, verf: bytes, budget: int,
+                      plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
+        """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
+        st = fs.stat(d)
+        dattr = fattr(st, fs.fsid)
+        my_verf = cookie_verifier(d.fh)
+        if not stat.S_ISDIR(st.st_mode):
+            return nfsstat3.NFS3ERR_NOTDIR, dattr, my_verf, [], False
+        if cookie and verf != my_verf and verf != b"\0" * 8:
+            return nfsstat3.NFS3ERR_BAD_COOKIE, dattr, my_verf, [], False
+        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d))
+        entries: list = []
+        used = 0
+        dir_used = 0
+        specials: list[tuple[int, bytes, Node | None]] = []
+        if cookie < DOT_COOKIE:
+            specials.append((DOT_COOKIE, b".", d))
+        if cookie < DOTDOT_COOKIE:
+            specials.append((DOTDOT_COOKIE, b"..", None))
+        eof = True
+        entry_type = nfs3.entryplus3.cls if plus else nfs3.entry3.cls
+        for ck, name, node in specials:
+            node = node or fs.parent_of(d)
+            size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
+            used += size
+            dir_used += 24 + len(name)
+            if plus:
+                entries.append(entry_type(node.ino, name, ck, self._attr(fs, node), _fh(node.fh)))
+            else:
+                entries.append(entry_type(node.ino, name, ck))
+        i = listing.start_index(cookie)
+        names, inos, cookies = listing.names, listing.inos, listing.cookies
+        while i < len(names):
+            name = names[i]
+            size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
+            if used + size > budget or (plus and dir_used + 24 + len(name) > dircount):
+                eof = False
+                break
+            if plus:
+                try:
+                    est = fs.lstat_at(d, name)
+                except FileNotFoundError:
+                    i += 1
+                    continue  # removed since the listing was taken
+                entries.append(entry_type(est.st_ino, name, cookies[i], fattr(est, fs.fsid),
+                                          _fh(fs.handle_for_entry(d, name, est))))
+            else:
+                entries.append(entry_type(inos[i], name, cookies[i]))
+            used += size
+            dir_used += 24 + len(name)
+            i += 1
+        if not entries and not eof:
+            return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
+        return NFS3_OK, dattr, my_verf, entries, eof
+
+    def READDIR(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.dir.data)
+        try:
+            status, dattr, verf, entries, eof = self._listing_page(
+                fs, d, a.cookie, a.cookieverf, a.count - 120, False, 1 << 32)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.READDIR3resfail.cls(self._attr(fs, d))
+        if status != NFS3_OK:
+            return status, nfs3.READDIR3resfail.cls(dattr)
+        return NFS3_OK, nfs3.READDIR3resok.cls(dattr, verf, nfs3.dirlist3.cls(entries, eof))
+
+    def READDIRPLUS(self, ctx: CallContext, a: Any) -> Any:
+        fs, d = self.resolve(a.dir.data)
+        try:
+            status, dattr, verf, entries, eof = self._listing_page(
+                fs, d, a.cookie, a.cookieverf, min(a.maxcount, RTMAX) - 120, True, max(a.dircount, 512))
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.READDIRPLUS3resfail.cls(self._attr(fs, d))
+        if status != NFS3_OK:
+            return status, nfs3.READDIRPLUS3resfail.cls(dattr)
+        return NFS3_OK, nfs3.READDIRPLUS3resok.cls(dattr, verf, nfs3.dirlistplus3.cls(entries, eof))
+
+    def FSSTAT(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.fsroot.data)
+        try:
+            v = fs.statvfs()
+        except OSError as exc:
+            return status_of(exc), nfs3.FSSTAT3resfail.cls(self._attr(fs, n))
+        return NFS3_OK, nfs3.FSSTAT3resok.cls(
+            self._attr(fs, n), v.f_blocks * v.f_frsize, v.f_bfree * v.f_frsize,
+            v.f_bavail * v.f_frsize, v.f_files, v.f_ffree, v.f_favail, 0)
+
+    def FSINFO(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.fsroot.data)
+        props = nfs3.FSF3_LINK | nfs3.FSF3_SYMLINK | nfs3.FSF3_HOMOGENEOUS | nfs3.FSF3_CANSETTIME
+        return NFS3_OK, nfs3.FSINFO3resok.cls(
+            self._attr(fs, n), RTMAX, RTMAX, 4096, WTMAX, WTMAX, 4096, 65536,
+            _MAX_FILE, nfs3.nfstime3.cls(0, 1), props)
+
+    def PATHCONF(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.object.data)
+        try:
+            link_max = os.pathconf(fs.root_path, "PC_LINK_MAX")
+        except (OSError, ValueError):
+            link_max = 65000
+        return NFS3_OK, nfs3.PATHCONF3resok.cls(self._attr(fs, n), min(link_max, 0xFFFFFFFF), 255,
+                                                True, True, False, True)
+
+    def COMMIT(self, ctx: CallContext, a: Any) -> Any:
+        fs, n = self.resolve(a.file.data)
+        pre = self._pre(fs, n)
+        try:
+            fs.commit(n)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.COMMIT3resfail.cls(self._wcc(fs, n, pre))
+        return NFS3_OK, nfs3.COMMIT3resok.cls(self._wcc(fs, n, pre), self.write_verifier)
+
+
+def failure_result(res_type: Any, status: int) -> Any:
+    """The result for a call that failed before a handler could gather attributes (bad
+    handle, stale object): the resfail arm with every attribute marked absent."""
+    arm = res_type.arm_type(status)
+    return status, _empty(arm)
+
+
+def _empty(t: Any) -> Any:
+    if isinstance(t, Optional) or t is None:
+        return None
+    if isinstance(t, Struct):
+        if t is nfs3.wcc_data:
+            return NO_WCC
+        return t.cls(*(_empty(ft) for _, ft in t.fields))
+    return None

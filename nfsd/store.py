@@ -1,0 +1,120 @@
+"""The LMDB environment: handle table, export ids, exclusive-create verifiers.
+
+The handle table maps (export id, inode) to the object's last known parent inode, name and
+generation, so a handle can be turned back into an open file after a restart by walking
+names down from the export root.  It is a cache of where things are, rebuilt on demand when
+files move behind the server's back, so its writes need not be synchronous; what must be
+durable (exclusive-create verifiers) is synced explicitly.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from typing import Iterable, NamedTuple
+
+import lmdb
+
+_OBJ_KEY = struct.Struct(">HQ")
+_OBJ_VAL = struct.Struct(">QIB")  # parent inode, generation, flags; then the name
+FLAG_DELETED = 1                  # tombstone: the object was removed through the server
+
+
+class ObjectRecord(NamedTuple):
+    parent: int
+    gen: int
+    name: bytes
+    deleted: bool
+
+
+class Store:
+    def __init__(self, path: str, map_size: int = 1 << 32) -> None:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(path, max_dbs=16, map_size=map_size, sync=False, metasync=False,
+                             max_readers=256)
+        self.objects = self.env.open_db(b"objects")
+        self.meta = self.env.open_db(b"meta")
+        self.verifiers = self.env.open_db(b"createverf")
+        self._lock = threading.Lock()
+
+    # -- exports and boots ----------------------------------------------------------------
+    def export_id(self, export_path: str) -> int:
+        """A small persistent number for an export path (part of every handle)."""
+        key = b"export:" + os.fsencode(export_path)
+        with self.env.begin(write=True, db=self.meta) as txn:
+            found = txn.get(key)
+            if found is not None:
+                return int(found)
+            next_id = int(txn.get(b"next_export_id") or b"1")
+            txn.put(key, str(next_id).encode())
+            txn.put(b"next_export_id", str(next_id + 1).encode())
+        self.env.sync(True)
+        return next_id
+
+    def next_boot(self) -> int:
+        with self.env.begin(write=True, db=self.meta) as txn:
+            boot = int(txn.get(b"boot") or b"0") + 1
+            txn.put(b"boot", str(boot).encode())
+        self.env.sync(True)
+        return boot
+
+    # -- handle table ---------------------------------------------------------------------
+    def get_object(self, export_id: int, ino: int) -> ObjectRecord | None:
+        with self.env.begin(db=self.objects) as txn:
+            raw = txn.get(_OBJ_KEY.pack(export_id, ino))
+        if raw is None:
+            return None
+        parent, gen, flags = _OBJ_VAL.unpack_from(raw)
+        return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+
+    def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]]) -> None:
+        """Record (ino, parent, gen, name) tuples, skipping ones already identical."""
+        with self.env.begin(write=True, db=self.objects) as txn:
+            for ino, parent, gen, name in records:
+                key = _OBJ_KEY.pack(export_id, ino)
+                val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+                if txn.get(key) != val:
+                    txn.put(key, val)
+
+    def mark_deleted(self, export_id: int, ino: int) -> None:
+        with self.env.begin(write=True, db=self.objects) as txn:
+            key = _OBJ_KEY.pack(export_id, ino)
+            raw = txn.get(key)
+            if raw is not None:
+                parent, gen, _ = _OBJ_VAL.unpack_from(raw)
+                txn.put(key, _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:]))
+
+    def iter_objects(self, export_id: int) -> Iterable[tuple[int, ObjectRecord]]:
+        prefix = struct.pack(">H", export_id)
+        with self.env.begin(db=self.objects) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(prefix):
+                return
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    break
+                _, ino = _OBJ_KEY.unpack(key)
+                parent, gen, flags = _OBJ_VAL.unpack_from(raw)
+                yield ino, ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+
+    # -- EXCLUSIVE create ----------------------------------------------------------------
+    def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes) -> None:
+        """Durably remember which verifier created a file (before the CREATE reply)."""
+        with self.env.begin(write=True, db=self.verifiers) as txn:
+            txn.put(_OBJ_KEY.pack(export_id, ino), struct.pack(">I", gen & 0xFFFFFFFF) + verf)
+        self.env.sync(True)
+
+    def get_verifier(self, export_id: int, ino: int, gen: int) -> bytes | None:
+        with self.env.begin(db=self.verifiers) as txn:
+            raw = txn.get(_OBJ_KEY.pack(export_id, ino))
+        if raw is None or struct.unpack_from(">I", raw)[0] != gen & 0xFFFFFFFF:
+            return None
+        return bytes(raw[4:])
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()

@@ -1,0 +1,92 @@
+"""Protocol tracing (PYSFSD_TRACE=N), in the spirit of SFS's ASRV_TRACE.
+
+Level 1: one line per call (client, xid, procedure, key arguments, status, latency).
+Levels 2-9: also the fully decoded arguments and results.  Level 10: also the raw bytes.
+Nothing here runs when tracing is off: the dispatcher checks the level first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from xdr import Enum
+
+log = logging.getLogger("pysfsd.trace")
+
+
+def trace_level() -> int:
+    try:
+        return max(0, min(10, int(os.environ.get("PYSFSD_TRACE", "0") or 0)))
+    except ValueError:
+        return 0
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value[:limit])
+        more = f"...+{len(value) - limit}" if len(value) > limit else ""
+        try:
+            text = raw.decode()
+            if text.isprintable():
+                return repr(text) + more
+        except UnicodeDecodeError:
+            pass
+        return raw.hex() + more
+    return repr(value)
+
+
+def summarize(value: Any) -> str:
+    """Key arguments on one line: handles as short hex, names as text, numbers as is."""
+    if value is None:
+        return ""
+    if hasattr(value, "_fields"):
+        parts = []
+        for name in value._fields:
+            v = getattr(value, name)
+            if hasattr(v, "_fields"):
+                inner = summarize(v)
+                if inner:
+                    parts.append(f"{name}={{{inner}}}")
+            elif isinstance(v, (bytes, bytearray, memoryview)):
+                parts.append(f"{name}={_short(v, 20)}")
+            elif isinstance(v, (int, bool)):
+                parts.append(f"{name}={v}")
+        return " ".join(parts)
+    return _short(value)
+
+
+def pretty(value: Any, indent: int = 2, depth: int = 0) -> str:
+    """A decoded value, fully, one field per line."""
+    pad = " " * (indent * (depth + 1))
+    if hasattr(value, "_fields"):
+        lines = [f"{type(value).__name__} {{"]
+        for name in value._fields:
+            lines.append(f"{pad}{name} = {pretty(getattr(value, name), indent, depth + 1)}")
+        lines.append(" " * (indent * depth) + "}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = [f"{pad}{pretty(v, indent, depth + 1)}" for v in value]
+        return "[\n" + "\n".join(inner) + "\n" + " " * (indent * depth) + "]"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int):
+        return f"<{value[0]}> {pretty(value[1], indent, depth)}"
+    return _short(value, 256)
+
+
+def status_name(result: Any, status_enum: Enum | None) -> str:
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], int) and status_enum is not None:
+        try:
+            return status_enum.values(result[0]).name
+        except ValueError:
+            return str(result[0])
+    return "OK"
+
+
+def hexdump(data: bytes | memoryview, limit: int = 512) -> str:
+    raw = bytes(data[:limit])
+    rows = [f"    {i:04x}  {raw[i:i + 16].hex(' ')}" for i in range(0, len(raw), 16)]
+    if len(data) > limit:
+        rows.append(f"    ... {len(data) - limit} more bytes")
+    return "\n".join(rows)

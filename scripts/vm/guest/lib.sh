@@ -1,0 +1,84 @@
+# Helpers shared by /init and every workload (sourced by busybox sh).
+#
+# Protocol on the results port (second serial port, read by the host):
+#   BOOT ...                       guest is up
+#   INFO key=value ...             measurements, printed by the host
+#   STEP name OK secs              one workload step passed
+#   STEP name FAIL rc=N secs: msg  one workload step failed
+#   HOSTCHECK kind relpath value   the host verifies this in the export dir
+#   RESULT PASS | RESULT FAIL msg  last line; the host stops waiting here
+
+RESULTS_DEV=/dev/ttyS1
+RESULTS_COPY=/tmp/results.txt
+NFS_SERVER=10.0.2.2
+MNT=/mnt
+FAILS=0
+
+# Send one protocol line to the host (and echo it on the console log).
+report() {
+    echo "$*" >> "$RESULTS_DEV"
+    echo "$*" >> "$RESULTS_COPY"
+    echo "vmtest: $*"
+}
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+now_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+# Seconds since a now_cs timestamp, two decimals.
+elapsed_s() { awk -v t0="$1" '{ printf "%.2f", ($1 * 100 - t0) / 100 }' /proc/uptime; }
+# MB/s for $1 MB moved in $2 seconds.
+mb_per_s() { awk -v mb="$1" -v s="$2" 'BEGIN { printf "%.2f", (s > 0) ? mb / s : 0 }'; }
+
+# Run "$@" (usually a shell function, in this shell so it may set variables)
+# as the step named $1 and report OK or FAIL with its last output lines.
+step() {
+    _name=$1
+    shift
+    _t0=$(now_cs)
+    echo "vmtest: --- step $_name"
+    "$@" > /tmp/step.out 2>&1
+    _rc=$?
+    cat /tmp/step.out
+    _dt=$(elapsed_s "$_t0")
+    if [ "$_rc" -eq 0 ]; then
+        report "STEP $_name OK ${_dt}s"
+        return 0
+    fi
+    FAILS=$((FAILS + 1))
+    report "STEP $_name FAIL rc=$_rc ${_dt}s: $(tail -n 3 /tmp/step.out | tr '\n' ' ')"
+    return 1
+}
+
+# Last line of a workload: RESULT PASS only when no step failed.
+finish() {
+    if [ "$FAILS" -eq 0 ]; then
+        report "RESULT PASS"
+    else
+        report "RESULT FAIL $FAILS step(s) failed"
+    fi
+}
+
+# expect_eq ACTUAL EXPECTED WHAT
+expect_eq() {
+    [ "$1" = "$2" ] && return 0
+    echo "expected $3 = '$2', got '$1'"
+    return 1
+}
+
+hostcheck() { report "HOSTCHECK $*"; }
+
+# Mount the export with every option explicit (busybox mount passes them
+# straight to the kernel; no rpcbind lookups, no NLM).  Extra options in $1.
+nfs_mount() {
+    _opts="vers=3,proto=tcp,mountproto=tcp,nolock,addr=$NFS_SERVER,mountaddr=$NFS_SERVER"
+    [ -n "$VM_NFS_PORT" ] && _opts="$_opts,port=$VM_NFS_PORT"
+    [ -n "$VM_MOUNT_PORT" ] && _opts="$_opts,mountport=$VM_MOUNT_PORT"
+    [ -n "$1" ] && _opts="$_opts,$1"
+    mount -t nfs -o "$_opts" "$NFS_SERVER:$VM_EXPORT" "$MNT" || return 1
+    grep " $MNT nfs " /proc/mounts
+}
+
+# Forget every cached page and attribute so the next reads go to the server.
+drop_caches() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+}

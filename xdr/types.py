@@ -1,0 +1,605 @@
+"""Declarative XDR (RFC 4506) types compiled to Python.
+
+A protocol is written as a tree of type objects (``Struct``, ``Union``, ``Enum``...), in the
+same shape and with the same names as the ``.x`` text of its RFC.  Each type compiles itself,
+on first use, into two generated functions:
+
+* ``pack(buf: bytearray, value) -> None`` appends the encoding to ``buf``;
+* ``unpack(data, off) -> (value, new_off)`` decodes from ``bytes``/``memoryview``.
+
+The generated code groups every run of fixed-size fields into one precompiled
+``struct.Struct`` so that, for instance, a whole ``fattr3`` is one ``pack`` call.  That is
+what makes the hot paths (attributes, directory listings) cheap in CPython.
+
+Value model: integers and enums are ``int`` (enum members are ``IntEnum`` and compare equal),
+``bool`` is ``bool``, opaque and string data are ``bytes`` (file names are not always UTF-8),
+structs are generated ``NamedTuple``-style classes, optional data (``T *``) is ``None`` or the
+value, discriminated unions are ``(discriminant, arm_value)`` tuples, and linked lists (the
+``entry *nextentry`` idiom) are Python lists.
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+import struct
+from collections import namedtuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+__all__ = [
+    "XdrError", "XdrType", "Int32", "UInt32", "Int64", "UInt64", "Bool", "Void", "Enum",
+    "Opaque", "FixedOpaque", "String", "Optional", "Struct", "Union", "VarArray",
+    "FixedArray", "List", "int32", "uint32", "int64", "uint64", "boolean", "void",
+    "encode", "decode",
+]
+
+
+class XdrError(ValueError):
+    """Raised for any input that is not a valid encoding of the expected type."""
+
+
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+_U32 = struct.Struct(">I")
+_counter = itertools.count()
+
+
+class _Gen:
+    """Accumulates the constants a generated function refers to."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {"XdrError": XdrError, "_PAD": _PAD, "_U32": _U32}
+
+    def const(self, obj: Any, hint: str = "c") -> str:
+        name = f"_{hint}{next(_counter)}"
+        self.ns[name] = obj
+        return name
+
+    @staticmethod
+    def tmp(hint: str = "t") -> str:
+        return f"{hint}{next(_counter)}"
+
+
+def _indent(lines: Iterable[str], by: str = "    ") -> list[str]:
+    return [by + line for line in lines]
+
+
+class XdrType:
+    """Base of all XDR types.
+
+    Fixed-size types whose encoding is a flat run of integers set ``fmt`` (``struct`` codes)
+    and implement ``flatten``/``rebuild`` so that enclosing structs can merge them into a
+    single ``struct.Struct``.  Other types emit pack/unpack code directly.
+    """
+
+    name: str = "?"
+    fmt: str | None = None
+
+    _pack_fn: Callable[[bytearray, Any], None] | None = None
+    _unpack_fn: Callable[[Any, int], tuple[Any, int]] | None = None
+
+    # -- code generation hooks ------------------------------------------------------------
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        """Expressions, in ``fmt`` order, for the flat values of ``expr``.
+
+        Statements that must run first (tuple unpacking, cheaper than attribute access)
+        are appended to ``pre``."""
+        raise NotImplementedError
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        """Expression building the value from flat names; appends validation lines."""
+        raise NotImplementedError
+
+    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+        if self.fmt is not None:
+            s = g.const(struct.Struct(">" + self.fmt), "S")
+            pre: list[str] = []
+            flat = self.flatten(g, expr, pre)
+            return pre + [f"buf += {s}.pack({', '.join(flat)})"]
+        fn = g.const(self.pack, "pk")
+        return [f"{fn}(buf, {expr})"]
+
+    def emit_unpack(self, g: _Gen, target: str) -> list[str]:
+        if self.fmt is not None:
+            return _emit_fixed_unpack(g, [(self, target)])
+        fn = g.const(self.unpack, "up")
+        return [f"{target}, off = {fn}(data, off)"]
+
+    # -- compiled entry points -------------------------------------------------------------
+    def _compile(self) -> None:
+        g = _Gen()
+        pack_src = ["def pack(buf, v):"] + _indent(self.emit_pack_body(g, "v") or ["pass"])
+        g2 = _Gen()
+        unpack_src = (["def unpack(data, off):"]
+                      + _indent(self.emit_unpack_body(g2, "r"))
+                      + ["    return r, off"])
+        self._pack_fn = _build(pack_src, g.ns, "pack", self.name)
+        self._unpack_fn = _build(unpack_src, g2.ns, "unpack", self.name)
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        if self.fmt is not None:
+            return XdrType.emit_pack(self, g, expr)
+        raise NotImplementedError
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        if self.fmt is not None:
+            return _emit_fixed_unpack(g, [(self, target)])
+        raise NotImplementedError
+
+    def pack(self, buf: bytearray, value: Any) -> None:
+        """Append the encoding of ``value`` to ``buf``."""
+        if self._pack_fn is None:
+            self._compile()
+        try:
+            self._pack_fn(buf, value)  # type: ignore[misc]
+        except struct.error as exc:
+            raise XdrError(f"{self.name}: cannot encode {value!r}: {exc}") from None
+
+    def unpack(self, data: Any, off: int = 0) -> tuple[Any, int]:
+        """Decode one value at ``off``; returns it and the offset just past it."""
+        if self._unpack_fn is None:
+            self._compile()
+        try:
+            return self._unpack_fn(data, off)  # type: ignore[misc]
+        except (struct.error, IndexError, TypeError) as exc:
+            raise XdrError(f"{self.name}: truncated or malformed: {exc}") from None
+
+    def compiled(self) -> tuple[Callable[[bytearray, Any], None], Callable[[Any, int], tuple[Any, int]]]:
+        """The raw generated functions, for hot paths that handle ``struct.error`` themselves."""
+        if self._pack_fn is None:
+            self._compile()
+        return self._pack_fn, self._unpack_fn  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<xdr {self.name}>"
+
+
+def _build(src: list[str], ns: dict[str, Any], fname: str, tname: str) -> Callable[..., Any]:
+    code = "\n".join(src)
+    exec(compile(code, f"<xdr {tname}.{fname}>", "exec"), ns)
+    fn = ns[fname]
+    fn.__source__ = code
+    return fn
+
+
+def _emit_fixed_unpack(g: _Gen, items: Sequence[tuple[XdrType, str]]) -> list[str]:
+    """One ``unpack_from`` for a run of fixed-size items, then rebuild each value."""
+    fmt = "".join(t.fmt for t, _ in items)  # type: ignore[misc]
+    st = struct.Struct(">" + fmt)
+    s = g.const(st, "S")
+    count = len(st.unpack(bytes(st.size)))
+    names = [g.tmp() for _ in range(count)]
+    lines = []
+    lhs = ", ".join(names) + ("," if count == 1 else "")
+    lines.append(f"{lhs} = {s}.unpack_from(data, off)")
+    lines.append(f"off += {st.size}")
+    it = iter(names)
+    for t, target in items:
+        checks: list[str] = []
+        expr = t.rebuild(g, it, checks)
+        lines.extend(checks)
+        lines.append(f"{target} = {expr}")
+    return lines
+
+
+# --- primitives --------------------------------------------------------------------------
+
+class _Int(XdrType):
+    def __init__(self, name: str, fmt: str) -> None:
+        self.name, self.fmt = name, fmt
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        return [expr]
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        return next(names)
+
+
+def Int32() -> XdrType:
+    return _Int("int", "i")
+
+
+def UInt32() -> XdrType:
+    return _Int("unsigned int", "I")
+
+
+def Int64() -> XdrType:
+    return _Int("hyper", "q")
+
+
+def UInt64() -> XdrType:
+    return _Int("unsigned hyper", "Q")
+
+
+class Bool(XdrType):
+    name, fmt = "bool", "I"
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        return [f"(1 if {expr} else 0)"]
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        n = next(names)
+        checks.append(f"if {n} > 1: raise XdrError('bool out of range')")
+        return f"({n} == 1)"
+
+
+class Void(XdrType):
+    name, fmt = "void", ""
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        return []
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        return "None"
+
+    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+        return []
+
+    def emit_unpack(self, g: _Gen, target: str) -> list[str]:
+        return [f"{target} = None"]
+
+    emit_pack_body = emit_pack
+    emit_unpack_body = emit_unpack
+
+
+class Enum(XdrType):
+    """An XDR enum; ``members`` becomes an ``IntEnum`` (``.values``) for names in traces."""
+
+    def __init__(self, name: str, members: Mapping[str, int]) -> None:
+        self.name, self.fmt = name, "i"
+        self.values = enum.IntEnum(name, dict(members))  # type: ignore[misc]
+        self.allowed = frozenset(members.values())
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        return [expr]
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        n = next(names)
+        allowed = g.const(self.allowed, "E")
+        checks.append(f"if {n} not in {allowed}: raise XdrError('bad {self.name} value %d' % {n})")
+        return n
+
+    def __getattr__(self, item: str) -> Any:
+        if item.startswith("_"):
+            raise AttributeError(item)
+        return getattr(self.values, item)
+
+
+# --- opaque data and strings -----------------------------------------------------------
+
+class Opaque(XdrType):
+    """Variable-length ``opaque<max>``; ``view=True`` decodes to a zero-copy memoryview."""
+
+    def __init__(self, max_len: int | None = None, name: str = "opaque", view: bool = False) -> None:
+        self.name, self.max_len, self.view = name, max_len, view
+
+    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+        x, n = g.tmp("x"), g.tmp("n")
+        lines = [f"{x} = {expr}", f"{n} = len({x})"]
+        if self.max_len is not None:
+            lines.append(f"if {n} > {self.max_len}: raise XdrError('{self.name} too long')")
+        lines += [f"buf += _U32.pack({n})", f"buf += {x}", f"buf += _PAD[{n} & 3]"]
+        return lines
+
+    def emit_unpack(self, g: _Gen, target: str) -> list[str]:
+        n = g.tmp("n")
+        limit = f"{n} > {self.max_len} or " if self.max_len is not None else ""
+        conv = "" if self.view else "bytes"
+        return [
+            f"{n}, = _U32.unpack_from(data, off)",
+            "off += 4",
+            f"if {limit}off + (({n} + 3) & ~3) > len(data): raise XdrError('{self.name}: bad length %d' % {n})",
+            f"{target} = {conv}(data[off:off + {n}])",
+            f"off += ({n} + 3) & ~3",
+        ]
+
+    emit_pack_body = emit_pack
+    emit_unpack_body = emit_unpack
+
+
+def String(max_len: int | None = None, name: str = "string") -> Opaque:
+    """``string<max>``: kept as bytes, since file names need not be UTF-8."""
+    return Opaque(max_len, name)
+
+
+class FixedOpaque(XdrType):
+    def __init__(self, size: int, name: str = "opaque[]") -> None:
+        self.name, self.size = name, size
+        self.padded = (size + 3) & ~3
+
+    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+        x = g.tmp("x")
+        return [f"{x} = {expr}",
+                f"if len({x}) != {self.size}: raise XdrError('{self.name} must be {self.size} bytes')",
+                f"buf += {x}", f"buf += _PAD[{self.size} & 3]"]
+
+    def emit_unpack(self, g: _Gen, target: str) -> list[str]:
+        return [f"if off + {self.padded} > len(data): raise XdrError('{self.name} truncated')",
+                f"{target} = bytes(data[off:off + {self.size}])",
+                f"off += {self.padded}"]
+
+    emit_pack_body = emit_pack
+    emit_unpack_body = emit_unpack
+
+
+# --- composites ---------------------------------------------------------------------------
+
+class Optional(XdrType):
+    """``T *name``: ``None`` or a value, encoded as a bool then the value."""
+
+    def __init__(self, inner: XdrType, name: str | None = None) -> None:
+        self.inner = inner
+        self.name = name or f"{inner.name} *"
+
+    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+        x = g.tmp("x")
+        if self.inner.fmt is not None:
+            # Merge the "present" flag into the inner struct's single pack call.
+            s = g.const(struct.Struct(">I" + self.inner.fmt), "S")
+            body: list[str] = []
+            flat = self.inner.flatten(g, x, body)
+            body.append(f"buf += {s}.pack(1, {', '.join(flat)})")
+        else:
+            body = ["buf += b'\\0\\0\\0\\1'"] + self.inner.emit_pack(g, x)
+        return [f"{x} = {expr}", f"if {x} is None:", "    buf += b'\\0\\0\\0\\0'", "else:"] + _indent(body)
+
+    def emit_unpack(self, g: _Gen, target: str) -> list[str]:
+        f = g.tmp("f")
+        return [f"{f}, = _U32.unpack_from(data, off)", "off += 4",
+                f"if {f} == 0:", f"    {target} = None",
+                f"elif {f} == 1:"] + _indent(self.inner.emit_unpack(g, target)) + [
+                "else:", "    raise XdrError('optional flag out of range')"]
+
+    emit_pack_body = emit_pack
+    emit_unpack_body = emit_unpack
+
+
+class Struct(XdrType):
+    """An XDR struct; values are instances of the generated ``NamedTuple``-like ``cls``."""
+
+    def __init__(self, name: str, fields: Sequence[tuple[str, XdrType]]) -> None:
+        self.name = name
+        self.fields = list(fields)
+        self.cls = namedtuple(name, [f for f, _ in self.fields])  # type: ignore[misc]
+        self.cls.__xdr__ = self  # type: ignore[attr-defined]
+        if all(t.fmt is not None for _, t in self.fields):
+            self.fmt = "".join(t.fmt for _, t in self.fields)  # type: ignore[misc]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cls(*args, **kwargs)
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        names = [g.tmp("f") for _ in self.fields]
+        pre.append(f"{', '.join(names)}, = {expr}")
+        out: list[str] = []
+        for name, (_, t) in zip(names, self.fields):
+            out.extend(t.flatten(g, name, pre))
+        return out
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        cls = g.const(self.cls, "K")
+        parts = [t.rebuild(g, names, checks) for _, t in self.fields]
+        return f"{cls}({', '.join(parts)})"
+
+    def _runs(self) -> list[list[tuple[str, XdrType]]]:
+        """Consecutive fields grouped: runs of fixed-size ones, singles otherwise."""
+        runs: list[list[tuple[str, XdrType]]] = []
+        for f in self.fields:
+            if f[1].fmt is not None and runs and runs[-1][-1][1].fmt is not None:
+                runs[-1].append(f)
+            else:
+                runs.append([f])
+        return runs
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        if self.fmt is not None:
+            return XdrType.emit_pack(self, g, expr)
+        v = g.tmp("v")
+        lines = [f"{v} = {expr}"]
+        for run in self._runs():
+            if run[0][1].fmt is not None:
+                s = g.const(struct.Struct(">" + "".join(t.fmt for _, t in run)), "S")  # type: ignore[misc]
+                flat = [e for fname, t in run for e in t.flatten(g, f"{v}.{fname}", lines)]
+                if flat:
+                    lines.append(f"buf += {s}.pack({', '.join(flat)})")
+            else:
+                fname, t = run[0]
+                lines.extend(t.emit_pack(g, f"{v}.{fname}"))
+        return lines
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        if self.fmt is not None:
+            return _emit_fixed_unpack(g, [(self, target)])
+        lines: list[str] = []
+        names = {fname: g.tmp("m") for fname, _ in self.fields}
+        for run in self._runs():
+            if run[0][1].fmt is not None:
+                lines.extend(_emit_fixed_unpack(g, [(t, names[f]) for f, t in run]))
+            else:
+                fname, t = run[0]
+                lines.extend(t.emit_unpack(g, names[fname]))
+        cls = g.const(self.cls, "K")
+        lines.append(f"{target} = {cls}({', '.join(names[f] for f, _ in self.fields)})")
+        return lines
+
+
+class Union(XdrType):
+    """Discriminated union; values are ``(discriminant, arm_value)`` tuples.
+
+    ``arms`` maps each case value to the arm type (``Void()`` for ``void``); ``default`` is
+    the type of the ``default:`` arm, or ``None`` when the union has none.
+    """
+
+    _NO_DEFAULT = object()
+
+    def __init__(self, name: str, disc: XdrType, arms: Mapping[int, XdrType],
+                 default: XdrType | None = None) -> None:
+        self.name, self.disc, self.arms, self.default = name, disc, dict(arms), default
+
+    def arm_type(self, d: int) -> XdrType | None:
+        return self.arms.get(d, self.default)
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        d, a = g.tmp("d"), g.tmp("a")
+        lines = [f"{d}, {a} = {expr}"]
+        chains: list[str] = []
+        for i, (case, t) in enumerate(self.arms.items()):
+            kw = "if" if i == 0 else "elif"
+            chains.append(f"{kw} {d} == {int(case)}:")
+            chains.extend(_indent(self._pack_arm(g, t, d, a)))
+        tail = (self._pack_arm(g, self.default, d, a) if self.default is not None
+                else [f"raise XdrError('{self.name}: no arm for %r' % ({d},))"])
+        if chains:
+            chains.append("else:")
+            chains.extend(_indent(tail))
+        else:
+            chains = tail
+        return lines + chains
+
+    def _pack_arm(self, g: _Gen, t: XdrType, d: str, a: str) -> list[str]:
+        if self.disc.fmt is not None and t.fmt is not None:
+            s = g.const(struct.Struct(">" + self.disc.fmt + t.fmt), "S")
+            pre: list[str] = []
+            flat = self.disc.flatten(g, d, pre) + t.flatten(g, a, pre)
+            return pre + [f"buf += {s}.pack({', '.join(flat)})"]
+        return self.disc.emit_pack(g, d) + t.emit_pack(g, a)
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        d, a = g.tmp("d"), g.tmp("a")
+        lines = self.disc.emit_unpack(g, d) if not isinstance(self.disc, Enum) else \
+            _emit_fixed_unpack(g, [(_Int("int", "i"), d)])
+        chains: list[str] = []
+        for i, (case, t) in enumerate(self.arms.items()):
+            kw = "if" if i == 0 else "elif"
+            chains.append(f"{kw} {d} == {int(case)}:")
+            chains.extend(_indent(t.emit_unpack(g, a)))
+        if self.default is not None:
+            tail = self._default_unpack(g, d, a)
+        else:
+            tail = [f"raise XdrError('{self.name}: bad discriminant %d' % {d})"]
+        if chains:
+            chains.append("else:")
+            chains.extend(_indent(tail))
+        else:
+            chains = tail
+        return lines + chains + [f"{target} = ({d}, {a})"]
+
+    def _default_unpack(self, g: _Gen, d: str, a: str) -> list[str]:
+        lines: list[str] = []
+        if isinstance(self.disc, Enum):
+            allowed = g.const(self.disc.allowed, "E")
+            lines.append(f"if {d} not in {allowed}: raise XdrError('bad {self.disc.name} %d' % {d})")
+        return lines + self.default.emit_unpack(g, a)  # type: ignore[union-attr]
+
+    emit_pack = XdrType.emit_pack
+    emit_unpack = XdrType.emit_unpack
+
+
+class VarArray(XdrType):
+    """``T name<max>``: a counted array, as a Python list."""
+
+    def __init__(self, inner: XdrType, max_len: int | None = None, name: str | None = None) -> None:
+        self.inner, self.max_len = inner, max_len
+        self.name = name or f"{inner.name}<>"
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        x, e = g.tmp("x"), g.tmp("e")
+        lines = [f"{x} = {expr}"]
+        if self.max_len is not None:
+            lines.append(f"if len({x}) > {self.max_len}: raise XdrError('{self.name} too long')")
+        lines.append(f"buf += _U32.pack(len({x}))")
+        lines.append(f"for {e} in {x}:")
+        lines.extend(_indent(self.inner.emit_pack(g, e) or ["pass"]))
+        return lines
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        n, lst, e = g.tmp("n"), g.tmp("l"), g.tmp("e")
+        limit = f"{n} > {self.max_len} or " if self.max_len is not None else ""
+        # Every element takes at least 4 bytes (or is void): bound the count by what remains
+        # so a forged count cannot make us loop or allocate past the record.
+        return [f"{n}, = _U32.unpack_from(data, off)", "off += 4",
+                f"if {limit}{n} * 4 > len(data) - off: raise XdrError('{self.name}: bad count %d' % {n})",
+                f"{lst} = []",
+                f"for _ in range({n}):"] + _indent(self.inner.emit_unpack(g, e) + [f"{lst}.append({e})"]) + [
+                f"{target} = {lst}"]
+
+    emit_pack = XdrType.emit_pack
+    emit_unpack = XdrType.emit_unpack
+
+
+class FixedArray(XdrType):
+    def __init__(self, inner: XdrType, size: int, name: str | None = None) -> None:
+        self.inner, self.size = inner, size
+        self.name = name or f"{inner.name}[{size}]"
+        if inner.fmt is not None:
+            self.fmt = inner.fmt * size
+
+    def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        return [e for i in range(self.size) for e in self.inner.flatten(g, f"{expr}[{i}]", pre)]
+
+    def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
+        return "[" + ", ".join(self.inner.rebuild(g, names, checks) for _ in range(self.size)) + "]"
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        if self.fmt is not None:
+            return XdrType.emit_pack(self, g, expr)
+        x, e = g.tmp("x"), g.tmp("e")
+        return [f"{x} = {expr}",
+                f"if len({x}) != {self.size}: raise XdrError('{self.name}: wrong length')",
+                f"for {e} in {x}:"] + _indent(self.inner.emit_pack(g, e) or ["pass"])
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        if self.fmt is not None:
+            return _emit_fixed_unpack(g, [(self, target)])
+        lst, e = g.tmp("l"), g.tmp("e")
+        return [f"{lst} = []", f"for _ in range({self.size}):"] + _indent(
+            self.inner.emit_unpack(g, e) + [f"{lst}.append({e})"]) + [f"{target} = {lst}"]
+
+
+class List(XdrType):
+    """The ``struct entry { ...; entry *next; }`` idiom as a Python list of ``inner``.
+
+    ``inner`` is the struct without its ``next`` pointer; on the wire each element is preceded
+    by TRUE and the list ends with FALSE, exactly as the recursive optional encodes.
+    """
+
+    def __init__(self, inner: XdrType, name: str | None = None) -> None:
+        self.inner = inner
+        self.name = name or f"{inner.name} *list"
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+        e = g.tmp("e")
+        return [f"for {e} in {expr}:", "    buf += b'\\0\\0\\0\\1'"] + _indent(
+            self.inner.emit_pack(g, e)) + ["buf += b'\\0\\0\\0\\0'"]
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        lst, e, f = g.tmp("l"), g.tmp("e"), g.tmp("f")
+        return [f"{lst} = []", "while True:",
+                f"    {f}, = _U32.unpack_from(data, off)", "    off += 4",
+                f"    if {f} == 0: break",
+                f"    if {f} != 1: raise XdrError('list flag out of range')"] + _indent(
+            self.inner.emit_unpack(g, e) + [f"{lst}.append({e})"]) + [f"{target} = {lst}"]
+
+    emit_pack = XdrType.emit_pack
+    emit_unpack = XdrType.emit_unpack
+
+
+# Shared instances, named as in the XDR language.
+int32 = Int32()
+uint32 = UInt32()
+int64 = Int64()
+uint64 = UInt64()
+boolean = Bool()
+void = Void()
+
+
+def encode(t: XdrType, value: Any) -> bytes:
+    buf = bytearray()
+    t.pack(buf, value)
+    return bytes(buf)
+
+
+def decode(t: XdrType, data: Any, exact: bool = True) -> Any:
+    """Decode a whole buffer; with ``exact``, trailing bytes are an error."""
+    value, off = t.unpack(data, 0)
+    if exact and off != len(data):
+        raise XdrError(f"{t.name}: {len(data) - off} trailing bytes")
+    return value
