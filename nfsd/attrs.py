@@ -25,12 +25,15 @@ def nfstime(ns: int) -> nfstime3:
 def fattr(st: os.stat_result, fsid: int) -> fattr3:
     mode = st.st_mode
     rdev = st.st_rdev
+    a_s, a_n = divmod(st.st_atime_ns, _BILLION)
+    m_s, m_n = divmod(st.st_mtime_ns, _BILLION)
+    c_s, c_n = divmod(st.st_ctime_ns, _BILLION)
     return _fattr3(
-        _FTYPE.get(stat.S_IFMT(mode), 1), mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
+        _FTYPE[mode & 0o170000], mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
         st.st_size, st.st_blocks * 512,
         _spec(os.major(rdev), os.minor(rdev)) if rdev else _NO_DEVICE,
         fsid, st.st_ino,
-        nfstime(st.st_atime_ns), nfstime(st.st_mtime_ns), nfstime(st.st_ctime_ns),
+        _time(a_s & 0xFFFFFFFF, a_n), _time(m_s & 0xFFFFFFFF, m_n), _time(c_s & 0xFFFFFFFF, c_n),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from concurrent.futures import Executor
 from typing import Any, Awaitable, Callable
@@ -35,9 +36,11 @@ class Registered:
 
     def __init__(self, program: Program, service: Any, offload: frozenset[str]) -> None:
         self.program = program
-        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], bool]] = {}
+        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], bool, Callable[..., Any], Callable[..., Any]]] = {}
         for num, proc in program.procedures.items():
-            self.handlers[num] = (proc, getattr(service, proc.name), proc.name in offload)
+            pack_res = proc.res.compiled()[0]
+            unpack_args = proc.args.compiled()[1]
+            self.handlers[num] = (proc, getattr(service, proc.name), proc.name in offload, unpack_args, pack_res)
         self.offload = offload
         res_types = [p.res for p in program.procedures.values() if isinstance(p.res, Union)]
         self.status_enum: Enum | None = res_types[0].disc if res_types and isinstance(res_types[0].disc, Enum) else None
@@ -83,12 +86,13 @@ class Dispatcher:
         entry = reg.handlers.get(call.proc)
         if entry is None:
             return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
-        proc, handler, offload = entry
+        proc, handler, offload, unpack_args, _ = entry
         try:
-            args, end = proc.args.unpack(record, call.args_offset)
+            # A memoryview lets WRITE data reach pwrite() without being copied.
+            args, end = unpack_args(memoryview(record), call.args_offset)
             if end != len(record):
                 raise XdrError(f"{len(record) - end} trailing bytes")
-        except XdrError as exc:
+        except (XdrError, struct.error, IndexError, TypeError) as exc:
             log.info("GARBAGE_ARGS from %s for %s: %s", client[0], proc.name, exc)
             return self._error(reserve, xid, accept_stat.GARBAGE_ARGS, client, call)
         drc_key = None
@@ -134,9 +138,9 @@ class Dispatcher:
         else:
             buf = success_reply(call.xid, reserve)
             try:
-                proc.res.pack(buf, result)
+                reg.handlers[proc.number][4](buf, result)
                 reply = buf
-            except XdrError:
+            except (XdrError, struct.error, TypeError, ValueError):
                 log.exception("cannot encode %s result", proc.name)
                 reply = None
         if reply is None:

@@ -337,12 +337,24 @@ class LocalFS:
         if name == b"..":
             return self.parent_of(d)
         check_name(name)
+        # Fast path: an object already open under this very name needs no new descriptor.
+        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+        rec = self._recorded.get(st.st_ino)
+        if rec is not None and rec[0] == d.ino and rec[2] == name:
+            with self._lock:
+                cached = self._nodes.get(pack_real(self.export_id, st.st_ino, rec[1]))
+            if cached is not None and cached.mode == st.st_mode:
+                return self._remember(cached)
         fd = os.open(name, O_PATH_FLAGS, dir_fd=d.fd)
         st = os.stat(fd)
         return self._adopt(fd, st, d.ino, name)
 
     def parent_of(self, d: Node) -> Node:
-        """``..`` of a directory; the export root is its own parent."""
+        """``..`` of a directory; the export root is its own parent.
+
+        The parent's own (parent, name) is learnt by climbing ``..`` until the export root:
+        that also proves the directory is still inside the export (one moved out behind our
+        back climbs to the file system root instead, and gets STALE)."""
         if d is self.root or d.ino == self.root_ino:
             return self.root
         fd = os.open("..", O_PATH_FLAGS | os.O_DIRECTORY, dir_fd=d.fd)
@@ -350,11 +362,50 @@ class LocalFS:
         if st.st_ino == self.root_ino:
             os.close(fd)
             return self.root
-        rec = self.store.get_object(self.export_id, st.st_ino)
-        if rec is None:
+        try:
+            grand, name = self._place_of(fd, st)
+        except (OSError, NfsError):
             os.close(fd)
-            raise NfsError(nfsstat3.NFS3ERR_STALE, "parent outside the known tree")
-        return self._adopt(fd, st, rec.parent, rec.name)
+            raise
+        return self._adopt(fd, st, grand, name)
+
+    def _place_of(self, fd: int, st: os.stat_result) -> tuple[int, bytes]:
+        """(parent inode, name) of the directory open as ``fd``, verified up to the root."""
+        chain: list[tuple[int, int, bytes]] = []  # (ino, parent ino, name), child first
+        cur = os.dup(fd)
+        cur_ino = st.st_ino
+        try:
+            for _ in range(MAX_DEPTH):
+                up = os.open("..", O_PATH_FLAGS | os.O_DIRECTORY, dir_fd=cur)
+                up_ino = os.stat(up).st_ino
+                if up_ino == cur_ino:  # reached "/" without meeting the export root
+                    os.close(up)
+                    raise NfsError(nfsstat3.NFS3ERR_STALE, "directory is no longer in the export")
+                name = self._name_in(up, cur_ino)
+                os.close(cur)
+                cur, cur_ino_prev, cur_ino = up, cur_ino, up_ino
+                chain.append((cur_ino_prev, up_ino, name))
+                if up_ino == self.root_ino:
+                    break
+            else:
+                raise NfsError(nfsstat3.NFS3ERR_STALE, "directory too deep")
+        finally:
+            os.close(cur)
+        for ino, parent, name in chain:
+            self.record(ino, parent, self._known_gen(ino), name)
+        return chain[0][1], chain[0][2]
+
+    def _name_in(self, dir_fd: int, ino: int) -> bytes:
+        """The name under which ``ino`` appears in a directory (a scan: rare path)."""
+        rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            with os.scandir(rfd) as it:
+                for e in it:
+                    if e.inode() == ino:
+                        return os.fsencode(e.name)
+        finally:
+            os.close(rfd)
+        raise NfsError(nfsstat3.NFS3ERR_STALE, f"inode {ino} not found in its parent")
 
     def _adopt(self, fd: int, st: os.stat_result, parent: int, name: bytes) -> Node:
         """Turn a freshly opened descriptor into the (shared) node for its object."""
@@ -391,7 +442,7 @@ class LocalFS:
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
         check_name(name)
         os.mkdir(name, mode & 0o7777, dir_fd=d.fd)
-        return self.lookup(d, name)
+        return self._undo_umask(self.lookup(d, name), mode)
 
     def symlink(self, d: Node, name: bytes, target: bytes) -> Node:
         check_name(name)
@@ -403,7 +454,16 @@ class LocalFS:
     def mknod(self, d: Node, name: bytes, mode: int, device: int = 0) -> Node:
         check_name(name)
         os.mknod(name, mode, device, dir_fd=d.fd)
-        return self.lookup(d, name)
+        return self._undo_umask(self.lookup(d, name), mode)
+
+    @staticmethod
+    def _undo_umask(n: Node, mode: int) -> Node:
+        """mkdir(2) and mknod(2) filter the mode through this process's umask, but the client
+        already applied its own (knfsd creates with umask 0): restore the bits it took."""
+        if n.mode & 0o777 != mode & 0o777:
+            os.chmod(proc_path(n.fd), (n.mode & 0o7000) | (mode & 0o777))
+            n.mode = (n.mode & ~0o777) | (mode & 0o777)
+        return n
 
     def remove(self, d: Node, name: bytes, directory: bool) -> None:
         check_name(name)
@@ -442,16 +502,34 @@ class LocalFS:
         os.chmod(proc_path(n.fd), mode & 0o7777)
 
     def _link_parent(self, n: Node) -> Node:
-        """The directory holding symlink ``n`` under its recorded name (verified), for the
-        few calls that cannot go through /proc/self/fd without following the link."""
-        parent = self.root if n.parent == self.root_ino else self._walk_to(n.parent)
-        if parent is None or self.lstat_at(parent, n.name).st_ino != n.ino:
-            raise NfsError(nfsstat3.NFS3ERR_STALE, "symbolic link moved")
-        return parent
+        """The directory holding symlink ``n`` under ``n.name`` (verified), for the few calls
+        that cannot go through /proc/self/fd without following the link.  The name the node
+        was opened under may be out of date (renamed through the server or behind its back,
+        or that hard link removed): then try the handle table's, then search the export, and
+        remember the name found in the node."""
+        places = [(n.parent, n.name)]
+        rec = self.store.get_object(self.export_id, n.ino)
+        if rec is not None and not rec.deleted:
+            places.append((rec.parent, rec.name))
+        for attempt in range(2):
+            for parent_ino, name in places:
+                parent = self.root if parent_ino == self.root_ino else self._walk_to(parent_ino)
+                try:
+                    if parent is not None and self.lstat_at(parent, name).st_ino == n.ino:
+                        n.parent, n.name = parent_ino, name
+                        return parent
+                except OSError:
+                    pass
+            moved = self._search(n.ino) if attempt == 0 else None
+            if moved is None:
+                break
+            places = [(moved.parent, moved.name)]
+        raise NfsError(nfsstat3.NFS3ERR_STALE, "symbolic link not found")
 
     def set_owner(self, n: Node, uid: int, gid: int) -> None:
         if n.is_link:
-            os.chown(n.name, uid, gid, dir_fd=self._link_parent(n).fd, follow_symlinks=False)
+            parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
+            os.chown(n.name, uid, gid, dir_fd=parent.fd, follow_symlinks=False)
         else:
             os.chown(proc_path(n.fd), uid, gid)
 
@@ -464,7 +542,8 @@ class LocalFS:
 
     def set_times(self, n: Node, atime_ns: int, mtime_ns: int) -> None:
         if n.is_link:
-            os.utime(n.name, ns=(atime_ns, mtime_ns), dir_fd=self._link_parent(n).fd, follow_symlinks=False)
+            parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
+            os.utime(n.name, ns=(atime_ns, mtime_ns), dir_fd=parent.fd, follow_symlinks=False)
         else:
             os.utime(proc_path(n.fd), ns=(atime_ns, mtime_ns))
 
@@ -514,7 +593,20 @@ class LocalFS:
         finally:
             os.close(fd)
 
+    def flush(self) -> None:
+        """fsync every file opened for writing, so a clean shutdown leaves nothing in
+        flight even for clients that never sent COMMIT."""
+        with self._lock:
+            nodes = list(self._nodes.values())
+        for n in nodes:
+            if n._io_writable and n._io_fd >= 0:
+                try:
+                    os.fsync(n._io_fd)
+                except OSError:
+                    pass
+
     def close(self) -> None:
+        self.flush()
         with self._lock:
             self._nodes.clear()
         self.root.close()

@@ -10,8 +10,7 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from protocol import nfs3
 from xdr import Optional, Struct
@@ -32,13 +31,14 @@ _MAX_FILE = (1 << 63) - 1
 # post_op_attr (flag + fattr3) and post_op_fh3 (flag + length + 16-byte handle).
 _ENTRY_BYTES = 4 + 8 + 4 + 8
 _PLUS_BYTES = 4 + 84 + 4 + 4 + 16
+# RPC reply header, status, directory attributes, verifier and the closing flags.
+_REPLY_OVERHEAD = 24 + 4 + 88 + 8 + 8
 _IS_ROOT = os.geteuid() == 0
 _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
+class CallContext(NamedTuple):
     cred: Credentials
     client: tuple[str, int]
 
@@ -347,16 +347,19 @@ class Nfs3Service:
         eof = True
         entry_type = nfs3.entryplus3.cls if plus else nfs3.entry3.cls
         for ck, name, node in specials:
-            node = node or fs.parent_of(d)
             size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
+            if used + size > budget:  # "." and ".." count against maxcount like any entry
+                eof = False
+                break
+            node = node or fs.parent_of(d)
             used += size
             dir_used += 24 + len(name)
             if plus:
                 entries.append(entry_type(node.ino, name, ck, self._attr(fs, node), _fh(node.fh)))
             else:
                 entries.append(entry_type(node.ino, name, ck))
-        i = listing.start_index(cookie)
         names, inos, cookies = listing.names, listing.inos, listing.cookies
+        i = listing.start_index(cookie) if eof else len(names)
         while i < len(names):
             name = names[i]
             size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
@@ -380,27 +383,24 @@ class Nfs3Service:
             return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
         return NFS3_OK, dattr, my_verf, entries, eof
 
-    def READDIR(self, ctx: CallContext, a: Any) -> Any:
+    def _readdir(self, a: Any, plus: bool, budget: int, dircount: int) -> Any:
+        resok, resfail, dirlist = ((nfs3.READDIRPLUS3resok, nfs3.READDIRPLUS3resfail, nfs3.dirlistplus3) if plus
+                                   else (nfs3.READDIR3resok, nfs3.READDIR3resfail, nfs3.dirlist3))
         fs, d = self.resolve(a.dir.data)
         try:
             status, dattr, verf, entries, eof = self._listing_page(
-                fs, d, a.cookie, a.cookieverf, a.count - 120, False, 1 << 32)
+                fs, d, a.cookie, a.cookieverf, budget, plus, dircount)
         except (OSError, NfsError) as exc:
-            return status_of(exc), nfs3.READDIR3resfail.cls(self._attr(fs, d))
+            return status_of(exc), resfail.cls(self._attr(fs, d))
         if status != NFS3_OK:
-            return status, nfs3.READDIR3resfail.cls(dattr)
-        return NFS3_OK, nfs3.READDIR3resok.cls(dattr, verf, nfs3.dirlist3.cls(entries, eof))
+            return status, resfail.cls(dattr)
+        return NFS3_OK, resok.cls(dattr, verf, dirlist.cls(entries, eof))
+
+    def READDIR(self, ctx: CallContext, a: Any) -> Any:
+        return self._readdir(a, False, min(a.count, RTMAX) - _REPLY_OVERHEAD, 1 << 32)
 
     def READDIRPLUS(self, ctx: CallContext, a: Any) -> Any:
-        fs, d = self.resolve(a.dir.data)
-        try:
-            status, dattr, verf, entries, eof = self._listing_page(
-                fs, d, a.cookie, a.cookieverf, min(a.maxcount, RTMAX) - 120, True, max(a.dircount, 512))
-        except (OSError, NfsError) as exc:
-            return status_of(exc), nfs3.READDIRPLUS3resfail.cls(self._attr(fs, d))
-        if status != NFS3_OK:
-            return status, nfs3.READDIRPLUS3resfail.cls(dattr)
-        return NFS3_OK, nfs3.READDIRPLUS3resok.cls(dattr, verf, nfs3.dirlistplus3.cls(entries, eof))
+        return self._readdir(a, True, min(a.maxcount, RTMAX) - _REPLY_OVERHEAD, max(a.dircount, 512))
 
     def FSSTAT(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.fsroot.data)

@@ -43,7 +43,8 @@ class RecordReader:
                 raise RecordTooLarge(f"record of at least {self._size + length} bytes exceeds {self.max_record}")
             if n - pos - 4 < length:
                 break
-            frag = bytes(buf[pos + 4:pos + 4 + length])
+            with memoryview(buf) as view:  # one copy out of the buffer, not two
+                frag = bytes(view[pos + 4:pos + 4 + length])
             pos += 4 + length
             if mark & LAST_FRAGMENT:
                 if self._fragments:

@@ -6,8 +6,7 @@ call header, prefixing a reply header) uses precompiled layouts of the same wire
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from xdr import (Enum, Opaque, Struct, Union, VarArray, XdrError, String,
                  uint32, void)
@@ -54,8 +53,7 @@ rpc_msg_body = Union("rpc_msg_body", msg_type, {msg_type.CALL: call_body, msg_ty
 rpc_msg = Struct("rpc_msg", [("xid", uint32), ("body", rpc_msg_body)])
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     """The caller's identity: AUTH_SYS fields, or ``uid=None`` for AUTH_NONE."""
 
     flavor: int
@@ -65,14 +63,16 @@ class Credentials:
     machinename: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     xid: int
     prog: int
     vers: int
     proc: int
     cred: Credentials
     args_offset: int
+
+
+_NO_CRED = Credentials(0)
 
 
 class NotACall(XdrError):
@@ -102,6 +102,10 @@ def parse_call(data: bytes | memoryview) -> Call:
     try:
         xid, mtype, rpcvers, prog, vers, proc, flavor = _HEAD.unpack_from(data, 0)
     except struct.error:
+        # Replies can be shorter than a call header (an error reply is 20-24 bytes).
+        mtype = _U32x2.unpack_from(data, 0)[1] if len(data) >= 8 else 0
+        if mtype != 0:
+            raise NotACall(f"message type {mtype}") from None
         raise XdrError("RPC header truncated") from None
     if mtype != 0:
         raise NotACall(f"message type {mtype}")
@@ -114,18 +118,33 @@ def parse_call(data: bytes | memoryview) -> Call:
     except (struct.error, XdrError):
         raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), "bad credentials") from None
     if flavor == AUTH_SYS:
-        try:
-            p, end = _authsys_unpack(cred_body, 0)
-        except (struct.error, XdrError):
-            end, p = -1, None
-        if p is None or end != len(cred_body):
-            raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), "malformed AUTH_SYS")
-        cred = Credentials(AUTH_SYS, p.uid, p.gid, tuple(p.gids), p.machinename)
+        cred = _authsys_cache.get(cred_body)
+        if cred is None:
+            cred = _decode_authsys(xid, cred_body)
     elif flavor == AUTH_NONE:
-        cred = Credentials(AUTH_NONE)
+        cred = _NO_CRED
     else:
         raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), f"auth flavor {flavor}")
     return Call(xid, prog, vers, proc, cred, off)
+
+
+_authsys_cache: dict[bytes, Credentials] = {}
+
+
+def _decode_authsys(xid: int, body: bytes) -> Credentials:
+    """Decode an AUTH_SYS body; clients send the same few bodies over and over, so the
+    decoded credentials are remembered (bounded)."""
+    try:
+        p, end = _authsys_unpack(body, 0)
+    except (struct.error, XdrError):
+        end, p = -1, None
+    if p is None or end != len(body):
+        raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), "malformed AUTH_SYS")
+    cred = Credentials(AUTH_SYS, p.uid, p.gid, tuple(p.gids), p.machinename)
+    if len(_authsys_cache) >= 4096:
+        _authsys_cache.clear()
+    _authsys_cache[body] = cred
+    return cred
 
 
 def success_reply(xid: int, reserve: int = 0) -> bytearray:

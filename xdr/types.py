@@ -8,8 +8,9 @@ on first use, into two generated functions:
 * ``unpack(data, off) -> (value, new_off)`` decodes from ``bytes``/``memoryview``.
 
 The generated code groups every run of fixed-size fields into one precompiled
-``struct.Struct`` so that, for instance, a whole ``fattr3`` is one ``pack`` call.  That is
-what makes the hot paths (attributes, directory listings) cheap in CPython.
+``struct.Struct`` so that, for instance, a whole ``fattr3`` is one ``pack`` call, and inlines
+nested types rather than calling their functions.  That is what makes the hot paths
+(attributes, directory listings) cheap in CPython.
 
 Value model: integers and enums are ``int`` (enum members are ``IntEnum`` and compare equal),
 ``bool`` is ``bool``, opaque and string data are ``bytes`` (file names are not always UTF-8),
@@ -23,7 +24,7 @@ import enum
 import itertools
 import struct
 from collections import namedtuple
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 __all__ = [
     "XdrError", "XdrType", "Int32", "UInt32", "Int64", "UInt64", "Bool", "Void", "Enum",
@@ -46,7 +47,8 @@ class _Gen:
     """Accumulates the constants a generated function refers to."""
 
     def __init__(self) -> None:
-        self.ns: dict[str, Any] = {"XdrError": XdrError, "_PAD": _PAD, "_U32": _U32}
+        self.ns: dict[str, Any] = {"XdrError": XdrError, "_PAD": _PAD, "_U32": _U32,
+                                   "_struct_error": struct.error}
 
     def const(self, obj: Any, hint: str = "c") -> str:
         name = f"_{hint}{next(_counter)}"
@@ -60,6 +62,96 @@ class _Gen:
 
 def _indent(lines: Iterable[str], by: str = "    ") -> list[str]:
     return [by + line for line in lines]
+
+
+# Pack emitters return ``PackCode``: source lines mixed with the items below, which
+# ``_render`` turns into as few ``struct.pack`` calls as the encoding allows.  A run of fixed-size
+# values that no write to ``buf`` separates (a list's continuation flag, an entry's fileid and
+# its name's length) becomes one call; an opaque's padding becomes pad bytes of the next run's
+# layout; and a pending run moves into every arm of a following if/else instead of costing a
+# call of its own.  Runs of constants become byte literals.
+
+class _Fixed(NamedTuple):
+    """Fixed-size values still to be packed, in ``fmt`` order."""
+
+    fmt: str
+    exprs: list[str]
+
+
+class _Pad(NamedTuple):
+    """The zero padding after opaque data of length ``length`` (an expression)."""
+
+    length: str
+
+
+class _Branch(NamedTuple):
+    """An if/elif/else chain (``heads``) whose ``arms`` are still pack code."""
+
+    heads: list[str]
+    arms: list["PackCode"]
+
+
+PackCode = list["str | _Fixed | _Pad | _Branch"]
+_PAD_FMT = ("", "3x", "2x", "x")
+
+
+def _name(g: _Gen, expr: str, code: PackCode) -> str:
+    """A local name holding ``expr``'s value: ``expr`` itself if it already is one."""
+    if expr.isidentifier():
+        return expr
+    x = g.tmp("x")
+    code.append(f"{x} = {expr}")
+    return x
+
+
+def _block(g: _Gen, code: PackCode, by: str = "    ") -> list[str]:
+    """Pack code as an indented block of source lines."""
+    return _indent(_render(g, code) or ["pass"], by)
+
+
+def _render(g: _Gen, code: PackCode) -> list[str]:
+    lines: list[str] = []
+    run: PackCode = []  # pending _Pad (first, if any) and _Fixed items
+    for item in code:
+        if isinstance(item, _Fixed):
+            run.append(item)
+        elif isinstance(item, _Pad):
+            lines += _write_run(g, run)
+            run = [item]
+        elif isinstance(item, _Branch):
+            if item.heads[-1] != "else:":  # not every path takes an arm: write the run first
+                lines += _write_run(g, run)
+                run = []
+            for head, arm in zip(item.heads, item.arms):
+                raises = bool(arm) and isinstance(arm[0], str) and arm[0].startswith("raise ")
+                lines.append(head)
+                lines += _block(g, arm if raises else run + arm)
+            run = []
+        else:
+            # Statements that neither write to buf nor open a block may run before the run.
+            if "buf" in item or item.endswith(":") or item.startswith(" "):
+                lines += _write_run(g, run)
+                run = []
+            lines.append(item)
+    return lines + _write_run(g, run)
+
+
+def _write_run(g: _Gen, run: PackCode) -> list[str]:
+    """One statement packing a pending run (padding first, if it starts with a _Pad)."""
+    pad = run[0].length if run and isinstance(run[0], _Pad) else None
+    fixed = [f for f in run if isinstance(f, _Fixed)]
+    fmt = "".join(f.fmt for f in fixed)
+    exprs = [e for f in fixed for e in f.exprs]
+    if pad is not None:
+        if not fmt:
+            return [f"buf += _PAD[{pad} & 3]"]
+        layouts = g.const(tuple(struct.Struct(">" + p + fmt) for p in _PAD_FMT), "S")
+        return [f"buf += {layouts}[{pad} & 3].pack({', '.join(exprs)})"]
+    if not fmt:
+        return []
+    if all(e.isdigit() for e in exprs):
+        return [f"buf += {struct.pack('>' + fmt, *map(int, exprs))!r}"]
+    return [f"buf += {g.const(struct.Struct('>' + fmt), 'S')}.pack({', '.join(exprs)})"]
 
 
 class XdrType:
@@ -88,33 +180,41 @@ class XdrType:
         """Expression building the value from flat names; appends validation lines."""
         raise NotImplementedError
 
-    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack(self, g: _Gen, expr: str) -> PackCode:
+        """Code appending ``expr``'s encoding to ``buf``.  Composite types are inlined, not
+        called: a call per directory entry or handle costs more than the packing itself."""
         if self.fmt is not None:
-            s = g.const(struct.Struct(">" + self.fmt), "S")
-            pre: list[str] = []
-            flat = self.flatten(g, expr, pre)
-            return pre + [f"buf += {s}.pack({', '.join(flat)})"]
-        fn = g.const(self.pack, "pk")
-        return [f"{fn}(buf, {expr})"]
+            pre: PackCode = []
+            flat = self.flatten(g, expr, pre)  # type: ignore[arg-type]
+            return pre + [_Fixed(self.fmt, flat)]
+        return self.emit_pack_body(g, expr)
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
         if self.fmt is not None:
             return _emit_fixed_unpack(g, [(self, target)])
-        fn = g.const(self.unpack, "up")
-        return [f"{target}, off = {fn}(data, off)"]
+        return self.emit_unpack_body(g, target)
 
     # -- compiled entry points -------------------------------------------------------------
     def _compile(self) -> None:
+        """Generate both functions and install them as this instance's ``pack``/``unpack``,
+        so that calls through the type cost no more than calls to the functions."""
         g = _Gen()
-        pack_src = ["def pack(buf, v):"] + _indent(self.emit_pack_body(g, "v") or ["pass"])
+        name = g.const(self.name, "name")
+        pack_src = (["def pack(buf, v):", "    try:"]
+                    + _block(g, self.emit_pack_body(g, "v"), " " * 8)
+                    + ["    except _struct_error as exc:",
+                       f"        raise XdrError('%s: cannot encode %r: %s' % ({name}, v, exc)) from None"])
         g2 = _Gen()
-        unpack_src = (["def unpack(data, off):"]
-                      + _indent(self.emit_unpack_body(g2, "r"))
-                      + ["    return r, off"])
-        self._pack_fn = _build(pack_src, g.ns, "pack", self.name)
-        self._unpack_fn = _build(unpack_src, g2.ns, "unpack", self.name)
+        name = g2.const(self.name, "name")
+        unpack_src = (["def unpack(data, off=0):", "    try:"]
+                      + _indent(self.emit_unpack_body(g2, "r"), " " * 8)
+                      + ["        return r, off",
+                         "    except (_struct_error, IndexError, TypeError) as exc:",
+                         f"        raise XdrError('%s: truncated or malformed: %s' % ({name}, exc)) from None"])
+        self.pack = self._pack_fn = _build(pack_src, g.ns, "pack", self.name)  # type: ignore[method-assign]
+        self.unpack = self._unpack_fn = _build(unpack_src, g2.ns, "unpack", self.name)  # type: ignore[method-assign]
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         if self.fmt is not None:
             return XdrType.emit_pack(self, g, expr)
         raise NotImplementedError
@@ -124,26 +224,21 @@ class XdrType:
             return _emit_fixed_unpack(g, [(self, target)])
         raise NotImplementedError
 
+    # Until the first call compiles the type, these stand in for the generated functions.
     def pack(self, buf: bytearray, value: Any) -> None:
         """Append the encoding of ``value`` to ``buf``."""
         if self._pack_fn is None:
             self._compile()
-        try:
-            self._pack_fn(buf, value)  # type: ignore[misc]
-        except struct.error as exc:
-            raise XdrError(f"{self.name}: cannot encode {value!r}: {exc}") from None
+        self._pack_fn(buf, value)  # type: ignore[misc]
 
     def unpack(self, data: Any, off: int = 0) -> tuple[Any, int]:
         """Decode one value at ``off``; returns it and the offset just past it."""
         if self._unpack_fn is None:
             self._compile()
-        try:
-            return self._unpack_fn(data, off)  # type: ignore[misc]
-        except (struct.error, IndexError, TypeError) as exc:
-            raise XdrError(f"{self.name}: truncated or malformed: {exc}") from None
+        return self._unpack_fn(data, off)  # type: ignore[misc]
 
     def compiled(self) -> tuple[Callable[[bytearray, Any], None], Callable[[Any, int], tuple[Any, int]]]:
-        """The raw generated functions, for hot paths that handle ``struct.error`` themselves."""
+        """The generated functions themselves (they raise only ``XdrError`` on bad input)."""
         if self._pack_fn is None:
             self._compile()
         return self._pack_fn, self._unpack_fn  # type: ignore[return-value]
@@ -213,6 +308,8 @@ class Bool(XdrType):
     name, fmt = "bool", "I"
 
     def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
+        if expr.isdigit():  # a union's known discriminant
+            return ["1" if int(expr) else "0"]
         return [f"(1 if {expr} else 0)"]
 
     def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
@@ -230,7 +327,7 @@ class Void(XdrType):
     def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
         return "None"
 
-    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack(self, g: _Gen, expr: str) -> PackCode:
         return []
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
@@ -271,12 +368,13 @@ class Opaque(XdrType):
     def __init__(self, max_len: int | None = None, name: str = "opaque", view: bool = False) -> None:
         self.name, self.max_len, self.view = name, max_len, view
 
-    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
-        x, n = g.tmp("x"), g.tmp("n")
-        lines = [f"{x} = {expr}", f"{n} = len({x})"]
+    def emit_pack(self, g: _Gen, expr: str) -> PackCode:
+        lines: PackCode = []
+        x, n = _name(g, expr, lines), g.tmp("n")
+        lines.append(f"{n} = len({x})")
         if self.max_len is not None:
             lines.append(f"if {n} > {self.max_len}: raise XdrError('{self.name} too long')")
-        lines += [f"buf += _U32.pack({n})", f"buf += {x}", f"buf += _PAD[{n} & 3]"]
+        lines += [_Fixed("I", [n]), f"buf += {x}", _Pad(n)]
         return lines
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
@@ -305,11 +403,11 @@ class FixedOpaque(XdrType):
         self.name, self.size = name, size
         self.padded = (size + 3) & ~3
 
-    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
-        x = g.tmp("x")
-        return [f"{x} = {expr}",
-                f"if len({x}) != {self.size}: raise XdrError('{self.name} must be {self.size} bytes')",
-                f"buf += {x}", f"buf += _PAD[{self.size} & 3]"]
+    def emit_pack(self, g: _Gen, expr: str) -> PackCode:
+        code: PackCode = []
+        x = _name(g, expr, code)
+        return code + [f"if len({x}) != {self.size}: raise XdrError('{self.name} must be {self.size} bytes')",
+                       f"buf += {x}", _Fixed(_PAD_FMT[self.size & 3], [])]
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
         return [f"if off + {self.padded} > len(data): raise XdrError('{self.name} truncated')",
@@ -329,17 +427,11 @@ class Optional(XdrType):
         self.inner = inner
         self.name = name or f"{inner.name} *"
 
-    def emit_pack(self, g: _Gen, expr: str) -> list[str]:
-        x = g.tmp("x")
-        if self.inner.fmt is not None:
-            # Merge the "present" flag into the inner struct's single pack call.
-            s = g.const(struct.Struct(">I" + self.inner.fmt), "S")
-            body: list[str] = []
-            flat = self.inner.flatten(g, x, body)
-            body.append(f"buf += {s}.pack(1, {', '.join(flat)})")
-        else:
-            body = ["buf += b'\\0\\0\\0\\1'"] + self.inner.emit_pack(g, x)
-        return [f"{x} = {expr}", f"if {x} is None:", "    buf += b'\\0\\0\\0\\0'", "else:"] + _indent(body)
+    def emit_pack(self, g: _Gen, expr: str) -> PackCode:
+        code: PackCode = []
+        x = _name(g, expr, code)
+        return code + [_Branch([f"if {x} is None:", "else:"],
+                               [[_Fixed("I", ["0"])], [_Fixed("I", ["1"])] + self.inner.emit_pack(g, x)])]
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
         f = g.tmp("f")
@@ -367,12 +459,26 @@ class Struct(XdrType):
         return self.cls(*args, **kwargs)
 
     def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
-        names = [g.tmp("f") for _ in self.fields]
-        pre.append(f"{', '.join(names)}, = {expr}")
-        out: list[str] = []
-        for name, (_, t) in zip(names, self.fields):
-            out.extend(t.flatten(g, name, pre))
-        return out
+        later: list[str] = []
+        target, flat = self._target(g, later)
+        pre.append(f"{target} = {expr}")
+        pre.extend(later)
+        return flat
+
+    def _target(self, g: _Gen, later: list[str]) -> tuple[str, list[str]]:
+        """A target unpacking a value in one statement, nested structs included, and the
+        flat expressions; statements the fields need afterwards are appended to ``later``."""
+        parts: list[str] = []
+        flat: list[str] = []
+        for _, t in self.fields:
+            if isinstance(t, Struct):
+                part, exprs = t._target(g, later)
+            else:
+                part = g.tmp("f")
+                exprs = t.flatten(g, part, later)
+            parts.append(part)
+            flat += exprs
+        return f"({', '.join(parts)},)", flat
 
     def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
         cls = g.const(self.cls, "K")
@@ -389,21 +495,15 @@ class Struct(XdrType):
                 runs.append([f])
         return runs
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         if self.fmt is not None:
             return XdrType.emit_pack(self, g, expr)
-        v = g.tmp("v")
-        lines = [f"{v} = {expr}"]
-        for run in self._runs():
-            if run[0][1].fmt is not None:
-                s = g.const(struct.Struct(">" + "".join(t.fmt for _, t in run)), "S")  # type: ignore[misc]
-                flat = [e for fname, t in run for e in t.flatten(g, f"{v}.{fname}", lines)]
-                if flat:
-                    lines.append(f"buf += {s}.pack({', '.join(flat)})")
-            else:
-                fname, t = run[0]
-                lines.extend(t.emit_pack(g, f"{v}.{fname}"))
-        return lines
+        # Tuple unpacking: cheaper than an attribute access per field.
+        names = [g.tmp("f") for _ in self.fields]
+        code: PackCode = [f"{', '.join(names)}, = {expr}"]
+        for name, (_, t) in zip(names, self.fields):
+            code += t.emit_pack(g, name)
+        return code
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         if self.fmt is not None:
@@ -437,30 +537,16 @@ class Union(XdrType):
     def arm_type(self, d: int) -> XdrType | None:
         return self.arms.get(d, self.default)
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         d, a = g.tmp("d"), g.tmp("a")
-        lines = [f"{d}, {a} = {expr}"]
-        chains: list[str] = []
-        for i, (case, t) in enumerate(self.arms.items()):
-            kw = "if" if i == 0 else "elif"
-            chains.append(f"{kw} {d} == {int(case)}:")
-            chains.extend(_indent(self._pack_arm(g, t, d, a)))
-        tail = (self._pack_arm(g, self.default, d, a) if self.default is not None
-                else [f"raise XdrError('{self.name}: no arm for %r' % ({d},))"])
-        if chains:
-            chains.append("else:")
-            chains.extend(_indent(tail))
-        else:
-            chains = tail
-        return lines + chains
-
-    def _pack_arm(self, g: _Gen, t: XdrType, d: str, a: str) -> list[str]:
-        if self.disc.fmt is not None and t.fmt is not None:
-            s = g.const(struct.Struct(">" + self.disc.fmt + t.fmt), "S")
-            pre: list[str] = []
-            flat = self.disc.flatten(g, d, pre) + t.flatten(g, a, pre)
-            return pre + [f"buf += {s}.pack({', '.join(flat)})"]
-        return self.disc.emit_pack(g, d) + t.emit_pack(g, a)
+        tail: PackCode = (self.disc.emit_pack(g, d) + self.default.emit_pack(g, a) if self.default is not None
+                          else [f"raise XdrError('{self.name}: no arm for %r' % ({d},))"])
+        if not self.arms:
+            return [f"{d}, {a} = {expr}"] + tail
+        heads = [f"{'if' if i == 0 else 'elif'} {d} == {int(case)}:" for i, case in enumerate(self.arms)]
+        # The discriminant is known in each arm: a void arm packs to a constant.
+        arms = [self.disc.emit_pack(g, str(int(case))) + t.emit_pack(g, a) for case, t in self.arms.items()]
+        return [f"{d}, {a} = {expr}", _Branch(heads + ["else:"], arms + [tail])]
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         d, a = g.tmp("d"), g.tmp("a")
@@ -500,15 +586,12 @@ class VarArray(XdrType):
         self.inner, self.max_len = inner, max_len
         self.name = name or f"{inner.name}<>"
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
-        x, e = g.tmp("x"), g.tmp("e")
-        lines = [f"{x} = {expr}"]
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
+        code: PackCode = []
+        x, e = _name(g, expr, code), g.tmp("e")
         if self.max_len is not None:
-            lines.append(f"if len({x}) > {self.max_len}: raise XdrError('{self.name} too long')")
-        lines.append(f"buf += _U32.pack(len({x}))")
-        lines.append(f"for {e} in {x}:")
-        lines.extend(_indent(self.inner.emit_pack(g, e) or ["pass"]))
-        return lines
+            code.append(f"if len({x}) > {self.max_len}: raise XdrError('{self.name} too long')")
+        return code + [_Fixed("I", [f"len({x})"]), f"for {e} in {x}:"] + _block(g, self.inner.emit_pack(g, e))
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         n, lst, e = g.tmp("n"), g.tmp("l"), g.tmp("e")
@@ -538,13 +621,13 @@ class FixedArray(XdrType):
     def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
         return "[" + ", ".join(self.inner.rebuild(g, names, checks) for _ in range(self.size)) + "]"
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         if self.fmt is not None:
             return XdrType.emit_pack(self, g, expr)
-        x, e = g.tmp("x"), g.tmp("e")
-        return [f"{x} = {expr}",
-                f"if len({x}) != {self.size}: raise XdrError('{self.name}: wrong length')",
-                f"for {e} in {x}:"] + _indent(self.inner.emit_pack(g, e) or ["pass"])
+        code: PackCode = []
+        x, e = _name(g, expr, code), g.tmp("e")
+        return code + [f"if len({x}) != {self.size}: raise XdrError('{self.name}: wrong length')",
+                       f"for {e} in {x}:"] + _block(g, self.inner.emit_pack(g, e))
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         if self.fmt is not None:
@@ -565,10 +648,10 @@ class List(XdrType):
         self.inner = inner
         self.name = name or f"{inner.name} *list"
 
-    def emit_pack_body(self, g: _Gen, expr: str) -> list[str]:
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         e = g.tmp("e")
-        return [f"for {e} in {expr}:", "    buf += b'\\0\\0\\0\\1'"] + _indent(
-            self.inner.emit_pack(g, e)) + ["buf += b'\\0\\0\\0\\0'"]
+        return ([f"for {e} in {expr}:"] + _block(g, [_Fixed("I", ["1"])] + self.inner.emit_pack(g, e))
+                + [_Fixed("I", ["0"])])
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         lst, e, f = g.tmp("l"), g.tmp("e"), g.tmp("f")

@@ -1,0 +1,97 @@
+"""Fixtures: a pysfsd server process on a free loopback port with a fresh export."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"pysfsd: listening on ([\d.]+):(\d+) export (.+)")
+
+
+@dataclass
+class ServerProcess:
+    """A running server; ``restart()`` keeps the export and state directory."""
+
+    export: Path
+    state_dir: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    env: dict | None = None
+
+    @property
+    def export_b(self) -> bytes:
+        return os.fsencode(str(self.export))
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stderr (a file, so a chatty server never blocks on a full pipe)."""
+        return self.state_dir.parent / "pysfsd.stderr"
+
+    def start(self, port: int = 0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "nfsd", "--export", str(self.export), "--bind", "127.0.0.1",
+               "--port", str(port or self.port), "--state-dir", str(self.state_dir)]
+        env = dict(os.environ, **(self.env or {}))
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, env=env)
+        line = self.proc.stdout.readline()
+        m = _LISTENING.match(line)
+        if not m:
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"server did not start: {line!r} {self.log_path.read_text()}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain the rest
+        self.port = int(m.group(2))
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        """Stop the server; returns what it wrote on stderr during this run."""
+        if self.proc is None:
+            return ""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return self.log_path.read_text(errors="replace")
+
+    def restart(self, sig: int = signal.SIGTERM) -> "ServerProcess":
+        """Stop and start again on the same port (kill -9 with sig=SIGKILL)."""
+        port = self.port
+        self.stop(sig)
+        return self.start(port)
+
+    def url(self, path: str = "", **params: str) -> str:
+        """A libnfs URL for a path inside the export."""
+        q = "&".join([f"version=3", f"nfsport={self.port}", f"mountport={self.port}"]
+                     + [f"{k}={v}" for k, v in params.items()])
+        return f"nfs://127.0.0.1{self.export}{('/' + path.lstrip('/')) if path else ''}?{q}"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    export = tmp_path / "export"
+    export.mkdir()
+    srv = ServerProcess(export, tmp_path / "state").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def rpc(server: ServerProcess) -> Iterator["RpcClient"]:
+    from tests.rpc_client import RpcClient
+    with RpcClient(server.port) as client:
+        yield client

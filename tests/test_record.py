@@ -1,0 +1,113 @@
+"""Record marking (RFC 5531 section 11): reassembly, bounds and framing.
+
+The reader faces untrusted peers, so besides reassembly the tests pin down that a forged or
+endless record is refused as soon as its size is known, not after buffering it.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.record import LAST_FRAGMENT, RecordReader, RecordTooLarge, frame, set_mark
+
+MAX = 1 << 20
+
+
+def mark(length: int, last: bool = True) -> bytes:
+    return struct.pack(">I", (LAST_FRAGMENT if last else 0) | length)
+
+
+def test_single_fragment_record() -> None:
+    r = RecordReader(MAX)
+    assert r.feed(mark(5) + b"hello") == [b"hello"]
+    assert r.buffered == 0
+
+
+def test_multi_fragment_record() -> None:
+    r = RecordReader(MAX)
+    assert r.feed(mark(3, last=False) + b"abc") == []
+    assert r.buffered == 3
+    assert r.feed(mark(2, last=False) + b"de" + mark(1) + b"f") == [b"abcdef"]
+    assert r.buffered == 0
+
+
+def test_bytes_fed_one_at_a_time() -> None:
+    stream = mark(4, last=False) + b"head" + mark(4) + b"tail" + mark(0) + mark(2) + b"xy"
+    r = RecordReader(MAX)
+    out: list[bytes] = []
+    for i in range(len(stream)):
+        out += r.feed(stream[i:i + 1])
+    assert out == [b"headtail", b"", b"xy"]
+    assert r.buffered == 0
+
+
+def test_several_records_in_one_feed_and_a_partial_tail() -> None:
+    r = RecordReader(MAX)
+    records = r.feed(mark(1) + b"a" + mark(2) + b"bb" + mark(3, last=False) + b"ccc" + mark(3) + b"dd")
+    assert records == [b"a", b"bb"]
+    assert r.feed(b"d") == [b"cccddd"]
+
+
+def test_record_mark_claiming_2gib_is_refused_before_its_data() -> None:
+    r = RecordReader(MAX)
+    with pytest.raises(RecordTooLarge):
+        r.feed(mark(0x7FFFFFFF))
+    with pytest.raises(RecordTooLarge):
+        RecordReader(MAX).feed(mark(0x7FFFFFFF, last=False))
+
+
+def test_fragment_pushing_record_past_bound_is_refused_before_its_data() -> None:
+    r = RecordReader(100)
+    assert r.feed(mark(60, last=False) + bytes(60)) == []
+    with pytest.raises(RecordTooLarge):
+        r.feed(mark(41))
+    assert RecordReader(100).feed(mark(60, last=False) + bytes(60) + mark(40) + bytes(40)) == [bytes(100)]
+
+
+def test_endless_non_final_fragments_exceed_the_bound() -> None:
+    r = RecordReader(4096)
+    chunk = mark(16, last=False) + bytes(16)
+    with pytest.raises(RecordTooLarge):
+        for _ in range(4096):
+            r.feed(chunk)
+    # What it holds: the bound's worth of fragments, plus the chunk that tripped it.
+    assert r.buffered <= 4096 + len(chunk)
+
+
+def test_zero_length_fragments() -> None:
+    r = RecordReader(16)
+    # Empty non-final fragments carry nothing and must not count towards the bound.
+    assert r.feed(mark(0, last=False) * 1000 + mark(2, last=False) + b"ab" + mark(0, last=False)) == []
+    assert r.buffered == 2
+    assert r.feed(mark(0)) == [b"ab"]
+    assert r.feed(mark(0)) == [b""]
+
+
+@settings(max_examples=50, deadline=None)
+@given(payload=st.binary(max_size=200), max_fragment=st.integers(1, 17), chunk=st.integers(1, 23))
+def test_frame_round_trips_through_reader(payload: bytes, max_fragment: int, chunk: int) -> None:
+    framed = frame(payload, max_fragment)
+    fragments = max(1, -(-len(payload) // max_fragment))
+    assert len(framed) == len(payload) + 4 * fragments
+    r = RecordReader(len(payload))
+    out: list[bytes] = []
+    for i in range(0, len(framed), chunk):
+        out += r.feed(framed[i:i + chunk])
+    assert out == [payload]
+
+
+def test_frame_marks_only_the_last_fragment() -> None:
+    assert frame(b"abcde", 2) == mark(2, False) + b"ab" + mark(2, False) + b"cd" + mark(1) + b"e"
+    assert frame(b"abcd", 2) == mark(2, False) + b"ab" + mark(2) + b"cd"
+    assert frame(b"") == mark(0)
+    assert frame(bytearray(b"xyz")) == mark(3) + b"xyz"
+
+
+def test_set_mark_fills_reserved_prefix() -> None:
+    buf = bytearray(4) + b"payload"
+    assert set_mark(buf) is buf
+    assert bytes(buf) == frame(b"payload")
+    assert RecordReader(MAX).feed(bytes(set_mark(bytearray(4)))) == [b""]
