@@ -1,0 +1,261 @@
+"""The measured loop: N connections, each keeping D op scripts in flight, for a fixed time.
+
+Each in-flight position (a ``Slot``) starts a new op as soon as its previous one finished, so
+the server always has D calls queued per connection (multi-call ops keep one call in flight
+per slot, as a real client would for a dependent sequence).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Callable
+
+from protocol import nfs3
+from protocol.mount3 import MOUNT3, mountstat3
+from protocol.nfs3 import NFS3, nfsstat3
+from protocol.rpc import AUTH_SYS, Credentials
+
+from rpcclient import RpcConnection, connect
+from workload import OPS, ConnContext, Handles, Mismatch, OpScript
+
+CRED = Credentials(AUTH_SYS, uid=0, gid=0, gids=(), machinename=b"bench")
+HOST = "127.0.0.1"  # loopback only, ever
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server ready to be measured (picklable: sent to generator processes)."""
+
+    name: str
+    port: int
+    mount_port: int
+    handles: Handles
+    pid: int | None  # for its CPU time; None when not known
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Load shape of every run (per generator process)."""
+
+    connections: int
+    depth: int
+    seconds: float
+    warmup: float
+    drain_timeout: float
+
+
+@dataclass
+class RunResult:
+    """One process's figures for one (target, op) run; ``merge`` adds up processes."""
+
+    ops: int = 0
+    nbytes: int = 0
+    window: float = 0.0               # seconds over which ops were counted
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    client_cpu: float = 0.0           # CPU seconds of the generator processes in the window
+    server_cpu: float | None = None   # CPU seconds of the server in the window
+    machine_cpu: float | None = None  # CPU seconds of every process in the window
+
+    def merge(self, other: RunResult) -> None:
+        self.ops += other.ops
+        self.nbytes += other.nbytes
+        self.window = max(self.window, other.window)
+        self.latencies += other.latencies
+        for reason, count in other.errors.items():
+            self.errors[reason] = self.errors.get(reason, 0) + count
+        self.client_cpu += other.client_cpu
+        if other.server_cpu is not None:
+            self.server_cpu = other.server_cpu
+        if other.machine_cpu is not None:
+            self.machine_cpu = other.machine_cpu
+
+
+class RunStats:
+    """Counters shared by the slots of one run; only ops finishing inside [begin, end) count,
+    errors count over the whole run."""
+
+    __slots__ = ("begin", "end", "ops", "nbytes", "latencies", "errors", "active", "idle")
+
+    def __init__(self, begin: float, end: float, slots: int) -> None:
+        self.begin, self.end = begin, end
+        self.ops = self.nbytes = 0
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+        self.active = slots
+        self.idle: asyncio.Future[None] | None = None
+
+    def op_done(self, t0: float, nbytes: int) -> None:
+        now = perf_counter()
+        if self.begin <= now < self.end:
+            self.ops += 1
+            self.nbytes += nbytes
+            self.latencies.append(now - t0)
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+    def slot_stopped(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
+
+
+class Slot:
+    """One in-flight position: drives op scripts back to back over one connection."""
+
+    __slots__ = ("conn", "script", "ctx", "stats", "gen", "t0", "on_reply")
+
+    def __init__(self, conn: RpcConnection, script: Callable[[ConnContext], OpScript], ctx: ConnContext,
+                 stats: RunStats) -> None:
+        self.conn, self.script, self.ctx, self.stats = conn, script, ctx, stats
+        self.gen: OpScript | None = None
+        self.t0 = 0.0
+        self.on_reply = self._on_reply  # bind once: it is passed with every call
+
+    def start(self) -> None:
+        now = perf_counter()
+        if now >= self.stats.end or self.conn.closed:
+            self.stats.slot_stopped()
+            return
+        self.t0 = now
+        self.gen = self.script(self.ctx)
+        self._step(None)
+
+    def _step(self, value: object) -> None:
+        try:
+            proc, args = self.gen.send(value)  # type: ignore[union-attr]
+        except StopIteration as stop:
+            self.stats.op_done(self.t0, stop.value)
+            self.start()
+            return
+        except Mismatch as exc:
+            self.stats.error(str(exc))
+            self.start()
+            return
+        self.conn.send(proc, args, self.on_reply)
+
+    def _on_reply(self, result: object, error: str | None) -> None:
+        body = result
+        if error is None and result.__class__ is tuple:  # (nfsstat3, resok or resfail)
+            status, body = result
+            if status:
+                error = nfsstat3.values(status).name
+        if error is not None:
+            self.gen.close()  # type: ignore[union-attr]
+            self.stats.error(error)
+            self.start()
+            return
+        self._step(body)
+
+
+def server_cpu_seconds(pid: int | None) -> float | None:
+    """utime+stime of a process and its direct children (a server may fork workers)."""
+    if pid is None:
+        return None
+    ticks = 0
+    found = False
+    for entry in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if entry == pid or int(fields[1]) == pid:
+            found = found or entry == pid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine: with client and server subtracted, what other
+    processes took, i.e. how noisy the run was."""
+    with open("/proc/stat", "rb") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(target: Target, op: str, settings: Settings, proc_index: int,
+                  measure_machine: bool) -> RunResult:
+    """Run one op against one target for warmup + seconds and return what was counted.
+    Only one generator process measures the server and the machine."""
+    result = RunResult()
+    conns: list[RpcConnection] = []
+    try:
+        for _ in range(settings.connections):
+            conns.append(await connect(HOST, target.port, NFS3, CRED))
+    except OSError as exc:
+        for conn in conns:
+            conn.close()
+        result.errors[f"connect failed: {exc}"] = 1
+        return result
+    spec = OPS[op]
+    t = perf_counter()
+    stats = RunStats(t + settings.warmup, t + settings.warmup + settings.seconds,
+                     settings.connections * settings.depth)
+    for index, conn in enumerate(conns):
+        ctx = ConnContext(target.handles, proc_index, index, settings.connections)
+        for _ in range(settings.depth):
+            Slot(conn, spec.script, ctx, stats).start()
+    await asyncio.sleep(max(0.0, stats.begin - perf_counter()))
+    cpu0, wall0 = time.process_time(), perf_counter()
+    srv0 = server_cpu_seconds(target.pid) if measure_machine else None
+    all0 = machine_cpu_seconds() if measure_machine else None
+    await asyncio.sleep(max(0.0, stats.end - perf_counter()))
+    cpu1, wall1 = time.process_time(), perf_counter()
+    srv1 = server_cpu_seconds(target.pid) if measure_machine else None
+    all1 = machine_cpu_seconds() if measure_machine else None
+    stats.idle = asyncio.get_running_loop().create_future()
+    if stats.active == 0:
+        stats.idle.set_result(None)
+    try:
+        await asyncio.wait_for(stats.idle, settings.drain_timeout)
+    except asyncio.TimeoutError:
+        stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
+    for conn in conns:
+        conn.close()
+    scale = settings.seconds / (wall1 - wall0)  # CPU as measured over the counting window
+    result.ops, result.nbytes, result.window = stats.ops, stats.nbytes, settings.seconds
+    result.latencies, result.errors = stats.latencies, dict(stats.errors)  # closing adds no more
+    result.client_cpu = (cpu1 - cpu0) * scale
+    if srv0 is not None and srv1 is not None:
+        result.server_cpu = (srv1 - srv0) * scale
+    if all0 is not None and all1 is not None:
+        result.machine_cpu = (all1 - all0) * scale
+    return result
+
+
+async def mount_and_lookup(port: int, mount_port: int, export: bytes,
+                           names: list[bytes]) -> tuple[bytes, dict[bytes, bytes], list[str]]:
+    """MNT the export and LOOKUP slash-separated paths; also returns FSINFO warnings."""
+    mnt = await connect(HOST, mount_port, MOUNT3, CRED)
+    try:
+        status, ok = await mnt.call(1, export)
+    finally:
+        mnt.close()
+    if status != 0:
+        raise RuntimeError(f"MNT {export.decode()}: {mountstat3.values(status).name}")
+    root = ok.fhandle
+    nfs = await connect(HOST, port, NFS3, CRED)
+    try:
+        handles: dict[bytes, bytes] = {}
+        for path in names:
+            fh = root
+            for part in path.split(b"/"):
+                status, body = await nfs.call(3, nfs3.LOOKUP3args(nfs3.diropargs3(nfs3.nfs_fh3(fh), part)))
+                if status != 0:
+                    raise RuntimeError(f"LOOKUP {path.decode()}: {nfsstat3.values(status).name}")
+                fh = body.object.data
+            handles[path] = fh
+        warnings = []
+        status, info = await nfs.call(19, nfs3.FSINFO3args(nfs3.nfs_fh3(root)))
+        if status != 0:
+            warnings.append(f"FSINFO: {nfsstat3.values(status).name}")
+        elif min(info.rtmax, info.wtmax) < 1 << 20:
+            warnings.append(f"FSINFO rtmax {info.rtmax} wtmax {info.wtmax}: 1 MiB READ/WRITE will be short")
+    finally:
+        nfs.close()
+    return root, handles, warnings

@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Pipelined NFSv3 load generator: pysfsd and NFS-Ganesha side by side, ops/s per operation.
+
+N connections each keep D calls in flight (a reply frees a slot, which sends the next call at
+once) for a fixed time per operation and server; operations alternate between the servers so
+a drift in background load hits both alike.  Prints ops/s, MiB/s, latency percentiles, the
+CPU used by the generator and by the server, and the pysfsd/Ganesha ratio against its target.
+
+    python scripts/bench/loadgen.py                      # both servers, all operations
+    python scripts/bench/loadgen.py --servers ganesha --ops null,getattr --seconds 3
+    python scripts/bench/loadgen.py --depth 1 --connections 1   # latency
+    python scripts/bench/loadgen.py --pysfsd-port 2049   # a pysfsd already serving ROOT/pysfsd
+
+Loopback (127.0.0.1) only.  The machine has 2 cores: generator and server compete for them,
+so the CPU columns say which side was the bottleneck.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import multiprocessing
+import queue as queue_module
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
+
+from driver import RunResult, Settings, Target, measure, mount_and_lookup  # noqa: E402
+from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
+                      Handles, MiB, build_fixture, write_file_name)
+
+SERVERS = ("pysfsd", "ganesha")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters, from <malloc.h>
+SATURATED = 90  # % of a core per generator process from which the generator is the bottleneck
+NOISY = 20  # % of a core used by other processes during a run from which it is flagged
+Plan = list[tuple[str, Target]]
+
+
+def prepare_process() -> bool:
+    """Tune this generator process; returns whether uvloop is used.
+
+    glibc hands freed 1 MiB buffers back to the kernel, so each 1 MiB record then costs fresh
+    page faults: RecordReader took 1.3-1.7 ms per 1 MiB READ reply instead of 0.25 ms, which
+    made the generator the bottleneck.  Raising the mmap and trim thresholds keeps them in
+    the heap."""
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+# -- generator processes -------------------------------------------------------------------
+
+def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any) -> list[RunResult]:
+    """Run every (op, target) of the plan in order; with several processes, a barrier makes
+    them start each run together."""
+    results = []
+    for number, (op, target) in enumerate(plan, 1):
+        if barrier is not None:
+            barrier.wait(timeout=settings.warmup + settings.seconds + settings.drain_timeout + 120)
+        result = asyncio.run(measure(target, op, settings, proc_index, measure_machine=proc_index == 0))
+        results.append(result)
+        if proc_index == 0:
+            errors = sum(result.errors.values())
+            print(f"  [{number}/{len(plan)}] {target.name:8} {OPS[op].label:24} "
+                  f"{result.ops / result.window:12,.0f} ops/s"
+                  f"{'' if barrier is None else ' (process 0)'}"
+                  f"{f'  {errors} errors' if errors else ''}", file=sys.stderr, flush=True)
+    return results
+
+
+def _child(proc_index: int, plan: Plan, settings: Settings, barrier: Any, queue: Any) -> None:
+    try:
+        prepare_process()
+        queue.put((proc_index, run_plan_here(proc_index, plan, settings, barrier)))
+    except BaseException:
+        barrier.abort()
+        queue.put((proc_index, traceback.format_exc()))
+
+
+def run_plan(plan: Plan, settings: Settings, procs: int) -> list[RunResult]:
+    """Results per plan entry, summed over ``procs`` generator processes."""
+    if procs == 1:
+        return run_plan_here(0, plan, settings, None)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(procs), ctx.Queue()
+    children = [ctx.Process(target=_child, args=(k, plan, settings, barrier, queue), daemon=True)
+                for k in range(procs)]
+    for child in children:
+        child.start()
+    per_proc = []
+    run_bound = settings.warmup + settings.seconds + settings.drain_timeout + 60
+    for _ in children:
+        try:
+            index, outcome = queue.get(timeout=len(plan) * run_bound + 60)
+        except queue_module.Empty:
+            raise RuntimeError("a generator process died without reporting") from None
+        if isinstance(outcome, str):
+            raise RuntimeError(f"generator process {index} failed:\n{outcome}")
+        per_proc.append(outcome)
+    for child in children:
+        child.join()
+    merged = per_proc[0]
+    for other in per_proc[1:]:
+        for total, part in zip(merged, other):
+            total.merge(part)
+    return merged
+
+
+# -- servers and fixtures ------------------------------------------------------------------
+
+def handle_names(write_files: int) -> list[bytes]:
+    return ([SMALL_NAME, BIG_NAME, DIR_NAME, SCRATCH_NAME]
+            + [WRITE_DIR + b"/" + write_file_name(i) for i in range(write_files)])
+
+
+def discover(name: str, port: int, mount_port: int, export: Path, write_files: int,
+             pid: int | None) -> tuple[Target, list[str]]:
+    """MNT and LOOKUP everything the op scripts need."""
+    root, found, warnings = asyncio.run(
+        mount_and_lookup(port, mount_port, str(export).encode(), handle_names(write_files)))
+    writes = tuple(found[WRITE_DIR + b"/" + write_file_name(i)] for i in range(write_files))
+    handles = Handles(root, found[SMALL_NAME], found[BIG_NAME], found[DIR_NAME], found[SCRATCH_NAME], writes)
+    return Target(name, port, mount_port, handles, pid), warnings
+
+
+def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
+                  write_files: int) -> tuple[list[Target], dict[str, str]]:
+    """Build each server's fixture, start it (unless already running), discover handles.
+    A server that fails is reported, not fatal: the other one is still measured."""
+    targets, failures = [], {}
+    for name in args.servers:
+        export = args.root / name
+        try:
+            build_fixture(export, write_files)
+            if name == "pysfsd" and args.pysfsd_port:
+                port = mount_port = args.pysfsd_port
+                pid = None
+            elif name == "pysfsd":
+                server = stack.enter_context(Pysfsd(export, args.root / "pysfsd-run"))
+                port = mount_port = server.port
+                pid = server.pid
+            else:
+                work_dir = args.root / "ganesha-run"
+                port, mount_port = free_port(), free_port()
+                stack.enter_context(ganesha_module().Ganesha(export, port=port, mount_port=mount_port,
+                                                             work_dir=work_dir))
+                pid = ganesha_pid(work_dir)
+            target, warnings = discover(name, port, mount_port, export, write_files, pid)
+        except Exception as exc:  # noqa: BLE001 - any setup failure is reported per server
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            print(f"{name}: setup failed: {failures[name]}", file=sys.stderr)
+            continue
+        for warning in warnings:
+            print(f"{name}: warning: {warning}", file=sys.stderr)
+        print(f"{name}: 127.0.0.1:{port} (mount {mount_port}) export {export}", file=sys.stderr)
+        targets.append(target)
+    return targets, failures
+
+
+# -- report --------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    lat = sorted(result.latencies)
+    window = result.window or 1.0
+    p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+    other = None
+    if result.machine_cpu is not None and result.server_cpu is not None:
+        other = max(0.0, result.machine_cpu - result.client_cpu - result.server_cpu)
+    return {
+        "ops": result.ops,
+        "ops_per_s": result.ops / window,
+        "mib_per_s": result.nbytes / MiB / window,
+        "p50_ms": None if p50 is None else p50 * 1e3,
+        "p99_ms": None if p99 is None else p99 * 1e3,
+        "client_cpu_pct": 100 * result.client_cpu / window,
+        "server_cpu_pct": None if result.server_cpu is None else 100 * result.server_cpu / window,
+        "other_cpu_pct": None if other is None else 100 * other / window,
+        "errors": dict(sorted(result.errors.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[str, Any]]],
+           failures: dict[str, str], settings: Settings, procs: int) -> dict[str, Any]:
+    """Print the comparison and per-server tables; return the ratios."""
+    load = (f"{settings.connections} connections x {settings.depth} in flight"
+            f"{f' x {procs} processes' if procs > 1 else ''}, {settings.seconds:g} s per op and server")
+    print(f"\npysfsd vs NFS-Ganesha, NFSv3 over TCP on 127.0.0.1 ({load})\n")
+    head = (f"{'operation':26}{'pysfsd ops/s':>21}{'ganesha ops/s':>21}{'ratio':>7}{'target':>7}"
+            f"{'':4}{'errors p/g':>11}  notes")
+    print(head)
+    print("-" * (len(head) + 20))
+    ratios: dict[str, float | None] = {}
+    for op in ops:
+        spec = OPS[op]
+        pair = {name: stats.get(name, {}).get(op) for name in SERVERS}
+        p, g = pair["pysfsd"], pair["ganesha"]
+        ratio = p["ops_per_s"] / g["ops_per_s"] if p and g and g["ops_per_s"] else None
+        ratios[op] = ratio
+        verdict = "" if ratio is None else ("ok" if ratio >= spec.target else "LOW")
+        cells = []
+        for s in (p, g):
+            if s is None:
+                cells.append("-")
+            elif spec.bulk:
+                cells.append(f"{s['ops_per_s']:,.0f} ({s['mib_per_s']:,.0f} MiB/s)")
+            else:
+                cells.append(f"{s['ops_per_s']:,.0f}")
+        errs = "/".join("-" if s is None else str(sum(s["errors"].values())) for s in (p, g))
+        bound = [name for name, s in pair.items() if s and s["client_cpu_pct"] / procs >= SATURATED]
+        # An op slower than a quarter of the window is counted in a few waves, not in steady state.
+        slow = [name for name, s in pair.items()
+                if s and (s["p50_ms"] is None or s["p50_ms"] > 250 * settings.seconds)]
+        notes = "; ".join(
+            [f"generator-bound on {' and '.join(bound)}"] * bool(bound)
+            + [f"latency near the window on {' and '.join(slow)}: raise --seconds or lower the load"] * bool(slow))
+        print(f"{spec.label:26}{cells[0]:>21}{cells[1]:>21}{_fmt(ratio, '.2f'):>7}{spec.target:>7.2f}  "
+              f"{verdict:4}{errs:>9}  {notes}")
+    for name, reason in failures.items():
+        print(f"\n{name} not measured: {reason}")
+    for name in servers:
+        if name not in stats:
+            continue
+        print(f"\n{name}")
+        head = (f"  {'operation':26}{'ops/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+                f"{'client CPU':>12}{'server CPU':>12}{'other CPU':>11}{'errors':>8}")
+        print(head)
+        for op in ops:
+            s = stats[name][op]
+            print(f"  {OPS[op].label:26}{s['ops_per_s']:>10,.0f}"
+                  f"{_fmt(s['mib_per_s'] if OPS[op].bulk else None, ',.0f'):>9}"
+                  f"{_fmt(s['p50_ms'], '.3f'):>9}{_fmt(s['p99_ms'], '.3f'):>9}"
+                  f"{_pct(s['client_cpu_pct']):>12}{_pct(s['server_cpu_pct']):>12}"
+                  f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}")
+            for reason, count in list(s["errors"].items())[:3]:
+                print(f"      {count} x {reason}")
+    null = stats.get("ganesha", {}).get("null")
+    if null is not None:
+        per_proc = null["client_cpu_pct"] / procs
+        verdict = ("saturated: Ganesha's NULL figure is a floor set by the generator"
+                   if per_proc >= SATURATED else "did not saturate its core")
+        print(f"\ngenerator on Ganesha NULL: {per_proc:.0f}% of a core per process ({procs} process"
+              f"{'es' if procs > 1 else ''}), {verdict}; client and server share 2 cores")
+    noisy = [s["other_cpu_pct"] for runs in stats.values() for s in runs.values()
+             if (s["other_cpu_pct"] or 0) > NOISY]
+    if noisy:
+        print(f"background load: other processes took over {NOISY}% of a core in {len(noisy)} runs "
+              f"(up to {max(noisy):.0f}%): figures are noisy, rerun on a quiet machine")
+    return ratios
+
+
+# -- main ----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="operations: " + ", ".join(OPS))
+    parser.add_argument("--servers", default="both",
+                        help="both (default), pysfsd, ganesha, or a comma list")
+    parser.add_argument("--ops", default=",".join(OPS), help="comma list of operations (default: all)")
+    parser.add_argument("--connections", type=int, default=8, help="TCP connections per process")
+    parser.add_argument("--depth", type=int, default=16, help="calls in flight per connection")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per op and server")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured lead-in per run")
+    parser.add_argument("--drain-timeout", type=float, default=15.0,
+                        help="how long to wait for in-flight calls after a run")
+    parser.add_argument("--procs", type=int, default=1, help="generator processes (results are summed)")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/bench"),
+                        help="fixture trees ROOT/pysfsd and ROOT/ganesha, server state and logs")
+    parser.add_argument("--pysfsd-port", type=int, default=0,
+                        help="measure a pysfsd already serving NFS and MOUNT on this port, exporting ROOT/pysfsd")
+    parser.add_argument("--json", type=Path, help="also save the results here")
+    args = parser.parse_args(argv)
+    args.servers = list(SERVERS) if args.servers == "both" else args.servers.split(",")
+    args.ops = args.ops.split(",")
+    for value, known, what in ((args.servers, SERVERS, "server"), (args.ops, OPS, "operation")):
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
+    if min(args.connections, args.depth, args.procs) < 1 or args.seconds <= 0:
+        parser.error("--connections, --depth, --procs and --seconds must be positive")
+    args.root = args.root.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings(args.connections, args.depth, args.seconds, args.warmup, args.drain_timeout)
+    uvloop_used = prepare_process()
+    with contextlib.ExitStack() as stack:
+        targets, failures = start_targets(args, stack, args.procs * args.connections)
+        if not targets:
+            print("no server could be measured", file=sys.stderr)
+            return 1
+        plan = [(op, target) for op in args.ops for target in targets]
+        results = run_plan(plan, settings, args.procs)
+    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    for (op, target), result in zip(plan, results):
+        stats.setdefault(target.name, {})[op] = summarize(result)
+    ratios = report(args.ops, args.servers, stats, failures, settings, args.procs)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},
+            "targets": {t.name: {"port": t.port, "mount_port": t.mount_port} for t in targets},
+            "failures": failures,
+            "results": stats,
+            "ratios": ratios,
+            "targets_ratio": {op: OPS[op].target for op in args.ops},
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Starting the servers under test on 127.0.0.1: pysfsd (``python -m nfsd``) and NFS-Ganesha
+(through scripts/vm/ganesha.py, which writes its config and starts rpcbind when needed)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType, TracebackType
+
+REPO = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (Ganesha needs fixed ports in its config)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pysfsd:
+    """pysfsd on an ephemeral port: its first stdout line says which.  Output goes to a log
+    file (never a pipe nobody drains), which is polled for that line."""
+
+    def __init__(self, export: Path, work_dir: Path, start_timeout: float = 30.0) -> None:
+        self.export, self.work_dir, self.start_timeout = export, work_dir, start_timeout
+        self.log_path = work_dir / "pysfsd.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Pysfsd:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        state = self.work_dir / "state"
+        state.mkdir(parents=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nfsd", "--export", str(self.export), "--port", "0",
+                 "--bind", "127.0.0.1", "--state-dir", str(state)],
+                cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            found = _LISTENING.search(self.log_path.read_bytes())
+            if found:
+                self.port = int(found[1])
+                return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                state_text = (f"exited with status {self.proc.returncode}" if self.proc.poll() is not None
+                              else f"did not report a port within {self.start_timeout:g} s")
+                self.stop()
+                raise RuntimeError(f"pysfsd {state_text}; log tail:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, count: int = 20) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return "\n".join(lines[-count:]) or "(empty log)"
+
+
+def ganesha_module() -> ModuleType:
+    """scripts/vm/ganesha.py, loaded by path (scripts/ is not a package)."""
+    path = REPO / "scripts" / "vm" / "ganesha.py"
+    spec = importlib.util.spec_from_file_location("vm_ganesha", path)
+    if spec is None or spec.loader is None or not path.exists():
+        raise RuntimeError(f"{path} is missing: it starts NFS-Ganesha")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ganesha_pid(work_dir: Path) -> int | None:
+    """ganesha.nfsd writes its pid file at start (``-p``)."""
+    try:
+        return int((work_dir / "ganesha.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
