@@ -13,17 +13,35 @@ from protocol.nfs3 import NFS3
 
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
+from .index import Index
 from .localfs import LocalFS
 from .mount_service import MountService
 from .nfs3_service import Nfs3Service
+from .semantic import SemanticFS
 from .server import RpcStreamProtocol
 from .store import Store
 from .trace import trace_level
+from .watch import TreeWatcher
 
 log = logging.getLogger("pysfsd")
 
-# Procedures that may block on the disk (fsync, large reads, big directories) run in threads.
-OFFLOADED = frozenset({"READ", "WRITE", "COMMIT", "READDIR", "READDIRPLUS", "CREATE", "FSSTAT"})
+def _always(_args: object) -> bool:
+    return True
+
+
+# Calls that may block on the disk (fsync, large transfers, big directories) run in threads;
+# small reads and unstable writes (page cache) are cheaper inline than a thread round trip.
+SMALL_IO = 64 << 10
+OFFLOADED = {
+    "READ": lambda a: a.count > SMALL_IO,
+    "WRITE": lambda a: a.stable != 0 or len(a.data) > SMALL_IO,
+    "COMMIT": _always,
+    # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
+    # read; only a first page may have to read a large directory from the disk.
+    "READDIR": lambda a: a.cookie == 0,
+    "READDIRPLUS": lambda a: a.cookie == 0,
+    "CREATE": lambda a: a.how[0] == 2,  # EXCLUSIVE: the verifier is synced to LMDB
+}
 
 
 def default_state_dir() -> str:
@@ -39,10 +57,21 @@ class ServerConfig:
     state_dir: str = field(default_factory=default_state_dir)
     max_record: int = (1 << 20) + (64 << 10)  # a 1 MiB WRITE plus its headers
     threads: int = 8
+    results: str = "links"     # value directories hold symlinks ("links") or the files
+    watch: bool = True         # follow changes made behind the server's back (inotify)
+    progress: bool | None = None  # scan progress bar: None = when stderr is a terminal
 
 
 class ConfigError(ValueError):
     pass
+
+
+def store_path(state_dir: str, roots: list[str]) -> str:
+    """The LMDB environment of a set of exports: one per set keeps unrelated servers apart
+    (the index and query commands open the same one)."""
+    roots = sorted(os.path.realpath(r) for r in roots)
+    digest = hashlib.sha256("\0".join(roots).encode()).hexdigest()[:16]
+    return os.path.join(os.path.realpath(state_dir), digest)
 
 
 class NfsServer:
@@ -55,14 +84,13 @@ class NfsServer:
                 raise ConfigError(f"export {root} is not a directory")
             if state == root or state.startswith(root.rstrip("/") + "/"):
                 raise ConfigError(f"state directory {state} must not be inside export {root}")
-        # One LMDB environment per set of exports keeps unrelated servers apart.
-        digest = hashlib.sha256("\0".join(sorted(roots)).encode()).hexdigest()[:16]
-        self.store = Store(os.path.join(state, digest))
+        self.store = Store(store_path(config.state_dir, roots))
         self.boot = self.store.next_boot()
-        self.exports: dict[int, LocalFS] = {}
+        self.exports: dict[int, SemanticFS] = {}
         for root in roots:
             eid = self.store.export_id(root)
-            self.exports[eid] = LocalFS(root, eid, self.store)
+            local = LocalFS(root, eid, self.store)
+            self.exports[eid] = SemanticFS(local, Index(self.store.env, root, eid), config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
@@ -73,15 +101,21 @@ class NfsServer:
         self.dispatcher.register(MOUNT3, self.mount)
         self.connections: set[RpcStreamProtocol] = set()
         self._servers: list[asyncio.base_events.Server] = []
-        self._sync_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> tuple[str, int]:
+        """Index every export, then listen: once the address is printed, query
+        directories answer from a complete index."""
         loop = asyncio.get_running_loop()
+        for fs in self.exports.values():
+            await self._index_export(fs)
         server = await loop.create_server(
             lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record),
             self.config.bind, self.config.port, reuse_address=True)
         self._servers.append(server)
-        self._sync_task = loop.create_task(self._sync_periodically())
+        self._background.append(loop.create_task(self._sync_periodically()))
+        for fs in self.exports.values():
+            self._background.append(loop.create_task(self._flush_periodically(fs)))
         host, port = server.sockets[0].getsockname()[:2]
         return host, port
 
@@ -90,6 +124,34 @@ class NfsServer:
         while True:
             await asyncio.sleep(1.0)
             await asyncio.get_running_loop().run_in_executor(self.executor, self.store.sync)
+
+    async def _index_export(self, fs: SemanticFS) -> None:
+        """Watch first (so nothing changed during the scan is missed), then scan: the first
+        time everything, later only what changed since (progress bar on a terminal)."""
+        loop = asyncio.get_running_loop()
+        index = fs.index
+        if self.config.watch:
+            rescan = lambda: loop.run_in_executor(self.executor, index.scan, False)  # noqa: E731
+            watcher = TreeWatcher(fs.root_path, index, rescan)
+            task = loop.create_task(watcher.run())
+            self._background.append(task)
+            ready = loop.create_task(watcher.ready.wait())
+            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if task.done() and task.exception() is not None:
+                log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
+        stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress)
+        log.info("indexed %s: %s", fs.root_path, stats)
+
+    async def _flush_periodically(self, fs: SemanticFS) -> None:
+        """Apply queued index notes (inotify events, writes) twice a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await loop.run_in_executor(self.executor, fs.index.flush)
+            except Exception:
+                log.exception("index flush failed")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop listening, let in-flight calls finish and answer, then close everything."""
@@ -101,9 +163,11 @@ class NfsServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
-        if self._sync_task is not None:
-            self._sync_task.cancel()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
         for fs in self.exports.values():
             fs.close()
+            fs.index.close()
         self.store.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import signal
 import sys
@@ -24,10 +25,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def tune_malloc() -> None:
+    """Keep 1 MiB buffers on the heap: with glibc's defaults each one is a fresh mmap whose
+    pages fault in again on every READ/WRITE record (measured 1.5 ms vs 0.25 ms per MiB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("index", "query"):
+        from .cli_index import main as index_main  # the index commands serve nothing
+        return index_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if not _tracing() else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    tune_malloc()
     config = ServerConfig(exports=args.export, bind=args.bind, port=args.port,
                           state_dir=args.state_dir, threads=args.threads)
     try:

@@ -13,7 +13,7 @@ import logging
 import struct
 import time
 from concurrent.futures import Executor
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from protocol.program import Procedure, Program
 from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_reply, parse_call,
@@ -27,21 +27,21 @@ from .nfs3_service import CallContext, failure_result
 log = logging.getLogger("pysfsd.rpc")
 
 Reply = bytearray | bytes | None
+Offload = Callable[[Any], bool]
 
 
 class Registered:
     """A program version bound to the object whose methods implement its procedures."""
 
-    __slots__ = ("program", "handlers", "offload", "status_enum")
+    __slots__ = ("program", "handlers", "status_enum")
 
-    def __init__(self, program: Program, service: Any, offload: frozenset[str]) -> None:
+    def __init__(self, program: Program, service: Any, offload: Mapping[str, Offload]) -> None:
         self.program = program
-        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], bool, Callable[..., Any], Callable[..., Any]]] = {}
+        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], Offload | None, Callable[..., Any], Callable[..., Any]]] = {}
         for num, proc in program.procedures.items():
             pack_res = proc.res.compiled()[0]
             unpack_args = proc.args.compiled()[1]
-            self.handlers[num] = (proc, getattr(service, proc.name), proc.name in offload, unpack_args, pack_res)
-        self.offload = offload
+            self.handlers[num] = (proc, getattr(service, proc.name), offload.get(proc.name), unpack_args, pack_res)
         res_types = [p.res for p in program.procedures.values() if isinstance(p.res, Union)]
         self.status_enum: Enum | None = res_types[0].disc if res_types and isinstance(res_types[0].disc, Enum) else None
 
@@ -56,8 +56,11 @@ class Dispatcher:
         self._versions: dict[int, tuple[int, int]] = {}
         self.calls = 0
 
-    def register(self, program: Program, service: Any, offload: frozenset[str] = frozenset()) -> None:
-        self._programs[(program.number, program.version)] = Registered(program, service, offload)
+    def register(self, program: Program, service: Any, offload: Mapping[str, Offload] | None = None) -> None:
+        """Serve ``program`` with ``service``'s methods; ``offload`` maps procedure names to
+        a predicate on the decoded arguments telling when a call must run in the thread pool
+        (it may block on the disk) rather than inline on the event loop."""
+        self._programs[(program.number, program.version)] = Registered(program, service, offload or {})
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
 
@@ -106,7 +109,7 @@ class Dispatcher:
                     return bytes(reserve) + cached
                 return None  # the original is still being served: its reply will answer
         ctx = CallContext(call.cred, client)
-        if offload and self.executor is not None:
+        if offload is not None and self.executor is not None and offload(args):
             return self._run_offloaded(reg, proc, handler, ctx, args, reserve, call, drc_key, start, record)
         return self._finish(reg, proc, self._invoke(handler, ctx, args, proc), reserve, call, drc_key, start,
                             ctx, args, record)

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from protocol.nfs3 import nfsstat3
 
+from .dirlist import cookie_verifier
 from .errors import NfsError
 from .handles import pack_real, unpack_real
 from .store import Store
@@ -572,15 +573,23 @@ class LocalFS:
 
     def scandir(self, d: Node) -> Iterator[tuple[bytes, int]]:
         """(name, inode) of each entry, without ``.`` and ``..``."""
+        for name, ino, _ in self.scandir_typed(d):
+            yield name, ino
+
+    def scandir_typed(self, d: Node) -> Iterator[tuple[bytes, int, bool]]:
+        """(name, inode, is a directory) of each entry, without following symlinks."""
         if not d.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_NOTDIR)
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
         try:
             with os.scandir(fd) as it:
                 for e in it:
-                    yield os.fsencode(e.name), e.inode()
+                    yield os.fsencode(e.name), e.inode(), e.is_dir(follow_symlinks=False)
         finally:
             os.close(fd)
+
+    def cookie_verifier(self, d: Node) -> bytes:
+        return cookie_verifier(d.fh)
 
     def lstat_at(self, d: Node, name: bytes) -> os.stat_result:
         return os.stat(name, dir_fd=d.fd, follow_symlinks=False)

@@ -9,16 +9,16 @@ from protocol.mount3 import mountstat3
 from protocol.rpc import AUTH_NONE, AUTH_SYS
 
 from .errors import NfsError
-from .localfs import LocalFS
+from .backend import Backend
 from .nfs3_service import CallContext
 
 
 class MountService:
-    def __init__(self, exports: dict[int, LocalFS]) -> None:
+    def __init__(self, exports: dict[int, Backend]) -> None:
         self.exports = exports
         self.mounts: set[tuple[bytes, bytes]] = set()
 
-    def _find(self, path: bytes) -> tuple[LocalFS, list[bytes]] | None:
+    def _find(self, path: bytes) -> tuple[Backend, list[bytes]] | None:
         """The export holding ``path`` and the components below its root."""
         clean = os.path.normpath(path) if path else b""
         for fs in self.exports.values():

@@ -1,4 +1,4 @@
-"""The 22 NFSv3 procedures (RFC 1813) over the LocalFS backend.
+"""The 22 NFSv3 procedures (RFC 1813) over a ``Backend`` (nfsd/backend.py).
 
 Each handler takes the call context and the decoded arguments and returns the result value
 ``(nfsstat3, resok | resfail)``; it never builds bytes.  Failures carry full weak cache
@@ -18,10 +18,10 @@ from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
 from .attrs import NO_WCC, fattr, wcc, wcc_before
-from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, ListingCache, cookie_verifier
+from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, ListingCache
 from .errors import NfsError, status_of
 from .handles import handle_kind
-from .localfs import LocalFS, Node
+from .backend import Backend, ObjectNode as Node
 from .store import Store
 
 RTMAX = WTMAX = 1 << 20
@@ -78,7 +78,7 @@ def _server_time_ns() -> int:
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
-    def __init__(self, exports: dict[int, LocalFS], store: Store, write_verifier: bytes) -> None:
+    def __init__(self, exports: dict[int, Backend], store: Store, write_verifier: bytes) -> None:
         self.exports = exports
         self.store = store
         self.write_verifier = write_verifier
@@ -86,7 +86,7 @@ class Nfs3Service:
         self._create_lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
-    def resolve(self, fh: bytes) -> tuple[LocalFS, Node]:
+    def resolve(self, fh: bytes) -> tuple[Backend, Node]:
         _kind, export_id = handle_kind(fh)
         fs = self.exports.get(export_id)
         if fs is None:
@@ -94,7 +94,7 @@ class Nfs3Service:
         return fs, fs.node(fh)
 
     @staticmethod
-    def _attr(fs: LocalFS, n: Node) -> Any:
+    def _attr(fs: Backend, n: Node) -> Any:
         """post_op_attr: attributes, or None if they cannot be had."""
         try:
             return fattr(fs.stat(n), fs.fsid)
@@ -102,19 +102,19 @@ class Nfs3Service:
             return None
 
     @staticmethod
-    def _pre(fs: LocalFS, n: Node) -> Any:
+    def _pre(fs: Backend, n: Node) -> Any:
         try:
             return wcc_before(fs.stat(n))
         except (OSError, NfsError):
             return None
 
-    def _wcc(self, fs: LocalFS, n: Node, pre: Any) -> Any:
+    def _wcc(self, fs: Backend, n: Node, pre: Any) -> Any:
         return wcc(pre, self._attr(fs, n))
 
     def _changed(self, d: Node) -> None:
         self.listings.invalidate(d.ino)
 
-    def _apply_sattr(self, fs: LocalFS, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
+    def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
         if sa.size is not None:
             fs.truncate(n, sa.size)
@@ -135,7 +135,7 @@ class Nfs3Service:
             m_ns = st.st_mtime_ns if mhow == 0 else now if mhow == 1 else mtime.seconds * 10**9 + mtime.nseconds
             fs.set_times(n, a_ns, m_ns)
 
-    def _created(self, fs: LocalFS, d: Node, pre: Any, make: Callable[[], Node],
+    def _created(self, fs: Backend, d: Node, pre: Any, make: Callable[[], Node],
                  sattr: Any, ctx: CallContext, ok: Any, fail: Any) -> tuple[int, Any]:
         """Shared body of CREATE/MKDIR/SYMLINK/MKNOD: make, set attributes, answer."""
         try:
@@ -224,7 +224,7 @@ class Nfs3Service:
             return fs.create_file(d, name, perm, exclusive=mode == nfs3.createmode3.GUARDED)
         return self._created(fs, d, pre, make, sattr, ctx, nfs3.CREATE3resok.cls, nfs3.CREATE3resfail.cls)
 
-    def _create_exclusive(self, ctx: CallContext, fs: LocalFS, d: Node, name: bytes,
+    def _create_exclusive(self, ctx: CallContext, fs: Backend, d: Node, name: bytes,
                           verf: bytes, pre: Any) -> Any:
         """EXCLUSIVE: the verifier is stored durably with the new file, so a retransmitted
         create succeeds and a different client's attempt gets EXIST."""
@@ -325,12 +325,12 @@ class Nfs3Service:
             self._changed(d)
         return NFS3_OK, nfs3.LINK3resok.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
 
-    def _listing_page(self, fs: LocalFS, d: Node, cookie: int, verf: bytes, budget: int,
+    def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
                       plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
         """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
         st = fs.stat(d)
         dattr = fattr(st, fs.fsid)
-        my_verf = cookie_verifier(d.fh)
+        my_verf = fs.cookie_verifier(d)
         if not stat.S_ISDIR(st.st_mode):
             return nfsstat3.NFS3ERR_NOTDIR, dattr, my_verf, [], False
         if cookie and verf != my_verf and verf != b"\0" * 8:
@@ -369,9 +369,9 @@ class Nfs3Service:
             if plus:
                 try:
                     est = fs.lstat_at(d, name)
-                except FileNotFoundError:
+                except (FileNotFoundError, NfsError):
                     i += 1
-                    continue  # removed since the listing was taken
+                    continue  # gone since the listing was taken
                 entries.append(entry_type(est.st_ino, name, cookies[i], fattr(est, fs.fsid),
                                           _fh(fs.handle_for_entry(d, name, est))))
             else:

@@ -31,7 +31,7 @@ class Store:
     def __init__(self, path: str, map_size: int = 1 << 32) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.path = path
-        self.env = lmdb.open(path, max_dbs=16, map_size=map_size, sync=False, metasync=False,
+        self.env = lmdb.open(path, max_dbs=128, map_size=map_size, sync=False, metasync=False,
                              max_readers=256)
         self.objects = self.env.open_db(b"objects")
         self.meta = self.env.open_db(b"meta")

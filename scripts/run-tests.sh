@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real clients and the VM: libnfs-utils (nfs-ls, nfs-cp, nfs-cat), nfs-common and rpcbind
-# (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs.
+# (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs;
+# libmagic1 for the index's content types (python-magic).
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
-              busybox-static cpio kmod)
+              busybox-static cpio kmod libmagic1)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -9,6 +9,14 @@ host's 127.0.0.1), runs the workload and sends its results over a second
 serial port.  The host then checks, in the exported directory itself, what
 the guest said it wrote (HOSTCHECK lines).
 
+Host actions: the guest may ask the host to act mid-run by sending
+``HOSTACTION ID VERB ARGS...`` on the results port; the host does it and
+answers ``ACK ID OK`` or ``ACK ID FAIL why`` on a third serial port (a unix
+socket chardev the host connects to; the guest keeps /dev/ttyS2 open from
+/init on, so nothing is lost).  Verbs: ``write RELPATH TEXT`` and
+``rm RELPATH`` are done by the runner in host_dir, behind the server's back;
+any other verb (e.g. ``restart``) goes to the caller's host_actions callback.
+
 Usage:
     python scripts/vm/vm_mount_test.py --port P --export /tmp/export \
         [--mountport M] [--workload scripts/vm/workloads/core.sh] \
@@ -26,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +53,8 @@ BUSYBOX = Path("/bin/busybox")
 GUEST_MODULES = ("virtio_pci", "virtio_net", "sunrpc", "grace", "lockd",
                  "nfs_acl", "netfs", "fscache", "nfs", "nfsv3")
 RESULT_RE = re.compile(r"^RESULT (PASS|FAIL)\b")
+HOSTACTION_RE = re.compile(r"^HOSTACTION (\S+) (\S+) ?(.*)$")
+ACK_CONNECT_S = 10.0
 POWEROFF_GRACE_S = 30.0
 CONSOLE_TAIL_LINES = 60
 
@@ -314,6 +325,97 @@ def check_host(hostchecks: Sequence[str], host_dir: Path) -> list[str]:
     return failures
 
 
+HostAction = Callable[[list[str]], "str | None"]
+
+
+def _host_path(root: Path, rel: str) -> Path:
+    """root/rel for a host action: like _inside, and the parent directory must
+    exist and really lie inside root (no escape through a symlink)."""
+    path = _inside(root, rel)
+    if not Path(rel).parts:
+        raise ValueError(f"path {rel!r} names no file")
+    real_root = os.path.realpath(root)
+    real_parent = os.path.realpath(path.parent)
+    if os.path.commonpath([real_root, real_parent]) != real_root:
+        raise ValueError(f"path {rel!r} leaves the export through a symlink")
+    return path
+
+
+def _action_write(host_dir: Path, args: list[str], text: str) -> str:
+    """write RELPATH TEXT: create or overwrite RELPATH (in place, same inode)
+    with TEXT and a newline; never follows a symlink at RELPATH."""
+    path = _host_path(host_dir, args[0])
+    data = (text + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return f"{len(data)} bytes"
+
+
+def _action_rm(host_dir: Path, args: list[str]) -> str:
+    """rm RELPATH: unlink a file or symlink (not a directory)."""
+    os.unlink(_host_path(host_dir, args[0]))
+    return "removed"
+
+
+def do_host_action(line: str, host_dir: Path, callbacks: dict[str, HostAction]) -> tuple[str, str]:
+    """Carry out one HOSTACTION line; returns (id, 'OK msg' or 'FAIL why')."""
+    match = HOSTACTION_RE.match(line)
+    if match is None:
+        return "?", "FAIL malformed HOSTACTION line"
+    ident, verb, rest = match.groups()
+    args = rest.split()
+    try:
+        if verb == "write":
+            if not args:
+                raise ValueError("usage: write RELPATH TEXT")
+            text = rest.split(" ", 1)[1] if " " in rest else ""
+            msg = _action_write(host_dir, args, text)
+        elif verb == "rm":
+            if len(args) != 1:
+                raise ValueError("usage: rm RELPATH")
+            msg = _action_rm(host_dir, args)
+        elif verb in callbacks:
+            msg = callbacks[verb](args) or ""
+        else:
+            raise ValueError(f"unknown host action {verb!r}")
+    except Exception as exc:  # reported to the guest, which fails its step
+        return ident, f"FAIL {type(exc).__name__}: {exc}".replace("\n", " ")
+    return ident, f"OK {msg}".rstrip()
+
+
+class AckChannel:
+    """The host's end of the guest's third serial port: a unix socket that
+    qemu listens on; connected on first use, written one line per answer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+
+    def send(self, line: str) -> None:
+        if self._sock is None:
+            deadline = time.monotonic() + ACK_CONNECT_S
+            while True:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(str(self.path))
+                    break
+                except OSError:
+                    sock.close()
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            self._sock = sock
+        self._sock.sendall(line.encode() + b"\n")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 @dataclass
 class RunResult:
     """Outcome of one VM run; lines are (host seconds since qemu start, line)."""
@@ -348,9 +450,13 @@ def _guest_params(params: dict[str, str]) -> str:
     return " ".join(f"vmtest.{key}={value}" for key, value in params.items())
 
 
-def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[str, str]) -> list[str]:
+def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[str, str],
+                 ack_socket: Path | None = None) -> list[str]:
     """qemu under TCG (this host's /dev/kvm hangs a stock kernel), console on
-    the first serial port, results on the second, user networking only."""
+    the first serial port, results on the second, host-action answers on the
+    third (a unix socket qemu listens on), user networking only."""
+    ack = (["-chardev", f"socket,id=hostack,path={ack_socket},server=on,wait=off",
+            "-serial", "chardev:hostack"] if ack_socket is not None else [])
     return [
         QEMU, "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-smp", "1", "-m", "512",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
@@ -358,6 +464,7 @@ def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[st
         "-append", f"console=ttyS0 panic=-1 {_guest_params(params)}",
         "-serial", f"file:{log_dir / 'console.log'}",
         "-serial", f"file:{log_dir / 'results.log'}",
+        *ack,
         "-netdev", "user,id=n0,ipv6=off", "-device", "virtio-net-pci,netdev=n0",
     ]
 
@@ -386,11 +493,16 @@ def run_vm_test(
     guest_env: dict[str, str] | None = None,
     kernel_image: Path | None = None,
     echo: Callable[[str], None] = print,
+    host_actions: dict[str, HostAction] | None = None,
 ) -> RunResult:
     """Boot the VM against the NFS server on 127.0.0.1:port (MOUNT on
     mount_port, default the same), run the workload and check the host side
     in host_dir (default: export, which is then also a host path).
-    echo gets each result line as it arrives."""
+    echo gets each result line as it arrives.  host_actions maps extra
+    HOSTACTION verbs (e.g. "restart") to callbacks taking the verb's
+    arguments; a callback may return a short message, and an exception
+    becomes a FAIL answer.  The time spent in host actions does not count
+    against timeout."""
     kernel = find_kernel(kernel_image)
     workload = Path(workload).resolve()
     initramfs = build_initramfs(kernel, workload, work_dir)
@@ -402,13 +514,18 @@ def run_vm_test(
     results_log.write_bytes(b"")
     params = {"NFS_PORT": str(port), "MOUNT_PORT": str(mount_port or port), "EXPORT": export,
               "DD_MB": str(dd_mb), "WORKLOAD": workload.name, **(guest_env or {})}
-    cmd = qemu_command(kernel, initramfs, log_dir, params)
+    # unix socket paths are limited to ~107 bytes, so not inside log_dir
+    sock_dir = Path(tempfile.mkdtemp(prefix="pysfsd-vm-"))
+    ack = AckChannel(sock_dir / "ack.sock")
+    cmd = qemu_command(kernel, initramfs, log_dir, params, ack.path)
     echo(f"vm: {kernel.image.name}, initramfs {initramfs}, logs in {log_dir}")
+    action_dir = Path(host_dir or export)
 
     lines: list[tuple[float, str]] = []
     verdict: str | None = None
     reason = ""
     start = time.monotonic()
+    paused = 0.0  # seconds spent in host actions
     with (log_dir / "qemu.log").open("wb") as qemu_log, results_log.open("rb") as results:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
         pending = b""
@@ -425,6 +542,16 @@ def run_vm_test(
                         match = RESULT_RE.match(line)
                         verdict = match.group(1) if match else verdict
                         reason = line if match else reason
+                        if line.startswith("HOSTACTION "):
+                            t0 = time.monotonic()
+                            ident, answer = do_host_action(line, action_dir, host_actions or {})
+                            paused += time.monotonic() - t0
+                            lines.append((time.monotonic() - start, f"host: ACK {ident} {answer}"))
+                            echo(f"[{lines[-1][0]:7.1f}s] {lines[-1][1]}")
+                            try:
+                                ack.send(f"ACK {ident} {answer}")
+                            except OSError as exc:
+                                echo(f"vm: cannot answer the guest: {exc}")
                 if verdict is not None:
                     try:
                         proc.wait(timeout=POWEROFF_GRACE_S)
@@ -434,12 +561,14 @@ def run_vm_test(
                 if exited:
                     reason = f"qemu exited with status {proc.returncode} before a RESULT line"
                     break
-                if time.monotonic() - start > timeout:
+                if time.monotonic() - start - paused > timeout:
                     reason = f"timeout after {timeout:.0f}s without a RESULT line"
                     break
                 time.sleep(0.2)
         finally:
             _stop(proc)
+            ack.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
     elapsed = time.monotonic() - start
 
     hostchecks = [line for _, line in lines if line.startswith("HOSTCHECK ")]

@@ -6,9 +6,15 @@
 #   STEP name OK secs              one workload step passed
 #   STEP name FAIL rc=N secs: msg  one workload step failed
 #   HOSTCHECK kind relpath value   the host verifies this in the export dir
+#   HOSTACTION id verb args...     the host acts now, answers on $ACK_DEV
 #   RESULT PASS | RESULT FAIL msg  last line; the host stops waiting here
+#
+# Host answers on the third serial port (opened by /init as fd 7):
+#   ACK id OK [msg] | ACK id FAIL why
 
 RESULTS_DEV=/dev/ttyS1
+ACK_DEV=/dev/ttyS2
+ACK_SEQ_FILE=/tmp/hostaction.seq
 RESULTS_COPY=/tmp/results.txt
 NFS_SERVER=10.0.2.2
 MNT=/mnt
@@ -81,4 +87,26 @@ nfs_mount() {
 drop_caches() {
     sync
     echo 3 > /proc/sys/vm/drop_caches
+}
+
+# host_action VERB ARGS...: have the host do something now and wait for its
+# answer (up to $HOSTACTION_TIMEOUT seconds, default 120).  Verbs:
+#   write RELPATH TEXT   create/overwrite a file in the export, behind the
+#                        server's back (TEXT plus a newline; single spaces)
+#   rm RELPATH           remove a file in the export behind the server's back
+#   restart              restart the NFS server (if the caller supports it)
+# Returns 0 on "ACK id OK".  Works from subshells: ids come from a file.
+host_action() {
+    _seq=$(( $(cat "$ACK_SEQ_FILE" 2>/dev/null || echo 0) + 1 ))
+    echo "$_seq" > "$ACK_SEQ_FILE"
+    _id="$_seq.$(now_cs)"
+    report "HOSTACTION $_id $*"
+    while read -r -t "${HOSTACTION_TIMEOUT:-120}" _ack _got _status _msg <&7; do
+        [ "$_ack" = ACK ] && [ "$_got" = "$_id" ] || continue
+        [ "$_status" = OK ] && return 0
+        echo "host action '$*' failed: $_msg"
+        return 1
+    done
+    echo "host action '$*': no answer within ${HOSTACTION_TIMEOUT:-120}s"
+    return 1
 }

@@ -1,0 +1,135 @@
+"""``pysfsd index`` and ``pysfsd query``: the semantic index without NFS.
+
+Both open the LMDB environment the server would use for the same ``--export`` set and
+``--state-dir``, so they work on the server's index (LMDB lets several processes share it).
+
+    pysfsd index --export DIR            build or refresh the index, print what it holds
+    pysfsd query --export DIR 'owner:/smith/ext:/c'    matching paths, one per line
+    pysfsd query --export DIR 'src/owner:'             the values of a field (escaped)
+    pysfsd query --export DIR 'src/:extension=.c'      entries of src ending with .c
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import stat
+import sys
+
+from .app import default_state_dir, store_path
+from .index import Index, ScanStats, fsread
+from .query import QuerySyntaxError, encode_value, parse_query_path
+from .store import Store
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"pysfsd {command}")
+    p.add_argument("--export", action="append", required=True, metavar="DIR",
+                   help="the export (repeat to name the same set as the server, whose state is shared;"
+                        " a query runs in the first)")
+    p.add_argument("--state-dir", default=default_state_dir(),
+                   help="where the LMDB environment lives (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    if command == "query":
+        p.add_argument("query", help="a query path: 'owner:/smith/ext:/c', 'src/owner:', 'src/:extension=.c'")
+        p.add_argument("--no-refresh", action="store_true", help="query the index as it is, without rescanning")
+    return p
+
+
+class UsageError(Exception):
+    pass
+
+
+def _open(exports: list[str], state_dir: str) -> tuple[Store, list[Index]]:
+    roots = [os.path.realpath(e) for e in exports]
+    state = os.path.realpath(state_dir)
+    for root in roots:
+        if not os.path.isdir(root):
+            raise UsageError(f"export {root} is not a directory")
+        if state == root or state.startswith(root.rstrip("/") + "/"):
+            raise UsageError(f"state directory {state} must not be inside export {root}")
+    store = Store(store_path(state_dir, roots))
+    return store, [Index(store.env, root, store.export_id(root)) for root in roots]
+
+
+def main(argv: list[str]) -> int:
+    command, rest = argv[0], argv[1:]
+    args = _parser(command).parse_args(rest)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        store, indexes = _open(args.export, args.state_dir)
+    except UsageError as exc:
+        print(f"pysfsd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if command == "index":
+            for index in indexes:
+                _report(index, index.scan())
+            return 0
+        return _query(indexes[0], os.fsencode(args.query), refresh=not args.no_refresh)
+    except UsageError as exc:
+        print(f"pysfsd: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for index in indexes:
+            index.close()
+        store.close()
+
+
+def _report(index: Index, s: ScanStats) -> None:
+    print(f"{index.root_path}: {s.seen} files seen, {s.added} added, {s.updated} updated, "
+          f"{s.removed} removed, {s.unchanged} unchanged, {s.failed} failed "
+          f"in {s.seconds:.2f} s ({s.rate:.0f} files/s)")
+    counts = index.counts()
+    width = max([len(f) for f in counts] + [5])
+    print(f"{'field':<{width}}  {'values':>10}  {'postings':>10}")
+    for field in sorted(counts):
+        values, postings = counts[field]
+        print(f"{field.decode():<{width}}  {values:>10}  {postings:>10}")
+    print(f"files whose extraction failed: {index.failures()}")
+
+
+def _query(index: Index, path: bytes, refresh: bool) -> int:
+    try:
+        real, terms, open_field, suffix = parse_query_path(path)
+    except QuerySyntaxError as exc:
+        raise UsageError(str(exc)) from None
+    if refresh:
+        index.scan()
+    relpath = b"/".join(real)
+    out = sys.stdout.buffer
+    if suffix is not None:
+        for name in _lab(index, relpath, suffix):
+            out.write(name + b"\n")
+        return 0
+    scope = index.ino_of(relpath)
+    if scope is None or (scope != index.root_ino and index.path_of(scope) is None):
+        raise UsageError(f"{relpath.decode(errors='replace')}: no such directory in the index")
+    for field in [f for f, _ in terms] + ([open_field] if open_field else []):
+        if not index.is_field(field):
+            raise UsageError(f"no field named {field.decode(errors='replace')!r}")
+    if open_field is not None:
+        for value in index.values(open_field, scope, terms):
+            out.write(encode_value(value) + b"\n")
+    else:
+        for ref in index.query(scope, terms):
+            out.write(ref.path + b"\n")
+    return 0
+
+
+def _lab(index: Index, relpath: bytes, suffix: bytes) -> list[bytes]:
+    """Entries directly in the real directory ``relpath`` (not directories) ending with
+    ``suffix``, read from the disk as the server's lab view does."""
+    root = os.open(index.root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = fsread.open_path(root, relpath)
+    finally:
+        os.close(root)
+    if fd is None:
+        raise UsageError(f"{relpath.decode(errors='replace')}: no such directory")
+    try:
+        return sorted(name for name, st in fsread.list_dir(fd)
+                      if name.endswith(suffix) and not stat.S_ISDIR(st.st_mode))
+    finally:
+        os.close(fd)

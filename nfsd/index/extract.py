@@ -1,0 +1,106 @@
+"""Running the transducers on one file: by tier, with their output checked.
+
+A transducer's output reaches the index only as posting keys that passed validation, and only
+when the transducer finished: one that raises (or yields anything malformed) is reported as a
+failure and contributes nothing, while the others' fields stand.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from typing import NamedTuple, Sequence
+
+from .fields import valid_field, valid_value
+from .fsread import open_regular
+from .tables import EMPTY
+from .transducer import Content, Sniffer, Transducer
+
+MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
+
+
+class Outcome(NamedTuple):
+    keys: frozenset[bytes]
+    failures: list[tuple[str, str]]  # (transducer name, why)
+
+
+NOTHING = Outcome(EMPTY, [])
+
+
+class Extractor:
+    def __init__(self, transducers: Sequence[Transducer]) -> None:
+        names = [t.name for t in transducers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"transducer names must be unique: {names}")
+        for t in transducers:
+            if t.tier not in ("stat", "content"):
+                raise ValueError(f"transducer {t.name}: tier must be 'stat' or 'content', not {t.tier!r}")
+        self.stat_tier = [t for t in transducers if t.tier == "stat"]
+        self.content_tier = [t for t in transducers if t.tier == "content"]
+        signature = ";".join(sorted(f"{t.name}:{t.version}:{t.tier}" for t in transducers))
+        # never 0: that marks a record whose content tier is still to be extracted
+        self.xver = zlib.crc32(signature.encode()) or 1
+        self.sniffer = Sniffer()
+        self._good_fields: set[bytes] = set()
+
+    def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
+        return self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
+
+    def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
+        """The content tier of entry ``name`` and its generation; None when the entry is no
+        longer the inode ``st`` describes (it changed again: that change will be noted)."""
+        todo = [t for t in self.content_tier if self._applies(t, name, st)]
+        if not todo:
+            return NOTHING, 0
+        if not stat.S_ISREG(st.st_mode):
+            return self._run(todo, name, st, None), 0
+        try:
+            f = open_regular(dir_fd, name, st.st_ino)
+        except OSError as exc:
+            return Outcome(EMPTY, [("read", f"{exc.strerror or exc}")]), 0
+        if f is None:
+            return None
+        try:
+            try:
+                gen = f.generation()
+            except OSError:
+                gen = 0
+            return self._run(todo, name, st, Content(f, self.sniffer)), gen
+        finally:
+            f.close()
+
+    @staticmethod
+    def _applies(t: Transducer, name: bytes, st: os.stat_result) -> bool:
+        try:
+            return bool(t.applies(name, st))
+        except Exception:
+            return True  # let extract() fail visibly rather than skip silently
+
+    def _run(self, todo: list[Transducer], name: bytes, st: os.stat_result, content: Content | None) -> Outcome:
+        keys: list[bytes] = []
+        failures: list[tuple[str, str]] = []
+        good = self._good_fields
+        for t in todo:
+            mine: list[bytes] = []
+            bad = 0
+            try:
+                for field, value in t.extract(name, st, content):
+                    if (field in good or self._check_field(field)) and type(value) is bytes and valid_value(value):
+                        mine.append(field + b"\0" + value)
+                        if len(mine) > MAX_PAIRS:
+                            raise ValueError(f"more than {MAX_PAIRS} pairs")
+                    else:
+                        bad += 1
+            except Exception as exc:
+                failures.append((t.name, f"{type(exc).__name__}: {exc}"))
+                continue
+            if bad:
+                failures.append((t.name, f"{bad} malformed (field, value) pairs dropped"))
+            keys.extend(mine)
+        return Outcome(frozenset(keys), failures)
+
+    def _check_field(self, field: bytes) -> bool:
+        if type(field) is bytes and valid_field(field):
+            self._good_fields.add(field)
+            return True
+        return False

@@ -1,0 +1,239 @@
+"""The semantic index of one export: the API the NFS layer and the commands use.
+
+Threads: queries read LMDB snapshots and take no lock.  Writers (``scan``, ``flush``) take
+the index lock; a scan lets go of it between batches and while it reads files, so a flush
+(and so a query directory's fault) never waits for a whole scan.  ``note_*`` only queue work,
+under a small lock of their own, and are safe from any thread, the event loop's included.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import lmdb
+
+from . import fsread
+from .builtin import default_transducers
+from .extract import Extractor
+from .fields import BUILTIN_FIELDS
+from .progress import Progress
+from .residency import MapTrimmer
+from .scanner import Reconciler, ScanStats
+from .search import FileRef, Search
+from .tables import Tables
+from .transducer import Transducer
+
+log = logging.getLogger("pysfsd.index")
+
+TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this long...
+PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
+MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
+EXTRACT_THREADS = min(4, os.cpu_count() or 1)
+
+
+class IndexClosed(Exception):
+    pass
+
+
+class Index:
+    def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, *,
+                 transducers: Sequence[Transducer] | None = None) -> None:
+        self.root_path = os.path.realpath(export_root)
+        self._root_fd = os.open(self.root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self._root_fd)
+        self.root_ino: int = st.st_ino
+        self._dev = st.st_dev
+        self._tables = Tables(env, export_id)
+        self._tables.reset_if_stale(self.root_ino)
+        self._extractor = Extractor(list(transducers) if transducers is not None else default_transducers())
+        self._search = Search(self._tables, self.root_ino)
+        self._trimmer = MapTrimmer(env)
+        with env.begin() as txn:
+            self.version: int = self._tables.version(txn)
+        self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()
+        self._notes_lock = threading.Lock()
+        self._entries: set[tuple[int, bytes]] = set()
+        self._inos: set[int] = set()
+        self._dirs: set[int] = set()
+        self._pool = ThreadPoolExecutor(max_workers=EXTRACT_THREADS, thread_name_prefix="pysfsd-extract")
+        self._closed = False
+        self._last_purge = time.monotonic()
+
+    # -- keeping it current --------------------------------------------------------------
+    def scan(self, progress: bool | None = None) -> ScanStats:
+        """Walk the whole export (never through a symlink): add new files, re-extract changed
+        ones, drop vanished ones.  ``progress``: see ``Progress``."""
+        start, start_ns = time.monotonic(), time.time_ns()
+        with self._scan_lock, self._lock:
+            if self._closed:
+                return ScanStats(0, 0, 0, 0, 0, 0, 0.0)
+            bar = Progress(progress, self.root_path)
+            r = self._reconciler(yielding=True)
+            r.progress = lambda c: bar.update(c.seen)
+            r.committed = self._trimmer.trim
+            top = fsread.open_path(self._root_fd, b"")
+            try:
+                if top is None:
+                    raise OSError(f"cannot open export {self.root_path}")
+                r.walk(top, self.root_ino, full=True)
+                r.bury()
+                # what vanished before this scan began and was not met again is gone for good
+                r.w.purge_tombs(start_ns)
+                r.commit()
+            except IndexClosed:
+                r.w.abort()
+            except BaseException:
+                r.w.abort()
+                raise
+            finally:
+                if top is not None:
+                    os.close(top)
+                bar.close()
+        stats = r.c.stats(time.monotonic() - start)
+        log.info("indexed %s: %s", self.root_path, stats)
+        return stats
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        """Something at DIR/name may have appeared, changed or vanished."""
+        if not name or b"/" in name or name in (b".", b".."):
+            return
+        with self._notes_lock:
+            self._entries.add((dir_ino, name))
+            if len(self._entries) > MAX_NOTED_ENTRIES:
+                self._dirs.update(d for d, _ in self._entries)
+                self._entries.clear()
+
+    def note_ino(self, ino: int) -> None:
+        """This file's content or attributes may have changed."""
+        with self._notes_lock:
+            self._inos.add(ino)
+
+    def note_dir(self, dir_ino: int) -> None:
+        """Re-list this directory (after an inotify overflow, or unknown changes)."""
+        with self._notes_lock:
+            self._dirs.add(dir_ino)
+
+    def flush(self) -> bool:
+        """Apply the queued notes now; True if what queries see changed."""
+        with self._lock:
+            with self._notes_lock:
+                entries, inos, dirs = self._entries, self._inos, self._dirs
+                self._entries, self._inos, self._dirs = set(), set(), set()
+            purge = time.monotonic() - self._last_purge > PURGE_EVERY
+            if self._closed or not (entries or inos or dirs or purge):
+                return False
+            before = self.version
+            r = self._reconciler(yielding=False)
+            try:
+                self._apply_notes(r, entries, inos, dirs)
+                r.bury()
+                if purge:
+                    r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
+                    self._last_purge = time.monotonic()
+                r.commit()
+            except BaseException:
+                r.w.abort()
+                raise
+            return self.version != before
+
+    def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
+        by_dir: dict[int, set[bytes]] = {d: set() for d in dirs}
+        txn = r.w.txn
+        for ino in inos:
+            rec = self._tables.file(txn, ino)
+            if rec is not None and not rec.tomb and ino != self.root_ino:
+                by_dir.setdefault(rec.parent, set()).add(rec.name)
+        for d, name in entries:
+            by_dir.setdefault(d, set()).add(name)
+        # shallow directories first: a move noted there changes the paths of deeper ones
+        depth = {d: self._depth(r, d) for d in by_dir}
+        for d in sorted(by_dir, key=depth.__getitem__):
+            path = r.relpath(d)
+            fd = fsread.open_path(self._root_fd, path) if path is not None else None
+            if fd is None:
+                continue  # the directory itself moved or vanished: its own note handles it
+            try:
+                if os.fstat(fd).st_ino != d:
+                    continue
+                if d in dirs:
+                    r.walk(fd, d, full=False)
+                    continue
+                for name in sorted(by_dir[d]):
+                    self._note_one(r, fd, d, name)
+                r.run_jobs(fd)
+            finally:
+                os.close(fd)
+
+    def _depth(self, r: Reconciler, d: int) -> int:
+        path = r.relpath(d)
+        return 1 << 30 if path is None else (path.count(b"/") + 1 if path else 0)
+
+    def _note_one(self, r: Reconciler, fd: int, d: int, name: bytes) -> None:
+        st = fsread.lstat_at(fd, name)
+        if st is None:
+            known = r.w.child(d, name)
+            if known is not None:
+                r.gone(d, name, known[0])
+            return
+        if r.entry(fd, d, name, st):
+            sub = fsread.open_dir_at(fd, name, st.st_ino)
+            if sub is not None:
+                try:
+                    r.walk(sub, st.st_ino, full=False)
+                finally:
+                    os.close(sub)
+
+    def _reconciler(self, yielding: bool) -> Reconciler:
+        def publish(version: int) -> None:
+            self.version = version
+
+        def stop() -> None:
+            if self._closed:
+                raise IndexClosed()
+
+        return Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
+                          self._lock, yielding, publish, self._search.relpath, stop, self._pool)
+
+    # -- asking ----------------------------------------------------------------------------
+    def fields(self) -> list[bytes]:
+        return self._search.fields()
+
+    def is_field(self, name: bytes) -> bool:
+        return name in BUILTIN_FIELDS or self._search.has_values(name)
+
+    def values(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
+        """Sorted distinct values of ``field`` among the files in scope matching all terms."""
+        return self._search.values(field, scope_ino, terms)
+
+    def query(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[FileRef]:
+        """Files (not directories) below ``scope_ino`` matching every term, sorted by path."""
+        return self._search.query(scope_ino, terms)
+
+    def path_of(self, ino: int) -> bytes | None:
+        return self._search.path_of(ino)
+
+    def ino_of(self, relpath: bytes) -> int | None:
+        return self._search.ino_of(relpath)
+
+    def counts(self) -> dict[bytes, tuple[int, int]]:
+        """field -> (distinct values, postings)."""
+        return self._search.counts()
+
+    def failures(self) -> int:
+        """Files whose current version some transducer failed on."""
+        return self._search.failures()
+
+    def close(self) -> None:
+        """Stop (a scan running in another thread ends at its next batch); the LMDB
+        environment belongs to the caller and stays open."""
+        self._closed = True
+        with self._lock:
+            self._pool.shutdown(wait=True)
+            if self._root_fd >= 0:
+                os.close(self._root_fd)
+                self._root_fd = -1

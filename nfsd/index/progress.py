@@ -1,0 +1,42 @@
+"""Telling a person how a long scan is going: a tqdm bar on a terminal, else log lines."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("pysfsd.index")
+LOG_EVERY = 5.0
+
+
+class Progress:
+    """``mode``: True for a bar, False for silence, None for a bar when stderr is a terminal
+    and otherwise an INFO log line every few seconds."""
+
+    def __init__(self, mode: bool | None, what: str) -> None:
+        if mode is None:
+            mode = sys.stderr.isatty() or None
+        self._bar: Any = None
+        self._log = mode is None
+        self._what = what
+        self._start = self._last = time.monotonic()
+        if mode:
+            from tqdm import tqdm
+            self._bar = tqdm(desc=f"indexing {what}", unit=" files", unit_scale=True, file=sys.stderr,
+                             mininterval=0.5, leave=True)
+        self._shown = 0
+
+    def update(self, seen: int) -> None:
+        if self._bar is not None:
+            self._bar.update(seen - self._shown)
+            self._shown = seen
+        elif self._log:
+            now = time.monotonic()
+            if now - self._last >= LOG_EVERY:
+                self._last = now
+                log.info("indexing %s: %d files seen (%.0f/s)", self._what, seen, seen / (now - self._start))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,389 @@
+"""Bringing the tables in line with the disk: the walk, and the rules for each entry.
+
+One ``Reconciler`` serves one scan or one flush.  For every directory entry it sees on disk
+it compares the inode with what the tables hold and does the least work that makes them
+agree:
+
+* unknown inode: add it (stat tier now, content tier after the directory's listing);
+* same place, same ctime, mtime, size (and extractor version): nothing;
+* same place, something changed: re-derive the stat tier; re-extract the content tier only
+  if the generation, size or mtime changed (a ctime-only change -- chmod, chown, a new hard
+  link -- keeps it);
+* known inode at another place: a move or rename; the record follows it, the content tier
+  stays.  A file with several hard links is indexed under one name only: another name is
+  ignored while the first one still exists;
+* a tombstone (vanished earlier): it came back, so its content tier is reused if it is
+  still the same file.
+
+Entries that disappeared are tombstoned after the walk (so a move seen as delete-then-create
+within one pass costs no posting churn), a directory with its whole subtree.
+
+Content extraction happens outside any LMDB write transaction (the server's handle table
+shares the environment) and, during a scan, outside the index lock, so queries and flushes
+are served meanwhile; its result is applied only if the file is still what was read.
+Nothing here keeps per-file state across directories: memory follows the directory being
+listed, the depth of the walk, and what changed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from concurrent.futures import Executor
+from typing import Callable, NamedTuple
+
+import lmdb
+
+from . import fsread
+from .extract import Extractor, Outcome
+from .tables import EMPTY, NO_XVER, FileRecord, Tables, Writer
+
+log = logging.getLogger("pysfsd.index")
+
+S_IFDIR = stat.S_IFDIR
+CHUNK = 1000            # entries between checks for a due commit
+JOB_GROUP = 256         # files extracted between applications of their results
+BATCH_OPS = 50_000      # writes per transaction during a scan...
+BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
+DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
+MAX_DEPTH = 4096
+
+
+class ScanStats(NamedTuple):
+    """What one scan did; directories are not counted, every other kind of file is."""
+
+    seen: int
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    failed: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.seen / self.seconds if self.seconds > 0 else 0.0
+
+
+class Counters:
+    __slots__ = ("seen", "added", "updated", "removed", "unchanged", "failed")
+
+    def __init__(self) -> None:
+        self.seen = self.added = self.updated = self.removed = self.unchanged = self.failed = 0
+
+    def stats(self, seconds: float) -> ScanStats:
+        return ScanStats(self.seen, self.added, self.updated, self.removed, self.unchanged, self.failed, seconds)
+
+
+class Job(NamedTuple):
+    """A content extraction due: entry ``name`` of ``parent``, as ``st`` described it."""
+
+    ino: int
+    parent: int
+    name: bytes
+    st: os.stat_result
+    stat_failures: list[tuple[str, str]]
+
+
+class Reconciler:
+    def __init__(self, tables: Tables, extractor: Extractor, root_fd: int, root_ino: int, dev: int,
+                 lock: threading.Lock, yielding: bool, publish: Callable[[int], None],
+                 paths: Callable[[lmdb.Transaction, int], bytes | None], stop: Callable[[], None],
+                 pool: Executor) -> None:
+        """``lock`` is the index lock, held by the caller; with ``yielding`` (a scan) it is let
+        go between batches and during extraction, and ``stop`` (which may raise to end the
+        scan) is called each time it is taken back.  ``publish`` receives each new version;
+        ``paths`` gives a recorded inode's path as a transaction sees it; ``pool`` runs
+        extractions (libmagic and tree-sitter let go of the GIL, so threads pay)."""
+        self.t = tables
+        self.x = extractor
+        self.w = Writer(tables)
+        self.root_fd, self.root_ino, self.dev = root_fd, root_ino, dev
+        self.lock, self.yielding = lock, yielding
+        self.publish = publish
+        self.paths = paths
+        self.stop = stop
+        self.pool = pool
+        self.c = Counters()
+        self.jobs: list[Job] = []
+        self.deferred: list[tuple[int, bytes, int]] = []
+        self.progress: Callable[[Counters], None] = lambda c: None
+        self.committed: Callable[[], None] = lambda: None
+
+    # -- transactions and the lock -----------------------------------------------------
+    def commit(self) -> None:
+        version = self.w.commit()
+        if version is not None:
+            self.publish(version)
+        self.committed()
+
+    def _due(self) -> None:
+        """Commit a batch that is big or old enough (and let others in, during a scan)."""
+        if self.w.is_open and (self.w.ops >= BATCH_OPS or time.monotonic() - self.w.opened_at >= BATCH_SECONDS):
+            self.commit()
+            if self.yielding:
+                self.lock.release()
+                self.lock.acquire()
+                self.stop()
+
+    def relpath(self, ino: int) -> bytes | None:
+        self.w.settle()
+        return self.paths(self.w.txn, ino)
+
+    # -- walking -------------------------------------------------------------------------
+    def walk(self, top_fd: int, top_ino: int, full: bool) -> None:
+        """Reconcile directory ``top`` and below it: every subdirectory when ``full``, else only
+        the ones new to the index (whose contents are unknown).  ``top_fd`` stays open."""
+        levels = [(top_fd, iter(self.directory(top_fd, top_ino, full)))]
+        try:
+            while levels:
+                fd, pending = levels[-1]
+                nxt = next(pending, None)
+                if nxt is None:
+                    levels.pop()
+                    if fd != top_fd:
+                        os.close(fd)
+                    continue
+                name, ino = nxt
+                if len(levels) >= MAX_DEPTH:
+                    log.warning("not indexing below %r: deeper than %d", name, MAX_DEPTH)
+                    continue
+                sub = fsread.open_dir_at(fd, name, ino)
+                if sub is not None:
+                    levels.append((sub, iter(self.directory(sub, ino, full))))
+        finally:
+            for fd, _ in levels:
+                if fd != top_fd:
+                    os.close(fd)
+
+    def directory(self, fd: int, dir_ino: int, full: bool) -> list[tuple[bytes, int]]:
+        """Reconcile every entry of one directory; returns the subdirectories to walk."""
+        seen: set[bytes] = set()
+        subdirs: list[tuple[bytes, int]] = []
+        try:
+            listing = fsread.list_dir(fd)
+            for i, (name, st) in enumerate(listing, 1):
+                seen.add(name)
+                fresh = self.entry(fd, dir_ino, name, st)
+                if (full or fresh) and stat.S_ISDIR(st.st_mode) and st.st_dev == self.dev:
+                    subdirs.append((name, st.st_ino))
+                if i % CHUNK == 0:
+                    self.run_jobs(fd)
+                    self._due()
+        except OSError as exc:
+            log.warning("cannot list directory %r: %s", self.relpath(dir_ino), exc)
+            self.run_jobs(fd)
+            return subdirs
+        subdirs.sort(key=lambda s: s[1])
+        for name, ino, _ in self.w.listing(dir_ino):
+            if name not in seen:
+                self.gone(dir_ino, name, ino)
+        self.run_jobs(fd)
+        self.progress(self.c)
+        self._due()
+        return subdirs
+
+    # -- one entry -----------------------------------------------------------------------
+    def entry(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
+        """Reconcile one entry present on disk; True for a directory whose contents the
+        index does not know (new, or back from the dead), which must be walked."""
+        if st.st_dev != self.dev:
+            return False  # another file system mounted inside the export: inode numbers clash
+        w = self.w
+        ino = st.st_ino
+        kind = stat.S_IFMT(st.st_mode)
+        if kind != S_IFDIR:
+            self.c.seen += 1
+        known = w.child(dir_ino, name)
+        if known is not None and known[0] != ino:
+            self.gone(dir_ino, name, known[0])
+        rec = w.file(ino)
+        if rec is not None and not rec.tomb and rec.kind != kind:
+            # the inode number was reused for another kind of object: the old one is gone
+            self._bury(ino, rec)
+            rec = w.file(ino)
+        if rec is None or rec.tomb:
+            self._add(dir_fd, dir_ino, name, st, rec)
+            return kind == S_IFDIR
+        moved = rec.parent != dir_ino or rec.name != name
+        if moved:
+            if kind != S_IFDIR and st.st_nlink > 1 and self._still_there(rec, dir_fd, dir_ino, ino):
+                return False
+            old = w.child(rec.parent, rec.name)
+            if old is not None and old[0] == ino:
+                w.del_child(rec.parent, rec.name)
+            w.put_child(dir_ino, name, ino, kind)
+        if kind == S_IFDIR:
+            if moved:
+                w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
+            return False
+        if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
+                and rec.size == st.st_size and rec.xver == self.x.xver):
+            self.c.unchanged += 1
+            return False
+        self._refresh(dir_fd, dir_ino, name, st, rec, moved)
+        return False
+
+    def _add(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, tomb: FileRecord | None) -> None:
+        """A new inode, or a tombstone found again."""
+        w = self.w
+        ino = st.st_ino
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == S_IFDIR:
+            rec = FileRecord(dir_ino, kind, 0, 0, 0, 0, 0, NO_XVER, name)
+            if tomb is None:
+                w.add_new(ino, rec, EMPTY, EMPTY)
+            else:
+                w.revive(ino)
+                w.put_file(ino, rec, moved=True)
+                w.put_child(dir_ino, name, ino, kind)
+            return
+        self.c.added += 1
+        st_out = self.x.stat_keys(name, st)
+        keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
+        xver = self.x.xver if keep or not self.x.content_tier else NO_XVER
+        rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
+                         st.st_ctime_ns, xver, name)
+        if tomb is None:
+            w.add_new(ino, rec, st_out.keys, EMPTY)
+        else:
+            old = w.keys_of(ino)
+            w.revive(ino)
+            w.put_file(ino, rec, moved=True)
+            w.put_child(dir_ino, name, ino, kind)
+            w.set_keys(ino, old, (st_out.keys, old[1] if keep else EMPTY), posted=False)
+        self._after_stat(ino, dir_ino, name, st, st_out, extract=xver == NO_XVER)
+
+    def _refresh(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, rec: FileRecord,
+                 moved: bool) -> None:
+        """A known file changed (or moved): the stat tier always, the content tier if needed."""
+        w = self.w
+        ino = st.st_ino
+        self.c.updated += 1
+        st_out = self.x.stat_keys(name, st)
+        keep = self._same_content(rec, st, dir_fd, name)
+        old = w.keys_of(ino)
+        if keep or not self.x.content_tier:
+            # with no content-tier transducer left, a stale content tier simply goes
+            content, xver = (old[1] if keep else EMPTY), self.x.xver
+        else:
+            content, xver = old[1], NO_XVER  # the old one stays visible until re-extracted
+        w.put_file(ino, rec._replace(parent=dir_ino, name=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                                     ctime_ns=st.st_ctime_ns, xver=xver), moved=moved)
+        w.set_keys(ino, old, (st_out.keys, content))
+        self._after_stat(ino, dir_ino, name, st, st_out, extract=xver == NO_XVER)
+
+    def _after_stat(self, ino: int, dir_ino: int, name: bytes, st: os.stat_result, st_out: Outcome,
+                    extract: bool) -> None:
+        if extract and self.x.content_tier:
+            self.jobs.append(Job(ino, dir_ino, name, st, st_out.failures))
+        else:
+            self._failures(ino, dir_ino, name, st_out.failures)
+
+    def _same_content(self, rec: FileRecord, st: os.stat_result, dir_fd: int, name: bytes) -> bool:
+        """Whether the content tier extracted for ``rec`` still describes the file."""
+        if (rec.xver != self.x.xver or rec.kind != stat.S_IFMT(st.st_mode) or rec.size != st.st_size
+                or rec.mtime_ns != st.st_mtime_ns):
+            return False
+        if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
+            return True
+        # ctime moved (rename, chmod...) or the inode number was reused: the generation tells
+        gen = fsread.generation_at(dir_fd, name, st.st_ino)
+        return gen is None or gen == rec.gen
+
+    def _still_there(self, rec: FileRecord, dir_fd: int, dir_ino: int, ino: int) -> bool:
+        """Whether a hard-linked file still has the name it is indexed under."""
+        if rec.parent == dir_ino:
+            st = fsread.lstat_at(dir_fd, rec.name)
+        else:
+            path = self.relpath(rec.parent)
+            fd = fsread.open_path(self.root_fd, path) if path is not None else None
+            if fd is None:
+                return False
+            try:
+                st = fsread.lstat_at(fd, rec.name)
+            finally:
+                os.close(fd)
+        return st is not None and st.st_ino == ino
+
+    # -- content extraction --------------------------------------------------------------
+    def run_jobs(self, dir_fd: int) -> None:
+        """Extract the content tier of the files queued from directory ``dir_fd``."""
+        while self.jobs:
+            group, self.jobs = self.jobs[:JOB_GROUP], self.jobs[JOB_GROUP:]
+            self.commit()
+            if self.yielding:
+                self.lock.release()
+            try:
+                results = list(zip(group, self.pool.map(lambda job: self.x.content_keys(dir_fd, job.name, job.st),
+                                                        group)))
+            except RuntimeError:  # the pool was shut down: the index is closing
+                self.stop()
+                raise
+            finally:
+                if self.yielding:
+                    self.lock.acquire()
+            if self.yielding:
+                self.stop()
+            for job, result in results:
+                self._apply(job, result)
+                self._due()
+
+    def _apply(self, job: Job, result: tuple[Outcome, int] | None) -> None:
+        w = self.w
+        rec = w.file(job.ino)
+        if (result is None or rec is None or rec.tomb or rec.parent != job.parent or rec.name != job.name
+                or rec.size != job.st.st_size or rec.mtime_ns != job.st.st_mtime_ns):
+            return  # it changed again meanwhile: that change re-extracts it
+        outcome, gen = result
+        old = w.keys_of(job.ino)
+        w.set_keys(job.ino, old, (old[0], outcome.keys))
+        w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver))
+        self._failures(job.ino, job.parent, job.name, job.stat_failures + outcome.failures)
+
+    def _failures(self, ino: int, dir_ino: int, name: bytes, failures: list[tuple[str, str]]) -> None:
+        self.w.set_failed(ino, sorted({t for t, _ in failures}))
+        if failures:
+            self.c.failed += 1
+            parent = self.relpath(dir_ino)
+            where = (parent + b"/" + name if parent else name).decode(errors="replace")
+            for transducer, why in failures:
+                log.warning("%s: transducer %s failed: %s", where, transducer, why)
+
+    # -- vanished entries ----------------------------------------------------------------
+    def gone(self, dir_ino: int, name: bytes, ino: int) -> None:
+        """``name`` in ``dir_ino`` no longer names ``ino``: handled after the walk."""
+        self.deferred.append((dir_ino, name, ino))
+        if len(self.deferred) > DEFER_MAX:
+            self.bury()
+
+    def bury(self) -> None:
+        """Tombstone what vanished (unless it was found elsewhere meanwhile)."""
+        w = self.w
+        deferred, self.deferred = self.deferred, []
+        for dir_ino, name, ino in deferred:
+            known = w.child(dir_ino, name)
+            if known is not None and known[0] == ino:
+                w.del_child(dir_ino, name)
+            rec = w.file(ino)
+            if rec is not None and not rec.tomb and rec.parent == dir_ino and rec.name == name:
+                self._bury(ino, rec)
+            self._due()
+
+    def _bury(self, ino: int, rec: FileRecord) -> None:
+        """Tombstone a file, or a directory and everything recorded below it."""
+        w = self.w
+        stack = [(ino, rec)]
+        while stack:
+            i, r = stack.pop()
+            if r.is_dir:
+                for cname, cino, _ in w.listing(i):
+                    w.del_child(i, cname)
+                    crec = w.file(cino)
+                    if crec is not None and not crec.tomb and crec.parent == i and crec.name == cname:
+                        stack.append((cino, crec))
+            else:
+                self.c.removed += 1
+            w.tombstone(i, r)

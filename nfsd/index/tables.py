@@ -1,0 +1,366 @@
+"""The LMDB tables of one export's index, their encodings, and the only code that writes them.
+
+Named databases, prefixed ``idx<export id>:``:
+
+``files``     ino -> FileRecord: parent ino, kind, flags, generation, size, mtime, ctime
+              (ns), extractor version, then the name.  Directories too (scopes, paths).
+``children``  parent ino + name -> ino + kind: directory listings as last seen, for
+              rescans (what vanished), subtree walks and ``ino_of``.
+``attrs``     ino -> the posting keys the file holds, stat tier and content tier apart, so an
+              update removes exactly the old postings and a move keeps the content tier.
+``postings``  field + NUL + value -> inos (dupsort, dupfixed, 8-byte big-endian): the
+              inverted index; LMDB keeps each key's inos sorted, so ``count`` is O(1) and a
+              membership test is one ``set_key_dup``.
+``tombs``     ino -> time it vanished.  A vanished file keeps its record and attrs (but
+              no postings) for a while: if the same inode shows up again elsewhere (a move
+              seen as delete-then-create), its content tier is reused, not re-extracted.
+``failed``    ino -> names of the transducers that failed on its current version.
+``meta``      schema version, root inode, the query-visible ``version`` counter.
+
+A *posting key* (``field\\0value``) is how a (field, value) pair travels everywhere inside
+the index: values hold no NUL, so it splits unambiguously.
+"""
+from __future__ import annotations
+
+import stat
+import struct
+import time
+from typing import Iterator, NamedTuple
+
+import lmdb
+
+SCHEMA = b"1"
+INO = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_REC = struct.Struct(">QBBIQqqI")
+_CHILD = struct.Struct(">QB")
+FLAG_TOMB = 1
+NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
+S_IFDIR = stat.S_IFDIR
+
+
+class FileRecord(NamedTuple):
+    parent: int
+    kind: int        # stat.S_IFMT of the mode
+    flags: int
+    gen: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    xver: int
+    name: bytes
+
+    @property
+    def tomb(self) -> bool:
+        return bool(self.flags & FLAG_TOMB)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == S_IFDIR
+
+    def encode(self) -> bytes:
+        return _REC.pack(self.parent, self.kind >> 12, self.flags, self.gen & 0xFFFFFFFF, self.size,
+                         self.mtime_ns, self.ctime_ns, self.xver) + self.name
+
+    @staticmethod
+    def decode(raw: bytes) -> "FileRecord":
+        parent, kind, flags, gen, size, mtime, ctime, xver = _REC.unpack_from(raw)
+        return FileRecord(parent, kind << 12, flags, gen, size, mtime, ctime, xver, bytes(raw[_REC.size:]))
+
+
+def posting_key(field: bytes, value: bytes) -> bytes:
+    return field + b"\0" + value
+
+
+def split_key(key: bytes) -> tuple[bytes, bytes]:
+    field, _, value = key.partition(b"\0")
+    return field, value
+
+
+EMPTY: frozenset[bytes] = frozenset()
+
+
+def encode_attrs(stat_keys: frozenset[bytes], content_keys: frozenset[bytes]) -> bytes:
+    """The two tiers' posting keys, each tier joined by NUL: every key holds exactly one NUL
+    (between field and value), so splitting on NUL yields field, value, field, value..."""
+    s = b"\0".join(stat_keys)
+    return _U32.pack(len(s)) + s + b"\0".join(content_keys)
+
+
+def decode_attrs(raw: bytes | None) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    if not raw:
+        return EMPTY, EMPTY
+    n, = _U32.unpack_from(raw)
+    return _decode_tier(raw[4:4 + n]), _decode_tier(raw[4 + n:])
+
+
+def _decode_tier(blob: bytes) -> frozenset[bytes]:
+    if not blob:
+        return EMPTY
+    parts = iter(blob.split(b"\0"))
+    return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
+
+
+def field_values(raw: bytes, field: bytes) -> list[bytes]:
+    """The values of one field in an encoded attrs record (both tiers)."""
+    n, = _U32.unpack_from(raw)
+    out: list[bytes] = []
+    for blob in (raw[4:4 + n], raw[4 + n:]):
+        if blob:
+            parts = iter(blob.split(b"\0"))
+            out.extend(v for f, v in zip(parts, parts) if f == field)
+    return out
+
+
+class Tables:
+    """The named databases of one export, and reads over any transaction."""
+
+    def __init__(self, env: lmdb.Environment, export_id: int) -> None:
+        p = b"idx%d:" % export_id
+        self.env = env
+        self.files = env.open_db(p + b"files")
+        self.children = env.open_db(p + b"children")
+        self.attrs = env.open_db(p + b"attrs")
+        self.postings = env.open_db(p + b"postings", dupsort=True, dupfixed=True)
+        self.tombs = env.open_db(p + b"tombs")
+        self.failed = env.open_db(p + b"failed")
+        self.meta = env.open_db(p + b"meta")
+
+    def all_dbs(self) -> tuple:  # type: ignore[type-arg]
+        return (self.files, self.children, self.attrs, self.postings, self.tombs, self.failed, self.meta)
+
+    def reset_if_stale(self, root_ino: int) -> None:
+        """Start over when the layout changed or the export root is another directory."""
+        root = INO.pack(root_ino)
+        with self.env.begin(write=True) as txn:
+            if txn.get(b"schema", db=self.meta) == SCHEMA and txn.get(b"root", db=self.meta) == root:
+                return
+            version = txn.get(b"version", db=self.meta)
+            for db in self.all_dbs():
+                txn.drop(db, delete=False)
+            txn.put(b"schema", SCHEMA, db=self.meta)
+            txn.put(b"root", root, db=self.meta)
+            # the counter survives a reset, so a cached result never matches a new index
+            txn.put(b"version", b"%d" % (int(version or b"0") + 1), db=self.meta)
+            txn.put(root, FileRecord(root_ino, S_IFDIR, 0, 0, 0, 0, 0, NO_XVER, b"").encode(), db=self.files)
+
+    def version(self, txn: lmdb.Transaction) -> int:
+        return int(txn.get(b"version", db=self.meta) or b"0")
+
+    def file(self, txn: lmdb.Transaction, ino: int) -> FileRecord | None:
+        raw = txn.get(INO.pack(ino), db=self.files)
+        return FileRecord.decode(raw) if raw is not None else None
+
+    def child(self, txn: lmdb.Transaction, parent: int, name: bytes) -> tuple[int, int] | None:
+        """(ino, kind) of the entry ``name`` of directory ``parent``."""
+        raw = txn.get(INO.pack(parent) + name, db=self.children)
+        if raw is None:
+            return None
+        ino, kind = _CHILD.unpack(raw)
+        return ino, kind << 12
+
+    def listing(self, txn: lmdb.Transaction, parent: int) -> Iterator[tuple[bytes, int, int]]:
+        """(name, ino, kind) of the recorded entries of a directory."""
+        prefix = INO.pack(parent)
+        cur = txn.cursor(db=self.children)
+        if not cur.set_range(prefix):
+            return
+        for key, raw in cur:
+            if key[:8] != prefix:
+                break
+            ino, kind = _CHILD.unpack(raw)
+            yield key[8:], ino, kind << 12
+
+    def keys_of(self, txn: lmdb.Transaction, ino: int) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        return decode_attrs(txn.get(INO.pack(ino), db=self.attrs))
+
+
+class Writer:
+    """A write transaction over the tables, opened on first use and committed in batches.
+
+    Posting inserts, and the records of new files, are buffered and put sorted with
+    ``putmulti``: far faster than single puts, and inode numbers of a fresh tree grow, so
+    sorted records are appended and fill their pages (random order leaves them a third
+    empty).  Reads of records through the writer see the buffer; any other write, and a
+    listing, write it out first (``settle``).  ``changed``
+    records whether a commit alters what queries can see (postings, names, places), so the
+    index's ``version`` moves exactly then."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+        self._txn: lmdb.Transaction | None = None
+        self._adds: list[tuple[bytes, bytes]] = []
+        self._new_files: dict[bytes, bytes] = {}
+        self._new_children: dict[bytes, bytes] = {}
+        self._new_attrs: dict[bytes, bytes] = {}
+        self.ops = 0
+        self.changed = False
+        self.opened_at = 0.0
+
+    @property
+    def txn(self) -> lmdb.Transaction:
+        if self._txn is None:
+            self._txn = self.t.env.begin(write=True)
+            self.opened_at = time.monotonic()
+        return self._txn
+
+    @property
+    def is_open(self) -> bool:
+        return self._txn is not None
+
+    def commit(self) -> int | None:
+        """Commit; returns the new version when queries can see a difference."""
+        if self._txn is None:
+            return None
+        self.settle()
+        self._write_adds()
+        version = None
+        if self.changed:
+            version = self.t.version(self._txn) + 1
+            self._txn.put(b"version", b"%d" % version, db=self.t.meta)
+        self._txn.commit()
+        self._txn = None
+        self.ops = 0
+        self.changed = False
+        return version
+
+    def abort(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+        self._txn = None
+        self._adds.clear()
+        self._new_files.clear()
+        self._new_children.clear()
+        self._new_attrs.clear()
+        self.ops = 0
+        self.changed = False
+
+    def settle(self) -> None:
+        """Write out the buffered records of new files."""
+        for pending, db in ((self._new_files, self.t.files), (self._new_children, self.t.children),
+                            (self._new_attrs, self.t.attrs)):
+            if pending:
+                self.txn.cursor(db=db).putmulti(sorted(pending.items()))
+                pending.clear()
+
+    def _write_adds(self) -> None:
+        if self._adds:
+            self._adds.sort()
+            self.txn.cursor(db=self.t.postings).putmulti(self._adds, dupdata=True)
+            self._adds.clear()
+
+    # -- reads through this transaction ----------------------------------------------------
+    def file(self, ino: int) -> FileRecord | None:
+        raw = self._new_files.get(INO.pack(ino))
+        return FileRecord.decode(raw) if raw is not None else self.t.file(self.txn, ino)
+
+    def child(self, parent: int, name: bytes) -> tuple[int, int] | None:
+        raw = self._new_children.get(INO.pack(parent) + name)
+        if raw is not None:
+            ino, kind = _CHILD.unpack(raw)
+            return ino, kind << 12
+        return self.t.child(self.txn, parent, name)
+
+    def keys_of(self, ino: int) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        raw = self._new_attrs.get(INO.pack(ino))
+        return decode_attrs(raw) if raw is not None else self.t.keys_of(self.txn, ino)
+
+    def listing(self, parent: int) -> list[tuple[bytes, int, int]]:
+        self.settle()
+        return list(self.t.listing(self.txn, parent))
+
+    # -- writes --------------------------------------------------------------------------
+    def put_file(self, ino: int, rec: FileRecord, moved: bool = False) -> None:
+        self.settle()
+        self.txn.put(INO.pack(ino), rec.encode(), db=self.t.files)
+        self.ops += 1
+        if moved:
+            self.changed = True
+
+    def put_child(self, parent: int, name: bytes, ino: int, kind: int) -> None:
+        self.settle()
+        self.txn.put(INO.pack(parent) + name, _CHILD.pack(ino, kind >> 12), db=self.t.children)
+        self.ops += 1
+
+    def del_child(self, parent: int, name: bytes) -> None:
+        self.settle()
+        self.txn.delete(INO.pack(parent) + name, db=self.t.children)
+        self.ops += 1
+
+    def set_keys(self, ino: int, old: tuple[frozenset[bytes], frozenset[bytes]],
+                 new: tuple[frozenset[bytes], frozenset[bytes]], posted: bool = True) -> None:
+        """Replace a file's attrs ``old`` by ``new`` (stat tier, content tier); ``posted``
+        tells whether ``old``'s postings are in the index (not for a tombstone)."""
+        if old == new and posted:
+            return
+        self.settle()
+        key = INO.pack(ino)
+        if new[0] or new[1]:
+            self.txn.put(key, encode_attrs(*new), db=self.t.attrs)
+        else:
+            self.txn.delete(key, db=self.t.attrs)
+        old_all = old[0] | old[1] if posted else EMPTY
+        new_all = new[0] | new[1]
+        removed = old_all - new_all
+        if removed:
+            self._write_adds()
+            txn, db = self.txn, self.t.postings
+            for k in removed:
+                txn.delete(k, key, db=db)
+        added = new_all - old_all
+        self._adds.extend((k, key) for k in added)
+        self.ops += 1 + len(removed) + len(added)
+        if removed or added:
+            self.changed = True
+
+    def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
+                content_keys: frozenset[bytes]) -> None:
+        """A file the index never saw (the scan's hot path: no reads, buffered postings)."""
+        key = INO.pack(ino)
+        self._new_files[key] = rec.encode()
+        self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
+        if stat_keys or content_keys:
+            self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
+            self._adds.extend((k, key) for k in stat_keys | content_keys)
+            self.changed = True
+        self.ops += 3 + len(stat_keys) + len(content_keys)
+
+    def tombstone(self, ino: int, rec: FileRecord) -> None:
+        """Take a vanished file out of every posting; keep its record and attrs a while."""
+        self.settle()
+        key = INO.pack(ino)
+        s, c = self.keys_of(ino)
+        if s or c:
+            self._write_adds()
+            txn, db = self.txn, self.t.postings
+            for k in s | c:
+                txn.delete(k, key, db=db)
+        self.txn.put(key, rec._replace(flags=rec.flags | FLAG_TOMB).encode(), db=self.t.files)
+        self.txn.put(key, INO.pack(time.time_ns()), db=self.t.tombs)
+        self.txn.delete(key, db=self.t.failed)
+        self.ops += 3 + len(s) + len(c)
+        self.changed = True
+
+    def revive(self, ino: int) -> None:
+        self.txn.delete(INO.pack(ino), db=self.t.tombs)
+
+    def purge_tombs(self, before_ns: int) -> int:
+        """Forget files that vanished before ``before_ns`` and never came back."""
+        self.settle()
+        txn = self.txn
+        doomed = [key for key, raw in txn.cursor(db=self.t.tombs) if INO.unpack(raw)[0] < before_ns]
+        for key in doomed:
+            raw = txn.get(key, db=self.t.files)
+            if raw is not None and FileRecord.decode(raw).tomb:
+                txn.delete(key, db=self.t.files)
+                txn.delete(key, db=self.t.attrs)
+            txn.delete(key, db=self.t.tombs)
+        self.ops += 3 * len(doomed)
+        return len(doomed)
+
+    def set_failed(self, ino: int, names: list[str]) -> None:
+        key = INO.pack(ino)
+        if names:
+            self.txn.put(key, ",".join(names).encode(), db=self.t.failed)
+        else:
+            self.txn.delete(key, db=self.t.failed)

@@ -1,0 +1,83 @@
+"""The transducer interface: what turns a file into (field, value) pairs (built-ins: ``builtin``).
+
+A transducer belongs to one of two tiers, which decide when it runs again:
+
+* ``stat``: it sees only the name and the ``lstat`` result; it runs whenever anything about
+  the file changed (a rename, chmod or chown too), and must be cheap: it runs for every file
+  of every scan that finds it changed.
+* ``content``: it may read the file; it runs again only when the file's identity
+  (generation), size or mtime changed, so a moved or renamed file keeps its content fields.
+
+``applies`` is asked first (with no I/O); ``extract`` then gets a ``Content`` for regular
+files, ``None`` for other kinds (and always for the stat tier).  What it yields is checked
+(field ``[a-z][a-z0-9_]{0,31}``, value 1..255 bytes without NUL) before it reaches the index;
+if it raises, the failure is logged once for that file version and counted, and the file keeps
+the fields of the other transducers.  Content-tier transducers run in a few threads at once,
+so ``extract`` must be thread-safe (keep per-call state local).  Bump ``version`` when a transducer's output changes:
+every file is then re-extracted on the next scan.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterable, Literal, Protocol
+
+import magic
+
+from .fsread import OpenFile
+
+Tier = Literal["stat", "content"]
+SNIFF_BYTES = 16 << 10
+OCTET_STREAM = "application/octet-stream"
+
+
+class Sniffer:
+    """libmagic, one handle per thread (a handle must not be shared while in use)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def mime(self, data: bytes) -> str:
+        m = getattr(self._local, "magic", None)
+        if m is None:
+            m = self._local.magic = magic.Magic(mime=True)
+        try:
+            found = m.from_buffer(data)
+        except magic.MagicException:
+            return OCTET_STREAM
+        return found if found and "/" in found and len(found) <= 255 else OCTET_STREAM
+
+
+class Content:
+    """What a content-tier transducer sees of a regular file: its head, read on demand (each
+    transducer takes only what it needs), and its MIME type, sniffed once for all of them."""
+
+    __slots__ = ("_file", "_sniffer", "_mime")
+
+    def __init__(self, file: OpenFile, sniffer: Sniffer) -> None:
+        self._file, self._sniffer = file, sniffer
+        self._mime: str | None = None
+
+    def head(self, limit: int) -> bytes:
+        return self._file.head(limit)
+
+    def complete(self, limit: int) -> bool:
+        """Whether ``head(limit)`` holds the whole file."""
+        return self._file.complete(limit)
+
+    @property
+    def mime(self) -> str:
+        if self._mime is None:
+            self._mime = self._sniffer.mime(self.head(SNIFF_BYTES))
+        return self._mime
+
+
+class Transducer(Protocol):
+    name: str       # unique; in logs and in the extractor version
+    version: int
+    tier: Tier
+
+    def applies(self, name: bytes, st: os.stat_result) -> bool: ...
+
+    def extract(self, name: bytes, st: os.stat_result,
+                content: Content | None) -> Iterable[tuple[bytes, bytes]]: ...

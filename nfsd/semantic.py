@@ -1,0 +1,505 @@
+"""The semantic layer: query directories over the real tree, served as one backend.
+
+``SemanticFS`` wraps the real-file backend (``LocalFS``) and the index of one export.  Real
+handles behave exactly as in LocalFS (and every change made through them is reported to the
+index); a name that does not exist in a real directory but is a legal query name (see
+``nfsd.query``) is answered with a *placeholder*: a virtual directory whose query is stored
+in LMDB, so its handle still resolves after a restart.  The first READDIR or LOOKUP inside a
+placeholder takes the *directory fault* that runs the query.
+
+Virtual objects:
+
+* lab views (``D/:extension=.c``): D's own entries, filtered; the entries are the real files
+  (real handles), so reads, writes, creates, removes and renames act on D itself;
+* field directories (``D/owner:``): one subdirectory per value;
+* value directories (``D/owner:/smith``): the matching files, as relative symbolic links
+  (``../../src/x.c``) or, with ``results="files"``, as the real files; read-only (EROFS);
+* result links: the symbolic links inside value directories.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import threading
+import time
+from typing import Any, Iterator, NamedTuple, Sequence
+
+from protocol.nfs3 import nfsstat3
+
+from .errors import NfsError
+from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
+from .localfs import LocalFS, Node, check_name
+from .query import Query, encode_value, parse_field_name, parse_lab_name
+
+KIND_QUERY = 1   # version kind export_id qid(16)
+KIND_LINK = 2    # version kind export_id qid(16) ino(8)
+_QUERY_HANDLE = struct.Struct(">BBH16s")
+_LINK_HANDLE = struct.Struct(">BBH16sQ")
+_VIRTUAL_FILEID = 1 << 63
+_STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
+
+
+class VStat(NamedTuple):
+    """Attributes of a virtual object, shaped like ``os.stat_result``."""
+
+    st_mode: int
+    st_ino: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_blocks: int
+    st_rdev: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+
+
+class VNode:
+    """A virtual directory (query) or result link; ``mode`` tells which."""
+
+    __slots__ = ("fh", "ino", "mode", "query", "target_ino", "gen", "__weakref__")
+
+    def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0) -> None:
+        self.fh, self.ino, self.mode, self.query, self.target_ino = fh, ino, mode, query, target_ino
+        self.gen = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+class Results(NamedTuple):
+    """A faulted directory: its entries by name, and what identifies this result set."""
+
+    version: int
+    names: dict[bytes, Any]       # entry name -> FileRef (value dirs) or value (field dirs)
+    digest: int
+    mtime_ns: int
+
+
+def virtual_fileid(*parts: bytes) -> int:
+    h = hashlib.blake2b(b"\0".join(parts), digest_size=8, person=b"pysfsd-vid").digest()
+    return _VIRTUAL_FILEID | (int.from_bytes(h, "big") >> 1)
+
+
+def result_names(refs: Sequence[Any]) -> dict[bytes, Any]:
+    """Entry names for results: the file's own name unless two results share it (or it
+    would read as a field directory), then ``stem~HHHHHH.ext`` with a hash of its path --
+    deterministic and stable, whatever else is in the listing."""
+    by_name: dict[bytes, list[Any]] = {}
+    for ref in refs:
+        by_name.setdefault(os.path.basename(ref.path), []).append(ref)
+    names: dict[bytes, Any] = {}
+    for name, group in by_name.items():
+        if len(group) == 1 and parse_field_name(name) is None:
+            names[name] = group[0]
+            continue
+        stem, dot, ext = name.rpartition(b".")
+        if not stem:
+            stem, dot, ext = name, b"", b""
+        for ref in group:
+            tag = hashlib.blake2b(ref.path, digest_size=3).hexdigest().encode()
+            names[stem + b"~" + tag + dot + ext] = ref
+    return names
+
+
+class SemanticFS:
+    """One export: the real tree plus its query directories."""
+
+    def __init__(self, local: LocalFS, index: Any, results: str = "links") -> None:
+        self.local = local
+        self.index = index
+        self.results = results
+        self.fsid = local.fsid
+        self.export_id = local.export_id
+        self.store = local.store
+        self.root = local.root
+        self.root_path = local.root_path
+        self._queries = local.store.env.open_db(b"queries%d" % local.export_id)
+        self._cache: dict[bytes, Results] = {}
+        self._lock = threading.Lock()
+        self._started_ns = time.time_ns()
+
+    # -- handles -------------------------------------------------------------------------
+    def node(self, fh: bytes) -> Node | VNode:
+        kind, _ = handle_kind(fh)
+        if kind == KIND_REAL:
+            return self.local.node(fh)
+        if kind == KIND_QUERY and len(fh) == _QUERY_HANDLE.size:
+            _, _, _, qid = _QUERY_HANDLE.unpack(fh)
+            return self._query_node(self._load_query(qid))
+        if kind == KIND_LINK and len(fh) == _LINK_HANDLE.size:
+            _, _, _, qid, ino = _LINK_HANDLE.unpack(fh)
+            q = self._load_query(qid)
+            if q.is_lab or q.is_field_dir or not q.terms:
+                raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, "link handle of a non-value directory")
+            return self._link_node(q, ino)
+        raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, f"handle kind {kind}")
+
+    def _load_query(self, qid: bytes) -> Query:
+        with self.store.env.begin(db=self._queries) as txn:
+            raw = txn.get(qid)
+        if raw is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
+        return Query.from_key(bytes(raw[_STATE.size:]))
+
+    def _placeholder(self, q: Query) -> VNode:
+        """Persist a query (once) and return its directory node: no query runs yet."""
+        qid = q.qid()
+        with self.store.env.begin(db=self._queries) as txn:
+            known = txn.get(qid) is not None
+        if not known:
+            with self.store.env.begin(write=True, db=self._queries) as txn:
+                txn.put(qid, _STATE.pack(0, time.time_ns()) + q.key(), overwrite=False)
+        return self._query_node(q)
+
+    def _query_node(self, q: Query) -> VNode:
+        qid = q.qid()
+        fh = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_QUERY, self.export_id, qid)
+        if q.is_lab:
+            mode = stat.S_IFDIR | 0o755
+        else:
+            mode = stat.S_IFDIR | 0o555
+        return VNode(fh, virtual_fileid(qid), mode, q)
+
+    def _link_node(self, q: Query, ino: int) -> VNode:
+        qid = q.qid()
+        fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
+        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino)
+
+    # -- the directory fault -----------------------------------------------------------
+    def _fault(self, v: VNode) -> Results:
+        """Run (or reuse) the query of a field or value directory."""
+        q = v.query
+        self.index.flush()
+        version = self.index.version
+        qid = q.qid()
+        cached = self._cache.get(qid)
+        if cached is not None and cached.version == version:
+            return cached
+        if q.is_field_dir:
+            values = self.index.values(q.open_field, q.scope, q.terms)
+            names = {encode_value(value): value for value in values}
+        else:
+            names = result_names(self.index.query(q.scope, q.terms))
+        digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
+        mtime_ns = self._remember_state(qid, digest)
+        results = Results(version, names, digest, mtime_ns)
+        with self._lock:
+            self._cache[qid] = results
+            if len(self._cache) > 1024:
+                self._cache.pop(next(iter(self._cache)))
+        return results
+
+    def _remember_state(self, qid: bytes, digest: int) -> int:
+        """The time the results last changed, persisted so attributes survive restarts."""
+        with self.store.env.begin(write=True, db=self._queries) as txn:
+            raw = txn.get(qid)
+            if raw is None:
+                raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
+            old_digest, mtime_ns = _STATE.unpack_from(raw)
+            if old_digest != digest:
+                mtime_ns = max(time.time_ns(), mtime_ns + 1)
+                txn.put(qid, _STATE.pack(digest, mtime_ns) + bytes(raw[_STATE.size:]))
+        return mtime_ns
+
+    def _state(self, v: VNode) -> tuple[int, int, int]:
+        """(entries, digest, mtime_ns) without running a query that never ran: a placeholder
+        keeps its creation time until its first fault."""
+        qid = v.query.qid()
+        cached = self._cache.get(qid)
+        if cached is not None:
+            if cached.version != self.index.version:
+                cached = self._fault(v)
+            return len(cached.names), cached.digest, cached.mtime_ns
+        with self.store.env.begin(db=self._queries) as txn:
+            raw = txn.get(qid)
+        if raw is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
+        digest, mtime_ns = _STATE.unpack_from(raw)
+        return 0, digest, mtime_ns
+
+    # -- attributes --------------------------------------------------------------------
+    def stat(self, n: Node | VNode) -> Any:
+        if isinstance(n, Node):
+            return self.local.stat(n)
+        q = n.query
+        if q.is_lab:
+            d = self._scope_node(q)
+            st = self.local.stat(d)
+            return VStat(n.mode & ~0o7777 | (st.st_mode & 0o7777), n.ino, 2, st.st_uid, st.st_gid,
+                         st.st_size, 0, 0, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+        if n.is_link:
+            target = self._link_target(n)
+            _, _, mtime_ns = self._state(self._query_node(q))
+            return VStat(n.mode, n.ino, 1, 0, 0, len(target), 0, 0, mtime_ns, mtime_ns, mtime_ns)
+        count, _, mtime_ns = self._state(n)
+        root = self.local.stat(self.root)
+        return VStat(n.mode, n.ino, 2, root.st_uid, root.st_gid, count, 0, 0,
+                     mtime_ns, mtime_ns, mtime_ns)
+
+    def cookie_verifier(self, d: Node | VNode) -> bytes:
+        """Real directories: fixed (their cookies never go stale).  Query directories: it
+        changes with the results, so clients drop cached listings."""
+        base = d.fh
+        if isinstance(d, VNode) and not d.query.is_lab:
+            base += struct.pack(">Q", self._state(d)[1])
+        return hashlib.blake2b(base, digest_size=8, person=b"pysfsd-ck").digest()
+
+    def statvfs(self) -> os.statvfs_result:
+        return self.local.statvfs()
+
+    # -- names ---------------------------------------------------------------------------
+    def _scope_node(self, q: Query) -> Node:
+        """The real directory D a query starts from."""
+        if q.scope == self.local.root_ino:
+            return self.root
+        path = self.index.path_of(q.scope)
+        if path is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "query scope no longer indexed")
+        d = self.root
+        for part in path.split(b"/"):
+            d = self.local.lookup(d, part)
+        if d.ino != q.scope:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "query scope moved")
+        return d
+
+    def lookup(self, d: Node | VNode, name: bytes) -> Node | VNode:
+        if isinstance(d, Node):
+            try:
+                return self.local.lookup(d, name)
+            except FileNotFoundError:
+                v = self._query_name(d, name)
+                if v is None:
+                    raise
+                return v
+        q = d.query
+        if not d.is_dir:
+            raise NfsError(nfsstat3.NFS3ERR_NOTDIR)
+        if name == b".":
+            return d
+        if name == b"..":
+            return self.parent_of(d)
+        check_name(name)
+        if q.is_lab:
+            self._check_suffix(q, name, nfsstat3.NFS3ERR_NOENT)
+            n = self.local.lookup(self._scope_node(q), name)
+            if n.is_dir:
+                raise NfsError(nfsstat3.NFS3ERR_NOENT, "directories are not in lab views")
+            return n
+        if not q.is_field_dir:
+            field = parse_field_name(name)
+            if field is not None:
+                nested = q.with_field(field)
+                if nested is None or not self.index.is_field(field):
+                    raise NfsError(nfsstat3.NFS3ERR_NOENT, "field used twice or unknown")
+                return self._placeholder(nested)
+        found = self._fault(d).names.get(name)
+        if found is None:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        return self._entry_node(q, found)
+
+    def _entry_node(self, q: Query, found: Any) -> Node | VNode:
+        if q.is_field_dir:
+            return self._placeholder(q.with_value(found))
+        if self.results == "files":
+            return self._real_node(found)
+        return self._link_node(q, found.ino)
+
+    def _real_node(self, ref: Any) -> Node:
+        n = self.root
+        for part in ref.path.split(b"/"):
+            n = self.local.lookup(n, part)
+        if n.ino != ref.ino:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "result moved")
+        return n
+
+    def _query_name(self, d: Node, name: bytes) -> VNode | None:
+        """A placeholder for a legal query name looked up in real directory ``d``."""
+        suffix = parse_lab_name(name)
+        if suffix is not None:
+            return self._placeholder(Query(d.ino, suffix=suffix))
+        field = parse_field_name(name)
+        if field is not None and self.index.is_field(field):
+            return self._placeholder(Query(d.ino, open_field=field))
+        return None
+
+    @staticmethod
+    def _check_suffix(q: Query, name: bytes, status: int) -> None:
+        if not name.endswith(q.suffix or b"") or name in (b".", b".."):
+            raise NfsError(status, f"{name!r} does not end with {q.suffix!r}")
+
+    def parent_of(self, d: Node | VNode) -> Node | VNode:
+        if isinstance(d, Node):
+            return self.local.parent_of(d)
+        parent = d.query.parent()
+        if parent is None:
+            return self._scope_node(d.query)
+        return self._placeholder(parent)
+
+    def _link_target(self, n: VNode) -> bytes:
+        q = n.query
+        path = self.index.path_of(n.target_ino)
+        if path is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "result no longer indexed")
+        scope = b"" if q.scope == self.local.root_ino else self.index.path_of(q.scope)
+        if scope is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "query scope no longer indexed")
+        if scope:
+            if not path.startswith(scope + b"/"):
+                raise NfsError(nfsstat3.NFS3ERR_STALE, "result left the scope")
+            path = path[len(scope) + 1:]
+        return b"../" * q.depth + path
+
+    def readlink(self, n: Node | VNode) -> bytes:
+        if isinstance(n, Node):
+            return self.local.readlink(n)
+        if not n.is_link:
+            raise NfsError(nfsstat3.NFS3ERR_INVAL, "not a symbolic link")
+        return self._link_target(n)
+
+    # -- listings ------------------------------------------------------------------------
+    def scandir(self, d: Node | VNode) -> Iterator[tuple[bytes, int]]:
+        if isinstance(d, Node):
+            yield from self.local.scandir(d)
+            return
+        q = d.query
+        if q.is_lab:
+            scope = self._scope_node(q)
+            for name, ino, is_dir in self.local.scandir_typed(scope):
+                if not is_dir and name.endswith(q.suffix or b""):
+                    yield name, ino
+            return
+        for name, found in self._fault(d).names.items():
+            yield name, self._entry_fileid(q, found)
+
+    def _entry_fileid(self, q: Query, found: Any) -> int:
+        if q.is_field_dir:
+            return virtual_fileid(q.with_value(found).qid())
+        if self.results == "files":
+            return found.ino
+        return virtual_fileid(q.qid(), struct.pack(">Q", found.ino))
+
+    def lstat_at(self, d: Node | VNode, name: bytes) -> Any:
+        if isinstance(d, Node):
+            return self.local.lstat_at(d, name)
+        if d.query.is_lab:
+            return self.local.lstat_at(self._scope_node(d.query), name)
+        n = self.lookup(d, name)
+        return self.stat(n)
+
+    def handle_for_entry(self, d: Node | VNode, name: bytes, st: Any) -> bytes:
+        if isinstance(d, Node):
+            return self.local.handle_for_entry(d, name, st)
+        if d.query.is_lab:
+            return self.local.handle_for_entry(self._scope_node(d.query), name, st)
+        return self.lookup(d, name).fh
+
+    # -- changes -------------------------------------------------------------------------
+    def _real_dir(self, d: Node | VNode, name: bytes) -> Node:
+        """Where a change inside ``d`` really happens: D for a lab view (names must match
+        its suffix), nowhere (EROFS) for field and value directories."""
+        if isinstance(d, Node):
+            return d
+        if d.query.is_lab:
+            self._check_suffix(d.query, name, nfsstat3.NFS3ERR_INVAL)
+            return self._scope_node(d.query)
+        raise NfsError(nfsstat3.NFS3ERR_ROFS, "query directories are read-only")
+
+    @staticmethod
+    def _real(n: Node | VNode) -> Node:
+        if isinstance(n, Node):
+            return n
+        if n.is_dir:
+            raise NfsError(nfsstat3.NFS3ERR_ROFS, "query directories are read-only")
+        raise NfsError(nfsstat3.NFS3ERR_ROFS, "result links are read-only")
+
+    def _noted(self, d: Node, name: bytes) -> None:
+        self.index.note_entry(d.ino, name)
+        self.index.flush()
+
+    def create_file(self, d: Node | VNode, name: bytes, mode: int, exclusive: bool) -> Node:
+        real = self._real_dir(d, name)
+        n = self.local.create_file(real, name, mode, exclusive)
+        self._noted(real, name)
+        return n
+
+    def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node:
+        real = self._real_dir(d, name)
+        n = self.local.mkdir(real, name, mode)
+        self._noted(real, name)
+        return n
+
+    def symlink(self, d: Node | VNode, name: bytes, target: bytes) -> Node:
+        real = self._real_dir(d, name)
+        n = self.local.symlink(real, name, target)
+        self._noted(real, name)
+        return n
+
+    def mknod(self, d: Node | VNode, name: bytes, mode: int, device: int = 0) -> Node:
+        real = self._real_dir(d, name)
+        n = self.local.mknod(real, name, mode, device)
+        self._noted(real, name)
+        return n
+
+    def remove(self, d: Node | VNode, name: bytes, directory: bool) -> None:
+        real = self._real_dir(d, name)
+        self.local.remove(real, name, directory)
+        self._noted(real, name)
+
+    def rename(self, src: Node | VNode, sname: bytes, dst: Node | VNode, dname: bytes) -> None:
+        rsrc, rdst = self._real_dir(src, sname), self._real_dir(dst, dname)
+        self.local.rename(rsrc, sname, rdst, dname)
+        self.index.note_entry(rsrc.ino, sname)
+        self._noted(rdst, dname)
+
+    def link(self, n: Node | VNode, d: Node | VNode, name: bytes) -> None:
+        real = self._real_dir(d, name)
+        self.local.link(self._real(n), real, name)
+        self._noted(real, name)
+
+    def set_mode(self, n: Node | VNode, mode: int) -> None:
+        self.local.set_mode(self._real(n), mode)
+        self.index.note_ino(n.ino)
+
+    def set_owner(self, n: Node | VNode, uid: int, gid: int) -> None:
+        self.local.set_owner(self._real(n), uid, gid)
+        self.index.note_ino(n.ino)
+
+    def truncate(self, n: Node | VNode, size: int) -> None:
+        self.local.truncate(self._real(n), size)
+        self.index.note_ino(n.ino)
+
+    def set_times(self, n: Node | VNode, atime_ns: int, mtime_ns: int) -> None:
+        self.local.set_times(self._real(n), atime_ns, mtime_ns)
+        self.index.note_ino(n.ino)
+
+    def read(self, n: Node | VNode, offset: int, count: int) -> bytes:
+        if not isinstance(n, Node):
+            raise NfsError(nfsstat3.NFS3ERR_ISDIR if n.is_dir else nfsstat3.NFS3ERR_INVAL)
+        return self.local.read(n, offset, count)
+
+    def write(self, n: Node | VNode, offset: int, data: memoryview, sync: int) -> int:
+        if not isinstance(n, Node):
+            raise NfsError(nfsstat3.NFS3ERR_ISDIR if n.is_dir else nfsstat3.NFS3ERR_ROFS)
+        done = self.local.write(n, offset, data, sync)
+        self.index.note_ino(n.ino)  # re-extracted lazily: before the next query, or within a second
+        return done
+
+    def commit(self, n: Node | VNode) -> None:
+        if isinstance(n, Node):
+            self.local.commit(n)
+
+    def flush(self) -> None:
+        self.local.flush()
+
+    def close(self) -> None:
+        self.local.close()
+

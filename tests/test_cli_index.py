@@ -1,0 +1,101 @@
+"""``pysfsd index`` and ``pysfsd query`` as a person runs them (subprocesses, real trees)."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pysfsd(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "nfsd", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "export"
+    (root / "src" / "lib").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "src" / "main.c").write_text('#include <sys/stat.h>\nint main(void) { return helper(); }\n')
+    (root / "src" / "lib" / "helper.c").write_text("int helper(void) { return 0; }\n")
+    (root / "src" / "notes.txt").write_text("semantic notes\n")
+    (root / "docs" / "guide.txt").write_text("a semantic guide\n")
+    return root
+
+
+def run(command: str, tree: Path, tmp_path: Path, *rest: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return pysfsd(command, "--export", tree, "--state-dir", tmp_path / "state", *rest, check=check)
+
+
+def test_index_prints_counts(tree: Path, tmp_path: Path) -> None:
+    out = run("index", tree, tmp_path).stdout
+    assert re.search(r"4 files seen, 4 added, 0 updated, 0 removed, 0 unchanged, 0 failed in [\d.]+ s "
+                     r"\(\d+ files/s\)", out), out
+    assert re.search(r"^ext\s+2\s+4$", out, re.M), out
+    assert re.search(r"^exports\s+2\s+2$", out, re.M), out
+    assert "files whose extraction failed: 0" in out
+    again = run("index", tree, tmp_path).stdout
+    assert "4 files seen, 0 added, 0 updated, 0 removed, 4 unchanged" in again
+
+
+def test_query_prints_matching_paths(tree: Path, tmp_path: Path) -> None:
+    assert run("query", tree, tmp_path, "ext:/c").stdout == "src/lib/helper.c\nsrc/main.c\n"
+    assert run("query", tree, tmp_path, "text:/semantic/ext:/txt").stdout == "docs/guide.txt\nsrc/notes.txt\n"
+    assert run("query", tree, tmp_path, "src/text:/semantic").stdout == "src/notes.txt\n"
+    assert run("query", tree, tmp_path, "imports:/sys%2Fstat.h").stdout == "src/main.c\n"
+    assert run("query", tree, tmp_path, "ext:/nosuch").stdout == ""
+
+
+def test_query_ending_in_a_field_prints_escaped_values(tree: Path, tmp_path: Path) -> None:
+    assert run("query", tree, tmp_path, "type:/").stdout == "text%2Fplain\ntext%2Fx-c\n"
+    assert run("query", tree, tmp_path, "src/lib/exports:").stdout == "helper\n"
+    assert run("query", tree, tmp_path, "ext:/c/imports:").stdout == "helper\nsys%2Fstat.h\n"
+
+
+def test_lab_form_lists_the_directory(tree: Path, tmp_path: Path) -> None:
+    assert run("query", tree, tmp_path, "src/:extension=.c").stdout == "main.c\n"
+    assert run("query", tree, tmp_path, ":extension=.c").stdout == ""
+
+
+def test_query_refreshes_unless_told_not_to(tree: Path, tmp_path: Path) -> None:
+    run("index", tree, tmp_path)
+    (tree / "docs" / "late.c").write_text("int late;\n")
+    assert run("query", tree, tmp_path, "--no-refresh", "ext:/c").stdout == "src/lib/helper.c\nsrc/main.c\n"
+    assert run("query", tree, tmp_path, "ext:/c").stdout == "docs/late.c\nsrc/lib/helper.c\nsrc/main.c\n"
+
+
+def test_query_errors(tree: Path, tmp_path: Path) -> None:
+    for query, message in [("src", "no query"), ("nosuch/ext:", "no such directory"), ("bogus:/x", "no field"),
+                           ("ext:/c/ext:/h", "expected a new FIELD")]:
+        proc = run("query", tree, tmp_path, query, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (query, proc.stderr)
+    inside = pysfsd("index", "--export", tree, "--state-dir", tree / "state", check=False)
+    assert inside.returncode == 2 and "must not be inside" in inside.stderr
+
+
+def test_server_command_still_starts_the_server(tree: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "nfsd", "--export", str(tree), "--bind", "127.0.0.1",
+                             "--port", "0", "--state-dir", str(tmp_path / "state")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("pysfsd: listening on 127.0.0.1:")
+        # the commands open the server's LMDB environment: the server's own scan shows up
+        deadline = time.monotonic() + 30
+        found = ""
+        while time.monotonic() < deadline and not found:
+            found = run("query", tree, tmp_path, "--no-refresh", "ext:/c").stdout
+        assert found == "src/lib/helper.c\nsrc/main.c\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,0 +1,215 @@
+"""The semantic layer through NFSv3: lab views, Gifford's field and value directories,
+placeholders and faults, result symlinks, clashes, read-only results, and freshness."""
+from __future__ import annotations
+
+import os
+import pwd
+import time
+
+import pytest
+
+from protocol import nfs3
+from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, list_dir, lookup, mkdir_ok,
+                                read, remove, rename, write)
+from tests.rpc_client import RpcClient, fh
+
+
+def names(rpc: RpcClient, d: bytes) -> set[bytes]:
+    return {e.name for e in list_dir(rpc, d)} - {b".", b".."}
+
+
+def look(rpc: RpcClient, d: bytes, name: bytes) -> bytes:
+    status, res = lookup(rpc, d, name)
+    assert status == OK, (name, status)
+    return res.object.data
+
+
+def readlink(rpc: RpcClient, h: bytes) -> bytes:
+    status, res = rpc.nfs(READLINK, nfs3.READLINK3args.cls(fh(h)))
+    assert status == OK, status
+    return res.data
+
+
+@pytest.fixture
+def tree(server):
+    """src/{a.c,b.c,util.h,README}, lib/{a.c,x.py}, notes.txt; scanned at start."""
+    e = server.export
+    (e / "src").mkdir()
+    (e / "lib").mkdir()
+    (e / "src" / "a.c").write_text("int main(void) { return helper(); }\n")
+    (e / "src" / "b.c").write_text("static int helper(void) { return 0; }\n")
+    (e / "src" / "util.h").write_text("#include <stdio.h>\n")
+    (e / "src" / "README").write_text("the source\n")
+    (e / "lib" / "a.c").write_text("int lib_a;\n")
+    (e / "lib" / "x.py").write_text("print('x')\n")
+    (e / "notes.txt").write_text("semantic file systems are fun\n")
+    server.restart()  # start with the tree in place: the start-up scan indexes it
+    return server
+
+
+@pytest.fixture
+def root(tree, rpc_fresh):
+    return rpc_fresh.mount(tree.export_b)
+
+
+@pytest.fixture
+def rpc_fresh(tree):
+    with RpcClient(tree.port) as client:
+        yield client
+
+
+# --- the lab form ---------------------------------------------------------------------------
+
+def test_lab_view_lists_only_matching_files(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    src = look(rpc, root, b"src")
+    view = look(rpc, src, b":extension=.c")
+    assert names(rpc, view) == {b"a.c", b"b.c"}
+    assert look(rpc, view, b"a.c") == look(rpc, src, b"a.c")  # the real file itself
+    assert lookup(rpc, view, b"util.h")[0] == S.NFS3ERR_NOENT
+    assert b":extension=.c" not in names(rpc, src)  # never listed in the real directory
+
+
+def test_lab_view_at_export_root(tree, rpc_fresh, root):
+    view = look(rpc_fresh, root, b":extension=.txt")
+    assert names(rpc_fresh, view) == {b"notes.txt"}
+
+
+def test_lab_view_write_create_remove_rename_act_on_the_real_directory(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    src_path = tree.export / "src"
+    view = look(rpc, look(rpc, root, b"src"), b":extension=.c")
+    a = look(rpc, view, b"a.c")
+    assert write(rpc, a, 0, b"/* edited */")[0] == OK
+    assert (src_path / "a.c").read_bytes().startswith(b"/* edited */")
+    status, res = read(rpc, a, 0, 12)
+    assert status == OK and res.data == b"/* edited */"
+    create_ok(rpc, view, b"new.c")
+    assert (src_path / "new.c").exists()
+    assert b"new.c" in names(rpc, view)
+    assert remove(rpc, view, b"b.c")[0] == OK
+    assert not (src_path / "b.c").exists()
+    assert rename(rpc, view, b"new.c", view, b"renamed.c")[0] == OK
+    assert (src_path / "renamed.c").exists() and not (src_path / "new.c").exists()
+    assert names(rpc, view) == {b"a.c", b"renamed.c"}
+    # a name that would not show in the view is refused, and nothing is created
+    assert create(rpc, view, b"other.h")[0] == S.NFS3ERR_INVAL
+    assert not (src_path / "other.h").exists()
+
+
+# --- Gifford's form -------------------------------------------------------------------------
+
+def test_field_directory_lists_values(tree, rpc_fresh, root):
+    ext = look(rpc_fresh, root, b"ext:")
+    assert {b"c", b"h", b"py", b"txt"} <= names(rpc_fresh, ext)
+
+
+def test_value_directory_holds_relative_symlinks(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    c = look(rpc, look(rpc, root, b"ext:"), b"c")
+    entries = {e.name: e for e in list_dir(rpc, c)}
+    links = set(entries) - {b".", b".."}
+    assert len(links) == 3  # src/a.c and lib/a.c clash, src/b.c does not
+    assert b"b.c" in links
+    clashing = sorted(n for n in links if n != b"b.c")
+    assert all(n.startswith(b"a~") and n.endswith(b".c") for n in clashing)
+    targets = {readlink(rpc, look(rpc, c, n)) for n in links}
+    assert targets == {b"../../src/a.c", b"../../src/b.c", b"../../lib/a.c"}
+    assert entries[b"b.c"].name_attributes.type == nfs3.ftype3.NF3LNK
+    # stable names: the same on a second listing
+    assert names(rpc, c) == links
+
+
+def test_nesting_is_order_free_and_narrows(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    owner = pwd.getpwuid(os.getuid()).pw_name.encode()
+    one = look(rpc, look(rpc, look(rpc, look(rpc, root, b"ext:"), b"c"), b"owner:"), owner)
+    two = look(rpc, look(rpc, look(rpc, look(rpc, root, b"owner:"), owner), b"ext:"), b"c")
+    assert one == two
+    assert len(names(rpc, one)) == 3
+    # a field used twice on one path is refused
+    assert lookup(rpc, one, b"ext:")[0] == S.NFS3ERR_NOENT
+    # ".." climbs depth levels: 4 from a two-term value directory back to the root
+    d = one
+    for _ in range(4):
+        d = look(rpc, d, b"..")
+    assert d == root
+
+
+def test_scope_is_the_subtree(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    src_c = look(rpc, look(rpc, look(rpc, root, b"src"), b"ext:"), b"c")
+    assert names(rpc, src_c) == {b"a.c", b"b.c"}
+    assert {readlink(rpc, look(rpc, src_c, n)) for n in names(rpc, src_c)} == {b"../../a.c", b"../../b.c"}
+
+
+def test_value_directories_are_read_only(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    c = look(rpc, look(rpc, root, b"ext:"), b"c")
+    assert remove(rpc, c, b"b.c")[0] == S.NFS3ERR_ROFS
+    assert (tree.export / "src" / "b.c").exists()
+    assert create(rpc, c, b"z.c")[0] == S.NFS3ERR_ROFS
+    assert rename(rpc, c, b"b.c", c, b"q.c")[0] == S.NFS3ERR_ROFS
+
+
+def test_illegal_query_names_are_noent(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    for bad in (b"nosuchfield:", b"Owner:", b":extension=", b"ext::"):
+        assert lookup(rpc, root, bad)[0] == S.NFS3ERR_NOENT, bad
+    assert lookup(rpc, look(rpc, root, b"ext:"), b"nonexistentvalue")[0] == S.NFS3ERR_NOENT
+
+
+def test_values_with_slash_are_escaped(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    types = names(rpc, look(rpc, root, b"type:"))
+    assert any(b"%2F" in t for t in types), types
+    plain = next(t for t in types if t.startswith(b"text%2F"))
+    assert names(rpc, look(rpc, look(rpc, root, b"type:"), plain))
+
+
+# --- placeholders, faults, freshness -----------------------------------------------------------
+
+def test_placeholder_handle_survives_restart(tree, root):
+    with RpcClient(tree.port) as rpc:
+        c = look(rpc, look(rpc, root, b"ext:"), b"c")
+        before = names(rpc, c)
+    tree.restart()
+    with RpcClient(tree.port) as rpc:
+        assert names(rpc, c) == before
+        assert attrs(rpc, c).type == nfs3.ftype3.NF3DIR
+
+
+def test_change_through_the_server_shows_in_the_next_listing(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    c = look(rpc, look(rpc, root, b"ext:"), b"c")
+    before_attrs = attrs(rpc, c)
+    before = names(rpc, c)
+    create_ok(rpc, look(rpc, root, b"lib"), b"fresh.c")
+    after = names(rpc, c)
+    assert after == before | {b"fresh.c"}
+    after_attrs = attrs(rpc, c)
+    assert (after_attrs.mtime, after_attrs.size) != (before_attrs.mtime, before_attrs.size)
+
+
+def test_change_behind_the_servers_back_shows_within_two_seconds(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    c = look(rpc, look(rpc, root, b"ext:"), b"c")
+    names(rpc, c)
+    (tree.export / "lib" / "outside.c").write_text("int x;\n")
+    (tree.export / "src" / "b.c").unlink()
+    deadline = time.monotonic() + 2.0
+    while True:
+        now = names(rpc, c)
+        if b"outside.c" in now and b"b.c" not in now:
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.1)
+
+
+def test_renamed_file_keeps_its_content_fields(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    words = look(rpc, look(rpc, root, b"text:"), b"semantic")
+    assert names(rpc, words) == {b"notes.txt"}
+    assert rename(rpc, root, b"notes.txt", look(rpc, root, b"lib"), b"moved.txt")[0] == OK
+    assert names(rpc, words) == {b"moved.txt"}
+    assert readlink(rpc, look(rpc, words, b"moved.txt")) == b"../../lib/moved.txt"
