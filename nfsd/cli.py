@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=default_state_dir(),
                    help="where the LMDB environment lives (default %(default)s)")
     p.add_argument("--threads", type=int, default=8, help="I/O worker threads (default 8)")
+    p.add_argument("--results", choices=("links", "files"), default="links",
+                   help="value directories hold symlinks to the files (default) or the files themselves")
+    p.add_argument("--no-watch", dest="watch", action="store_false",
+                   help="do not follow changes made behind the server's back (inotify)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -47,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     tune_malloc()
     config = ServerConfig(exports=args.export, bind=args.bind, port=args.port,
-                          state_dir=args.state_dir, threads=args.threads)
+                          state_dir=args.state_dir, threads=args.threads, results=args.results,
+                          watch=args.watch)
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)
         runner = uvloop.run

@@ -594,6 +594,11 @@ class LocalFS:
     def lstat_at(self, d: Node, name: bytes) -> os.stat_result:
         return os.stat(name, dir_fd=d.fd, follow_symlinks=False)
 
+    def entry(self, d: Node, name: bytes) -> tuple[os.stat_result, bytes]:
+        """Attributes and handle of a directory entry, without keeping it open (READDIRPLUS)."""
+        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+        return st, self.handle_for_entry(d, name, st)
+
     def fsync_dir(self, d: Node) -> None:
         """Make a directory's entries durable (after create/remove/rename)."""
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)

@@ -329,13 +329,15 @@ class Nfs3Service:
                       plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
         """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
         st = fs.stat(d)
-        dattr = fattr(st, fs.fsid)
-        my_verf = fs.cookie_verifier(d)
         if not stat.S_ISDIR(st.st_mode):
-            return nfsstat3.NFS3ERR_NOTDIR, dattr, my_verf, [], False
+            return nfsstat3.NFS3ERR_NOTDIR, fattr(st, fs.fsid), fs.cookie_verifier(d), [], False
+        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d))
+        # Attributes and verifier after the listing: for a query directory the listing may
+        # have been its directory fault, which is what sets them.
+        dattr = fattr(fs.stat(d), fs.fsid)
+        my_verf = fs.cookie_verifier(d)
         if cookie and verf != my_verf and verf != b"\0" * 8:
             return nfsstat3.NFS3ERR_BAD_COOKIE, dattr, my_verf, [], False
-        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d))
         entries: list = []
         used = 0
         dir_used = 0
@@ -368,12 +370,11 @@ class Nfs3Service:
                 break
             if plus:
                 try:
-                    est = fs.lstat_at(d, name)
+                    est, efh = fs.entry(d, name)
                 except (FileNotFoundError, NfsError):
                     i += 1
                     continue  # gone since the listing was taken
-                entries.append(entry_type(est.st_ino, name, cookies[i], fattr(est, fs.fsid),
-                                          _fh(fs.handle_for_entry(d, name, est))))
+                entries.append(entry_type(est.st_ino, name, cookies[i], fattr(est, fs.fsid), _fh(efh)))
             else:
                 entries.append(entry_type(inos[i], name, cookies[i]))
             used += size

@@ -16,6 +16,7 @@ ordinary values read as themselves.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -86,7 +87,7 @@ class Query(NamedTuple):
 
     def qid(self) -> bytes:
         """A 16-byte identifier of the query, for handles."""
-        return hashlib.blake2b(self.key(), digest_size=16, person=b"pysfsd-query").digest()
+        return _qid(self)
 
     def with_value(self, value: bytes) -> "Query":
         """The value directory ``VALUE`` inside this field directory."""
@@ -115,6 +116,11 @@ class Query(NamedTuple):
             return None
         *rest, (field, _value) = self.terms
         return Query(self.scope, tuple(rest), field)
+
+
+@functools.lru_cache(maxsize=8192)
+def _qid(q: Query) -> bytes:
+    return hashlib.blake2b(q.key(), digest_size=16, person=b"pysfsd-query").digest()
 
 
 def _lp(b: bytes) -> bytes:

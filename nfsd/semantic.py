@@ -60,10 +60,12 @@ class VStat(NamedTuple):
 class VNode:
     """A virtual directory (query) or result link; ``mode`` tells which."""
 
-    __slots__ = ("fh", "ino", "mode", "query", "target_ino", "gen", "__weakref__")
+    __slots__ = ("fh", "ino", "mode", "query", "target_ino", "target", "gen", "__weakref__")
 
-    def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0) -> None:
+    def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0,
+                 target: bytes | None = None) -> None:
         self.fh, self.ino, self.mode, self.query, self.target_ino = fh, ino, mode, query, target_ino
+        self.target = target  # a result link's text, when the fault that found it knew it
         self.gen = 0
 
     @property
@@ -82,6 +84,8 @@ class Results(NamedTuple):
     names: dict[bytes, Any]       # entry name -> FileRef (value dirs) or value (field dirs)
     digest: int
     mtime_ns: int
+    scope_path: bytes             # D relative to the export root
+    entries: dict[bytes, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles, filled lazily
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -169,10 +173,10 @@ class SemanticFS:
             mode = stat.S_IFDIR | 0o555
         return VNode(fh, virtual_fileid(qid), mode, q)
 
-    def _link_node(self, q: Query, ino: int) -> VNode:
+    def _link_node(self, q: Query, ino: int, target: bytes | None = None) -> VNode:
         qid = q.qid()
         fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
-        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino)
+        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino, target)
 
     # -- the directory fault -----------------------------------------------------------
     def _fault(self, v: VNode) -> Results:
@@ -191,7 +195,7 @@ class SemanticFS:
             names = result_names(self.index.query(q.scope, q.terms))
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(qid, digest)
-        results = Results(version, names, digest, mtime_ns)
+        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {})
         with self._lock:
             self._cache[qid] = results
             if len(self._cache) > 1024:
@@ -210,14 +214,14 @@ class SemanticFS:
                 txn.put(qid, _STATE.pack(digest, mtime_ns) + bytes(raw[_STATE.size:]))
         return mtime_ns
 
-    def _state(self, v: VNode) -> tuple[int, int, int]:
+    def _state(self, q: Query) -> tuple[int, int, int]:
         """(entries, digest, mtime_ns) without running a query that never ran: a placeholder
         keeps its creation time until its first fault."""
-        qid = v.query.qid()
+        qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
             if cached.version != self.index.version:
-                cached = self._fault(v)
+                cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         with self.store.env.begin(db=self._queries) as txn:
             raw = txn.get(qid)
@@ -237,20 +241,23 @@ class SemanticFS:
             return VStat(n.mode & ~0o7777 | (st.st_mode & 0o7777), n.ino, 2, st.st_uid, st.st_gid,
                          st.st_size, 0, 0, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
         if n.is_link:
-            target = self._link_target(n)
-            _, _, mtime_ns = self._state(self._query_node(q))
-            return VStat(n.mode, n.ino, 1, 0, 0, len(target), 0, 0, mtime_ns, mtime_ns, mtime_ns)
-        count, _, mtime_ns = self._state(n)
+            _, _, mtime_ns = self._state(q)
+            return self._link_stat(n, mtime_ns)
+        count, _, mtime_ns = self._state(q)
         root = self.local.stat(self.root)
         return VStat(n.mode, n.ino, 2, root.st_uid, root.st_gid, count, 0, 0,
                      mtime_ns, mtime_ns, mtime_ns)
+
+    def _link_stat(self, n: VNode, mtime_ns: int) -> VStat:
+        """A result link: owned by root, sized by its text, dated by its directory's results."""
+        return VStat(n.mode, n.ino, 1, 0, 0, len(self._link_target(n)), 0, 0, mtime_ns, mtime_ns, mtime_ns)
 
     def cookie_verifier(self, d: Node | VNode) -> bytes:
         """Real directories: fixed (their cookies never go stale).  Query directories: it
         changes with the results, so clients drop cached listings."""
         base = d.fh
         if isinstance(d, VNode) and not d.query.is_lab:
-            base += struct.pack(">Q", self._state(d)[1])
+            base += struct.pack(">Q", self._state(d.query)[1])
         return hashlib.blake2b(base, digest_size=8, person=b"pysfsd-ck").digest()
 
     def statvfs(self) -> os.statvfs_result:
@@ -301,17 +308,15 @@ class SemanticFS:
                 if nested is None or not self.index.is_field(field):
                     raise NfsError(nfsstat3.NFS3ERR_NOENT, "field used twice or unknown")
                 return self._placeholder(nested)
-        found = self._fault(d).names.get(name)
+        results = self._fault(d)
+        found = results.names.get(name)
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        return self._entry_node(q, found)
-
-    def _entry_node(self, q: Query, found: Any) -> Node | VNode:
         if q.is_field_dir:
             return self._placeholder(q.with_value(found))
         if self.results == "files":
             return self._real_node(found)
-        return self._link_node(q, found.ino)
+        return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
 
     def _real_node(self, ref: Any) -> Node:
         n = self.root
@@ -344,19 +349,29 @@ class SemanticFS:
             return self._scope_node(d.query)
         return self._placeholder(parent)
 
-    def _link_target(self, n: VNode) -> bytes:
-        q = n.query
-        path = self.index.path_of(n.target_ino)
-        if path is None:
-            raise NfsError(nfsstat3.NFS3ERR_STALE, "result no longer indexed")
+    def _scope_path(self, q: Query) -> bytes:
         scope = b"" if q.scope == self.local.root_ino else self.index.path_of(q.scope)
         if scope is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "query scope no longer indexed")
+        return scope
+
+    @staticmethod
+    def _relative_target(q: Query, scope: bytes, path: bytes) -> bytes:
+        """``../`` up to D, then the file's path below D."""
         if scope:
             if not path.startswith(scope + b"/"):
                 raise NfsError(nfsstat3.NFS3ERR_STALE, "result left the scope")
             path = path[len(scope) + 1:]
         return b"../" * q.depth + path
+
+    def _link_target(self, n: VNode) -> bytes:
+        if n.target is not None:
+            return n.target
+        path = self.index.path_of(n.target_ino)
+        if path is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "result no longer indexed")
+        n.target = self._relative_target(n.query, self._scope_path(n.query), path)
+        return n.target
 
     def readlink(self, n: Node | VNode) -> bytes:
         if isinstance(n, Node):
@@ -387,20 +402,28 @@ class SemanticFS:
             return found.ino
         return virtual_fileid(q.qid(), struct.pack(">Q", found.ino))
 
-    def lstat_at(self, d: Node | VNode, name: bytes) -> Any:
+    def entry(self, d: Node | VNode, name: bytes) -> tuple[Any, bytes]:
+        """Attributes and handle of a directory entry (READDIRPLUS)."""
         if isinstance(d, Node):
-            return self.local.lstat_at(d, name)
-        if d.query.is_lab:
-            return self.local.lstat_at(self._scope_node(d.query), name)
-        n = self.lookup(d, name)
-        return self.stat(n)
-
-    def handle_for_entry(self, d: Node | VNode, name: bytes, st: Any) -> bytes:
-        if isinstance(d, Node):
-            return self.local.handle_for_entry(d, name, st)
-        if d.query.is_lab:
-            return self.local.handle_for_entry(self._scope_node(d.query), name, st)
-        return self.lookup(d, name).fh
+            return self.local.entry(d, name)
+        q = d.query
+        if q.is_lab:
+            return self.local.entry(self._scope_node(q), name)
+        if q.is_field_dir or self.results == "files":
+            n = self.lookup(d, name)
+            return self.stat(n), n.fh
+        # A value directory's link: everything is in the results the page's names came from
+        # (the hot path of listing a large value directory: no new fault per entry).
+        results = self._cache.get(q.qid()) or self._fault(d)
+        known = results.entries.get(name)
+        if known is not None:
+            return known
+        found = results.names.get(name)
+        if found is None:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        link = self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
+        known = results.entries[name] = (self._link_stat(link, results.mtime_ns), link.fh)
+        return known
 
     # -- changes -------------------------------------------------------------------------
     def _real_dir(self, d: Node | VNode, name: bytes) -> Node:

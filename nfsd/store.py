@@ -28,7 +28,9 @@ class ObjectRecord(NamedTuple):
 
 
 class Store:
-    def __init__(self, path: str, map_size: int = 1 << 32) -> None:
+    # Address space only: the file grows as data is written.  The index needs about 450
+    # bytes per file, and a few KiB per text file (its words), so 4 GiB would run out.
+    def __init__(self, path: str, map_size: int = 1 << 40) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, max_dbs=128, map_size=map_size, sync=False, metasync=False,

@@ -26,6 +26,7 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen | None = None
     env: dict | None = None
+    args: tuple[str, ...] = ()  # extra command-line options
 
     @property
     def export_b(self) -> bytes:
@@ -38,7 +39,7 @@ class ServerProcess:
 
     def start(self, port: int = 0) -> "ServerProcess":
         cmd = [sys.executable, "-m", "nfsd", "--export", str(self.export), "--bind", "127.0.0.1",
-               "--port", str(port or self.port), "--state-dir", str(self.state_dir)]
+               "--port", str(port or self.port), "--state-dir", str(self.state_dir), *self.args]
         env = dict(os.environ, **(self.env or {}))
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

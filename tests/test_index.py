@@ -212,6 +212,22 @@ def test_type_values_hold_slashes(index: Index) -> None:
     assert q(index, (b"type", b"inode/fifo")) == [b"pipe"]
 
 
+def test_unknown_content_is_octet_stream(index: Index) -> None:
+    assert fields_of(index, b"medium.bin")[b"type"] == {b"application/octet-stream"}
+
+
+def test_progress_modes(env: lmdb.Environment, export: Path, capsys: pytest.CaptureFixture[str],
+                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pysfsd.index")
+    idx = Index(env, str(export), 8)
+    idx.scan(progress=True)
+    assert "indexing" in capsys.readouterr().err  # a tqdm bar
+    idx.scan(progress=None)  # stderr is no terminal here: log lines, no bar
+    assert "indexing" not in capsys.readouterr().err
+    assert "indexed " in caplog.text and "unchanged=13" in caplog.text
+    idx.close()
+
+
 def test_special_files_get_stat_fields_only(index: Index) -> None:
     f = fields_of(index, b"link.txt")
     assert set(f) == {b"name", b"ext", b"owner", b"group", b"size", b"mtime", b"type"}

@@ -4,6 +4,9 @@ Threads: queries read LMDB snapshots and take no lock.  Writers (``scan``, ``flu
 the index lock; a scan lets go of it between batches and while it reads files, so a flush
 (and so a query directory's fault) never waits for a whole scan.  ``note_*`` only queue work,
 under a small lock of their own, and are safe from any thread, the event loop's included.
+
+``version`` moves whenever a committed change can alter an answer: a posting added or
+removed, or a file or directory moved (paths change).  Callers cache results on it.
 """
 from __future__ import annotations
 
@@ -40,8 +43,12 @@ class IndexClosed(Exception):
 
 
 class Index:
+    """The index of one export, stored in named databases ``idx<export_id>:*`` of ``env``
+    (see ``tables``).  ``transducers`` default to the built-in ones."""
+
     def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, *,
                  transducers: Sequence[Transducer] | None = None) -> None:
+        self._extractor = Extractor(list(transducers) if transducers is not None else default_transducers())
         self.root_path = os.path.realpath(export_root)
         self._root_fd = os.open(self.root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self._root_fd)
@@ -49,7 +56,6 @@ class Index:
         self._dev = st.st_dev
         self._tables = Tables(env, export_id)
         self._tables.reset_if_stale(self.root_ino)
-        self._extractor = Extractor(list(transducers) if transducers is not None else default_transducers())
         self._search = Search(self._tables, self.root_ino)
         self._trimmer = MapTrimmer(env)
         with env.begin() as txn:

@@ -125,6 +125,7 @@ class Reconciler:
             self.commit()
             if self.yielding:
                 self.lock.release()
+                time.sleep(0.001)  # Python locks are not fair: give a waiting flush its turn
                 self.lock.acquire()
                 self.stop()
 
