@@ -638,3 +638,17 @@ def test_failing_transducer_is_counted_and_logged_once(env: lmdb.Environment, ex
 def test_transducer_names_must_be_unique(env: lmdb.Environment, export: Path) -> None:
     with pytest.raises(ValueError):
         Index(env, str(export), 4, transducers=[StatFields(), StatFields()])
+
+
+def test_tombstones_last_until_the_next_scan(env: lmdb.Environment, index: Index, export: Path) -> None:
+    ino = index.ino_of(b"README")
+    os.unlink(export / "README")
+    index.note_entry(index.root_ino, b"README")
+    index.flush()
+    tables = index._tables
+    with env.begin() as txn:
+        assert txn.stat(tables.tombs)["entries"] == 1 and tables.file(txn, ino or 0) is not None
+    index.scan(progress=False)
+    with env.begin() as txn:
+        assert txn.stat(tables.tombs)["entries"] == 0 and tables.file(txn, ino or 0) is None
+        assert txn.get((ino or 0).to_bytes(8, "big"), db=tables.attrs) is None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import stat
 import struct
 import time
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import lmdb
 
@@ -70,11 +70,6 @@ class FileRecord(NamedTuple):
 
 def posting_key(field: bytes, value: bytes) -> bytes:
     return field + b"\0" + value
-
-
-def split_key(key: bytes) -> tuple[bytes, bytes]:
-    field, _, value = key.partition(b"\0")
-    return field, value
 
 
 EMPTY: frozenset[bytes] = frozenset()
@@ -126,7 +121,7 @@ class Tables:
         self.failed = env.open_db(p + b"failed")
         self.meta = env.open_db(p + b"meta")
 
-    def all_dbs(self) -> tuple:  # type: ignore[type-arg]
+    def all_dbs(self) -> tuple[Any, ...]:
         return (self.files, self.children, self.attrs, self.postings, self.tombs, self.failed, self.meta)
 
     def reset_if_stale(self, root_ino: int) -> None:
@@ -344,7 +339,7 @@ class Writer:
     def revive(self, ino: int) -> None:
         self.txn.delete(INO.pack(ino), db=self.t.tombs)
 
-    def purge_tombs(self, before_ns: int) -> int:
+    def purge_tombs(self, before_ns: int) -> None:
         """Forget files that vanished before ``before_ns`` and never came back."""
         self.settle()
         txn = self.txn
@@ -356,7 +351,6 @@ class Writer:
                 txn.delete(key, db=self.t.attrs)
             txn.delete(key, db=self.t.tombs)
         self.ops += 3 * len(doomed)
-        return len(doomed)
 
     def set_failed(self, ino: int, names: list[str]) -> None:
         key = INO.pack(ino)
