@@ -13,12 +13,15 @@ from protocol.nfs3 import NFS3
 
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
+from . import identity
+from .exports import ExportPolicy, ExportsError, GuardedNfs3, load_exports
 from .index import Index
 from .localfs import LocalFS
 from .mount_service import MountService
 from .nfs3_service import Nfs3Service
 from .semantic import SemanticFS
-from .server import RpcStreamProtocol
+from .portmap_service import PMAP_PORT, Discovery
+from .server import RpcDatagramProtocol, RpcStreamProtocol, listen_rpc
 from .store import Store
 from .trace import trace_level
 from .watch import TreeWatcher
@@ -51,7 +54,8 @@ def default_state_dir() -> str:
 
 @dataclass
 class ServerConfig:
-    exports: list[str]
+    exports: list[str]         # directories, or exports(5) lines (see nfsd/exports.py)
+    exports_file: str | None = None  # --exports FILE, the /etc/exports syntax
     bind: str = "0.0.0.0"
     port: int = 2049
     state_dir: str = field(default_factory=default_state_dir)
@@ -60,6 +64,8 @@ class ServerConfig:
     results: str = "links"     # value directories hold symlinks ("links") or the files
     watch: bool = True         # follow changes made behind the server's back (inotify)
     progress: bool | None = None  # scan progress bar: None = when stderr is a terminal
+    portmap: bool = False      # serve a portmapper on portmap_port when none runs there
+    portmap_port: int = PMAP_PORT
 
 
 class ConfigError(ValueError):
@@ -77,7 +83,15 @@ def store_path(state_dir: str, roots: list[str]) -> str:
 class NfsServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        roots = [os.path.realpath(e) for e in config.exports]
+        try:
+            self.export_rules = load_exports(config.exports, config.exports_file)
+            identity.self_test()
+        except (ExportsError, OSError) as exc:
+            raise ConfigError(str(exc)) from None
+        if identity.SERVER.uid == 0 and not identity.ACTING:
+            raise ConfigError("running as root on a platform where pysfsd cannot act as its callers "
+                              "(per-thread credentials); run it as an ordinary user")
+        roots = [e.path for e in self.export_rules]
         state = os.path.realpath(config.state_dir)
         for root in roots:
             if not os.path.isdir(root):
@@ -95,29 +109,47 @@ class NfsServer:
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
         self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier)
-        self.mount = MountService(self.exports)
+        # Who may use each export, and as whom: the NFS handlers sit behind the guard.
+        self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
+        self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
-        self.dispatcher.register(NFS3, self.nfs, OFFLOADED)
+        self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy), OFFLOADED)
         self.dispatcher.register(MOUNT3, self.mount)
         self.connections: set[RpcStreamProtocol] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._background: list[asyncio.Task[None]] = []
+        self.indexed = asyncio.Event()  # every export's start-up scan is done
+        self.scan_stats: dict[str, object] = {}
+        self.discovery = Discovery()  # rpcbind registration or the embedded portmapper
 
     async def start(self) -> tuple[str, int]:
-        """Index every export, then listen: once the address is printed, query
-        directories answer from a complete index."""
+        """Listen at once; index the exports in the background.  Real files are served
+        meanwhile; query directories answer JUKEBOX (retry later) until ``indexed`` is set."""
         loop = asyncio.get_running_loop()
-        for fs in self.exports.values():
-            await self._index_export(fs)
-        server = await loop.create_server(
+        # TCP and UDP on one port number; the UDP endpoint joins self.connections.
+        server, _, _ = await listen_rpc(
+            self.config.bind, self.config.port,
             lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record),
-            self.config.bind, self.config.port, reuse_address=True)
+            lambda: RpcDatagramProtocol(self.dispatcher, self.connections))
         self._servers.append(server)
         self._background.append(loop.create_task(self._sync_periodically()))
-        for fs in self.exports.values():
-            self._background.append(loop.create_task(self._flush_periodically(fs)))
+        self._background.append(loop.create_task(self._index_all()))
         host, port = server.sockets[0].getsockname()[:2]
+        await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
+                                   self.dispatcher.trace_level)
         return host, port
+
+    async def _index_all(self) -> None:
+        for fs in self.exports.values():
+            try:
+                await self._index_export(fs)
+            except Exception:
+                log.exception("indexing %s failed; its query directories answer from what was indexed",
+                              fs.root_path)
+            fs.ready.set()
+        self.indexed.set()
+        for fs in self.exports.values():
+            self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 
     async def _sync_periodically(self) -> None:
         """The handle table is written without fsync; flush it once a second."""
@@ -141,6 +173,7 @@ class NfsServer:
             if task.done() and task.exception() is not None:
                 log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
         stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress)
+        self.scan_stats[fs.root_path] = stats
         log.info("indexed %s: %s", fs.root_path, stats)
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:
@@ -155,6 +188,7 @@ class NfsServer:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop listening, let in-flight calls finish and answer, then close everything."""
+        await self.discovery.stop()  # first: clients must not be sent to a closing port
         for server in self._servers:
             server.close()
         pending = [t for c in self.connections for t in c.tasks]

@@ -13,11 +13,14 @@ from .app import ConfigError, NfsServer, ServerConfig, default_state_dir
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pysfsd", description="Semantic file system served over NFSv3.")
-    p.add_argument("--export", action="append", required=True, metavar="DIR",
-                   help="directory to export (repeatable)")
+    p.add_argument("--export", action="append", default=[], metavar="DIR",
+                   help="directory to export (repeatable): alone it means 'DIR *(rw,root_squash,insecure)'; "
+                        "or a whole exports(5) line, 'DIR CLIENT(OPTIONS)...'")
+    p.add_argument("--exports", metavar="FILE",
+                   help="exports in the /etc/exports syntax (see README: Exports)")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=2049,
-                   help="TCP port for NFS and MOUNT (default 2049; 0 picks a free one)")
+                   help="TCP and UDP port for NFS and MOUNT (default 2049; 0 picks a free one)")
     p.add_argument("--state-dir", default=default_state_dir(),
                    help="where the LMDB environment lives (default %(default)s)")
     p.add_argument("--threads", type=int, default=8, help="I/O worker threads (default 8)")
@@ -25,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="value directories hold symlinks to the files (default) or the files themselves")
     p.add_argument("--no-watch", dest="watch", action="store_false",
                    help="do not follow changes made behind the server's back (inotify)")
+    p.add_argument("--portmap", action="store_true",
+                   help="when no portmapper runs, serve one (portmap v2 on port 111, TCP and UDP)")
+    p.add_argument("--portmap-port", type=int, default=111, metavar="N",
+                   help="port of the --portmap portmapper (default 111; for tests)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -46,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("index", "query"):
         from .cli_index import main as index_main  # the index commands serve nothing
         return index_main(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.export and not args.exports:
+        parser.error("give --export DIR (repeatable) or --exports FILE")
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if not _tracing() else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     tune_malloc()
-    config = ServerConfig(exports=args.export, bind=args.bind, port=args.port,
+    config = ServerConfig(exports=args.export, exports_file=args.exports, bind=args.bind, port=args.port,
                           state_dir=args.state_dir, threads=args.threads, results=args.results,
-                          watch=args.watch)
+                          watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port)
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)
         runner = uvloop.run
@@ -63,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pysfsd: {exc}", file=sys.stderr)
         return 2
+
+
+async def _announce_index(server: NfsServer) -> None:
+    """The line scripts wait for before relying on query directories."""
+    started = asyncio.get_running_loop().time()
+    await server.indexed.wait()
+    files = sum(getattr(s, "seen", 0) for s in server.scan_stats.values())
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"pysfsd: index ready ({files} files, {elapsed:.1f} s)", flush=True)
 
 
 def _tracing() -> bool:
@@ -76,8 +95,11 @@ async def _serve(config: ServerConfig) -> int:
     for i, fs in enumerate(server.exports.values()):
         word = "listening on" if i == 0 else "           "
         print(f"pysfsd: {word} {host}:{port} export {fs.root_path}", flush=True)
-    stop = asyncio.Event()
+    # On stderr: stdout carries only the lines scripts wait for (listening, index ready).
+    print(f"pysfsd: portmapper: {server.discovery.status}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
+    loop.create_task(_announce_index(server))
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

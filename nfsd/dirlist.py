@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Hashable, Iterable
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
 _TRUST_AFTER_NS = 50_000_000  # a listing is reusable only if built 50 ms after the last change
@@ -38,7 +38,7 @@ class Listing:
     cookies: list[int]
     names: list[bytes]
     inos: list[int]
-    key: tuple[int, int, int]
+    key: Hashable
     built_ns: int
 
     def start_index(self, cookie: int) -> int:
@@ -48,7 +48,7 @@ class Listing:
         return bisect.bisect_right(self.cookies, cookie)
 
 
-def build_listing(entries: Iterable[tuple[bytes, int]], key: tuple[int, int, int]) -> Listing:
+def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable) -> Listing:
     rows = sorted((name_cookie(n), n, ino) for n, ino in entries)
     return Listing([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], key,
                    time.time_ns())
@@ -61,12 +61,15 @@ class ListingCache:
         self._cache: OrderedDict[int, Listing] = OrderedDict()
 
     def get(self, ino: int, mtime_ns: int, ctime_ns: int,
-            load: Callable[[], Iterable[tuple[bytes, int]]]) -> Listing:
-        key = (ino, mtime_ns, ctime_ns)
+            load: Callable[[], Iterable[tuple[bytes, int]]], exact: Hashable = None) -> Listing:
+        """The listing of directory ``ino``, rebuilt when it may have changed.  ``exact``,
+        when given, identifies the content itself (a query directory's results), so a
+        listing with the same ``exact`` is reused however recent its mtime."""
+        key = (ino, mtime_ns, ctime_ns) if exact is None else (ino, exact)
         with self._lock:
             cached = self._cache.get(ino)
         if (cached is not None and cached.key == key
-                and cached.built_ns - max(mtime_ns, ctime_ns) > _TRUST_AFTER_NS):
+                and (exact is not None or cached.built_ns - max(mtime_ns, ctime_ns) > _TRUST_AFTER_NS)):
             return cached
         listing = build_listing(load(), key)
         with self._lock:

@@ -22,7 +22,7 @@ from xdr import Enum, Union, XdrError
 
 from . import trace
 from .errors import NfsError
-from .nfs3_service import CallContext, failure_result
+from .nfs3_service import RTMAX, CallContext, failure_result
 
 log = logging.getLogger("pysfsd.rpc")
 
@@ -64,9 +64,11 @@ class Dispatcher:
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
 
-    def dispatch(self, record: bytes, client: tuple[str, int], reserve: int) -> Reply | Awaitable[Reply]:
+    def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
+                 max_transfer: int = RTMAX) -> Reply | Awaitable[Reply]:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
-        nothing, or an awaitable of either when the handler runs in the thread pool."""
+        nothing, or an awaitable of either when the handler runs in the thread pool.
+        ``max_transfer`` bounds the data of one READ or READDIR reply (UDP: a datagram)."""
         start = time.perf_counter() if self.trace_level else 0.0
         try:
             call = parse_call(record)
@@ -108,7 +110,7 @@ class Dispatcher:
                     log.debug("replaying cached reply for xid %#x from %s", xid, client[0])
                     return bytes(reserve) + cached
                 return None  # the original is still being served: its reply will answer
-        ctx = CallContext(call.cred, client)
+        ctx = CallContext(call.cred, client, max_transfer)
         if offload is not None and self.executor is not None and offload(args):
             return self._run_offloaded(reg, proc, handler, ctx, args, reserve, call, drc_key, start, record)
         return self._finish(reg, proc, self._invoke(handler, ctx, args, proc), reserve, call, drc_key, start,

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from protocol.nfs3 import nfsstat3
 
+from . import identity
 from .dirlist import cookie_verifier
 from .errors import NfsError
 from .handles import pack_real, unpack_real
@@ -114,8 +115,15 @@ def read_generation(fd: int, mode: int) -> int:
     """The inode generation (FS_IOC_GETVERSION), or 0 where it cannot be had."""
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         return 0  # never open devices, FIFOs or sockets just to read a number
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        io = os.open(proc_path(fd), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            io = os.open(proc_path(fd), flags)
+        except PermissionError:
+            # A caller the server acts as may not read it; the handle must not depend on who
+            # looked the object up first (nfsd/identity.py).
+            with identity.as_server():
+                io = os.open(proc_path(fd), flags)
     except OSError:
         return 0
     try:
@@ -541,12 +549,14 @@ class LocalFS:
             raise NfsError(nfsstat3.NFS3ERR_INVAL)
         os.truncate(n.io_fd(write=True), size)
 
-    def set_times(self, n: Node, atime_ns: int, mtime_ns: int) -> None:
+    def set_times(self, n: Node, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """None, None: both to the current time (utimensat(NULL): write permission suffices)."""
+        times = {} if atime_ns is None or mtime_ns is None else {"ns": (atime_ns, mtime_ns)}
         if n.is_link:
             parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
-            os.utime(n.name, ns=(atime_ns, mtime_ns), dir_fd=parent.fd, follow_symlinks=False)
+            os.utime(n.name, dir_fd=parent.fd, follow_symlinks=False, **times)
         else:
-            os.utime(proc_path(n.fd), ns=(atime_ns, mtime_ns))
+            os.utime(proc_path(n.fd), **times)
 
     def read(self, n: Node, offset: int, count: int) -> bytes:
         return os.pread(n.io_fd(write=False), count, offset)
@@ -590,6 +600,10 @@ class LocalFS:
 
     def cookie_verifier(self, d: Node) -> bytes:
         return cookie_verifier(d.fh)
+
+    def listing_key(self, d: Node) -> None:
+        """Real directories are known by their mtime and ctime only (see ListingCache)."""
+        return None
 
     def lstat_at(self, d: Node, name: bytes) -> os.stat_result:
         return os.stat(name, dir_fd=d.fd, follow_symlinks=False)

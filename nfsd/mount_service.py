@@ -14,8 +14,9 @@ from .nfs3_service import CallContext
 
 
 class MountService:
-    def __init__(self, exports: dict[int, Backend]) -> None:
+    def __init__(self, exports: dict[int, Backend], policy: Any = None) -> None:
         self.exports = exports
+        self.policy = policy  # nfsd.exports.ExportPolicy: who may mount what (None: anyone)
         self.mounts: set[tuple[bytes, bytes]] = set()
 
     def _find(self, path: bytes) -> tuple[Backend, list[bytes]] | None:
@@ -37,6 +38,8 @@ class MountService:
         if found is None:
             return mountstat3.MNT3ERR_NOENT, None
         fs, parts = found
+        if self.policy is not None and self.policy.allowed(fs.export_id, ctx.client) is None:
+            return mountstat3.MNT3ERR_ACCES, None
         node = fs.root
         try:
             for part in parts:
@@ -61,5 +64,7 @@ class MountService:
         self.mounts = {m for m in self.mounts if m[0] != host}
 
     def EXPORT(self, ctx: CallContext, a: None) -> Any:
-        return [mount3.exportnode.cls(os.fsencode(fs.root_path), [mount3.groupnode.cls(b"*")])
-                for fs in self.exports.values()]
+        return [mount3.exportnode.cls(os.fsencode(fs.root_path), [
+                    mount3.groupnode.cls(g) for g in
+                    (self.policy.groups(eid) if self.policy is not None else [b"*"])])
+                for eid, fs in self.exports.items()]

@@ -21,6 +21,7 @@ from .attrs import NO_WCC, fattr, wcc, wcc_before
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, ListingCache
 from .errors import NfsError, status_of
 from .handles import handle_kind
+from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import Backend, ObjectNode as Node
 from .store import Store
 
@@ -33,7 +34,10 @@ _ENTRY_BYTES = 4 + 8 + 4 + 8
 _PLUS_BYTES = 4 + 84 + 4 + 4 + 16
 # RPC reply header, status, directory attributes, verifier and the closing flags.
 _REPLY_OVERHEAD = 24 + 4 + 88 + 8 + 8
-_IS_ROOT = os.geteuid() == 0
+# New objects are chowned to the caller by hand only by a root server that cannot act as its
+# callers; acting as them (nfsd/identity.py), the kernel makes new objects theirs, applying
+# the set-group-ID directory rule too.
+_IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
@@ -41,6 +45,9 @@ _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
 class CallContext(NamedTuple):
     cred: Credentials
     client: tuple[str, int]
+    #: the most data one READ or READDIR reply may carry on the call's transport (UDP:
+    #: 32 KiB, so the reply fits a datagram); FSINFO advertises it as rtmax and wtmax
+    max_transfer: int = RTMAX
 
 
 def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
@@ -128,7 +135,11 @@ class Nfs3Service:
             fs.set_mode(n, sa.mode)
         ahow, atime = sa.atime
         mhow, mtime = sa.mtime
-        if ahow or mhow:
+        if ahow == 1 and mhow == 1:
+            # Both to the server's time: utimensat(NULL), which write permission allows (a
+            # group member's ``touch``), where explicit times need ownership.
+            fs.set_times(n, None, None)
+        elif ahow or mhow:
             st = fs.stat(n)
             now = _server_time_ns()
             a_ns = st.st_atime_ns if ahow == 0 else now if ahow == 1 else atime.seconds * 10**9 + atime.nseconds
@@ -193,7 +204,7 @@ class Nfs3Service:
     def READ(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.file.data)
         try:
-            data = fs.read(n, a.offset, min(a.count, RTMAX))
+            data = fs.read(n, a.offset, min(a.count, ctx.max_transfer))
             st = fs.stat(n)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.READ3resfail.cls(self._attr(fs, n))
@@ -331,7 +342,8 @@ class Nfs3Service:
         st = fs.stat(d)
         if not stat.S_ISDIR(st.st_mode):
             return nfsstat3.NFS3ERR_NOTDIR, fattr(st, fs.fsid), fs.cookie_verifier(d), [], False
-        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d))
+        exact = fs.listing_key(d)
+        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d), exact)
         # Attributes and verifier after the listing: for a query directory the listing may
         # have been its directory fault, which is what sets them.
         dattr = fattr(fs.stat(d), fs.fsid)
@@ -398,10 +410,10 @@ class Nfs3Service:
         return NFS3_OK, resok.cls(dattr, verf, dirlist.cls(entries, eof))
 
     def READDIR(self, ctx: CallContext, a: Any) -> Any:
-        return self._readdir(a, False, min(a.count, RTMAX) - _REPLY_OVERHEAD, 1 << 32)
+        return self._readdir(a, False, min(a.count, ctx.max_transfer) - _REPLY_OVERHEAD, 1 << 32)
 
     def READDIRPLUS(self, ctx: CallContext, a: Any) -> Any:
-        return self._readdir(a, True, min(a.maxcount, RTMAX) - _REPLY_OVERHEAD, max(a.dircount, 512))
+        return self._readdir(a, True, min(a.maxcount, ctx.max_transfer) - _REPLY_OVERHEAD, max(a.dircount, 512))
 
     def FSSTAT(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.fsroot.data)
@@ -416,8 +428,9 @@ class Nfs3Service:
     def FSINFO(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.fsroot.data)
         props = nfs3.FSF3_LINK | nfs3.FSF3_SYMLINK | nfs3.FSF3_HOMOGENEOUS | nfs3.FSF3_CANSETTIME
+        rt, wt = min(RTMAX, ctx.max_transfer), min(WTMAX, ctx.max_transfer)
         return NFS3_OK, nfs3.FSINFO3resok.cls(
-            self._attr(fs, n), RTMAX, RTMAX, 4096, WTMAX, WTMAX, 4096, 65536,
+            self._attr(fs, n), rt, rt, 4096, wt, wt, 4096, min(65536, ctx.max_transfer),
             _MAX_FILE, nfs3.nfstime3.cls(0, 1), props)
 
     def PATHCONF(self, ctx: CallContext, a: Any) -> Any:

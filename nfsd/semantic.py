@@ -15,6 +15,11 @@ Virtual objects:
 * value directories (``D/owner:/smith``): the matching files, as relative symbolic links
   (``../../src/x.c``) or, with ``results="files"``, as the real files; read-only (EROFS);
 * result links: the symbolic links inside value directories.
+
+A fault's results are everyone's; what a caller sees of them is not.  When the server acts as
+its callers (``nfsd.identity``), field and value directories show a caller only the files
+they could reach by path from D, and could read when the query is about content (see
+``_visible``); lab views and D itself are checked by the kernel, as the caller.
 """
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
+from . import identity
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
@@ -39,6 +45,9 @@ _QUERY_HANDLE = struct.Struct(">BBH16s")
 _LINK_HANDLE = struct.Struct(">BBH16sQ")
 _VIRTUAL_FILEID = 1 << 63
 _STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
+# What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
+_STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
+VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 
 
 class VStat(NamedTuple):
@@ -128,8 +137,11 @@ class SemanticFS:
         self.root_path = local.root_path
         self._queries = local.store.env.open_db(b"queries%d" % local.export_id)
         self._cache: dict[bytes, Results] = {}
+        self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
         self._lock = threading.Lock()
-        self._started_ns = time.time_ns()
+        # Set once the start-up scan is complete: until then a query could answer from a
+        # half-built index, so directory faults ask the client to retry (JUKEBOX).
+        self.ready = threading.Event()
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -182,7 +194,10 @@ class SemanticFS:
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        self.index.flush()
+        if not self.ready.is_set():
+            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
+        with identity.as_server():  # it reads files on everyone's behalf
+            self.index.flush()
         version = self.index.version
         qid = q.qid()
         cached = self._cache.get(qid)
@@ -313,7 +328,11 @@ class SemanticFS:
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if q.is_field_dir:
+            if name not in self._visible(d, results)[0]:
+                raise NfsError(nfsstat3.NFS3ERR_NOENT)
             return self._placeholder(q.with_value(found))
+        if not self._may_see(q, found.ino, found.path):
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if self.results == "files":
             return self._real_node(found)
         return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
@@ -378,7 +397,58 @@ class SemanticFS:
             return self.local.readlink(n)
         if not n.is_link:
             raise NfsError(nfsstat3.NFS3ERR_INVAL, "not a symbolic link")
+        if not self._may_see(n.query, n.target_ino):
+            raise NfsError(nfsstat3.NFS3ERR_ACCES, "result out of the caller's reach")
         return self._link_target(n)
+
+    # -- what one caller may see --------------------------------------------------------
+    def _visible(self, d: VNode, results: Results) -> tuple[dict[bytes, Any], float | None]:
+        """The entries of a field or value directory the caller may see, and when that view
+        was taken.  Acting as a caller (nfsd/identity.py), a result is seen only if the caller
+        could reach it by path from D (search permission on every directory between, asked
+        of the kernel), and, when the query involves what files hold (any field but the
+        stat ones), could read it; a field directory lists the values of the files seen.
+        The fault's results are shared; views are per identity, reused for VIEW_SECONDS (a
+        chmod shows within that), never across identities."""
+        who = identity.current()
+        if who is None or who.uid == 0:
+            return results.names, None
+        q = d.query
+        key = (q.qid(), who)
+        now = time.monotonic()
+        memo = self._views.get(key)
+        if memo is not None and memo[0] is results and now - memo[1] < VIEW_SECONDS:
+            return memo[2], memo[1]
+        reach = identity.Reach(self._scope_node(q))  # as the caller: D must be reachable
+        content = not q.fields_used() <= _STAT_FIELDS
+        skip = len(results.scope_path) + 1 if results.scope_path else 0
+        if q.is_field_dir:
+            refs = self.index.query(q.scope, q.terms)
+            seen = [r.ino for r in refs if reach.visible(r.path[skip:], who, content)]
+            names = results.names
+            if len(seen) != len(refs):
+                values = self.index.values_of(q.open_field, seen)
+                names = {k: v for k, v in ((encode_value(v), v) for v in values) if k in results.names}
+        else:
+            names = {name: ref for name, ref in results.names.items()
+                     if reach.visible(ref.path[skip:], who, content)}
+        with self._lock:
+            if len(self._views) > 256:
+                self._views.clear()
+            self._views[key] = (results, now, names)
+        return names, now
+
+    def _may_see(self, q: Query, ino: int, path: bytes | None = None) -> bool:
+        """One result of a value directory, as ``_visible`` decides."""
+        who = identity.current()
+        if who is None or who.uid == 0:
+            return True
+        path = path if path is not None else self.index.path_of(ino)
+        if path is None:
+            return False
+        scope = self._scope_path(q)
+        rel = path[len(scope) + 1:] if scope else path
+        return identity.Reach(self._scope_node(q)).visible(rel, who, not q.fields_used() <= _STAT_FIELDS)
 
     # -- listings ------------------------------------------------------------------------
     def scandir(self, d: Node | VNode) -> Iterator[tuple[bytes, int]]:
@@ -392,8 +462,19 @@ class SemanticFS:
                 if not is_dir and name.endswith(q.suffix or b""):
                     yield name, ino
             return
-        for name, found in self._fault(d).names.items():
+        for name, found in self._visible(d, self._fault(d))[0].items():
             yield name, self._entry_fileid(q, found)
+
+    def listing_key(self, d: Node | VNode) -> Hashable:
+        """A query directory's listing is its results: take the fault now and name them
+        exactly.  Real directories and lab views: None (their mtime tells)."""
+        if isinstance(d, Node) or d.query.is_lab:
+            return None
+        results = self._fault(d)
+        who = identity.current()
+        if who is None or who.uid == 0:
+            return (results.version, results.digest)
+        return (results.version, results.digest, who, self._visible(d, results)[1])
 
     def _entry_fileid(self, q: Query, found: Any) -> int:
         if q.is_field_dir:
@@ -445,8 +526,10 @@ class SemanticFS:
         raise NfsError(nfsstat3.NFS3ERR_ROFS, "result links are read-only")
 
     def _noted(self, d: Node, name: bytes) -> None:
+        """Queue the change for the index.  Every directory fault flushes the queue before it
+        runs its query, so the next listing of a query directory shows the change; between
+        queries, changes are applied in batches (create-then-remove costs nothing)."""
         self.index.note_entry(d.ino, name)
-        self.index.flush()
 
     def create_file(self, d: Node | VNode, name: bytes, mode: int, exclusive: bool) -> Node:
         real = self._real_dir(d, name)
@@ -500,7 +583,7 @@ class SemanticFS:
         self.local.truncate(self._real(n), size)
         self.index.note_ino(n.ino)
 
-    def set_times(self, n: Node | VNode, atime_ns: int, mtime_ns: int) -> None:
+    def set_times(self, n: Node | VNode, atime_ns: int | None, mtime_ns: int | None) -> None:
         self.local.set_times(self._real(n), atime_ns, mtime_ns)
         self.index.note_ino(n.ino)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import socket
+from typing import Any, Callable
 
 from protocol.record import RecordReader, RecordTooLarge, set_mark
+from protocol.rpc import accept_stat, accepted_error_reply
 
 from .dispatch import Dispatcher
 
@@ -106,20 +108,53 @@ class RpcStreamProtocol(asyncio.Protocol):
 
 
 class RpcDatagramProtocol(asyncio.DatagramProtocol):
-    """RPC over UDP: one record per datagram, replies bounded by the datagram size."""
+    """RPC over UDP: one record per datagram, replies bounded by the datagram size.
+
+    Calls carry ``max_transfer`` to the handlers (READ and READDIR data, FSINFO's
+    rtmax/wtmax), 32 KiB as knfsd uses over UDP, so that replies fit a datagram; one that
+    still does not is answered SYSTEM_ERR rather than dropped (a dropped reply is retransmitted
+    forever).  Retransmissions are absorbed by the dispatcher's duplicate request cache.  At
+    most ``max_inflight`` calls run at once; datagrams beyond that are dropped (the client
+    retransmits).  ``connections``, when given, holds this endpoint while it is open, so the
+    server's shutdown waits for its calls like for those of TCP connections.
+    """
 
     MAX_DATAGRAM = 65507
+    MAX_TRANSFER = 32 << 10
+    SOCKET_BUFFER = 4 << 20
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, connections: set[Any] | None = None,
+                 max_inflight: int = 128, max_transfer: int = MAX_TRANSFER) -> None:
         self.dispatcher = dispatcher
+        self.connections = connections if connections is not None else set()
+        self.max_inflight = max_inflight
+        self.max_transfer = max_transfer
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:  # bursts of 32 KiB WRITEs overflow the default buffers
+                sock.setsockopt(socket.SOL_SOCKET, option, self.SOCKET_BUFFER)
+            except (OSError, AttributeError):
+                pass
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.transport = None
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)  # e.g. ICMP port unreachable from a vanished client
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.dispatcher.dispatch(data, (addr[0], addr[1]), 0)
+        if len(self.tasks) >= self.max_inflight:
+            self.dropped += 1
+            return
+        reply = self.dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer)
         if reply is None:
             return
         if isinstance(reply, (bytes, bytearray)):
@@ -131,13 +166,39 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
 
     def _done(self, task: "asyncio.Future[Any]", addr: tuple[str, int]) -> None:
         self.tasks.discard(task)  # type: ignore[arg-type]
-        if not task.cancelled() and task.exception() is None and task.result() is not None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("call from %s:%d failed: %r", addr[0], addr[1], exc)
+        elif task.result() is not None:
             self._send(task.result(), addr)
 
     def _send(self, reply: bytes | bytearray, addr: tuple[str, int]) -> None:
-        if self.transport is None:
+        if self.transport is None or self.transport.is_closing():
             return
         if len(reply) > self.MAX_DATAGRAM:
-            log.warning("reply of %d bytes to %s does not fit a datagram; dropped", len(reply), addr[0])
-            return
+            log.warning("reply of %d bytes to %s does not fit a datagram; answering SYSTEM_ERR",
+                        len(reply), addr[0])
+            reply = accepted_error_reply(int.from_bytes(reply[:4], "big"), accept_stat.SYSTEM_ERR)
         self.transport.sendto(reply, addr)
+
+
+async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.Protocol],
+                     datagram_factory: Callable[[], asyncio.DatagramProtocol],
+                     attempts: int = 32) -> tuple[asyncio.base_events.Server, asyncio.DatagramTransport, int]:
+    """A TCP server and a UDP endpoint on the same port of ``host``; with ``port`` 0, a port
+    free for both.  Returns (server, UDP transport, port)."""
+    loop = asyncio.get_running_loop()
+    for attempt in range(attempts):
+        server = await loop.create_server(stream_factory, host, port, reuse_address=True)
+        bound = server.sockets[0].getsockname()[1]
+        try:
+            udp, _ = await loop.create_datagram_endpoint(datagram_factory, local_addr=(host, bound))
+        except OSError:
+            server.close()
+            if port != 0 or attempt == attempts - 1:
+                raise
+            continue
+        return server, udp, bound
+    raise AssertionError("unreachable")

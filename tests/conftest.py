@@ -27,6 +27,11 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     env: dict | None = None
     args: tuple[str, ...] = ()  # extra command-line options
+    # How the fixture exports ``export``: the tests act as root and create files as root, so
+    # root is not squashed here (the squashing default has tests of its own, in
+    # test_exports.py).  None: a bare ``--export DIR``.  With ``--exports FILE`` in ``args``
+    # the file alone says what is exported.
+    export_options: str | None = "*(rw,no_root_squash,insecure)"
 
     @property
     def export_b(self) -> bytes:
@@ -38,7 +43,13 @@ class ServerProcess:
         return self.state_dir.parent / "pysfsd.stderr"
 
     def start(self, port: int = 0) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "nfsd", "--export", str(self.export), "--bind", "127.0.0.1",
+        if "--exports" in self.args:
+            export: list[str] = []
+        elif self.export_options is None:
+            export = ["--export", str(self.export)]
+        else:
+            export = ["--export", f'"{self.export}" {self.export_options}']
+        cmd = [sys.executable, "-m", "nfsd", *export, "--bind", "127.0.0.1",
                "--port", str(port or self.port), "--state-dir", str(self.state_dir), *self.args]
         env = dict(os.environ, **(self.env or {}))
         self._log = self.log_path.open("w")
@@ -49,8 +60,15 @@ class ServerProcess:
         if not m:
             self.proc.wait(timeout=10)
             raise RuntimeError(f"server did not start: {line!r} {self.log_path.read_text()}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain the rest
         self.port = int(m.group(2))
+        # Query directories answer JUKEBOX until the start-up scan is done: wait for it.
+        ready = self.proc.stdout.readline()
+        while ready.startswith("pysfsd:    ") and " export " in ready:  # further exports
+            ready = self.proc.stdout.readline()
+        if not ready.startswith("pysfsd: index ready"):
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"server did not finish indexing: {ready!r} {self.log_path.read_text()}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain the rest
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> str:

@@ -216,6 +216,11 @@ class Index:
         """Sorted distinct values of ``field`` among the files in scope matching all terms."""
         return self._search.values(field, scope_ino, terms)
 
+    def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
+        """Sorted distinct values of ``field`` among the given files (a field directory as one
+        caller sees it: the values of the files that caller may reach)."""
+        return self._search.values_of(field, inos)
+
     def query(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[FileRef]:
         """Files (not directories) below ``scope_ino`` matching every term, sorted by path."""
         return self._search.query(scope_ino, terms)

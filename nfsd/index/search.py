@@ -99,6 +99,15 @@ class Search:
                         found.add(key[len(prefix):])
         return sorted(found)
 
+    def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
+        found: set[bytes] = set()
+        with self.t.env.begin() as txn:
+            for ino in inos:
+                raw = txn.get(INO.pack(ino), db=self.t.attrs)
+                if raw is not None:
+                    found.update(field_values(raw, field))
+        return sorted(found)
+
     def _keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterable[bytes]:
         cur = txn.cursor(db=self.t.postings)
         if not cur.set_range(prefix):

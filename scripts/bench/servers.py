@@ -16,6 +16,7 @@ from types import ModuleType, TracebackType
 
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
+_READY = b"pysfsd: index ready"
 
 
 def free_port() -> int:
@@ -29,7 +30,7 @@ class Pysfsd:
     """pysfsd on an ephemeral port: its first stdout line says which.  Output goes to a log
     file (never a pipe nobody drains), which is polled for that line."""
 
-    def __init__(self, export: Path, work_dir: Path, start_timeout: float = 30.0) -> None:
+    def __init__(self, export: Path, work_dir: Path, start_timeout: float = 600.0) -> None:
         self.export, self.work_dir, self.start_timeout = export, work_dir, start_timeout
         self.log_path = work_dir / "pysfsd.log"
         self.port = 0
@@ -41,14 +42,18 @@ class Pysfsd:
         state.mkdir(parents=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nfsd", "--export", str(self.export), "--port", "0",
+                [sys.executable, "-m", "nfsd", "--port", "0",
+                 # like the Ganesha configuration compared against (Squash = No_Root_Squash)
+                 "--export", f'"{self.export}" *(rw,no_root_squash,insecure)',
                  "--bind", "127.0.0.1", "--state-dir", str(state)],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + self.start_timeout
         while True:
-            found = _LISTENING.search(self.log_path.read_bytes())
-            if found:
+            log_text = self.log_path.read_bytes()
+            found = _LISTENING.search(log_text)
+            # Measure the steady state: wait until the start-up index scan is done too.
+            if found and _READY in log_text:
                 self.port = int(found[1])
                 return self
             if self.proc.poll() is not None or time.monotonic() > deadline:
