@@ -8,7 +8,23 @@ attributes are ``os.stat_result``-shaped.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Hashable, Iterator, Protocol
+
+
+class ModeKinds:
+    """``is_dir`` / ``is_link`` from a ``mode`` attribute, for node classes."""
+
+    __slots__ = ()
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
 
 
 class ObjectNode(Protocol):

@@ -26,6 +26,7 @@ from protocol.nfs3 import nfsstat3
 
 from . import identity
 from .dirlist import cookie_verifier
+from .backend import ModeKinds
 from .errors import NfsError
 from .handles import pack_real, unpack_real
 from .store import Store
@@ -42,7 +43,7 @@ def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-class Node:
+class Node(ModeKinds):
     """An open object: its handle, O_PATH descriptor and identity.
 
     The descriptors close when the last reference goes (CPython refcounting), so a node
@@ -58,14 +59,6 @@ class Node:
         self._io_fd = -1
         self._io_writable = False
         self._io_lock = threading.Lock()
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_link(self) -> bool:
-        return stat.S_ISLNK(self.mode)
 
     def io_fd(self, write: bool) -> int:
         """A read (or read-write) descriptor on the same inode, opened once and kept."""

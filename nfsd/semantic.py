@@ -34,6 +34,7 @@ from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 from protocol.nfs3 import nfsstat3
 
 from . import identity
+from .backend import ModeKinds
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
@@ -66,7 +67,7 @@ class VStat(NamedTuple):
     st_ctime_ns: int
 
 
-class VNode:
+class VNode(ModeKinds):
     """A virtual directory (query) or result link; ``mode`` tells which."""
 
     __slots__ = ("fh", "ino", "mode", "query", "target_ino", "target", "gen", "__weakref__")
@@ -76,14 +77,6 @@ class VNode:
         self.fh, self.ino, self.mode, self.query, self.target_ino = fh, ino, mode, query, target_ino
         self.target = target  # a result link's text, when the fault that found it knew it
         self.gen = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_link(self) -> bool:
-        return stat.S_ISLNK(self.mode)
 
 
 class Results(NamedTuple):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -98,15 +99,24 @@ class ServerProcess:
         return f"nfs://127.0.0.1{self.export}{('/' + path.lstrip('/')) if path else ''}?{q}"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    export = tmp_path / "export"
-    export.mkdir()
-    srv = ServerProcess(export, tmp_path / "state").start()
+@contextmanager
+def serving(base: Path, check_log: bool = True) -> Iterator[ServerProcess]:
+    """A server exporting ``base/export`` (created if missing) with its state in
+    ``base/state``; with ``check_log``, its stderr must hold no traceback at the end."""
+    (base / "export").mkdir(exist_ok=True)
+    srv = ServerProcess(base / "export", base / "state").start()
     try:
         yield srv
     finally:
-        srv.stop()
+        err = srv.stop()
+    if check_log:
+        assert "Traceback" not in err, err[-4000:]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with serving(tmp_path, check_log=False) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from protocol import nfs3
 from protocol.nfs3 import createmode3, ftype3, stable_how
-from tests.conftest import ServerProcess
+from tests.conftest import serving
 from tests.nfs3_helpers import (ACCESS, FSINFO, FSSTAT, LINK, MKNOD, NO_SATTR, OK, PATHCONF,
                                 READLINK, S, SETATTR, ZERO_VERF, attrs, commit, create,
                                 create_ok, cred, diropargs, list_dir, lookup, mkdir,
@@ -28,13 +28,8 @@ def shared(tmp_path_factory):
     """One server for the tests that do not restart it; each test works in its own
     directory of the export."""
     base = tmp_path_factory.mktemp("nfs3srv")
-    (base / "export").mkdir()
-    srv = ServerProcess(base / "export", base / "state").start()
-    try:
+    with serving(base) as srv:
         yield srv
-    finally:
-        err = srv.stop()
-    assert "Traceback" not in err, err[-4000:]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from protocol.rpc import (AUTH_DH, AUTH_SYS, RPCSEC_GSS, accept_stat, auth_stat,
                           mismatch_info, reject_stat, reply_stat)
 from tests.nfs3_helpers import (MOUNT, NFS, OK, REMOVE, S, create_ok, diropargs, null_ok, pack,
                                 raw_call_bytes, reply_of, u32)
-from tests.conftest import ServerProcess
+from tests.conftest import serving
 from tests.rpc_client import ROOT, RpcClient, fh
 
 XID = 0x5EED0001
@@ -25,13 +25,8 @@ def server(tmp_path_factory):
     """One server for this module (starting one takes most of a second); every test
     still gets its own connection, and only the DRC test mutates the export."""
     base = tmp_path_factory.mktemp("rpcsrv")
-    (base / "export").mkdir()
-    srv = ServerProcess(base / "export", base / "state").start()
-    try:
+    with serving(base) as srv:
         yield srv
-    finally:
-        err = srv.stop()
-    assert "Traceback" not in err, err[-4000:]
 
 
 @pytest.fixture

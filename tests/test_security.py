@@ -11,7 +11,7 @@ import pytest
 from protocol import nfs3
 from protocol.nfs3 import createmode3, ftype3
 from protocol.rpc import accept_stat
-from tests.conftest import ServerProcess
+from tests.conftest import serving
 from tests.nfs3_helpers import (ACCESS, FSINFO, GETATTR, LINK, NFS, NO_SATTR, OK, READ, READLINK,
                                 S, SETATTR, ZERO_VERF, attrs, create, create_ok, diropargs,
                                 getattr_, lookup, mkdir, mkdir_ok, null_ok, pack, read,
@@ -22,15 +22,10 @@ from tests.rpc_client import RpcClient, fh
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     base = tmp_path_factory.mktemp("secsrv")
-    (base / "export").mkdir()
     (base / "outside").mkdir()
     (base / "outside" / "secret").write_bytes(b"top secret\n")
-    srv = ServerProcess(base / "export", base / "state").start()
-    try:
+    with serving(base) as srv:
         yield srv
-    finally:
-        err = srv.stop()
-    assert "Traceback" not in err, err[-4000:]
 
 
 @pytest.fixture
