@@ -13,6 +13,7 @@ behind the server's back, by a bounded search of the export.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -120,12 +121,18 @@ def read_generation(fd: int, mode: int) -> int:
     except OSError:
         return 0
     try:
-        raw = fcntl.ioctl(io, FS_IOC_GETVERSION, b"\0" * 8)
+        return ioctl_generation(io)
+    finally:
+        os.close(io)
+
+
+def ioctl_generation(fd: int) -> int:
+    """FS_IOC_GETVERSION on a descriptor opened for reading or writing; 0 if unsupported."""
+    try:
+        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, b"\0" * 8)
         return struct.unpack("q", raw)[0] & 0xFFFFFFFF
     except OSError:
         return 0
-    finally:
-        os.close(io)
 
 
 class LocalFS:
@@ -286,8 +293,10 @@ class LocalFS:
         r = self.store.get_object(self.export_id, ino)
         return r.gen if r is not None else 0
 
-    def _node_from_fd(self, fd: int, st: os.stat_result, parent: int, name: bytes) -> Node:
-        gen = read_generation(fd, st.st_mode)
+    def _node_from_fd(self, fd: int, st: os.stat_result, parent: int, name: bytes,
+                      gen: int | None = None) -> Node:
+        if gen is None:
+            gen = read_generation(fd, st.st_mode)
         if gen == 0:
             rec = self.store.get_object(self.export_id, st.st_ino)
             if rec is not None and rec.parent == parent and rec.name == name:
@@ -409,8 +418,10 @@ class LocalFS:
             os.close(rfd)
         raise NfsError(nfsstat3.NFS3ERR_STALE, f"inode {ino} not found in its parent")
 
-    def _adopt(self, fd: int, st: os.stat_result, parent: int, name: bytes) -> Node:
-        """Turn a freshly opened descriptor into the (shared) node for its object."""
+    def _adopt(self, fd: int, st: os.stat_result, parent: int, name: bytes,
+               gen: int | None = None) -> Node:
+        """Turn a freshly opened descriptor into the (shared) node for its object
+        (``gen``: its generation, when the caller already has it)."""
         rec = self._recorded.get(st.st_ino)
         if rec is not None and rec[0] == parent and rec[2] == name:
             fh = pack_real(self.export_id, st.st_ino, rec[1])
@@ -419,7 +430,7 @@ class LocalFS:
             if existing is not None and existing.mode == st.st_mode:
                 os.close(fd)
                 return self._remember(existing)
-        return self._remember(self._node_from_fd(fd, st, parent, name))
+        return self._remember(self._node_from_fd(fd, st, parent, name, gen))
 
     def _entry_gone(self, ino: int) -> None:
         """An entry was removed through the server: tombstone it if it has no other name."""
@@ -433,13 +444,28 @@ class LocalFS:
         return os.readlink(b"", dir_fd=n.fd)
 
     def create_file(self, d: Node, name: bytes, mode: int, exclusive: bool) -> Node:
+        """Create a regular file; a non-exclusive create may reuse an existing one.
+
+        An existing object that is not a regular file gets EXIST (as from knfsd): opening a
+        FIFO for writing would block a server thread, opening a device would act on it.  The
+        new file's identity and generation come from the descriptor that created it."""
         check_name(name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-        if exclusive:
-            flags |= os.O_EXCL
-        fd = os.open(name, flags, mode & 0o7777, dir_fd=d.fd)
-        os.close(fd)
-        return self.lookup(d, name)
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, mode & 0o7777, dir_fd=d.fd)
+        except FileExistsError:
+            if exclusive or not stat.S_ISREG(os.stat(name, dir_fd=d.fd, follow_symlinks=False).st_mode):
+                raise
+            fd = os.open(name, flags, dir_fd=d.fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced between the two calls above
+                raise FileExistsError(errno.EEXIST, "not a regular file", name)
+            gen = ioctl_generation(fd)
+            opath = os.open(proc_path(fd), os.O_PATH | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+        return self._adopt(opath, st, d.ino, name, gen)
 
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
         check_name(name)

@@ -13,7 +13,7 @@ import pytest
 from protocol import nfs3
 from protocol.nfs3 import createmode3, ftype3, stable_how
 from tests.conftest import serving
-from tests.nfs3_helpers import (ACCESS, FSINFO, FSSTAT, LINK, MKNOD, NO_SATTR, OK, PATHCONF,
+from tests.nfs3_helpers import (null_ok, ACCESS, FSINFO, FSSTAT, LINK, MKNOD, NO_SATTR, OK, PATHCONF,
                                 READLINK, S, SETATTR, ZERO_VERF, attrs, commit, create,
                                 create_ok, cred, diropargs, list_dir, lookup, mkdir,
                                 mkdir_ok, read, readdir_raw, readdirplus_raw, remove, rename,
@@ -606,3 +606,16 @@ def test_readdir_of_a_file_is_notdir(env):
     assert status == S.NFS3ERR_NOTDIR
     (status, res), _ = readdirplus_raw(rpc, f, 0, ZERO_VERF, 4096, 4096)
     assert status == S.NFS3ERR_NOTDIR
+
+
+def test_unchecked_create_of_a_fifo_or_symlink_is_exist_and_never_opens_it(env):
+    """knfsd's rule: an existing object that is not a regular file gets EXIST.  Opening a
+    FIFO for writing would block a server thread for good."""
+    client, d, path = env
+    os.mkfifo(path / "pipe")
+    os.symlink("/etc/passwd", path / "link")
+    for name in (b"pipe", b"link"):
+        status, _ = create(client, d, name)
+        assert status == S.NFS3ERR_EXIST, (name, status)
+    null_ok(client)
+    assert stat.S_ISFIFO(os.lstat(path / "pipe").st_mode)
