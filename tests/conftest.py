@@ -59,7 +59,7 @@ class ServerProcess:
         line = self.proc.stdout.readline()
         m = _LISTENING.match(line)
         if not m:
-            self.proc.wait(timeout=10)
+            self._abandon()
             raise RuntimeError(f"server did not start: {line!r} {self.log_path.read_text()}")
         self.port = int(m.group(2))
         # Query directories answer JUKEBOX until the start-up scan is done: wait for it.
@@ -67,10 +67,18 @@ class ServerProcess:
         while ready.startswith("pysfsd:    ") and " export " in ready:  # further exports
             ready = self.proc.stdout.readline()
         if not ready.startswith("pysfsd: index ready"):
-            self.proc.wait(timeout=10)
+            self._abandon()
             raise RuntimeError(f"server did not finish indexing: {ready!r} {self.log_path.read_text()}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain the rest
         return self
+
+    def _abandon(self) -> None:
+        """A start that went wrong: never leave the process running behind the test."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self._log.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         """Stop the server; returns what it wrote on stderr during this run."""
