@@ -274,7 +274,7 @@ def test_c_exports_and_imports(index: Index) -> None:
     # macros (MAX) are no imports
     assert f[b"imports"] == {b"stdio.h", b"sys/stat.h", b"local.h", b"printf", b"malloc", b"puts", b"stat"}
     assert q(index, (b"imports", b"sys/stat.h")) == [b"src/x.c"]
-    assert q(index, (b"exports", b"helper")) == []  # static
+    assert q(index, (b"exports", b"helper")) == [b"src/lib/util.py"]  # static in x.c, a def in util.py
 
 
 def test_header_exports_declarations(index: Index) -> None:
@@ -318,7 +318,8 @@ def test_values_in_scope_and_with_terms(index: Index) -> None:
     assert index.values(b"ext", src, [(b"type", b"text/x-c"), (b"exports", b"main")]) == [b"c"]
     assert index.values(b"ext", index.root_ino, [(b"size", b"tiny"), (b"text", b"hello")]) == [b"c", b"txt"]
     assert index.values(b"exports", index.root_ino) == sorted(
-        [b"callback", b"feature", b"lib_errno", b"lib_len", b"main", b"make", b"shared", b"shared_ptr"])
+        [b"callback", b"feature", b"lib_errno", b"lib_len", b"main", b"make", b"shared", b"shared_ptr",
+         b"helper"])  # util.py's
     assert index.values(b"ext", 999_999_999) == []
     assert index.values(b"nosuch", index.root_ino) == []
 
@@ -326,7 +327,10 @@ def test_values_in_scope_and_with_terms(index: Index) -> None:
 def test_fields_and_is_field(env: lmdb.Environment, index: Index) -> None:
     fields = index.fields()
     assert fields == sorted(fields)
-    assert set(fields) == set(BUILTIN_FIELDS) | {b"counted"}
+    # the built-in fields some file of the tree has (pic.png its size), and the counter's
+    assert set(fields) == {b"name", b"ext", b"owner", b"group", b"type", b"size", b"mtime", b"text",
+                           b"exports", b"imports", b"width", b"height", b"counted"}
+    assert set(fields) <= set(BUILTIN_FIELDS) | {b"counted"}
     assert index.is_field(b"counted") and index.is_field(b"exports")
     assert not index.is_field(b"nosuch")
     empty = Index(env, index.root_path, 99, transducers=[])

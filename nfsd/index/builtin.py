@@ -6,8 +6,13 @@ import stat
 import time
 from typing import Iterable
 
+from .audio import AudioTags
 from .csource import CSymbols
 from .fields import TEXT_READ, Days, Names, ext_of, size_bucket, words
+from .image import ImageInfo
+from .mail import MailHeaders
+from .pdf import PdfInfo
+from .pysource import PythonSymbols
 from .transducer import SNIFF_BYTES, Content, Tier, Transducer
 
 _INODE_TYPES = {stat.S_IFLNK: b"inode/symlink", stat.S_IFIFO: b"inode/fifo", stat.S_IFSOCK: b"inode/socket",
@@ -88,4 +93,5 @@ class TextWords:
 
 
 def default_transducers() -> list[Transducer]:
-    return [StatFields(), ContentType(), TextWords(), CSymbols()]
+    return [StatFields(), ContentType(), TextWords(), CSymbols(), PythonSymbols(), MailHeaders(),
+            ImageInfo(), AudioTags(), PdfInfo()]

@@ -38,6 +38,50 @@ Every value is bytes, 1 to 255 of them, without NUL; a field name matches
     non-static functions and ``extern`` variables it declares (its interface).  ``imports``:
     every header included, as written between the ``<>`` or quotes (``stdio.h``,
     ``sys/stat.h``), and every function called by name that the file does not define itself.
+
+    Python sources too (``.py``, ``.pyi``, or libmagic's ``text/x-script.python``), parsed
+    with ``ast`` from their first 1 MiB.  ``exports``: the names ``from m import *`` gives,
+    that is the strings of ``__all__`` when the module sets it to a literal list or tuple
+    (``=`` or ``+=``), else the public names (no leading ``_``) bound at top level, inside
+    top-level ``if``/``try``/``with`` blocks too: ``def``, ``async def``, ``class`` and
+    assigned names, not imported ones.  ``imports``: every module imported anywhere in the
+    file, dotted as written (``import os.path`` and ``from os.path import join`` both give
+    ``os.path``); relative imports keep their dots (``from .models import x`` gives
+    ``.models``, ``from . import views`` gives ``.views``).  A file that does not parse gets
+    neither.
+
+Values read from inside files below are "tidied": runs of whitespace become one space, the
+ends are stripped, the UTF-8 is cut to 255 bytes on a character boundary, and a value that
+ends up empty, ``.`` or ``..`` is dropped.  Dates have the three values of ``mtime``.
+
+``from``, ``to``, ``subject``, ``date``
+    mail: a single message (``.eml``, or what libmagic calls ``message/rfc822``) or an mbox
+    (``.mbox``, ``application/mbox``, or content starting with ``From ``: each message of
+    its first 16 MiB, up to 10,000 messages, 1 MiB of header values and 10,000 values; see
+    ``mail``).  ``from``: the address of
+    each ``From`` mailbox; ``to``: of each ``To``, ``Cc`` and ``Bcc`` mailbox (everyone the
+    message was addressed to); addresses are the addr-spec only, lower-cased
+    (``smith@example.org``), one value per address, group members included.  ``subject``:
+    the subject, RFC 2047 encoded words decoded, tidied.  ``date``: the UTC day of the
+    ``Date`` header (a zone of ``-0000`` counts as UTC).
+``camera``, ``taken``, ``width``, ``height``
+    images Pillow reads (JPEG, PNG, GIF, TIFF, WebP, BMP; whatever libmagic calls
+    ``image/*``), from their header only.  ``width``, ``height``: the pixel size in decimal,
+    as stored (an EXIF orientation does not swap them).  ``camera``: EXIF ``Make`` and
+    ``Model`` joined by a space, the make left out when the model already starts with its
+    first word (``Canon EOS 5D``, ``NIKON D750``, ``Apple iPhone 12``), tidied.  ``taken``:
+    the day of EXIF ``DateTimeOriginal``, else of ``DateTime``; in UTC when the file records
+    the clock's offset (``OffsetTimeOriginal`` / ``OffsetTime``), else the day the camera's
+    clock showed.
+``artist``, ``album``, ``title``, ``year``
+    audio tags read by mutagen (ID3, Vorbis comments, MP4 atoms, APEv2) from the first 16 MiB
+    (see ``audio``): each value of the artist, album and title tags, tidied (up to 32 per
+    field), and ``year`` the four digits that start the date tag (``2026`` of
+    ``2026-11-21``).
+``author``, ``title``, ``pages``
+    PDF documents (``.pdf`` or ``application/pdf``) of at most 64 MiB that are not
+    encrypted, read by pypdf: the ``/Author`` and ``/Title`` of the document information
+    dictionary, tidied, and the number of pages in decimal.
 """
 from __future__ import annotations
 
@@ -52,7 +96,10 @@ from typing import Any, Callable, Sequence
 from ..query import FIELD_NAME
 
 BUILTIN_FIELDS: tuple[bytes, ...] = (b"name", b"ext", b"owner", b"group", b"type", b"size",
-                                     b"mtime", b"text", b"exports", b"imports")
+                                     b"mtime", b"text", b"exports", b"imports",
+                                     b"from", b"to", b"subject", b"date",
+                                     b"camera", b"taken", b"width", b"height",
+                                     b"artist", b"album", b"title", b"year", b"author", b"pages")
 MAX_VALUE = 255
 
 KIB, MIB = 1 << 10, 1 << 20

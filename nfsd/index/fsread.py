@@ -87,7 +87,9 @@ class OpenFile:
     def head(self, limit: int) -> bytes:
         """The first ``limit`` bytes (fewer at end of file)."""
         while len(self._data) < limit and not self._eof:
-            chunk = os.pread(self.fd, min(limit - len(self._data), 1 << 20), len(self._data))
+            # reads double as the head grows, so a 64 MiB head is copied a few times, not 64
+            size = min(limit - len(self._data), max(1 << 20, len(self._data)))
+            chunk = os.pread(self.fd, size, len(self._data))
             if not chunk:
                 self._eof = True
             self._data += chunk
