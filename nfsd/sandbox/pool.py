@@ -37,10 +37,11 @@ class Worker:
         self.proc, self.sock = proc, sock
 
     def kill(self) -> str:
-        """Kill it (if it still runs) and say how it ended."""
+        """Kill it (if it still runs) and everything it started, and say how it ended."""
         self.sock.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+        kill_session(self.proc.pid)  # its commands, caught mid-run (it leads their session)
         try:
             status = self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -48,6 +49,36 @@ class Worker:
         if status < 0 and -status != signal.SIGKILL:
             return f"worker killed by {signal.Signals(-status).name}"
         return f"worker exited with status {status}" if status >= 0 else "worker killed"
+
+
+def session_members(sid: int) -> list[int]:
+    """The processes of session ``sid`` (from /proc: no other interface lists them)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid``; again while new ones appear (a process
+    may fork between the listing and the kill)."""
+    for _ in range(5):
+        members = [pid for pid in session_members(sid) if pid != os.getpid()]
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 class WorkerPool:

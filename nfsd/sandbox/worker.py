@@ -5,7 +5,8 @@ environment (``PYSFSD_SANDBOX``, JSON) and the descriptor of its socket in ``PYS
 (``confine``), imports the entry-point transducers, drops to the sandbox user, then serves
 requests one at a time:
 
-* a command transducer runs as a child (its own session, so a timeout kills all it started),
+* a command transducer runs as a child (its own process group, so a timeout kills all it
+  started; still in the worker's session, so the server finds it if it must kill the worker),
   the file's content written to its standard input, at most ``MAX_OUTPUT`` bytes of its
   standard output kept; the worker enforces the wall-clock timeout and the CPU limit;
 * an entry-point transducer is called in this process: no fork per file.  Its pairs travel
@@ -82,7 +83,7 @@ class CommandRunner:
         try:
             proc = subprocess.Popen(self.commands[index], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=self.env, cwd=self.workdir, close_fds=True,
-                                    start_new_session=True)
+                                    process_group=0)
         except OSError as exc:
             raise Failure(f"cannot run: {exc.strerror or exc}") from None
         cpu = self.limits.cpu_seconds
@@ -162,7 +163,7 @@ class CommandRunner:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """The command and everything it started (it leads its own session)."""
+    """The command and everything it started (it leads its own process group)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
