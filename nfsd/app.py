@@ -21,9 +21,13 @@ from .mount_service import MountService
 from .nfs3_service import Nfs3Service
 from .semantic import SemanticFS
 from .portmap_service import PMAP_PORT, Discovery
-from .server import RpcDatagramProtocol, RpcStreamProtocol, listen_rpc
+from .server import (ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, connection_cap,
+                     listen_rpc, reap_connections)
+from .statelock import StateBusy, hold_shared, release
 from .store import Store
 from .trace import trace_level
+from .transducer_options import TransducerSettings, build as build_transducers
+from .index.user import TransducerSpecError
 from .watch import TreeWatcher
 
 log = logging.getLogger("pysfsd")
@@ -39,10 +43,6 @@ OFFLOADED = {
     "READ": lambda a: a.count > SMALL_IO,
     "WRITE": lambda a: a.stable != 0 or len(a.data) > SMALL_IO,
     "COMMIT": _always,
-    # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
-    # read; only a first page may have to read a large directory from the disk.
-    "READDIR": lambda a: a.cookie == 0,
-    "READDIRPLUS": lambda a: a.cookie == 0,
     "CREATE": lambda a: a.how[0] == 2,  # EXCLUSIVE: the verifier is synced to LMDB
 }
 
@@ -66,6 +66,9 @@ class ServerConfig:
     progress: bool | None = None  # scan progress bar: None = when stderr is a terminal
     portmap: bool = False      # serve a portmapper on portmap_port when none runs there
     portmap_port: int = PMAP_PORT
+    idle_timeout: float = 360.0   # close a TCP connection idle this long (s)
+    stall_timeout: float = 120.0  # ... or stalled mid-record, or not reading its replies
+    transducers: TransducerSettings = field(default_factory=TransducerSettings)
 
 
 class ConfigError(ValueError):
@@ -98,13 +101,23 @@ class NfsServer:
                 raise ConfigError(f"export {root} is not a directory")
             if state == root or state.startswith(root.rstrip("/") + "/"):
                 raise ConfigError(f"state directory {state} must not be inside export {root}")
+        try:
+            transducers, self.sandbox = build_transducers(config.transducers)
+        except TransducerSpecError as exc:
+            raise ConfigError(str(exc)) from None
         self.store = Store(store_path(config.state_dir, roots))
+        try:
+            self._state_hold = hold_shared(self.store.path)  # no repair while we serve
+        except StateBusy as exc:
+            self.store.close()
+            raise ConfigError(str(exc)) from None
         self.boot = self.store.next_boot()
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
             eid = self.store.export_id(root)
             local = LocalFS(root, eid, self.store)
-            self.exports[eid] = SemanticFS(local, Index(self.store.env, root, eid), config.results)
+            self.exports[eid] = SemanticFS(local, Index(self.store.env, root, eid, transducers=transducers),
+                                          config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
@@ -113,7 +126,12 @@ class NfsServer:
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
-        self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy), OFFLOADED)
+        # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
+        # read and sorted; a first page, or a page that has to read the directory (again: 0.5 s
+        # for 100k entries), runs in a thread so that it stalls no one.
+        relist = lambda a: a.cookie == 0 or not self.nfs.listing_ready(a.dir.data, a.cookie)  # noqa: E731
+        self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy),
+                                 {**OFFLOADED, "READDIR": relist, "READDIRPLUS": relist})
         self.dispatcher.register(MOUNT3, self.mount)
         self.connections: set[RpcStreamProtocol] = set()
         self._servers: list[asyncio.base_events.Server] = []
@@ -126,13 +144,15 @@ class NfsServer:
         """Listen at once; index the exports in the background.  Real files are served
         meanwhile; query directories answer JUKEBOX (retry later) until ``indexed`` is set."""
         loop = asyncio.get_running_loop()
+        limits = ConnectionLimits(self.config.idle_timeout, self.config.stall_timeout, connection_cap())
         # TCP and UDP on one port number; the UDP endpoint joins self.connections.
         server, _, _ = await listen_rpc(
             self.config.bind, self.config.port,
-            lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record),
+            lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record, limits=limits),
             lambda: RpcDatagramProtocol(self.dispatcher, self.connections))
         self._servers.append(server)
         self._background.append(loop.create_task(self._sync_periodically()))
+        self._background.append(loop.create_task(reap_connections(self.connections, limits)))
         self._background.append(loop.create_task(self._index_all()))
         host, port = server.sockets[0].getsockname()[:2]
         await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
@@ -177,12 +197,13 @@ class NfsServer:
         log.info("indexed %s: %s", fs.root_path, stats)
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:
-        """Apply queued index notes (inotify events, writes) twice a second."""
+        """Apply queued index notes (inotify events, writes) twice a second (and redo a scan
+        a full store cut short, once it has space)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.5)
             try:
-                await loop.run_in_executor(self.executor, fs.index.flush)
+                await loop.run_in_executor(self.executor, fs.index.maintain)
             except Exception:
                 log.exception("index flush failed")
 
@@ -203,5 +224,13 @@ class NfsServer:
         self.executor.shutdown(wait=True)
         for fs in self.exports.values():
             fs.close()
+            if fs.ready.is_set():  # what clients changed last is in the index at the next start
+                try:
+                    fs.index.flush()
+                except Exception:
+                    log.exception("index flush at shutdown failed")
             fs.index.close()
+        if self.sandbox is not None:
+            self.sandbox.close()
         self.store.close()
+        release(self._state_hold)

@@ -9,6 +9,10 @@ import signal
 import sys
 
 from .app import ConfigError, NfsServer, ServerConfig, default_state_dir
+from .server import raise_open_files_limit
+from .index.index import EXTRACT_THREADS
+from .config_file import parse_with_config
+from .transducer_options import add_arguments as add_transducer_arguments, settings_from
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when no portmapper runs, serve one (portmap v2 on port 111, TCP and UDP)")
     p.add_argument("--portmap-port", type=int, default=111, metavar="N",
                    help="port of the --portmap portmapper (default 111; for tests)")
+    p.add_argument("--idle-timeout", type=float, default=360.0, metavar="SECONDS",
+                   help="close a TCP connection with nothing pending after this long (default 360)")
+    p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="close a TCP connection stuck this long in a partial record or not reading "
+                        "its replies (default 120)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    p.add_argument("--config", metavar="FILE",
+                   help="read options from a TOML file, one key per long option (see README: Configuration file)")
+    add_transducer_arguments(p)
     return p
 
 
@@ -53,16 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("index", "query"):
         from .cli_index import main as index_main  # the index commands serve nothing
         return index_main(argv)
+    if argv and argv[0] == "check":
+        from .check import main as check_main  # compares (and repairs) the state, serves nothing
+        return check_main(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     if not args.export and not args.exports:
         parser.error("give --export DIR (repeatable) or --exports FILE")
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if not _tracing() else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     tune_malloc()
+    raise_open_files_limit()
     config = ServerConfig(exports=args.export, exports_file=args.exports, bind=args.bind, port=args.port,
                           state_dir=args.state_dir, threads=args.threads, results=args.results,
-                          watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port)
+                          watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
+                          idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
+                          transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)
         runner = uvloop.run

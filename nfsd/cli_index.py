@@ -20,6 +20,11 @@ from .app import default_state_dir, store_path
 from .index import Index, ScanStats, fsread
 from .query import QuerySyntaxError, encode_value, parse_query_path
 from .store import Store
+from .config_file import parse_with_config
+from .index.index import EXTRACT_THREADS
+from .index.user import TransducerSpecError
+from .sandbox import WorkerPool
+from .transducer_options import add_arguments as add_transducer_arguments, build, settings_from
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -30,6 +35,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=default_state_dir(),
                    help="where the LMDB environment lives (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    p.add_argument("--config", metavar="FILE", help="the server's TOML configuration file (its exports are not used)")
+    add_transducer_arguments(p)  # the server's own: other transducers re-extract every file
     if command == "query":
         p.add_argument("query", help="a query path: 'owner:/smith/ext:/c', 'src/owner:', 'src/:extension=.c'")
         p.add_argument("--no-refresh", action="store_true", help="query the index as it is, without rescanning")
@@ -40,7 +47,8 @@ class UsageError(Exception):
     pass
 
 
-def _open(exports: list[str], state_dir: str) -> tuple[Store, list[Index]]:
+def _open(exports: list[str], state_dir: str, args: argparse.Namespace | None = None
+          ) -> tuple[Store, list[Index], WorkerPool | None]:
     roots = [os.path.realpath(e) for e in exports]
     state = os.path.realpath(state_dir)
     for root in roots:
@@ -48,17 +56,21 @@ def _open(exports: list[str], state_dir: str) -> tuple[Store, list[Index]]:
             raise UsageError(f"export {root} is not a directory")
         if state == root or state.startswith(root.rstrip("/") + "/"):
             raise UsageError(f"state directory {state} must not be inside export {root}")
+    try:
+        transducers, pool = build(settings_from(args, EXTRACT_THREADS)) if args is not None else (None, None)
+    except TransducerSpecError as exc:
+        raise UsageError(str(exc)) from None
     store = Store(store_path(state_dir, roots))
-    return store, [Index(store.env, root, store.export_id(root)) for root in roots]
+    return store, [Index(store.env, root, store.export_id(root), transducers=transducers) for root in roots], pool
 
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    args = _parser(command).parse_args(rest)
+    args = parse_with_config(_parser(command), rest)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        store, indexes = _open(args.export, args.state_dir)
+        store, indexes, pool = _open(args.export, args.state_dir, args)
     except UsageError as exc:
         print(f"pysfsd: {exc}", file=sys.stderr)
         return 2
@@ -74,6 +86,8 @@ def main(argv: list[str]) -> int:
     finally:
         for index in indexes:
             index.close()
+        if pool is not None:
+            pool.close()
         store.close()
 
 
@@ -88,6 +102,8 @@ def _report(index: Index, s: ScanStats) -> None:
         values, postings = counts[field]
         print(f"{field.decode():<{width}}  {values:>10}  {postings:>10}")
     print(f"files whose extraction failed: {index.failures()}")
+    for name, count in sorted(index.failures_by_transducer().items()):
+        print(f"  {name}: {count}")
 
 
 def _query(index: Index, path: bytes, refresh: bool) -> int:

@@ -10,6 +10,11 @@ same inode without walking any path.
 A handle that is not in memory (after a restart, or evicted) is found again through the LMDB
 handle table (parent inode and name, walked down from the export root) and, if the file moved
 behind the server's back, by a bounded search of the export.
+
+When the handle table cannot grow (its store is full: ``StoreFull``), objects that already
+exist are still served (their place is found again by searching, should the server restart),
+but an object created through the server is removed again and the call answers
+NFS3ERR_NOSPC: a handle the server could not remember must not be handed out for it.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterator
+from typing import Callable, Iterator
 
 from protocol.nfs3 import nfsstat3
 
@@ -30,7 +35,7 @@ from .dirlist import cookie_verifier
 from .backend import ModeKinds
 from .errors import NfsError
 from .handles import pack_real, unpack_real
-from .store import Store
+from .store import Store, StoreFull
 
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
@@ -146,6 +151,7 @@ class LocalFS:
         self._lock = threading.Lock()
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
+        self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.stat(fd)
@@ -283,7 +289,10 @@ class LocalFS:
             for dfd, _ in stack:
                 os.close(dfd)
         if repairs:
-            self.store.put_objects(self.export_id, repairs)
+            try:
+                self.store.put_objects(self.export_id, repairs)
+            except StoreFull:
+                pass  # only a cache of where directories are: the next search tries again
         return found
 
     def _known_gen(self, ino: int) -> int:
@@ -312,7 +321,14 @@ class LocalFS:
         value = (parent, gen, name)
         if self._recorded.get(ino) == value:
             return
-        self.store.put_objects(self.export_id, [(ino, parent, gen, name)])
+        try:
+            self.store.put_objects(self.export_id, [(ino, parent, gen, name)])
+        except StoreFull:
+            if len(self._unsaved) > 100_000:
+                self._unsaved.clear()
+            self._unsaved.add(ino)
+            return
+        self._unsaved.discard(ino)
         if len(self._recorded) > 1_000_000:
             self._recorded.clear()
         self._recorded[ino] = value
@@ -433,9 +449,29 @@ class LocalFS:
         return self._remember(self._node_from_fd(fd, st, parent, name, gen))
 
     def _entry_gone(self, ino: int) -> None:
-        """An entry was removed through the server: tombstone it if it has no other name."""
-        self.store.mark_deleted(self.export_id, ino)
-        self._recorded.pop(ino, None)
+        """An entry was removed through the server: tombstone it if it has no other name,
+        and close what the server holds open of it (its blocks are freed only then)."""
+        rec = self._recorded.pop(ino, None)
+        if rec is not None:
+            self.forget(pack_real(self.export_id, ino, rec[1]))
+        self._unsaved.discard(ino)
+        try:
+            self.store.mark_deleted(self.export_id, ino)
+        except StoreFull:
+            pass  # without the tombstone its handle still turns STALE, after a search
+
+    def _kept(self, n: Node, d: Node, name: bytes, undo: Callable[[], None]) -> Node:
+        """A node just created as ``d/name``, if the handle table took its place; else the
+        object is removed again (``undo``) and the call fails with ENOSPC."""
+        if n.ino not in self._unsaved:
+            return n
+        self.forget(n.fh)
+        try:
+            if self.lstat_at(d, name).st_ino == n.ino:
+                undo()
+        except OSError:
+            pass
+        raise StoreFull(f"cannot record {name!r}")
 
     # -- operations ---------------------------------------------------------------------
     def readlink(self, n: Node) -> bytes:
@@ -453,10 +489,12 @@ class LocalFS:
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
         try:
             fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, mode & 0o7777, dir_fd=d.fd)
+            created = True
         except FileExistsError:
             if exclusive or not stat.S_ISREG(os.stat(name, dir_fd=d.fd, follow_symlinks=False).st_mode):
                 raise
             fd = os.open(name, flags, dir_fd=d.fd)
+            created = False
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # replaced between the two calls above
@@ -465,24 +503,29 @@ class LocalFS:
             opath = os.open(proc_path(fd), os.O_PATH | os.O_CLOEXEC)
         finally:
             os.close(fd)
-        return self._adopt(opath, st, d.ino, name, gen)
+        n = self._adopt(opath, st, d.ino, name, gen)
+        if not created:
+            return n  # it existed before: served like any existing object
+        return self._kept(n, d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
         check_name(name)
         os.mkdir(name, mode & 0o7777, dir_fd=d.fd)
-        return self._undo_umask(self.lookup(d, name), mode)
+        n = self._kept(self.lookup(d, name), d, name, lambda: os.rmdir(name, dir_fd=d.fd))
+        return self._undo_umask(n, mode)
 
     def symlink(self, d: Node, name: bytes, target: bytes) -> Node:
         check_name(name)
         if b"\0" in target:
             raise NfsError(nfsstat3.NFS3ERR_INVAL, "NUL in symlink target")
         os.symlink(target, name, dir_fd=d.fd)
-        return self.lookup(d, name)
+        return self._kept(self.lookup(d, name), d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
     def mknod(self, d: Node, name: bytes, mode: int, device: int = 0) -> Node:
         check_name(name)
         os.mknod(name, mode, device, dir_fd=d.fd)
-        return self._undo_umask(self.lookup(d, name), mode)
+        n = self._kept(self.lookup(d, name), d, name, lambda: os.unlink(name, dir_fd=d.fd))
+        return self._undo_umask(n, mode)
 
     @staticmethod
     def _undo_umask(n: Node, mode: int) -> Node:

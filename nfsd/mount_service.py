@@ -12,6 +12,9 @@ from .errors import NfsError
 from .backend import Backend
 from .nfs3_service import CallContext
 
+#: DUMP is informational (RFC 1813): the mount list is bounded, however many MNTs arrive.
+MAX_MOUNTS = 4096
+
 
 class MountService:
     def __init__(self, exports: dict[int, Backend], policy: Any = None) -> None:
@@ -50,14 +53,15 @@ class MountService:
             return mountstat3.MNT3ERR_NOENT, None
         except (OSError, NfsError):
             return mountstat3.MNT3ERR_ACCES, None
-        self.mounts.add((ctx.client[0].encode(), path))
+        if len(self.mounts) < MAX_MOUNTS:  # normalized: "/x//./" is "/x", not one entry per spelling
+            self.mounts.add((ctx.client[0].encode(), os.path.normpath(path)))
         return mountstat3.MNT3_OK, mount3.mountres3_ok.cls(node.fh, [AUTH_SYS, AUTH_NONE])
 
     def DUMP(self, ctx: CallContext, a: None) -> Any:
         return [mount3.mountbody.cls(host, path) for host, path in sorted(self.mounts)]
 
     def UMNT(self, ctx: CallContext, path: bytes) -> None:
-        self.mounts.discard((ctx.client[0].encode(), path))
+        self.mounts.discard((ctx.client[0].encode(), os.path.normpath(path) if path else path))
 
     def UMNTALL(self, ctx: CallContext, a: None) -> None:
         host = ctx.client[0].encode()

@@ -18,16 +18,17 @@ from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
 from .attrs import NO_WCC, fattr, wcc, wcc_before
-from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, ListingCache
+from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, ListingCache
 from .errors import NfsError, status_of
-from .handles import handle_kind
+from .handles import KIND_REAL, handle_kind
 from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import Backend, ObjectNode as Node
-from .store import Store
+from .store import Store, StoreFull
 
 RTMAX = WTMAX = 1 << 20
 _fh = nfs3.nfs_fh3.cls
 _MAX_FILE = (1 << 63) - 1
+_MAX_MAJOR, _MAX_MINOR = 1 << 12, 1 << 20  # the kernel's dev_t: 12 bits of major, 20 of minor
 # Encoded sizes of a directory entry: list flag, fileid, name length, cookie; READDIRPLUS adds
 # post_op_attr (flag + fattr3) and post_op_fh3 (flag + length + 16-byte handle).
 _ENTRY_BYTES = 4 + 8 + 4 + 8
@@ -119,11 +120,13 @@ class Nfs3Service:
         return wcc(pre, self._attr(fs, n))
 
     def _changed(self, d: Node) -> None:
-        self.listings.invalidate(d.ino)
+        self.listings.invalidate(d.fh)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
         if sa.size is not None:
+            if sa.size > _MAX_FILE:
+                raise NfsError(nfsstat3.NFS3ERR_FBIG)
             fs.truncate(n, sa.size)
         uid = sa.uid
         gid = sa.gid
@@ -203,8 +206,11 @@ class Nfs3Service:
 
     def READ(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.file.data)
+        # Offsets are 64-bit unsigned on the wire, file offsets signed: as knfsd, a read past
+        # the largest offset reads nothing (and is at EOF).
+        offset = min(a.offset, _MAX_FILE)
         try:
-            data = fs.read(n, a.offset, min(a.count, ctx.max_transfer))
+            data = fs.read(n, offset, min(a.count, ctx.max_transfer, _MAX_FILE - offset))
             st = fs.stat(n)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.READ3resfail.cls(self._attr(fs, n))
@@ -215,6 +221,8 @@ class Nfs3Service:
         fs, n = self.resolve(a.file.data)
         pre = self._pre(fs, n)
         data = a.data[:a.count] if a.count < len(a.data) else a.data
+        if a.offset + len(data) > _MAX_FILE:  # as knfsd: past the largest file offset
+            return nfsstat3.NFS3ERR_FBIG, nfs3.WRITE3resfail.cls(self._wcc(fs, n, pre))
         try:
             count = fs.write(n, a.offset, data, a.stable)
         except (OSError, NfsError) as exc:
@@ -244,7 +252,12 @@ class Nfs3Service:
             with self._create_lock:
                 try:
                     n = fs.create_file(d, name, 0o644, exclusive=True)
-                    fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
+                    try:
+                        fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
+                    except StoreFull:
+                        # a retransmission must not find the file without its verifier
+                        fs.remove(d, name, False)
+                        raise
                     if _IS_ROOT and ctx.cred.uid is not None:
                         fs.set_owner(n, ctx.cred.uid, ctx.cred.gid or 0)
                     self._changed(d)
@@ -279,7 +292,10 @@ class Nfs3Service:
         if ftype not in kinds:
             return nfsstat3.NFS3ERR_BADTYPE, nfs3.MKNOD3resfail.cls(self._wcc(fs, d, pre))
         if ftype in (nfs3.ftype3.NF3CHR, nfs3.ftype3.NF3BLK):
-            sattr, device = what.dev_attributes, os.makedev(what.spec.specdata1, what.spec.specdata2)
+            major, minor = what.spec.specdata1, what.spec.specdata2
+            if major >= _MAX_MAJOR or minor >= _MAX_MINOR:  # as knfsd: what the kernel's dev_t holds
+                return nfsstat3.NFS3ERR_INVAL, nfs3.MKNOD3resfail.cls(self._wcc(fs, d, pre))
+            sattr, device = what.dev_attributes, os.makedev(major, minor)
         else:
             sattr, device = what, 0
         perm = sattr.mode if sattr.mode is not None else 0o644
@@ -336,6 +352,22 @@ class Nfs3Service:
             self._changed(d)
         return NFS3_OK, nfs3.LINK3resok.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
 
+    def listing_ready(self, fh: bytes, cookie: int) -> bool:
+        """Whether the READDIR or READDIRPLUS page of this directory after ``cookie`` comes
+        from the cached listing, cheap enough to serve inline.  A first page of a real
+        directory changed since it was listed reads and sorts it again (half a second for
+        100k entries): the dispatcher runs that in a thread, so that other clients are served
+        meanwhile.  Query directories, and handles that will fail, answer True: nothing
+        changes for them."""
+        try:
+            if handle_kind(fh)[0] != KIND_REAL:
+                return True
+            fs, d = self.resolve(fh)
+            st = fs.stat(d)
+        except (OSError, NfsError):
+            return True
+        return self.listings.is_fresh(d.fh, st.st_mtime_ns, st.st_ctime_ns, resume=cookie >= FIRST_NAME_COOKIE)
+
     def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
                       plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
         """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
@@ -343,7 +375,8 @@ class Nfs3Service:
         if not stat.S_ISDIR(st.st_mode):
             return nfsstat3.NFS3ERR_NOTDIR, fattr(st, fs.fsid), fs.cookie_verifier(d), [], False
         exact = fs.listing_key(d)
-        listing = self.listings.get(d.ino, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d), exact)
+        listing = self.listings.get(d.fh, st.st_mtime_ns, st.st_ctime_ns, lambda: fs.scandir(d), exact,
+                                    resume=cookie >= FIRST_NAME_COOKIE)
         # Attributes and verifier after the listing: for a query directory the listing may
         # have been its directory fault, which is what sets them.
         dattr = fattr(fs.stat(d), fs.fsid)

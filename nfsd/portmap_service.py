@@ -30,7 +30,7 @@ from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from .nfs3_service import CallContext
 from .rpcbind_client import Mapping, Registration, our_mappings
-from .server import RpcDatagramProtocol, RpcStreamProtocol, listen_rpc
+from .server import ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, listen_rpc, reap_connections
 
 log = logging.getLogger("pysfsd.portmap")
 
@@ -109,17 +109,21 @@ class EmbeddedPortmapper:
         self.udp.register(PORTMAP2_UDP, self.service)
         self.connections: set[Any] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.reaper: asyncio.Task[None] | None = None  # closes idle and stalled connections
 
     async def start(self, host: str, port: int) -> int:
         self.server, _, port = await listen_rpc(
             host, port,
             lambda: RpcStreamProtocol(self.tcp, self.connections, MAX_RECORD, max_inflight=4),
             lambda: RpcDatagramProtocol(self.udp, self.connections))
+        self.reaper = asyncio.get_running_loop().create_task(reap_connections(self.connections, ConnectionLimits()))
         for proto, number in _PROTO.items():
             self.service.table[(PMAP_PROGRAM, PMAP_V2, number)] = port
         return port
 
     def close(self) -> None:
+        if self.reaper is not None:
+            self.reaper.cancel()
         if self.server is not None:
             self.server.close()
         for conn in list(self.connections):

@@ -39,6 +39,7 @@ from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, encode_value, parse_field_name, parse_lab_name
+from .store import StoreFull
 
 KIND_QUERY = 1   # version kind export_id qid(16)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -164,8 +165,8 @@ class SemanticFS:
         qid = q.qid()
         with self.store.env.begin(db=self._queries) as txn:
             known = txn.get(qid) is not None
-        if not known:
-            with self.store.env.begin(write=True, db=self._queries) as txn:
+        if not known:  # a full store: StoreFull, so the LOOKUP answers NOSPC
+            with self.store.writing(), self.store.env.begin(write=True, db=self._queries) as txn:
                 txn.put(qid, _STATE.pack(0, time.time_ns()) + q.key(), overwrite=False)
         return self._query_node(q)
 
@@ -211,15 +212,20 @@ class SemanticFS:
         return results
 
     def _remember_state(self, qid: bytes, digest: int) -> int:
-        """The time the results last changed, persisted so attributes survive restarts."""
-        with self.store.env.begin(write=True, db=self._queries) as txn:
-            raw = txn.get(qid)
-            if raw is None:
-                raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
-            old_digest, mtime_ns = _STATE.unpack_from(raw)
-            if old_digest != digest:
-                mtime_ns = max(time.time_ns(), mtime_ns + 1)
-                txn.put(qid, _STATE.pack(digest, mtime_ns) + bytes(raw[_STATE.size:]))
+        """The time the results last changed, persisted so attributes survive restarts (on
+        a full store, only for this run)."""
+        new_mtime_ns = 0
+        try:
+            with self.store.writing(), self.store.env.begin(write=True, db=self._queries) as txn:
+                raw = txn.get(qid)
+                if raw is None:
+                    raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
+                old_digest, mtime_ns = _STATE.unpack_from(raw)
+                if old_digest != digest:
+                    mtime_ns = new_mtime_ns = max(time.time_ns(), mtime_ns + 1)
+                    txn.put(qid, _STATE.pack(digest, mtime_ns) + bytes(raw[_STATE.size:]))
+        except StoreFull:
+            return new_mtime_ns
         return mtime_ns
 
     def _state(self, q: Query) -> tuple[int, int, int]:

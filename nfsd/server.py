@@ -1,15 +1,23 @@
 """asyncio transports: a thin shell moving RPC records between sockets and the dispatcher.
 
 Uses ``asyncio.Protocol`` callbacks rather than streams (several times faster per call).
-Each connection bounds its memory: one record at most ``max_record`` bytes (larger: logged and
-the connection closed), at most ``max_inflight`` calls being served, and reading pauses
-while the peer is not reading its replies.
+Each TCP connection bounds what it holds: one record of at most ``max_record`` bytes (larger:
+logged and the connection closed), at most ``max_inflight`` calls being served, and replies
+queued up to about ``WRITE_BUFFER``: past either limit the connection stops dispatching (the
+records already received wait in a backlog) and stops reading until the peer catches up.
+``reap_connections`` closes connections that sit still: idle ones after
+``ConnectionLimits.idle_timeout``, and after ``stall_timeout`` those holding a partial record
+no byte has been added to, or replies the peer does not read.  Nothing on the per-record
+path keeps a timer: the reaper looks at a flag each connection sets when it makes progress.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from protocol.record import RecordReader, RecordTooLarge, set_mark
@@ -19,6 +27,52 @@ from .dispatch import Dispatcher
 
 log = logging.getLogger("pysfsd.net")
 
+#: Replies a connection may queue unsent before it stops reading and dispatching; inline
+#: replies leave in vectored writes of up to WRITE_BATCH.
+WRITE_BUFFER = 4 << 20
+WRITE_BATCH = 1 << 20
+LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 by default)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a TCP connection may sit still, and how many may be open at once."""
+
+    #: nothing received, nothing pending (knfsd closes idle connections after 6 minutes;
+    #: clients reconnect transparently)
+    idle_timeout: float = 360.0
+    #: a partial record no byte was added to, or replies not read by the peer
+    stall_timeout: float = 120.0
+    #: connections beyond this are closed at once (each one is a file descriptor)
+    max_connections: int = 1 << 16
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often the reaper looks: often enough for short (test) timeouts, rarely
+        otherwise (a look costs a few attribute reads per connection)."""
+        return min(5.0, max(0.05, min(self.idle_timeout, self.stall_timeout) / 4))
+
+
+def raise_open_files_limit(ceiling: int = 1 << 20) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one (at most ``ceiling``): every
+    connection is a descriptor and shells and systemd default to 1024.  Returns the soft
+    limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(ceiling, hard) if hard != resource.RLIM_INFINITY else ceiling
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def connection_cap() -> int:
+    """Connections to accept at most: half the descriptors, the rest for open files, the
+    LMDB environment and inotify."""
+    return max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+
 
 def _marked(reply: bytes | bytearray) -> bytearray:
     """The reply with its record mark filled into the 4 bytes reserved at its start."""
@@ -26,52 +80,103 @@ def _marked(reply: bytes | bytearray) -> bytearray:
 
 
 class RpcStreamProtocol(asyncio.Protocol):
+    _refused_logged = 0.0  # when a refused connection was last logged (class-wide, rate-limited)
+
     def __init__(self, dispatcher: Dispatcher, connections: set["RpcStreamProtocol"],
-                 max_record: int, max_inflight: int = 32) -> None:
+                 max_record: int, max_inflight: int = 32,
+                 limits: ConnectionLimits | None = None) -> None:
         self.dispatcher = dispatcher
         self.connections = connections
         self.reader = RecordReader(max_record)
         self.max_inflight = max_inflight
+        self.limits = limits or ConnectionLimits()
         self.inflight = 0
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("?", 0)
         self._reading_paused = False
         self._writing_paused = False
+        self._backlog: list[bytes] = []  # records received but not dispatched yet
         self.tasks: set[asyncio.Task[Any]] = set()
+        # For the reaper: set on any progress; when it last saw some; unsent bytes then.
+        self.progressed = True
+        self.quiet_since = 0.0
+        self.unsent = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if peer else ("local", 0)
-        transport.set_write_buffer_limits(high=4 << 20)  # type: ignore[attr-defined]
+        if len(self.connections) >= self.limits.max_connections:
+            now = time.monotonic()
+            if now - RpcStreamProtocol._refused_logged > 10:
+                RpcStreamProtocol._refused_logged = now
+                log.warning("refusing connection from %s:%d: %d connections open (the limit)",
+                            *self.peer, len(self.connections))
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.transport = None
+        self._backlog = []
+
+    def close(self, reason: str, abort: bool = True) -> None:
+        """Drop the connection (``abort``: at once, discarding unsent replies)."""
+        if self.transport is None:
+            return
+        log.log(logging.INFO if not abort else logging.WARNING,
+                "closing connection from %s:%d: %s", *self.peer, reason)
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        """Serve the records ``data`` completes (after any backlog), in order, while the
+        connection may take work; keep the rest in the backlog and stop reading.
+
+        Replies answered inline leave together: one vectored write for a pipelined burst
+        instead of a system call per reply, flushed early past WRITE_BATCH.  What may stop
+        the loop is checked only where it can change (a task started, a batch written), and
+        everything is inline: this is the per-call path."""
+        self.progressed = True
         try:
             records = self.reader.feed(data)
         except RecordTooLarge as exc:
-            log.warning("closing connection from %s:%d: %s", *self.peer, exc)
-            if self.transport is not None:
-                self.transport.abort()
+            self.close(str(exc))
             return
-        # Replies answered inline leave together: one vectored write for a pipelined burst
-        # instead of a system call per reply.
+        if self._backlog:
+            records, self._backlog = self._backlog + records, []
+        if self.inflight >= self.max_inflight or self._writing_paused:
+            self._backlog = records
+            records = []
+        dispatch, peer, batch = self.dispatcher.dispatch, self.peer, WRITE_BATCH
         ready: list[bytearray] = []
-        for record in records:
-            reply = self.dispatcher.dispatch(record, self.peer, 4)
+        size = 0
+        pending = iter(records)  # what a break leaves in it waits in the backlog
+        for record in pending:
+            reply = dispatch(record, peer, 4)
             if reply is None:
                 continue
             if isinstance(reply, (bytes, bytearray)):
                 ready.append(_marked(reply))
+                size += len(reply)
+                if size >= batch:
+                    self._write(ready)  # may pause writing
+                    ready, size = [], 0
+                    if self._writing_paused:
+                        self._backlog = list(pending)
+                        break
             else:
                 self.inflight += 1
                 task = asyncio.ensure_future(reply)
                 self.tasks.add(task)
                 task.add_done_callback(self._done)
+                if self.inflight >= self.max_inflight:
+                    self._backlog = list(pending)
+                    break
         if ready and self.transport is not None and not self.transport.is_closing():
             if len(ready) == 1:
                 self.transport.write(ready[0])
@@ -79,9 +184,19 @@ class RpcStreamProtocol(asyncio.Protocol):
                 self.transport.writelines(ready)
         self._update_reading()
 
+    def _write(self, ready: list[bytearray]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(ready)
+
+    def _drain_backlog(self) -> None:
+        if self._backlog and self.transport is not None:
+            self.data_received(b"")  # serves the backlog first
+
     def _done(self, task: "asyncio.Future[Any]") -> None:
         self.tasks.discard(task)  # type: ignore[arg-type]
         self.inflight -= 1
+        self.progressed = True
         if task.cancelled():
             return
         exc = task.exception()
@@ -91,6 +206,7 @@ class RpcStreamProtocol(asyncio.Protocol):
             reply = task.result()
             if reply is not None:
                 self._send(reply)
+        self._drain_backlog()
         self._update_reading()
 
     def _send(self, reply: bytes | bytearray) -> None:
@@ -101,7 +217,7 @@ class RpcStreamProtocol(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self.transport is None:
             return
-        should_pause = self.inflight >= self.max_inflight or self._writing_paused
+        should_pause = self.inflight >= self.max_inflight or self._writing_paused or self._backlog
         if should_pause and not self._reading_paused:
             self.transport.pause_reading()
             self._reading_paused = True
@@ -115,7 +231,48 @@ class RpcStreamProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self.progressed = True
+        self._drain_backlog()
         self._update_reading()
+
+    def overdue(self, now: float) -> tuple[str, bool] | None:
+        """Why the reaper should close this connection now (and whether abruptly), if it
+        should: called every ``sweep_interval``, it times how long nothing has moved."""
+        transport = self.transport
+        if transport is None:
+            return None
+        unsent = transport.get_write_buffer_size()
+        if self.progressed or unsent < self.unsent:  # bytes arrived, or replies drained
+            self.progressed = False
+            self.quiet_since, self.unsent = now, unsent
+            return None
+        self.unsent = unsent
+        quiet = now - self.quiet_since
+        if unsent:
+            if quiet > self.limits.stall_timeout:
+                return f"{unsent} bytes of replies unread for {quiet:.0f} s", True
+        elif self.inflight or self._backlog:
+            pass  # the server is busy, not the peer
+        elif self.reader.buffered:
+            if quiet > self.limits.stall_timeout:
+                return f"partial record of {self.reader.buffered} bytes stalled for {quiet:.0f} s", True
+        elif quiet > self.limits.idle_timeout:
+            return f"idle for {quiet:.0f} s", False
+        return None
+
+
+async def reap_connections(connections: set[Any], limits: ConnectionLimits) -> None:
+    """Close the stream connections of ``connections`` that sit still past ``limits``
+    (a background task; the set also holds UDP endpoints, which are left alone)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(limits.sweep_interval)
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, RpcStreamProtocol):
+                verdict = conn.overdue(now)
+                if verdict is not None:
+                    conn.close(*verdict)
 
 
 class RpcDatagramProtocol(asyncio.DatagramProtocol):
@@ -202,7 +359,9 @@ async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.
     free for both.  Returns (server, UDP transport, port)."""
     loop = asyncio.get_running_loop()
     for attempt in range(attempts):
-        server = await loop.create_server(stream_factory, host, port, reuse_address=True)
+        # A deep accept queue: a burst of clients (reconnecting after a restart) must not
+        # overflow it while the loop is busy, or their SYNs are dropped and retried 1 s later.
+        server = await loop.create_server(stream_factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
         bound = server.sockets[0].getsockname()[1]
         try:
             udp, _ = await loop.create_datagram_endpoint(datagram_factory, local_addr=(host, bound))

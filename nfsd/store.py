@@ -5,19 +5,59 @@ generation, so a handle can be turned back into an open file after a restart by 
 names down from the export root.  It is a cache of where things are, rebuilt on demand when
 files move behind the server's back, so its writes need not be synchronous; what must be
 durable (exclusive-create verifiers) is synced explicitly.
+
+A full store (its file system, or its map) is not a crash: a write that cannot be made raises
+``StoreFull``, an ``OSError`` with ``ENOSPC``, so the NFS call that needed it answers
+``NFS3ERR_NOSPC``; the condition is logged once, and again when writes go through.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import struct
 import threading
-from typing import Iterable, NamedTuple
+from contextlib import contextmanager
+from typing import Iterable, Iterator, NamedTuple
 
 import lmdb
+
+log = logging.getLogger("pysfsd.store")
 
 _OBJ_KEY = struct.Struct(">HQ")
 _OBJ_VAL = struct.Struct(">QIB")  # parent inode, generation, flags; then the name
 FLAG_DELETED = 1                  # tombstone: the object was removed through the server
+
+
+# LMDB reports a short write (the file system filled up mid-commit) as EIO: below this much
+# free space, that is taken for a full store rather than a failing disk.
+FULL_MARGIN = 1 << 20
+
+
+class StoreFull(OSError):
+    """The LMDB environment cannot grow: ENOSPC for whoever needed the write."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ENOSPC, f"state store full: {detail}")
+
+
+def is_full(exc: BaseException, path: str) -> bool:
+    """Whether an LMDB error means the environment (its map, or its file system) is full."""
+    if isinstance(exc, StoreFull | lmdb.MapFullError):
+        return True
+    if not isinstance(exc, lmdb.Error):
+        return False
+    text = str(exc)
+    if "No space left" in text or "quota exceeded" in text:
+        return True
+    if "Input/output error" not in text:
+        return False
+    try:
+        v = os.statvfs(path)
+    except OSError:
+        return False
+    free = v.f_bfree if os.geteuid() == 0 else v.f_bavail
+    return free * v.f_frsize < FULL_MARGIN
 
 
 class ObjectRecord(NamedTuple):
@@ -39,12 +79,31 @@ class Store:
         self.meta = self.env.open_db(b"meta")
         self.verifiers = self.env.open_db(b"createverf")
         self._lock = threading.Lock()
+        self.full = False  # the last write failed for want of space
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a write transaction: a full store becomes ``StoreFull`` (logged once per
+        episode); the first write that goes through again says so."""
+        try:
+            yield
+        except lmdb.Error as exc:
+            if not is_full(exc, self.path):
+                raise
+            if not self.full:
+                self.full = True
+                log.warning("state store %s is full (%s): new objects get NFS3ERR_NOSPC until there "
+                            "is space again", self.path, exc)
+            raise StoreFull(str(exc)) from exc
+        if self.full:
+            self.full = False
+            log.warning("state store %s has space again", self.path)
 
     # -- exports and boots ----------------------------------------------------------------
     def export_id(self, export_path: str) -> int:
         """A small persistent number for an export path (part of every handle)."""
         key = b"export:" + os.fsencode(export_path)
-        with self.env.begin(write=True, db=self.meta) as txn:
+        with self.writing(), self.env.begin(write=True, db=self.meta) as txn:
             found = txn.get(key)
             if found is not None:
                 return int(found)
@@ -55,10 +114,16 @@ class Store:
         return next_id
 
     def next_boot(self) -> int:
-        with self.env.begin(write=True, db=self.meta) as txn:
-            boot = int(txn.get(b"boot") or b"0") + 1
-            txn.put(b"boot", str(boot).encode())
-        self.env.sync(True)
+        """The boot counter, moved on.  On a full store it moves in memory only: the write
+        verifier has random bytes besides, so it still changes."""
+        try:
+            with self.writing(), self.env.begin(write=True, db=self.meta) as txn:
+                boot = int(txn.get(b"boot") or b"0") + 1
+                txn.put(b"boot", str(boot).encode())
+        except StoreFull:
+            with self.env.begin(db=self.meta) as txn:
+                return int(txn.get(b"boot") or b"0") + 1
+        self.sync()
         return boot
 
     # -- handle table ---------------------------------------------------------------------
@@ -72,7 +137,7 @@ class Store:
 
     def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]]) -> None:
         """Record (ino, parent, gen, name) tuples, skipping ones already identical."""
-        with self.env.begin(write=True, db=self.objects) as txn:
+        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
             for ino, parent, gen, name in records:
                 key = _OBJ_KEY.pack(export_id, ino)
                 val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
@@ -80,7 +145,7 @@ class Store:
                     txn.put(key, val)
 
     def mark_deleted(self, export_id: int, ino: int) -> None:
-        with self.env.begin(write=True, db=self.objects) as txn:
+        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
             key = _OBJ_KEY.pack(export_id, ino)
             raw = txn.get(key)
             if raw is not None:
@@ -103,7 +168,7 @@ class Store:
     # -- EXCLUSIVE create ----------------------------------------------------------------
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes) -> None:
         """Durably remember which verifier created a file (before the CREATE reply)."""
-        with self.env.begin(write=True, db=self.verifiers) as txn:
+        with self.writing(), self.env.begin(write=True, db=self.verifiers) as txn:
             txn.put(_OBJ_KEY.pack(export_id, ino), struct.pack(">I", gen & 0xFFFFFFFF) + verf)
         self.env.sync(True)
 
@@ -115,7 +180,12 @@ class Store:
         return bytes(raw[4:])
 
     def sync(self) -> None:
-        self.env.sync(True)
+        """Flush committed transactions to the disk (the periodic sync; best effort: what
+        needs durability syncs itself and reports its own failure)."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            log.warning("state store %s: sync failed: %s", self.path, exc)
 
     def close(self) -> None:
         self.env.sync(True)

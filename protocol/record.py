@@ -1,7 +1,10 @@
 """ONC RPC record marking over stream transports (RFC 5531 section 11), sans-I/O.
 
-``RecordReader`` is fed whatever bytes arrived and yields complete records; it never holds
-more than ``max_record`` bytes of one record, so a peer cannot make it allocate without bound.
+``RecordReader`` is fed whatever bytes arrived and yields complete records.  It never holds
+more than one record's bound (``max_record``) plus an incomplete mark, so a peer cannot make
+it allocate without bound: a mark announcing more is refused before its data arrives, and
+the fragments of a record are appended to one buffer (a list of tiny fragments would cost a
+Python object each, some forty times their size).
 """
 from __future__ import annotations
 
@@ -12,22 +15,26 @@ _MARK = struct.Struct(">I")
 
 
 class RecordTooLarge(ValueError):
-    """A record (sum of its fragments) would exceed the configured bound."""
+    """A record would exceed the configured bound; the only error ``feed`` raises."""
 
 
 class RecordReader:
-    __slots__ = ("max_record", "_buf", "_fragments", "_size")
+    """Reassembles records; ``max_record`` bounds a record's data plus 4 bytes per non-final
+    fragment mark, so endless fragments (empty ones too) end like any oversized record,
+    while a record sent as one fragment may carry exactly ``max_record`` bytes."""
+
+    __slots__ = ("max_record", "_buf", "_partial", "_size")
 
     def __init__(self, max_record: int) -> None:
         self.max_record = max_record
         self._buf = bytearray()        # bytes not yet consumed
-        self._fragments: list[bytes] = []  # completed non-final fragments of the current record
-        self._size = 0                 # bytes in _fragments
+        self._partial = bytearray()    # data of the current record's non-final fragments
+        self._size = 0                 # what those count towards the bound: data and marks
 
     @property
     def buffered(self) -> int:
         """Bytes held for incomplete records (for memory accounting)."""
-        return len(self._buf) + self._size
+        return len(self._buf) + len(self._partial)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the records they completed, in order."""
@@ -36,26 +43,27 @@ class RecordReader:
         records: list[bytes] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 4:
-            mark, = _MARK.unpack_from(buf, pos)
-            length = mark & 0x7FFFFFFF
-            if self._size + length > self.max_record:
-                raise RecordTooLarge(f"record of at least {self._size + length} bytes exceeds {self.max_record}")
-            if n - pos - 4 < length:
-                break
-            with memoryview(buf) as view:  # one copy out of the buffer, not two
-                frag = bytes(view[pos + 4:pos + 4 + length])
-            pos += 4 + length
-            if mark & LAST_FRAGMENT:
-                if self._fragments:
-                    self._fragments.append(frag)
-                    frag = b"".join(self._fragments)
-                    self._fragments.clear()
+        with memoryview(buf) as view:  # one copy out of the buffer, not two
+            while n - pos >= 4:
+                mark, = _MARK.unpack_from(buf, pos)
+                length = mark & 0x7FFFFFFF
+                size = self._size + (length if mark & LAST_FRAGMENT else length + 4)
+                if size > self.max_record:
+                    raise RecordTooLarge(f"record of at least {size} bytes exceeds {self.max_record}")
+                end = pos + 4 + length
+                if end > n:
+                    break
+                if not mark & LAST_FRAGMENT:
+                    self._partial += view[pos + 4:end]
+                    self._size = size
+                elif self._size:
+                    self._partial += view[pos + 4:end]
+                    records.append(bytes(self._partial))
+                    self._partial = bytearray()
                     self._size = 0
-                records.append(frag)
-            elif length:  # empty non-final fragments carry nothing: never store them
-                self._fragments.append(frag)
-                self._size += length
+                else:
+                    records.append(bytes(view[pos + 4:end]))
+                pos = end
         if pos:
             del buf[:pos]
         return records

@@ -60,11 +60,13 @@ def test_record_mark_claiming_2gib_is_refused_before_its_data() -> None:
 
 
 def test_fragment_pushing_record_past_bound_is_refused_before_its_data() -> None:
+    # A non-final fragment counts its data and its 4-byte mark: 64 of the 100 here.
     r = RecordReader(100)
     assert r.feed(mark(60, last=False) + bytes(60)) == []
     with pytest.raises(RecordTooLarge):
-        r.feed(mark(41))
-    assert RecordReader(100).feed(mark(60, last=False) + bytes(60) + mark(40) + bytes(40)) == [bytes(100)]
+        r.feed(mark(37))
+    assert RecordReader(100).feed(mark(60, last=False) + bytes(60) + mark(36) + bytes(36)) == [bytes(96)]
+    assert RecordReader(100).feed(mark(100) + bytes(100)) == [bytes(100)]  # one fragment: all data
 
 
 def test_endless_non_final_fragments_exceed_the_bound() -> None:
@@ -78,12 +80,15 @@ def test_endless_non_final_fragments_exceed_the_bound() -> None:
 
 
 def test_zero_length_fragments() -> None:
-    r = RecordReader(16)
-    # Empty non-final fragments carry nothing and must not count towards the bound.
-    assert r.feed(mark(0, last=False) * 1000 + mark(2, last=False) + b"ab" + mark(0, last=False)) == []
+    r = RecordReader(20)
+    # Empty fragments carry nothing and are not stored ...
+    assert r.feed(mark(0, last=False) * 2 + mark(2, last=False) + b"ab" + mark(0, last=False)) == []
     assert r.buffered == 2
     assert r.feed(mark(0)) == [b"ab"]
     assert r.feed(mark(0)) == [b""]
+    # ... but each costs its mark, so an endless stream of them ends at the bound.
+    with pytest.raises(RecordTooLarge):
+        RecordReader(16).feed(mark(0, last=False) * 5)
 
 
 @settings(max_examples=50, deadline=None)
@@ -92,7 +97,7 @@ def test_frame_round_trips_through_reader(payload: bytes, max_fragment: int, chu
     framed = frame(payload, max_fragment)
     fragments = max(1, -(-len(payload) // max_fragment))
     assert len(framed) == len(payload) + 4 * fragments
-    r = RecordReader(len(payload))
+    r = RecordReader(len(framed) - 4)  # the bound counts non-final marks: exactly enough
     out: list[bytes] = []
     for i in range(0, len(framed), chunk):
         out += r.feed(framed[i:i + chunk])

@@ -27,6 +27,7 @@ from .progress import Progress
 from .residency import MapTrimmer
 from .scanner import Reconciler, ScanStats
 from .search import FileRef, Search
+from .space import SpaceWatch
 from .tables import Tables
 from .transducer import Transducer
 
@@ -69,6 +70,8 @@ class Index:
         self._pool = ThreadPoolExecutor(max_workers=EXTRACT_THREADS, thread_name_prefix="pysfsd-extract")
         self._closed = False
         self._last_purge = time.monotonic()
+        self._space = SpaceWatch(env.path(), self.root_path)
+        self._rescan_due = False  # a scan was cut short by a full store
 
     # -- keeping it current --------------------------------------------------------------
     def scan(self, progress: bool | None = None) -> ScanStats:
@@ -91,11 +94,15 @@ class Index:
                 # what vanished before this scan began and was not met again is gone for good
                 r.w.purge_tombs(start_ns)
                 r.commit()
+                self._rescan_due = False
+                self._space.succeeded()
             except IndexClosed:
                 r.w.abort()
-            except BaseException:
+            except BaseException as exc:
                 r.w.abort()
-                raise
+                if not self._space.failed(exc):
+                    raise
+                self._rescan_due = True  # what it did not reach waits for space (``maintain``)
             finally:
                 if top is not None:
                     os.close(top)
@@ -125,7 +132,10 @@ class Index:
             self._dirs.add(dir_ino)
 
     def flush(self) -> bool:
-        """Apply the queued notes now; True if what queries see changed."""
+        """Apply the queued notes now; True if what queries see changed.  While the store is
+        full the notes stay queued (see ``space``)."""
+        if self._space.blocked():
+            return False
         with self._lock:
             with self._notes_lock:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
@@ -142,10 +152,28 @@ class Index:
                     r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
                     self._last_purge = time.monotonic()
                 r.commit()
-            except BaseException:
+            except BaseException as exc:
                 r.w.abort()
-                raise
+                if not self._space.failed(exc):
+                    raise
+                self._requeue(entries, inos, dirs)
+                return False
+            self._space.succeeded()
             return self.version != before
+
+    def _requeue(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
+        with self._notes_lock:
+            self._entries |= entries
+            self._inos |= inos
+            self._dirs |= dirs
+
+    def maintain(self) -> bool:
+        """The server's periodic call: apply the queue, and redo a scan that a full store cut
+        short once writes may go through again."""
+        changed = self.flush()
+        if self._rescan_due and not self._space.blocked():
+            self.scan()
+        return changed
 
     def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
         by_dir: dict[int, set[bytes]] = {d: set() for d in dirs}
@@ -238,6 +266,9 @@ class Index:
     def failures(self) -> int:
         """Files whose current version some transducer failed on."""
         return self._search.failures()
+
+    def failures_by_transducer(self) -> dict[str, int]:
+        return self._search.failures_by_transducer()
 
     def close(self) -> None:
         """Stop (a scan running in another thread ends at its next batch); the LMDB

@@ -236,3 +236,12 @@ class Search:
     def failures(self) -> int:
         with self.t.env.begin() as txn:
             return int(txn.stat(self.t.failed)["entries"])
+
+    def failures_by_transducer(self) -> dict[str, int]:
+        """transducer name -> files whose current version it failed on."""
+        counts: dict[str, int] = {}
+        with self.t.env.begin() as txn:
+            for names in txn.cursor(self.t.failed).iternext(keys=False):
+                for name in bytes(names).decode(errors="replace").split(","):
+                    counts[name] = counts.get(name, 0) + 1
+        return counts

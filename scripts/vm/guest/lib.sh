@@ -95,6 +95,9 @@ drop_caches() {
 #                        server's back (TEXT plus a newline; single spaces)
 #   rm RELPATH           remove a file in the export behind the server's back
 #   restart              restart the NFS server (if the caller supports it)
+#   kill9-restart [NAME] kill the server with SIGKILL and start it again, once
+#                        it received the first WRITE of the file whose data
+#                        begins "pattern NAME" (tests/test_vm_crash.py)
 # Returns 0 on "ACK id OK".  Works from subshells: ids come from a file.
 host_action() {
     _seq=$(( $(cat "$ACK_SEQ_FILE" 2>/dev/null || echo 0) + 1 ))

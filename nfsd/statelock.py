@@ -1,0 +1,66 @@
+"""Who is using a state store: servers share it, ``pysfsd check --repair`` needs it alone.
+
+A server holds a shared ``flock`` on ``STORE/users.lock`` for as long as it runs; ``check
+--repair`` takes it exclusively, so neither starts while the other runs.  The kernel drops
+the lock when its holder dies, kill -9 included, so a crash never leaves the store locked.
+``pysfsd index``, ``query`` and a read-only ``check`` take no lock: LMDB lets them share the
+store with a running server.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+LOCK_NAME = "users.lock"
+WAIT_SECONDS = 2.0  # a read-only check holds the lock exclusively for an instant (``in_use``)
+
+
+class StateBusy(Exception):
+    pass
+
+
+def _open(store_dir: str) -> int:
+    return os.open(os.path.join(store_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def hold_shared(store_dir: str) -> int:
+    """A server's hold on its store (a descriptor: closing it lets go)."""
+    fd = _open(store_dir)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+        os.close(fd)
+        raise StateBusy(f"state store {store_dir} is being repaired (pysfsd check --repair); "
+                        "start the server when it is done")
+
+
+def hold_exclusive(store_dir: str) -> int:
+    """Sole use of the store, for a repair; StateBusy while a server runs on it."""
+    fd = _open(store_dir)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateBusy(f"a pysfsd server is using state store {store_dir}: stop it to repair, "
+                        "or check without --repair") from None
+    return fd
+
+
+def in_use(store_dir: str) -> bool:
+    """Whether a server (or a repair) holds the store right now."""
+    try:
+        os.close(hold_exclusive(store_dir))
+    except StateBusy:
+        return True
+    return False
+
+
+def release(fd: int) -> None:
+    os.close(fd)
