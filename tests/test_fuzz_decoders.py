@@ -398,6 +398,11 @@ def live(tmp_path_factory: Any) -> Iterator[LiveDispatch]:
     d = LiveDispatch(tmp_path_factory.mktemp("fuzzdispatch"))
     yield d
     d.close()
+    # Calls served inline left the last caller's fsgid on this thread (the server keeps it,
+    # see identity.become): give the tests that follow the process's own again.
+    from nfsd import identity
+    with identity.as_server():
+        pass
 
 
 SERVED = ([("nfs", nfs3.NFS3, p) for p in nfs3.NFS3.procedures.values()]
