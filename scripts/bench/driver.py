@@ -178,6 +178,20 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+async def wait_until_idle(stats: RunStats, timeout: float) -> bool:
+    """Wait until every slot of a run has stopped (each stops once its op's reply is in);
+    False when some still wait for a reply after ``timeout`` seconds.  Any stats object with
+    ``active`` and ``idle`` will do (scripts/load's too)."""
+    stats.idle = asyncio.get_running_loop().create_future()
+    if stats.active == 0:
+        stats.idle.set_result(None)
+    try:
+        await asyncio.wait_for(stats.idle, timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
 async def measure(target: Target, op: str, settings: Settings, proc_index: int,
                   measure_machine: bool) -> RunResult:
     """Run one op against one target for warmup + seconds and return what was counted.
@@ -208,12 +222,7 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     cpu1, wall1 = time.process_time(), perf_counter()
     srv1 = server_cpu_seconds(target.pid) if measure_machine else None
     all1 = machine_cpu_seconds() if measure_machine else None
-    stats.idle = asyncio.get_running_loop().create_future()
-    if stats.active == 0:
-        stats.idle.set_result(None)
-    try:
-        await asyncio.wait_for(stats.idle, settings.drain_timeout)
-    except asyncio.TimeoutError:
+    if not await wait_until_idle(stats, settings.drain_timeout):
         stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
     for conn in conns:
         conn.close()

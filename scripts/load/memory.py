@@ -1,0 +1,50 @@
+"""A server's memory as the kernel counts it, and whether it stayed flat under load.
+
+VmRSS is what the process has resident now (anonymous memory plus mapped file pages: LMDB's
+map counts there as RssFile), VmHWM its peak.  RssAnon is shown apart because only it is
+the Python heap: RssFile grows while LMDB pages are first touched and is the kernel's to
+drop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KIB_PER_MIB = 1024
+
+
+@dataclass(frozen=True)
+class Memory:
+    rss: float   # MiB
+    hwm: float
+    anon: float
+    file: float
+
+    def __str__(self) -> str:
+        return f"VmRSS {self.rss:.1f} MiB (anon {self.anon:.1f}, file {self.file:.1f}), VmHWM {self.hwm:.1f} MiB"
+
+
+def read_memory(pid: int) -> Memory | None:
+    """The process's memory now; None when it is gone (or the pid is unknown)."""
+    fields: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                    fields[key] = int(value.split()[0]) / KIB_PER_MIB
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    return Memory(fields["VmRSS"], fields["VmHWM"], fields["RssAnon"], fields["RssFile"])
+
+
+def growth_verdict(baseline: Memory | None, last: Memory | None, max_growth: float) -> tuple[bool, str]:
+    """(flat?, explanation): flat when the last VmRSS is within ``max_growth`` (a fraction)
+    above the baseline taken after warm-up.  Shrinking is flat."""
+    if baseline is None or last is None:
+        return True, "not measured (no server pid)"
+    growth = (last.rss - baseline.rss) / baseline.rss if baseline.rss else 0.0
+    flat = growth <= max_growth
+    return flat, (f"VmRSS {baseline.rss:.1f} MiB after warm-up -> {last.rss:.1f} MiB at the end "
+                  f"({growth:+.1%}, limit +{max_growth:.0%}): {'flat' if flat else 'GROWING'}")
