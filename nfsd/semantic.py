@@ -229,12 +229,17 @@ class SemanticFS:
         return mtime_ns
 
     def _state(self, q: Query) -> tuple[int, int, int]:
-        """(entries, digest, mtime_ns) without running a query that never ran: a placeholder
-        keeps its creation time until its first fault."""
+        """(entries, digest, mtime_ns), true to every change the server acknowledged: the
+        kernel client keeps a cached listing while these attributes stay the same, so
+        queued index notes are applied first (``_fault`` flushes; with nothing queued and
+        the index unchanged, the cached results answer without any work).  A query that
+        never ran does not run here: a placeholder keeps its creation time until its first
+        fault (no client can hold a listing of it); one that ran before a restart, or left
+        the cache, runs again so its attributes are current."""
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
-            if cached.version != self.index.version:
+            if cached.version != self.index.version or self.index.has_notes():
                 cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         with self.store.env.begin(db=self._queries) as txn:
@@ -242,6 +247,9 @@ class SemanticFS:
         if raw is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         digest, mtime_ns = _STATE.unpack_from(raw)
+        if digest and self.ready.is_set():
+            cached = self._fault(self._query_node(q))
+            return len(cached.names), cached.digest, cached.mtime_ns
         return 0, digest, mtime_ns
 
     # -- attributes --------------------------------------------------------------------

@@ -245,3 +245,28 @@ def test_value_directory_lists_across_many_pages(tree):
         listed = list_dir(rpc, c, maxcount=2048)
         got = [e.name for e in listed if e.name not in (b".", b"..")]
         assert len(got) == len(set(got)) == 300
+
+
+def test_attributes_reflect_a_change_before_any_listing(tree, rpc_fresh, root):
+    """What the Linux client does (close-to-open): a GETATTR of the query directory, or the
+    attributes a LOOKUP returns, decide whether its cached listing is still good; they must
+    show a change the server acknowledged, though no listing ran since (issue 11)."""
+    rpc = rpc_fresh
+    ext = look(rpc, root, b"ext:")
+    c = look(rpc, ext, b"c")
+    listed = names(rpc, c)
+    before = attrs(rpc, c)
+    assert before.size == len(listed)
+    create_ok(rpc, look(rpc, root, b"lib"), b"fresh.c")
+    after = attrs(rpc, c)  # GETATTR first, as the kernel does when it opens the directory
+    assert (after.mtime, after.size) != (before.mtime, before.size)
+    assert after.size == before.size + 1
+    # LOOKUP's post-op attributes of the object and of the directory, too
+    assert remove(rpc, look(rpc, root, b"lib"), b"fresh.c")[0] == OK
+    status, res = lookup(rpc, ext, b"c")
+    assert status == OK
+    assert res.obj_attributes.size == before.size and res.obj_attributes.mtime != after.mtime
+    create_ok(rpc, look(rpc, root, b"lib"), b"fresh2.c")
+    status, res = lookup(rpc, c, b"fresh2.c")
+    assert status == OK and res.dir_attributes.size == before.size + 1
+    assert names(rpc, c) == names(rpc, c) and b"fresh2.c" in names(rpc, c)

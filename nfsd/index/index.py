@@ -131,6 +131,11 @@ class Index:
         with self._notes_lock:
             self._dirs.add(dir_ino)
 
+    def has_notes(self) -> bool:
+        """Whether changes are queued that a ``flush`` would apply (cheap: no lock; a note
+        queued while this runs was not yet acknowledged to anyone)."""
+        return bool(self._entries or self._inos or self._dirs)
+
     def flush(self) -> bool:
         """Apply the queued notes now; True if what queries see changed.  While the store is
         full the notes stay queued (see ``space``)."""
