@@ -88,7 +88,7 @@ class Results(NamedTuple):
     digest: int
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
-    entries: dict[bytes, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles, filled lazily
+    entries: dict[int, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles by inode, filled lazily
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -331,12 +331,10 @@ class SemanticFS:
                     raise NfsError(nfsstat3.NFS3ERR_NOENT, "field used twice or unknown")
                 return self._placeholder(nested)
         results = self._fault(d)
-        found = results.names.get(name)
+        found = self._visible(d, results)[0].get(name)  # this caller's names (see _visible)
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if q.is_field_dir:
-            if name not in self._visible(d, results)[0]:
-                raise NfsError(nfsstat3.NFS3ERR_NOENT)
             return self._placeholder(q.with_value(found))
         if not self._may_see(q, found.ino, found.path):
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
@@ -437,8 +435,10 @@ class SemanticFS:
                 values = self.index.values_of(q.open_field, seen)
                 names = {k: v for k, v in ((encode_value(v), v) for v in values) if k in results.names}
         else:
-            names = {name: ref for name, ref in results.names.items()
-                     if reach.visible(ref.path[skip:], who, content)}
+            seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
+            # Clashes are renamed among what this caller is shown: a name renamed because of
+            # a file they may not see would tell them it exists.
+            names = results.names if len(seen) == len(results.names) else result_names(seen)
         with self._lock:
             if len(self._views) > 256:
                 self._views.clear()
@@ -503,14 +503,14 @@ class SemanticFS:
         # A value directory's link: everything is in the results the page's names came from
         # (the hot path of listing a large value directory: no new fault per entry).
         results = self._cache.get(q.qid()) or self._fault(d)
-        known = results.entries.get(name)
-        if known is not None:
-            return known
-        found = results.names.get(name)
+        found = self._visible(d, results)[0].get(name)  # names differ between callers
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        known = results.entries.get(found.ino)
+        if known is not None:
+            return known
         link = self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
-        known = results.entries[name] = (self._link_stat(link, results.mtime_ns), link.fh)
+        known = results.entries[found.ino] = (self._link_stat(link, results.mtime_ns), link.fh)
         return known
 
     # -- changes -------------------------------------------------------------------------

@@ -418,3 +418,28 @@ def test_query_directories_through_nfs_rs(tree: ServerProcess) -> None:
         assert sorted(n for n in c.listdir("ext:/c") if n not in (".", "..")) == ["a.c"]
     with nfs_rs.Client.connect(tree.url(uid=1000, gid=1000), connect_timeout=10, operation_timeout=30) as c:
         assert sorted(n for n in c.listdir("ext:/c") if n not in (".", "..")) == ["a.c", "secret.c"]
+
+
+def test_clashes_are_renamed_among_what_the_caller_sees(tree: ServerProcess) -> None:
+    """Another user's private secret.txt matches ``text:/diary`` too: the owner of the one
+    they can read sees it as secret.txt, not as a clash name (which would tell that another
+    matching secret.txt exists; issue 11)."""
+    e = tree.export
+    other_home = own(mkdir(e / "home1001"), 1001, 1001, 0o755)
+    own(write(other_home / "secret.txt", b"dear diary, private\n"), 1001, 1001, 0o600)
+    own(write(e / "home1000" / "secret.txt", b"dear diary, mine\n"), 1000, 1000, 0o644)
+    tree.restart()
+    with RpcClient(tree.port) as rpc:
+        root = rpc.mount(tree.export_b)
+        for plus in (True, False):
+            everyone = listing(rpc, look(rpc, root, "text:/diary"), ROOT, plus)[1]
+            assert len(everyone) == 2 and all(n.startswith(b"secret~") for n in everyone), everyone
+            hits = look(rpc, root, "text:/diary", OWNER)
+            assert listing(rpc, hits, OWNER, plus) == (OK, {b"secret.txt"})
+            assert listing(rpc, hits, OTHER, plus) == (OK, everyone)  # 1001 may read both
+        link = look(rpc, hits, "secret.txt", OWNER)
+        status, res = rpc.nfs(READLINK, nfs3.READLINK3args.cls(fh(link)), OWNER)
+        assert status == OK and res.data == b"../../home1000/secret.txt"
+        for name in everyone:  # the names root is shown are not the owner's to look up
+            assert lookup_status(rpc, hits, name.decode(), OWNER) == S.NFS3ERR_NOENT
+        assert lookup_status(rpc, hits, "secret.txt", ROOT) == S.NFS3ERR_NOENT
