@@ -13,6 +13,8 @@ Two forms live inside any real directory D (the *scope*):
 Values are bytes.  A value holding "/" (a MIME type) is written in one path component with
 "%" escapes: "%" -> "%25", "/" -> "%2F" (and NUL -> "%00"); nothing else is escaped, so
 ordinary values read as themselves.
+A value whose escaped form is not a usable name (longer than 255 bytes; empty, "." or "..")
+is listed under a shortened name that ends with "%~" and a hash (``value_name``).
 """
 from __future__ import annotations
 
@@ -135,6 +137,32 @@ def _read_lp(key: bytes, pos: int) -> tuple[bytes, int]:
 def encode_value(value: bytes) -> bytes:
     """A value as one path component (reversible)."""
     return value.replace(b"%", b"%25").replace(b"/", b"%2F").replace(b"\0", b"%00")
+
+
+NAME_MAX = 255       # bytes in one path component (what clients and check_name accept)
+SHORT_MARK = b"%~"   # never in an escaped value: there "%" always begins 25, 2F or 00
+_SHORT_KEEP = 200    # bytes of the escaped form a shortened name keeps
+
+
+def value_name(value: bytes) -> bytes:
+    """The directory entry naming a value: its escaped form when that is a usable name, else
+    a shortened one -- the first bytes of the escaped form (cut between characters and
+    escapes), ``%~`` and 32 hex digits of a hash of the whole value.  Stable (a function of
+    the value alone), unique (the hash), and never equal to the escaped form of any value
+    (``%~`` is not an escape), so a LOOKUP resolves it through the listed values."""
+    name = encode_value(value)
+    if len(name) <= NAME_MAX and name not in (b"", b".", b".."):
+        return name
+    cut = min(_SHORT_KEEP, len(name))
+    while 0 < cut < len(name) and name[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+        cut -= 1
+    escape = name.rfind(b"%", max(0, cut - 2), cut)         # nor inside a %XX escape
+    if escape != -1:
+        cut = escape
+    if name[:cut] in (b".", b".."):
+        cut = 0
+    digest = hashlib.blake2b(value, digest_size=16, person=b"pysfsd-value").hexdigest()
+    return name[:cut] + SHORT_MARK + digest.encode()
 
 
 def decode_value(component: bytes) -> bytes | None:

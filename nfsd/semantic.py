@@ -38,7 +38,7 @@ from .backend import ModeKinds
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
-from .query import Query, encode_value, parse_field_name, parse_lab_name
+from .query import Query, parse_field_name, parse_lab_name, value_name
 from .store import StoreFull
 
 KIND_QUERY = 1   # version kind export_id qid(16)
@@ -199,7 +199,7 @@ class SemanticFS:
             return cached
         if q.is_field_dir:
             values = self.index.values(q.open_field, q.scope, q.terms)
-            names = {encode_value(value): value for value in values}
+            names = {value_name(value): value for value in values}
         else:
             names = result_names(self.index.query(q.scope, q.terms))
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
@@ -433,7 +433,7 @@ class SemanticFS:
             names = results.names
             if len(seen) != len(refs):
                 values = self.index.values_of(q.open_field, seen)
-                names = {k: v for k, v in ((encode_value(v), v) for v in values) if k in results.names}
+                names = {k: v for k, v in ((value_name(v), v) for v in values) if k in results.names}
         else:
             seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
             # Clashes are renamed among what this caller is shown: a name renamed because of
