@@ -55,6 +55,16 @@ class Query(NamedTuple):
             used.add(self.open_field)
         return used
 
+    def is_legal(self) -> bool:
+        """Whether the namespace could have made this query (a handle names only such)."""
+        if self.suffix is not None:
+            return bool(self.suffix) and not self.terms and self.open_field is None
+        fields = [f for f, _ in self.terms]
+        if self.open_field is not None:
+            fields.append(self.open_field)
+        return (bool(fields) and len(set(fields)) == len(fields) and list(self.terms) == sorted(self.terms)
+                and all(FIELD_NAME.match(f) for f in fields))
+
     def key(self) -> bytes:
         """Canonical serialization: equal queries, equal keys (and handles)."""
         parts = [struct.pack(">Q", self.scope)]

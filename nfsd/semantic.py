@@ -3,9 +3,10 @@
 ``SemanticFS`` wraps the real-file backend (``LocalFS``) and the index of one export.  Real
 handles behave exactly as in LocalFS (and every change made through them is reported to the
 index); a name that does not exist in a real directory but is a legal query name (see
-``nfsd.query``) is answered with a *placeholder*: a virtual directory whose query is stored
-in LMDB, so its handle still resolves after a restart.  The first READDIR or LOOKUP inside a
-placeholder takes the *directory fault* that runs the query.
+``nfsd.query``) is answered with a *placeholder*: a virtual directory whose handle holds its
+query, or a hash of it stored in a bounded table (``nfsd.query_store``), so it still resolves
+after a restart.  The first READDIR or LOOKUP inside a placeholder takes the *directory
+fault* that runs the query.
 
 Virtual objects:
 
@@ -39,14 +40,17 @@ from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, parse_field_name, parse_lab_name, value_name
-from .store import StoreFull
+from .query_store import QueryStore, is_inline
 
-KIND_QUERY = 1   # version kind export_id qid(16)
+KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query_store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
+KIND_QUERY_INLINE = 3  # version kind export_id key: a query small enough to be its own handle
+KIND_LINK_INLINE = 4   # version kind export_id ino(8) key
 _QUERY_HANDLE = struct.Struct(">BBH16s")
 _LINK_HANDLE = struct.Struct(">BBH16sQ")
+_INLINE_HANDLE = struct.Struct(">BBH")
+_INLINE_LINK_HANDLE = struct.Struct(">BBHQ")
 _VIRTUAL_FILEID = 1 << 63
-_STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
@@ -129,7 +133,8 @@ class SemanticFS:
         self.store = local.store
         self.root = local.root
         self.root_path = local.root_path
-        self._queries = local.store.env.open_db(b"queries%d" % local.export_id)
+        self._queries = QueryStore(local.store, local.export_id)
+        self._born_ns = time.time_ns()  # the mtime of query directories that never ran
         self._cache: dict[bytes, Results] = {}
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
         self._lock = threading.Lock()
@@ -142,37 +147,57 @@ class SemanticFS:
         kind, _ = handle_kind(fh)
         if kind == KIND_REAL:
             return self.local.node(fh)
+        if kind == KIND_QUERY_INLINE:
+            return self._query_node(self._inline_query(fh[_INLINE_HANDLE.size:]))
+        if kind == KIND_LINK_INLINE and len(fh) > _INLINE_LINK_HANDLE.size:
+            ino = _INLINE_LINK_HANDLE.unpack_from(fh)[3]
+            return self._link_node(self._value_dir(self._inline_query(fh[_INLINE_LINK_HANDLE.size:])), ino)
         if kind == KIND_QUERY and len(fh) == _QUERY_HANDLE.size:
             _, _, _, qid = _QUERY_HANDLE.unpack(fh)
             return self._query_node(self._load_query(qid))
         if kind == KIND_LINK and len(fh) == _LINK_HANDLE.size:
             _, _, _, qid, ino = _LINK_HANDLE.unpack(fh)
-            q = self._load_query(qid)
-            if q.is_lab or q.is_field_dir or not q.terms:
-                raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, "link handle of a non-value directory")
-            return self._link_node(q, ino)
+            return self._link_node(self._value_dir(self._load_query(qid)), ino)
         raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, f"handle kind {kind}")
 
+    @staticmethod
+    def _value_dir(q: Query) -> Query:
+        if q.is_lab or q.is_field_dir or not q.terms:
+            raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, "link handle of a non-value directory")
+        return q
+
+    @staticmethod
+    def _inline_query(key: bytes) -> Query:
+        """The query a self-describing handle holds; only the canonical form of a query
+        the namespace could have made is one (anything else: BADHANDLE)."""
+        try:
+            q = Query.from_key(key)
+        except (ValueError, struct.error):
+            q = None
+        if (q is None or not is_inline(key) or q.key() != key or not q.is_legal()):
+            raise NfsError(nfsstat3.NFS3ERR_BADHANDLE, "not a query handle")
+        return q
+
     def _load_query(self, qid: bytes) -> Query:
-        with self.store.env.begin(db=self._queries) as txn:
-            raw = txn.get(qid)
-        if raw is None:
+        q = self._queries.load(qid)
+        if q is None:  # never stored, or evicted (see nfsd.query_store)
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
-        return Query.from_key(bytes(raw[_STATE.size:]))
+        return q
 
     def _placeholder(self, q: Query) -> VNode:
-        """Persist a query (once) and return its directory node: no query runs yet."""
-        qid = q.qid()
-        with self.store.env.begin(db=self._queries) as txn:
-            known = txn.get(qid) is not None
-        if not known:  # a full store: StoreFull, so the LOOKUP answers NOSPC
-            with self.store.writing(), self.store.env.begin(write=True, db=self._queries) as txn:
-                txn.put(qid, _STATE.pack(0, time.time_ns()) + q.key(), overwrite=False)
+        """A query directory's node: no query runs yet.  A query too long to be its own
+        handle is stored (once), so its handle still resolves after a restart."""
+        if not is_inline(q.key()):  # a full store: StoreFull, so the LOOKUP answers NOSPC
+            self._queries.keep(q)
         return self._query_node(q)
 
     def _query_node(self, q: Query) -> VNode:
         qid = q.qid()
-        fh = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_QUERY, self.export_id, qid)
+        key = q.key()
+        if is_inline(key):
+            fh = _INLINE_HANDLE.pack(HANDLE_VERSION, KIND_QUERY_INLINE, self.export_id) + key
+        else:
+            fh = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_QUERY, self.export_id, qid)
         if q.is_lab:
             mode = stat.S_IFDIR | 0o755
         else:
@@ -181,7 +206,11 @@ class SemanticFS:
 
     def _link_node(self, q: Query, ino: int, target: bytes | None = None) -> VNode:
         qid = q.qid()
-        fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
+        key = q.key()
+        if is_inline(key):
+            fh = _INLINE_LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id, ino) + key
+        else:
+            fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
         return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino, target)
 
     # -- the directory fault -----------------------------------------------------------
@@ -203,7 +232,7 @@ class SemanticFS:
         else:
             names = result_names(self.index.query(q.scope, q.terms))
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
-        mtime_ns = self._remember_state(qid, digest)
+        mtime_ns = self._remember_state(q, digest)
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), {})
         with self._lock:
             self._cache[qid] = results
@@ -211,21 +240,12 @@ class SemanticFS:
                 self._cache.pop(next(iter(self._cache)))
         return results
 
-    def _remember_state(self, qid: bytes, digest: int) -> int:
+    def _remember_state(self, q: Query, digest: int) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
-        a full store, only for this run)."""
-        new_mtime_ns = 0
-        try:
-            with self.store.writing(), self.store.env.begin(write=True, db=self._queries) as txn:
-                raw = txn.get(qid)
-                if raw is None:
-                    raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
-                old_digest, mtime_ns = _STATE.unpack_from(raw)
-                if old_digest != digest:
-                    mtime_ns = new_mtime_ns = max(time.time_ns(), mtime_ns + 1)
-                    txn.put(qid, _STATE.pack(digest, mtime_ns) + bytes(raw[_STATE.size:]))
-        except StoreFull:
-            return new_mtime_ns
+        a full store, or once the record is evicted, the time of this fault)."""
+        mtime_ns = self._queries.remember(q, digest, create=is_inline(q.key()))
+        if mtime_ns is None:
+            raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         return mtime_ns
 
     def _state(self, q: Query) -> tuple[int, int, int]:
@@ -242,11 +262,12 @@ class SemanticFS:
             if cached.version != self.index.version or self.index.has_notes():
                 cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
-        with self.store.env.begin(db=self._queries) as txn:
-            raw = txn.get(qid)
-        if raw is None:
-            raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
-        digest, mtime_ns = _STATE.unpack_from(raw)
+        known = self._queries.state(qid)
+        if known is None:
+            if not is_inline(q.key()):
+                raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
+            return 0, 0, self._born_ns  # never ran (or its record was evicted)
+        digest, mtime_ns = known
         if digest and self.ready.is_set():
             cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
