@@ -9,8 +9,8 @@ import time
 import pytest
 
 from protocol import nfs3
-from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, list_dir, lookup, mkdir_ok,
-                                read, remove, rename, write)
+from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, lookup,
+                                mkdir_ok, read, remove, rename, write)
 from tests.rpc_client import RpcClient, fh
 
 
@@ -299,3 +299,22 @@ def test_long_values_get_short_stable_names(tree):
     with RpcClient(tree.port) as rpc:
         root = rpc.mount(tree.export_b)
         assert names(rpc, look(rpc, look(rpc, root, b"long"), b"name:")) == listed  # stable
+
+
+def test_attributes_after_a_restart_are_current(tree, root):
+    """A query directory listed before a restart: its first GETATTR after it shows what
+    changed meanwhile (not the state stored before, nor size 0)."""
+    with RpcClient(tree.port) as rpc:
+        c = look(rpc, look(rpc, root, b"ext:"), b"c")
+        listed = names(rpc, c)
+        before = attrs(rpc, c)
+    tree.stop()
+    (tree.export / "lib" / "while_down.c").write_text("int down;\n")
+    tree.start()
+    with RpcClient(tree.port) as rpc:
+        deadline = time.monotonic() + 30
+        while getattr_(rpc, c)[0] == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline:
+            time.sleep(0.1)  # the start-up scan
+        after = attrs(rpc, c)
+        assert after.size == len(listed) + 1 and after.mtime != before.mtime
+        assert names(rpc, c) == listed | {b"while_down.c"}
