@@ -25,6 +25,7 @@ they could reach by path from D, and could read when the query is about content 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 import struct
@@ -53,6 +54,8 @@ _INLINE_LINK_HANDLE = struct.Struct(">BBHQ")
 _VIRTUAL_FILEID = 1 << 63
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
+# What only creating, removing, renaming or linking a file can change (not writes or setattr).
+_NAME_FIELDS = frozenset({b"name", b"ext"})
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 
 
@@ -135,6 +138,11 @@ class SemanticFS:
         self.root_path = local.root_path
         self._queries = QueryStore(local.store, local.export_id)
         self._born_ns = time.time_ns()  # the mtime of query directories that never ran
+        # Changes acknowledged to clients, by tick (see ``_unapplied``).
+        self._ticks = itertools.count(1)
+        self._names_tick = 0    # the last create, remove, rename or link
+        self._data_tick = 0     # the last write or setattr
+        self._applied_tick = 0  # every change acknowledged before this tick is in the index
         self._cache: dict[bytes, Results] = {}
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
         self._lock = threading.Lock()
@@ -219,8 +227,10 @@ class SemanticFS:
         q = v.query
         if not self.ready.is_set():
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
+        tick = next(self._ticks)
         with identity.as_server():  # it reads files on everyone's behalf
             self.index.flush()
+        self._applied_tick = max(self._applied_tick, tick)
         version = self.index.version
         qid = q.qid()
         cached = self._cache.get(qid)
@@ -248,18 +258,26 @@ class SemanticFS:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         return mtime_ns
 
+    def _unapplied(self, q: Query) -> bool:
+        """Whether a change acknowledged to a client may be queued for the index and not yet
+        applied, that could change this query's results.  Cheap, and narrow on purpose: a
+        flush re-extracts files being written, so a query on names and extensions must not
+        flush for every WRITE (nor for the inotify echoes of the server's own changes)."""
+        last = self._names_tick if q.fields_used() <= _NAME_FIELDS else max(self._names_tick, self._data_tick)
+        return last > self._applied_tick and self.index.has_notes()
+
     def _state(self, q: Query) -> tuple[int, int, int]:
         """(entries, digest, mtime_ns), true to every change the server acknowledged: the
         kernel client keeps a cached listing while these attributes stay the same, so
         queued index notes are applied first (``_fault`` flushes; with nothing queued and
-        the index unchanged, the cached results answer without any work).  A query that
+        the index unchanged, the cached results answer without any work; see ``_unapplied``).  A query that
         never ran does not run here: a placeholder keeps its creation time until its first
         fault (no client can hold a listing of it); one that ran before a restart, or left
         the cache, runs again so its attributes are current."""
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
-            if cached.version != self.index.version or self.index.has_notes():
+            if cached.version != self.index.version or self._unapplied(q):
                 cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         known = self._queries.state(qid)
@@ -558,6 +576,12 @@ class SemanticFS:
         runs its query, so the next listing of a query directory shows the change; between
         queries, changes are applied in batches (create-then-remove costs nothing)."""
         self.index.note_entry(d.ino, name)
+        self._names_tick = next(self._ticks)  # after queuing it: see _unapplied
+
+    def _noted_ino(self, ino: int) -> None:
+        """Queue a change of a file's content or attributes (as ``_noted``)."""
+        self.index.note_ino(ino)
+        self._data_tick = next(self._ticks)
 
     def create_file(self, d: Node | VNode, name: bytes, mode: int, exclusive: bool) -> Node:
         real = self._real_dir(d, name)
@@ -601,19 +625,19 @@ class SemanticFS:
 
     def set_mode(self, n: Node | VNode, mode: int) -> None:
         self.local.set_mode(self._real(n), mode)
-        self.index.note_ino(n.ino)
+        self._noted_ino(n.ino)
 
     def set_owner(self, n: Node | VNode, uid: int, gid: int) -> None:
         self.local.set_owner(self._real(n), uid, gid)
-        self.index.note_ino(n.ino)
+        self._noted_ino(n.ino)
 
     def truncate(self, n: Node | VNode, size: int) -> None:
         self.local.truncate(self._real(n), size)
-        self.index.note_ino(n.ino)
+        self._noted_ino(n.ino)
 
     def set_times(self, n: Node | VNode, atime_ns: int | None, mtime_ns: int | None) -> None:
         self.local.set_times(self._real(n), atime_ns, mtime_ns)
-        self.index.note_ino(n.ino)
+        self._noted_ino(n.ino)
 
     def read(self, n: Node | VNode, offset: int, count: int) -> bytes:
         if not isinstance(n, Node):
@@ -624,7 +648,7 @@ class SemanticFS:
         if not isinstance(n, Node):
             raise NfsError(nfsstat3.NFS3ERR_ISDIR if n.is_dir else nfsstat3.NFS3ERR_ROFS)
         done = self.local.write(n, offset, data, sync)
-        self.index.note_ino(n.ino)  # re-extracted lazily: before the next query, or within a second
+        self._noted_ino(n.ino)  # re-extracted lazily: before the next query, or within a second
         return done
 
     def commit(self, n: Node | VNode) -> None:

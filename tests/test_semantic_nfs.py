@@ -318,3 +318,16 @@ def test_attributes_after_a_restart_are_current(tree, root):
         after = attrs(rpc, c)
         assert after.size == len(listed) + 1 and after.mtime != before.mtime
         assert names(rpc, c) == listed | {b"while_down.c"}
+
+
+def test_attributes_reflect_a_write_before_any_listing(tree, rpc_fresh, root):
+    """The same for what a WRITE changes: a content query's GETATTR applies it first."""
+    rpc = rpc_fresh
+    hits = look(rpc, look(rpc, root, b"text:"), b"semantic")
+    assert names(rpc, hits) == {b"notes.txt"}
+    f = create_ok(rpc, look(rpc, root, b"lib"), b"later.txt")
+    assert names(rpc, hits) == {b"notes.txt"}  # created empty: no words yet
+    before = attrs(rpc, hits)
+    assert write(rpc, f, 0, b"semantic words\n")[0] == OK
+    after = attrs(rpc, hits)
+    assert after.size == before.size + 1 and after.mtime != before.mtime
