@@ -269,11 +269,11 @@ class SemanticFS:
     def _state(self, q: Query) -> tuple[int, int, int]:
         """(entries, digest, mtime_ns), true to every change the server acknowledged: the
         kernel client keeps a cached listing while these attributes stay the same, so
-        queued index notes are applied first (``_fault`` flushes; with nothing queued and
-        the index unchanged, the cached results answer without any work; see ``_unapplied``).  A query that
-        never ran does not run here: a placeholder keeps its creation time until its first
-        fault (no client can hold a listing of it); one that ran before a restart, or left
-        the cache, runs again so its attributes are current."""
+        queued index notes that matter are applied first (``_fault`` flushes; see
+        ``_unapplied``); otherwise the cached results answer without any work.  A query
+        that never ran does not run here: a placeholder keeps its creation time until its
+        first fault (no client can hold a listing of it); one that ran before a restart,
+        or left the cache, runs again so its attributes are current."""
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
