@@ -4,7 +4,9 @@ Writes the tree of tests/vm_support.py into the export, restarts the ``server`` 
 its start-up scan indexes it, then boots scripts/vm/vm_mount_test.py's VM with the semantic
 workload (scripts/vm/workloads/semantic.sh): field and value directories, result symlinks,
 order-free paths, name clashes, read-only results, lab views in the root and in src/,
-changes through the mount and behind the server's back (host action ``write``/``rm``), and a
+changes through the mount (also on a second mount with the default close-to-open options:
+a file created or removed shows in the very next ``ls`` of ``ext:/c``) and behind the
+server's back (host action ``write``/``rm``), and a
 virtual directory used as cwd across a server restart (host action ``restart``, same port).
 Skips when qemu or the Debian cloud kernel is missing, unless PYSFSD_REQUIRE_VM=1.
 PYSFSD_VM_TRACE=N runs the server with PYSFSD_TRACE=N (trace on its stderr, in the report).
