@@ -242,6 +242,9 @@ def parse_query_path(path: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]
             open_field = field
             break
         value = decode_value(parts[i + 1])
+        if value is None and SHORT_MARK in parts[i + 1]:
+            raise QuerySyntaxError(f"{parts[i + 1]!r} is the shortened name of a long value: "
+                                   "give the value itself")
         if value is None:
             raise QuerySyntaxError(f"bad escape in value {parts[i + 1]!r}")
         terms[field] = value

@@ -4,8 +4,8 @@ to ``MAX_QUERIES`` records, least recently used first out; an evicted one answer
 """
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import lmdb
 import pytest

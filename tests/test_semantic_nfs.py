@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nfsd.query import QuerySyntaxError, parse_query_path
 from protocol import nfs3
 from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, lookup,
                                 mkdir_ok, read, remove, rename, write)
@@ -299,6 +300,8 @@ def test_long_values_get_short_stable_names(tree):
     with RpcClient(tree.port) as rpc:
         root = rpc.mount(tree.export_b)
         assert names(rpc, look(rpc, look(rpc, root, b"long"), b"name:")) == listed  # stable
+    with pytest.raises(QuerySyntaxError, match="shortened name"):  # the command line's paths
+        parse_query_path(b"long/name:/" + sorted(listed)[0])
 
 
 def test_attributes_after_a_restart_are_current(tree, root):
