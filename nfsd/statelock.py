@@ -12,11 +12,13 @@ import fcntl
 import os
 import time
 
+from .config_error import ConfigError
+
 LOCK_NAME = "users.lock"
 WAIT_SECONDS = 2.0  # a read-only check holds the lock exclusively for an instant (``in_use``)
 
 
-class StateBusy(Exception):
+class StateBusy(ConfigError):
     pass
 
 
@@ -64,3 +66,24 @@ def in_use(store_dir: str) -> bool:
 
 def release(fd: int) -> None:
     os.close(fd)
+
+
+SERVER_LOCK_NAME = "server.lock"
+
+
+def hold_server(store_dir: str) -> int:
+    """The one server of a store: a second server on the same exports and state directory
+    is refused, since each keeps its own in-memory view (open files, listing cache,
+    placeholders, the index queue) of what the store records.  The holder's pid is written
+    in the file, to name it."""
+    fd = os.open(os.path.join(store_dir, SERVER_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StateBusy(f"another pysfsd server (pid {holder}) already serves these exports with state "
+                        f"store {store_dir}: stop it first, or give this one another --state-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -75,7 +75,7 @@ def discovery_status(server: ServerProcess) -> str:
 def start_server(tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     export = tmp_path / name / "export"
     export.mkdir(parents=True)
-    return ServerProcess(export, tmp_path / name / "state", args=args, env=env).start()
+    return ServerProcess(export, tmp_path / name / "state", args=args, env=env, register=True).start()
 
 
 # --- the portmap v2 procedures ----------------------------------------------------------
