@@ -22,6 +22,19 @@ PORT=${PORT:-2049}
 PYTHON=${PYTHON:-python3}
 say() { echo "quickstart: $*" >&2; }
 
+run() {
+    echo "\$ $*" >&2
+    "$@"
+}
+
+expect() {  # expect TEXT COMMAND...: run it, show its output, which must hold TEXT
+    local text=$1 out
+    shift
+    out=$("$@")
+    echo "$out"
+    grep -qF -- "$text" <<<"$out" || { say "FAILED: no '$text' in what $2 printed"; exit 1; }
+}
+
 url() {  # a libnfs URL for PATH inside the export
     echo "nfs://127.0.0.1${EXPORT}${1:+/$1}?version=3&nfsport=${PORT}&mountport=${PORT}"
 }
@@ -34,18 +47,17 @@ check() {
             *) say "unknown check option $1"; exit 2 ;;
         esac
     done
-    local name tmp
-    name="hello-$(id -un).txt"
-    tmp=$(mktemp)
-    trap 'rm -f "$tmp"' EXIT
-    echo "hello from $(id -un)" >"$tmp"
-    set -x
-    nfs-ls "$(url)"
-    nfs-cp "$tmp" "$(url "$name")"
-    nfs-cat "$(url "$name")"
-    nfs-ls "$(url "ext:/txt")"
-    .venv/bin/pysfsd query --export "$EXPORT" "ext:/txt"
-    { set +x; } 2>/dev/null
+    local name
+    name="hello-$(id -un)-$(date +%s).txt"  # nfs-cp never overwrites
+    TMP=$(mktemp)
+    trap 'rm -f "$TMP"' EXIT
+    echo "hello from $(id -un)" >"$TMP"
+    run nfs-ls "$(url)" >/dev/null
+    run nfs-cp "$TMP" "$(url "$name")"
+    expect "hello from $(id -un)" run nfs-cat "$(url "$name")"
+    sleep 1  # the index takes in what was written within a second
+    expect "$name" run nfs-ls "$(url "ext:/txt")"
+    expect "$name" run .venv/bin/pysfsd query --export "$EXPORT" "ext:/txt"
     say "it answers: listed, wrote and read back $name, found it in the query directory ext:/txt"
 }
 
