@@ -2,9 +2,10 @@
 what the command does, the start-up lines say what a user needs to know.
 
 Each test runs ``python -m nfsd`` as a user would.  Problems an ordinary user meets (a port
-below 1024, an export or state directory they may not read or write) are reproduced as root
-without the capabilities that override them (``setpriv --bounding-set``), so the test keeps
-uid 0 and its interpreter.  The address the host lacks (192.0.2.1, TEST-NET-1) is only
+below 1024, an export or state directory they may not read or write) are reproduced, when
+the tests run as root, without the capabilities that override them (``setpriv
+--bounding-set``), so the test keeps uid 0 and its interpreter, on directories of another
+user's (``foreign``); run by an ordinary user, the tests meet them as they are.  The address the host lacks (192.0.2.1, TEST-NET-1) is only
 passed to ``bind``, which fails at once: nothing is sent anywhere.
 """
 from __future__ import annotations
@@ -28,12 +29,23 @@ NOT_ROOT_CAPS = "-dac_override,-dac_read_search,-net_bind_service"
 def run(*args: str, env: dict[str, str] | None = None, drop_caps: bool = False,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "nfsd", *args]
-    if drop_caps:
-        if os.geteuid() != 0 or shutil.which("setpriv") is None:
-            pytest.skip("needs root and setpriv to act as an ordinary user would")
+    if drop_caps and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to act as an ordinary user would")
         cmd = ["setpriv", "--bounding-set", NOT_ROOT_CAPS, "--", *cmd]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL)
+
+
+def foreign(path: Path, mode: int) -> None:
+    """Give ``path`` the rights an ordinary user has on another user's directory of ``mode``:
+    as root, make it nobody's; otherwise keep it ours with the 'other' bits everywhere."""
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+        path.chmod(mode)
+    else:
+        other = mode & 0o7
+        path.chmod(other | other << 3 | other << 6)
 
 
 def one_line_failure(proc: subprocess.CompletedProcess[str], *phrases: str) -> str:
@@ -115,11 +127,10 @@ def test_export_that_is_a_file(tmp_path: Path) -> None:
 def test_export_the_server_cannot_read(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
-    os.chown(export, 65534, 65534)
-    export.chmod(0o700)
+    foreign(export, 0o700)
     tmp_path.chmod(0o755)
     proc = run(*server_args(tmp_path, "--port", "0"), drop_caps=True)
-    one_line_failure(proc, f"cannot read export {export}", "mode 0700", "run the server as a user who may read it")
+    one_line_failure(proc, f"cannot read export {export}", "run the server as a user who may read it")
 
 
 def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
@@ -132,8 +143,7 @@ def test_state_dir_not_writable(tmp_path: Path) -> None:
     args = server_args(tmp_path, "--port", "0")
     state = tmp_path / "state"
     state.mkdir()
-    os.chown(state, 65534, 65534)
-    state.chmod(0o755)
+    foreign(state, 0o755)
     proc = run(*args, drop_caps=True)
     one_line_failure(proc, "cannot create the state in", "Permission denied", "--state-dir a directory you may write")
 
@@ -141,8 +151,7 @@ def test_state_dir_not_writable(tmp_path: Path) -> None:
 def test_unwritable_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    os.chown(home, 65534, 65534)
-    home.chmod(0o555)
+    foreign(home, 0o555)
     args = [a for a in server_args(tmp_path, "--port", "0")]
     i = args.index("--state-dir")
     del args[i:i + 2]
