@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 
 import lmdb
@@ -80,7 +81,9 @@ def listen_error(host: str, port: int, exc: OSError, what: str = "listen") -> Co
     """Why ``bind`` failed, and what to do."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     hint = _LISTEN_HINTS.get(exc.errno or 0)
-    if hint is None:
+    if isinstance(exc, socket.gaierror):  # a --bind name that does not resolve
+        hint = f"{exc.strerror}: give --bind one of this host's addresses, or 0.0.0.0"
+    elif hint is None:
         hint = f"{exc.strerror or exc}"
     if exc.errno == errno.EACCES and what != "listen":
         hint = hint.replace("give a port from 1024 up", "leave out --portmap (mount with explicit ports)")
