@@ -290,3 +290,12 @@ def test_check_reads_the_servers_config_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     config.write_text('export = ["/x"]\nno-such-setting = 1\n')
     one_line_failure(run("check", "--config", str(config)), "unknown setting 'no-such-setting'")
+
+
+def test_every_option_is_documented() -> None:
+    """docs/running.rst lists every option the server's parser has."""
+    from nfsd.cli import build_parser
+    text = (REPO / "docs" / "running.rst").read_text()
+    missing = [s for a in build_parser()._actions for s in a.option_strings
+               if s.startswith("--") and f"``{s}" not in text]
+    assert not missing, f"not in docs/running.rst: {missing}"
