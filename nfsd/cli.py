@@ -87,7 +87,7 @@ def _number(kind: type, low: float, high: float | None, what: str) -> Callable[[
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < low or (high is not None and value > high):
+        if not value >= low or (high is not None and value > high):  # NaN too
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
     parse.__name__ = what
@@ -113,6 +113,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_general_arguments(p: argparse.ArgumentParser) -> None:
+    """The transducers (the server's and check's must agree) and the general options."""
     add_transducer_arguments(p)
     g = p.add_argument_group("general")
     g.add_argument("--config", metavar="FILE",
