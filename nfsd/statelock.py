@@ -4,7 +4,9 @@ A server holds a shared ``flock`` on ``STORE/users.lock`` for as long as it runs
 --repair`` takes it exclusively, so neither starts while the other runs.  The kernel drops
 the lock when its holder dies, kill -9 included, so a crash never leaves the store locked.
 ``pysfsd index``, ``query`` and a read-only ``check`` take no lock: LMDB lets them share the
-store with a running server.
+store with a running server.  A server also holds ``STORE/server.lock`` exclusively
+(``hold_server``): a second server on the same store is refused at start, with the pid of
+the first.
 """
 from __future__ import annotations
 
