@@ -14,7 +14,8 @@ from protocol.nfs3 import NFS3
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from . import identity
-from .exports import ExportPolicy, ExportsError, GuardedNfs3, load_exports
+from .config_error import ConfigError
+from .exports import ExportPolicy, GuardedNfs3, load_exports
 from .index import Index
 from .localfs import LocalFS
 from .mount_service import MountService
@@ -23,11 +24,10 @@ from .semantic import SemanticFS
 from .portmap_service import PMAP_PORT, Discovery
 from .server import (ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, connection_cap,
                      listen_rpc, reap_connections)
-from .statelock import StateBusy, hold_shared, release
-from .store import Store
+from .preflight import check_export, listen_error, open_store
+from .statelock import StateBusy, hold_server, hold_shared, release
 from .trace import trace_level
 from .transducer_options import TransducerSettings, build as build_transducers
-from .index.user import TransducerSpecError
 from .watch import TreeWatcher
 
 log = logging.getLogger("pysfsd")
@@ -66,13 +66,10 @@ class ServerConfig:
     progress: bool | None = None  # scan progress bar: None = when stderr is a terminal
     portmap: bool = False      # serve a portmapper on portmap_port when none runs there
     portmap_port: int = PMAP_PORT
+    register: bool = True      # register with the host's rpcbind (--no-register: leave it alone)
     idle_timeout: float = 360.0   # close a TCP connection idle this long (s)
     stall_timeout: float = 120.0  # ... or stalled mid-record, or not reading its replies
     transducers: TransducerSettings = field(default_factory=TransducerSettings)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -86,31 +83,34 @@ def store_path(state_dir: str, roots: list[str]) -> str:
 class NfsServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.export_rules = load_exports(config.exports, config.exports_file)
         try:
-            self.export_rules = load_exports(config.exports, config.exports_file)
             identity.self_test()
-        except (ExportsError, OSError) as exc:
+        except OSError as exc:
             raise ConfigError(str(exc)) from None
         if identity.SERVER.uid == 0 and not identity.ACTING:
             raise ConfigError("running as root on a platform where pysfsd cannot act as its callers "
                               "(per-thread credentials); run it as an ordinary user")
         roots = [e.path for e in self.export_rules]
-        state = os.path.realpath(config.state_dir)
         for root in roots:
-            if not os.path.isdir(root):
-                raise ConfigError(f"export {root} is not a directory")
-            if state == root or state.startswith(root.rstrip("/") + "/"):
-                raise ConfigError(f"state directory {state} must not be inside export {root}")
+            check_export(root, config.state_dir)
+        transducers, self.sandbox = build_transducers(config.transducers)  # TransducerSpecError
         try:
-            transducers, self.sandbox = build_transducers(config.transducers)
-        except TransducerSpecError as exc:
-            raise ConfigError(str(exc)) from None
-        self.store = Store(store_path(config.state_dir, roots))
-        try:
-            self._state_hold = hold_shared(self.store.path)  # no repair while we serve
-        except StateBusy as exc:
-            self.store.close()
-            raise ConfigError(str(exc)) from None
+            self.store = open_store(config.state_dir, store_path(config.state_dir, roots))
+            try:
+                self._server_hold = hold_server(self.store.path)  # one server per store
+                try:
+                    self._state_hold = hold_shared(self.store.path)  # no repair while we serve
+                except StateBusy:
+                    release(self._server_hold)
+                    raise
+            except StateBusy:
+                self.store.close()
+                raise
+        except ConfigError:
+            if self.sandbox is not None:
+                self.sandbox.close()
+            raise
         self.boot = self.store.next_boot()
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
@@ -146,17 +146,23 @@ class NfsServer:
         loop = asyncio.get_running_loop()
         limits = ConnectionLimits(self.config.idle_timeout, self.config.stall_timeout, connection_cap())
         # TCP and UDP on one port number; the UDP endpoint joins self.connections.
-        server, _, _ = await listen_rpc(
-            self.config.bind, self.config.port,
-            lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record, limits=limits),
-            lambda: RpcDatagramProtocol(self.dispatcher, self.connections))
+        try:
+            server, _, _ = await listen_rpc(
+                self.config.bind, self.config.port,
+                lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record, limits=limits),
+                lambda: RpcDatagramProtocol(self.dispatcher, self.connections))
+        except OSError as exc:
+            raise listen_error(self.config.bind, self.config.port, exc) from None
         self._servers.append(server)
         self._background.append(loop.create_task(self._sync_periodically()))
         self._background.append(loop.create_task(reap_connections(self.connections, limits)))
         self._background.append(loop.create_task(self._index_all()))
         host, port = server.sockets[0].getsockname()[:2]
-        await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
-                                   self.dispatcher.trace_level)
+        try:
+            await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
+                                       self.dispatcher.trace_level, self.config.register)
+        except OSError as exc:
+            raise listen_error(host, self.config.portmap_port, exc, "serve the portmapper (--portmap)") from None
         return host, port
 
     async def _index_all(self) -> None:
@@ -193,8 +199,7 @@ class NfsServer:
             if task.done() and task.exception() is not None:
                 log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
         stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress)
-        self.scan_stats[fs.root_path] = stats
-        log.info("indexed %s: %s", fs.root_path, stats)
+        self.scan_stats[fs.root_path] = stats  # Index.scan has logged it
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:
         """Apply queued index notes (inotify events, writes) twice a second (and redo a scan
@@ -234,3 +239,4 @@ class NfsServer:
             self.sandbox.close()
         self.store.close()
         release(self._state_hold)
+        release(self._server_hold)

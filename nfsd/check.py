@@ -50,9 +50,9 @@ SETTLE_SECONDS = 2.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The server's own options (so the same command line, or ``--config`` file, names the
-    same state and transducers), and ``--repair``."""
-    p = build_parser()
+    """The server's options that name its state and transducers (so the same command line,
+    or ``--config`` file, names the same state), and ``--repair``."""
+    p = build_parser(server=False)
     p.prog = "pysfsd check"
     p.description = "Compare the server's LMDB state (handle table, index) with the exported files."
     p.add_argument("--repair", action="store_true",

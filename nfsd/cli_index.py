@@ -15,52 +15,74 @@ import logging
 import os
 import stat
 import sys
+import textwrap
 
+from . import __version__
 from .app import default_state_dir, store_path
+from .config_error import ConfigError
 from .index import Index, ScanStats, fsread
 from .query import QuerySyntaxError, encode_value, parse_query_path
+from .preflight import check_export, open_store
 from .store import Store
 from .config_file import parse_with_config
 from .index.index import EXTRACT_THREADS
-from .index.user import TransducerSpecError
 from .sandbox import WorkerPool
 from .transducer_options import add_arguments as add_transducer_arguments, build, settings_from
 
 
+_DESCRIPTIONS = {
+    "index": "Build or refresh the semantic index of the exports without serving them, then print "
+             "what it holds: files seen, added, updated, removed; values and postings per field; "
+             "the files each transducer failed on.  It uses (and updates) the server's own state "
+             "for the same --export set and --state-dir, and may run beside the server.",
+    "query": "Print what a query path names, without NFS: the matching paths one per line "
+             "('owner:/smith/ext:/c'), the values of a field ('src/owner:'), or the lab view of a "
+             "directory ('src/:extension=.c').  It refreshes the server's index for the same "
+             "--export set and --state-dir first (--no-refresh: as it is).",
+}
+_EPILOGS = {
+    "index": "example:\n  pysfsd index --export /srv/data\n\nsee also: pysfsd query --help, docs/running.rst",
+    "query": "examples:\n  pysfsd query --export /srv/data 'owner:/smith/ext:/c'\n"
+             "  pysfsd query --export /srv/data 'src/owner:'\n\nsee also: docs/namespace.rst",
+}
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"pysfsd {command}")
+    from .cli import Parser, build_parser
+    p = Parser(prog=f"pysfsd {command}", description=textwrap.fill(_DESCRIPTIONS[command], 79),
+               epilog=_EPILOGS[command])
     p.add_argument("--export", action="append", required=True, metavar="DIR",
                    help="the export (repeat to name the same set as the server, whose state is shared;"
                         " a query runs in the first)")
-    p.add_argument("--state-dir", default=default_state_dir(),
+    p.add_argument("--state-dir", default=default_state_dir(), metavar="DIR",
                    help="where the LMDB environment lives (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("--config", metavar="FILE", help="the server's TOML configuration file (its exports are not used)")
+    p.add_argument("--version", action="version", version=f"pysfsd {__version__}")
     add_transducer_arguments(p)  # the server's own: other transducers re-extract every file
     if command == "query":
         p.add_argument("query", help="a query path: 'owner:/smith/ext:/c', 'src/owner:', 'src/:extension=.c'")
         p.add_argument("--no-refresh", action="store_true", help="query the index as it is, without rescanning")
+    p.other_settings = frozenset({a.dest for a in build_parser()._actions} - {a.dest for a in p._actions})
     return p
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ConfigError):
+    """A command line that names no index or no valid query: one line, exit status 2."""
 
 
 def _open(exports: list[str], state_dir: str, args: argparse.Namespace | None = None
           ) -> tuple[Store, list[Index], WorkerPool | None]:
-    roots = [os.path.realpath(e) for e in exports]
-    state = os.path.realpath(state_dir)
+    roots = list(dict.fromkeys(os.path.realpath(e) for e in exports))  # as the server merges them
     for root in roots:
-        if not os.path.isdir(root):
-            raise UsageError(f"export {root} is not a directory")
-        if state == root or state.startswith(root.rstrip("/") + "/"):
-            raise UsageError(f"state directory {state} must not be inside export {root}")
+        check_export(root, state_dir)
+    transducers, pool = build(settings_from(args, EXTRACT_THREADS)) if args is not None else (None, None)
     try:
-        transducers, pool = build(settings_from(args, EXTRACT_THREADS)) if args is not None else (None, None)
-    except TransducerSpecError as exc:
-        raise UsageError(str(exc)) from None
-    store = Store(store_path(state_dir, roots))
+        store = open_store(state_dir, store_path(state_dir, roots))
+    except ConfigError:
+        if pool is not None:
+            pool.close()
+        raise
     return store, [Index(store.env, root, store.export_id(root), transducers=transducers) for root in roots], pool
 
 
@@ -69,20 +91,13 @@ def main(argv: list[str]) -> int:
     args = parse_with_config(_parser(command), rest)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        store, indexes, pool = _open(args.export, args.state_dir, args)
-    except UsageError as exc:
-        print(f"pysfsd: {exc}", file=sys.stderr)
-        return 2
+    store, indexes, pool = _open(args.export, args.state_dir, args)  # ConfigError: nfsd.cli prints it
     try:
         if command == "index":
             for index in indexes:
                 _report(index, index.scan())
             return 0
         return _query(indexes[0], os.fsencode(args.query), refresh=not args.no_refresh)
-    except UsageError as exc:
-        print(f"pysfsd: {exc}", file=sys.stderr)
-        return 2
     finally:
         for index in indexes:
             index.close()

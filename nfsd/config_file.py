@@ -15,8 +15,10 @@ import argparse
 import tomllib
 from typing import Any
 
+from .config_error import ConfigError
 
-class ConfigFileError(ValueError):
+
+class ConfigFileError(ConfigError):
     pass
 
 
@@ -29,11 +31,15 @@ def defaults_from_file(parser: argparse.ArgumentParser, path: str) -> dict[str, 
         raise ConfigFileError(f"{path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{path}: {exc}") from None
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "version")}
+    # The file is the server's: a command that shares it skips what it does not use.
+    others: frozenset[str] = getattr(parser, "other_settings", frozenset())
     out: dict[str, Any] = {}
     for key, value in data.items():
         dest = key.replace("-", "_")
         action = actions.get(dest)
+        if action is None and dest in others:
+            continue
         if action is None:
             raise ConfigFileError(f"{path}: unknown setting {key!r}")
         if isinstance(action, argparse._AppendAction):
@@ -54,6 +60,8 @@ def defaults_from_file(parser: argparse.ArgumentParser, path: str) -> dict[str, 
             if action.type is not None:
                 try:
                     value = action.type(value)
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigFileError(f"{path}: {key}: {exc}") from None
                 except (TypeError, ValueError):
                     raise ConfigFileError(f"{path}: {key}: bad value {value!r}") from None
             if action.choices is not None and value not in action.choices:

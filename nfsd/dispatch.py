@@ -33,10 +33,11 @@ Offload = Callable[[Any], bool]
 class Registered:
     """A program version bound to the object whose methods implement its procedures."""
 
-    __slots__ = ("program", "handlers", "status_enum")
+    __slots__ = ("program", "service", "handlers", "status_enum")
 
     def __init__(self, program: Program, service: Any, offload: Mapping[str, Offload]) -> None:
         self.program = program
+        self.service = service
         self.handlers: dict[int, tuple[Procedure, Callable[..., Any], Offload | None, Callable[..., Any], Callable[..., Any]]] = {}
         for num, proc in program.procedures.items():
             pack_res = proc.res.compiled()[0]
@@ -169,8 +170,8 @@ class Dispatcher:
         status = "SYSTEM_ERR" if result is _SYSTEM_ERR else trace.status_name(result, reg.status_enum)
         trace.log.info("%s:%d xid=%#x %s.%s %s -> %s %.3fms", ctx.client[0], ctx.client[1], call.xid, reg.program.name, proc.name, trace.summarize(args), status, ms)
         if self.trace_level >= 2:
-            trace.log.info("  uid=%s gid=%s gids=%s\n  args: %s\n  res:  %s", call.cred.uid, call.cred.gid,
-                           list(call.cred.gids), trace.pretty(args, depth=1),
+            trace.log.info("  %s\n  args: %s\n  res:  %s", trace.credentials(call.cred, reg.service, proc.name, ctx, args),
+                           trace.pretty(args, depth=1),
                            trace.pretty(result, depth=1) if result is not _SYSTEM_ERR else "SYSTEM_ERR")
         if self.trace_level >= 10:
             trace.log.info("  call bytes:\n%s\n  reply bytes:\n%s", trace.hexdump(record),

@@ -61,6 +61,7 @@ identity (``nfsd.identity``).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import operator
 import os
 import re
@@ -74,17 +75,20 @@ from protocol.nfs3 import NFS3, NFS3_OK, nfsstat3
 from protocol.rpc import AUTH_NONE, Credentials
 
 from . import identity
+from .config_error import ConfigError
 from .attrs import fattr, wcc, wcc_before
 from .errors import NfsError
 from .handles import handle_kind
 from .identity import Identity
 from .nfs3_service import CallContext
 
+log = logging.getLogger("pysfsd.exports")
+
 ANONYMOUS = 65534
 MAX_ID = 0xFFFFFFFE
 
 
-class ExportsError(ValueError):
+class ExportsError(ConfigError):
     """A malformed exports line or option: the server does not start."""
 
 
@@ -313,10 +317,20 @@ def parse_line(line: str, where: str, defaults: Options = LINE_DEFAULTS) -> Expo
     if not path.startswith("/"):
         raise ExportsError(f"{where}: the exported path must be absolute, not {path!r}")
     specs = tokens[1:] or ["*"]
-    for t in specs:
+    for i, t in enumerate(specs):
         if t.startswith("-"):
             raise ExportsError(f"{where}: line-wide default options ({t}) are not supported; "
                                "give the options to each client")
+        if t.startswith("("):
+            # exportfs warns too: 'host (rw)' gives host the defaults (ro) and (rw) to everyone.
+            if i:
+                prev = specs[i - 1]
+                log.warning("%s: '%s %s' is two client specifications, %r with the defaults "
+                            "(ro,root_squash,secure) and %r for everyone; write '%s%s' (no space before "
+                            "the parenthesis)", where, prev, t, prev, t, prev, t)
+            else:
+                log.warning("%s: %r names no client, so it applies to everyone; write '*%s' to say so",
+                            where, t, t)
     return Export(path, [parse_client(t, defaults, where) for t in specs])
 
 
@@ -458,6 +472,22 @@ class GuardedNfs3:
         for name, (paths, kind) in _PROCS.items():
             getters = tuple(operator.attrgetter(p) for p in paths)
             setattr(self, name, getattr(self, "_" + kind)(name, getattr(inner, name), getters))
+
+    def trace_credentials(self, name: str, ctx: CallContext, a: Any) -> str | None:
+        """For PYSFSD_TRACE: whom the call ran as after the export rules (squashing), which
+        is what explains an NFS3ERR_ACCES; None for a call without a handle (NULL)."""
+        entry = _PROCS.get(name)
+        if entry is None:
+            return None
+        try:
+            rule = self.policy.rule(operator.attrgetter(entry[0][0])(a), ctx.client)
+        except NfsError:
+            return "refused by the export rules"
+        _, ident = rule.effective(ctx.cred)
+        text = f"uid={ident.uid} gid={ident.gid} gids={list(ident.groups)} (rule {rule.pattern!r}"
+        if not self.acting:
+            return text + f"; the server is not root, so it runs as uid {identity.SERVER.uid})"
+        return text + ")"
 
     # -- helpers -------------------------------------------------------------------------
     def _failure(self, name: str, status: int, fhs: Sequence[bytes]) -> tuple[int, Any]:

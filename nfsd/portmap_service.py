@@ -140,9 +140,11 @@ class Discovery:
         self.status = "not started"
 
     async def start(self, host: str, port: int, embedded: bool, portmap_port: int = PMAP_PORT,
-                    trace_level: int = 0) -> str:
+                    trace_level: int = 0, register: bool = True) -> str:
         """Serve the embedded portmapper when asked to and its port is free; otherwise
-        register with the system's portmapper if one runs.  Returns ``status``."""
+        register with the system's portmapper if one runs (and ``register``: a test or
+        private instance must not take over the real server's mappings).  Returns
+        ``status``; the embedded portmapper's port refused (not root) raises OSError."""
         mappings = our_mappings(port)
         if embedded:
             pm = EmbeddedPortmapper(mappings, trace_level)
@@ -151,13 +153,15 @@ class Discovery:
             except OSError as exc:
                 pm.close()
                 if exc.errno != errno.EADDRINUSE:
-                    log.error("cannot serve the portmapper on port %d: %s", portmap_port, exc)
-                else:
-                    log.info("port %d is taken (a portmapper runs?): registering with it instead", portmap_port)
+                    raise
+                log.info("port %d is taken (a portmapper runs?): registering with it instead", portmap_port)
             else:
                 self.portmapper = pm
                 self.status = f"serving portmap v2 on {host}:{where} (tcp, udp)"
                 return self.status
+        if not register:
+            self.status = "not registered (--no-register): mount with the port in the options"
+            return self.status
         self.registration = Registration(host, mappings)
         loop = asyncio.get_running_loop()
         self.status = await loop.run_in_executor(None, self.registration.register)

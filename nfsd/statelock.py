@@ -4,7 +4,9 @@ A server holds a shared ``flock`` on ``STORE/users.lock`` for as long as it runs
 --repair`` takes it exclusively, so neither starts while the other runs.  The kernel drops
 the lock when its holder dies, kill -9 included, so a crash never leaves the store locked.
 ``pysfsd index``, ``query`` and a read-only ``check`` take no lock: LMDB lets them share the
-store with a running server.
+store with a running server.  A server also holds ``STORE/server.lock`` exclusively
+(``hold_server``): a second server on the same store is refused at start, with the pid of
+the first.
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import fcntl
 import os
 import time
 
+from .config_error import ConfigError
+
 LOCK_NAME = "users.lock"
 WAIT_SECONDS = 2.0  # a read-only check holds the lock exclusively for an instant (``in_use``)
 
 
-class StateBusy(Exception):
+class StateBusy(ConfigError):
     pass
 
 
@@ -64,3 +68,24 @@ def in_use(store_dir: str) -> bool:
 
 def release(fd: int) -> None:
     os.close(fd)
+
+
+SERVER_LOCK_NAME = "server.lock"
+
+
+def hold_server(store_dir: str) -> int:
+    """The one server of a store: a second server on the same exports and state directory
+    is refused, since each keeps its own in-memory view (open files, listing cache,
+    placeholders, the index queue) of what the store records.  The holder's pid is written
+    in the file, to name it."""
+    fd = os.open(os.path.join(store_dir, SERVER_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StateBusy(f"another pysfsd server (pid {holder}) already serves these exports with state "
+                        f"store {store_dir}: stop it first, or give this one another --state-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

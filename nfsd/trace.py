@@ -50,19 +50,39 @@ def summarize(value: Any) -> str:
                     parts.append(f"{name}={{{inner}}}")
             elif isinstance(v, (bytes, bytearray, memoryview)):
                 parts.append(f"{name}={_short(v, 20)}")
+            elif name == "mode" and isinstance(v, int) and not isinstance(v, bool):
+                parts.append(f"{name}={mode_text(v)}")
             elif isinstance(v, (int, bool)):
                 parts.append(f"{name}={v}")
         return " ".join(parts)
     return _short(value)
 
 
+def credentials(sent: Any, service: Any, proc: str, ctx: Any, args: Any) -> str:
+    """The credentials the client sent and, where the service can say (the export guard),
+    those the call ran with after squashing: the latter explain an NFS3ERR_ACCES."""
+    text = f"sent uid={sent.uid} gid={sent.gid} gids={list(sent.gids)}"
+    describe = getattr(service, "trace_credentials", None)
+    effective = describe(proc, ctx, args) if describe is not None else None
+    return text if effective is None else f"{text} -> ran as {effective}"
+
+
+def mode_text(mode: int) -> str:
+    """A mode as chmod and ls show it: octal (0644, 01777)."""
+    return f"0{mode:o}" if mode else "0"
+
+
 def pretty(value: Any, indent: int = 2, depth: int = 0) -> str:
-    """A decoded value, fully, one field per line."""
+    """A decoded value, fully, one field per line (modes in octal)."""
     pad = " " * (indent * (depth + 1))
     if hasattr(value, "_fields"):
         lines = [f"{type(value).__name__} {{"]
         for name in value._fields:
-            lines.append(f"{pad}{name} = {pretty(getattr(value, name), indent, depth + 1)}")
+            v = getattr(value, name)
+            if name == "mode" and isinstance(v, int) and not isinstance(v, bool):
+                lines.append(f"{pad}{name} = {mode_text(v)}")
+                continue
+            lines.append(f"{pad}{name} = {pretty(v, indent, depth + 1)}")
         lines.append(" " * (indent * depth) + "}")
         return "\n".join(lines)
     if isinstance(value, list):

@@ -28,7 +28,7 @@ class TransducerSettings:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("user transducers (see README: User transducers)")
+    g = p.add_argument_group("user transducers (docs/namespace.rst: User transducers)")
     g.add_argument("--transducer", action="append", default=[], metavar="GLOB=COMMAND",
                    help="run COMMAND on files whose name matches GLOB, content on its standard input, "
                         "field=value lines on its standard output (repeatable)")

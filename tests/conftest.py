@@ -33,6 +33,9 @@ class ServerProcess:
     # test_exports.py).  None: a bare ``--export DIR``.  With ``--exports FILE`` in ``args``
     # the file alone says what is exported.
     export_options: str | None = "*(rw,no_root_squash,insecure)"
+    # Tests leave the host's rpcbind alone (--no-register): a test server must not take over
+    # the mappings of a real one.  Discovery tests set this.
+    register: bool = False
 
     @property
     def export_b(self) -> bytes:
@@ -51,7 +54,8 @@ class ServerProcess:
         else:
             export = ["--export", f'"{self.export}" {self.export_options}']
         cmd = [sys.executable, "-m", "nfsd", *export, "--bind", "127.0.0.1",
-               "--port", str(port or self.port), "--state-dir", str(self.state_dir), *self.args]
+               "--port", str(port or self.port), "--state-dir", str(self.state_dir),
+               *(() if self.register else ("--no-register",)), *self.args]
         env = dict(os.environ, **(self.env or {}))
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -241,7 +241,7 @@ def test_kill9_in_the_middle_of_the_start_up_scan(tmp_path):
             (export / f"d{i}/f{j}.txt").write_text(f"file {j} of directory {i}: several words of text\n")
     srv = ServerProcess(export, tmp_path / "state")
     proc = subprocess.Popen([sys.executable, "-m", "nfsd", "--export", str(export), "--bind", "127.0.0.1",
-                             "--port", "0", "--state-dir", str(srv.state_dir)], cwd=REPO,
+                             "--port", "0", "--no-register", "--state-dir", str(srv.state_dir)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline().startswith("pysfsd: listening")

@@ -75,7 +75,7 @@ def discovery_status(server: ServerProcess) -> str:
 def start_server(tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     export = tmp_path / name / "export"
     export.mkdir(parents=True)
-    return ServerProcess(export, tmp_path / name / "state", args=args, env=env).start()
+    return ServerProcess(export, tmp_path / name / "state", args=args, env=env, register=True).start()
 
 
 # --- the portmap v2 procedures ----------------------------------------------------------
@@ -378,3 +378,18 @@ def test_registration_replaces_stale_and_keeps_live_mappings(system_rpcbind, tmp
     finally:
         live.stop()
     assert not _ours(live.port) & _mappings(_rpcinfo_p())
+
+
+def test_no_register_leaves_rpcbind_alone(system_rpcbind, tmp_path: Path) -> None:
+    """--no-register (the test suite's default): a private instance tells rpcbind nothing,
+    so it can never take over the mappings of the host's real server."""
+    _need("rpcinfo")
+    export = tmp_path / "private" / "export"
+    export.mkdir(parents=True)
+    srv = ServerProcess(export, tmp_path / "private" / "state").start()
+    try:
+        assert discovery_status(srv).startswith("not registered (--no-register)")
+        assert not _ours(srv.port) & _mappings(_rpcinfo_p())
+    finally:
+        log = srv.stop()
+    assert "Traceback" not in log

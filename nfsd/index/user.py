@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..config_error import ConfigError
 from ..sandbox import TransducerFailed, WorkerPool
 from ..sandbox.wire import DESCRIBE, MAX_INPUT, RUN_COMMAND, RUN_ENTRY_POINT
 from .transducer import Content, Tier
@@ -25,7 +26,7 @@ from .useroutput import OutputRejected, parse_lines, parse_packed
 log = logging.getLogger("pysfsd.index")
 
 
-class TransducerSpecError(ValueError):
+class TransducerSpecError(ConfigError):
     pass
 
 
