@@ -567,7 +567,15 @@ class LocalFS:
         check_name(name)
         if n.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_ISDIR)
-        os.link(proc_path(n.fd), name, dst_dir_fd=d.fd, follow_symlinks=True)
+        try:
+            os.link(proc_path(n.fd), name, dst_dir_fd=d.fd, follow_symlinks=True)
+        except PermissionError as exc:
+            # The kernel refuses a protected hard link (fs.protected_hardlinks: EPERM) before
+            # it looks at the directory; knfsd and Ganesha check the directory first (ACCES).
+            if exc.errno == errno.EPERM and not os.access(".", os.W_OK | os.X_OK, dir_fd=d.fd,
+                                                          effective_ids=True):
+                raise NfsError(nfsstat3.NFS3ERR_ACCES, "no write permission on the directory") from None
+            raise
 
     def set_mode(self, n: Node, mode: int) -> None:
         if n.is_link:

@@ -38,6 +38,9 @@ _REPLY_OVERHEAD = 24 + 4 + 88 + 8 + 8
 # callers; acting as them (nfsd/identity.py), the kernel makes new objects theirs, applying
 # the set-group-ID directory rule too.
 _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
+# The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
+# owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
+NEW_FILE_MODE = 0o600
 _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
@@ -233,7 +236,7 @@ class Nfs3Service:
         if mode == nfs3.createmode3.EXCLUSIVE:
             return self._create_exclusive(ctx, fs, d, name, how, pre)
         sattr = how
-        perm = sattr.mode if sattr.mode is not None else 0o644
+        perm = sattr.mode if sattr.mode is not None else NEW_FILE_MODE
         try:
             try:
                 n = fs.create_file(d, name, perm, exclusive=True)
@@ -252,10 +255,12 @@ class Nfs3Service:
     def _existing_file(self, fs: Backend, d: Node, name: bytes, sattr: Any) -> Node:
         """CREATE UNCHECKED of a name that exists, as knfsd (do_nfsd_create): a regular file
         is kept with only the size applied (two clients racing ``open(O_CREAT|O_TRUNC)``);
-        the mode, owner and times sent were meant for a new file.  Anything else: EXIST."""
+        the mode, owner and times sent were meant for a new file.  A directory is ISDIR (as
+        from Ganesha and a local open(2)), anything else EXIST."""
         n = fs.lookup(d, name)
-        if not stat.S_ISREG(fs.stat(n).st_mode):
-            raise NfsError(nfsstat3.NFS3ERR_EXIST)
+        kind = stat.S_IFMT(fs.stat(n).st_mode)
+        if kind != stat.S_IFREG:  # a directory: what open(O_CREAT) of one answers
+            raise NfsError(nfsstat3.NFS3ERR_ISDIR if kind == stat.S_IFDIR else nfsstat3.NFS3ERR_EXIST)
         if sattr.size is not None:
             self._apply_sattr(fs, n, nfs3.sattr3.cls(None, None, None, sattr.size, (0, None), (0, None)))
         return n
@@ -268,7 +273,7 @@ class Nfs3Service:
         try:
             with self._create_lock:
                 try:
-                    n = fs.create_file(d, name, 0o644, exclusive=True)
+                    n = fs.create_file(d, name, NEW_FILE_MODE, exclusive=True)
                     try:
                         fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
                     except StoreFull:
