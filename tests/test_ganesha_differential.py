@@ -49,7 +49,7 @@ CREDS = {
 }
 OLD = 1_000_000_000 * 10**9   # every object's atime and mtime before a case runs
 CLIENT = 7 * 10**9             # the time SET_TO_CLIENT_TIME sends
-D, F = "dir", "file"
+D, F, P = "dir", "file", "fifo"
 
 # Tree templates: (path, kind, uid, gid, mode, content).  Group 2000 is the shared group.
 TREES: dict[str, list[tuple[str, str, int, int, int, bytes]]] = {
@@ -60,7 +60,7 @@ TREES: dict[str, list[tuple[str, str, int, int, int, bytes]]] = {
     # a world-writable directory with files of two owners
     "pub": [("d", D, 0, 0, 0o777, b""), ("d/rw", F, 1000, 1000, 0o666, b"data"),
             ("d/ro", F, 1000, 1000, 0o644, b"data"), ("d/mine", F, 1000, 1000, 0o640, b"data"),
-            ("d/sub", D, 1000, 1000, 0o755, b"")],
+            ("d/sub", D, 1000, 1000, 0o755, b""), ("d/fifo", P, 1000, 1000, 0o666, b"")],
     # /tmp-like: sticky and world-writable
     "sticky": [("d", D, 0, 0, 0o1777, b""), ("d/f", F, 1000, 1000, 0o644, b"x"),
                ("d/g", F, 1001, 1001, 0o644, b"y"), ("d/sub", D, 1000, 1000, 0o755, b""),
@@ -122,7 +122,7 @@ def _cases() -> list[Case]:
             add(Case(f"setid file: {label} as {who}", "setid", who, (call,)))
     # CREATE in each mode, of a new name and of existing objects
     targets = {"new": "d/new", "existing rw 0666": "d/rw", "existing 0644": "d/ro",
-               "existing 0640": "d/mine", "existing directory": "d/sub"}
+               "existing 0640": "d/mine", "existing directory": "d/sub", "existing fifo": "d/fifo"}
     for mode_name, mode in (("unchecked", 0), ("guarded", 1), ("exclusive", 2)):
         for target, path in targets.items():
             for who in ("root", "owner", "other"):
@@ -133,6 +133,9 @@ def _cases() -> list[Case]:
         for who in ("owner", "other"):
             add(Case(f"create unchecked mode only, {target} as {who}", "pub", who,
                      (("CREATE", target, 0, _sattr(mode=0o600)),)))
+    for who in ("root", "owner", "other"):
+        add(Case(f"create unchecked with owner and times, existing rw 0666 as {who}", "pub", who,
+                 (("CREATE", "d/rw", 0, _sattr(uid=1001, gid=1001, size=0, atime=2, mtime=1)),)))
     for who in ("owner", "other"):
         add(Case(f"create exclusive retransmitted as {who}", "pub", who,
                  (("CREATE", "d/x", 2, b"verf0002"), ("CREATE", "d/x", 2, b"verf0002"),
@@ -179,7 +182,15 @@ _PROTECTED_LINK = ("fs.protected_hardlinks: acting as the caller, the kernel ref
 _OPEN_EXISTING = ("CREATE UNCHECKED of an existing file without a size applies nothing (knfsd's "
                   "do_nfsd_create), so it needs no write permission; Ganesha opens the file for "
                   "writing and answers ACCES")
+_OTHER_TYPE = ("CREATE UNCHECKED of an existing FIFO (not a regular file, not a directory) "
+               "answers EXIST and opens nothing; Ganesha answers BADTYPE (knfsd OK)")
 KNOWN: dict[str, str] = {
+    "create unchecked existing fifo as root": _OTHER_TYPE,
+    "create unchecked existing fifo as owner": _OTHER_TYPE,
+    "create unchecked existing fifo as other": _OTHER_TYPE,
+    "create unchecked with owner and times, existing rw 0666 as owner": (
+        "CREATE UNCHECKED of an existing file applies only the size, as knfsd's do_nfsd_create; "
+        "Ganesha 4.3 applies the owner sent too when the caller owns the file, and refuses (PERM)"),
     "setid file: truncate as owner": _TRUNCATE_SETID,
     "setid file: truncate as member": _TRUNCATE_SETID,
     "link the file of 1000 as member": _PROTECTED_LINK,
@@ -210,6 +221,8 @@ def build(export: Path) -> None:
             p = base / path
             if kind == D:
                 p.mkdir()
+            elif kind == P:
+                os.mkfifo(p)
             else:
                 p.write_bytes(content)
             os.chown(p, uid, gid)
