@@ -17,10 +17,10 @@ runs (and stops it after).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -348,12 +348,13 @@ def run_cases(t: Target) -> dict[str, Any]:
 
 # -- the servers ----------------------------------------------------------------------------
 def _ganesha_class() -> Any:
-    sys.path.insert(0, str(REPO / "scripts" / "bench"))
-    try:
-        from servers import free_port, ganesha_module  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return ganesha_module().Ganesha, free_port
+    """scripts/vm/ganesha.py's Ganesha, and a free port, through scripts/bench/servers.py
+    (loaded by path: scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_servers", REPO / "scripts" / "bench" / "servers.py")
+    assert spec is not None and spec.loader is not None
+    servers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servers)
+    return servers.ganesha_module().Ganesha, servers.free_port
 
 
 @pytest.fixture(scope="module")
