@@ -331,7 +331,7 @@ def _sattr3(attrs: dict[str, Any]) -> Any:
 def _send(t: Target, base: str, call: tuple[Any, ...], c: Credentials) -> Any:
     """One call of a case (paths relative to the case's directory ``base``); its status."""
     op, *args = call
-    p = [f"{base}/{a}" if isinstance(a, str) else a for a in args]
+    p: list[Any] = [f"{base}/{a}" if isinstance(a, str) else a for a in args]
     if op == "SETATTR":
         a = nfs3.SETATTR3args.cls(fh(_lookup(t, p[0])), _sattr3(p[1]), None)
     elif op == "CREATE":
