@@ -9,7 +9,22 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Hashable, Iterator, Protocol
+from typing import Any, Final, Hashable, Iterator, Protocol
+
+
+class ServerTime:
+    """``set_times``: the server's current time (utimensat's UTIME_NOW), as opposed to a time
+    the client gives (nanoseconds) or ``None`` (leave that timestamp alone: UTIME_OMIT)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SERVER_TIME"
+
+
+SERVER_TIME: Final = ServerTime()
+#: one timestamp for ``set_times``: nanoseconds since the epoch, SERVER_TIME, or None (unchanged)
+TimeSet = int | ServerTime | None
 
 
 class ModeKinds:
@@ -65,7 +80,7 @@ class Backend(Protocol):
     def set_mode(self, n: Any, mode: int) -> None: ...
     def set_owner(self, n: Any, uid: int, gid: int) -> None: ...
     def truncate(self, n: Any, size: int) -> None: ...
-    def set_times(self, n: Any, atime_ns: int | None, mtime_ns: int | None) -> None: ...
+    def set_times(self, n: Any, atime: TimeSet, mtime: TimeSet) -> None: ...
     def read(self, n: Any, offset: int, count: int) -> bytes: ...
     def write(self, n: Any, offset: int, data: memoryview, sync: int) -> int: ...
     def commit(self, n: Any) -> None: ...

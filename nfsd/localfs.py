@@ -32,11 +32,13 @@ from protocol.nfs3 import nfsstat3
 
 from . import identity
 from .dirlist import cookie_verifier
-from .backend import ModeKinds
+from .backend import ModeKinds, TimeSet
 from .errors import NfsError
 from .handles import pack_real, unpack_real
 from .store import Store, StoreFull
+from .utimens import utimensat
 
+AT_FDCWD = -100
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
 MAX_NAME = 255
@@ -565,7 +567,15 @@ class LocalFS:
         check_name(name)
         if n.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_ISDIR)
-        os.link(proc_path(n.fd), name, dst_dir_fd=d.fd, follow_symlinks=True)
+        try:
+            os.link(proc_path(n.fd), name, dst_dir_fd=d.fd, follow_symlinks=True)
+        except PermissionError as exc:
+            # The kernel refuses a protected hard link (fs.protected_hardlinks: EPERM) before
+            # it looks at the directory; knfsd and Ganesha check the directory first (ACCES).
+            if exc.errno == errno.EPERM and not os.access(".", os.W_OK | os.X_OK, dir_fd=d.fd,
+                                                          effective_ids=True):
+                raise NfsError(nfsstat3.NFS3ERR_ACCES, "no write permission on the directory") from None
+            raise
 
     def set_mode(self, n: Node, mode: int) -> None:
         if n.is_link:
@@ -605,20 +615,49 @@ class LocalFS:
             os.chown(proc_path(n.fd), uid, gid)
 
     def truncate(self, n: Node, size: int) -> None:
+        """Through the file's shared read-write descriptor, so the caller's write permission
+        (the owner always has it, as in knfsd) is checked here first: the descriptor may
+        have been opened for someone else.  The truncation itself acts as the caller, so the
+        kernel clears set-user-ID and set-group-ID bits as for that user."""
         if n.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_ISDIR)
         if not stat.S_ISREG(n.mode):
             raise NfsError(nfsstat3.NFS3ERR_INVAL)
-        os.truncate(n.io_fd(write=True), size)
+        ident = identity.current()
+        if ident is not None and ident.uid != 0:
+            if not identity.may(self.stat(n), ident, identity.W, owner_override=True):
+                raise NfsError(nfsstat3.NFS3ERR_ACCES, "no write permission to truncate")
+            with identity.as_server():
+                fd = n.io_fd(write=True)
+        else:
+            fd = n.io_fd(write=True)
+        os.truncate(fd, size)
 
-    def set_times(self, n: Node, atime_ns: int | None, mtime_ns: int | None) -> None:
-        """None, None: both to the current time (utimensat(NULL): write permission suffices)."""
-        times = {} if atime_ns is None or mtime_ns is None else {"ns": (atime_ns, mtime_ns)}
+    def set_times(self, n: Node, atime: TimeSet, mtime: TimeSet) -> None:
+        """Set either timestamp or both (None: leave it), as knfsd does: to the server's
+        time with write permission or ownership, to a client's time with ownership only.
+
+        The kernel's utimensat asks ownership as soon as the two are not both the current
+        time (``touch -a``), so when it refuses a caller who asked only for the server's
+        time, write permission is asked of the kernel (``faccessat`` as the caller: ACLs
+        count) and the times are set as the server.  Without it the answer is ACCES, not
+        PERM (knfsd checks write permission first)."""
         if n.is_link:
             parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
-            os.utime(n.name, dir_fd=parent.fd, follow_symlinks=False, **times)
+            dir_fd, path, follow = parent.fd, n.name, False
         else:
-            os.utime(proc_path(n.fd), **times)
+            dir_fd, path, follow = AT_FDCWD, os.fsencode(proc_path(n.fd)), True
+        try:
+            utimensat(dir_fd, path, atime, mtime, follow)
+        except PermissionError as exc:
+            client_time = isinstance(atime, int) or isinstance(mtime, int)
+            if exc.errno != errno.EPERM or client_time or identity.current() is None:
+                raise
+            if not os.access(path, os.W_OK, dir_fd=None if dir_fd == AT_FDCWD else dir_fd,
+                             effective_ids=True, follow_symlinks=follow):
+                raise NfsError(nfsstat3.NFS3ERR_ACCES, "no write permission to set times") from None
+            with identity.as_server():
+                utimensat(dir_fd, path, atime, mtime, follow)
 
     def read(self, n: Node, offset: int, count: int) -> bytes:
         return os.pread(n.io_fd(write=False), count, offset)

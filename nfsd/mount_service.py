@@ -6,12 +6,17 @@ from typing import Any
 
 from protocol import mount3
 from protocol.mount3 import mountstat3
+from protocol.nfs3 import nfsstat3
 from protocol.rpc import AUTH_NONE, AUTH_SYS
 
 from .errors import NfsError
 from .backend import Backend
 from .nfs3_service import CallContext
 
+#: LOOKUP failures (NfsError) that MNT answers as such; any other is ACCES
+_MNT_STATUS = {nfsstat3.NFS3ERR_NOENT: mountstat3.MNT3ERR_NOENT,
+               nfsstat3.NFS3ERR_NOTDIR: mountstat3.MNT3ERR_NOTDIR,
+               nfsstat3.NFS3ERR_NAMETOOLONG: mountstat3.MNT3ERR_NAMETOOLONG}
 #: DUMP is informational (RFC 1813): the mount list is bounded, however many MNTs arrive.
 MAX_MOUNTS = 4096
 
@@ -51,7 +56,9 @@ class MountService:
                     return mountstat3.MNT3ERR_NOTDIR, None
         except FileNotFoundError:
             return mountstat3.MNT3ERR_NOENT, None
-        except (OSError, NfsError):
+        except NfsError as exc:  # below a query directory: what LOOKUP answers there
+            return _MNT_STATUS.get(exc.status, mountstat3.MNT3ERR_ACCES), None
+        except OSError:
             return mountstat3.MNT3ERR_ACCES, None
         if len(self.mounts) < MAX_MOUNTS:  # normalized: "/x//./" is "/x", not one entry per spelling
             self.mounts.add((ctx.client[0].encode(), os.path.normpath(path)))

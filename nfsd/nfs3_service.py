@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 from typing import Any, Callable, NamedTuple
 
 from protocol import nfs3
@@ -22,7 +21,7 @@ from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, ListingCache
 from .errors import NfsError, status_of
 from .handles import KIND_REAL, handle_kind
 from .identity import ACTING as _ACTING_AS_CALLER
-from .backend import Backend, ObjectNode as Node
+from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
 from .store import Store, StoreFull
 
 RTMAX = WTMAX = 1 << 20
@@ -39,6 +38,9 @@ _REPLY_OVERHEAD = 24 + 4 + 88 + 8 + 8
 # callers; acting as them (nfsd/identity.py), the kernel makes new objects theirs, applying
 # the set-group-ID directory rule too.
 _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
+# The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
+# owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
+NEW_FILE_MODE = 0o600
 _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
@@ -79,8 +81,14 @@ def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
     return granted & wanted
 
 
-def _server_time_ns() -> int:
-    return time.time_ns()
+def _time_set(how_time: tuple[int, Any]) -> TimeSet:
+    """A set_atime / set_mtime union as ``set_times`` takes it."""
+    how, t = how_time
+    if how == nfs3.time_how.SET_TO_SERVER_TIME:
+        return SERVER_TIME
+    if how == nfs3.time_how.SET_TO_CLIENT_TIME:
+        return t.seconds * 1_000_000_000 + t.nseconds
+    return None
 
 
 class Nfs3Service:
@@ -136,18 +144,9 @@ class Nfs3Service:
             fs.set_owner(n, -1 if uid is None else uid, -1 if gid is None else gid)
         if sa.mode is not None:
             fs.set_mode(n, sa.mode)
-        ahow, atime = sa.atime
-        mhow, mtime = sa.mtime
-        if ahow == 1 and mhow == 1:
-            # Both to the server's time: utimensat(NULL), which write permission allows (a
-            # group member's ``touch``), where explicit times need ownership.
-            fs.set_times(n, None, None)
-        elif ahow or mhow:
-            st = fs.stat(n)
-            now = _server_time_ns()
-            a_ns = st.st_atime_ns if ahow == 0 else now if ahow == 1 else atime.seconds * 10**9 + atime.nseconds
-            m_ns = st.st_mtime_ns if mhow == 0 else now if mhow == 1 else mtime.seconds * 10**9 + mtime.nseconds
-            fs.set_times(n, a_ns, m_ns)
+        if sa.atime[0] or sa.mtime[0]:
+            # Each timestamp as asked, the other left alone (not rewritten from a read).
+            fs.set_times(n, _time_set(sa.atime), _time_set(sa.mtime))
 
     def _created(self, fs: Backend, d: Node, pre: Any, make: Callable[[], Node],
                  sattr: Any, ctx: CallContext, ok: Any, fail: Any) -> tuple[int, Any]:
@@ -237,11 +236,34 @@ class Nfs3Service:
         if mode == nfs3.createmode3.EXCLUSIVE:
             return self._create_exclusive(ctx, fs, d, name, how, pre)
         sattr = how
-        perm = sattr.mode if sattr.mode is not None else 0o644
+        perm = sattr.mode if sattr.mode is not None else NEW_FILE_MODE
+        try:
+            try:
+                n = fs.create_file(d, name, perm, exclusive=True)
+            except FileExistsError:
+                if mode == nfs3.createmode3.GUARDED:
+                    raise
+                n = self._existing_file(fs, d, name, sattr)
+            else:
+                self._apply_sattr(fs, n, sattr, ctx)
+        except (OSError, NfsError) as exc:
+            return status_of(exc), nfs3.CREATE3resfail.cls(self._wcc(fs, d, pre))
+        finally:
+            self._changed(d)
+        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
 
-        def make() -> Node:
-            return fs.create_file(d, name, perm, exclusive=mode == nfs3.createmode3.GUARDED)
-        return self._created(fs, d, pre, make, sattr, ctx, nfs3.CREATE3resok.cls, nfs3.CREATE3resfail.cls)
+    def _existing_file(self, fs: Backend, d: Node, name: bytes, sattr: Any) -> Node:
+        """CREATE UNCHECKED of a name that exists, as knfsd (do_nfsd_create): a regular file
+        is kept with only the size applied (two clients racing ``open(O_CREAT|O_TRUNC)``);
+        the mode, owner and times sent were meant for a new file.  A directory is ISDIR (as
+        from Ganesha and a local open(2)), anything else EXIST."""
+        n = fs.lookup(d, name)
+        kind = stat.S_IFMT(fs.stat(n).st_mode)
+        if kind != stat.S_IFREG:  # a directory: what open(O_CREAT) of one answers
+            raise NfsError(nfsstat3.NFS3ERR_ISDIR if kind == stat.S_IFDIR else nfsstat3.NFS3ERR_EXIST)
+        if sattr.size is not None:
+            self._apply_sattr(fs, n, nfs3.sattr3.cls(None, None, None, sattr.size, (0, None), (0, None)))
+        return n
 
     def _create_exclusive(self, ctx: CallContext, fs: Backend, d: Node, name: bytes,
                           verf: bytes, pre: Any) -> Any:
@@ -251,7 +273,7 @@ class Nfs3Service:
         try:
             with self._create_lock:
                 try:
-                    n = fs.create_file(d, name, 0o644, exclusive=True)
+                    n = fs.create_file(d, name, NEW_FILE_MODE, exclusive=True)
                     try:
                         fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
                     except StoreFull:

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Real clients and the VM: libnfs-utils (nfs-ls, nfs-cp, nfs-cat), nfs-common and rpcbind
 # (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs;
-# libmagic1 for the index's content types (python-magic).
+# libmagic1 for the index's content types (python-magic); NFS-Ganesha (FSAL VFS), the server
+# tests/test_ganesha_differential.py compares pysfsd with.
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
-              busybox-static cpio kmod libmagic1)
+              busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -300,6 +300,72 @@ def test_touch_by_a_writer_who_is_not_the_owner(tree: ServerProcess, rpc: RpcCli
     assert (tree.export / "shared" / "log").stat().st_mtime_ns == 5_000_000_000
 
 
+def _times(rpc: RpcClient, h: bytes, atime: int, mtime: int, c: Credentials) -> int:
+    """SETATTR of the times only, each a time_how (0 leave, 1 server time, 2 a client time)."""
+    client = nfs3.nfstime3.cls(7, 0)
+    sa = nfs3.sattr3.cls(None, None, None, None, (atime, client if atime == 2 else None),
+                         (mtime, client if mtime == 2 else None))
+    return rpc.nfs(SETATTR, nfs3.SETATTR3args.cls(fh(h), sa, None), c)[0]
+
+
+def test_one_timestamp_to_server_time_needs_write_permission_not_ownership(
+        tree: ServerProcess, rpc: RpcClient, root: bytes) -> None:
+    """``touch -a`` / ``touch -m`` send one time as "server time" and leave the other: as in
+    knfsd and Ganesha, write permission suffices (the kernel's utimensat would want
+    ownership), a caller without it gets ACCES (not PERM), and the other timestamp is left
+    exactly as it is (not rewritten from a read)."""
+    path = own(write(tree.export / "shared" / "log", b""), 1000, 2000, 0o660)
+    old = 1_000_000_123
+    os.utime(path, ns=(old, old))
+    log = look(rpc, root, "shared/log")
+    assert _times(rpc, log, 1, 0, OTHER) == S.NFS3ERR_ACCES
+    assert _times(rpc, log, 0, 1, OTHER) == S.NFS3ERR_ACCES
+    assert (path.stat().st_atime_ns, path.stat().st_mtime_ns) == (old, old)
+    assert _times(rpc, log, 1, 0, MEMBER) == OK  # touch -a
+    assert path.stat().st_atime_ns > old and path.stat().st_mtime_ns == old
+    os.utime(path, ns=(old, old))
+    assert _times(rpc, log, 0, 1, MEMBER) == OK  # touch -m
+    assert path.stat().st_atime_ns == old and path.stat().st_mtime_ns > old
+    # a client's time, even for one timestamp, stays the owner's
+    assert _times(rpc, log, 2, 0, MEMBER) == S.NFS3ERR_PERM
+    assert _times(rpc, log, 1, 2, MEMBER) == S.NFS3ERR_PERM
+    assert _times(rpc, log, 2, 0, OTHER) == S.NFS3ERR_PERM
+    os.utime(path, ns=(old, old))
+    assert _times(rpc, log, 2, 0, OWNER) == OK
+    assert (path.stat().st_atime_ns, path.stat().st_mtime_ns) == (7_000_000_000, old)
+    assert _times(rpc, log, 1, 0, OWNER) == OK
+    assert path.stat().st_mtime_ns == old
+
+
+def test_create_unchecked_of_an_existing_file_applies_only_the_size(
+        tree: ServerProcess, rpc: RpcClient, root: bytes) -> None:
+    """Two clients racing ``open(O_CREAT|O_TRUNC)``: the loser's CREATE UNCHECKED finds the
+    file.  As knfsd (do_nfsd_create), only the size is applied to it: a writer who does not
+    own it truncates it (no PERM for the mode it also sent), the owner's mode is kept; a
+    caller without write permission gets ACCES and the data stays."""
+    pub = look(rpc, root, "pub")
+    shared = own(write(tree.export / "pub" / "shared.log", b"data"), 1000, 1000, 0o666)
+    how = (nfs3.createmode3.UNCHECKED, sattr(mode=0o644, size=0))
+    status, res = rpc.nfs(CREATE, nfs3.CREATE3args.cls(diropargs(pub, b"shared.log"), how), OTHER)
+    assert status == OK
+    st = shared.stat()
+    assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_uid) == (0, 0o666, 1000)
+    assert res.obj_attributes.size == 0 and res.obj_attributes.mode == 0o666
+    mine = own(write(tree.export / "pub" / "mine", b"data"), 1000, 1000, 0o640)
+    how = (nfs3.createmode3.UNCHECKED, sattr(mode=0o600))
+    assert rpc.nfs(CREATE, nfs3.CREATE3args.cls(diropargs(pub, b"mine"), how), OWNER)[0] == OK
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o640 and mine.read_bytes() == b"data"
+    ro = own(write(tree.export / "pub" / "ro", b"data"), 1000, 1000, 0o644)
+    how = (nfs3.createmode3.UNCHECKED, sattr(mode=0o644, size=0))
+    assert rpc.nfs(CREATE, nfs3.CREATE3args.cls(diropargs(pub, b"ro"), how), OTHER)[0] == S.NFS3ERR_ACCES
+    assert ro.read_bytes() == b"data"
+    # the shared descriptor a writer opened is not reused for someone who may not write
+    assert rpc.nfs(CREATE, nfs3.CREATE3args.cls(diropargs(pub, b"ro"), how), OWNER)[0] == OK
+    write(ro, b"data")
+    assert rpc.nfs(CREATE, nfs3.CREATE3args.cls(diropargs(pub, b"ro"), how), OTHER)[0] == S.NFS3ERR_ACCES
+    assert ro.read_bytes() == b"data"
+
+
 def test_directories_without_permission(tree: ServerProcess, rpc: RpcClient, root: bytes) -> None:
     private = look(rpc, root, "private")  # root looks it up; the handle is no key
     assert listing(rpc, private, OWNER) == (OK, {b"secret.c", b"only.h"})

@@ -177,6 +177,18 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int, int, bytes | None]]:
     return out
 
 
+def test_mount_of_a_missing_path_below_a_query_directory(server: ServerProcess) -> None:
+    """NOENT, as for a missing real path; a result that is a file is NOTDIR."""
+    (server.export / "note.txt").write_text("zanzibar\n")
+    server.restart()
+    with RpcClient(server.port) as rpc:
+        assert _mnt(rpc, server.export_b + b"/nosuchdir")[0] == mountstat3.MNT3ERR_NOENT
+        assert _mnt(rpc, server.export_b + b"/text:/nosuchword")[0] == mountstat3.MNT3ERR_NOENT
+        assert _mnt(rpc, server.export_b + b"/text:/zanzibar")[0] == mountstat3.MNT3_OK
+        assert _mnt(rpc, server.export_b + b"/text:/zanzibar/nosuchfile")[0] == mountstat3.MNT3ERR_NOENT
+        assert _mnt(rpc, server.export_b + b"/text:/zanzibar/note.txt")[0] == mountstat3.MNT3ERR_NOTDIR
+
+
 def test_read_only_export_refuses_every_modification(server: ServerProcess) -> None:
     ex = server.export
     (ex / "f").write_bytes(b"data")

@@ -45,3 +45,34 @@ def test_handle_found_again_after_move_and_restart(fs, tmp_path):
     node = fresh.node(fh)
     assert node.ino == (tmp_path / "exp" / "x" / "moved" / "b" / "c").stat().st_ino
     assert fresh.store.get_object(1, node.ino).name == b"c"
+
+
+def test_setattr_of_one_timestamp_never_writes_back_the_other(tmp_path):
+    """SETATTR of the atime alone (``touch -a -d``) leaves the mtime as it is at that moment:
+    nothing read before is written back, so a WRITE landing between a read and the update
+    keeps its mtime.  The race is made certain by having every read of attributes answer
+    what it was before that WRITE."""
+    from nfsd.nfs3_service import CallContext, Nfs3Service
+    from protocol import nfs3
+    from tests.rpc_client import ROOT
+
+    (tmp_path / "exp").mkdir()
+    f = tmp_path / "exp" / "f"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(10**18, 10**18))
+    store = Store(str(tmp_path / "state"))
+    fs = LocalFS(str(tmp_path / "exp"), 1, store)
+    try:
+        service = Nfs3Service({1: fs}, store, b"verifier")
+        n = fs.lookup(fs.root, b"f")
+        before_write = fs.stat(n)
+        os.utime(f, ns=(10**18, 2 * 10**18))  # the concurrent WRITE's mtime
+        fs.stat = lambda node: before_write
+        atime_only = nfs3.sattr3.cls(None, None, None, None, (2, nfs3.nfstime3.cls(5, 0)), (0, None))
+        status, _ = service.SETATTR(CallContext(ROOT, ("127.0.0.1", 0)),
+                                    nfs3.SETATTR3args.cls(nfs3.nfs_fh3.cls(n.fh), atime_only, None))
+        assert status == nfsstat3.NFS3_OK
+        assert (f.stat().st_atime_ns, f.stat().st_mtime_ns) == (5 * 10**9, 2 * 10**18)
+    finally:
+        fs.close()
+        store.close()
