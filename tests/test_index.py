@@ -109,6 +109,8 @@ def make_tree(root: Path) -> None:
     write(root / "medium.bin", os.urandom(70 << 10))
     os.symlink("docs/readme.txt", root / "link.txt")
     os.mkfifo(root / "pipe")
+    for special in ("link.txt", "pipe"):  # every file's mtime is WHEN: nothing depends on today
+        os.utime(root / special, (WHEN, WHEN), follow_symlinks=False)
 
 
 @pytest.fixture

@@ -215,6 +215,9 @@ class Index:
                 r.gone(d, name, known[0])
             return
         if r.entry(fd, d, name, st):
+            # extractions queued so far read their files through ``fd``: run them before the
+            # walk below queues (and runs) the new directory's own
+            r.run_jobs(fd)
             sub = fsread.open_dir_at(fd, name, st.st_ino)
             if sub is not None:
                 try:
