@@ -11,7 +11,8 @@ What each kind of difference means, and how ``--repair`` fixes it:
 ``kind``, ``place``, ``stale``
                  the recorded kind, parent and name, or size, mtime and ctime are not the
                  file's any more: the rescan brings them up to date;
-``unextracted``  a content tier never extracted (a scan cut short), or by other transducers:
+``unextracted``  a content tier never extracted (a scan cut short), or by other transducers,
+                 or for another name (a rename that changed which transducers apply):
                  the rescan extracts it;
 ``fields``       the stat-tier fields (name, owner, size...) differ from what the file's
                  name and attributes give now: refreshed by the rescan;
@@ -113,8 +114,8 @@ class _Checker:
         if (rec.size, rec.mtime_ns, rec.ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             self.diff("stale", subject, f"recorded size {rec.size} mtime {rec.mtime_ns} ctime {rec.ctime_ns}, "
                       f"on disk {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}", ("scan",))
-        elif rec.xver != self.x.xver and self.x.content_tier:
-            what = "never extracted" if rec.xver == NO_XVER else "extracted by other transducers"
+        elif self.x.content_tier and rec.xver != self.x.xver_for(rec.name, st):
+            what = "never extracted" if rec.xver == NO_XVER else "extracted by other transducers or for another name"
             self.diff("unextracted", subject, f"content fields {what}", ("scan",))
         else:
             stored = self.t.keys_of(self.txn, INO.unpack(key)[0])[0]

@@ -82,3 +82,123 @@ def test_text_follows_files_written_on_the_host(server, rpc, root):
     eventually(words)
     eventually(lambda: listed(rpc, root, b"text:", b"host") == {b"host.txt"} or listed(rpc, root, b"text:", b"host"))
     eventually(lambda: {b"text%2Fplain", b"text%2Fx-c"} <= listed(rpc, root, b"type:") or listed(rpc, root, b"type:"))
+
+
+# --- renames that change which transducers apply ---------------------------------------------
+
+SLOW_C = b"int slowfn(void) { return 1; }\n"
+C2_C = b"int c2fn(void) { return 2; }\n"
+
+
+def _wait_indexed(rpc: RpcClient, root: bytes, word: bytes) -> None:
+    eventually(lambda: bool(listed(rpc, root, b"text:", word)) or listed(rpc, root, b"text:"))
+
+
+def _assert_fields_follow_the_names(rpc: RpcClient, root: bytes) -> None:
+    eventually(lambda: listed(rpc, root, b"exports:", b"slowfn") == {b"slow.c"}
+               or listed(rpc, root, b"exports:", b"slowfn"))
+    assert b"slow.c" in listed(rpc, root, b"ext:", b"c")
+    assert b"c2fn" not in listed(rpc, root, b"exports:")
+    assert listed(rpc, root, b"text:", b"c2fn") == {b"c2.txt"}  # its words stay: a text file still
+
+
+def test_rename_through_the_server_re_extracts_when_other_transducers_apply(server, rpc, root):
+    from tests.nfs3_helpers import create_ok, mkdir_ok, rename, write
+    lib = mkdir_ok(rpc, root, b"lib")
+    for name, data in ((b"slow.c.tmp", SLOW_C), (b"c2.c", C2_C)):
+        assert write(rpc, create_ok(rpc, lib, name), 0, data)[0] == OK
+    _wait_indexed(rpc, root, b"slowfn")
+    _wait_indexed(rpc, root, b"c2fn")
+    assert listed(rpc, root, b"exports:", b"c2fn") == {b"c2.c"}
+    time.sleep(1.1)  # as in the issue: the rename comes later than the write
+    assert rename(rpc, lib, b"slow.c.tmp", lib, b"slow.c")[0] == OK
+    assert rename(rpc, lib, b"c2.c", lib, b"c2.txt")[0] == OK
+    _assert_fields_follow_the_names(rpc, root)
+
+
+def test_rename_behind_the_servers_back_re_extracts_when_other_transducers_apply(server, rpc, root):
+    lib = server.export / "lib"
+    lib.mkdir()
+    (lib / "slow.c.tmp").write_bytes(SLOW_C)
+    (lib / "c2.c").write_bytes(C2_C)
+    _wait_indexed(rpc, root, b"slowfn")
+    _wait_indexed(rpc, root, b"c2fn")
+    eventually(lambda: listed(rpc, root, b"exports:", b"c2fn") == {b"c2.c"})
+    time.sleep(1.1)
+    os.rename(lib / "slow.c.tmp", lib / "slow.c")
+    os.rename(lib / "c2.c", lib / "c2.txt")
+    _assert_fields_follow_the_names(rpc, root)
+
+
+def test_a_move_keeps_the_content_tier_when_the_same_transducers_apply(tmp_path):
+    """The other side of the rule: a move to a name the same transducers treat alike is not
+    re-extracted (the content tier is the expensive one)."""
+    import lmdb
+    from tests.test_index import Counter
+    from nfsd.index import Index
+    from nfsd.index.builtin import default_transducers
+    root = tmp_path / "export"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.c").write_bytes(C2_C)
+    env = lmdb.open(str(tmp_path / "state"), max_dbs=128, map_size=1 << 28)
+    counter = Counter()
+    idx = Index(env, str(root), 1, transducers=default_transducers() + [counter])
+    try:
+        idx.scan(progress=False)
+        os.rename(root / "a" / "x.c", root / "y.c")
+        os.rename(root / "y.c", root / "y.C")  # same extension, case aside
+        idx.note_entry(idx.ino_of(b"a"), b"x.c")
+        idx.note_entry(idx.root_ino, b"y.C")
+        idx.flush()
+        assert counter.runs == {b"x.c": 1}
+        assert [r.path for r in idx.query(idx.root_ino, [(b"exports", b"c2fn")])] == [b"y.C"]
+        os.rename(root / "y.C", root / "y.txt")
+        idx.note_entry(idx.root_ino, b"y.C")
+        idx.note_entry(idx.root_ino, b"y.txt")
+        idx.flush()
+        assert counter.runs == {b"x.c": 1, b"y.txt": 1}
+        assert idx.query(idx.root_ino, [(b"exports", b"c2fn")]) == []
+    finally:
+        idx.close()
+        env.close()
+
+
+def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
+    """A record an earlier version left behind: c2.c renamed to c2.txt with its C exports
+    kept (that version stamped every content tier with the transducers' version alone).
+    ``pysfsd check`` reports it, ``pysfsd index`` re-extracts it."""
+    from nfsd.index.builtin import default_transducers
+    from nfsd.index.extract import Extractor
+    from nfsd.index.tables import INO, FileRecord
+    from tests.conftest import serving
+    from tests.test_check import found, query, run_check, state_env
+    with serving(tmp_path) as srv:
+        (srv.export / "c2.c").write_bytes(C2_C)
+        for i in range(5):
+            (srv.export / f"other{i}.c").write_bytes(SLOW_C)
+        with RpcClient(srv.port) as rpc:
+            eventually(lambda: listed(rpc, rpc.mount(srv.export_b), b"exports:", b"c2fn") == {b"c2.c"})
+    ex = srv.export
+    os.rename(ex / "c2.c", ex / "c2.txt")
+    st = os.lstat(ex / "c2.txt")
+    env = state_env(srv)
+    try:
+        files, children = env.open_db(b"idx1:files"), env.open_db(b"idx1:children")
+        root = INO.pack(os.lstat(ex).st_ino)
+        with env.begin(write=True) as txn:  # what the old rename handling wrote
+            rec = FileRecord.decode(txn.get(INO.pack(st.st_ino), db=files))
+            assert rec.name == b"c2.c"
+            legacy = Extractor(default_transducers()).xver
+            txn.put(INO.pack(st.st_ino), rec._replace(name=b"c2.txt", ctime_ns=st.st_ctime_ns, xver=legacy).encode(),
+                    db=files)
+            txn.put(root + b"c2.txt", txn.get(root + b"c2.c", db=children), db=children)
+            txn.delete(root + b"c2.c", db=children)
+    finally:
+        env.close()
+    assert query(srv, "exports:/c2fn") == ["c2.txt"]
+    rc, lines = run_check(srv)
+    assert (rc, found(lines)) == (1, {("index", "unextracted", st.st_ino)}), lines
+    from nfsd.cli_index import main as index_main
+    assert index_main(["index", "--export", str(ex), "--state-dir", str(srv.state_dir)]) == 0
+    assert query(srv, "exports:/c2fn") == []
+    assert run_check(srv) == (0, ["pysfsd check: consistent"])

@@ -10,7 +10,8 @@ agree:
   if the generation, size or mtime changed (a ctime-only change -- chmod, chown, a new hard
   link -- keeps it);
 * known inode at another place: a move or rename; the record follows it, the content tier
-  stays.  A file with several hard links is indexed under one name only: another name is
+  stays if the same transducers treat the new name alike (``Extractor.xver_for``), else it
+  is extracted again.  A file with several hard links is indexed under one name only: another name is
   ignored while the first one still exists;
 * a tombstone (vanished earlier): it came back, so its content tier is reused if it is
   still the same file.
@@ -221,7 +222,7 @@ class Reconciler:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
         if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and rec.xver == self.x.xver):
+                and rec.size == st.st_size and self.x.is_current(rec.xver, name, st)):
             self.c.unchanged += 1
             return False
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
@@ -244,7 +245,7 @@ class Reconciler:
         self.c.added += 1
         st_out = self.x.stat_keys(name, st)
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
-        xver = self.x.xver if keep or not self.x.content_tier else NO_XVER
+        xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
                          st.st_ctime_ns, xver, name)
         if tomb is None:
@@ -268,7 +269,9 @@ class Reconciler:
         old = w.keys_of(ino)
         if keep or not self.x.content_tier:
             # with no content-tier transducer left, a stale content tier simply goes
-            content, xver = (old[1] if keep else EMPTY), self.x.xver
+            content, xver = (old[1] if keep else EMPTY), self.x.xver_for(name, st)
+        elif moved and self.x.xver_for(rec.name, st) != self.x.xver_for(name, st):
+            content, xver = EMPTY, NO_XVER  # other transducers apply to the new name
         else:
             content, xver = old[1], NO_XVER  # the old one stays visible until re-extracted
         w.put_file(ino, rec._replace(parent=dir_ino, name=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -285,8 +288,8 @@ class Reconciler:
 
     def _same_content(self, rec: FileRecord, st: os.stat_result, dir_fd: int, name: bytes) -> bool:
         """Whether the content tier extracted for ``rec`` still describes the file."""
-        if (rec.xver != self.x.xver or rec.kind != stat.S_IFMT(st.st_mode) or rec.size != st.st_size
-                or rec.mtime_ns != st.st_mtime_ns):
+        if (rec.kind != stat.S_IFMT(st.st_mode) or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns
+                or rec.xver != self.x.xver_for(name, st)):
             return False
         if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
             return True
@@ -341,7 +344,7 @@ class Reconciler:
         outcome, gen = result
         old = w.keys_of(job.ino)
         w.set_keys(job.ino, old, (old[0], outcome.keys))
-        w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver))
+        w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver_for(job.name, job.st)))
         self._failures(job.ino, job.parent, job.name, job.stat_failures + outcome.failures)
 
     def _failures(self, ino: int, dir_ino: int, name: bytes, failures: list[tuple[str, str]]) -> None:
