@@ -202,3 +202,29 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
     assert index_main(["index", "--export", str(ex), "--state-dir", str(srv.state_dir)]) == 0
     assert query(srv, "exports:/c2fn") == []
     assert run_check(srv) == (0, ["pysfsd check: consistent"])
+
+
+# --- records of files deleted behind the server's back ---------------------------------------
+
+def test_check_is_clean_after_deletions_behind_a_running_servers_back(server, rpc, root):
+    """Files and a directory the server has handles for, deleted on the host: the server
+    drops their records itself, so ``pysfsd check`` beside it finds nothing wrong."""
+    from tests.nfs3_helpers import create_ok, mkdir_ok, write
+    from tests.test_check import run_check
+    d = mkdir_ok(rpc, root, b"dir")
+    for parent, name in ((root, b"a.txt"), (d, b"b.txt"), (d, b"c.txt"), (root, b"kept.txt")):
+        assert write(rpc, create_ok(rpc, parent, name), 0, b"some words\n")[0] == OK
+    (server.export / "moved.txt").write_text("moved\n")
+    look(rpc, root, b"moved.txt")
+    assert run_check(server) == (0, ["pysfsd check: consistent"])
+    ex = server.export
+    (ex / "a.txt").unlink()
+    (ex / "dir" / "b.txt").unlink()
+    (ex / "dir" / "c.txt").unlink()
+    (ex / "dir").rmdir()
+    os.rename(ex / "moved.txt", ex / "renamed.txt")
+    eventually(lambda: listed(rpc, root, b"ext:", b"txt") == {b"kept.txt", b"renamed.txt"}
+               or listed(rpc, root, b"ext:", b"txt"))
+    rc, lines = run_check(server)
+    assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
+    assert lookup(rpc, root, b"renamed.txt")[0] == OK

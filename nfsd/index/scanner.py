@@ -112,6 +112,10 @@ class Reconciler:
         self.deferred: list[tuple[int, bytes, int]] = []
         self.progress: Callable[[Counters], None] = lambda c: None
         self.committed: Callable[[], None] = lambda: None
+        # (ino, parent, name): places that no longer hold the inode (removed or moved away),
+        # told to ``on_vanished`` after the commit that recorded it
+        self.vanished: list[tuple[int, int, bytes]] = []
+        self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
 
     # -- transactions and the lock -----------------------------------------------------
     def commit(self) -> None:
@@ -119,6 +123,10 @@ class Reconciler:
         if version is not None:
             self.publish(version)
         self.committed()
+        if self.vanished:
+            gone, self.vanished = self.vanished, []
+            if self.on_vanished is not None:
+                self.on_vanished(gone)
 
     def _due(self) -> None:
         """Commit a batch that is big or old enough (and let others in, during a scan)."""
@@ -217,6 +225,7 @@ class Reconciler:
             if old is not None and old[0] == ino:
                 w.del_child(rec.parent, rec.name)
             w.put_child(dir_ino, name, ino, kind)
+            self.vanished.append((ino, rec.parent, rec.name))
         if kind == S_IFDIR:
             if moved:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
@@ -391,3 +400,4 @@ class Reconciler:
             else:
                 self.c.removed += 1
             w.tombstone(i, r)
+            self.vanished.append((i, r.parent, r.name))
