@@ -228,3 +228,31 @@ def test_check_is_clean_after_deletions_behind_a_running_servers_back(server, rp
     rc, lines = run_check(server)
     assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
     assert lookup(rpc, root, b"renamed.txt")[0] == OK
+
+
+# --- FIFOs, sockets and devices -------------------------------------------------------------
+
+def test_fifos_sockets_and_devices_are_not_extension_or_content_results(server, rpc, root):
+    """``cat ext:/txt/*`` must not block on a FIFO: what cannot be read has no extension
+    field (and no content fields); its name, owner, dates and kind stay queryable."""
+    import socket
+    import stat
+    odd = server.export / "odd"
+    odd.mkdir()
+    (odd / "real.txt").write_text("plain words\n")
+    os.mkfifo(odd / "pipe.txt")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(odd / "sock.txt"))
+    os.mknod(odd / "null.txt", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    specials = {b"pipe.txt", b"sock.txt", b"null.txt"}
+    try:
+        eventually(lambda: specials | {b"real.txt"} <= listed(rpc, root, b"name:") or listed(rpc, root, b"name:"))
+        assert listed(rpc, root, b"ext:", b"txt") == {b"real.txt"}
+        assert listed(rpc, root, b"odd", b"ext:", b"txt") == {b"real.txt"}
+        assert listed(rpc, root, b"type:", b"inode%2Ffifo") == {b"pipe.txt"}
+        assert listed(rpc, root, b"type:", b"inode%2Fsocket") == {b"sock.txt"}
+        assert listed(rpc, root, b"type:", b"inode%2Fchardevice") == {b"null.txt"}
+        assert specials <= listed(rpc, root, b"odd", b"size:", b"empty")
+        assert listed(rpc, root, b"name:", b"pipe.txt") == {b"pipe.txt"}
+    finally:
+        sock.close()
