@@ -463,13 +463,32 @@ def test_replaced_file_is_a_new_file(index: Index, export: Path) -> None:
     assert q(index, (b"name", b"tmp")) == []
 
 
-def test_hard_links_are_indexed_once(index: Index, export: Path) -> None:
+def test_hard_links_are_indexed_under_every_name(index: Index, export: Path, counter: Counter) -> None:
+    """Each name of a file is a result where it lies, with its own name fields; the content
+    is extracted once; removing one name removes that path only."""
     os.link(export / "docs" / "notes.md", export / "src" / "alias.md")
+    os.link(export / "docs" / "notes.md", export / "src" / "lib" / "notes.txt")
+    runs = counter.total
     index.scan(progress=False)
-    assert q(index, (b"text", b"smith")) == [b"docs/notes.md"]
-    os.unlink(export / "docs" / "notes.md")
+    assert counter.total == runs
+    assert q(index, (b"text", b"smith")) == [b"docs/notes.md", b"src/alias.md", b"src/lib/notes.txt"]
+    src = index.ino_of(b"src")
+    assert q(index, (b"text", b"smith"), scope=src) == [b"src/alias.md", b"src/lib/notes.txt"]
+    assert q(index, (b"ext", b"md")) == [b"docs/notes.md", b"src/alias.md"]
+    assert q(index, (b"ext", b"txt"), scope=src) == [b"src/lib/notes.txt"]
+    assert q(index, (b"name", b"alias.md")) == [b"src/alias.md"]
+    assert b"alias.md" in index.values(b"name", src) and b"notes.md" not in index.values(b"name", src)
+    assert index.values(b"ext", src, [(b"text", b"smith")]) == [b"md", b"txt"]
+    os.unlink(export / "src" / "lib" / "notes.txt")  # another name goes
+    index.scan(progress=False)
+    assert q(index, (b"text", b"smith")) == [b"docs/notes.md", b"src/alias.md"]
+    assert q(index, (b"name", b"notes.txt")) == []
+    os.unlink(export / "docs" / "notes.md")  # the first name goes: the other one stays
     index.scan(progress=False)
     assert q(index, (b"text", b"smith")) == [b"src/alias.md"]
+    assert q(index, (b"name", b"notes.md")) == []
+    assert index.paths_of(index.ino_of(b"src/alias.md") or 0) == [b"src/alias.md"]
+    assert counter.total == runs
 
 
 def test_symlinked_directory_is_not_followed(env: lmdb.Environment, tmp_path: Path) -> None:

@@ -216,7 +216,8 @@ def test_check_is_clean_after_deletions_behind_a_running_servers_back(server, rp
         assert write(rpc, create_ok(rpc, parent, name), 0, b"some words\n")[0] == OK
     (server.export / "moved.txt").write_text("moved\n")
     look(rpc, root, b"moved.txt")
-    assert run_check(server) == (0, ["pysfsd check: consistent"])
+    rc, lines = run_check(server)
+    assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
     ex = server.export
     (ex / "a.txt").unlink()
     (ex / "dir" / "b.txt").unlink()
@@ -256,3 +257,94 @@ def test_fifos_sockets_and_devices_are_not_extension_or_content_results(server, 
         assert listed(rpc, root, b"name:", b"pipe.txt") == {b"pipe.txt"}
     finally:
         sock.close()
+
+
+# --- hard links ------------------------------------------------------------------------------
+
+def _readlink(rpc: RpcClient, h: bytes) -> bytes:
+    from protocol import nfs3
+    from tests.nfs3_helpers import READLINK
+    from tests.rpc_client import fh
+    status, res = rpc.nfs(READLINK, nfs3.READLINK3args.cls(fh(h)))
+    assert status == OK, status
+    return res.data
+
+
+def _hard_link_case(server, rpc, root, make_link: Callable[[], None], drop_link: Callable[[], None]) -> None:
+    from tests.test_check import run_check
+    eventually(lambda: listed(rpc, root, b"lib", b"ext:", b"c") == {b"list.c"})
+    make_link()
+    eventually(lambda: listed(rpc, root, b"odd", b"ext:", b"c") == {b"hardlink.c"}
+               or listed(rpc, root, b"odd", b"ext:", b"c"))
+    assert b"hardlink.c" in listed(rpc, root, b"odd", b"name:")
+    assert b"list.c" not in listed(rpc, root, b"odd", b"name:")
+    assert listed(rpc, root, b"ext:", b"c") == {b"list.c", b"hardlink.c"}
+    assert listed(rpc, root, b"exports:", b"listfn") == {b"list.c", b"hardlink.c"}
+    link = look(rpc, root, b"odd", b"exports:", b"listfn", b"hardlink.c")
+    assert _readlink(rpc, link) == b"../../hardlink.c"  # inside its scope, whichever name is first
+    rc, lines = run_check(server)
+    assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
+    drop_link()
+    eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"list.c"} or listed(rpc, root, b"ext:", b"c"))
+    assert listed(rpc, root, b"odd", b"ext:", b"c") == set()
+    assert listed(rpc, root, b"exports:", b"listfn") == {b"list.c"}
+    rc, lines = run_check(server)
+    assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
+
+
+@pytest.fixture
+def linked_tree(server):
+    (server.export / "lib").mkdir()
+    (server.export / "odd").mkdir()
+    (server.export / "lib" / "list.c").write_text("int listfn(void) { return 0; }\n")
+    return server
+
+
+def test_hard_link_through_the_server_is_indexed_under_both_names(linked_tree, rpc, root):
+    from protocol import nfs3
+    from tests.nfs3_helpers import LINK, remove
+    from tests.rpc_client import fh
+    lib, odd = look(rpc, root, b"lib"), look(rpc, root, b"odd")
+
+    def make() -> None:
+        args = nfs3.LINK3args.cls(fh(look(rpc, lib, b"list.c")), nfs3.diropargs3.cls(fh(odd), b"hardlink.c"))
+        assert rpc.nfs(LINK, args)[0] == OK
+    _hard_link_case(linked_tree, rpc, root, make, lambda: remove(rpc, odd, b"hardlink.c"))
+
+
+def test_hard_link_behind_the_servers_back_is_indexed_under_both_names(linked_tree, rpc, root):
+    e = linked_tree.export
+    _hard_link_case(linked_tree, rpc, root, lambda: os.link(e / "lib" / "list.c", e / "odd" / "hardlink.c"),
+                    lambda: os.unlink(e / "odd" / "hardlink.c"))
+
+
+def test_first_name_of_a_hard_link_removed_behind_the_servers_back(linked_tree, rpc, root):
+    e = linked_tree.export
+    from tests.test_check import run_check
+    eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"list.c"})
+    os.link(e / "lib" / "list.c", e / "odd" / "hardlink.c")
+    eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"list.c", b"hardlink.c"})
+    os.unlink(e / "lib" / "list.c")
+    eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"hardlink.c"} or listed(rpc, root, b"ext:", b"c"))
+    assert listed(rpc, root, b"exports:", b"listfn") == {b"hardlink.c"}
+    assert b"list.c" not in listed(rpc, root, b"name:")
+    rc, lines = run_check(linked_tree)
+    assert (rc, lines) == (0, ["pysfsd check: consistent"]), lines
+
+
+def test_check_finds_and_repairs_a_recorded_name_gone_behind_a_stopped_server(tmp_path):
+    from tests.conftest import serving
+    from tests.test_check import assert_repairs, query
+    with serving(tmp_path) as srv, RpcClient(srv.port) as rpc:
+        e = srv.export
+        (e / "odd").mkdir()
+        (e / "list.c").write_text("int listfn(void) { return 0; }\n")
+        os.link(e / "list.c", e / "odd" / "hardlink.c")
+        root = rpc.mount(srv.export_b)
+        eventually(lambda: listed(rpc, root, b"exports:", b"listfn") == {b"list.c", b"hardlink.c"})
+    os.unlink(e / "odd" / "hardlink.c")
+    ino, odd = os.lstat(e / "list.c").st_ino, os.lstat(e / "odd").st_ino
+    assert_repairs(srv, {("index", "link", f"export 1 link 'hardlink.c' in {odd}"), ("index", "place", ino),
+                         ("index", "child", f"export 1 entry 'hardlink.c' of {odd}"), ("index", "stale", ino)})
+    assert query(srv, "exports:/listfn") == ["list.c"]
+    assert query(srv, "name:/hardlink.c") == []

@@ -265,6 +265,10 @@ class Index:
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)
 
+    def paths_of(self, ino: int) -> list[bytes]:
+        """Every path of a file (hard links have several), ``path_of``'s first."""
+        return self._search.paths_of(ino)
+
     def ino_of(self, relpath: bytes) -> int | None:
         return self._search.ino_of(relpath)
 
