@@ -335,11 +335,11 @@ def test_first_name_of_a_hard_link_removed_behind_the_servers_back(linked_tree, 
 def test_check_finds_and_repairs_a_recorded_name_gone_behind_a_stopped_server(tmp_path):
     from tests.conftest import serving
     from tests.test_check import assert_repairs, query
-    with serving(tmp_path) as srv, RpcClient(srv.port) as rpc:
-        e = srv.export
-        (e / "odd").mkdir()
-        (e / "list.c").write_text("int listfn(void) { return 0; }\n")
-        os.link(e / "list.c", e / "odd" / "hardlink.c")
+    e = tmp_path / "export"
+    (e / "odd").mkdir(parents=True)
+    (e / "list.c").write_text("int listfn(void) { return 0; }\n")
+    os.link(e / "list.c", e / "odd" / "hardlink.c")
+    with serving(tmp_path) as srv, RpcClient(srv.port) as rpc:  # the scan meets list.c first
         root = rpc.mount(srv.export_b)
         eventually(lambda: listed(rpc, root, b"exports:", b"listfn") == {b"list.c", b"hardlink.c"})
     os.unlink(e / "odd" / "hardlink.c")
