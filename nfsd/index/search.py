@@ -26,8 +26,14 @@ _NAME_FIELDS = {b"name": lambda n: (n,), b"ext": lambda n: (e,) if (e := ext_of(
 
 
 def _named(path: bytes, named: Sequence[tuple[bytes, bytes]]) -> bool:
-    base = path.rpartition(b"/")[2]
-    return all(value in _NAME_FIELDS[field](base) for field, value in named)
+    for field, value in named:
+        if field == b"ext":  # the common case first, without splitting the path
+            n = len(value) + 1
+            if path.endswith(value) and len(path) > n and path[-n] == 46 and path[-n - 1] != 47:
+                continue
+        if value not in _NAME_FIELDS[field](path.rpartition(b"/")[2]):
+            return False
+    return True
 
 
 class FileRef(NamedTuple):
@@ -177,7 +183,7 @@ class Search:
             inside = self._subtree(txn, scope, scope_path, sized[0][0])
             if inside is not None:
                 return [(i, p) for i, p in inside
-                        if all(cur.set_key_dup(k, i) for _, k in sized) and _named(p, named)]
+                        if all(cur.set_key_dup(k, i) for _, k in sized) and (not named or _named(p, named))]
         candidates = [v for _, v in cur.getmulti([sized[0][1]], dupdata=True, dupfixed_bytes=8)]
         for n, key in sized[1:]:
             if n <= 8 * len(candidates):
@@ -187,7 +193,8 @@ class Search:
                 candidates = [c for c in candidates if cur.set_key_dup(key, c)]
             if not candidates:
                 return []
-        return [(i, p) for i, p in self._placed(txn, candidates, scope_path) if _named(p, named)]
+        placed = self._placed(txn, candidates, scope_path)
+        return [(i, p) for i, p in placed if _named(p, named)] if named else placed
 
     def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes) -> list[tuple[bytes, bytes]]:
         """Paths of the candidates that lie below ``scope_path``."""
