@@ -489,6 +489,15 @@ def test_hard_links_are_indexed_under_every_name(index: Index, export: Path, cou
     assert q(index, (b"name", b"notes.md")) == []
     assert index.paths_of(index.ino_of(b"src/alias.md") or 0) == [b"src/alias.md"]
     assert counter.total == runs
+    # the first name of a C file goes, the one left is no C file: its content is re-read
+    os.link(export / "src" / "x.c", export / "src" / "x.txt")
+    index.scan(progress=False)
+    assert q(index, (b"exports", b"main")) == [b"src/x.c", b"src/x.txt"]
+    os.unlink(export / "src" / "x.c")
+    index.note_entry(index.ino_of(b"src") or 0, b"x.c")  # as inotify tells it: x.txt is not noted
+    index.flush()
+    assert q(index, (b"exports", b"main")) == []
+    assert q(index, (b"text", b"argc")) == [b"src/x.txt"]
 
 
 def test_symlinked_directory_is_not_followed(env: lmdb.Environment, tmp_path: Path) -> None:

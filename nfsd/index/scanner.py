@@ -394,11 +394,14 @@ class Reconciler:
             if st is None or st.st_ino != ino:
                 self._unlist(ino, parent, name)
                 continue
-            new = rec._replace(parent=parent, name=name)  # the same inode: the content tier stays
+            # the same inode: its content tier stays, unless other transducers apply to this name
+            same_rules = self.x.xver_for(rec.name, st) == self.x.xver_for(name, st)
+            new = rec._replace(parent=parent, name=name, xver=rec.xver if same_rules else NO_XVER)
             w.put_file(ino, new, moved=True)
             self.vanished.append((ino, rec.parent, rec.name))
             self._restat(ino, new, st)
-            if (new.ctime_ns, new.mtime_ns, new.size) != (st.st_ctime_ns, st.st_mtime_ns, st.st_size):
+            if not same_rules or (new.ctime_ns, new.mtime_ns, new.size) != (st.st_ctime_ns, st.st_mtime_ns,
+                                                                            st.st_size):
                 self._at_primary(ino, w.file(ino) or new)  # (an unlink moves ctime)
             return True
         return False
