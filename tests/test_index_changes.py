@@ -5,15 +5,12 @@ records of deleted files pruned by the server itself."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from tests.conftest import REPO, ServerProcess
+from tests.conftest import ServerProcess
 from tests.nfs3_helpers import OK, S, list_dir, lookup
 from tests.rpc_client import RpcClient
 
