@@ -116,7 +116,9 @@ class NfsServer:
         for root in roots:
             eid = self.store.export_id(root)
             local = LocalFS(root, eid, self.store)
-            self.exports[eid] = SemanticFS(local, Index(self.store.env, root, eid, transducers=transducers),
+            index = Index(self.store.env, root, eid, transducers=transducers)
+            index.on_vanished = local.vanished  # records of files deleted behind our back go too
+            self.exports[eid] = SemanticFS(local, index,
                                           config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)

@@ -11,11 +11,15 @@ What each kind of difference means, and how ``--repair`` fixes it:
 ``kind``, ``place``, ``stale``
                  the recorded kind, parent and name, or size, mtime and ctime are not the
                  file's any more: the rescan brings them up to date;
-``unextracted``  a content tier never extracted (a scan cut short), or by other transducers:
+``unextracted``  a content tier never extracted (a scan cut short), or by other transducers,
+                 or for another name (a rename that changed which transducers apply):
                  the rescan extracts it;
 ``fields``       the stat-tier fields (name, owner, size...) differ from what the file's
                  name and attributes give now: refreshed by the rescan;
-``child``        a directory listing entry that disagrees with the file's record: dropped;
+``child``        a directory listing entry that disagrees with the file's record (and is not
+                 one of its other names): dropped;
+``link``         another name of a file (``links``) that is not on disk, or of no linked
+                 file: dropped, then the rescan records what is there;
 ``unlisted``     a record missing from its directory's listing: listed again;
 ``unposted``     a (field, value) the file's attributes hold without its posting: posted;
 ``orphan``       a posting, attribute set, tombstone date or failure entry of no such file
@@ -39,7 +43,8 @@ from .check_report import Difference, name_text
 from .index import Index
 from .index.extract import Extractor
 from .index.fields import valid_field, valid_value
-from .index.tables import _CHILD as CHILD, _REC as REC, INO, NO_XVER, SCHEMA, FileRecord, Tables, decode_attrs
+from .index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord, Tables,
+                           decode_attrs)
 from .index.transducer import Transducer
 
 S_IFDIR = stat.S_IFDIR
@@ -59,6 +64,7 @@ class _Checker:
         self.prefix = f"export {eid}"
         self.out: list[Difference] = []
         self.records: dict[int, FileRecord] = {}
+        self.links: dict[int, list[tuple[int, bytes]]] = {}  # ino -> its other names
 
     def diff(self, kind: str, subject: str, detail: str, fix: tuple | None) -> None:
         self.out.append(Difference(AREA, kind, f"{self.prefix} {subject}", detail, fix))
@@ -68,6 +74,7 @@ class _Checker:
         if txn.get(b"schema", db=t.meta) != SCHEMA or txn.get(b"root", db=t.meta) != INO.pack(root):
             self.diff("foreign", "tables", "made for another export root or layout", ("reset",))
             return self.out
+        self._links()
         self._files()
         self._missing()
         self._children()
@@ -113,12 +120,15 @@ class _Checker:
         if (rec.size, rec.mtime_ns, rec.ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             self.diff("stale", subject, f"recorded size {rec.size} mtime {rec.mtime_ns} ctime {rec.ctime_ns}, "
                       f"on disk {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}", ("scan",))
-        elif rec.xver != self.x.xver and self.x.content_tier:
-            what = "never extracted" if rec.xver == NO_XVER else "extracted by other transducers"
+        elif self.x.content_tier and rec.xver != self.x.xver_for(rec.name, st):
+            what = "never extracted" if rec.xver == NO_XVER else "extracted by other transducers or for another name"
             self.diff("unextracted", subject, f"content fields {what}", ("scan",))
         else:
-            stored = self.t.keys_of(self.txn, INO.unpack(key)[0])[0]
+            ino = INO.unpack(key)[0]
+            stored = self.t.keys_of(self.txn, ino)[0]
             fresh = self.x.stat_keys(rec.name, st).keys
+            if rec.flags & FLAG_LINKED:  # every name's fields
+                fresh = fresh.union(*(self.x.stat_keys(n, st).keys for _, n in self.links.get(ino, ())))
             if stored != fresh:
                 gone, new = sorted(stored - fresh)[:3], sorted(fresh - stored)[:3]
                 self.diff("fields", subject, f"stat fields {_keys_text(gone)} should be {_keys_text(new)}",
@@ -141,6 +151,29 @@ class _Checker:
         (forgetting it takes its listing entry and postings along)."""
         return ino not in self.tree.objects
 
+    # -- other names of hard-linked files -------------------------------------------------
+    def _links(self) -> None:
+        t = self.t
+        for key in self.txn.cursor(db=t.links).iternext(keys=True, values=False):
+            key = bytes(key)
+            if len(key) <= 2 * INO.size:
+                self.diff("malformed", f"link {key.hex()}", "not a link entry", ("delete", t.links, key))
+                continue
+            ino, parent = INO.unpack_from(key)[0], INO.unpack_from(key, INO.size)[0]
+            name = key[2 * INO.size:]
+            raw = self.txn.get(key[:INO.size], db=t.files)
+            rec = FileRecord.decode(bytes(raw)) if raw is not None and len(raw) >= REC.size else None
+            disk = self.tree.objects.get(ino)
+            if rec is None or rec.tomb or not rec.flags & FLAG_LINKED:
+                self.diff("link", f"link {name_text(name)} in {parent}", f"of ino {ino}, which is not a linked file",
+                          ("delete", t.links, key))
+            elif disk is not None and (parent, name) not in disk.places:
+                self.diff("link", f"link {name_text(name)} in {parent}", f"ino {ino} is no longer there",
+                          ("delete", t.links, key))
+                self.diff("place", self._subject(ino), f"recorded under {name_text(name)} in {parent}", ("scan",))
+            else:
+                self.links.setdefault(ino, []).append((parent, name))
+
     # -- listings ------------------------------------------------------------------------
     def _children(self) -> None:
         t = self.t
@@ -153,6 +186,8 @@ class _Checker:
             parent, name = INO.unpack_from(key)[0], key[INO.size:]
             ino, kind = CHILD.unpack(raw)
             rec = self._live(ino)
+            if rec is not None and rec.kind == kind << 12 and (parent, name) in self.links.get(ino, ()):
+                continue  # another name of a linked file
             if rec is None or (rec.parent, rec.name, rec.kind) != (parent, name, kind << 12) or ino == self.tree.root_ino:
                 self.diff("child", f"entry {name_text(name)} of {parent}",
                           f"lists ino {ino}, whose record " + ("is gone" if rec is None else
@@ -160,6 +195,12 @@ class _Checker:
                           ("delete", t.children, key))
             else:
                 listed.add(ino)
+        for ino, places in self.links.items():
+            rec = self._live(ino)
+            for parent, name in places:
+                if rec is not None and not self._vanished(ino) and self.t.child(self.txn, parent, name) != (ino, rec.kind):
+                    self.diff("unlisted", self._subject(ino), f"not in the listing of {parent} as {name_text(name)}",
+                              ("put", t.children, INO.pack(parent) + name, CHILD.pack(ino, rec.kind >> 12)))
         for ino, rec in self.records.items():
             if not rec.tomb and ino != self.tree.root_ino and ino not in listed and not self._vanished(ino):
                 self.diff("unlisted", self._subject(ino),
@@ -307,6 +348,9 @@ def _forget(t: Tables, txn: lmdb.Transaction, key: bytes) -> None:
     for k in stat_keys | content_keys:
         txn.delete(k, key, db=t.postings)
     cur = txn.cursor(db=t.children)
+    while cur.set_range(key) and bytes(cur.key()[:len(key)]) == key:
+        cur.delete()
+    cur = txn.cursor(db=t.links)
     while cur.set_range(key) and bytes(cur.key()[:len(key)]) == key:
         cur.delete()
     for db in (t.files, t.attrs, t.tombs, t.failed):

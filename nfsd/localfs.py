@@ -462,6 +462,19 @@ class LocalFS:
         except StoreFull:
             pass  # without the tombstone its handle still turns STALE, after a search
 
+    def vanished(self, places: list[tuple[int, int, bytes]]) -> None:
+        """Entries (ino, parent, name) removed or moved behind the server's back, as the
+        index found: their handle-table entries go (``Store.drop_places``)."""
+        with self._lock:
+            for ino, parent, name in places:
+                rec = self._recorded.get(ino)
+                if rec is not None and rec[0] == parent and rec[2] == name:
+                    del self._recorded[ino]
+        try:
+            self.store.drop_places(self.export_id, places)
+        except StoreFull:
+            pass  # a cache: a wrong place only costs a search
+
     def _kept(self, n: Node, d: Node, name: bytes, undo: Callable[[], None]) -> Node:
         """A node just created as ``d/name``, if the handle table took its place; else the
         object is removed again (``undo``) and the call fails with ENOSPC."""

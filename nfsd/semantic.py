@@ -430,11 +430,17 @@ class SemanticFS:
     def _link_target(self, n: VNode) -> bytes:
         if n.target is not None:
             return n.target
-        path = self.index.path_of(n.target_ino)
+        scope = self._scope_path(n.query)
+        path = self._path_in(scope, n.target_ino)
         if path is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "result no longer indexed")
-        n.target = self._relative_target(n.query, self._scope_path(n.query), path)
+        n.target = self._relative_target(n.query, scope, path)
         return n.target
+
+    def _path_in(self, scope: bytes, ino: int) -> bytes | None:
+        """A path of the file inside ``scope`` (hard links have several; the first wins)."""
+        paths = self.index.paths_of(ino)
+        return next((p for p in paths if not scope or p.startswith(scope + b"/")), paths[0] if paths else None)
 
     def readlink(self, n: Node | VNode) -> bytes:
         if isinstance(n, Node):
@@ -489,10 +495,10 @@ class SemanticFS:
         who = identity.current()
         if who is None or who.uid == 0:
             return True
-        path = path if path is not None else self.index.path_of(ino)
+        scope = self._scope_path(q)
+        path = path if path is not None else self._path_in(scope, ino)
         if path is None:
             return False
-        scope = self._scope_path(q)
         rel = path[len(scope) + 1:] if scope else path
         return identity.Reach(self._scope_node(q)).visible(rel, who, not q.fields_used() <= _STAT_FIELDS)
 

@@ -152,6 +152,17 @@ class Store:
                 parent, gen, _ = _OBJ_VAL.unpack_from(raw)
                 txn.put(key, _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:]))
 
+    def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> None:
+        """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
+        each (ino, parent, name) the index saw vanish behind the server's back: a removed
+        file leaves nothing behind, a moved one is found again by the search."""
+        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+            for ino, parent, name in places:
+                key = _OBJ_KEY.pack(export_id, ino)
+                raw = txn.get(key)
+                if raw is not None and _OBJ_VAL.unpack_from(raw)[0] == parent and raw[_OBJ_VAL.size:] == name:
+                    txn.delete(key)
+
     def iter_objects(self, export_id: int) -> Iterable[tuple[int, ObjectRecord]]:
         prefix = struct.pack(">H", export_id)
         with self.env.begin(db=self.objects) as txn:

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 # Real clients and the VM: libnfs-utils (nfs-ls, nfs-cp, nfs-cat), nfs-common and rpcbind
 # (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs;
 # libmagic1 for the index's content types (python-magic); NFS-Ganesha (FSAL VFS), the server
-# tests/test_ganesha_differential.py compares pysfsd with.
+# tests/test_ganesha_differential.py compares pysfsd with; faketime for the date check below.
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
-              busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs)
+              busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,4 +30,20 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 export PYSFSD_REQUIRE_VM=1
-exec .venv/bin/python -m pytest -q -rs "$@"
+status=0
+.venv/bin/python -m pytest -q -rs "$@" || status=$?
+
+# No test may depend on the date or the time zone: the whole suite (no arguments) also runs
+# the tests about dates far from today, in time zones 14 hours apart and off the hour,
+# under libfaketime (see docs/testing.rst).  The monotonic clock stays faked (with it real,
+# libfaketime 0.9.10 breaks clock_nanosleep, hence time.sleep).
+DATE_TESTS=(tests/test_index.py tests/test_transducers_builtin.py tests/test_cli_index.py
+            tests/test_index_changes.py)
+if (($# == 0)); then
+    for when in "2031-07-15 03:00:00|Pacific/Kiritimati" "2024-02-29 23:30:00|America/St_Johns"; do
+        echo "date check: ${DATE_TESTS[*]} at ${when%|*} in ${when#*|}"
+        TZ="${when#*|}" faketime "${when%|*}" .venv/bin/python -m pytest -q -p no:cacheprovider \
+            "${DATE_TESTS[@]}" || status=$?
+    done
+fi
+exit $status

@@ -109,6 +109,8 @@ def make_tree(root: Path) -> None:
     write(root / "medium.bin", os.urandom(70 << 10))
     os.symlink("docs/readme.txt", root / "link.txt")
     os.mkfifo(root / "pipe")
+    for special in ("link.txt", "pipe"):  # every file's mtime is WHEN: nothing depends on today
+        os.utime(root / special, (WHEN, WHEN), follow_symlinks=False)
 
 
 @pytest.fixture
@@ -461,13 +463,41 @@ def test_replaced_file_is_a_new_file(index: Index, export: Path) -> None:
     assert q(index, (b"name", b"tmp")) == []
 
 
-def test_hard_links_are_indexed_once(index: Index, export: Path) -> None:
+def test_hard_links_are_indexed_under_every_name(index: Index, export: Path, counter: Counter) -> None:
+    """Each name of a file is a result where it lies, with its own name fields; the content
+    is extracted once; removing one name removes that path only."""
     os.link(export / "docs" / "notes.md", export / "src" / "alias.md")
+    os.link(export / "docs" / "notes.md", export / "src" / "lib" / "notes.txt")
+    runs = counter.total
     index.scan(progress=False)
-    assert q(index, (b"text", b"smith")) == [b"docs/notes.md"]
-    os.unlink(export / "docs" / "notes.md")
+    assert counter.total == runs
+    assert q(index, (b"text", b"smith")) == [b"docs/notes.md", b"src/alias.md", b"src/lib/notes.txt"]
+    src = index.ino_of(b"src")
+    assert q(index, (b"text", b"smith"), scope=src) == [b"src/alias.md", b"src/lib/notes.txt"]
+    assert q(index, (b"ext", b"md")) == [b"docs/notes.md", b"src/alias.md"]
+    assert q(index, (b"ext", b"txt"), scope=src) == [b"src/lib/notes.txt"]
+    assert q(index, (b"name", b"alias.md")) == [b"src/alias.md"]
+    assert b"alias.md" in index.values(b"name", src) and b"notes.md" not in index.values(b"name", src)
+    assert index.values(b"ext", src, [(b"text", b"smith")]) == [b"md", b"txt"]
+    os.unlink(export / "src" / "lib" / "notes.txt")  # another name goes
+    index.scan(progress=False)
+    assert q(index, (b"text", b"smith")) == [b"docs/notes.md", b"src/alias.md"]
+    assert q(index, (b"name", b"notes.txt")) == []
+    os.unlink(export / "docs" / "notes.md")  # the first name goes: the other one stays
     index.scan(progress=False)
     assert q(index, (b"text", b"smith")) == [b"src/alias.md"]
+    assert q(index, (b"name", b"notes.md")) == []
+    assert index.paths_of(index.ino_of(b"src/alias.md") or 0) == [b"src/alias.md"]
+    assert counter.total == runs
+    # the first name of a C file goes, the one left is no C file: its content is re-read
+    os.link(export / "src" / "x.c", export / "src" / "x.txt")
+    index.scan(progress=False)
+    assert q(index, (b"exports", b"main")) == [b"src/x.c", b"src/x.txt"]
+    os.unlink(export / "src" / "x.c")
+    index.note_entry(index.ino_of(b"src") or 0, b"x.c")  # as inotify tells it: x.txt is not noted
+    index.flush()
+    assert q(index, (b"exports", b"main")) == []
+    assert q(index, (b"text", b"argc")) == [b"src/x.txt"]
 
 
 def test_symlinked_directory_is_not_followed(env: lmdb.Environment, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from .transducer import SNIFF_BYTES, Content, Tier, Transducer
 
 _INODE_TYPES = {stat.S_IFLNK: b"inode/symlink", stat.S_IFIFO: b"inode/fifo", stat.S_IFSOCK: b"inode/socket",
                 stat.S_IFCHR: b"inode/chardevice", stat.S_IFBLK: b"inode/blockdevice"}
+_SPECIAL = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})  # nothing to read
 TEXT_EXTENSIONS = frozenset(
     b"txt text md markdown rst adoc org tex bib csv tsv log ini cfg conf toml yaml yml json xml "
     b"html htm css svg c h cc cpp cxx hh hpp hxx py pyi rs go java kt scala js mjs ts tsx jsx rb "
@@ -27,10 +28,11 @@ _TEXT_MIMES = frozenset({"application/json", "application/xml", "application/jav
 
 
 class StatFields:
-    """name, ext, owner, group, size, mtime."""
+    """name, ext, owner, group, size, mtime.  FIFOs, sockets and devices get no ``ext``:
+    whoever asks for ``*.txt`` means to read them, and these would block or misbehave."""
 
     name = "stat"
-    version = 1
+    version = 2
     tier: Tier = "stat"
     NAMES_TTL = 300.0
 
@@ -50,7 +52,7 @@ class StatFields:
         out = [(b"name", name), (b"owner", self._names.user(st.st_uid)),
                (b"group", self._names.group(st.st_gid)), (b"size", size_bucket(st.st_size))]
         ext = ext_of(name)
-        if ext:
+        if ext and stat.S_IFMT(st.st_mode) not in _SPECIAL:
             out.append((b"ext", ext))
         out.extend((b"mtime", v) for v in self._days.values(st.st_mtime_ns))
         return out

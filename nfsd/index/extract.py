@@ -11,7 +11,7 @@ import stat
 import zlib
 from typing import NamedTuple, Sequence
 
-from .fields import valid_field, valid_value
+from .fields import ext_of, valid_field, valid_value
 from .fsread import open_regular
 from .tables import EMPTY
 from .transducer import Content, Sniffer, Transducer
@@ -42,6 +42,32 @@ class Extractor:
         self.xver = zlib.crc32(signature.encode()) or 1
         self.sniffer = Sniffer()
         self._good_fields: set[bytes] = set()
+        self._xvers: dict[bytes, int] = {}  # rule (see ``xver_for``) -> its version
+        self._handed_out: set[int] = set()
+
+    def xver_for(self, name: bytes, st: os.stat_result) -> int:
+        """The version of the content tier a file called ``name`` gets: the transducers and
+        their versions, which of them apply to that name, and its extension (the built-ins
+        choose by it inside ``extract``).  So a content tier is kept across a rename only
+        when the same transducers treat the new name the same way (``slow.c.tmp`` ->
+        ``slow.c`` is re-extracted, ``a.c`` -> ``lib/a.c`` is not)."""
+        applying = ",".join(t.name for t in self.content_tier if self._applies(t, name, st))
+        rule = (ext_of(name) or b"") + b"/" + applying.encode()
+        found = self._xvers.get(rule)
+        if found is None:
+            found = zlib.crc32(rule, self.xver) or 1
+            if len(self._xvers) < 4096:
+                self._xvers[rule] = found
+                self._handed_out.add(found)
+        return found
+
+    def is_current(self, xver: int, name: bytes, st: os.stat_result) -> bool:
+        """Whether a content tier recorded at ``xver`` for a file still called ``name``
+        (and of the same size and kind) is what these transducers would give it.  A
+        version this extractor already handed out is current without asking the
+        transducers again: a rename re-derives it (``xver_for``), so it cannot be another
+        name's (the unchanged files of a rescan pay one dictionary look-up)."""
+        return xver in self._handed_out or xver == self.xver_for(name, st)
 
     def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
         return self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)

@@ -8,7 +8,8 @@ Every value is bytes, 1 to 255 of them, without NUL; a field name matches
 ``ext``
     the extension, lower-cased (ASCII only), without the dot: what follows the last ``.``
     when the name has something before that dot: ``x.tar.gz`` -> ``gz``, ``README`` and
-    ``.bashrc`` and ``x.`` have none (no value).
+    ``.bashrc`` and ``x.`` have none (no value).  FIFOs, sockets and devices have none
+    either: ``ext:/txt/*`` are files one can read.
 ``owner``, ``group``
     the user and group name (``pwd``, ``grp``), or the uid / gid in decimal when the system
     has no name for it.

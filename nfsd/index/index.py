@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lmdb
 
@@ -72,6 +72,10 @@ class Index:
         self._last_purge = time.monotonic()
         self._space = SpaceWatch(env.path(), self.root_path)
         self._rescan_due = False  # a scan was cut short by a full store
+        # told the (ino, parent, name) that no longer hold their inode (removed or moved), after
+        # the commit that recorded it: the server drops such handle-table entries, so
+        # ``pysfsd check`` finds none left over by changes made behind its back
+        self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
 
     # -- keeping it current --------------------------------------------------------------
     def scan(self, progress: bool | None = None) -> ScanStats:
@@ -220,6 +224,9 @@ class Index:
                 r.gone(d, name, known[0])
             return
         if r.entry(fd, d, name, st):
+            # extractions queued so far read their files through ``fd``: run them before the
+            # walk below queues (and runs) the new directory's own
+            r.run_jobs(fd)
             sub = fsread.open_dir_at(fd, name, st.st_ino)
             if sub is not None:
                 try:
@@ -235,8 +242,10 @@ class Index:
             if self._closed:
                 raise IndexClosed()
 
-        return Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
-                          self._lock, yielding, publish, self._search.relpath, stop, self._pool)
+        r = Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
+                       self._lock, yielding, publish, self._search.relpath, stop, self._pool)
+        r.on_vanished = self.on_vanished
+        return r
 
     # -- asking ----------------------------------------------------------------------------
     def fields(self) -> list[bytes]:
@@ -260,6 +269,10 @@ class Index:
 
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)
+
+    def paths_of(self, ino: int) -> list[bytes]:
+        """Every path of a file (hard links have several), ``path_of``'s first."""
+        return self._search.paths_of(ino)
 
     def ino_of(self, relpath: bytes) -> int | None:
         return self._search.ino_of(relpath)

@@ -10,8 +10,11 @@ agree:
   if the generation, size or mtime changed (a ctime-only change -- chmod, chown, a new hard
   link -- keeps it);
 * known inode at another place: a move or rename; the record follows it, the content tier
-  stays.  A file with several hard links is indexed under one name only: another name is
-  ignored while the first one still exists;
+  stays if the same transducers treat the new name alike (``Extractor.xver_for``), else it
+  is extracted again;
+* a file with several hard links is indexed under every name: its record holds one (the
+  *primary* place, where it is reconciled), ``links`` the others, ``children`` all; its stat
+  tier holds every name's fields.  When the primary name goes, another takes over;
 * a tombstone (vanished earlier): it came back, so its content tier is reused if it is
   still the same file.
 
@@ -38,7 +41,7 @@ import lmdb
 
 from . import fsread
 from .extract import Extractor, Outcome
-from .tables import EMPTY, NO_XVER, FileRecord, Tables, Writer
+from .tables import EMPTY, FLAG_LINKED, NO_XVER, FileRecord, Tables, Writer
 
 log = logging.getLogger("pysfsd.index")
 
@@ -111,6 +114,10 @@ class Reconciler:
         self.deferred: list[tuple[int, bytes, int]] = []
         self.progress: Callable[[Counters], None] = lambda c: None
         self.committed: Callable[[], None] = lambda: None
+        # (ino, parent, name): places that no longer hold the inode (removed or moved away),
+        # told to ``on_vanished`` after the commit that recorded it
+        self.vanished: list[tuple[int, int, bytes]] = []
+        self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
 
     # -- transactions and the lock -----------------------------------------------------
     def commit(self) -> None:
@@ -118,6 +125,10 @@ class Reconciler:
         if version is not None:
             self.publish(version)
         self.committed()
+        if self.vanished:
+            gone, self.vanished = self.vanished, []
+            if self.on_vanished is not None:
+                self.on_vanished(gone)
 
     def _due(self) -> None:
         """Commit a batch that is big or old enough (and let others in, during a scan)."""
@@ -209,19 +220,21 @@ class Reconciler:
             self._add(dir_fd, dir_ino, name, st, rec)
             return kind == S_IFDIR
         moved = rec.parent != dir_ino or rec.name != name
-        if moved:
-            if kind != S_IFDIR and st.st_nlink > 1 and self._still_there(rec, dir_fd, dir_ino, ino):
+        if moved and kind != S_IFDIR and (st.st_nlink > 1 or rec.flags & FLAG_LINKED):
+            if self._another_name(dir_fd, dir_ino, name, st, rec):
                 return False
+        if moved:
             old = w.child(rec.parent, rec.name)
             if old is not None and old[0] == ino:
                 w.del_child(rec.parent, rec.name)
             w.put_child(dir_ino, name, ino, kind)
+            self.vanished.append((ino, rec.parent, rec.name))
         if kind == S_IFDIR:
             if moved:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
         if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and rec.xver == self.x.xver):
+                and rec.size == st.st_size and self.x.is_current(rec.xver, name, st)):
             self.c.unchanged += 1
             return False
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
@@ -242,9 +255,9 @@ class Reconciler:
                 w.put_child(dir_ino, name, ino, kind)
             return
         self.c.added += 1
-        st_out = self.x.stat_keys(name, st)
+        st_out = self.x.stat_keys(name, st)  # a new inode (or a tombstone): no other name recorded
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
-        xver = self.x.xver if keep or not self.x.content_tier else NO_XVER
+        xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
                          st.st_ctime_ns, xver, name)
         if tomb is None:
@@ -263,12 +276,14 @@ class Reconciler:
         w = self.w
         ino = st.st_ino
         self.c.updated += 1
-        st_out = self.x.stat_keys(name, st)
+        st_out = self._stat_keys(ino, name, st, rec)
         keep = self._same_content(rec, st, dir_fd, name)
         old = w.keys_of(ino)
         if keep or not self.x.content_tier:
             # with no content-tier transducer left, a stale content tier simply goes
-            content, xver = (old[1] if keep else EMPTY), self.x.xver
+            content, xver = (old[1] if keep else EMPTY), self.x.xver_for(name, st)
+        elif moved and self.x.xver_for(rec.name, st) != self.x.xver_for(name, st):
+            content, xver = EMPTY, NO_XVER  # other transducers apply to the new name
         else:
             content, xver = old[1], NO_XVER  # the old one stays visible until re-extracted
         w.put_file(ino, rec._replace(parent=dir_ino, name=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -285,8 +300,8 @@ class Reconciler:
 
     def _same_content(self, rec: FileRecord, st: os.stat_result, dir_fd: int, name: bytes) -> bool:
         """Whether the content tier extracted for ``rec`` still describes the file."""
-        if (rec.xver != self.x.xver or rec.kind != stat.S_IFMT(st.st_mode) or rec.size != st.st_size
-                or rec.mtime_ns != st.st_mtime_ns):
+        if (rec.kind != stat.S_IFMT(st.st_mode) or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns
+                or rec.xver != self.x.xver_for(name, st)):
             return False
         if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
             return True
@@ -296,18 +311,116 @@ class Reconciler:
 
     def _still_there(self, rec: FileRecord, dir_fd: int, dir_ino: int, ino: int) -> bool:
         """Whether a hard-linked file still has the name it is indexed under."""
-        if rec.parent == dir_ino:
-            st = fsread.lstat_at(dir_fd, rec.name)
-        else:
-            path = self.relpath(rec.parent)
-            fd = fsread.open_path(self.root_fd, path) if path is not None else None
-            if fd is None:
-                return False
-            try:
-                st = fsread.lstat_at(fd, rec.name)
-            finally:
-                os.close(fd)
+        st = fsread.lstat_at(dir_fd, rec.name) if rec.parent == dir_ino else self._lstat_place(rec.parent, rec.name)
         return st is not None and st.st_ino == ino
+
+    def _lstat_place(self, parent: int, name: bytes) -> os.stat_result | None:
+        path = self.relpath(parent)
+        fd = fsread.open_path(self.root_fd, path) if path is not None else None
+        if fd is None:
+            return None
+        try:
+            return fsread.lstat_at(fd, name)
+        finally:
+            os.close(fd)
+
+    # -- hard links ----------------------------------------------------------------------
+    def _stat_keys(self, ino: int, name: bytes, st: os.stat_result, rec: FileRecord | None) -> Outcome:
+        """The stat tier of a file: with several names, every name's fields."""
+        out = self.x.stat_keys(name, st)
+        if rec is None or not rec.flags & FLAG_LINKED:
+            return out
+        keys = set(out.keys)
+        for _, other in self.w.links_of(ino):
+            keys |= self.x.stat_keys(other, st).keys
+        return Outcome(frozenset(keys), out.failures)
+
+    def _restat(self, ino: int, rec: FileRecord, st: os.stat_result) -> None:
+        """A linked file gained or lost a name: its stat tier follows (and its flag)."""
+        w = self.w
+        if rec.flags & FLAG_LINKED and not w.links_of(ino):
+            rec = rec._replace(flags=rec.flags & ~FLAG_LINKED)
+            w.put_file(ino, rec)
+        old = w.keys_of(ino)
+        w.set_keys(ino, old, (self._stat_keys(ino, rec.name, st, rec).keys, old[1]))
+
+    def _another_name(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, rec: FileRecord) -> bool:
+        """DIR/name is a hard link to a file indexed at another place.  True if that place
+        still holds it: this name is recorded as one of its others (a change seen through it
+        is reconciled at the indexed place).  False if the file left that place: this name
+        takes over, as in a move."""
+        w = self.w
+        ino = st.st_ino
+        if not self._still_there(rec, dir_fd, dir_ino, ino):
+            w.del_link(ino, dir_ino, name)
+            return False
+        if not w.is_link(ino, dir_ino, name):
+            w.put_link(ino, dir_ino, name)
+            w.put_child(dir_ino, name, ino, rec.kind)
+            if not rec.flags & FLAG_LINKED:
+                rec = rec._replace(flags=rec.flags | FLAG_LINKED)
+                w.put_file(ino, rec)
+            self._restat(ino, rec, st)
+        if (rec.ctime_ns, rec.mtime_ns, rec.size) != (st.st_ctime_ns, st.st_mtime_ns, st.st_size):
+            self._at_primary(ino, rec)
+        else:
+            self.c.unchanged += 1
+        return True
+
+    def _at_primary(self, ino: int, rec: FileRecord) -> None:
+        """Reconcile a file at its indexed place (it changed, seen through another name)."""
+        path = self.relpath(rec.parent)
+        fd = fsread.open_path(self.root_fd, path) if path is not None else None
+        if fd is None:
+            return
+        # the extractions queued so far read through another directory's descriptor
+        pending, self.jobs = self.jobs, []
+        try:
+            st = fsread.lstat_at(fd, rec.name)
+            if st is not None and st.st_ino == ino:
+                self.entry(fd, rec.parent, rec.name, st)
+                self.run_jobs(fd)
+        finally:
+            self.jobs = pending + self.jobs
+            os.close(fd)
+
+    def _promote(self, ino: int, rec: FileRecord) -> bool:
+        """The primary name of a linked file vanished: another of its names, still there,
+        becomes the primary one (False if none is left)."""
+        w = self.w
+        for parent, name in w.links_of(ino):
+            w.del_link(ino, parent, name)
+            st = self._lstat_place(parent, name)
+            if st is None or st.st_ino != ino:
+                self._unlist(ino, parent, name)
+                continue
+            # the same inode: its content tier stays, unless other transducers apply to this name
+            same_rules = self.x.xver_for(rec.name, st) == self.x.xver_for(name, st)
+            new = rec._replace(parent=parent, name=name, xver=rec.xver if same_rules else NO_XVER)
+            w.put_file(ino, new, moved=True)
+            self.vanished.append((ino, rec.parent, rec.name))
+            self._restat(ino, new, st)
+            if not same_rules or (new.ctime_ns, new.mtime_ns, new.size) != (st.st_ctime_ns, st.st_mtime_ns,
+                                                                            st.st_size):
+                self._at_primary(ino, w.file(ino) or new)  # (an unlink moves ctime)
+            return True
+        return False
+
+    def _unlinked(self, ino: int, rec: FileRecord, parent: int, name: bytes) -> None:
+        """One of the other names of a linked file vanished."""
+        self.vanished.append((ino, parent, name))
+        st = self._lstat_place(rec.parent, rec.name)
+        if st is not None and st.st_ino == ino:
+            self._restat(ino, rec, st)
+            rec = self.w.file(ino) or rec
+            if (rec.ctime_ns, rec.mtime_ns, rec.size) != (st.st_ctime_ns, st.st_mtime_ns, st.st_size):
+                self._at_primary(ino, rec)  # (an unlink moves ctime)
+
+    def _unlist(self, ino: int, parent: int, name: bytes) -> None:
+        known = self.w.child(parent, name)
+        if known is not None and known[0] == ino:
+            self.w.del_child(parent, name)
+        self.vanished.append((ino, parent, name))
 
     # -- content extraction --------------------------------------------------------------
     def run_jobs(self, dir_fd: int) -> None:
@@ -341,7 +454,7 @@ class Reconciler:
         outcome, gen = result
         old = w.keys_of(job.ino)
         w.set_keys(job.ino, old, (old[0], outcome.keys))
-        w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver))
+        w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver_for(job.name, job.st)))
         self._failures(job.ino, job.parent, job.name, job.stat_failures + outcome.failures)
 
     def _failures(self, ino: int, dir_ino: int, name: bytes, failures: list[tuple[str, str]]) -> None:
@@ -369,8 +482,13 @@ class Reconciler:
             if known is not None and known[0] == ino:
                 w.del_child(dir_ino, name)
             rec = w.file(ino)
-            if rec is not None and not rec.tomb and rec.parent == dir_ino and rec.name == name:
-                self._bury(ino, rec)
+            if rec is None or rec.tomb:
+                pass
+            elif rec.parent == dir_ino and rec.name == name:
+                if not (rec.flags & FLAG_LINKED and self._promote(ino, rec)):
+                    self._bury(ino, rec)
+            elif rec.flags & FLAG_LINKED and w.del_link(ino, dir_ino, name):
+                self._unlinked(ino, rec, dir_ino, name)
             self._due()
 
     def _bury(self, ino: int, rec: FileRecord) -> None:
@@ -383,8 +501,18 @@ class Reconciler:
                 for cname, cino, _ in w.listing(i):
                     w.del_child(i, cname)
                     crec = w.file(cino)
-                    if crec is not None and not crec.tomb and crec.parent == i and crec.name == cname:
+                    if crec is None or crec.tomb:
+                        continue
+                    if crec.parent == i and crec.name == cname:
                         stack.append((cino, crec))
+                    elif crec.flags & FLAG_LINKED and w.del_link(cino, i, cname):
+                        self._unlinked(cino, crec, i, cname)
+            elif r.flags & FLAG_LINKED and i != ino and self._promote(i, r):
+                continue  # still there under another name
             else:
                 self.c.removed += 1
+                for parent, name in w.links_of(i):
+                    w.del_link(i, parent, name)
+                    self._unlist(i, parent, name)
             w.tombstone(i, r)
+            self.vanished.append((i, r.parent, r.name))

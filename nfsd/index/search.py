@@ -13,10 +13,27 @@ from typing import Iterable, NamedTuple, Sequence
 
 import lmdb
 
-from .tables import INO, S_IFDIR, FileRecord, Tables, field_values, posting_key
+from .fields import ext_of
+from .tables import FLAG_LINKED, INO, S_IFDIR, FileRecord, Tables, field_values, posting_key
 
 MAX_DEPTH = 4096
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
+
+
+# Fields a file's name gives: a file with several names holds the values of all of them, so
+# a path is a result (or shows a value) only if its own name gives the value.
+_NAME_FIELDS = {b"name": lambda n: (n,), b"ext": lambda n: (e,) if (e := ext_of(n)) else ()}
+
+
+def _named(path: bytes, named: Sequence[tuple[bytes, bytes]]) -> bool:
+    for field, value in named:
+        if field == b"ext":  # the common case first, without splitting the path
+            n = len(value) + 1
+            if path.endswith(value) and len(path) > n and path[-n] == 46 and path[-n - 1] != 47:
+                continue
+        if value not in _NAME_FIELDS[field](path.rpartition(b"/")[2]):
+            return False
+    return True
 
 
 class FileRef(NamedTuple):
@@ -58,6 +75,21 @@ class Search:
             memo[i] = path
         return path
 
+    def paths_of(self, ino: int) -> list[bytes]:
+        """Every path of a recorded file (several for hard links), its primary one first."""
+        with self.t.env.begin() as txn:
+            first = self._path(txn, ino, {})
+            if first is None:
+                return []
+            out = [first]
+            rec = self.t.file(txn, ino)
+            if rec is not None and rec.flags & FLAG_LINKED:
+                for parent, name in self.t.links_of(txn, ino):
+                    p = self._path(txn, parent, {})
+                    if p is not None:
+                        out.append(p + b"/" + name if p else name)
+        return out
+
     def ino_of(self, relpath: bytes) -> int | None:
         ino = self.root_ino
         with self.t.env.begin() as txn:
@@ -85,7 +117,12 @@ class Search:
             if not hits:
                 return []
             found: set[bytes] = set()
-            if len(hits) <= ATTRS_ROUTE_MAX:
+            if field in _NAME_FIELDS:  # the names in scope, not a linked file's other names
+                cur = txn.cursor(db=self.t.postings)
+                for ino8, path in hits:
+                    found.update(v for v in _NAME_FIELDS[field](path.rpartition(b"/")[2])
+                                 if cur.set_key_dup(prefix + v, ino8))
+            elif len(hits) <= ATTRS_ROUTE_MAX:
                 for ino8, _ in hits:
                     raw = txn.get(ino8, db=self.t.attrs)
                     if raw is not None:
@@ -141,10 +178,12 @@ class Search:
                 return []
             sized.append((cur.count(), key))
         sized.sort()
+        named = [(f, v) for f, v in terms if f in _NAME_FIELDS]
         if scope != self.root_ino:
             inside = self._subtree(txn, scope, scope_path, sized[0][0])
             if inside is not None:
-                return [(i, p) for i, p in inside if all(cur.set_key_dup(k, i) for _, k in sized)]
+                return [(i, p) for i, p in inside
+                        if all(cur.set_key_dup(k, i) for _, k in sized) and (not named or _named(p, named))]
         candidates = [v for _, v in cur.getmulti([sized[0][1]], dupdata=True, dupfixed_bytes=8)]
         for n, key in sized[1:]:
             if n <= 8 * len(candidates):
@@ -154,7 +193,8 @@ class Search:
                 candidates = [c for c in candidates if cur.set_key_dup(key, c)]
             if not candidates:
                 return []
-        return self._placed(txn, candidates, scope_path)
+        placed = self._placed(txn, candidates, scope_path)
+        return [(i, p) for i, p in placed if _named(p, named)] if named else placed
 
     def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes) -> list[tuple[bytes, bytes]]:
         """Paths of the candidates that lie below ``scope_path``."""
@@ -169,9 +209,13 @@ class Search:
             parent = self._path(txn, rec.parent, memo)
             if parent is None:
                 continue
-            if scope_path and parent != scope_path and not parent.startswith(under):
-                continue
-            out.append((ino8, parent + b"/" + rec.name if parent else rec.name))
+            if not scope_path or parent == scope_path or parent.startswith(under):
+                out.append((ino8, parent + b"/" + rec.name if parent else rec.name))
+            if rec.flags & FLAG_LINKED:  # its other names, each a result where it lies
+                for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
+                    p = self._path(txn, lparent, memo)
+                    if p is not None and (not scope_path or p == scope_path or p.startswith(under)):
+                        out.append((ino8, p + b"/" + lname if p else lname))
         return out
 
     def _subtree(self, txn: lmdb.Transaction, scope: int, scope_path: bytes,

@@ -11,6 +11,9 @@ Named databases, prefixed ``idx<export id>:``:
 ``postings``  field + NUL + value -> inos (dupsort, dupfixed, 8-byte big-endian): the
               inverted index; LMDB keeps each key's inos sorted, so ``count`` is O(1) and a
               membership test is one ``set_key_dup``.
+``links``     ino + parent ino + name -> nothing: the other names of a file with several
+              hard links (its record holds one, its *primary* place, and ``FLAG_LINKED``);
+              every name is in ``children``, so each is a result in each scope.
 ``tombs``     ino -> time it vanished.  A vanished file keeps its record and attrs (but
               no postings) for a while: if the same inode shows up again elsewhere (a move
               seen as delete-then-create), its content tier is reused, not re-extracted.
@@ -35,6 +38,7 @@ _U32 = struct.Struct(">I")
 _REC = struct.Struct(">QBBIQqqI")
 _CHILD = struct.Struct(">QB")
 FLAG_TOMB = 1
+FLAG_LINKED = 2      # the file has other names, in ``links``
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
 S_IFDIR = stat.S_IFDIR
 
@@ -120,9 +124,11 @@ class Tables:
         self.tombs = env.open_db(p + b"tombs")
         self.failed = env.open_db(p + b"failed")
         self.meta = env.open_db(p + b"meta")
+        self.links = env.open_db(p + b"links")
 
     def all_dbs(self) -> tuple[Any, ...]:
-        return (self.files, self.children, self.attrs, self.postings, self.tombs, self.failed, self.meta)
+        return (self.files, self.children, self.attrs, self.postings, self.tombs, self.failed, self.meta,
+                self.links)
 
     def reset_if_stale(self, root_ino: int) -> None:
         """Start over when the layout changed or the export root is another directory."""
@@ -168,6 +174,18 @@ class Tables:
 
     def keys_of(self, txn: lmdb.Transaction, ino: int) -> tuple[frozenset[bytes], frozenset[bytes]]:
         return decode_attrs(txn.get(INO.pack(ino), db=self.attrs))
+
+    def links_of(self, txn: lmdb.Transaction, ino: int) -> list[tuple[int, bytes]]:
+        """(parent, name) of a file's other names (besides its record's)."""
+        prefix = INO.pack(ino)
+        cur = txn.cursor(db=self.links)
+        out: list[tuple[int, bytes]] = []
+        if cur.set_range(prefix):
+            for key in cur.iternext(keys=True, values=False):
+                if key[:8] != prefix:
+                    break
+                out.append((INO.unpack_from(key, 8)[0], bytes(key[16:])))
+        return out
 
 
 class Writer:
@@ -263,6 +281,27 @@ class Writer:
     def listing(self, parent: int) -> list[tuple[bytes, int, int]]:
         self.settle()
         return list(self.t.listing(self.txn, parent))
+
+    def links_of(self, ino: int) -> list[tuple[int, bytes]]:
+        self.settle()
+        return self.t.links_of(self.txn, ino)
+
+    def is_link(self, ino: int, parent: int, name: bytes) -> bool:
+        self.settle()
+        return self.txn.get(INO.pack(ino) + INO.pack(parent) + name, db=self.t.links) is not None
+
+    def put_link(self, ino: int, parent: int, name: bytes) -> None:
+        self.settle()
+        self.txn.put(INO.pack(ino) + INO.pack(parent) + name, b"", db=self.t.links)
+        self.ops += 1
+        self.changed = True
+
+    def del_link(self, ino: int, parent: int, name: bytes) -> bool:
+        self.settle()
+        self.ops += 1
+        gone = self.txn.delete(INO.pack(ino) + INO.pack(parent) + name, db=self.t.links)
+        self.changed |= gone
+        return gone
 
     # -- writes --------------------------------------------------------------------------
     def put_file(self, ino: int, rec: FileRecord, moved: bool = False) -> None:

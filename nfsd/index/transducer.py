@@ -6,7 +6,9 @@ A transducer belongs to one of two tiers, which decide when it runs again:
   the file changed (a rename, chmod or chown too), and must be cheap: it runs for every file
   of every scan that finds it changed.
 * ``content``: it may read the file; it runs again only when the file's identity
-  (generation), size or mtime changed, so a moved or renamed file keeps its content fields.
+  (generation), size or mtime changed, so a moved or renamed file keeps its content fields
+  -- unless the rename changes which transducers apply, or the extension
+  (``Extractor.xver_for``).
 
 ``applies`` is asked first (with no I/O); ``extract`` then gets a ``Content`` for regular
 files, ``None`` for other kinds (and always for the stat tier).  What it yields is checked
