@@ -40,6 +40,7 @@ from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, encode_value, parse_field_name, parse_lab_name
 from .store import StoreFull
+from .tag_dirs import TagDirs, claims
 
 KIND_QUERY = 1   # version kind export_id qid(16)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -136,6 +137,7 @@ class SemanticFS:
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
         self.ready = threading.Event()
+        self.tags = TagDirs(self)  # tag: value directories are where tags are set
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -198,7 +200,7 @@ class SemanticFS:
         if cached is not None and cached.version == version:
             return cached
         if q.is_field_dir:
-            values = self.index.values(q.open_field, q.scope, q.terms)
+            values = self.tags.with_declared(q, self.index.values(q.open_field, q.scope, q.terms))
             names = {encode_value(value): value for value in values}
         else:
             names = result_names(self.index.query(q.scope, q.terms))
@@ -210,6 +212,11 @@ class SemanticFS:
             if len(self._cache) > 1024:
                 self._cache.pop(next(iter(self._cache)))
         return results
+
+    def forget_results(self) -> None:
+        """Drop every cached fault (a change the index version does not tell: a tag declared)."""
+        with self._lock:
+            self._cache.clear()
 
     def _remember_state(self, qid: bytes, digest: int) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
@@ -426,7 +433,7 @@ class SemanticFS:
             seen = [r.ino for r in refs if reach.visible(r.path[skip:], who, content)]
             names = results.names
             if len(seen) != len(refs):
-                values = self.index.values_of(q.open_field, seen)
+                values = self.tags.with_declared(q, self.index.values_of(q.open_field, seen))
                 names = {k: v for k, v in ((encode_value(v), v) for v in values) if k in results.names}
         else:
             names = {name: ref for name, ref in results.names.items()
@@ -536,13 +543,17 @@ class SemanticFS:
         self._noted(real, name)
         return n
 
-    def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node:
+    def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node | VNode:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.mkdir(d, name)
         real = self._real_dir(d, name)
         n = self.local.mkdir(real, name, mode)
         self._noted(real, name)
         return n
 
-    def symlink(self, d: Node | VNode, name: bytes, target: bytes) -> Node:
+    def symlink(self, d: Node | VNode, name: bytes, target: bytes) -> Node | VNode:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.symlink(d, name, target)
         real = self._real_dir(d, name)
         n = self.local.symlink(real, name, target)
         self._noted(real, name)
@@ -555,17 +566,23 @@ class SemanticFS:
         return n
 
     def remove(self, d: Node | VNode, name: bytes, directory: bool) -> None:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.remove(d, name, directory)
         real = self._real_dir(d, name)
         self.local.remove(real, name, directory)
         self._noted(real, name)
 
     def rename(self, src: Node | VNode, sname: bytes, dst: Node | VNode, dname: bytes) -> None:
+        if isinstance(src, VNode) and claims(src.query):
+            return self.tags.rename(src, sname, dst, dname)
         rsrc, rdst = self._real_dir(src, sname), self._real_dir(dst, dname)
         self.local.rename(rsrc, sname, rdst, dname)
         self.index.note_entry(rsrc.ino, sname)
         self._noted(rdst, dname)
 
     def link(self, n: Node | VNode, d: Node | VNode, name: bytes) -> None:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.link(n, d, name)
         real = self._real_dir(d, name)
         self.local.link(self._real(n), real, name)
         self._noted(real, name)
@@ -575,6 +592,8 @@ class SemanticFS:
         self.index.note_ino(n.ino)
 
     def set_owner(self, n: Node | VNode, uid: int, gid: int) -> None:
+        if isinstance(n, VNode) and claims(n.query):
+            return  # a tag directory or link just made: the reply gives it to its caller
         self.local.set_owner(self._real(n), uid, gid)
         self.index.note_ino(n.ino)
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import lmdb
 
 from . import fsread
+from .. import tags as user_tags
 from .builtin import default_transducers
 from .extract import Extractor
 from .fields import BUILTIN_FIELDS
@@ -72,6 +73,9 @@ class Index:
         self._last_purge = time.monotonic()
         self._space = SpaceWatch(env.path(), self.root_path)
         self._rescan_due = False  # a scan was cut short by a full store
+        self.user_values = user_tags.FallbackStore(env, export_id)  # declared tags, xattr-less files
+        self._user_fields = user_tags.UserFieldReader(self.user_values)
+        self._forced: set[int] = set()
 
     # -- keeping it current --------------------------------------------------------------
     def scan(self, progress: bool | None = None) -> ScanStats:
@@ -121,10 +125,13 @@ class Index:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
 
-    def note_ino(self, ino: int) -> None:
-        """This file's content or attributes may have changed."""
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        """This file's content or attributes may have changed; ``force``: re-derive its stat
+        tier even if its stat is the same (values set in the state store, nfsd/tags.py)."""
         with self._notes_lock:
             self._inos.add(ino)
+            if force:
+                self._forced.add(ino)
 
     def note_dir(self, dir_ino: int) -> None:
         """Re-list this directory (after an inotify overflow, or unknown changes)."""
@@ -140,11 +147,13 @@ class Index:
             with self._notes_lock:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
                 self._entries, self._inos, self._dirs = set(), set(), set()
+                forced, self._forced = self._forced, set()
             purge = time.monotonic() - self._last_purge > PURGE_EVERY
             if self._closed or not (entries or inos or dirs or purge):
                 return False
             before = self.version
             r = self._reconciler(yielding=False)
+            r.force = forced
             try:
                 self._apply_notes(r, entries, inos, dirs)
                 r.bury()
@@ -156,7 +165,9 @@ class Index:
                 r.w.abort()
                 if not self._space.failed(exc):
                     raise
-                self._requeue(entries, inos, dirs)
+                self._requeue(entries, inos | forced, dirs)
+                with self._notes_lock:
+                    self._forced |= forced
                 return False
             self._space.succeeded()
             return self.version != before
@@ -231,14 +242,15 @@ class Index:
                 raise IndexClosed()
 
         return Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
-                          self._lock, yielding, publish, self._search.relpath, stop, self._pool)
+                          self._lock, yielding, publish, self._search.relpath, stop, self._pool,
+                          self._user_fields)
 
     # -- asking ----------------------------------------------------------------------------
     def fields(self) -> list[bytes]:
         return self._search.fields()
 
     def is_field(self, name: bytes) -> bool:
-        return name in BUILTIN_FIELDS or self._search.has_values(name)
+        return name in BUILTIN_FIELDS or name in user_tags.USER_FIELDS or self._search.has_values(name)
 
     def values(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         """Sorted distinct values of ``field`` among the files in scope matching all terms."""

@@ -32,7 +32,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 import lmdb
 
@@ -49,6 +49,12 @@ BATCH_OPS = 50_000      # writes per transaction during a scan...
 BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
+
+
+class UserFields(Protocol):
+    """Values people set on files (nfsd/tags.py), read with the stat tier."""
+
+    def keys(self, dir_fd: int, name: bytes, st: os.stat_result, txn: lmdb.Transaction | None) -> list[bytes]: ...
 
 
 class ScanStats(NamedTuple):
@@ -91,7 +97,7 @@ class Reconciler:
     def __init__(self, tables: Tables, extractor: Extractor, root_fd: int, root_ino: int, dev: int,
                  lock: threading.Lock, yielding: bool, publish: Callable[[int], None],
                  paths: Callable[[lmdb.Transaction, int], bytes | None], stop: Callable[[], None],
-                 pool: Executor) -> None:
+                 pool: Executor, user_fields: UserFields | None = None) -> None:
         """``lock`` is the index lock, held by the caller; with ``yielding`` (a scan) it is let
         go between batches and during extraction, and ``stop`` (which may raise to end the
         scan) is called each time it is taken back.  ``publish`` receives each new version;
@@ -106,6 +112,8 @@ class Reconciler:
         self.paths = paths
         self.stop = stop
         self.pool = pool
+        self.user_fields = user_fields
+        self.force: set[int] = set()  # files to re-derive even if their stat looks unchanged
         self.c = Counters()
         self.jobs: list[Job] = []
         self.deferred: list[tuple[int, bytes, int]] = []
@@ -221,7 +229,7 @@ class Reconciler:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
         if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and rec.xver == self.x.xver):
+                and rec.size == st.st_size and rec.xver == self.x.xver and ino not in self.force):
             self.c.unchanged += 1
             return False
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
@@ -242,7 +250,7 @@ class Reconciler:
                 w.put_child(dir_ino, name, ino, kind)
             return
         self.c.added += 1
-        st_out = self.x.stat_keys(name, st)
+        st_out = self._stat_keys(dir_fd, name, st)
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
         xver = self.x.xver if keep or not self.x.content_tier else NO_XVER
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
@@ -263,7 +271,7 @@ class Reconciler:
         w = self.w
         ino = st.st_ino
         self.c.updated += 1
-        st_out = self.x.stat_keys(name, st)
+        st_out = self._stat_keys(dir_fd, name, st)
         keep = self._same_content(rec, st, dir_fd, name)
         old = w.keys_of(ino)
         if keep or not self.x.content_tier:
@@ -275,6 +283,15 @@ class Reconciler:
                                      ctime_ns=st.st_ctime_ns, xver=xver), moved=moved)
         w.set_keys(ino, old, (st_out.keys, content))
         self._after_stat(ino, dir_ino, name, st, st_out, extract=xver == NO_XVER)
+
+    def _stat_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> Outcome:
+        """The stat tier, and the values people set on the file (nfsd/tags.py)."""
+        out = self.x.stat_keys(name, st)
+        if self.user_fields is not None:
+            mine = self.user_fields.keys(dir_fd, name, st, self.w.txn)
+            if mine:
+                out = out._replace(keys=out.keys | frozenset(mine))
+        return out
 
     def _after_stat(self, ino: int, dir_ino: int, name: bytes, st: os.stat_result, st_out: Outcome,
                     extract: bool) -> None:
