@@ -213,6 +213,18 @@ class SemanticFS:
                 self._cache.pop(next(iter(self._cache)))
         return results
 
+    def replace_results(self, q: Query, old: Results, names: dict[bytes, Any], version: int,
+                        change: bytes) -> None:
+        """Cache an answer updated in place of a fault (nfsd/tag_dirs.py: one file tagged or
+        untagged); ``change`` names the difference, for the digest (so the mtime moves)."""
+        qid = q.qid()
+        raw = struct.pack(">Q", old.digest) + change
+        digest = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+        mtime_ns = self._remember_state(qid, digest)
+        with self._lock:
+            if self._cache.get(qid) is old:
+                self._cache[qid] = Results(version, names, digest, mtime_ns, old.scope_path, {})
+
     def forget_results(self) -> None:
         """Drop every cached fault (a change the index version does not tell: a tag declared)."""
         with self._lock:

@@ -116,7 +116,7 @@ class TagDirs:
         scope = self.fs._scope_path(d.query)
         path = self._resolve(d.query, scope, target)
         n = self._walk(path)
-        self._change(n, term[0], add=[term[1]])
+        self._change(n, term[0], add=[term[1]], where=[d])
         return self.fs._link_node(d.query, n.ino, self.fs._relative_target(d.query, scope, path))
 
     def link(self, n: Node | Any, d: "VNode", name: bytes) -> None:
@@ -130,14 +130,14 @@ class TagDirs:
         scope = self.fs._scope_path(d.query)
         if path is None or (scope and not path.startswith(scope + b"/")):
             raise NfsError(nfsstat3.NFS3ERR_XDEV, "the file is not in the query's scope")
-        self._change(n, term[0], add=[term[1]])
+        self._change(n, term[0], add=[term[1]], where=[d])
 
     def remove(self, d: "VNode", name: bytes, directory: bool) -> None:
         if directory:
             self.rmdir(d, name)
             return
         term = self._term(d.query)
-        self._change(self._result(d, name), term[0], drop=[term[1]])
+        self._change(self._result(d, name), term[0], drop=[term[1]], where=[d])
 
     def rename(self, src: "VNode", sname: bytes, dst: Any, dname: bytes) -> None:
         """``mv tag:/a/x tag:/b/``: the file loses ``a`` and gets ``b`` in one change."""
@@ -152,7 +152,7 @@ class TagDirs:
         if path is None or (scope and not path.startswith(scope + b"/")):
             raise NfsError(nfsstat3.NFS3ERR_XDEV, "the file is not in the target's scope")
         if dterm[1] != sterm[1]:
-            self._change(n, sterm[0], add=[dterm[1]], drop=[sterm[1]])
+            self._change(n, sterm[0], add=[dterm[1]], drop=[sterm[1]], where=[src, dst])
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -222,9 +222,14 @@ class TagDirs:
             raise NfsError(nfsstat3.NFS3ERR_INVAL, "target is not in the query's scope")
         return path
 
-    def _change(self, n: Node, field: bytes, add: Sequence[bytes] = (), drop: Sequence[bytes] = ()) -> None:
+    def _change(self, n: Node, field: bytes, add: Sequence[bytes] = (), drop: Sequence[bytes] = (),
+                where: Sequence["VNode"] = ()) -> None:
+        """Set and clear values of the file, bring the index up to date, and update the
+        cached answers of the value directories ``where`` it happened."""
         if not stat.S_ISREG(n.mode):
             raise NfsError(nfsstat3.NFS3ERR_INVAL, "only regular files carry tags")
+        self._flush()  # what was pending goes first: then the next flush holds only this change
+        cached = [(v, self.fs._cache.get(v.query.qid())) for v in where]
         who = identity.current()
         fallback = self.store
         if who is not None and who.uid != 0:
@@ -238,6 +243,48 @@ class TagDirs:
         self._flush()
         if any(declared):
             self.fs.forget_results()
+            return
+        for v, results in cached:
+            if results is not None:
+                self._patch(v, results, n)
+
+    def _patch(self, d: "VNode", old: Any, n: Node) -> None:
+        """Update the cached answer of value directory ``d`` for a change of file ``n`` alone,
+        instead of running its query again (a fault costs time linear in its results: 50 ms
+        for 10,000; tagging 10,000 files one by one would be quadratic).  Only when the last
+        flush applied nothing but notes about ``n`` and moved the index exactly one version
+        on from the cached answer's, so that answer plus this file's new state is exactly
+        what the query would return; anything else leaves the next fault to run the query."""
+        last = self.index.last_flush
+        if (last is None or last.before != old.version or last.after != last.before + 1
+                or self.index.version != last.after or last.dirs or last.inos - {n.ino}
+                or any(e != (n.parent, n.name) for e in last.entries)):
+            return
+        q = d.query
+        path = self.index.path_of(n.ino)
+        if path is None or b"name" in q.fields_used():
+            return
+        from .semantic import result_names  # the fault's own naming rules
+        base = os.path.basename(path)
+        ref = FileRef(n.ino, path)
+        if base not in result_names([ref]):
+            return  # a field-like name: renamed even alone
+        # the name a clash gives it (with a second result of the same name)
+        clash = [k for k, r in result_names([ref, FileRef(0, b"\0/" + base)]).items() if r is ref]
+        if clash[0] in old.names:
+            return  # it is there under its clash name: let the query rename
+        same = self.index.query(q.scope, [*q.terms, (b"name", base)])
+        if any(r.ino != n.ino for r in same):
+            return  # another result has this name: clash renaming
+        present = old.names.get(base)
+        if present is not None and present.ino != n.ino:
+            return
+        names = dict(old.names)
+        if same:
+            names[base] = same[0]
+        else:
+            names.pop(base, None)
+        self.fs.replace_results(q, old, names, last.after, (b"+" if same else b"-") + base)
 
     @staticmethod
     def _check_xattr_permission(n: Node) -> None:

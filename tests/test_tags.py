@@ -240,3 +240,39 @@ def test_cli_tag_untag_tags_while_serving(tree, rpc, root) -> None:
     assert bad.returncode != 0 and "illegal tag" in bad.stderr
     missing = cli("tags", str(e / "nope"))
     assert missing.returncode != 0
+
+
+def test_listing_after_each_change_is_what_the_query_gives(tree, rpc, root) -> None:
+    """Tagging updates the cached answer in place of a new fault: clashes, untagging and
+    combined queries must still read exactly as a fresh query after a restart."""
+    e = tree.export
+    (e / "docs" / "beach.jpg").write_bytes(b"\xff\xd8\xff\xe0 same name, other file")
+    time.sleep(1.5)  # noted through inotify
+    tags = look(rpc, root, b"tag:")
+    vac = mkdir(rpc, tags, b"vacation")[1].obj.data
+    seen = []
+    for target in (b"../../photos/beach.jpg", b"../../photos/city.jpg", b"../../docs/beach.jpg"):
+        assert symlink(rpc, vac, os.path.basename(target), target)[0] == OK
+        seen.append(names(rpc, vac))
+    assert seen[0] == {b"beach.jpg"} and seen[1] == {b"beach.jpg", b"city.jpg"}
+    clash = seen[2] - {b"city.jpg"}
+    assert len(clash) == 2 and all(n.startswith(b"beach~") for n in clash), seen[2]
+    # untag one of the two: the other gets its own name back
+    photos_clash = [n for n in clash if look(rpc, vac, n) and b"photos" in
+                    rpc.nfs(5, nfs3.READLINK3args.cls(fh(look(rpc, vac, n))))[1].data]
+    assert remove(rpc, vac, photos_clash[0])[0] == OK
+    assert names(rpc, vac) == {b"beach.jpg", b"city.jpg"}
+    assert remove(rpc, vac, b"city.jpg")[0] == OK
+    assert names(rpc, vac) == {b"beach.jpg"}
+    jpg_vac = look(rpc, root, b"ext:", b"jpg", b"tag:", b"vacation")
+    assert names(rpc, jpg_vac) == {b"beach.jpg"}
+    assert symlink(rpc, jpg_vac, b"city.jpg", b"../../../../photos/city.jpg")[0] == OK
+    assert names(rpc, jpg_vac) == {b"beach.jpg", b"city.jpg"}
+    assert names(rpc, vac) == {b"beach.jpg", b"city.jpg"}
+    before = {name: look(rpc, vac, name) for name in names(rpc, vac)}
+    tree.restart()
+    with RpcClient(tree.port) as again:
+        r2 = again.mount(tree.export_b)
+        v2 = look(again, r2, b"tag:", b"vacation")
+        assert names(again, v2) == set(before)
+        assert names(again, look(again, r2, b"tag:", b"vacation", b"ext:", b"jpg")) == set(before)

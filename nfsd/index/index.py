@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import lmdb
 
@@ -42,6 +42,18 @@ EXTRACT_THREADS = min(4, os.cpu_count() or 1)
 
 class IndexClosed(Exception):
     pass
+
+
+class FlushRecord(NamedTuple):
+    """What the last flush that applied notes did: the version before and after it, and the
+    notes applied.  A caller that knows its own note was the only one can update a cached
+    answer instead of running its query again (nfsd/tag_dirs.py)."""
+
+    before: int
+    after: int
+    entries: set[tuple[int, bytes]]
+    inos: set[int]
+    dirs: set[int]
 
 
 class Index:
@@ -76,6 +88,7 @@ class Index:
         self.user_values = user_tags.FallbackStore(env, export_id)  # declared tags, xattr-less files
         self._user_fields = user_tags.UserFieldReader(self.user_values)
         self._forced: set[int] = set()
+        self.last_flush: FlushRecord | None = None
 
     # -- keeping it current --------------------------------------------------------------
     def scan(self, progress: bool | None = None) -> ScanStats:
@@ -165,11 +178,12 @@ class Index:
                 r.w.abort()
                 if not self._space.failed(exc):
                     raise
-                self._requeue(entries, inos | forced, dirs)
+                self._requeue(entries, inos, dirs)
                 with self._notes_lock:
                     self._forced |= forced
                 return False
             self._space.succeeded()
+            self.last_flush = FlushRecord(before, self.version, entries, inos, dirs)  # never changed again
             return self.version != before
 
     def _requeue(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
