@@ -177,6 +177,8 @@ class SemanticFS:
         fh = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_QUERY, self.export_id, qid)
         if q.is_lab:
             mode = stat.S_IFDIR | 0o755
+        elif claims(q):
+            mode = stat.S_IFDIR | 0o777  # tag directories: each file's own permission decides
         else:
             mode = stat.S_IFDIR | 0o555
         return VNode(fh, virtual_fileid(qid), mode, q)
