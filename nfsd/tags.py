@@ -129,6 +129,8 @@ class FallbackStore:
         """Declare (or forget) a value; True if that changed anything.  Synced: a tag made
         by ``mkdir`` survives a crash right after the reply."""
         key = b"D" + field + b"\0" + value
+        if self.is_declared(field, value) == present:
+            return False  # a read: no write transaction for what is already so
         with self.env.begin(write=True, db=self.db) as txn:
             changed = txn.put(key, b"", overwrite=False) if present else txn.delete(key)
         if changed:
