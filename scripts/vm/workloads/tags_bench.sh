@@ -22,38 +22,19 @@ phase() {
     report "INFO phase=$_phase files=$N secs=$_dt"
 }
 
-make_sources() {
-    mkdir "$S/bulk" "$S/plain" "$S/links" || return 1
+# each_file FUNCTION: FUNCTION I for I from 0 to N-1 (a loop in the shell itself).
+each_file() {
     i=0
     while [ "$i" -lt "$N" ]; do
-        : > "$S/bulk/f$i" || return 1
+        "$1" "$i" || return 1
         i=$((i + 1))
     done
 }
 
-touch_loop() {
-    i=0
-    while [ "$i" -lt "$N" ]; do
-        touch "$S/plain/f$i" || return 1
-        i=$((i + 1))
-    done
-}
-
-symlink_loop() {
-    i=0
-    while [ "$i" -lt "$N" ]; do
-        ln -s "../bulk/f$i" "$S/links/" || return 1
-        i=$((i + 1))
-    done
-}
-
-tag_loop() {
-    i=0
-    while [ "$i" -lt "$N" ]; do
-        ln -s "../../bulk/f$i" "$S/tag:/bulk/" || return 1
-        i=$((i + 1))
-    done
-}
+create_one() { : > "$S/bulk/f$1"; }
+touch_one() { touch "$S/plain/f$1"; }
+symlink_one() { ln -s "../bulk/f$1" "$S/links/"; }
+tag_one() { ln -s "../../bulk/f$1" "$S/tag:/bulk/"; }
 
 check_counts() {
     expect_eq "$(ls "$S/plain" | wc -l)" "$N" "files in plain/" || return 1
@@ -65,11 +46,12 @@ if ! step mount nfs_mount; then
     finish
     exit 1
 fi
-step sources phase create-shell make_sources
-step touch phase create-touch touch_loop
-step symlink phase symlink-real symlink_loop
+step dirs mkdir "$S/bulk" "$S/plain" "$S/links"
+step sources phase create-shell each_file create_one
+step touch phase create-touch each_file touch_one
+step symlink phase symlink-real each_file symlink_one
 step mkdir_tag mkdir "$S/tag:/bulk"
-step tag phase tag-ln-s tag_loop
+step tag phase tag-ln-s each_file tag_one
 step counts check_counts
 step umount umount "$MNT"
 finish
