@@ -28,6 +28,7 @@ by one for orphans only when their count says some exist.
 """
 from __future__ import annotations
 
+import os
 import stat
 import time
 from typing import Iterable, Sequence
@@ -38,6 +39,7 @@ from .check_disk import DiskTree
 from .check_report import Difference, name_text
 from .index import Index
 from .index.extract import Extractor
+from .tags import FallbackStore, UserFieldReader
 from .index.fields import valid_field, valid_value
 from .index.tables import _CHILD as CHILD, _REC as REC, INO, NO_XVER, SCHEMA, FileRecord, Tables, decode_attrs
 from .index.transducer import Transducer
@@ -49,13 +51,16 @@ EXTRACTION_FAILURE_NAMES = frozenset({"read"})  # failures the extractor itself 
 
 def check(env: lmdb.Environment, eid: int, tree: DiskTree, extractor: Extractor) -> list[Difference]:
     t = Tables(env, eid)
+    tags = FallbackStore(env, eid)  # opened (maybe created) before the read transaction
     with env.begin() as txn:
-        return _Checker(t, txn, eid, tree, extractor).run()
+        return _Checker(t, txn, eid, tree, extractor, tags).run()
 
 
 class _Checker:
-    def __init__(self, t: Tables, txn: lmdb.Transaction, eid: int, tree: DiskTree, x: Extractor) -> None:
+    def __init__(self, t: Tables, txn: lmdb.Transaction, eid: int, tree: DiskTree, x: Extractor,
+                 tags: FallbackStore) -> None:
         self.t, self.txn, self.tree, self.x = t, txn, tree, x
+        self.user_fields = UserFieldReader(tags)  # tags are part of the stat tier
         self.prefix = f"export {eid}"
         self.out: list[Difference] = []
         self.records: dict[int, FileRecord] = {}
@@ -118,11 +123,18 @@ class _Checker:
             self.diff("unextracted", subject, f"content fields {what}", ("scan",))
         else:
             stored = self.t.keys_of(self.txn, INO.unpack(key)[0])[0]
-            fresh = self.x.stat_keys(rec.name, st).keys
+            fresh = self.x.stat_keys(rec.name, st).keys | self._user_keys(INO.unpack(key)[0], st)
             if stored != fresh:
                 gone, new = sorted(stored - fresh)[:3], sorted(fresh - stored)[:3]
                 self.diff("fields", subject, f"stat fields {_keys_text(gone)} should be {_keys_text(new)}",
                           ("refresh", key, False))
+
+    def _user_keys(self, ino: int, st: os.stat_result) -> frozenset[bytes]:
+        path = self.tree.path_of(ino)
+        if path is None:
+            return frozenset()
+        where = os.path.join(os.fsencode(self.tree.root_path), path)
+        return frozenset(self.user_fields.keys_at(where, st, self.txn))
 
     def _missing(self) -> None:
         for ino, disk in self.tree.objects.items():

@@ -82,7 +82,7 @@ def serialize(values: Iterable[bytes]) -> bytes:
     return b"\n".join(values)
 
 
-def generation(path: str) -> int:
+def generation(path: str | bytes) -> int:
     """The inode generation (0 where the file system has none): it tells a reused inode
     number from the file the fallback store's values were set on."""
     try:
@@ -167,7 +167,7 @@ class FallbackStore:
 _xattr_lock = threading.Lock()
 
 
-def read_values(path: str, field: bytes, st: os.stat_result, fallback: FallbackStore | None,
+def read_values(path: str | bytes, field: bytes, st: os.stat_result, fallback: FallbackStore | None,
                 txn: lmdb.Transaction | None = None) -> list[bytes]:
     """A file's values of a user field; ``path`` must not be a symlink (only regular files
     carry user attributes)."""
@@ -242,9 +242,13 @@ class UserFieldReader:
         self.fallback = fallback
 
     def keys(self, dir_fd: int, name: bytes, st: os.stat_result, txn: lmdb.Transaction | None) -> list[bytes]:
+        # through /proc: os.getxattr takes no dir_fd (and getxattrat needs Linux 6.13)
+        return self.keys_at(b"/proc/self/fd/%d/%s" % (dir_fd, name), st, txn)
+
+    def keys_at(self, path: bytes, st: os.stat_result, txn: lmdb.Transaction | None) -> list[bytes]:
+        """The same for a path (not followed if it is a symlink)."""
         if not stat.S_ISREG(st.st_mode):
             return []
-        path = os.fsdecode(b"/proc/self/fd/%d/%s" % (dir_fd, name))
         out: list[bytes] = []
         for field in USER_FIELDS:
             try:

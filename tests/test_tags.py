@@ -276,3 +276,15 @@ def test_listing_after_each_change_is_what_the_query_gives(tree, rpc, root) -> N
         v2 = look(again, r2, b"tag:", b"vacation")
         assert names(again, v2) == set(before)
         assert names(again, look(again, r2, b"tag:", b"vacation", b"ext:", b"jpg")) == set(before)
+
+
+def test_check_finds_tagged_files_consistent(tree, rpc, root) -> None:
+    """``pysfsd check`` derives the stat tier again to compare: tags are part of it."""
+    from tests.test_check import run_check
+    vac = mkdir(rpc, look(rpc, root, b"tag:"), b"vacation")[1].obj.data
+    assert symlink(rpc, vac, b"beach.jpg", b"../../photos/beach.jpg")[0] == OK
+    os.setxattr(tree.export / "docs" / "tax.txt", XATTR, b"work")
+    eventually(lambda: names(rpc, look(rpc, root, b"tag:", b"work")) == {b"tax.txt"})
+    tree.stop()
+    rc, lines = run_check(tree)
+    assert rc == 0, lines
