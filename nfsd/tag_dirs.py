@@ -35,7 +35,7 @@ from .tags import USER_FIELDS, TagError, change_values, value_of_name
 if TYPE_CHECKING:
     from .semantic import SemanticFS, VNode
 
-MAX_DECLARED = 100_000  # declared tags per export: endless mkdirs get NOSPC, not a full store
+MAX_DECLARED = 100_000  # state-store entries of an export's tags: endless mkdirs get NOSPC
 
 
 def user_term(q: Query) -> tuple[bytes, bytes] | None:
@@ -79,7 +79,7 @@ class TagDirs:
         q = d.query
         if self.store.is_declared(field, value) or self._carried(field, value):
             raise NfsError(nfsstat3.NFS3ERR_EXIST)
-        if len(self.store.declared(field)) >= MAX_DECLARED:
+        if self.store.entries() >= MAX_DECLARED:
             raise NfsError(nfsstat3.NFS3ERR_NOSPC, "too many declared tags")
         self.store.declare(field, value)
         self.fs.forget_results()

@@ -121,6 +121,11 @@ class FallbackStore:
                     out.append(bytes(key[len(prefix):]))
         return out
 
+    def entries(self) -> int:
+        """Declared values and files' values together (a bound on endless mkdirs)."""
+        with self.env.begin() as txn:
+            return int(txn.stat(self.db)["entries"])
+
     def is_declared(self, field: bytes, value: bytes) -> bool:
         with self.env.begin(db=self.db) as txn:
             return txn.get(b"D" + field + b"\0" + value) is not None

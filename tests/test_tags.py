@@ -288,3 +288,4 @@ def test_check_finds_tagged_files_consistent(tree, rpc, root) -> None:
     tree.stop()
     rc, lines = run_check(tree)
     assert rc == 0, lines
+

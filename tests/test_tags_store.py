@@ -121,3 +121,4 @@ def test_declared_tags_persist(env) -> None:
     assert store.declare(b"tag", b"a", present=False)
     assert not store.declare(b"tag", b"a", present=False)
     assert store.declared(b"tag") == [b"b"] and store.is_declared(b"tag", b"b")
+    assert store.entries() == 1
