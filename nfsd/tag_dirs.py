@@ -195,6 +195,7 @@ class TagDirs:
         known here)."""
         base = scope.split(b"/") if scope else []
         if target.startswith(b"/"):
+            self._flush()  # a file just made is known by its path only then
             parts = [p for p in target.split(b"/") if p and p != b"."]
             for i in range(len(parts)):
                 tail = parts[i:]

@@ -13,8 +13,8 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import REPO
-from tests.nfs3_helpers import (LINK, OK, S, cred, diropargs, list_dir, lookup, mkdir, remove, rename,
-                                rmdir, symlink)
+from tests.nfs3_helpers import (LINK, OK, S, create, cred, diropargs, list_dir, lookup, mkdir, remove,
+                                rename, rmdir, symlink)
 from tests.rpc_client import RpcClient, fh
 
 XATTR = "user.pysfsd.tags"
@@ -140,10 +140,13 @@ def test_symlink_targets_must_be_files_of_the_scope(tree, rpc, root) -> None:
     assert symlink(rpc, px, b"n", b"../../nothing.jpg")[0] == S.NFS3ERR_NOENT
     assert symlink(rpc, px, b"v", b"../../tag:/x/beach.jpg")[0] != OK
     assert symlink(rpc, px, b"beach.jpg", b"../../beach.jpg")[0] == OK
-    # an absolute target: the tail that names a file of the scope
+    # an absolute target: the tail that names a file of the scope (just made, too)
     assert symlink(rpc, px, b"city.jpg", b"/mnt/somewhere/photos/city.jpg")[0] == OK
-    assert names(rpc, px) == {b"beach.jpg", b"city.jpg"}
-    assert names(rpc, look(rpc, root, b"tag:", b"x")) == {b"beach.jpg", b"city.jpg"}
+    status, _ = create(rpc, photos, b"new.jpg")
+    assert status == OK
+    assert symlink(rpc, px, b"new.jpg", b"/mnt/photos/new.jpg")[0] == OK
+    assert names(rpc, px) == {b"beach.jpg", b"city.jpg", b"new.jpg"}
+    assert names(rpc, look(rpc, root, b"tag:", b"x")) == {b"beach.jpg", b"city.jpg", b"new.jpg"}
 
 
 def test_tag_names_follow_the_value_rules(tree, rpc, root) -> None:
@@ -217,6 +220,14 @@ def test_read_only_export_refuses_with_rofs(tmp_path) -> None:
             root = rpc.mount(srv.export_b)
             tags = look(rpc, root, b"tag:")
             assert mkdir(rpc, tags, b"x")[0] == S.NFS3ERR_ROFS
+            os.setxattr(tmp_path / "export" / "a.txt", XATTR, b"x")
+            eventually(lambda: names(rpc, look(rpc, root, b"tag:")) == {b"x"})
+            x = look(rpc, tags, b"x")
+            assert symlink(rpc, x, b"a.txt", b"../../a.txt")[0] == S.NFS3ERR_ROFS
+            assert link(rpc, look(rpc, root, b"a.txt"), x, b"a.txt") == S.NFS3ERR_ROFS
+            assert remove(rpc, x, b"a.txt")[0] == S.NFS3ERR_ROFS
+            assert rmdir(rpc, tags, b"x")[0] == S.NFS3ERR_ROFS
+            assert xattr_tags(tmp_path / "export" / "a.txt") == [b"x"]
     finally:
         srv.stop()
 
