@@ -77,6 +77,7 @@ class TagDirs:
     def mkdir(self, d: "VNode", name: bytes) -> "VNode":
         field, value = self._named(d, name)
         q = d.query
+        self._flush()
         if self.store.is_declared(field, value) or self._carried(field, value):
             raise NfsError(nfsstat3.NFS3ERR_EXIST)
         if self.store.entries() >= MAX_DECLARED:
@@ -113,6 +114,7 @@ class TagDirs:
         directory, as a client would resolve it), which must be a regular file of D."""
         term = self._term(d.query)
         check_name(name)
+        self._flush()
         scope = self.fs._scope_path(d.query)
         path = self._resolve(d.query, scope, target)
         n = self._walk(path)
@@ -146,6 +148,7 @@ class TagDirs:
         if dterm is None or dterm[0] != sterm[0]:
             raise NfsError(nfsstat3.NFS3ERR_ROFS, "a tag moves only to another value of its field")
         check_name(dname)
+        self._flush()
         n = self._result(src, sname)
         scope = self.fs._scope_path(dst.query)
         path = self.index.path_of(n.ino)
@@ -163,6 +166,10 @@ class TagDirs:
         return term
 
     def _flush(self) -> None:
+        """Apply the index's queue (as the server); until the start-up scan is complete the
+        index cannot tell which files carry a tag: JUKEBOX, as for a directory fault."""
+        if not self.fs.ready.is_set():
+            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
         with identity.as_server():
             self.index.flush()
 
