@@ -87,8 +87,8 @@ def main() -> int:
     tag = rates.get("tag-ln-s")
     for base in ("create-touch", "symlink-real"):
         if tag and base in rates:
-            print(f"tagging vs {base}: {rates[base][0] / tag[0]:.2f}x slower wall-clock, "
-                  f"{rates[base][1] / tag[1]:.2f}x more server CPU per file (target: within 2x)")
+            print(f"{base} rate / tagging rate: {rates[base][0] / tag[0]:.2f} (guest time), "
+                  f"{rates[base][1] / tag[1]:.2f} (server CPU time); target: at most 2")
     print(f"logs: {work}")
     return 0
 
