@@ -300,3 +300,63 @@ def test_check_finds_tagged_files_consistent(tree, rpc, root) -> None:
     rc, lines = run_check(tree)
     assert rc == 0, lines
 
+
+
+def test_concurrent_tagging_keeps_listings_exact(tree, root) -> None:
+    """Two clients tag in one value directory while files change behind the server's back:
+    answers updated in place must match what a fresh query returns."""
+    import threading
+    e = tree.export
+    (e / "many").mkdir()
+    for i in range(120):
+        (e / "many" / f"m{i:03d}.txt").write_text("m\n")
+    with RpcClient(tree.port) as setup:
+        r = setup.mount(tree.export_b)
+        vac = mkdir(setup, look(setup, r, b"tag:"), b"vacation")[1].obj.data
+        eventually(lambda: len(names(setup, look(setup, r, b"many"))) == 120)
+    failures: list[object] = []
+
+    def tagger(first: int) -> None:
+        try:
+            with RpcClient(tree.port) as c:
+                for i in range(first, 120, 2):
+                    status, _ = symlink(c, vac, b"m%03d.txt" % i, b"../../many/m%03d.txt" % i)
+                    if status != OK:
+                        failures.append((i, status))
+                    names(c, vac)
+        except Exception as exc:  # reported below
+            failures.append(exc)
+
+    def behind() -> None:
+        for i in range(40):
+            (e / "many" / f"m{i:03d}.txt").rename(e / "many" / f"n{i:03d}.txt")
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=tagger, args=(k,)) for k in (0, 1)] + [threading.Thread(target=behind)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [f for f in failures if not isinstance(f, tuple) or f[1] != S.NFS3ERR_NOENT], failures
+    with RpcClient(tree.port) as c:
+        r = c.mount(tree.export_b)
+        time.sleep(1.5)  # the renames noted through inotify
+        live = names(c, look(c, r, b"tag:", b"vacation"))
+    tagged = {os.fsencode(p.name) for p in (e / "many").iterdir() if xattr_tags(p) == [b"vacation"]}
+    assert live == tagged
+    tree.restart()
+    with RpcClient(tree.port) as c:
+        r = c.mount(tree.export_b)
+        assert names(c, look(c, r, b"tag:", b"vacation")) == live
+
+
+def test_a_change_queued_before_tagging_is_not_lost(tree, rpc, root) -> None:
+    """A rename through the server is queued for the index; tagging another file just after
+    must not answer from the listing cached before the rename."""
+    vac = mkdir(rpc, look(rpc, root, b"tag:"), b"vacation")[1].obj.data
+    assert symlink(rpc, vac, b"beach.jpg", b"../../photos/beach.jpg")[0] == OK
+    assert names(rpc, vac) == {b"beach.jpg"}  # cached
+    photos = look(rpc, root, b"photos")
+    assert rename(rpc, photos, b"beach.jpg", photos, b"shore.jpg")[0] == OK  # queued, not applied
+    assert symlink(rpc, vac, b"city.jpg", b"../../photos/city.jpg")[0] == OK
+    assert names(rpc, vac) == {b"shore.jpg", b"city.jpg"}
