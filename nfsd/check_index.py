@@ -32,6 +32,7 @@ by one for orphans only when their count says some exist.
 """
 from __future__ import annotations
 
+import os
 import stat
 import time
 from typing import Iterable, Sequence
@@ -42,6 +43,7 @@ from .check_disk import DiskTree
 from .check_report import Difference, name_text
 from .index import Index
 from .index.extract import Extractor
+from .tags import FallbackStore, UserFieldReader
 from .index.fields import valid_field, valid_value
 from .index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord, Tables,
                            decode_attrs)
@@ -54,13 +56,16 @@ EXTRACTION_FAILURE_NAMES = frozenset({"read"})  # failures the extractor itself 
 
 def check(env: lmdb.Environment, eid: int, tree: DiskTree, extractor: Extractor) -> list[Difference]:
     t = Tables(env, eid)
+    tags = FallbackStore(env, eid)  # opened (maybe created) before the read transaction
     with env.begin() as txn:
-        return _Checker(t, txn, eid, tree, extractor).run()
+        return _Checker(t, txn, eid, tree, extractor, tags).run()
 
 
 class _Checker:
-    def __init__(self, t: Tables, txn: lmdb.Transaction, eid: int, tree: DiskTree, x: Extractor) -> None:
+    def __init__(self, t: Tables, txn: lmdb.Transaction, eid: int, tree: DiskTree, x: Extractor,
+                 tags: FallbackStore) -> None:
         self.t, self.txn, self.tree, self.x = t, txn, tree, x
+        self.user_fields = UserFieldReader(tags)  # tags are part of the stat tier
         self.prefix = f"export {eid}"
         self.out: list[Difference] = []
         self.records: dict[int, FileRecord] = {}
@@ -126,13 +131,20 @@ class _Checker:
         else:
             ino = INO.unpack(key)[0]
             stored = self.t.keys_of(self.txn, ino)[0]
-            fresh = self.x.stat_keys(rec.name, st).keys
+            fresh = self.x.stat_keys(rec.name, st).keys | self._user_keys(ino, st)
             if rec.flags & FLAG_LINKED:  # every name's fields
                 fresh = fresh.union(*(self.x.stat_keys(n, st).keys for _, n in self.links.get(ino, ())))
             if stored != fresh:
                 gone, new = sorted(stored - fresh)[:3], sorted(fresh - stored)[:3]
                 self.diff("fields", subject, f"stat fields {_keys_text(gone)} should be {_keys_text(new)}",
                           ("refresh", key, False))
+
+    def _user_keys(self, ino: int, st: os.stat_result) -> frozenset[bytes]:
+        path = self.tree.path_of(ino)
+        if path is None:
+            return frozenset()
+        where = os.path.join(os.fsencode(self.tree.root_path), path)
+        return frozenset(self.user_fields.keys_at(where, st, self.txn))
 
     def _missing(self) -> None:
         for ino, disk in self.tree.objects.items():

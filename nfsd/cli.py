@@ -198,6 +198,9 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("index", "query"):
         from .cli_index import main as index_main  # the index commands serve nothing
         return index_main(argv)
+    if argv and argv[0] in ("tag", "untag", "tags"):
+        from .cli_tags import main as tags_main  # changes a file's tags, serves nothing
+        return tags_main(argv)
     if argv and argv[0] == "check":
         from .check import main as check_main  # compares (and repairs) the state, serves nothing
         return check_main(argv)

@@ -42,6 +42,7 @@ from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, parse_field_name, parse_lab_name, value_name
 from .query_store import QueryStore, is_inline
+from .tag_dirs import TagDirs, claims
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query_store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -149,6 +150,7 @@ class SemanticFS:
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
         self.ready = threading.Event()
+        self.tags = TagDirs(self)  # tag: value directories are where tags are set
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -208,6 +210,8 @@ class SemanticFS:
             fh = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_QUERY, self.export_id, qid)
         if q.is_lab:
             mode = stat.S_IFDIR | 0o755
+        elif claims(q):
+            mode = stat.S_IFDIR | 0o777  # tag directories: each file's own permission decides
         else:
             mode = stat.S_IFDIR | 0o555
         return VNode(fh, virtual_fileid(qid), mode, q)
@@ -237,7 +241,7 @@ class SemanticFS:
         if cached is not None and cached.version == version:
             return cached
         if q.is_field_dir:
-            values = self.index.values(q.open_field, q.scope, q.terms)
+            values = self.tags.with_declared(q, self.index.values(q.open_field, q.scope, q.terms))
             names = {value_name(value): value for value in values}
         else:
             names = result_names(self.index.query(q.scope, q.terms))
@@ -249,6 +253,23 @@ class SemanticFS:
             if len(self._cache) > 1024:
                 self._cache.pop(next(iter(self._cache)))
         return results
+
+    def replace_results(self, q: Query, old: Results, names: dict[bytes, Any], version: int,
+                        change: bytes) -> None:
+        """Cache an answer updated in place of a fault (nfsd/tag_dirs.py: one file tagged or
+        untagged); ``change`` names the difference, for the digest (so the mtime moves)."""
+        qid = q.qid()
+        raw = struct.pack(">Q", old.digest) + change
+        digest = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+        mtime_ns = self._remember_state(q, digest)
+        with self._lock:
+            if self._cache.get(qid) is old:
+                self._cache[qid] = Results(version, names, digest, mtime_ns, old.scope_path, {})
+
+    def forget_results(self) -> None:
+        """Drop every cached fault (a change the index version does not tell: a tag declared)."""
+        with self._lock:
+            self._cache.clear()
 
     def _remember_state(self, q: Query, digest: int) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
@@ -477,7 +498,7 @@ class SemanticFS:
             seen = [r.ino for r in refs if reach.visible(r.path[skip:], who, content)]
             names = results.names
             if len(seen) != len(refs):
-                values = self.index.values_of(q.open_field, seen)
+                values = self.tags.with_declared(q, self.index.values_of(q.open_field, seen))
                 names = {k: v for k, v in ((value_name(v), v) for v in values) if k in results.names}
         else:
             seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
@@ -595,13 +616,17 @@ class SemanticFS:
         self._noted(real, name)
         return n
 
-    def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node:
+    def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node | VNode:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.mkdir(d, name)
         real = self._real_dir(d, name)
         n = self.local.mkdir(real, name, mode)
         self._noted(real, name)
         return n
 
-    def symlink(self, d: Node | VNode, name: bytes, target: bytes) -> Node:
+    def symlink(self, d: Node | VNode, name: bytes, target: bytes) -> Node | VNode:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.symlink(d, name, target)
         real = self._real_dir(d, name)
         n = self.local.symlink(real, name, target)
         self._noted(real, name)
@@ -614,17 +639,23 @@ class SemanticFS:
         return n
 
     def remove(self, d: Node | VNode, name: bytes, directory: bool) -> None:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.remove(d, name, directory)
         real = self._real_dir(d, name)
         self.local.remove(real, name, directory)
         self._noted(real, name)
 
     def rename(self, src: Node | VNode, sname: bytes, dst: Node | VNode, dname: bytes) -> None:
+        if isinstance(src, VNode) and claims(src.query):
+            return self.tags.rename(src, sname, dst, dname)
         rsrc, rdst = self._real_dir(src, sname), self._real_dir(dst, dname)
         self.local.rename(rsrc, sname, rdst, dname)
         self.index.note_entry(rsrc.ino, sname)
         self._noted(rdst, dname)
 
     def link(self, n: Node | VNode, d: Node | VNode, name: bytes) -> None:
+        if isinstance(d, VNode) and claims(d.query):
+            return self.tags.link(n, d, name)
         real = self._real_dir(d, name)
         self.local.link(self._real(n), real, name)
         self._noted(real, name)
@@ -634,6 +665,8 @@ class SemanticFS:
         self._noted_ino(n.ino)
 
     def set_owner(self, n: Node | VNode, uid: int, gid: int) -> None:
+        if isinstance(n, VNode) and claims(n.query):
+            return  # a tag directory or link just made: the reply gives it to its caller
         self.local.set_owner(self._real(n), uid, gid)
         self._noted_ino(n.ino)
 

@@ -15,11 +15,12 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import lmdb
 
 from . import fsread
+from .. import tags as user_tags
 from .builtin import default_transducers
 from .extract import Extractor
 from .fields import BUILTIN_FIELDS
@@ -41,6 +42,18 @@ EXTRACT_THREADS = min(4, os.cpu_count() or 1)
 
 class IndexClosed(Exception):
     pass
+
+
+class FlushRecord(NamedTuple):
+    """What the last flush that applied notes did: the version before and after it, and the
+    notes applied.  A caller that knows its own note was the only one can update a cached
+    answer instead of running its query again (nfsd/tag_dirs.py)."""
+
+    before: int
+    after: int
+    entries: set[tuple[int, bytes]]
+    inos: set[int]
+    dirs: set[int]
 
 
 class Index:
@@ -76,6 +89,10 @@ class Index:
         # the commit that recorded it: the server drops such handle-table entries, so
         # ``pysfsd check`` finds none left over by changes made behind its back
         self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
+        self.user_values = user_tags.FallbackStore(env, export_id)  # declared tags, xattr-less files
+        self._user_fields = user_tags.UserFieldReader(self.user_values)
+        self._forced: set[int] = set()
+        self.last_flush: FlushRecord | None = None
 
     # -- keeping it current --------------------------------------------------------------
     def scan(self, progress: bool | None = None) -> ScanStats:
@@ -125,10 +142,13 @@ class Index:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
 
-    def note_ino(self, ino: int) -> None:
-        """This file's content or attributes may have changed."""
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        """This file's content or attributes may have changed; ``force``: re-derive its stat
+        tier even if its stat is the same (values set in the state store, nfsd/tags.py)."""
         with self._notes_lock:
             self._inos.add(ino)
+            if force:
+                self._forced.add(ino)
 
     def note_dir(self, dir_ino: int) -> None:
         """Re-list this directory (after an inotify overflow, or unknown changes)."""
@@ -149,11 +169,13 @@ class Index:
             with self._notes_lock:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
                 self._entries, self._inos, self._dirs = set(), set(), set()
+                forced, self._forced = self._forced, set()
             purge = time.monotonic() - self._last_purge > PURGE_EVERY
             if self._closed or not (entries or inos or dirs or purge):
                 return False
             before = self.version
             r = self._reconciler(yielding=False)
+            r.force = forced
             try:
                 self._apply_notes(r, entries, inos, dirs)
                 r.bury()
@@ -166,8 +188,11 @@ class Index:
                 if not self._space.failed(exc):
                     raise
                 self._requeue(entries, inos, dirs)
+                with self._notes_lock:
+                    self._forced |= forced
                 return False
             self._space.succeeded()
+            self.last_flush = FlushRecord(before, self.version, entries, inos, dirs)  # never changed again
             return self.version != before
 
     def _requeue(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
@@ -243,7 +268,8 @@ class Index:
                 raise IndexClosed()
 
         r = Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
-                       self._lock, yielding, publish, self._search.relpath, stop, self._pool)
+                       self._lock, yielding, publish, self._search.relpath, stop, self._pool,
+                       self._user_fields)
         r.on_vanished = self.on_vanished
         return r
 
@@ -252,7 +278,7 @@ class Index:
         return self._search.fields()
 
     def is_field(self, name: bytes) -> bool:
-        return name in BUILTIN_FIELDS or self._search.has_values(name)
+        return name in BUILTIN_FIELDS or name in user_tags.USER_FIELDS or self._search.has_values(name)
 
     def values(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         """Sorted distinct values of ``field`` among the files in scope matching all terms."""

@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 import lmdb
 
@@ -52,6 +52,14 @@ BATCH_OPS = 50_000      # writes per transaction during a scan...
 BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
+
+
+class UserFields(Protocol):
+    """Values people set on files (nfsd/tags.py), read with the stat tier."""
+
+    fields: tuple[bytes, ...]  # the fields they fill (``tag``)
+
+    def keys(self, dir_fd: int, name: bytes, st: os.stat_result, txn: lmdb.Transaction | None) -> list[bytes]: ...
 
 
 class ScanStats(NamedTuple):
@@ -94,7 +102,7 @@ class Reconciler:
     def __init__(self, tables: Tables, extractor: Extractor, root_fd: int, root_ino: int, dev: int,
                  lock: threading.Lock, yielding: bool, publish: Callable[[int], None],
                  paths: Callable[[lmdb.Transaction, int], bytes | None], stop: Callable[[], None],
-                 pool: Executor) -> None:
+                 pool: Executor, user_fields: UserFields | None = None) -> None:
         """``lock`` is the index lock, held by the caller; with ``yielding`` (a scan) it is let
         go between batches and during extraction, and ``stop`` (which may raise to end the
         scan) is called each time it is taken back.  ``publish`` receives each new version;
@@ -109,6 +117,8 @@ class Reconciler:
         self.paths = paths
         self.stop = stop
         self.pool = pool
+        self.user_fields = user_fields
+        self.force: set[int] = set()  # files to re-derive even if their stat looks unchanged
         self.c = Counters()
         self.jobs: list[Job] = []
         self.deferred: list[tuple[int, bytes, int]] = []
@@ -234,7 +244,7 @@ class Reconciler:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
         if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and self.x.is_current(rec.xver, name, st)):
+                and rec.size == st.st_size and self.x.is_current(rec.xver, name, st) and ino not in self.force):
             self.c.unchanged += 1
             return False
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
@@ -255,7 +265,7 @@ class Reconciler:
                 w.put_child(dir_ino, name, ino, kind)
             return
         self.c.added += 1
-        st_out = self.x.stat_keys(name, st)  # a new inode (or a tombstone): no other name recorded
+        st_out = self._stat_keys(dir_fd, ino, name, st, None)  # a new inode (or a tombstone): no other name recorded
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
@@ -276,7 +286,7 @@ class Reconciler:
         w = self.w
         ino = st.st_ino
         self.c.updated += 1
-        st_out = self._stat_keys(ino, name, st, rec)
+        st_out = self._stat_keys(dir_fd, ino, name, st, rec)
         keep = self._same_content(rec, st, dir_fd, name)
         old = w.keys_of(ino)
         if keep or not self.x.content_tier:
@@ -325,14 +335,21 @@ class Reconciler:
             os.close(fd)
 
     # -- hard links ----------------------------------------------------------------------
-    def _stat_keys(self, ino: int, name: bytes, st: os.stat_result, rec: FileRecord | None) -> Outcome:
-        """The stat tier of a file: with several names, every name's fields."""
+    def _stat_keys(self, dir_fd: int | None, ino: int, name: bytes, st: os.stat_result,
+                   rec: FileRecord | None) -> Outcome:
+        """The stat tier of a file: with several names, every name's fields; and the values
+        people set on the file (nfsd/tags.py), read from ``dir_fd``/``name`` (with no
+        ``dir_fd``, the ones already recorded)."""
         out = self.x.stat_keys(name, st)
-        if rec is None or not rec.flags & FLAG_LINKED:
-            return out
         keys = set(out.keys)
-        for _, other in self.w.links_of(ino):
-            keys |= self.x.stat_keys(other, st).keys
+        if rec is not None and rec.flags & FLAG_LINKED:
+            for _, other in self.w.links_of(ino):
+                keys |= self.x.stat_keys(other, st).keys
+        if self.user_fields is not None:
+            if dir_fd is not None:
+                keys.update(self.user_fields.keys(dir_fd, name, st, self.w.txn))
+            else:
+                keys.update(k for k in self.w.keys_of(ino)[0] if k.split(b"\0", 1)[0] in self.user_fields.fields)
         return Outcome(frozenset(keys), out.failures)
 
     def _restat(self, ino: int, rec: FileRecord, st: os.stat_result) -> None:
@@ -342,7 +359,7 @@ class Reconciler:
             rec = rec._replace(flags=rec.flags & ~FLAG_LINKED)
             w.put_file(ino, rec)
         old = w.keys_of(ino)
-        w.set_keys(ino, old, (self._stat_keys(ino, rec.name, st, rec).keys, old[1]))
+        w.set_keys(ino, old, (self._stat_keys(None, ino, rec.name, st, rec).keys, old[1]))
 
     def _another_name(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, rec: FileRecord) -> bool:
         """DIR/name is a hard link to a file indexed at another place.  True if that place

@@ -52,39 +52,6 @@ clashes() { echo "$1" | tr ' ' '\n' | grep -E '^a~[0-9a-fA-F]{6}\.c$' | tr '\n' 
 
 md5_of() { md5sum "$1" | cut -d' ' -f1; }
 
-# must_fail WHAT ERRTEXT command...: the command fails with ERRTEXT in its message.
-must_fail() {
-    _what=$1
-    _err=$2
-    shift 2
-    if "$@" > /tmp/mf.out 2>&1; then
-        echo "$_what: succeeded, should fail with '$_err'"
-        return 1
-    fi
-    grep -q "$_err" /tmp/mf.out && return 0
-    echo "$_what: failed, but not with '$_err': $(cat /tmp/mf.out)"
-    return 1
-}
-
-# wait_until SECS what test...: retry the test every 0.5 s; sets WAITED.
-wait_until() {
-    _limit=$1
-    _what=$2
-    shift 2
-    _t0=$(now_cs)
-    while :; do
-        if "$@" > /tmp/wait.out 2>&1; then
-            WAITED=$(elapsed_s "$_t0")
-            return 0
-        fi
-        if [ "$(( $(now_cs) - _t0 ))" -ge "$((_limit * 100))" ]; then
-            echo "$_what: not after ${_limit}s: $(cat /tmp/wait.out)"
-            return 1
-        fi
-        sleep 0.5
-    done
-}
-
 write_through() { echo "$2" > "$1"; }    # a shell redirection, for must_fail
 
 do_tree() {
