@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="close a TCP connection stuck this long in a partial record or not reading "
                         "its replies (default 120)")
+    p.add_argument("--no-locks", dest="locks", action="store_false",
+                   help="do not serve NLM/NSM: clients must then mount with nolock (docs/locks.rst)")
+    p.add_argument("--grace-period", type=float, default=90.0, metavar="SECONDS",
+                   help="after a restart with locks held, grant only their reclaims this long (default 90)")
+    p.add_argument("--client-portmap-port", type=int, default=111, help=argparse.SUPPRESS)  # tests
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("--config", metavar="FILE",
                    help="read options from a TOML file, one key per long option (see README: Configuration file)")
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                           state_dir=args.state_dir, threads=args.threads, results=args.results,
                           watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
+                          locks=args.locks, grace_period=args.grace_period,
+                          client_portmap_port=args.client_portmap_port,
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)

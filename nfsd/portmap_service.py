@@ -140,10 +140,10 @@ class Discovery:
         self.status = "not started"
 
     async def start(self, host: str, port: int, embedded: bool, portmap_port: int = PMAP_PORT,
-                    trace_level: int = 0) -> str:
+                    trace_level: int = 0, locks: bool = False) -> str:
         """Serve the embedded portmapper when asked to and its port is free; otherwise
         register with the system's portmapper if one runs.  Returns ``status``."""
-        mappings = our_mappings(port)
+        mappings = our_mappings(port, locks)
         if embedded:
             pm = EmbeddedPortmapper(mappings, trace_level)
             try:

@@ -146,12 +146,15 @@ def test_embedded_portmapper_answers_getport_and_dump(embedded) -> None:
                 for prot in (TCP, UDP):
                     assert _getport(client, prog, 3, prot) == srv.port
             assert _getport(client, NFS, 4, TCP) == 0
-            assert _getport(client, 100021, 4, TCP) == 0
+            assert _getport(client, 100021, 4, TCP) == srv.port   # NLM v4 (locks)
+            assert _getport(client, 100021, 1, TCP) == 0
             assert _getport(client, PMAP, 2, UDP) == pm_port
         dump = {(m.prog, m.vers, m.prot, m.port) for m in tcp.call(portmap.PORTMAP2, 4, None)}
         assert dump == {(PMAP, 2, TCP, pm_port), (PMAP, 2, UDP, pm_port),
                         (NFS, 3, TCP, srv.port), (NFS, 3, UDP, srv.port),
-                        (MOUNT, 3, TCP, srv.port), (MOUNT, 3, UDP, srv.port)}
+                        (MOUNT, 3, TCP, srv.port), (MOUNT, 3, UDP, srv.port),
+                        (100021, 4, TCP, srv.port), (100021, 4, UDP, srv.port),
+                        (100024, 1, TCP, srv.port), (100024, 1, UDP, srv.port)}
 
 
 def test_embedded_portmapper_refuses_what_it_should(embedded) -> None:
@@ -261,7 +264,8 @@ def _mappings(rpcinfo_output: str) -> set[tuple[int, int, str, int]]:
 
 
 def _ours(port: int) -> set[tuple[int, int, str, int]]:
-    return {(prog, 3, proto, port) for prog in (NFS, MOUNT) for proto in ("tcp", "udp")}
+    return {(prog, vers, proto, port) for prog, vers in ((NFS, 3), (MOUNT, 3), (100021, 4), (100024, 1))
+            for proto in ("tcp", "udp")}
 
 
 def _showmount(srv: ServerProcess) -> str:

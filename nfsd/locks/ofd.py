@@ -3,8 +3,9 @@
 Each NLM lock owner gets its own descriptor on the file, so its locks are an OFD of their
 own: the kernel then makes them exclude every POSIX lock (``fcntl(F_SETLK)``) and OFD lock
 a process on the server host takes, and the reverse, as knfsd's locks do.  ``struct flock``
-offsets are signed 64-bit: NLM ranges beyond 2**63-1 are clipped to "to end of file" here
-(the lock table keeps the exact 64-bit range).
+offsets are signed 64-bit: a range reaching past 2**63-1 is mirrored as "to end of file",
+and one starting past it is not mirrored at all (no local process can name those bytes);
+the lock table keeps the exact 64-bit ranges.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def try_lock(fd: int, start: int, end: int, exclusive: bool | None) -> bool:
     """Set (``exclusive`` True/False) or clear (None) the range without waiting.  False when
     another holder (a local process) has a conflicting lock; True when set, or when the
     descriptor cannot carry this kind of lock (then only the lock table holds it)."""
+    if start > MAX_OFF:
+        return True
     kind = fcntl.F_UNLCK if exclusive is None else fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
     s, length = _range(start, end)
     try:
@@ -52,6 +55,8 @@ def try_lock(fd: int, start: int, end: int, exclusive: bool | None) -> bool:
 
 def local_holder(fd: int, start: int, end: int, exclusive: bool) -> tuple[bool, int, int, int] | None:
     """(exclusive, pid, start, end) of a local lock that would conflict, or None."""
+    if start > MAX_OFF:
+        return None
     s, length = _range(start, end)
     kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
     try:

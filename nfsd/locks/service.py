@@ -1,0 +1,353 @@
+"""NLM v4 and NSM v1 handlers: protocol values in and out, the lock table in between.
+
+Handlers run inline on the event loop (nothing here blocks long: opening a descriptor for
+a new lock owner, and the fsync of a client's record when it first holds a lock).  What
+has to wait for a client (GRANTED callbacks, ``*_RES`` answers to ``*_MSG`` calls, SM_NOTIFY
+after a restart) runs as background tasks through ``callback``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import stat
+from typing import Any, Callable
+
+from protocol import nlm4, nsm
+from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
+
+from ..errors import NfsError
+from ..handles import handle_kind
+from . import callback, ofd
+from .manager import FileLocks, Host, LockManager, Owner, Status, Waiter
+from .monitor import MonitorRecords
+from .ranges import nlm_length, span
+
+log = logging.getLogger("pysfsd.nlm")
+
+GRANT_TIMEOUT = 2.0   # per try, three tries: a client that never answers loses the grant
+NOTIFY_TRIES = 5
+MAX_TASKS = 256       # callbacks in flight; beyond that a grant is revoked at once
+
+
+class _Stale(Exception):
+    pass
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def local_address_towards(addr: str) -> str:
+    """Our address as ``addr`` reaches us (what its statd knows us by, most likely)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((addr, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return socket.gethostname()
+
+
+class LockService:
+    """The lock server: NLM4 procedures (``nlm``), NSM procedures (``nsm``), recovery."""
+
+    def __init__(self, exports: dict[int, Any], records: MonitorRecords | None, policy: Any = None,
+                 grace_period: float = 90.0, pmap_port: int = 111) -> None:
+        self.exports = exports
+        self.policy = policy
+        self.records = records
+        self.grace_period = grace_period
+        self.pmap_port = pmap_port    # where clients' portmappers listen (tests move it)
+        self.m = LockManager(on_grant=self._granted, on_hosts=self._hosts_changed)
+        self.state = records.next_state() if records is not None else 1
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.pending: dict[tuple[Any, ...], bool] = {}   # grants awaiting the client's word
+        self.to_notify: list[Host] = list(records.hosts()) if records is not None else []
+        self.nlm = Nlm4Procedures(self)
+        self.nsm = NsmProcedures(self)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Enter the grace period if clients held locks when we stopped, and tell them."""
+        if self.to_notify:
+            self.m.start_grace(self.grace_period)
+            log.info("lock grace period of %gs: %d client(s) may reclaim their locks",
+                     self.grace_period, len(self.to_notify))
+            for host in self.to_notify:
+                self._spawn(self._notify(host))
+        self._spawn(self._ticker())
+
+    async def stop(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> bool:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:   # called outside the server (tests driving the dispatcher)
+            loop = None
+        if loop is None or len(self.tasks) >= MAX_TASKS:
+            coro.close()
+            return False
+        task = loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _ticker(self) -> None:
+        grace = self.m.in_grace()
+        while True:
+            await asyncio.sleep(1.0)
+            self.m.tick()
+            if grace and not self.m.in_grace():
+                grace = False
+                log.info("lock grace period over")
+                for host in self.to_notify:   # notified, but reclaimed nothing
+                    if host not in self.m.held and host not in self.m.waiting and self.records:
+                        self.records.remove(host)
+                self.to_notify = []
+
+    async def _notify(self, host: Host) -> None:
+        me = local_address_towards(host.addr)
+        for attempt in range(NOTIFY_TRIES):
+            try:
+                port = await callback.getport(host.addr, nsm.SM_PROGRAM, nsm.SM_VERS, self.pmap_port)
+                await callback.call(host.addr, port, nsm.SM, 6, nsm.stat_chge(me.encode(), self.state))
+                log.info("sent SM_NOTIFY (state %d) to %s at %s", self.state, host.name, host.addr)
+                return
+            except (callback.CallbackError, OSError) as exc:
+                log.info("SM_NOTIFY to %s at %s: %s", host.name, host.addr, exc)
+                await asyncio.sleep(min(2.0 ** attempt, 10.0))
+
+    # -- the table's events -----------------------------------------------------------------------
+    def _hosts_changed(self, host: Host, held: bool) -> None:
+        if self.records is None:
+            return
+        try:
+            if held:
+                self.records.add(host)
+            elif host not in self.to_notify:
+                self.records.remove(host)
+        except OSError as exc:
+            log.warning("cannot record lock client %s: %s", host.name, exc)
+
+    def _granted(self, w: Waiter, f: FileLocks) -> None:
+        key = (f.key, *w[:4])
+        self.pending[key] = False
+        if not self._spawn(self._grant_callback(w, f.key, key)):
+            self.pending.pop(key, None)
+            self._revoke(w, f.key)
+
+    async def _grant_callback(self, w: Waiter, fkey: Any, key: tuple[Any, ...]) -> None:
+        args = w.args
+        ok = False
+        try:
+            port = await callback.getport(w.owner.host.addr, NLM_PROGRAM, NLM_V4, self.pmap_port)
+            res = await callback.call(w.owner.host.addr, port, NLM4, 5,
+                                      nlm4.nlm4_testargs(args.cookie, args.exclusive, args.alock),
+                                      timeout=GRANT_TIMEOUT)
+            ok = res.stat == nlm4_stats.NLM4_GRANTED
+        except (callback.CallbackError, OSError) as exc:
+            log.info("GRANTED callback to %s: %s", w.owner.host.name, exc)
+        confirmed = self.pending.pop(key, False)   # the client polled and got it meanwhile
+        if not ok and not confirmed:
+            log.info("revoking the lock granted to %s: the client did not take it", w.owner.host.name)
+            self._revoke(w, fkey)
+
+    def _revoke(self, w: Waiter, fkey: Any) -> None:
+        f = self.m.files.get(fkey)
+        if f is not None:
+            self.m.unlock(f, w.owner, w.start, w.end)
+
+    # -- helpers for the procedures -----------------------------------------------------------------
+    def file(self, fh: bytes, client: tuple[str, int], create: bool = True) -> FileLocks:
+        """The lock state of the file ``fh`` names; _Stale for a handle we cannot serve."""
+        try:
+            _, export_id = handle_kind(fh)
+            fs = self.exports.get(export_id)
+            if fs is None:
+                raise _Stale()
+            if self.policy is not None and self.policy.allowed(export_id, (client[0], 1)) is None:
+                raise _Stale()
+            node = fs.node(fh)
+        except (NfsError, OSError):
+            raise _Stale() from None
+        fd = getattr(node, "fd", None)
+        key = (export_id, node.ino if fd is not None else fh)
+        existing = self.m.files.get(key)
+        if existing is not None:
+            return existing
+        opener: Callable[[], int] | None = None
+        # Only regular files and directories: opening a device or a FIFO can have effects.
+        if fd is not None and (stat.S_ISREG(node.mode) or stat.S_ISDIR(node.mode)):
+            path = f"/proc/self/fd/{fd}"
+            opener = lambda: ofd.open_for_locks(path)  # noqa: E731  (node stays alive with it)
+            opener.node = node  # type: ignore[attr-defined]
+        return self.m.file(key, opener) if create else FileLocks(key, opener)
+
+    @staticmethod
+    def owner(lock: Any, client: tuple[str, int]) -> Owner:
+        return Owner(Host(_name(lock.caller_name), client[0]), lock.svid, bytes(lock.oh))
+
+    def reply_later(self, client: tuple[str, int], proc: int, res: Any) -> None:
+        """The ``*_RES`` call carrying the answer to a ``*_MSG`` call."""
+        async def send() -> None:
+            try:
+                port = await callback.getport(client[0], NLM_PROGRAM, NLM_V4, self.pmap_port)
+                await callback.call(client[0], port, NLM4, proc, res, want_reply=False, tries=1)
+            except (callback.CallbackError, OSError) as exc:
+                log.info("NLM %s to %s: %s", NLM4.procedures[proc].name, client[0], exc)
+        self._spawn(send())
+
+
+class Nlm4Procedures:
+    """The NLM4 program, one method per procedure (see protocol/nlm4.py)."""
+
+    def __init__(self, svc: LockService) -> None:
+        self.svc = svc
+        self.m = svc.m
+
+    def NULL(self, ctx: Any, a: None) -> None:
+        return None
+
+    def TEST(self, ctx: Any, a: Any) -> Any:
+        if self.m.in_grace():
+            return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_DENIED_GRACE_PERIOD, None))
+        try:
+            f = self.svc.file(a.alock.fh, ctx.client, create=False)
+        except _Stale:
+            return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_STALE_FH, None))
+        start, end = span(a.alock.l_offset, a.alock.l_len)
+        found = self.m.test(f, self.svc.owner(a.alock, ctx.client), start, end, a.exclusive)
+        if found is None:
+            return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_GRANTED, None))
+        other, s = found
+        svid, oh = (other.svid, other.oh) if other is not None else (0, b"")
+        holder = nlm4.nlm4_holder(s.exclusive, svid, oh, s.start, nlm_length(s.start, s.end))
+        return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_DENIED, holder))
+
+    def _lock(self, ctx: Any, a: Any, block: bool) -> int:
+        if self.m.in_grace() and not a.reclaim:
+            return nlm4_stats.NLM4_DENIED_GRACE_PERIOD
+        try:
+            f = self.svc.file(a.alock.fh, ctx.client)
+        except _Stale:
+            return nlm4_stats.NLM4_STALE_FH
+        owner = self.svc.owner(a.alock, ctx.client)
+        start, end = span(a.alock.l_offset, a.alock.l_len)
+        status = self.m.lock(f, owner, start, end, a.exclusive, block, a)
+        if status == Status.GRANTED:
+            key = (f.key, owner, start, end, a.exclusive)
+            if key in self.svc.pending:
+                self.svc.pending[key] = True
+        return status
+
+    def LOCK(self, ctx: Any, a: Any) -> Any:
+        return nlm4.nlm4_res(a.cookie, self._lock(ctx, a, a.block))
+
+    def NM_LOCK(self, ctx: Any, a: Any) -> Any:
+        """A lock from a client without a status monitor: never blocking (XNFS)."""
+        return nlm4.nlm4_res(a.cookie, self._lock(ctx, a, False))
+
+    def CANCEL(self, ctx: Any, a: Any) -> Any:
+        try:
+            f = self.svc.file(a.alock.fh, ctx.client)
+        except _Stale:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
+        start, end = span(a.alock.l_offset, a.alock.l_len)
+        return nlm4.nlm4_res(a.cookie, self.m.cancel(f, self.svc.owner(a.alock, ctx.client),
+                                                     start, end, a.exclusive))
+
+    def UNLOCK(self, ctx: Any, a: Any) -> Any:
+        """Allowed in the grace period too: it only gives up what the caller holds."""
+        try:
+            f = self.svc.file(a.alock.fh, ctx.client)
+        except _Stale:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
+        start, end = span(a.alock.l_offset, a.alock.l_len)
+        return nlm4.nlm4_res(a.cookie, self.m.unlock(f, self.svc.owner(a.alock, ctx.client), start, end))
+
+    def GRANTED(self, ctx: Any, a: Any) -> Any:
+        """A server-to-client callback: we wait for no lock of anyone's, so none is ours."""
+        return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_DENIED)
+
+    # asynchronous variants: the same work, the answer sent back as a call
+    def TEST_MSG(self, ctx: Any, a: Any) -> None:
+        self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["TEST_MSG"], self.TEST(ctx, a))
+
+    def LOCK_MSG(self, ctx: Any, a: Any) -> None:
+        self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["LOCK_MSG"], self.LOCK(ctx, a))
+
+    def CANCEL_MSG(self, ctx: Any, a: Any) -> None:
+        self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["CANCEL_MSG"], self.CANCEL(ctx, a))
+
+    def UNLOCK_MSG(self, ctx: Any, a: Any) -> None:
+        self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["UNLOCK_MSG"], self.UNLOCK(ctx, a))
+
+    def GRANTED_MSG(self, ctx: Any, a: Any) -> None:
+        return None
+
+    def TEST_RES(self, ctx: Any, a: Any) -> None:
+        return None
+
+    LOCK_RES = CANCEL_RES = UNLOCK_RES = GRANTED_RES = TEST_RES
+
+    def _share(self, ctx: Any, a: Any, on: bool) -> Any:
+        if on and self.m.in_grace() and not a.reclaim:
+            return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_DENIED_GRACE_PERIOD, 0)
+        try:
+            f = self.svc.file(a.share.fh, ctx.client)
+        except _Stale:
+            return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_STALE_FH, 0)
+        owner = Owner(Host(_name(a.share.caller_name), ctx.client[0]), 0, bytes(a.share.oh))
+        status = self.m.share(f, owner, a.share.mode, a.share.access) if on else self.m.unshare(f, owner)
+        return nlm4.nlm4_shareres(a.cookie, status, 0)
+
+    def SHARE(self, ctx: Any, a: Any) -> Any:
+        return self._share(ctx, a, True)
+
+    def UNSHARE(self, ctx: Any, a: Any) -> Any:
+        return self._share(ctx, a, False)
+
+    def FREE_ALL(self, ctx: Any, a: Any) -> None:
+        """The client rebooted (it has no status monitor): drop all it held, from its address."""
+        name = _name(a.name)
+        n = self.m.free_host(lambda h: h.name == name and h.addr == ctx.client[0])
+        log.info("FREE_ALL from %s (%s): %d lock owner(s) released", name, ctx.client[0], n)
+
+
+class NsmProcedures:
+    """The status monitor, as far as a lock server needs it: receive SM_NOTIFY.
+
+    Monitoring on behalf of local programs (MON and friends) is the host's rpc.statd's
+    job, not ours: those calls answer stat_fail."""
+
+    def __init__(self, svc: LockService) -> None:
+        self.svc = svc
+
+    def NULL(self, ctx: Any, a: None) -> None:
+        return None
+
+    def STAT(self, ctx: Any, a: Any) -> Any:
+        return nsm.sm_stat_res(nsm.res.stat_succ, self.svc.state)
+
+    def MON(self, ctx: Any, a: Any) -> Any:
+        return nsm.sm_stat_res(nsm.res.stat_fail, self.svc.state)
+
+    def UNMON(self, ctx: Any, a: Any) -> Any:
+        return nsm.sm_stat(self.svc.state)
+
+    UNMON_ALL = UNMON
+
+    def SIMU_CRASH(self, ctx: Any, a: None) -> None:
+        return None
+
+    def NOTIFY(self, ctx: Any, a: Any) -> None:
+        """A client restarted: its locks are gone with its processes; drop them at once.
+        Only the client's own address may say so (anyone could send the name)."""
+        name = _name(a.mon_name)
+        n = self.svc.m.free_host(lambda h: (h.name == name or h.addr == name) and h.addr == ctx.client[0])
+        log.info("SM_NOTIFY from %s (%s, state %d): %d lock owner(s) released", name, ctx.client[0],
+                 a.state, n)
