@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nfsd.locks import ofd
 from nfsd.locks.manager import Host, LockManager, Owner, Status
-from nfsd.locks.ranges import END, Span, apply_lock, covers, cut, nlm_length, span
+from nfsd.locks.ranges import END, MAX_OFFSET, Span, TooBig, apply_lock, covers, cut, nlm_length, span
 
 SIZE = 24  # model domain: bytes 0..SIZE-1, and SIZE stands for "to end of file"
 OWNERS = [Owner(Host("a", "127.0.0.1"), 1, b"p1"), Owner(Host("a", "127.0.0.1"), 2, b"p2"),
@@ -62,9 +62,18 @@ def test_one_owner_matches_byte_model(seq: list[tuple[str, int, int, bool]]) -> 
                 assert covers(spans, s, e, kind) == all(model.get(b) is kind for b in range(s, e))
 
 
-def test_span_of_length_zero_is_to_end_and_64_bit_ranges_clip() -> None:
+def test_span_of_length_zero_is_to_end_and_64_bit_ranges() -> None:
+    """As NFS-Ganesha: past 2**63-1 is FBIG for a start and "to end of file" for an end."""
     assert span(10, 0) == (10, END)
-    assert span((1 << 64) - 5, 100) == ((1 << 64) - 5, END)
+    assert span(MAX_OFFSET, 0) == (MAX_OFFSET, END)
+    assert span(MAX_OFFSET - 5, 5) == (MAX_OFFSET - 5, MAX_OFFSET)
+    assert span(MAX_OFFSET - 5, 6) == (MAX_OFFSET - 5, END)
+    assert span(1 << 40, (1 << 64) - (1 << 40) - 1) == (1 << 40, END)
+    assert span(5, (1 << 64) - 5) == (5, END)      # its last byte is 2**64-1: to end of file
+    assert span(5, (1 << 64) - 1) == (5, END)      # even past 2**64
+    for offset, length in [(MAX_OFFSET + 1, 0), ((1 << 64) - 5, 1)]:
+        with pytest.raises(TooBig):
+            span(offset, length)
     assert nlm_length(10, END) == 0 and nlm_length(10, 15) == 5
     # a lock at the very top of the 64-bit space splits and merges like any other
     spans = apply_lock([], 1 << 63, END, True)

@@ -41,7 +41,8 @@ def srv(tmp_path: Path, callbacks: CallbackServices) -> Iterator[ServerProcess]:
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "f").write_bytes(b"x" * 1000)
     s = ServerProcess(tmp_path / "export", tmp_path / "state",
-                      args=("--grace-period", str(GRACE), "--client-portmap-port", str(callbacks.port)))
+                      args=("--grace-period", str(GRACE), "--client-portmap-port", str(callbacks.port)),
+                      env={"PYSFSD_TRACE": "1"})
     s.start()
     yield s
     err = s.stop()
@@ -79,16 +80,32 @@ def test_two_clients_exclude_each_other_as_posix_says(srv: ServerProcess) -> Non
     assert b.lock(h, 7, 200, 10) == S.NLM4_GRANTED             # still inside b's remaining part
     # a different svid of the same client is a different owner (another process)
     assert a.lock(h, 3, 10, 1) == S.NLM4_DENIED
-    # 64-bit offsets
-    top = (1 << 64) - 10
+    # 64-bit offsets, as NFS-Ganesha: files have signed offsets
+    top = (1 << 63) - 10
     assert a.lock(h, 4, top, 0) == S.NLM4_GRANTED               # b's lock ends at 2**40 now
     assert b.lock(h, 7, top - 5, 6, exclusive=False) == S.NLM4_DENIED
     assert b.lock(h, 7, top - 5, 5, exclusive=False) == S.NLM4_GRANTED
     assert a.unlock(h, 4, top + 3, 0) == S.NLM4_GRANTED
-    assert b.lock(h, 7, top + 3, 0) == S.NLM4_GRANTED
+    assert b.lock(h, 7, top + 3, 100) == S.NLM4_GRANTED          # past 2**63-1: to end of file
+    assert b.test(h, 9, (1 << 63) - 1, 1)[0] == S.NLM4_DENIED
+    assert a.lock(h, 4, 1 << 63, 0) == S.NLM4_FBIG
+    assert a.lock(h, 4, 5, (1 << 64) - 4) == S.NLM4_DENIED        # past 2**64: to end of file too
+    assert a.test(h, 4, (1 << 64) - 1, 1)[0] == S.NLM4_FBIG
+    assert a.unlock(h, 4, 1 << 63, 1) == S.NLM4_FBIG
     assert a.unlock(h, 1, 0, 0) == S.NLM4_GRANTED
     assert b.lock(h, 7, 0, 100) == S.NLM4_GRANTED
     a.close(), b.close()
+    trace = srv.log_path.read_text()   # PYSFSD_TRACE shows NLM calls with their outcome
+    assert "NLM4.LOCK" in trace and "-> NLM4_DENIED" in trace and "-> NLM4_GRANTED" in trace
+
+
+def test_nfs_v4_gets_prog_mismatch_so_mount_nfs_falls_back_to_v3(srv: ServerProcess) -> None:
+    """Debian's mount.nfs with no options tries NFSv4 first: PROG_MISMATCH (3..3) makes the
+    kernel report EPROTONOSUPPORT, and mount.nfs goes on with v3."""
+    with RpcClient(srv.port) as rpc:
+        _, body, _ = rpc.raw_call(nfs3.NFS_PROGRAM, 4, 0)
+    assert body[1].reply_data[0] == accept_stat.PROG_MISMATCH
+    assert (body[1].reply_data[1].low, body[1].reply_data[1].high) == (3, 3)
 
 
 def test_local_process_and_nfs_client_exclude_each_other(srv: ServerProcess) -> None:

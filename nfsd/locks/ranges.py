@@ -4,14 +4,21 @@ An owner's locks on a file are a sorted list of disjoint ``Span(start, end, excl
 (``end`` exclusive).  Setting a lock replaces whatever the owner held in that range (POSIX:
 a shared lock inside an exclusive one splits it; a lock never conflicts with its own
 owner) and merges with adjacent spans of the same kind; unlocking cuts the range out.
-Offsets are NLM4's unsigned 64-bit numbers: ``l_len == 0`` means "to the end of the file",
-which is ``END`` here, and a range that would pass 2**64 is clipped there.
+Offsets are NLM4's unsigned 64-bit numbers, but files have signed 64-bit offsets: as in
+NFS-Ganesha, a range starting past 2**63-1 is NLM4_FBIG (``TooBig``), and one whose end
+passes 2**63-1 (even past 2**64) reaches "to the end of the file", as ``l_len == 0`` does
+(``END`` here).
 """
 from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
 END = 1 << 64
+MAX_OFFSET = (1 << 63) - 1
+
+
+class TooBig(ValueError):
+    """A range no file can have (NLM4_FBIG)."""
 
 
 class Span(NamedTuple):
@@ -21,8 +28,10 @@ class Span(NamedTuple):
 
 
 def span(offset: int, length: int) -> tuple[int, int]:
-    """The [start, end) of an NLM (l_offset, l_len)."""
-    return offset, END if length == 0 else min(offset + length, END)
+    """The [start, end) of an NLM (l_offset, l_len); TooBig past what files can have."""
+    if offset > MAX_OFFSET:
+        raise TooBig(f"range {offset}+{length}")
+    return offset, END if length == 0 or offset + length > MAX_OFFSET else offset + length
 
 
 def nlm_length(start: int, end: int) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import stat
+import time
 from typing import Any, Callable
 
 from protocol import nlm4, nsm
@@ -21,17 +22,23 @@ from ..handles import handle_kind
 from . import callback, ofd
 from .manager import FileLocks, Host, LockManager, Owner, Status, Waiter
 from .monitor import MonitorRecords
-from .ranges import nlm_length, span
+from .ranges import TooBig, nlm_length, span
 
 log = logging.getLogger("pysfsd.nlm")
 
 GRANT_TIMEOUT = 2.0   # per try, three tries: a client that never answers loses the grant
 NOTIFY_TRIES = 5
+HOST_IDLE = 60.0      # a client holding nothing this long loses its record (no SM_NOTIFY)
 MAX_TASKS = 256       # callbacks in flight; beyond that a grant is revoked at once
 
 
 class _Stale(Exception):
     pass
+
+
+def _stat(status: int) -> int:
+    """The table's status as the protocol's enum member (traces print its name)."""
+    return nlm4_stats.values(status)
 
 
 def _name(raw: bytes) -> str:
@@ -64,6 +71,8 @@ class LockService:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.pending: dict[tuple[Any, ...], bool] = {}   # grants awaiting the client's word
         self.to_notify: list[Host] = list(records.hosts()) if records is not None else []
+        self.recorded: set[Host] = set(self.to_notify)     # clients with a record on disk
+        self.idle_since: dict[Host, float] = {}            # recorded clients holding nothing
         self.nlm = Nlm4Procedures(self)
         self.nsm = NsmProcedures(self)
 
@@ -104,10 +113,11 @@ class LockService:
             if grace and not self.m.in_grace():
                 grace = False
                 log.info("lock grace period over")
-                for host in self.to_notify:   # notified, but reclaimed nothing
-                    if host not in self.m.held and host not in self.m.waiting and self.records:
-                        self.records.remove(host)
+                for host in self.to_notify:   # notified, but reclaimed nothing: forget soon
+                    if host not in self.m.held and host not in self.m.waiting:
+                        self.idle_since.setdefault(host, 0.0)
                 self.to_notify = []
+            self._forget_idle_hosts()
 
     async def _notify(self, host: Host) -> None:
         me = local_address_towards(host.addr)
@@ -123,15 +133,32 @@ class LockService:
 
     # -- the table's events -----------------------------------------------------------------------
     def _hosts_changed(self, host: Host, held: bool) -> None:
-        if self.records is None:
-            return
-        try:
-            if held:
+        """Record a client before its first lock; forget it once it held nothing for a
+        while (at once would cost two fsyncs per LOCK+UNLOCK of an otherwise idle client)."""
+        if held:
+            self.idle_since.pop(host, None)
+            if host in self.recorded or self.records is None:
+                return
+            try:
                 self.records.add(host)
-            elif host not in self.to_notify:
-                self.records.remove(host)
-        except OSError as exc:
-            log.warning("cannot record lock client %s: %s", host.name, exc)
+                self.recorded.add(host)
+            except OSError as exc:
+                log.warning("cannot record lock client %s: %s", host.name, exc)
+        elif host in self.recorded:
+            self.idle_since[host] = time.monotonic()
+
+    def _forget_idle_hosts(self) -> None:
+        now = time.monotonic()
+        for host, since in list(self.idle_since.items()):
+            if now - since < HOST_IDLE or host in self.to_notify:
+                continue
+            del self.idle_since[host]
+            self.recorded.discard(host)
+            try:
+                if self.records is not None:
+                    self.records.remove(host)
+            except OSError as exc:
+                log.warning("cannot remove the record of lock client %s: %s", host.name, exc)
 
     def _granted(self, w: Waiter, f: FileLocks) -> None:
         key = (f.key, *w[:4])
@@ -219,7 +246,10 @@ class Nlm4Procedures:
             f = self.svc.file(a.alock.fh, ctx.client, create=False)
         except _Stale:
             return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_STALE_FH, None))
-        start, end = span(a.alock.l_offset, a.alock.l_len)
+        try:
+            start, end = span(a.alock.l_offset, a.alock.l_len)
+        except TooBig:
+            return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_FBIG, None))
         found = self.m.test(f, self.svc.owner(a.alock, ctx.client), start, end, a.exclusive)
         if found is None:
             return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_GRANTED, None))
@@ -236,7 +266,10 @@ class Nlm4Procedures:
         except _Stale:
             return nlm4_stats.NLM4_STALE_FH
         owner = self.svc.owner(a.alock, ctx.client)
-        start, end = span(a.alock.l_offset, a.alock.l_len)
+        try:
+            start, end = span(a.alock.l_offset, a.alock.l_len)
+        except TooBig:
+            return nlm4_stats.NLM4_FBIG
         status = self.m.lock(f, owner, start, end, a.exclusive, block, a)
         if status == Status.GRANTED:
             key = (f.key, owner, start, end, a.exclusive)
@@ -245,20 +278,23 @@ class Nlm4Procedures:
         return status
 
     def LOCK(self, ctx: Any, a: Any) -> Any:
-        return nlm4.nlm4_res(a.cookie, self._lock(ctx, a, a.block))
+        return nlm4.nlm4_res(a.cookie, _stat(self._lock(ctx, a, a.block)))
 
     def NM_LOCK(self, ctx: Any, a: Any) -> Any:
         """A lock from a client without a status monitor: never blocking (XNFS)."""
-        return nlm4.nlm4_res(a.cookie, self._lock(ctx, a, False))
+        return nlm4.nlm4_res(a.cookie, _stat(self._lock(ctx, a, False)))
 
     def CANCEL(self, ctx: Any, a: Any) -> Any:
         try:
             f = self.svc.file(a.alock.fh, ctx.client)
         except _Stale:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
-        start, end = span(a.alock.l_offset, a.alock.l_len)
-        return nlm4.nlm4_res(a.cookie, self.m.cancel(f, self.svc.owner(a.alock, ctx.client),
-                                                     start, end, a.exclusive))
+        try:
+            start, end = span(a.alock.l_offset, a.alock.l_len)
+        except TooBig:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FBIG)
+        return nlm4.nlm4_res(a.cookie, _stat(self.m.cancel(f, self.svc.owner(a.alock, ctx.client),
+                                                           start, end, a.exclusive)))
 
     def UNLOCK(self, ctx: Any, a: Any) -> Any:
         """Allowed in the grace period too: it only gives up what the caller holds."""
@@ -266,8 +302,11 @@ class Nlm4Procedures:
             f = self.svc.file(a.alock.fh, ctx.client)
         except _Stale:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
-        start, end = span(a.alock.l_offset, a.alock.l_len)
-        return nlm4.nlm4_res(a.cookie, self.m.unlock(f, self.svc.owner(a.alock, ctx.client), start, end))
+        try:
+            start, end = span(a.alock.l_offset, a.alock.l_len)
+        except TooBig:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FBIG)
+        return nlm4.nlm4_res(a.cookie, _stat(self.m.unlock(f, self.svc.owner(a.alock, ctx.client), start, end)))
 
     def GRANTED(self, ctx: Any, a: Any) -> Any:
         """A server-to-client callback: we wait for no lock of anyone's, so none is ours."""
@@ -303,7 +342,7 @@ class Nlm4Procedures:
             return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_STALE_FH, 0)
         owner = Owner(Host(_name(a.share.caller_name), ctx.client[0]), 0, bytes(a.share.oh))
         status = self.m.share(f, owner, a.share.mode, a.share.access) if on else self.m.unshare(f, owner)
-        return nlm4.nlm4_shareres(a.cookie, status, 0)
+        return nlm4.nlm4_shareres(a.cookie, _stat(status), 0)
 
     def SHARE(self, ctx: Any, a: Any) -> Any:
         return self._share(ctx, a, True)
