@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
+from ..errors import NfsError
 from . import ofd
 from .ranges import END, Span, apply_lock, conflicts, covers, cut, overlaps
 
@@ -301,8 +302,8 @@ class LockManager:
         if fd is None and create and f.opener is not None:
             try:
                 fd = f.fds[owner] = f.opener()
-            except OSError as exc:
-                log.info("cannot open %r to mirror NLM locks: %s", f.key, exc)
+            except (OSError, NfsError) as exc:
+                log.warning("cannot open %r to mirror NLM locks on it: %s", f.key, exc)
                 f.opener = None
         return fd
 
@@ -311,7 +312,7 @@ class LockManager:
             return None
         try:
             return f.opener()
-        except OSError:
+        except (OSError, NfsError):
             return None
 
     def _close_fd(self, f: FileLocks, owner: Owner) -> None:

@@ -8,6 +8,8 @@ after a restart) runs as background tasks through ``callback``.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import logging
 import socket
 import stat
@@ -54,6 +56,17 @@ def local_address_towards(addr: str) -> str:
             return str(s.getsockname()[0])
         except OSError:
             return socket.gethostname()
+
+
+def _open_checked(fs: Any, fh: bytes, ino: int) -> int:
+    """A new descriptor on the file ``fh`` names now, for its OFD locks; never another
+    file's (the handle is resolved again and the inode checked)."""
+    node = fs.node(fh)
+    fd = ofd.open_for_locks(f"/proc/self/fd/{node.fd}")
+    if os.fstat(fd).st_ino != ino:
+        os.close(fd)
+        raise OSError(errno.ESTALE, "the file changed under its handle")
+    return fd
 
 
 class LockService:
@@ -209,9 +222,7 @@ class LockService:
         opener: Callable[[], int] | None = None
         # Only regular files and directories: opening a device or a FIFO can have effects.
         if fd is not None and (stat.S_ISREG(node.mode) or stat.S_ISDIR(node.mode)):
-            path = f"/proc/self/fd/{fd}"
-            opener = lambda: ofd.open_for_locks(path)  # noqa: E731  (node stays alive with it)
-            opener.node = node  # type: ignore[attr-defined]
+            opener = lambda: _open_checked(fs, fh, node.ino)  # noqa: E731
         return self.m.file(key, opener) if create else FileLocks(key, opener)
 
     @staticmethod
