@@ -76,6 +76,7 @@ class ServerConfig:
     locks: bool = True         # serve NLM v4 and NSM (byte-range locks, docs/locks.rst)
     grace_period: float = 90.0  # after a restart with locks held: only reclaims (s)
     client_portmap_port: int = PMAP_PORT  # where lock callbacks find clients' portmappers (tests)
+    nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
 
 
 class ConfigError(ValueError):
@@ -143,7 +144,7 @@ class NfsServer:
         self.locks: LockService | None = None
         if config.locks:
             self.locks = LockService(self.exports, MonitorRecords(self.store.path + ".nlm"), self.policy,
-                                     config.grace_period, config.client_portmap_port)
+                                     config.grace_period, config.client_portmap_port, config.nsm_name)
             self.dispatcher.register(NLM4, self.locks.nlm)
             self.dispatcher.register(SM, self.locks.nsm)
         self.connections: set[RpcStreamProtocol] = set()

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not serve NLM/NSM: clients must then mount with nolock (docs/locks.rst)")
     p.add_argument("--grace-period", type=float, default=90.0, metavar="SECONDS",
                    help="after a restart with locks held, grant only their reclaims this long (default 90)")
+    p.add_argument("--nsm-name", metavar="NAME",
+                   help="the name clients mounted this server by, sent in SM_NOTIFY after a restart "
+                        "so they reclaim their locks (default: our address as each client reaches it)")
     p.add_argument("--client-portmap-port", type=int, default=111, help=argparse.SUPPRESS)  # tests
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("--config", metavar="FILE",
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                           watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
                           locks=args.locks, grace_period=args.grace_period,
-                          client_portmap_port=args.client_portmap_port,
+                          client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,111 @@ def test_kernel_client_locks(mount: str, tmp_path: Path) -> None:
     assert result.passed, f"{result.summary()}\n--- pysfsd stderr tail ---\n{tail(srv.log_path)}"
     assert "Traceback" not in log
     assert "NLM4.LOCK" in log   # the locks went through our NLM, not local to the guest
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThirdParty:
+    """Host actions of locks_restart.sh: a raw-RPC NLM client on the host (caller name
+    ``thirdparty``), the server's kill -9 and restart, and waits on its log."""
+
+    GRACE = 25.0
+
+    def __init__(self, srv: ServerProcess) -> None:
+        self.srv = srv
+        self.restarted_at = 0.0
+
+    def _fh(self, rel: str) -> bytes:
+        from protocol import nfs3
+        from tests.rpc_client import RpcClient, fh
+        with RpcClient(self.srv.port) as rpc:
+            h = rpc.mount(self.srv.export_b)
+            for name in rel.split("/"):
+                status, ok = rpc.nfs(3, nfs3.LOOKUP3args.cls(nfs3.diropargs3.cls(fh(h), name.encode())))
+                assert status == 0, f"LOOKUP {name}: {status}"
+                h = ok.object.data
+        return h
+
+    def _lock(self, rel: str, offset: str, length: str) -> str:
+        from protocol.nlm4 import nlm4_stats
+        from tests.nlm_helpers import NlmClient
+        c = NlmClient(self.srv.port, "thirdparty")
+        try:
+            h = self._fh(rel)
+            status = c.lock(h, 4242, int(offset), int(length))
+            if status == nlm4_stats.NLM4_GRANTED:
+                c.unlock(h, 4242, int(offset), int(length))
+            return nlm4_stats.values(status).name
+        finally:
+            c.close()
+
+    def nlm(self, args: list[str]) -> str:
+        rel, offset, length, want = args
+        got = self._lock(rel, offset, length)
+        if got != want:
+            raise RuntimeError(f"third party's LOCK: {got}, expected {want}")
+        return got
+
+    def nlm_wait(self, args: list[str]) -> str:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.nlm(args)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def kill9_restart(self, args: list[str]) -> str:
+        self.srv.restart(signal.SIGKILL)
+        self.restarted_at = time.monotonic()
+        return "restarted"
+
+    def wait_reclaim(self, args: list[str]) -> str:
+        """Until the server's log shows the guest's reclaiming LOCK granted."""
+        while time.monotonic() < self.restarted_at + self.GRACE:
+            log = self.srv.log_path.read_text(errors="replace")
+            if any("NLM4.LOCK" in line and "reclaim=True" in line and "-> NLM4_GRANTED" in line
+                   for line in log.splitlines()):
+                return f"reclaimed {time.monotonic() - self.restarted_at:.1f}s after the restart"
+            time.sleep(0.5)
+        raise RuntimeError("no reclaim within the grace period")
+
+    def wait_grace(self, args: list[str]) -> str:
+        time.sleep(max(0.0, self.restarted_at + self.GRACE + 1.5 - time.monotonic()))
+        return "grace period over"
+
+
+def test_kernel_client_reclaims_after_server_kill9(tmp_path: Path) -> None:
+    vm = vm_or_skip()
+    if port_111_busy():
+        pytest.skip("port 111 is in use: the guest's lockd needs our portmapper there")
+    statd, lockd, pmap = _free_udp_port(), _free_udp_port(), _free_udp_port()
+    (tmp_path / "export").mkdir()
+    srv = ServerProcess(tmp_path / "export", tmp_path / "state",
+                        args=("--portmap", "--grace-period", str(ThirdParty.GRACE), "--nsm-name", "10.0.2.2",
+                              "--client-portmap-port", str(pmap)),
+                        env={"PYSFSD_TRACE": "1"})
+    srv.start()
+    third = ThirdParty(srv)
+    host = HostLocks(srv.export)
+    try:
+        result = vm.run_vm_test(
+            srv.port, str(srv.export), host_dir=srv.export, log_dir=tmp_path / "vm",
+            workload=WORKLOADS / "locks_restart.sh", timeout=900.0,
+            guest_env={"STATD_PORT": str(statd), "LOCKD_PORT": str(lockd), "PMAP_PORT": str(pmap)},
+            udp_forwards=(statd, lockd, (pmap, 111)),
+            host_actions={"nlm": third.nlm, "nlm-wait": third.nlm_wait, "kill9-restart": third.kill9_restart,
+                          "wait-reclaim": third.wait_reclaim, "wait-grace": third.wait_grace,
+                          "hostlock": host.hostlock})
+    finally:
+        host.close()
+        log = srv.stop()
+    assert result.passed, f"{result.summary()}\n--- pysfsd stderr tail ---\n{tail(srv.log_path)}"
+    assert "Traceback" not in log
+    assert "sent SM_NOTIFY" in log
+    assert "NLM4.GRANTED" not in log and "revoking" not in log   # the callback reached the guest

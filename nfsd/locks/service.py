@@ -73,12 +73,13 @@ class LockService:
     """The lock server: NLM4 procedures (``nlm``), NSM procedures (``nsm``), recovery."""
 
     def __init__(self, exports: dict[int, Any], records: MonitorRecords | None, policy: Any = None,
-                 grace_period: float = 90.0, pmap_port: int = 111) -> None:
+                 grace_period: float = 90.0, pmap_port: int = 111, nsm_name: str | None = None) -> None:
         self.exports = exports
         self.policy = policy
         self.records = records
         self.grace_period = grace_period
         self.pmap_port = pmap_port    # where clients' portmappers listen (tests move it)
+        self.nsm_name = nsm_name      # our name in SM_NOTIFY (default: our address towards each)
         self.m = LockManager(on_grant=self._granted, on_hosts=self._hosts_changed)
         self.state = records.next_state() if records is not None else 1
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -133,7 +134,7 @@ class LockService:
             self._forget_idle_hosts()
 
     async def _notify(self, host: Host) -> None:
-        me = local_address_towards(host.addr)
+        me = self.nsm_name or local_address_towards(host.addr)
         for attempt in range(NOTIFY_TRIES):
             try:
                 port = await callback.getport(host.addr, nsm.SM_PROGRAM, nsm.SM_VERS, self.pmap_port)

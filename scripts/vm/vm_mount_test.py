@@ -528,10 +528,14 @@ def _guest_params(params: dict[str, str]) -> str:
 
 
 def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[str, str],
-                 ack_socket: Path | None = None) -> list[str]:
+                 ack_socket: Path | None = None,
+                 udp_forwards: Iterable[int | tuple[int, int]] = ()) -> list[str]:
     """qemu under TCG (this host's /dev/kvm hangs a stock kernel), console on
     the first serial port, results on the second, host-action answers on the
-    third (a unix socket qemu listens on), user networking only."""
+    third (a unix socket qemu listens on), user networking only.  ``udp_forwards``:
+    UDP ports of 127.0.0.1 forwarded to the guest, to the same port or as (host, guest)
+    pairs (so a server can call the guest back, as lock servers do)."""
+    forwards = [(f, f) if isinstance(f, int) else f for f in udp_forwards]
     ack = (["-chardev", f"socket,id=hostack,path={ack_socket},server=on,wait=off",
             "-serial", "chardev:hostack"] if ack_socket is not None else [])
     return [
@@ -542,7 +546,8 @@ def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[st
         "-serial", f"file:{log_dir / 'console.log'}",
         "-serial", f"file:{log_dir / 'results.log'}",
         *ack,
-        "-netdev", "user,id=n0,ipv6=off", "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", "user,id=n0,ipv6=off" + "".join(f",hostfwd=udp:127.0.0.1:{h}-:{g}" for h, g in forwards),
+        "-device", "virtio-net-pci,netdev=n0",
     ]
 
 
@@ -571,6 +576,7 @@ def run_vm_test(
     kernel_image: Path | None = None,
     echo: Callable[[str], None] = print,
     host_actions: dict[str, HostAction] | None = None,
+    udp_forwards: Iterable[int | tuple[int, int]] = (),
 ) -> RunResult:
     """Boot the VM against the NFS server on 127.0.0.1:port (MOUNT on
     mount_port, default the same), run the workload and check the host side
@@ -579,7 +585,7 @@ def run_vm_test(
     HOSTACTION verbs (e.g. "restart") to callbacks taking the verb's
     arguments; a callback may return a short message, and an exception
     becomes a FAIL answer.  The time spent in host actions does not count
-    against timeout."""
+    against timeout.  udp_forwards: see qemu_command."""
     kernel = find_kernel(kernel_image)
     workload = Path(workload).resolve()
     initramfs = build_initramfs(kernel, workload, work_dir)
@@ -594,7 +600,7 @@ def run_vm_test(
     # unix socket paths are limited to ~107 bytes, so not inside log_dir
     sock_dir = Path(tempfile.mkdtemp(prefix="pysfsd-vm-"))
     ack = AckChannel(sock_dir / "ack.sock")
-    cmd = qemu_command(kernel, initramfs, log_dir, params, ack.path)
+    cmd = qemu_command(kernel, initramfs, log_dir, params, ack.path, udp_forwards)
     echo(f"vm: {kernel.image.name}, initramfs {initramfs}, logs in {log_dir}")
     action_dir = Path(host_dir or export)
 
