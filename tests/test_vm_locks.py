@@ -38,6 +38,17 @@ time.sleep(float(sys.argv[4]))
 """
 
 
+def _wait_port_111(seconds: float = 300.0) -> bool:
+    """Whether port 111 is (or becomes, within ``seconds``) free: other tests start and stop
+    a system rpcbind there now and then."""
+    deadline = time.monotonic() + seconds
+    while port_111_busy():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
 def _port_busy(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -108,7 +119,7 @@ class HostLocks:
 @pytest.mark.parametrize("mount", ["ports", "plain"])
 def test_kernel_client_locks(mount: str, tmp_path: Path) -> None:
     vm = vm_or_skip()
-    if port_111_busy():
+    if not _wait_port_111():
         pytest.skip("port 111 is in use: the guest's lockd needs our portmapper there")
     if mount == "plain" and _port_busy(2049):
         pytest.skip("port 2049 is in use: Debian's mount.nfs with no options needs it")
@@ -211,7 +222,7 @@ class ThirdParty:
 
 def test_kernel_client_reclaims_after_server_kill9(tmp_path: Path) -> None:
     vm = vm_or_skip()
-    if port_111_busy():
+    if not _wait_port_111():
         pytest.skip("port 111 is in use: the guest's lockd needs our portmapper there")
     statd, lockd, pmap = _free_udp_port(), _free_udp_port(), _free_udp_port()
     (tmp_path / "export").mkdir()

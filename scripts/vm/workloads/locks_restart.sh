@@ -8,8 +8,9 @@
 # refused; the host kills the server with SIGKILL and starts it again; its SM_NOTIFY makes
 # the kernel reclaim the lock within the grace period, while the third party is refused even
 # on a free range; after the grace period the third party is still refused the reclaimed
-# range and served elsewhere, and gets the range once the holder lets go.  Last, a lock
-# blocked behind a host process is granted by the server's GRANTED callback.
+# range and served elsewhere, and gets the range once the holder lets go.  Then a lock
+# blocked behind a host process is granted by the server's GRANTED callback, and last the
+# client's sm-notify (as at its reboot) makes the server drop the client's locks at once.
 . /vm/lib.sh
 
 D=$MNT/locks
@@ -47,6 +48,23 @@ release() {
     wait
 }
 
+# The client "reboots": Debian's sm-notify tells the server (SM_NOTIFY to its NSM, found
+# through the portmapper at 10.0.2.2:111), which drops the client's locks at once.
+client_reboot() {
+    fcntl_lock "$D/reclaim" w 100 10 nowait 900 > $HOLD &
+    echo $! > /tmp/holder.pid
+    _i=0
+    while ! grep -q LOCKED $HOLD; do
+        _i=$((_i + 1)); [ $_i -gt 100 ] && { cat $HOLD; return 1; }
+        sleep 0.2
+    done
+    host_action nlm locks/reclaim 100 10 NLM4_DENIED || return 1
+    ls /var/lib/nfs/sm
+    sm-notify -f -d || return 1
+    host_action nlm-wait locks/reclaim 100 10 NLM4_GRANTED || return 1
+    release
+}
+
 # A host process holds [0,10) for 5 s; the guest's F_SETLKW is BLOCKED at the server and
 # granted by its GRANTED callback to the guest's lockd (well before the client's 30 s poll).
 granted_by_callback() {
@@ -71,5 +89,6 @@ step served_after_grace host_action nlm locks/reclaim 50 10 NLM4_GRANTED
 step release release
 step third_party_gets_it host_action nlm-wait locks/reclaim 0 10 NLM4_GRANTED
 step granted_by_callback granted_by_callback
+step client_reboot_drops_locks client_reboot
 step umount umount "$MNT"
 finish
