@@ -62,7 +62,7 @@ class CallbackServices:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.calls: "queue.Queue[tuple[str, str, Any]]" = queue.Queue()
+        self.calls: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self.grant_answer: int | None = nlm4_stats.NLM4_GRANTED
         self._stop = False
         self.thread = threading.Thread(target=self._serve, daemon=True)

@@ -8,12 +8,23 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nfsd.locks import ofd
 from nfsd.locks.manager import Host, LockManager, Owner, Status
-from nfsd.locks.ranges import END, MAX_OFFSET, Span, TooBig, apply_lock, covers, cut, nlm_length, span
+from nfsd.locks.ranges import (
+    END,
+    MAX_OFFSET,
+    Span,
+    TooBig,
+    apply_lock,
+    covers,
+    cut,
+    nlm_length,
+    span,
+)
 
 SIZE = 24  # model domain: bytes 0..SIZE-1, and SIZE stands for "to end of file"
 OWNERS = [Owner(Host("a", "127.0.0.1"), 1, b"p1"), Owner(Host("a", "127.0.0.1"), 2, b"p2"),

@@ -14,13 +14,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from protocol import nfs3, nlm4, nsm, portmap
-from protocol.nlm4 import NLM4, nlm4_stats as S
+from protocol.nlm4 import NLM4
+from protocol.nlm4 import nlm4_stats as S
 from protocol.rpc import accept_stat, decode_reply, encode_call
 from tests.conftest import ServerProcess
 from tests.nlm_helpers import CallbackServices, NlmClient, u32

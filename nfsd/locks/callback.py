@@ -60,7 +60,7 @@ async def call(host: str, port: int, program: Program, proc: int, args: Any,
                 return None
             try:
                 data = await asyncio.wait_for(asyncio.shield(proto.done), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             _, body, off = decode_reply(data)
             stat, detail = body

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from ..errors import NfsError
 from . import ofd
@@ -331,4 +332,4 @@ class LockManager:
         return len(self.files), sum(self.held.values()), sum(self.waiting.values())
 
 
-__all__ = ["END", "Host", "Owner", "Waiter", "LockManager", "Status", "FileLocks", "overlaps"]
+__all__ = ["END", "FileLocks", "Host", "LockManager", "Owner", "Status", "Waiter", "overlaps"]

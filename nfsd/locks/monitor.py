@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from .manager import Host
 

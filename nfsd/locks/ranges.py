@@ -11,7 +11,8 @@ passes 2**63-1 (even past 2**64) reaches "to the end of the file", as ``l_len ==
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 END = 1 << 64
 MAX_OFFSET = (1 << 63) - 1

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import logging
+import os
 import socket
 import stat
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from protocol import nlm4, nsm
 from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
@@ -223,7 +224,7 @@ class LockService:
         opener: Callable[[], int] | None = None
         # Only regular files and directories: opening a device or a FIFO can have effects.
         if fd is not None and (stat.S_ISREG(node.mode) or stat.S_ISDIR(node.mode)):
-            opener = lambda: _open_checked(fs, fh, node.ino)  # noqa: E731
+            opener = lambda: _open_checked(fs, fh, node.ino)
         return self.m.file(key, opener) if create else FileLocks(key, opener)
 
     @staticmethod

@@ -31,10 +31,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from protocol import mount3, nfs3, nlm4, portmap  # noqa: E402
-from protocol.nlm4 import NLM4  # noqa: E402
-from protocol.record import RecordReader, frame  # noqa: E402
-from protocol.rpc import AUTH_SYS, Credentials, decode_reply, encode_call  # noqa: E402
+from protocol import mount3, nfs3, nlm4, portmap
+from protocol.nlm4 import NLM4
+from protocol.record import RecordReader, frame
+from protocol.rpc import AUTH_SYS, Credentials, decode_reply, encode_call
 
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")
 GANESHA_CONF = """\
