@@ -260,3 +260,27 @@ def test_local_posix_lock_and_nlm_lock_exclude_each_other(tmp_path: Any) -> None
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 22)
     finally:
         os.close(fd)
+
+
+def test_client_records_are_durable_and_forgotten_once_idle(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client is recorded before its first lock, kept while it holds nothing for a while
+    (no fsync per LOCK+UNLOCK), then forgotten; the NSM state number is odd and grows."""
+    from nfsd.locks import service
+    from nfsd.locks.monitor import MonitorRecords
+    records = MonitorRecords(str(tmp_path / "nlm"))
+    assert [MonitorRecords(str(tmp_path / "nlm")).next_state() for _ in range(3)] == [1, 3, 5]
+    svc = service.LockService({}, records)
+    assert svc.state == 7
+    host = Host("alpha", "127.0.0.1")
+    svc._hosts_changed(host, True)
+    assert list(records.hosts()) == [host]
+    svc._hosts_changed(host, False)
+    svc._forget_idle_hosts()
+    assert list(MonitorRecords(str(tmp_path / "nlm")).hosts()) == [host]   # idle, not yet forgotten
+    monkeypatch.setattr(service, "HOST_IDLE", 0.0)
+    svc._forget_idle_hosts()
+    assert list(records.hosts()) == []
+    # after a restart the recorded clients are the ones to notify
+    svc._hosts_changed(host, True)
+    again = service.LockService({}, MonitorRecords(str(tmp_path / "nlm")))
+    assert again.to_notify == [host] and again.state == 9

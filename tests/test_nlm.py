@@ -68,6 +68,7 @@ def test_two_clients_exclude_each_other_as_posix_says(srv: ServerProcess) -> Non
     assert a.lock(h, 1, 0, 100) == S.NLM4_GRANTED
     assert a.lock(h, 1, 0, 100) == S.NLM4_GRANTED               # a retransmission
     assert b.lock(h, 7, 50, 10) == S.NLM4_DENIED
+    assert b.lock(h, 7, 50, 10, block=True, proc=22) == S.NLM4_DENIED   # NM_LOCK never blocks
     stat, holder = b.test(h, 7, 99, 5)
     assert stat == S.NLM4_DENIED and (holder.svid, holder.oh, holder.l_offset, holder.l_len) == (1, b"1@alpha", 0, 100)
     assert b.test(h, 7, 100, 0)[0] == S.NLM4_GRANTED           # just past it, to end of file
