@@ -31,6 +31,7 @@ log = logging.getLogger("pysfsd.nlm")
 
 GRANT_TIMEOUT = 2.0   # per try, three tries: a client that never answers loses the grant
 NOTIFY_TRIES = 5
+NOTIFY_PARALLEL = 32
 HOST_IDLE = 60.0      # a client holding nothing this long loses its record (no SM_NOTIFY)
 MAX_TASKS = 256       # callbacks in flight; beyond that a grant is revoked at once
 
@@ -88,6 +89,7 @@ class LockService:
         self.to_notify: list[Host] = list(records.hosts()) if records is not None else []
         self.recorded: set[Host] = set(self.to_notify)     # clients with a record on disk
         self.idle_since: dict[Host, float] = {}            # recorded clients holding nothing
+        self.ticker: asyncio.Task[None] | None = None
         self.nlm = Nlm4Procedures(self)
         self.nsm = NsmProcedures(self)
 
@@ -98,14 +100,16 @@ class LockService:
             self.m.start_grace(self.grace_period)
             log.info("lock grace period of %gs: %d client(s) may reclaim their locks",
                      self.grace_period, len(self.to_notify))
-            for host in self.to_notify:
-                self._spawn(self._notify(host))
-        self._spawn(self._ticker())
+        loop = asyncio.get_running_loop()
+        self.ticker = loop.create_task(self._ticker())
+        if self.to_notify:
+            self._spawn(self._notify_all(list(self.to_notify)))
 
     async def stop(self) -> None:
-        for t in list(self.tasks):
+        tasks = [*self.tasks, *([self.ticker] if self.ticker is not None else [])]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Any) -> bool:
         try:
@@ -124,15 +128,32 @@ class LockService:
         grace = self.m.in_grace()
         while True:
             await asyncio.sleep(1.0)
-            self.m.tick()
-            if grace and not self.m.in_grace():
-                grace = False
-                log.info("lock grace period over")
-                for host in self.to_notify:   # notified, but reclaimed nothing: forget soon
-                    if host not in self.m.held and host not in self.m.waiting:
-                        self.idle_since.setdefault(host, 0.0)
-                self.to_notify = []
-            self._forget_idle_hosts()
+            try:
+                self._tick(grace)
+            except Exception:
+                log.exception("lock table maintenance failed")
+            grace = grace and self.m.in_grace()
+
+    def _tick(self, grace: bool) -> None:
+        """Once a second: expire and retry waiters; at the end of the grace period, let
+        the records of clients that reclaimed nothing go; forget long-idle clients."""
+        self.m.tick()
+        if grace and not self.m.in_grace():
+            log.info("lock grace period over")
+            for host in self.to_notify:   # notified, but reclaimed nothing: forget soon
+                if host not in self.m.held and host not in self.m.waiting:
+                    self.idle_since.setdefault(host, 0.0)
+            self.to_notify = []
+        self._forget_idle_hosts()
+
+    async def _notify_all(self, hosts: list[Host]) -> None:
+        """SM_NOTIFY to every recorded client, NOTIFY_PARALLEL at a time."""
+        gate = asyncio.Semaphore(NOTIFY_PARALLEL)
+
+        async def one(host: Host) -> None:
+            async with gate:
+                await self._notify(host)
+        await asyncio.gather(*(one(h) for h in hosts))
 
     async def _notify(self, host: Host) -> None:
         me = self.nsm_name or local_address_towards(host.addr)
