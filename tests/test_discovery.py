@@ -341,7 +341,7 @@ def registered_or_skip(srv: ServerProcess) -> None:
     if "to the server holding it" in status:
         pytest.skip(f"another running NFS server holds the rpcbind mappings: {status}")
     assert status == (f"registered with {LOCAL_SOCKETS[0]}: 100003/3/tcp, 100003/3/udp, "
-                      "100005/3/tcp, 100005/3/udp"), status
+                      "100005/3/tcp, 100005/3/udp, 100021/4/tcp, 100021/4/udp, 100024/1/tcp, 100024/1/udp"), status
 
 
 def test_registered_with_rpcbind_rpcinfo_and_showmount(system_rpcbind, tmp_path: Path) -> None:
