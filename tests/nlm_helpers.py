@@ -12,7 +12,7 @@ from typing import Any
 from protocol import nlm4, nsm, portmap
 from protocol.nlm4 import NLM4, nlm4_stats
 from protocol.rpc import parse_call, success_reply
-from tests.rpc_client import RpcClient
+from tests.rpc_client import ROOT, RpcClient
 
 END = 0  # l_len 0: to the end of the file
 
@@ -20,9 +20,10 @@ END = 0  # l_len 0: to the end of the file
 class NlmClient:
     """One lock client (a caller name) talking NLM4 over TCP to the server."""
 
-    def __init__(self, port: int, name: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, name: str, host: str = "127.0.0.1", cred: Any = ROOT) -> None:
         self.rpc = RpcClient(port, host)
         self.name = name.encode()
+        self.cred = cred
 
     def close(self) -> None:
         self.rpc.close()
@@ -33,24 +34,24 @@ class NlmClient:
     def lock(self, fh: bytes, svid: int, offset: int, length: int, exclusive: bool = True,
              block: bool = False, reclaim: bool = False, proc: int = 2) -> int:
         a = nlm4.nlm4_lockargs(b"c%d" % svid, block, exclusive, self.alock(fh, svid, offset, length), reclaim, 3)
-        res = self.rpc.call(NLM4, proc, a)
+        res = self.rpc.call(NLM4, proc, a, self.cred)
         assert res.cookie == a.cookie
         return int(res.stat)
 
     def test(self, fh: bytes, svid: int, offset: int, length: int, exclusive: bool = True) -> Any:
-        res = self.rpc.call(NLM4, 1, nlm4.nlm4_testargs(b"t", exclusive, self.alock(fh, svid, offset, length)))
+        res = self.rpc.call(NLM4, 1, nlm4.nlm4_testargs(b"t", exclusive, self.alock(fh, svid, offset, length)), self.cred)
         return res.test_stat
 
     def unlock(self, fh: bytes, svid: int, offset: int, length: int) -> int:
-        return int(self.rpc.call(NLM4, 4, nlm4.nlm4_unlockargs(b"u", self.alock(fh, svid, offset, length))).stat)
+        return int(self.rpc.call(NLM4, 4, nlm4.nlm4_unlockargs(b"u", self.alock(fh, svid, offset, length)), self.cred).stat)
 
     def cancel(self, fh: bytes, svid: int, offset: int, length: int, exclusive: bool = True) -> int:
         a = nlm4.nlm4_cancargs(b"x", True, exclusive, self.alock(fh, svid, offset, length))
-        return int(self.rpc.call(NLM4, 3, a).stat)
+        return int(self.rpc.call(NLM4, 3, a, self.cred).stat)
 
     def share(self, fh: bytes, oh: bytes, mode: int, access: int, proc: int = 20) -> int:
         a = nlm4.nlm4_shareargs(b"s", nlm4.nlm4_share(self.name, fh, oh, mode, access), False)
-        return int(self.rpc.call(NLM4, proc, a).stat)
+        return int(self.rpc.call(NLM4, proc, a, self.cred).stat)
 
 
 class CallbackServices:

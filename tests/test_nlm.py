@@ -22,7 +22,7 @@ import pytest
 from protocol import nfs3, nlm4, nsm, portmap
 from protocol.nlm4 import NLM4
 from protocol.nlm4 import nlm4_stats as S
-from protocol.rpc import accept_stat, decode_reply, encode_call
+from protocol.rpc import AUTH_SYS, Credentials, accept_stat, decode_reply, encode_call
 from tests.conftest import ServerProcess
 from tests.nlm_helpers import CallbackServices, NlmClient, u32
 from tests.rpc_client import RpcClient, fh
@@ -108,6 +108,28 @@ def test_nfs_v4_gets_prog_mismatch_so_mount_nfs_falls_back_to_v3(srv: ServerProc
         _, body, _ = rpc.raw_call(nfs3.NFS_PROGRAM, 4, 0)
     assert body[1].reply_data[0] == accept_stat.PROG_MISMATCH
     assert (body[1].reply_data[1].low, body[1].reply_data[1].high) == (3, 3)
+
+
+def test_callers_who_may_not_read_or_write_the_file_cannot_lock_it(srv: ServerProcess) -> None:
+    """As knfsd, which opens the file for the caller: a lock keeps local processes out too,
+    so a user who may not even read a file must not lock it."""
+    (srv.export / "private").write_bytes(b"secret")
+    os.chmod(srv.export / "private", 0o600)
+    (srv.export / "shared").write_bytes(b"public")
+    os.chmod(srv.export / "shared", 0o644)
+    user = Credentials(AUTH_SYS, 1000, 1000, (), b"pytest")
+    c = NlmClient(srv.port, "user", cred=user)
+    root = NlmClient(srv.port, "admin")
+    private, shared = file_handle(srv, b"private"), file_handle(srv, b"shared")
+    assert c.lock(private, 1, 0, 1) == S.NLM4_FAILED
+    assert c.test(private, 1, 0, 1)[0] == S.NLM4_FAILED
+    assert c.share(private, b"o", 0, 1) == S.NLM4_FAILED
+    assert c.lock(shared, 1, 0, 1) == S.NLM4_GRANTED       # read permission is enough
+    assert root.lock(private, 1, 0, 1) == S.NLM4_GRANTED   # root, not squashed here
+    os.chmod(srv.export / "shared", 0o600)
+    assert c.unlock(shared, 1, 0, 0) == S.NLM4_GRANTED     # giving up is always allowed
+    assert root.lock(shared, 2, 0, 1) == S.NLM4_GRANTED
+    c.close(), root.close()
 
 
 def test_local_process_and_nfs_client_exclude_each_other(srv: ServerProcess) -> None:

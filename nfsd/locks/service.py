@@ -21,6 +21,7 @@ from protocol import nlm4, nsm
 from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
 
 from ..errors import NfsError
+from .. import identity
 from ..handles import handle_kind
 from . import callback, ofd
 from .manager import FileLocks, Host, LockManager, Owner, Status, Waiter
@@ -37,6 +38,10 @@ MAX_TASKS = 256       # callbacks in flight; beyond that a grant is revoked at o
 
 
 class _Stale(Exception):
+    pass
+
+
+class _Refused(Exception):
     pass
 
 
@@ -225,16 +230,25 @@ class LockService:
             self.m.unlock(f, w.owner, w.start, w.end)
 
     # -- helpers for the procedures -----------------------------------------------------------------
-    def file(self, fh: bytes, client: tuple[str, int], create: bool = True) -> FileLocks:
-        """The lock state of the file ``fh`` names; _Stale for a handle we cannot serve."""
+    def file(self, fh: bytes, ctx: Any, create: bool = True, check: bool = True) -> FileLocks:
+        """The lock state of the file ``fh`` names; _Stale for a handle we cannot serve,
+        _Refused when the caller may neither read nor write the file (as knfsd, which opens
+        it for the caller: locks on the file would keep local processes out too).  UNLOCK and
+        CANCEL do not ``check``: they only give up what the caller has."""
         try:
             _, export_id = handle_kind(fh)
             fs = self.exports.get(export_id)
             if fs is None:
                 raise _Stale()
-            if self.policy is not None and self.policy.allowed(export_id, (client[0], 1)) is None:
+            rule = self.policy.allowed(export_id, (ctx.client[0], 1)) if self.policy is not None else None
+            if self.policy is not None and rule is None:
                 raise _Stale()
             node = fs.node(fh)
+            if check and rule is not None and identity.ACTING and getattr(node, "fd", None) is not None:
+                _, ident = rule.effective(ctx.cred)
+                st = os.stat(node.fd)
+                if not (identity.may_read_data(st, ident) or identity.may(st, ident, identity.W, True)):
+                    raise _Refused()
         except (NfsError, OSError):
             raise _Stale() from None
         fd = getattr(node, "fd", None)
@@ -277,9 +291,11 @@ class Nlm4Procedures:
         if self.m.in_grace():
             return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_DENIED_GRACE_PERIOD, None))
         try:
-            f = self.svc.file(a.alock.fh, ctx.client, create=False)
+            f = self.svc.file(a.alock.fh, ctx, create=False)
         except _Stale:
             return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_STALE_FH, None))
+        except _Refused:
+            return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_FAILED, None))
         try:
             start, end = span(a.alock.l_offset, a.alock.l_len)
         except TooBig:
@@ -296,9 +312,11 @@ class Nlm4Procedures:
         if self.m.in_grace() and not a.reclaim:
             return nlm4_stats.NLM4_DENIED_GRACE_PERIOD
         try:
-            f = self.svc.file(a.alock.fh, ctx.client)
+            f = self.svc.file(a.alock.fh, ctx)
         except _Stale:
             return nlm4_stats.NLM4_STALE_FH
+        except _Refused:
+            return nlm4_stats.NLM4_FAILED
         owner = self.svc.owner(a.alock, ctx.client)
         try:
             start, end = span(a.alock.l_offset, a.alock.l_len)
@@ -320,9 +338,11 @@ class Nlm4Procedures:
 
     def CANCEL(self, ctx: Any, a: Any) -> Any:
         try:
-            f = self.svc.file(a.alock.fh, ctx.client)
+            f = self.svc.file(a.alock.fh, ctx, check=False)
         except _Stale:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
+        except _Refused:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FAILED)
         try:
             start, end = span(a.alock.l_offset, a.alock.l_len)
         except TooBig:
@@ -333,9 +353,11 @@ class Nlm4Procedures:
     def UNLOCK(self, ctx: Any, a: Any) -> Any:
         """Allowed in the grace period too: it only gives up what the caller holds."""
         try:
-            f = self.svc.file(a.alock.fh, ctx.client)
+            f = self.svc.file(a.alock.fh, ctx, check=False)
         except _Stale:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
+        except _Refused:
+            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FAILED)
         try:
             start, end = span(a.alock.l_offset, a.alock.l_len)
         except TooBig:
@@ -371,9 +393,11 @@ class Nlm4Procedures:
         if on and self.m.in_grace() and not a.reclaim:
             return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_DENIED_GRACE_PERIOD, 0)
         try:
-            f = self.svc.file(a.share.fh, ctx.client)
+            f = self.svc.file(a.share.fh, ctx)
         except _Stale:
             return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_STALE_FH, 0)
+        except _Refused:
+            return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_FAILED, 0)
         owner = Owner(Host(_name(a.share.caller_name), ctx.client[0]), 0, bytes(a.share.oh))
         status = self.m.share(f, owner, a.share.mode, a.share.access) if on else self.m.unshare(f, owner)
         return nlm4.nlm4_shareres(a.cookie, _stat(status), 0)
