@@ -20,8 +20,8 @@ from typing import Any
 from protocol import nlm4, nsm
 from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
 
-from ..errors import NfsError
 from .. import identity
+from ..errors import NfsError
 from ..handles import handle_kind
 from . import callback, ofd
 from .manager import FileLocks, Host, LockManager, Owner, Status, Waiter
