@@ -3,8 +3,8 @@
 The guest (scripts/vm/workloads/locks.sh) runs Debian's rpcbind and rpc.statd and mounts
 with locks on; its lockd finds the server's NLM through the portmapper at 10.0.2.2:111
 (the host's 127.0.0.1:111: pysfsd's ``--portmap``).  flock, fcntl byte ranges, a blocked
-lock granted on release, two concurrent sqlite3 writers, and locks of a process on the
-host excluding the client and the reverse (host actions below).  ``plain``: the server on
+lock granted on release, concurrent sqlite3 writers, and locks of a process on the
+host excluding the client and the reverse (host actions below; a third sqlite3 writer runs on the host, on the real file).  ``plain``: the server on
 port 2049 and Debian's ``mount.nfs`` with no options at all, which tries NFSv4 first and
 falls back to v3 by itself.  Skips when qemu, the Debian kernel or a free port 111 (and
 2049 for ``plain``) is missing, unless PYSFSD_REQUIRE_VM=1.
@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,17 +99,43 @@ class HostLocks:
         finally:
             os.close(fd)
 
+    def sqlite_writer(self, args: list[str]) -> str:
+        """Insert rows (writer number, i) one transaction each, in a thread, meanwhile."""
+        rel, writer, rows = args
+
+        def write() -> None:
+            db = sqlite3.connect(self.path(rel), timeout=120, isolation_level=None)
+            try:
+                for i in range(1, int(rows) + 1):
+                    db.execute("INSERT INTO t VALUES (?, ?, hex(randomblob(200)))", (int(writer), i))
+            except Exception as exc:
+                self.writer_error = exc
+            finally:
+                db.close()
+        self.writer_error: Exception | None = None
+        self.writer = threading.Thread(target=write)
+        self.writer.start()
+        return "writing"
+
+    def sqlite_writer_wait(self, args: list[str]) -> str:
+        self.writer.join(300)
+        if self.writer.is_alive() or self.writer_error is not None:
+            raise RuntimeError(f"host writer: {self.writer_error or 'still running'}")
+        return "done"
+
     def sqlite_check(self, args: list[str]) -> str:
         rel, rows = args
         db = sqlite3.connect(self.path(rel))
         try:
             check = db.execute("PRAGMA integrity_check").fetchone()[0]
             count = db.execute("SELECT count(*) FROM t").fetchone()[0]
+            order = [w for (w,) in db.execute("SELECT w FROM t ORDER BY rowid")]
         finally:
             db.close()
         if check != "ok" or count != int(rows):
             raise RuntimeError(f"on the host: integrity_check={check} rows={count}")
-        return f"ok {count} rows"
+        switches = sum(a != b for a, b in zip(order, order[1:]))
+        return f"ok {count} rows, {switches} switches between writers"
 
     def close(self) -> None:
         for p in self.holders:
@@ -134,7 +161,8 @@ def test_kernel_client_locks(mount: str, tmp_path: Path) -> None:
             workload=WORKLOADS / "locks.sh", timeout=900.0,
             guest_env={"PLAIN": "1"} if mount == "plain" else None,
             host_actions={"hostlock": host.hostlock, "hosttrylock": host.hosttrylock,
-                          "sqlite-check": host.sqlite_check})
+                          "sqlite-check": host.sqlite_check, "sqlite-writer": host.sqlite_writer,
+                          "sqlite-writer-wait": host.sqlite_writer_wait})
     finally:
         host.close()
         log = srv.stop()

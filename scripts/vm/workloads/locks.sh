@@ -9,7 +9,8 @@
 #   flock:    a second `flock -n` fails while the first holds the lock, works after it;
 #   ranges:   fcntl byte ranges conflict and do not as POSIX says (fcntl_lock helper);
 #   blocked:  a waiting F_SETLKW is granted once the holder lets go;
-#   sqlite:   two concurrent sqlite3 writers, every row there, PRAGMA integrity_check ok;
+#   sqlite:   two concurrent sqlite3 writers in the guest and a third on the server host (on
+#             the real file), every row there, PRAGMA integrity_check ok;
 #   hostlock: a lock taken by a process on the server host keeps the client out, and the
 #             client's lock keeps a host process out (host actions hostlock/hosttrylock).
 . /vm/lib.sh
@@ -121,21 +122,24 @@ sqlite_writer() {
 }
 
 sqlite_concurrent() {
-    N=${VM_SQLITE_ROWS:-60}
+    N=${VM_SQLITE_ROWS:-100}
     rm -f "$D/db.sqlite" "$D/db.sqlite-journal"
     sqlite3 "$D/db.sqlite" "CREATE TABLE t(w INTEGER, i INTEGER, pad TEXT);" || return 1
     _t0=$(now_cs)
+    # a third writer on the server host, on the real file (its fcntl locks meet ours there)
+    host_action sqlite-writer locks/db.sqlite 3 "$N" || return 1
     sqlite_writer 1 "$N" > /tmp/w1.out 2>&1 &
     _p1=$!
     sqlite_writer 2 "$N" > /tmp/w2.out 2>&1 &
     _p2=$!
     wait $_p1 || { echo "writer 1: $(cat /tmp/w1.out)"; return 1; }
     wait $_p2 || { echo "writer 2: $(cat /tmp/w2.out)"; return 1; }
-    report "INFO sqlite_two_writers_rows=$((2 * N)) seconds=$(elapsed_s "$_t0")"
+    host_action sqlite-writer-wait || return 1
+    report "INFO sqlite_three_writers_rows=$((3 * N)) seconds=$(elapsed_s "$_t0")"
     drop_caches
-    expect_eq "$(sqlite3 "$D/db.sqlite" 'SELECT count(*), count(DISTINCT w || "." || i) FROM t;')" "$((2 * N))|$((2 * N))" "rows" || return 1
+    expect_eq "$(sqlite3 "$D/db.sqlite" 'SELECT count(*), count(DISTINCT w || "." || i) FROM t;')" "$((3 * N))|$((3 * N))" "rows" || return 1
     expect_eq "$(sqlite3 "$D/db.sqlite" 'PRAGMA integrity_check;')" "ok" "integrity_check" || return 1
-    host_action sqlite-check locks/db.sqlite $((2 * N))
+    host_action sqlite-check locks/db.sqlite $((3 * N))
 }
 
 host_and_client_exclude() {
