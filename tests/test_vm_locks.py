@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.test_discovery import port_111_busy
+from tests.test_discovery import discovery_status, port_111_busy
 from tests.vm_support import WORKLOADS, tail, vm_or_skip
 
 pytestmark = pytest.mark.vm
@@ -48,6 +48,14 @@ def _wait_port_111(seconds: float = 300.0) -> bool:
             return False
         time.sleep(2)
     return True
+
+
+def _our_portmapper_or_skip(srv: ServerProcess) -> None:
+    """Another test may have started an rpcbind on 111 between the check and our start."""
+    status = discovery_status(srv)
+    if status != "serving portmap v2 on 127.0.0.1:111 (tcp, udp)":
+        srv.stop()
+        pytest.skip(f"port 111 was taken meanwhile: {status}")
 
 
 def _port_busy(port: int) -> bool:
@@ -154,6 +162,7 @@ def test_kernel_client_locks(mount: str, tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "export", tmp_path / "state", args=("--portmap",),
                         env={"PYSFSD_TRACE": "1"})
     srv.start(2049 if mount == "plain" else 0)
+    _our_portmapper_or_skip(srv)
     host = HostLocks(srv.export)
     try:
         result = vm.run_vm_test(
@@ -259,6 +268,7 @@ def test_kernel_client_reclaims_after_server_kill9(tmp_path: Path) -> None:
                               "--client-portmap-port", str(pmap)),
                         env={"PYSFSD_TRACE": "1"})
     srv.start()
+    _our_portmapper_or_skip(srv)
     third = ThirdParty(srv)
     host = HostLocks(srv.export)
     try:
