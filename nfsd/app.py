@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
+from protocol.nlm4 import NLM4
+from protocol.nsm import SM
 
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
@@ -18,6 +20,8 @@ from .config_error import ConfigError
 from .exports import ExportPolicy, GuardedNfs3, load_exports
 from .index import Index
 from .localfs import LocalFS
+from .locks.monitor import MonitorRecords
+from .locks.service import LockService
 from .mount_service import MountService
 from .nfs3_service import Nfs3Service
 from .semantic import SemanticFS
@@ -70,6 +74,10 @@ class ServerConfig:
     idle_timeout: float = 360.0   # close a TCP connection idle this long (s)
     stall_timeout: float = 120.0  # ... or stalled mid-record, or not reading its replies
     transducers: TransducerSettings = field(default_factory=TransducerSettings)
+    locks: bool = True         # serve NLM v4 and NSM (byte-range locks, docs/locks.rst)
+    grace_period: float = 90.0  # after a restart with locks held: only reclaims (s)
+    client_portmap_port: int = PMAP_PORT  # where lock callbacks find clients' portmappers (tests)
+    nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -135,6 +143,12 @@ class NfsServer:
         self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy),
                                  {**OFFLOADED, "READDIR": relist, "READDIRPLUS": relist})
         self.dispatcher.register(MOUNT3, self.mount)
+        self.locks: LockService | None = None
+        if config.locks:
+            self.locks = LockService(self.exports, MonitorRecords(self.store.path + ".nlm"), self.policy,
+                                     config.grace_period, config.client_portmap_port, config.nsm_name)
+            self.dispatcher.register(NLM4, self.locks.nlm)
+            self.dispatcher.register(SM, self.locks.nsm)
         self.connections: set[RpcStreamProtocol] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._background: list[asyncio.Task[None]] = []
@@ -160,9 +174,12 @@ class NfsServer:
         self._background.append(loop.create_task(reap_connections(self.connections, limits)))
         self._background.append(loop.create_task(self._index_all()))
         host, port = server.sockets[0].getsockname()[:2]
+        if self.locks is not None:
+            self.locks.start()
         try:
             await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
-                                       self.dispatcher.trace_level, self.config.register)
+                                       self.dispatcher.trace_level, self.config.register,
+                                       self.locks is not None)
         except OSError as exc:
             raise listen_error(host, self.config.portmap_port, exc, "serve the portmapper (--portmap)") from None
         return host, port
@@ -225,6 +242,8 @@ class NfsServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        if self.locks is not None:
+            await self.locks.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

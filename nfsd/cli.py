@@ -157,6 +157,15 @@ def build_parser(server: bool = True) -> Parser:
     g.add_argument("--stall-timeout", type=positive_seconds, default=120.0, metavar="SECONDS",
                    help="close a TCP connection stuck this long in a partial record or not reading "
                         "its replies (default 120)")
+    g = p.add_argument_group("locks (NLM v4 and NSM)")
+    g.add_argument("--no-locks", dest="locks", action="store_false",
+                   help="do not serve NLM/NSM: clients must then mount with nolock (docs/locks.rst)")
+    g.add_argument("--grace-period", type=positive_seconds, default=90.0, metavar="SECONDS",
+                   help="after a restart with locks held, grant only their reclaims this long (default 90)")
+    g.add_argument("--nsm-name", metavar="NAME",
+                   help="the name clients mounted this server by, sent in SM_NOTIFY after a restart "
+                        "so they reclaim their locks (default: our address as each client reaches it)")
+    g.add_argument("--client-portmap-port", type=port_number, default=111, help=argparse.SUPPRESS)  # tests
     add_general_arguments(p)
     return p
 
@@ -217,6 +226,8 @@ def _main(argv: list[str]) -> int:
                           watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
                           register=args.register,
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
+                          locks=args.locks, grace_period=args.grace_period,
+                          client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)

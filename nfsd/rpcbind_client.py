@@ -312,10 +312,13 @@ def _probe_host(e: Entry) -> str:
     return "::1" if e.netid.endswith("6") else LOOPBACK
 
 
-def our_mappings(port: int) -> list[Mapping]:
-    """NFS v3 and MOUNT v3 over TCP and UDP on ``port``."""
+def our_mappings(port: int, locks: bool = False) -> list[Mapping]:
+    """NFS v3 and MOUNT v3 (and with ``locks`` NLM v4 and NSM v1) over TCP and UDP on ``port``."""
     from protocol.mount3 import MOUNT_PROGRAM, MOUNT_V3
     from protocol.nfs3 import NFS_PROGRAM, NFS_V3
-    return [Mapping(prog, vers, proto, port)
-            for prog, vers in ((NFS_PROGRAM, NFS_V3), (MOUNT_PROGRAM, MOUNT_V3))
-            for proto in ("tcp", "udp")]
+    from protocol.nlm4 import NLM_PROGRAM, NLM_V4
+    from protocol.nsm import SM_PROGRAM, SM_VERS
+    programs = [(NFS_PROGRAM, NFS_V3), (MOUNT_PROGRAM, MOUNT_V3)]
+    if locks:
+        programs += [(NLM_PROGRAM, NLM_V4), (SM_PROGRAM, SM_VERS)]
+    return [Mapping(prog, vers, proto, port) for prog, vers in programs for proto in ("tcp", "udp")]

@@ -6,6 +6,8 @@ Nothing here runs when tracing is off: the dispatcher checks the level first.
 """
 from __future__ import annotations
 
+import enum
+
 import logging
 import os
 from typing import Any
@@ -101,6 +103,10 @@ def status_name(result: Any, status_enum: Enum | None) -> str:
             return status_enum.values(result[0]).name
         except ValueError:
             return str(result[0])
+    stat = getattr(result, "stat", None)   # NLM results: a struct with a status field
+    stat = getattr(result, "test_stat", (stat,))[0] if stat is None else stat
+    if isinstance(stat, enum.IntEnum):
+        return stat.name
     return "OK"
 
 

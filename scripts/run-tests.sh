@@ -9,8 +9,12 @@ cd "$(dirname "$0")/.."
 # (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs;
 # libmagic1 for the index's content types (python-magic); NFS-Ganesha (FSAL VFS), the server
 # tests/test_ganesha_differential.py compares pysfsd with; faketime for the date check below.
+# The VM lock test copies nfs-common's rpc.statd and mount.nfs, rpcbind, util-linux's flock and
+# sqlite3 into the guest, and builds a static fcntl_lock helper with gcc (libc6-dev has the
+# static libc).
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
-              busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime)
+              busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime
+              util-linux sqlite3 gcc libc6-dev)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

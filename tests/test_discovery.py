@@ -146,12 +146,15 @@ def test_embedded_portmapper_answers_getport_and_dump(embedded) -> None:
                 for prot in (TCP, UDP):
                     assert _getport(client, prog, 3, prot) == srv.port
             assert _getport(client, NFS, 4, TCP) == 0
-            assert _getport(client, 100021, 4, TCP) == 0
+            assert _getport(client, 100021, 4, TCP) == srv.port   # NLM v4 (locks)
+            assert _getport(client, 100021, 1, TCP) == 0
             assert _getport(client, PMAP, 2, UDP) == pm_port
         dump = {(m.prog, m.vers, m.prot, m.port) for m in tcp.call(portmap.PORTMAP2, 4, None)}
         assert dump == {(PMAP, 2, TCP, pm_port), (PMAP, 2, UDP, pm_port),
                         (NFS, 3, TCP, srv.port), (NFS, 3, UDP, srv.port),
-                        (MOUNT, 3, TCP, srv.port), (MOUNT, 3, UDP, srv.port)}
+                        (MOUNT, 3, TCP, srv.port), (MOUNT, 3, UDP, srv.port),
+                        (100021, 4, TCP, srv.port), (100021, 4, UDP, srv.port),
+                        (100024, 1, TCP, srv.port), (100024, 1, UDP, srv.port)}
 
 
 def test_embedded_portmapper_refuses_what_it_should(embedded) -> None:
@@ -261,7 +264,8 @@ def _mappings(rpcinfo_output: str) -> set[tuple[int, int, str, int]]:
 
 
 def _ours(port: int) -> set[tuple[int, int, str, int]]:
-    return {(prog, 3, proto, port) for prog in (NFS, MOUNT) for proto in ("tcp", "udp")}
+    return {(prog, vers, proto, port) for prog, vers in ((NFS, 3), (MOUNT, 3), (100021, 4), (100024, 1))
+            for proto in ("tcp", "udp")}
 
 
 def _showmount(srv: ServerProcess) -> str:
@@ -337,7 +341,7 @@ def registered_or_skip(srv: ServerProcess) -> None:
     if "to the server holding it" in status:
         pytest.skip(f"another running NFS server holds the rpcbind mappings: {status}")
     assert status == (f"registered with {LOCAL_SOCKETS[0]}: 100003/3/tcp, 100003/3/udp, "
-                      "100005/3/tcp, 100005/3/udp"), status
+                      "100005/3/tcp, 100005/3/udp, 100021/4/tcp, 100021/4/udp, 100024/1/tcp, 100024/1/udp"), status
 
 
 def test_registered_with_rpcbind_rpcinfo_and_showmount(system_rpcbind, tmp_path: Path) -> None:
@@ -371,7 +375,7 @@ def test_registration_replaces_stale_and_keeps_live_mappings(system_rpcbind, tmp
         other = start_server(tmp_path, "other")
         try:
             status = discovery_status(other)
-            assert status.endswith("nothing; left 100003/3, 100005/3 to the server holding it"), status
+            assert status.endswith("nothing; left 100003/3, 100005/3, 100021/4, 100024/1 to the server holding it"), status
         finally:
             other.stop()
         assert _ours(live.port) <= _mappings(_rpcinfo_p())  # the other one removed nothing

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from protocol import mount3, nfs3, portmap, rpcbind
+from protocol import mount3, nfs3, nlm4, nsm, portmap, rpcbind
 from protocol.program import Procedure, Program
 from protocol.record import LAST_FRAGMENT, RecordReader, RecordTooLarge
 from protocol.rpc import (AUTH_NONE, AUTH_SYS, MAX_AUTH_BYTES, CallRejected, NotACall,
@@ -54,7 +54,8 @@ def _decoders() -> list[tuple[str, XdrType]]:
     """Every distinct argument and result type of the programs we serve or talk to."""
     seen: set[int] = set()
     out = []
-    for program in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, rpcbind.RPCBIND3, rpcbind.RPCBIND4):
+    for program in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, rpcbind.RPCBIND3, rpcbind.RPCBIND4,
+                    nlm4.NLM4, nsm.SM):
         for proc in program.procedures.values():
             for role, t in (("args", proc.args), ("res", proc.res)):
                 if id(t) not in seen:
@@ -64,13 +65,14 @@ def _decoders() -> list[tuple[str, XdrType]]:
 
 
 DECODERS = _decoders()
-ARGS = [(n, t) for n, t in DECODERS if n.endswith(".args")]
+ARGS = [(n, t) for n, t in DECODERS if n.endswith(".args")
+        or any(t is p.args for prog in (nlm4.NLM4, nsm.SM) for p in prog.procedures.values())]
 
 
 def test_every_procedure_has_its_arguments_fuzzed() -> None:
     """The list is derived from the programs, not written by hand: nothing is left out."""
     names = {n for n, _ in DECODERS}
-    for program in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, rpcbind.RPCBIND3):
+    for program in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, rpcbind.RPCBIND3, nlm4.NLM4, nsm.SM):
         for proc in program.procedures.values():
             assert any(t is proc.args for _, t in ARGS), f"{program.name}.{proc.name}"
     assert "NFS3.READDIRPLUS.args" in names and "MOUNT3.MNT.args" in names
@@ -407,7 +409,8 @@ def live(tmp_path_factory: Any) -> Iterator[LiveDispatch]:
 
 SERVED = ([("nfs", nfs3.NFS3, p) for p in nfs3.NFS3.procedures.values()]
           + [("nfs", mount3.MOUNT3, p) for p in mount3.MOUNT3.procedures.values()]
-          + [("portmap", portmap.PORTMAP2, p) for p in portmap.PORTMAP2.procedures.values() if p.name != "CALLIT"])
+          + [("portmap", portmap.PORTMAP2, p) for p in portmap.PORTMAP2.procedures.values() if p.name != "CALLIT"]
+          + [("nfs", prog, p) for prog in (nlm4.NLM4, nsm.SM) for p in prog.procedures.values()])
 _HANDLES: dict[int, Any] = {}
 
 
@@ -422,6 +425,7 @@ def test_dispatcher_answers_any_arguments(live: LiveDispatch, which: str, progra
     if not _HANDLES:
         handles = st.sampled_from(live.handles) | st.binary(max_size=64)
         _HANDLES[id(nfs3.nfs_fh3)] = st.builds(nfs3.nfs_fh3.cls, handles)
+        _HANDLES[id(nlm4.netobj)] = handles   # NLM file handles (and cookies, owner handles)
         _HANDLES[id(mount3.dirpath)] = st.sampled_from([os.fsencode(live.export), os.fsencode(live.export / "dir"),
                                                          b"/", b"/etc"]) | st.binary(max_size=64)
         _HANDLES[id(nfs3.filename3)] = st.sampled_from([b"file", b"dir", b"link", b"fifo", b"new", b"n2",

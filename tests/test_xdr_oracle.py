@@ -15,7 +15,7 @@ import xdrlib3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import mount3, nfs3, portmap, rpc
+from protocol import mount3, nfs3, nlm4, nsm, portmap, rpc
 from xdr import (Bool, Enum, FixedArray, FixedOpaque, List, Opaque, Optional, String, Struct,
                  Union, VarArray, Void, XdrError, XdrType, boolean, decode, encode, int32, int64,
                  uint32, uint64, void)
@@ -223,7 +223,7 @@ def _types_under_test() -> dict[str, XdrType]:
             seen.add(id(t))
             found[name] = t
 
-    for prog in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2):
+    for prog in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, nlm4.NLM4, nsm.SM):
         for proc in prog.procedures.values():
             add(f"{prog.name}.{proc.name}.args", proc.args)
             add(f"{prog.name}.{proc.name}.res", proc.res)
@@ -243,7 +243,7 @@ props = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCh
 def test_every_procedure_is_covered() -> None:
     """Guards the parametrization: a new procedure must not slip past the oracle."""
     assert len(nfs3.NFS3.procedures) == 22
-    for prog in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2):
+    for prog in (nfs3.NFS3, mount3.MOUNT3, portmap.PORTMAP2, nlm4.NLM4, nsm.SM):
         for proc in prog.procedures.values():
             assert any(proc.args is t for t in TYPES.values())
             assert any(proc.res is t for t in TYPES.values())

@@ -104,10 +104,10 @@ def missing_prerequisites(kernel_image: Path | None = None) -> list[str]:
     return missing
 
 
-def module_load_order(kernel: Kernel) -> list[Path]:
-    """Module files for GUEST_MODULES, dependencies first, built-ins left out."""
+def module_load_order(kernel: Kernel, extra: tuple[str, ...] = ()) -> list[Path]:
+    """Module files for GUEST_MODULES (and ``extra``), dependencies first, built-ins left out."""
     order: list[Path] = []
-    for name in GUEST_MODULES:
+    for name in (*GUEST_MODULES, *extra):
         out = subprocess.run(["modprobe", "-S", kernel.release, "--show-depends", name],
                              check=True, capture_output=True, text=True).stdout
         for line in out.splitlines():
@@ -213,8 +213,82 @@ def _busybox_applets() -> list[str]:
     return [line for line in out.split() if line and line != "bin/busybox"]
 
 
+# Workloads with this line get Debian's NFS lock tools (nfs-common's rpc.statd, sm-notify
+# and mount.nfs, rpcbind, util-linux's flock, sqlite3) with their shared libraries, and a
+# static fcntl_lock helper compiled from guest/fcntl_lock.c.
+DEBIAN_TOOLS_MARK = b"# vm: debian-tools"
+DEBIAN_TOOLS = ("/usr/sbin/rpcbind", "/usr/sbin/rpcinfo", "/usr/sbin/rpc.statd", "/usr/sbin/sm-notify", "/sbin/mount.nfs",
+                "/usr/bin/flock", "/usr/bin/sqlite3")
+GUEST_ETC = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n_rpc:x:100:65534::/run/rpcbind:/bin/false\n"
+                  "statd:x:101:65534::/var/lib/nfs:/bin/false\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/hosts": "127.0.0.1 localhost\n10.0.2.15 vmguest\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+
+
+def _needs_debian_tools(workload: Path) -> bool:
+    return DEBIAN_TOOLS_MARK in workload.read_bytes()
+
+
+def _shared_libraries(binary: str) -> list[str]:
+    """The ELF interpreter and libraries ``binary`` loads, from ldd."""
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        words = line.split()
+        path = words[2] if "=>" in words and len(words) > 2 else words[0] if words else ""
+        if path.startswith("/"):
+            found.append(path)
+    return found
+
+
+def _add_file_with_parents(cpio: "CpioNewc", dirs: set[str], rel: str, data: bytes, perm: int) -> None:
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        d = "/".join(parts[:i])
+        if d not in dirs:
+            dirs.add(d)
+            cpio.dir(d)
+    cpio.file(rel, data, perm)
+
+
+def add_debian_tools(cpio: "CpioNewc", work_dir: Path) -> None:
+    """Debian's lock tools at their own paths (overriding busybox applets of the same
+    name), their libraries (resolved through symlinks, stored under the names the loader
+    asks for), /etc files they read, and the fcntl_lock helper."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    dirs = {"bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib"}
+    done: set[str] = set()
+    for binary in DEBIAN_TOOLS:
+        for path in [binary, *_shared_libraries(binary)]:
+            if path in done:
+                continue
+            done.add(path)
+            real = Path(path).resolve()
+            _add_file_with_parents(cpio, dirs, path.lstrip("/"), real.read_bytes(), 0o755)
+    helper = work_dir / "fcntl_lock"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(helper), str(GUEST_DIR / "fcntl_lock.c")], check=True)
+    _add_file_with_parents(cpio, dirs, "usr/bin/fcntl_lock", helper.read_bytes(), 0o755)
+    for rel in ("etc/netconfig", "etc/protocols", "etc/services"):
+        if Path("/" + rel).exists():
+            _add_file_with_parents(cpio, dirs, rel, Path("/" + rel).read_bytes(), 0o644)
+    for rel, text in GUEST_ETC.items():
+        _add_file_with_parents(cpio, dirs, rel, text.encode(), 0o644)
+    cpio.symlink("etc/mtab", "/proc/self/mounts")
+    for d in ("run", "var", "var/lib", "var/lib/nfs", "var/lib/nfs/sm", "var/lib/nfs/sm.bak"):
+        if d not in dirs:
+            dirs.add(d)
+            cpio.dir(d)
+
+
 def _cache_key(kernel: Kernel, modules: Iterable[Path], workload: Path) -> str:
     digest = hashlib.sha256()
+    if _needs_debian_tools(workload):
+        for path in DEBIAN_TOOLS:
+            st = Path(path).stat()
+            digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\0".encode())
     for item in (kernel.release, kernel.image):
         digest.update(str(item).encode() + b"\0")
     for path in modules:
@@ -228,7 +302,8 @@ def _cache_key(kernel: Kernel, modules: Iterable[Path], workload: Path) -> str:
 def build_initramfs(kernel: Kernel, workload: Path, work_dir: Path) -> Path:
     """The initramfs for this kernel and workload, built once and cached in
     work_dir under a key over everything that goes into it."""
-    modules = module_load_order(kernel)
+    # The lock workload also mounts with no options: mount.nfs tries NFSv4 first, for real.
+    modules = module_load_order(kernel, ("nfsv4",) if _needs_debian_tools(workload) else ())
     target = work_dir / f"initramfs-{kernel.release}-{_cache_key(kernel, modules, workload)}.cpio.gz"
     if target.exists():
         return target
@@ -250,6 +325,8 @@ def build_initramfs(kernel: Kernel, workload: Path, work_dir: Path) -> Path:
     cpio.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
     cpio.file("vm/lib.sh", (GUEST_DIR / "lib.sh").read_bytes())
     cpio.file("vm/workload.sh", workload.read_bytes(), 0o755)
+    if _needs_debian_tools(workload):
+        add_debian_tools(cpio, work_dir)
     for rel, data in source_tree(BUSYBOX.read_bytes()):
         if data is None:
             cpio.dir(f"srcdata/{rel}")
@@ -451,10 +528,14 @@ def _guest_params(params: dict[str, str]) -> str:
 
 
 def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[str, str],
-                 ack_socket: Path | None = None) -> list[str]:
+                 ack_socket: Path | None = None,
+                 udp_forwards: Iterable[int | tuple[int, int]] = ()) -> list[str]:
     """qemu under TCG (this host's /dev/kvm hangs a stock kernel), console on
     the first serial port, results on the second, host-action answers on the
-    third (a unix socket qemu listens on), user networking only."""
+    third (a unix socket qemu listens on), user networking only.  ``udp_forwards``:
+    UDP ports of 127.0.0.1 forwarded to the guest, to the same port or as (host, guest)
+    pairs (so a server can call the guest back, as lock servers do)."""
+    forwards = [(f, f) if isinstance(f, int) else f for f in udp_forwards]
     ack = (["-chardev", f"socket,id=hostack,path={ack_socket},server=on,wait=off",
             "-serial", "chardev:hostack"] if ack_socket is not None else [])
     return [
@@ -465,7 +546,8 @@ def qemu_command(kernel: Kernel, initramfs: Path, log_dir: Path, params: dict[st
         "-serial", f"file:{log_dir / 'console.log'}",
         "-serial", f"file:{log_dir / 'results.log'}",
         *ack,
-        "-netdev", "user,id=n0,ipv6=off", "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", "user,id=n0,ipv6=off" + "".join(f",hostfwd=udp:127.0.0.1:{h}-:{g}" for h, g in forwards),
+        "-device", "virtio-net-pci,netdev=n0",
     ]
 
 
@@ -494,6 +576,7 @@ def run_vm_test(
     kernel_image: Path | None = None,
     echo: Callable[[str], None] = print,
     host_actions: dict[str, HostAction] | None = None,
+    udp_forwards: Iterable[int | tuple[int, int]] = (),
 ) -> RunResult:
     """Boot the VM against the NFS server on 127.0.0.1:port (MOUNT on
     mount_port, default the same), run the workload and check the host side
@@ -502,7 +585,7 @@ def run_vm_test(
     HOSTACTION verbs (e.g. "restart") to callbacks taking the verb's
     arguments; a callback may return a short message, and an exception
     becomes a FAIL answer.  The time spent in host actions does not count
-    against timeout."""
+    against timeout.  udp_forwards: see qemu_command."""
     kernel = find_kernel(kernel_image)
     workload = Path(workload).resolve()
     initramfs = build_initramfs(kernel, workload, work_dir)
@@ -517,7 +600,7 @@ def run_vm_test(
     # unix socket paths are limited to ~107 bytes, so not inside log_dir
     sock_dir = Path(tempfile.mkdtemp(prefix="pysfsd-vm-"))
     ack = AckChannel(sock_dir / "ack.sock")
-    cmd = qemu_command(kernel, initramfs, log_dir, params, ack.path)
+    cmd = qemu_command(kernel, initramfs, log_dir, params, ack.path, udp_forwards)
     echo(f"vm: {kernel.image.name}, initramfs {initramfs}, logs in {log_dir}")
     action_dir = Path(host_dir or export)
 
