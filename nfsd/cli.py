@@ -13,6 +13,7 @@ from .app import ConfigError, NfsServer, ServerConfig, default_state_dir
 from .server import raise_open_files_limit
 from .index.index import EXTRACT_THREADS
 from .config_file import parse_with_config
+from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducer_options import add_arguments as add_transducer_arguments, settings_from
 
 
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="close a TCP connection stuck this long in a partial record or not reading "
                         "its replies (default 120)")
+    p.add_argument("--attr-cache-seconds", type=float, default=DEFAULT_MAX_AGE, metavar="SECONDS",
+                   help="longest a listed entry's attributes are served from the cache without a change "
+                        "event (changes inotify cannot see: default %(default)g; 0 disables the cache)")
+    p.add_argument("--attr-cache-mib", type=float, default=DEFAULT_MAX_BYTES / (1 << 20), metavar="MIB",
+                   help="memory for cached directory entries (default %(default)g)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("--config", metavar="FILE",
                    help="read options from a TOML file, one key per long option (see README: Configuration file)")
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                           state_dir=args.state_dir, threads=args.threads, results=args.results,
                           watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
+                          attr_cache_seconds=args.attr_cache_seconds,
+                          attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)
