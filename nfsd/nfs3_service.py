@@ -80,6 +80,28 @@ def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
     return granted & wanted
 
 
+def _read_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, for
+    every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: never skip the chmod
+
+
+_UMASK = _read_umask()
+
+
+def umask_keeps(mode: int) -> bool:
+    """Whether a file created with ``mode`` by this process gets exactly that mode: the
+    umask takes none of its bits (set-id bits aside, which only a chmod may set)."""
+    return not mode & (_UMASK | 0o7000)
+
+
 def _server_time_ns() -> int:
     return time.time_ns()
 
@@ -264,6 +286,8 @@ class Nfs3Service:
 
         def make() -> Node:
             return fs.create_file(d, name, perm, exclusive=mode == nfs3.createmode3.GUARDED)
+        if mode == nfs3.createmode3.GUARDED and sattr.mode is not None and umask_keeps(sattr.mode):
+            sattr = sattr._replace(mode=None)  # a new file already has it: no chmod (and its event)
         return self._created(fs, d, pre, make, sattr, ctx, nfs3.CREATE3resok.cls, nfs3.CREATE3resfail.cls, name)
 
     def _create_exclusive(self, ctx: CallContext, fs: Backend, d: Node, name: bytes,

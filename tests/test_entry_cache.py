@@ -248,3 +248,35 @@ def test_in_process_cached_first_pages_run_inline(service) -> None:
     assert nfs.offload_listing(d.fh, 0, False)
     (path / "new").touch()
     assert nfs.offload_listing(d.fh, 0, True)
+
+
+def test_a_guarded_create_raises_one_event(env) -> None:
+    """The server's own create costs the watcher one inotify event (IN_CREATE): the file is
+    created read-only (no IN_CLOSE_WRITE) with the requested mode (no chmod, no IN_ATTRIB)
+    when the umask keeps it."""
+    import asyncio
+
+    from asyncinotify import Inotify, Mask
+
+    from nfsd.watch import EVENTS  # what the server's watcher asks for
+
+    _, rpc, d, path = env
+
+    async def events_of_create() -> list[Any]:
+        with Inotify() as inotify:
+            inotify.add_watch(path, EVENTS)
+            loop = asyncio.get_running_loop()
+            status, _ = await loop.run_in_executor(None, lambda: rpc.nfs(8, nfs3.CREATE3args.cls(
+                nfs3.diropargs3.cls(fh(d), b"new"), (nfs3.createmode3.GUARDED, sattr(mode=0o644)))))
+            assert status == OK
+            seen = []
+            try:
+                while True:
+                    event = await asyncio.wait_for(inotify.get(), 0.5)
+                    if event.name is not None and str(event.name) == "new":
+                        seen.append(event.mask & ~Mask.ISDIR)
+            except asyncio.TimeoutError:
+                return seen
+
+    assert asyncio.run(events_of_create()) == [Mask.CREATE]
+    assert (path / "new").stat().st_mode & 0o7777 == 0o644
