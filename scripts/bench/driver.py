@@ -19,6 +19,7 @@ from protocol.mount3 import MOUNT3, mountstat3
 from protocol.nfs3 import NFS3, nfsstat3
 from protocol.rpc import AUTH_SYS, Credentials
 
+from memory import read_memory  # scripts/load/memory.py (on the path loadgen sets)
 from rpcclient import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
 from workload import (LISTING_MAX, LISTING_TAIL, OPS, ConnContext, Exhausted, Handles,
                       Mismatch, OpScript)
@@ -62,6 +63,7 @@ class RunResult:
     client_cpu_max: float = 0.0       # ...of the busiest one (saturated near the window's length)
     server_cpu: float | None = None   # CPU seconds of the server in the window
     machine_cpu: float | None = None  # CPU seconds of every process in the window
+    server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window
 
     def merge(self, other: RunResult) -> None:
         self.ops += other.ops
@@ -76,6 +78,8 @@ class RunResult:
             self.server_cpu = other.server_cpu
         if other.machine_cpu is not None:
             self.machine_cpu = other.machine_cpu
+        if other.server_rss is not None:
+            self.server_rss = other.server_rss
 
 
 class RunStats:
@@ -273,6 +277,7 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     cpu1, wall1 = time.process_time(), perf_counter()
     srv1 = server_cpu_seconds(target.pid) if measure_machine else None
     all1 = machine_cpu_seconds() if measure_machine else None
+    mem = read_memory(target.pid) if measure_machine and target.pid is not None else None
     if not await wait_until_idle(stats, settings.drain_timeout):
         stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
     for conn in conns:
@@ -286,6 +291,7 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
         result.server_cpu = (srv1 - srv0) * scale
     if all0 is not None and all1 is not None:
         result.machine_cpu = (all1 - all0) * scale
+    result.server_rss = mem.rss if mem is not None else None
     return result
 
 

@@ -31,10 +31,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent),
+                str(Path(__file__).resolve().parents[1] / "load")]
 
 from driver import RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing  # noqa: E402
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+from memory import read_memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
                       Handles, MiB, build_fixture, write_file_name)
 
@@ -330,11 +332,23 @@ def main(argv: list[str] | None = None) -> int:
             print("no server could be measured", file=sys.stderr)
             return 1
         plan = [(op, target) for op in args.ops for target in targets]
+        at_rest = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
         results = run_plan(plan, settings, args.procs)
+        at_end = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
     stats: dict[str, dict[str, dict[str, Any]]] = {}
     for (op, target), result in zip(plan, results):
         stats.setdefault(target.name, {})[op] = summarize(result)
     ratios = report(args.ops, args.servers, stats, failures, settings, args.procs)
+    memory = {}
+    for target in targets:
+        rest = at_rest.get(target.name)
+        peak = max((r.server_rss for (_, t), r in zip(plan, results) if t.name == target.name and r.server_rss),
+                   default=None)
+        end = at_end.get(target.name)
+        memory[target.name] = {"rest_mib": rest and rest.rss, "max_under_load_mib": peak,
+                               "hwm_mib": end and end.hwm}
+        print(f"{target.name} memory: VmRSS at rest {_fmt(rest and rest.rss, '.1f')} MiB, highest at the end of "
+              f"a run {_fmt(peak, '.1f')} MiB, VmHWM {_fmt(end and end.hwm, '.1f')} MiB")
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},
@@ -342,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "failures": failures,
             "results": stats,
             "ratios": ratios,
+            "memory": memory,
             "targets_ratio": {op: OPS[op].target for op in args.ops},
         }, indent=2) + "\n")
     return 0
