@@ -234,6 +234,7 @@ class NfsServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
+        log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
         for fs in self.exports.values():
             fs.close()
             if fs.ready.is_set():  # what clients changed last is in the index at the next start

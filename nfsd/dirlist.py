@@ -131,6 +131,7 @@ class ListingCache:
 DEFAULT_MAX_AGE = 1.0            # seconds an entry's attributes are trusted without an event
 DEFAULT_MAX_BYTES = 32 << 20     # encoded entries kept, all directories together
 _ENTRY_OVERHEAD = 120            # bytes per entry beyond its encoding (lists, dict slot, ints)
+_DIR_OVERHEAD = 800              # bytes per cached directory (so empty ones are bounded too)
 
 
 class EncodedDir:
@@ -160,7 +161,7 @@ class EncodedDir:
         self.missing = len(names)
         self.expires = expires
         self.version = 0  # bumped by every invalidation: a fill racing with one is not kept
-        self.nbytes = len(names) * _ENTRY_OVERHEAD
+        self.nbytes = _DIR_OVERHEAD + len(names) * _ENTRY_OVERHEAD
         self.pages: dict[tuple[int, int], bytes] = {}
 
     def page_end(self, start: int, budget: int, dircount: int) -> int:

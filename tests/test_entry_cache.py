@@ -280,3 +280,21 @@ def test_a_guarded_create_raises_one_event(env) -> None:
 
     assert asyncio.run(events_of_create()) == [Mask.CREATE]
     assert (path / "new").stat().st_mode & 0o7777 == 0o644
+
+
+def test_in_process_empty_directories_are_bounded_too(tmp_path: Path) -> None:
+    """Listing endless empty directories cannot grow the cache past its budget."""
+    for k in range(300):
+        (tmp_path / "exp" / f"e{k}").mkdir(parents=True)
+    store = Store(str(tmp_path / "state"))
+    fs = LocalFS(str(tmp_path / "exp"), 1, store)
+    cache = EntryCache(max_bytes=20_000, max_age=60)
+    cache.enable(1)
+    nfs = Nfs3Service({1: fs}, store, b"verifier", cache)
+    try:
+        for k in range(300):
+            assert _listed(nfs, fs.lookup(fs.root, b"e%d" % k).fh) == {}
+        assert cache.nbytes <= 20_000 and cache.stats()["dirs"] < 300
+    finally:
+        fs.close()
+        store.close()

@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import queue as queue_module
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent),
                 str(Path(__file__).resolve().parents[1] / "load")]
 
-from driver import RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing  # noqa: E402
+from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
+                    server_cpu_seconds)
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
 from memory import read_memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
@@ -72,6 +74,8 @@ def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any)
     them start each run together."""
     results = []
     for number, (op, target) in enumerate(plan, 1):
+        if proc_index == 0:
+            settle(target.pid)
         if barrier is not None:
             barrier.wait(timeout=settings.warmup + settings.seconds + settings.drain_timeout + 120)
         result = asyncio.run(measure(target, op, settings, proc_index, measure_machine=proc_index == 0))
@@ -83,6 +87,22 @@ def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any)
                   f"{'' if barrier is None else ' (process 0)'}"
                   f"{f'  {errors} errors' if errors else ''}", file=sys.stderr, flush=True)
     return results
+
+
+def settle(pid: int | None, quiet: float = 0.10, longest: float = 20.0) -> None:
+    """Wait until the server is nearly idle (under ``quiet`` of a core over 0.25 s), so no
+    run is charged with work the one before left behind (pysfsd indexes what CREATE made
+    while REMOVE runs)."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + longest
+    before = server_cpu_seconds(pid)
+    while before is not None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = server_cpu_seconds(pid)
+        if now is None or now - before < quiet * 0.25:
+            return
+        before = now
 
 
 def _child(proc_index: int, plan: Plan, settings: Settings, barrier: Any, queue: Any) -> None:
@@ -153,7 +173,7 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
             build_fixture(export, write_files, args.depth)
             if name == "pysfsd" and args.pysfsd_port:
                 port = mount_port = args.pysfsd_port
-                pid = None
+                pid = args.pysfsd_pid
             elif name == "pysfsd":
                 server = stack.enter_context(Pysfsd(export, args.root / "pysfsd-run"))
                 port = mount_port = server.port
@@ -308,6 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fixture trees ROOT/pysfsd and ROOT/ganesha, server state and logs")
     parser.add_argument("--pysfsd-port", type=int, default=0,
                         help="measure a pysfsd already serving NFS and MOUNT on this port, exporting ROOT/pysfsd")
+    parser.add_argument("--pysfsd-pid", type=int, help="with --pysfsd-port: that server's pid, for its CPU time")
     parser.add_argument("--json", type=Path, help="also save the results here")
     args = parser.parse_args(argv)
     args.servers = list(SERVERS) if args.servers == "both" else args.servers.split(",")
