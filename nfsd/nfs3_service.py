@@ -155,6 +155,7 @@ class Nfs3Service:
         entries.changed(export_id, d.ino)
         for name in names:
             entries.changed(export_id, d.ino, name)
+        self._touched(d)  # its own entry in its parent (mtime, nlink), listed there or not
 
     def _touched(self, n: Node) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was

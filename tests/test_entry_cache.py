@@ -298,3 +298,22 @@ def test_in_process_empty_directories_are_bounded_too(tmp_path: Path) -> None:
     finally:
         fs.close()
         store.close()
+
+
+def test_in_process_a_subdirectory_entry_follows_changes_inside_it(service) -> None:
+    """Creating in a subdirectory through the server changes the subdirectory's mtime and
+    nlink: its entry in the parent's listing shows that at once, whether or not the
+    subdirectory itself was ever listed."""
+    nfs, fs, _ = service
+    d = fs.lookup(fs.root, b"d")
+    status, _ = nfs.MKDIR(_CTX, nfs3.MKDIR3args.cls(nfs3.diropargs3.cls(fh(d.fh), b"sub"), sattr(mode=0o755)))
+    assert status == OK
+    time.sleep(0.06)  # past the listing cache's trust delay
+    before = _listed(nfs, d.fh)[b"sub"]
+    assert _listed(nfs, d.fh)[b"sub"] == before  # cached
+    sub = fs.lookup(d, b"sub")
+    time.sleep(0.01)
+    status, _ = nfs.MKDIR(_CTX, nfs3.MKDIR3args.cls(nfs3.diropargs3.cls(fh(sub.fh), b"inner"), sattr(mode=0o755)))
+    assert status == OK
+    after = _listed(nfs, d.fh)[b"sub"]
+    assert after.nlink == before.nlink + 1 and after.mtime != before.mtime
