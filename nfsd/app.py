@@ -7,12 +7,14 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
 from protocol.nlm4 import NLM4
 from protocol.nsm import SM
 
+from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from . import identity
@@ -73,6 +75,8 @@ class ServerConfig:
     register: bool = True      # register with the host's rpcbind (--no-register: leave it alone)
     idle_timeout: float = 360.0   # close a TCP connection idle this long (s)
     stall_timeout: float = 120.0  # ... or stalled mid-record, or not reading its replies
+    attr_cache_seconds: float = DEFAULT_MAX_AGE  # listed entries' attributes kept without an event
+    attr_cache_bytes: int = DEFAULT_MAX_BYTES    # ... in at most this much memory
     transducers: TransducerSettings = field(default_factory=TransducerSettings)
     locks: bool = True         # serve NLM v4 and NSM (byte-range locks, docs/locks.rst)
     grace_period: float = 90.0  # after a restart with locks held: only reclaims (s)
@@ -131,7 +135,8 @@ class NfsServer:
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
-        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier)
+        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier,
+                               EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
         # Who may use each export, and as whom: the NFS handlers sit behind the guard.
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
@@ -139,9 +144,10 @@ class NfsServer:
         # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
         # read and sorted; a first page, or a page that has to read the directory (again: 0.5 s
         # for 100k entries), runs in a thread so that it stalls no one.
-        relist = lambda a: a.cookie == 0 or not self.nfs.listing_ready(a.dir.data, a.cookie)  # noqa: E731
+        relist = lambda a: self.nfs.offload_listing(a.dir.data, a.cookie, False)  # noqa: E731
+        relist_plus = lambda a: self.nfs.offload_listing(a.dir.data, a.cookie, True)  # noqa: E731
         self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy),
-                                 {**OFFLOADED, "READDIR": relist, "READDIRPLUS": relist})
+                                 {**OFFLOADED, "READDIR": relist, "READDIRPLUS": relist_plus})
         self.dispatcher.register(MOUNT3, self.mount)
         self.locks: LockService | None = None
         if config.locks:
@@ -208,8 +214,12 @@ class NfsServer:
         loop = asyncio.get_running_loop()
         index = fs.index
         if self.config.watch:
-            rescan = lambda: loop.run_in_executor(self.executor, index.scan, False)  # noqa: E731
-            watcher = TreeWatcher(fs.root_path, index, rescan)
+            entries = self.nfs.entries
+
+            def rescan() -> Any:
+                entries.clear(fs.export_id)  # events were lost: cached entries may be stale
+                return loop.run_in_executor(self.executor, index.scan, False)
+            watcher = TreeWatcher(fs.root_path, NotingIndex(index, entries, fs.export_id), rescan)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())
@@ -217,6 +227,8 @@ class NfsServer:
             ready.cancel()
             if task.done() and task.exception() is not None:
                 log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
+            else:
+                entries.enable(fs.export_id)  # its listings may now come from the entry cache
         stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress)
         self.scan_stats[fs.root_path] = stats  # Index.scan has logged it
 
@@ -248,6 +260,7 @@ class NfsServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
+        log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
         for fs in self.exports.values():
             fs.close()
             if fs.ready.is_set():  # what clients changed last is in the index at the next start

@@ -20,6 +20,7 @@ from .preflight import unwritable_note
 from .server import raise_open_files_limit
 from .index.index import EXTRACT_THREADS
 from .config_file import parse_with_config
+from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducer_options import add_arguments as add_transducer_arguments, settings_from
 
 
@@ -166,6 +167,12 @@ def build_parser(server: bool = True) -> Parser:
                    help="the name clients mounted this server by, sent in SM_NOTIFY after a restart "
                         "so they reclaim their locks (default: our address as each client reaches it)")
     g.add_argument("--client-portmap-port", type=port_number, default=111, help=argparse.SUPPRESS)  # tests
+    g = p.add_argument_group("caches")
+    g.add_argument("--attr-cache-seconds", type=float, default=DEFAULT_MAX_AGE, metavar="SECONDS",
+                   help="longest a listed entry's attributes are served from the cache without a change "
+                        "event (changes inotify cannot see: default %(default)g; 0 disables the cache)")
+    g.add_argument("--attr-cache-mib", type=float, default=DEFAULT_MAX_BYTES / (1 << 20), metavar="MIB",
+                   help="memory for cached directory entries (default %(default)g)")
     add_general_arguments(p)
     return p
 
@@ -228,6 +235,8 @@ def _main(argv: list[str]) -> int:
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
                           locks=args.locks, grace_period=args.grace_period,
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
+                          attr_cache_seconds=args.attr_cache_seconds,
+                          attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
     try:
         import uvloop  # noqa: F401  (optional: a faster event loop)

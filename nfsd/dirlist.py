@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
 _TRUST_AFTER_NS = 50_000_000  # a listing is reusable only if built 50 ms after the last change
@@ -112,6 +112,11 @@ class ListingCache:
         return cached is not None and (resume or _still_valid(cached, (dir_id, mtime_ns, ctime_ns),
                                                                mtime_ns, ctime_ns, False))
 
+    def peek(self, dir_id: Hashable) -> Listing | None:
+        """The cached listing of the directory, current or not."""
+        with self._lock:
+            return self._cache.get(dir_id)
+
     def invalidate(self, dir_id: Hashable) -> None:
         """The directory changed: its listing no longer serves first pages, only the later
         pages of listings already begun (see the module docstring)."""
@@ -119,3 +124,235 @@ class ListingCache:
             cached = self._cache.get(dir_id)
             if cached is not None:
                 cached.key = _STALE
+
+
+# -- encoded entries ------------------------------------------------------------------------
+
+DEFAULT_MAX_AGE = 1.0            # seconds an entry's attributes are trusted without an event
+DEFAULT_MAX_BYTES = 32 << 20     # encoded entries kept, all directories together
+_ENTRY_OVERHEAD = 120            # bytes per entry beyond its encoding (lists, dict slot, ints)
+_DIR_OVERHEAD = 800              # bytes per cached directory (so empty ones are bounded too)
+
+
+class EncodedDir:
+    """One real directory's entries, each kept as its encoded READDIRPLUS list item (name,
+    cookie, fattr3, handle) until an event says it changed.  Built for one ``Listing``
+    (same order); ``ends``/``dir_ends`` are running totals of the reply bytes and of the
+    ``dircount`` bytes, so a page's end is a bisection, not a walk."""
+
+    __slots__ = ("key", "listing", "items", "pos", "ends", "dir_ends", "missing", "expires", "version",
+                 "nbytes", "pages", "dir_fh")
+
+    def __init__(self, key: tuple[int, int], listing: Listing, dir_fh: bytes,
+                 item_size: Callable[[bytes], int], expires: float) -> None:
+        self.key = key
+        self.listing = listing
+        self.dir_fh = dir_fh
+        names = listing.names
+        self.items: list[bytes | None] = [None] * len(names)
+        self.pos = {name: i for i, name in enumerate(names)}
+        ends, dir_ends, total, dir_total = [], [], 0, 0
+        for name in names:
+            total += item_size(name)
+            dir_total += 24 + len(name)
+            ends.append(total)
+            dir_ends.append(dir_total)
+        self.ends, self.dir_ends = ends, dir_ends
+        self.missing = len(names)
+        self.expires = expires
+        self.version = 0  # bumped by every invalidation: a fill racing with one is not kept
+        self.nbytes = _DIR_OVERHEAD + len(names) * _ENTRY_OVERHEAD
+        self.pages: dict[tuple[int, int], bytes] = {}
+
+    def page_end(self, start: int, budget: int, dircount: int) -> int:
+        """Index past the last entry from ``start`` whose item fits both budgets."""
+        base = self.ends[start - 1] if start else 0
+        dir_base = self.dir_ends[start - 1] if start else 0
+        return min(bisect.bisect_right(self.ends, base + budget, lo=start),
+                   bisect.bisect_right(self.dir_ends, dir_base + dircount, lo=start))
+
+    def forget(self, i: int) -> int:
+        """Drop entry ``i``'s item; returns the bytes freed."""
+        self.version += 1
+        item = self.items[i]
+        freed = 0
+        if item is not None:
+            self.items[i] = None
+            self.missing += 1
+            freed = len(item)
+        if self.pages:
+            freed += sum(len(p) for p in self.pages.values())
+            self.pages.clear()
+        self.nbytes -= freed
+        return freed
+
+
+class EntryCache:
+    """Encoded READDIRPLUS entries of real directories, all exports together, kept until
+    the directory watcher (nfsd/watch.py) or the server's own change says an entry changed,
+    and never longer than ``max_age`` seconds: inotify does not see every change (a write
+    through a hard link in another directory, an mmap write, another host on a shared file
+    system), as Ganesha bounds its attribute cache with Attr_Expiration_Time.  Bounded by
+    ``max_bytes`` (least recently listed directories go first).
+
+    The items are the same for every caller: whether one may list the directory and stat
+    its entries is checked per call before they are used (nfsd/exports.py,
+    ``Nfs3Service``); query directories, whose listings depend on the caller, never come
+    here.  An export is cached only while its directories are watched (``enable``)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, max_age: float = DEFAULT_MAX_AGE) -> None:
+        self.max_bytes, self.max_age = max_bytes, max_age
+        self._lock = threading.Lock()
+        self._dirs: OrderedDict[tuple[int, int], EncodedDir] = OrderedDict()
+        self._parent_of: dict[tuple[int, int], tuple[int, bytes]] = {}  # cached dir -> its entry
+        self._enabled: set[int] = set()
+        self.nbytes = 0
+        self.hits = self.fills = 0
+
+    # -- which exports ------------------------------------------------------------------
+    def enable(self, export_id: int) -> None:
+        if self.max_age > 0 and self.max_bytes > 0:
+            self._enabled.add(export_id)
+
+    def disable(self, export_id: int) -> None:
+        self._enabled.discard(export_id)
+        self.clear(export_id)
+
+    def enabled(self, export_id: int) -> bool:
+        return export_id in self._enabled
+
+    # -- use ----------------------------------------------------------------------------
+    def get(self, export_id: int, d_ino: int, dir_fh: bytes, parent: tuple[int, bytes] | None,
+            listing: Listing, item_size: Callable[[bytes], int]) -> EncodedDir:
+        """The encoded entries for ``listing`` of this directory: the cached ones when built
+        for the same listing and still young; else new ones, keeping every item of the old
+        whose name still names the same inode (a create in a big directory encodes one
+        entry, not all).  ``parent``: (parent inode, name) of the directory, whose own entry
+        there changes with it."""
+        key = (export_id, d_ino)
+        now = time.monotonic()
+        with self._lock:
+            enc = self._dirs.get(key)
+            if enc is not None and enc.listing is listing and enc.expires > now and enc.dir_fh == dir_fh:
+                self._dirs.move_to_end(key)
+                self.hits += 1
+                return enc
+            seen = enc.version if enc is not None else 0
+        fresh = EncodedDir(key, listing, dir_fh, item_size, now + self.max_age)
+        reuse = enc is not None and enc.expires > now and enc.dir_fh == dir_fh
+        if reuse:
+            old_items, old_pos, old_inos = enc.items, enc.pos, enc.listing.inos  # type: ignore[union-attr]
+            inos, items = listing.inos, fresh.items
+            for i, name in enumerate(listing.names):
+                j = old_pos.get(name)
+                if j is not None and old_inos[j] == inos[i]:
+                    item = old_items[j]
+                    if item is not None:
+                        items[i] = item
+                        fresh.nbytes += len(item)
+                        fresh.missing -= 1
+        with self._lock:
+            if reuse and enc.version != seen:  # type: ignore[union-attr]
+                # an entry changed while the items were copied: start from nothing
+                fresh = EncodedDir(key, listing, dir_fh, item_size, now + self.max_age)
+            old = self._dirs.pop(key, None)
+            if old is not None:
+                old.version += 1  # fills still running for it must not count
+                self.nbytes -= old.nbytes
+            self._dirs[key] = fresh
+            self.nbytes += fresh.nbytes
+            if parent is not None:
+                self._parent_of[key] = parent
+            self._evict()
+            return fresh
+
+    def fill(self, enc: EncodedDir, i: int, item: bytes, version: int) -> None:
+        """Keep entry ``i``'s item, encoded from attributes read while ``enc.version`` was
+        ``version`` (a change noted since then means it may be stale: not kept)."""
+        with self._lock:
+            if enc.version != version or enc.items[i] is not None or self._dirs.get(enc.key) is not enc:
+                return
+            enc.items[i] = item
+            enc.missing -= 1
+            enc.nbytes += len(item)
+            self.nbytes += len(item)
+            self.fills += 1
+            self._evict()
+
+    def page(self, enc: EncodedDir, start: int, end: int) -> bytes:
+        """Items ``start:end`` (every one present) as one bytes, remembered while nothing in
+        the directory changes: the listing of an unchanged directory is one lookup."""
+        page = enc.pages.get((start, end))
+        if page is None:
+            page = b"".join(enc.items[start:end])  # type: ignore[arg-type]
+            with self._lock:
+                if len(enc.pages) < 4 and self._dirs.get(enc.key) is enc:
+                    enc.pages[(start, end)] = page
+                    enc.nbytes += len(page)
+                    self.nbytes += len(page)
+                    self._evict()
+        return page
+
+    def complete(self, export_id: int, d_ino: int, listing: Listing | None) -> bool:
+        """Whether a whole listing of this directory is ready to be served from kept items
+        (cheap enough to serve on the event loop)."""
+        with self._lock:
+            enc = self._dirs.get((export_id, d_ino))
+        return (enc is not None and listing is not None and enc.listing is listing and enc.missing == 0
+                and enc.expires > time.monotonic() and export_id in self._enabled)
+
+    # -- invalidation -------------------------------------------------------------------
+    def changed(self, export_id: int, d_ino: int, name: bytes | None = None) -> None:
+        """Entry ``name`` of directory ``d_ino`` changed (None: the directory itself changed
+        in a way its listing shows, e.g. an entry was added); so did the directory's own
+        entry in its parent (its mtime)."""
+        key = (export_id, d_ino)
+        with self._lock:
+            enc = self._dirs.get(key)
+            if enc is not None and name is not None:
+                i = enc.pos.get(name)
+                if i is not None:
+                    self.nbytes -= enc.forget(i)
+            parent = self._parent_of.get(key)
+            if parent is not None:
+                penc = self._dirs.get((export_id, parent[0]))
+                if penc is not None:
+                    i = penc.pos.get(parent[1])
+                    if i is not None:
+                        self.nbytes -= penc.forget(i)
+
+    def clear(self, export_id: int | None = None) -> None:
+        """Forget everything (of one export): an inotify queue overflow, a rescan."""
+        with self._lock:
+            for key in [k for k in self._dirs if export_id is None or k[0] == export_id]:
+                self.nbytes -= self._dirs.pop(key).nbytes
+                self._parent_of.pop(key, None)
+
+    def _evict(self) -> None:
+        while self.nbytes > self.max_bytes and self._dirs:
+            key, enc = self._dirs.popitem(last=False)
+            self.nbytes -= enc.nbytes
+            self._parent_of.pop(key, None)
+
+    def stats(self) -> dict[str, float]:
+        """Directories, entries and bytes held; bytes per cached entry."""
+        with self._lock:
+            entries = sum(len(e.items) - e.missing for e in self._dirs.values())
+            return {"dirs": len(self._dirs), "entries": entries, "bytes": self.nbytes,
+                    "bytes_per_entry": self.nbytes / entries if entries else 0.0,
+                    "hits": self.hits, "fills": self.fills}
+
+
+class NotingIndex:
+    """The index as the directory watcher sees it: every entry it notes is also forgotten
+    by the entry cache (the watcher knows only ``note_entry`` and ``note_dir``)."""
+
+    def __init__(self, index: Any, cache: EntryCache, export_id: int) -> None:
+        self._index, self._cache, self._export_id = index, cache, export_id
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        self._cache.changed(self._export_id, dir_ino, name)
+        self._index.note_entry(dir_ino, name)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._index, item)

@@ -501,14 +501,16 @@ class LocalFS:
         FIFO for writing would block a server thread, opening a device would act on it.  The
         new file's identity and generation come from the descriptor that created it."""
         check_name(name)
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
         try:
-            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, mode & 0o7777, dir_fd=d.fd)
+            # Read-only (the creator may open it so whatever its mode): closing it raises no
+            # IN_CLOSE_WRITE for the watcher to handle, only the IN_CREATE.
+            fd = os.open(name, flags | os.O_RDONLY | os.O_CREAT | os.O_EXCL, mode & 0o7777, dir_fd=d.fd)
             created = True
         except FileExistsError:
             if exclusive or not stat.S_ISREG(os.stat(name, dir_fd=d.fd, follow_symlinks=False).st_mode):
                 raise
-            fd = os.open(name, flags, dir_fd=d.fd)
+            fd = os.open(name, flags | os.O_WRONLY, dir_fd=d.fd)
             created = False
         try:
             st = os.fstat(fd)

@@ -17,9 +17,10 @@ from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
 from .attrs import NO_WCC, fattr, wcc, wcc_before
-from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, ListingCache
+from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, status_of
 from .handles import KIND_REAL, handle_kind
+from . import identity
 from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
 from .store import Store, StoreFull
@@ -91,14 +92,41 @@ def _time_set(how_time: tuple[int, Any]) -> TimeSet:
     return None
 
 
+def _read_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, for
+    every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: never skip the chmod
+
+
+_UMASK = _read_umask()
+
+
+def umask_keeps(mode: int) -> bool:
+    """Whether a file created with ``mode`` by this process gets exactly that mode: the
+    umask takes none of its bits (set-id bits aside, which only a chmod may set)."""
+    return not mode & (_UMASK | 0o7000)
+
+
+
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
-    def __init__(self, exports: dict[int, Backend], store: Store, write_verifier: bytes) -> None:
+    def __init__(self, exports: dict[int, Backend], store: Store, write_verifier: bytes,
+                 entries: EntryCache | None = None) -> None:
         self.exports = exports
         self.store = store
         self.write_verifier = write_verifier
         self.listings = ListingCache()
+        # Encoded READDIRPLUS entries; used for an export once app.py has its directories
+        # watched (EntryCache.enable).
+        self.entries = entries if entries is not None else EntryCache()
         self._create_lock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------------
@@ -127,8 +155,23 @@ class Nfs3Service:
     def _wcc(self, fs: Backend, n: Node, pre: Any) -> Any:
         return wcc(pre, self._attr(fs, n))
 
-    def _changed(self, d: Node) -> None:
+    def _changed(self, d: Node, *names: bytes) -> None:
+        """The server changed directory ``d`` (entries ``names``): its listing, those
+        entries' cached attributes and its own entry in its parent are out of date."""
         self.listings.invalidate(d.fh)
+        export_id = handle_kind(d.fh)[1]
+        entries = self.entries
+        entries.changed(export_id, d.ino)
+        for name in names:
+            entries.changed(export_id, d.ino, name)
+        self._touched(d)  # its own entry in its parent (mtime, nlink), listed there or not
+
+    def _touched(self, n: Node) -> None:
+        """The server changed object ``n``'s attributes: its entry in the directory it was
+        found in is out of date (other hard links: the watcher, or the cache's age)."""
+        parent = getattr(n, "parent", None)
+        if parent is not None:
+            self.entries.changed(handle_kind(n.fh)[1], parent, n.name)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
@@ -149,7 +192,7 @@ class Nfs3Service:
             fs.set_times(n, _time_set(sa.atime), _time_set(sa.mtime))
 
     def _created(self, fs: Backend, d: Node, pre: Any, make: Callable[[], Node],
-                 sattr: Any, ctx: CallContext, ok: Any, fail: Any) -> tuple[int, Any]:
+                 sattr: Any, ctx: CallContext, ok: Any, fail: Any, name: bytes) -> tuple[int, Any]:
         """Shared body of CREATE/MKDIR/SYMLINK/MKNOD: make, set attributes, answer."""
         try:
             n = make()
@@ -158,7 +201,7 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
-            self._changed(d)
+            self._changed(d, name)
         return NFS3_OK, ok(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
 
     # -- procedures ---------------------------------------------------------------------
@@ -179,6 +222,8 @@ class Nfs3Service:
             self._apply_sattr(fs, n, a.new_attributes)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
+        finally:
+            self._touched(n)
         return NFS3_OK, nfs3.SETATTR3resok.cls(self._wcc(fs, n, pre))
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
@@ -226,6 +271,8 @@ class Nfs3Service:
             count = fs.write(n, a.offset, data, a.stable)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.WRITE3resfail.cls(self._wcc(fs, n, pre))
+        finally:
+            self._touched(n)
         return NFS3_OK, nfs3.WRITE3resok.cls(self._wcc(fs, n, pre), count, a.stable, self.write_verifier)
 
     def CREATE(self, ctx: CallContext, a: Any) -> Any:
@@ -245,11 +292,13 @@ class Nfs3Service:
                     raise
                 n = self._existing_file(fs, d, name, sattr)
             else:
+                if sattr.mode is not None and umask_keeps(sattr.mode):
+                    sattr = sattr._replace(mode=None)  # the new file has it already: no chmod (nor its event)
                 self._apply_sattr(fs, n, sattr, ctx)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.CREATE3resfail.cls(self._wcc(fs, d, pre))
         finally:
-            self._changed(d)
+            self._changed(d, name)
         return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
 
     def _existing_file(self, fs: Backend, d: Node, name: bytes, sattr: Any) -> Node:
@@ -282,7 +331,7 @@ class Nfs3Service:
                         raise
                     if _IS_ROOT and ctx.cred.uid is not None:
                         fs.set_owner(n, ctx.cred.uid, ctx.cred.gid or 0)
-                    self._changed(d)
+                    self._changed(d, name)
                 except FileExistsError:
                     n = fs.lookup(d, name)
                     if fs.store.get_verifier(fs.export_id, n.ino, n.gen) != verf:
@@ -296,14 +345,15 @@ class Nfs3Service:
         sattr = a.attributes
         perm = sattr.mode if sattr.mode is not None else 0o755
         return self._created(fs, d, self._pre(fs, d), lambda: fs.mkdir(d, a.where.name, perm),
-                             sattr._replace(mode=None), ctx, nfs3.MKDIR3resok.cls, nfs3.MKDIR3resfail.cls)
+                             sattr._replace(mode=None), ctx, nfs3.MKDIR3resok.cls, nfs3.MKDIR3resfail.cls,
+                             a.where.name)
 
     def SYMLINK(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)
         sattr = a.symlink.symlink_attributes._replace(mode=None, size=None)
         return self._created(fs, d, self._pre(fs, d),
                              lambda: fs.symlink(d, a.where.name, a.symlink.symlink_data),
-                             sattr, ctx, nfs3.SYMLINK3resok.cls, nfs3.SYMLINK3resfail.cls)
+                             sattr, ctx, nfs3.SYMLINK3resok.cls, nfs3.SYMLINK3resfail.cls, a.where.name)
 
     def MKNOD(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)
@@ -322,7 +372,8 @@ class Nfs3Service:
             sattr, device = what, 0
         perm = sattr.mode if sattr.mode is not None else 0o644
         return self._created(fs, d, pre, lambda: fs.mknod(d, a.where.name, kinds[ftype] | (perm & 0o7777), device),
-                             sattr._replace(mode=None), ctx, nfs3.MKNOD3resok.cls, nfs3.MKNOD3resfail.cls)
+                             sattr._replace(mode=None), ctx, nfs3.MKNOD3resok.cls, nfs3.MKNOD3resfail.cls,
+                             a.where.name)
 
     def _remove(self, a: Any, directory: bool, ok: Any, fail: Any) -> Any:
         fs, d = self.resolve(a.object.dir.data)
@@ -334,7 +385,7 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
-            self._changed(d)
+            self._changed(d, a.object.name)
         return NFS3_OK, ok(self._wcc(fs, d, pre))
 
     def REMOVE(self, ctx: CallContext, a: Any) -> Any:
@@ -356,8 +407,8 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.RENAME3resfail.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
         finally:
-            self._changed(src)
-            self._changed(dst)
+            self._changed(src, a.from_.name)
+            self._changed(dst, a.to.name)
         return NFS3_OK, nfs3.RENAME3resok.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
 
     def LINK(self, ctx: CallContext, a: Any) -> Any:
@@ -371,7 +422,8 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.LINK3resfail.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
         finally:
-            self._changed(d)
+            self._changed(d, a.link.name)
+            self._touched(n)
         return NFS3_OK, nfs3.LINK3resok.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
 
     def listing_ready(self, fh: bytes, cookie: int) -> bool:
@@ -389,6 +441,24 @@ class Nfs3Service:
         except (OSError, NfsError):
             return True
         return self.listings.is_fresh(d.fh, st.st_mtime_ns, st.st_ctime_ns, resume=cookie >= FIRST_NAME_COOKIE)
+
+    def offload_listing(self, fh: bytes, cookie: int, plus: bool) -> bool:
+        """Whether a READDIR or READDIRPLUS call should run in the thread pool: a first page
+        (it may read the directory, or fault a query directory) unless it is a READDIRPLUS
+        whose listing and encoded entries are all cached; a later page when its listing
+        must be read again (``listing_ready``)."""
+        if not self.listing_ready(fh, cookie):
+            return True
+        if cookie != 0 or not plus:
+            return cookie == 0
+        try:
+            kind, export_id = handle_kind(fh)
+            if kind != KIND_REAL:
+                return True
+            _fs, d = self.resolve(fh)
+        except (OSError, NfsError):
+            return True
+        return not self.entries.complete(export_id, d.ino, self.listings.peek(d.fh))
 
     def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
                       plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
@@ -429,6 +499,15 @@ class Nfs3Service:
                 entries.append(entry_type(node.ino, name, ck))
         names, inos, cookies = listing.names, listing.inos, listing.cookies
         i = listing.start_index(cookie) if eof else len(names)
+        if plus and exact is None and self._cacheable(fs, d):
+            page = self._encoded_page(fs, d, listing, i, budget - used, dircount - dir_used)
+            if page is not None:
+                items, more = page
+                eof = eof and not more
+                if not entries and not items and not eof:
+                    return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
+                head = [nfs3.entryplus3_list.encode_item(e) for e in entries]
+                return NFS3_OK, dattr, my_verf, nfs3.entryplus3_list.encoded(head + items), eof
         while i < len(names):
             name = names[i]
             size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
@@ -450,6 +529,57 @@ class Nfs3Service:
         if not entries and not eof:
             return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
         return NFS3_OK, dattr, my_verf, entries, eof
+
+    def _cacheable(self, fs: Backend, d: Node) -> bool:
+        """Whether this READDIRPLUS may use the encoded entries of real directory ``d``: the
+        export is watched, and the caller (the identity this thread acts as) may search the
+        directory, as stat()ing its entries needs (the read permission that listing needs
+        was checked before, nfsd/exports.py).  The kernel decides, ACLs included."""
+        if not self.entries.enabled(fs.export_id) or handle_kind(d.fh)[0] != KIND_REAL:
+            return False
+        who = identity.current()
+        if who is None or who.uid == 0:
+            return True
+        try:
+            return os.access(".", os.X_OK, dir_fd=d.fd, effective_ids=True, follow_symlinks=False)
+        except (OSError, NotImplementedError, AttributeError):
+            return False
+
+    def _encoded_page(self, fs: Backend, d: Node, listing: Any, start: int, budget: int,
+                      dircount: int) -> tuple[list[bytes], bool] | None:
+        """The encoded entries from index ``start`` that fit ``budget`` reply bytes and
+        ``dircount`` name bytes, and whether more follow; entries not cached (or changed
+        since) are read and encoded now and kept.  None: an entry would not encode to the
+        size reckoned with, so the page is built the ordinary way."""
+        enc = self.entries.get(fs.export_id, d.ino, d.fh, None if d.fh == fs.root.fh else (d.parent, d.name),
+                               listing, _real_item_size)
+        names = listing.names
+        end = enc.page_end(start, budget, dircount) if start < len(names) else start
+        if end == start:
+            return [], start < len(names)
+        if enc.missing:
+            items = enc.items
+            version = enc.version
+            got: list[bytes] = []
+            cookies, fsid = listing.cookies, fs.fsid
+            encode_item, entry_type = nfs3.entryplus3_list.encode_item, nfs3.entryplus3.cls
+            for i in range(start, end):
+                item = items[i]
+                if item is None:
+                    name = names[i]
+                    try:
+                        est, efh = fs.entry(d, name)
+                    except (FileNotFoundError, NfsError):
+                        item = b""  # gone since the listing was taken: skipped
+                    else:
+                        item = encode_item(entry_type(est.st_ino, name, cookies[i], fattr(est, fsid), _fh(efh)))
+                        if len(item) != _real_item_size(name):
+                            return None
+                    self.entries.fill(enc, i, item, version)
+                got.append(item)
+            if any(items[i] is None for i in range(start, end)):
+                return [b"".join(got)], end < len(names)
+        return [self.entries.page(enc, start, end)], end < len(names)
 
     def _readdir(self, a: Any, plus: bool, budget: int, dircount: int) -> Any:
         resok, resfail, dirlist = ((nfs3.READDIRPLUS3resok, nfs3.READDIRPLUS3resfail, nfs3.dirlistplus3) if plus
@@ -505,6 +635,12 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.COMMIT3resfail.cls(self._wcc(fs, n, pre))
         return NFS3_OK, nfs3.COMMIT3resok.cls(self._wcc(fs, n, pre), self.write_verifier)
+
+
+def _real_item_size(name: bytes) -> int:
+    """Encoded size of a READDIRPLUS list item of a real object: list flag, fileid, name,
+    cookie, attributes and a real handle (nfsd/handles.py: always 16 bytes)."""
+    return _ENTRY_BYTES + ((len(name) + 3) & ~3) + _PLUS_BYTES
 
 
 def failure_result(res_type: Any, status: int) -> Any:

@@ -79,7 +79,7 @@ def _marked(reply: bytes | bytearray) -> bytearray:
     return set_mark(reply if isinstance(reply, bytearray) else bytearray(reply))
 
 
-class RpcStreamProtocol(asyncio.Protocol):
+class RpcStreamProtocol(asyncio.BufferedProtocol):
     _refused_logged = 0.0  # when a refused connection was last logged (class-wide, rate-limited)
 
     def __init__(self, dispatcher: Dispatcher, connections: set["RpcStreamProtocol"],
@@ -133,6 +133,22 @@ class RpcStreamProtocol(asyncio.Protocol):
         else:
             self.transport.close()
 
+    # Bytes are received into the record reader's own buffers (asyncio.BufferedProtocol):
+    # a large record (a 1 MiB WRITE) straight into a buffer of its own, whose memoryview
+    # reaches pwrite(), instead of being copied from a received chunk, then out of a
+    # reassembly buffer.
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.progressed = True
+        try:
+            records = self.reader.received(nbytes)
+        except RecordTooLarge as exc:
+            self.close(str(exc))
+            return
+        self._serve(records)
+
     def data_received(self, data: bytes) -> None:
         """Serve the records ``data`` completes (after any backlog), in order, while the
         connection may take work; keep the rest in the backlog and stop reading.
@@ -147,6 +163,9 @@ class RpcStreamProtocol(asyncio.Protocol):
         except RecordTooLarge as exc:
             self.close(str(exc))
             return
+        self._serve(records)
+
+    def _serve(self, records: list[Any]) -> None:
         if self._backlog:
             records, self._backlog = self._backlog + records, []
         if self.inflight >= self.max_inflight or self._writing_paused:
@@ -191,7 +210,7 @@ class RpcStreamProtocol(asyncio.Protocol):
 
     def _drain_backlog(self) -> None:
         if self._backlog and self.transport is not None:
-            self.data_received(b"")  # serves the backlog first
+            self._serve([])  # serves the backlog first
 
     def _done(self, task: "asyncio.Future[Any]") -> None:
         self.tasks.discard(task)  # type: ignore[arg-type]

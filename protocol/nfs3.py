@@ -5,7 +5,7 @@ NFS3_OK and the ``resfail`` struct otherwise.
 """
 from __future__ import annotations
 
-from xdr import (Enum, FixedOpaque, List, Opaque, Optional, String, Struct, Union, boolean,
+from xdr import (Enum, FixedOpaque, List, Opaque, Optional, Preencoded, String, Struct, Union, boolean,
                  uint32, uint64, void)
 
 from .program import Procedure, Program
@@ -157,7 +157,10 @@ READDIRPLUS3args = Struct("READDIRPLUS3args", [("dir", nfs_fh3), ("cookie", cook
                                                ("maxcount", count3)])
 entryplus3 = Struct("entryplus3", [("fileid", fileid3), ("name", filename3), ("cookie", cookie3),
                                    ("name_attributes", post_op_attr), ("name_handle", post_op_fh3)])
-dirlistplus3 = Struct("dirlistplus3", [("entries", List(entryplus3)), ("eof", boolean)])
+# A listing's entries may come already encoded (xdr.Encoded from entryplus3_list's own
+# encoders): the server keeps unchanged entries' bytes between listings.
+entryplus3_list = List(entryplus3)
+dirlistplus3 = Struct("dirlistplus3", [("entries", Preencoded(entryplus3_list)), ("eof", boolean)])
 READDIRPLUS3resok, READDIRPLUS3resfail, READDIRPLUS3res = _res(
     "READDIRPLUS", [("dir_attributes", post_op_attr), ("cookieverf", cookieverf3), ("reply", dirlistplus3)],
     [("dir_attributes", post_op_attr)])

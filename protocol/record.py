@@ -9,9 +9,16 @@ Python object each, some forty times their size).
 from __future__ import annotations
 
 import struct
+import threading
 
 LAST_FRAGMENT = 0x80000000
 _MARK = struct.Struct(">I")
+DIRECT_MIN = 64 << 10   # records at least this large are received into a buffer of their own
+SCRATCH = 256 << 10     # what one receive into the shared buffer may bring
+# The scratch buffer is shared by every reader of a thread (an event loop serves one receive
+# at a time, and ``received`` copies out what it keeps), not one per connection: a thousand
+# idle connections must not hold 256 KiB each.
+_scratch = threading.local()
 
 
 class RecordTooLarge(ValueError):
@@ -23,24 +30,63 @@ class RecordReader:
     fragment mark, so endless fragments (empty ones too) end like any oversized record,
     while a record sent as one fragment may carry exactly ``max_record`` bytes."""
 
-    __slots__ = ("max_record", "_buf", "_partial", "_size")
+    __slots__ = ("max_record", "_buf", "_partial", "_size", "_direct", "_fill")
 
     def __init__(self, max_record: int) -> None:
         self.max_record = max_record
         self._buf = bytearray()        # bytes not yet consumed
         self._partial = bytearray()    # data of the current record's non-final fragments
         self._size = 0                 # what those count towards the bound: data and marks
+        # A large single-fragment record is received straight into its own buffer (see
+        # get_buffer): _fill bytes of _direct arrived so far.
+        self._direct: bytearray | None = None
+        self._fill = 0
 
     @property
     def buffered(self) -> int:
         """Bytes held for incomplete records (for memory accounting)."""
-        return len(self._buf) + len(self._partial)
+        return len(self._buf) + len(self._partial) + self._fill
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the records they completed, in order."""
+    # -- receiving into the reader's buffers (asyncio.BufferedProtocol) --------------------
+    def get_buffer(self) -> memoryview:
+        """Where the next received bytes should go: the rest of a large record's own buffer
+        (so its data is copied once, by the kernel, and never again: a 1 MiB WRITE reaches
+        pwrite() from there), else a scratch buffer whose bytes ``received`` parses."""
+        if self._direct is not None:
+            return memoryview(self._direct)[self._fill:]
+        scratch = getattr(_scratch, "view", None)
+        if scratch is None:
+            scratch = _scratch.view = memoryview(bytearray(SCRATCH))
+        return scratch
+
+    def received(self, nbytes: int) -> list[bytes | bytearray]:
+        """``nbytes`` were written into the last ``get_buffer``; the records completed."""
+        if self._direct is not None:
+            self._fill += nbytes
+            return self._direct_done()
+        return self.feed(_scratch.view[:nbytes])
+
+    def _direct_done(self) -> list[bytes | bytearray]:
+        record = self._direct
+        if record is None or self._fill < len(record):
+            return []
+        self._direct, self._fill = None, 0
+        return [record]
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | bytearray]:
+        """Add received bytes; return the records they completed, in order (a large one
+        as the bytearray it was received into)."""
+        records: list[bytes | bytearray] = []
+        if self._direct is not None:
+            take = min(len(self._direct) - self._fill, len(data))
+            self._direct[self._fill:self._fill + take] = data[:take]
+            self._fill += take
+            records += self._direct_done()
+            if take == len(data):
+                return records
+            data = memoryview(data)[take:]
         buf = self._buf
         buf += data
-        records: list[bytes] = []
         pos = 0
         n = len(buf)
         with memoryview(buf) as view:  # one copy out of the buffer, not two
@@ -52,6 +98,12 @@ class RecordReader:
                     raise RecordTooLarge(f"record of at least {size} bytes exceeds {self.max_record}")
                 end = pos + 4 + length
                 if end > n:
+                    if mark & LAST_FRAGMENT and not self._size and length >= DIRECT_MIN:
+                        # the rest of this record goes straight into its own buffer
+                        self._direct = bytearray(length)
+                        self._fill = n - pos - 4
+                        self._direct[:self._fill] = view[pos + 4:n]
+                        pos = n
                     break
                 if not mark & LAST_FRAGMENT:
                     self._partial += view[pos + 4:end]

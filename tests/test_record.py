@@ -116,3 +116,51 @@ def test_set_mark_fills_reserved_prefix() -> None:
     assert set_mark(buf) is buf
     assert bytes(buf) == frame(b"payload")
     assert RecordReader(MAX).feed(bytes(set_mark(bytearray(4)))) == [b""]
+
+
+def _receive(r: RecordReader, stream: bytes, chunk: int) -> list[bytes]:
+    """Deliver ``stream`` as asyncio.BufferedProtocol does: into get_buffer(), at most
+    ``chunk`` bytes at a time."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(stream):
+        buf = r.get_buffer()
+        n = min(len(buf), chunk, len(stream) - pos)
+        buf[:n] = stream[pos:pos + n]
+        pos += n
+        out += [bytes(rec) for rec in r.received(n)]
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200_000), st.booleans()), max_size=6),
+       st.integers(1, 300_000))
+def test_received_into_its_buffers_as_fed(fragments: list[tuple[int, bool]], chunk: int) -> None:
+    """Receiving into the reader's buffers (large records into their own) yields the same
+    records as feeding the bytes, however the stream is cut."""
+    stream = b"".join(mark(n, last) + bytes([n % 251]) * n for n, last in fragments)
+    fed = RecordReader(MAX).feed(stream)
+    assert _receive(RecordReader(MAX), stream, chunk) == [bytes(r) for r in fed]
+
+
+def test_a_large_record_is_received_into_its_own_buffer() -> None:
+    r = RecordReader(MAX)
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    buf = r.get_buffer()
+    head = mark(len(payload)) + payload[:1000]
+    buf[:len(head)] = head
+    assert r.received(len(head)) == []
+    direct = r.get_buffer()
+    assert len(direct) == len(payload) - 1000  # the rest goes straight to the record's buffer
+    direct[:] = payload[1000:]
+    records = r.received(len(payload) - 1000)
+    assert records == [payload] and isinstance(records[0], bytearray)
+    assert r.buffered == 0
+
+
+def test_a_large_mark_past_the_bound_is_refused_before_any_buffer() -> None:
+    r = RecordReader(MAX)
+    buf = r.get_buffer()
+    buf[:4] = mark(MAX + 1)
+    with pytest.raises(RecordTooLarge):
+        r.received(4)

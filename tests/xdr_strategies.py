@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from hypothesis import strategies as st
 
-from xdr import (Bool, Enum, FixedArray, FixedOpaque, List, Opaque, Optional, Struct, Union,
+from xdr import (Bool, Enum, FixedArray, FixedOpaque, List, Opaque, Optional, Preencoded, Struct, Union,
                  VarArray, Void, XdrType)
 from xdr.types import _Int
 
@@ -35,6 +35,8 @@ def values_of(t: XdrType, overrides: Overrides = _NONE) -> st.SearchStrategy[Any
 
 
 def _build(t: XdrType, ov: Overrides) -> st.SearchStrategy[Any]:
+    if isinstance(t, Preencoded):
+        return values_of(t.inner, ov)
     if isinstance(t, Void):
         return st.none()
     if isinstance(t, Bool):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Seque
 __all__ = [
     "XdrError", "XdrType", "Int32", "UInt32", "Int64", "UInt64", "Bool", "Void", "Enum",
     "Opaque", "FixedOpaque", "String", "Optional", "Struct", "Union", "VarArray",
-    "FixedArray", "List", "int32", "uint32", "int64", "uint64", "boolean", "void",
+    "FixedArray", "List", "Encoded", "Preencoded", "int32", "uint32", "int64", "uint64", "boolean", "void",
     "encode", "decode",
 ]
 
@@ -663,6 +663,61 @@ class List(XdrType):
 
     emit_pack = XdrType.emit_pack
     emit_unpack = XdrType.emit_unpack
+
+    _END = b"\0\0\0\0"  # the FALSE that ends the list
+    _MORE = b"\0\0\0\1"  # the TRUE before each element
+
+    def encode_item(self, value: Any) -> bytes:
+        """One element as it appears in the list (its leading TRUE included), to be kept
+        and later handed to ``encoded``."""
+        buf = bytearray(self._MORE)
+        self.inner.pack(buf, value)
+        return bytes(buf)
+
+    def encoded(self, items: Sequence[bytes]) -> Encoded:
+        """The whole list from items made by ``encode_item`` (or concatenations of them)."""
+        return Encoded((*items, self._END))
+
+
+class Encoded:
+    """A value whose encoding is already known: ``parts``, bytes to append verbatim.
+
+    Produced only by the types' own encoders (``List.encode_item``, ``List.encoded``), so a
+    handler can keep encoded pieces (a directory entry that has not changed) and hand them
+    back without building bytes itself; a ``Preencoded`` field packs it as it is."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes already encoded>"
+
+
+class Preencoded(XdrType):
+    """``inner``, whose value may also be an ``Encoded`` of it (appended as it is); decodes
+    as ``inner``."""
+
+    def __init__(self, inner: XdrType) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
+        code: PackCode = []
+        x = _name(g, expr, code)
+        enc, part = g.const(Encoded, "Enc"), g.tmp("p")
+        return code + [_Branch([f"if {x}.__class__ is {enc}:", "else:"],
+                               [[f"for {part} in {x}.parts: buf += {part}"], self.inner.emit_pack(g, x)])]
+
+    def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
+        return self.inner.emit_unpack(g, target)
+
+    emit_pack = emit_pack_body
+    emit_unpack = emit_unpack_body
 
 
 # Shared instances, named as in the XDR language.

@@ -7,6 +7,7 @@ per slot, as a real client would for a dependent sequence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from protocol.mount3 import MOUNT3, mountstat3
 from protocol.nfs3 import NFS3, nfsstat3
 from protocol.rpc import AUTH_SYS, Credentials
 
-from rpcclient import RpcConnection, connect
-from workload import OPS, ConnContext, Handles, Mismatch, OpScript
+from memory import read_memory  # scripts/load/memory.py (on the path loadgen sets)
+from rpcclient import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
+from workload import (LISTING_MAX, LISTING_TAIL, OPS, ConnContext, Exhausted, Handles,
+                      Mismatch, OpScript)
 
 CRED = Credentials(AUTH_SYS, uid=0, gid=0, gids=(), machinename=b"bench")
 HOST = "127.0.0.1"  # loopback only, ever
@@ -57,8 +60,10 @@ class RunResult:
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     client_cpu: float = 0.0           # CPU seconds of the generator processes in the window
+    client_cpu_max: float = 0.0       # ...of the busiest one (saturated near the window's length)
     server_cpu: float | None = None   # CPU seconds of the server in the window
     machine_cpu: float | None = None  # CPU seconds of every process in the window
+    server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window
 
     def merge(self, other: RunResult) -> None:
         self.ops += other.ops
@@ -68,17 +73,21 @@ class RunResult:
         for reason, count in other.errors.items():
             self.errors[reason] = self.errors.get(reason, 0) + count
         self.client_cpu += other.client_cpu
+        self.client_cpu_max = max(self.client_cpu_max, other.client_cpu_max)
         if other.server_cpu is not None:
             self.server_cpu = other.server_cpu
         if other.machine_cpu is not None:
             self.machine_cpu = other.machine_cpu
+        if other.server_rss is not None:
+            self.server_rss = other.server_rss
 
 
 class RunStats:
     """Counters shared by the slots of one run; only ops finishing inside [begin, end) count,
-    errors count over the whole run."""
+    errors count over the whole run.  A run ends early when every slot has stopped (REMOVE
+    once the created names are gone): ``stopped_at`` then closes the counting window."""
 
-    __slots__ = ("begin", "end", "ops", "nbytes", "latencies", "errors", "active", "idle")
+    __slots__ = ("begin", "end", "ops", "nbytes", "latencies", "errors", "active", "idle", "stopped_at")
 
     def __init__(self, begin: float, end: float, slots: int) -> None:
         self.begin, self.end = begin, end
@@ -87,6 +96,7 @@ class RunStats:
         self.errors: dict[str, int] = {}
         self.active = slots
         self.idle: asyncio.Future[None] | None = None
+        self.stopped_at: float | None = None
 
     def op_done(self, t0: float, nbytes: int) -> None:
         now = perf_counter()
@@ -100,12 +110,15 @@ class RunStats:
 
     def slot_stopped(self) -> None:
         self.active -= 1
-        if self.active == 0 and self.idle is not None and not self.idle.done():
-            self.idle.set_result(None)
+        if self.active == 0:
+            self.stopped_at = perf_counter()
+            if self.idle is not None and not self.idle.done():
+                self.idle.set_result(None)
 
 
 class Slot:
-    """One in-flight position: drives op scripts back to back over one connection."""
+    """One in-flight position over a decoding ``RpcConnection`` (scripts/load's mixed ops,
+    which check reply contents); the benchmark's own runs use ``RawSlot``."""
 
     __slots__ = ("conn", "script", "ctx", "stats", "gen", "t0", "on_reply")
 
@@ -152,6 +165,42 @@ class Slot:
         self._step(body)
 
 
+class RawSlot(Slot):
+    """A slot over a ``RawConnection``: its scripts yield (record, payload) and get back
+    (reply size, last bytes); nothing is decoded.  ``Exhausted`` stops the slot."""
+
+    __slots__ = ()
+
+    def _step(self, value: object) -> None:
+        try:
+            record, payload = self.gen.send(value)  # type: ignore[union-attr]
+        except StopIteration as stop:
+            self.stats.op_done(self.t0, stop.value)
+            self.start()
+            return
+        except Mismatch as exc:
+            self.stats.error(str(exc))
+            self.start()
+            return
+        except Exhausted:
+            self.stats.slot_stopped()
+            return
+        self.conn.send(record, self.on_reply, payload)
+
+    def _on_reply(self, status: int, size: int, tail: bytes, error: str | None) -> None:
+        if error is None and status:
+            error = nfsstat3.values(status).name if status in _NFSSTAT else f"nfsstat {status}"
+        if error is not None:
+            self.gen.close()  # type: ignore[union-attr]
+            self.stats.error(error)
+            self.start()
+            return
+        self._step((size, tail))
+
+
+_NFSSTAT = {int(v) for v in nfsstat3.values}
+
+
 def server_cpu_seconds(pid: int | None) -> float | None:
     """utime+stime of a process and its direct children (a server may fork workers)."""
     if pid is None:
@@ -182,11 +231,12 @@ async def wait_until_idle(stats: RunStats, timeout: float) -> bool:
     """Wait until every slot of a run has stopped (each stops once its op's reply is in);
     False when some still wait for a reply after ``timeout`` seconds.  Any stats object with
     ``active`` and ``idle`` will do (scripts/load's too)."""
-    stats.idle = asyncio.get_running_loop().create_future()
-    if stats.active == 0:
+    if stats.idle is None:
+        stats.idle = asyncio.get_running_loop().create_future()
+    if stats.active == 0 and not stats.idle.done():
         stats.idle.set_result(None)
     try:
-        await asyncio.wait_for(stats.idle, timeout)
+        await asyncio.wait_for(asyncio.shield(stats.idle), timeout)
     except asyncio.TimeoutError:
         return False
     return True
@@ -197,43 +247,51 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     """Run one op against one target for warmup + seconds and return what was counted.
     Only one generator process measures the server and the machine."""
     result = RunResult()
-    conns: list[RpcConnection] = []
+    conns: list[RawConnection] = []
     try:
         for _ in range(settings.connections):
-            conns.append(await connect(HOST, target.port, NFS3, CRED))
+            conns.append(await connect_raw(HOST, target.port))
     except OSError as exc:
         for conn in conns:
             conn.close()
         result.errors[f"connect failed: {exc}"] = 1
         return result
     spec = OPS[op]
+    encoder = CallEncoder(NFS3, CRED)
     t = perf_counter()
-    stats = RunStats(t + settings.warmup, t + settings.warmup + settings.seconds,
-                     settings.connections * settings.depth)
+    warmup = 0.0 if spec.finite else settings.warmup  # a finite op's work is not wasted on warming up
+    stats = RunStats(t + warmup, t + warmup + settings.seconds, settings.connections * settings.depth)
+    stats.idle = asyncio.get_running_loop().create_future()
     for index, conn in enumerate(conns):
-        ctx = ConnContext(target.handles, proc_index, index, settings.connections)
+        ctx = ConnContext(encoder, target.name, target.handles, proc_index, index, settings.connections,
+                          settings.depth)
         for _ in range(settings.depth):
-            Slot(conn, spec.script, ctx, stats).start()
+            RawSlot(conn, spec.script, ctx, stats).start()
     await asyncio.sleep(max(0.0, stats.begin - perf_counter()))
     cpu0, wall0 = time.process_time(), perf_counter()
     srv0 = server_cpu_seconds(target.pid) if measure_machine else None
     all0 = machine_cpu_seconds() if measure_machine else None
-    await asyncio.sleep(max(0.0, stats.end - perf_counter()))
+    # The window closes at its end, or earlier when every slot has run out of work.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(stats.idle), max(0.0, stats.end - perf_counter()))
     cpu1, wall1 = time.process_time(), perf_counter()
     srv1 = server_cpu_seconds(target.pid) if measure_machine else None
     all1 = machine_cpu_seconds() if measure_machine else None
+    mem = read_memory(target.pid) if measure_machine and target.pid is not None else None
     if not await wait_until_idle(stats, settings.drain_timeout):
         stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
     for conn in conns:
         conn.close()
-    scale = settings.seconds / (wall1 - wall0)  # CPU as measured over the counting window
-    result.ops, result.nbytes, result.window = stats.ops, stats.nbytes, settings.seconds
+    window = min(settings.seconds, max(1e-3, wall1 - wall0))
+    scale = window / max(1e-3, wall1 - wall0)  # CPU as measured over the counting window
+    result.ops, result.nbytes, result.window = stats.ops, stats.nbytes, window
     result.latencies, result.errors = stats.latencies, dict(stats.errors)  # closing adds no more
-    result.client_cpu = (cpu1 - cpu0) * scale
+    result.client_cpu = result.client_cpu_max = (cpu1 - cpu0) * scale
     if srv0 is not None and srv1 is not None:
         result.server_cpu = (srv1 - srv0) * scale
     if all0 is not None and all1 is not None:
         result.machine_cpu = (all1 - all0) * scale
+    result.server_rss = mem.rss if mem is not None else None
     return result
 
 
@@ -268,3 +326,32 @@ async def mount_and_lookup(port: int, mount_port: int, export: bytes,
     finally:
         nfs.close()
     return root, handles, warnings
+
+
+async def one_reply_listing(port: int, dir_fh: bytes) -> int:
+    """Size of the READDIRPLUS reply that lists all of ``dir_fh`` at once, as the measured
+    loop asks for it; checked here by decoding it once (the loop only compares sizes)."""
+    nfs = await connect(HOST, port, NFS3, CRED)
+    try:
+        status, body = await nfs.call(17, nfs3.READDIRPLUS3args(nfs3.nfs_fh3(dir_fh), 0, bytes(8),
+                                                                LISTING_MAX, LISTING_MAX))
+    finally:
+        nfs.close()
+    if status != 0:
+        raise RuntimeError(f"READDIRPLUS: {nfsstat3.values(status).name}")
+    names = [e.name for e in body.reply.entries if e.name not in (b".", b"..")]
+    if not body.reply.eof:
+        raise RuntimeError(f"READDIRPLUS with maxcount {LISTING_MAX} returned {len(names)} entries "
+                           "without eof: the server caps a reply below one whole listing")
+    raw = await connect_raw(HOST, port)
+    done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+    try:
+        raw.send(CallEncoder(NFS3, CRED).record(17, nfs3.READDIRPLUS3args(
+            nfs3.nfs_fh3(dir_fh), 0, bytes(8), LISTING_MAX, LISTING_MAX)),
+            lambda status, size, tail, error: done.set_result((size, tail)))
+        size, tail = await asyncio.wait_for(done, 30)
+    finally:
+        raw.close()
+    if tail != LISTING_TAIL:
+        raise RuntimeError("READDIRPLUS reply does not end with the end of list and eof")
+    return size

@@ -3,8 +3,11 @@
 
 N connections each keep D calls in flight (a reply frees a slot, which sends the next call at
 once) for a fixed time per operation and server; operations alternate between the servers so
-a drift in background load hits both alike.  Prints ops/s, MiB/s, latency percentiles, the
-CPU used by the generator and by the server, and the pysfsd/Ganesha ratio against its target.
+a drift in background load hits both alike.  Calls are pre-encoded and replies counted, never
+decoded (scripts/bench/rpcclient.py ``RawConnection``).  Prints ops/s and ops per server
+CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
+latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
+used most of a core).
 
     python scripts/bench/loadgen.py                      # both servers, all operations
     python scripts/bench/loadgen.py --servers ganesha --ops null,getattr --seconds 3
@@ -24,14 +27,18 @@ import json
 import multiprocessing
 import queue as queue_module
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent),
+                str(Path(__file__).resolve().parents[1] / "load")]
 
-from driver import RunResult, Settings, Target, measure, mount_and_lookup  # noqa: E402
+from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
+                    server_cpu_seconds)
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+from memory import read_memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
                       Handles, MiB, build_fixture, write_file_name)
 
@@ -67,6 +74,8 @@ def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any)
     them start each run together."""
     results = []
     for number, (op, target) in enumerate(plan, 1):
+        if proc_index == 0:
+            settle(target.pid)
         if barrier is not None:
             barrier.wait(timeout=settings.warmup + settings.seconds + settings.drain_timeout + 120)
         result = asyncio.run(measure(target, op, settings, proc_index, measure_machine=proc_index == 0))
@@ -78,6 +87,22 @@ def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any)
                   f"{'' if barrier is None else ' (process 0)'}"
                   f"{f'  {errors} errors' if errors else ''}", file=sys.stderr, flush=True)
     return results
+
+
+def settle(pid: int | None, quiet: float = 0.10, longest: float = 20.0) -> None:
+    """Wait until the server is nearly idle (under ``quiet`` of a core over 0.25 s), so no
+    run is charged with work the one before left behind (pysfsd indexes what CREATE made
+    while REMOVE runs)."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + longest
+    before = server_cpu_seconds(pid)
+    while before is not None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = server_cpu_seconds(pid)
+        if now is None or now - before < quiet * 0.25:
+            return
+        before = now
 
 
 def _child(proc_index: int, plan: Plan, settings: Settings, barrier: Any, queue: Any) -> None:
@@ -131,7 +156,9 @@ def discover(name: str, port: int, mount_port: int, export: Path, write_files: i
     root, found, warnings = asyncio.run(
         mount_and_lookup(port, mount_port, str(export).encode(), handle_names(write_files)))
     writes = tuple(found[WRITE_DIR + b"/" + write_file_name(i)] for i in range(write_files))
-    handles = Handles(root, found[SMALL_NAME], found[BIG_NAME], found[DIR_NAME], found[SCRATCH_NAME], writes)
+    listing_bytes = asyncio.run(one_reply_listing(port, found[DIR_NAME]))
+    handles = Handles(root, found[SMALL_NAME], found[BIG_NAME], found[DIR_NAME], found[SCRATCH_NAME], writes,
+                      listing_bytes)
     return Target(name, port, mount_port, handles, pid), warnings
 
 
@@ -143,10 +170,10 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
     for name in args.servers:
         export = args.root / name
         try:
-            build_fixture(export, write_files)
+            build_fixture(export, write_files, args.depth)
             if name == "pysfsd" and args.pysfsd_port:
                 port = mount_port = args.pysfsd_port
-                pid = None
+                pid = args.pysfsd_pid
             elif name == "pysfsd":
                 server = stack.enter_context(Pysfsd(export, args.root / "pysfsd-run"))
                 port = mount_port = server.port
@@ -191,6 +218,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "p50_ms": None if p50 is None else p50 * 1e3,
         "p99_ms": None if p99 is None else p99 * 1e3,
         "client_cpu_pct": 100 * result.client_cpu / window,
+        "client_cpu_max_pct": 100 * result.client_cpu_max / window,
+        "ops_per_server_cpu": (result.ops / result.server_cpu if result.server_cpu else None),
         "server_cpu_pct": None if result.server_cpu is None else 100 * result.server_cpu / window,
         "other_cpu_pct": None if other is None else 100 * other / window,
         "errors": dict(sorted(result.errors.items(), key=lambda kv: -kv[1])),
@@ -205,42 +234,52 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
+def _ratio(p: float | None, g: float | None) -> float | None:
+    return p / g if p and g else None
+
+
 def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[str, Any]]],
            failures: dict[str, str], settings: Settings, procs: int) -> dict[str, Any]:
     """Print the comparison and per-server tables; return the ratios."""
     load = (f"{settings.connections} connections x {settings.depth} in flight"
             f"{f' x {procs} processes' if procs > 1 else ''}, {settings.seconds:g} s per op and server")
-    print(f"\npysfsd vs NFS-Ganesha, NFSv3 over TCP on 127.0.0.1 ({load})\n")
-    head = (f"{'operation':26}{'pysfsd ops/s':>21}{'ganesha ops/s':>21}{'ratio':>7}{'target':>7}"
-            f"{'':4}{'errors p/g':>11}  notes")
+    print(f"\npysfsd vs NFS-Ganesha, NFSv3 over TCP on 127.0.0.1 ({load}); replies counted, not decoded\n")
+    head = (f"{'operation':26}{'pysfsd/s':>10}{'ganesha/s':>10}{'ratio':>7}"
+            f"{'p/CPU-s':>10}{'g/CPU-s':>10}{'CPU ratio':>10}{'target':>7}  {'gen CPU p/g':>12}"
+            f"{'errors p/g':>11}  notes")
     print(head)
     print("-" * (len(head) + 20))
-    ratios: dict[str, float | None] = {}
+    ratios: dict[str, dict[str, float | None]] = {}
     for op in ops:
         spec = OPS[op]
         pair = {name: stats.get(name, {}).get(op) for name in SERVERS}
         p, g = pair["pysfsd"], pair["ganesha"]
-        ratio = p["ops_per_s"] / g["ops_per_s"] if p and g and g["ops_per_s"] else None
-        ratios[op] = ratio
-        verdict = "" if ratio is None else ("ok" if ratio >= spec.target else "LOW")
-        cells = []
-        for s in (p, g):
-            if s is None:
-                cells.append("-")
-            elif spec.bulk:
-                cells.append(f"{s['ops_per_s']:,.0f} ({s['mib_per_s']:,.0f} MiB/s)")
-            else:
-                cells.append(f"{s['ops_per_s']:,.0f}")
+        ratio = _ratio(p and p["ops_per_s"], g and g["ops_per_s"])
+        cpu_ratio = _ratio(p and p["ops_per_server_cpu"], g and g["ops_per_server_cpu"])
+        ratios[op] = {"ops": ratio, "per_cpu": cpu_ratio}
+        verdict = "" if ratio is None else ("ok" if ratio >= spec.target and (cpu_ratio or 0) >= spec.target
+                                            else "LOW")
+        cells = ["-" if s is None else f"{s['ops_per_s']:,.0f}" for s in (p, g)]
+        per_cpu = ["-" if s is None or s["ops_per_server_cpu"] is None else f"{s['ops_per_server_cpu']:,.0f}"
+                   for s in (p, g)]
+        gen = "/".join("-" if s is None else f"{s['client_cpu_max_pct']:.0f}%" for s in (p, g))
         errs = "/".join("-" if s is None else str(sum(s["errors"].values())) for s in (p, g))
-        bound = [name for name, s in pair.items() if s and s["client_cpu_pct"] / procs >= SATURATED]
+        bound = [name for name, s in pair.items() if s and s["client_cpu_max_pct"] >= SATURATED]
         # An op slower than a quarter of the window is counted in a few waves, not in steady state.
         slow = [name for name, s in pair.items()
                 if s and (s["p50_ms"] is None or s["p50_ms"] > 250 * settings.seconds)]
+        extra = []
+        if spec.entries:
+            extra.append("entries/s " + "/".join("-" if s is None else f"{s['ops_per_s'] * spec.entries:,.0f}"
+                                                 for s in (p, g)))
+        if spec.bulk:
+            extra.append("MiB/s " + "/".join("-" if s is None else f"{s['mib_per_s']:,.0f}" for s in (p, g)))
         notes = "; ".join(
-            [f"generator-bound on {' and '.join(bound)}"] * bool(bound)
+            extra + [f"GENERATOR-BOUND on {' and '.join(bound)}"] * bool(bound)
             + [f"latency near the window on {' and '.join(slow)}: raise --seconds or lower the load"] * bool(slow))
-        print(f"{spec.label:26}{cells[0]:>21}{cells[1]:>21}{_fmt(ratio, '.2f'):>7}{spec.target:>7.2f}  "
-              f"{verdict:4}{errs:>9}  {notes}")
+        print(f"{spec.label:26}{cells[0]:>10}{cells[1]:>10}{_fmt(ratio, '.2f'):>7}"
+              f"{per_cpu[0]:>10}{per_cpu[1]:>10}{_fmt(cpu_ratio, '.2f'):>10}{spec.target:>7.2f}  "
+              f"{gen:>12}{errs:>11}  {verdict} {notes}")
     for name, reason in failures.items():
         print(f"\n{name} not measured: {reason}")
     for name in servers:
@@ -248,24 +287,19 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
             continue
         print(f"\n{name}")
         head = (f"  {'operation':26}{'ops/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-                f"{'client CPU':>12}{'server CPU':>12}{'other CPU':>11}{'errors':>8}")
+                f"{'gen CPU':>9}{'max/proc':>9}{'server CPU':>12}{'other CPU':>11}{'errors':>8}")
         print(head)
         for op in ops:
             s = stats[name][op]
             print(f"  {OPS[op].label:26}{s['ops_per_s']:>10,.0f}"
                   f"{_fmt(s['mib_per_s'] if OPS[op].bulk else None, ',.0f'):>9}"
                   f"{_fmt(s['p50_ms'], '.3f'):>9}{_fmt(s['p99_ms'], '.3f'):>9}"
-                  f"{_pct(s['client_cpu_pct']):>12}{_pct(s['server_cpu_pct']):>12}"
+                  f"{_pct(s['client_cpu_pct']):>9}{_pct(s['client_cpu_max_pct']):>9}{_pct(s['server_cpu_pct']):>12}"
                   f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}")
             for reason, count in list(s["errors"].items())[:3]:
                 print(f"      {count} x {reason}")
-    null = stats.get("ganesha", {}).get("null")
-    if null is not None:
-        per_proc = null["client_cpu_pct"] / procs
-        verdict = ("saturated: Ganesha's NULL figure is a floor set by the generator"
-                   if per_proc >= SATURATED else "did not saturate its core")
-        print(f"\ngenerator on Ganesha NULL: {per_proc:.0f}% of a core per process ({procs} process"
-              f"{'es' if procs > 1 else ''}), {verdict}; client and server share 2 cores")
+    print(f"\ngenerator: {procs} process{'es' if procs > 1 else ''}; an op is GENERATOR-BOUND when its busiest "
+          f"generator process used >= {SATURATED}% of a core (then the figure is a floor for that server)")
     noisy = [s["other_cpu_pct"] for runs in stats.values() for s in runs.values()
              if (s["other_cpu_pct"] or 0) > NOISY]
     if noisy:
@@ -283,17 +317,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default="both",
                         help="both (default), pysfsd, ganesha, or a comma list")
     parser.add_argument("--ops", default=",".join(OPS), help="comma list of operations (default: all)")
-    parser.add_argument("--connections", type=int, default=8, help="TCP connections per process")
-    parser.add_argument("--depth", type=int, default=16, help="calls in flight per connection")
+    parser.add_argument("--connections", type=int, default=4, help="TCP connections per process")
+    parser.add_argument("--depth", type=int, default=8, help="calls in flight per connection")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per op and server")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured lead-in per run")
     parser.add_argument("--drain-timeout", type=float, default=15.0,
                         help="how long to wait for in-flight calls after a run")
-    parser.add_argument("--procs", type=int, default=1, help="generator processes (results are summed)")
+    parser.add_argument("--procs", type=int, default=2, help="generator processes (results are summed)")
     parser.add_argument("--root", type=Path, default=Path("/tmp/bench"),
                         help="fixture trees ROOT/pysfsd and ROOT/ganesha, server state and logs")
     parser.add_argument("--pysfsd-port", type=int, default=0,
                         help="measure a pysfsd already serving NFS and MOUNT on this port, exporting ROOT/pysfsd")
+    parser.add_argument("--pysfsd-pid", type=int, help="with --pysfsd-port: that server's pid, for its CPU time")
     parser.add_argument("--json", type=Path, help="also save the results here")
     args = parser.parse_args(argv)
     args.servers = list(SERVERS) if args.servers == "both" else args.servers.split(",")
@@ -318,11 +353,23 @@ def main(argv: list[str] | None = None) -> int:
             print("no server could be measured", file=sys.stderr)
             return 1
         plan = [(op, target) for op in args.ops for target in targets]
+        at_rest = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
         results = run_plan(plan, settings, args.procs)
+        at_end = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
     stats: dict[str, dict[str, dict[str, Any]]] = {}
     for (op, target), result in zip(plan, results):
         stats.setdefault(target.name, {})[op] = summarize(result)
     ratios = report(args.ops, args.servers, stats, failures, settings, args.procs)
+    memory = {}
+    for target in targets:
+        rest = at_rest.get(target.name)
+        peak = max((r.server_rss for (_, t), r in zip(plan, results) if t.name == target.name and r.server_rss),
+                   default=None)
+        end = at_end.get(target.name)
+        memory[target.name] = {"rest_mib": rest and rest.rss, "max_under_load_mib": peak,
+                               "hwm_mib": end and end.hwm}
+        print(f"{target.name} memory: VmRSS at rest {_fmt(rest and rest.rss, '.1f')} MiB, highest at the end of "
+              f"a run {_fmt(peak, '.1f')} MiB, VmHWM {_fmt(end and end.hwm, '.1f')} MiB")
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},
@@ -330,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "failures": failures,
             "results": stats,
             "ratios": ratios,
+            "memory": memory,
             "targets_ratio": {op: OPS[op].target for op in args.ops},
         }, indent=2) + "\n")
     return 0

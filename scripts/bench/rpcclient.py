@@ -130,3 +130,143 @@ async def connect(host: str, port: int, program: Program, cred: Credentials) -> 
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(lambda: RpcConnection(program, cred), host, port)
     return conn
+
+
+#: Called with (nfsstat3 or -1 on an RPC-level failure, reply size in bytes, the reply's last
+#: 8 bytes, an error description or None).
+RawCallback = Callable[[int, int, bytes, "str | None"], None]
+_HEAD_KEEP = 64   # bytes of each reply kept: RPC header, verifier, accept_stat, nfsstat
+_TAIL_KEEP = 8    # ...and its last bytes (a listing's end-of-list flag and eof)
+_MARK_LEN = 4
+
+
+class RawConnection(asyncio.Protocol):
+    """One TCP connection for the measured loop: calls go out pre-encoded (the caller hands
+    complete records, the xid patched in here), replies are never decoded.  Record marks
+    are followed as the bytes stream in; of each reply only its first bytes (for the xid,
+    accept_stat and nfsstat) and its last 8 bytes are kept, so a 1 MiB READ reply or a
+    150 KiB listing costs the generator no copy and no parsing."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._pending: dict[int, RawCallback] = {}
+        self._xid = random.getrandbits(32)
+        self._left = 0            # bytes left in the current fragment
+        self._last = False        # whether the current fragment ends its record
+        self._mark = bytearray()  # a record mark split across reads
+        self._head = bytearray()
+        self._tail = b""
+        self._size = 0
+        self.closed = False
+        self.error: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self.error or f"connection lost{f': {exc}' if exc else ''}")
+
+    def data_received(self, data: bytes) -> None:
+        off, n = 0, len(data)
+        while off < n:
+            if self._left == 0:
+                take = min(_MARK_LEN - len(self._mark), n - off)
+                self._mark += data[off:off + take]
+                off += take
+                if len(self._mark) < _MARK_LEN:
+                    return
+                mark = _XID.unpack(self._mark)[0]
+                self._mark.clear()
+                self._last, self._left = bool(mark & 0x80000000), mark & 0x7FFFFFFF
+                if self._left == 0 and self._last:
+                    self._record()
+                continue
+            k = min(self._left, n - off)
+            if len(self._head) < _HEAD_KEEP:
+                self._head += data[off:off + min(k, _HEAD_KEEP - len(self._head))]
+            self._tail = data[off + k - _TAIL_KEEP:off + k] if k >= _TAIL_KEEP else (self._tail + data[off:off + k])[-_TAIL_KEEP:]
+            self._size += k
+            self._left -= k
+            off += k
+            if self._left == 0 and self._last:
+                self._record()
+
+    def _record(self) -> None:
+        head, size, tail = self._head, self._size, self._tail
+        self._head, self._size, self._tail = bytearray(), 0, b""
+        if len(head) < 24:
+            self._fail(f"reply of {size} bytes is too short")
+            return
+        xid, mtype, rstat, _flavor, verf_len = struct.unpack_from(">IIIII", head)
+        callback = self._pending.pop(xid, None)
+        if callback is None:
+            return  # not ours: a real client drops it too
+        if mtype != 1 or rstat != 0:
+            callback(-1, size, tail, "MSG_DENIED" if rstat == 1 else "not a reply")
+            return
+        at = 20 + ((verf_len + 3) & ~3)
+        if at + 4 > len(head):
+            callback(-1, size, tail, "reply too short for its accept_stat")
+            return
+        accept, = struct.unpack_from(">I", head, at)
+        # A procedure with a void result (NULL) has no status: the reply ends at accept_stat.
+        status = struct.unpack_from(">I", head, at + 4)[0] if at + 8 <= len(head) else 0
+        if accept != 0:
+            callback(-1, size, tail, accept_stat.values(accept).name)
+            return
+        callback(status, size, tail, None)
+
+    def send(self, template: bytes, callback: RawCallback, payload: bytes | None = None) -> None:
+        """Send a call: ``template`` is the record mark, the call header with any xid and
+        the arguments, copied here (a transport may hold on to what it is given) with this
+        call's xid; ``payload``, when given, follows unchanged (a WRITE's data, which the
+        record mark already counts)."""
+        if self.closed:
+            callback(-1, 0, b"", self.error or "connection closed")
+            return
+        xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
+        record = bytearray(template)
+        _XID.pack_into(record, _MARK_LEN, xid)
+        self._pending[xid] = callback
+        if payload is None:
+            self.transport.write(record)  # type: ignore[union-attr]
+        else:
+            self.transport.writelines((record, payload))  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, reason: str) -> None:
+        if not self.closed:
+            self.closed, self.error = True, reason
+            if self.transport is not None:
+                self.transport.abort()
+        pending, self._pending = self._pending, {}
+        for callback in pending.values():
+            callback(-1, 0, b"", reason)
+
+
+async def connect_raw(host: str, port: int) -> RawConnection:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(RawConnection, host, port)
+    return conn
+
+
+class CallEncoder:
+    """Complete call records (mark + header + arguments) for one program and credential,
+    built with the protocol layer's encoders; the xid is patched in at send time."""
+
+    def __init__(self, program: Program, cred: Credentials) -> None:
+        self._templates = {n: bytes(encode_call(0, program.number, program.version, n, cred))
+                           for n in program.procedures}
+        self._procs = program.procedures
+
+    def record(self, proc: int, args: Any, extra: int = 0) -> bytes:
+        """The record for ``proc(args)``; ``extra`` bytes sent after it (a payload) are
+        counted in its record mark."""
+        buf = bytearray(_MARK_LEN)
+        buf += self._templates[proc]
+        self._procs[proc].args.pack(buf, args)
+        struct.pack_into(">I", buf, 0, 0x80000000 | (len(buf) - _MARK_LEN + extra))
+        return bytes(buf)

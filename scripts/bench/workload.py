@@ -1,12 +1,14 @@
 """What the load generator measures: the fixture tree, the handles it needs, and one script
 per operation.
 
-An op script is a generator: it yields ``(NFS procedure number, args value)`` for each call,
-receives the decoded ``resok`` body (the driver has already checked NFS3_OK), raises
-``Mismatch`` when a reply is wrong, and returns the number of data bytes it moved.  Plain
+An op script is a generator: it yields ``(call record, payload or None)`` for each call
+(records are encoded once per connection where the arguments do not change, by the
+project's own XDR encoders), receives ``(reply size, reply's last 8 bytes)`` (the driver
+has already checked the RPC header and NFS3_OK: replies are never decoded), raises
+``Mismatch`` when a reply is wrong and ``Exhausted`` when it has nothing left to do (REMOVE
+after every created name is gone), and returns the number of data bytes it moved.  Plain
 generators are far cheaper per call than tasks and futures, which keeps the generator from
-being the bottleneck, and they let multi-call operations (listing, CREATE+REMOVE, WRITE then
-COMMIT) read as straight-line code.
+being the bottleneck, and they let multi-call operations read as straight-line code.
 """
 from __future__ import annotations
 
@@ -27,12 +29,17 @@ WRITE_SPAN = 16 * MiB         # each connection's WRITE file wraps at this size
 COMMIT_EVERY = 16             # 1 MiB UNSTABLE writes per COMMIT, per connection
 SMALL_NAME, BIG_NAME, DIR_NAME, SCRATCH_NAME, WRITE_DIR = b"small", b"big", b"dir1000", b"scratch", b"write"
 
-Call = tuple[int, Any]
+Call = tuple[bytes, "bytes | None"]
 OpScript = Generator[Call, Any, int]
+RENAME_PREFIX = b"r"
 
 
 class Mismatch(Exception):
     """A successful reply whose content is not what the fixture implies."""
+
+
+class Exhausted(Exception):
+    """The op has nothing left to do on this connection (its slot stops)."""
 
 
 # -- fixture -------------------------------------------------------------------------------
@@ -41,7 +48,11 @@ def write_file_name(index: int) -> bytes:
     return b"w%04d" % index
 
 
-def build_fixture(export: Path, write_files: int) -> None:
+def rename_name(conn: int, slot: int, side: int) -> bytes:
+    return b"%s%d-%d-%d" % (RENAME_PREFIX, conn, slot, side)
+
+
+def build_fixture(export: Path, write_files: int, depth: int = 0) -> None:
     """Create the tree both servers export, directly on the host, so the servers start from
     identical content.  The 64 MiB file is kept when already present: rewriting it each run
     would only cost time."""
@@ -67,6 +78,8 @@ def build_fixture(export: Path, write_files: int) -> None:
     writes.mkdir()
     for i in range(write_files):
         (writes / write_file_name(i).decode()).touch()
+        for slot in range(depth):  # RENAME ping-pongs one file per in-flight slot
+            (scratch / rename_name(i, slot, 0).decode()).touch()
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Handles:
     dir1000: bytes
     scratch: bytes
     writes: tuple[bytes, ...]
+    listing_bytes: int  # size of the one-reply READDIRPLUS of dir1000 found at setup
 
 
 # -- per-connection state ------------------------------------------------------------------
@@ -90,109 +104,159 @@ def write_payload() -> bytes:
 
 
 _NO_CHANGE = (nfs3.time_how.DONT_CHANGE, None)
+#: Names CREATE made per (server, connection), in this generator process: REMOVE takes them.
+_created: dict[tuple[str, int], int] = {}
+_removed: dict[tuple[str, int], int] = {}
+LISTING_TAIL = b"\0\0\0\0\0\0\0\1"  # end of the entry list, then eof = TRUE
+LISTING_MAX = 1 << 20  # dircount and maxcount of the one-reply listing
+
+
+def _sattr(mode: int | None) -> Any:
+    return nfs3.sattr3(mode, None, None, None, _NO_CHANGE, _NO_CHANGE)
+
+
+def _fh(raw: bytes) -> Any:
+    return nfs3.nfs_fh3(raw)
 
 
 class ConnContext:
-    """What the scripts running on one connection share: prebuilt argument parts and
-    counters (sequential READ offset, WRITE offset and COMMIT cadence, unique names)."""
+    """What the scripts running on one connection share: pre-encoded calls and counters
+    (sequential READ offset, WRITE offset and COMMIT cadence, created names)."""
 
-    def __init__(self, handles: Handles, proc_index: int, conn_index: int, conns_per_proc: int) -> None:
-        self.root = nfs3.nfs_fh3(handles.root)
-        self.small = nfs3.nfs_fh3(handles.small)
-        self.small_raw = handles.small
-        self.big = nfs3.nfs_fh3(handles.big)
-        self.dir1000 = nfs3.nfs_fh3(handles.dir1000)
-        self.scratch = nfs3.nfs_fh3(handles.scratch)
-        global_index = proc_index * conns_per_proc + conn_index
-        self.write_file = nfs3.nfs_fh3(handles.writes[global_index])
-        self.rng = random.Random(global_index)
-        self.read_offset = (global_index * 8 * MiB) % BIG_SIZE  # spread the sequential readers
+    def __init__(self, encoder: Any, server: str, handles: Handles, proc_index: int, conn_index: int,
+                 conns_per_proc: int, depth: int) -> None:
+        enc = encoder.record
+        self.encoder = encoder
+        self.handles = handles
+        self.global_index = g = proc_index * conns_per_proc + conn_index
+        self.key = (server, g)
+        self.rng = random.Random(g)
+        self.read_offset = (g * 8 * MiB) % BIG_SIZE  # spread the sequential readers
         self.write_offset = 0
         self.writes = 0
-        self.prefix = b"c%d-%d-" % (proc_index, conn_index)
-        self.created = 0
+        self.prefix = b"c%d-" % g
         self.payload = write_payload()
-        self.create_attrs = nfs3.sattr3(0o644, None, None, None, _NO_CHANGE, _NO_CHANGE)
+        self.null = enc(0, None)
+        self.getattr = enc(1, nfs3.GETATTR3args(_fh(handles.small)))
+        self.lookup = enc(3, nfs3.LOOKUP3args(nfs3.diropargs3(_fh(handles.root), SMALL_NAME)))
+        self.readdirplus = enc(17, nfs3.READDIRPLUS3args(_fh(handles.dir1000), 0, bytes(8), LISTING_MAX, LISTING_MAX))
+        self.commit = enc(21, nfs3.COMMIT3args(_fh(handles.writes[g]), 0, 0))
+        self.setattrs = [enc(2, nfs3.SETATTR3args(_fh(handles.writes[g]), _sattr(mode), None))
+                         for mode in (0o600, 0o644)]
+        self.renames = [[0, enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)),
+                                                     nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)))),
+                         enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)),
+                                                  nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0))))]
+                        for k in range(depth)]
+        self.create_how = (nfs3.createmode3.GUARDED, _sattr(0o644))
+        self.scratch = _fh(handles.scratch)
+        self.big = _fh(handles.big)
+        self.write_file = _fh(handles.writes[g])
+        # A READ's record differs only in its offset: patch it into a copy of one template.
+        self.read4k = enc(6, nfs3.READ3args(self.big, 0, 4 * KiB))
+        self.read1m = enc(6, nfs3.READ3args(self.big, 0, MiB))
+        self.read_offset_at = len(self.read4k) - 12
+        self.settings_depth = depth
+
+    def read_record(self, template: bytes, offset: int) -> bytes:
+        rec = bytearray(template)
+        rec[self.read_offset_at:self.read_offset_at + 8] = offset.to_bytes(8, "big")
+        return bytes(rec)
+
+    def write_record(self, offset: int) -> bytes:
+        """WRITE args with an empty data field, then its length set to the payload's."""
+        rec = bytearray(self.encoder.record(7, nfs3.WRITE3args(self.write_file, offset, MiB,
+                                                               nfs3.stable_how.UNSTABLE, b""), extra=MiB))
+        rec[-4:] = MiB.to_bytes(4, "big")
+        return bytes(rec)
 
 
 # -- op scripts ----------------------------------------------------------------------------
 
 def op_null(ctx: ConnContext) -> OpScript:
-    yield 0, None
+    yield ctx.null, None
     return 0
 
 
 def op_getattr(ctx: ConnContext) -> OpScript:
-    res = yield 1, nfs3.GETATTR3args(ctx.small)
-    if res.obj_attributes.type != nfs3.ftype3.NF3REG:
-        raise Mismatch("GETATTR: not a regular file")
+    yield ctx.getattr, None
     return 0
 
 
 def op_lookup(ctx: ConnContext) -> OpScript:
-    res = yield 3, nfs3.LOOKUP3args(nfs3.diropargs3(ctx.root, SMALL_NAME))
-    if res.object.data != ctx.small_raw:
-        raise Mismatch("LOOKUP: handle differs from the one found at setup")
+    yield ctx.lookup, None
     return 0
 
 
 def op_read4k(ctx: ConnContext) -> OpScript:
     offset = ctx.rng.randrange(BIG_SIZE // (4 * KiB)) * 4 * KiB
-    res = yield 6, nfs3.READ3args(ctx.big, offset, 4 * KiB)
-    if res.count != 4 * KiB or len(res.data) != 4 * KiB:
-        raise Mismatch(f"READ 4 KiB: short read ({res.count})")
+    size, _ = yield ctx.read_record(ctx.read4k, offset), None
+    if size < 4 * KiB + 100:
+        raise Mismatch(f"READ 4 KiB: reply of {size} bytes is short")
     return 4 * KiB
 
 
 def op_read1m(ctx: ConnContext) -> OpScript:
     offset = ctx.read_offset
     ctx.read_offset = (offset + MiB) % BIG_SIZE
-    res = yield 6, nfs3.READ3args(ctx.big, offset, MiB)
-    if res.count != MiB or len(res.data) != MiB:
-        raise Mismatch(f"READ 1 MiB: short read ({res.count})")
+    size, _ = yield ctx.read_record(ctx.read1m, offset), None
+    if size < MiB + 100:
+        raise Mismatch(f"READ 1 MiB: reply of {size} bytes is short")
     return MiB
 
 
 def op_write1m(ctx: ConnContext) -> OpScript:
     offset = ctx.write_offset
     ctx.write_offset = (offset + MiB) % WRITE_SPAN
-    res = yield 7, nfs3.WRITE3args(ctx.write_file, offset, MiB, nfs3.stable_how.UNSTABLE, ctx.payload)
-    if res.count != MiB:
-        raise Mismatch(f"WRITE 1 MiB: short write ({res.count})")
+    yield ctx.write_record(offset), ctx.payload
     ctx.writes += 1
     if ctx.writes % COMMIT_EVERY == 0:
-        yield 21, nfs3.COMMIT3args(ctx.write_file, 0, 0)
+        yield ctx.commit, None
     return MiB
 
 
-_DOTS = (b".", b"..")
-
-
 def op_readdirplus(ctx: ConnContext) -> OpScript:
-    """One complete listing of the 1000-entry directory, following cookies."""
-    cookie, verf, seen = 0, bytes(8), 0
-    while True:
-        res = yield 17, nfs3.READDIRPLUS3args(ctx.dir1000, cookie, verf, 8192, 65536)
-        entries = res.reply.entries
-        seen += len(entries)
-        for e in entries:
-            if e.name in _DOTS:
-                seen -= 1
-        if res.reply.eof:
-            break
-        if not entries:
-            raise Mismatch("READDIRPLUS: no entries and no eof")
-        cookie, verf = entries[-1].cookie, res.cookieverf
-    if seen != DIR_ENTRIES:
-        raise Mismatch(f"READDIRPLUS: listed {seen} entries, expected {DIR_ENTRIES}")
+    """One complete listing of the 1000-entry directory in one reply (setup checked that
+    one reply holds all of it, and its size: a reply of that size ending the list with eof
+    holds the same entries)."""
+    size, tail = yield ctx.readdirplus, None
+    if tail != LISTING_TAIL or size != ctx.handles.listing_bytes:
+        eof = tail == LISTING_TAIL
+        raise Mismatch(f"READDIRPLUS: reply of {size} bytes (expected {ctx.handles.listing_bytes}), eof {eof}")
     return 0
 
 
-def op_create_remove(ctx: ConnContext) -> OpScript:
-    ctx.created += 1
-    where = nfs3.diropargs3(ctx.scratch, ctx.prefix + b"%d" % ctx.created)
-    yield 8, nfs3.CREATE3args(where, (nfs3.createmode3.UNCHECKED, ctx.create_attrs))
-    yield 12, nfs3.REMOVE3args(where)
+def op_create(ctx: ConnContext) -> OpScript:
+    number = _created[ctx.key] = _created.get(ctx.key, 0) + 1
+    where = nfs3.diropargs3(ctx.scratch, ctx.prefix + b"%d" % number)
+    yield ctx.encoder.record(8, nfs3.CREATE3args(where, ctx.create_how)), None
+    return 0
+
+
+def op_remove(ctx: ConnContext) -> OpScript:
+    number = _removed[ctx.key] = _removed.get(ctx.key, 0) + 1
+    if number > _created.get(ctx.key, 0):
+        raise Exhausted
+    where = nfs3.diropargs3(ctx.scratch, ctx.prefix + b"%d" % number)
+    yield ctx.encoder.record(12, nfs3.REMOVE3args(where)), None
+    return 0
+
+
+def op_rename(ctx: ConnContext) -> OpScript:
+    """Each in-flight slot renames its own file back and forth."""
+    pair = ctx.renames.pop()
+    side = pair[0]
+    try:
+        yield pair[1 + side], None
+        pair[0] = 1 - side
+    finally:
+        ctx.renames.append(pair)
+    return 0
+
+
+def op_setattr(ctx: ConnContext) -> OpScript:
+    ctx.writes += 1
+    yield ctx.setattrs[ctx.writes & 1], None
     return 0
 
 
@@ -202,6 +266,8 @@ class OpSpec:
     script: Callable[[ConnContext], OpScript]
     target: float  # pysfsd/Ganesha ops/s ratio to reach
     bulk: bool = False  # report MiB/s
+    entries: int = 0  # directory entries per op (entries/s)
+    finite: bool = False  # runs out of work (REMOVE of what CREATE made): counted from the start
 
 
 OPS: dict[str, OpSpec] = {
@@ -210,7 +276,10 @@ OPS: dict[str, OpSpec] = {
     "lookup": OpSpec("LOOKUP", op_lookup, 1.0),
     "read4k": OpSpec("READ 4 KiB", op_read4k, 1.0),
     "read1m": OpSpec("READ 1 MiB", op_read1m, 0.7, bulk=True),
-    "write1m": OpSpec(f"WRITE 1 MiB+COMMIT/{COMMIT_EVERY}", op_write1m, 0.7, bulk=True),
-    "readdirplus": OpSpec(f"READDIRPLUS {DIR_ENTRIES}", op_readdirplus, 1.0),
-    "create_remove": OpSpec("CREATE+REMOVE", op_create_remove, 1.0),
+    "write1m": OpSpec(f"WRITE 1 MiB+COMMIT/{COMMIT_EVERY}", op_write1m, 1.0, bulk=True),
+    "readdirplus": OpSpec(f"READDIRPLUS {DIR_ENTRIES}", op_readdirplus, 1.0, entries=DIR_ENTRIES),
+    "create": OpSpec("CREATE GUARDED", op_create, 1.0),
+    "remove": OpSpec("REMOVE", op_remove, 1.0, finite=True),
+    "rename": OpSpec("RENAME", op_rename, 1.0),
+    "setattr": OpSpec("SETATTR mode", op_setattr, 1.0),
 }

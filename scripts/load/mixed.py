@@ -37,7 +37,8 @@ from protocol import nfs3  # noqa: E402
 from protocol.nfs3 import NFS3, nfsstat3  # noqa: E402
 from rpcclient import connect  # noqa: E402
 from servers import Pysfsd  # noqa: E402
-from workload import BIG_NAME, ConnContext, Handles, build_fixture  # noqa: E402
+from checked_ops import ConnContext  # noqa: E402
+from workload import BIG_NAME, Handles, build_fixture  # noqa: E402
 
 DEFAULT_ROOT = Path("/tmp/load/mixed")
 

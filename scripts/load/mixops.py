@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from protocol import nfs3
-from workload import (KiB, ConnContext, Mismatch, OpScript, op_create_remove, op_getattr, op_lookup,
+from checked_ops import (KiB, ConnContext, Mismatch, OpScript, op_create_remove, op_getattr, op_lookup,
                       op_readdirplus)
 
 MIX_DIR = b"mix"                # one file per slot, renamed back and forth and chmod'ed

@@ -1,0 +1,64 @@
+# Benchmark workload: what a user feels, timed phase by phase through the Linux
+# NFSv3 client (issue 10): a 100 MB dd with fsync, its cold read, 1000 empty
+# creates, 1000 create+write+close, 1000 cold stats, ls -l of 2000 entries
+# (twice: cold, then with the client's attribute cache dropped again), 2000
+# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total".
+#
+# Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set).
+. /vm/lib.sh
+
+DD_MB=${VM_DD_MB:-100}
+W=$MNT/vmbench
+TOTAL=0
+
+phase() {
+    _p=$1
+    shift
+    _t0=$(now_cs)
+    "$@" > /tmp/phase.out 2>&1 || { cat /tmp/phase.out; return 1; }
+    _s=$(elapsed_s "$_t0")
+    TOTAL=$(awk -v a="$TOTAL" -v b="$_s" 'BEGIN { printf "%.2f", a + b }')
+    report "INFO bench $_p secs=$_s"
+}
+
+remount() {
+    drop_caches
+    umount "$MNT" && nfs_mount ${VM_NCONNECT:+nconnect=$VM_NCONNECT} > /dev/null
+}
+
+dd_write() { dd if=/dev/zero of="$W/big.bin" bs=1048576 count="$DD_MB" conv=fsync 2>/dev/null; }
+dd_read() { dd if="$W/big.bin" of=/dev/null bs=1048576 2>/dev/null; }
+creates() { i=0; while [ $i -lt 1000 ]; do : > "$W/c/e$i"; i=$((i + 1)); done; }
+writes() { i=0; while [ $i -lt 1000 ]; do echo "line $i" > "$W/w/f$i"; i=$((i + 1)); done; }
+stats() { i=0; while [ $i -lt 1000 ]; do stat -c %s "$W/w/f$i" > /dev/null; i=$((i + 1)); done; }
+list() { [ "$(ls -l "$W/l" | wc -l)" -eq 2001 ]; }
+removes() { rm -f "$W"/c/* "$W"/l/*; }
+
+setup() {
+    rm -rf "$W" && mkdir -p "$W/c" "$W/w" "$W/l" && i=0
+    while [ $i -lt 2000 ]; do : > "$W/l/n$i"; i=$((i + 1)); done
+}
+
+bench() {
+    setup || return 1
+    phase dd_write dd_write || return 1
+    remount || return 1
+    phase dd_read_cold dd_read || return 1
+    phase create_1000 creates || return 1
+    phase create_write_close_1000 writes || return 1
+    remount || return 1
+    phase stat_cold_1000 stats || return 1
+    remount || return 1
+    phase ls_l_2000_cold list || return 1
+    remount || return 1
+    phase ls_l_2000_again list || return 1
+    phase remove_2000 removes || return 1
+    report "INFO bench total secs=$TOTAL"
+}
+
+if ! step mount nfs_mount ${VM_NCONNECT:+nconnect=$VM_NCONNECT}; then
+    finish
+    exit 1
+fi
+step bench bench
+finish
