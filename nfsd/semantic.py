@@ -33,7 +33,7 @@ from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
-from . import identity
+from . import identity, query_lang
 from .backend import ModeKinds
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
@@ -89,6 +89,7 @@ class Results(NamedTuple):
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
     entries: dict[bytes, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles, filled lazily
+    counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -197,14 +198,15 @@ class SemanticFS:
         cached = self._cache.get(qid)
         if cached is not None and cached.version == version:
             return cached
+        counts: dict[bytes, int] = {}
         if q.is_field_dir:
-            values = self.index.values(q.open_field, q.scope, q.terms)
-            names = {encode_value(value): value for value in values}
+            counts = self.index.value_counts(q.open_field, q.scope, q.terms)
+            names = {encode_value(value): value for value in sorted(counts)}
         else:
             names = result_names(self.index.query(q.scope, q.terms))
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(qid, digest)
-        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {})
+        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {}, counts)
         with self._lock:
             self._cache[qid] = results
             if len(self._cache) > 1024:
@@ -242,7 +244,20 @@ class SemanticFS:
         if raw is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         digest, mtime_ns = _STATE.unpack_from(raw)
-        return 0, digest, mtime_ns
+        return self._counted(q), digest, mtime_ns
+
+    def _counted(self, q: Query) -> int:
+        """A value directory's number of results, as counted by a field directory listed
+        at this index version (so ``ls -l FIELD:`` shows them before any is listed); else 0."""
+        version = self.index.version
+        for field, value in q.terms:
+            fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+            cached = self._cache.get(fq.qid())
+            if cached is not None and cached.version == version:
+                found = cached.counts.get(value)
+                if found is not None:
+                    return found
+        return 0
 
     # -- attributes --------------------------------------------------------------------
     def stat(self, n: Node | VNode) -> Any:
@@ -324,17 +339,32 @@ class SemanticFS:
                 return self._placeholder(nested)
         results = self._fault(d)
         found = results.names.get(name)
-        if found is None:
-            raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if q.is_field_dir:
+            if found is None:
+                return self._value_dir(d, results, name)
             if name not in self._visible(d, results)[0]:
                 raise NfsError(nfsstat3.NFS3ERR_NOENT)
             return self._placeholder(q.with_value(found))
+        if found is None:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if not self._may_see(q, found.ino, found.path):
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if self.results == "files":
             return self._real_node(found)
         return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
+
+    def _value_dir(self, d: VNode, results: Results, name: bytes) -> VNode:
+        """A name not listed in field directory ``d``: an expression of the query language
+        (``c|h``, ``!c``, ``>1M``, ``report*``: see ``nfsd.query_lang``) or a value written
+        another way (``C`` for the stored ``c``).  A plain value must be listed."""
+        q = d.query
+        try:
+            value = query_lang.parse_term(q.open_field or b"", name)
+        except query_lang.QueryError as exc:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT, str(exc)) from None
+        if not query_lang.is_expression(value) and encode_value(value) not in self._visible(d, results)[0]:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        return self._placeholder(q.with_value(value))
 
     def _real_node(self, ref: Any) -> Node:
         n = self.root

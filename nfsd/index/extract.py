@@ -11,6 +11,7 @@ import stat
 import zlib
 from typing import NamedTuple, Sequence
 
+from ..query_lang import size_key
 from .fields import valid_field, valid_value
 from .fsread import open_regular
 from .tables import EMPTY
@@ -44,7 +45,9 @@ class Extractor:
         self._good_fields: set[bytes] = set()
 
     def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
-        return self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
+        out = self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
+        # the exact size, ordered, for size ranges (a hidden key: no field directory shows it)
+        return Outcome(out.keys | {size_key(st.st_size)}, out.failures)
 
     def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """The content tier of entry ``name`` and its generation; None when the entry is no

@@ -26,7 +26,7 @@ from .fields import BUILTIN_FIELDS
 from .progress import Progress
 from .residency import MapTrimmer
 from .scanner import Reconciler, ScanStats
-from .search import FileRef, Search
+from .search import FileRef, Plan, Search
 from .space import SpaceWatch
 from .tables import Tables
 from .transducer import Transducer
@@ -243,6 +243,15 @@ class Index:
     def values(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         """Sorted distinct values of ``field`` among the files in scope matching all terms."""
         return self._search.values(field, scope_ino, terms)
+
+    def value_counts(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = (),
+                     plan: Plan | None = None) -> dict[bytes, int]:
+        """value -> how many files in scope matching all terms hold it (a faceted summary)."""
+        return self._search.value_counts(field, scope_ino, terms, plan)
+
+    def query_plan(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]], plan: Plan) -> list[FileRef]:
+        """``query``, recording what it did in ``plan`` (``pysfsd query --explain``)."""
+        return self._search.query_plan(scope_ino, terms, plan)
 
     def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
         """Sorted distinct values of ``field`` among the given files (a field directory as one
