@@ -49,7 +49,9 @@ _VIRTUAL_FILEID = 1 << 63
 _STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
-VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
+VIEW_SECONDS = 1.0
+RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
+_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)  # how long one caller's view of a query directory is reused
 
 
 class VStat(NamedTuple):
@@ -131,7 +133,10 @@ class SemanticFS:
         self.root = local.root
         self.root_path = local.root_path
         self._queries = local.store.env.open_db(b"queries%d" % local.export_id)
-        self._cache: dict[bytes, Results] = {}
+        self._cache: dict[bytes, Results] = {}   # by qid, least recently used first
+        self._cache_sizes: dict[bytes, int] = {}
+        self._cache_bytes = 0
+        self.result_cache_bytes = RESULT_CACHE_BYTES
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
@@ -197,6 +202,9 @@ class SemanticFS:
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None and cached.version == version:
+            with self._lock:  # most recently used
+                if self._cache.pop(qid, None) is not None:
+                    self._cache[qid] = cached
             return cached
         counts: dict[bytes, int] = {}
         if q.is_field_dir:
@@ -207,11 +215,23 @@ class SemanticFS:
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(qid, digest)
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), {}, counts)
-        with self._lock:
-            self._cache[qid] = results
-            if len(self._cache) > 1024:
-                self._cache.pop(next(iter(self._cache)))
+        self._keep(qid, results)
         return results
+
+    def _keep(self, qid: bytes, results: Results) -> None:
+        """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
+        recently used first out; the newest always stays, as its listing is being paged)."""
+        size = _RESULT_BYTES * len(results.names) + 2 * sum(map(len, results.names))
+        with self._lock:
+            if self._cache.pop(qid, None) is not None:
+                self._cache_bytes -= self._cache_sizes.pop(qid, 0)
+            self._cache[qid] = results
+            self._cache_sizes[qid] = size
+            self._cache_bytes += size
+            while self._cache_bytes > self.result_cache_bytes and len(self._cache) > 1:
+                old = next(iter(self._cache))
+                del self._cache[old]
+                self._cache_bytes -= self._cache_sizes.pop(old, 0)
 
     def _remember_state(self, qid: bytes, digest: int) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on

@@ -226,6 +226,14 @@ class Search:
                 positive.append((n, keys))
         positive.sort(key=lambda t: t[0])
         if not positive:
+            every = self._every_file(txn) if scope == self.root_ino else None
+            if every is not None:  # postings, not paths: only the results get placed
+                n, keys = every
+                plan.read(n)
+                candidates = self._read(cur, keys)
+                plan.step(f"candidates: every file ({len(candidates)}), from the owner postings")
+                candidates = self._filter(cur, candidates, negative, plan)
+                return self._placed(txn, candidates, scope_path) if candidates else []
             inside = self._subtree(txn, scope, scope_path, None) or []
             plan.step(f"candidates: the {len(inside)} files below the scope")
             by_ino = dict(inside)
@@ -244,6 +252,14 @@ class Search:
         plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
         candidates = self._filter(cur, candidates, positive[1:] + negative, plan, len(positive) - 1)
         return self._placed(txn, candidates, scope_path) if candidates else []
+
+    def _every_file(self, txn: lmdb.Transaction) -> tuple[int, list[bytes]] | None:
+        """(postings, keys) of the ``owner`` field, which the stat tier gives every file;
+        None when no file has one (no built-in transducers)."""
+        counts = self._key_counts(txn, b"owner\0")
+        if not counts:
+            return None
+        return sum(counts.values()), [b"owner\0" + v for v in counts]
 
     @staticmethod
     def _read(cur: lmdb.Cursor, keys: list[bytes]) -> list[bytes]:
