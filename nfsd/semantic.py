@@ -46,6 +46,7 @@ KIND_LINK = 2    # version kind export_id qid(16) ino(8)
 _QUERY_HANDLE = struct.Struct(">BBH16s")
 _LINK_HANDLE = struct.Struct(">BBH16sQ")
 _VIRTUAL_FILEID = 1 << 63
+_LINK_MODE = stat.S_IFLNK | 0o777
 _STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
@@ -188,7 +189,7 @@ class SemanticFS:
     def _link_node(self, q: Query, ino: int, target: bytes | None = None) -> VNode:
         qid = q.qid()
         fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
-        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino, target)
+        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), _LINK_MODE, q, ino, target)
 
     # -- the directory fault -----------------------------------------------------------
     def _fault(self, v: VNode) -> Results:
@@ -511,8 +512,20 @@ class SemanticFS:
                 if not is_dir and name.endswith(q.suffix or b""):
                     yield name, ino
             return
-        for name, found in self._visible(d, self._fault(d))[0].items():
-            yield name, self._entry_fileid(q, found)
+        results = self._fault(d)
+        visible = self._visible(d, results)[0]
+        if q.is_field_dir or self.results == "files":
+            for name, found in visible.items():
+                yield name, self._entry_fileid(q, found)
+            return
+        # a value directory's links: READDIRPLUS wants each one's attributes and handle
+        # next, so make them now, once (see ``entry``)
+        entries, qid = results.entries, q.qid()
+        for name, found in visible.items():
+            known = entries.get(name)
+            if known is None:
+                known = self._link_entry(q, qid, results, name, found)
+            yield name, known[0].st_ino
 
     def listing_key(self, d: Node | VNode) -> Hashable:
         """A query directory's listing is its results: take the fault now and name them
@@ -551,8 +564,17 @@ class SemanticFS:
         found = results.names.get(name)
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        link = self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
-        known = results.entries[name] = (self._link_stat(link, results.mtime_ns), link.fh)
+        return self._link_entry(q, q.qid(), results, name, found)
+
+    def _link_entry(self, q: Query, qid: bytes, results: Results, name: bytes, found: Any) -> tuple[VStat, bytes]:
+        """A result link's attributes and handle (as ``_link_node`` and ``_link_stat`` make
+        them, without the node), remembered with the results."""
+        fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, found.ino)
+        target = self._relative_target(q, results.scope_path, found.path)
+        m = results.mtime_ns
+        known = results.entries[name] = (
+            VStat(_LINK_MODE, virtual_fileid(qid, struct.pack(">Q", found.ino)), 1, 0, 0, len(target), 0, 0, m, m, m),
+            fh)
         return known
 
     # -- changes -------------------------------------------------------------------------

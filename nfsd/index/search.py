@@ -16,7 +16,7 @@ from typing import Iterable, NamedTuple, Sequence
 import lmdb
 
 from .. import query_lang
-from .tables import INO, S_IFDIR, FileRecord, Tables, field_values, posting_key
+from .tables import INO, RECORD_NAME_AT, S_IFDIR, FileRecord, Tables, field_values, posting_key
 
 MAX_DEPTH = 4096
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
@@ -361,17 +361,18 @@ class Search:
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
         out = []
+        get, files, name_at = txn.get, self.t.files, RECORD_NAME_AT
         for ino8 in inos:
-            raw = txn.get(ino8, db=self.t.files)
+            raw = get(ino8, db=files)
             if raw is None:
                 continue
-            rec = FileRecord.decode(raw)
-            parent = self._path(txn, rec.parent, memo)
+            parent_ino = INO.unpack_from(raw)[0]  # the record's first field (no full decode)
+            parent = memo[parent_ino] if parent_ino in memo else self._path(txn, parent_ino, memo)
             if parent is None:
                 continue
             if scope_path and parent != scope_path and not parent.startswith(under):
                 continue
-            out.append((ino8, parent + b"/" + rec.name if parent else rec.name))
+            out.append((ino8, parent + b"/" + raw[name_at:] if parent else raw[name_at:]))
         return out
 
     def _subtree(self, txn: lmdb.Transaction, scope: int, scope_path: bytes,

@@ -33,6 +33,7 @@ SCHEMA = b"2"  # 2: exact sizes (hidden ordered keys) in the stat tier
 INO = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _REC = struct.Struct(">QBBIQqqI")
+RECORD_NAME_AT = _REC.size  # a FileRecord: parent ino first, the name after the fixed part
 _CHILD = struct.Struct(">QB")
 FLAG_TOMB = 1
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
