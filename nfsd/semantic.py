@@ -143,6 +143,9 @@ class SemanticFS:
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
         self.ready = threading.Event()
+        # Set once a first index holds the stat tier of every file: queries over those
+        # fields alone answer while the content tier follows.
+        self.stat_ready = threading.Event()
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -195,7 +198,7 @@ class SemanticFS:
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        if not self.ready.is_set():
+        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= _STAT_FIELDS):
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
         with identity.as_server():  # it reads files on everyone's behalf
             self.index.flush()

@@ -356,3 +356,45 @@ def test_value_directory_sizes_count_results_at_the_first_listing(lang, rpc_fres
     sub = look(rpc, q_ext, b"ext:")
     assert {e.name: e.name_attributes.size for e in list_dir(rpc, sub)
             if e.name not in (b".", b"..")} == {b"bin": 4}
+
+
+def test_stat_fields_answer_while_the_content_tier_is_extracted(tmp_path):
+    """A first index takes the stat tier alone first: name, ext, owner, group, size and
+    mtime queries answer as soon as it is done, while query directories over content fields
+    answer JUKEBOX until theirs is ready (here a transducer that takes 3 s per file)."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    from tests.nfs3_helpers import readdirplus_raw
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(4):
+        (export / f"n{i}.txt").write_text("slow words\n")
+    (export / "a.c").write_text("int a;\n")
+    cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)',
+           "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "state"),
+           "--transducer", "*.txt=sleep 3"]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+    try:
+        port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
+        with RpcClient(port) as rpc:
+            root = rpc.mount(os.fsencode(str(export)))
+            ext, text = look(rpc, root, b"ext:"), look(rpc, root, b"text:")
+            deadline = time.monotonic() + 60
+            while True:
+                (status, _), _ = readdirplus_raw(rpc, ext, 0, b"\0" * 8, 4096, 4096)
+                if status == OK:
+                    break
+                assert status == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline, status
+                time.sleep(0.1)
+            assert names(rpc, look(rpc, ext, b"c")) == {b"a.c"}
+            (status, _), _ = readdirplus_raw(rpc, text, 0, b"\0" * 8, 4096, 4096)
+            assert status == S.NFS3ERR_JUKEBOX  # the content tier takes seconds more
+            assert proc.stdout.readline().startswith("pysfsd: index ready")
+            assert names(rpc, look(rpc, text, b"slow")) == {f"n{i}.txt".encode() for i in range(4)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "name, ext, owner, group, size and mtime ready (5 files" in (tmp_path / "stderr").read_text()

@@ -28,7 +28,7 @@ from .residency import MapTrimmer
 from .scanner import Reconciler, ScanStats
 from .search import FileRef, Plan, Search
 from .space import SpaceWatch
-from .tables import Tables
+from .tables import NO_XVER, Tables
 from .transducer import Transducer
 
 log = logging.getLogger("pysfsd.index")
@@ -49,7 +49,13 @@ class Index:
 
     def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, *,
                  transducers: Sequence[Transducer] | None = None) -> None:
-        self._extractor = Extractor(list(transducers) if transducers is not None else default_transducers())
+        chosen = list(transducers) if transducers is not None else default_transducers()
+        self._extractor = Extractor(chosen)
+        # the first index of a tree can take the stat tier alone first (``scan(stat_only=True)``):
+        # its records are marked "content tier not extracted yet" (NO_XVER), which the full
+        # scan after it (or ``pysfsd check``) sees
+        self._stat_extractor = Extractor([t for t in chosen if t.tier == "stat"])
+        self._stat_extractor.xver = NO_XVER
         self.root_path = os.path.realpath(export_root)
         self._root_fd = os.open(self.root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self._root_fd)
@@ -74,15 +80,23 @@ class Index:
         self._rescan_due = False  # a scan was cut short by a full store
 
     # -- keeping it current --------------------------------------------------------------
-    def scan(self, progress: bool | None = None) -> ScanStats:
+    def is_new(self) -> bool:
+        """Whether no file was ever indexed (the first scan of this tree is due)."""
+        with self._tables.env.begin() as txn:
+            return int(txn.stat(self._tables.files)["entries"]) <= 1
+
+    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None) -> ScanStats:
         """Walk the whole export (never through a symlink): add new files, re-extract changed
-        ones, drop vanished ones.  ``progress``: see ``Progress``."""
+        ones, drop vanished ones.  ``progress``: see ``Progress`` (``total``: the files
+        expected, for an ETA).  ``stat_only``: the stat tier alone (name, ext, owner, group,
+        size, mtime), for a first index that answers those fields soon; a full scan must
+        follow (only on a new index: on a built one it would drop the content tier)."""
         start, start_ns = time.monotonic(), time.time_ns()
         with self._scan_lock, self._lock:
             if self._closed:
                 return ScanStats(0, 0, 0, 0, 0, 0, 0.0)
-            bar = Progress(progress, self.root_path)
-            r = self._reconciler(yielding=True)
+            bar = Progress(progress, self.root_path + (" (stat fields)" if stat_only else ""), total)
+            r = self._reconciler(yielding=True, extractor=self._stat_extractor if stat_only else None)
             r.progress = lambda c: bar.update(c.seen)
             r.committed = self._trimmer.trim
             top = fsread.open_path(self._root_fd, b"")
@@ -222,7 +236,7 @@ class Index:
                 finally:
                     os.close(sub)
 
-    def _reconciler(self, yielding: bool) -> Reconciler:
+    def _reconciler(self, yielding: bool, extractor: Extractor | None = None) -> Reconciler:
         def publish(version: int) -> None:
             self.version = version
 
@@ -230,7 +244,7 @@ class Index:
             if self._closed:
                 raise IndexClosed()
 
-        return Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
+        return Reconciler(self._tables, extractor or self._extractor, self._root_fd, self.root_ino, self._dev,
                           self._lock, yielding, publish, self._search.relpath, stop, self._pool)
 
     # -- asking ----------------------------------------------------------------------------
