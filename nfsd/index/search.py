@@ -16,7 +16,7 @@ from typing import Iterable, NamedTuple, Sequence
 import lmdb
 
 from .. import query_lang
-from .tables import INO, RECORD_NAME_AT, S_IFDIR, FileRecord, Tables, field_values, posting_key
+from .tables import INO, RECORD_NAME_AT, S_IFDIR, Tables, field_values
 
 MAX_DEPTH = 4096
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
