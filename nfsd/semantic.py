@@ -50,9 +50,9 @@ _LINK_MODE = stat.S_IFLNK | 0o777
 _STATE = struct.Struct(">Qq")  # results digest (8 bytes as int), results mtime_ns
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
-VIEW_SECONDS = 1.0
+VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
-_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)  # how long one caller's view of a query directory is reused
+_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)
 
 
 class VStat(NamedTuple):
