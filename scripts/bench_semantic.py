@@ -141,8 +141,9 @@ async def run(files: int, maxcount: int, keep: Path | None, big: bool, profile: 
         wall = time.perf_counter() - t
         print(f"start-up scan: {wall:.1f} s wall, {cpu() - c:.1f} s CPU ({files / wall:.0f} files/s); "
               f"RSS {rss_mb():.0f} MB", flush=True)
-        if not early:
-            await query_all(server, fs, maxcount, big, profile)
+        if early:
+            print("querying again, the index complete", flush=True)
+        await query_all(server, fs, maxcount, big, profile)
         await server.stop()
     finally:
         if keep is None:
@@ -183,7 +184,8 @@ def main() -> None:
     p.add_argument("--keep", type=Path, help="build the tree and state here once and reuse them")
     p.add_argument("--big", action="store_true", help="also list directories of nearly every file")
     p.add_argument("--early", action="store_true",
-                   help="query right after the stat pass of a first index, while content is extracted")
+                   help="query right after the stat pass of a first index, while content is extracted"
+                        " (and again once it is)")
     p.add_argument("--profile", metavar="LABEL", help="profile the first listing of this query (cProfile)")
     a = p.parse_args()
     asyncio.run(run(a.files, a.maxcount, a.keep, a.big, a.profile, a.early))
