@@ -39,7 +39,7 @@ from .check_report import Difference, name_text
 from .index import Index
 from .index.extract import Extractor
 from .index.fields import valid_field, valid_value
-from .query_lang import EXACT_SIZE_FIELD
+from .query_lang import is_hidden_field
 from .index.tables import _CHILD as CHILD, _REC as REC, INO, NO_XVER, SCHEMA, FileRecord, Tables, decode_attrs
 from .index.transducer import Transducer
 
@@ -240,7 +240,7 @@ class _Checker:
 
 def _valid_key(k: bytes) -> bool:
     field, sep, value = k.partition(b"\0")
-    return bool(sep) and (valid_field(field) or field == EXACT_SIZE_FIELD) and valid_value(value)
+    return bool(sep) and (valid_field(field) or is_hidden_field(field)) and valid_value(value)
 
 
 def _keys_text(keys: Iterable[bytes]) -> str:

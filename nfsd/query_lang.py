@@ -35,6 +35,10 @@ ASCII_LOWER_FIELDS = frozenset({b"ext"})
 UNICODE_LOWER_FIELDS = frozenset({b"text", b"from", b"to"})
 # exact sizes, kept as hidden posting keys in an order-preserving form (see ``size_key``)
 EXACT_SIZE_FIELD = b"#size"
+# files without an ext, kept as a hidden posting key, so that ext:/!c reads postings, not every file
+NO_EXT_KEY = b"#none\0ext"
+# stat fields every file has one value of (ext: one or none)
+SINGLE_STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size"})
 EXPR_MARK = b"\0"
 
 _UNITS = {b"": 1, b"k": 1 << 10, b"m": 1 << 20, b"g": 1 << 30, b"t": 1 << 40}

@@ -11,7 +11,7 @@ import stat
 import zlib
 from typing import NamedTuple, Sequence
 
-from ..query_lang import size_key
+from ..query_lang import NO_EXT_KEY, size_key
 from .fields import valid_field, valid_value
 from .fsread import open_regular
 from .tables import EMPTY
@@ -46,8 +46,12 @@ class Extractor:
 
     def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
         out = self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
-        # the exact size, ordered, for size ranges (a hidden key: no field directory shows it)
-        return Outcome(out.keys | {size_key(st.st_size)}, out.failures)
+        # the exact size, ordered, for size ranges, and "no ext" for ext:/!VALUE (hidden keys:
+        # no field directory shows them)
+        hidden = {size_key(st.st_size)}
+        if self.stat_tier and not any(k.startswith(b"ext\0") for k in out.keys):
+            hidden.add(NO_EXT_KEY)
+        return Outcome(out.keys | hidden, out.failures)
 
     def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """The content tier of entry ``name`` and its generation; None when the entry is no

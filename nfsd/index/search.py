@@ -197,8 +197,9 @@ class Search:
         read (and merged); every other term filters the candidates, by reading its lists
         into a set when they are not much longer than the candidates, else by probing each
         candidate (``set_key_dup``).  A negated term filters the same way, keeping the
-        candidates it does not hold; with no positive term the candidates are every file
-        of the scope."""
+        candidates it does not hold.  With only negated terms, the candidates are the other
+        values of a negated single-valued stat field (``ext:/!txt``: the files whose ext is
+        anything else, or none) when they are fewer than the files, else every file."""
         plan = plan if plan is not None else _NO_PLAN
         scope_path = self._scope_path(txn, scope)
         if scope_path is None:
@@ -209,6 +210,7 @@ class Search:
         cur = txn.cursor(db=self.t.postings)
         positive: list[tuple[int, list[bytes]]] = []
         negative: list[tuple[int, list[bytes]]] = []
+        negated: list[query_lang.Expr] = []
         for field, value in terms:
             expr = query_lang.expr_of(field, value)
             keys = self._resolve(txn, expr)
@@ -220,10 +222,13 @@ class Search:
                       f"{len(keys)} posting key{'s' if len(keys) != 1 else ''}, {n} postings")
             if expr.negated:
                 negative.append((n, keys))
+                negated.append(expr)
             elif not n:
                 return []
             else:
                 positive.append((n, keys))
+        if not positive:
+            positive = self._complements(txn, negated, plan)
         positive.sort(key=lambda t: t[0])
         if not positive:
             every = self._every_file(txn) if scope == self.root_ino else None
@@ -252,6 +257,33 @@ class Search:
         plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
         candidates = self._filter(cur, candidates, positive[1:] + negative, plan, len(positive) - 1)
         return self._placed(txn, candidates, scope_path) if candidates else []
+
+    def _complements(self, txn: lmdb.Transaction, exprs: list[query_lang.Expr],
+                     plan: "Plan") -> list[tuple[int, list[bytes]]]:
+        """For a query of negations only: the other values of a negated field every file has
+        one value of (or none, for ext: its hidden "no ext" key), when they hold fewer
+        postings than there are files -- candidates cheaper than every file."""
+        best: tuple[int, list[bytes]] | None = None
+        for expr in exprs:
+            if expr.field not in query_lang.SINGLE_STAT_FIELDS:
+                continue
+            excluded = set(self._resolve(txn, expr))
+            prefix = expr.field + b"\0"
+            counts = self._key_counts(txn, prefix)
+            keys = [prefix + v for v in counts if prefix + v not in excluded]
+            n = sum(c for v, c in counts.items() if prefix + v not in excluded)
+            if expr.field == b"ext":
+                cur = txn.cursor(db=self.t.postings)
+                if cur.set_key(query_lang.NO_EXT_KEY):
+                    keys.append(query_lang.NO_EXT_KEY)
+                    n += cur.count()
+            if best is None or n < best[0]:
+                best = (n, keys)
+        every = self._every_file(txn)
+        if best is None or every is None or best[0] >= every[0]:
+            return []
+        plan.step(f"candidates: the other values of a negated field ({best[0]} postings, fewer than the files)")
+        return [best]
 
     def _every_file(self, txn: lmdb.Transaction) -> tuple[int, list[bytes]] | None:
         """(postings, keys) of the ``owner`` field, which the stat tier gives every file;

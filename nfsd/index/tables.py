@@ -29,7 +29,7 @@ from typing import Any, Iterator, NamedTuple
 
 import lmdb
 
-SCHEMA = b"2"  # 2: exact sizes (hidden ordered keys) in the stat tier
+SCHEMA = b"3"  # 3: hidden keys for exact sizes and files without an ext, in the stat tier
 INO = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _REC = struct.Struct(">QBBIQqqI")
