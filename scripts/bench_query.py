@@ -29,11 +29,32 @@ from nfsd.query import parse_query_path  # noqa: E402
 from nfsd.store import Store  # noqa: E402
 
 
+def big_faults(store: Store, index: Index, root: str) -> None:
+    """Fault three query directories of nearly every file, as listings would (the results,
+    with every entry's attributes and handle), printing RSS after each."""
+    from nfsd.localfs import LocalFS
+    from nfsd.query import Query
+    from nfsd.query_lang import parse_term
+    from nfsd.semantic import SemanticFS
+    fs = SemanticFS(LocalFS(root, store.export_id(root), store), index)
+    fs.ready.set()
+    print(f"before: RSS {rss_mb():.0f} MB", flush=True)
+    for field, expr in ((b"ext", b"txt"), (b"ext", b"!c"), (b"size", b">=100")):
+        v = fs._placeholder(Query(fs.local.root_ino, ((field, parse_term(field, expr)),)))
+        c = time.process_time()
+        n = sum(1 for _ in fs.scandir(v))
+        print(f"{field.decode()}:/{expr.decode()}: {n} results faulted in {time.process_time() - c:.1f} s CPU;"
+              f" result cache {fs._cache_bytes >> 20} MB estimated; RSS {rss_mb():.0f} MB", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=200_000)
     p.add_argument("--keep", type=Path, help="build the tree here once and reuse it")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--big", action="store_true",
+                   help="then run the faults of three directories of nearly every file, printing RSS"
+                        " (the result cache is bounded in bytes)")
     a = p.parse_args()
     work = a.keep or Path(tempfile.mkdtemp(prefix="pysfsd-bench-query-"))
     export = work / "export"
@@ -63,6 +84,8 @@ def main() -> None:
                 best = min(best, time.process_time() - c)
             print(f"{label:<12} {b'/'.join(path).decode():<32} {best * 1000:8.1f} ms CPU  {n:>7} results"
                   f"  {plan.postings_read:>8} postings read", flush=True)
+        if a.big:
+            big_faults(store, index, root)
         index.close()
         store.close()
     finally:
