@@ -38,13 +38,13 @@ def big_faults(store: Store, index: Index, root: str) -> None:
     from nfsd.semantic import SemanticFS
     fs = SemanticFS(LocalFS(root, store.export_id(root), store), index)
     fs.ready.set()
-    print(f"before: RSS {rss_mb():.0f} MB", flush=True)
+    print(f"before: RSS {rss_mb():.0f}", flush=True)
     for field, expr in ((b"ext", b"txt"), (b"ext", b"!c"), (b"size", b">=100")):
         v = fs._placeholder(Query(fs.local.root_ino, ((field, parse_term(field, expr)),)))
         c = time.process_time()
         n = sum(1 for _ in fs.scandir(v))
         print(f"{field.decode()}:/{expr.decode()}: {n} results faulted in {time.process_time() - c:.1f} s CPU;"
-              f" result cache {fs._cache_bytes >> 20} MB estimated; RSS {rss_mb():.0f} MB", flush=True)
+              f" result cache {fs._cache_bytes >> 20} MB estimated; RSS {rss_mb():.0f}", flush=True)
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         stats = index.scan(False, stat_only=True)
         wall = time.perf_counter() - t
         print(f"stat pass: {stats.seen} files in {wall:.1f} s wall, {time.process_time() - c:.1f} s CPU "
-              f"({stats.seen / wall:.0f} files/s); RSS {rss_mb():.0f} MB", flush=True)
+              f"({stats.seen / wall:.0f} files/s); RSS {rss_mb():.0f}", flush=True)
         for label, path in QUERIES:
             real, terms, open_field, _ = parse_query_path(b"/".join(path))
             best, plan = float("inf"), Plan()

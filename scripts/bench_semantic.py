@@ -80,12 +80,27 @@ def list_all(server: NfsServer, d: bytes, maxcount: int) -> tuple[int, int]:
         cookie, verf = res.reply.entries[-1].cookie, res.cookieverf
 
 
-def rss_mb() -> float:
+class Rss(float):
+    """Resident MB, shown with its anonymous part (the heap) and its file part (LMDB's
+    memory-mapped pages, which the kernel may drop at will)."""
+
+    anon: float
+    file: float
+
+    def __format__(self, spec: str) -> str:
+        return f"{float(self):{spec}} MB (anon {self.anon:.0f}, file {self.file:.0f})"
+
+
+def rss_mb() -> Rss:
+    got: dict[str, float] = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                got[key] = int(rest.split()[0]) / 1024
+    rss = Rss(got.get("VmRSS", 0.0))
+    rss.anon, rss.file = got.get("RssAnon", 0.0), got.get("RssFile", 0.0)
+    return rss
 
 
 def cpu() -> float:
@@ -133,14 +148,14 @@ async def run(files: int, maxcount: int, keep: Path | None, big: bool, profile: 
             wall = time.perf_counter() - t
             print(f"stat pass (name, ext, owner, group, size, mtime answer): {wall:.1f} s wall, "
                   f"{cpu() - c:.1f} s CPU ({files / wall:.0f} files/s, {files / (cpu() - c):.0f} per CPU s); "
-                  f"RSS {rss_mb():.0f} MB", flush=True)
+                  f"RSS {rss_mb():.0f}", flush=True)
         if early:
             print("querying now, while the content tier is extracted in the background", flush=True)
             await query_all(server, fs, maxcount, big, profile)
         await server.indexed.wait()  # content query directories answer JUKEBOX until then
         wall = time.perf_counter() - t
         print(f"start-up scan: {wall:.1f} s wall, {cpu() - c:.1f} s CPU ({files / wall:.0f} files/s); "
-              f"RSS {rss_mb():.0f} MB", flush=True)
+              f"RSS {rss_mb():.0f}", flush=True)
         if early:
             print("querying again, the index complete", flush=True)
         await query_all(server, fs, maxcount, big, profile)
@@ -174,7 +189,7 @@ async def query_all(server: NfsServer, fs: object, maxcount: int, big: bool, pro
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
             ms, cpu_ms = (time.perf_counter() - t) * 1000, (server_cpu() - c) * 1000
             line += f" {which} {ms:7.1f} ms ({cpu_ms:7.1f} CPU)"
-        print(f"{line}  {n:>7} entries, {pages} pages; RSS {rss_mb():.0f} MB", flush=True)
+        print(f"{line}  {n:>7} entries, {pages} pages; RSS {rss_mb():.0f}", flush=True)
 
 
 def main() -> None:
