@@ -229,7 +229,14 @@ class NfsServer:
                 log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
             else:
                 entries.enable(fs.export_id)  # its listings may now come from the entry cache
-        stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress)
+        total = None
+        if index.is_new():  # the stat tier first: name, ext, owner... answer in seconds
+            first = await loop.run_in_executor(self.executor, index.scan, self.config.progress, True)
+            fs.stat_ready.set()
+            total = first.seen
+            log.warning("%s: name, ext, owner, group, size and mtime ready (%d files, %.1f s, %.0f files/s);"
+                        " content fields follow", fs.root_path, first.seen, first.seconds, first.rate)
+        stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress, False, total)
         self.scan_stats[fs.root_path] = stats  # Index.scan has logged it
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:

@@ -45,6 +45,7 @@ from .index import Index
 from .index.extract import Extractor
 from .tags import FallbackStore, UserFieldReader
 from .index.fields import valid_field, valid_value
+from .query_lang import is_hidden_field
 from .index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord, Tables,
                            decode_attrs)
 from .index.transducer import Transducer
@@ -292,7 +293,7 @@ class _Checker:
 
 def _valid_key(k: bytes) -> bool:
     field, sep, value = k.partition(b"\0")
-    return bool(sep) and valid_field(field) and valid_value(value)
+    return bool(sep) and (valid_field(field) or is_hidden_field(field)) and valid_value(value)
 
 
 def _keys_text(keys: Iterable[bytes]) -> str:

@@ -7,6 +7,10 @@ Both open the LMDB environment the server would use for the same ``--export`` se
     pysfsd query --export DIR 'owner:/smith/ext:/c'    matching paths, one per line
     pysfsd query --export DIR 'src/owner:'             the values of a field (escaped)
     pysfsd query --export DIR 'src/:extension=.c'      entries of src ending with .c
+    pysfsd query --export DIR --count 'owner:'         each value with its number of files
+    pysfsd query --export DIR --explain 'ext:/c|h'     the canonical query and its plan
+
+A bad query gets one line saying why (over NFS it could only be "No such file").
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from . import __version__
 from .app import default_state_dir, store_path
 from .config_error import ConfigError
 from .index import Index, ScanStats, fsread
+from .index.search import Plan
 from .query import QuerySyntaxError, encode_value, parse_query_path
 from .preflight import check_export, open_store
+from .query_lang import component_of
 from .store import Store
 from .config_file import parse_with_config
 from .index.index import EXTRACT_THREADS
@@ -63,6 +69,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "query":
         p.add_argument("query", help="a query path: 'owner:/smith/ext:/c', 'src/owner:', 'src/:extension=.c'")
         p.add_argument("--no-refresh", action="store_true", help="query the index as it is, without rescanning")
+        p.add_argument("--count", action="store_true",
+                       help="print the number of results; for a field, each value with its number of files")
+        p.add_argument("--explain", action="store_true",
+                       help="print the canonical query, the plan and the number of postings read")
     p.other_settings = frozenset({a.dest for a in build_parser()._actions} - {a.dest for a in p._actions})
     return p
 
@@ -97,7 +107,8 @@ def main(argv: list[str]) -> int:
             for index in indexes:
                 _report(index, index.scan())
             return 0
-        return _query(indexes[0], os.fsencode(args.query), refresh=not args.no_refresh)
+        return _query(indexes[0], os.fsencode(args.query), refresh=not args.no_refresh,
+                      count=args.count, explain=args.explain)
     finally:
         for index in indexes:
             index.close()
@@ -121,7 +132,7 @@ def _report(index: Index, s: ScanStats) -> None:
         print(f"  {name}: {count}")
 
 
-def _query(index: Index, path: bytes, refresh: bool) -> int:
+def _query(index: Index, path: bytes, refresh: bool, count: bool = False, explain: bool = False) -> int:
     try:
         real, terms, open_field, suffix = parse_query_path(path)
     except QuerySyntaxError as exc:
@@ -131,22 +142,56 @@ def _query(index: Index, path: bytes, refresh: bool) -> int:
     relpath = b"/".join(real)
     out = sys.stdout.buffer
     if suffix is not None:
-        for name in _lab(index, relpath, suffix):
-            out.write(name + b"\n")
+        names = _lab(index, relpath, suffix)
+        if explain:
+            out.write(b"query: " + relpath + b"/:extension=" + suffix + b"\nplan: list the directory"
+                      b" on disk, keep the names ending with the suffix\n")
+        if count:
+            out.write(b"%d\n" % len(names))
+        else:
+            for name in names:
+                out.write(name + b"\n")
         return 0
-    scope = index.ino_of(relpath)
-    if scope is None or (scope != index.root_ino and index.path_of(scope) is None):
-        raise UsageError(f"{relpath.decode(errors='replace')}: no such directory in the index")
+    scope = _scope(index, relpath)
     for field in [f for f, _ in terms] + ([open_field] if open_field else []):
         if not index.is_field(field):
-            raise UsageError(f"no field named {field.decode(errors='replace')!r}")
+            raise UsageError(f"no field named {field.decode(errors='replace')!r}"
+                             f" (fields: {', '.join(f.decode(errors='replace') for f in index.fields())})")
+    plan = Plan() if explain else None
     if open_field is not None:
-        for value in index.values(open_field, scope, terms):
-            out.write(encode_value(value) + b"\n")
+        counts = index.value_counts(open_field, scope, terms, plan)
+        lines = [(b"%d " % counts[v] if count else b"") + encode_value(v) for v in sorted(counts)]
+        total = len(counts)
     else:
-        for ref in index.query(scope, terms):
-            out.write(ref.path + b"\n")
+        refs = index.query_plan(scope, terms, plan) if plan is not None else index.query(scope, terms)
+        lines = [b"%d" % len(refs)] if count else [ref.path for ref in refs]
+        total = len(refs)
+    if plan is not None:
+        canonical = b"/".join(real + [c for f, v in terms for c in (f + b":", component_of(v))]
+                              + ([open_field + b":"] if open_field else []))
+        out.write(b"query: " + canonical + b"\n")
+        for step in plan.steps:
+            out.write(b"plan: " + step.encode("utf-8", "backslashreplace") + b"\n")
+        out.write(b"postings read: %d\nresults: %d\n" % (plan.postings_read, total))
+    for line in lines:
+        out.write(line + b"\n")
     return 0
+
+
+def _scope(index: Index, relpath: bytes) -> int:
+    """The inode of the real directory a query starts from, or a UsageError saying why not."""
+    shown = relpath.decode(errors="replace")
+    scope = index.ino_of(relpath)
+    if scope is None or (scope != index.root_ino and index.path_of(scope) is None):
+        raise UsageError(f"{shown}: no such directory in the index")
+    if scope != index.root_ino:
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(os.path.join(os.fsencode(index.root_path), relpath)).st_mode)
+        except OSError:
+            raise UsageError(f"{shown}: no such directory") from None
+        if not is_dir:
+            raise UsageError(f"{shown} is a file, not a directory: a query starts from a directory")
+    return scope
 
 
 def _lab(index: Index, relpath: bytes, suffix: bytes) -> list[bytes]:

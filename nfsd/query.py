@@ -24,6 +24,8 @@ import re
 import struct
 from typing import NamedTuple
 
+from . import query_lang
+
 FIELD_NAME = re.compile(rb"[a-z][a-z0-9_]{0,31}\Z")
 LAB_PREFIX = b":extension="
 
@@ -145,8 +147,9 @@ def _read_lp(key: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def encode_value(value: bytes) -> bytes:
-    """A value as one path component (reversible)."""
-    return value.replace(b"%", b"%25").replace(b"/", b"%2F").replace(b"\0", b"%00")
+    """A value as one path component that reads back as exactly that value (operators of
+    the query language escaped too: see ``query_lang.escape``)."""
+    return query_lang.escape(value)
 
 
 NAME_MAX = 255       # bytes in one path component (what clients and check_name accept)
@@ -216,9 +219,15 @@ class QuerySyntaxError(ValueError):
     pass
 
 
+def _text(b: bytes, limit: int = 60) -> str:
+    text = b.decode("utf-8", "backslashreplace")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def parse_query_path(path: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]], bytes | None, bytes | None]:
-    """Split a path such as ``src/owner:/smith/ext:/c`` into (real directory components,
-    sorted terms, open field, lab suffix), for the command line.  Raises QuerySyntaxError."""
+    """Split a path such as ``src/owner:/smith/ext:/c|h`` into (real directory components,
+    sorted terms, open field, lab suffix), for the command line.  Term values are what
+    ``query_lang.parse_term`` stores.  Raises QuerySyntaxError, saying why in words."""
     parts = [p for p in path.split(b"/") if p and p != b"."]
     real: list[bytes] = []
     i = 0
@@ -226,7 +235,7 @@ def parse_query_path(path: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]
         real.append(parts[i])
         i += 1
     if i == len(parts):
-        raise QuerySyntaxError(f"no query in {path!r}: expected FIELD: or :extension=SUFFIX")
+        raise QuerySyntaxError(f"no query in {_text(path)!r}: expected FIELD: or :extension=SUFFIX")
     suffix = parse_lab_name(parts[i])
     if suffix is not None:
         if i != len(parts) - 1:
@@ -236,17 +245,24 @@ def parse_query_path(path: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]
     open_field = None
     while i < len(parts):
         field = parse_field_name(parts[i])
-        if field is None or field in terms:
-            raise QuerySyntaxError(f"expected a new FIELD: at {parts[i]!r}")
+        if field is None:
+            raise QuerySyntaxError(f"expected FIELD: at {_text(parts[i])!r} (after a value comes"
+                                   " another FIELD:, not a path)")
+        if field in terms:
+            raise QuerySyntaxError(f"field {_text(field)} used twice: write one {_text(field)}:/A|B"
+                                   " for either value")
         if i + 1 == len(parts):
+            if path.rstrip(b"/") != path:
+                raise QuerySyntaxError(f"{_text(parts[i])}/ has no value: write {_text(parts[i])} to list"
+                                       f" the values of {_text(field)}, or {_text(parts[i])}/VALUE")
             open_field = field
             break
-        value = decode_value(parts[i + 1])
-        if value is None and SHORT_MARK in parts[i + 1]:
-            raise QuerySyntaxError(f"{parts[i + 1]!r} is the shortened name of a long value: "
+        if SHORT_MARK in parts[i + 1]:
+            raise QuerySyntaxError(f"{_text(parts[i + 1])!r} is the shortened name of a long value: "
                                    "give the value itself")
-        if value is None:
-            raise QuerySyntaxError(f"bad escape in value {parts[i + 1]!r}")
-        terms[field] = value
+        try:
+            terms[field] = query_lang.parse_term(field, parts[i + 1])
+        except query_lang.QueryError as exc:
+            raise QuerySyntaxError(f"{_text(parts[i])}/{_text(parts[i + 1])}: {exc}") from None
         i += 2
     return real, sorted(terms.items()), open_field, None

@@ -35,7 +35,7 @@ from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
-from . import identity
+from . import identity, query_lang
 from .backend import ModeKinds
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
@@ -53,11 +53,14 @@ _LINK_HANDLE = struct.Struct(">BBH16sQ")
 _INLINE_HANDLE = struct.Struct(">BBH")
 _INLINE_LINK_HANDLE = struct.Struct(">BBHQ")
 _VIRTUAL_FILEID = 1 << 63
+_LINK_MODE = stat.S_IFLNK | 0o777
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 # What only creating, removing, renaming or linking a file can change (not writes or setattr).
 _NAME_FIELDS = frozenset({b"name", b"ext"})
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
+RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
+_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)
 
 
 class VStat(NamedTuple):
@@ -97,6 +100,7 @@ class Results(NamedTuple):
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
     entries: dict[int, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles by inode, filled lazily
+    counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -144,13 +148,19 @@ class SemanticFS:
         self._names_tick = 0    # the last create, remove, rename or link
         self._data_tick = 0     # the last write or setattr
         self._applied_tick = 0  # every change acknowledged before this tick is in the index
-        self._cache: dict[bytes, Results] = {}
+        self._cache: dict[bytes, Results] = {}   # by qid, least recently used first
+        self._cache_sizes: dict[bytes, int] = {}
+        self._cache_bytes = 0
+        self.result_cache_bytes = RESULT_CACHE_BYTES
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
         self.ready = threading.Event()
         self.tags = TagDirs(self)  # tag: value directories are where tags are set
+        # Set once a first index holds the stat tier of every file: queries over those
+        # fields alone answer while the content tier follows.
+        self.stat_ready = threading.Event()
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -218,18 +228,20 @@ class SemanticFS:
 
     def _link_node(self, q: Query, ino: int, target: bytes | None = None) -> VNode:
         qid = q.qid()
+        return VNode(self._link_fh(q, qid, ino), virtual_fileid(qid, struct.pack(">Q", ino)), _LINK_MODE, q, ino,
+                     target)
+
+    def _link_fh(self, q: Query, qid: bytes, ino: int) -> bytes:
         key = q.key()
         if is_inline(key):
-            fh = _INLINE_LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id, ino) + key
-        else:
-            fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
-        return VNode(fh, virtual_fileid(qid, struct.pack(">Q", ino)), stat.S_IFLNK | 0o777, q, ino, target)
+            return _INLINE_LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id, ino) + key
+        return _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
 
     # -- the directory fault -----------------------------------------------------------
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        if not self.ready.is_set():
+        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= _STAT_FIELDS):
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
         tick = next(self._ticks)
         with identity.as_server():  # it reads files on everyone's behalf
@@ -239,20 +251,37 @@ class SemanticFS:
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None and cached.version == version:
+            with self._lock:  # most recently used
+                if self._cache.pop(qid, None) is not None:
+                    self._cache[qid] = cached
             return cached
+        counts: dict[bytes, int] = {}
         if q.is_field_dir:
-            values = self.tags.with_declared(q, self.index.values(q.open_field, q.scope, q.terms))
+            counts = self.index.value_counts(q.open_field, q.scope, q.terms)
+            values = self.tags.with_declared(q, sorted(counts))
             names = {value_name(value): value for value in values}
         else:
             names = result_names(self.index.query(q.scope, q.terms))
         digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(q, digest)
-        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {})
-        with self._lock:
-            self._cache[qid] = results
-            if len(self._cache) > 1024:
-                self._cache.pop(next(iter(self._cache)))
+        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {}, counts)
+        self._keep(qid, results)
         return results
+
+    def _keep(self, qid: bytes, results: Results) -> None:
+        """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
+        recently used first out; the newest always stays, as its listing is being paged)."""
+        size = _RESULT_BYTES * len(results.names) + 2 * sum(map(len, results.names))
+        with self._lock:
+            if self._cache.pop(qid, None) is not None:
+                self._cache_bytes -= self._cache_sizes.pop(qid, 0)
+            self._cache[qid] = results
+            self._cache_sizes[qid] = size
+            self._cache_bytes += size
+            while self._cache_bytes > self.result_cache_bytes and len(self._cache) > 1:
+                old = next(iter(self._cache))
+                del self._cache[old]
+                self._cache_bytes -= self._cache_sizes.pop(old, 0)
 
     def replace_results(self, q: Query, old: Results, names: dict[bytes, Any], version: int,
                         change: bytes) -> None:
@@ -262,14 +291,15 @@ class SemanticFS:
         raw = struct.pack(">Q", old.digest) + change
         digest = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(q, digest)
-        with self._lock:
-            if self._cache.get(qid) is old:
-                self._cache[qid] = Results(version, names, digest, mtime_ns, old.scope_path, {})
+        if self._cache.get(qid) is old:
+            self._keep(qid, Results(version, names, digest, mtime_ns, old.scope_path, {}, old.counts))
 
     def forget_results(self) -> None:
         """Drop every cached fault (a change the index version does not tell: a tag declared)."""
         with self._lock:
             self._cache.clear()
+            self._cache_sizes.clear()
+            self._cache_bytes = 0
 
     def _remember_state(self, q: Query, digest: int) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
@@ -305,12 +335,25 @@ class SemanticFS:
         if known is None:
             if not is_inline(q.key()):
                 raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
-            return 0, 0, self._born_ns  # never ran (or its record was evicted)
+            return self._counted(q), 0, self._born_ns  # never ran (or its record was evicted)
         digest, mtime_ns = known
         if digest and self.ready.is_set():
             cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
-        return 0, digest, mtime_ns
+        return self._counted(q), digest, mtime_ns
+
+    def _counted(self, q: Query) -> int:
+        """A value directory's number of results, as counted by a field directory listed
+        at this index version (so ``ls -l FIELD:`` shows them before any is listed); else 0."""
+        version = self.index.version
+        for field, value in q.terms:
+            fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+            cached = self._cache.get(fq.qid())
+            if cached is not None and cached.version == version:
+                found = cached.counts.get(value)
+                if found is not None:
+                    return found
+        return 0
 
     # -- attributes --------------------------------------------------------------------
     def stat(self, n: Node | VNode) -> Any:
@@ -392,15 +435,32 @@ class SemanticFS:
                 return self._placeholder(nested)
         results = self._fault(d)
         found = self._visible(d, results)[0].get(name)  # this caller's names (see _visible)
+        if q.is_field_dir:
+            if found is None:
+                if name in results.names:  # a value of files this caller may not see
+                    raise NfsError(nfsstat3.NFS3ERR_NOENT)
+                return self._expression_dir(d, results, name)
+            return self._placeholder(q.with_value(found))
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        if q.is_field_dir:
-            return self._placeholder(q.with_value(found))
         if not self._may_see(q, found.ino, found.path):
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
         if self.results == "files":
             return self._real_node(found)
         return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
+
+    def _expression_dir(self, d: VNode, results: Results, name: bytes) -> VNode:
+        """A name not listed in field directory ``d``: an expression of the query language
+        (``c|h``, ``!c``, ``>1M``, ``report*``: see ``nfsd.query_lang``) or a value written
+        another way (``C`` for the stored ``c``).  A plain value must be listed."""
+        q = d.query
+        try:
+            value = query_lang.parse_term(q.open_field or b"", name)
+        except query_lang.QueryError as exc:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT, str(exc)) from None
+        if not query_lang.is_expression(value) and value_name(value) not in self._visible(d, results)[0]:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        return self._placeholder(q.with_value(value))
 
     def _real_node(self, ref: Any) -> Node:
         n = self.root
@@ -535,8 +595,20 @@ class SemanticFS:
                 if not is_dir and name.endswith(q.suffix or b""):
                     yield name, ino
             return
-        for name, found in self._visible(d, self._fault(d))[0].items():
-            yield name, self._entry_fileid(q, found)
+        results = self._fault(d)
+        visible = self._visible(d, results)[0]
+        if q.is_field_dir or self.results == "files":
+            for name, found in visible.items():
+                yield name, self._entry_fileid(q, found)
+            return
+        # a value directory's links: READDIRPLUS wants each one's attributes and handle
+        # next, so make them now, once (see ``entry``)
+        entries, qid = results.entries, q.qid()
+        for name, found in visible.items():
+            known = entries.get(found.ino)
+            if known is None:
+                known = self._link_entry(q, qid, results, found)
+            yield name, known[0].st_ino
 
     def listing_key(self, d: Node | VNode) -> Hashable:
         """A query directory's listing is its results: take the fault now and name them
@@ -575,8 +647,17 @@ class SemanticFS:
         known = results.entries.get(found.ino)
         if known is not None:
             return known
-        link = self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
-        known = results.entries[found.ino] = (self._link_stat(link, results.mtime_ns), link.fh)
+        return self._link_entry(q, q.qid(), results, found)
+
+    def _link_entry(self, q: Query, qid: bytes, results: Results, found: Any) -> tuple[VStat, bytes]:
+        """A result link's attributes and handle (as ``_link_node`` and ``_link_stat`` make
+        them, without the node), remembered with the results (by inode: names differ
+        between callers)."""
+        target = self._relative_target(q, results.scope_path, found.path)
+        m = results.mtime_ns
+        known = results.entries[found.ino] = (
+            VStat(_LINK_MODE, virtual_fileid(qid, struct.pack(">Q", found.ino)), 1, 0, 0, len(target), 0, 0, m, m, m),
+            self._link_fh(q, qid, found.ino))
         return known
 
     # -- changes -------------------------------------------------------------------------

@@ -254,7 +254,9 @@ def test_kill9_in_the_middle_of_the_start_up_scan(tmp_path):
         proc.stdout.close()
     held, pending = _table_state(srv)
     on_disk = {ino(p) for p in export.rglob("*")}
-    assert held - {ino(export)} < on_disk, "the scan was not cut short: make the tree larger"
+    # cut short: files not reached yet, or (after the stat pass a first index starts with)
+    # files whose content tier is not extracted yet
+    assert held - {ino(export)} < on_disk or pending, "the scan was not cut short: make the tree larger"
     expected = ({("index", "missing", i) for i in on_disk - held}
                 | {("index", "unextracted", i) for i in pending})
     assert expected

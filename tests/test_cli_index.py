@@ -57,7 +57,7 @@ def test_query_prints_matching_paths(tree: Path, tmp_path: Path) -> None:
 
 
 def test_query_ending_in_a_field_prints_escaped_values(tree: Path, tmp_path: Path) -> None:
-    assert run("query", tree, tmp_path, "type:/").stdout == "text%2Fplain\ntext%2Fx-c\n"
+    assert run("query", tree, tmp_path, "type:").stdout == "text%2Fplain\ntext%2Fx-c\n"
     assert run("query", tree, tmp_path, "src/lib/exports:").stdout == "helper\n"
     assert run("query", tree, tmp_path, "ext:/c/imports:").stdout == "helper\nsys%2Fstat.h\n"
 
@@ -76,11 +76,57 @@ def test_query_refreshes_unless_told_not_to(tree: Path, tmp_path: Path) -> None:
 
 def test_query_errors(tree: Path, tmp_path: Path) -> None:
     for query, message in [("src", "no query"), ("nosuch/ext:", "no such directory"), ("bogus:/x", "no field"),
-                           ("ext:/c/ext:/h", "expected a new FIELD")]:
+                           ("ext:/c/ext:/h", "field ext used twice")]:
         proc = run("query", tree, tmp_path, query, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (query, proc.stderr)
     inside = pysfsd("index", "--export", tree, "--state-dir", tree / "state", check=False)
     assert inside.returncode == 2 and "must not be inside" in inside.stderr
+
+
+def test_query_language_in_the_cli(tree: Path, tmp_path: Path) -> None:
+    """The forms the server answers over NFS, the same from the command line."""
+    def q(query: str) -> str:
+        return run("query", tree, tmp_path, "--no-refresh", query).stdout
+
+    run("index", tree, tmp_path)
+    assert q("ext:/c|txt") == "docs/guide.txt\nsrc/lib/helper.c\nsrc/main.c\nsrc/notes.txt\n"
+    assert q("ext:/C") == q("ext:/c") == "src/lib/helper.c\nsrc/main.c\n"
+    assert q("src/ext:/!c") == "src/notes.txt\n"
+    assert q("text:/SEMANTIC/ext:/!c") == "docs/guide.txt\nsrc/notes.txt\n"
+    assert q("size:/>31") == "src/main.c\n"
+    assert q("size:/<=15|17") == "src/notes.txt\n"
+    assert q("name:/*e[lr]*.c") == "src/lib/helper.c\n"
+    assert q("mtime:/<1990") == ""
+    assert q("ext:/c|txt/name:") == "guide.txt\nhelper.c\nmain.c\nnotes.txt\n"
+
+
+def test_query_count_and_explain(tree: Path, tmp_path: Path) -> None:
+    assert run("query", tree, tmp_path, "--count", "ext:").stdout == "2 c\n2 txt\n"
+    assert run("query", tree, tmp_path, "--count", "ext:/c|txt").stdout == "4\n"
+    assert run("query", tree, tmp_path, "--count", "src/ext:/!c/name:").stdout == "1 notes.txt\n"
+    out = run("query", tree, tmp_path, "--explain", "ext:/TXT|c/text:/semantic").stdout.splitlines()
+    assert out[0] == "query: ext:/c|txt/text:/semantic"  # canonical: sorted, case folded
+    assert "plan: ext:/c|txt: 2 posting keys, 4 postings" in out
+    assert "plan: text:/semantic: 1 posting key, 2 postings" in out
+    assert "postings read: 6" in out and "results: 2" in out
+    assert out[-2:] == ["docs/guide.txt", "src/notes.txt"]
+
+
+def test_query_refuses_what_would_be_silently_empty(tree: Path, tmp_path: Path) -> None:
+    for query, message in [
+            ("ext:/", "ext:/ has no value: write ext: to list the values of ext, or ext:/VALUE"),
+            ("name:/" + "x" * 256, "a value is at most 255 bytes; this one has 256"),
+            ("src/main.c/ext:", "src/main.c is a file, not a directory"),
+            ("size:/>lots", "size:/>lots: lots is not a size"),
+            ("mtime:/2024-13..2025", "2024-13 is not a date"),
+            ("ext:/c|", "empty alternative"),
+            ("name:/caf%C3%A9%zz", "bad escape %zz"),
+            ("name:/[ab", "unclosed ["),
+            ("pages:/>1.5", "1.5 is not a whole number")]:
+        proc = run("query", tree, tmp_path, query, check=False)
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (query, proc.stderr)
+        assert "b'" not in proc.stderr and 'b"' not in proc.stderr and len(lines[0]) < 200
 
 
 def test_server_command_still_starts_the_server(tree: Path, tmp_path: Path) -> None:

@@ -334,3 +334,156 @@ def test_attributes_reflect_a_write_before_any_listing(tree, rpc_fresh, root):
     assert write(rpc, f, 0, b"semantic words\n")[0] == OK
     after = attrs(rpc, hits)
     assert after.size == before.size + 1 and after.mtime != before.mtime
+
+
+# --- the query language: OR, NOT, ranges, patterns, case, counts ------------------------------
+
+def _utc(text: str) -> int:
+    """Seconds since the epoch of a UTC time (no dependence on the local zone)."""
+    import calendar as _calendar
+    return _calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M"))
+
+
+@pytest.fixture
+def lang(tree):
+    """The tree plus q/ holding files of exact sizes and UTC dates, and odd names."""
+    q = tree.export / "q"
+    q.mkdir()
+    for name, size, when in [("zero.bin", 0, "2023-12-31T23:59"), ("k1.bin", 1024, "2024-01-01T00:00"),
+                             ("k1plus.bin", 1025, "2024-02-29T12:00"), ("k4.bin", 4096, "2024-06-30T23:59"),
+                             ("k64.bin", 65536, "2024-07-01T00:00"), ("m2.bin", 2 << 20, "2025-03-01T08:00"),
+                             ("Report-A.TXT", 10, "2025-02-28T23:59"), ("a|b.txt", 3, "2025-03-02T00:00")]:
+        with open(q / name, "wb") as f:
+            f.truncate(size)
+        os.utime(q / name, (_utc(when), _utc(when)))
+    tree.restart()
+    return tree
+
+
+def in_q(rpc: RpcClient, root: bytes, field: bytes, expr: bytes) -> set[bytes]:
+    d = look(rpc, look(rpc, look(rpc, root, b"q"), field + b":"), expr)
+    return names(rpc, d)
+
+
+def test_or_not_and_case_share_canonical_handles(tree, rpc_fresh, root):
+    rpc = rpc_fresh
+    src_ext = look(rpc, look(rpc, root, b"src"), b"ext:")
+    either = look(rpc, src_ext, b"c|h")
+    assert names(rpc, either) == {b"a.c", b"b.c", b"util.h"}
+    # order, duplicates and case do not matter: one query, one handle
+    assert look(rpc, src_ext, b"h|c") == either == look(rpc, src_ext, b"H|c|h")
+    assert look(rpc, src_ext, b"C") == look(rpc, src_ext, b"c")
+    # NOT: every file of the scope without the value, files with no ext included
+    assert names(rpc, look(rpc, src_ext, b"!c")) == {b"util.h", b"README"}
+    assert names(rpc, look(rpc, src_ext, b"!c|h")) == {b"README"}
+    # text is stored lower-cased: matched case-insensitively
+    assert names(rpc, look(rpc, look(rpc, root, b"text:"), b"SEMANTIC")) == {b"notes.txt"}
+    # a field directory under an expression lists the values that co-occur with it
+    assert lookup(rpc, either, b"ext:")[0] == S.NFS3ERR_NOENT  # a field used twice
+    assert names(rpc, look(rpc, look(rpc, src_ext, b"!c"), b"name:")) == {b"util.h", b"README"}
+    # ".." from an expression directory climbs back to the scope
+    assert look(rpc, look(rpc, either, b".."), b"..") == look(rpc, root, b"src")
+
+
+def test_ranges_on_exact_sizes_and_utc_dates(lang, rpc_fresh, root):
+    rpc = rpc_fresh
+    assert in_q(rpc, root, b"size", b">1K") == {b"k1plus.bin", b"k4.bin", b"k64.bin", b"m2.bin"}
+    assert in_q(rpc, root, b"size", b"<=4K") == {b"zero.bin", b"k1.bin", b"k1plus.bin", b"k4.bin",
+                                                  b"Report-A.TXT", b"a|b.txt"}
+    assert in_q(rpc, root, b"size", b"1K..64K") == {b"k1.bin", b"k1plus.bin", b"k4.bin", b"k64.bin"}
+    assert in_q(rpc, root, b"size", b">=2M") == {b"m2.bin"}
+    assert in_q(rpc, root, b"size", b"<1|>1M") == {b"zero.bin", b"m2.bin"}
+    # dates in UTC, a bound covering the whole period written
+    assert in_q(rpc, root, b"mtime", b"2024-01..2024-06") == {b"k1.bin", b"k1plus.bin", b"k4.bin"}
+    assert in_q(rpc, root, b"mtime", b">=2025-03-01") == {b"m2.bin", b"a|b.txt"}
+    assert in_q(rpc, root, b"mtime", b"<2024") == {b"zero.bin"}
+    assert in_q(rpc, root, b"mtime", b">2024-06") == {b"k64.bin", b"m2.bin", b"Report-A.TXT", b"a|b.txt"}
+    assert in_q(rpc, root, b"mtime", b"2024-02-29") == {b"k1plus.bin"}
+    # equal ranges written differently are one query
+    q_size = look(rpc, look(rpc, root, b"q"), b"size:")
+    assert look(rpc, q_size, b">1K") == look(rpc, q_size, b">=1025") == look(rpc, q_size, b"1025..")
+    # the bucket names still work, and NOT applies to ranges
+    assert in_q(rpc, root, b"size", b"empty") == {b"zero.bin"}
+    assert in_q(rpc, root, b"size", b"!>=1K") == {b"zero.bin", b"Report-A.TXT", b"a|b.txt"}
+
+
+def test_patterns_and_escaped_operators(lang, rpc_fresh, root):
+    rpc = rpc_fresh
+    assert in_q(rpc, root, b"name", b"k*") == {b"k1.bin", b"k1plus.bin", b"k4.bin", b"k64.bin"}
+    assert in_q(rpc, root, b"name", b"k?.bin") == {b"k1.bin", b"k4.bin"}
+    assert in_q(rpc, root, b"name", b"k[0-3]*") == {b"k1.bin", b"k1plus.bin"}
+    assert in_q(rpc, root, b"name", b"*port*") == {b"Report-A.TXT"}
+    assert in_q(rpc, root, b"ext", b"t*") == {b"Report-A.TXT", b"a|b.txt"}  # ext is lower-cased
+    # a literal "|" is written %7C: the field directory lists it that way, and it finds the file
+    q_name = look(rpc, look(rpc, root, b"q"), b"name:")
+    assert b"a%7Cb.txt" in names(rpc, q_name)
+    assert in_q(rpc, root, b"name", b"a%7Cb.txt") == {b"a|b.txt"}
+    assert in_q(rpc, root, b"name", b"a|b.txt") == set()  # "a" or "b.txt": neither exists
+
+
+def test_malformed_expressions_are_noent(lang, rpc_fresh, root):
+    rpc = rpc_fresh
+    q = look(rpc, root, b"q")
+    for field, bad in [(b"size:", b">lots"), (b"ext:", b"c|"), (b"ext:", b"!"), (b"mtime:", b"2024-13..2025"),
+                       (b"name:", b"[abc"), (b"pages:", b">1.5"), (b"name:", b"bad%zz")]:
+        assert lookup(rpc, look(rpc, q, field), bad)[0] == S.NFS3ERR_NOENT, (field, bad)
+
+
+def test_value_directory_sizes_count_results_at_the_first_listing(lang, rpc_fresh, root):
+    """``ls -l FIELD:`` is a faceted summary: each value directory's size is its number of
+    results before any of them was listed."""
+    rpc = rpc_fresh
+    ext = look(rpc, root, b"ext:")
+    sizes = {e.name: e.name_attributes.size for e in list_dir(rpc, ext)
+             if e.name not in (b".", b"..")}
+    assert sizes[b"c"] == 3 and sizes[b"h"] == 1 and sizes[b"bin"] == 6 and sizes[b"txt"] == 3
+    # the same as a LOOKUP then GETATTR of one, and as its listing
+    c = look(rpc, ext, b"c")
+    assert attrs(rpc, c).size == 3 == len(names(rpc, c))
+    # under a term too: the co-occurring values with their counts
+    q_ext = look(rpc, look(rpc, look(rpc, root, b"q"), b"size:"), b">1K")
+    sub = look(rpc, q_ext, b"ext:")
+    assert {e.name: e.name_attributes.size for e in list_dir(rpc, sub)
+            if e.name not in (b".", b"..")} == {b"bin": 4}
+
+
+def test_stat_fields_answer_while_the_content_tier_is_extracted(tmp_path):
+    """A first index takes the stat tier alone first: name, ext, owner, group, size and
+    mtime queries answer as soon as it is done, while query directories over content fields
+    answer JUKEBOX until theirs is ready (here a transducer that takes 3 s per file)."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    from tests.nfs3_helpers import readdirplus_raw
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(4):
+        (export / f"n{i}.txt").write_text("slow words\n")
+    (export / "a.c").write_text("int a;\n")
+    cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)',
+           "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "state"),
+           "--transducer", "*.txt=sleep 3"]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+    try:
+        port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
+        with RpcClient(port) as rpc:
+            root = rpc.mount(os.fsencode(str(export)))
+            ext, text = look(rpc, root, b"ext:"), look(rpc, root, b"text:")
+            deadline = time.monotonic() + 60
+            while True:
+                (status, _), _ = readdirplus_raw(rpc, ext, 0, b"\0" * 8, 4096, 4096)
+                if status == OK:
+                    break
+                assert status == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline, status
+                time.sleep(0.1)
+            assert names(rpc, look(rpc, ext, b"c")) == {b"a.c"}
+            (status, _), _ = readdirplus_raw(rpc, text, 0, b"\0" * 8, 4096, 4096)
+            assert status == S.NFS3ERR_JUKEBOX  # the content tier takes seconds more
+            assert proc.stdout.readline().startswith("pysfsd: index ready")
+            assert names(rpc, look(rpc, text, b"slow")) == {f"n{i}.txt".encode() for i in range(4)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "name, ext, owner, group, size and mtime ready (5 files" in (tmp_path / "stderr").read_text()

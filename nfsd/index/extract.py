@@ -11,9 +11,10 @@ import stat
 import zlib
 from typing import NamedTuple, Sequence
 
+from ..query_lang import NO_EXT_KEY, size_key
 from .fields import ext_of, valid_field, valid_value
 from .fsread import open_regular
-from .tables import EMPTY
+from .tables import EMPTY, NO_XVER
 from .transducer import Content, Sniffer, Transducer
 
 MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
@@ -51,6 +52,8 @@ class Extractor:
         choose by it inside ``extract``).  So a content tier is kept across a rename only
         when the same transducers treat the new name the same way (``slow.c.tmp`` ->
         ``slow.c`` is re-extracted, ``a.c`` -> ``lib/a.c`` is not)."""
+        if self.xver == NO_XVER:  # a stat-tier-only extractor: no content tier was extracted
+            return NO_XVER
         applying = ",".join(t.name for t in self.content_tier if self._applies(t, name, st))
         rule = (ext_of(name) or b"") + b"/" + applying.encode()
         found = self._xvers.get(rule)
@@ -70,7 +73,13 @@ class Extractor:
         return xver in self._handed_out or xver == self.xver_for(name, st)
 
     def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
-        return self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
+        out = self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
+        # the exact size, ordered, for size ranges, and "no ext" for ext:/!VALUE (hidden keys:
+        # no field directory shows them)
+        hidden = {size_key(st.st_size)}
+        if self.stat_tier and not any(k.startswith(b"ext\0") for k in out.keys):
+            hidden.add(NO_EXT_KEY)
+        return Outcome(out.keys | hidden, out.failures)
 
     def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """The content tier of entry ``name`` and its generation; None when the entry is no

@@ -27,9 +27,9 @@ from .fields import BUILTIN_FIELDS
 from .progress import Progress
 from .residency import MapTrimmer
 from .scanner import Reconciler, ScanStats
-from .search import FileRef, Search
+from .search import FileRef, Plan, Search
 from .space import SpaceWatch
-from .tables import Tables
+from .tables import NO_XVER, Tables
 from .transducer import Transducer
 
 log = logging.getLogger("pysfsd.index")
@@ -62,7 +62,13 @@ class Index:
 
     def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, *,
                  transducers: Sequence[Transducer] | None = None) -> None:
-        self._extractor = Extractor(list(transducers) if transducers is not None else default_transducers())
+        chosen = list(transducers) if transducers is not None else default_transducers()
+        self._extractor = Extractor(chosen)
+        # the first index of a tree can take the stat tier alone first (``scan(stat_only=True)``):
+        # its records are marked "content tier not extracted yet" (NO_XVER), which the full
+        # scan after it (or ``pysfsd check``) sees
+        self._stat_extractor = Extractor([t for t in chosen if t.tier == "stat"])
+        self._stat_extractor.xver = NO_XVER
         self.root_path = os.path.realpath(export_root)
         self._root_fd = os.open(self.root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self._root_fd)
@@ -95,15 +101,23 @@ class Index:
         self.last_flush: FlushRecord | None = None
 
     # -- keeping it current --------------------------------------------------------------
-    def scan(self, progress: bool | None = None) -> ScanStats:
+    def is_new(self) -> bool:
+        """Whether no file was ever indexed (the first scan of this tree is due)."""
+        with self._tables.env.begin() as txn:
+            return int(txn.stat(self._tables.files)["entries"]) <= 1
+
+    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None) -> ScanStats:
         """Walk the whole export (never through a symlink): add new files, re-extract changed
-        ones, drop vanished ones.  ``progress``: see ``Progress``."""
+        ones, drop vanished ones.  ``progress``: see ``Progress`` (``total``: the files
+        expected, for an ETA).  ``stat_only``: the stat tier alone (name, ext, owner, group,
+        size, mtime), for a first index that answers those fields soon; a full scan must
+        follow (only on a new index: on a built one it would drop the content tier)."""
         start, start_ns = time.monotonic(), time.time_ns()
         with self._scan_lock, self._lock:
             if self._closed:
                 return ScanStats(0, 0, 0, 0, 0, 0, 0.0)
-            bar = Progress(progress, self.root_path)
-            r = self._reconciler(yielding=True)
+            bar = Progress(progress, self.root_path + (" (stat fields)" if stat_only else ""), total)
+            r = self._reconciler(yielding=True, extractor=self._stat_extractor if stat_only else None)
             r.progress = lambda c: bar.update(c.seen)
             r.committed = self._trimmer.trim
             top = fsread.open_path(self._root_fd, b"")
@@ -259,7 +273,7 @@ class Index:
                 finally:
                     os.close(sub)
 
-    def _reconciler(self, yielding: bool) -> Reconciler:
+    def _reconciler(self, yielding: bool, extractor: Extractor | None = None) -> Reconciler:
         def publish(version: int) -> None:
             self.version = version
 
@@ -267,7 +281,7 @@ class Index:
             if self._closed:
                 raise IndexClosed()
 
-        r = Reconciler(self._tables, self._extractor, self._root_fd, self.root_ino, self._dev,
+        r = Reconciler(self._tables, extractor or self._extractor, self._root_fd, self.root_ino, self._dev,
                        self._lock, yielding, publish, self._search.relpath, stop, self._pool,
                        self._user_fields)
         r.on_vanished = self.on_vanished
@@ -283,6 +297,15 @@ class Index:
     def values(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         """Sorted distinct values of ``field`` among the files in scope matching all terms."""
         return self._search.values(field, scope_ino, terms)
+
+    def value_counts(self, field: bytes, scope_ino: int, terms: Sequence[tuple[bytes, bytes]] = (),
+                     plan: Plan | None = None) -> dict[bytes, int]:
+        """value -> how many files in scope matching all terms hold it (a faceted summary)."""
+        return self._search.value_counts(field, scope_ino, terms, plan)
+
+    def query_plan(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]], plan: Plan) -> list[FileRef]:
+        """``query``, recording what it did in ``plan`` (``pysfsd query --explain``)."""
+        return self._search.query_plan(scope_ino, terms, plan)
 
     def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
         """Sorted distinct values of ``field`` among the given files (a field directory as one

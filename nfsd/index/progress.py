@@ -14,17 +14,18 @@ class Progress:
     """``mode``: True for a bar, False for silence, None for a bar when stderr is a terminal
     and otherwise an INFO log line every few seconds."""
 
-    def __init__(self, mode: bool | None, what: str) -> None:
+    def __init__(self, mode: bool | None, what: str, total: int | None = None) -> None:
         if mode is None:
             mode = sys.stderr.isatty() or None
         self._bar: Any = None
         self._log = mode is None
         self._what = what
         self._start = self._last = time.monotonic()
+        self._total = total
         if mode:
             from tqdm import tqdm
             self._bar = tqdm(desc=f"indexing {what}", unit=" files", unit_scale=True, file=sys.stderr,
-                             mininterval=0.5, leave=True)
+                             mininterval=0.5, leave=True, total=total)
         self._shown = 0
 
     def update(self, seen: int) -> None:
@@ -35,7 +36,9 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= LOG_EVERY:
                 self._last = now
-                log.info("indexing %s: %d files seen (%.0f/s)", self._what, seen, seen / (now - self._start))
+                rate = seen / (now - self._start)
+                eta = f", ETA {(self._total - seen) / rate:.0f} s" if self._total and rate and seen < self._total else ""
+                log.info("indexing %s: %d files seen (%.0f/s)%s", self._what, seen, rate, eta)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -9,14 +9,18 @@ below the export root is applied by whichever is smaller: walking the scope's su
 """
 from __future__ import annotations
 
+import calendar
+from collections import Counter
 from typing import Iterable, NamedTuple, Sequence
 
 import lmdb
 
+from .. import query_lang
 from .fields import ext_of
-from .tables import FLAG_LINKED, INO, S_IFDIR, FileRecord, Tables, field_values, posting_key
+from .tables import FLAG_LINKED, INO, RECORD_NAME_AT, S_IFDIR, Tables, field_values
 
 MAX_DEPTH = 4096
+_FLAGS_AT = 9  # a FileRecord's flags byte (after the parent ino and the kind)
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
 
 
@@ -25,15 +29,44 @@ ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than sc
 _NAME_FIELDS = {b"name": lambda n: (n,), b"ext": lambda n: (e,) if (e := ext_of(n)) else ()}
 
 
-def _named(path: bytes, named: Sequence[tuple[bytes, bytes]]) -> bool:
-    for field, value in named:
-        if field == b"ext":  # the common case first, without splitting the path
-            n = len(value) + 1
-            if path.endswith(value) and len(path) > n and path[-n] == 46 and path[-n - 1] != 47:
-                continue
-        if value not in _NAME_FIELDS[field](path.rpartition(b"/")[2]):
+def _named(path: bytes, checks: Sequence[tuple[bytes, frozenset[bytes], bool]]) -> bool:
+    """Whether the name at the end of ``path`` gives the values the name/ext terms ask for:
+    ``checks`` holds (field, posting keys of the term, negated)."""
+    name = path.rpartition(b"/")[2]
+    for field, keys, negated in checks:
+        prefix = field + b"\0"
+        if any(prefix + v in keys for v in _NAME_FIELDS[field](name)) is negated:
             return False
     return True
+
+
+class Plan:
+    """What a query did, for ``pysfsd query --explain``: steps, and postings read."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.postings_read = 0
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def read(self, n: int) -> None:
+        self.postings_read += n
+
+
+class _NoPlan(Plan):
+    def step(self, text: str) -> None:
+        pass
+
+    def read(self, n: int) -> None:
+        pass
+
+
+_NO_PLAN = _NoPlan()
+
+
+def _show(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
 
 
 class FileRef(NamedTuple):
@@ -109,32 +142,63 @@ class Search:
         return sorted((FileRef(INO.unpack(i)[0], p) for i, p in hits), key=lambda r: r.path)
 
     def values(self, field: bytes, scope: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
+        return sorted(self.value_counts(field, scope, terms))
+
+    def value_counts(self, field: bytes, scope: int, terms: Sequence[tuple[bytes, bytes]] = (),
+                     plan: "Plan | None" = None) -> dict[bytes, int]:
+        """value -> number of files in scope matching every term that hold it."""
         prefix = field + b"\0"
+        plan = plan if plan is not None else _NO_PLAN
         with self.t.env.begin() as txn:
             if scope == self.root_ino and not terms:
-                return [k[len(prefix):] for k in self._keys(txn, prefix)]
-            hits = self._select(txn, scope, terms)
+                plan.step(f"every value of {_show(field)}: the count of each posting list")
+                return self._key_counts(txn, prefix)
+            hits = self._select(txn, scope, terms, plan)
             if not hits:
-                return []
-            found: set[bytes] = set()
+                return {}
+            found: Counter[bytes] = Counter()
             if field in _NAME_FIELDS:  # the names in scope, not a linked file's other names
+                plan.step(f"values of {_show(field)} from the names of {len(hits)} paths")
                 cur = txn.cursor(db=self.t.postings)
                 for ino8, path in hits:
                     found.update(v for v in _NAME_FIELDS[field](path.rpartition(b"/")[2])
                                  if cur.set_key_dup(prefix + v, ino8))
             elif len(hits) <= ATTRS_ROUTE_MAX:
+                plan.step(f"values of {_show(field)} from the attributes of {len(hits)} files")
                 for ino8, _ in hits:
                     raw = txn.get(ino8, db=self.t.attrs)
                     if raw is not None:
-                        found.update(field_values(raw, field))
+                        found.update(set(field_values(raw, field)))
             else:
+                plan.step(f"values of {_show(field)} by scanning its postings against {len(hits)} files")
                 wanted = {i for i, _ in hits}
                 cur = txn.cursor(db=self.t.postings)
                 for key in self._keys(txn, prefix):
                     cur.set_key(key)
-                    if any(ino8 in wanted for ino8 in cur.iternext_dup(keys=False)):
-                        found.add(key[len(prefix):])
-        return sorted(found)
+                    n = sum(1 for ino8 in cur.iternext_dup(keys=False) if ino8 in wanted)
+                    plan.read(cur.count())
+                    if n:
+                        found[key[len(prefix):]] = n
+        return dict(found)
+
+    def _key_counts(self, txn: lmdb.Transaction, prefix: bytes) -> dict[bytes, int]:
+        out: dict[bytes, int] = {}
+        cur = txn.cursor(db=self.t.postings)
+        if not cur.set_range(prefix):
+            return out
+        start = len(prefix)
+        while True:
+            key = cur.key()
+            if not key.startswith(prefix):
+                return out
+            out[bytes(key[start:])] = cur.count()
+            if not cur.next_nodup():
+                return out
+
+    def query_plan(self, scope: int, terms: Sequence[tuple[bytes, bytes]], plan: "Plan") -> list[FileRef]:
+        with self.t.env.begin() as txn:
+            hits = self._select(txn, scope, terms, plan)
+        return sorted((FileRef(INO.unpack(i)[0], p) for i, p in hits), key=lambda r: r.path)
 
     def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
         found: set[bytes] = set()
@@ -145,9 +209,10 @@ class Search:
                     found.update(field_values(raw, field))
         return sorted(found)
 
-    def _keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterable[bytes]:
+    def _keys(self, txn: lmdb.Transaction, prefix: bytes, start: bytes | None = None) -> Iterable[bytes]:
+        """Posting keys starting with ``prefix`` (from ``start`` on), in order."""
         cur = txn.cursor(db=self.t.postings)
-        if not cur.set_range(prefix):
+        if not cur.set_range(start or prefix):
             return
         for key in cur.iternext_nodup(keys=True, values=False):
             if not key.startswith(prefix):
@@ -162,56 +227,238 @@ class Search:
             return None
         return self._path(txn, scope, {})
 
-    def _select(self, txn: lmdb.Transaction, scope: int,
-                terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """(ino as 8 bytes, path) of the files in scope matching every term."""
+    def _select(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
+                plan: "Plan | None" = None) -> list[tuple[bytes, bytes]]:
+        """``_select_files``, each path kept only if its own name gives the ``name`` and
+        ``ext`` terms: a file with several names holds the values of all of them (a hard link
+        ``odd/x.c`` of ``lib/list.c`` is a result of ``ext:/c`` under ``odd`` by its own name)."""
+        hits = self._select_files(txn, scope, terms, plan)
+        named = [(f, v) for f, v in terms if f in _NAME_FIELDS]
+        if not hits or not named:
+            return hits
+        checks = []
+        for field, value in named:
+            expr = query_lang.expr_of(field, value)
+            checks.append((field, frozenset(self._resolve(txn, expr)), expr.negated))
+        return [(i, p) for i, p in hits if _named(p, checks)]
+
+    def _select_files(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
+                      plan: "Plan | None" = None) -> list[tuple[bytes, bytes]]:
+        """(ino as 8 bytes, path) of the files in scope matching every term.
+
+        Each term resolves to posting keys (one for a plain value; those an OR, range or
+        pattern covers).  The positive term with the fewest postings drives: its lists are
+        read (and merged); every other term filters the candidates, by reading its lists
+        into a set when they are not much longer than the candidates, else by probing each
+        candidate (``set_key_dup``).  A negated term filters the same way, keeping the
+        candidates it does not hold.  With only negated terms, the candidates are the other
+        values of a negated single-valued stat field (``ext:/!txt``: the files whose ext is
+        anything else, or none) when they are fewer than the files, else every file."""
+        plan = plan if plan is not None else _NO_PLAN
         scope_path = self._scope_path(txn, scope)
         if scope_path is None:
             return []
         if not terms:
+            plan.step("every file below the scope")
             return self._subtree(txn, scope, scope_path, None) or []
         cur = txn.cursor(db=self.t.postings)
-        sized: list[tuple[int, bytes]] = []
+        positive: list[tuple[int, list[bytes]]] = []
+        negative: list[tuple[int, list[bytes]]] = []
+        negated: list[query_lang.Expr] = []
         for field, value in terms:
-            key = posting_key(field, value)
-            if not cur.set_key(key):
+            expr = query_lang.expr_of(field, value)
+            keys = self._resolve(txn, expr)
+            n = 0
+            for k in keys:
+                if cur.set_key(k):
+                    n += cur.count()
+            plan.step(f"{field.decode(errors='replace')}:/{_show(expr.canonical())}: "
+                      f"{len(keys)} posting key{'s' if len(keys) != 1 else ''}, {n} postings")
+            if expr.negated:
+                negative.append((n, keys))
+                negated.append(expr)
+            elif not n:
                 return []
-            sized.append((cur.count(), key))
-        sized.sort()
-        named = [(f, v) for f, v in terms if f in _NAME_FIELDS]
-        if scope != self.root_ino:
-            inside = self._subtree(txn, scope, scope_path, sized[0][0])
-            if inside is not None:
-                return [(i, p) for i, p in inside
-                        if all(cur.set_key_dup(k, i) for _, k in sized) and (not named or _named(p, named))]
-        candidates = [v for _, v in cur.getmulti([sized[0][1]], dupdata=True, dupfixed_bytes=8)]
-        for n, key in sized[1:]:
-            if n <= 8 * len(candidates):
-                other = {v for _, v in cur.getmulti([key], dupdata=True, dupfixed_bytes=8)}
-                candidates = [c for c in candidates if c in other]
             else:
-                candidates = [c for c in candidates if cur.set_key_dup(key, c)]
+                positive.append((n, keys))
+        if not positive:
+            positive = self._complements(txn, negated, plan)
+        positive.sort(key=lambda t: t[0])
+        if not positive:
+            every = self._every_file(txn) if scope == self.root_ino else None
+            if every is not None:  # postings, not paths: only the results get placed
+                n, keys = every
+                plan.read(n)
+                candidates = self._read(cur, keys)
+                plan.step(f"candidates: every file ({len(candidates)}), from the owner postings")
+                candidates = self._filter(cur, candidates, negative, plan)
+                return self._placed(txn, candidates, scope_path) if candidates else []
+            inside = self._subtree(txn, scope, scope_path, None) or []
+            plan.step(f"candidates: the {len(inside)} files below the scope")
+            by_ino = dict(inside)
+            kept = self._filter(cur, list(by_ino), negative, plan)
+            return [(i, by_ino[i]) for i in kept]
+        if scope != self.root_ino:
+            inside = self._subtree(txn, scope, scope_path, positive[0][0])
+            if inside is not None:
+                plan.step(f"candidates: the {len(inside)} files below the scope (fewer than the postings)")
+                by_ino = dict(inside)
+                kept = self._filter(cur, list(by_ino), positive + negative, plan, len(positive))
+                return [(i, by_ino[i]) for i in kept]
+        n, keys = positive[0]
+        candidates = self._read(cur, keys)
+        plan.read(n)
+        plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
+        candidates = self._filter(cur, candidates, positive[1:] + negative, plan, len(positive) - 1)
+        return self._placed(txn, candidates, scope_path) if candidates else []
+
+    def _complements(self, txn: lmdb.Transaction, exprs: list[query_lang.Expr],
+                     plan: "Plan") -> list[tuple[int, list[bytes]]]:
+        """For a query of negations only: the other values of a negated field every file has
+        one value of (or none, for ext: its hidden "no ext" key), when they hold fewer
+        postings than there are files -- candidates cheaper than every file."""
+        best: tuple[int, list[bytes]] | None = None
+        for expr in exprs:
+            if expr.field not in query_lang.SINGLE_STAT_FIELDS:
+                continue
+            excluded = set(self._resolve(txn, expr))
+            prefix = expr.field + b"\0"
+            counts = self._key_counts(txn, prefix)
+            keys = [prefix + v for v in counts if prefix + v not in excluded]
+            n = sum(c for v, c in counts.items() if prefix + v not in excluded)
+            if expr.field == b"ext":
+                cur = txn.cursor(db=self.t.postings)
+                if cur.set_key(query_lang.NO_EXT_KEY):
+                    keys.append(query_lang.NO_EXT_KEY)
+                    n += cur.count()
+            if best is None or n < best[0]:
+                best = (n, keys)
+        every = self._every_file(txn)
+        if best is None or every is None or best[0] >= every[0]:
+            return []
+        plan.step(f"candidates: the other values of a negated field ({best[0]} postings, fewer than the files)")
+        return [best]
+
+    def _every_file(self, txn: lmdb.Transaction) -> tuple[int, list[bytes]] | None:
+        """(postings, keys) of the ``owner`` field, which the stat tier gives every file;
+        None when no file has one (no built-in transducers)."""
+        counts = self._key_counts(txn, b"owner\0")
+        if not counts:
+            return None
+        return sum(counts.values()), [b"owner\0" + v for v in counts]
+
+    @staticmethod
+    def _read(cur: lmdb.Cursor, keys: list[bytes]) -> list[bytes]:
+        """The inos (8 bytes) under any of ``keys``, each once."""
+        found = [v for _, v in cur.getmulti(keys, dupdata=True, dupfixed_bytes=8)]
+        return found if len(keys) == 1 else list(dict.fromkeys(found))
+
+    def _filter(self, cur: lmdb.Cursor, candidates: list[bytes], terms: list[tuple[int, list[bytes]]],
+                plan: "Plan", positives: int | None = None) -> list[bytes]:
+        """Candidates held by each of the first ``positives`` terms and none of the rest."""
+        if positives is None:
+            positives = 0
+        for t, (n, keys) in enumerate(terms):
             if not candidates:
-                return []
-        placed = self._placed(txn, candidates, scope_path)
-        return [(i, p) for i, p in placed if _named(p, named)] if named else placed
+                break
+            keep = t < positives
+            if n <= 8 * len(candidates):
+                plan.read(n)
+                other = set(self._read(cur, keys)) if n else set()
+                candidates = [c for c in candidates if (c in other) is keep]
+                how = "read whole"
+            else:
+                plan.read(len(candidates) * len(keys))
+                candidates = [c for c in candidates if any(cur.set_key_dup(k, c) for k in keys) is keep]
+                how = "probed per candidate"
+            plan.step(f"{'and' if keep else 'and not'}: {n} postings {how}: {len(candidates)} left")
+        return candidates
+
+    def _resolve(self, txn: lmdb.Transaction, expr: query_lang.Expr) -> list[bytes]:
+        """The posting keys an expression's alternatives cover (its negation aside)."""
+        keys: dict[bytes, None] = {}
+        prefix = expr.field + b"\0"
+        for atom in expr.atoms:
+            if atom.kind == "eq":
+                keys[prefix + atom.value] = None
+            elif atom.kind == "glob":
+                match = query_lang.glob_matcher(atom).fullmatch
+                start = len(prefix)
+                for key in self._keys(txn, prefix + atom.value):
+                    if match(key[start:]):
+                        keys[key] = None
+            elif expr.field == query_lang.SIZE_FIELD:
+                keys.update(dict.fromkeys(self._size_keys(txn, atom)))
+            elif expr.field in query_lang.DATE_FIELDS:
+                keys.update(dict.fromkeys(self._date_keys(txn, prefix, atom)))
+            else:
+                lo = int(atom.lo) if atom.lo else None
+                hi = int(atom.hi) if atom.hi else None
+                for key in self._keys(txn, prefix):
+                    v = key[len(prefix):]
+                    if v.isdigit() and (lo is None or int(v) >= lo) and (hi is None or int(v) <= hi):
+                        keys[key] = None
+        return list(keys)
+
+    def _size_keys(self, txn: lmdb.Transaction, atom: query_lang.Atom) -> Iterable[bytes]:
+        """Exact sizes in range: one key range of the hidden ordered size keys."""
+        lo = max(int(atom.lo), 0) if atom.lo else 0
+        hi = query_lang.size_key(int(atom.hi)) if atom.hi else None
+        if hi is not None and int(atom.hi) < lo:
+            return
+        prefix = query_lang.EXACT_SIZE_FIELD + b"\0"
+        for key in self._keys(txn, prefix, query_lang.size_key(lo)):
+            if hi is not None and key > hi:
+                break
+            yield key
+
+    def _date_keys(self, txn: lmdb.Transaction, prefix: bytes, atom: query_lang.Atom) -> Iterable[bytes]:
+        """Days in range, taking a whole year's or month's key where the range covers it
+        (values are ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``: byte order is date order, and a
+        year's key comes right before its months and days)."""
+        lo, hi = atom.lo or b"0000-00-00", atom.hi or b"9999-99-99"
+        cur = txn.cursor(db=self.t.postings)
+        if not cur.set_range(prefix + lo[:4]):
+            return
+        start = len(prefix)
+        while True:
+            key = cur.key()
+            if not key.startswith(prefix):
+                return
+            v = key[start:]
+            if v[:len(hi)] > hi:
+                return
+            if len(v) == 4:
+                first, last = v + b"-01-01", v + b"-12-31"
+            elif len(v) == 7 and v[:4].isdigit() and v[5:].isdigit() and 1 <= int(v[5:]) <= 12:
+                first = v + b"-01"
+                last = v + b"-%02d" % calendar.monthrange(int(v[:4]), int(v[5:]))[1]
+            else:
+                first = last = v
+            if lo <= first and last <= hi:
+                yield bytes(key)
+                if not cur.set_range(key + b"\xff"):  # past its months and days
+                    return
+            elif not cur.next_nodup():
+                return
 
     def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes) -> list[tuple[bytes, bytes]]:
         """Paths of the candidates that lie below ``scope_path``."""
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
         out = []
+        get, files, name_at = txn.get, self.t.files, RECORD_NAME_AT
         for ino8 in inos:
-            raw = txn.get(ino8, db=self.t.files)
+            raw = get(ino8, db=files)
             if raw is None:
                 continue
-            rec = FileRecord.decode(raw)
-            parent = self._path(txn, rec.parent, memo)
+            parent_ino = INO.unpack_from(raw)[0]  # the record's first field (no full decode)
+            parent = memo[parent_ino] if parent_ino in memo else self._path(txn, parent_ino, memo)
             if parent is None:
                 continue
             if not scope_path or parent == scope_path or parent.startswith(under):
-                out.append((ino8, parent + b"/" + rec.name if parent else rec.name))
-            if rec.flags & FLAG_LINKED:  # its other names, each a result where it lies
+                out.append((ino8, parent + b"/" + raw[name_at:] if parent else raw[name_at:]))
+            if raw[_FLAGS_AT] & FLAG_LINKED:  # its other names, each a result where it lies
                 for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
                     p = self._path(txn, lparent, memo)
                     if p is not None and (not scope_path or p == scope_path or p.startswith(under)):
@@ -254,7 +501,8 @@ class Search:
             while found:
                 key = cur.key()
                 field = key[:key.index(b"\0")]
-                out.append(field)
+                if not query_lang.is_hidden_field(field):
+                    out.append(field)
                 found = cur.set_range(field + b"\x01")  # past every value of this field
         return out
 
@@ -271,6 +519,10 @@ class Search:
             while True:
                 key = cur.key()
                 field = key[:key.index(b"\0")]
+                if query_lang.is_hidden_field(field):
+                    if not cur.next_nodup():
+                        break
+                    continue
                 values, postings = out.get(field, (0, 0))
                 out[field] = (values + 1, postings + cur.count())
                 if not cur.next_nodup():

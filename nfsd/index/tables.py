@@ -32,10 +32,11 @@ from typing import Any, Iterator, NamedTuple
 
 import lmdb
 
-SCHEMA = b"1"
+SCHEMA = b"3"  # 3: hidden keys for exact sizes and files without an ext, in the stat tier
 INO = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _REC = struct.Struct(">QBBIQqqI")
+RECORD_NAME_AT = _REC.size  # a FileRecord: parent ino first, the name after the fixed part
 _CHILD = struct.Struct(">QB")
 FLAG_TOMB = 1
 FLAG_LINKED = 2      # the file has other names, in ``links``

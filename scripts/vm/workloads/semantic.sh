@@ -152,6 +152,28 @@ do_type_escape() {
     [ -n "$L" ] || { echo "type:/$T is empty"; return 1; }
 }
 
+# The query language (issue 12) through the kernel client: OR, NOT, case, a range, a
+# pattern (all quoted: the shell must not glob them), and value-directory sizes that count
+# results at the first listing of the field directory (ls -l ext: is a faceted summary).
+do_query_language() {
+    L=$(list "$S/src/ext:/c|h") || return 1
+    expect_eq "$L" "a.c b.c c.c util.h" "src/ext:/c|h" || return 1
+    L=$(list "$S/src/ext:/!c") || return 1
+    expect_eq "$L" "README util.h" "src/ext:/!c" || return 1
+    I1=$(stat -c %i "$S/src/ext:/c|h") || return 1
+    I2=$(stat -c %i "$S/src/ext:/H|C") || return 1
+    expect_eq "$I2" "$I1" "inode of c|h and H|C" || return 1
+    L=$(list "$S/src/size:/>20") || return 1
+    expect_eq "$L" "a.c b.c" "src/size:/>20" || return 1
+    L=$(list "$S/src/name:/[ab]*") || return 1
+    expect_eq "$L" "a.c b.c" "src/name:/[ab]*" || return 1
+    must_fail "a malformed range" "No such file" ls "$S/size:/>lots" || return 1
+    N=$(ls -l "$S/ext:" | awk '$NF == "c" { print $5 }')
+    expect_eq "$N" 5 "size of ext:/c in ls -l ext:" || return 1
+    N=$(ls -l "$S/src/ext:" | awk '$NF == "h" { print $5 }')
+    expect_eq "$N" 1 "size of src/ext:/h in ls -l src/ext:"
+}
+
 do_lab_root() {
     V="$S/:extension=.c"
     expect_eq "$(list "$V")" "top.c" ":extension=.c in the export root" || return 1
@@ -287,6 +309,7 @@ step order_free do_order_free
 step clash do_clash
 step read_only do_read_only
 step type_escape do_type_escape
+step query_language do_query_language
 step lab_root do_lab_root
 step lab_subdir do_lab_subdir
 step through_mount do_through_mount

@@ -1,0 +1,44 @@
+"""Query results cached by their size in bytes, not by their number: a few huge result sets
+must not pin a gigabyte (1.06 GB RSS after listing three 200,000-result directories, when
+the cache held 1024 result sets whatever their size)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nfsd.index import Index
+from nfsd.localfs import LocalFS
+from nfsd.query import Query
+from nfsd.semantic import SemanticFS
+from nfsd.store import Store
+
+
+def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    for ext in ("a", "b", "c"):
+        for i in range(300):
+            (export / f"f{i}.{ext}").write_bytes(b"")
+    store = Store(str(tmp_path / "state.lmdb"))
+    eid = store.export_id(str(export))
+    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    try:
+        fs.index.scan()
+        fs.ready.set()
+        one = 300 * 700
+        fs.result_cache_bytes = int(1.5 * one)  # room for one of these result sets, not two
+        for ext in (b"a", b"b", b"c"):
+            v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", ext),)))
+            assert len(fs._fault(v).names) == 300
+            assert fs._cache_bytes <= fs.result_cache_bytes and len(fs._cache) == 1
+        # the one kept is the latest, and is reused as it is
+        v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", b"c"),)))
+        assert fs._fault(v) is fs._cache[v.query.qid()]
+        # a result set larger than the whole budget is still kept alone (it is being paged)
+        fs.result_cache_bytes = 1000
+        v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", b"a"),)))
+        fs._fault(v)
+        assert list(fs._cache) == [v.query.qid()]
+    finally:
+        fs.index.close()
+        fs.close()
+        store.close()
