@@ -19,6 +19,7 @@ from protocol.nfs3 import NFS3, nfsstat3
 from protocol.rpc import AUTH_SYS, Credentials
 
 from rpcclient import RpcConnection, connect
+from servers import network_namespace
 from workload import OPS, ConnContext, Handles, Mismatch, OpScript
 
 CRED = Credentials(AUTH_SYS, uid=0, gid=0, gids=(), machinename=b"bench")
@@ -34,6 +35,7 @@ class Target:
     mount_port: int
     handles: Handles
     pid: int | None  # for its CPU time; None when not known
+    netns_pid: int | None = None  # a process in the server's private network namespace, if any
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,9 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     result = RunResult()
     conns: list[RpcConnection] = []
     try:
-        for _ in range(settings.connections):
-            conns.append(await connect(HOST, target.port, NFS3, CRED))
+        with network_namespace(target.netns_pid):
+            for _ in range(settings.connections):
+                conns.append(await connect(HOST, target.port, NFS3, CRED))
     except OSError as exc:
         for conn in conns:
             conn.close()
@@ -237,10 +240,11 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     return result
 
 
-async def mount_and_lookup(port: int, mount_port: int, export: bytes,
-                           names: list[bytes]) -> tuple[bytes, dict[bytes, bytes], list[str]]:
+async def mount_and_lookup(port: int, mount_port: int, export: bytes, names: list[bytes],
+                           netns_pid: int | None = None) -> tuple[bytes, dict[bytes, bytes], list[str]]:
     """MNT the export and LOOKUP slash-separated paths; also returns FSINFO warnings."""
-    mnt = await connect(HOST, mount_port, MOUNT3, CRED)
+    with network_namespace(netns_pid):
+        mnt = await connect(HOST, mount_port, MOUNT3, CRED)
     try:
         status, ok = await mnt.call(1, export)
     finally:
@@ -248,7 +252,8 @@ async def mount_and_lookup(port: int, mount_port: int, export: bytes,
     if status != 0:
         raise RuntimeError(f"MNT {export.decode()}: {mountstat3.values(status).name}")
     root = ok.fhandle
-    nfs = await connect(HOST, port, NFS3, CRED)
+    with network_namespace(netns_pid):
+        nfs = await connect(HOST, port, NFS3, CRED)
     try:
         handles: dict[bytes, bytes] = {}
         for path in names:
