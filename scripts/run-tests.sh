@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 # tests/test_ganesha_differential.py compares pysfsd with; faketime for the date check below.
 # The VM lock test copies nfs-common's rpc.statd and mount.nfs, rpcbind, util-linux's flock and
 # sqlite3 into the guest, and builds a static fcntl_lock helper with gcc (libc6-dev has the
-# static libc).
+# static libc).  The Ganesha tests run it in a private network namespace (util-linux's
+# unshare, iproute2's ip).
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
               busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime
-              util-linux sqlite3 gcc libc6-dev)
+              util-linux sqlite3 gcc libc6-dev iproute2)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

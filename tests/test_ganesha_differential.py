@@ -11,9 +11,11 @@ run, the timestamps of every object are set to ``OLD`` on both sides, so a times
 "now" or to the client's time (``CLIENT``) is told apart from one left alone.
 
 Both servers act as their callers when run as root, so the test needs root; it is skipped
-only where Ganesha is not installed (scripts/run-tests.sh installs nfs-ganesha and
-nfs-ganesha-vfs).  Ganesha needs a portmapper: scripts/vm/ganesha.py starts rpcbind when none
-runs (and stops it after).
+only where Ganesha, unshare, ip or rpcbind is not installed (scripts/run-tests.sh installs
+them).  Ganesha will not start without registering with a portmapper, and unregisters other
+servers' NFS and MOUNT mappings there: it runs with an rpcbind of its own in a private network
+and mount namespace (scripts/vm/ganesha.py, ``private=True``), where this process opens its
+connections to it (setns); pysfsd runs on the host's loopback without registering.
 """
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ from tests.nfs3_helpers import (CREATE, GETATTR, LINK, LOOKUP, MKDIR, NFS, REMOV
                                 SETATTR, WRITE, cred, diropargs, pack)
 from tests.rpc_client import RpcClient, fh
 
+_MISSING = [tool for tool in ("ganesha.nfsd", "unshare", "ip", "rpcbind") if shutil.which(tool) is None]
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="both servers act as their callers only as root"),
-    pytest.mark.skipif(shutil.which("ganesha.nfsd") is None,
-                       reason="NFS-Ganesha is not installed (scripts/run-tests.sh installs nfs-ganesha, "
-                              "nfs-ganesha-vfs)"),
+    pytest.mark.skipif(bool(_MISSING), reason=f"{_MISSING} not installed (scripts/run-tests.sh installs "
+                                              "nfs-ganesha, nfs-ganesha-vfs, util-linux, iproute2, rpcbind)"),
 ]
 
 CREDS = {
@@ -382,13 +384,13 @@ def run_cases(t: Target) -> dict[str, Any]:
 
 # -- the servers ----------------------------------------------------------------------------
 def _ganesha_class() -> Any:
-    """scripts/vm/ganesha.py's Ganesha, and a free port, through scripts/bench/servers.py
-    (loaded by path: scripts/ is not a package)."""
+    """scripts/vm/ganesha.py's Ganesha, through scripts/bench/servers.py (loaded by path:
+    scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location("bench_servers", REPO / "scripts" / "bench" / "servers.py")
     assert spec is not None and spec.loader is not None
     servers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(servers)
-    return servers.ganesha_module().Ganesha, servers.free_port
+    return servers.ganesha_module().Ganesha
 
 
 @pytest.fixture(scope="module")
@@ -405,31 +407,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict
     finally:
         log = srv.stop()
     assert "Traceback" not in log, log[-4000:]
-    # Ganesha
-    ganesha_cls, free_port = _ganesha_class()
+    # Ganesha, alone in its namespace: its ports are free there, and its rpcbind is its own.
     export = work / "ganesha" / "export"
     build(export)
-    # Ganesha will not start when it cannot register with the portmapper, which fails while
-    # another server's registration holds NFS v3 there (other tests' servers come and go), or
-    # when a free port was taken before it bound it: try again a few times, with new ports.
-    for attempt in range(5):
-        port, mount_port = free_port(), free_port()
-        server = ganesha_cls(export, port=port, mount_port=mount_port, work_dir=work / "ganesha" / f"run{attempt}")
-        try:
-            server.start()
-            break
-        except RuntimeError:
-            if attempt == 4:
-                raise
-            time.sleep(2)
-    try:
-        with RpcClient(mount_port) as mnt:
+    with _ganesha_class()(export, work_dir=work / "ganesha" / "run", private=True) as server:
+        with server.namespace():
+            mnt, rpc = RpcClient(server.mount_port), RpcClient(server.port)
+        with mnt, rpc:
             status, ok = mnt.call(mount3.MOUNT3, 1, os.fsencode(str(export.resolve())))
             assert status == 0, f"Ganesha MNT: {status}"
-        with RpcClient(port) as rpc:
             out["ganesha"] = run_cases(Target("ganesha", export.resolve(), rpc, ok.fhandle))
-    finally:
-        server.stop()
     yield out
 
 

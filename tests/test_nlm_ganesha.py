@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "nlm_locks.
 
 
 def test_same_results_as_ganesha() -> None:
-    missing = [tool for tool in ("unshare", "ganesha.nfsd", "rpcbind", "rpc.statd") if shutil.which(tool) is None]
+    missing = [tool for tool in ("unshare", "ip", "ganesha.nfsd", "rpcbind", "rpc.statd") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         pytest.skip(f"needs root and {missing or 'nothing else'}")
     run = subprocess.run([sys.executable, str(SCRIPT), "--pairs", "200"], capture_output=True, text=True,

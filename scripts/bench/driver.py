@@ -23,6 +23,7 @@ from memory import read_memory  # scripts/load/memory.py (on the path loadgen se
 from rpcclient import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
 from workload import (LISTING_MAX, LISTING_TAIL, OPS, ConnContext, Exhausted, Handles,
                       Mismatch, OpScript)
+from servers import network_namespace
 
 CRED = Credentials(AUTH_SYS, uid=0, gid=0, gids=(), machinename=b"bench")
 HOST = "127.0.0.1"  # loopback only, ever
@@ -37,6 +38,7 @@ class Target:
     mount_port: int
     handles: Handles
     pid: int | None  # for its CPU time; None when not known
+    netns_pid: int | None = None  # a process in the server's private network namespace, if any
 
 
 @dataclass(frozen=True)
@@ -249,8 +251,9 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     result = RunResult()
     conns: list[RawConnection] = []
     try:
-        for _ in range(settings.connections):
-            conns.append(await connect_raw(HOST, target.port))
+        with network_namespace(target.netns_pid):
+            for _ in range(settings.connections):
+                conns.append(await connect_raw(HOST, target.port))
     except OSError as exc:
         for conn in conns:
             conn.close()
@@ -295,10 +298,11 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     return result
 
 
-async def mount_and_lookup(port: int, mount_port: int, export: bytes,
-                           names: list[bytes]) -> tuple[bytes, dict[bytes, bytes], list[str]]:
+async def mount_and_lookup(port: int, mount_port: int, export: bytes, names: list[bytes],
+                           netns_pid: int | None = None) -> tuple[bytes, dict[bytes, bytes], list[str]]:
     """MNT the export and LOOKUP slash-separated paths; also returns FSINFO warnings."""
-    mnt = await connect(HOST, mount_port, MOUNT3, CRED)
+    with network_namespace(netns_pid):
+        mnt = await connect(HOST, mount_port, MOUNT3, CRED)
     try:
         status, ok = await mnt.call(1, export)
     finally:
@@ -306,7 +310,8 @@ async def mount_and_lookup(port: int, mount_port: int, export: bytes,
     if status != 0:
         raise RuntimeError(f"MNT {export.decode()}: {mountstat3.values(status).name}")
     root = ok.fhandle
-    nfs = await connect(HOST, port, NFS3, CRED)
+    with network_namespace(netns_pid):
+        nfs = await connect(HOST, port, NFS3, CRED)
     try:
         handles: dict[bytes, bytes] = {}
         for path in names:
@@ -328,10 +333,11 @@ async def mount_and_lookup(port: int, mount_port: int, export: bytes,
     return root, handles, warnings
 
 
-async def one_reply_listing(port: int, dir_fh: bytes) -> int:
+async def one_reply_listing(port: int, dir_fh: bytes, netns_pid: int | None = None) -> int:
     """Size of the READDIRPLUS reply that lists all of ``dir_fh`` at once, as the measured
     loop asks for it; checked here by decoding it once (the loop only compares sizes)."""
-    nfs = await connect(HOST, port, NFS3, CRED)
+    with network_namespace(netns_pid):
+        nfs = await connect(HOST, port, NFS3, CRED)
     try:
         status, body = await nfs.call(17, nfs3.READDIRPLUS3args(nfs3.nfs_fh3(dir_fh), 0, bytes(8),
                                                                 LISTING_MAX, LISTING_MAX))
@@ -343,7 +349,8 @@ async def one_reply_listing(port: int, dir_fh: bytes) -> int:
     if not body.reply.eof:
         raise RuntimeError(f"READDIRPLUS with maxcount {LISTING_MAX} returned {len(names)} entries "
                            "without eof: the server caps a reply below one whole listing")
-    raw = await connect_raw(HOST, port)
+    with network_namespace(netns_pid):
+        raw = await connect_raw(HOST, port)
     done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
     try:
         raw.send(CallEncoder(NFS3, CRED).record(17, nfs3.READDIRPLUS3args(

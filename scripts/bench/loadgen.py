@@ -37,7 +37,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).res
 
 from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
                     server_cpu_seconds)
-from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+from servers import Pysfsd, ganesha_module, ganesha_pid  # noqa: E402
 from memory import read_memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
                       Handles, MiB, build_fixture, write_file_name)
@@ -151,15 +151,15 @@ def handle_names(write_files: int) -> list[bytes]:
 
 
 def discover(name: str, port: int, mount_port: int, export: Path, write_files: int,
-             pid: int | None) -> tuple[Target, list[str]]:
+             pid: int | None, netns_pid: int | None = None) -> tuple[Target, list[str]]:
     """MNT and LOOKUP everything the op scripts need."""
     root, found, warnings = asyncio.run(
-        mount_and_lookup(port, mount_port, str(export).encode(), handle_names(write_files)))
+        mount_and_lookup(port, mount_port, str(export).encode(), handle_names(write_files), netns_pid))
     writes = tuple(found[WRITE_DIR + b"/" + write_file_name(i)] for i in range(write_files))
-    listing_bytes = asyncio.run(one_reply_listing(port, found[DIR_NAME]))
+    listing_bytes = asyncio.run(one_reply_listing(port, found[DIR_NAME], netns_pid))
     handles = Handles(root, found[SMALL_NAME], found[BIG_NAME], found[DIR_NAME], found[SCRATCH_NAME], writes,
                       listing_bytes)
-    return Target(name, port, mount_port, handles, pid), warnings
+    return Target(name, port, mount_port, handles, pid, netns_pid), warnings
 
 
 def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
@@ -169,6 +169,7 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
     targets, failures = [], {}
     for name in args.servers:
         export = args.root / name
+        netns_pid = None
         try:
             build_fixture(export, write_files, args.depth)
             if name == "pysfsd" and args.pysfsd_port:
@@ -179,12 +180,13 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
                 port = mount_port = server.port
                 pid = server.pid
             else:
+                # alone in a network namespace with its own rpcbind: the host's stays untouched
                 work_dir = args.root / "ganesha-run"
-                port, mount_port = free_port(), free_port()
-                stack.enter_context(ganesha_module().Ganesha(export, port=port, mount_port=mount_port,
-                                                             work_dir=work_dir))
-                pid = ganesha_pid(work_dir)
-            target, warnings = discover(name, port, mount_port, export, write_files, pid)
+                port, mount_port = 20490, 20491
+                ganesha = stack.enter_context(ganesha_module().Ganesha(
+                    export, port=port, mount_port=mount_port, work_dir=work_dir, private=True))
+                pid, netns_pid = ganesha_pid(work_dir), ganesha.namespace_pid
+            target, warnings = discover(name, port, mount_port, export, write_files, pid, netns_pid)
         except Exception as exc:  # noqa: BLE001 - any setup failure is reported per server
             failures[name] = f"{type(exc).__name__}: {exc}"
             print(f"{name}: setup failed: {failures[name]}", file=sys.stderr)

@@ -4,8 +4,9 @@
     python scripts/bench/nlm_locks.py [--pairs 3000]
 
 Runs as root inside a private network and mount namespace of its own (it re-executes
-itself under ``unshare --net --mount``): Ganesha's NLM needs rpcbind on port 111 and
-rpc.statd, and those must not meet anybody else's.  In there it starts rpcbind, rpc.statd,
+itself under ``unshare --net --mount``, set up by scripts/vm/ganesha.py's
+``setup_private_namespace``): Ganesha's NLM needs rpcbind on port 111 and rpc.statd, and
+those must not meet anybody else's.  In there it starts rpcbind, rpc.statd,
 Ganesha (FSAL VFS, NLM on) and pysfsd, each exporting its own directory with one file, then
 
 1. sends both servers the same sequence of NLM calls from two raw-RPC clients (caller names
@@ -35,6 +36,8 @@ from protocol import mount3, nfs3, nlm4, portmap
 from protocol.nlm4 import NLM4
 from protocol.record import RecordReader, frame
 from protocol.rpc import AUTH_SYS, Credentials, decode_reply, encode_call
+from servers import ganesha_module  # scripts/bench/, this script's directory
+
 
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")
 GANESHA_CONF = """\
@@ -167,16 +170,7 @@ def wait_port(port: int, proc: subprocess.Popen[Any], what: str, timeout: float 
 
 
 def inside(args: argparse.Namespace) -> int:
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    # getaddrinfo(AI_ADDRCONFIG), which Ganesha uses for Bind_Addr, wants an IPv4 address
-    # other than 127/8: a documentation address on this namespace's loopback, routing nowhere.
-    subprocess.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"], check=True)
-    for d in ("/run", "/var/lib/nfs"):
-        os.makedirs(d, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
-    for d in ("/var/lib/nfs/sm", "/var/lib/nfs/sm.bak", "/run/rpcbind"):
-        os.makedirs(d, exist_ok=True)
+    ganesha_module().setup_private_namespace()
     work = Path(tempfile.mkdtemp(prefix="nlm-bench-"))
     procs: list[subprocess.Popen[Any]] = []
     try:
@@ -261,7 +255,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("nlm_locks: needs root (a private network and mount namespace)", file=sys.stderr)
         return 2
-    return subprocess.call(["unshare", "--net", "--mount", "--fork", sys.executable, __file__, "--inside",
+    return subprocess.call([*ganesha_module().UNSHARE, sys.executable, __file__, "--inside",
                             "--pairs", str(args.pairs)])
 
 

@@ -1,7 +1,9 @@
 """Starting the servers under test on 127.0.0.1: pysfsd (``python -m nfsd``) and NFS-Ganesha
-(through scripts/vm/ganesha.py, which writes its config and starts rpcbind when needed)."""
+(through scripts/vm/ganesha.py, which writes its config; the benchmarks run it in a private
+network namespace with an rpcbind of its own, so the host's rpcbind is left alone)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -13,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import ContextManager
 
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
@@ -102,3 +105,10 @@ def ganesha_pid(work_dir: Path) -> int | None:
         return int((work_dir / "ganesha.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def network_namespace(pid: int | None) -> ContextManager[None]:
+    """Where a server listens: the private network namespace of process ``pid`` (a private
+    Ganesha's ``namespace_pid``), or with None this process's own.  Sockets opened in the
+    block stay there."""
+    return contextlib.nullcontext() if pid is None else ganesha_module().network_namespace(pid)

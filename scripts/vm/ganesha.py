@@ -13,18 +13,32 @@ Serves until SIGINT or SIGTERM.  From Python:
 Ganesha answers PROG_UNAVAIL to MOUNT calls on the NFS port even when both
 are configured on the same port, so MOUNT gets its own port (default
 port + 1); give the VM test both (--port and --mountport).
+
+Ganesha registers with rpcbind on port 111, refuses to start when another
+server's registration of NFS v3 holds it, and at start unregisters every other
+NFS and MOUNT mapping there.  ``--private`` (``Ganesha(..., private=True)``)
+keeps it away from the host's rpcbind: it runs, with an rpcbind of its own, in
+a private network and mount namespace (``unshare --net --mount``), whose
+loopback only the caller reaches, through ``Ganesha.namespace()`` (or
+``nsenter --net --target PID``).  tests/test_nlm_ganesha.py's script sets up
+its namespace with the same ``setup_private_namespace``.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Iterator
 
 BIND = "127.0.0.1"
 RPCBIND_PORT = 111
@@ -64,23 +78,91 @@ def port_open(port: int, host: str = BIND) -> bool:
         return False
 
 
+# -- a private network and mount namespace ------------------------------------------------
+PRIVATE_TOOLS = ("unshare", "ip", "rpcbind")
+UNSHARE = ["unshare", "--net", "--mount"]   # no --fork: the command keeps the pid Popen saw
+_CLONE_NEWNET = 0x40000000
+
+
+def setup_private_namespace() -> None:
+    """Make a fresh ``unshare --net --mount`` fit for rpcbind, rpc.statd and Ganesha: mounts
+    that stay inside, a loopback that is up, and a /run and /var/lib/nfs of its own (rpcbind's
+    socket and lock, statd's state), so nothing meets the host's daemons.  Call it first
+    thing inside the namespace."""
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    # getaddrinfo(AI_ADDRCONFIG), which Ganesha uses for Bind_Addr, wants an IPv4 address
+    # other than 127/8: a documentation address on this namespace's loopback, routing nowhere.
+    subprocess.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"], check=True)
+    for d in ("/run", "/var/lib/nfs"):
+        os.makedirs(d, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
+    for d in ("/var/lib/nfs/sm", "/var/lib/nfs/sm.bak", "/run/rpcbind"):
+        os.makedirs(d, exist_ok=True)
+
+
+@contextmanager
+def network_namespace(pid: int) -> Iterator[None]:
+    """Run the block (in this thread) in the network namespace of process ``pid``: sockets
+    made in it stay there after it ends.  setns(2) through ctypes (os.setns is 3.12+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            if libc.setns(target, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into the network namespace of {pid}")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if libc.setns(own, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back into the own network namespace")
+    finally:
+        os.close(own)
+
+
 class Ganesha:
     """ganesha.nfsd exporting one directory; starts rpcbind too when no
-    portmapper is running, and stops only what it started."""
+    portmapper is running, and stops only what it started.  With ``private``
+    all of it runs in a private network and mount namespace (see the module's
+    docstring), reached through ``namespace()``."""
 
     def __init__(self, export: Path, port: int = 20490, mount_port: int | None = None,
-                 work_dir: Path | None = None, start_timeout: float = 30.0) -> None:
+                 work_dir: Path | None = None, start_timeout: float = 30.0,
+                 private: bool = False) -> None:
         self.export = Path(export).resolve()
         self.port = port
         self.mount_port = mount_port or port + 1
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="ganesha-"))
         self.log_path = self.work_dir / "ganesha.log"
         self.start_timeout = start_timeout
+        self.private = private
         self._ganesha: subprocess.Popen[bytes] | None = None
         self._rpcbind: subprocess.Popen[bytes] | None = None
+        self._holder: subprocess.Popen[bytes] | None = None   # the namespace's first process
+
+    @property
+    def namespace_pid(self) -> int | None:
+        """A process in the private namespace (``nsenter --net --target`` it), or None."""
+        return self._holder.pid if self._holder is not None else None
+
+    @contextmanager
+    def namespace(self) -> Iterator[None]:
+        """The block runs where the servers listen: in their private network namespace, or
+        (not private) unchanged."""
+        if self._holder is None:
+            yield
+            return
+        with network_namespace(self._holder.pid):
+            yield
 
     def start(self) -> None:
         """Start the servers and return once both ports accept connections."""
+        if self.private:
+            self._start_private()
+            return
         for port in {self.port, self.mount_port}:
             if port_open(port):
                 raise RuntimeError(f"port {port} is already in use")
@@ -98,6 +180,23 @@ class Ganesha:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_for([self.port, self.mount_port], self._ganesha, "ganesha.nfsd")
 
+    def _start_private(self) -> None:
+        """This script under ``unshare``, serving until its stdin closes (so it also ends
+        when its caller dies); its first line says it listens."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._holder = subprocess.Popen(
+            [*UNSHARE, sys.executable, str(Path(__file__).resolve()), "--in-private-namespace",
+             "--export", str(self.export), "--port", str(self.port), "--mountport", str(self.mount_port),
+             "--work-dir", str(self.work_dir), "--start-timeout", str(self.start_timeout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self._holder.stdout is not None
+        line = self._holder.stdout.readline()
+        if not line.startswith(b"ganesha: listening"):
+            rest = line + self._holder.stdout.read()
+            self.stop()
+            raise RuntimeError(f"Ganesha in a private namespace did not start:\n"
+                               f"{rest.decode(errors='replace')[-3000:]}\nlog tail:\n{self.log_tail()}")
+
     def _wait_for(self, ports: list[int], proc: subprocess.Popen[bytes], name: str) -> None:
         deadline = time.monotonic() + self.start_timeout
         while not all(port_open(port) for port in ports):
@@ -107,7 +206,18 @@ class Ganesha:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """Stop ganesha.nfsd, then rpcbind if this object started it."""
+        """Stop ganesha.nfsd, then rpcbind if this object started it (private: end the
+        namespace's first process, which stops both)."""
+        if self._holder is not None:
+            assert self._holder.stdin is not None and self._holder.stdout is not None
+            self._holder.stdin.close()
+            try:
+                self._holder.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._holder.kill()
+                self._holder.wait()
+            self._holder.stdout.close()
+            self._holder = None
         for proc in (self._ganesha, self._rpcbind):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -119,7 +229,8 @@ class Ganesha:
         self._ganesha = self._rpcbind = None
 
     def running(self) -> bool:
-        return self._ganesha is not None and self._ganesha.poll() is None
+        proc = self._holder or self._ganesha
+        return proc is not None and proc.poll() is None
 
     def log_tail(self, count: int = 30) -> str:
         if not self.log_path.exists():
@@ -141,22 +252,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=20490, help="NFS port on 127.0.0.1")
     parser.add_argument("--mountport", type=int, help="MOUNT port (default: --port + 1)")
     parser.add_argument("--work-dir", type=Path, help="config, log and pid file (default: a temp dir)")
+    parser.add_argument("--private", action="store_true",
+                        help="run in a private network and mount namespace with its own rpcbind "
+                             "(reach it with nsenter --net --target PID)")
+    parser.add_argument("--start-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("--in-private-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    stop_requested = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    with Ganesha(args.export, args.port, args.mountport, args.work_dir) as server:
-        print(f"ganesha: listening on {BIND}:{server.port} mount {server.mount_port} "
-              f"export {server.export} log {server.log_path}", flush=True)
-        while not stop_requested and server.running():
-            time.sleep(0.5)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    if args.in_private_namespace:
+        setup_private_namespace()
+        threading.Thread(target=_set_at_eof, args=(sys.stdin.buffer, stop), daemon=True).start()
+    where = "a private namespace, " if args.private or args.in_private_namespace else ""
+    with Ganesha(args.export, args.port, args.mountport, args.work_dir, args.start_timeout,
+                 private=args.private) as server:
+        print(f"ganesha: listening on {where}{BIND}:{server.port} mount {server.mount_port} "
+              f"export {server.export} log {server.log_path} pid {server.namespace_pid or os.getpid()}",
+              flush=True)
+        while not stop.is_set() and server.running():
+            stop.wait(0.5)
     return 0
+
+
+def _set_at_eof(stream: IO[bytes], event: threading.Event) -> None:
+    """The caller of a private Ganesha closes our stdin to stop it (or dies, which does too)."""
+    while stream.read(4096):
+        pass
+    event.set()
 
 
 if __name__ == "__main__":
