@@ -337,21 +337,15 @@ class Nlm4Procedures:
         return nlm4.nlm4_res(a.cookie, _stat(self._lock(ctx, a, False)))
 
     def CANCEL(self, ctx: Any, a: Any) -> Any:
-        try:
-            f = self.svc.file(a.alock.fh, ctx, check=False)
-        except _Stale:
-            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_STALE_FH)
-        except _Refused:
-            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FAILED)
-        try:
-            start, end = span(a.alock.l_offset, a.alock.l_len)
-        except TooBig:
-            return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FBIG)
-        return nlm4.nlm4_res(a.cookie, _stat(self.m.cancel(f, self.svc.owner(a.alock, ctx.client),
-                                                           start, end, a.exclusive)))
+        return self._release(ctx, a, lambda f, owner, start, end: self.m.cancel(f, owner, start, end, a.exclusive))
 
     def UNLOCK(self, ctx: Any, a: Any) -> Any:
         """Allowed in the grace period too: it only gives up what the caller holds."""
+        return self._release(ctx, a, self.m.unlock)
+
+    def _release(self, ctx: Any, a: Any, give_up: Callable[[Any, Any, int, int], Any]) -> Any:
+        """CANCEL and UNLOCK: no permission check (they only give up what the caller asked
+        for or holds), then ``give_up(file, owner, start, end)`` on the range."""
         try:
             f = self.svc.file(a.alock.fh, ctx, check=False)
         except _Stale:
@@ -362,7 +356,7 @@ class Nlm4Procedures:
             start, end = span(a.alock.l_offset, a.alock.l_len)
         except TooBig:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FBIG)
-        return nlm4.nlm4_res(a.cookie, _stat(self.m.unlock(f, self.svc.owner(a.alock, ctx.client), start, end)))
+        return nlm4.nlm4_res(a.cookie, _stat(give_up(f, self.svc.owner(a.alock, ctx.client), start, end)))
 
     def GRANTED(self, ctx: Any, a: Any) -> Any:
         """A server-to-client callback: we wait for no lock of anyone's, so none is ours."""
