@@ -173,7 +173,8 @@ MISBEHAVIOURS = {
 def test_misbehaving_transducer_never_hurts_the_index(scan, case: str, caplog) -> None:
     command, why = MISBEHAVIOURS[case]
     s = scan([f"bad*={command}", f"*.txt={WORDS}"],
-             {"bad.txt": b"one two", "good.txt": b"three four five"}, timeout=3.0)
+             {"bad.txt": b"one two", "good.txt": b"three four five"},
+             timeout=30.0 if case == "cpu" else 3.0)  # on a loaded machine 1 CPU-second takes long
     reasons = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(reasons) == 1 and why in reasons[0], reasons
     assert s.files("ext", "txt") == ["bad.txt", "good.txt"]       # built-ins stand

@@ -143,7 +143,8 @@ class Index:
                     os.close(top)
                 bar.close()
         stats = r.c.stats(time.monotonic() - start)
-        log.info("indexed %s: %s", self.root_path, stats)
+        if not stat_only:  # the stat pass of a first index is announced by the server
+            log.info("indexed %s: %s", self.root_path, stats)
         return stats
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
