@@ -198,14 +198,16 @@ class CephCluster:
             time.sleep(0.02)
         return time.monotonic() - t0
 
-    def unmount(self, host: Host, mountpoint: str) -> None:
-        for i, (h, mp, proc) in enumerate(self._mounts):
-            if h is host and mp == mountpoint:
+    def unmount(self, host: Host, mountpoint: str | None = None) -> None:
+        """End the ceph-fuse mount at ``mountpoint`` in ``host`` (None: all of the host's)."""
+        keep = []
+        for h, mp, proc in self._mounts:
+            if h is host and mountpoint in (None, mp):
                 h.run(["umount", "-l", mp], check=False, stderr=subprocess.DEVNULL)
                 stop(proc)
-                del self._mounts[i]
-                return
-        raise KeyError(mountpoint)
+            else:
+                keep.append((h, mp, proc))
+        self._mounts = keep
 
     # -- stop -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -141,6 +141,8 @@ class Lab:
             raise
 
     def add(self, name: str, last_octet: int | None = None) -> Host:
+        if name in self.hosts:
+            raise ValueError(f"host {name} exists")
         octet = self._next if last_octet is None else last_octet
         self._next = max(self._next, octet + 1)
         host = Host(name, f"{self.subnet}.{octet}")
@@ -153,6 +155,11 @@ class Lab:
         host.run(["ip", "addr", "add", f"{host.address}/24", "dev", "eth0"])
         host.run(["ip", "link", "set", "eth0", "up"])
         return host
+
+    def remove(self, host: Host) -> None:
+        """End one host (its veth pair goes with its namespace)."""
+        host.close()
+        self.hosts.pop(host.name, None)
 
     def close(self) -> None:
         for host in reversed(list(self.hosts.values())):
