@@ -23,13 +23,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scripts.cluster.netns import Host, Lab, stop  # noqa: E402
+from scripts.cluster.netns import Host, Lab, stop
 
 TOOLS = ("ceph", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "ceph-fuse", "monmaptool")
 
@@ -89,7 +89,7 @@ class CephCluster:
         self.timings: dict[str, float] = {}     # step -> seconds since start() began
 
     # -- start ----------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> "CephCluster":
+    def start(self, timeout: float = 120.0) -> CephCluster:
         t0 = time.monotonic()
         deadline = t0 + timeout
         for sub in ("run", "log", "mon/mon.a", "mgr/mgr.x", "mds/mds.a", "osd/osd.0"):
@@ -122,7 +122,7 @@ class CephCluster:
 
     @classmethod
     @contextmanager
-    def started(cls, host: Host, **kw: object) -> Iterator["CephCluster"]:
+    def started(cls, host: Host, **kw: object) -> Iterator[CephCluster]:
         cluster = cls(host, **kw)  # type: ignore[arg-type]
         try:
             cluster.start()
@@ -226,7 +226,7 @@ class CephCluster:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "CephCluster":
+    def __enter__(self) -> CephCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,8 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 TOOLS = ("unshare", "nsenter", "ip")
 SUBNET = "192.0.2"          # TEST-NET-1 (RFC 5737): documentation only, routes nowhere
@@ -100,7 +100,7 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             proc.kill()
             proc.wait()
     if os.environ.get("PYSFSD_LAB_DEBUG"):
-        print(f"stopped {proc.args[-6:]} in {time.monotonic() - t0:.2f} s", file=sys.stderr)
+        print(f"stopped {proc.args!s} in {time.monotonic() - t0:.2f} s", file=sys.stderr)
 
 
 @contextmanager
@@ -167,7 +167,7 @@ class Lab:
         self.hosts.clear()
         self.switch.close()
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:

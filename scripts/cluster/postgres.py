@@ -24,13 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scripts.cluster.netns import Host  # noqa: E402
+from scripts.cluster.netns import Host
 
 USER = "postgres"          # the server's user when started as root
 
@@ -85,7 +85,7 @@ class Postgres:
             return argv
         return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", "--", *argv]
 
-    def start(self, timeout: float = 60.0) -> "Postgres":
+    def start(self, timeout: float = 60.0) -> Postgres:
         t0 = time.monotonic()
         if os.geteuid() == 0:
             pw = pwd.getpwnam(USER)
@@ -93,6 +93,10 @@ class Postgres:
         subprocess.run(self._as_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", USER,
                                       "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        if self.host is not None and self.tcp:
+            # in a lab host the one directly connected net is the lab's own: let its hosts in
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet trust\n")
         argv = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-k", self.socket_dir, "-c", f"listen_addresses={self.tcp or ''}",
                 "-c", "max_connections=50", "-c", "shared_buffers=32MB"]
@@ -100,12 +104,12 @@ class Postgres:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
         argv = self._as_user(argv)
         log = (self.dir / "postgres.log").open("w")
-        kw = dict(stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        kw = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": subprocess.STDOUT}
         self._proc = self.host.popen(argv, **kw) if self.host else subprocess.Popen(argv, **kw)  # type: ignore[call-overload]
         log.close()
         deadline = t0 + timeout
         ready = [str(self.bin / "pg_isready"), "-q", "-h", self.socket_dir, "-p", str(self.port)]
-        while subprocess.run(self.host.command(ready) if self.host else ready).returncode != 0:
+        while subprocess.run(self.host.command(ready) if self.host else ready, check=False).returncode != 0:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {(self.dir / 'postgres.log').read_text()}")
             if time.monotonic() > deadline:
@@ -116,7 +120,7 @@ class Postgres:
 
     @classmethod
     @contextmanager
-    def started(cls, **kw: object) -> Iterator["Postgres"]:
+    def started(cls, **kw: object) -> Iterator[Postgres]:
         pg = cls(**kw)  # type: ignore[arg-type]
         try:
             pg.start()
@@ -135,7 +139,7 @@ class Postgres:
         self._proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         return self
 
     def __exit__(self, *exc: object) -> None:

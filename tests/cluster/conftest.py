@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -72,9 +72,7 @@ def host_factory(lab: Lab, ceph: CephCluster, request: pytest.FixtureRequest) ->
         lab.remove(host)
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[Postgres]:
-    """A PostgreSQL server on a unix socket, as the ``postgres`` user."""
+def _need_postgres() -> None:
     if postgres.bin_dir() is None:
         pytest.skip("PostgreSQL is not installed (Debian postgresql; scripts/run-tests.sh)")
     if os.geteuid() == 0:
@@ -83,5 +81,11 @@ def pg() -> Iterator[Postgres]:
             pwd.getpwnam(postgres.USER)
         except KeyError:
             pytest.skip("no postgres user to run the server as")
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    """A PostgreSQL server on a unix socket, as the ``postgres`` user."""
+    _need_postgres()
     with Postgres.started() as server:
         yield server

@@ -83,7 +83,7 @@ def test_two_heads_share_handles_and_files(ceph, host_factory, tmp_path: Path) -
         assert from_a == from_b                 # root, directory, file: byte for byte
 
         # created and written through A, read through B (by the handle A gave)
-        root, d, _ = from_a
+        _, d, _ = from_a
         h = create_ok(ra, d, b"new.c")
         status, res = write(ra, h, 0, b"written through A\n", stable=2)  # FILE_SYNC
         assert status == OK, status
