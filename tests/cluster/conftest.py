@@ -81,6 +81,8 @@ def _need_postgres() -> None:
             pwd.getpwnam(postgres.USER)
         except KeyError:
             pytest.skip("no postgres user to run the server as")
+        if shutil.which("setpriv") is None:
+            pytest.skip("not installed: setpriv (util-linux)")
 
 
 @pytest.fixture(scope="session")
