@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -226,7 +227,7 @@ class CephCluster:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> CephCluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

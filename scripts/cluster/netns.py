@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Self
 
 TOOLS = ("unshare", "nsenter", "ip")
 SUBNET = "192.0.2"          # TEST-NET-1 (RFC 5737): documentation only, routes nowhere
@@ -167,7 +168,7 @@ class Lab:
         self.hosts.clear()
         self.switch.close()
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -139,7 +140,7 @@ class Postgres:
         self._proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Postgres:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
