@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Self
 
-TOOLS = ("unshare", "nsenter", "ip")
+TOOLS = ("unshare", "nsenter", "ip", "setpriv")
 SUBNET = "192.0.2"          # TEST-NET-1 (RFC 5737): documentation only, routes nowhere
 _CLONE_NEWNET = 0x40000000
 # The holder: make its mounts private, bring its loopback up, then wait for stdin to close.
@@ -56,9 +56,10 @@ class Host:
         return subprocess.run(self.command(argv), check=check, timeout=timeout, **kw)  # type: ignore[call-overload]
 
     def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen:
-        """A long-running process in this host, killed by ``close()``.  nsenter execs the
-        command (no fork without --pid), so the Popen's pid is the daemon's own."""
-        proc = subprocess.Popen(self.command(argv), **kw)  # type: ignore[call-overload]
+        """A long-running process in this host, killed by ``close()``, or by the kernel if
+        the calling process dies first (even by SIGKILL).  nsenter execs the command (no
+        fork without --pid), nor does setpriv, so the Popen's pid is the daemon's own."""
+        proc = subprocess.Popen(self.command(dies_with_parent(argv)), **kw)  # type: ignore[call-overload]
         self._procs.append(proc)
         return proc
 
@@ -85,6 +86,16 @@ class Host:
             except subprocess.TimeoutExpired:
                 self._holder.kill()
                 self._holder.wait()
+
+
+def dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` made to get SIGKILL when the calling process ends, even by SIGKILL
+    (util-linux ``setpriv --pdeathsig``, which then execs it), so a test runner killed
+    outright leaves no daemon behind.  An ``argv`` that is itself a ``setpriv`` (a change
+    of user, which would clear the setting) gets the option added instead."""
+    if argv and argv[0] == "setpriv":
+        return ["setpriv", "--pdeathsig", "KILL", *argv[1:]]
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 
 
 def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -31,7 +31,7 @@ from typing import Self
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scripts.cluster.netns import Host
+from scripts.cluster.netns import Host, dies_with_parent
 
 USER = "postgres"          # the server's user when started as root
 
@@ -106,7 +106,8 @@ class Postgres:
         argv = self._as_user(argv)
         log = (self.dir / "postgres.log").open("w")
         kw = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": subprocess.STDOUT}
-        self._proc = self.host.popen(argv, **kw) if self.host else subprocess.Popen(argv, **kw)  # type: ignore[call-overload]
+        self._proc = (self.host.popen(argv, **kw) if self.host  # type: ignore[call-overload]
+                      else subprocess.Popen(dies_with_parent(argv), **kw))
         log.close()
         deadline = t0 + timeout
         ready = [str(self.bin / "pg_isready"), "-q", "-h", self.socket_dir, "-p", str(self.port)]
