@@ -13,10 +13,12 @@ cd "$(dirname "$0")/.."
 # sqlite3 into the guest, and builds a static fcntl_lock helper with gcc (libc6-dev has the
 # static libc).  The Ganesha tests run it in a private network namespace (util-linux's
 # unshare, iproute2's ip).  tests/cluster/ starts a CephFS micro cluster (ceph, ceph-mds,
-# ceph-fuse: about 57 MB to fetch, 264 MB installed) and PostgreSQL in network namespaces.
+# ceph-fuse: about 57 MB to fetch, 264 MB installed), PostgreSQL and keepalived in network
+# namespaces.
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
               busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime
-              util-linux sqlite3 gcc libc6-dev iproute2 ceph ceph-mds ceph-fuse postgresql)
+              util-linux sqlite3 gcc libc6-dev iproute2 ceph ceph-mds ceph-fuse postgresql
+              keepalived)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -9,6 +9,7 @@ resolved without a search) is the subject of issue 16 proper.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.cluster.keepalived import Keepalived
 from scripts.cluster.netns import Host
 from tests.conftest import REPO
 from tests.nfs3_helpers import OK, create_ok, list_dir, lookup, read, write
@@ -58,15 +60,16 @@ def start_head(host: Host, export: str, state_dir: Path) -> subprocess.Popen:
     return proc
 
 
-def connect(client: Host, head: Host) -> RpcClient:
-    """A TCP connection opened from inside the client's network namespace."""
+def connect(client: Host, address: str | None) -> RpcClient:
+    """A TCP connection to ``address`` opened from inside the client's network namespace."""
+    assert address is not None
     with client.network():
         for _ in range(50):
             try:
-                return RpcClient(PORT, host=head.address or "")
+                return RpcClient(PORT, host=address)
             except ConnectionRefusedError:
                 time.sleep(0.1)
-        return RpcClient(PORT, host=head.address or "")
+        return RpcClient(PORT, host=address)
 
 
 def handles(rpc: RpcClient, export: str) -> tuple[bytes, bytes, bytes]:
@@ -88,7 +91,7 @@ def test_two_heads_share_handles_and_files(ceph, host_factory, tmp_path: Path) -
 
     start_head(a, export, tmp_path / "state-a")
     start_head(b, export, tmp_path / "state-b")
-    with connect(client, a) as ra, connect(client, b) as rb:
+    with connect(client, a.address) as ra, connect(client, b.address) as rb:
         from_a, from_b = handles(ra, export), handles(rb, export)
         assert from_a == from_b                 # root, directory, file: byte for byte
 
@@ -122,7 +125,7 @@ def test_query_directory_of_b_shows_a_create_through_a(ceph, host_factory, tmp_p
     (Path(a.path(export)) / "shared" / "file.c").write_bytes(b"int x;\n")
     start_head(a, export, tmp_path / "state-a")
     start_head(b, export, tmp_path / "state-b")
-    with connect(client, a) as ra, connect(client, b) as rb:
+    with connect(client, a.address) as ra, connect(client, b.address) as rb:
         root, d, _ = handles(ra, export)
         create_ok(ra, d, b"late.c")
         assert within_2s(ra, root, b"late.c")           # A's own query directory has it
@@ -147,3 +150,41 @@ def within_2s(rpc: RpcClient, root: bytes, name: bytes) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def test_failover_moves_the_address_and_old_handles_work_on_b(ceph, host_factory, tmp_path: Path) -> None:
+    """keepalived in A and B shares one address; the client works through it with A, then
+    A's server and keepalived die (SIGKILL), the address moves to B, and the client's old
+    handles work there over a new connection.  (A's ceph-fuse stays: when a whole host
+    vanishes, the MDS holds its capabilities until the session times out; see
+    docs/cluster.rst.)"""
+    if shutil.which("keepalived") is None:
+        pytest.skip("keepalived is not installed (scripts/run-tests.sh installs it)")
+    a, b, client = host_factory("fa"), host_factory("fb"), host_factory("fclient")
+    export = export_on_cephfs(ceph, (a, b), "failover")
+    (Path(a.path(export)) / "shared").mkdir()
+    (Path(a.path(export)) / "shared" / "file.c").write_bytes(b"before failover\n")
+    head_a = start_head(a, export, tmp_path / "state-a")
+    start_head(b, export, tmp_path / "state-b")
+    vip = f"{a.address.rsplit('.', 1)[0]}.250"      # type: ignore[union-attr]
+    ka = Keepalived(a, vip, 150, [b])
+    kb = Keepalived(b, vip, 100, [a])
+    try:
+        ka.wait_holds()
+        with connect(client, vip) as rpc:
+            root, d, f = handles(rpc, export)
+            h = create_ok(rpc, d, b"through-vip.c")
+        head_a.kill()
+        ka.proc.kill()
+        kb.wait_holds()
+        with connect(client, vip) as rpc:
+            status, res = read(rpc, f, 0, 100)
+            assert status == OK, status
+            assert res.data == b"before failover\n"
+            status, res = lookup(rpc, d, b"through-vip.c")
+            assert status == OK, status
+            assert res.object.data == h
+            assert handles(rpc, export) == (root, d, f)
+    finally:
+        ka.close()
+        kb.close()
