@@ -15,6 +15,7 @@ have one replica.  ``close()`` kills every daemon and ceph-fuse, also after a fa
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -87,6 +88,7 @@ class CephCluster:
         self.memstore_bytes = memstore_bytes
         self._daemons: dict[str, subprocess.Popen] = {}
         self._mounts: list[tuple[Host, str, subprocess.Popen]] = []
+        self._mount_numbers = itertools.count()
         self.timings: dict[str, float] = {}     # step -> seconds since start() began
 
     # -- start ----------------------------------------------------------------------------
@@ -177,6 +179,10 @@ class CephCluster:
             out.append(f"\n--- {log.name}\n" + "\n".join(lines))
         return "".join(out)
 
+    def command(self, args: list[str], timeout: float = 60.0) -> str:
+        """A ``ceph`` command against this cluster (``["fs", "set", ...]``); its output."""
+        return self._ceph(args, time.monotonic() + timeout)
+
     # -- clients --------------------------------------------------------------------------
     def mount(self, host: Host, mountpoint: str, timeout: float = 30.0) -> float:
         """Mount the file system with ceph-fuse at ``mountpoint`` in ``host``'s mount
@@ -184,7 +190,7 @@ class CephCluster:
         t0 = time.monotonic()
         host.run(["mkdir", "-p", mountpoint])
         before = host.run(["stat", "-c", "%d", mountpoint], capture_output=True, text=True).stdout
-        name = f"client.m{len(self._mounts)}"
+        name = f"client.m{next(self._mount_numbers)}"
         proc = host.popen(["ceph-fuse", "-c", str(self.conf), "-f", "--name", name, mountpoint],
                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -198,6 +204,14 @@ class CephCluster:
                 raise TimeoutError(f"ceph-fuse did not mount {mountpoint}")
             time.sleep(0.02)
         return time.monotonic() - t0
+
+    def mount_name(self, host: Host, mountpoint: str) -> str:
+        """The client name (``client.mN``) of the ceph-fuse mounted at ``mountpoint`` in
+        ``host``, as the MDS's session list shows it."""
+        for h, mp, proc in self._mounts:
+            if h is host and mp == mountpoint:
+                return proc.args[proc.args.index("--name") + 1]
+        raise KeyError(mountpoint)
 
     def unmount(self, host: Host, mountpoint: str | None = None) -> None:
         """End the ceph-fuse mount at ``mountpoint`` in ``host`` (None: all of the host's)."""

@@ -3,12 +3,18 @@ these figures): cluster start, mount time, kernel handles across mounts, remount
 and unlinks, how soon a create is visible through another mount, and how late
 ``ceph.dir.rctime`` moves on an ancestor.  Root only; everything in a private lab.
 
-    python scripts/cluster/cephfs_facts.py [--creates 20]
+    python scripts/cluster/cephfs_facts.py [--creates 20] [--host-loss]
+
+``--host-loss`` also measures how long a vanished client (its link down, holding write
+capabilities on a file) blocks another mount's read of that file: with an explicit
+eviction, and with the shortest session timeout the MDS accepts (30 s).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,9 +43,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def host_loss(lab: Lab, ceph: CephCluster) -> None:
+    """Each way of getting past a vanished client's capabilities, timed."""
+    for mode in ("evict", "session_timeout 30"):
+        if mode != "evict":
+            ceph.command(["fs", "set", "cephfs", "session_timeout", "30"])
+        tag = mode.split()[0]
+        a, b = lab.add(f"loss-a-{tag}"), lab.add(f"loss-b-{tag}")
+        mnt = f"{ceph.dir}/loss-{tag}"
+        ceph.mount(a, mnt)
+        ceph.mount(b, mnt)
+        name = ceph.mount_name(a, mnt)
+        pa, pb = a.path(mnt), b.path(mnt)
+        Path(pa, "f").write_text("x" * 1000)
+        assert Path(pb, "f").read_text() == "x" * 1000       # both have had capabilities
+        with open(f"{pa}/f", "a") as f:
+            f.write("y")                                      # a holds write capabilities
+        a.run(["ip", "link", "set", "eth0", "down"])         # a vanishes
+        start = time.monotonic()
+        if mode == "evict":
+            sessions = json.loads(ceph.command(["tell", "mds.a", "session", "ls", "--format", "json"]))
+            ids = [s_["id"] for s_ in sessions
+                   if s_.get("client_metadata", {}).get("entity_id") == name.removeprefix("client.")]
+            ceph.command(["tell", "mds.a", "client", "evict", f"id={ids[0]}"])
+        res = subprocess.run(b.command(["timeout", "200", "cat", f"{mnt}/f"]), capture_output=True,
+                             text=True, check=False)
+        print(f"host loss, {mode}: the other mount read the file {time.monotonic() - start:.1f} s "
+              f"after the link went down ({len(res.stdout)} bytes, exit {res.returncode})")
+        ceph.unmount(a)
+        ceph.unmount(b)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--creates", type=int, default=20, help="creates timed (one a second)")
+    ap.add_argument("--host-loss", action="store_true", help="also time a vanished client (~1 min)")
     args = ap.parse_args()
     if os.geteuid() != 0 or missing_tools():
         print(f"needs root and {missing_tools()}", file=sys.stderr)
@@ -90,6 +128,8 @@ def main() -> int:
         print(f"rctime two levels up moved, seen through the other mount: p50 "
               f"{percentile(rctime, 0.5):.2f} s, p90 {percentile(rctime, 0.9):.2f} s, "
               f"max {max(rctime):.2f} s; all: {sorted(round(x, 2) for x in rctime)}")
+        if args.host_loss:
+            host_loss(lab, ceph)
     return 0
 
 
