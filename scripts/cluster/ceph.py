@@ -87,7 +87,7 @@ class CephCluster:
         self.fsid = str(uuid.uuid4())
         self.memstore_bytes = memstore_bytes
         self._daemons: dict[str, subprocess.Popen] = {}
-        self._mounts: list[tuple[Host, str, subprocess.Popen]] = []
+        self._mounts: list[tuple[Host, str, str, subprocess.Popen]] = []  # host, path, name, process
         self._mount_numbers = itertools.count()
         self.timings: dict[str, float] = {}     # step -> seconds since start() began
 
@@ -194,7 +194,7 @@ class CephCluster:
         proc = host.popen(["ceph-fuse", "-c", str(self.conf), "-f", "--name", name, mountpoint],
                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-        self._mounts.append((host, mountpoint, proc))
+        self._mounts.append((host, mountpoint, name, proc))
         deadline = t0 + timeout
         while host.run(["stat", "-c", "%d", mountpoint], capture_output=True,
                        text=True).stdout == before:
@@ -208,26 +208,26 @@ class CephCluster:
     def mount_name(self, host: Host, mountpoint: str) -> str:
         """The client name (``client.mN``) of the ceph-fuse mounted at ``mountpoint`` in
         ``host``, as the MDS's session list shows it."""
-        for h, mp, proc in self._mounts:
+        for h, mp, name, _ in self._mounts:
             if h is host and mp == mountpoint:
-                return proc.args[proc.args.index("--name") + 1]
+                return name
         raise KeyError(mountpoint)
 
     def unmount(self, host: Host, mountpoint: str | None = None) -> None:
         """End the ceph-fuse mount at ``mountpoint`` in ``host`` (None: all of the host's)."""
         keep = []
-        for h, mp, proc in self._mounts:
+        for h, mp, name, proc in self._mounts:
             if h is host and mountpoint in (None, mp):
                 h.run(["umount", "-l", mp], check=False, stderr=subprocess.DEVNULL)
                 stop(proc)
             else:
-                keep.append((h, mp, proc))
+                keep.append((h, mp, name, proc))
         self._mounts = keep
 
     # -- stop -----------------------------------------------------------------------------
     def close(self) -> None:
         """Unmount and kill everything this cluster started, clients first."""
-        for host, mountpoint, proc in reversed(self._mounts):
+        for host, mountpoint, _, proc in reversed(self._mounts):
             if proc.poll() is None:
                 host.run(["umount", "-l", mountpoint], check=False, stderr=subprocess.DEVNULL)
             stop(proc)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -105,8 +105,8 @@ class Postgres:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
         argv = self._as_user(argv)
         log = (self.dir / "postgres.log").open("w")
-        kw = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": subprocess.STDOUT}
-        self._proc = (self.host.popen(argv, **kw) if self.host  # type: ignore[call-overload]
+        kw: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": subprocess.STDOUT}
+        self._proc = (self.host.popen(argv, **kw) if self.host
                       else subprocess.Popen(dies_with_parent(argv), **kw))
         log.close()
         deadline = t0 + timeout
@@ -156,7 +156,8 @@ def main() -> int:
         except ImportError:
             return 0
         with psycopg.connect(pg.url, autocommit=True) as conn:
-            print(conn.execute("select version()").fetchone()[0])
+            row = conn.execute("select version()").fetchone()
+            print(row[0] if row else "?")
         t1 = time.monotonic()
     print(f"stopped in {time.monotonic() - t1:.2f} s")
     return 0
