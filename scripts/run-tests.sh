@@ -12,10 +12,13 @@ cd "$(dirname "$0")/.."
 # The VM lock test copies nfs-common's rpc.statd and mount.nfs, rpcbind, util-linux's flock and
 # sqlite3 into the guest, and builds a static fcntl_lock helper with gcc (libc6-dev has the
 # static libc).  The Ganesha tests run it in a private network namespace (util-linux's
-# unshare, iproute2's ip).
+# unshare, iproute2's ip).  tests/cluster/ starts a CephFS micro cluster (ceph, ceph-mds,
+# ceph-fuse: about 57 MB to fetch, 264 MB installed), PostgreSQL and keepalived in network
+# namespaces.
 DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
               busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime
-              util-linux sqlite3 gcc libc6-dev iproute2)
+              util-linux sqlite3 gcc libc6-dev iproute2 ceph ceph-mds ceph-fuse postgresql
+              keepalived)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,cluster]'
 
 export PYSFSD_REQUIRE_VM=1
 status=0
