@@ -21,8 +21,7 @@ from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_re
 from xdr import Enum, Union, XdrError
 
 from . import trace
-from .errors import NfsError
-from .nfs3_service import RTMAX, CallContext, failure_result
+from .call import MAX_TRANSFER, CallContext, CallFailed
 
 log = logging.getLogger("pysfsd.rpc")
 
@@ -66,7 +65,7 @@ class Dispatcher:
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
-                 max_transfer: int = RTMAX) -> Reply | Awaitable[Reply]:
+                 max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
         nothing, or an awaitable of either when the handler runs in the thread pool.
         ``max_transfer`` bounds the data of one READ or READDIR reply (UDP: a datagram)."""
@@ -128,9 +127,10 @@ class Dispatcher:
     def _invoke(handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
         try:
             return handler(ctx, args)
-        except NfsError as exc:
-            if isinstance(proc.res, Union):
-                return failure_result(proc.res, exc.status)
+        except CallFailed as exc:
+            failure = proc.failure(exc.status)
+            if failure is not None:
+                return failure
             log.warning("%s failed: %s", proc.name, exc)
             return _SYSTEM_ERR
         except Exception:

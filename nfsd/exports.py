@@ -80,7 +80,7 @@ from .attrs import fattr, wcc, wcc_before
 from .errors import NfsError
 from .handles import handle_kind
 from .identity import Identity
-from .nfs3_service import CallContext
+from .call import CallContext
 
 log = logging.getLogger("pysfsd.exports")
 

@@ -11,7 +11,7 @@ from protocol.rpc import AUTH_NONE, AUTH_SYS
 
 from .errors import NfsError
 from .backend import Backend
-from .nfs3_service import CallContext
+from .call import CallContext
 
 #: LOOKUP failures (NfsError) that MNT answers as such; any other is ACCES
 _MNT_STATUS = {nfsstat3.NFS3ERR_NOENT: mountstat3.MNT3ERR_NOENT,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from protocol import nfs3
-from xdr import Optional, Struct
 from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
-from .attrs import NO_WCC, fattr, wcc, wcc_before
+from .attrs import fattr, wcc, wcc_before
+from .call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, status_of
 from .handles import KIND_REAL, handle_kind
@@ -25,7 +25,7 @@ from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
 from .store import Store, StoreFull
 
-RTMAX = WTMAX = 1 << 20
+RTMAX = WTMAX = MAX_TRANSFER
 _fh = nfs3.nfs_fh3.cls
 _MAX_FILE = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = 1 << 12, 1 << 20  # the kernel's dev_t: 12 bits of major, 20 of minor
@@ -44,14 +44,6 @@ _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 NEW_FILE_MODE = 0o600
 _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
-
-
-class CallContext(NamedTuple):
-    cred: Credentials
-    client: tuple[str, int]
-    #: the most data one READ or READDIR reply may carry on the call's transport (UDP:
-    #: 32 KiB, so the reply fits a datagram); FSINFO advertises it as rtmax and wtmax
-    max_transfer: int = RTMAX
 
 
 def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
@@ -642,19 +634,3 @@ def _real_item_size(name: bytes) -> int:
     cookie, attributes and a real handle (nfsd/handles.py: always 16 bytes)."""
     return _ENTRY_BYTES + ((len(name) + 3) & ~3) + _PLUS_BYTES
 
-
-def failure_result(res_type: Any, status: int) -> Any:
-    """The result for a call that failed before a handler could gather attributes (bad
-    handle, stale object): the resfail arm with every attribute marked absent."""
-    arm = res_type.arm_type(status)
-    return status, _empty(arm)
-
-
-def _empty(t: Any) -> Any:
-    if isinstance(t, Optional) or t is None:
-        return None
-    if isinstance(t, Struct):
-        if t is nfs3.wcc_data:
-            return NO_WCC
-        return t.cls(*(_empty(ft) for _, ft in t.fields))
-    return None
