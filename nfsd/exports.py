@@ -598,12 +598,10 @@ class GuardedNfs3:
             return None  # the handler answers (ISDIR, INVAL, ROFS for virtual objects)
         if not identity.may(st, ident, identity.W, owner_override=True):
             return self._failure(proc, nfsstat3.NFS3ERR_ACCES, fhs)
-        io_fd = getattr(n, "io_fd", None)
-        if io_fd is not None:
-            try:
-                io_fd(True)
-            except OSError:
-                pass  # the handler meets the same error and answers it
+        try:
+            fs.open_for_writing(n)
+        except OSError:
+            pass  # the handler meets the same error and answers it
         return None
 
 

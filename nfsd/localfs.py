@@ -60,6 +60,7 @@ class Node(ModeKinds):
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
                  "_io_lock", "__weakref__")
+    virtual = False  # a real object (nfsd/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
         self.fh, self.fd, self.ino, self.gen, self.mode = fh, fd, ino, gen, mode
@@ -693,6 +694,16 @@ class LocalFS:
     def commit(self, n: Node) -> None:
         if stat.S_ISREG(n.mode):
             os.fsync(n.io_fd(write=False))
+
+    def open_for_writing(self, n: Node) -> None:
+        if stat.S_ISREG(n.mode):
+            n.io_fd(write=True)
+
+    def put_verifier(self, n: Node, verf: bytes) -> None:
+        self.store.put_verifier(self.export_id, n.ino, n.gen, verf)
+
+    def verifier(self, n: Node) -> bytes | None:
+        return self.store.get_verifier(self.export_id, n.ino, n.gen)
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_path)

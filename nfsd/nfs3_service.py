@@ -19,7 +19,7 @@ from .attrs import fattr, wcc, wcc_before
 from .call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, status_of
-from .handles import KIND_REAL, handle_kind
+from .handles import handle_kind
 from . import identity
 from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
@@ -316,7 +316,7 @@ class Nfs3Service:
                 try:
                     n = fs.create_file(d, name, NEW_FILE_MODE, exclusive=True)
                     try:
-                        fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
+                        fs.put_verifier(n, verf)
                     except StoreFull:
                         # a retransmission must not find the file without its verifier
                         fs.remove(d, name, False)
@@ -326,7 +326,7 @@ class Nfs3Service:
                     self._changed(d, name)
                 except FileExistsError:
                     n = fs.lookup(d, name)
-                    if fs.store.get_verifier(fs.export_id, n.ino, n.gen) != verf:
+                    if fs.verifier(n) != verf:
                         raise
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
@@ -426,9 +426,9 @@ class Nfs3Service:
         meanwhile.  Query directories, and handles that will fail, answer True: nothing
         changes for them."""
         try:
-            if handle_kind(fh)[0] != KIND_REAL:
-                return True
             fs, d = self.resolve(fh)
+            if d.virtual:
+                return True
             st = fs.stat(d)
         except (OSError, NfsError):
             return True
@@ -444,13 +444,10 @@ class Nfs3Service:
         if cookie != 0 or not plus:
             return cookie == 0
         try:
-            kind, export_id = handle_kind(fh)
-            if kind != KIND_REAL:
-                return True
-            _fs, d = self.resolve(fh)
+            fs, d = self.resolve(fh)
         except (OSError, NfsError):
             return True
-        return not self.entries.complete(export_id, d.ino, self.listings.peek(d.fh))
+        return d.virtual or not self.entries.complete(fs.export_id, d.ino, self.listings.peek(d.fh))
 
     def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
                       plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
@@ -527,7 +524,7 @@ class Nfs3Service:
         export is watched, and the caller (the identity this thread acts as) may search the
         directory, as stat()ing its entries needs (the read permission that listing needs
         was checked before, nfsd/exports.py).  The kernel decides, ACLs included."""
-        if not self.entries.enabled(fs.export_id) or handle_kind(d.fh)[0] != KIND_REAL:
+        if d.virtual or not self.entries.enabled(fs.export_id):
             return False
         who = identity.current()
         if who is None or who.uid == 0:

@@ -83,6 +83,7 @@ class VNode(ModeKinds):
     """A virtual directory (query) or result link; ``mode`` tells which."""
 
     __slots__ = ("fh", "ino", "mode", "query", "target_ino", "target", "gen", "__weakref__")
+    virtual = True  # computed from a query (nfsd/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0,
                  target: bytes | None = None) -> None:
@@ -774,6 +775,16 @@ class SemanticFS:
     def commit(self, n: Node | VNode) -> None:
         if isinstance(n, Node):
             self.local.commit(n)
+
+    def open_for_writing(self, n: Node | VNode) -> None:
+        if isinstance(n, Node):
+            self.local.open_for_writing(n)
+
+    def put_verifier(self, n: Node | VNode, verf: bytes) -> None:
+        self.local.put_verifier(self._real(n), verf)
+
+    def verifier(self, n: Node | VNode) -> bytes | None:
+        return self.local.verifier(n) if isinstance(n, Node) else None
 
     def flush(self) -> None:
         self.local.flush()
