@@ -73,6 +73,7 @@ from typing import Any, Callable, Iterator, Sequence
 from protocol import nfs3
 from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.program import Procedure
+from xdr import Union
 from protocol.rpc import AUTH_NONE, Credentials
 
 from . import identity
@@ -81,6 +82,7 @@ from .attrs import fattr, wcc, wcc_before
 from .errors import NfsError
 from .handles import handle_kind
 from .identity import Identity
+from .backend import StatResult
 from .call import CallContext
 from .nfs3_procedures import NFS3_PROCEDURES, Guard
 from .nfs3_service import Nfs3Service
@@ -475,15 +477,18 @@ class GuardedNfs3:
     # -- helpers -------------------------------------------------------------------------
     def _failure(self, proc: Procedure, status: int, fhs: Sequence[bytes]) -> tuple[int, Any]:
         """The procedure's resfail with the attributes of the objects involved."""
-        arm = proc.res.arm_type(status)  # type: ignore[attr-defined]
+        res = proc.res
+        assert isinstance(res, Union)  # every NFSv3 result but NULL's switches on nfsstat3
+        arm: Any = res.arm_type(status)
         values: list[Any] = []
+        st: StatResult | None
         for (_, ftype), fh in zip(arm.fields, fhs):
             try:
                 fs, n = self.inner.resolve(fh)
                 st = fs.stat(n)
                 attr = fattr(st, fs.fsid)
             except (OSError, NfsError):
-                st = attr = None
+                st, attr = None, None
             values.append(wcc(wcc_before(st), attr) if ftype is nfs3.wcc_data else attr)
         return status, arm.cls(*values)
 

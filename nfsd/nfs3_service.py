@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from protocol import nfs3
 from protocol.nfs3 import NFS3_OK, nfsstat3
@@ -22,7 +22,8 @@ from .errors import NfsError, status_of
 from .handles import handle_kind
 from . import identity
 from .identity import ACTING as _ACTING_AS_CALLER
-from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
+from .backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
+from .localfs import Node as RealNode
 from .store import Store, StoreFull
 
 RTMAX = WTMAX = MAX_TRANSFER
@@ -46,7 +47,7 @@ _ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
                | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
 
-def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
+def access_bits(st: StatResult, cred: Credentials, wanted: int) -> int:
     """ACCESS3 rights from the mode bits for an AUTH_SYS identity (AUTH_NONE = nobody)."""
     uid = cred.uid if cred.uid is not None else 65534
     gid = cred.gid if cred.gid is not None else 65534
@@ -110,7 +111,7 @@ def umask_keeps(mode: int) -> bool:
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
-    def __init__(self, exports: dict[int, Backend], store: Store, write_verifier: bytes,
+    def __init__(self, exports: Mapping[int, Backend], store: Store, write_verifier: bytes,
                  entries: EntryCache | None = None) -> None:
         self.exports = exports
         self.store = store
@@ -161,9 +162,8 @@ class Nfs3Service:
     def _touched(self, n: Node) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was
         found in is out of date (other hard links: the watcher, or the cache's age)."""
-        parent = getattr(n, "parent", None)
-        if parent is not None:
-            self.entries.changed(handle_kind(n.fh)[1], parent, n.name)
+        if isinstance(n, RealNode):  # virtual objects are in no entry cache
+            self.entries.changed(handle_kind(n.fh)[1], n.parent, n.name)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
@@ -450,7 +450,7 @@ class Nfs3Service:
         return d.virtual or not self.entries.complete(fs.export_id, d.ino, self.listings.peek(d.fh))
 
     def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
-                      plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
+                      plus: bool, dircount: int) -> tuple[int, Any, bytes, Any, bool]:
         """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
         st = fs.stat(d)
         if not stat.S_ISDIR(st.st_mode):
@@ -488,7 +488,7 @@ class Nfs3Service:
                 entries.append(entry_type(node.ino, name, ck))
         names, inos, cookies = listing.names, listing.inos, listing.cookies
         i = listing.start_index(cookie) if eof else len(names)
-        if plus and exact is None and self._cacheable(fs, d):
+        if plus and exact is None and isinstance(d, RealNode) and self._cacheable(fs, d):
             page = self._encoded_page(fs, d, listing, i, budget - used, dircount - dir_used)
             if page is not None:
                 items, more = page
@@ -519,12 +519,12 @@ class Nfs3Service:
             return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
         return NFS3_OK, dattr, my_verf, entries, eof
 
-    def _cacheable(self, fs: Backend, d: Node) -> bool:
+    def _cacheable(self, fs: Backend, d: RealNode) -> bool:
         """Whether this READDIRPLUS may use the encoded entries of real directory ``d``: the
         export is watched, and the caller (the identity this thread acts as) may search the
         directory, as stat()ing its entries needs (the read permission that listing needs
         was checked before, nfsd/exports.py).  The kernel decides, ACLs included."""
-        if d.virtual or not self.entries.enabled(fs.export_id):
+        if not self.entries.enabled(fs.export_id):
             return False
         who = identity.current()
         if who is None or who.uid == 0:
@@ -534,7 +534,7 @@ class Nfs3Service:
         except (OSError, NotImplementedError, AttributeError):
             return False
 
-    def _encoded_page(self, fs: Backend, d: Node, listing: Any, start: int, budget: int,
+    def _encoded_page(self, fs: Backend, d: RealNode, listing: Any, start: int, budget: int,
                       dircount: int) -> tuple[list[bytes], bool] | None:
         """The encoded entries from index ``start`` that fit ``budget`` reply bytes and
         ``dircount`` name bytes, and whether more follow; entries not cached (or changed

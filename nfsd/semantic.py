@@ -36,7 +36,7 @@ from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 from protocol.nfs3 import nfsstat3
 
 from . import identity, query_lang
-from .backend import ModeKinds
+from .backend import ModeKinds, TimeSet
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
@@ -756,8 +756,8 @@ class SemanticFS:
         self.local.truncate(self._real(n), size)
         self._noted_ino(n.ino)
 
-    def set_times(self, n: Node | VNode, atime_ns: int | None, mtime_ns: int | None) -> None:
-        self.local.set_times(self._real(n), atime_ns, mtime_ns)
+    def set_times(self, n: Node | VNode, atime: TimeSet, mtime: TimeSet) -> None:
+        self.local.set_times(self._real(n), atime, mtime)
         self._noted_ino(n.ino)
 
     def read(self, n: Node | VNode, offset: int, count: int) -> bytes:

@@ -213,7 +213,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._serve([])  # serves the backlog first
 
     def _done(self, task: "asyncio.Future[Any]") -> None:
-        self.tasks.discard(task)  # type: ignore[arg-type]
+        self.tasks.discard(task)
         self.inflight -= 1
         self.progressed = True
         if task.cancelled():
@@ -352,7 +352,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
             task.add_done_callback(lambda t: self._done(t, addr))
 
     def _done(self, task: "asyncio.Future[Any]", addr: tuple[str, int]) -> None:
-        self.tasks.discard(task)  # type: ignore[arg-type]
+        self.tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
@@ -371,7 +371,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         self.transport.sendto(reply, addr)
 
 
-async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.Protocol],
+async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.BaseProtocol],
                      datagram_factory: Callable[[], asyncio.DatagramProtocol],
                      attempts: int = 32) -> tuple[asyncio.base_events.Server, asyncio.DatagramTransport, int]:
     """A TCP server and a UDP endpoint on the same port of ``host``; with ``port`` 0, a port

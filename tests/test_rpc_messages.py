@@ -185,8 +185,9 @@ def test_failure_result_derived_from_the_result_type() -> None:
     assert procs["LOOKUP"].failure(stale) == (stale, nfs3.LOOKUP3resfail.cls(None))
     no_wcc = nfs3.wcc_data.cls(None, None)
     assert procs["RENAME"].failure(stale) == (stale, nfs3.RENAME3resfail.cls(no_wcc, no_wcc))
-    status, body = procs["WRITE"].failure(stale)
-    assert (status, body) == (stale, nfs3.WRITE3resfail.cls(no_wcc))
+    failure = procs["WRITE"].failure(stale)
+    assert failure == (stale, nfs3.WRITE3resfail.cls(no_wcc))
+    status, body = failure
     # the arm round-trips through the result's own encoder
     assert decode(nfs3.WRITE3res, encode(nfs3.WRITE3res, (status, body))) == (stale, body)
     assert MOUNT3.procedures[1].failure(mountstat3.MNT3ERR_ACCES) == (mountstat3.MNT3ERR_ACCES, None)

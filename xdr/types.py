@@ -430,8 +430,9 @@ class Optional(XdrType):
     def emit_pack(self, g: _Gen, expr: str) -> PackCode:
         code: PackCode = []
         x = _name(g, expr, code)
-        return code + [_Branch([f"if {x} is None:", "else:"],
-                               [[_Fixed("I", ["0"])], [_Fixed("I", ["1"])] + self.inner.emit_pack(g, x)])]
+        absent: PackCode = [_Fixed("I", ["0"])]
+        present: PackCode = [_Fixed("I", ["1"])]
+        return code + [_Branch([f"if {x} is None:", "else:"], [absent, present + self.inner.emit_pack(g, x)])]
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
         f = g.tmp("f")
@@ -450,7 +451,7 @@ class Struct(XdrType):
     def __init__(self, name: str, fields: Sequence[tuple[str, XdrType]]) -> None:
         self.name = name
         self.fields = list(fields)
-        self.cls = namedtuple(name, [f for f, _ in self.fields])  # type: ignore[misc]
+        self.cls: Any = namedtuple(name, [f for f, _ in self.fields])  # type: ignore[misc]
         self.cls.__xdr__ = self  # type: ignore[attr-defined]
         if all(t.fmt is not None for _, t in self.fields):
             self.fmt = "".join(t.fmt for _, t in self.fields)  # type: ignore[misc]
@@ -650,8 +651,10 @@ class List(XdrType):
 
     def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         e = g.tmp("e")
-        return ([f"for {e} in {expr}:"] + _block(g, [_Fixed("I", ["1"])] + self.inner.emit_pack(g, e))
-                + [_Fixed("I", ["0"])])
+        more: PackCode = [_Fixed("I", ["1"])]
+        end: PackCode = [_Fixed("I", ["0"])]
+        head: PackCode = [f"for {e} in {expr}:"]
+        return head + _block(g, more + self.inner.emit_pack(g, e)) + end
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         lst, e, f = g.tmp("l"), g.tmp("e"), g.tmp("f")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import socket
@@ -260,7 +261,7 @@ class LockService:
         opener: Callable[[], int] | None = None
         # Only regular files and directories: opening a device or a FIFO can have effects.
         if fd is not None and (stat.S_ISREG(node.mode) or stat.S_ISDIR(node.mode)):
-            opener = lambda: _open_checked(fs, fh, node.ino)
+            opener = functools.partial(_open_checked, fs, fh, node.ino)
         return self.m.file(key, opener) if create else FileLocks(key, opener)
 
     @staticmethod
