@@ -253,10 +253,6 @@ class Export:
         self._rules[host] = rule
         return rule
 
-    @property
-    def writable_anywhere(self) -> bool:
-        return any(c.options.writable for c in self.clients)
-
 
 # -- the syntax -----------------------------------------------------------------------------
 _OCTAL = re.compile(r"\\([0-7]{3})")

@@ -13,7 +13,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from protocol.nfs3 import NFS3, createmode3, stable_how
+from protocol.nfs3 import NFS3, stable_how
 from protocol.program import Procedure
 
 from .call import CallContext
@@ -66,6 +66,11 @@ def _row(number: int, handler: Handler, handles: tuple[str, ...], guard: Guard,
 SMALL_IO = 64 << 10
 S = Nfs3Service
 
+
+def _always(service: Nfs3Service, args: Any) -> bool:
+    return True
+
+
 NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(0, S.NULL, (), Guard.NONE),
     _row(1, S.GETATTR, ("object.data",), Guard.PLAIN),
@@ -76,15 +81,16 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
     _row(7, S.WRITE, ("file.data",), Guard.WRITE,
          lambda s, a: a.stable != stable_how.UNSTABLE or len(a.data) > SMALL_IO),
-    # EXCLUSIVE: the verifier is synced to LMDB
-    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, lambda s, a: a.how[0] == createmode3.EXCLUSIVE),
-    _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE),
-    _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE),
-    _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE),
-    _row(12, S.REMOVE, ("object.dir.data",), Guard.CHANGE),
-    _row(13, S.RMDIR, ("object.dir.data",), Guard.CHANGE),
-    _row(14, S.RENAME, ("from_.dir.data", "to.dir.data"), Guard.CHANGE),
-    _row(15, S.LINK, ("file.data", "link.dir.data"), Guard.CHANGE),
+    # Changes of a directory fsync it before the reply (LocalFS.fsync_dir); an EXCLUSIVE
+    # CREATE also syncs its verifier to LMDB.
+    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(12, S.REMOVE, ("object.dir.data",), Guard.CHANGE, _always),
+    _row(13, S.RMDIR, ("object.dir.data",), Guard.CHANGE, _always),
+    _row(14, S.RENAME, ("from_.dir.data", "to.dir.data"), Guard.CHANGE, _always),
+    _row(15, S.LINK, ("file.data", "link.dir.data"), Guard.CHANGE, _always),
     # Listing is CPU-bound Python once the directory is read and sorted (threads only add GIL
     # contention); a first page, or one that has to read the directory again (0.5 s for
     # 100k entries), runs in a thread so that it stalls no one.
@@ -94,7 +100,7 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(18, S.FSSTAT, ("fsroot.data",), Guard.PLAIN),
     _row(19, S.FSINFO, ("fsroot.data",), Guard.PLAIN),
     _row(20, S.PATHCONF, ("object.data",), Guard.PLAIN),
-    _row(21, S.COMMIT, ("file.data",), Guard.PLAIN, lambda s, a: True),
+    _row(21, S.COMMIT, ("file.data",), Guard.PLAIN, _always),
 )
 del S
 assert [r.proc.number for r in NFS3_PROCEDURES] == sorted(NFS3.procedures), "one row per procedure"

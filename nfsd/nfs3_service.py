@@ -43,8 +43,6 @@ _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 # The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
 # owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
 NEW_FILE_MODE = 0o600
-_ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
-               | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
 
 def access_bits(st: StatResult, cred: Credentials, wanted: int) -> int:
