@@ -111,10 +111,10 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                 RpcStreamProtocol._refused_logged = now
                 log.warning("refusing connection from %s:%d: %d connections open (the limit)",
                             *self.peer, len(self.connections))
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()  # type: ignore[attr-defined]  # a TCP transport (typed BaseTransport)
             return
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes the TCP transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]  # as above
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -321,7 +321,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes the datagram transport
         sock = transport.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:  # bursts of 32 KiB WRITEs overflow the default buffers

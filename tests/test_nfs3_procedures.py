@@ -19,7 +19,7 @@ def test_one_row_per_procedure_with_its_handler() -> None:
 
 
 def test_offload_predicates() -> None:
-    run_in_thread = offloads(Nfs3Service({}, None, b"\0" * 8))  # type: ignore[arg-type]
+    run_in_thread = offloads(Nfs3Service({}, None, b"\0" * 8))  # type: ignore[arg-type]  # no store: none is used
     fh = nfs3.nfs_fh3.cls(b"\0" * 16)
     write = run_in_thread[7]
     small = b"x" * 100
