@@ -56,7 +56,7 @@ def test_nfs_ls_lists_names_and_sizes(server):
         assert row, (name, out)
         assert str(len(data)) in row[0].split(), row
     assert any(ln.startswith("d") and ln.endswith(" subdir") for ln in lines), out
-    assert any(ln.startswith("ln") and " link" in ln for ln in lines), out
+    assert any(ln.startswith("l") and " link" in ln for ln in lines), out
     # A subdirectory URL, and the recursive listing.
     r = run("nfs-ls", server.url("subdir"))
     assert r.returncode == 0 and r.stdout.decode().rstrip().endswith(" inner"), r
