@@ -25,6 +25,7 @@ from .localfs import LocalFS
 from .locks.monitor import MonitorRecords
 from .locks.service import LockService
 from .mount_service import MountService
+from .nfs3_procedures import offloads
 from .nfs3_service import Nfs3Service
 from .semantic import SemanticFS
 from .portmap_service import PMAP_PORT, Discovery
@@ -37,21 +38,6 @@ from .transducer_options import TransducerSettings, build as build_transducers
 from .watch import TreeWatcher
 
 log = logging.getLogger("pysfsd")
-
-def _always(_args: object) -> bool:
-    return True
-
-
-# Calls that may block on the disk (fsync, large transfers, big directories) run in threads;
-# small reads and unstable writes (page cache) are cheaper inline than a thread round trip.
-SMALL_IO = 64 << 10
-OFFLOADED = {
-    "READ": lambda a: a.count > SMALL_IO,
-    "WRITE": lambda a: a.stable != 0 or len(a.data) > SMALL_IO,
-    "COMMIT": _always,
-    "CREATE": lambda a: a.how[0] == 2,  # EXCLUSIVE: the verifier is synced to LMDB
-}
-
 
 def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -141,13 +127,9 @@ class NfsServer:
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
-        # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
-        # read and sorted; a first page, or a page that has to read the directory (again: 0.5 s
-        # for 100k entries), runs in a thread so that it stalls no one.
-        relist = lambda a: self.nfs.offload_listing(a.dir.data, a.cookie, False)  # noqa: E731
-        relist_plus = lambda a: self.nfs.offload_listing(a.dir.data, a.cookie, True)  # noqa: E731
-        self.dispatcher.register(NFS3, GuardedNfs3(self.nfs, self.policy),
-                                 {**OFFLOADED, "READDIR": relist, "READDIRPLUS": relist_plus})
+        # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
+        guarded = GuardedNfs3(self.nfs, self.policy)
+        self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)
         self.dispatcher.register(MOUNT3, self.mount)
         self.locks: LockService | None = None
         if config.locks:

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any, TypeAlias, overload
 
 from protocol.nfs3 import fattr3, nfstime3, specdata3, wcc_attr, wcc_data
+
+from .backend import StatResult
+
+# XDR struct values are the namedtuples ``xdr.Struct`` generates at run time: typed Any.
+Fattr3: TypeAlias = Any
+WccAttr: TypeAlias = Any
+WccData: TypeAlias = Any
+NfsTime3: TypeAlias = Any
 
 _FTYPE = {stat.S_IFREG: 1, stat.S_IFDIR: 2, stat.S_IFBLK: 3, stat.S_IFCHR: 4,
           stat.S_IFLNK: 5, stat.S_IFSOCK: 6, stat.S_IFIFO: 7}
@@ -17,12 +26,12 @@ _NO_DEVICE = _spec(0, 0)
 _BILLION = 1_000_000_000
 
 
-def nfstime(ns: int) -> nfstime3:
+def nfstime(ns: int) -> NfsTime3:
     s, n = divmod(ns, _BILLION)
     return _time(s & 0xFFFFFFFF, n)
 
 
-def fattr(st: os.stat_result, fsid: int) -> fattr3:
+def fattr(st: StatResult, fsid: int) -> Fattr3:
     mode = st.st_mode
     rdev = st.st_rdev
     a_s, a_n = divmod(st.st_atime_ns, _BILLION)
@@ -37,13 +46,19 @@ def fattr(st: os.stat_result, fsid: int) -> fattr3:
     )
 
 
-def wcc_before(st: os.stat_result | None) -> wcc_attr | None:
+@overload
+def wcc_before(st: StatResult) -> WccAttr: ...
+@overload
+def wcc_before(st: None) -> None: ...
+
+
+def wcc_before(st: StatResult | None) -> WccAttr | None:
     if st is None:
         return None
     return _wcc_attr(st.st_size, nfstime(st.st_mtime_ns), nfstime(st.st_ctime_ns))
 
 
-def wcc(before: wcc_attr | None, after: fattr3 | None) -> wcc_data:
+def wcc(before: WccAttr | None, after: Fattr3 | None) -> WccData:
     return _wcc_data(before, after)
 
 

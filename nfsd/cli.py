@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Coroutine, NoReturn
 
 from . import __version__
 from .app import NfsServer, ServerConfig, default_state_dir
@@ -238,8 +238,9 @@ def _main(argv: list[str]) -> int:
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))
+    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
-        import uvloop  # noqa: F401  (optional: a faster event loop)
+        import uvloop  # optional: a faster event loop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run

@@ -57,9 +57,10 @@ def defaults_from_file(parser: argparse.ArgumentParser, path: str) -> dict[str, 
             if isinstance(value, (list, dict)):
                 raise ConfigFileError(f"{path}: {key} must be a single value")
             value = str(value) if action.type is None else value
-            if action.type is not None:
+            convert = action.type  # argparse allows a registered name too; ours are callables
+            if callable(convert):
                 try:
-                    value = action.type(value)
+                    value = convert(value)
                 except argparse.ArgumentTypeError as exc:
                     raise ConfigFileError(f"{path}: {key}: {exc}") from None
                 except (TypeError, ValueError):

@@ -241,7 +241,7 @@ class EntryCache:
         fresh = EncodedDir(key, listing, dir_fh, item_size, now + self.max_age)
         reuse = enc is not None and enc.expires > now and enc.dir_fh == dir_fh
         if reuse:
-            old_items, old_pos, old_inos = enc.items, enc.pos, enc.listing.inos  # type: ignore[union-attr]
+            old_items, old_pos, old_inos = enc.items, enc.pos, enc.listing.inos  # type: ignore[union-attr]  # reuse implies enc is not None
             inos, items = listing.inos, fresh.items
             for i, name in enumerate(listing.names):
                 j = old_pos.get(name)
@@ -252,7 +252,7 @@ class EntryCache:
                         fresh.nbytes += len(item)
                         fresh.missing -= 1
         with self._lock:
-            if reuse and enc.version != seen:  # type: ignore[union-attr]
+            if reuse and enc.version != seen:  # type: ignore[union-attr]  # reuse implies enc is not None
                 # an entry changed while the items were copied: start from nothing
                 fresh = EncodedDir(key, listing, dir_fh, item_size, now + self.max_age)
             old = self._dirs.pop(key, None)
@@ -284,7 +284,7 @@ class EntryCache:
         the directory changes: the listing of an unchanged directory is one lookup."""
         page = enc.pages.get((start, end))
         if page is None:
-            page = b"".join(enc.items[start:end])  # type: ignore[arg-type]
+            page = b"".join(enc.items[start:end])  # type: ignore[arg-type]  # filled: no None left in the page
             with self._lock:
                 if len(enc.pages) < 4 and self._dirs.get(enc.key) is enc:
                     enc.pages[(start, end)] = page

@@ -21,13 +21,13 @@ from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_re
 from xdr import Enum, Union, XdrError
 
 from . import trace
-from .errors import NfsError
-from .nfs3_service import RTMAX, CallContext, failure_result
+from .call import MAX_TRANSFER, CallContext, CallFailed
 
 log = logging.getLogger("pysfsd.rpc")
 
 Reply = bytearray | bytes | None
 Offload = Callable[[Any], bool]
+Handler = Callable[[CallContext, Any], Any]
 
 
 class Registered:
@@ -35,14 +35,16 @@ class Registered:
 
     __slots__ = ("program", "service", "handlers", "status_enum")
 
-    def __init__(self, program: Program, service: Any, offload: Mapping[str, Offload]) -> None:
+    def __init__(self, program: Program, service: Any, offload: Mapping[int, Offload],
+                 handlers: Mapping[int, Handler] | None) -> None:
         self.program = program
         self.service = service
-        self.handlers: dict[int, tuple[Procedure, Callable[..., Any], Offload | None, Callable[..., Any], Callable[..., Any]]] = {}
+        self.handlers: dict[int, tuple[Procedure, Handler, Offload | None, Callable[..., Any], Callable[..., Any]]] = {}
         for num, proc in program.procedures.items():
             pack_res = proc.res.compiled()[0]
             unpack_args = proc.args.compiled()[1]
-            self.handlers[num] = (proc, getattr(service, proc.name), offload.get(proc.name), unpack_args, pack_res)
+            handler = handlers[num] if handlers is not None else getattr(service, proc.name)
+            self.handlers[num] = (proc, handler, offload.get(num), unpack_args, pack_res)
         res_types = [p.res for p in program.procedures.values() if isinstance(p.res, Union)]
         self.status_enum: Enum | None = res_types[0].disc if res_types and isinstance(res_types[0].disc, Enum) else None
 
@@ -57,16 +59,20 @@ class Dispatcher:
         self._versions: dict[int, tuple[int, int]] = {}
         self.calls = 0
 
-    def register(self, program: Program, service: Any, offload: Mapping[str, Offload] | None = None) -> None:
-        """Serve ``program`` with ``service``'s methods; ``offload`` maps procedure names to
-        a predicate on the decoded arguments telling when a call must run in the thread pool
-        (it may block on the disk) rather than inline on the event loop."""
-        self._programs[(program.number, program.version)] = Registered(program, service, offload or {})
+    def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
+                 handlers: Mapping[int, Handler] | None = None) -> None:
+        """Serve ``program``: each procedure by ``handlers[number]`` (a program's table, as
+        nfsd/nfs3_procedures.py), or, without a table, by ``service``'s method named after
+        it (the small programs: MOUNT, NLM, NSM, the portmapper).  ``offload`` maps procedure
+        numbers to a predicate on the decoded arguments telling when a call must run in the
+        thread pool (it may block on the disk) rather than inline on the event loop.
+        ``service.trace_credentials``, where present, explains whom a call ran as (traces)."""
+        self._programs[(program.number, program.version)] = Registered(program, service, offload or {}, handlers)
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
-                 max_transfer: int = RTMAX) -> Reply | Awaitable[Reply]:
+                 max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
         nothing, or an awaitable of either when the handler runs in the thread pool.
         ``max_transfer`` bounds the data of one READ or READDIR reply (UDP: a datagram)."""
@@ -128,9 +134,10 @@ class Dispatcher:
     def _invoke(handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
         try:
             return handler(ctx, args)
-        except NfsError as exc:
-            if isinstance(proc.res, Union):
-                return failure_result(proc.res, exc.status)
+        except CallFailed as exc:
+            failure = proc.failure(exc.status)
+            if failure is not None:
+                return failure
             log.warning("%s failed: %s", proc.name, exc)
             return _SYSTEM_ERR
         except Exception:

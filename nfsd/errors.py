@@ -5,13 +5,14 @@ import errno
 
 from protocol.nfs3 import nfsstat3
 
+from .call import CallFailed
 
-class NfsError(Exception):
-    """A failure that becomes an nfsstat3 in the reply."""
+
+class NfsError(CallFailed):
+    """A failure that becomes an nfsstat3 in the reply (the procedure's resfail arm)."""
 
     def __init__(self, status: int, detail: str = "") -> None:
-        super().__init__(f"{nfsstat3.values(status).name}{': ' + detail if detail else ''}")
-        self.status = status
+        super().__init__(status, f"{nfsstat3.values(status).name}{': ' + detail if detail else ''}")
 
 
 _ERRNO_TO_NFS = {

@@ -62,16 +62,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import operator
 import os
 import re
 import socket
 import stat
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import Any, Callable, Iterator, Sequence
 
 from protocol import nfs3
-from protocol.nfs3 import NFS3, NFS3_OK, nfsstat3
+from protocol.nfs3 import NFS3_OK, nfsstat3
+from protocol.program import Procedure
+from xdr import Union
 from protocol.rpc import AUTH_NONE, Credentials
 
 from . import identity
@@ -80,7 +82,10 @@ from .attrs import fattr, wcc, wcc_before
 from .errors import NfsError
 from .handles import handle_kind
 from .identity import Identity
-from .nfs3_service import CallContext
+from .backend import StatResult
+from .call import CallContext
+from .nfs3_procedures import NFS3_PROCEDURES, Guard
+from .nfs3_service import Nfs3Service
 
 log = logging.getLogger("pysfsd.exports")
 
@@ -248,10 +253,6 @@ class Export:
         self._rules[host] = rule
         return rule
 
-    @property
-    def writable_anywhere(self) -> bool:
-        return any(c.options.writable for c in self.clients)
-
 
 # -- the syntax -----------------------------------------------------------------------------
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -407,33 +408,8 @@ class ExportPolicy:
 
 # -- the NFS front ---------------------------------------------------------------------------
 _MODIFY_BITS = nfs3.ACCESS3_MODIFY | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE
-_RES = {p.name: p.res for p in NFS3.procedures.values()}
-
-# procedure -> (handles in its arguments, in the order of its resfail fields; kind)
-_PROCS: dict[str, tuple[tuple[str, ...], str]] = {
-    "GETATTR": (("object.data",), "plain"),
-    "FSSTAT": (("fsroot.data",), "plain"),
-    "FSINFO": (("fsroot.data",), "plain"),
-    "PATHCONF": (("object.data",), "plain"),
-    "COMMIT": (("file.data",), "plain"),
-    "ACCESS": (("object.data",), "access"),
-    "READ": (("file.data",), "read"),
-    "LOOKUP": (("what.dir.data",), "switch"),
-    "READLINK": (("symlink.data",), "switch"),
-    "READDIR": (("dir.data",), "listing"),
-    "READDIRPLUS": (("dir.data",), "listing"),
-    "SETATTR": (("object.data",), "setattr"),
-    "WRITE": (("file.data",), "write"),
-    "CREATE": (("where.dir.data",), "change"),
-    "MKDIR": (("where.dir.data",), "change"),
-    "SYMLINK": (("where.dir.data",), "change"),
-    "MKNOD": (("where.dir.data",), "change"),
-    "REMOVE": (("object.dir.data",), "change"),
-    "RMDIR": (("object.dir.data",), "change"),
-    "RENAME": (("from_.dir.data", "to.dir.data"), "change"),
-    "LINK": (("file.data", "link.dir.data"), "change"),
-}
-MODIFYING = frozenset(n for n, (_, kind) in _PROCS.items() if kind in ("setattr", "write", "change"))
+_BY_NAME = {r.proc.name: r for r in NFS3_PROCEDURES}
+MODIFYING = frozenset(r.proc.name for r in NFS3_PROCEDURES if r.guard.modifying)
 
 
 class GuardedNfs3:
@@ -464,23 +440,28 @@ class GuardedNfs3:
     root, only the export rules apply and everything runs as the server's user.
     """
 
-    def __init__(self, inner: Any, policy: ExportPolicy, acting: bool | None = None) -> None:
+    def __init__(self, inner: Nfs3Service, policy: ExportPolicy, acting: bool | None = None) -> None:
         self.inner = inner
         self.policy = policy
         self.acting = identity.ACTING if acting is None else acting
-        self.NULL = inner.NULL
-        for name, (paths, kind) in _PROCS.items():
-            getters = tuple(operator.attrgetter(p) for p in paths)
-            setattr(self, name, getattr(self, "_" + kind)(name, getattr(inner, name), getters))
+        wrap = {Guard.PLAIN: self._plain, Guard.ACCESS: self._access, Guard.READ: self._read,
+                Guard.AS_CALLER: self._switch, Guard.CHANGE: self._switch, Guard.LISTING: self._listing,
+                Guard.SETATTR: self._setattr, Guard.WRITE: self._write}
+        #: the guarded handlers by procedure number, as the dispatcher calls them
+        self.handlers: dict[int, Callable[[CallContext, Any], Any]] = {}
+        for row in NFS3_PROCEDURES:
+            handler = MethodType(row.handler, inner)
+            self.handlers[row.proc.number] = (handler if row.guard is Guard.NONE
+                                              else wrap[row.guard](row.proc, handler, row.handles))
 
     def trace_credentials(self, name: str, ctx: CallContext, a: Any) -> str | None:
         """For PYSFSD_TRACE: whom the call ran as after the export rules (squashing), which
         is what explains an NFS3ERR_ACCES; None for a call without a handle (NULL)."""
-        entry = _PROCS.get(name)
-        if entry is None:
+        row = _BY_NAME.get(name)
+        if row is None or not row.handles:
             return None
         try:
-            rule = self.policy.rule(operator.attrgetter(entry[0][0])(a), ctx.client)
+            rule = self.policy.rule(row.handles[0](a), ctx.client)
         except NfsError:
             return "refused by the export rules"
         _, ident = rule.effective(ctx.cred)
@@ -490,22 +471,25 @@ class GuardedNfs3:
         return text + ")"
 
     # -- helpers -------------------------------------------------------------------------
-    def _failure(self, name: str, status: int, fhs: Sequence[bytes]) -> tuple[int, Any]:
+    def _failure(self, proc: Procedure, status: int, fhs: Sequence[bytes]) -> tuple[int, Any]:
         """The procedure's resfail with the attributes of the objects involved."""
-        arm = _RES[name].arm_type(status)  # type: ignore[attr-defined]
+        res = proc.res
+        assert isinstance(res, Union)  # every NFSv3 result but NULL's switches on nfsstat3
+        arm: Any = res.arm_type(status)
         values: list[Any] = []
+        st: StatResult | None
         for (_, ftype), fh in zip(arm.fields, fhs):
             try:
                 fs, n = self.inner.resolve(fh)
                 st = fs.stat(n)
                 attr = fattr(st, fs.fsid)
             except (OSError, NfsError):
-                st = attr = None
+                st, attr = None, None
             values.append(wcc(wcc_before(st), attr) if ftype is nfs3.wcc_data else attr)
         return status, arm.cls(*values)
 
     # -- the kinds of procedures -----------------------------------------------------------
-    def _plain(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _plain(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         rule_of = self.policy.rule
         get, = getters
 
@@ -514,7 +498,7 @@ class GuardedNfs3:
             return handler(_with_cred(ctx, cred), a)
         return call
 
-    def _access(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         rule_of = self.policy.rule
         get, = getters
 
@@ -527,7 +511,7 @@ class GuardedNfs3:
             return status, res
         return call
 
-    def _read(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _read(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         rule_of = self.policy.rule
         get, = getters
         resolve = self.inner.resolve
@@ -543,7 +527,7 @@ class GuardedNfs3:
             return handler(_with_cred(ctx, cred), a)
         return call
 
-    def _switch(self, name: str, handler: Callable[..., Any], getters: Sequence[Any],
+    def _switch(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any],
                 check: Callable[[Any, Any, Any, Identity, Any], tuple[int, Any] | None] | None = None
                 ) -> Callable[..., Any]:
         """A call acting as the caller, after the export checks and, for a caller other than
@@ -551,7 +535,7 @@ class GuardedNfs3:
         rule_of = self.policy.rule
         resolve = self.inner.resolve
         become, restore = identity.become, identity.restore
-        modifying = name in MODIFYING
+        modifying = proc.name in MODIFYING
         acting = self.acting
         get0 = getters[0]
         more = getters[1:]
@@ -565,7 +549,7 @@ class GuardedNfs3:
             else:
                 fhs, others = (fh,), []
             if modifying and not (rule.options.writable and all(r.options.writable for r in others)):
-                return self._failure(name, nfsstat3.NFS3ERR_ROFS, fhs)
+                return self._failure(proc, nfsstat3.NFS3ERR_ROFS, fhs)
             cred, ident = rule.effective(ctx.cred)
             if cred is not ctx.cred:
                 ctx = _with_cred(ctx, cred)
@@ -587,42 +571,38 @@ class GuardedNfs3:
                 restore(ident)
         return call
 
-    _change = _switch
-
-    def _write(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _write(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         def check(fs: Any, n: Any, a: Any, ident: Identity, fhs: Any) -> tuple[int, Any] | None:
-            return self._may_write_data(name, fs, n, ident, fhs)
-        return self._switch(name, handler, getters, check)
+            return self._may_write_data(proc, fs, n, ident, fhs)
+        return self._switch(proc, handler, getters, check)
 
-    def _setattr(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _setattr(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         def check(fs: Any, n: Any, a: Any, ident: Identity, fhs: Any) -> tuple[int, Any] | None:
             if a.new_attributes.size is None:
                 return None
-            return self._may_write_data(name, fs, n, ident, fhs)
-        return self._switch(name, handler, getters, check)
+            return self._may_write_data(proc, fs, n, ident, fhs)
+        return self._switch(proc, handler, getters, check)
 
-    def _listing(self, name: str, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+    def _listing(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         def check(fs: Any, n: Any, a: Any, ident: Identity, fhs: Any) -> tuple[int, Any] | None:
             st = fs.stat(n)
             if stat.S_ISDIR(st.st_mode) and not identity.may(st, ident, identity.R):
-                return self._failure(name, nfsstat3.NFS3ERR_ACCES, fhs)
+                return self._failure(proc, nfsstat3.NFS3ERR_ACCES, fhs)
             return None
-        return self._switch(name, handler, getters, check)
+        return self._switch(proc, handler, getters, check)
 
-    def _may_write_data(self, name: str, fs: Any, n: Any, ident: Identity, fhs: Any) -> tuple[int, Any] | None:
+    def _may_write_data(self, proc: Procedure, fs: Any, n: Any, ident: Identity, fhs: Any) -> tuple[int, Any] | None:
         """Write permission (the owner always has it, as in knfsd), then the file's shared
         read-write descriptor opened as the server: the check above is what guards it."""
         st = fs.stat(n)
         if not stat.S_ISREG(st.st_mode):
             return None  # the handler answers (ISDIR, INVAL, ROFS for virtual objects)
         if not identity.may(st, ident, identity.W, owner_override=True):
-            return self._failure(name, nfsstat3.NFS3ERR_ACCES, fhs)
-        io_fd = getattr(n, "io_fd", None)
-        if io_fd is not None:
-            try:
-                io_fd(True)
-            except OSError:
-                pass  # the handler meets the same error and answers it
+            return self._failure(proc, nfsstat3.NFS3ERR_ACCES, fhs)
+        try:
+            fs.open_for_writing(n)
+        except OSError:
+            pass  # the handler meets the same error and answers it
         return None
 
 

@@ -38,6 +38,8 @@ import sys
 import threading
 from typing import Any, Iterator, NamedTuple
 
+from .backend import StatResult
+
 # Raw system call numbers: setgroups, setfsuid, setfsgid (the 32-bit-id versions).
 _SYSCALLS = {"x86_64": (116, 122, 123), "aarch64": (159, 151, 152), "riscv64": (159, 151, 152)}
 
@@ -177,7 +179,7 @@ def self_test() -> None:
 
 
 # -- permission rules applied by the server itself ----------------------------------------
-def may(st: os.stat_result, ident: Identity, want: int, owner_override: bool = False) -> bool:
+def may(st: StatResult, ident: Identity, want: int, owner_override: bool = False) -> bool:
     """Whether ``ident`` may ``want`` (R, W, X bits) the object with attributes ``st``, from
     its mode bits as the kernel reads them (owner class, else group class if the gid or a
     supplementary group matches, else other).  ``owner_override``: the owner may read and
@@ -197,7 +199,7 @@ def may(st: os.stat_result, ident: Identity, want: int, owner_override: bool = F
     return perm & want == want
 
 
-def may_read_data(st: os.stat_result, ident: Identity) -> bool:
+def may_read_data(st: StatResult, ident: Identity) -> bool:
     """READ: read permission, or execute permission on a regular file (a client must read
     a program to run it), or ownership."""
     return may(st, ident, R, True) or (stat.S_ISREG(st.st_mode) and may(st, ident, X))

@@ -60,6 +60,7 @@ class Node(ModeKinds):
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
                  "_io_lock", "__weakref__")
+    virtual = False  # a real object (nfsd/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
         self.fh, self.fd, self.ino, self.gen, self.mode = fh, fd, ino, gen, mode
@@ -479,6 +480,7 @@ class LocalFS:
         """A node just created as ``d/name``, if the handle table took its place; else the
         object is removed again (``undo``) and the call fails with ENOSPC."""
         if n.ino not in self._unsaved:
+            self.fsync_dir(d)
             return n
         self.forget(n.fh)
         try:
@@ -562,6 +564,7 @@ class LocalFS:
             if stat.S_ISDIR(st.st_mode):
                 raise NfsError(nfsstat3.NFS3ERR_ISDIR)
             os.unlink(name, dir_fd=d.fd)
+        self.fsync_dir(d)
         if directory or st.st_nlink <= 1:
             self._entry_gone(st.st_ino)
 
@@ -574,6 +577,9 @@ class LocalFS:
         except FileNotFoundError:
             old = None
         os.rename(sname, dname, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
+        self.fsync_dir(dst)
+        if src.ino != dst.ino:
+            self.fsync_dir(src)
         if old is not None and old.st_ino != st.st_ino and (stat.S_ISDIR(old.st_mode) or old.st_nlink <= 1):
             self._entry_gone(old.st_ino)
         self.record(st.st_ino, dst.ino, self._known_gen(st.st_ino), dname)
@@ -591,6 +597,7 @@ class LocalFS:
                                                           effective_ids=True):
                 raise NfsError(nfsstat3.NFS3ERR_ACCES, "no write permission on the directory") from None
             raise
+        self.fsync_dir(d)
 
     def set_mode(self, n: Node, mode: int) -> None:
         if n.is_link:
@@ -694,6 +701,16 @@ class LocalFS:
         if stat.S_ISREG(n.mode):
             os.fsync(n.io_fd(write=False))
 
+    def open_for_writing(self, n: Node) -> None:
+        if stat.S_ISREG(n.mode):
+            n.io_fd(write=True)
+
+    def put_verifier(self, n: Node, verf: bytes) -> None:
+        self.store.put_verifier(self.export_id, n.ino, n.gen, verf)
+
+    def verifier(self, n: Node) -> bytes | None:
+        return self.store.get_verifier(self.export_id, n.ino, n.gen)
+
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(self.root_path)
 
@@ -730,7 +747,11 @@ class LocalFS:
         return st, self.handle_for_entry(d, name, st)
 
     def fsync_dir(self, d: Node) -> None:
-        """Make a directory's entries durable (after create/remove/rename)."""
+        """Make a directory's entries durable before the reply, as NFSv3 requires of CREATE,
+        MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME and LINK (RFC 1813, 'stable storage';
+        knfsd's commit_metadata on a sync export): the client never resends a change it was
+        told is done, so a power loss must not undo it (on ext4 and XFS this commits the
+        journal, the new inode included)."""
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
         try:
             os.fsync(fd)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from protocol import mount3
 from protocol.mount3 import mountstat3
@@ -11,7 +11,7 @@ from protocol.rpc import AUTH_NONE, AUTH_SYS
 
 from .errors import NfsError
 from .backend import Backend
-from .nfs3_service import CallContext
+from .call import CallContext
 
 #: LOOKUP failures (NfsError) that MNT answers as such; any other is ACCES
 _MNT_STATUS = {nfsstat3.NFS3ERR_NOENT: mountstat3.MNT3ERR_NOENT,
@@ -22,7 +22,7 @@ MAX_MOUNTS = 4096
 
 
 class MountService:
-    def __init__(self, exports: dict[int, Backend], policy: Any = None) -> None:
+    def __init__(self, exports: Mapping[int, Backend], policy: Any = None) -> None:
         self.exports = exports
         self.policy = policy  # nfsd.exports.ExportPolicy: who may mount what (None: anyone)
         self.mounts: set[tuple[bytes, bytes]] = set()

@@ -9,23 +9,24 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping
 
 from protocol import nfs3
-from xdr import Optional, Struct
 from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
-from .attrs import NO_WCC, fattr, wcc, wcc_before
+from .attrs import fattr, wcc, wcc_before
+from .call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, status_of
-from .handles import KIND_REAL, handle_kind
+from .handles import handle_kind
 from . import identity
 from .identity import ACTING as _ACTING_AS_CALLER
-from .backend import SERVER_TIME, Backend, ObjectNode as Node, TimeSet
+from .backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
+from .localfs import Node as RealNode
 from .store import Store, StoreFull
 
-RTMAX = WTMAX = 1 << 20
+RTMAX = WTMAX = MAX_TRANSFER
 _fh = nfs3.nfs_fh3.cls
 _MAX_FILE = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = 1 << 12, 1 << 20  # the kernel's dev_t: 12 bits of major, 20 of minor
@@ -42,19 +43,9 @@ _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 # The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
 # owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
 NEW_FILE_MODE = 0o600
-_ALL_ACCESS = (nfs3.ACCESS3_READ | nfs3.ACCESS3_LOOKUP | nfs3.ACCESS3_MODIFY
-               | nfs3.ACCESS3_EXTEND | nfs3.ACCESS3_DELETE | nfs3.ACCESS3_EXECUTE)
 
 
-class CallContext(NamedTuple):
-    cred: Credentials
-    client: tuple[str, int]
-    #: the most data one READ or READDIR reply may carry on the call's transport (UDP:
-    #: 32 KiB, so the reply fits a datagram); FSINFO advertises it as rtmax and wtmax
-    max_transfer: int = RTMAX
-
-
-def access_bits(st: os.stat_result, cred: Credentials, wanted: int) -> int:
+def access_bits(st: StatResult, cred: Credentials, wanted: int) -> int:
     """ACCESS3 rights from the mode bits for an AUTH_SYS identity (AUTH_NONE = nobody)."""
     uid = cred.uid if cred.uid is not None else 65534
     gid = cred.gid if cred.gid is not None else 65534
@@ -118,7 +109,7 @@ def umask_keeps(mode: int) -> bool:
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
-    def __init__(self, exports: dict[int, Backend], store: Store, write_verifier: bytes,
+    def __init__(self, exports: Mapping[int, Backend], store: Store, write_verifier: bytes,
                  entries: EntryCache | None = None) -> None:
         self.exports = exports
         self.store = store
@@ -169,9 +160,8 @@ class Nfs3Service:
     def _touched(self, n: Node) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was
         found in is out of date (other hard links: the watcher, or the cache's age)."""
-        parent = getattr(n, "parent", None)
-        if parent is not None:
-            self.entries.changed(handle_kind(n.fh)[1], parent, n.name)
+        if isinstance(n, RealNode):  # virtual objects are in no entry cache
+            self.entries.changed(handle_kind(n.fh)[1], n.parent, n.name)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
@@ -324,7 +314,7 @@ class Nfs3Service:
                 try:
                     n = fs.create_file(d, name, NEW_FILE_MODE, exclusive=True)
                     try:
-                        fs.store.put_verifier(fs.export_id, n.ino, n.gen, verf)
+                        fs.put_verifier(n, verf)
                     except StoreFull:
                         # a retransmission must not find the file without its verifier
                         fs.remove(d, name, False)
@@ -334,7 +324,7 @@ class Nfs3Service:
                     self._changed(d, name)
                 except FileExistsError:
                     n = fs.lookup(d, name)
-                    if fs.store.get_verifier(fs.export_id, n.ino, n.gen) != verf:
+                    if fs.verifier(n) != verf:
                         raise
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
@@ -434,9 +424,9 @@ class Nfs3Service:
         meanwhile.  Query directories, and handles that will fail, answer True: nothing
         changes for them."""
         try:
-            if handle_kind(fh)[0] != KIND_REAL:
-                return True
             fs, d = self.resolve(fh)
+            if d.virtual:
+                return True
             st = fs.stat(d)
         except (OSError, NfsError):
             return True
@@ -452,16 +442,13 @@ class Nfs3Service:
         if cookie != 0 or not plus:
             return cookie == 0
         try:
-            kind, export_id = handle_kind(fh)
-            if kind != KIND_REAL:
-                return True
-            _fs, d = self.resolve(fh)
+            fs, d = self.resolve(fh)
         except (OSError, NfsError):
             return True
-        return not self.entries.complete(export_id, d.ino, self.listings.peek(d.fh))
+        return d.virtual or not self.entries.complete(fs.export_id, d.ino, self.listings.peek(d.fh))
 
     def _listing_page(self, fs: Backend, d: Node, cookie: int, verf: bytes, budget: int,
-                      plus: bool, dircount: int) -> tuple[int, Any, Any, list, bool]:
+                      plus: bool, dircount: int) -> tuple[int, Any, bytes, Any, bool]:
         """Entries after ``cookie`` that fit the reply budget (bytes), in cookie order."""
         st = fs.stat(d)
         if not stat.S_ISDIR(st.st_mode):
@@ -499,7 +486,7 @@ class Nfs3Service:
                 entries.append(entry_type(node.ino, name, ck))
         names, inos, cookies = listing.names, listing.inos, listing.cookies
         i = listing.start_index(cookie) if eof else len(names)
-        if plus and exact is None and self._cacheable(fs, d):
+        if plus and exact is None and isinstance(d, RealNode) and self._cacheable(fs, d):
             page = self._encoded_page(fs, d, listing, i, budget - used, dircount - dir_used)
             if page is not None:
                 items, more = page
@@ -530,12 +517,12 @@ class Nfs3Service:
             return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
         return NFS3_OK, dattr, my_verf, entries, eof
 
-    def _cacheable(self, fs: Backend, d: Node) -> bool:
+    def _cacheable(self, fs: Backend, d: RealNode) -> bool:
         """Whether this READDIRPLUS may use the encoded entries of real directory ``d``: the
         export is watched, and the caller (the identity this thread acts as) may search the
         directory, as stat()ing its entries needs (the read permission that listing needs
         was checked before, nfsd/exports.py).  The kernel decides, ACLs included."""
-        if not self.entries.enabled(fs.export_id) or handle_kind(d.fh)[0] != KIND_REAL:
+        if not self.entries.enabled(fs.export_id):
             return False
         who = identity.current()
         if who is None or who.uid == 0:
@@ -545,7 +532,7 @@ class Nfs3Service:
         except (OSError, NotImplementedError, AttributeError):
             return False
 
-    def _encoded_page(self, fs: Backend, d: Node, listing: Any, start: int, budget: int,
+    def _encoded_page(self, fs: Backend, d: RealNode, listing: Any, start: int, budget: int,
                       dircount: int) -> tuple[list[bytes], bool] | None:
         """The encoded entries from index ``start`` that fit ``budget`` reply bytes and
         ``dircount`` name bytes, and whether more follow; entries not cached (or changed
@@ -642,19 +629,3 @@ def _real_item_size(name: bytes) -> int:
     cookie, attributes and a real handle (nfsd/handles.py: always 16 bytes)."""
     return _ENTRY_BYTES + ((len(name) + 3) & ~3) + _PLUS_BYTES
 
-
-def failure_result(res_type: Any, status: int) -> Any:
-    """The result for a call that failed before a handler could gather attributes (bad
-    handle, stale object): the resfail arm with every attribute marked absent."""
-    arm = res_type.arm_type(status)
-    return status, _empty(arm)
-
-
-def _empty(t: Any) -> Any:
-    if isinstance(t, Optional) or t is None:
-        return None
-    if isinstance(t, Struct):
-        if t is nfs3.wcc_data:
-            return NO_WCC
-        return t.cls(*(_empty(ft) for _, ft in t.fields))
-    return None

@@ -28,7 +28,7 @@ from protocol.program import Program
 
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
-from .nfs3_service import CallContext
+from .call import CallContext
 from .rpcbind_client import Mapping, Registration, our_mappings
 from .server import ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, listen_rpc, reap_connections
 

@@ -131,7 +131,7 @@ class Portmapper:
             data = self.sock.recv(65536)
             if not data:
                 raise RpcbindError("the portmapper closed the connection")
-            records = self.reader.feed(data)
+            records = [bytes(r) for r in self.reader.feed(data)]  # a few small replies, once
         off = _check_reply(records[0], xid)
         value, _ = p.res.unpack(records[0], off)
         return value

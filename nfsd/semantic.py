@@ -36,7 +36,7 @@ from typing import Any, Hashable, Iterator, NamedTuple, Sequence
 from protocol.nfs3 import nfsstat3
 
 from . import identity, query_lang
-from .backend import ModeKinds
+from .backend import ModeKinds, TimeSet
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
@@ -83,6 +83,7 @@ class VNode(ModeKinds):
     """A virtual directory (query) or result link; ``mode`` tells which."""
 
     __slots__ = ("fh", "ino", "mode", "query", "target_ino", "target", "gen", "__weakref__")
+    virtual = True  # computed from a query (nfsd/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0,
                  target: bytes | None = None) -> None:
@@ -755,8 +756,8 @@ class SemanticFS:
         self.local.truncate(self._real(n), size)
         self._noted_ino(n.ino)
 
-    def set_times(self, n: Node | VNode, atime_ns: int | None, mtime_ns: int | None) -> None:
-        self.local.set_times(self._real(n), atime_ns, mtime_ns)
+    def set_times(self, n: Node | VNode, atime: TimeSet, mtime: TimeSet) -> None:
+        self.local.set_times(self._real(n), atime, mtime)
         self._noted_ino(n.ino)
 
     def read(self, n: Node | VNode, offset: int, count: int) -> bytes:
@@ -774,6 +775,16 @@ class SemanticFS:
     def commit(self, n: Node | VNode) -> None:
         if isinstance(n, Node):
             self.local.commit(n)
+
+    def open_for_writing(self, n: Node | VNode) -> None:
+        if isinstance(n, Node):
+            self.local.open_for_writing(n)
+
+    def put_verifier(self, n: Node | VNode, verf: bytes) -> None:
+        self.local.put_verifier(self._real(n), verf)
+
+    def verifier(self, n: Node | VNode) -> bytes | None:
+        return self.local.verifier(n) if isinstance(n, Node) else None
 
     def flush(self) -> None:
         self.local.flush()

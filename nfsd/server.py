@@ -111,10 +111,10 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                 RpcStreamProtocol._refused_logged = now
                 log.warning("refusing connection from %s:%d: %d connections open (the limit)",
                             *self.peer, len(self.connections))
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()  # type: ignore[attr-defined]  # a TCP transport (typed BaseTransport)
             return
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes the TCP transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]  # as above
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -213,7 +213,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._serve([])  # serves the backlog first
 
     def _done(self, task: "asyncio.Future[Any]") -> None:
-        self.tasks.discard(task)  # type: ignore[arg-type]
+        self.tasks.discard(task)
         self.inflight -= 1
         self.progressed = True
         if task.cancelled():
@@ -321,7 +321,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes the datagram transport
         sock = transport.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:  # bursts of 32 KiB WRITEs overflow the default buffers
@@ -352,7 +352,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
             task.add_done_callback(lambda t: self._done(t, addr))
 
     def _done(self, task: "asyncio.Future[Any]", addr: tuple[str, int]) -> None:
-        self.tasks.discard(task)  # type: ignore[arg-type]
+        self.tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
@@ -371,7 +371,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         self.transport.sendto(reply, addr)
 
 
-async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.Protocol],
+async def listen_rpc(host: str, port: int, stream_factory: Callable[[], asyncio.BaseProtocol],
                      datagram_factory: Callable[[], asyncio.DatagramProtocol],
                      attempts: int = 32) -> tuple[asyncio.base_events.Server, asyncio.DatagramTransport, int]:
     """A TCP server and a UDP endpoint on the same port of ``host``; with ``port`` 0, a port

@@ -163,20 +163,6 @@ class Store:
                 if raw is not None and _OBJ_VAL.unpack_from(raw)[0] == parent and raw[_OBJ_VAL.size:] == name:
                     txn.delete(key)
 
-    def iter_objects(self, export_id: int) -> Iterable[tuple[int, ObjectRecord]]:
-        prefix = struct.pack(">H", export_id)
-        with self.env.begin(db=self.objects) as txn:
-            cur = txn.cursor()
-            if not cur.set_range(prefix):
-                return
-            for key, raw in cur:
-                if not key.startswith(prefix):
-                    break
-                _, ino = _OBJ_KEY.unpack(key)
-                parent, gen, flags = _OBJ_VAL.unpack_from(raw)
-                yield ino, ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
-
-    # -- EXCLUSIVE create ----------------------------------------------------------------
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes) -> None:
         """Durably remember which verifier created a file (before the CREATE reply)."""
         with self.writing(), self.env.begin(write=True, db=self.verifiers) as txn:

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nfsd.app import NfsServer, ServerConfig  # noqa: E402
-from nfsd.nfs3_service import CallContext  # noqa: E402
+from nfsd.call import CallContext  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
 

@@ -37,8 +37,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,cluster]'
 
-export PYSFSD_REQUIRE_VM=1
+# Lint and type checks (configured in pyproject.toml), on the whole tree, before the tests.
 status=0
+.venv/bin/python -m ruff check . || status=$?
+.venv/bin/python -m mypy || status=$?
+
+export PYSFSD_REQUIRE_VM=1
 .venv/bin/python -m pytest -q -rs "$@" || status=$?
 
 # No test may depend on the date or the time zone: the whole suite (no arguments) also runs

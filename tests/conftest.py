@@ -10,9 +10,12 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.rpc_client import RpcClient
 
 REPO = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"pysfsd: listening on ([\d.]+):(\d+) export (.+)")
@@ -106,7 +109,7 @@ class ServerProcess:
 
     def url(self, path: str = "", **params: str) -> str:
         """A libnfs URL for a path inside the export."""
-        q = "&".join([f"version=3", f"nfsport={self.port}", f"mountport={self.port}"]
+        q = "&".join(["version=3", f"nfsport={self.port}", f"mountport={self.port}"]
                      + [f"{k}={v}" for k, v in params.items()])
         return f"nfs://127.0.0.1{self.export}{('/' + path.lstrip('/')) if path else ''}?{q}"
 

@@ -218,3 +218,48 @@ def test_file_sync_and_commit_call_fsync(tmp_path, monkeypatch):
     finally:
         fs.close()
         store.close()
+
+
+def test_directory_changes_fsync_the_directory(tmp_path, monkeypatch):
+    """NFSv3 replies to CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME and LINK only
+    once the change is on stable storage (RFC 1813; knfsd's commit_metadata): the client
+    never resends an acknowledged change, so each fsyncs the directories it changed
+    (nfsd.localfs ``fsync_dir``), which a kill -9 cannot show."""
+    import stat as stat_mod
+
+    from nfsd.localfs import LocalFS
+    from nfsd.store import Store
+    export = tmp_path / "export"
+    (export / "a").mkdir(parents=True)
+    (export / "b").mkdir()
+    store = Store(str(tmp_path / "state"))
+    fs = LocalFS(str(export), store.export_id(str(export)), store)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.isdir(path):
+            synced.append(os.path.relpath(path, export))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        a, b = fs.lookup(fs.root, b"a"), fs.lookup(fs.root, b"b")
+        steps = [
+            (lambda: fs.create_file(a, b"f", 0o644, exclusive=True), ["a"]),
+            (lambda: fs.mkdir(a, b"d", 0o755), ["a"]),
+            (lambda: fs.symlink(a, b"s", b"f"), ["a"]),
+            (lambda: fs.mknod(a, b"p", stat_mod.S_IFIFO | 0o644), ["a"]),
+            (lambda: fs.link(fs.lookup(a, b"f"), b, b"hard"), ["b"]),
+            (lambda: fs.rename(a, b"f", b, b"moved"), ["b", "a"]),
+            (lambda: fs.rename(b, b"moved", b, b"again"), ["b"]),
+            (lambda: fs.remove(b, b"again", False), ["b"]),
+            (lambda: fs.remove(a, b"d", True), ["a"]),
+        ]
+        for step, dirs in steps:
+            synced.clear()
+            step()
+            assert synced == dirs, (dirs, synced)
+    finally:
+        fs.close()
+        store.close()

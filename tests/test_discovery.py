@@ -27,7 +27,7 @@ import pytest
 
 from nfsd.portmap_service import PortmapService, is_loopback
 from nfsd.rpcbind_client import LOCAL_SOCKETS, Mapping, Portmapper, Registration
-from nfsd.nfs3_service import CallContext
+from nfsd.call import CallContext
 from protocol import mount3, portmap
 from protocol.rpc import AUTH_NONE, Credentials, accept_stat
 from tests.conftest import ServerProcess

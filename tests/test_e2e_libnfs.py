@@ -52,11 +52,11 @@ def test_nfs_ls_lists_names_and_sizes(server):
     out = r.stdout.decode()
     lines = out.splitlines()
     for name, data in files.items():
-        row = [l for l in lines if l.endswith(" " + name)]
+        row = [ln for ln in lines if ln.endswith(" " + name)]
         assert row, (name, out)
         assert str(len(data)) in row[0].split(), row
-    assert any(l.startswith("d") and l.endswith(" subdir") for l in lines), out
-    assert any(l.startswith("l") and " link" in l for l in lines), out
+    assert any(ln.startswith("d") and ln.endswith(" subdir") for ln in lines), out
+    assert any(ln.startswith("l") and " link" in ln for ln in lines), out
     # A subdirectory URL, and the recursive listing.
     r = run("nfs-ls", server.url("subdir"))
     assert r.returncode == 0 and r.stdout.decode().rstrip().endswith(" inner"), r
@@ -73,7 +73,7 @@ def test_nfs_ls_large_directory_pages_through_cookies(server):
         (d / n).write_bytes(b"z" * (len(n) % 7))
     r = run("nfs-ls", server.url("big"))
     assert r.returncode == 0, r.stderr
-    listed = [l.split()[-1] for l in r.stdout.decode().splitlines() if l.strip()]
+    listed = [ln.split()[-1] for ln in r.stdout.decode().splitlines() if ln.strip()]
     listed = [n for n in listed if n not in (".", "..")]
     assert len(listed) == len(set(listed)) == len(names)
     assert set(listed) == names

@@ -622,7 +622,7 @@ def test_every_procedure_nfs_rs_issues_is_served(server):
           f"{sorted(set(p.name for p in nfs3.NFS3.procedures.values()) - seen - {'NULL'})}")
     failures = [(p, s) for p, s in calls if s != "NFS3_OK" and not (p == "LOOKUP" and s == "NFS3ERR_NOENT")]
     assert not failures, failures
-    assert not any("SYSTEM_ERR" in l or "Traceback" in l for l in lines), "\n".join(lines)
+    assert not any("SYSTEM_ERR" in ln or "Traceback" in ln for ln in lines), "\n".join(lines)
     # WRITEs were UNSTABLE and a COMMIT made them durable.
-    assert any(re.search(r"NFS3\.WRITE .*stable=0 .*-> NFS3_OK", l) for l in lines)
-    assert any("NFS3.COMMIT" in l for l in lines)
+    assert any(re.search(r"NFS3\.WRITE .*stable=0 .*-> NFS3_OK", ln) for ln in lines)
+    assert any("NFS3.COMMIT" in ln for ln in lines)

@@ -18,7 +18,8 @@ from tests.rpc_client import RpcClient, fh
 
 from nfsd.dirlist import EntryCache
 from nfsd.localfs import LocalFS
-from nfsd.nfs3_service import CallContext, Nfs3Service
+from nfsd.call import CallContext
+from nfsd.nfs3_service import Nfs3Service
 from nfsd.store import Store
 from protocol.rpc import AUTH_SYS, Credentials
 from xdr import decode, encode

@@ -14,7 +14,8 @@ import pytest
 
 from nfsd.dirlist import FIRST_NAME_COOKIE, ListingCache
 from nfsd.localfs import LocalFS
-from nfsd.nfs3_service import CallContext, Nfs3Service
+from nfsd.call import CallContext
+from nfsd.nfs3_service import Nfs3Service
 from nfsd.store import Store
 from protocol import nfs3
 from protocol.rpc import AUTH_SYS, Credentials

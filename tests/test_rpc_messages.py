@@ -17,7 +17,7 @@ from protocol.rpc import (AUTH_DH, AUTH_NONE, AUTH_SHORT, AUTH_SYS, RPCSEC_GSS, 
                           auth_error_reply, auth_stat, decode_reply, encode_call, mismatch_info,
                           msg_type, opaque_auth, parse_call, reject_stat, reply_stat,
                           success_reply)
-from xdr import XdrError, decode
+from xdr import XdrError, decode, encode
 
 XID = 0xDEADBEEF
 NULL_AUTH = opaque_auth(AUTH_NONE, b"")
@@ -170,3 +170,26 @@ def test_success_reply_is_followed_by_results() -> None:
 def test_decode_reply_refuses_a_call() -> None:
     with pytest.raises(XdrError):
         decode_reply(call())
+
+
+def test_failure_result_derived_from_the_result_type() -> None:
+    """A call failing before its handler gathered anything gets the procedure's failure
+    arm with every attribute absent, derived from the result type alone (protocol/program.py):
+    the dispatcher needs to know no program.  Results without a status union have none."""
+    from protocol.mount3 import MOUNT3, mountstat3
+    from protocol.nlm4 import NLM4
+    from protocol.nsm import SM
+    procs = {p.name: p for p in nfs3.NFS3.procedures.values()}
+    stale = nfs3.nfsstat3.NFS3ERR_STALE
+    assert procs["GETATTR"].failure(stale) == (stale, None)
+    assert procs["LOOKUP"].failure(stale) == (stale, nfs3.LOOKUP3resfail.cls(None))
+    no_wcc = nfs3.wcc_data.cls(None, None)
+    assert procs["RENAME"].failure(stale) == (stale, nfs3.RENAME3resfail.cls(no_wcc, no_wcc))
+    failure = procs["WRITE"].failure(stale)
+    assert failure == (stale, nfs3.WRITE3resfail.cls(no_wcc))
+    status, body = failure
+    # the arm round-trips through the result's own encoder
+    assert decode(nfs3.WRITE3res, encode(nfs3.WRITE3res, (status, body))) == (stale, body)
+    assert MOUNT3.procedures[1].failure(mountstat3.MNT3ERR_ACCES) == (mountstat3.MNT3ERR_ACCES, None)
+    assert NLM4.procedures[2].failure(stale) is None
+    assert SM.procedures[1].failure(stale) is None

@@ -214,7 +214,6 @@ def test_deleted_file_handle_is_stale(shared, conn):
 
 def _handle_variants(root: bytes) -> dict[str, bytes]:
     version, kind, export_id = struct.unpack_from(">BBH", root)
-    body = root[4:]
     return {
         "empty": b"",
         "one-byte": b"\x01",

@@ -11,7 +11,7 @@ import pytest
 from nfsd.query import QuerySyntaxError, parse_query_path
 from protocol import nfs3
 from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, lookup,
-                                mkdir_ok, read, remove, rename, write)
+                                read, remove, rename, write)
 from tests.rpc_client import RpcClient, fh
 
 

@@ -185,7 +185,7 @@ class XdrType:
         called: a call per directory entry or handle costs more than the packing itself."""
         if self.fmt is not None:
             pre: PackCode = []
-            flat = self.flatten(g, expr, pre)  # type: ignore[arg-type]
+            flat = self.flatten(g, expr, pre)  # type: ignore[arg-type]  # pre: validation lines (str) only
             return pre + [_Fixed(self.fmt, flat)]
         return self.emit_pack_body(g, expr)
 
@@ -211,8 +211,8 @@ class XdrType:
                       + ["        return r, off",
                          "    except (_struct_error, IndexError, TypeError) as exc:",
                          f"        raise XdrError('%s: truncated or malformed: %s' % ({name}, exc)) from None"])
-        self.pack = self._pack_fn = _build(pack_src, g.ns, "pack", self.name)  # type: ignore[method-assign]
-        self.unpack = self._unpack_fn = _build(unpack_src, g2.ns, "unpack", self.name)  # type: ignore[method-assign]
+        self.pack = self._pack_fn = _build(pack_src, g.ns, "pack", self.name)  # type: ignore[method-assign]  # generated code replaces the stand-in
+        self.unpack = self._unpack_fn = _build(unpack_src, g2.ns, "unpack", self.name)  # type: ignore[method-assign]  # as above
 
     def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         if self.fmt is not None:
@@ -229,19 +229,19 @@ class XdrType:
         """Append the encoding of ``value`` to ``buf``."""
         if self._pack_fn is None:
             self._compile()
-        self._pack_fn(buf, value)  # type: ignore[misc]
+        self._pack_fn(buf, value)  # type: ignore[misc]  # set by _compile
 
     def unpack(self, data: Any, off: int = 0) -> tuple[Any, int]:
         """Decode one value at ``off``; returns it and the offset just past it."""
         if self._unpack_fn is None:
             self._compile()
-        return self._unpack_fn(data, off)  # type: ignore[misc]
+        return self._unpack_fn(data, off)  # type: ignore[misc]  # set by _compile
 
     def compiled(self) -> tuple[Callable[[bytearray, Any], None], Callable[[Any, int], tuple[Any, int]]]:
         """The generated functions themselves (they raise only ``XdrError`` on bad input)."""
         if self._pack_fn is None:
             self._compile()
-        return self._pack_fn, self._unpack_fn  # type: ignore[return-value]
+        return self._pack_fn, self._unpack_fn  # type: ignore[return-value]  # set by _compile
 
     def __repr__(self) -> str:
         return f"<xdr {self.name}>"
@@ -257,7 +257,7 @@ def _build(src: list[str], ns: dict[str, Any], fname: str, tname: str) -> Callab
 
 def _emit_fixed_unpack(g: _Gen, items: Sequence[tuple[XdrType, str]]) -> list[str]:
     """One ``unpack_from`` for a run of fixed-size items, then rebuild each value."""
-    fmt = "".join(t.fmt for t, _ in items)  # type: ignore[misc]
+    fmt = "".join(t.fmt for t, _ in items)  # type: ignore[misc]  # fixed-size items: fmt is set
     st = struct.Struct(">" + fmt)
     s = g.const(st, "S")
     count = len(st.unpack(bytes(st.size)))
@@ -342,7 +342,7 @@ class Enum(XdrType):
 
     def __init__(self, name: str, members: Mapping[str, int]) -> None:
         self.name, self.fmt = name, "i"
-        self.values = enum.IntEnum(name, dict(members))  # type: ignore[misc]
+        self.values = enum.IntEnum(name, dict(members))  # type: ignore[misc]  # functional API, name known at run time
         self.allowed = frozenset(members.values())
 
     def flatten(self, g: _Gen, expr: str, pre: list[str]) -> list[str]:
@@ -430,8 +430,9 @@ class Optional(XdrType):
     def emit_pack(self, g: _Gen, expr: str) -> PackCode:
         code: PackCode = []
         x = _name(g, expr, code)
-        return code + [_Branch([f"if {x} is None:", "else:"],
-                               [[_Fixed("I", ["0"])], [_Fixed("I", ["1"])] + self.inner.emit_pack(g, x)])]
+        absent: PackCode = [_Fixed("I", ["0"])]
+        present: PackCode = [_Fixed("I", ["1"])]
+        return code + [_Branch([f"if {x} is None:", "else:"], [absent, present + self.inner.emit_pack(g, x)])]
 
     def emit_unpack(self, g: _Gen, target: str) -> list[str]:
         f = g.tmp("f")
@@ -450,10 +451,10 @@ class Struct(XdrType):
     def __init__(self, name: str, fields: Sequence[tuple[str, XdrType]]) -> None:
         self.name = name
         self.fields = list(fields)
-        self.cls = namedtuple(name, [f for f, _ in self.fields])  # type: ignore[misc]
-        self.cls.__xdr__ = self  # type: ignore[attr-defined]
+        self.cls: Any = namedtuple(name, [f for f, _ in self.fields])  # type: ignore[misc]  # name known at run time
+        self.cls.__xdr__ = self  # type: ignore[attr-defined]  # values find their XDR type
         if all(t.fmt is not None for _, t in self.fields):
-            self.fmt = "".join(t.fmt for _, t in self.fields)  # type: ignore[misc]
+            self.fmt = "".join(t.fmt for _, t in self.fields)  # type: ignore[misc]  # all fixed-size: fmt is set
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.cls(*args, **kwargs)
@@ -573,7 +574,7 @@ class Union(XdrType):
         if isinstance(self.disc, Enum):
             allowed = g.const(self.disc.allowed, "E")
             lines.append(f"if {d} not in {allowed}: raise XdrError('bad {self.disc.name} %d' % {d})")
-        return lines + self.default.emit_unpack(g, a)  # type: ignore[union-attr]
+        return lines + self.default.emit_unpack(g, a)  # type: ignore[union-attr]  # called only with a default arm
 
     emit_pack = XdrType.emit_pack
     emit_unpack = XdrType.emit_unpack
@@ -650,8 +651,10 @@ class List(XdrType):
 
     def emit_pack_body(self, g: _Gen, expr: str) -> PackCode:
         e = g.tmp("e")
-        return ([f"for {e} in {expr}:"] + _block(g, [_Fixed("I", ["1"])] + self.inner.emit_pack(g, e))
-                + [_Fixed("I", ["0"])])
+        more: PackCode = [_Fixed("I", ["1"])]
+        end: PackCode = [_Fixed("I", ["0"])]
+        head: PackCode = [f"for {e} in {expr}:"]
+        return head + _block(g, more + self.inner.emit_pack(g, e)) + end
 
     def emit_unpack_body(self, g: _Gen, target: str) -> list[str]:
         lst, e, f = g.tmp("l"), g.tmp("e"), g.tmp("f")

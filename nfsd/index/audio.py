@@ -77,7 +77,7 @@ def _texts(tags: object, keys: tuple[str, ...]) -> list[str]:
     and APEv2 separates them with NULs)."""
     for key in keys:
         try:
-            found = tags[key]  # type: ignore[index]
+            found = tags[key]  # type: ignore[index]  # mutagen types its tag containers loosely
         except (KeyError, ValueError, TypeError):
             continue
         items = found.text if hasattr(found, "text") else found  # an ID3 frame holds .text

@@ -141,7 +141,7 @@ def _bound_names(target: ast.expr) -> Iterator[str]:
 def _literal_strings(value: ast.expr | None) -> list[str] | None:
     if isinstance(value, (ast.List, ast.Tuple)) and all(
             isinstance(e, ast.Constant) and isinstance(e.value, str) for e in value.elts):
-        return [e.value for e in value.elts]  # type: ignore[attr-defined]
+        return [e.value for e in value.elts]  # type: ignore[attr-defined]  # all() above: str Constants
     return None
 
 

@@ -20,7 +20,7 @@ from typing import Iterable
 from ..config_error import ConfigError
 from ..sandbox import TransducerFailed, WorkerPool
 from ..sandbox.wire import DESCRIBE, MAX_INPUT, RUN_COMMAND, RUN_ENTRY_POINT
-from .transducer import Content, Tier
+from .transducer import Content, Tier, Transducer
 from .useroutput import OutputRejected, parse_lines, parse_packed
 
 log = logging.getLogger("pysfsd.index")
@@ -99,10 +99,10 @@ class EntryPointTransducer(_Isolated):
         return [] if output is None else parse_packed(output)
 
 
-def user_transducers(specs: list[CommandSpec], pool: WorkerPool, entry_points: bool = True) -> list[_Isolated]:
+def user_transducers(specs: list[CommandSpec], pool: WorkerPool, entry_points: bool = True) -> list[Transducer]:
     """The command transducers, in order, then the entry points the worker could load (one
     that fails to import is logged and left out)."""
-    found: list[_Isolated] = [CommandTransducer(i, s, pool) for i, s in enumerate(specs)]
+    found: list[Transducer] = [CommandTransducer(i, s, pool) for i, s in enumerate(specs)]
     if entry_points:
         try:
             described = pool.describe(DESCRIBE)

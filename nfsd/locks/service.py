@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from protocol import nlm4, nsm
 from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
 
 from .. import identity
+from ..call import CallContext
 from ..errors import NfsError
 from ..handles import handle_kind
 from . import callback, ofd
@@ -230,7 +232,7 @@ class LockService:
             self.m.unlock(f, w.owner, w.start, w.end)
 
     # -- helpers for the procedures -----------------------------------------------------------------
-    def file(self, fh: bytes, ctx: Any, create: bool = True, check: bool = True) -> FileLocks:
+    def file(self, fh: bytes, ctx: CallContext, create: bool = True, check: bool = True) -> FileLocks:
         """The lock state of the file ``fh`` names; _Stale for a handle we cannot serve,
         _Refused when the caller may neither read nor write the file (as knfsd, which opens
         it for the caller: locks on the file would keep local processes out too).  UNLOCK and
@@ -259,7 +261,7 @@ class LockService:
         opener: Callable[[], int] | None = None
         # Only regular files and directories: opening a device or a FIFO can have effects.
         if fd is not None and (stat.S_ISREG(node.mode) or stat.S_ISDIR(node.mode)):
-            opener = lambda: _open_checked(fs, fh, node.ino)
+            opener = functools.partial(_open_checked, fs, fh, node.ino)
         return self.m.file(key, opener) if create else FileLocks(key, opener)
 
     @staticmethod
@@ -284,10 +286,10 @@ class Nlm4Procedures:
         self.svc = svc
         self.m = svc.m
 
-    def NULL(self, ctx: Any, a: None) -> None:
+    def NULL(self, ctx: CallContext, a: None) -> None:
         return None
 
-    def TEST(self, ctx: Any, a: Any) -> Any:
+    def TEST(self, ctx: CallContext, a: Any) -> Any:
         if self.m.in_grace():
             return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_DENIED_GRACE_PERIOD, None))
         try:
@@ -308,7 +310,7 @@ class Nlm4Procedures:
         holder = nlm4.nlm4_holder(s.exclusive, svid, oh, s.start, nlm_length(s.start, s.end))
         return nlm4.nlm4_testres(a.cookie, (nlm4_stats.NLM4_DENIED, holder))
 
-    def _lock(self, ctx: Any, a: Any, block: bool) -> int:
+    def _lock(self, ctx: CallContext, a: Any, block: bool) -> int:
         if self.m.in_grace() and not a.reclaim:
             return nlm4_stats.NLM4_DENIED_GRACE_PERIOD
         try:
@@ -329,21 +331,21 @@ class Nlm4Procedures:
                 self.svc.pending[key] = True
         return status
 
-    def LOCK(self, ctx: Any, a: Any) -> Any:
+    def LOCK(self, ctx: CallContext, a: Any) -> Any:
         return nlm4.nlm4_res(a.cookie, _stat(self._lock(ctx, a, a.block)))
 
-    def NM_LOCK(self, ctx: Any, a: Any) -> Any:
+    def NM_LOCK(self, ctx: CallContext, a: Any) -> Any:
         """A lock from a client without a status monitor: never blocking (XNFS)."""
         return nlm4.nlm4_res(a.cookie, _stat(self._lock(ctx, a, False)))
 
-    def CANCEL(self, ctx: Any, a: Any) -> Any:
+    def CANCEL(self, ctx: CallContext, a: Any) -> Any:
         return self._release(ctx, a, lambda f, owner, start, end: self.m.cancel(f, owner, start, end, a.exclusive))
 
-    def UNLOCK(self, ctx: Any, a: Any) -> Any:
+    def UNLOCK(self, ctx: CallContext, a: Any) -> Any:
         """Allowed in the grace period too: it only gives up what the caller holds."""
         return self._release(ctx, a, self.m.unlock)
 
-    def _release(self, ctx: Any, a: Any, give_up: Callable[[Any, Any, int, int], Any]) -> Any:
+    def _release(self, ctx: CallContext, a: Any, give_up: Callable[[Any, Any, int, int], Any]) -> Any:
         """CANCEL and UNLOCK: no permission check (they only give up what the caller asked
         for or holds), then ``give_up(file, owner, start, end)`` on the range."""
         try:
@@ -358,32 +360,32 @@ class Nlm4Procedures:
             return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_FBIG)
         return nlm4.nlm4_res(a.cookie, _stat(give_up(f, self.svc.owner(a.alock, ctx.client), start, end)))
 
-    def GRANTED(self, ctx: Any, a: Any) -> Any:
+    def GRANTED(self, ctx: CallContext, a: Any) -> Any:
         """A server-to-client callback: we wait for no lock of anyone's, so none is ours."""
         return nlm4.nlm4_res(a.cookie, nlm4_stats.NLM4_DENIED)
 
     # asynchronous variants: the same work, the answer sent back as a call
-    def TEST_MSG(self, ctx: Any, a: Any) -> None:
+    def TEST_MSG(self, ctx: CallContext, a: Any) -> None:
         self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["TEST_MSG"], self.TEST(ctx, a))
 
-    def LOCK_MSG(self, ctx: Any, a: Any) -> None:
+    def LOCK_MSG(self, ctx: CallContext, a: Any) -> None:
         self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["LOCK_MSG"], self.LOCK(ctx, a))
 
-    def CANCEL_MSG(self, ctx: Any, a: Any) -> None:
+    def CANCEL_MSG(self, ctx: CallContext, a: Any) -> None:
         self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["CANCEL_MSG"], self.CANCEL(ctx, a))
 
-    def UNLOCK_MSG(self, ctx: Any, a: Any) -> None:
+    def UNLOCK_MSG(self, ctx: CallContext, a: Any) -> None:
         self.svc.reply_later(ctx.client, nlm4.MSG_REPLY["UNLOCK_MSG"], self.UNLOCK(ctx, a))
 
-    def GRANTED_MSG(self, ctx: Any, a: Any) -> None:
+    def GRANTED_MSG(self, ctx: CallContext, a: Any) -> None:
         return None
 
-    def TEST_RES(self, ctx: Any, a: Any) -> None:
+    def TEST_RES(self, ctx: CallContext, a: Any) -> None:
         return None
 
     LOCK_RES = CANCEL_RES = UNLOCK_RES = GRANTED_RES = TEST_RES
 
-    def _share(self, ctx: Any, a: Any, on: bool) -> Any:
+    def _share(self, ctx: CallContext, a: Any, on: bool) -> Any:
         if on and self.m.in_grace() and not a.reclaim:
             return nlm4.nlm4_shareres(a.cookie, nlm4_stats.NLM4_DENIED_GRACE_PERIOD, 0)
         try:
@@ -396,13 +398,13 @@ class Nlm4Procedures:
         status = self.m.share(f, owner, a.share.mode, a.share.access) if on else self.m.unshare(f, owner)
         return nlm4.nlm4_shareres(a.cookie, _stat(status), 0)
 
-    def SHARE(self, ctx: Any, a: Any) -> Any:
+    def SHARE(self, ctx: CallContext, a: Any) -> Any:
         return self._share(ctx, a, True)
 
-    def UNSHARE(self, ctx: Any, a: Any) -> Any:
+    def UNSHARE(self, ctx: CallContext, a: Any) -> Any:
         return self._share(ctx, a, False)
 
-    def FREE_ALL(self, ctx: Any, a: Any) -> None:
+    def FREE_ALL(self, ctx: CallContext, a: Any) -> None:
         """The client rebooted (it has no status monitor): drop all it held, from its address."""
         name = _name(a.name)
         n = self.m.free_host(lambda h: h.name == name and h.addr == ctx.client[0])
@@ -418,24 +420,24 @@ class NsmProcedures:
     def __init__(self, svc: LockService) -> None:
         self.svc = svc
 
-    def NULL(self, ctx: Any, a: None) -> None:
+    def NULL(self, ctx: CallContext, a: None) -> None:
         return None
 
-    def STAT(self, ctx: Any, a: Any) -> Any:
+    def STAT(self, ctx: CallContext, a: Any) -> Any:
         return nsm.sm_stat_res(nsm.res.stat_succ, self.svc.state)
 
-    def MON(self, ctx: Any, a: Any) -> Any:
+    def MON(self, ctx: CallContext, a: Any) -> Any:
         return nsm.sm_stat_res(nsm.res.stat_fail, self.svc.state)
 
-    def UNMON(self, ctx: Any, a: Any) -> Any:
+    def UNMON(self, ctx: CallContext, a: Any) -> Any:
         return nsm.sm_stat(self.svc.state)
 
     UNMON_ALL = UNMON
 
-    def SIMU_CRASH(self, ctx: Any, a: None) -> None:
+    def SIMU_CRASH(self, ctx: CallContext, a: None) -> None:
         return None
 
-    def NOTIFY(self, ctx: Any, a: Any) -> None:
+    def NOTIFY(self, ctx: CallContext, a: Any) -> None:
         """A client restarted: its locks are gone with its processes; drop them at once.
         Only the client's own address may say so (anyone could send the name)."""
         name = _name(a.mon_name)

@@ -166,7 +166,7 @@ def test_failover_moves_the_address_and_old_handles_work_on_b(ceph, host_factory
     (Path(a.path(export)) / "shared" / "file.c").write_bytes(b"before failover\n")
     head_a = start_head(a, export, tmp_path / "state-a")
     start_head(b, export, tmp_path / "state-b")
-    vip = f"{a.address.rsplit('.', 1)[0]}.250"      # type: ignore[union-attr]
+    vip = f"{a.address.rsplit('.', 1)[0]}.250"
     ka = Keepalived(a, vip, 150, [b])
     kb = Keepalived(b, vip, 100, [a])
     try:

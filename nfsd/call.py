@@ -1,0 +1,31 @@
+"""What every RPC handler receives beside its arguments, whatever the program.
+
+Kept apart from any one program so that the generic core (nfsd/dispatch.py) and every
+service (NFS, MOUNT, NLM, NSM, the portmapper) share it without leaning on each other.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from protocol.rpc import Credentials
+
+#: The most data one reply may carry when the transport sets no lower bound (TCP): NFS
+#: advertises it as rtmax and wtmax (FSINFO).
+MAX_TRANSFER = 1 << 20
+
+
+class CallContext(NamedTuple):
+    cred: Credentials
+    client: tuple[str, int]
+    #: the most data one READ or READDIR reply may carry on the call's transport (UDP:
+    #: 32 KiB, so the reply fits a datagram); FSINFO advertises it as rtmax and wtmax
+    max_transfer: int = MAX_TRANSFER
+
+
+class CallFailed(Exception):
+    """A handler's failure with a status of its program: the dispatcher answers it with the
+    procedure's failure result for that status (``Procedure.failure``)."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or str(status))
+        self.status = status

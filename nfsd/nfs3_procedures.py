@@ -1,0 +1,111 @@
+"""One row per NFSv3 procedure: everything the server knows about it, in one place.
+
+As the kernel's ``nfsd_procedures3[]``: the procedure (number, name, XDR types and whether
+replays need the duplicate-request cache: protocol/nfs3.py, shared with clients), its handler
+(nfsd/nfs3_service.py), the handles in its arguments and how the export guard treats it
+(nfsd/exports.py), and when it runs in the thread pool rather than inline (nfsd/app.py).
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from protocol.nfs3 import NFS3, stable_how
+from protocol.program import Procedure
+
+from .call import CallContext
+from .nfs3_service import Nfs3Service
+
+
+class Guard(enum.Enum):
+    """How the export guard (nfsd/exports.py, ``GuardedNfs3``) treats a procedure."""
+
+    NONE = "none"          # no handle: nothing to check (NULL)
+    PLAIN = "plain"        # as the server, after the export check
+    ACCESS = "access"      # as the server; modify bits cleared on a read-only export
+    READ = "read"          # read permission checked by the server, data read as the server
+    AS_CALLER = "as caller"  # acts as the caller: the kernel decides
+    LISTING = "listing"    # directory read permission checked, then as the caller
+    SETATTR = "setattr"    # modifies; a new size needs write permission (owner override)
+    WRITE = "write"        # modifies; write permission (owner override)
+    CHANGE = "change"      # modifies the namespace, as the caller
+
+    @property
+    def modifying(self) -> bool:
+        """A read-only export answers NFS3ERR_ROFS."""
+        return self in (Guard.SETATTR, Guard.WRITE, Guard.CHANGE)
+
+
+Handler = Callable[[Nfs3Service, CallContext, Any], Any]
+Offload = Callable[[Nfs3Service, Any], bool]
+
+
+@dataclass(frozen=True)
+class Nfs3Procedure:
+    proc: Procedure
+    handler: Handler
+    #: the handles in the arguments, in the order of the resfail's attribute fields
+    handles: tuple[Callable[[Any], bytes], ...]
+    guard: Guard
+    #: when a call may block on the disk and runs in the thread pool (None: always inline)
+    offload: Offload | None = None
+
+
+def _row(number: int, handler: Handler, handles: tuple[str, ...], guard: Guard,
+         offload: Offload | None = None) -> Nfs3Procedure:
+    proc = NFS3.procedures[number]
+    assert handler.__name__ == proc.name, (number, handler.__name__)  # a misplaced row
+    return Nfs3Procedure(proc, handler, tuple(operator.attrgetter(h) for h in handles), guard, offload)
+
+
+# Small reads and unstable writes (page cache) are cheaper inline than a thread round trip;
+# calls that may block on the disk (fsync, large transfers, big directories) run in threads.
+SMALL_IO = 64 << 10
+S = Nfs3Service
+
+
+def _always(service: Nfs3Service, args: Any) -> bool:
+    return True
+
+
+NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
+    _row(0, S.NULL, (), Guard.NONE),
+    _row(1, S.GETATTR, ("object.data",), Guard.PLAIN),
+    _row(2, S.SETATTR, ("object.data",), Guard.SETATTR),
+    _row(3, S.LOOKUP, ("what.dir.data",), Guard.AS_CALLER),
+    _row(4, S.ACCESS, ("object.data",), Guard.ACCESS),
+    _row(5, S.READLINK, ("symlink.data",), Guard.AS_CALLER),
+    _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
+    _row(7, S.WRITE, ("file.data",), Guard.WRITE,
+         lambda s, a: a.stable != stable_how.UNSTABLE or len(a.data) > SMALL_IO),
+    # Changes of a directory fsync it before the reply (LocalFS.fsync_dir); an EXCLUSIVE
+    # CREATE also syncs its verifier to LMDB.
+    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE, _always),
+    _row(12, S.REMOVE, ("object.dir.data",), Guard.CHANGE, _always),
+    _row(13, S.RMDIR, ("object.dir.data",), Guard.CHANGE, _always),
+    _row(14, S.RENAME, ("from_.dir.data", "to.dir.data"), Guard.CHANGE, _always),
+    _row(15, S.LINK, ("file.data", "link.dir.data"), Guard.CHANGE, _always),
+    # Listing is CPU-bound Python once the directory is read and sorted (threads only add GIL
+    # contention); a first page, or one that has to read the directory again (0.5 s for
+    # 100k entries), runs in a thread so that it stalls no one.
+    _row(16, S.READDIR, ("dir.data",), Guard.LISTING, lambda s, a: s.offload_listing(a.dir.data, a.cookie, False)),
+    _row(17, S.READDIRPLUS, ("dir.data",), Guard.LISTING,
+         lambda s, a: s.offload_listing(a.dir.data, a.cookie, True)),
+    _row(18, S.FSSTAT, ("fsroot.data",), Guard.PLAIN),
+    _row(19, S.FSINFO, ("fsroot.data",), Guard.PLAIN),
+    _row(20, S.PATHCONF, ("object.data",), Guard.PLAIN),
+    _row(21, S.COMMIT, ("file.data",), Guard.PLAIN, _always),
+)
+del S
+assert [r.proc.number for r in NFS3_PROCEDURES] == sorted(NFS3.procedures), "one row per procedure"
+
+
+def offloads(service: Nfs3Service) -> dict[int, Callable[[Any], bool]]:
+    """The dispatcher's offload predicates, by procedure number, bound to ``service``."""
+    return {r.proc.number: functools.partial(r.offload, service) for r in NFS3_PROCEDURES if r.offload is not None}

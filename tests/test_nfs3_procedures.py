@@ -1,0 +1,40 @@
+"""The NFSv3 procedure table (nfsd/nfs3_procedures.py): one row per procedure, and the
+facts the dispatcher and the export guard read from it."""
+from __future__ import annotations
+
+from protocol import nfs3
+from nfsd.nfs3_procedures import NFS3_PROCEDURES, SMALL_IO, Guard, offloads
+from nfsd.nfs3_service import Nfs3Service
+
+
+def test_one_row_per_procedure_with_its_handler() -> None:
+    assert [r.proc for r in NFS3_PROCEDURES] == [nfs3.NFS3.procedures[n] for n in sorted(nfs3.NFS3.procedures)]
+    for row in NFS3_PROCEDURES:
+        assert row.handler is getattr(Nfs3Service, row.proc.name)
+        # every procedure that takes a handle names it; only NULL has none
+        assert bool(row.handles) == (row.proc.name != "NULL")
+        # a procedure the guard treats as modifying is one the DRC must replay
+        if row.guard.modifying:
+            assert not row.proc.idempotent
+
+
+def test_offload_predicates() -> None:
+    run_in_thread = offloads(Nfs3Service({}, None, b"\0" * 8))  # type: ignore[arg-type]  # no store: none is used
+    fh = nfs3.nfs_fh3.cls(b"\0" * 16)
+    write = run_in_thread[7]
+    small = b"x" * 100
+    assert not write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.UNSTABLE, small))
+    assert write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.DATA_SYNC, small))
+    assert write(nfs3.WRITE3args.cls(fh, 0, SMALL_IO + 1, nfs3.stable_how.UNSTABLE, b"x" * (SMALL_IO + 1)))
+    where = nfs3.diropargs3.cls(fh, b"f")
+    create = run_in_thread[8]  # every directory change fsyncs the directory: in a thread
+    assert create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.EXCLUSIVE, b"v" * 8)))
+    sattr = nfs3.sattr3.cls(None, None, None, None, (0, None), (0, None))
+    assert create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.GUARDED, sattr)))
+    assert all(r.proc.number in run_in_thread for r in NFS3_PROCEDURES if r.guard is Guard.CHANGE)
+    assert not run_in_thread[6](nfs3.READ3args.cls(fh, 0, 4096))
+    assert run_in_thread[6](nfs3.READ3args.cls(fh, 0, SMALL_IO + 1))
+    assert run_in_thread[21](nfs3.COMMIT3args.cls(fh, 0, 0))
+    assert 1 not in run_in_thread  # GETATTR: always inline
+    assert {r.proc.name for r in NFS3_PROCEDURES if r.guard is Guard.PLAIN} == {
+        "GETATTR", "FSSTAT", "FSINFO", "PATHCONF", "COMMIT"}
