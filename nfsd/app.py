@@ -141,6 +141,7 @@ class NfsServer:
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
+        self.dispatcher.burst = (self.store.begin_burst, self.store.end_burst)  # handle-table group commit
         # Listing is CPU-bound Python (threads only add GIL contention) once the directory is
         # read and sorted; a first page, or a page that has to read the directory (again: 0.5 s
         # for 100k entries), runs in a thread so that it stalls no one.
