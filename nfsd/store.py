@@ -29,6 +29,11 @@ _OBJ_VAL = struct.Struct(">QIB")  # parent inode, generation, flags; then the na
 FLAG_DELETED = 1                  # tombstone: the object was removed through the server
 
 
+# A write that must fail with ENOSPC before its reply (a new object's place) waits for the end
+# of the burst only while the store's file system has this much room: far more than a burst
+# writes, so the burst's commit cannot be the one that finds it full.
+ROOM_MARGIN = 64 << 20
+
 # LMDB reports a short write (the file system filled up mid-commit) as EIO: below this much
 # free space, that is taken for a full store rather than a failing disk.
 FULL_MARGIN = 1 << 20
@@ -87,6 +92,7 @@ class Store:
         # client was told is in the page cache before it is told, as with one commit each.
         self._burst_thread = 0
         self._later: dict[bytes, bytes | None] = {}
+        self._roomy: bool | None = None  # ROOM_MARGIN free, checked once per burst
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -138,6 +144,7 @@ class Store:
         """The calling thread (the event loop) starts serving a burst of calls: writes made
         with ``later`` wait for ``end_burst``."""
         self._burst_thread = threading.get_ident()
+        self._roomy = None
 
     def end_burst(self) -> None:
         """Before the burst's replies leave: write what waits, in one transaction.  Never
@@ -162,6 +169,18 @@ class Store:
     def _deferring(self) -> bool:
         return self._burst_thread == threading.get_ident()
 
+    def roomy(self) -> bool:
+        """Whether the store can take a burst's writes without a doubt (see ROOM_MARGIN), so
+        a write that must know it was taken may wait for the burst's end too."""
+        if self._roomy is None:
+            try:
+                v = os.statvfs(self.path)
+                free = v.f_bfree if os.geteuid() == 0 else v.f_bavail
+                self._roomy = not self.full and free * v.f_frsize >= ROOM_MARGIN
+            except OSError:
+                self._roomy = False
+        return self._roomy
+
     # -- handle table ---------------------------------------------------------------------
     def get_object(self, export_id: int, ino: int) -> ObjectRecord | None:
         key = _OBJ_KEY.pack(export_id, ino)
@@ -185,10 +204,12 @@ class Store:
         return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
 
     def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]],
-                    later: bool = False) -> None:
+                    later: bool = False, must_fit: bool = False) -> None:
         """Record (ino, parent, gen, name) tuples, skipping ones already identical.
-        ``later``: in the burst being served, if any (see ``end_burst``)."""
-        if later and self._deferring():
+        ``later``: in the burst being served, if any (see ``end_burst``); ``must_fit``: the
+        caller needs StoreFull now if the store cannot take them (a new object's place), so
+        they wait only while the store is ``roomy``."""
+        if later and self._deferring() and (not must_fit or self.roomy()):
             for ino, parent, gen, name in records:
                 self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
             return

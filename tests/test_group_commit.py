@@ -3,6 +3,7 @@ need no answer now wait for the end of a burst of calls, and are committed befor
 leave; what waits is seen by the server meanwhile, and never overrides newer news."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -81,6 +82,29 @@ def test_other_threads_write_at_once(tmp_path: Path) -> None:
         t.start()
         t.join()
         assert committed(tmp_path / "state", 12) == "pool"
+        store.end_burst()
+    finally:
+        store.close()
+
+
+def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path, monkeypatch) -> None:
+    """A CREATE must answer NOSPC if the store cannot take the new handle: its write waits for
+    the burst's end only while the store's file system has far more room than a burst needs."""
+    import nfsd.store
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.begin_burst()
+        store.put_objects(1, [(20, 2, 7, b"roomy")], later=True, must_fit=True)
+        assert committed(tmp_path / "state", 20) == "none"
+        store.end_burst()
+        assert committed(tmp_path / "state", 20) == "roomy"
+        free = os.statvfs(tmp_path).f_bfree * os.statvfs(tmp_path).f_frsize
+        monkeypatch.setattr(nfsd.store, "ROOM_MARGIN", free + (1 << 40))
+        store.begin_burst()
+        store.put_objects(1, [(21, 2, 7, b"tight")], later=True, must_fit=True)
+        assert committed(tmp_path / "state", 21) == "tight"  # written at once
+        store.put_objects(1, [(22, 2, 7, b"cache")], later=True)  # no answer needed: waits
+        assert committed(tmp_path / "state", 22) == "none"
         store.end_burst()
     finally:
         store.close()
