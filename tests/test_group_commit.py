@@ -108,3 +108,32 @@ def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path,
         store.end_burst()
     finally:
         store.close()
+
+
+def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -> None:
+    """Through a server: a create, a rename and a remove answered, then kill -9 right after
+    the last reply: the handle table on disk holds the new name and the tombstone (a burst's
+    writes are committed before its replies leave), not something a search must repair."""
+    import signal
+
+    from tests.conftest import ServerProcess
+    from tests.nfs3_helpers import create_ok, remove, rename
+    from tests.rpc_client import RpcClient
+    (tmp_path / "export").mkdir()
+    srv = ServerProcess(tmp_path / "export", tmp_path / "state").start()
+    try:
+        with RpcClient(srv.port) as rpc:
+            root = rpc.mount(srv.export_b)
+            create_ok(rpc, root, b"made")
+            create_ok(rpc, root, b"gone")
+            gone = os.stat(tmp_path / "export" / "gone").st_ino
+            assert rename(rpc, root, b"made", root, b"moved")[0] == 0
+            assert remove(rpc, root, b"gone")[0] == 0
+            moved = os.stat(tmp_path / "export" / "moved").st_ino
+            srv.stop(signal.SIGKILL)
+    finally:
+        srv.stop()
+    envs = [p for p in (tmp_path / "state").iterdir() if (p / "data.mdb").exists()]
+    assert len(envs) == 1
+    assert committed(envs[0], moved) == "moved"
+    assert committed(envs[0], gone) == "deleted"
