@@ -127,6 +127,7 @@ class NfsServer:
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
+        self.dispatcher.burst = (self.store.begin_burst, self.store.end_burst)  # handle-table group commit
         # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
         guarded = GuardedNfs3(self.nfs, self.policy)
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)

@@ -58,6 +58,9 @@ class Dispatcher:
         self._programs: dict[tuple[int, int], Registered] = {}
         self._versions: dict[int, tuple[int, int]] = {}
         self.calls = 0
+        # called around a burst of calls served inline, the second before their replies
+        # leave (the server's group commit: nfsd/store.py ``end_burst``)
+        self.burst: tuple[Callable[[], None], Callable[[], None]] | None = None
 
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:

@@ -317,15 +317,18 @@ class LocalFS:
         self.record(st.st_ino, parent, gen, name)
         return n
 
-    def record(self, ino: int, parent: int, gen: int, name: bytes) -> None:
-        """Keep the handle table's (parent, name) for an inode current."""
+    def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False) -> None:
+        """Keep the handle table's (parent, name) for an inode current; ``later``: no caller
+        needs to know now whether the store took it (``Store.end_burst``)."""
         if ino == self.root_ino:
             return
         value = (parent, gen, name)
         if self._recorded.get(ino) == value:
             return
         try:
-            self.store.put_objects(self.export_id, [(ino, parent, gen, name)])
+            # from the event loop, in the burst being served (a thread-pool call: at once);
+            # unless ``later``, only while the store surely has room (NOSPC is decided now)
+            self.store.put_objects(self.export_id, [(ino, parent, gen, name)], True, must_fit=not later)
         except StoreFull:
             if len(self._unsaved) > 100_000:
                 self._unsaved.clear()
@@ -355,7 +358,7 @@ class LocalFS:
                             gen = read_generation(fd, st.st_mode)
                     finally:
                         os.close(fd)
-            self.record(st.st_ino, dnode.ino, gen, name)
+            self.record(st.st_ino, dnode.ino, gen, name, later=True)
         return pack_real(self.export_id, st.st_ino, gen)
 
     # -- names --------------------------------------------------------------------------
@@ -459,7 +462,7 @@ class LocalFS:
             self.forget(pack_real(self.export_id, ino, rec[1]))
         self._unsaved.discard(ino)
         try:
-            self.store.mark_deleted(self.export_id, ino)
+            self.store.mark_deleted(self.export_id, ino, later=True)
         except StoreFull:
             pass  # without the tombstone its handle still turns STALE, after a search
 
@@ -582,7 +585,7 @@ class LocalFS:
             self.fsync_dir(src)
         if old is not None and old.st_ino != st.st_ino and (stat.S_ISDIR(old.st_mode) or old.st_nlink <= 1):
             self._entry_gone(old.st_ino)
-        self.record(st.st_ino, dst.ino, self._known_gen(st.st_ino), dname)
+        self.record(st.st_ino, dst.ino, self._known_gen(st.st_ino), dname, later=True)
 
     def link(self, n: Node, d: Node, name: bytes) -> None:
         check_name(name)

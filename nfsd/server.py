@@ -74,6 +74,10 @@ def connection_cap() -> int:
     return max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
 
 
+def _nothing() -> None:
+    pass
+
+
 def _marked(reply: bytes | bytearray) -> bytearray:
     """The reply with its record mark filled into the 4 bytes reserved at its start."""
     return set_mark(reply if isinstance(reply, bytearray) else bytearray(reply))
@@ -172,30 +176,37 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._backlog = records
             records = []
         dispatch, peer, batch = self.dispatcher.dispatch, self.peer, WRITE_BATCH
+        begin, end = self.dispatcher.burst or (_nothing, _nothing)
         ready: list[bytearray] = []
         size = 0
         pending = iter(records)  # what a break leaves in it waits in the backlog
-        for record in pending:
-            reply = dispatch(record, peer, 4)
-            if reply is None:
-                continue
-            if isinstance(reply, (bytes, bytearray)):
-                ready.append(_marked(reply))
-                size += len(reply)
-                if size >= batch:
-                    self._write(ready)  # may pause writing
-                    ready, size = [], 0
-                    if self._writing_paused:
+        begin()
+        try:
+            for record in pending:
+                reply = dispatch(record, peer, 4)
+                if reply is None:
+                    continue
+                if isinstance(reply, (bytes, bytearray)):
+                    ready.append(_marked(reply))
+                    size += len(reply)
+                    if size >= batch:
+                        end()  # what the replies tell is written first
+                        self._write(ready)  # may pause writing
+                        begin()
+                        ready, size = [], 0
+                        if self._writing_paused:
+                            self._backlog = list(pending)
+                            break
+                else:
+                    self.inflight += 1
+                    task = asyncio.ensure_future(reply)
+                    self.tasks.add(task)
+                    task.add_done_callback(self._done)
+                    if self.inflight >= self.max_inflight:
                         self._backlog = list(pending)
                         break
-            else:
-                self.inflight += 1
-                task = asyncio.ensure_future(reply)
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
-                if self.inflight >= self.max_inflight:
-                    self._backlog = list(pending)
-                    break
+        finally:
+            end()
         if ready and self.transport is not None and not self.transport.is_closing():
             if len(ready) == 1:
                 self.transport.write(ready[0])

@@ -29,6 +29,11 @@ _OBJ_VAL = struct.Struct(">QIB")  # parent inode, generation, flags; then the na
 FLAG_DELETED = 1                  # tombstone: the object was removed through the server
 
 
+# A write that must fail with ENOSPC before its reply (a new object's place) waits for the end
+# of the burst only while the store's file system has this much room: far more than a burst
+# writes, so the burst's commit cannot be the one that finds it full.
+ROOM_MARGIN = 64 << 20
+
 # LMDB reports a short write (the file system filled up mid-commit) as EIO: below this much
 # free space, that is taken for a full store rather than a failing disk.
 FULL_MARGIN = 1 << 20
@@ -80,6 +85,14 @@ class Store:
         self.verifiers = self.env.open_db(b"createverf")
         self._lock = threading.Lock()
         self.full = False  # the last write failed for want of space
+        # Group commit: handle-table writes that need no answer now (a rename's new place, a
+        # removal's tombstone, a listed entry's place) made by the event loop while it serves
+        # a burst of calls wait here, key -> value (None: tombstone what is recorded), and go
+        # in one transaction before the burst's replies leave (``end_burst``): so what a
+        # client was told is in the page cache before it is told, as with one commit each.
+        self._burst_thread = 0
+        self._later: dict[bytes, bytes | None] = {}
+        self._roomy: bool | None = None  # ROOM_MARGIN free, checked once per burst
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -126,31 +139,108 @@ class Store:
         self.sync()
         return boot
 
+    # -- group commit ---------------------------------------------------------------------
+    def begin_burst(self) -> None:
+        """The calling thread (the event loop) starts serving a burst of calls: writes made
+        with ``later`` wait for ``end_burst``."""
+        self._burst_thread = threading.get_ident()
+        self._roomy = None
+
+    def end_burst(self) -> None:
+        """Before the burst's replies leave: write what waits, in one transaction.  Never
+        raises: these writes only keep a cache of places current (a full store logs, and a
+        handle whose place was lost is found again by a search)."""
+        self._burst_thread = 0
+        if not self._later:
+            return
+        later, self._later = self._later, {}
+        try:
+            with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+                for key, val in later.items():
+                    if val is None:
+                        self._tombstone(txn, key)
+                    elif txn.get(key) != val:
+                        txn.put(key, val)
+        except StoreFull:
+            pass
+        except lmdb.Error:
+            log.exception("state store %s: deferred handle-table writes failed", self.path)
+
+    def _deferring(self) -> bool:
+        return self._burst_thread == threading.get_ident()
+
+    def roomy(self) -> bool:
+        """Whether the store can take a burst's writes without a doubt (see ROOM_MARGIN), so
+        a write that must know it was taken may wait for the burst's end too."""
+        if self._roomy is None:
+            try:
+                v = os.statvfs(self.path)
+                free = v.f_bfree if os.geteuid() == 0 else v.f_bavail
+                self._roomy = not self.full and free * v.f_frsize >= ROOM_MARGIN
+            except OSError:
+                self._roomy = False
+        return self._roomy
+
     # -- handle table ---------------------------------------------------------------------
     def get_object(self, export_id: int, ino: int) -> ObjectRecord | None:
+        key = _OBJ_KEY.pack(export_id, ino)
+        raw: bytes | None
+        if self._later and key in self._later:
+            raw = self._later[key]
+            if raw is None:  # a tombstone waiting to be written
+                rec = self.get_object_committed(key)
+                return rec._replace(deleted=True) if rec is not None else None
+        else:
+            return self.get_object_committed(key)
+        parent, gen, flags = _OBJ_VAL.unpack_from(raw)
+        return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+
+    def get_object_committed(self, key: bytes) -> ObjectRecord | None:
         with self.env.begin(db=self.objects) as txn:
-            raw = txn.get(_OBJ_KEY.pack(export_id, ino))
+            raw = txn.get(key)
         if raw is None:
             return None
         parent, gen, flags = _OBJ_VAL.unpack_from(raw)
         return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
 
-    def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]]) -> None:
-        """Record (ino, parent, gen, name) tuples, skipping ones already identical."""
+    def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]],
+                    later: bool = False, must_fit: bool = False) -> None:
+        """Record (ino, parent, gen, name) tuples, skipping ones already identical.
+        ``later``: in the burst being served, if any (see ``end_burst``); ``must_fit``: the
+        caller needs StoreFull now if the store cannot take them (a new object's place), so
+        they wait only while the store is ``roomy``."""
+        if later and self._deferring() and (not must_fit or self.roomy()):
+            for ino, parent, gen, name in records:
+                self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+            return
         with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
             for ino, parent, gen, name in records:
                 key = _OBJ_KEY.pack(export_id, ino)
+                if self._later:
+                    self._later.pop(key, None)  # older news (a reused inode's tombstone)
                 val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
                 if txn.get(key) != val:
                     txn.put(key, val)
 
-    def mark_deleted(self, export_id: int, ino: int) -> None:
-        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
-            key = _OBJ_KEY.pack(export_id, ino)
-            raw = txn.get(key)
-            if raw is not None:
+    def mark_deleted(self, export_id: int, ino: int, later: bool = False) -> None:
+        key = _OBJ_KEY.pack(export_id, ino)
+        if (later and self._deferring()) or key in self._later:
+            raw = self._later.get(key)
+            if raw is None:
+                self._later[key] = None
+            else:  # its new place waits too: tombstone that
                 parent, gen, _ = _OBJ_VAL.unpack_from(raw)
-                txn.put(key, _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:]))
+                self._later[key] = _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + raw[_OBJ_VAL.size:]
+            return
+        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+            self._tombstone(txn, key)
+
+    @staticmethod
+    def _tombstone(txn: lmdb.Transaction, key: bytes) -> None:
+        raw = txn.get(key)
+        if raw is not None:
+            parent, gen, _ = _OBJ_VAL.unpack_from(raw)
+            txn.put(key, _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:]))
 
     def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> None:
         """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
@@ -185,5 +275,6 @@ class Store:
             log.warning("state store %s: sync failed: %s", self.path, exc)
 
     def close(self) -> None:
+        self.end_burst()
         self.env.sync(True)
         self.env.close()

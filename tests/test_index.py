@@ -686,3 +686,55 @@ def test_tombstones_last_until_the_next_scan(env: lmdb.Environment, index: Index
     with env.begin() as txn:
         assert txn.stat(tables.tombs)["entries"] == 0 and tables.file(txn, ino or 0) is None
         assert txn.get((ino or 0).to_bytes(8, "big"), db=tables.attrs) is None
+
+
+def test_empty_files_get_the_content_tier_reading_them_would(env: lmdb.Environment, tmp_path: Path) -> None:
+    """A new empty file is indexed without being read (the built-in transducers' output on
+    no content depends on the extension only): the fields are those a read gives."""
+    from nfsd.index.extract import Extractor
+    from nfsd.index.fsread import open_regular
+    from nfsd.index.transducer import Content as Seen
+    root = tmp_path / "empties"
+    root.mkdir()
+    names = [b"a.c", b"b.h", b"c.txt", b"d", b"e.py", b"f.mp3", b"g.pdf", b"h.eml", b".hidden"]
+    for n in names:
+        write(root / n.decode(), b"")
+    x = Extractor(default_transducers())
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n in names:
+            st = os.stat(n, dir_fd=fd)
+            todo = [t for t in x.content_tier if t.applies(n, st)]
+            f = open_regular(fd, n, st.st_ino)
+            assert f is not None
+            try:
+                read = x._run(todo, n, st, Seen(f, x.sniffer))
+            finally:
+                f.close()
+            known = x.empty_content(n, st)
+            assert known is not None and known.keys == read.keys and known.failures == read.failures
+    finally:
+        os.close(fd)
+    idx = Index(env, str(root), 7, transducers=default_transducers())
+    try:
+        idx.scan(progress=False)
+        assert q(idx, (b"type", b"application/x-empty")) == sorted(names)
+        write(root / "c.txt", "now with words\n", mtime=None)  # no longer empty: read
+        idx.note_entry(idx.root_ino, b"c.txt")
+        assert idx.flush() is True
+        assert q(idx, (b"text", b"words")) == [b"c.txt"]
+        assert b"c.txt" not in q(idx, (b"type", b"application/x-empty"))
+    finally:
+        idx.close()
+
+
+def test_empty_files_still_reach_other_transducers(index: Index, export: Path, counter: Counter) -> None:
+    """A transducer that is not built in sees every file, empty ones included."""
+    assert counter.runs[b"empty"] == 1
+    write(export / "docs" / "blank.md", b"")
+    docs = index.ino_of(b"docs")
+    assert docs is not None
+    index.note_entry(docs, b"blank.md")
+    assert index.flush() is True
+    assert counter.runs[b"blank.md"] == 1
+    assert fields_of(index, b"docs/blank.md")[b"counted"] == {b"yes"}

@@ -13,11 +13,18 @@ from typing import NamedTuple, Sequence
 
 from ..query_lang import NO_EXT_KEY, size_key
 from .fields import ext_of, valid_field, valid_value
-from .fsread import open_regular
+from .fsread import OpenFile, open_regular
 from .tables import EMPTY, NO_XVER
 from .transducer import Content, Sniffer, Transducer
 
 MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
+MAX_EMPTY_RULES = 1024  # remembered content tiers of empty files (one per extension and rule)
+
+
+# modules of the built-in content transducers: each reads only its name's extension and the
+# content (so every empty file with one extension gets one content tier)
+_PURE_MODULES = frozenset(f"nfsd.index.{m}" for m in ("builtin", "csource", "pysource", "mail", "image",
+                                                        "audio", "pdf"))
 
 
 class Outcome(NamedTuple):
@@ -45,6 +52,10 @@ class Extractor:
         self._good_fields: set[bytes] = set()
         self._xvers: dict[bytes, int] = {}  # rule (see ``xver_for``) -> its version
         self._handed_out: set[int] = set()
+        # (extension, transducers applying) -> the content tier of an empty regular file, for
+        # the built-in transducers, whose output depends on nothing else: a burst of new
+        # empty files (untar, touch, a build's stamps) is indexed without opening each
+        self._empty: dict[tuple[bytes | None, tuple[str, ...]], Outcome] = {}
 
     def xver_for(self, name: bytes, st: os.stat_result) -> int:
         """The version of the content tier a file called ``name`` gets: the transducers and
@@ -89,6 +100,10 @@ class Extractor:
             return NOTHING, 0
         if not stat.S_ISREG(st.st_mode):
             return self._run(todo, name, st, None), 0
+        if st.st_size == 0:
+            known = self.empty_content(name, st, todo)
+            if known is not None:
+                return known, 0  # generation unknown: a later ctime-only change re-derives it
         try:
             f = open_regular(dir_fd, name, st.st_ino)
         except OSError as exc:
@@ -103,6 +118,23 @@ class Extractor:
             return self._run(todo, name, st, Content(f, self.sniffer)), gen
         finally:
             f.close()
+
+    def empty_content(self, name: bytes, st: os.stat_result,
+                      todo: list[Transducer] | None = None) -> Outcome | None:
+        """The content tier of an empty regular file ``name`` without reading it, when only
+        built-in transducers apply (their output is a function of the extension and of the
+        content alone); None when another transducer must see the file."""
+        if todo is None:
+            todo = [t for t in self.content_tier if self._applies(t, name, st)]
+        if not all(type(t).__module__ in _PURE_MODULES for t in todo):
+            return None
+        key = (ext_of(name), tuple(t.name for t in todo))
+        found = self._empty.get(key)
+        if found is None:
+            found = self._run(todo, name, st, Content(OpenFile(-1, st), self.sniffer))
+            if len(self._empty) < MAX_EMPTY_RULES:
+                self._empty[key] = found
+        return Outcome(found.keys, list(found.failures))
 
     @staticmethod
     def _applies(t: Transducer, name: bytes, st: os.stat_result) -> bool:

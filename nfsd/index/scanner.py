@@ -52,6 +52,7 @@ BATCH_OPS = 50_000      # writes per transaction during a scan...
 BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
+INLINE_BYTES = 4096     # a flush extracts files up to this size itself, in its own write transaction
 
 
 class UserFields(Protocol):
@@ -268,8 +269,17 @@ class Reconciler:
         st_out = self._stat_keys(dir_fd, ino, name, st, None)  # a new inode (or a tombstone): no other name recorded
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
+        empty = None
+        if tomb is None and xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:
+            empty = self.x.empty_content(name, st)  # a new empty file: nothing to read
+            if empty is not None:
+                xver = self.x.xver_for(name, st)
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
                          st.st_ctime_ns, xver, name)
+        if empty is not None:
+            w.add_new(ino, rec, st_out.keys, empty.keys)
+            self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
+            return
         if tomb is None:
             w.add_new(ino, rec, st_out.keys, EMPTY)
         else:
@@ -315,6 +325,8 @@ class Reconciler:
             return False
         if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
             return True
+        if st.st_size == 0 and self.x.empty_content(name, st) is not None:
+            return True  # every empty file with this name has the same content tier
         # ctime moved (rename, chmod...) or the inode number was reused: the generation tells
         gen = fsread.generation_at(dir_fd, name, st.st_ino)
         return gen is None or gen == rec.gen
@@ -444,6 +456,14 @@ class Reconciler:
         """Extract the content tier of the files queued from directory ``dir_fd``."""
         while self.jobs:
             group, self.jobs = self.jobs[:JOB_GROUP], self.jobs[JOB_GROUP:]
+            if not self.yielding and all(job.st.st_size <= INLINE_BYTES for job in group):
+                # a burst of new or rewritten small files (a flush after creates): reading them
+                # here costs less than handing each to a pool thread (and the GIL back)
+                results = [(job, self.x.content_keys(dir_fd, job.name, job.st)) for job in group]
+                for job, result in results:
+                    self._apply(job, result)
+                    self._due()
+                continue
             self.commit()
             if self.yielding:
                 self.lock.release()

@@ -1,0 +1,139 @@
+"""The handle table's group commit (nfsd/store.py ``begin_burst``/``end_burst``): writes that
+need no answer now wait for the end of a burst of calls, and are committed before its replies
+leave; what waits is seen by the server meanwhile, and never overrides newer news."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from nfsd.store import Store
+
+PEEK = """
+import sys, lmdb, struct
+env = lmdb.open(sys.argv[1], max_dbs=128, readonly=True, lock=True)
+db = env.open_db(b"objects", create=False)
+with env.begin(db=db) as txn:
+    raw = txn.get(struct.pack(">HQ", 1, int(sys.argv[2])))
+print("none" if raw is None else ("deleted" if raw[12] & 1 else raw[13:].decode()))
+"""
+
+
+def committed(path: Path, ino: int) -> str:
+    """What another process (a restarted server) finds for an inode."""
+    return subprocess.run([sys.executable, "-c", PEEK, str(path), str(ino)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_writes_in_a_burst_are_committed_at_its_end(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.begin_burst()
+        store.put_objects(1, [(10, 2, 7, b"moved")], later=True)
+        assert store.get_object(1, 10) == (2, 7, b"moved", False)  # the server sees it at once
+        assert committed(tmp_path / "state", 10) == "none"          # not yet written
+        store.put_objects(1, [(11, 2, 7, b"now")])                  # not ``later``: written now
+        assert committed(tmp_path / "state", 11) == "now"
+        store.end_burst()
+        assert committed(tmp_path / "state", 10) == "moved"
+    finally:
+        store.close()
+
+
+def test_a_tombstone_waits_and_is_seen(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.put_objects(1, [(10, 2, 7, b"file")])
+        store.begin_burst()
+        store.mark_deleted(1, 10, later=True)
+        assert store.get_object(1, 10) == (2, 7, b"file", True)
+        assert committed(tmp_path / "state", 10) == "file"
+        store.end_burst()
+        assert committed(tmp_path / "state", 10) == "deleted"
+    finally:
+        store.close()
+
+
+def test_a_reused_inode_is_not_tombstoned_by_the_removal_before_it(tmp_path: Path) -> None:
+    """Remove a file, create one that gets the same inode number, in one burst: the new
+    file's record (written at once, for its ENOSPC check) must stay alive."""
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.put_objects(1, [(10, 2, 7, b"old")])
+        store.begin_burst()
+        store.mark_deleted(1, 10, later=True)
+        store.put_objects(1, [(10, 2, 8, b"new")])
+        store.end_burst()
+        assert store.get_object(1, 10) == (2, 8, b"new", False)
+        assert committed(tmp_path / "state", 10) == "new"
+    finally:
+        store.close()
+
+
+def test_other_threads_write_at_once(tmp_path: Path) -> None:
+    """Only the thread serving the burst defers (a call run in the thread pool answers when
+    it returns, not at the burst's end)."""
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.begin_burst()
+        t = threading.Thread(target=store.put_objects, args=(1, [(12, 2, 7, b"pool")]), kwargs={"later": True})
+        t.start()
+        t.join()
+        assert committed(tmp_path / "state", 12) == "pool"
+        store.end_burst()
+    finally:
+        store.close()
+
+
+def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path, monkeypatch) -> None:
+    """A CREATE must answer NOSPC if the store cannot take the new handle: its write waits for
+    the burst's end only while the store's file system has far more room than a burst needs."""
+    import nfsd.store
+    store = Store(str(tmp_path / "state"))
+    try:
+        store.begin_burst()
+        store.put_objects(1, [(20, 2, 7, b"roomy")], later=True, must_fit=True)
+        assert committed(tmp_path / "state", 20) == "none"
+        store.end_burst()
+        assert committed(tmp_path / "state", 20) == "roomy"
+        free = os.statvfs(tmp_path).f_bfree * os.statvfs(tmp_path).f_frsize
+        monkeypatch.setattr(nfsd.store, "ROOM_MARGIN", free + (1 << 40))
+        store.begin_burst()
+        store.put_objects(1, [(21, 2, 7, b"tight")], later=True, must_fit=True)
+        assert committed(tmp_path / "state", 21) == "tight"  # written at once
+        store.put_objects(1, [(22, 2, 7, b"cache")], later=True)  # no answer needed: waits
+        assert committed(tmp_path / "state", 22) == "none"
+        store.end_burst()
+    finally:
+        store.close()
+
+
+def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -> None:
+    """Through a server: a create, a rename and a remove answered, then kill -9 right after
+    the last reply: the handle table on disk holds the new name and the tombstone (a burst's
+    writes are committed before its replies leave), not something a search must repair."""
+    import signal
+
+    from tests.conftest import ServerProcess
+    from tests.nfs3_helpers import create_ok, remove, rename
+    from tests.rpc_client import RpcClient
+    (tmp_path / "export").mkdir()
+    srv = ServerProcess(tmp_path / "export", tmp_path / "state").start()
+    try:
+        with RpcClient(srv.port) as rpc:
+            root = rpc.mount(srv.export_b)
+            create_ok(rpc, root, b"made")
+            create_ok(rpc, root, b"gone")
+            gone = os.stat(tmp_path / "export" / "gone").st_ino
+            assert rename(rpc, root, b"made", root, b"moved")[0] == 0
+            assert remove(rpc, root, b"gone")[0] == 0
+            moved = os.stat(tmp_path / "export" / "moved").st_ino
+            srv.stop(signal.SIGKILL)
+    finally:
+        srv.stop()
+    envs = [p for p in (tmp_path / "state").iterdir() if (p / "data.mdb").exists()]
+    assert len(envs) == 1
+    assert committed(envs[0], moved) == "moved"
+    assert committed(envs[0], gone) == "deleted"
