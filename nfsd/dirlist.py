@@ -61,8 +61,13 @@ class Listing:
 
 
 def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: int | None = None) -> Listing:
-    """``read_ns``: when the directory began to be read (default: now)."""
+    """``read_ns``: when the directory began to be read (default: now).  ``entries`` may be
+    a listing already in cookie order (a query directory's results, nfsd/result_set.py):
+    it is used as it is, not copied."""
     read_ns = time.time_ns() if read_ns is None else read_ns
+    if isinstance(entries, Listing):
+        entries.key, entries.built_ns = key, read_ns
+        return entries
     rows = sorted((name_cookie(n), n, ino) for n, ino in entries)
     return Listing([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], key, read_ns)
 

@@ -31,7 +31,7 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Hashable, Iterator, NamedTuple, Sequence
+from typing import Any, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
@@ -42,6 +42,7 @@ from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, parse_field_name, parse_lab_name, value_name
 from .query_store import QueryStore, is_inline
+from .result_set import ResultSet, clash_name
 from .tag_dirs import TagDirs, claims
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query_store)
@@ -60,7 +61,7 @@ _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"
 _NAME_FIELDS = frozenset({b"name", b"ext"})
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
-_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)
+_VALUE_BYTES = 200  # per value of a field directory: name, value, count, dict slots
 
 
 class VStat(NamedTuple):
@@ -95,11 +96,10 @@ class Results(NamedTuple):
     """A faulted directory: its entries by name, and what identifies this result set."""
 
     version: int
-    names: dict[bytes, Any]       # entry name -> FileRef (value dirs) or value (field dirs)
+    names: Any                    # value dirs: a ResultSet (name -> FileRef); field dirs: a dict name -> value
     digest: int
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
-    entries: dict[int, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles by inode, filled lazily
     counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
 
 
@@ -120,12 +120,8 @@ def result_names(refs: Sequence[Any]) -> dict[bytes, Any]:
         if len(group) == 1 and parse_field_name(name) is None:
             names[name] = group[0]
             continue
-        stem, dot, ext = name.rpartition(b".")
-        if not stem:
-            stem, dot, ext = name, b"", b""
         for ref in group:
-            tag = hashlib.blake2b(ref.path, digest_size=3).hexdigest().encode()
-            names[stem + b"~" + tag + dot + ext] = ref
+            names[clash_name(name, ref.path)] = ref
     return names
 
 
@@ -259,19 +255,21 @@ class SemanticFS:
         if q.is_field_dir:
             counts = self.index.value_counts(q.open_field, q.scope, q.terms)
             values = self.tags.with_declared(q, sorted(counts))
-            names = {value_name(value): value for value in values}
+            names: Any = {value_name(value): value for value in values}
+            digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         else:
-            names = result_names(self.index.query(q.scope, q.terms))
-        digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
+            names = ResultSet.of_refs(self.index.query(q.scope, q.terms))
+            digest = names.digest
         mtime_ns = self._remember_state(q, digest)
-        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {}, counts)
+        results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
         return results
 
     def _keep(self, qid: bytes, results: Results) -> None:
         """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
         recently used first out; the newest always stays, as its listing is being paged)."""
-        size = _RESULT_BYTES * len(results.names) + 2 * sum(map(len, results.names))
+        names = results.names
+        size = names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
         with self._lock:
             if self._cache.pop(qid, None) is not None:
                 self._cache_bytes -= self._cache_sizes.pop(qid, 0)
@@ -283,7 +281,7 @@ class SemanticFS:
                 del self._cache[old]
                 self._cache_bytes -= self._cache_sizes.pop(old, 0)
 
-    def replace_results(self, q: Query, old: Results, names: dict[bytes, Any], version: int,
+    def replace_results(self, q: Query, old: Results, names: ResultSet, version: int,
                         change: bytes) -> None:
         """Cache an answer updated in place of a fault (nfsd/tag_dirs.py: one file tagged or
         untagged); ``change`` names the difference, for the digest (so the mtime moves)."""
@@ -292,7 +290,7 @@ class SemanticFS:
         digest = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(q, digest)
         if self._cache.get(qid) is old:
-            self._keep(qid, Results(version, names, digest, mtime_ns, old.scope_path, {}, old.counts))
+            self._keep(qid, Results(version, names, digest, mtime_ns, old.scope_path, old.counts))
 
     def forget_results(self) -> None:
         """Drop every cached fault (a change the index version does not tell: a tag declared)."""
@@ -564,7 +562,7 @@ class SemanticFS:
             seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
             # Clashes are renamed among what this caller is shown: a name renamed because of
             # a file they may not see would tell them it exists.
-            names = results.names if len(seen) == len(results.names) else result_names(seen)
+            names = results.names if len(seen) == len(results.names) else ResultSet.of_refs(seen)
         with self._lock:
             if len(self._views) > 256:
                 self._views.clear()
@@ -584,31 +582,29 @@ class SemanticFS:
         return identity.Reach(self._scope_node(q)).visible(rel, who, not q.fields_used() <= _STAT_FIELDS)
 
     # -- listings ------------------------------------------------------------------------
-    def scandir(self, d: Node | VNode) -> Iterator[tuple[bytes, int]]:
+    def scandir(self, d: Node | VNode) -> Iterable[tuple[bytes, int]]:
+        """(name, fileid) of the entries; a value directory answers its results themselves,
+        a listing already in cookie order (nfsd/result_set.py): nothing is copied, and a
+        page's attributes are made when it is served (``entry``)."""
         if isinstance(d, Node):
-            yield from self.local.scandir(d)
-            return
+            return self.local.scandir(d)
         q = d.query
         if q.is_lab:
-            scope = self._scope_node(q)
-            for name, ino, is_dir in self.local.scandir_typed(scope):
-                if not is_dir and name.endswith(q.suffix or b""):
-                    yield name, ino
-            return
+            return self._lab_entries(q)
         results = self._fault(d)
         visible = self._visible(d, results)[0]
-        if q.is_field_dir or self.results == "files":
-            for name, found in visible.items():
-                yield name, self._entry_fileid(q, found)
-            return
-        # a value directory's links: READDIRPLUS wants each one's attributes and handle
-        # next, so make them now, once (see ``entry``)
-        entries, qid = results.entries, q.qid()
-        for name, found in visible.items():
-            known = entries.get(found.ino)
-            if known is None:
-                known = self._link_entry(q, qid, results, found)
-            yield name, known[0].st_ino
+        if q.is_field_dir:
+            return [(name, self._entry_fileid(q, found)) for name, found in visible.items()]
+        if self.results == "files":
+            return visible.listing(int)
+        qid = q.qid()
+        return visible.listing(lambda ino: virtual_fileid(qid, struct.pack(">Q", ino)))
+
+    def _lab_entries(self, q: Query) -> Iterator[tuple[bytes, int]]:
+        scope = self._scope_node(q)
+        for name, ino, is_dir in self.local.scandir_typed(scope):
+            if not is_dir and name.endswith(q.suffix or b""):
+                yield name, ino
 
     def listing_key(self, d: Node | VNode) -> Hashable:
         """A query directory's listing is its results: take the fault now and name them
@@ -644,21 +640,17 @@ class SemanticFS:
         found = self._visible(d, results)[0].get(name)  # names differ between callers
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        known = results.entries.get(found.ino)
-        if known is not None:
-            return known
         return self._link_entry(q, q.qid(), results, found)
 
     def _link_entry(self, q: Query, qid: bytes, results: Results, found: Any) -> tuple[VStat, bytes]:
         """A result link's attributes and handle (as ``_link_node`` and ``_link_stat`` make
-        them, without the node), remembered with the results (by inode: names differ
-        between callers)."""
+        them, without the node); made per page, not kept, so memory does not grow with how
+        much of a large directory was listed."""
         target = self._relative_target(q, results.scope_path, found.path)
         m = results.mtime_ns
-        known = results.entries[found.ino] = (
-            VStat(_LINK_MODE, virtual_fileid(qid, struct.pack(">Q", found.ino)), 1, 0, 0, len(target), 0, 0, m, m, m),
-            self._link_fh(q, qid, found.ino))
-        return known
+        ino8 = struct.pack(">Q", found.ino)
+        return (VStat(_LINK_MODE, virtual_fileid(qid, ino8), 1, 0, 0, len(target), 0, 0, m, m, m),
+                self._link_fh(q, qid, found.ino))
 
     # -- changes -------------------------------------------------------------------------
     def _real_dir(self, d: Node | VNode, name: bytes) -> Node:

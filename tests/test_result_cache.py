@@ -24,7 +24,9 @@ def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     try:
         fs.index.scan()
         fs.ready.set()
-        one = 300 * 700
+        first = fs._placeholder(Query(fs.local.root_ino, ((b"ext", b"a"),)))
+        one = fs._fault(first).names.nbytes
+        fs.forget_results()
         fs.result_cache_bytes = int(1.5 * one)  # room for one of these result sets, not two
         for ext in (b"a", b"b", b"c"):
             v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", ext),)))
