@@ -243,7 +243,7 @@ class SemanticFS:
         with identity.as_server():  # it reads files on everyone's behalf
             self.index.flush()
         self._applied_tick = max(self._applied_tick, tick)
-        version = self.index.version
+        version = self._version_for(q)
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None and cached.version == version:
@@ -264,6 +264,12 @@ class SemanticFS:
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
         return results
+
+    def _version_for(self, q: Query) -> int:
+        """The index version ``q``'s results are valid for: a query over stat fields alone
+        keeps its results across commits that change content fields only (while the content
+        scan runs, every batch commits), so its listings do not run it again each time."""
+        return self.index.stat_version if q.fields_used() <= _STAT_FIELDS else self.index.version
 
     def _keep(self, qid: bytes, results: Results) -> None:
         """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
@@ -326,7 +332,7 @@ class SemanticFS:
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
-            if cached.version != self.index.version or self._unapplied(q):
+            if cached.version != self._version_for(q) or self._unapplied(q):
                 cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         known = self._queries.state(qid)
@@ -343,11 +349,10 @@ class SemanticFS:
     def _counted(self, q: Query) -> int:
         """A value directory's number of results, as counted by a field directory listed
         at this index version (so ``ls -l FIELD:`` shows them before any is listed); else 0."""
-        version = self.index.version
         for field, value in q.terms:
             fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
             cached = self._cache.get(fq.qid())
-            if cached is not None and cached.version == version:
+            if cached is not None and cached.version == self._version_for(fq):
                 found = cached.counts.get(value)
                 if found is not None:
                     return found

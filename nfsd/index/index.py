@@ -288,6 +288,13 @@ class Index:
         return r
 
     # -- asking ----------------------------------------------------------------------------
+    @property
+    def stat_version(self) -> int:
+        """The version answers over stat fields alone are valid for (``Tables.stat_version``):
+        behind ``version`` while only content fields change."""
+        with self._tables.env.begin() as txn:
+            return self._tables.stat_version(txn)
+
     def fields(self) -> list[bytes]:
         return self._search.fields()
 
