@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
+import operator
 from array import array
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .dirlist import Listing, name_cookie
+from .dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
 from .index.search import FileRef
 from .query import parse_field_name
 
@@ -47,39 +50,53 @@ class ResultSet:
     """Results by entry name, read-only and dict-like (``get``, ``in``, ``len``, ``items``,
     ``values``), iterated in cookie order."""
 
-    __slots__ = ("cookies", "inos", "_starts", "_lens", "_blob", "_renamed", "digest")
+    __slots__ = ("cookies", "inos", "_starts", "_lens", "_nlens", "_blob", "_renamed", "digest", "hint")
 
     def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]]) -> None:
-        """``rows``: (cookie, name, ino, path), sorted by (cookie, name)."""
+        """``rows``: (cookie, name, ino, path), sorted."""
         self.cookies = array("Q", [r[0] for r in rows])
         self.inos = array("Q", [r[2] for r in rows])
-        starts, lens, renamed, at = array("Q"), array("I"), {}, 0
+        paths = [r[3] for r in rows]
+        lens = array("I", map(len, paths))
+        starts = array("Q", itertools.accumulate(lens, initial=0))
+        starts.pop()
+        nlens, renamed = array("H"), {}
         for i, (_, name, _, path) in enumerate(rows):
-            starts.append(at)
-            lens.append(len(path))
-            at += len(path)
-            if name != _basename(path):
+            if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
+                nlens.append(len(name))
+            else:
+                nlens.append(len(_basename(path)))
                 renamed[i] = name
-        self._starts, self._lens, self._renamed = starts, lens, renamed
-        self._blob = b"".join(r[3] for r in rows)
+        self._starts, self._lens, self._nlens, self._renamed = starts, lens, nlens, renamed
+        self._blob = b"".join(paths)
         self.digest = self._digest()
+        self.hint = 0  # the position a listing page named last: READDIRPLUS asks for it next
 
     @classmethod
-    def of_refs(cls, refs: Iterable[FileRef]) -> "ResultSet":
-        """Results named by the fault's rule: the file's own name unless two results share it
-        (or it would read as a field directory), then ``clash_name``."""
+    def of_refs(cls, refs: Iterable[tuple[int, bytes]]) -> "ResultSet":
+        """Results (inode, path; a FileRef or a row of ``Search.query_rows``) named by the
+        fault's rule: the file's own name unless two results share it (or it would read as a
+        field directory), then ``clash_name``."""
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         rows = []
-        for ref in refs:
-            name = _basename(ref.path)
-            rows.append((name_cookie(name), name, ref.ino, ref.path))
-        rows.sort(key=_row_key)
+        for ino, path in refs:
+            name = path.rpartition(b"/")[2]
+            cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
+            rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
+        rows.sort()  # by cookie, then name: results of the same name are adjacent
+        names = [r[1] for r in rows]
+        clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
+        odd = any(n.endswith(b":") and parse_field_name(n) is not None for n in names)
+        del names
+        if not clash and not odd:
+            return cls(rows)
         out: list[tuple[int, bytes, int, bytes]] = []
         moved: list[tuple[int, bytes, int, bytes]] = []
         i, n = 0, len(rows)
         while i < n:
             j = i + 1
             name = rows[i][1]
-            while j < n and rows[j][1] == name:  # the same name: the same cookie, so adjacent
+            while j < n and rows[j][1] == name:
                 j += 1
             if j - i == 1 and parse_field_name(name) is None:
                 out.append(rows[i])
@@ -89,16 +106,14 @@ class ResultSet:
                     moved.append((name_cookie(new), new, ino, path))
             i = j
         del rows
-        if moved:
-            out.extend(moved)
-            out.sort(key=_row_key)
+        out.extend(moved)
+        out.sort()
         return cls(out)
 
     @classmethod
     def of_names(cls, names: Iterable[tuple[bytes, FileRef]]) -> "ResultSet":
         """Results under the names given."""
-        rows = sorted(((name_cookie(k), k, r.ino, r.path) for k, r in names), key=_row_key)
-        return cls(rows)
+        return cls(sorted((name_cookie(k), k, r.ino, r.path) for k, r in names))
 
     def _digest(self) -> int:
         """What identifies these results (names and files): a change moves it."""
@@ -113,15 +128,24 @@ class ResultSet:
         start = self._starts[i]
         return self._blob[start:start + self._lens[i]]
 
+    def path_len(self, i: int) -> int:
+        return self._lens[i]
+
     def name(self, i: int) -> bytes:
         found = self._renamed.get(i)
-        return found if found is not None else _basename(self.path(i))
+        if found is not None:
+            return found
+        end = self._starts[i] + self._lens[i]
+        return self._blob[end - self._nlens[i]:end]
 
     def ref(self, i: int) -> FileRef:
         return FileRef(self.inos[i], self.path(i))
 
     def find(self, name: bytes) -> int:
         """The index of the entry ``name``, or -1."""
+        hint = self.hint
+        if hint < len(self.cookies) and self.name(hint) == name:  # no hash, no bisection
+            return hint
         cookie = name_cookie(name)
         cookies = self.cookies
         i = bisect.bisect_left(cookies, cookie)
@@ -163,19 +187,20 @@ class ResultSet:
     @property
     def nbytes(self) -> int:
         """Memory held (the arrays, the blob, the renamed names)."""
-        return 28 * len(self) + len(self._blob) + 120 * len(self._renamed) + 400
+        return 30 * len(self) + len(self._blob) + 120 * len(self._renamed) + 400
 
     # -- changed in place ---------------------------------------------------------------
     def replaced(self, name: bytes, ref: FileRef | None) -> "ResultSet":
         """A copy with entry ``name`` removed, and then, if ``ref``, set to it (one file
         tagged or untagged: nfsd/tag_dirs.py).  Array slices, no per-result work."""
         new = ResultSet.__new__(ResultSet)
-        cookies, inos, starts, lens = self.cookies, self.inos, self._starts, self._lens
+        cookies, inos, starts, lens, nlens = self.cookies, self.inos, self._starts, self._lens, self._nlens
         blob, renamed = self._blob, self._renamed
         i = self.find(name)
         if i >= 0:
             cookies, inos = cookies[:i] + cookies[i + 1:], inos[:i] + inos[i + 1:]
             starts, lens = starts[:i] + starts[i + 1:], lens[:i] + lens[i + 1:]
+            nlens = nlens[:i] + nlens[i + 1:]
             renamed = {(k if k < i else k - 1): v for k, v in renamed.items() if k != i}
         if ref is not None:
             cookie = name_cookie(name)
@@ -184,42 +209,56 @@ class ResultSet:
             inos = inos[:j] + array("Q", [ref.ino]) + inos[j:]
             starts = starts[:j] + array("Q", [len(blob)]) + starts[j:]
             lens = lens[:j] + array("I", [len(ref.path)]) + lens[j:]
+            nlens = nlens[:j] + array("H", [len(_basename(ref.path))]) + nlens[j:]
             blob += ref.path
             renamed = {(k if k < j else k + 1): v for k, v in renamed.items()}
             if name != _basename(ref.path):
                 renamed[j] = name
-        new.cookies, new.inos, new._starts, new._lens = cookies, inos, starts, lens
+        new.cookies, new.inos, new._starts, new._lens, new._nlens = cookies, inos, starts, lens, nlens
         new._blob, new._renamed = blob, renamed
         new.digest = new._digest()
+        new.hint = 0
         return new
 
     # -- as a listing -------------------------------------------------------------------
-    def listing(self, fileid: Callable[[int], int]) -> Listing:
+    def listing(self, fileid: Callable[[int], int],
+                entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None) -> "ResultListing":
         """The directory listing these results are, in cookie order (nfsd/dirlist.py);
-        ``fileid`` makes an entry's fileid from its inode, when a page asks."""
-        return Listing(self.cookies, _Names(self), _Fileids(self.inos, fileid), None, 0)  # type: ignore[arg-type]
+        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``entry_at``
+        an entry's (fileid, fattr3, handle) by position (READDIRPLUS: no lookup by name)."""
+        return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
+                             None, 0, entry_at)
 
 
-def _row_key(row: tuple[int, bytes, int, bytes]) -> tuple[int, bytes]:
-    return row[0], row[1]
+@dataclass
+class ResultListing(Listing):
+    """A listing that is a result set: entries' attributes and handles by position."""
+
+    entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        """(name, fileid) in cookie order, as any backend's ``scandir`` gives them."""
+        names, fileids = self.names, self.inos
+        return ((names[i], fileids[i]) for i in range(len(names)))
 
 
 class _Names(Sequence[bytes]):
     """Entry names of a ``ResultSet`` by position, made when asked."""
 
     def __init__(self, results: ResultSet) -> None:
-        self._r = results
+        self._r, self._n = results, len(results)  # a result set never changes (``replaced`` copies)
 
     def __len__(self) -> int:
-        return len(self._r)
+        return self._n
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return [self._r.name(k) for k in range(*i.indices(len(self._r)))]
+            return [self._r.name(k) for k in range(*i.indices(self._n))]
         if i < 0:
-            i += len(self._r)
-        if not 0 <= i < len(self._r):
+            i += self._n
+        if not 0 <= i < self._n:
             raise IndexError(i)
+        self._r.hint = i  # the page's next step is this entry's attributes (``find``)
         return self._r.name(i)
 
 

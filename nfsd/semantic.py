@@ -31,11 +31,12 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Hashable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
 from . import identity, query_lang
+from .attrs import fattr
 from .backend import ModeKinds
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
@@ -55,6 +56,7 @@ _INLINE_HANDLE = struct.Struct(">BBH")
 _INLINE_LINK_HANDLE = struct.Struct(">BBHQ")
 _VIRTUAL_FILEID = 1 << 63
 _LINK_MODE = stat.S_IFLNK | 0o777
+_INO = struct.Struct(">Q")
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 # What only creating, removing, renaming or linking a file can change (not writes or setattr).
@@ -149,6 +151,7 @@ class SemanticFS:
         self._cache_bytes = 0
         self.result_cache_bytes = RESULT_CACHE_BYTES
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
+        self._link_memo: tuple[Any, bytes, bool, bytes] = (None, b"", False, b"")  # see _link_entry
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
@@ -258,7 +261,7 @@ class SemanticFS:
             names: Any = {value_name(value): value for value in values}
             digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         else:
-            names = ResultSet.of_refs(self.index.query(q.scope, q.terms))
+            names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
             digest = names.digest
         mtime_ns = self._remember_state(q, digest)
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
@@ -603,7 +606,33 @@ class SemanticFS:
         if self.results == "files":
             return visible.listing(int)
         qid = q.qid()
-        return visible.listing(lambda ino: virtual_fileid(qid, struct.pack(">Q", ino)))
+        return visible.listing(lambda ino: virtual_fileid(qid, struct.pack(">Q", ino)),
+                               self._link_entries(q, qid, results, visible))
+
+    def _link_entries(self, q: Query, qid: bytes, results: Results,
+                      visible: ResultSet) -> Callable[[int], tuple[int, Any, bytes]]:
+        """(fileid, fattr3, handle) of a value directory's result link by its position in
+        ``visible``: what ``entry`` and ``_link_entry`` give, with everything the links
+        share made once per listing (the per-entry cost of a large listing)."""
+        template = fattr(VStat(_LINK_MODE, 0, 1, 0, 0, 0, 0, 0, results.mtime_ns, results.mtime_ns,
+                               results.mtime_ns), self.fsid)
+        make, head, mid, tail = type(template), template[:5], template[6:9], template[10:]
+        scope = results.scope_path
+        # a link's text: ``../`` per level up to D, then the path below D (``_relative_target``)
+        shift = 3 * q.depth - (len(scope) + 1 if scope else 0)
+        key = q.key()
+        if is_inline(key):
+            pack, fh_head, fh_tail = _INLINE_LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
+        else:
+            pack, fh_head, fh_tail = _LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
+        inos, pack_ino = visible.inos, _INO.pack
+
+        def entry_at(i: int) -> tuple[int, Any, bytes]:
+            ino = inos[i]
+            fileid = virtual_fileid(qid, pack_ino(ino))
+            return (fileid, make(*head, visible.path_len(i) + shift, *mid, fileid, *tail),
+                    pack(*fh_head, ino) + fh_tail)
+        return entry_at
 
     def _lab_entries(self, q: Query) -> Iterator[tuple[bytes, int]]:
         scope = self._scope_node(q)
@@ -641,11 +670,13 @@ class SemanticFS:
             return self.stat(n), n.fh
         # A value directory's link: everything is in the results the page's names came from
         # (the hot path of listing a large value directory: no new fault per entry).
-        results = self._cache.get(q.qid()) or self._fault(d)
+        memo = self._link_memo
+        qid = memo[1] if memo[0] == q else q.qid()
+        results = self._cache.get(qid) or self._fault(d)
         found = self._visible(d, results)[0].get(name)  # names differ between callers
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        return self._link_entry(q, q.qid(), results, found)
+        return self._link_entry(q, qid, results, found)
 
     def _link_entry(self, q: Query, qid: bytes, results: Results, found: Any) -> tuple[VStat, bytes]:
         """A result link's attributes and handle (as ``_link_node`` and ``_link_stat`` make
@@ -654,8 +685,16 @@ class SemanticFS:
         target = self._relative_target(q, results.scope_path, found.path)
         m = results.mtime_ns
         ino8 = struct.pack(">Q", found.ino)
-        return (VStat(_LINK_MODE, virtual_fileid(qid, ino8), 1, 0, 0, len(target), 0, 0, m, m, m),
-                self._link_fh(q, qid, found.ino))
+        memo = self._link_memo  # the query's handle parts, the same for every entry of a page
+        if memo[0] != q:
+            key = q.key()
+            memo = self._link_memo = (q, qid, is_inline(key), key)
+        _, qid, inline, key = memo
+        if inline:
+            fh = _INLINE_LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id, found.ino) + key
+        else:
+            fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, found.ino)
+        return VStat(_LINK_MODE, virtual_fileid(qid, ino8), 1, 0, 0, len(target), 0, 0, m, m, m), fh
 
     # -- changes -------------------------------------------------------------------------
     def _real_dir(self, d: Node | VNode, name: bytes) -> Node:

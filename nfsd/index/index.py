@@ -323,6 +323,10 @@ class Index:
         """Files (not directories) below ``scope_ino`` matching every term, sorted by path."""
         return self._search.query(scope_ino, terms)
 
+    def query_rows(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
+        """``query``'s (ino, path), unsorted: for callers that order them their own way."""
+        return self._search.query_rows(scope_ino, terms)
+
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)
 
