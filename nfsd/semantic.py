@@ -24,6 +24,9 @@ they could reach by path from D, and could read when the query is about content 
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import itertools
 import os
@@ -61,6 +64,7 @@ _INO = struct.Struct(">Q")
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 # What only creating, removing, renaming or linking a file can change (not writes or setattr).
 _NAME_FIELDS = frozenset({b"name", b"ext"})
+_BIG_FAULT = 100_000  # results from which a fault gives its transient memory back (``_fault``)
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
 _VALUE_BYTES = 200  # per value of a field directory: name, value, count, dict slots
@@ -103,6 +107,22 @@ class Results(NamedTuple):
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
     counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc keeps what a large fault freed:
+    after three million-result faults, 159 MB of heap instead of 78).  Elsewhere: nothing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -266,6 +286,14 @@ class SemanticFS:
         mtime_ns = self._remember_state(q, digest)
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
+        if len(names) >= _BIG_FAULT:
+            # Building it sorted millions of small tuples, freed in an order unrelated to their
+            # allocation: the last ones freed stay in the interpreter's free lists, one in nearly
+            # every memory pool, and keep ~170 MB per million results resident.  A full
+            # collection empties the free lists (measured: 28 ms); then the C heap gives back
+            # what they and the results this one evicted from the cache held.
+            gc.collect()
+            _trim_heap()
         return results
 
     def _version_for(self, q: Query) -> int:

@@ -111,3 +111,15 @@ def test_result_set_is_compact(tmp_path: Path) -> None:
     rs = ResultSet.of_refs(refs)
     per_result = (rs.nbytes - sum(len(r.path) for r in refs)) / len(refs)
     assert per_result < 40
+
+
+def test_listing_cache_is_bounded_in_entries() -> None:
+    """A query directory's listing is its result set: cached listings are bounded by their
+    entries together, the newest always kept (it is being paged)."""
+    from nfsd.dirlist import ListingCache
+    cache = ListingCache(max_entries=10)
+    for d in (b"a", b"b", b"c"):
+        cache.get(d, 0, 0, lambda: [(b"%s%d" % (d, i), i) for i in range(6)], exact=1)
+    assert cache.peek(b"c") is not None and cache.peek(b"a") is None and cache.peek(b"b") is None
+    big = cache.get(b"big", 0, 0, lambda: [(b"n%d" % i, i) for i in range(50)], exact=1)
+    assert cache.peek(b"big") is big and cache.peek(b"c") is None
