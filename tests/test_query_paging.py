@@ -9,14 +9,21 @@ from nfsd.dirlist import name_cookie
 from nfsd.index.search import FileRef
 from nfsd.result_set import ResultSet
 from nfsd.semantic import result_names
-from tests.nfs3_helpers import OK, ZERO_VERF, create_ok, lookup, readdirplus_raw, remove
-from tests.rpc_client import RpcClient
+from protocol import nfs3
+from tests.nfs3_helpers import OK, READLINK, ZERO_VERF, attrs, create_ok, lookup, readdirplus_raw, remove
+from tests.rpc_client import RpcClient, fh
 
 
 def look(rpc: RpcClient, d: bytes, name: bytes) -> bytes:
     status, res = lookup(rpc, d, name)
     assert status == OK, (name, status)
     return res.object.data
+
+
+def readlink(rpc: RpcClient, h: bytes) -> bytes:
+    status, res = rpc.nfs(READLINK, nfs3.READLINK3args.cls(fh(h)))
+    assert status == OK, status
+    return res.data
 
 
 def page(rpc: RpcClient, d: bytes, cookie: int, verf: bytes, maxcount: int = 1024) -> tuple[list, bytes, bool]:
@@ -67,7 +74,12 @@ def test_value_directory_pages_each_entry_exactly_once(server) -> None:
         assert pages > 10 and len(names) == len(set(names)) == 402
         assert {n for n in names if n.startswith(b"dup~")} and b"dup.c" not in names
         assert [e.cookie for e in seen] == sorted(e.cookie for e in seen)
-        assert all(look(rpc, c, e.name) == e.name_handle.data for e in seen[::37])
+        for e in seen[::37]:  # the attributes made by position are those of the link itself
+            h = look(rpc, c, e.name)
+            assert h == e.name_handle.data
+            target = readlink(rpc, h)
+            assert target.startswith(b"../../") and target.endswith(e.name if b"~" not in e.name else b"dup.c")
+            assert e.name_attributes == attrs(rpc, h) and e.name_attributes.size == len(target)
 
 
 def test_entries_present_throughout_appear_once_while_results_change(server) -> None:
