@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Final, Hashable, Iterator, Protocol, TypeVar
+from typing import Final, Hashable, Iterable, Protocol, TypeVar
 
 
 class ServerTime:
@@ -110,7 +110,7 @@ class Backend(Protocol[NodeT]):
         """Directory ``d``'s parent (the root is its own parent)."""
     def readlink(self, n: NodeT) -> bytes:
         """A symbolic link's (or result link's) target."""
-    def scandir(self, d: NodeT) -> Iterator[tuple[bytes, int]]:
+    def scandir(self, d: NodeT) -> Iterable[tuple[bytes, int]]:
         """Directory ``d``'s entries as (name, file id), without ``.`` and ``..``."""
     def listing_key(self, d: NodeT) -> Hashable:
         """What identifies ``d``'s listing exactly (a query's result version), or None when

@@ -61,8 +61,13 @@ class Listing:
 
 
 def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: int | None = None) -> Listing:
-    """``read_ns``: when the directory began to be read (default: now)."""
+    """``read_ns``: when the directory began to be read (default: now).  ``entries`` may be
+    a listing already in cookie order (a query directory's results, nfsd/result_set.py):
+    it is used as it is, not copied."""
     read_ns = time.time_ns() if read_ns is None else read_ns
+    if isinstance(entries, Listing):
+        entries.key, entries.built_ns = key, read_ns
+        return entries
     rows = sorted((name_cookie(n), n, ino) for n, ino in entries)
     return Listing([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], key, read_ns)
 
@@ -72,8 +77,13 @@ def _still_valid(cached: Listing, key: Hashable, mtime_ns: int, ctime_ns: int, e
 
 
 class ListingCache:
-    def __init__(self, max_dirs: int = 32) -> None:
+    """Sorted listings by directory: at most ``max_dirs``, holding at most ``max_entries``
+    entries together beyond the newest (a query directory's listing is its result set, which
+    this keeps alive: 32 listings of a million results each must not stay resident)."""
+
+    def __init__(self, max_dirs: int = 32, max_entries: int = 1_000_000) -> None:
         self.max_dirs = max_dirs
+        self.max_entries = max_entries
         self._lock = threading.Lock()
         self._cache: OrderedDict[Hashable, Listing] = OrderedDict()
 
@@ -102,6 +112,9 @@ class ListingCache:
             self._cache.move_to_end(dir_id)
             while len(self._cache) > self.max_dirs:
                 self._cache.popitem(last=False)
+            total = sum(len(cached.cookies) for cached in self._cache.values())
+            while total > self.max_entries and len(self._cache) > 1:
+                total -= len(self._cache.popitem(last=False)[1].cookies)
         return listing
 
     def is_fresh(self, dir_id: Hashable, mtime_ns: int, ctime_ns: int, resume: bool = False) -> bool:

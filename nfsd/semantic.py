@@ -24,6 +24,9 @@ they could reach by path from D, and could read when the query is about content 
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import itertools
 import os
@@ -31,17 +34,19 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Hashable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
 
 from . import identity, query_lang
+from .attrs import fattr
 from .backend import ModeKinds, TimeSet
 from .errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from .query import Query, parse_field_name, parse_lab_name, value_name
 from .query_store import QueryStore, is_inline
+from .result_set import ResultSet, clash_name
 from .tag_dirs import TagDirs, claims
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query_store)
@@ -54,13 +59,15 @@ _INLINE_HANDLE = struct.Struct(">BBH")
 _INLINE_LINK_HANDLE = struct.Struct(">BBHQ")
 _VIRTUAL_FILEID = 1 << 63
 _LINK_MODE = stat.S_IFLNK | 0o777
+_INO = struct.Struct(">Q")
 # What ``ls -l`` shows (the index's stat tier); any other field tells what a file holds.
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 # What only creating, removing, renaming or linking a file can change (not writes or setattr).
 _NAME_FIELDS = frozenset({b"name", b"ext"})
+_BIG_FAULT = 100_000  # results from which a fault gives its transient memory back (``_fault``)
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
-_RESULT_BYTES = 700  # per result: FileRef, path, name, READDIRPLUS attributes and handle (measured)
+_VALUE_BYTES = 200  # per value of a field directory: name, value, count, dict slots
 
 
 class VStat(NamedTuple):
@@ -96,12 +103,27 @@ class Results(NamedTuple):
     """A faulted directory: its entries by name, and what identifies this result set."""
 
     version: int
-    names: dict[bytes, Any]       # entry name -> FileRef (value dirs) or value (field dirs)
+    names: Any                    # value dirs: a ResultSet (name -> FileRef); field dirs: a dict name -> value
     digest: int
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
-    entries: dict[int, tuple[VStat, bytes]]  # READDIRPLUS attributes and handles by inode, filled lazily
     counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc keeps what a large fault freed:
+    after three million-result faults, 159 MB of heap instead of 78).  Elsewhere: nothing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -121,12 +143,8 @@ def result_names(refs: Sequence[Any]) -> dict[bytes, Any]:
         if len(group) == 1 and parse_field_name(name) is None:
             names[name] = group[0]
             continue
-        stem, dot, ext = name.rpartition(b".")
-        if not stem:
-            stem, dot, ext = name, b"", b""
         for ref in group:
-            tag = hashlib.blake2b(ref.path, digest_size=3).hexdigest().encode()
-            names[stem + b"~" + tag + dot + ext] = ref
+            names[clash_name(name, ref.path)] = ref
     return names
 
 
@@ -154,6 +172,7 @@ class SemanticFS:
         self._cache_bytes = 0
         self.result_cache_bytes = RESULT_CACHE_BYTES
         self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
+        self._link_memo: tuple[Any, bytes, bool, bytes] = (None, b"", False, b"")  # see _link_entry
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
         # half-built index, so directory faults ask the client to retry (JUKEBOX).
@@ -248,7 +267,7 @@ class SemanticFS:
         with identity.as_server():  # it reads files on everyone's behalf
             self.index.flush()
         self._applied_tick = max(self._applied_tick, tick)
-        version = self.index.version
+        version = self._version_for(q)
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None and cached.version == version:
@@ -260,19 +279,35 @@ class SemanticFS:
         if q.is_field_dir:
             counts = self.index.value_counts(q.open_field, q.scope, q.terms)
             values = self.tags.with_declared(q, sorted(counts))
-            names = {value_name(value): value for value in values}
+            names: Any = {value_name(value): value for value in values}
+            digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         else:
-            names = result_names(self.index.query(q.scope, q.terms))
-        digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
+            names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
+            digest = names.digest
         mtime_ns = self._remember_state(q, digest)
-        results = Results(version, names, digest, mtime_ns, self._scope_path(q), {}, counts)
+        results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
+        if len(names) >= _BIG_FAULT:
+            # Building it sorted millions of small tuples, freed in an order unrelated to their
+            # allocation: the last ones freed stay in the interpreter's free lists, one in nearly
+            # every memory pool, and keep ~170 MB per million results resident.  A full
+            # collection empties the free lists (measured: 28 ms); then the C heap gives back
+            # what they and the results this one evicted from the cache held.
+            gc.collect()
+            _trim_heap()
         return results
+
+    def _version_for(self, q: Query) -> int:
+        """The index version ``q``'s results are valid for: a query over stat fields alone
+        keeps its results across commits that change content fields only (while the content
+        scan runs, every batch commits), so its listings do not run it again each time."""
+        return self.index.stat_version if q.fields_used() <= _STAT_FIELDS else self.index.version
 
     def _keep(self, qid: bytes, results: Results) -> None:
         """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
         recently used first out; the newest always stays, as its listing is being paged)."""
-        size = _RESULT_BYTES * len(results.names) + 2 * sum(map(len, results.names))
+        names = results.names
+        size = names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
         with self._lock:
             if self._cache.pop(qid, None) is not None:
                 self._cache_bytes -= self._cache_sizes.pop(qid, 0)
@@ -284,7 +319,7 @@ class SemanticFS:
                 del self._cache[old]
                 self._cache_bytes -= self._cache_sizes.pop(old, 0)
 
-    def replace_results(self, q: Query, old: Results, names: dict[bytes, Any], version: int,
+    def replace_results(self, q: Query, old: Results, names: ResultSet, version: int,
                         change: bytes) -> None:
         """Cache an answer updated in place of a fault (nfsd/tag_dirs.py: one file tagged or
         untagged); ``change`` names the difference, for the digest (so the mtime moves)."""
@@ -293,7 +328,7 @@ class SemanticFS:
         digest = int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
         mtime_ns = self._remember_state(q, digest)
         if self._cache.get(qid) is old:
-            self._keep(qid, Results(version, names, digest, mtime_ns, old.scope_path, {}, old.counts))
+            self._keep(qid, Results(version, names, digest, mtime_ns, old.scope_path, old.counts))
 
     def forget_results(self) -> None:
         """Drop every cached fault (a change the index version does not tell: a tag declared)."""
@@ -329,7 +364,7 @@ class SemanticFS:
         qid = q.qid()
         cached = self._cache.get(qid)
         if cached is not None:
-            if cached.version != self.index.version or self._unapplied(q):
+            if cached.version != self._version_for(q) or self._unapplied(q):
                 cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         known = self._queries.state(qid)
@@ -346,11 +381,10 @@ class SemanticFS:
     def _counted(self, q: Query) -> int:
         """A value directory's number of results, as counted by a field directory listed
         at this index version (so ``ls -l FIELD:`` shows them before any is listed); else 0."""
-        version = self.index.version
         for field, value in q.terms:
             fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
             cached = self._cache.get(fq.qid())
-            if cached is not None and cached.version == version:
+            if cached is not None and cached.version == self._version_for(fq):
                 found = cached.counts.get(value)
                 if found is not None:
                     return found
@@ -534,7 +568,7 @@ class SemanticFS:
         return self._link_target(n)
 
     # -- what one caller may see --------------------------------------------------------
-    def _visible(self, d: VNode, results: Results) -> tuple[dict[bytes, Any], float | None]:
+    def _visible(self, d: VNode, results: Results) -> tuple[Any, float | None]:
         """The entries of a field or value directory the caller may see, and when that view
         was taken.  Acting as a caller (nfsd/identity.py), a result is seen only if the caller
         could reach it by path from D (search permission on every directory between, asked
@@ -565,7 +599,7 @@ class SemanticFS:
             seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
             # Clashes are renamed among what this caller is shown: a name renamed because of
             # a file they may not see would tell them it exists.
-            names = results.names if len(seen) == len(results.names) else result_names(seen)
+            names = results.names if len(seen) == len(results.names) else ResultSet.of_refs(seen)
         with self._lock:
             if len(self._views) > 256:
                 self._views.clear()
@@ -585,31 +619,56 @@ class SemanticFS:
         return identity.Reach(self._scope_node(q)).visible(rel, who, not q.fields_used() <= _STAT_FIELDS)
 
     # -- listings ------------------------------------------------------------------------
-    def scandir(self, d: Node | VNode) -> Iterator[tuple[bytes, int]]:
+    def scandir(self, d: Node | VNode) -> Iterable[tuple[bytes, int]]:
+        """(name, fileid) of the entries; a value directory answers its results themselves,
+        a listing already in cookie order (nfsd/result_set.py): nothing is copied, and a
+        page's attributes are made when it is served (``entry``)."""
         if isinstance(d, Node):
-            yield from self.local.scandir(d)
-            return
+            return self.local.scandir(d)
         q = d.query
         if q.is_lab:
-            scope = self._scope_node(q)
-            for name, ino, is_dir in self.local.scandir_typed(scope):
-                if not is_dir and name.endswith(q.suffix or b""):
-                    yield name, ino
-            return
+            return self._lab_entries(q)
         results = self._fault(d)
         visible = self._visible(d, results)[0]
-        if q.is_field_dir or self.results == "files":
-            for name, found in visible.items():
-                yield name, self._entry_fileid(q, found)
-            return
-        # a value directory's links: READDIRPLUS wants each one's attributes and handle
-        # next, so make them now, once (see ``entry``)
-        entries, qid = results.entries, q.qid()
-        for name, found in visible.items():
-            known = entries.get(found.ino)
-            if known is None:
-                known = self._link_entry(q, qid, results, found)
-            yield name, known[0].st_ino
+        if q.is_field_dir:
+            return [(name, self._entry_fileid(q, found)) for name, found in visible.items()]
+        if self.results == "files":
+            return visible.listing(int)
+        qid = q.qid()
+        return visible.listing(lambda ino: virtual_fileid(qid, struct.pack(">Q", ino)),
+                               self._link_entries(q, qid, results, visible))
+
+    def _link_entries(self, q: Query, qid: bytes, results: Results,
+                      visible: ResultSet) -> Callable[[int], tuple[int, Any, bytes]]:
+        """(fileid, fattr3, handle) of a value directory's result link by its position in
+        ``visible``: what ``entry`` and ``_link_entry`` give, with everything the links
+        share made once per listing (the per-entry cost of a large listing)."""
+        template = fattr(VStat(_LINK_MODE, 0, 1, 0, 0, 0, 0, 0, results.mtime_ns, results.mtime_ns,
+                               results.mtime_ns), self.fsid)
+        make, head, mid, tail = type(template), template[:5], template[6:9], template[10:]
+        scope = results.scope_path
+        # a link's text: ``../`` per level up to D, then the path below D (``_relative_target``)
+        shift = 3 * q.depth - (len(scope) + 1 if scope else 0)
+        key = q.key()
+        fh_head: tuple[int | bytes, ...]
+        if is_inline(key):
+            pack, fh_head, fh_tail = _INLINE_LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
+        else:
+            pack, fh_head, fh_tail = _LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
+        inos, pack_ino = visible.inos, _INO.pack
+
+        def entry_at(i: int) -> tuple[int, Any, bytes]:
+            ino = inos[i]
+            fileid = virtual_fileid(qid, pack_ino(ino))
+            return (fileid, make(*head, visible.path_len(i) + shift, *mid, fileid, *tail),
+                    pack(*fh_head, ino) + fh_tail)
+        return entry_at
+
+    def _lab_entries(self, q: Query) -> Iterator[tuple[bytes, int]]:
+        scope = self._scope_node(q)
+        for name, ino, is_dir in self.local.scandir_typed(scope):
+            if not is_dir and name.endswith(q.suffix or b""):
+                yield name, ino
 
     def listing_key(self, d: Node | VNode) -> Hashable:
         """A query directory's listing is its results: take the fault now and name them
@@ -641,25 +700,31 @@ class SemanticFS:
             return self.stat(n), n.fh
         # A value directory's link: everything is in the results the page's names came from
         # (the hot path of listing a large value directory: no new fault per entry).
-        results = self._cache.get(q.qid()) or self._fault(d)
+        memo = self._link_memo
+        qid = memo[1] if memo[0] == q else q.qid()
+        results = self._cache.get(qid) or self._fault(d)
         found = self._visible(d, results)[0].get(name)  # names differ between callers
         if found is None:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
-        known = results.entries.get(found.ino)
-        if known is not None:
-            return known
-        return self._link_entry(q, q.qid(), results, found)
+        return self._link_entry(q, qid, results, found)
 
     def _link_entry(self, q: Query, qid: bytes, results: Results, found: Any) -> tuple[VStat, bytes]:
         """A result link's attributes and handle (as ``_link_node`` and ``_link_stat`` make
-        them, without the node), remembered with the results (by inode: names differ
-        between callers)."""
+        them, without the node); made per page, not kept, so memory does not grow with how
+        much of a large directory was listed."""
         target = self._relative_target(q, results.scope_path, found.path)
         m = results.mtime_ns
-        known = results.entries[found.ino] = (
-            VStat(_LINK_MODE, virtual_fileid(qid, struct.pack(">Q", found.ino)), 1, 0, 0, len(target), 0, 0, m, m, m),
-            self._link_fh(q, qid, found.ino))
-        return known
+        ino8 = struct.pack(">Q", found.ino)
+        memo = self._link_memo  # the query's handle parts, the same for every entry of a page
+        if memo[0] != q:
+            key = q.key()
+            memo = self._link_memo = (q, qid, is_inline(key), key)
+        _, qid, inline, key = memo
+        if inline:
+            fh = _INLINE_LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id, found.ino) + key
+        else:
+            fh = _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, found.ino)
+        return VStat(_LINK_MODE, virtual_fileid(qid, ino8), 1, 0, 0, len(target), 0, 0, m, m, m), fh
 
     # -- changes -------------------------------------------------------------------------
     def _real_dir(self, d: Node | VNode, name: bytes) -> Node:

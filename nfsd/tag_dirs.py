@@ -287,11 +287,7 @@ class TagDirs:
         present = old.names.get(base)
         if present is not None and present.ino != n.ino:
             return
-        names = dict(old.names)
-        if same:
-            names[base] = same[0]
-        else:
-            names.pop(base, None)
+        names = old.names.replaced(base, same[0] if same else None)
         self.fs.replace_results(q, old, names, last.after, (b"+" if same else b"-") + base)
 
     @staticmethod

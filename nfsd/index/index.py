@@ -289,6 +289,13 @@ class Index:
         return r
 
     # -- asking ----------------------------------------------------------------------------
+    @property
+    def stat_version(self) -> int:
+        """The version answers over stat fields alone are valid for (``Tables.stat_version``):
+        behind ``version`` while only content fields change."""
+        with self._tables.env.begin() as txn:
+            return self._tables.stat_version(txn)
+
     def fields(self) -> list[bytes]:
         return self._search.fields()
 
@@ -316,6 +323,10 @@ class Index:
     def query(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[FileRef]:
         """Files (not directories) below ``scope_ino`` matching every term, sorted by path."""
         return self._search.query(scope_ino, terms)
+
+    def query_rows(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
+        """``query``'s (ino, path), unsorted: for callers that order them their own way."""
+        return self._search.query_rows(scope_ino, terms)
 
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)

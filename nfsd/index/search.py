@@ -21,6 +21,7 @@ from .tables import FLAG_LINKED, INO, RECORD_NAME_AT, S_IFDIR, Tables, field_val
 
 MAX_DEPTH = 4096
 _FLAGS_AT = 9  # a FileRecord's flags byte (after the parent ino and the kind)
+_ANY = b""  # in ``linked``: which hits have several names is not known
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
 
 
@@ -141,6 +142,14 @@ class Search:
             hits = self._select(txn, scope, terms)
         return sorted((FileRef(INO.unpack(i)[0], p) for i, p in hits), key=lambda r: r.path)
 
+    def query_rows(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
+        """(ino, path) of ``query``'s results, in no order (a value directory sorts them by
+        cookie: nfsd/result_set.py)."""
+        with self.t.env.begin() as txn:
+            hits = self._select(txn, scope, terms)
+        unpack = INO.unpack
+        return [(unpack(i)[0], p) for i, p in hits]
+
     def values(self, field: bytes, scope: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         return sorted(self.value_counts(field, scope, terms))
 
@@ -232,18 +241,22 @@ class Search:
         """``_select_files``, each path kept only if its own name gives the ``name`` and
         ``ext`` terms: a file with several names holds the values of all of them (a hard link
         ``odd/x.c`` of ``lib/list.c`` is a result of ``ext:/c`` under ``odd`` by its own name)."""
-        hits = self._select_files(txn, scope, terms, plan)
+        linked: set[bytes] = set()
+        hits = self._select_files(txn, scope, terms, plan, linked)
         named = [(f, v) for f, v in terms if f in _NAME_FIELDS]
-        if not hits or not named:
+        if not hits or not named or not linked:
             return hits
         checks = []
         for field, value in named:
             expr = query_lang.expr_of(field, value)
             checks.append((field, frozenset(self._resolve(txn, expr)), expr.negated))
-        return [(i, p) for i, p in hits if _named(p, checks)]
+        if _ANY in linked:
+            return [(i, p) for i, p in hits if _named(p, checks)]
+        # a file with one name holds the name and ext values of that name alone
+        return [(i, p) for i, p in hits if i not in linked or _named(p, checks)]
 
     def _select_files(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
-                      plan: "Plan | None" = None) -> list[tuple[bytes, bytes]]:
+                      plan: "Plan | None" = None, linked: set[bytes] | None = None) -> list[tuple[bytes, bytes]]:
         """(ino as 8 bytes, path) of the files in scope matching every term.
 
         Each term resolves to posting keys (one for a plain value; those an OR, range or
@@ -253,13 +266,16 @@ class Search:
         candidate (``set_key_dup``).  A negated term filters the same way, keeping the
         candidates it does not hold.  With only negated terms, the candidates are the other
         values of a negated single-valued stat field (``ext:/!txt``: the files whose ext is
-        anything else, or none) when they are fewer than the files, else every file."""
+        anything else, or none) when they are fewer than the files, else every file.
+        ``linked`` gets the inos of the hits with several names (``_ANY``: not known)."""
         plan = plan if plan is not None else _NO_PLAN
+        linked = linked if linked is not None else set()
         scope_path = self._scope_path(txn, scope)
         if scope_path is None:
             return []
         if not terms:
             plan.step("every file below the scope")
+            linked.add(_ANY)
             return self._subtree(txn, scope, scope_path, None) or []
         cur = txn.cursor(db=self.t.postings)
         positive: list[tuple[int, list[bytes]]] = []
@@ -292,7 +308,8 @@ class Search:
                 candidates = self._read(cur, keys)
                 plan.step(f"candidates: every file ({len(candidates)}), from the owner postings")
                 candidates = self._filter(cur, candidates, negative, plan)
-                return self._placed(txn, candidates, scope_path) if candidates else []
+                return self._placed(txn, candidates, scope_path, linked) if candidates else []
+            linked.add(_ANY)
             inside = self._subtree(txn, scope, scope_path, None) or []
             plan.step(f"candidates: the {len(inside)} files below the scope")
             by_ino = dict(inside)
@@ -301,6 +318,7 @@ class Search:
         if scope != self.root_ino:
             inside = self._subtree(txn, scope, scope_path, positive[0][0])
             if inside is not None:
+                linked.add(_ANY)
                 plan.step(f"candidates: the {len(inside)} files below the scope (fewer than the postings)")
                 by_ino = dict(inside)
                 kept = self._filter(cur, list(by_ino), positive + negative, plan, len(positive))
@@ -310,7 +328,7 @@ class Search:
         plan.read(n)
         plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
         candidates = self._filter(cur, candidates, positive[1:] + negative, plan, len(positive) - 1)
-        return self._placed(txn, candidates, scope_path) if candidates else []
+        return self._placed(txn, candidates, scope_path, linked) if candidates else []
 
     def _complements(self, txn: lmdb.Transaction, exprs: list[query_lang.Expr],
                      plan: "Plan") -> list[tuple[int, list[bytes]]]:
@@ -442,8 +460,10 @@ class Search:
             elif not cur.next_nodup():
                 return
 
-    def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes) -> list[tuple[bytes, bytes]]:
-        """Paths of the candidates that lie below ``scope_path``."""
+    def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes,
+                linked: set[bytes]) -> list[tuple[bytes, bytes]]:
+        """Paths of the candidates that lie below ``scope_path``; ``linked`` gets those
+        with several names."""
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
         out = []
@@ -459,6 +479,7 @@ class Search:
             if not scope_path or parent == scope_path or parent.startswith(under):
                 out.append((ino8, parent + b"/" + raw[name_at:] if parent else raw[name_at:]))
             if raw[_FLAGS_AT] & FLAG_LINKED:  # its other names, each a result where it lies
+                linked.add(ino8)
                 for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
                     p = self._path(txn, lparent, memo)
                     if p is not None and (not scope_path or p == scope_path or p.startswith(under)):

@@ -149,6 +149,13 @@ class Tables:
     def version(self, txn: lmdb.Transaction) -> int:
         return int(txn.get(b"version", db=self.meta) or b"0")
 
+    def stat_version(self, txn: lmdb.Transaction) -> int:
+        """The version of the last commit that changed what the stat tier answers (its
+        postings, names, places): answers over stat fields alone stay valid across commits
+        of content fields only (the content scan after a first stat pass)."""
+        raw = txn.get(b"stat_version", db=self.meta)
+        return int(raw) if raw is not None else self.version(txn)
+
     def file(self, txn: lmdb.Transaction, ino: int) -> FileRecord | None:
         raw = txn.get(INO.pack(ino), db=self.files)
         return FileRecord.decode(raw) if raw is not None else None
@@ -209,6 +216,7 @@ class Writer:
         self._new_attrs: dict[bytes, bytes] = {}
         self.ops = 0
         self.changed = False
+        self.stat_changed = False  # a change the stat tier's answers show (see ``stat_version``)
         self.opened_at = 0.0
 
     @property
@@ -232,10 +240,12 @@ class Writer:
         if self.changed:
             version = self.t.version(self._txn) + 1
             self._txn.put(b"version", b"%d" % version, db=self.t.meta)
+            if self.stat_changed:
+                self._txn.put(b"stat_version", b"%d" % version, db=self.t.meta)
         self._txn.commit()
         self._txn = None
         self.ops = 0
-        self.changed = False
+        self.changed = self.stat_changed = False
         return version
 
     def abort(self) -> None:
@@ -247,7 +257,7 @@ class Writer:
         self._new_children.clear()
         self._new_attrs.clear()
         self.ops = 0
-        self.changed = False
+        self.changed = self.stat_changed = False
 
     def settle(self) -> None:
         """Write out the buffered records of new files."""
@@ -295,13 +305,14 @@ class Writer:
         self.settle()
         self.txn.put(INO.pack(ino) + INO.pack(parent) + name, b"", db=self.t.links)
         self.ops += 1
-        self.changed = True
+        self.changed = self.stat_changed = True
 
     def del_link(self, ino: int, parent: int, name: bytes) -> bool:
         self.settle()
         self.ops += 1
         gone = self.txn.delete(INO.pack(ino) + INO.pack(parent) + name, db=self.t.links)
         self.changed |= gone
+        self.stat_changed |= gone
         return gone
 
     # -- writes --------------------------------------------------------------------------
@@ -310,7 +321,7 @@ class Writer:
         self.txn.put(INO.pack(ino), rec.encode(), db=self.t.files)
         self.ops += 1
         if moved:
-            self.changed = True
+            self.changed = self.stat_changed = True
 
     def put_child(self, parent: int, name: bytes, ino: int, kind: int) -> None:
         self.settle()
@@ -347,6 +358,8 @@ class Writer:
         self.ops += 1 + len(removed) + len(added)
         if removed or added:
             self.changed = True
+            stat_keys = old[0] | new[0]
+            self.stat_changed |= any(k in stat_keys for k in removed) or any(k in stat_keys for k in added)
 
     def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
                 content_keys: frozenset[bytes]) -> None:
@@ -358,6 +371,7 @@ class Writer:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
             self._adds.extend((k, key) for k in stat_keys | content_keys)
             self.changed = True
+            self.stat_changed |= bool(stat_keys)
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
@@ -374,7 +388,7 @@ class Writer:
         self.txn.put(key, INO.pack(time.time_ns()), db=self.t.tombs)
         self.txn.delete(key, db=self.t.failed)
         self.ops += 3 + len(s) + len(c)
-        self.changed = True
+        self.changed = self.stat_changed = True
 
     def revive(self, ino: int) -> None:
         self.txn.delete(INO.pack(ino), db=self.t.tombs)

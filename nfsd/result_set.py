@@ -1,0 +1,277 @@
+"""A value directory's results, compact and in cookie order, so listings stream.
+
+A value directory of a million results used to be a dict of name -> FileRef (~700 bytes a
+result with the READDIRPLUS attributes remembered beside it), copied again into the sorted
+listing.  ``ResultSet`` keeps each result in ~28 bytes plus its path: parallel arrays
+(cookie, inode, where its path lies in one bytes blob) sorted by cookie, the 64-bit hash of
+the entry name that real directories use too (``nfsd.dirlist.name_cookie``).  So:
+
+* the listing *is* the result set: a page after a cookie is a bisection, with no second copy
+  (``listing``), and a cookie keeps meaning the same position however often the client comes
+  back;
+* a name is found by hashing it and bisecting (``find``): no name index;
+* clashes are decided while building: two results of the same name have the same cookie, so
+  they sort next to each other and are renamed ``stem~HHHHHH.ext`` (a hash of the path) in
+  one pass, among exactly the results given (a caller's view builds its own set, so a name
+  renamed because of a file they may not see does not tell them it exists).
+
+A READDIRPLUS entry's attributes and handle are made when its page is served, never kept:
+memory is independent of how much of the directory has been listed.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import operator
+from array import array
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
+from .index.search import FileRef
+from .query import parse_field_name
+
+
+def clash_name(name: bytes, path: bytes) -> bytes:
+    """``stem~HHHHHH.ext``: a result's name when another result shares it (or it would read
+    as a field directory), deterministic and stable whatever else is listed."""
+    stem, dot, ext = name.rpartition(b".")
+    if not stem:
+        stem, dot, ext = name, b"", b""
+    return stem + b"~" + hashlib.blake2b(path, digest_size=3).hexdigest().encode() + dot + ext
+
+
+def _basename(path: bytes) -> bytes:
+    return path.rpartition(b"/")[2]
+
+
+class ResultSet:
+    """Results by entry name, read-only and dict-like (``get``, ``in``, ``len``, ``items``,
+    ``values``), iterated in cookie order."""
+
+    __slots__ = ("cookies", "inos", "_starts", "_lens", "_nlens", "_blob", "_renamed", "digest", "hint")
+
+    def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]]) -> None:
+        """``rows``: (cookie, name, ino, path), sorted."""
+        self.cookies = array("Q", [r[0] for r in rows])
+        self.inos = array("Q", [r[2] for r in rows])
+        paths = [r[3] for r in rows]
+        lens = array("I", map(len, paths))
+        starts = array("Q", itertools.accumulate(lens, initial=0))
+        starts.pop()
+        nlens, renamed = array("H"), {}
+        for i, (_, name, _, path) in enumerate(rows):
+            if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
+                nlens.append(len(name))
+            else:
+                nlens.append(len(_basename(path)))
+                renamed[i] = name
+        self._starts, self._lens, self._nlens, self._renamed = starts, lens, nlens, renamed
+        self._blob = b"".join(paths)
+        self.digest = self._digest()
+        self.hint = 0  # the position a listing page named last: READDIRPLUS asks for it next
+
+    @classmethod
+    def of_refs(cls, refs: Iterable[tuple[int, bytes]]) -> "ResultSet":
+        """Results (inode, path; a FileRef or a row of ``Search.query_rows``) named by the
+        fault's rule: the file's own name unless two results share it (or it would read as a
+        field directory), then ``clash_name``."""
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        rows = []
+        for ino, path in refs:
+            name = path.rpartition(b"/")[2]
+            cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
+            rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
+        rows.sort()  # by cookie, then name: results of the same name are adjacent
+        names = [r[1] for r in rows]
+        clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
+        odd = any(n.endswith(b":") and parse_field_name(n) is not None for n in names)
+        del names
+        if not clash and not odd:
+            return cls(rows)
+        out: list[tuple[int, bytes, int, bytes]] = []
+        moved: list[tuple[int, bytes, int, bytes]] = []
+        i, n = 0, len(rows)
+        while i < n:
+            j = i + 1
+            name = rows[i][1]
+            while j < n and rows[j][1] == name:
+                j += 1
+            if j - i == 1 and parse_field_name(name) is None:
+                out.append(rows[i])
+            else:
+                for _, _, ino, path in rows[i:j]:
+                    new = clash_name(name, path)
+                    moved.append((name_cookie(new), new, ino, path))
+            i = j
+        del rows
+        out.extend(moved)
+        out.sort()
+        return cls(out)
+
+    @classmethod
+    def of_names(cls, names: Iterable[tuple[bytes, FileRef]]) -> "ResultSet":
+        """Results under the names given."""
+        return cls(sorted((name_cookie(k), k, r.ino, r.path) for k, r in names))
+
+    def _digest(self) -> int:
+        """What identifies these results (names and files): a change moves it."""
+        h = hashlib.blake2b(self.cookies.tobytes(), digest_size=8)
+        h.update(self.inos.tobytes())
+        for i, name in sorted(self._renamed.items()):
+            h.update(b"%d\0%s\0" % (i, name))
+        return int.from_bytes(h.digest(), "big")
+
+    # -- one result ---------------------------------------------------------------------
+    def path(self, i: int) -> bytes:
+        start = self._starts[i]
+        return self._blob[start:start + self._lens[i]]
+
+    def path_len(self, i: int) -> int:
+        return self._lens[i]
+
+    def name(self, i: int) -> bytes:
+        found = self._renamed.get(i)
+        if found is not None:
+            return found
+        end = self._starts[i] + self._lens[i]
+        return self._blob[end - self._nlens[i]:end]
+
+    def ref(self, i: int) -> FileRef:
+        return FileRef(self.inos[i], self.path(i))
+
+    def find(self, name: bytes) -> int:
+        """The index of the entry ``name``, or -1."""
+        hint = self.hint
+        if hint < len(self.cookies) and self.name(hint) == name:  # no hash, no bisection
+            return hint
+        cookie = name_cookie(name)
+        cookies = self.cookies
+        i = bisect.bisect_left(cookies, cookie)
+        while i < len(cookies) and cookies[i] == cookie:
+            if self.name(i) == name:
+                return i
+            i += 1
+        return -1
+
+    # -- as a mapping -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.cookies)
+
+    def get(self, name: bytes, default: Any = None) -> Any:
+        i = self.find(name)
+        return self.ref(i) if i >= 0 else default
+
+    def __getitem__(self, name: bytes) -> FileRef:
+        i = self.find(name)
+        if i < 0:
+            raise KeyError(name)
+        return self.ref(i)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, bytes) and self.find(name) >= 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self.name(i) for i in range(len(self)))
+
+    def keys(self) -> Iterator[bytes]:
+        return iter(self)
+
+    def values(self) -> Iterator[FileRef]:
+        return (self.ref(i) for i in range(len(self)))
+
+    def items(self) -> Iterator[tuple[bytes, FileRef]]:
+        return ((self.name(i), self.ref(i)) for i in range(len(self)))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (the arrays, the blob, the renamed names)."""
+        return 30 * len(self) + len(self._blob) + 120 * len(self._renamed) + 400
+
+    # -- changed in place ---------------------------------------------------------------
+    def replaced(self, name: bytes, ref: FileRef | None) -> "ResultSet":
+        """A copy with entry ``name`` removed, and then, if ``ref``, set to it (one file
+        tagged or untagged: nfsd/tag_dirs.py).  Array slices, no per-result work."""
+        new = ResultSet.__new__(ResultSet)
+        cookies, inos, starts, lens, nlens = self.cookies, self.inos, self._starts, self._lens, self._nlens
+        blob, renamed = self._blob, self._renamed
+        i = self.find(name)
+        if i >= 0:
+            cookies, inos = cookies[:i] + cookies[i + 1:], inos[:i] + inos[i + 1:]
+            starts, lens = starts[:i] + starts[i + 1:], lens[:i] + lens[i + 1:]
+            nlens = nlens[:i] + nlens[i + 1:]
+            renamed = {(k if k < i else k - 1): v for k, v in renamed.items() if k != i}
+        if ref is not None:
+            cookie = name_cookie(name)
+            j = bisect.bisect_right(cookies, cookie)
+            cookies = cookies[:j] + array("Q", [cookie]) + cookies[j:]
+            inos = inos[:j] + array("Q", [ref.ino]) + inos[j:]
+            starts = starts[:j] + array("Q", [len(blob)]) + starts[j:]
+            lens = lens[:j] + array("I", [len(ref.path)]) + lens[j:]
+            nlens = nlens[:j] + array("H", [len(_basename(ref.path))]) + nlens[j:]
+            blob += ref.path
+            renamed = {(k if k < j else k + 1): v for k, v in renamed.items()}
+            if name != _basename(ref.path):
+                renamed[j] = name
+        new.cookies, new.inos, new._starts, new._lens, new._nlens = cookies, inos, starts, lens, nlens
+        new._blob, new._renamed = blob, renamed
+        new.digest = new._digest()
+        new.hint = 0
+        return new
+
+    # -- as a listing -------------------------------------------------------------------
+    def listing(self, fileid: Callable[[int], int],
+                entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None) -> "ResultListing":
+        """The directory listing these results are, in cookie order (nfsd/dirlist.py);
+        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``entry_at``
+        an entry's (fileid, fattr3, handle) by position (READDIRPLUS: no lookup by name)."""
+        return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
+                             None, 0, entry_at)
+
+
+@dataclass
+class ResultListing(Listing):
+    """A listing that is a result set: entries' attributes and handles by position."""
+
+    entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        """(name, fileid) in cookie order, as any backend's ``scandir`` gives them."""
+        names, fileids = self.names, self.inos
+        return ((names[i], fileids[i]) for i in range(len(names)))
+
+
+class _Names(Sequence[bytes]):
+    """Entry names of a ``ResultSet`` by position, made when asked."""
+
+    def __init__(self, results: ResultSet) -> None:
+        self._r, self._n = results, len(results)  # a result set never changes (``replaced`` copies)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._r.name(k) for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        self._r.hint = i  # the page's next step is this entry's attributes (``find``)
+        return self._r.name(i)
+
+
+class _Fileids(Sequence[int]):
+    """Entry fileids of a ``ResultSet`` by position, made when asked."""
+
+    def __init__(self, inos: array, fileid: Callable[[int], int]) -> None:
+        self._inos, self._fileid = inos, fileid
+
+    def __len__(self) -> int:
+        return len(self._inos)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._fileid(ino) for ino in self._inos[i]]
+        return self._fileid(self._inos[i])
