@@ -32,6 +32,7 @@ from protocol.nfs3 import nfsstat3
 
 from . import identity
 from .dirlist import cookie_verifier
+from .dirsync import DirSync
 from .backend import ModeKinds, TimeSet
 from .errors import NfsError
 from .handles import pack_real, unpack_real
@@ -152,6 +153,7 @@ class LocalFS:
         self.store = store
         self.max_nodes = max_nodes
         self._lock = threading.Lock()
+        self._dirsync = DirSync()
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
@@ -754,12 +756,18 @@ class LocalFS:
         MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME and LINK (RFC 1813, 'stable storage';
         knfsd's commit_metadata on a sync export): the client never resends a change it was
         told is done, so a power loss must not undo it (on ext4 and XFS this commits the
-        journal, the new inode included)."""
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        journal, the new inode included).  Concurrent changes in one directory share
+        fsyncs (``nfsd.dirsync``)."""
+        def fsync() -> None:
+            # as the server: a caller may write and search a directory it may not read
+            # (a 0733 drop box), and the change is made already
+            with identity.as_server():
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._dirsync.sync(d.ino, fsync)
 
     def flush(self) -> None:
         """fsync every file opened for writing, so a clean shutdown leaves nothing in

@@ -509,3 +509,19 @@ def test_clashes_are_renamed_among_what_the_caller_sees(tree: ServerProcess) -> 
         for name in everyone:  # the names root is shown are not the owner's to look up
             assert lookup_status(rpc, hits, name.decode(), OWNER) == S.NFS3ERR_NOENT
         assert lookup_status(rpc, hits, "secret.txt", ROOT) == S.NFS3ERR_NOENT
+
+
+def test_namespace_changes_in_a_directory_the_caller_may_not_read(tree: ServerProcess, rpc: RpcClient,
+                                                                   root: bytes) -> None:
+    """A drop box (0733: write and search, no read): creating, renaming and removing there
+    succeed for others, though the directory's fsync before the reply needs to open it for
+    reading (the server does that as itself)."""
+    box = own(mkdir(tree.export / "dropbox"), 1000, 1000, 0o733)
+    d = look(rpc, root, "dropbox")
+    assert create(rpc, d, "from-1001", OTHER) == OK
+    status, _ = rpc.nfs(RENAME, nfs3.RENAME3args.cls(diropargs(d, b"from-1001"), diropargs(d, b"renamed")), OTHER)
+    assert status == OK
+    assert (box / "renamed").stat().st_uid == 1001
+    status, _ = rpc.nfs(REMOVE, nfs3.REMOVE3args.cls(diropargs(d, b"renamed")), OTHER)
+    assert status == OK
+    assert not (box / "renamed").exists()
