@@ -178,3 +178,17 @@ def list_dir(rpc: RpcClient, d: bytes, plus: bool = True, maxcount: int = 32768)
         assert res.reply.entries, "no progress without eof"
         cookie, verf = res.reply.entries[-1].cookie, res.cookieverf
     raise AssertionError("listing never reached eof")
+
+
+def look(rpc: RpcClient, d: bytes, *path: bytes) -> bytes:
+    """The handle of ``d/path...`` (LOOKUP each name, asserting OK)."""
+    for name in path:
+        status, res = lookup(rpc, d, name)
+        assert status == OK, (name, status)
+        d = res.object.data
+    return d
+
+
+def names(rpc: RpcClient, d: bytes) -> set[bytes]:
+    """The entry names of directory ``d``, without ``.`` and ``..``."""
+    return {e.name for e in list_dir(rpc, d)} - {b".", b".."}

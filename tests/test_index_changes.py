@@ -11,20 +11,10 @@ from typing import Callable
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import OK, S, list_dir, lookup
+from tests.nfs3_helpers import OK, S, look, lookup, names
 from tests.rpc_client import RpcClient
 
 
-def names(rpc: RpcClient, d: bytes) -> set[bytes]:
-    return {e.name for e in list_dir(rpc, d)} - {b".", b".."}
-
-
-def look(rpc: RpcClient, d: bytes, *path: bytes) -> bytes:
-    for name in path:
-        status, res = lookup(rpc, d, name)
-        assert status == OK, (name, status)
-        d = res.object.data
-    return d
 
 
 def listed(rpc: RpcClient, d: bytes, *path: bytes) -> set[bytes]:

@@ -10,14 +10,9 @@ from nfsd.index.search import FileRef
 from nfsd.result_set import ResultSet
 from nfsd.semantic import result_names
 from protocol import nfs3
-from tests.nfs3_helpers import OK, READLINK, ZERO_VERF, attrs, create_ok, lookup, readdirplus_raw, remove
+from tests.nfs3_helpers import OK, READLINK, ZERO_VERF, attrs, create_ok, look, readdirplus_raw, remove
 from tests.rpc_client import RpcClient, fh
 
-
-def look(rpc: RpcClient, d: bytes, name: bytes) -> bytes:
-    status, res = lookup(rpc, d, name)
-    assert status == OK, (name, status)
-    return res.object.data
 
 
 def readlink(rpc: RpcClient, h: bytes) -> bytes:

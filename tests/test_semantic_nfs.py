@@ -10,19 +10,11 @@ import pytest
 
 from nfsd.query import QuerySyntaxError, parse_query_path
 from protocol import nfs3
-from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, lookup,
-                                read, remove, rename, write)
+from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, look, lookup,
+                                names, read, remove, rename, write)
 from tests.rpc_client import RpcClient, fh
 
 
-def names(rpc: RpcClient, d: bytes) -> set[bytes]:
-    return {e.name for e in list_dir(rpc, d)} - {b".", b".."}
-
-
-def look(rpc: RpcClient, d: bytes, name: bytes) -> bytes:
-    status, res = lookup(rpc, d, name)
-    assert status == OK, (name, status)
-    return res.object.data
 
 
 def readlink(rpc: RpcClient, h: bytes) -> bytes:

@@ -13,24 +13,14 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import REPO
-from tests.nfs3_helpers import (LINK, OK, S, create, cred, diropargs, list_dir, lookup, mkdir, remove,
-                                rename, rmdir, symlink)
+from tests.nfs3_helpers import (LINK, OK, S, create, cred, diropargs, look, mkdir, names, remove, rename,
+                                rmdir, symlink)
 from tests.rpc_client import RpcClient, fh
 
 XATTR = "user.pysfsd.tags"
 OTHER = cred(1001, 1001, (1001,))
 
 
-def names(rpc: RpcClient, d: bytes) -> set[bytes]:
-    return {e.name for e in list_dir(rpc, d)} - {b".", b".."}
-
-
-def look(rpc: RpcClient, d: bytes, *path: bytes) -> bytes:
-    for name in path:
-        status, res = lookup(rpc, d, name)
-        assert status == OK, (name, status)
-        d = res.object.data
-    return d
 
 
 def link(rpc: RpcClient, f: bytes, d: bytes, name: bytes, c=None) -> int:
