@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager, contextmanager
 from typing import Self
 
 TOOLS = ("unshare", "nsenter", "ip", "setpriv")
@@ -71,7 +71,7 @@ class Host:
     def network(self) -> Iterator[None]:
         """Run the block (in this thread) in this host's network namespace: sockets made in
         it stay there after it ends.  setns(2) through ctypes (os.setns is 3.12+)."""
-        with _setns(self.pid, "net", _CLONE_NEWNET):
+        with network_namespace(self.pid):
             yield
 
     def close(self) -> None:
@@ -113,6 +113,12 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             proc.wait()
     if os.environ.get("PYSFSD_LAB_DEBUG"):
         print(f"stopped {proc.args!s} in {time.monotonic() - t0:.2f} s", file=sys.stderr)
+
+
+def network_namespace(pid: int) -> ContextManager[None]:
+    """Run the block (in this thread) in the network namespace of process ``pid``: sockets
+    made in it stay there after it ends.  setns(2) through ctypes (os.setns is 3.12+)."""
+    return _setns(pid, "net", _CLONE_NEWNET)
 
 
 @contextmanager

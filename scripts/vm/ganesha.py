@@ -26,7 +26,6 @@ its namespace with the same ``setup_private_namespace``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import socket
@@ -39,6 +38,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: scripts.cluster
+from scripts.cluster.netns import network_namespace  # noqa: E402  (setns(2), shared with the cluster lab)
 
 BIND = "127.0.0.1"
 RPCBIND_PORT = 111
@@ -81,7 +83,6 @@ def port_open(port: int, host: str = BIND) -> bool:
 # -- a private network and mount namespace ------------------------------------------------
 PRIVATE_TOOLS = ("unshare", "ip", "rpcbind")
 UNSHARE = ["unshare", "--net", "--mount"]   # no --fork: the command keeps the pid Popen saw
-_CLONE_NEWNET = 0x40000000
 
 
 def setup_private_namespace() -> None:
@@ -101,26 +102,6 @@ def setup_private_namespace() -> None:
         os.makedirs(d, exist_ok=True)
 
 
-@contextmanager
-def network_namespace(pid: int) -> Iterator[None]:
-    """Run the block (in this thread) in the network namespace of process ``pid``: sockets
-    made in it stay there after it ends.  setns(2) through ctypes (os.setns is 3.12+)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        try:
-            if libc.setns(target, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into the network namespace of {pid}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            if libc.setns(own, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back into the own network namespace")
-    finally:
-        os.close(own)
 
 
 class Ganesha:
