@@ -4,7 +4,7 @@
 N connections each keep D calls in flight (a reply frees a slot, which sends the next call at
 once) for a fixed time per operation and server; operations alternate between the servers so
 a drift in background load hits both alike.  Calls are pre-encoded and replies counted, never
-decoded (scripts/bench/rpcclient.py ``RawConnection``).  Prints ops/s and ops per server
+decoded (nfsd/rpc_client.py ``RawConnection``).  Prints ops/s and ops per server
 CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
 latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
 used most of a core).

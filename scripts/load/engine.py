@@ -27,7 +27,7 @@ from latency import LatencyHistogram
 from memory import Memory, growth_verdict, read_memory
 from mixops import MIX_OPS, SlotContext
 from protocol.nfs3 import NFS3
-from rpcclient import RpcConnection, connect
+from nfsd.rpc_client import RpcConnection, connect
 
 ContextFactory = Callable[[int, int], SlotContext]   # (connection, slot) -> its context
 MAX_REASONS_SHOWN = 20
