@@ -88,6 +88,11 @@ class RpcClient:
             self._pending.extend(self.reader.feed(data))
         return _as_bytes(self._pending.pop(0))
 
+    def exchange(self, call: bytes) -> bytes:
+        """Send one call message, return the next reply message."""
+        self.send_record(call)
+        return self.recv_record()
+
     def raw_call(self, prog: int, vers: int, proc: int, args: bytes = b"",
                  cred: Credentials | None | _Default = _Default.CRED,
                  xid: int | None = None) -> tuple[int, Any, bytes]:
@@ -95,8 +100,7 @@ class RpcClient:
         xid = next(_xids) if xid is None else xid
         buf = encode_call(xid, prog, vers, proc, self.cred if cred is _Default.CRED else cred)
         buf += args
-        self.send_record(bytes(buf))
-        reply = self.recv_record()
+        reply = self.exchange(bytes(buf))
         rxid, body, off = decode_reply(reply)
         if rxid != xid:
             raise RpcError(f"reply to xid {rxid:#x}, not {xid:#x}")
@@ -118,6 +122,31 @@ class RpcClient:
         if end != len(results):
             raise RpcError(f"{program.name}.{p.name}: {len(results) - end} bytes after the result")
         return value
+
+
+class UdpRpcClient(RpcClient):
+    """The same over UDP: one datagram per call, resent on timeout, replies matched by xid."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 2.0,
+                 cred: Credentials | None = None, tries: int = 3) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.cred, self.tries = cred, tries
+
+    def exchange(self, call: bytes) -> bytes:
+        """Send, wait for the reply with the same xid (resending on timeout)."""
+        xid = call[:4]
+        for _ in range(self.tries):
+            self.sock.send(call)
+            try:
+                while True:
+                    reply = self.sock.recv(1 << 17)
+                    if reply[:4] == xid:
+                        return reply
+            except socket.timeout:
+                continue
+        raise TimeoutError("no reply")
 
 
 class RpcConnection(asyncio.Protocol):

@@ -1,5 +1,5 @@
-"""The shared blocking RPC client (``nfsd.rpc_client``) as the tests use it: root's AUTH_SYS
-credentials by default, and MOUNT and NFSv3 conveniences."""
+"""The shared blocking RPC clients (``nfsd.rpc_client``, TCP and UDP) as the tests use them:
+root's AUTH_SYS credentials by default, and MOUNT and NFSv3 conveniences."""
 from __future__ import annotations
 
 import struct
@@ -12,11 +12,7 @@ from protocol.rpc import AUTH_SYS, Credentials
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"pytest")
 
 
-class RpcClient(rpc_client.RpcClient):
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
-                 source_port: int | None = None) -> None:
-        super().__init__(port, host, timeout, source_port, cred=ROOT)
-
+class _Conveniences(rpc_client.RpcClient):
     def mount(self, path: bytes) -> bytes:
         status, ok = self.call(mount3.MOUNT3, 1, path)
         assert status == 0, f"MNT {path!r}: {status}"
@@ -24,6 +20,17 @@ class RpcClient(rpc_client.RpcClient):
 
     def nfs(self, proc: int, args: Any, cred: Credentials | None = ROOT) -> Any:
         return self.call(nfs3.NFS3, proc, args, cred)
+
+
+class RpcClient(_Conveniences):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                 source_port: int | None = None) -> None:
+        super().__init__(port, host, timeout, source_port, cred=ROOT)
+
+
+class UdpRpcClient(_Conveniences, rpc_client.UdpRpcClient):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> None:
+        rpc_client.UdpRpcClient.__init__(self, port, host, timeout, cred=ROOT)
 
 
 def fh(data: bytes) -> Any:
