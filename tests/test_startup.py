@@ -164,6 +164,7 @@ def test_unwritable_home(tmp_path: Path) -> None:
 
 def test_second_server_on_the_same_state_is_refused(tmp_path: Path) -> None:
     with serving(tmp_path) as first:
+        assert first.proc is not None
         proc = run("--export", str(first.export), "--bind", "127.0.0.1", "--port", "0", "--no-register",
                    "--state-dir", str(first.state_dir))
         line = one_line_failure(proc, f"another pysfsd server (pid {first.proc.pid})", "--state-dir")
@@ -198,6 +199,7 @@ def start_and_stop(tmp_path: Path, *export_args: str, env: dict[str, str] | None
            "--state-dir", str(tmp_path / "state")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
     try:
         out = [proc.stdout.readline(), proc.stdout.readline()]
         assert out[0].startswith("pysfsd: listening on"), (out, proc.stderr.read() if proc.poll() else "")
