@@ -19,7 +19,8 @@ from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from . import identity
 from .config_error import ConfigError
-from .exports import ExportPolicy, GuardedNfs3, load_exports
+from .export_guard import ExportPolicy, GuardedNfs3
+from .exports import load_exports
 from .index import Index
 from .localfs import LocalFS
 from .locks.monitor import MonitorRecords

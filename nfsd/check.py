@@ -34,7 +34,7 @@ from . import check_handles, check_index
 from .app import store_path
 from .check_disk import DiskTree
 from .check_report import Difference, summary
-from .cli import build_parser
+from .options import build_parser
 from .config_file import parse_with_config
 from .exports import ExportsError, load_exports
 from .index.extract import Extractor

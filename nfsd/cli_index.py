@@ -31,6 +31,7 @@ from .preflight import check_export, open_store
 from .query_lang import component_of
 from .store import Store
 from .config_file import parse_with_config
+from .options import Parser, build_parser
 from .index.index import EXTRACT_THREADS
 from .sandbox import WorkerPool
 from .transducer_options import add_arguments as add_transducer_arguments, build, settings_from
@@ -54,7 +55,6 @@ _EPILOGS = {
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    from .cli import Parser, build_parser
     p = Parser(prog=f"pysfsd {command}", description=textwrap.fill(_DESCRIPTIONS[command], 79),
                epilog=_EPILOGS[command])
     p.add_argument("--export", action="append", required=True, metavar="DIR",

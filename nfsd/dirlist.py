@@ -209,7 +209,7 @@ class EntryCache:
     ``max_bytes`` (least recently listed directories go first).
 
     The items are the same for every caller: whether one may list the directory and stat
-    its entries is checked per call before they are used (nfsd/exports.py,
+    its entries is checked per call before they are used (nfsd/export_guard.py,
     ``Nfs3Service``); query directories, whose listings depend on the caller, never come
     here.  An export is cached only while its directories are watched (``enable``)."""
 

@@ -24,7 +24,7 @@ MAX_MOUNTS = 4096
 class MountService:
     def __init__(self, exports: Mapping[int, Backend], policy: Any = None) -> None:
         self.exports = exports
-        self.policy = policy  # nfsd.exports.ExportPolicy: who may mount what (None: anyone)
+        self.policy = policy  # nfsd.export_guard.ExportPolicy: who may mount what (None: anyone)
         self.mounts: set[tuple[bytes, bytes]] = set()
 
     def _find(self, path: bytes) -> tuple[Backend, list[bytes]] | None:

@@ -3,7 +3,7 @@
 As the kernel's ``nfsd_procedures3[]``: the procedure (number, name, XDR types and whether
 replays need the duplicate-request cache: protocol/nfs3.py, shared with clients), its handler
 (nfsd/nfs3_service.py), the handles in its arguments and how the export guard treats it
-(nfsd/exports.py), and when it runs in the thread pool rather than inline (nfsd/app.py).
+(nfsd/export_guard.py), and when it runs in the thread pool rather than inline (nfsd/app.py).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .nfs3_service import Nfs3Service
 
 
 class Guard(enum.Enum):
-    """How the export guard (nfsd/exports.py, ``GuardedNfs3``) treats a procedure."""
+    """How the export guard (nfsd/export_guard.py, ``GuardedNfs3``) treats a procedure."""
 
     NONE = "none"          # no handle: nothing to check (NULL)
     PLAIN = "plain"        # as the server, after the export check

@@ -525,7 +525,7 @@ class Nfs3Service:
         """Whether this READDIRPLUS may use the encoded entries of real directory ``d``: the
         export is watched, and the caller (the identity this thread acts as) may search the
         directory, as stat()ing its entries needs (the read permission that listing needs
-        was checked before, nfsd/exports.py).  The kernel decides, ACLs included."""
+        was checked before, nfsd/export_guard.py).  The kernel decides, ACLs included."""
         if not self.entries.enabled(fs.export_id):
             return False
         who = identity.current()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, Sized
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -99,7 +100,7 @@ def child_query(tree: str, state: str) -> dict[str, object]:
     scope = idx.ino_of(b"d0500")
     assert scope is not None
     year = idx.values(b"mtime", idx.root_ino)[0]
-    cases = [
+    cases: list[tuple[str, Callable[[], Sized]]] = [
         ("ext:/rare (whole index)", lambda: idx.query(idx.root_ino, [(b"ext", b"rare")])),
         ("ext:/rare/size:/empty/mtime:/Y (rare + two 1M-posting terms)",
          lambda: idx.query(idx.root_ino, [(b"ext", b"rare"), (b"size", b"empty"), (b"mtime", year)])),
@@ -117,7 +118,7 @@ def child_query(tree: str, state: str) -> dict[str, object]:
     return {"open_ms": round(opened * 1000, 1), "queries": results}
 
 
-def in_child(kind: str, *args: str) -> dict[str, object]:
+def in_child(kind: str, *args: str) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -125,7 +126,7 @@ def in_child(kind: str, *args: str) -> dict[str, object]:
 
 
 # -- the report -------------------------------------------------------------------------------
-def build_report(label: str, r: dict) -> None:  # type: ignore[type-arg]
+def build_report(label: str, r: dict[str, Any]) -> None:
     f, a, m = r["first"], r["again"], r["memory_kib"]
     print(f"  {label}: {f['seen']} files in {f['seconds']:.1f} s = {f['rate']:,.0f} files/s "
           f"(failed {f['failed']}); unchanged rescan {a['rate']:,.0f} files/s")
@@ -176,7 +177,7 @@ def main() -> None:
             print(f"  LMDB size {du(work / 'state-big'):.0f} MB")
             r = in_child("query", str(work / "big"), str(work / "state-big"))
             print(f"  first queries, fresh process (opening the index: {r['open_ms']} ms):")
-            for label, q in r["queries"].items():  # type: ignore[union-attr]
+            for label, q in r["queries"].items():
                 print(f"    {label}: {q['ms']} ms, {q['results']} results")
     finally:
         shutil.rmtree(work, ignore_errors=True)

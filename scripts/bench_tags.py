@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts" / "bench"))
+sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 
 from driver import server_cpu_seconds  # noqa: E402
 from servers import Pysfsd  # noqa: E402

@@ -99,7 +99,7 @@ def main() -> int:
         root.mkdir()
         for i in range(args.files):
             (root / f"f{i:06d}.txt").write_bytes(b"word%d " % i * 50)
-        rates = {}
+        rates: dict[str, float] = {}
         for label, commands, plugins_on in (("built-ins only", [], False),
                                             ("+ entry point (isolated)", [], True),
                                             ("+ command python3 (isolated)", [f"*.txt={COMMAND_PY}"], False)):

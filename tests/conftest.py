@@ -63,20 +63,22 @@ class ServerProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self._log, text=True, env=env)
-        line = self.proc.stdout.readline()
+        out = self.proc.stdout
+        assert out is not None
+        line = out.readline()
         m = _LISTENING.match(line)
         if not m:
             self._abandon()
             raise RuntimeError(f"server did not start: {line!r} {self.log_path.read_text()}")
         self.port = int(m.group(2))
         # Query directories answer JUKEBOX until the start-up scan is done: wait for it.
-        ready = self.proc.stdout.readline()
+        ready = out.readline()
         while ready.startswith("pysfsd:    ") and " export " in ready:  # further exports
-            ready = self.proc.stdout.readline()
+            ready = out.readline()
         if not ready.startswith("pysfsd: index ready"):
             self._abandon()
             raise RuntimeError(f"server did not finish indexing: {ready!r} {self.log_path.read_text()}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain the rest
+        threading.Thread(target=out.read, daemon=True).start()  # drain the rest
         return self
 
     def _abandon(self) -> None:
@@ -107,7 +109,7 @@ class ServerProcess:
         self.stop(sig)
         return self.start(port)
 
-    def url(self, path: str = "", **params: str) -> str:
+    def url(self, path: str = "", **params: object) -> str:
         """A libnfs URL for a path inside the export."""
         q = "&".join(["version=3", f"nfsport={self.port}", f"mountport={self.port}"]
                      + [f"{k}={v}" for k, v in params.items()])

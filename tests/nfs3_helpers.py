@@ -8,7 +8,8 @@ from typing import Any
 from protocol import nfs3
 from protocol.rpc import AUTH_NONE, AUTH_SYS, Credentials, decode_reply
 from protocol.rpc import encode_call
-from tests.rpc_client import ROOT, RpcClient, _xids, fh
+from nfsd.rpc_client import next_xid
+from tests.rpc_client import ROOT, RpcClient, fh
 
 NFS, MOUNT = 100003, 100005
 S = nfs3.nfsstat3
@@ -138,7 +139,7 @@ def commit(rpc: RpcClient, h: bytes, offset: int = 0, count: int = 0) -> Any:
 
 def _listing_call(rpc: RpcClient, proc: int, args: bytes, res_type: Any) -> tuple[Any, int]:
     """Send a listing call; (result, length of the whole reply record)."""
-    xid = next(_xids)
+    xid = next_xid()
     rpc.send_record(bytes(encode_call(xid, NFS, 3, proc, ROOT)) + args)
     record = rpc.recv_record()
     rxid, body, off = decode_reply(record)

@@ -46,7 +46,7 @@ def run_check(srv: ServerProcess, *extra: str) -> tuple[int, list[str]]:
 
 def found(lines: list[str]) -> set[tuple[str, str, object]]:
     """(area, kind, inode or subject) of each difference line."""
-    out = set()
+    out: set[tuple[str, str, object]] = set()
     for line in lines:
         if line.startswith(("pysfsd check:", "not repaired:")):
             continue

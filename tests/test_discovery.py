@@ -21,7 +21,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -31,8 +31,7 @@ from nfsd.call import CallContext
 from protocol import mount3, portmap
 from protocol.rpc import AUTH_NONE, Credentials, accept_stat
 from tests.conftest import ServerProcess
-from tests.rpc_client import RpcClient
-from tests.test_udp import UdpRpcClient
+from tests.rpc_client import RpcClient, UdpRpcClient
 
 PMAP, NFS, MOUNT = 100000, 100003, 100005
 TCP, UDP = portmap.IPPROTO_TCP, portmap.IPPROTO_UDP
@@ -120,8 +119,8 @@ def _getport(client: RpcClient | UdpRpcClient, prog: int, vers: int, prot: int) 
     return client.call(portmap.PORTMAP2, 3, portmap.mapping(prog, vers, prot, 0))
 
 
-def _accept_stat(body: object) -> int:
-    stat, accepted = body  # type: ignore[misc]
+def _accept_stat(body: Any) -> int:
+    stat, accepted = body
     assert stat == 0, body
     return accepted.reply_data[0]
 
@@ -163,8 +162,8 @@ def test_embedded_portmapper_refuses_what_it_should(embedded) -> None:
     with RpcClient(pm_port) as tcp, UdpRpcClient(pm_port) as udp:
         # CALLIT (an amplifier): not served; DUMP over UDP (its reply outgrows the call): neither.
         assert _accept_stat(tcp.raw_call(PMAP, 2, 5, args)[1]) == accept_stat.PROC_UNAVAIL
-        assert _accept_stat(udp.raw_call(PMAP, 2, 5, args)[0]) == accept_stat.PROC_UNAVAIL
-        assert _accept_stat(udp.raw_call(PMAP, 2, 4)[0]) == accept_stat.PROC_UNAVAIL
+        assert _accept_stat(udp.raw_call(PMAP, 2, 5, args)[1]) == accept_stat.PROC_UNAVAIL
+        assert _accept_stat(udp.raw_call(PMAP, 2, 4)[1]) == accept_stat.PROC_UNAVAIL
         # rpcbind v3/v4: PROG_MISMATCH low=high=2, so libtirpc and the kernel fall back to v2.
         for vers in (3, 4):
             _, body, _ = tcp.raw_call(PMAP, vers, 3, bytes(20))
@@ -172,7 +171,7 @@ def test_embedded_portmapper_refuses_what_it_should(embedded) -> None:
             assert body[1].reply_data[1] == (2, 2)
         # Nothing but the portmapper on its port.
         assert _accept_stat(tcp.raw_call(NFS, 3, 0)[1]) == accept_stat.PROG_UNAVAIL
-        assert _accept_stat(udp.raw_call(MOUNT, 3, 0)[0]) == accept_stat.PROG_UNAVAIL
+        assert _accept_stat(udp.raw_call(MOUNT, 3, 0)[1]) == accept_stat.PROG_UNAVAIL
 
 
 def test_embedded_portmapper_set_and_unset_from_loopback(embedded) -> None:
@@ -203,7 +202,9 @@ def test_registration_over_portmap_v2(embedded) -> None:
     with socket.socket() as s:  # a port nobody listens on: the "dead server"
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    with Portmapper.connect(sockets=(), port=pm_port) as pm:
+    found = Portmapper.connect(sockets=(), port=pm_port)
+    assert found is not None
+    with found as pm:
         assert pm.version == 2
         assert pm.set(Mapping(200001, 1, "tcp", dead), "127.0.0.1")
     with RpcClient(pm_port) as tcp:
@@ -314,6 +315,7 @@ def rpcbind_running() -> Iterator[None]:
         pytest.skip("port 111 is held by something that is not rpcbind")
     proc = subprocess.Popen(["rpcbind", "-f"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 10
         while not _rpcbind_answers():

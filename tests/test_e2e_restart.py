@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def lookup(rpc: RpcClient, dirfh: bytes, name: bytes) -> bytes:
     return ok.object.data
 
 
-def getattr_(rpc: RpcClient, h: bytes) -> tuple[int, object]:
+def getattr_(rpc: RpcClient, h: bytes) -> tuple[int, Any]:
     status, ok = rpc.nfs(1, nfs3.GETATTR3args.cls(fh(h)))
     return status, ok
 
@@ -39,7 +40,7 @@ def read(rpc: RpcClient, h: bytes, offset: int = 0, count: int = 1 << 20) -> byt
     return ok.data
 
 
-def readdirplus(rpc: RpcClient, h: bytes) -> dict[bytes, object]:
+def readdirplus(rpc: RpcClient, h: bytes) -> dict[bytes, Any]:
     entries: dict[bytes, object] = {}
     cookie, verf = 0, b"\0" * 8
     while True:

@@ -177,7 +177,7 @@ def test_record_reader_reassembles_fragmented_records(records: list[tuple[bytes,
     # The bound is a record's size on the wire minus its final mark: exactly enough.
     bound = max(len(w) - 4 for w in wire)
     r = RecordReader(bound)
-    out: list[bytes] = []
+    out: list[bytes | bytearray] = []
     for chunk in _chunks(b"".join(wire), cuts):
         out += r.feed(chunk)
     assert out == payloads

@@ -17,6 +17,7 @@ import pytest
 from nfsd.index import BUILTIN_FIELDS, Content, FileRef, Index
 from nfsd.index.builtin import StatFields, default_transducers
 from nfsd.index.fields import size_bucket, words
+from nfsd.index.transducer import Tier
 
 C_SOURCE = b"""\
 #include <stdio.h>
@@ -68,7 +69,7 @@ class Counter:
 
     name = "counter"
     version = 1
-    tier = "content"
+    tier: Tier = "content"
 
     def __init__(self) -> None:
         self.runs: dict[bytes, int] = {}
@@ -473,6 +474,7 @@ def test_hard_links_are_indexed_under_every_name(index: Index, export: Path, cou
     assert counter.total == runs
     assert q(index, (b"text", b"smith")) == [b"docs/notes.md", b"src/alias.md", b"src/lib/notes.txt"]
     src = index.ino_of(b"src")
+    assert src is not None
     assert q(index, (b"text", b"smith"), scope=src) == [b"src/alias.md", b"src/lib/notes.txt"]
     assert q(index, (b"ext", b"md")) == [b"docs/notes.md", b"src/alias.md"]
     assert q(index, (b"ext", b"txt"), scope=src) == [b"src/lib/notes.txt"]
@@ -605,7 +607,10 @@ def test_flush_during_scan(env: lmdb.Environment, tmp_path: Path) -> None:
             write(root / f"d{d}" / f"f{i}.txt", f"word{i} common\n", mtime=None)
     idx = Index(env, str(root), 11)
     done = threading.Event()
-    scanner = threading.Thread(target=lambda: (idx.scan(progress=False), done.set()))
+    def scan() -> None:
+        idx.scan(progress=False)
+        done.set()
+    scanner = threading.Thread(target=scan)
     scanner.start()
     n = 0
     while not done.is_set() and n < 300:
@@ -625,7 +630,7 @@ def test_flush_during_scan(env: lmdb.Environment, tmp_path: Path) -> None:
 class Exploding:
     name = "exploding"
     version = 1
-    tier = "content"
+    tier: Tier = "content"
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return name == b"readme.txt"
@@ -638,13 +643,13 @@ class Exploding:
 class Sloppy:
     name = "sloppy"
     version = 1
-    tier = "stat"
+    tier: Tier = "stat"
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return name == b"notes.md"
 
     def extract(self, name: bytes, st: os.stat_result, content: Content | None) -> Iterable[tuple[bytes, bytes]]:
-        return [(b"Bad-Field", b"x"), (b"good", b"x" * 256), (b"good", b"a\0b"), (b"good", "str"),
+        return [(b"Bad-Field", b"x"), (b"good", b"x" * 256), (b"good", b"a\0b"), (b"good", "str"),  # type: ignore[list-item]  # on purpose
                 (b"good", b""), (b"good", b"fine")]
 
 

@@ -55,6 +55,7 @@ def test_mixed_load_catches_wrong_answers(tmp_path: Path) -> None:
     creates and chmods are refused, ACCESS grants no MODIFY.  The run must fail, naming them."""
     (tmp_path / "export").mkdir()
     srv = ServerProcess(tmp_path / "export", tmp_path / "state", export_options="*(rw,root_squash,insecure)").start()
+    assert srv.proc is not None
     try:
         run = run_script("mixed.py", "--port", str(srv.port), "--pid", str(srv.proc.pid), "--export",
                          str(srv.export), "--clients", "2", "--depth", "2", "--seconds", "3",

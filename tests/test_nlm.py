@@ -96,7 +96,8 @@ def test_two_clients_exclude_each_other_as_posix_says(srv: ServerProcess) -> Non
     assert a.unlock(h, 4, 1 << 63, 1) == S.NLM4_FBIG
     assert a.unlock(h, 1, 0, 0) == S.NLM4_GRANTED
     assert b.lock(h, 7, 0, 100) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
     trace = srv.log_path.read_text()   # PYSFSD_TRACE shows NLM calls with their outcome
     assert "NLM4.LOCK" in trace and "-> NLM4_DENIED" in trace and "-> NLM4_GRANTED" in trace
 
@@ -129,7 +130,8 @@ def test_callers_who_may_not_read_or_write_the_file_cannot_lock_it(srv: ServerPr
     os.chmod(srv.export / "shared", 0o600)
     assert c.unlock(shared, 1, 0, 0) == S.NLM4_GRANTED     # giving up is always allowed
     assert root.lock(shared, 2, 0, 1) == S.NLM4_GRANTED
-    c.close(), root.close()
+    c.close()
+    root.close()
 
 
 def test_local_process_and_nfs_client_exclude_each_other(srv: ServerProcess) -> None:
@@ -195,7 +197,8 @@ def test_blocked_lock_is_granted_by_callback(srv: ServerProcess, callbacks: Call
     assert a.cancel(h, 3, 5, 1) == S.NLM4_GRANTED
     assert b.unlock(h, 2, 0, 0) == S.NLM4_GRANTED
     assert b.lock(h, 4, 5, 1) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_msg_variants_answer_with_res_calls(srv: ServerProcess, callbacks: CallbackServices) -> None:
@@ -212,7 +215,8 @@ def test_msg_variants_answer_with_res_calls(srv: ServerProcess, callbacks: Callb
     a.rpc.call(NLM4, 9, nlm4.nlm4_unlockargs(b"m3", a.alock(h, 1, 0, 10)))      # UNLOCK_MSG
     assert callbacks.next_call("UNLOCK_RES").stat == S.NLM4_GRANTED
     assert b.lock(h, 2, 0, 1) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_share_reservations(srv: ServerProcess) -> None:
@@ -223,7 +227,8 @@ def test_share_reservations(srv: ServerProcess) -> None:
     assert b.share(h, b"o2", mode=nlm4.fsh4_mode.fsm_DN, access=nlm4.fsh4_access.fsa_R) == S.NLM4_GRANTED
     assert a.share(h, b"o1", 0, 0, proc=21) == S.NLM4_GRANTED   # UNSHARE
     assert b.share(h, b"o3", mode=nlm4.fsh4_mode.fsm_DN, access=nlm4.fsh4_access.fsa_W) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_notify_and_free_all_drop_a_rebooted_clients_locks(srv: ServerProcess) -> None:
@@ -239,7 +244,8 @@ def test_notify_and_free_all_drop_a_rebooted_clients_locks(srv: ServerProcess) -
     assert b.lock(h, 2, 25, 1) == S.NLM4_DENIED
     a.rpc.call(NLM4, 23, nlm4.nlm4_notify(b"alpha", 0))             # FREE_ALL
     assert b.lock(h, 2, 25, 1) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def test_bad_input_gets_protocol_errors(srv: ServerProcess) -> None:
@@ -264,7 +270,8 @@ def test_restart_notifies_and_grace_admits_only_reclaims(srv: ServerProcess, cal
     h = file_handle(srv)
     a, b = clients(srv)
     assert a.lock(h, 1, 0, 10) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
     srv.restart(sig)
     started = time.monotonic()
     notify = callbacks.next_call("NOTIFY")
@@ -278,7 +285,8 @@ def test_restart_notifies_and_grace_admits_only_reclaims(srv: ServerProcess, cal
         time.sleep(0.25)
     assert b.lock(h, 2, 0, 10) == S.NLM4_DENIED                   # a got it back
     assert b.lock(h, 2, 50, 10) == S.NLM4_GRANTED
-    a.close(), b.close()
+    a.close()
+    b.close()
 
 
 def _free_port() -> int:

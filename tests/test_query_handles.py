@@ -16,7 +16,7 @@ from nfsd.index.index import Index
 from nfsd.localfs import LocalFS
 from nfsd.query import Query
 from nfsd.query_store import QueryStore
-from nfsd.semantic import SemanticFS
+from nfsd.semantic import SemanticFS, VNode
 from nfsd.store import Store
 from protocol import nfs3
 from tests.nfs3_helpers import OK, S, attrs, getattr_, list_dir, lookup
@@ -96,6 +96,7 @@ def test_long_placeholders_are_bounded_and_expired_ones_are_stale(fs: SemanticFS
     first = fs.lookup(fs.root, long_name(0))
     assert len(first.fh) == 20  # a hash handle: the query is stored
     kept = fs.lookup(fs.root, long_name(1))
+    assert isinstance(kept, VNode)
     for i in range(2, 200):
         clock[0] += 1.0
         fs.lookup(fs.root, long_name(i))
@@ -106,8 +107,10 @@ def test_long_placeholders_are_bounded_and_expired_ones_are_stale(fs: SemanticFS
     with pytest.raises(NfsError) as err:
         fs.node(first.fh)
     assert err.value.status == nfs3.nfsstat3.NFS3ERR_STALE
-    assert fs.node(kept.fh).query == kept.query
-    assert fs.node(fs.lookup(fs.root, long_name(199)).fh).query.suffix == long_name(199)[len(b":extension="):]
+    node = fs.node(kept.fh)
+    assert isinstance(node, VNode) and node.query == kept.query
+    node = fs.node(fs.lookup(fs.root, long_name(199)).fh)
+    assert isinstance(node, VNode) and node.query.suffix == long_name(199)[len(b":extension="):]
 
 
 def test_remembered_results_go_before_placeholders(tmp_path: Path, monkeypatch) -> None:

@@ -37,7 +37,7 @@ def test_multi_fragment_record() -> None:
 def test_bytes_fed_one_at_a_time() -> None:
     stream = mark(4, last=False) + b"head" + mark(4) + b"tail" + mark(0) + mark(2) + b"xy"
     r = RecordReader(MAX)
-    out: list[bytes] = []
+    out: list[bytes | bytearray] = []
     for i in range(len(stream)):
         out += r.feed(stream[i:i + 1])
     assert out == [b"headtail", b"", b"xy"]
@@ -98,7 +98,7 @@ def test_frame_round_trips_through_reader(payload: bytes, max_fragment: int, chu
     fragments = max(1, -(-len(payload) // max_fragment))
     assert len(framed) == len(payload) + 4 * fragments
     r = RecordReader(len(framed) - 4)  # the bound counts non-final marks: exactly enough
-    out: list[bytes] = []
+    out: list[bytes | bytearray] = []
     for i in range(0, len(framed), chunk):
         out += r.feed(framed[i:i + chunk])
     assert out == [payload]

@@ -28,8 +28,8 @@ def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
         one = fs._fault(first).names.nbytes
         fs.forget_results()
         fs.result_cache_bytes = int(1.5 * one)  # room for one of these result sets, not two
-        for ext in (b"a", b"b", b"c"):
-            v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", ext),)))
+        for value in (b"a", b"b", b"c"):
+            v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", value),)))
             assert len(fs._fault(v).names) == 300
             assert fs._cache_bytes <= fs.result_cache_bytes and len(fs._cache) == 1
         # the one kept is the latest, and is reused as it is

@@ -164,6 +164,7 @@ def test_unwritable_home(tmp_path: Path) -> None:
 
 def test_second_server_on_the_same_state_is_refused(tmp_path: Path) -> None:
     with serving(tmp_path) as first:
+        assert first.proc is not None
         proc = run("--export", str(first.export), "--bind", "127.0.0.1", "--port", "0", "--no-register",
                    "--state-dir", str(first.state_dir))
         line = one_line_failure(proc, f"another pysfsd server (pid {first.proc.pid})", "--state-dir")
@@ -198,6 +199,7 @@ def start_and_stop(tmp_path: Path, *export_args: str, env: dict[str, str] | None
            "--state-dir", str(tmp_path / "state")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})), stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
     try:
         out = [proc.stdout.readline(), proc.stdout.readline()]
         assert out[0].startswith("pysfsd: listening on"), (out, proc.stderr.read() if proc.poll() else "")
@@ -295,7 +297,7 @@ def test_check_reads_the_servers_config_file(tmp_path: Path) -> None:
 
 def test_every_option_is_documented() -> None:
     """docs/running.rst lists every option the server's parser has."""
-    from nfsd.cli import build_parser
+    from nfsd.options import build_parser
     text = (REPO / "docs" / "running.rst").read_text()
     missing = [s for a in build_parser()._actions for s in a.option_strings
                if s.startswith("--") and a.help != argparse.SUPPRESS and f"``{s}" not in text]

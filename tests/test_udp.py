@@ -5,83 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import os
 import socket
 from typing import Any
 
 import pytest
 
+from nfsd.rpc_client import next_xid
+
 from protocol import mount3, nfs3
-from protocol.rpc import Credentials, accept_stat, decode_reply, encode_call
+from protocol.rpc import accept_stat, decode_reply, encode_call
 from tests.nfs3_helpers import (FSINFO, LOOKUP, MOUNT, NFS, OK, READ, READDIRPLUS, REMOVE, WRITE,
                                 diropargs, raw_call_bytes)
-from tests.rpc_client import ROOT, fh
+from tests.rpc_client import ROOT, UdpRpcClient, fh
 
 UDP_MAX = 32 << 10
-_xids = itertools.count(0x5500_0000)
-
-
-class UdpRpcClient:
-    """A synchronous ONC RPC client over UDP (one datagram per call, retransmits on timeout)."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "UdpRpcClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def exchange(self, datagram: bytes, tries: int = 3) -> bytes:
-        """Send, wait for the reply with the same xid (resending on timeout)."""
-        xid = datagram[:4]
-        for _ in range(tries):
-            self.sock.send(datagram)
-            try:
-                while True:
-                    reply = self.sock.recv(1 << 17)
-                    if reply[:4] == xid:
-                        return reply
-            except socket.timeout:
-                continue
-        raise TimeoutError("no reply")
-
-    def raw_call(self, prog: int, vers: int, proc: int, args: bytes = b"",
-                 cred: Credentials | None = ROOT, xid: int | None = None) -> tuple[Any, bytes, int]:
-        """(reply body, results bytes, reply size)."""
-        xid = next(_xids) if xid is None else xid
-        buf = encode_call(xid, prog, vers, proc, cred)
-        buf += args
-        reply = self.exchange(bytes(buf))
-        rxid, body, off = decode_reply(reply)
-        assert rxid == xid
-        return body, reply[off:], len(reply)
-
-    def call(self, program: Any, proc: int, args: Any, cred: Credentials | None = ROOT) -> Any:
-        p = program.procedures[proc]
-        buf = bytearray()
-        p.args.pack(buf, args)
-        body, results, _ = self.raw_call(program.number, program.version, proc, bytes(buf), cred)
-        stat, accepted = body
-        assert stat == 0 and accepted.reply_data[0] == 0, body
-        value, end = p.res.unpack(results, 0)
-        assert end == len(results)
-        return value
-
-    def mount(self, path: bytes) -> bytes:
-        status, ok = self.call(mount3.MOUNT3, 1, path)
-        assert status == 0, status
-        return ok.fhandle
-
-    def nfs(self, proc: int, args: Any) -> Any:
-        return self.call(nfs3.NFS3, proc, args)
 
 
 @pytest.fixture
@@ -92,7 +30,7 @@ def udp(server) -> Any:
 
 def test_null_on_the_tcp_port_number(server, udp) -> None:
     for prog in (NFS, MOUNT):
-        body, results, _ = udp.raw_call(prog, 3, 0)
+        _, body, results = udp.raw_call(prog, 3, 0)
         assert body[0] == 0 and body[1].reply_data == (0, None)
         assert results == b""
 
@@ -155,8 +93,10 @@ def test_readdirplus_reply_fits_a_datagram(server, udp) -> None:
         args = nfs3.READDIRPLUS3args.cls(fh(dh), cookie, verf, 1 << 20, 1 << 20)
         buf = bytearray()
         nfs3.READDIRPLUS3args.pack(buf, args)
-        body, results, size = udp.raw_call(NFS, 3, READDIRPLUS, bytes(buf))
-        assert size <= UDP_MAX + 512, size
+        reply = udp.exchange(bytes(encode_call(next_xid(), NFS, 3, READDIRPLUS, ROOT) + buf))
+        assert len(reply) <= UDP_MAX + 512, len(reply)
+        _, body, off = decode_reply(reply)
+        results = reply[off:]
         (status, ok), _ = nfs3.READDIRPLUS3res.unpack(results, 0)
         assert status == OK
         names += [e.name for e in ok.reply.entries]
@@ -172,23 +112,23 @@ def test_retransmitted_remove_is_answered_from_the_cache(server, udp) -> None:
     root = udp.mount(server.export_b)
     args = bytearray()
     nfs3.REMOVE3args.pack(args, nfs3.REMOVE3args.cls(diropargs(root, b"victim")))
-    xid = next(_xids)
+    xid = next_xid()
     first = udp.raw_call(NFS, 3, REMOVE, bytes(args), xid=xid)
     again = udp.raw_call(NFS, 3, REMOVE, bytes(args), xid=xid)  # a retransmission
-    assert first[1] == again[1]
-    (status, _), _ = nfs3.REMOVE3res.unpack(first[1], 0)
+    assert first[2] == again[2]
+    (status, _), _ = nfs3.REMOVE3res.unpack(first[2], 0)
     assert status == OK and not (server.export / "victim").exists()
     # A new call (new xid) really runs: the file is gone.
-    (status, _), _ = nfs3.REMOVE3res.unpack(udp.raw_call(NFS, 3, REMOVE, bytes(args))[1], 0)
+    (status, _), _ = nfs3.REMOVE3res.unpack(udp.raw_call(NFS, 3, REMOVE, bytes(args))[2], 0)
     assert status == nfs3.nfsstat3.NFS3ERR_NOENT
 
 
 def test_garbage_datagrams_do_not_hurt(server, udp) -> None:
     for junk in (b"", b"\x00", os.urandom(3), os.urandom(200), raw_call_bytes(7, NFS, 3, READ, b"\x01")):
         udp.sock.send(junk)
-    body, _, _ = udp.raw_call(NFS, 3, 0)
+    _, body, _ = udp.raw_call(NFS, 3, 0)
     assert body[0] == 0
-    body, _, _ = udp.raw_call(NFS, 3, 99)
+    _, body, _ = udp.raw_call(NFS, 3, 99)
     assert body[1].reply_data[0] == accept_stat.PROC_UNAVAIL
 
 

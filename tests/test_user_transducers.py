@@ -18,6 +18,7 @@ import lmdb
 import pytest
 
 from nfsd.index import Index
+from nfsd.sandbox import WorkerPool
 from nfsd.sandbox.confine import landlock_abi
 from nfsd.transducer_options import TransducerSettings, build
 
@@ -45,7 +46,7 @@ class Scanned:
 
 @pytest.fixture
 def scan(tmp_path: Path) -> Iterator:
-    opened: list[tuple[Index, lmdb.Environment, object]] = []
+    opened: list[tuple[Index, lmdb.Environment, WorkerPool | None]] = []
 
     def run(commands: list[str], files: dict[str, bytes], timeout: float = 5.0, plugins: bool = False,
             memory_mib: int = 256, cpu_seconds: int = 1) -> Scanned:

@@ -110,6 +110,7 @@ class HostLocks:
     def sqlite_writer(self, args: list[str]) -> str:
         """Insert rows (writer number, i) one transaction each, in a thread, meanwhile."""
         rel, writer, rows = args
+        self.writer_error: Exception | None = None
 
         def write() -> None:
             db = sqlite3.connect(self.path(rel), timeout=120, isolation_level=None)
@@ -120,7 +121,6 @@ class HostLocks:
                 self.writer_error = exc
             finally:
                 db.close()
-        self.writer_error: Exception | None = None
         self.writer = threading.Thread(target=write)
         self.writer.start()
         return "writing"

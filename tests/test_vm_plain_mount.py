@@ -15,7 +15,7 @@ when qemu or the Debian cloud kernel is missing, unless PYSFSD_REQUIRE_VM=1.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.vm
 @pytest.mark.parametrize("portmapper", ["embedded", "rpcbind"])
 def test_plain_mount_finds_the_server_through_the_portmapper(portmapper: str, tmp_path: Path) -> None:
     vm = vm_or_skip()
+    context: AbstractContextManager[None]
+    args: tuple[str, ...]
     if portmapper == "embedded":
         if port_111_busy():
             pytest.skip("port 111 is in use (a system rpcbind runs: the rpcbind variant covers it)")

@@ -46,6 +46,7 @@ def oracle_pack(t: XdrType, v: Any, p: xdrlib3.Packer) -> None:
         _require(v in t.allowed, f"{v!r} not in {t.name}")
         p.pack_enum(v)
     elif isinstance(t, _Int):
+        assert t.fmt is not None
         lo, hi = _INT_RANGE[t.fmt]
         _require(lo <= v <= hi, f"{v!r} out of range for {t.name}")
         getattr(p, _PACK_INT[t.fmt])(v)
@@ -72,6 +73,7 @@ def oracle_pack(t: XdrType, v: Any, p: xdrlib3.Packer) -> None:
         d, arm = v
         arm_t = t.arm_type(d)
         _require(arm_t is not None, f"{t.name}: no arm for {d!r}")
+        assert arm_t is not None
         oracle_pack(t.disc, d, p)
         oracle_pack(arm_t, arm, p)
     elif isinstance(t, VarArray):
@@ -94,6 +96,7 @@ def oracle_unpack(t: XdrType, u: xdrlib3.Unpacker) -> Any:
         _require(v in t.allowed, f"{v} not in {t.name}")
         return v
     if isinstance(t, _Int):
+        assert t.fmt is not None
         return getattr(u, _UNPACK_INT[t.fmt])()
     if isinstance(t, Bool):
         v = u.unpack_uint()  # xdrlib3's unpack_bool accepts any non-zero value
@@ -102,9 +105,9 @@ def oracle_unpack(t: XdrType, u: xdrlib3.Unpacker) -> Any:
     if isinstance(t, Void):
         return None
     if isinstance(t, Opaque):
-        v = u.unpack_opaque()
-        _require(t.max_len is None or len(v) <= t.max_len, f"{t.name} too long")
-        return v
+        data = u.unpack_opaque()
+        _require(t.max_len is None or len(data) <= t.max_len, f"{t.name} too long")
+        return data
     if isinstance(t, FixedOpaque):
         return u.unpack_fopaque(t.size)
     if isinstance(t, Optional):
@@ -117,11 +120,12 @@ def oracle_unpack(t: XdrType, u: xdrlib3.Unpacker) -> Any:
         d = oracle_unpack(t.disc, u)
         arm_t = t.arm_type(d)
         _require(arm_t is not None, f"{t.name}: no arm for {d}")
-        return (d, oracle_unpack(arm_t, u))  # type: ignore[arg-type]
+        assert arm_t is not None
+        return (d, oracle_unpack(arm_t, u))
     if isinstance(t, VarArray):
-        v = u.unpack_array(lambda: oracle_unpack(t.inner, u))
-        _require(t.max_len is None or len(v) <= t.max_len, f"{t.name} too long")
-        return v
+        items = u.unpack_array(lambda: oracle_unpack(t.inner, u))
+        _require(t.max_len is None or len(items) <= t.max_len, f"{t.name} too long")
+        return items
     if isinstance(t, FixedArray):
         return u.unpack_farray(t.size, lambda: oracle_unpack(t.inner, u))
     if isinstance(t, List):
@@ -163,6 +167,7 @@ def _values(t: XdrType) -> st.SearchStrategy[Any]:
     if isinstance(t, Enum):
         return st.sampled_from(sorted(t.allowed))
     if isinstance(t, _Int):
+        assert t.fmt is not None
         return st.integers(*_INT_RANGE[t.fmt])
     if isinstance(t, Bool):
         return st.booleans()

@@ -44,6 +44,7 @@ def _build(t: XdrType, ov: Overrides) -> st.SearchStrategy[Any]:
     if isinstance(t, Enum):
         return st.sampled_from(sorted(t.allowed))
     if isinstance(t, _Int):
+        assert t.fmt is not None
         low, high = _INT_RANGES[t.fmt]
         return st.integers(low, high)
     if isinstance(t, FixedOpaque):

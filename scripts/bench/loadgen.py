@@ -4,7 +4,7 @@
 N connections each keep D calls in flight (a reply frees a slot, which sends the next call at
 once) for a fixed time per operation and server; operations alternate between the servers so
 a drift in background load hits both alike.  Calls are pre-encoded and replies counted, never
-decoded (scripts/bench/rpcclient.py ``RawConnection``).  Prints ops/s and ops per server
+decoded (nfsd/rpc_client.py ``RawConnection``).  Prints ops/s and ops per server
 CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
 latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
 used most of a core).
@@ -256,8 +256,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
         spec = OPS[op]
         pair = {name: stats.get(name, {}).get(op) for name in SERVERS}
         p, g = pair["pysfsd"], pair["ganesha"]
-        ratio = _ratio(p and p["ops_per_s"], g and g["ops_per_s"])
-        cpu_ratio = _ratio(p and p["ops_per_server_cpu"], g and g["ops_per_server_cpu"])
+        ratio = _ratio(p["ops_per_s"] if p else None, g["ops_per_s"] if g else None)
+        cpu_ratio = _ratio(p["ops_per_server_cpu"] if p else None, g["ops_per_server_cpu"] if g else None)
         ratios[op] = {"ops": ratio, "per_cpu": cpu_ratio}
         verdict = "" if ratio is None else ("ok" if ratio >= spec.target and (cpu_ratio or 0) >= spec.target
                                             else "LOW")
@@ -368,10 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         peak = max((r.server_rss for (_, t), r in zip(plan, results) if t.name == target.name and r.server_rss),
                    default=None)
         end = at_end.get(target.name)
-        memory[target.name] = {"rest_mib": rest and rest.rss, "max_under_load_mib": peak,
-                               "hwm_mib": end and end.hwm}
-        print(f"{target.name} memory: VmRSS at rest {_fmt(rest and rest.rss, '.1f')} MiB, highest at the end of "
-              f"a run {_fmt(peak, '.1f')} MiB, VmHWM {_fmt(end and end.hwm, '.1f')} MiB")
+        memory[target.name] = {"rest_mib": rest.rss if rest else None, "max_under_load_mib": peak,
+                               "hwm_mib": end.hwm if end else None}
+        print(f"{target.name} memory: VmRSS at rest {_fmt(rest.rss if rest else None, '.1f')} MiB, highest at the end of "
+              f"a run {_fmt(peak, '.1f')} MiB, VmHWM {_fmt(end.hwm if end else None, '.1f')} MiB")
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},

@@ -18,7 +18,6 @@ Ganesha (FSAL VFS, NLM on) and pysfsd, each exporting its own directory with one
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import shutil
 import socket
@@ -34,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from protocol import mount3, nfs3, nlm4, portmap
 from protocol.nlm4 import NLM4
-from protocol.record import RecordReader, frame
-from protocol.rpc import AUTH_SYS, Credentials, decode_reply, encode_call
+from protocol.rpc import AUTH_SYS, Credentials
+from nfsd.rpc_client import RpcClient, RpcError
 from servers import ganesha_module  # scripts/bench/, this script's directory
 
 
@@ -53,44 +52,21 @@ EXPORT {{
 }}
 LOG {{ Default_Log_Level = EVENT; }}
 """
-_xids = itertools.count(1000)
 
 
-class Rpc:
-    """One TCP connection, one call at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = RecordReader(1 << 20)
-        self.pending: list[bytes] = []
-
-    def call(self, program: Any, proc: int, args: Any) -> Any:
-        p = program.procedures[proc]
-        xid = next(_xids)
-        buf = encode_call(xid, program.number, program.version, proc, ROOT)
-        p.args.pack(buf, args)
-        self.sock.sendall(frame(buf))
-        while not self.pending:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("server closed the connection")
-            self.pending.extend(self.reader.feed(data))
-        reply = self.pending.pop(0)
-        rxid, body, off = decode_reply(reply)
-        if rxid != xid or body[0] != 0 or body[1].reply_data[0] != 0:
-            raise RuntimeError(f"{program.name}.{p.name} failed: {body}")
-        return p.res.unpack(reply, off)[0]
+def rpc_to(port: int) -> RpcClient:
+    """One TCP connection, one call at a time, as root."""
+    return RpcClient(port, timeout=20, cred=ROOT)
 
 
 def getport(prog: int, vers: int) -> int:
-    return int(Rpc(111).call(portmap.PORTMAP2, 3, portmap.mapping(prog, vers, portmap.IPPROTO_TCP, 0)))
+    return int(rpc_to(111).call(portmap.PORTMAP2, 3, portmap.mapping(prog, vers, portmap.IPPROTO_TCP, 0)))
 
 
 def file_handle(mount_port: int, nfs_port: int, export: Path) -> bytes:
-    status, ok = Rpc(mount_port).call(mount3.MOUNT3, 1, os.fsencode(export))
+    status, ok = rpc_to(mount_port).call(mount3.MOUNT3, 1, os.fsencode(export))
     assert status == 0, f"MNT: {status}"
-    status, res = Rpc(nfs_port).call(nfs3.NFS3, 3, nfs3.LOOKUP3args.cls(
+    status, res = rpc_to(nfs_port).call(nfs3.NFS3, 3, nfs3.LOOKUP3args.cls(
         nfs3.diropargs3.cls(nfs3.nfs_fh3.cls(ok.fhandle), b"f")))
     assert status == 0, f"LOOKUP: {status}"
     return bytes(res.object.data)
@@ -98,7 +74,7 @@ def file_handle(mount_port: int, nfs_port: int, export: Path) -> bytes:
 
 class Client:
     def __init__(self, nlm_port: int, name: bytes, fh: bytes) -> None:
-        self.rpc, self.name, self.fh = Rpc(nlm_port), name, fh
+        self.rpc, self.name, self.fh = rpc_to(nlm_port), name, fh
 
     def alock(self, svid: int, off: int, length: int) -> Any:
         return nlm4.nlm4_lock(self.name, self.fh, b"%d@%s" % (svid, self.name), svid, off, length)
@@ -212,7 +188,7 @@ def inside(args: argparse.Namespace) -> int:
                     fh = file_handle(20491, 20490, exports["ganesha"])
                     if Client(nlm_ports["ganesha"], b"probe", fh).lock(1, 0, 1) != "NLM4_DENIED_GRACE_PERIOD":
                         break
-            except (OSError, RuntimeError, AssertionError):
+            except (OSError, RuntimeError, AssertionError, RpcError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("Ganesha's NLM did not become ready:\n" + (work / "ganesha.log").read_text()[-3000:])

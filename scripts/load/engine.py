@@ -27,7 +27,7 @@ from latency import LatencyHistogram
 from memory import Memory, growth_verdict, read_memory
 from mixops import MIX_OPS, SlotContext
 from protocol.nfs3 import NFS3
-from rpcclient import RpcConnection, connect
+from nfsd.rpc_client import RpcConnection, connect
 
 ContextFactory = Callable[[int, int], SlotContext]   # (connection, slot) -> its context
 MAX_REASONS_SHOWN = 20
@@ -120,7 +120,7 @@ class MixedSlot(Slot):
         self.op = self.names[0]
 
     def start(self) -> None:
-        pick = self.ctx.rng.random() * self.cumulative[-1]  # type: ignore[attr-defined]
+        pick = self.ctx.rng.random() * self.cumulative[-1]
         self.op = self.names[bisect.bisect_right(self.cumulative, pick)]
         self.script = MIX_OPS[self.op].script  # type: ignore[assignment]
         super().start()
@@ -306,7 +306,7 @@ class LoadRun:
         cols = "".join(f"{interval.per_op[op]:>9,.0f}" for op in ops)
         self._print(f"{at:>5.0f}s{interval.ops_per_s:>9,.0f}{interval.mib_per_s:>7.1f}"
                     f"{_fmt(interval.p50_ms, '.1f'):>8}{_fmt(interval.p99_ms, '.1f'):>8}"
-                    f"{_fmt(memory and memory.rss, '.1f'):>8}{_fmt(memory and memory.anon, '.1f'):>7}"
+                    f"{_fmt(memory.rss if memory else None, '.1f'):>8}{_fmt(memory.anon if memory else None, '.1f'):>7}"
                     f"{_fmt(server_cpu, '.0f'):>6}%{generator_cpu:>6.0f}%{_fmt(other_cpu, '.0f'):>6}%{len(stalled):>6}{whole.errors:>7} |{cols}")
         if stalled:
             self._print(f"  stalled clients (no reply for over {self.settings.stall_seconds:g} s): {stalled}")

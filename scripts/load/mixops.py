@@ -78,11 +78,17 @@ class SlotContext:
         self.churn_next = 0
         self.churn_live: collections.deque[bytes] = collections.deque()
 
+    @property
+    def connection(self) -> ConnContext:
+        """The connection's context: every op that needs one runs on a slot that has one."""
+        assert self.conn is not None
+        return self.conn
+
 
 # -- op scripts ----------------------------------------------------------------------------
 
 def op_access(s: SlotContext) -> OpScript:
-    res = yield 4, nfs3.ACCESS3args(s.conn.small, _ACCESS_ASKED)
+    res = yield 4, nfs3.ACCESS3args(s.connection.small, _ACCESS_ASKED)
     if res.access & _ACCESS_ASKED != _ACCESS_ASKED:
         raise Mismatch(f"ACCESS: granted {res.access:#x} of {_ACCESS_ASKED:#x} on a 0644 file of the caller")
     return 0
@@ -90,7 +96,7 @@ def op_access(s: SlotContext) -> OpScript:
 
 def _read_verified(s: SlotContext, size: int) -> OpScript:
     offset = s.rng.randrange((len(s.big) - size) // (4 * KiB) + 1) * 4 * KiB
-    res = yield 6, nfs3.READ3args(s.conn.big, offset, size)
+    res = yield 6, nfs3.READ3args(s.connection.big, offset, size)
     if res.count != size or res.data != s.big[offset:offset + size]:
         raise Mismatch(f"READ {size // KiB} KiB at {offset}: {res.count} bytes, not the file's content")
     return size
@@ -111,15 +117,15 @@ def op_write_verify(s: SlotContext) -> OpScript:
     offset = s.region + s.rng.randrange((REGION - size) // (4 * KiB) + 1) * 4 * KiB
     data = s.rng.randbytes(size)
     stable = nfs3.stable_how.FILE_SYNC if s.rng.random() < 0.25 else nfs3.stable_how.UNSTABLE
-    wrote = yield 7, nfs3.WRITE3args(s.conn.write_file, offset, size, stable, data)
+    wrote = yield 7, nfs3.WRITE3args(s.connection.write_file, offset, size, stable, data)
     if wrote.count != size:
         raise Mismatch(f"WRITE: short write ({wrote.count} of {size})")
     if stable == nfs3.stable_how.FILE_SYNC and wrote.committed != nfs3.stable_how.FILE_SYNC:
         raise Mismatch(f"WRITE FILE_SYNC answered committed={wrote.committed}")
-    committed = yield 21, nfs3.COMMIT3args(s.conn.write_file, offset, size)
+    committed = yield 21, nfs3.COMMIT3args(s.connection.write_file, offset, size)
     if committed.verf != wrote.verf:
         raise Mismatch("COMMIT verifier differs from WRITE's: the server lost uncommitted data")
-    back = yield 6, nfs3.READ3args(s.conn.write_file, offset, size)
+    back = yield 6, nfs3.READ3args(s.connection.write_file, offset, size)
     if back.data != data:
         raise Mismatch(f"READ after WRITE+COMMIT at {offset}: content differs")
     return 2 * size
@@ -172,7 +178,7 @@ class MixOp:
 
 def _on_conn(script: Callable[[ConnContext], OpScript]) -> Callable[[SlotContext], OpScript]:
     """A workload.py script, run with the slot's connection context."""
-    return lambda s: script(s.conn)
+    return lambda s: script(s.connection)
 
 
 # A 1000-entry READDIRPLUS listing costs client and server some 200 GETATTRs' worth of

@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     jsonl.unlink(missing_ok=True)
     failures: list[str] = []
     with Pysfsd(export, args.root / "run") as server:
-        print(f"pysfsd: pid {server.pid}, 127.0.0.1:{server.port}, export {export}, log {server.log_path}", flush=True)
+        pid = server.pid
+        assert pid is not None  # started
+        print(f"pysfsd: pid {pid}, 127.0.0.1:{server.port}, export {export}, log {server.log_path}", flush=True)
         start = time.monotonic()
         nfs_rs, vm = Tally(start), Tally(start)
         mixed = subprocess.Popen(
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             a few seconds later) has written its own line for it."""
             minute = 0
             while not stop.wait(max(0.0, start + 60 * (minute + 1) + REPORT_LAG_S - time.monotonic())):
-                memories[minute] = read_memory(server.pid)
+                memories[minute] = read_memory(pid)
                 print(minute_line(minute, mixed_minutes(jsonl), nfs_rs, vm, memories[minute]), flush=True)
                 minute += 1
         watcher = threading.Thread(target=monitor, daemon=True)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             mixed.kill()
             mixed_rc = mixed.wait()
-        end_memory = read_memory(server.pid)
+        end_memory = read_memory(pid)
         watcher.join(5)
     log_text = server.log_path.read_text(errors="replace")
     elapsed = time.monotonic() - start

@@ -286,9 +286,9 @@ def add_debian_tools(cpio: "CpioNewc", work_dir: Path) -> None:
 def _cache_key(kernel: Kernel, modules: Iterable[Path], workload: Path) -> str:
     digest = hashlib.sha256()
     if _needs_debian_tools(workload):
-        for path in DEBIAN_TOOLS:
-            st = Path(path).stat()
-            digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+        for tool in DEBIAN_TOOLS:
+            st = Path(tool).stat()
+            digest.update(f"{tool}:{st.st_size}:{st.st_mtime_ns}\0".encode())
     for item in (kernel.release, kernel.image):
         digest.update(str(item).encode() + b"\0")
     for path in modules:

@@ -1,19 +1,29 @@
-"""Pipelined ONC RPC client for the load generator, on ``asyncio.Protocol``.
+"""ONC RPC clients over TCP, shared by the tests, the benchmarks and the load generator.
 
-Streams would cost a task switch per reply; a protocol delivers each reply straight to a
-callback, so one connection can keep many calls in flight with little client CPU.  Framing,
-call headers and reply headers come from the project's protocol layer; argument and result
-bodies from its XDR types.
+* ``RpcClient``: one connection, one call at a time, blocking (tests, tools, setup steps);
+  raw calls (pre-encoded arguments, any xid) for the tests that send what no client would.
+* ``RpcConnection``: pipelined on ``asyncio.Protocol``, many calls in flight, each reply
+  decoded and handed to a callback (streams would cost a task switch per reply).
+* ``RawConnection`` with ``CallEncoder``: the load generator's measured loop, calls sent
+  pre-encoded and replies counted, never decoded.
+
+Framing, call headers and reply headers come from the protocol layer; argument and result
+bodies from its XDR types.  Here, in the installed package, rather than under tests/ or
+scripts/: both import it without putting directories on ``sys.path`` (scripts/ is not a
+package), and ``protocol/`` stays pure (no sockets).  It knows no particular program.
 """
 from __future__ import annotations
 
 import asyncio
+import enum
+import itertools
 import random
+import socket
 import struct
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from protocol.program import Program
-from protocol.record import RecordReader, RecordTooLarge, set_mark
+from protocol.record import RecordReader, RecordTooLarge, frame, set_mark
 from protocol.rpc import Credentials, accept_stat, decode_reply, encode_call, reply_stat
 from xdr import XdrError
 
@@ -28,8 +38,120 @@ class RpcError(Exception):
     """A call that got no usable result (RPC-level rejection, bad reply, lost connection)."""
 
 
+def _as_bytes(record: bytes | bytearray) -> bytes:
+    """A record as bytes (the reader joins a multi-fragment record into a bytearray)."""
+    return record if isinstance(record, bytes) else bytes(record)
+
+
+class _Default(enum.Enum):
+    CRED = 0  # the client's own credentials (``None`` means AUTH_NONE)
+
+
+_xids = itertools.count(0x1000)
+
+
+def next_xid() -> int:
+    """A fresh xid for a call built by hand (unique among this process's blocking calls)."""
+    return next(_xids)
+
+
+class RpcClient:
+    """One TCP connection, one call at a time: send a call, wait for its reply."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                 source_port: int | None = None, cred: Credentials | None = None,
+                 max_record: int = 64 << 20) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=("127.0.0.1", source_port) if source_port else None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.cred = cred  # of every call that names none; None: AUTH_NONE
+        self.reader = RecordReader(max_record)
+        self._pending: list[bytes | bytearray] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_record(self, payload: bytes) -> None:
+        self.sock.sendall(frame(payload))
+
+    def recv_record(self) -> bytes:
+        while not self._pending:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self._pending.extend(self.reader.feed(data))
+        return _as_bytes(self._pending.pop(0))
+
+    def exchange(self, call: bytes) -> bytes:
+        """Send one call message, return the next reply message."""
+        self.send_record(call)
+        return self.recv_record()
+
+    def raw_call(self, prog: int, vers: int, proc: int, args: bytes = b"",
+                 cred: Credentials | None | _Default = _Default.CRED,
+                 xid: int | None = None) -> tuple[int, Any, bytes]:
+        """Send a call with pre-encoded args; return (xid, reply_body, results bytes)."""
+        xid = next(_xids) if xid is None else xid
+        buf = encode_call(xid, prog, vers, proc, self.cred if cred is _Default.CRED else cred)
+        buf += args
+        reply = self.exchange(bytes(buf))
+        rxid, body, off = decode_reply(reply)
+        if rxid != xid:
+            raise RpcError(f"reply to xid {rxid:#x}, not {xid:#x}")
+        return rxid, body, reply[off:]
+
+    def call(self, program: Program, proc: int, args: Any,
+             cred: Credentials | None | _Default = _Default.CRED) -> Any:
+        """A typed call: encode args with the procedure's type, decode the result."""
+        p = program.procedures[proc]
+        buf = bytearray()
+        p.args.pack(buf, args)
+        _, body, results = self.raw_call(program.number, program.version, proc, bytes(buf), cred)
+        stat, accepted = body
+        if stat != reply_stat.MSG_ACCEPTED:
+            raise RpcError(f"{program.name}.{p.name}: call denied: {body}")
+        if accepted.reply_data[0] != accept_stat.SUCCESS:
+            raise RpcError(f"{program.name}.{p.name}: not SUCCESS: {accepted.reply_data}")
+        value, end = p.res.unpack(results, 0)
+        if end != len(results):
+            raise RpcError(f"{program.name}.{p.name}: {len(results) - end} bytes after the result")
+        return value
+
+
+class UdpRpcClient(RpcClient):
+    """The same over UDP: one datagram per call, resent on timeout, replies matched by xid."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 2.0,
+                 cred: Credentials | None = None, tries: int = 3) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.cred, self.tries = cred, tries
+
+    def exchange(self, call: bytes) -> bytes:
+        """Send, wait for the reply with the same xid (resending on timeout)."""
+        xid = call[:4]
+        for _ in range(self.tries):
+            self.sock.send(call)
+            try:
+                while True:
+                    reply = self.sock.recv(1 << 17)
+                    if reply[:4] == xid:
+                        return reply
+            except socket.timeout:
+                continue
+        raise TimeoutError("no reply")
+
+
 class RpcConnection(asyncio.Protocol):
-    """One TCP connection speaking one RPC program; calls are matched to replies by xid."""
+    """One TCP connection speaking one RPC program, many calls in flight; calls are matched
+    to replies by xid."""
 
     def __init__(self, program: Program, cred: Credentials) -> None:
         self.program = program
@@ -54,7 +176,8 @@ class RpcConnection(asyncio.Protocol):
         except RecordTooLarge as exc:
             self._fail(f"reply too large: {exc}")
             return
-        for rec in records:
+        for record in records:
+            rec = _as_bytes(record)
             try:
                 xid, body, off = decode_reply(rec)
             except XdrError as exc:
