@@ -18,6 +18,7 @@ from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from . import identity
+from .shared import cluster
 from .config_error import ConfigError
 from .exports import ExportPolicy, GuardedNfs3, load_exports
 from .index import Index
@@ -68,6 +69,7 @@ class ServerConfig:
     grace_period: float = 90.0  # after a restart with locks held: only reclaims (s)
     client_portmap_port: int = PMAP_PORT  # where lock callbacks find clients' portmappers (tests)
     nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
+    shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -110,13 +112,14 @@ class NfsServer:
                 self.sandbox.close()
             raise
         self.boot = self.store.next_boot()
+        self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
-            eid = self.store.export_id(root)
+            eid = self.store.export_id(root) if self.shared is None else self.shared.export_id(root)
             local = LocalFS(root, eid, self.store)
             index = Index(self.store.env, root, eid, transducers=transducers)
             index.on_vanished = local.vanished  # records of files deleted behind our back go too
-            self.exports[eid] = SemanticFS(local, index,
+            self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),
                                           config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
@@ -182,6 +185,8 @@ class NfsServer:
                               fs.root_path)
             fs.ready.set()
         self.indexed.set()
+        if self.shared is not None:  # apply the other heads' changes from now on
+            cluster.follow(self.shared, self.store, self.exports, self.nfs.entries)
         for fs in self.exports.values():
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 
@@ -251,6 +256,8 @@ class NfsServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
         log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
+        if self.shared is not None:
+            self.shared.close()  # what this head changed last is published first
         for fs in self.exports.values():
             fs.close()
             if fs.ready.is_set():  # what clients changed last is in the index at the next start

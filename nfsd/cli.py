@@ -150,6 +150,11 @@ def build_parser(server: bool = True) -> Parser:
                    help="value directories hold symlinks to the files (default) or the files themselves")
     g.add_argument("--no-watch", dest="watch", action="store_false",
                    help="do not follow changes made behind the server's back (inotify)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--shared-state", metavar="URL",
+                   help="PostgreSQL URL (postgresql://host/db): be one head of several over a shared "
+                        "file system such as CephFS, sharing handles, verifiers and index changes "
+                        "(docs/cluster.rst; needs the cluster extra)")
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")
@@ -235,6 +240,7 @@ def _main(argv: list[str]) -> int:
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
                           locks=args.locks, grace_period=args.grace_period,
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
+                          shared_state=args.shared_state,
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))

@@ -3,8 +3,8 @@ and B, each in its own network and mount namespace with its own ceph-fuse mount 
 file system at the same path and its own state directory (LMDB); a raw NFSv3 client in a
 third namespace.  Handles are byte-identical from both heads (a handle is the file system's
 own identity, so either head resolves the other's), and a file created and written through A
-is read through B.  What does *not* yet agree (B's query directories, a handle B never saw
-resolved without a search) is the subject of issue 16 proper.
+is read through B.  With ``--shared-state`` (PostgreSQL) B's query directories follow
+changes made through A (the change log, docs/cluster.rst).
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ import pytest
 from scripts.cluster.keepalived import Keepalived
 from scripts.cluster.netns import Host
 from tests.conftest import REPO
-from tests.nfs3_helpers import OK, create_ok, list_dir, lookup, read, write
+from protocol import nfs3
+from tests.nfs3_helpers import OK, create_ok, getattr_, list_dir, lookup, read, remove, write
 from tests.rpc_client import RpcClient
 
 PORT = 2049
+STALE = nfs3.nfsstat3.NFS3ERR_STALE
 
 
 def export_on_cephfs(ceph, heads: tuple[Host, ...], tag: str) -> str:
@@ -37,13 +39,13 @@ def export_on_cephfs(ceph, heads: tuple[Host, ...], tag: str) -> str:
     return f"{mnt}/{tag}"
 
 
-def start_head(host: Host, export: str, state_dir: Path) -> subprocess.Popen:
+def start_head(host: Host, export: str, state_dir: Path, *args: str) -> subprocess.Popen:
     """``python -m nfsd`` in ``host``, on all of its addresses; returns once it has indexed."""
     state_dir.mkdir(parents=True)
     proc = host.popen([sys.executable, "-m", "nfsd", "--export",
                        f'"{export}" *(rw,no_root_squash,insecure)', "--bind", "0.0.0.0",
                        "--port", str(PORT), "--state-dir", str(state_dir),
-                       "--no-register", "--no-locks"],
+                       "--no-register", "--no-locks", *args],
                       cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), text=True,
                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                       stderr=(state_dir.parent / f"{host.name}.stderr").open("w"))
@@ -109,29 +111,31 @@ def test_two_heads_share_handles_and_files(ceph, host_factory, tmp_path: Path) -
         assert res.object.data == h
 
 
-class NotSharedYet(AssertionError):
-    """The one failure the xfail below expects: anything else is a real failure."""
-
-
-@pytest.mark.xfail(strict=True, raises=NotSharedYet, reason="issue 16: heads do not share index changes yet "
-                   "(B's ext:/c misses a file created through A); remove this mark then")
-def test_query_directory_of_b_shows_a_create_through_a(ceph, host_factory, tmp_path: Path) -> None:
+def test_query_directory_of_b_shows_a_create_through_a(ceph, host_factory, shared_url: str,
+                                                       tmp_path: Path) -> None:
     """The goal of issue 16: a change through one head shows in the other head's query
-    directories within 2 s.  Today each head's index follows only its own inotify, which is
-    blind to the other mount, so this fails (strict: it must be un-marked when it passes)."""
+    directories within 2 s.  Each head's inotify is blind to the other's mount; the heads
+    share a PostgreSQL database (``--shared-state``), whose change log B applies."""
     a, b, client = host_factory("qa"), host_factory("qb"), host_factory("qclient")
     export = export_on_cephfs(ceph, (a, b), "query")
     (Path(a.path(export)) / "shared").mkdir()
     (Path(a.path(export)) / "shared" / "file.c").write_bytes(b"int x;\n")
-    start_head(a, export, tmp_path / "state-a")
-    start_head(b, export, tmp_path / "state-b")
+    start_head(a, export, tmp_path / "state-a", "--shared-state", shared_url)
+    start_head(b, export, tmp_path / "state-b", "--shared-state", shared_url)
     with connect(client, a.address) as ra, connect(client, b.address) as rb:
         root, d, _ = handles(ra, export)
-        create_ok(ra, d, b"late.c")
-        assert within_2s(ra, root, b"late.c")           # A's own query directory has it
         assert b"file.c" in ext_c(rb, root)              # B's query directory works
-        if not within_2s(rb, root, b"late.c"):
-            raise NotSharedYet(f"B's ext:/c after 2 s: {sorted(ext_c(rb, root))}")
+        h = create_ok(ra, d, b"late.c")
+        assert within_2s(ra, root, b"late.c")           # A's own query directory has it
+        assert within_2s(rb, root, b"late.c"), f"B's ext:/c after 2 s: {sorted(ext_c(rb, root))}"
+        status, _ = remove(ra, d, b"late.c")
+        assert status == OK, status
+        deadline = time.monotonic() + 2
+        while b"late.c" in ext_c(rb, root):
+            assert time.monotonic() < deadline, "B's ext:/c still shows a file removed through A"
+            time.sleep(0.1)
+        status, _ = getattr_(rb, h)
+        assert status == STALE, status
 
 
 def ext_c(rpc: RpcClient, root: bytes) -> set[bytes]:

@@ -1,0 +1,302 @@
+"""The durable change log: every head publishes the changes it makes, and applies the others'.
+
+Publishing: ``Publisher.add`` only queues a row (the NFS call does not wait for PostgreSQL);
+a thread writes the queue in one transaction per batch, a few milliseconds after the first
+row arrived, then ``pg_notify``.  Every batch first takes ``pg_advisory_xact_lock(LOG_LOCK)``
+and holds it to its commit, so sequence numbers are handed out and committed in the same
+order: a reader that has seen seq N has seen every committed row below N (a sequence number
+taken by a transaction that rolled back stays a gap for good).  Rows naming the same thing
+collapse in the queue (a file written a thousand times in a burst is one row).  While
+PostgreSQL is unreachable the queue waits (``MAX_PENDING`` rows at most; past that it is
+replaced by one "rescan" row per export, which makes the other heads rescan).
+
+A row says *what* to look at, never what the head found there: ``e`` an entry
+(parent inode, name) appeared, changed or vanished; ``i`` an inode's content or attributes
+changed; ``p`` an inode's place (parent, name, generation) for the handle table; ``g`` an
+inode was removed (its handles are STALE); ``r`` rescan the export.  A head applies ``e``
+and ``i`` by noting them to its own index, which re-reads the file system (coherent across
+heads: the MDS keeps CephFS mounts coherent) on its next flush; ``p`` and ``g`` go to its own
+handle table.  So applying a row twice does nothing new, and ``last_seq``, kept in the head's
+LMDB after each applied batch, only saves work: a crash between the index's commit and
+``last_seq``'s re-applies a batch harmlessly.
+
+Following: ``Follower`` LISTENs, and reads ``seq > last_seq ORDER BY seq`` on every
+notification and at least once a second (a NOTIFY is lost when nobody listens: it only
+wakes), and after every reconnect, so a head that was cut off catches up by itself.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from .schema import LOG_LOCK
+
+log = logging.getLogger("pysfsd.shared")
+
+CHANNEL = "pysfsd_changes"
+BATCH_DELAY = 0.003      # s: rows arriving this soon after the first share its transaction
+MAX_PENDING = 200_000    # rows queued while PostgreSQL is away; beyond, one rescan row
+POLL_SECONDS = 1.0       # a follower reads the log at least this often
+APPLY_BATCH = 5000       # rows read per query
+RECONNECT_SECONDS = 1.0
+LAST_SEQ_KEY = b"shared:last_seq"
+_SEQ = struct.Struct(">q")
+
+
+class Row(NamedTuple):
+    export_id: int
+    op: str
+    ino: int = 0
+    parent: int = 0
+    gen: int = 0
+    name: bytes = b""
+
+    def key(self) -> tuple:
+        """Rows with the same key say the same thing (the newer one wins: a place after a
+        tombstone is a reused inode, a tombstone after a place a removal)."""
+        if self.op in ("p", "g"):
+            return ("pg", self.export_id, self.ino)
+        return (self.op, self.export_id, self.ino, self.parent, self.name)
+
+
+class Publisher:
+    """Writes queued rows to ``change_log`` in batches, from its own thread and connection."""
+
+    def __init__(self, connect: Callable[[], Any], head: str) -> None:
+        self._connect = connect
+        self.head = head
+        self._cond = threading.Condition()
+        self._pending: dict[tuple, Row] = {}
+        self._overflowed: set[int] = set()   # exports whose rows were dropped
+        self._busy = False
+        self._closed = False
+        self.connected = False
+        self.published = 0                    # rows written (a figure for the bench script)
+        self._thread = threading.Thread(target=self._run, name="pysfsd-publish", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, row: Row) -> None:
+        with self._cond:
+            key = row.key()
+            self._pending.pop(key, None)
+            self._pending[key] = row
+            if len(self._pending) > MAX_PENDING:
+                self._overflowed.update(r.export_id for r in self._pending.values())
+                self._pending.clear()
+            self._cond.notify()
+
+    def wait_published(self, timeout: float = 10.0) -> bool:
+        """Whether everything queued so far was written within ``timeout`` (tests, bench)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._overflowed or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        """Publish what is queued (a few seconds at most), then stop."""
+        if self._thread.is_alive():
+            self.wait_published(5.0)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+    def _take(self) -> tuple[list[Row], set[int]] | None:
+        with self._cond:
+            while not (self._pending or self._overflowed or self._closed):
+                self._cond.wait()
+            if self._closed:
+                return None
+        time.sleep(BATCH_DELAY)  # let a burst's rows join this transaction
+        with self._cond:
+            rows, self._pending = list(self._pending.values()), {}
+            overflowed, self._overflowed = self._overflowed, set()
+            self._busy = True
+        return rows, overflowed
+
+    def _put_back(self, rows: list[Row], overflowed: set[int]) -> None:
+        with self._cond:
+            newer, self._pending = self._pending, {}
+            for r in rows:
+                self._pending[r.key()] = r
+            for key, r in newer.items():
+                self._pending.pop(key, None)
+                self._pending[key] = r
+            self._overflowed |= overflowed
+            self._busy = False
+
+    def _run(self) -> None:
+        conn = None
+        while True:
+            taken = self._take()
+            if taken is None:
+                break
+            rows, overflowed = taken
+            rows += [Row(eid, "r") for eid in sorted(overflowed)]
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                    if not self.connected:
+                        log.warning("shared state: publishing changes again")
+                    self.connected = True
+                self._write(conn, rows)
+            except Exception as exc:  # psycopg.Error, and OSError from the socket
+                if self.connected:
+                    log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
+                self.connected = False
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+                self._put_back(rows, set())
+                with self._cond:
+                    self._cond.wait(RECONNECT_SECONDS)
+                continue
+            self.published += len(rows)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        if conn is not None:
+            conn.close()
+
+    def _write(self, conn: Any, rows: list[Row]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO change_log (head, export_id, op, ino, parent, gen, name) "
+                                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                [(self.head, r.export_id, r.op, r.ino, r.parent, r.gen, r.name) for r in rows])
+            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+
+@dataclass
+class Target:
+    """What a follower updates for one export: the head's own index (``note_*``, ``flush``,
+    ``scan``), handle table (``Store``), and the entry cache and node cache that must forget
+    what another head changed."""
+
+    export_id: int
+    index: Any
+    local: Any            # LocalFS: record places, forget nodes
+    entries: Any = None   # dirlist.EntryCache
+
+
+class Follower:
+    """Applies the other heads' rows to this head's index and handle table."""
+
+    def __init__(self, connect: Callable[[], Any], head: str, store: Any, targets: dict[int, Target],
+                 start_seq: int) -> None:
+        self._connect = connect
+        self.head = head
+        self.store = store
+        self.targets = targets
+        self.last_seq = self._load_last_seq()
+        if self.last_seq is None:
+            self.last_seq = start_seq
+        self.applied = 0
+        self.caught_up = threading.Event()  # the log was read to its end at least once
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pysfsd-follow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join(POLL_SECONDS + 5)
+
+    def _load_last_seq(self) -> int | None:
+        with self.store.env.begin(db=self.store.meta) as txn:
+            raw = txn.get(LAST_SEQ_KEY)
+        return None if raw is None else _SEQ.unpack(raw)[0]
+
+    def _save_last_seq(self) -> None:
+        with self.store.writing(), self.store.env.begin(write=True, db=self.store.meta) as txn:
+            txn.put(LAST_SEQ_KEY, _SEQ.pack(self.last_seq))
+
+    def _run(self) -> None:
+        conn = None
+        while not self._closed.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                    conn.execute(f"LISTEN {CHANNEL}")
+                while self._read_some(conn):
+                    pass
+                self.caught_up.set()
+                for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                    pass
+            except Exception as exc:
+                if conn is not None:
+                    log.warning("shared state: following the change log stopped (retrying): %s",
+                                str(exc).strip())
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                conn = None
+                self._closed.wait(RECONNECT_SECONDS)
+        if conn is not None:
+            conn.close()
+
+    def _read_some(self, conn: Any) -> bool:
+        """Apply the next rows; True if there may be more."""
+        rows = conn.execute("SELECT seq, head, export_id, op, ino, parent, gen, name FROM change_log "
+                            "WHERE seq > %s ORDER BY seq LIMIT %s", (self.last_seq, APPLY_BATCH)).fetchall()
+        if not rows:
+            return False
+        self.apply([r for r in rows if r[1] != self.head])
+        self.last_seq = rows[-1][0]
+        self._save_last_seq()
+        return len(rows) == APPLY_BATCH
+
+    def apply(self, rows: list[tuple]) -> None:
+        """Apply rows (seq, head, export_id, op, ino, parent, gen, name): handle table first
+        (a place, a tombstone), then notes to the index, then one flush per export."""
+        touched: set[int] = set()
+        rescan: set[int] = set()
+        for _seq, _head, eid, op, ino, parent, gen, name in rows:
+            t = self.targets.get(eid)
+            if t is None:
+                continue
+            name = bytes(name)
+            if op == "p":
+                t.local.store.put_objects(eid, [(ino, parent, gen, name)], publish=False)
+            elif op == "g":
+                t.local.store.mark_deleted(eid, ino, publish=False)
+            elif op == "e":
+                t.index.note_entry(parent, name)
+                if t.entries is not None:
+                    t.entries.changed(eid, parent, name)
+                touched.add(eid)
+            elif op == "i":
+                t.index.note_ino(ino)
+                if t.entries is not None:
+                    rec = t.local.store.get_object(eid, ino)
+                    if rec is not None:
+                        t.entries.changed(eid, rec.parent, rec.name)
+                touched.add(eid)
+            elif op == "r":
+                rescan.add(eid)
+        for eid in sorted(touched | rescan):
+            t = self.targets[eid]
+            if eid in rescan:
+                if t.entries is not None:
+                    t.entries.clear(eid)
+                t.index.scan(False)
+            t.index.flush()
+        self.applied += len(rows)

@@ -1,0 +1,69 @@
+"""The shared tables, created (and later migrated) by whichever head connects first.
+
+Creation runs under a transaction-level advisory lock, so two heads starting together do
+not race on ``CREATE TABLE IF NOT EXISTS`` (which is not atomic in PostgreSQL: the loser
+can fail on the catalog's unique index).  ``pysfsd_schema`` holds the version; each step
+in ``MIGRATIONS`` moves it by one, so an older cluster is brought forward in place.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_LOCK = 0x7079_7366_7364_0001   # "pysfsd" + 1: schema changes, one head at a time
+LOG_LOCK = 0x7079_7366_7364_0002      # writers of change_log: commits follow seq order
+SCANNER_LOCK = 0x7079_7366_7364_0003  # the scanner head's session lock
+
+MIGRATIONS: list[str] = [
+    # 1: what heads must agree on, and the change log
+    """
+    CREATE TABLE exports (
+        export_id serial PRIMARY KEY,
+        path text NOT NULL UNIQUE
+    );
+    CREATE TABLE queries (            -- placeholders whose query does not fit in the handle
+        export_id int NOT NULL,
+        qid bytea NOT NULL,
+        key bytea NOT NULL,
+        PRIMARY KEY (export_id, qid)
+    );
+    CREATE TABLE verifiers (          -- EXCLUSIVE CREATE: which verifier made which file
+        export_id int NOT NULL,
+        ino bigint NOT NULL,
+        gen bigint NOT NULL,
+        verf bytea NOT NULL,
+        PRIMARY KEY (export_id, ino)
+    );
+    CREATE TABLE change_log (
+        seq bigserial PRIMARY KEY,
+        head text NOT NULL,
+        export_id int NOT NULL,
+        op "char" NOT NULL,           -- e entry, i inode, p place, g gone, r rescan
+        ino bigint NOT NULL DEFAULT 0,
+        parent bigint NOT NULL DEFAULT 0,
+        gen bigint NOT NULL DEFAULT 0,
+        name bytea NOT NULL DEFAULT '',
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE heads (
+        head text PRIMARY KEY,
+        last_seq bigint NOT NULL DEFAULT 0,
+        seen_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+
+def ensure_schema(conn: Any) -> int:
+    """Create or migrate the tables; returns the schema version now in place."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS pysfsd_schema (version int NOT NULL)")
+        row = conn.execute("SELECT version FROM pysfsd_schema").fetchone()
+        version = row[0] if row else 0
+        if row is None:
+            conn.execute("INSERT INTO pysfsd_schema VALUES (0)")
+        for step in MIGRATIONS[version:]:
+            conn.execute(step)
+            version += 1
+        conn.execute("UPDATE pysfsd_schema SET version = %s", (version,))
+    return version
