@@ -257,7 +257,7 @@ class NfsServer:
         self.executor.shutdown(wait=True)
         log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
         if self.shared is not None:
-            self.shared.close()  # what this head changed last is published first
+            cluster.leave(self.shared, self.store)  # what this head changed last is published first
         for fs in self.exports.values():
             fs.close()
             if fs.ready.is_set():  # what clients changed last is in the index at the next start

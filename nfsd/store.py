@@ -194,7 +194,10 @@ class Store:
                 rec = self.get_object_committed(key)
                 return rec._replace(deleted=True) if rec is not None else None
         else:
-            return self.get_object_committed(key)
+            rec = self.get_object_committed(key)
+            if rec is None and self.shared is not None:  # never looked up here: the index knows
+                rec = self.shared.place(export_id, ino)
+            return rec
         parent, gen, flags = _OBJ_VAL.unpack_from(raw)
         return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
 

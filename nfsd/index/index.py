@@ -335,6 +335,13 @@ class Index:
         """Every path of a file (hard links have several), ``path_of``'s first."""
         return self._search.paths_of(ino)
 
+    def place_of(self, ino: int) -> tuple[int, int, bytes] | None:
+        """(parent inode, generation, name) the index last saw this inode at: how a cluster
+        head finds a file another head's handle names without searching (nfsd/shared)."""
+        with self._tables.env.begin() as txn:
+            rec = self._tables.file(txn, ino)
+        return None if rec is None or rec.tomb else (rec.parent, rec.gen, rec.name)
+
     def ino_of(self, relpath: bytes) -> int | None:
         return self._search.ino_of(relpath)
 

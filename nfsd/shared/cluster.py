@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .changelog import Follower, Target
+from .changelog import Follower, Row, Target
+
+RUNNING_KEY = b"shared:running"  # in the head's LMDB while it serves: found at start = it crashed
 
 
 def join(url: str | None, store: Any) -> Any:
@@ -15,21 +17,38 @@ def join(url: str | None, store: Any) -> Any:
     from .state import SharedState
     shared = SharedState(url)
     shared.start_seq = shared.log_position()
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        shared.crashed = txn.get(RUNNING_KEY) is not None
+        txn.put(RUNNING_KEY, b"1")
+    store.sync()
     store.shared = shared
     shared.publisher.start()
     return shared
+
+
+def leave(shared: Any, store: Any) -> None:
+    """Publish what is queued, stop following, and note the clean end."""
+    shared.close()
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        txn.delete(RUNNING_KEY)
 
 
 def publishing(index: Any, shared: Any, export_id: int) -> Any:
     """The index the semantic layer notes changes to: published too in a cluster."""
     if shared is None:
         return index
+    shared.add_index(export_id, index)
     from .publishing import PublishingIndex
     return PublishingIndex(index, shared, export_id)
 
 
 def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any) -> None:
     """Start applying the other heads' changes to this head's indexes and handle table."""
+    if shared.crashed:
+        # killed last time, maybe between a change and its log row: every head rescans (its
+        # own start-up scan has already caught up with whatever that change was)
+        for eid in exports:
+            shared.publisher.add(Row(eid, "r"))
     targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries)
                for eid, fs in exports.items()}
     shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))

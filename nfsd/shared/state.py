@@ -63,7 +63,9 @@ class SharedState:
             ensure_schema(conn)
         self.publisher = Publisher(self.connect, self.head)
         self.follower: Follower | None = None
-        self.start_seq = 0  # the log's end when this head started (``cluster.join``)
+        self._indexes: dict[int, Any] = {}  # export id -> this head's Index (``place``)
+        self.start_seq = 0
+        self.crashed = False  # the previous run of this head ended without ``close``  # the log's end when this head started (``cluster.join``)
 
     # -- connections ---------------------------------------------------------------------
     def connect(self) -> Any:
@@ -124,6 +126,23 @@ class SharedState:
         rows = self._call("SELECT verf FROM verifiers WHERE export_id = %s AND ino = %s AND gen = %s",
                           (export_id, ino, gen & 0xFFFFFFFF))
         return bytes(rows[0][0]) if rows else None
+
+    # -- where files are ---------------------------------------------------------------------
+    def add_index(self, export_id: int, index: Any) -> None:
+        self._indexes[export_id] = index
+
+    def place(self, export_id: int, ino: int) -> Any:
+        """The place (a ``store.ObjectRecord``) this head's index knows for an inode its handle
+        table does not: a file another head created (its log row applied to the index), or
+        one that existed before this head started.  So a handle any head issued resolves
+        here with a few key lookups, never a search of the tree."""
+        index = self._indexes.get(export_id)
+        found = index.place_of(ino) if index is not None else None
+        if found is None:
+            return None
+        from ..store import ObjectRecord
+        parent, gen, name = found
+        return ObjectRecord(parent, gen, name, False)
 
     # -- changes this head makes (published in batches by the publisher thread) ------------
     def note_entry(self, export_id: int, parent: int, name: bytes) -> None:

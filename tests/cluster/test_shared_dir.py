@@ -15,8 +15,8 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import (OK, SETATTR, create_ok, fh, getattr_, look, lookup, names, remove,
-                                rename, sattr, write)
+from tests.nfs3_helpers import (OK, SETATTR, create, create_ok, fh, getattr_, look, lookup, names, read,
+                                remove, rename, sattr, write)
 from tests.rpc_client import RpcClient
 
 pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
@@ -99,3 +99,77 @@ def test_changes_through_a_show_in_b_query_directories(two_heads) -> None:
         assert status == STALE
         status, _ = lookup(rb, src, b"late.h")
         assert status == nfs3.nfsstat3.NFS3ERR_NOENT
+
+
+EXCLUSIVE = nfs3.createmode3.EXCLUSIVE
+JUKEBOX = nfs3.nfsstat3.NFS3ERR_JUKEBOX
+
+
+def test_exclusive_create_retransmitted_to_the_other_head(two_heads) -> None:
+    """After a failover a client resends an EXCLUSIVE CREATE to the other head: it finds the
+    verifier the first head stored (in PostgreSQL) and answers with the same file; another
+    verifier still gets EXIST."""
+    a, b = two_heads
+    with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
+        root = ra.mount(a.export_b)
+        src = look(ra, root, b"src")
+        status, res = create(ra, src, b"once.c", EXCLUSIVE, b"verf0001")
+        assert status == OK, status
+        status, again = create(rb, src, b"once.c", EXCLUSIVE, b"verf0001")
+        assert status == OK, status
+        assert again.obj.data == res.obj.data
+        status, _ = create(rb, src, b"once.c", EXCLUSIVE, b"verf0002")
+        assert status == nfs3.nfsstat3.NFS3ERR_EXIST
+
+
+@pytest.fixture
+def own_pg() -> Iterator:
+    """A PostgreSQL of this test's own, which it stops and starts again."""
+    from scripts.cluster import postgres
+    from tests.cluster.conftest import _need_postgres
+    _need_postgres()
+    with postgres.Postgres.started() as server:
+        yield server
+
+
+def test_postgres_down_then_back(tmp_path: Path, own_pg) -> None:
+    """PostgreSQL stops: B still reads known files and answers its query directories from
+    its own LMDB; a change through A is kept (queued) and an EXCLUSIVE CREATE, which needs a
+    shared record, answers JUKEBOX.  PostgreSQL comes back: B catches up by itself."""
+    export = tmp_path / "export"
+    (export / "src").mkdir(parents=True)
+    (export / "src" / "main.c").write_bytes(b"int main(void) { return 0; }\n")
+    a, b = head(tmp_path, export, "a", own_pg.url), head(tmp_path, export, "b", own_pg.url)
+    try:
+        a.start()
+        b.start()
+        with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
+            root = ra.mount(a.export_b)
+            src = look(ra, root, b"src")
+            main_c = look(rb, src, b"main.c")
+            assert query(rb, root, b"ext:", b"c") == {b"main.c"}
+
+            own_pg.stop()
+            status, res = read(rb, main_c, 0, 100)
+            assert status == OK and res.data.startswith(b"int main"), status
+            assert query(rb, root, b"ext:", b"c") == {b"main.c"}
+            create_ok(ra, src, b"while-down.c")
+            status, _ = create(ra, src, b"excl.c", EXCLUSIVE, b"verf0001")
+            assert status == JUKEBOX
+            status, _ = lookup(ra, src, b"excl.c")
+            assert status == nfs3.nfsstat3.NFS3ERR_NOENT          # undone: retried later
+
+            own_pg.start()
+            start = time.monotonic()
+            while b"while-down.c" not in query(rb, root, b"ext:", b"c"):
+                assert time.monotonic() - start < 10, "B did not catch up"
+                time.sleep(0.1)
+            deadline = time.monotonic() + 5
+            while (status := create(ra, src, b"excl.c", EXCLUSIVE, b"verf0001")[0]) == JUKEBOX:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert status == OK
+    finally:
+        for h in (a, b):
+            log = h.stop()
+            assert "Traceback" not in log, log
