@@ -70,6 +70,7 @@ class ServerConfig:
     client_portmap_port: int = PMAP_PORT  # where lock callbacks find clients' portmappers (tests)
     nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
     shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
+    shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -186,7 +187,8 @@ class NfsServer:
             fs.ready.set()
         self.indexed.set()
         if self.shared is not None:  # apply the other heads' changes from now on
-            cluster.follow(self.shared, self.store, self.exports, self.nfs.entries)
+            cluster.follow(self.shared, self.store, self.exports, self.nfs.entries,
+                           self.config.shared_scan_seconds)
         for fs in self.exports.values():
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 

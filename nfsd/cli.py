@@ -155,6 +155,9 @@ def build_parser(server: bool = True) -> Parser:
                    help="PostgreSQL URL (postgresql://host/db): be one head of several over a shared "
                         "file system such as CephFS, sharing handles, verifiers and index changes "
                         "(docs/cluster.rst; needs the cluster extra)")
+    g.add_argument("--shared-scan-seconds", type=float, default=30.0, metavar="SECONDS",
+                   help="with --shared-state: how often the scanner head (one per cluster) looks for "
+                        "changes made outside NFS (default %(default)g; 0: this head never scans)")
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")
@@ -240,7 +243,7 @@ def _main(argv: list[str]) -> int:
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
                           locks=args.locks, grace_period=args.grace_period,
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
-                          shared_state=args.shared_state,
+                          shared_state=args.shared_state, shared_scan_seconds=args.shared_scan_seconds,
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))

@@ -42,8 +42,9 @@ def publishing(index: Any, shared: Any, export_id: int) -> Any:
     return PublishingIndex(index, shared, export_id)
 
 
-def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any) -> None:
-    """Start applying the other heads' changes to this head's indexes and handle table."""
+def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_seconds: float) -> None:
+    """Start applying the other heads' changes to this head's indexes and handle table, and
+    be a candidate for the scanner head (``scan_seconds`` 0: never)."""
     if shared.crashed:
         # killed last time, maybe between a change and its log row: every head rescans (its
         # own start-up scan has already caught up with whatever that change was)
@@ -52,3 +53,8 @@ def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any) -> No
     targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries)
                for eid, fs in exports.items()}
     shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))
+    if scan_seconds > 0:
+        from .scanner import Scanner
+        shared.scanner = Scanner(shared.connect, {eid: (fs.root_path, targets[eid].index, fs.index)
+                                                  for eid, fs in exports.items()}, scan_seconds)
+        shared.scanner.start()

@@ -63,6 +63,7 @@ class SharedState:
             ensure_schema(conn)
         self.publisher = Publisher(self.connect, self.head)
         self.follower: Follower | None = None
+        self.scanner: Any = None   # scanner.Scanner once following
         self._indexes: dict[int, Any] = {}  # export id -> this head's Index (``place``)
         self.start_seq = 0
         self.crashed = False  # the previous run of this head ended without ``close``  # the log's end when this head started (``cluster.join``)
@@ -168,6 +169,8 @@ class SharedState:
         follower.start()
 
     def close(self) -> None:
+        if self.scanner is not None:
+            self.scanner.close()
         self.publisher.close()
         if self.follower is not None:
             self.follower.close()

@@ -24,10 +24,13 @@ pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[clus
 STALE = nfs3.nfsstat3.NFS3ERR_STALE
 
 
-def head(tmp_path: Path, export: Path, tag: str, url: str) -> ServerProcess:
+def head(tmp_path: Path, export: Path, tag: str, url: str, *args: str) -> ServerProcess:
+    """Head ``tag`` over ``export`` (not started); the scanner head role stays off unless
+    ``args`` turn it on, so only the change log can carry changes between heads."""
     state = tmp_path / tag / "state"
     state.parent.mkdir()
-    return ServerProcess(export, state, args=("--no-watch", "--no-locks", "--shared-state", url))
+    return ServerProcess(export, state, args=("--no-watch", "--no-locks", "--shared-state", url,
+                                              *(args or ("--shared-scan-seconds", "0"))))
 
 
 @pytest.fixture
