@@ -269,14 +269,23 @@ class Follower:
         (a place, a tombstone), then notes to the index, then one flush per export."""
         touched: set[int] = set()
         rescan: set[int] = set()
+        places: dict[int, list[tuple[int, int, int, bytes]]] = {}  # consecutive ones: one write
+
+        def put_places() -> None:
+            for eid, recs in places.items():
+                self.targets[eid].local.store.put_objects(eid, recs, publish=False)
+            places.clear()
+
         for _seq, _head, eid, op, ino, parent, gen, name in rows:
             t = self.targets.get(eid)
             if t is None:
                 continue
             name = bytes(name)
             if op == "p":
-                t.local.store.put_objects(eid, [(ino, parent, gen, name)], publish=False)
-            elif op == "g":
+                places.setdefault(eid, []).append((ino, parent, gen, name))
+                continue
+            put_places()
+            if op == "g":
                 t.local.store.mark_deleted(eid, ino, publish=False)
             elif op == "e":
                 t.index.note_entry(parent, name)
@@ -292,6 +301,7 @@ class Follower:
                 touched.add(eid)
             elif op == "r":
                 rescan.add(eid)
+        put_places()
         for eid in sorted(touched | rescan):
             t = self.targets[eid]
             if eid in rescan:
