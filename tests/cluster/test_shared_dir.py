@@ -176,3 +176,22 @@ def test_postgres_down_then_back(tmp_path: Path, own_pg) -> None:
         for h in (a, b):
             log = h.stop()
             assert "Traceback" not in log, log
+
+
+def test_head_killed_before_its_log_row_is_repaired_on_restart(two_heads) -> None:
+    """A head killed (SIGKILL) between a change to the file system and its log row: the
+    change is made behind both heads here (so no row exists, as if the head died before
+    writing it), A is restarted, finds it was killed, and makes every head rescan: B shows
+    the file (no scanner head runs in these tests)."""
+    import signal
+    a, b = two_heads
+    with RpcClient(b.port) as rb:
+        root = rb.mount(b.export_b)
+        assert query(rb, root, b"ext:", b"c") == {b"main.c"}
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        (a.export / "src" / "orphan.c").write_bytes(b"int orphan;\n")
+        time.sleep(1.5)
+        assert b"orphan.c" not in query(rb, root, b"ext:", b"c")   # nobody told B
+        a.restart(signal.SIGKILL)
+        within_2s(lambda: b"orphan.c" in query(rb, root, b"ext:", b"c"))
