@@ -23,6 +23,12 @@ LMDB after each applied batch, only saves work: a crash between the index's comm
 Following: ``Follower`` LISTENs, and reads ``seq > last_seq ORDER BY seq`` on every
 notification and at least once a second (a NOTIFY is lost when nobody listens: it only
 wakes), and after every reconnect, so a head that was cut off catches up by itself.
+
+Pruning: every ``report_seconds`` a follower records its ``last_seq`` in ``heads`` and
+deletes the rows every head seen within ``dead_after`` has applied and that are older than
+``prune_age``, moving ``log_floor`` past them.  A head that comes back with ``last_seq``
+below the floor (away longer than ``dead_after``) cannot replay what it missed: it rescans
+every export instead.
 """
 from __future__ import annotations
 
@@ -207,6 +213,11 @@ class Follower:
         if self.last_seq is None:
             self.last_seq = start_seq
         self.applied = 0
+        self.rescans = 0                    # times the log was pruned past this head
+        self.report_seconds = 30.0
+        self.prune_age = 600.0              # s: rows younger than this are kept anyway
+        self.dead_after = 3600.0            # s: heads silent this long do not hold pruning back
+        self._reported = 0.0
         self.caught_up = threading.Event()  # the log was read to its end at least once
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pysfsd-follow", daemon=True)
@@ -235,9 +246,12 @@ class Follower:
                 if conn is None or conn.closed:
                     conn = self._connect()
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._check_floor(conn)
                 while self._read_some(conn):
                     pass
                 self.caught_up.set()
+                if time.monotonic() - self._reported >= self.report_seconds:
+                    self.report(conn)
                 for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
                     pass
             except Exception as exc:
@@ -252,6 +266,37 @@ class Follower:
                 self._closed.wait(RECONNECT_SECONDS)
         if conn is not None:
             conn.close()
+
+    def _check_floor(self, conn: Any) -> None:
+        floor = int(conn.execute("SELECT pruned_below FROM log_floor").fetchone()[0])
+        if self.last_seq + 1 < floor:
+            log.warning("shared state: the change log was pruned past this head (at %d, log from %d): "
+                        "rescanning", self.last_seq, floor)
+            self.apply([(0, "", eid, "r", 0, 0, 0, b"") for eid in self.targets])
+            self.rescans += 1
+            self.last_seq = floor - 1
+            self._save_last_seq()
+
+    def report(self, conn: Any) -> int:
+        """Record this head's position, prune what every live head has applied; returns the
+        rows deleted."""
+        self._reported = time.monotonic()
+        with conn.transaction():
+            conn.execute("INSERT INTO heads (head, last_seq, seen_at) VALUES (%s, %s, now()) "
+                         "ON CONFLICT (head) DO UPDATE SET last_seq = EXCLUDED.last_seq, seen_at = now()",
+                         (self.head, self.last_seq))
+            conn.execute("DELETE FROM heads WHERE seen_at < now() - make_interval(secs => %s)",
+                         (self.dead_after * 24,))
+            row = conn.execute(
+                "SELECT max(seq) FROM change_log WHERE at < now() - make_interval(secs => %s) "
+                "AND seq <= (SELECT min(last_seq) FROM heads WHERE seen_at > now() - make_interval(secs => %s))",
+                (self.prune_age, self.dead_after)).fetchone()
+            upto = row[0] if row else None
+            if upto is None:
+                return 0
+            deleted = conn.execute("DELETE FROM change_log WHERE seq <= %s", (upto,)).rowcount
+            conn.execute("UPDATE log_floor SET pruned_below = greatest(pruned_below, %s)", (upto + 1,))
+        return deleted
 
     def _read_some(self, conn: Any) -> bool:
         """Apply the next rows; True if there may be more."""

@@ -50,6 +50,11 @@ MIGRATIONS: list[str] = [
         seen_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 2: where the log was pruned, so a head that was away longer than that knows to rescan
+    """
+    CREATE TABLE log_floor (pruned_below bigint NOT NULL);
+    INSERT INTO log_floor VALUES (0);
+    """,
 ]
 
 
