@@ -209,9 +209,8 @@ class Follower:
         self.head = head
         self.store = store
         self.targets = targets
-        self.last_seq = self._load_last_seq()
-        if self.last_seq is None:
-            self.last_seq = start_seq
+        saved = self._load_last_seq()
+        self.last_seq: int = start_seq if saved is None else saved
         self.applied = 0
         self.rescans = 0                    # times the log was pruned past this head
         self.report_seconds = 30.0
