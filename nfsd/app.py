@@ -202,7 +202,7 @@ class NfsServer:
         """Watch first (so nothing changed during the scan is missed), then scan: the first
         time everything, later only what changed since (progress bar on a terminal)."""
         loop = asyncio.get_running_loop()
-        index = fs.index
+        index = cluster.watched(fs.index)
         if self.config.watch:
             entries = self.nfs.entries
 

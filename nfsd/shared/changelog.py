@@ -1,8 +1,10 @@
 """The durable change log: every head publishes the changes it makes, and applies the others'.
 
-Publishing: ``Publisher.add`` only queues a row (the NFS call does not wait for PostgreSQL);
-a thread writes the queue in one transaction per batch, a few milliseconds after the first
-row arrived, then ``pg_notify``.  Every batch first takes ``pg_advisory_xact_lock(LOG_LOCK)``
+Publishing: ``Publisher.add`` queues a row; a thread writes the queue in one transaction per
+batch, a few milliseconds after the first row arrived, then ``pg_notify``.  A namespace
+change (create, remove, rename, link) waits for its row's commit before its reply
+(``wait_for``: concurrent calls share one transaction), so a head killed after its reply
+cannot have lost the row; a WRITE or SETATTR does not wait (see docs/cluster.rst).  Every batch first takes ``pg_advisory_xact_lock(LOG_LOCK)``
 and holds it to its commit, so sequence numbers are handed out and committed in the same
 order: a reader that has seen seq N has seen every committed row below N (a sequence number
 taken by a transaction that rolled back stays a gap for good).  Rows naming the same thing
@@ -79,15 +81,19 @@ class Publisher:
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
+        self._taken = 0
         self._closed = False
         self.connected = False
         self.published = 0                    # rows written (a figure for the bench script)
+        self._added = 0                       # tickets: rows ever queued ...
+        self._done = 0                        # ... and how many of those are committed
         self._thread = threading.Thread(target=self._run, name="pysfsd-publish", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row) -> int:
+        """Queue a row; returns its ticket for ``wait_for``."""
         with self._cond:
             key = row.key()
             self._pending.pop(key, None)
@@ -95,7 +101,21 @@ class Publisher:
             if len(self._pending) > MAX_PENDING:
                 self._overflowed.update(r.export_id for r in self._pending.values())
                 self._pending.clear()
+            self._added += 1
             self._cond.notify()
+            return self._added
+
+    def wait_for(self, ticket: int, timeout: float = 2.0) -> bool:
+        """Wait until the row of ``ticket`` (and every row queued before it) is committed;
+        at once False while PostgreSQL is unreachable (the row stays queued)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._done < ticket:
+                left = deadline - time.monotonic()
+                if not self.connected or left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
     def wait_published(self, timeout: float = 10.0) -> bool:
         """Whether everything queued so far was written within ``timeout`` (tests, bench)."""
@@ -129,6 +149,7 @@ class Publisher:
             rows, self._pending = list(self._pending.values()), {}
             overflowed, self._overflowed = self._overflowed, set()
             self._busy = True
+            self._taken = self._added
         return rows, overflowed
 
     def _put_back(self, rows: list[Row], overflowed: set[int]) -> None:
@@ -161,6 +182,8 @@ class Publisher:
                 if self.connected:
                     log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
                 self.connected = False
+                with self._cond:
+                    self._cond.notify_all()   # waiters stop waiting: the rows stay queued
                 try:
                     if conn is not None:
                         conn.close()
@@ -174,6 +197,7 @@ class Publisher:
             self.published += len(rows)
             with self._cond:
                 self._busy = False
+                self._done = self._taken
                 self._cond.notify_all()
         if conn is not None:
             conn.close()

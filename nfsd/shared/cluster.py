@@ -42,6 +42,12 @@ def publishing(index: Any, shared: Any, export_id: int) -> Any:
     return PublishingIndex(index, shared, export_id)
 
 
+def watched(index: Any) -> Any:
+    """The index the inotify watcher notes to: published without waiting in a cluster."""
+    found = getattr(index, "found", None)
+    return found() if found is not None else index
+
+
 def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_seconds: float) -> None:
     """Start applying the other heads' changes to this head's indexes and handle table, and
     be a candidate for the scanner head (``scan_seconds`` 0: never)."""
@@ -55,6 +61,6 @@ def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_
     shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))
     if scan_seconds > 0:
         from .scanner import Scanner
-        shared.scanner = Scanner(shared.connect, {eid: (fs.root_path, targets[eid].index, fs.index)
+        shared.scanner = Scanner(shared.connect, {eid: (fs.root_path, targets[eid].index, fs.index.found())
                                                   for eid, fs in exports.items()}, scan_seconds)
         shared.scanner.start()

@@ -9,14 +9,23 @@ from typing import Any
 
 
 class PublishingIndex:
-    def __init__(self, index: Any, shared: Any, export_id: int) -> None:
+    """``wait``: a namespace change noted returns once its row is committed (a call's reply
+    must not announce what the other heads could never learn of); the watcher and the
+    scanner note without waiting (``found``)."""
+
+    def __init__(self, index: Any, shared: Any, export_id: int, wait: bool = True) -> None:
         self.inner = index
         self._shared = shared
         self._export_id = export_id
+        self._wait = wait
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         self.inner.note_entry(dir_ino, name)
-        self._shared.note_entry(self._export_id, dir_ino, name)
+        self._shared.note_entry(self._export_id, dir_ino, name, self._wait)
+
+    def found(self) -> "PublishingIndex":
+        """This index for noting changes found rather than made (inotify, the scanner)."""
+        return PublishingIndex(self.inner, self._shared, self._export_id, wait=False)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
         self.inner.note_ino(ino, force)

@@ -146,8 +146,13 @@ class SharedState:
         return ObjectRecord(parent, gen, name, False)
 
     # -- changes this head makes (published in batches by the publisher thread) ------------
-    def note_entry(self, export_id: int, parent: int, name: bytes) -> None:
-        self.publisher.add(Row(export_id, "e", 0, parent, 0, name))
+    def note_entry(self, export_id: int, parent: int, name: bytes, wait: bool = True) -> None:
+        """A namespace change; with ``wait``, returns once its row (and the place rows queued
+        before it) is committed, so no reply announces a change the other heads can never
+        learn of (unless PostgreSQL is away: then the row waits in the queue)."""
+        ticket = self.publisher.add(Row(export_id, "e", 0, parent, 0, name))
+        if wait:
+            self.publisher.wait_for(ticket)
 
     def note_ino(self, export_id: int, ino: int) -> None:
         self.publisher.add(Row(export_id, "i", ino))
