@@ -1,16 +1,18 @@
 """The durable change log: every head publishes the changes it makes, and applies the others'.
 
-Publishing: ``Publisher.add`` queues a row; a thread writes the queue in one transaction per
-batch, a few milliseconds after the first row arrived, then ``pg_notify``.  A namespace
-change (create, remove, rename, link) waits for its row's commit before its reply
-(``wait_for``: concurrent calls share one transaction), so a head killed after its reply
-cannot have lost the row; a WRITE or SETATTR does not wait (see docs/cluster.rst).  Every batch first takes ``pg_advisory_xact_lock(LOG_LOCK)``
-and holds it to its commit, so sequence numbers are handed out and committed in the same
-order: a reader that has seen seq N has seen every committed row below N (a sequence number
-taken by a transaction that rolled back stays a gap for good).  Rows naming the same thing
-collapse in the queue (a file written a thousand times in a burst is one row).  While
-PostgreSQL is unreachable the queue waits (``MAX_PENDING`` rows at most; past that it is
-replaced by one "rescan" row per export, which makes the other heads rescan).
+Publishing: ``Publisher.add`` queues a row; a thread writes the queue in one transaction
+per batch (what was queued while the previous batch committed: group commit) through the
+``pysfsd_publish`` function (``schema``: one statement, one round trip), which takes
+``pg_advisory_xact_lock(LOG_LOCK)``, inserts, and notifies.  The lock is held to the
+commit, so sequence numbers are handed out and committed in the same order: a reader that
+has seen seq N has seen every committed row below N (a sequence number taken by a
+transaction that rolled back stays a gap for good).  A namespace change (create, remove,
+rename, link) waits for its row's commit before its reply (``wait_for``), so a head killed
+after its reply cannot have lost the row; a WRITE or SETATTR does not wait (see
+docs/cluster.rst).  Rows naming the same thing collapse in the queue (a file written a
+thousand times in a burst is one row).  While PostgreSQL is unreachable nothing waits and
+the queue keeps (``MAX_PENDING`` rows at most; past that it is replaced by one "rescan" row
+per export, which makes the other heads rescan).
 
 A row says *what* to look at, never what the head found there: ``e`` an entry
 (parent inode, name) appeared, changed or vanished; ``i`` an inode's content or attributes
@@ -22,8 +24,8 @@ handle table.  So applying a row twice does nothing new, and ``last_seq``, kept 
 LMDB after each applied batch, only saves work: a crash between the index's commit and
 ``last_seq``'s re-applies a batch harmlessly.
 
-Following: ``Follower`` LISTENs, and reads ``seq > last_seq ORDER BY seq`` on every
-notification and at least once a second (a NOTIFY is lost when nobody listens: it only
+Following: ``Follower`` LISTENs, and reads ``seq > last_seq ORDER BY seq`` on every other
+head's notification and at least once a second (a NOTIFY is lost when nobody listens: it only
 wakes), and after every reconnect, so a head that was cut off catches up by itself.
 
 Pruning: every ``report_seconds`` a follower records its ``last_seq`` in ``heads`` and
@@ -41,12 +43,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from .schema import LOG_LOCK
 
 log = logging.getLogger("pysfsd.shared")
 
 CHANNEL = "pysfsd_changes"
-BATCH_DELAY = 0.003      # s: rows arriving this soon after the first share its transaction
+BATCH_DELAY = 0.0        # s: no wait: rows queued while a batch commits form the next one
 MAX_PENDING = 200_000    # rows queued while PostgreSQL is away; beyond, one rescan row
 POLL_SECONDS = 1.0       # a follower reads the log at least this often
 APPLY_BATCH = 5000       # rows read per query
@@ -128,15 +129,18 @@ class Publisher:
                 self._cond.wait(min(left, 0.05))
         return True
 
-    def close(self) -> None:
-        """Publish what is queued (a few seconds at most), then stop."""
-        if self._thread.is_alive():
+    def close(self) -> bool:
+        """Publish what is queued (a few seconds at most, none while PostgreSQL is away),
+        then stop; whether everything queued was published."""
+        if self._thread.is_alive() and self.connected:
             self.wait_published(5.0)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
+        with self._cond:
+            return not (self._pending or self._overflowed or self._busy)
 
     def _take(self) -> tuple[list[Row], set[int]] | None:
         with self._cond:
@@ -144,7 +148,8 @@ class Publisher:
                 self._cond.wait()
             if self._closed:
                 return None
-        time.sleep(BATCH_DELAY)  # let a burst's rows join this transaction
+        if BATCH_DELAY:
+            time.sleep(BATCH_DELAY)
         with self._cond:
             rows, self._pending = list(self._pending.values()), {}
             overflowed, self._overflowed = self._overflowed, set()
@@ -165,6 +170,11 @@ class Publisher:
 
     def _run(self) -> None:
         conn = None
+        try:
+            conn = self._connect()
+            self.connected = True
+        except Exception as exc:
+            log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
         while True:
             taken = self._take()
             if taken is None:
@@ -203,13 +213,11 @@ class Publisher:
             conn.close()
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO change_log (head, export_id, op, ino, parent, gen, name) "
-                                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                                [(self.head, r.export_id, r.op, r.ino, r.parent, r.gen, r.name) for r in rows])
-            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        """One statement, so one round trip and (autocommit) one transaction: see the
+        ``pysfsd_publish`` function in ``schema``."""
+        conn.execute("SELECT pysfsd_publish(%s, %s, %s, %s, %s, %s, %s)",
+                     (self.head, [r.export_id for r in rows], [r.op for r in rows], [r.ino for r in rows],
+                      [r.parent for r in rows], [r.gen for r in rows], [r.name for r in rows]))
 
 
 @dataclass
@@ -241,6 +249,7 @@ class Follower:
         self.prune_age = 600.0              # s: rows younger than this are kept anyway
         self.dead_after = 3600.0            # s: heads silent this long do not hold pruning back
         self._reported = 0.0
+        self._saved = 0.0
         self.caught_up = threading.Event()  # the log was read to its end at least once
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pysfsd-follow", daemon=True)
@@ -259,6 +268,7 @@ class Follower:
         return None if raw is None else _SEQ.unpack(raw)[0]
 
     def _save_last_seq(self) -> None:
+        self._saved = time.monotonic()
         with self.store.writing(), self.store.env.begin(write=True, db=self.store.meta) as txn:
             txn.put(LAST_SEQ_KEY, _SEQ.pack(self.last_seq))
 
@@ -275,8 +285,7 @@ class Follower:
                 self.caught_up.set()
                 if time.monotonic() - self._reported >= self.report_seconds:
                     self.report(conn)
-                for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                    pass
+                self._wait_for_others(conn)
             except Exception as exc:
                 if conn is not None:
                     log.warning("shared state: following the change log stopped (retrying): %s",
@@ -289,6 +298,15 @@ class Follower:
                 self._closed.wait(RECONNECT_SECONDS)
         if conn is not None:
             conn.close()
+
+    def _wait_for_others(self, conn: Any) -> None:
+        """Until another head's notification, or POLL_SECONDS (this head's own rows need no
+        work here: they are skipped when read with the others', or at the next poll)."""
+        deadline = time.monotonic() + POLL_SECONDS
+        while (left := deadline - time.monotonic()) > 0 and not self._closed.is_set():
+            for n in conn.notifies(timeout=left, stop_after=1):
+                if n.payload != self.head:
+                    return
 
     def _check_floor(self, conn: Any) -> None:
         floor = int(conn.execute("SELECT pruned_below FROM log_floor").fetchone()[0])
@@ -327,9 +345,12 @@ class Follower:
                             "WHERE seq > %s ORDER BY seq LIMIT %s", (self.last_seq, APPLY_BATCH)).fetchall()
         if not rows:
             return False
-        self.apply([r for r in rows if r[1] != self.head])
+        others = [r for r in rows if r[1] != self.head]
+        if others:
+            self.apply(others)
         self.last_seq = rows[-1][0]
-        self._save_last_seq()
+        if others or time.monotonic() - self._saved > POLL_SECONDS:
+            self._save_last_seq()   # only saves work after a crash: not for own rows alone
         return len(rows) == APPLY_BATCH
 
     def apply(self, rows: list[tuple]) -> None:

@@ -27,8 +27,10 @@ def join(url: str | None, store: Any) -> Any:
 
 
 def leave(shared: Any, store: Any) -> None:
-    """Publish what is queued, stop following, and note the clean end."""
-    shared.close()
+    """Publish what is queued, stop following, and note the clean end; if some change could
+    not be published (PostgreSQL away), the next start makes every head rescan instead."""
+    if not shared.close():
+        return
     with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
         txn.delete(RUNNING_KEY)
 

@@ -55,6 +55,21 @@ MIGRATIONS: list[str] = [
     CREATE TABLE log_floor (pruned_below bigint NOT NULL);
     INSERT INTO log_floor VALUES (0);
     """,
+    # 3: a batch of log rows in one statement (one round trip, one transaction): the lock
+    # that makes commit order follow seq order, the rows in their order, the notification
+    """
+    CREATE FUNCTION pysfsd_publish(p_head text, p_export int[], p_op text[], p_ino bigint[],
+                                   p_parent bigint[], p_gen bigint[], p_name bytea[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(%d);
+        INSERT INTO change_log (head, export_id, op, ino, parent, gen, name)
+            SELECT p_head, e, o::"char", i, p, g, n
+            FROM unnest(p_export, p_op, p_ino, p_parent, p_gen, p_name) WITH ORDINALITY AS u(e, o, i, p, g, n, k)
+            ORDER BY k;
+        PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own
+    END $$;
+    """ % LOG_LOCK,
 ]
 
 

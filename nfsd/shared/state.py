@@ -173,13 +173,15 @@ class SharedState:
         self.follower = follower
         follower.start()
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop; whether every change this head made was published."""
         if self.scanner is not None:
             self.scanner.close()
-        self.publisher.close()
+        published = self.publisher.close()
         if self.follower is not None:
             self.follower.close()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        return published
