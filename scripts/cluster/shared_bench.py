@@ -11,7 +11,7 @@ changes between them) with ``--shared-state`` on a PostgreSQL started here; then
 3. throughput: ``--clients`` client processes doing CREATEs, all on one head, against the
    same clients split over two heads.
 
-    python scripts/cluster/shared_bench.py [--changes 200] [--creates 2000] [--clients 4]
+    python scripts/cluster/shared_bench.py [--changes 200] [--creates 2000] [--clients 4] [--no-fsync]
 
 On a plain directory both heads share one kernel, so this measures pysfsd and PostgreSQL,
 not CephFS (whose MDS adds its own round trips to every create).
@@ -115,11 +115,13 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=200)
     ap.add_argument("--creates", type=int, default=2000, help="CREATEs per run (split over clients)")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--no-fsync", action="store_true",
+                    help="PostgreSQL with fsync and synchronous_commit off (what the commit wait costs)")
     opts = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pysfsd-shared-bench-"))
     export = base / "export"
     export.mkdir()
-    with Postgres.started() as pg:
+    with Postgres.started(durable=not opts.no_fsync) as pg:
         # 1. propagation
         (export / "prop").mkdir()
         with head(export, base / "a", pg.url) as a, head(export, base / "b", pg.url) as b:
