@@ -47,7 +47,6 @@ from typing import Any, Callable, NamedTuple
 log = logging.getLogger("pysfsd.shared")
 
 CHANNEL = "pysfsd_changes"
-BATCH_DELAY = 0.0        # s: no wait: rows queued while a batch commits form the next one
 MAX_PENDING = 200_000    # rows queued while PostgreSQL is away; beyond, one rescan row
 POLL_SECONDS = 1.0       # a follower reads the log at least this often
 APPLY_BATCH = 5000       # rows read per query
@@ -73,16 +72,20 @@ class Row(NamedTuple):
 
 
 class Publisher:
-    """Writes queued rows to ``change_log`` in batches, from its own thread and connection."""
+    """Writes queued rows to ``change_log`` in batches, one batch in flight at a time (the
+    ``_writer`` lock).  A call that waits for its row writes the batch itself when no other
+    is in flight (leader-based group commit: no hand-off to another thread); rows nobody
+    waits for are written by the publisher thread, which also retries after failures."""
 
     def __init__(self, connect: Callable[[], Any], head: str) -> None:
         self._connect = connect
         self.head = head
         self._cond = threading.Condition()
+        self._writer = threading.Lock()
+        self._conn: Any = None                # used under ``_writer``
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
-        self._taken = 0
         self._closed = False
         self.connected = False
         self.published = 0                    # rows written (a figure for the bench script)
@@ -93,8 +96,11 @@ class Publisher:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, row: Row) -> int:
-        """Queue a row; returns its ticket for ``wait_for``."""
+    def add(self, row: Row, wake: bool = True) -> int:
+        """Queue a row; returns its ticket for ``wait_for``.  ``wake``: the publisher thread
+        writes it now; else it goes with the next batch anyway (a caller that will wait for
+        it writes it itself; a place row goes with the namespace change's row that follows
+        it; at the latest the thread's once-a-second look)."""
         with self._cond:
             key = row.key()
             self._pending.pop(key, None)
@@ -103,25 +109,33 @@ class Publisher:
                 self._overflowed.update(r.export_id for r in self._pending.values())
                 self._pending.clear()
             self._added += 1
-            self._cond.notify()
+            if wake:
+                self._cond.notify()
             return self._added
 
     def wait_for(self, ticket: int, timeout: float = 2.0) -> bool:
-        """Wait until the row of ``ticket`` (and every row queued before it) is committed;
-        at once False while PostgreSQL is unreachable (the row stays queued)."""
+        """Until the row of ``ticket`` (and every row queued before it) is committed; at
+        once False while PostgreSQL is unreachable (the row stays queued)."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._done < ticket:
-                left = deadline - time.monotonic()
-                if not self.connected or left <= 0:
-                    return False
-                self._cond.wait(left)
+        while self._done < ticket:
+            left = deadline - time.monotonic()
+            if not self.connected or left <= 0:
+                with self._cond:
+                    self._cond.notify()   # the publisher thread takes it from here
+                return False
+            if self._writer.acquire(timeout=left):
+                try:
+                    if self._done < ticket:
+                        self._batch()
+                finally:
+                    self._writer.release()
         return True
 
     def wait_published(self, timeout: float = 10.0) -> bool:
         """Whether everything queued so far was written within ``timeout`` (tests, bench)."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._cond.notify()
             while self._pending or self._overflowed or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -139,25 +153,51 @@ class Publisher:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
+        with self._writer:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         with self._cond:
             return not (self._pending or self._overflowed or self._busy)
 
-    def _take(self) -> tuple[list[Row], set[int]] | None:
+    def _batch(self) -> bool:
+        """Under ``_writer``: write what is queued as one transaction; False if PostgreSQL
+        could not take it (the rows are queued again)."""
         with self._cond:
-            while not (self._pending or self._overflowed or self._closed):
-                self._cond.wait()
-            if self._closed:
-                return None
-        if BATCH_DELAY:
-            time.sleep(BATCH_DELAY)
-        with self._cond:
+            if not (self._pending or self._overflowed):
+                return True
             rows, self._pending = list(self._pending.values()), {}
             overflowed, self._overflowed = self._overflowed, set()
+            taken = self._added
             self._busy = True
-            self._taken = self._added
-        return rows, overflowed
+        rows += [Row(eid, "r") for eid in sorted(overflowed)]
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+                if not self.connected and self.published:
+                    log.warning("shared state: publishing changes again")
+            self._write(self._conn, rows)
+        except Exception as exc:  # psycopg.Error, and OSError from the socket
+            if self.connected or not self.published:
+                log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
+            self.connected = False
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+            self._put_back(rows)
+            return False
+        self.connected = True
+        self.published += len(rows)
+        with self._cond:
+            self._busy = False
+            self._done = max(self._done, taken)
+            self._cond.notify_all()
+        return True
 
-    def _put_back(self, rows: list[Row], overflowed: set[int]) -> None:
+    def _put_back(self, rows: list[Row]) -> None:
         with self._cond:
             newer, self._pending = self._pending, {}
             for r in rows:
@@ -165,52 +205,27 @@ class Publisher:
             for key, r in newer.items():
                 self._pending.pop(key, None)
                 self._pending[key] = r
-            self._overflowed |= overflowed
             self._busy = False
+            self._cond.notify_all()   # waiters stop waiting: the rows stay queued
 
     def _run(self) -> None:
-        conn = None
-        try:
-            conn = self._connect()
-            self.connected = True
-        except Exception as exc:
-            log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
-        while True:
-            taken = self._take()
-            if taken is None:
-                break
-            rows, overflowed = taken
-            rows += [Row(eid, "r") for eid in sorted(overflowed)]
+        with self._writer:
             try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
-                    if not self.connected:
-                        log.warning("shared state: publishing changes again")
-                    self.connected = True
-                self._write(conn, rows)
-            except Exception as exc:  # psycopg.Error, and OSError from the socket
-                if self.connected:
-                    log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
-                self.connected = False
-                with self._cond:
-                    self._cond.notify_all()   # waiters stop waiting: the rows stay queued
-                try:
-                    if conn is not None:
-                        conn.close()
-                except Exception:
-                    pass
-                conn = None
-                self._put_back(rows, set())
+                self._conn = self._connect()
+                self.connected = True
+            except Exception as exc:
+                log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
+        while True:
+            with self._cond:
+                if not (self._pending or self._overflowed or self._closed):
+                    self._cond.wait(RECONNECT_SECONDS)   # woken by rows nobody waits for
+                if self._closed:
+                    break
+            with self._writer:
+                ok = self._batch()
+            if not ok:
                 with self._cond:
                     self._cond.wait(RECONNECT_SECONDS)
-                continue
-            self.published += len(rows)
-            with self._cond:
-                self._busy = False
-                self._done = self._taken
-                self._cond.notify_all()
-        if conn is not None:
-            conn.close()
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the

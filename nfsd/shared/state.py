@@ -150,7 +150,7 @@ class SharedState:
         """A namespace change; with ``wait``, returns once its row (and the place rows queued
         before it) is committed, so no reply announces a change the other heads can never
         learn of (unless PostgreSQL is away: then the row waits in the queue)."""
-        ticket = self.publisher.add(Row(export_id, "e", 0, parent, 0, name))
+        ticket = self.publisher.add(Row(export_id, "e", 0, parent, 0, name), wake=not wait)
         if wait:
             self.publisher.wait_for(ticket)
 
@@ -158,10 +158,10 @@ class SharedState:
         self.publisher.add(Row(export_id, "i", ino))
 
     def note_place(self, export_id: int, ino: int, parent: int, gen: int, name: bytes) -> None:
-        self.publisher.add(Row(export_id, "p", ino, parent, gen & 0xFFFFFFFF, name))
+        self.publisher.add(Row(export_id, "p", ino, parent, gen & 0xFFFFFFFF, name), wake=False)
 
     def note_gone(self, export_id: int, ino: int) -> None:
-        self.publisher.add(Row(export_id, "g", ino))
+        self.publisher.add(Row(export_id, "g", ino), wake=False)
 
     def log_position(self) -> int:
         """The newest sequence number in the change log (where a new head starts following)."""
