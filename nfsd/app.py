@@ -116,7 +116,7 @@ class NfsServer:
         self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
-            eid = self.store.export_id(root) if self.shared is None else self.shared.export_id(root)
+            eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
             local = LocalFS(root, eid, self.store)
             index = Index(self.store.env, root, eid, transducers=transducers)
             index.on_vanished = local.vanished  # records of files deleted behind our back go too

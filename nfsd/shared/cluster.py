@@ -1,6 +1,7 @@
 """The few calls ``nfsd/app.py`` makes to be a cluster head (each a no-op without one)."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .changelog import Follower, Row, Target
@@ -24,6 +25,21 @@ def join(url: str | None, store: Any) -> Any:
     store.shared = shared
     shared.publisher.start()
     return shared
+
+
+def export_id(shared: Any, store: Any, path: str) -> int:
+    """The cluster's id of an export, recorded in the head's own LMDB as well (where
+    ``Store.export_id`` finds it), so ``pysfsd check`` and ``pysfsd index`` on this head
+    open the same index tables as the server."""
+    eid = shared.export_id(path)
+    key = b"export:" + os.fsencode(path)
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        if txn.get(key) != str(eid).encode():
+            txn.put(key, str(eid).encode())
+            next_id = int(txn.get(b"next_export_id") or b"1")
+            if next_id <= eid:
+                txn.put(b"next_export_id", str(eid + 1).encode())
+    return eid
 
 
 def leave(shared: Any, store: Any) -> None:

@@ -195,3 +195,31 @@ def test_head_killed_before_its_log_row_is_repaired_on_restart(two_heads) -> Non
         assert b"orphan.c" not in query(rb, root, b"ext:", b"c")   # nobody told B
         a.restart(signal.SIGKILL)
         within_2s(lambda: b"orphan.c" in query(rb, root, b"ext:", b"c"))
+
+
+def test_local_tools_use_the_cluster_export_id(tmp_path: Path, shared_url: str) -> None:
+    """The export id comes from PostgreSQL (here 2: another export took 1) and is recorded
+    in the head's LMDB too, so ``pysfsd check``/``index`` on the head open its index."""
+    import psycopg
+
+    from nfsd.app import store_path
+    from nfsd.handles import unpack_real
+    from nfsd.shared.schema import ensure_schema
+    from nfsd.store import Store
+    with psycopg.connect(shared_url, autocommit=True) as conn:
+        ensure_schema(conn)
+        conn.execute("INSERT INTO exports (path) VALUES ('/elsewhere')")
+    export = tmp_path / "export"
+    export.mkdir()
+    a = head(tmp_path, export, "a", shared_url)
+    a.start()
+    try:
+        with RpcClient(a.port) as rpc:
+            assert unpack_real(rpc.mount(a.export_b)).export_id == 2
+    finally:
+        a.stop()
+    store = Store(store_path(str(a.state_dir), [str(export)]))
+    try:
+        assert store.export_id(str(export.resolve())) == 2
+    finally:
+        store.close()
