@@ -15,13 +15,17 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import (OK, SETATTR, create, create_ok, fh, getattr_, look, lookup, names, read,
-                                remove, rename, sattr, write)
+from tests.nfs3_helpers import (LINK, OK, SETATTR, create, create_ok, fh, getattr_, look, lookup, mkdir_ok, names,
+                                read, remove, rename, sattr, write)
 from tests.rpc_client import RpcClient
 
 pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
 
 STALE = nfs3.nfsstat3.NFS3ERR_STALE
+
+
+def link(rpc: RpcClient, h: bytes, d: bytes, name: bytes):
+    return rpc.nfs(LINK, nfs3.LINK3args.cls(fh(h), nfs3.diropargs3.cls(fh(d), name)))
 
 
 def head(tmp_path: Path, export: Path, tag: str, url: str, *args: str) -> ServerProcess:
@@ -94,6 +98,15 @@ def test_changes_through_a_show_in_b_query_directories(two_heads) -> None:
         within_2s(lambda: b"late.h" in query(rb, root, b"ext:", b"h")
                   and b"late.c" not in query(rb, root, b"ext:", b"c"))
         assert look(rb, src, b"late.h") == h
+
+        sub = mkdir_ok(ra, src, b"newdir")                     # mkdir, then a file in it
+        create_ok(ra, sub, b"deep.c")
+        within_2s(lambda: b"deep.c" in query(rb, root, b"ext:", b"c"))
+        status, _ = link(ra, h, src, b"again.h")               # a hard link
+        assert status == OK, status
+        within_2s(lambda: {b"late.h", b"again.h"} <= query(rb, root, b"ext:", b"h"))
+        status, _ = remove(ra, src, b"again.h")
+        assert status == OK, status
 
         status, _ = remove(ra, src, b"late.h")                 # remove
         assert status == OK, status
