@@ -113,7 +113,15 @@ class NfsServer:
                 self.sandbox.close()
             raise
         self.boot = self.store.next_boot()
-        self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
+        try:
+            self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
+        except ConfigError:  # PostgreSQL unreachable: let go of what was opened
+            self.store.close()
+            release(self._state_hold)
+            release(self._server_hold)
+            if self.sandbox is not None:
+                self.sandbox.close()
+            raise
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)

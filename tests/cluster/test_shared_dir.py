@@ -236,3 +236,23 @@ def test_local_tools_use_the_cluster_export_id(tmp_path: Path, shared_url: str) 
         assert store.export_id(str(export.resolve())) == 2
     finally:
         store.close()
+
+
+def test_unreachable_postgres_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    """A head cannot start without PostgreSQL (it needs the cluster's export ids): it says
+    so and exits 2, and lets go of its state (a second attempt finds it free)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from scripts.cluster.postgres import free_port
+    export = tmp_path / "export"
+    export.mkdir()
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "nfsd", "--export", str(export), "--port", "0",
+                              "--no-register", "--no-locks", "--state-dir", str(tmp_path / "state"),
+                              "--shared-state", f"postgresql://nobody@127.0.0.1:{free_port()}/db"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert "--shared-state: cannot reach PostgreSQL" in res.stderr
+        assert "Traceback" not in res.stderr
