@@ -78,8 +78,10 @@ def test_outside_changes_reach_both_heads_and_the_scanner_role_moves(tmp_path: P
         for rpc in clients:
             within(3, lambda: b"outside.c" in query(rpc, root, b"ext:", b"c"))
 
-        heads[first].proc.send_signal(signal.SIGKILL)
-        heads[first].proc.wait()
+        proc = heads[first].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
         clients[first].close()
         other = 1 - first
         (export / "src" / "later.c").write_bytes(b"int later;\n")
