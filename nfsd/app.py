@@ -18,6 +18,7 @@ from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
 from . import identity
+from .shared import cluster
 from .config_error import ConfigError
 from .export_guard import ExportPolicy, GuardedNfs3
 from .exports import load_exports
@@ -69,6 +70,8 @@ class ServerConfig:
     grace_period: float = 90.0  # after a restart with locks held: only reclaims (s)
     client_portmap_port: int = PMAP_PORT  # where lock callbacks find clients' portmappers (tests)
     nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
+    shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
+    shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -111,13 +114,22 @@ class NfsServer:
                 self.sandbox.close()
             raise
         self.boot = self.store.next_boot()
+        try:
+            self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
+        except ConfigError:  # PostgreSQL unreachable: let go of what was opened
+            self.store.close()
+            release(self._state_hold)
+            release(self._server_hold)
+            if self.sandbox is not None:
+                self.sandbox.close()
+            raise
         self.exports: dict[int, SemanticFS] = {}
         for root in roots:
-            eid = self.store.export_id(root)
+            eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
             local = LocalFS(root, eid, self.store)
             index = Index(self.store.env, root, eid, transducers=transducers)
             index.on_vanished = local.vanished  # records of files deleted behind our back go too
-            self.exports[eid] = SemanticFS(local, index,
+            self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),
                                           config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
         self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
@@ -183,6 +195,9 @@ class NfsServer:
                               fs.root_path)
             fs.ready.set()
         self.indexed.set()
+        if self.shared is not None:  # apply the other heads' changes from now on
+            cluster.follow(self.shared, self.store, self.exports, self.nfs.entries,
+                           self.config.shared_scan_seconds)
         for fs in self.exports.values():
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 
@@ -196,7 +211,7 @@ class NfsServer:
         """Watch first (so nothing changed during the scan is missed), then scan: the first
         time everything, later only what changed since (progress bar on a terminal)."""
         loop = asyncio.get_running_loop()
-        index = fs.index
+        index = cluster.watched(fs.index)
         if self.config.watch:
             entries = self.nfs.entries
 
@@ -252,6 +267,8 @@ class NfsServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
         log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
+        if self.shared is not None:
+            cluster.leave(self.shared, self.store)  # what this head changed last is published first
         for fs in self.exports.values():
             fs.close()
             if fs.ready.is_set():  # what clients changed last is in the index at the next start

@@ -76,6 +76,7 @@ def _main(argv: list[str]) -> int:
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
                           locks=args.locks, grace_period=args.grace_period,
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
+                          shared_state=args.shared_state, shared_scan_seconds=args.shared_scan_seconds,
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS))

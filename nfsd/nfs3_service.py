@@ -24,7 +24,7 @@ from . import identity
 from .identity import ACTING as _ACTING_AS_CALLER
 from .backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
 from .localfs import Node as RealNode
-from .store import Store, StoreFull
+from .store import Store
 
 RTMAX = WTMAX = MAX_TRANSFER
 _fh = nfs3.nfs_fh3.cls
@@ -315,7 +315,7 @@ class Nfs3Service:
                     n = fs.create_file(d, name, NEW_FILE_MODE, exclusive=True)
                     try:
                         fs.put_verifier(n, verf)
-                    except StoreFull:
+                    except OSError:  # StoreFull, or (a cluster) PostgreSQL away: JUKEBOX
                         # a retransmission must not find the file without its verifier
                         fs.remove(d, name, False)
                         raise

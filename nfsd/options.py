@@ -141,6 +141,14 @@ def build_parser(server: bool = True) -> Parser:
                    help="value directories hold symlinks to the files (default) or the files themselves")
     g.add_argument("--no-watch", dest="watch", action="store_false",
                    help="do not follow changes made behind the server's back (inotify)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--shared-state", metavar="URL",
+                   help="PostgreSQL URL (postgresql://host/db): be one head of several over a shared "
+                        "file system such as CephFS, sharing handles, verifiers and index changes "
+                        "(docs/cluster.rst; needs the cluster extra)")
+    g.add_argument("--shared-scan-seconds", type=float, default=30.0, metavar="SECONDS",
+                   help="with --shared-state: how often the scanner head (one per cluster) looks for "
+                        "changes made outside NFS (default %(default)g; 0: this head never scans)")
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")

@@ -47,6 +47,7 @@ class QueryStore:
 
     def __init__(self, store: Store, export_id: int, max_queries: int = MAX_QUERIES) -> None:
         self.store = store
+        self.export_id = export_id
         self.env = store.env
         self.db = self.env.open_db(b"queries%d" % export_id)
         self.used_db = self.env.open_db(b"qused%d" % export_id)
@@ -60,9 +61,23 @@ class QueryStore:
         with self.env.begin(db=self.db) as txn:
             raw = txn.get(qid)
         if raw is None:
-            return None
+            return self._load_shared(qid)
         self.touch(qid)
         return Query.from_key(bytes(raw[STATE.size:]))
+
+    def _load_shared(self, qid: bytes) -> Query | None:
+        """A placeholder another head of the cluster stored (--shared-state), kept here too."""
+        if self.store.shared is None:
+            return None
+        key = self.store.shared.query_key(self.export_id, qid)
+        if key is None:
+            return None
+        q = Query.from_key(key)
+        try:
+            self.keep(q, publish=False)
+        except StoreFull:
+            pass  # resolved all the same; kept next time
+        return q
 
     def state(self, qid: bytes) -> tuple[int, int] | None:
         """(digest, mtime_ns) of a query's last results, or None if none is remembered."""
@@ -71,15 +86,18 @@ class QueryStore:
         return None if raw is None else STATE.unpack_from(raw)
 
     # -- writing ---------------------------------------------------------------------------
-    def keep(self, q: Query) -> None:
+    def keep(self, q: Query, publish: bool = True) -> None:
         """Store a placeholder whose query does not fit in its handle (once; touched after).
-        A full store raises StoreFull (the LOOKUP answers NOSPC)."""
+        A full store raises StoreFull (the LOOKUP answers NOSPC).  In a cluster it goes to
+        PostgreSQL first (``publish``), so every head resolves the handle."""
         qid = q.qid()
         with self.env.begin(db=self.db) as txn:
             known = txn.get(qid) is not None
         if known:
             self.touch(qid)
             return
+        if publish and self.store.shared is not None:
+            self.store.shared.keep_query(self.export_id, qid, q.key())
         with self.store.writing(), self.env.begin(write=True) as txn:
             txn.put(qid, STATE.pack(0, time.time_ns()) + q.key(), db=self.db, overwrite=False)
             self._stamp(txn, qid)

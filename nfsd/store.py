@@ -18,7 +18,7 @@ import os
 import struct
 import threading
 from contextlib import contextmanager
-from typing import Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import lmdb
 
@@ -93,6 +93,9 @@ class Store:
         self._burst_thread = 0
         self._later: dict[bytes, bytes | None] = {}
         self._roomy: bool | None = None  # ROOM_MARGIN free, checked once per burst
+        # --shared-state (nfsd/shared): places and tombstones are published for the other
+        # heads, verifiers are kept in PostgreSQL too; None on a single host
+        self.shared: Any = None
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -191,7 +194,10 @@ class Store:
                 rec = self.get_object_committed(key)
                 return rec._replace(deleted=True) if rec is not None else None
         else:
-            return self.get_object_committed(key)
+            rec = self.get_object_committed(key)
+            if rec is None and self.shared is not None:  # never looked up here: the index knows
+                rec = self.shared.place(export_id, ino)
+            return rec
         parent, gen, flags = _OBJ_VAL.unpack_from(raw)
         return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
 
@@ -204,11 +210,15 @@ class Store:
         return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
 
     def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]],
-                    later: bool = False, must_fit: bool = False) -> None:
+                    later: bool = False, must_fit: bool = False, publish: bool = True) -> None:
         """Record (ino, parent, gen, name) tuples, skipping ones already identical.
         ``later``: in the burst being served, if any (see ``end_burst``); ``must_fit``: the
         caller needs StoreFull now if the store cannot take them (a new object's place), so
-        they wait only while the store is ``roomy``."""
+        they wait only while the store is ``roomy``.  ``publish``: tell the other heads of
+        a cluster (not when applying what they told us)."""
+        if self.shared is not None and publish:
+            records = list(records)
+            self._publish_places(export_id, records)
         if later and self._deferring() and (not must_fit or self.roomy()):
             for ino, parent, gen, name in records:
                 self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
@@ -222,8 +232,20 @@ class Store:
                 if txn.get(key) != val:
                     txn.put(key, val)
 
-    def mark_deleted(self, export_id: int, ino: int, later: bool = False) -> None:
+    def _publish_places(self, export_id: int, records: list[tuple[int, int, int, bytes]]) -> None:
+        """The places that are news (not what this head already holds: no echo of what it
+        applied from another head) go to the change log."""
+        with self.env.begin(db=self.objects) as txn:
+            for ino, parent, gen, name in records:
+                val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+                key = _OBJ_KEY.pack(export_id, ino)
+                if self._later.get(key, txn.get(key)) != val:
+                    self.shared.note_place(export_id, ino, parent, gen, name)
+
+    def mark_deleted(self, export_id: int, ino: int, later: bool = False, publish: bool = True) -> None:
         key = _OBJ_KEY.pack(export_id, ino)
+        if self.shared is not None and publish:
+            self.shared.note_gone(export_id, ino)
         if (later and self._deferring()) or key in self._later:
             raw = self._later.get(key)
             if raw is None:
@@ -258,10 +280,14 @@ class Store:
         with self.writing(), self.env.begin(write=True, db=self.verifiers) as txn:
             txn.put(_OBJ_KEY.pack(export_id, ino), struct.pack(">I", gen & 0xFFFFFFFF) + verf)
         self.env.sync(True)
+        if self.shared is not None:  # a retransmission after failover reaches another head
+            self.shared.put_verifier(export_id, ino, gen, verf)
 
     def get_verifier(self, export_id: int, ino: int, gen: int) -> bytes | None:
         with self.env.begin(db=self.verifiers) as txn:
             raw = txn.get(_OBJ_KEY.pack(export_id, ino))
+        if raw is None and self.shared is not None:
+            return self.shared.get_verifier(export_id, ino, gen)
         if raw is None or struct.unpack_from(">I", raw)[0] != gen & 0xFFFFFFFF:
             return None
         return bytes(raw[4:])

@@ -335,6 +335,24 @@ class Index:
         """Every path of a file (hard links have several), ``path_of``'s first."""
         return self._search.paths_of(ino)
 
+    def place_of(self, ino: int) -> tuple[int, int, bytes] | None:
+        """(parent inode, generation, name) the index last saw this inode at: how a cluster
+        head finds a file another head's handle names without searching (nfsd/shared)."""
+        with self._tables.env.begin() as txn:
+            rec = self._tables.file(txn, ino)
+        return None if rec is None or rec.tomb else (rec.parent, rec.gen, rec.name)
+
+    def entries_of(self, dir_ino: int) -> dict[bytes, tuple[int, int, int, int]]:
+        """name -> (ino, size, mtime_ns, ctime_ns) of a directory's indexed entries: what a
+        cluster's scanner head compares the tree with (nfsd/shared/scanner.py)."""
+        out: dict[bytes, tuple[int, int, int, int]] = {}
+        with self._tables.env.begin() as txn:
+            for name, ino, _kind in self._tables.listing(txn, dir_ino):
+                rec = self._tables.file(txn, ino)
+                if rec is not None and not rec.tomb:
+                    out[name] = (ino, rec.size, rec.mtime_ns, rec.ctime_ns)
+        return out
+
     def ino_of(self, relpath: bytes) -> int | None:
         return self._search.ino_of(relpath)
 

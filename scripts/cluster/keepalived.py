@@ -9,6 +9,7 @@ announces it with gratuitous ARP.  ``close()`` stops it; it also dies with the c
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -36,20 +37,30 @@ vrrp_instance heads {{
     virtual_ipaddress {{
         {vip}/24 dev eth0
     }}
-}}
+{notify}}}
 """
 
 
 class Keepalived:
     """keepalived in ``host``, holding ``vip`` with ``priority`` against ``peers``."""
 
-    def __init__(self, host: Host, vip: str, priority: int, peers: list[Host], vrid: int = 51) -> None:
+    def __init__(self, host: Host, vip: str, priority: int, peers: list[Host], vrid: int = 51,
+                 notify_master: list[str] | None = None) -> None:
+        """``notify_master``: a command keepalived runs when this host becomes MASTER (as it
+        takes the address: ``scripts/cluster/fence.py``); its output goes to ``notify.log``."""
         self.host, self.vip = host, vip
         self.dir = Path(tempfile.mkdtemp(prefix=f"pysfsd-vrrp-{host.name}-"))
         conf = self.dir / "keepalived.conf"
+        notify = ""
+        if notify_master:
+            script = self.dir / "notify-master.sh"
+            script.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in notify_master)
+                              + f" >>{shlex.quote(str(self.dir / 'notify.log'))} 2>&1\n")
+            script.chmod(0o700)
+            notify = f"    notify_master {script}\n"
         conf.write_text(CONFIG.format(
             name=host.name.replace("-", "_"), vrid=vrid, priority=priority, src=host.address, vip=vip,
-            peers="\n".join(f"        {p.address}" for p in peers)))
+            peers="\n".join(f"        {p.address}" for p in peers), notify=notify))
         self._log = (self.dir / "keepalived.log").open("w")
         self.proc = host.popen(["keepalived", "--dont-fork", "--log-console", "--vrrp",
                                 "--use-file", str(conf), "--pid", str(self.dir / "keepalived.pid"),

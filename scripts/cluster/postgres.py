@@ -91,13 +91,8 @@ class Postgres:
         if os.geteuid() == 0:
             pw = pwd.getpwnam(USER)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        subprocess.run(self._as_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", USER,
-                                      "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
-        if self.host is not None and self.tcp:
-            # in a lab host the one directly connected net is the lab's own: let its hosts in
-            with (self.data / "pg_hba.conf").open("a") as hba:
-                hba.write("host all all samenet trust\n")
+        if not (self.data / "PG_VERSION").exists():   # else a restart (``stop``, ``start``)
+            self._initdb(timeout)
         argv = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-k", self.socket_dir, "-c", f"listen_addresses={self.tcp or ''}",
                 "-c", "max_connections=50", "-c", "shared_buffers=32MB"]
@@ -130,7 +125,17 @@ class Postgres:
         finally:
             pg.close()
 
-    def close(self) -> None:
+    def _initdb(self, timeout: float) -> None:
+        subprocess.run(self._as_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", USER,
+                                      "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+        if self.host is not None and self.tcp:
+            # in a lab host the one directly connected net is the lab's own: let its hosts in
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet trust\n")
+
+    def stop(self) -> None:
+        """Stop the server and keep its data: ``start()`` brings the same database back."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)      # "fast" shutdown
             try:
@@ -139,6 +144,9 @@ class Postgres:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+
+    def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Self:

@@ -91,3 +91,14 @@ def pg() -> Iterator[Postgres]:
     _need_postgres()
     with Postgres.started() as server:
         yield server
+
+
+@pytest.fixture
+def shared_url(pg: Postgres, request: pytest.FixtureRequest) -> str:
+    """A fresh database of the session's PostgreSQL for this test (``--shared-state``)."""
+    psycopg = pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg.url.replace("/postgres?", f"/{name}?")

@@ -1,0 +1,84 @@
+"""The few calls ``nfsd/app.py`` makes to be a cluster head (each a no-op without one)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .changelog import Follower, Row, Target
+
+RUNNING_KEY = b"shared:running"  # in the head's LMDB while it serves: found at start = it crashed
+
+
+def join(url: str | None, store: Any) -> Any:
+    """``SharedState`` for ``--shared-state URL`` (its handle table publishes through it),
+    or None.  The change log's current end is taken now, before the start-up scan, so the
+    follower re-applies (harmlessly) whatever changed during the scan."""
+    if not url:
+        return None
+    from .state import SharedState
+    shared = SharedState(url)
+    shared.start_seq = shared.log_position()
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        shared.crashed = txn.get(RUNNING_KEY) is not None
+        txn.put(RUNNING_KEY, b"1")
+    store.sync()
+    store.shared = shared
+    shared.publisher.start()
+    return shared
+
+
+def export_id(shared: Any, store: Any, path: str) -> int:
+    """The cluster's id of an export, recorded in the head's own LMDB as well (where
+    ``Store.export_id`` finds it), so ``pysfsd check`` and ``pysfsd index`` on this head
+    open the same index tables as the server."""
+    eid = shared.export_id(path)
+    key = b"export:" + os.fsencode(path)
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        if txn.get(key) != str(eid).encode():
+            txn.put(key, str(eid).encode())
+            next_id = int(txn.get(b"next_export_id") or b"1")
+            if next_id <= eid:
+                txn.put(b"next_export_id", str(eid + 1).encode())
+    return eid
+
+
+def leave(shared: Any, store: Any) -> None:
+    """Publish what is queued, stop following, and note the clean end; if some change could
+    not be published (PostgreSQL away), the next start makes every head rescan instead."""
+    if not shared.close():
+        return
+    with store.writing(), store.env.begin(write=True, db=store.meta) as txn:
+        txn.delete(RUNNING_KEY)
+
+
+def publishing(index: Any, shared: Any, export_id: int) -> Any:
+    """The index the semantic layer notes changes to: published too in a cluster."""
+    if shared is None:
+        return index
+    shared.add_index(export_id, index)
+    from .publishing import PublishingIndex
+    return PublishingIndex(index, shared, export_id)
+
+
+def watched(index: Any) -> Any:
+    """The index the inotify watcher notes to: published without waiting in a cluster."""
+    found = getattr(index, "found", None)
+    return found() if found is not None else index
+
+
+def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_seconds: float) -> None:
+    """Start applying the other heads' changes to this head's indexes and handle table, and
+    be a candidate for the scanner head (``scan_seconds`` 0: never)."""
+    if shared.crashed:
+        # killed last time, maybe between a change and its log row: every head rescans (its
+        # own start-up scan has already caught up with whatever that change was)
+        for eid in exports:
+            shared.publisher.add(Row(eid, "r"))
+    targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries)
+               for eid, fs in exports.items()}
+    shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))
+    if scan_seconds > 0:
+        from .scanner import Scanner
+        shared.scanner = Scanner(shared.connect, {eid: (fs.root_path, targets[eid].index, fs.index.found())
+                                                  for eid, fs in exports.items()}, scan_seconds)
+        shared.scanner.start()
