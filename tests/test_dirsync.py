@@ -146,7 +146,7 @@ def _create_record(xid: int, d: bytes, name: bytes) -> bytes:
     return bytes(encode_call(xid, NFS, 3, 8, ROOT)) + pack(nfs3.CREATE3args, args)
 
 
-def _replies(rpc: RpcClient, n: int) -> dict[int, bytes]:
+def _replies(rpc: RpcClient, n: int) -> dict[int, tuple[Any, bytes]]:
     got = {}
     for _ in range(n):
         xid, body, rest = reply_of(rpc.recv_record())
