@@ -14,6 +14,7 @@ from protocol.nfs3 import NFS3
 from protocol.nlm4 import NLM4
 from protocol.nsm import SM
 
+from .dirsync import DirSync
 from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
 from .dispatch import Dispatcher
 from .drc import DuplicateRequestCache
@@ -124,9 +125,10 @@ class NfsServer:
                 self.sandbox.close()
             raise
         self.exports: dict[int, SemanticFS] = {}
+        self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/dirsync.py)
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
-            local = LocalFS(root, eid, self.store)
+            local = LocalFS(root, eid, self.store, dirsync=self.dirsync)
             index = Index(self.store.env, root, eid, transducers=transducers)
             index.on_vanished = local.vanished  # records of files deleted behind our back go too
             self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),
@@ -140,7 +142,9 @@ class NfsServer:
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
         self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
-        self.dispatcher.burst = (self.store.begin_burst, self.store.end_burst)  # handle-table group commit
+        self.dirsync.defer_in_bursts(self.executor)
+        self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst),  # handle-table group commit
+                                  (self.dirsync.begin_burst, self.dirsync.end_burst)]  # replies wait for fsyncs
         # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
         guarded = GuardedNfs3(self.nfs, self.policy)
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)

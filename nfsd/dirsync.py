@@ -6,11 +6,22 @@ in one directory would pay one fsync each, one after another; but an fsync that 
 a change was made covers that change too.  So callers queue per directory: whoever holds the
 directory's turn fsyncs once for every change made before it began, and the callers whose
 changes that fsync covered return without an fsync of their own.
+
+The event loop does better still: it makes the changes of a burst of calls inline and asks
+for no fsync then (``begin_burst``).  The directories the burst changed are fsynced once, in
+the thread pool, after the burst (``end_burst`` returns the future of that fsync), and the
+burst's replies wait for it while the loop serves other calls.  One fsync job runs at a time;
+the bursts served meanwhile join the next one, so under load a single fsync of a directory
+answers the changes of many bursts and connections.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import Callable
+from concurrent.futures import Executor
+from typing import Callable, Hashable
+
+Fsync = Callable[[], None]
 
 
 class _Dir:
@@ -23,14 +34,39 @@ class _Dir:
         self.users = 0                # callers inside ``sync`` (the entry goes when none is)
 
 
+class _Batch:
+    """Directories whose fsync a set of held replies waits for (one job in the pool)."""
+
+    __slots__ = ("dirs", "done")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.dirs: dict[Hashable, Fsync] = {}
+        self.done = done
+
+
 class DirSync:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._dirs: dict[int, _Dir] = {}
+        self._dirs: dict[Hashable, _Dir] = {}
+        # deferred fsyncs (event loop only): see the module docstring
+        self._executor: Executor | None = None
+        self._burst_thread = 0
+        self._deferred: dict[Hashable, Fsync] = {}  # directories the burst being served changed
+        self._next: _Batch | None = None            # a job not started yet: later bursts join it
+        self._running = False                        # a job is in the pool
 
-    def sync(self, key: int, fsync: Callable[[], None]) -> None:
+    def defer_in_bursts(self, executor: Executor) -> None:
+        """From now on, changes made by the thread serving a burst (``begin_burst``) are
+        fsynced after it, in ``executor``."""
+        self._executor = executor
+
+    def sync(self, key: Hashable, fsync: Fsync) -> None:
         """Return once a change already made in directory ``key`` is durable: after an
-        ``fsync()`` that began after it, this caller's own or another's."""
+        ``fsync()`` that began after it, this caller's own or another's.  In a burst served
+        by this thread: at once, the fsync deferred to the burst's end (``end_burst``)."""
+        if self._burst_thread and self._burst_thread == threading.get_ident():
+            self._deferred[key] = fsync
+            return
         with self._lock:
             d = self._dirs.get(key)
             if d is None:
@@ -51,3 +87,64 @@ class DirSync:
                 d.users -= 1
                 if not d.users:
                     del self._dirs[key]
+
+    # -- bursts (event loop) --------------------------------------------------------------
+    def begin_burst(self) -> None:
+        """The calling thread (the event loop) starts serving a burst of calls: fsyncs they
+        ask for wait for ``end_burst``."""
+        if self._executor is not None:
+            self._burst_thread = threading.get_ident()
+
+    def end_burst(self) -> asyncio.Future[None] | None:
+        """After the burst: None if it changed no directory, else a future done once every
+        directory it changed is durable (failed with the fsync's error if one failed).
+        The burst's replies must not leave before."""
+        self._burst_thread = 0
+        if not self._deferred:
+            return None
+        deferred, self._deferred = self._deferred, {}
+        batch = self._next
+        if batch is None:
+            batch = self._next = _Batch(asyncio.get_running_loop().create_future())
+        batch.dirs.update(deferred)
+        if not self._running:
+            self._start()
+        return batch.done
+
+    def _start(self) -> None:
+        batch, self._next = self._next, None
+        assert batch is not None and self._executor is not None
+        self._running = True
+        loop = asyncio.get_running_loop()
+        try:
+            job = loop.run_in_executor(self._executor, self._fsync_all, batch.dirs)
+        except RuntimeError:  # the pool is shut down (server stopping): fsync here
+            job = loop.create_future()
+            try:
+                self._fsync_all(batch.dirs)
+                job.set_result(None)
+            except Exception as exc:
+                job.set_exception(exc)
+        job.add_done_callback(lambda f: self._finished(batch, f))
+
+    def _fsync_all(self, dirs: dict[Hashable, Fsync]) -> None:
+        """In the pool: fsync every directory (each one even if another failed)."""
+        failure: BaseException | None = None
+        for key, fsync in dirs.items():
+            try:
+                self.sync(key, fsync)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _finished(self, batch: _Batch, job: asyncio.Future[None]) -> None:
+        self._running = False
+        if not batch.done.done():
+            exc = job.exception() if not job.cancelled() else asyncio.CancelledError()
+            if exc is None:
+                batch.done.set_result(None)
+            else:
+                batch.done.set_exception(exc)
+        if self._next is not None:
+            self._start()

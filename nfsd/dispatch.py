@@ -58,9 +58,13 @@ class Dispatcher:
         self._programs: dict[tuple[int, int], Registered] = {}
         self._versions: dict[int, tuple[int, int]] = {}
         self.calls = 0
-        # called around a burst of calls served inline, the second before their replies
-        # leave (the server's group commit: nfsd/store.py ``end_burst``)
-        self.burst: tuple[Callable[[], None], Callable[[], None]] | None = None
+        # (begin, end) called around a burst of calls served inline (``begin_burst``), the
+        # second before their replies leave; ``end`` may return a future the replies must
+        # wait for (the handle table's group commit, nfsd/store.py; deferred directory
+        # fsyncs, nfsd/dirsync.py)
+        self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
+        self._bursting = False
+        self._drc_held: list[tuple[Any, bytes, int]] = []  # the burst's replies, for the DRC
 
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:
@@ -73,6 +77,36 @@ class Dispatcher:
         self._programs[(program.number, program.version)] = Registered(program, service, offload or {}, handlers)
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
+
+    def begin_burst(self) -> None:
+        """The transport starts serving a burst of records inline (the event loop)."""
+        self._bursting = True
+        for begin, _ in self.bursts:
+            begin()
+
+    def end_burst(self) -> "asyncio.Future[Any] | None":
+        """The burst is served: None if its replies may leave now, else a future they must
+        wait for; failed, they must be SYSTEM_ERR instead (``system_error_for``).  Until
+        then the duplicate-request cache holds the burst's calls as in progress, so a
+        retransmission is not answered before the original."""
+        self._bursting = False
+        held: asyncio.Future[Any] | None = None
+        for _, end in self.bursts:
+            waits = end()
+            if waits is not None:
+                held = waits if held is None else asyncio.gather(held, waits)
+        if self._drc_held:
+            entries, self._drc_held = self._drc_held, []
+            if held is None:
+                self._cache_replies(entries, None)
+            else:
+                held.add_done_callback(lambda f: self._cache_replies(entries, f))
+        return held
+
+    def _cache_replies(self, entries: list[tuple[Any, bytes, int]], held: "asyncio.Future[Any] | None") -> None:
+        failed = held is not None and (held.cancelled() or held.exception() is not None)
+        for key, reply, xid in entries:
+            self.drc.finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR) if failed else reply)
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
                  max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
@@ -162,7 +196,10 @@ class Dispatcher:
         if reply is None:
             reply = bytes(reserve) + accepted_error_reply(call.xid, accept_stat.SYSTEM_ERR)
         if drc_key is not None:
-            self.drc.finish(drc_key, bytes(reply[reserve:]))
+            if self._bursting:  # cached once the burst's replies may leave (``end_burst``)
+                self._drc_held.append((drc_key, bytes(reply[reserve:]), call.xid))
+            else:
+                self.drc.finish(drc_key, bytes(reply[reserve:]))
         if self.trace_level:
             self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
         return reply
@@ -189,3 +226,10 @@ class Dispatcher:
 
 
 _SYSTEM_ERR = object()
+
+
+def system_error_for(reply: bytes | bytearray, reserve: int) -> bytes:
+    """A SYSTEM_ERR reply to the call ``reply`` answers (``reserve`` leading bytes kept):
+    what a held reply becomes when what it waited for failed (``Dispatcher.end_burst``)."""
+    xid = int.from_bytes(reply[reserve:reserve + 4], "big")
+    return bytes(reserve) + accepted_error_reply(xid, accept_stat.SYSTEM_ERR)

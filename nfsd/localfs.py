@@ -147,13 +147,14 @@ def ioctl_generation(fd: int) -> int:
 class LocalFS:
     """One exported directory tree."""
 
-    def __init__(self, root: str, export_id: int, store: Store, max_nodes: int = 4096) -> None:
+    def __init__(self, root: str, export_id: int, store: Store, max_nodes: int = 4096,
+                 dirsync: DirSync | None = None) -> None:
         self.root_path = os.path.realpath(root)
         self.export_id = export_id
         self.store = store
         self.max_nodes = max_nodes
         self._lock = threading.Lock()
-        self._dirsync = DirSync()
+        self._dirsync = dirsync if dirsync is not None else DirSync()  # the server's: shared by exports
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
@@ -757,7 +758,8 @@ class LocalFS:
         knfsd's commit_metadata on a sync export): the client never resends a change it was
         told is done, so a power loss must not undo it (on ext4 and XFS this commits the
         journal, the new inode included).  Concurrent changes in one directory share
-        fsyncs (``nfsd.dirsync``)."""
+        fsyncs (``nfsd.dirsync``); in a burst served by the event loop the fsync is deferred
+        to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
         def fsync() -> None:
             # as the server: a caller may write and search a directory it may not read
             # (a 0733 drop box), and the change is made already
@@ -767,7 +769,7 @@ class LocalFS:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._dirsync.sync(d.ino, fsync)
+        self._dirsync.sync((self.fsid, d.ino), fsync)
 
     def flush(self) -> None:
         """fsync every file opened for writing, so a clean shutdown leaves nothing in

@@ -13,7 +13,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from protocol.nfs3 import NFS3, stable_how
+from protocol.nfs3 import NFS3, createmode3, stable_how
 from protocol.program import Procedure
 
 from .call import CallContext
@@ -81,16 +81,17 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
     _row(7, S.WRITE, ("file.data",), Guard.WRITE,
          lambda s, a: a.stable != stable_how.UNSTABLE or len(a.data) > SMALL_IO),
-    # Changes of a directory fsync it before the reply (LocalFS.fsync_dir); an EXCLUSIVE
-    # CREATE also syncs its verifier to LMDB.
-    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, _always),
-    _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE, _always),
-    _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE, _always),
-    _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE, _always),
-    _row(12, S.REMOVE, ("object.dir.data",), Guard.CHANGE, _always),
-    _row(13, S.RMDIR, ("object.dir.data",), Guard.CHANGE, _always),
-    _row(14, S.RENAME, ("from_.dir.data", "to.dir.data"), Guard.CHANGE, _always),
-    _row(15, S.LINK, ("file.data", "link.dir.data"), Guard.CHANGE, _always),
+    # Changes of a directory are made inline; the directories a burst changed are fsynced
+    # after it, in a thread, and its replies wait for that (nfsd/dirsync.py).  EXCLUSIVE:
+    # the verifier is synced to LMDB before the reply, in a thread.
+    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, lambda s, a: a.how[0] == createmode3.EXCLUSIVE),
+    _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE),
+    _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE),
+    _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE),
+    _row(12, S.REMOVE, ("object.dir.data",), Guard.CHANGE),
+    _row(13, S.RMDIR, ("object.dir.data",), Guard.CHANGE),
+    _row(14, S.RENAME, ("from_.dir.data", "to.dir.data"), Guard.CHANGE),
+    _row(15, S.LINK, ("file.data", "link.dir.data"), Guard.CHANGE),
     # Listing is CPU-bound Python once the directory is read and sorted (threads only add GIL
     # contention); a first page, or one that has to read the directory again (0.5 s for
     # 100k entries), runs in a thread so that it stalls no one.

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from protocol.record import RecordReader, RecordTooLarge, set_mark
 from protocol.rpc import accept_stat, accepted_error_reply
 
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, system_error_for
 
 log = logging.getLogger("pysfsd.net")
 
@@ -74,10 +74,6 @@ def connection_cap() -> int:
     return max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
 
 
-def _nothing() -> None:
-    pass
-
-
 def _marked(reply: bytes | bytearray) -> bytearray:
     """The reply with its record mark filled into the 4 bytes reserved at its start."""
     return set_mark(reply if isinstance(reply, bytearray) else bytearray(reply))
@@ -100,7 +96,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._writing_paused = False
         self._backlog: list[bytes] = []  # records received but not dispatched yet
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()  # calls in threads, replies held
         # For the reaper: set on any progress; when it last saw some; unsent bytes then.
         self.progressed = True
         self.quiet_since = 0.0
@@ -176,8 +172,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             self._backlog = records
             records = []
         dispatch, peer, batch = self.dispatcher.dispatch, self.peer, WRITE_BATCH
-        begin, end = self.dispatcher.burst or (_nothing, _nothing)
+        begin, end = self.dispatcher.begin_burst, self.dispatcher.end_burst
         ready: list[bytearray] = []
+        held = None
         size = 0
         pending = iter(records)  # what a break leaves in it waits in the backlog
         begin()
@@ -190,8 +187,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                     ready.append(_marked(reply))
                     size += len(reply)
                     if size >= batch:
-                        end()  # what the replies tell is written first
-                        self._write(ready)  # may pause writing
+                        held = end()  # what the replies tell is written first
+                        self._write(ready, held)  # may pause writing
+                        held = None
                         begin()
                         ready, size = [], 0
                         if self._writing_paused:
@@ -206,18 +204,45 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                         self._backlog = list(pending)
                         break
         finally:
-            end()
-        if ready and self.transport is not None and not self.transport.is_closing():
+            held = end()
+        if held is not None:
+            self._hold(held, ready)
+        elif ready and self.transport is not None and not self.transport.is_closing():
             if len(ready) == 1:
                 self.transport.write(ready[0])
             else:
                 self.transport.writelines(ready)
         self._update_reading()
 
-    def _write(self, ready: list[bytearray]) -> None:
+    def _write(self, ready: list[bytearray], held: "asyncio.Future[Any] | None" = None) -> None:
+        if held is not None:
+            self._hold(held, ready)
+            return
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.writelines(ready)
+
+    def _hold(self, held: "asyncio.Future[Any]", ready: list[bytearray]) -> None:
+        """Send ``ready`` once ``held`` is done (the fsync of the directories the burst
+        changed, nfsd/dirsync.py); they count as calls in flight meanwhile."""
+        if not ready:
+            return
+        self.inflight += len(ready)
+        self.tasks.add(held)
+
+        def release(done: "asyncio.Future[Any]") -> None:
+            self.tasks.discard(done)
+            self.inflight -= len(ready)
+            self.progressed = True
+            replies = ready
+            if done.cancelled() or done.exception() is not None:
+                log.error("replies to %s:%d answered SYSTEM_ERR: %r", *self.peer,
+                          None if done.cancelled() else done.exception())
+                replies = [_marked(system_error_for(r, 4)) for r in ready]
+            self._write(replies)
+            self._drain_backlog()
+            self._update_reading()
+        held.add_done_callback(release)
 
     def _drain_backlog(self) -> None:
         if self._backlog and self.transport is not None:
@@ -328,7 +353,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         self.max_inflight = max_inflight
         self.max_transfer = max_transfer
         self.transport: asyncio.DatagramTransport | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()  # calls in threads, replies held
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -352,15 +377,29 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         if len(self.tasks) >= self.max_inflight:
             self.dropped += 1
             return
-        reply = self.dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer)
+        dispatcher = self.dispatcher
+        dispatcher.begin_burst()
+        try:
+            reply = dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer)
+        finally:
+            held = dispatcher.end_burst()
         if reply is None:
             return
         if isinstance(reply, (bytes, bytearray)):
-            self._send(reply, addr)
+            if held is not None:  # a directory change: sent once it is durable
+                self.tasks.add(held)
+                held.add_done_callback(lambda f: self._release(f, reply, addr))
+            else:
+                self._send(reply, addr)
         else:
             task = asyncio.ensure_future(reply)
             self.tasks.add(task)
             task.add_done_callback(lambda t: self._done(t, addr))
+
+    def _release(self, held: "asyncio.Future[Any]", reply: bytes | bytearray, addr: tuple[str, int]) -> None:
+        self.tasks.discard(held)
+        failed = held.cancelled() or held.exception() is not None
+        self._send(system_error_for(reply, 0) if failed else reply, addr)
 
     def _done(self, task: "asyncio.Future[Any]", addr: tuple[str, int]) -> None:
         self.tasks.discard(task)

@@ -86,12 +86,16 @@ class RecordReader:
                 return records
             data = memoryview(data)[take:]
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src: bytes | bytearray | memoryview = buf
+        else:
+            src = data  # parsed where it was received: only what is left over is kept
         pos = 0
-        n = len(buf)
-        with memoryview(buf) as view:  # one copy out of the buffer, not two
+        n = len(src)
+        with memoryview(src) as view:  # one copy out of the buffer, not two
             while n - pos >= 4:
-                mark, = _MARK.unpack_from(buf, pos)
+                mark, = _MARK.unpack_from(view, pos)
                 length = mark & 0x7FFFFFFF
                 size = self._size + (length if mark & LAST_FRAGMENT else length + 4)
                 if size > self.max_record:
@@ -116,7 +120,9 @@ class RecordReader:
                 else:
                     records.append(bytes(view[pos + 4:end]))
                 pos = end
-        if pos:
+            if src is not buf:
+                buf += view[pos:]
+        if src is buf and pos:
             del buf[:pos]
         return records
 

@@ -164,3 +164,19 @@ def test_a_large_mark_past_the_bound_is_refused_before_any_buffer() -> None:
     buf[:4] = mark(MAX + 1)
     with pytest.raises(RecordTooLarge):
         r.received(4)
+
+
+def test_bytes_kept_from_a_reused_receive_buffer_are_copies() -> None:
+    """``feed`` parses a chunk where it was received (the shared scratch buffer, reused by
+    the next receive): a partial record it keeps must not change when that buffer does."""
+    stream = mark(3) + b"abc" + mark(6) + b"defghi" + mark(2) + b"jk"
+    scratch = bytearray(7)
+    view = memoryview(scratch)
+    r = RecordReader(MAX)
+    out = []
+    for i in range(0, len(stream), 7):
+        chunk = stream[i:i + 7]
+        scratch[:len(chunk)] = chunk
+        out += r.feed(view[:len(chunk)])
+        scratch[:] = b"\xff" * 7  # the next receive overwrites it
+    assert out == [b"abc", b"defghi", b"jk"]

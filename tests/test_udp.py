@@ -139,6 +139,12 @@ def test_a_reply_too_large_for_a_datagram_becomes_system_err() -> None:
         def dispatch(self, record: bytes, client: Any, reserve: int, max_transfer: int) -> bytes:
             return record[:4] + bytes(70_000)
 
+        def begin_burst(self) -> None:
+            pass
+
+        def end_burst(self) -> None:
+            return None  # nothing to wait for
+
     class Transport:
         sent: list[bytes] = []
 
