@@ -179,8 +179,10 @@ class SemanticFS:
         self.ready = threading.Event()
         self.tags = TagDirs(self)  # tag: value directories are where tags are set
         # Set once a first index holds the stat tier of every file: queries over those
-        # fields alone answer while the content tier follows.
+        # fields alone answer while the content tier follows, and over each content field
+        # once the pass that gives it is done (``ready_fields``, Index.content_passes).
         self.stat_ready = threading.Event()
+        self.ready_fields: frozenset[bytes] = _STAT_FIELDS
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -261,7 +263,7 @@ class SemanticFS:
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= _STAT_FIELDS):
+        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= self.ready_fields):
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
         tick = next(self._ticks)
         with identity.as_server():  # it reads files on everyone's behalf
