@@ -778,3 +778,30 @@ def test_progress_line_tells_files_done_rate_and_eta() -> None:
     p = Progress(False, "x", total=1000)
     assert p.line(250, p._start + 10) == "250 of 1000 files (25 %, 25/s), ETA 30 s"
     assert Progress(False, "x").line(250, p._start + 10).startswith("250 files (")
+
+
+def _mapped_kb(data_path: str) -> int:
+    """Resident KiB of this process's mappings of ``data_path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:
+                inside = line.rstrip("\n").endswith(data_path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_mapped_index_pages_leave_the_resident_set_past_the_limit(index: Index, env: lmdb.Environment) -> None:
+    """Queries map LMDB's pages into the process; past a limit of file-backed resident
+    memory they are dropped (they stay in the page cache): the RSS stays bounded."""
+    from nfsd.index.residency import MapTrimmer, rss_file
+    data = os.path.join(os.path.realpath(env.path()), "data.mdb")
+    assert q(index, (b"ext", b"c")) == [b"src/x.c"]
+    assert _mapped_kb(data) > 0 and rss_file() > 0
+    trimmer = MapTrimmer(env)
+    assert not trimmer.trim_over(1 << 40)  # under the limit: left alone
+    assert _mapped_kb(data) > 0
+    assert trimmer.trim_over(0)
+    assert _mapped_kb(data) == 0
+    assert q(index, (b"ext", b"c")) == [b"src/x.c"]  # read again through the page cache

@@ -248,9 +248,14 @@ class Index:
             self._inos |= inos
             self._dirs |= dirs
 
+    def trim_map(self) -> bool:
+        """Drop LMDB's mapped pages from the resident set if they are many (``residency``)."""
+        return self._trimmer.trim_over()
+
     def maintain(self) -> bool:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
-        short once writes may go through again."""
+        short once writes may go through again; keep the mapped pages in bounds."""
+        self.trim_map()
         changed = self.flush()
         if self._rescan_due and not self._space.blocked():
             self.scan()
