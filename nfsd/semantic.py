@@ -486,6 +486,8 @@ class SemanticFS:
                 if nested is None or not self.index.is_field(field):
                     raise NfsError(nfsstat3.NFS3ERR_NOENT, "field used twice or unknown")
                 return self._placeholder(nested)
+        elif self._cache.get(q.qid()) is None and not claims(q):
+            return self._value_lookup(d, name)
         results = self._fault(d)
         found = self._visible(d, results)[0].get(name)  # this caller's names (see _visible)
         if q.is_field_dir:
@@ -501,6 +503,21 @@ class SemanticFS:
         if self.results == "files":
             return self._real_node(found)
         return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
+
+    def _value_lookup(self, d: VNode, name: bytes) -> VNode:
+        """A value directory looked up in a field directory not listed (not in the cache):
+        answered without listing every value of the field (``name:`` at a million files is
+        a million values), by the value directory's own fault when it is a plain value
+        (NOENT if this caller sees no result), at once when it is an expression."""
+        q = d.query
+        try:
+            value = query_lang.parse_term(q.open_field or b"", name)
+        except query_lang.QueryError as exc:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT, str(exc)) from None
+        v = self._placeholder(q.with_value(value))
+        if not query_lang.is_expression(value) and not len(self._visible(v, self._fault(v))[0]):
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        return v
 
     def _expression_dir(self, d: VNode, results: Results, name: bytes) -> VNode:
         """A name not listed in field directory ``d``: an expression of the query language
