@@ -64,7 +64,6 @@ _INO = struct.Struct(">Q")
 _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"})
 # What only creating, removing, renaming or linking a file can change (not writes or setattr).
 _NAME_FIELDS = frozenset({b"name", b"ext"})
-_TRIM_FAULT = 10_000  # results from which a fault checks how much of LMDB's map is resident
 _BIG_FAULT = 100_000  # results from which a fault gives its transient memory back (``_fault``)
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
@@ -303,8 +302,10 @@ class SemanticFS:
         mtime_ns = self._remember_state(q, digest)
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
-        if len(names) >= _TRIM_FAULT:
-            self.index.trim_map()  # it mapped pages of every result's record (nfsd/index/residency.py)
+        # A fault may map much of LMDB's file whatever its result count (the values of a
+        # field among a million files): drop the mapping if it grew large (reading RssFile
+        # costs ~30 us; nfsd/index/residency.py)
+        self.index.trim_map()
         if len(names) >= _BIG_FAULT:
             # Building it sorted millions of small tuples, freed in an order unrelated to their
             # allocation: the last ones freed stay in the interpreter's free lists, one in nearly
