@@ -508,15 +508,23 @@ class SemanticFS:
     def _value_lookup(self, d: VNode, name: bytes) -> VNode:
         """A value directory looked up in a field directory not listed (not in the cache):
         answered without listing every value of the field (``name:`` at a million files is
-        a million values), by the value directory's own fault when it is a plain value
-        (NOENT if this caller sees no result), at once when it is an expression."""
+        a million values): at once for an expression; for a plain value, by one posting
+        look-up at the export root with no other term (as the server), else by the value
+        directory's own fault (NOENT if this caller sees no result)."""
         q = d.query
         try:
             value = query_lang.parse_term(q.open_field or b"", name)
         except query_lang.QueryError as exc:
             raise NfsError(nfsstat3.NFS3ERR_NOENT, str(exc)) from None
         v = self._placeholder(q.with_value(value))
-        if not query_lang.is_expression(value) and not len(self._visible(v, self._fault(v))[0]):
+        if query_lang.is_expression(value):
+            return v
+        who = identity.current()
+        if q.scope == self.local.root_ino and not q.terms and (who is None or who.uid == 0):
+            found = self.index.holds(q.open_field or b"", value)
+        else:
+            found = len(self._visible(v, self._fault(v))[0]) > 0
+        if not found:
             raise NfsError(nfsstat3.NFS3ERR_NOENT)
         return v
 

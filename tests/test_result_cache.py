@@ -100,6 +100,12 @@ def test_looking_up_a_value_does_not_list_the_whole_field(tmp_path: Path) -> Non
         glob = fs.lookup(name_dir, b"f1*")
         one = fs.lookup(name_dir, b"f7.a")
         assert name_dir.query.qid() not in fs._cache  # the field directory never ran
+        assert one.query.qid() not in fs._cache  # nor the value's: one posting look-up
+        under = fs.lookup(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"), b"name:")  # a term: its query runs
+        assert fs.lookup(under, b"f7.a").query.terms == ((b"ext", b"a"), (b"name", b"f7.a"))
+        with pytest.raises(NfsError):
+            fs.lookup(under, b"f99.a")
+        assert under.query.qid() not in fs._cache
         assert sorted(n for n, _ in fs.scandir(glob)) == [b"f1.a"] + [b"f1%d.a" % i for i in range(10)]
         assert [n for n, _ in fs.scandir(one)] == [b"f7.a"]
         with pytest.raises(NfsError):

@@ -336,6 +336,10 @@ class Index:
     def fields(self) -> list[bytes]:
         return self._search.fields()
 
+    def holds(self, field: bytes, value: bytes) -> bool:
+        """Whether any file of the export holds ``field`` = ``value``."""
+        return self._search.holds(field, value)
+
     def is_field(self, name: bytes) -> bool:
         return name in BUILTIN_FIELDS or name in user_tags.USER_FIELDS or self._search.has_values(name)
 
