@@ -299,7 +299,7 @@ class SemanticFS:
         else:
             names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
             digest = names.digest
-        mtime_ns = self._remember_state(q, digest)
+        mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
         # A fault may map much of LMDB's file whatever its result count (the values of a
@@ -356,10 +356,12 @@ class SemanticFS:
             self._cache_sizes.clear()
             self._cache_bytes = 0
 
-    def _remember_state(self, q: Query, digest: int) -> int:
+    def _remember_state(self, q: Query, digest: int, answer: tuple[int, int] | None = None) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
-        a full store, or once the record is evicted, the time of this fault)."""
-        mtime_ns = self._queries.remember(q, digest, create=is_inline(q.key()))
+        a full store, or once the record is evicted, the time of this fault); ``answer``:
+        the index version and number of entries of these results (see ``_state``)."""
+        full = None if answer is None else (answer[0], self.local.root_ino, answer[1])
+        mtime_ns = self._queries.remember(q, digest, create=is_inline(q.key()), answer=full)
         if mtime_ns is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         return mtime_ns
@@ -393,6 +395,12 @@ class SemanticFS:
             return self._counted(q), 0, self._born_ns  # never ran (or its record was evicted)
         digest, mtime_ns = known
         if digest and self.ready.is_set():
+            # results of this very index version (as after a restart with nothing changed):
+            # their attributes are known without running the query (a million results)
+            answer = self._queries.answer(qid)
+            if (answer is not None and answer[:3] == (self._version_for(q), self.local.root_ino, digest)
+                    and not claims(q) and not self._unapplied(q)):
+                return answer[3], digest, mtime_ns
             cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         return self._counted(q), digest, mtime_ns
