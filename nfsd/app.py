@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -232,14 +233,22 @@ class NfsServer:
                 log.warning("not watching %s for outside changes: %s", fs.root_path, task.exception())
             else:
                 entries.enable(fs.export_id)  # its listings may now come from the entry cache
-        total = None
         if index.is_new():  # the stat tier first: name, ext, owner... answer in seconds
             first = await loop.run_in_executor(self.executor, index.scan, self.config.progress, True)
             fs.stat_ready.set()
-            total = first.seen
             log.warning("%s: name, ext, owner, group, size and mtime ready (%d files, %.1f s, %.0f files/s);"
                         " content fields follow", fs.root_path, first.seen, first.seconds, first.rate)
-        stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress, False, total)
+            stats = first
+            for part in index.content_passes():  # then each content field as soon as it is complete
+                stats = await loop.run_in_executor(self.executor, functools.partial(
+                    index.scan, self.config.progress, False, first.seen, part))
+                ready = index.ready_after(part) - fs.ready_fields
+                fs.ready_fields |= ready
+                if ready:
+                    log.warning("%s: %s ready (%.1f s, %.0f files/s)", fs.root_path,
+                                ", ".join(f.decode() for f in sorted(ready)), stats.seconds, stats.rate)
+        else:
+            stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress, False)
         self.scan_stats[fs.root_path] = stats  # Index.scan has logged it
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:

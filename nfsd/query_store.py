@@ -15,6 +15,10 @@ least recently used go first, those of inline queries (only a remembered mtime i
 next listing gets a new one) before stored placeholders (whose handles then answer STALE).
 "Used" is a coarse stamp (``qused<export id>``: qid -> seconds), rewritten at most once per
 ``TOUCH_SECONDS`` per query, so resolving handles costs no write.
+Beside it (``qans<export id>``: qid -> ``ANSWER``), what the results were computed from: the
+index version, the export root's inode (a replaced export is another index) and their
+number, so after a restart a query directory's attributes are known without running its
+query again while the index has not changed (``SemanticFS._state``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from .store import Store, StoreFull
 
 STATE = struct.Struct(">Qq")   # results digest (8 bytes as int), results mtime_ns; then the key
 _USED = struct.Struct(">Q")    # seconds since the epoch, coarse
+ANSWER = struct.Struct(">QQQQ")  # index version, export root inode, results digest, number of entries
 INLINE_KEY_MAX = 52            # a link handle: 4 + inode 8 + key <= 64 bytes
 MAX_QUERIES = 8192             # records per export (a few MiB of store at most)
 TOUCH_SECONDS = 3600
@@ -51,6 +56,7 @@ class QueryStore:
         self.env = store.env
         self.db = self.env.open_db(b"queries%d" % export_id)
         self.used_db = self.env.open_db(b"qused%d" % export_id)
+        self.answers_db = self.env.open_db(b"qans%d" % export_id)
         self.max_queries = max_queries
         self._touched: dict[bytes, float] = {}  # qid -> the stamp last written this run
         self._lock = threading.Lock()
@@ -85,6 +91,12 @@ class QueryStore:
             raw = txn.get(qid)
         return None if raw is None else STATE.unpack_from(raw)
 
+    def answer(self, qid: bytes) -> tuple[int, int, int, int] | None:
+        """(index version, root inode, digest, entries) of the query's last results."""
+        with self.env.begin(db=self.answers_db) as txn:
+            raw = txn.get(qid)
+        return None if raw is None or len(raw) != ANSWER.size else ANSWER.unpack(raw)
+
     # -- writing ---------------------------------------------------------------------------
     def keep(self, q: Query, publish: bool = True) -> None:
         """Store a placeholder whose query does not fit in its handle (once; touched after).
@@ -103,10 +115,12 @@ class QueryStore:
             self._stamp(txn, qid)
             self._evict(txn)
 
-    def remember(self, q: Query, digest: int, create: bool) -> int | None:
+    def remember(self, q: Query, digest: int, create: bool,
+                 answer: tuple[int, int, int] | None = None) -> int | None:
         """Record the results' digest; returns their mtime_ns (a new one when the digest
         changed), or None when there is no record and ``create`` is false (an evicted
-        placeholder).  On a full store nothing is written, and the mtime is now."""
+        placeholder).  On a full store nothing is written, and the mtime is now.
+        ``answer``: (index version, root inode, entries) the results are of."""
         qid = q.qid()
         now = time.time_ns()
         try:
@@ -116,6 +130,7 @@ class QueryStore:
                     if not create:
                         return None
                     txn.put(qid, STATE.pack(digest, now) + q.key(), db=self.db)
+                    self._answered(txn, qid, digest, answer)
                     self._stamp(txn, qid)
                     self._evict(txn)
                     return now
@@ -123,11 +138,21 @@ class QueryStore:
                 if old_digest != digest:
                     mtime_ns = max(now, mtime_ns + 1)
                     txn.put(qid, STATE.pack(digest, mtime_ns) + bytes(raw[STATE.size:]), db=self.db)
+                self._answered(txn, qid, digest, answer)
                 if self._due(qid):
                     self._stamp(txn, qid)
                 return mtime_ns
         except StoreFull:
             return now
+
+    def _answered(self, txn: Any, qid: bytes, digest: int, answer: tuple[int, int, int] | None) -> None:
+        if answer is None:
+            txn.delete(qid, db=self.answers_db)
+            return
+        version, root_ino, entries = answer
+        raw = ANSWER.pack(version, root_ino, digest, entries)
+        if txn.get(qid, db=self.answers_db) != raw:
+            txn.put(qid, raw, db=self.answers_db)
 
     def touch(self, qid: bytes) -> None:
         """Mark a query used (a write at most once per TOUCH_SECONDS; none on a full store)."""
@@ -166,5 +191,6 @@ class QueryStore:
         for _, _, qid in rows[:len(rows) - self.max_queries * 7 // 8]:
             txn.delete(qid, db=self.db)
             txn.delete(qid, db=self.used_db)
+            txn.delete(qid, db=self.answers_db)
             with self._lock:
                 self._touched.pop(qid, None)

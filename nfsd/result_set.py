@@ -252,6 +252,9 @@ class _Names(Sequence[bytes]):
         return self._n
 
     def __getitem__(self, i: Any) -> Any:
+        if i.__class__ is int and 0 <= i < self._n:  # the hot path: a page's next name
+            self._r.hint = i
+            return self._r.name(i)
         if isinstance(i, slice):
             return [self._r.name(k) for k in range(*i.indices(self._n))]
         if i < 0:

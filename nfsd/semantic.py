@@ -131,6 +131,19 @@ def virtual_fileid(*parts: bytes) -> int:
     return _VIRTUAL_FILEID | (int.from_bytes(h, "big") >> 1)
 
 
+def link_fileids(qid: bytes) -> Callable[[int], int]:
+    """``virtual_fileid(qid, ino8)`` for many inodes of one query: the hash of the shared
+    head is taken once and copied (a third of the cost per entry of a large listing)."""
+    head = hashlib.blake2b(qid + b"\0", digest_size=8, person=b"pysfsd-vid")
+    pack, from_bytes = _INO.pack, int.from_bytes
+
+    def fileid(ino: int) -> int:
+        h = head.copy()
+        h.update(pack(ino))
+        return _VIRTUAL_FILEID | (from_bytes(h.digest(), "big") >> 1)
+    return fileid
+
+
 def result_names(refs: Sequence[Any]) -> dict[bytes, Any]:
     """Entry names for results: the file's own name unless two results share it (or it
     would read as a field directory), then ``stem~HHHHHH.ext`` with a hash of its path --
@@ -179,8 +192,10 @@ class SemanticFS:
         self.ready = threading.Event()
         self.tags = TagDirs(self)  # tag: value directories are where tags are set
         # Set once a first index holds the stat tier of every file: queries over those
-        # fields alone answer while the content tier follows.
+        # fields alone answer while the content tier follows, and over each content field
+        # once the pass that gives it is done (``ready_fields``, Index.content_passes).
         self.stat_ready = threading.Event()
+        self.ready_fields: frozenset[bytes] = _STAT_FIELDS
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
@@ -261,7 +276,7 @@ class SemanticFS:
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= _STAT_FIELDS):
+        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= self.ready_fields):
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
         tick = next(self._ticks)
         with identity.as_server():  # it reads files on everyone's behalf
@@ -284,9 +299,13 @@ class SemanticFS:
         else:
             names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
             digest = names.digest
-        mtime_ns = self._remember_state(q, digest)
+        mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
         self._keep(qid, results)
+        # A fault may map much of LMDB's file whatever its result count (the values of a
+        # field among a million files): drop the mapping if it grew large (reading RssFile
+        # costs ~30 us; nfsd/index/residency.py)
+        self.index.trim_map()
         if len(names) >= _BIG_FAULT:
             # Building it sorted millions of small tuples, freed in an order unrelated to their
             # allocation: the last ones freed stay in the interpreter's free lists, one in nearly
@@ -337,10 +356,12 @@ class SemanticFS:
             self._cache_sizes.clear()
             self._cache_bytes = 0
 
-    def _remember_state(self, q: Query, digest: int) -> int:
+    def _remember_state(self, q: Query, digest: int, answer: tuple[int, int] | None = None) -> int:
         """The time the results last changed, persisted so attributes survive restarts (on
-        a full store, or once the record is evicted, the time of this fault)."""
-        mtime_ns = self._queries.remember(q, digest, create=is_inline(q.key()))
+        a full store, or once the record is evicted, the time of this fault); ``answer``:
+        the index version and number of entries of these results (see ``_state``)."""
+        full = None if answer is None else (answer[0], self.local.root_ino, answer[1])
+        mtime_ns = self._queries.remember(q, digest, create=is_inline(q.key()), answer=full)
         if mtime_ns is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         return mtime_ns
@@ -374,6 +395,12 @@ class SemanticFS:
             return self._counted(q), 0, self._born_ns  # never ran (or its record was evicted)
         digest, mtime_ns = known
         if digest and self.ready.is_set():
+            # results of this very index version (as after a restart with nothing changed):
+            # their attributes are known without running the query (a million results)
+            answer = self._queries.answer(qid)
+            if (answer is not None and answer[:3] == (self._version_for(q), self.local.root_ino, digest)
+                    and not claims(q) and not self._unapplied(q)):
+                return answer[3], digest, mtime_ns
             cached = self._fault(self._query_node(q))
             return len(cached.names), cached.digest, cached.mtime_ns
         return self._counted(q), digest, mtime_ns
@@ -468,6 +495,8 @@ class SemanticFS:
                 if nested is None or not self.index.is_field(field):
                     raise NfsError(nfsstat3.NFS3ERR_NOENT, "field used twice or unknown")
                 return self._placeholder(nested)
+        elif self._cache.get(q.qid()) is None and not claims(q):
+            return self._value_lookup(d, name)
         results = self._fault(d)
         found = self._visible(d, results)[0].get(name)  # this caller's names (see _visible)
         if q.is_field_dir:
@@ -483,6 +512,29 @@ class SemanticFS:
         if self.results == "files":
             return self._real_node(found)
         return self._link_node(q, found.ino, self._relative_target(q, results.scope_path, found.path))
+
+    def _value_lookup(self, d: VNode, name: bytes) -> VNode:
+        """A value directory looked up in a field directory not listed (not in the cache):
+        answered without listing every value of the field (``name:`` at a million files is
+        a million values): at once for an expression; for a plain value, by one posting
+        look-up at the export root with no other term (as the server), else by the value
+        directory's own fault (NOENT if this caller sees no result)."""
+        q = d.query
+        try:
+            value = query_lang.parse_term(q.open_field or b"", name)
+        except query_lang.QueryError as exc:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT, str(exc)) from None
+        v = self._placeholder(q.with_value(value))
+        if query_lang.is_expression(value):
+            return v
+        who = identity.current()
+        if q.scope == self.local.root_ino and not q.terms and (who is None or who.uid == 0):
+            found = self.index.holds(q.open_field or b"", value)
+        else:
+            found = len(self._visible(v, self._fault(v))[0]) > 0
+        if not found:
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        return v
 
     def _expression_dir(self, d: VNode, results: Results, name: bytes) -> VNode:
         """A name not listed in field directory ``d``: an expression of the query language
@@ -635,8 +687,7 @@ class SemanticFS:
         if self.results == "files":
             return visible.listing(int)
         qid = q.qid()
-        return visible.listing(lambda ino: virtual_fileid(qid, struct.pack(">Q", ino)),
-                               self._link_entries(q, qid, results, visible))
+        return visible.listing(link_fileids(qid), self._link_entries(q, qid, results, visible))
 
     def _link_entries(self, q: Query, qid: bytes, results: Results,
                       visible: ResultSet) -> Callable[[int], tuple[int, Any, bytes]]:
@@ -655,11 +706,11 @@ class SemanticFS:
             pack, fh_head, fh_tail = _INLINE_LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
         else:
             pack, fh_head, fh_tail = _LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
-        inos, pack_ino = visible.inos, _INO.pack
+        inos, link_fileid = visible.inos, link_fileids(qid)
 
         def entry_at(i: int) -> tuple[int, Any, bytes]:
             ino = inos[i]
-            fileid = virtual_fileid(qid, pack_ino(ino))
+            fileid = link_fileid(ino)
             return (fileid, make(*head, visible.path_len(i) + shift, *mid, fileid, *tail),
                     pack(*fh_head, ino) + fh_tail)
         return entry_at

@@ -78,8 +78,10 @@ class Store:
     def __init__(self, path: str, map_size: int = 1 << 40) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.path = path
+        # readahead=False (MDB_NORDAHEAD): a query reads scattered pages; the kernel's
+        # readahead would map their neighbours too, and they would count in the RSS
         self.env = lmdb.open(path, max_dbs=128, map_size=map_size, sync=False, metasync=False,
-                             max_readers=256)
+                             max_readers=256, readahead=False)
         self.objects = self.env.open_db(b"objects")
         self.meta = self.env.open_db(b"meta")
         self.verifiers = self.env.open_db(b"createverf")

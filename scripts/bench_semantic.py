@@ -63,8 +63,13 @@ def lookup(server: NfsServer, d: bytes, name: bytes) -> bytes:
     return res.object.data
 
 
-def list_all(server: NfsServer, d: bytes, maxcount: int) -> tuple[int, int]:
-    """(entries, pages) of a whole listing, each page encoded as for the wire."""
+PEAK = [0.0, 0.0]  # the largest RssAnon and RssFile seen between pages of a listing (MB)
+
+
+def list_all(server: NfsServer, d: bytes, maxcount: int, watch: bool = False) -> tuple[int, int]:
+    """(entries, pages) of a whole listing, each page encoded as for the wire.  Cookies
+    must only grow (a page resumes exactly after the last one); with ``watch``, the RSS is
+    sampled after every page (``PEAK``): a listing streams in bounded memory."""
     cookie, verf, count, pages = 0, b"\0" * 8, 0, 0
     while True:
         args = nfs3.READDIRPLUS3args.cls(nfs3.nfs_fh3.cls(d), cookie, verf, maxcount, maxcount)
@@ -73,11 +78,16 @@ def list_all(server: NfsServer, d: bytes, maxcount: int) -> tuple[int, int]:
         nfs3.READDIRPLUS3res.pack(buf, result)
         status, res = result
         assert status == 0, status
-        count += len(res.reply.entries)
+        entries = res.reply.entries
+        assert all(a.cookie < b.cookie for a, b in zip(entries, entries[1:])) and entries[0].cookie > cookie
+        count += len(entries)
         pages += 1
+        if watch:
+            rss = rss_mb()
+            PEAK[0], PEAK[1] = max(PEAK[0], rss.anon), max(PEAK[1], rss.file)
         if res.reply.eof:
             return count - 2, pages  # "." and ".."
-        cookie, verf = res.reply.entries[-1].cookie, res.cookieverf
+        cookie, verf = entries[-1].cookie, res.cookieverf
 
 
 class Rss(float):
@@ -151,26 +161,38 @@ async def run(files: int, maxcount: int, keep: Path | None, big: bool, profile: 
                   f"RSS {rss_mb():.0f}", flush=True)
         if early:
             print("querying now, while the content tier is extracted in the background", flush=True)
-            await query_all(server, fs, maxcount, big, profile)
+            await query_all(server, fs, maxcount, big, profile, files)
         await server.indexed.wait()  # content query directories answer JUKEBOX until then
         wall = time.perf_counter() - t
         print(f"start-up scan: {wall:.1f} s wall, {cpu() - c:.1f} s CPU ({files / wall:.0f} files/s); "
               f"RSS {rss_mb():.0f}", flush=True)
         if early:
             print("querying again, the index complete", flush=True)
-        await query_all(server, fs, maxcount, big, profile)
+        await query_all(server, fs, maxcount, big, profile, files)
+        await asyncio.sleep(1.5)  # the periodic flush keeps LMDB's mapped pages in bounds
+        print(f"RSS after listing, 1.5 s later: {rss_mb():.0f}", flush=True)
         await server.stop()
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-async def query_all(server: NfsServer, fs: object, maxcount: int, big: bool, profile: str | None) -> None:
+def big_queries(files: int) -> list[tuple[str, list[bytes]]]:
+    """Three directories of a fifth of the files each (200,000 at 1M files: file i has size
+    i), then one of every file, and the two of nearly every file."""
+    fifth = files // 5
+    return [(f"range 1/5 #{k + 1}", [b"size:", b"%d..%d" % (k * fifth, (k + 1) * fifth - 1)]) for k in range(3)] + [
+        ("range all", [b"size:", b">=0"]),
+        ("plain all-but-11k", [b"ext:", b"txt"]), ("NOT all-but-10k", [b"ext:", b"!c"])]
+
+
+async def query_all(server: NfsServer, fs: object, maxcount: int, big: bool, profile: str | None,
+                    files: int = 0) -> None:
     """Look up and list each query twice: the first listing takes the directory fault."""
     root = fs.root.fh  # type: ignore[attr-defined]
-    queries = QUERIES + ([("plain all-but-11k", [b"ext:", b"txt"]), ("NOT all-but-10k", [b"ext:", b"!c"])]
-                         if big else [])
-    for label, path in queries:
+    idle = rss_mb()
+    print(f"RSS before listing: {idle:.0f}", flush=True)
+    for label, path in QUERIES + (big_queries(files) if big else []):
         d = root
         for name in path:
             d = lookup(server, d, name)
@@ -182,14 +204,16 @@ async def query_all(server: NfsServer, fs: object, maxcount: int, big: bool, pro
                 prof = cProfile.Profile()
                 prof.enable()
             t, c = time.perf_counter(), server_cpu()
-            n, pages = list_all(server, d, maxcount)
+            PEAK[:] = [0.0, 0.0]
+            n, pages = list_all(server, d, maxcount, watch=big)
             if prof is not None:
                 prof.disable()
                 import pstats
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
             ms, cpu_ms = (time.perf_counter() - t) * 1000, (server_cpu() - c) * 1000
             line += f" {which} {ms:7.1f} ms ({cpu_ms:7.1f} CPU)"
-        print(f"{line}  {n:>7} entries, {pages} pages; RSS {rss_mb():.0f}", flush=True)
+        peak = f" (peak between pages: anon {PEAK[0]:.0f}, file {PEAK[1]:.0f})" if big else ""
+        print(f"{line}  {n:>7} entries, {pages} pages; RSS {rss_mb():.0f}{peak}", flush=True)
 
 
 def main() -> None:

@@ -743,3 +743,70 @@ def test_empty_files_still_reach_other_transducers(index: Index, export: Path, c
     assert index.flush() is True
     assert counter.runs[b"blank.md"] == 1
     assert fields_of(index, b"docs/blank.md")[b"counted"] == {b"yes"}
+
+
+def test_content_passes_give_each_field_then_the_whole_content_tier(tmp_path: Path, export: Path) -> None:
+    """A first index in passes (stat tier, then Index.content_passes) ends as one full scan
+    would, runs every transducer once per file, and each pass's fields are complete when it
+    is done; a full scan afterwards finds nothing to do."""
+    whole_env = lmdb.open(str(tmp_path / "whole"), max_dbs=128, map_size=1 << 30, sync=False)
+    whole = Index(whole_env, str(export), 1, transducers=default_transducers() + [Counter()])
+    whole.scan(progress=False)
+    env = lmdb.open(str(tmp_path / "passes"), max_dbs=128, map_size=1 << 30, sync=False)
+    counter = Counter()
+    idx = Index(env, str(export), 1, transducers=default_transducers() + [counter])
+    idx.scan(progress=False, stat_only=True)
+    passes = idx.content_passes()
+    assert [[t.name for t in p.transducers] for p in passes] == [
+        ["counter"], ["c", "python", "mail", "image", "audio", "pdf"], ["type", "text"]]
+    idx.scan(progress=False, part=passes[0])
+    # the counter declares no fields: once it ran, what it gave is complete (and nothing else)
+    assert idx.ready_after(passes[0]) >= {b"counted"} and not idx.ready_after(passes[0]) & {b"text", b"exports"}
+    assert q(idx, (b"counted", b"yes")) == q(whole, (b"counted", b"yes"))
+    idx.scan(progress=False, part=passes[1])
+    assert idx.ready_after(passes[1]) >= {b"exports", b"imports", b"width", b"title"}
+    assert q(idx, (b"exports", b"main")) == [b"src/x.c"] and q(idx, (b"text", b"hello")) == []
+    assert idx.scan(progress=False, part=passes[2]).updated == 13  # every file: its content tier is complete
+    assert idx.ready_after(passes[2]) == {b"text", b"type"}
+    for rel in (b"src/x.c", b"src/lib/util.py", b"docs/readme.txt", b"docs/pic.png", b"empty", b"pipe"):
+        assert fields_of(idx, rel) == fields_of(whole, rel), rel
+    assert counter.total == 11  # once per regular file
+    assert idx.scan(progress=False).unchanged == 13 and counter.total == 11
+    for i in (idx, whole):
+        i.close()
+    whole_env.close()
+    env.close()
+
+
+def test_progress_line_tells_files_done_rate_and_eta() -> None:
+    from nfsd.index.progress import Progress
+    p = Progress(False, "x", total=1000)
+    assert p.line(250, p._start + 10) == "250 of 1000 files (25 %, 25/s), ETA 30 s"
+    assert Progress(False, "x").line(250, p._start + 10).startswith("250 files (")
+
+
+def _mapped_kb(data_path: str) -> int:
+    """Resident KiB of this process's mappings of ``data_path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:
+                inside = line.rstrip("\n").endswith(data_path)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def test_mapped_index_pages_leave_the_resident_set_past_the_limit(index: Index, env: lmdb.Environment) -> None:
+    """Queries map LMDB's pages into the process; past a limit of file-backed resident
+    memory they are dropped (they stay in the page cache): the RSS stays bounded."""
+    from nfsd.index.residency import MapTrimmer, rss_file
+    data = os.path.join(os.path.realpath(env.path()), "data.mdb")
+    assert q(index, (b"ext", b"c")) == [b"src/x.c"]
+    assert _mapped_kb(data) > 0 and rss_file() > 0
+    trimmer = MapTrimmer(env)
+    assert not trimmer.trim_over(1 << 40)  # under the limit: left alone
+    assert _mapped_kb(data) > 0
+    assert trimmer.trim_over(0)
+    assert _mapped_kb(data) == 0
+    assert q(index, (b"ext", b"c")) == [b"src/x.c"]  # read again through the page cache

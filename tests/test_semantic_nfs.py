@@ -479,3 +479,54 @@ def test_stat_fields_answer_while_the_content_tier_is_extracted(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     assert "name, ext, owner, group, size and mtime ready (5 files" in (tmp_path / "stderr").read_text()
+
+
+def test_each_content_field_answers_once_its_own_pass_is_done(tmp_path):
+    """After the stat pass of a first index, content fields follow pass by pass
+    (Index.content_passes): ``exports`` (read from the few C and Python files) answers with
+    every result while ``text`` (every file read) still answers JUKEBOX, and ``text`` answers
+    once its own pass is done.  The text files are large enough (1 MiB each) that their
+    pass takes seconds."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    from tests.nfs3_helpers import readdirplus_raw
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.c").write_text("int exported_fn(void) { return 0; }\n")
+    words = b" ".join(b"w%d" % i for i in range(150_000))[: 1 << 20]
+    for i in range(40):
+        (export / f"n{i:02d}.txt").write_bytes(b"needle " + words)
+    cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)',
+           "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "state")]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+
+    def status_of(d: bytes) -> int:
+        (status, _), _ = readdirplus_raw(rpc, d, 0, b"\0" * 8, 4096, 4096)
+        return status
+
+    def wait_for(d: bytes) -> None:
+        deadline = time.monotonic() + 60
+        while (status := status_of(d)) != OK:
+            assert status == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline, status
+            time.sleep(0.02)
+
+    try:
+        port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
+        with RpcClient(port) as rpc:
+            root = rpc.mount(os.fsencode(str(export)))
+            ext, exports, text = (look(rpc, root, f) for f in (b"ext:", b"exports:", b"text:"))
+            wait_for(ext)  # the stat pass is done
+            assert status_of(text) == S.NFS3ERR_JUKEBOX
+            wait_for(exports)
+            assert names(rpc, look(rpc, exports, b"exported_fn")) == {b"a.c"}
+            assert status_of(text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
+            assert proc.stdout.readline().startswith("pysfsd: index ready")
+            assert names(rpc, look(rpc, text, b"needle")) == {f"n{i:02d}.txt".encode() for i in range(40)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    log = (tmp_path / "stderr").read_text()
+    assert " exports, from, " in log and ": text, type ready (" in log, log

@@ -38,6 +38,7 @@ class AudioTags:
     name = "audio"
     version = 1
     tier: Tier = "content"
+    fields = (b"artist", b"album", b"title", b"year")
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -64,6 +64,8 @@ class ContentType:
     name = "type"
     version = 1
     tier: Tier = "content"
+    fields = (b"type",)
+    broad = True  # applies to every file: its pass of a first index is the long one
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return True
@@ -81,6 +83,8 @@ class TextWords:
     name = "text"
     version = 1
     tier: Tier = "content"
+    fields = (b"text",)
+    broad = True
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -31,6 +31,7 @@ class CSymbols:
     name = "c"
     version = 1
     tier: Tier = "content"
+    fields = (b"exports", b"imports")
 
     def __init__(self) -> None:
         self._local = threading.local()  # a Parser is not thread-safe

@@ -15,7 +15,7 @@ from ..query_lang import NO_EXT_KEY, size_key
 from .fields import ext_of, valid_field, valid_value
 from .fsread import OpenFile, open_regular
 from .tables import EMPTY, NO_XVER
-from .transducer import Content, Sniffer, Transducer
+from .transducer import Content, Sniffer, Transducer, declared_fields
 
 MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
 MAX_EMPTY_RULES = 1024  # remembered content tiers of empty files (one per extension and rule)
@@ -33,6 +33,7 @@ class Outcome(NamedTuple):
 
 
 NOTHING = Outcome(EMPTY, [])
+ALL: frozenset[bytes] = frozenset()  # marks a transducer that may yield any field
 
 
 class Extractor:
@@ -44,6 +45,7 @@ class Extractor:
             if t.tier not in ("stat", "content"):
                 raise ValueError(f"transducer {t.name}: tier must be 'stat' or 'content', not {t.tier!r}")
         self.stat_tier = [t for t in transducers if t.tier == "stat"]
+        self._declared = {t.name: declared_fields(t) or ALL for t in transducers}
         self.content_tier = [t for t in transducers if t.tier == "content"]
         signature = ";".join(sorted(f"{t.name}:{t.version}:{t.tier}" for t in transducers))
         # never 0: that marks a record whose content tier is still to be extracted
@@ -92,10 +94,12 @@ class Extractor:
             hidden.add(NO_EXT_KEY)
         return Outcome(out.keys | hidden, out.failures)
 
-    def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
+    def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result,
+                     only: Sequence[Transducer] | None = None) -> tuple[Outcome, int] | None:
         """The content tier of entry ``name`` and its generation; None when the entry is no
-        longer the inode ``st`` describes (it changed again: that change will be noted)."""
-        todo = [t for t in self.content_tier if self._applies(t, name, st)]
+        longer the inode ``st`` describes (it changed again: that change will be noted).
+        ``only``: what these content-tier transducers give (one pass of a first index)."""
+        todo = [t for t in (self.content_tier if only is None else only) if self._applies(t, name, st)]
         if not todo:
             return NOTHING, 0
         if not stat.S_ISREG(st.st_mode):
@@ -136,6 +140,9 @@ class Extractor:
                 self._empty[key] = found
         return Outcome(found.keys, list(found.failures))
 
+    def any_applies(self, transducers: Sequence[Transducer], name: bytes, st: os.stat_result) -> bool:
+        return any(self._applies(t, name, st) for t in transducers)
+
     @staticmethod
     def _applies(t: Transducer, name: bytes, st: os.stat_result) -> bool:
         try:
@@ -150,9 +157,11 @@ class Extractor:
         for t in todo:
             mine: list[bytes] = []
             bad = 0
+            declared = self._declared.get(t.name, ALL)
             try:
                 for field, value in t.extract(name, st, content):
-                    if (field in good or self._check_field(field)) and type(value) is bytes and valid_value(value):
+                    if ((field in good or self._check_field(field)) and type(value) is bytes and valid_value(value)
+                            and (declared is ALL or field in declared)):
                         mine.append(field + b"\0" + value)
                         if len(mine) > MAX_PAIRS:
                             raise ValueError(f"more than {MAX_PAIRS} pairs")

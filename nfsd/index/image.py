@@ -40,6 +40,7 @@ class ImageInfo:
     name = "image"
     version = 1
     tier: Tier = "content"
+    fields = (b"camera", b"taken", b"width", b"height")
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -26,11 +26,11 @@ from .extract import Extractor
 from .fields import BUILTIN_FIELDS
 from .progress import Progress
 from .residency import MapTrimmer
-from .scanner import Reconciler, ScanStats
+from .scanner import ContentPass, Reconciler, ScanStats
 from .search import FileRef, Plan, Search
 from .space import SpaceWatch
 from .tables import NO_XVER, Tables
-from .transducer import Transducer
+from .transducer import Transducer, declared_fields
 
 log = logging.getLogger("pysfsd.index")
 
@@ -64,6 +64,7 @@ class Index:
                  transducers: Sequence[Transducer] | None = None) -> None:
         chosen = list(transducers) if transducers is not None else default_transducers()
         self._extractor = Extractor(chosen)
+        self._chosen = chosen
         # the first index of a tree can take the stat tier alone first (``scan(stat_only=True)``):
         # its records are marked "content tier not extracted yet" (NO_XVER), which the full
         # scan after it (or ``pysfsd check``) sees
@@ -106,18 +107,49 @@ class Index:
         with self._tables.env.begin() as txn:
             return int(txn.stat(self._tables.files)["entries"]) <= 1
 
-    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None) -> ScanStats:
+    def content_passes(self) -> list[ContentPass]:
+        """The passes of a first index's content tier, after its stat pass (``scan(part=)``):
+        the transducers that do not declare their fields (user ones) first, then those that
+        read few files (by their names), then those that read every file (``broad``: type,
+        text).  A field is ready once no later pass may give it (``ready_after``)."""
+        content = [t for t in self._chosen if t.tier == "content"]
+        declared = [t for t in content if declared_fields(t) is not None]
+        groups = [g for g in ([t for t in content if declared_fields(t) is None],
+                              [t for t in declared if not getattr(t, "broad", False)],
+                              [t for t in declared if getattr(t, "broad", False)]) if g]
+        passes = []
+        for i, group in enumerate(groups):
+            later = frozenset().union(*(declared_fields(t) or () for g in groups[i + 1:] for t in g))
+            mine = frozenset().union(*(declared_fields(t) or () for t in group))
+            label = "content: " + ", ".join(t.name for t in group) + f", pass {i + 1} of {len(groups)}"
+            passes.append(ContentPass(group, i == 0, i == len(groups) - 1, mine - later, label, later,
+                                      any(declared_fields(t) is None for t in group)))
+        return passes
+
+    def ready_after(self, part: ContentPass) -> frozenset[bytes]:
+        """The fields complete once ``part`` is done: those it declares that no later pass
+        gives, and after a pass of transducers that declare nothing (run first), every field
+        now in the index that no later pass gives."""
+        if not part.undeclared:
+            return part.ready
+        return part.ready | (frozenset(self.fields()) - part.later)
+
+    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None,
+             part: ContentPass | None = None) -> ScanStats:
         """Walk the whole export (never through a symlink): add new files, re-extract changed
         ones, drop vanished ones.  ``progress``: see ``Progress`` (``total``: the files
         expected, for an ETA).  ``stat_only``: the stat tier alone (name, ext, owner, group,
-        size, mtime), for a first index that answers those fields soon; a full scan must
-        follow (only on a new index: on a built one it would drop the content tier)."""
+        size, mtime), for a first index that answers those fields soon; a full scan, or the
+        ``content_passes``, must follow (only on a new index: on a built one it would drop
+        the content tier).  ``part``: one of the ``content_passes``."""
         start, start_ns = time.monotonic(), time.time_ns()
         with self._scan_lock, self._lock:
             if self._closed:
                 return ScanStats(0, 0, 0, 0, 0, 0, 0.0)
-            bar = Progress(progress, self.root_path + (" (stat fields)" if stat_only else ""), total)
+            what = " (stat fields)" if stat_only else f" ({part.label})" if part is not None else ""
+            bar = Progress(progress, self.root_path + what, total)
             r = self._reconciler(yielding=True, extractor=self._stat_extractor if stat_only else None)
+            r.part = part
             r.progress = lambda c: bar.update(c.seen)
             r.committed = self._trimmer.trim
             top = fsread.open_path(self._root_fd, b"")
@@ -144,7 +176,7 @@ class Index:
                 bar.close()
         stats = r.c.stats(time.monotonic() - start)
         if not stat_only:  # the stat pass of a first index is announced by the server
-            log.info("indexed %s: %s", self.root_path, stats)
+            log.info("indexed %s%s: %s", self.root_path, f" ({part.label})" if part is not None else "", stats)
         return stats
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
@@ -216,9 +248,14 @@ class Index:
             self._inos |= inos
             self._dirs |= dirs
 
+    def trim_map(self) -> bool:
+        """Drop LMDB's mapped pages from the resident set if they are many (``residency``)."""
+        return self._trimmer.trim_over()
+
     def maintain(self) -> bool:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
-        short once writes may go through again."""
+        short once writes may go through again; keep the mapped pages in bounds."""
+        self.trim_map()
         changed = self.flush()
         if self._rescan_due and not self._space.blocked():
             self.scan()
@@ -298,6 +335,10 @@ class Index:
 
     def fields(self) -> list[bytes]:
         return self._search.fields()
+
+    def holds(self, field: bytes, value: bytes) -> bool:
+        """Whether any file of the export holds ``field`` = ``value``."""
+        return self._search.holds(field, value)
 
     def is_field(self, name: bytes) -> bool:
         return name in BUILTIN_FIELDS or name in user_tags.USER_FIELDS or self._search.has_values(name)

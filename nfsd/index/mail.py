@@ -46,6 +46,7 @@ class MailHeaders:
     name = "mail"
     version = 1
     tier: Tier = "content"
+    fields = (b"from", b"to", b"subject", b"date")
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -31,6 +31,7 @@ class PdfInfo:
     name = "pdf"
     version = 1
     tier: Tier = "content"
+    fields = (b"author", b"title", b"pages")
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and 0 < st.st_size <= PDF_READ

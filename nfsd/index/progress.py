@@ -36,9 +36,15 @@ class Progress:
             now = time.monotonic()
             if now - self._last >= LOG_EVERY:
                 self._last = now
-                rate = seen / (now - self._start)
-                eta = f", ETA {(self._total - seen) / rate:.0f} s" if self._total and rate and seen < self._total else ""
-                log.info("indexing %s: %d files seen (%.0f/s)%s", self._what, seen, rate, eta)
+                log.info("indexing %s: %s", self._what, self.line(seen, now))
+
+    def line(self, seen: int, now: float) -> str:
+        """Files done (of how many), rate, ETA: the log's progress line."""
+        rate = seen / (now - self._start) if now > self._start else 0.0
+        if not self._total:
+            return f"{seen} files ({rate:.0f}/s)"
+        eta = f", ETA {(self._total - seen) / rate:.0f} s" if rate and seen < self._total else ""
+        return f"{seen} of {self._total} files ({100 * seen / self._total:.0f} %, {rate:.0f}/s){eta}"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -29,6 +29,7 @@ class PythonSymbols:
     name = "python"
     version = 1
     tier: Tier = "content"
+    fields = (b"exports", b"imports")
 
     def applies(self, name: bytes, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_size > 0

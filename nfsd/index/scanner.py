@@ -35,13 +35,14 @@ import stat
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import lmdb
 
 from . import fsread
 from .extract import Extractor, Outcome
 from .tables import EMPTY, FLAG_LINKED, NO_XVER, FileRecord, Tables, Writer
+from .transducer import Transducer
 
 log = logging.getLogger("pysfsd.index")
 
@@ -90,13 +91,33 @@ class Counters:
 
 
 class Job(NamedTuple):
-    """A content extraction due: entry ``name`` of ``parent``, as ``st`` described it."""
+    """A content extraction due: entry ``name`` of ``parent``, as ``st`` described it
+    (``partial``: only the transducers of the scan's ``ContentPass``)."""
 
     ino: int
     parent: int
     name: bytes
     st: os.stat_result
     stat_failures: list[tuple[str, str]]
+    partial: bool = False
+
+
+class ContentPass(NamedTuple):
+    """One pass of a first index's content tier: only ``transducers`` run, on the files whose
+    content tier is not extracted yet (NO_XVER), their fields added to what earlier passes
+    gave (the first pass replaces).  The last pass marks each file's content tier complete
+    (its version), so nothing is extracted twice; a file that changed meanwhile, or that a
+    flush extracted, gets the whole content tier at once, as in any scan.  ``ready``: the
+    fields it declares that no later pass gives (``Index.ready_after``); ``later``: the
+    fields later passes declare; ``undeclared``: some of its transducers declare none."""
+
+    transducers: Sequence[Transducer]
+    first: bool
+    last: bool
+    ready: frozenset[bytes]
+    label: str
+    later: frozenset[bytes]
+    undeclared: bool
 
 
 class Reconciler:
@@ -120,6 +141,7 @@ class Reconciler:
         self.pool = pool
         self.user_fields = user_fields
         self.force: set[int] = set()  # files to re-derive even if their stat looks unchanged
+        self.part: ContentPass | None = None  # a pass of a first index's content tier
         self.c = Counters()
         self.jobs: list[Job] = []
         self.deferred: list[tuple[int, bytes, int]] = []
@@ -244,8 +266,12 @@ class Reconciler:
             if moved:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
-        if (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and self.x.is_current(rec.xver, name, st) and ino not in self.force):
+        same = (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
+                and rec.size == st.st_size and ino not in self.force)
+        if same and rec.xver == NO_XVER and self.part is not None:
+            self._partial(dir_fd, dir_ino, name, st, rec)
+            return False
+        if same and self.x.is_current(rec.xver, name, st):
             self.c.unchanged += 1
             return False
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
@@ -317,6 +343,16 @@ class Reconciler:
             self.jobs.append(Job(ino, dir_ino, name, st, st_out.failures))
         else:
             self._failures(ino, dir_ino, name, st_out.failures)
+
+    def _partial(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, rec: FileRecord) -> None:
+        """A file of a first index, its stat tier indexed: this pass's transducers next."""
+        part = self.part
+        assert part is not None
+        self.c.updated += 1
+        if self.x.any_applies(part.transducers, name, st):
+            self.jobs.append(Job(st.st_ino, dir_ino, name, st, [], True))
+        elif part.last:  # nothing to read: its content tier is complete now
+            self._apply(Job(st.st_ino, dir_ino, name, st, [], True), (Outcome(EMPTY, []), 0))
 
     def _same_content(self, rec: FileRecord, st: os.stat_result, dir_fd: int, name: bytes) -> bool:
         """Whether the content tier extracted for ``rec`` still describes the file."""
@@ -459,7 +495,7 @@ class Reconciler:
             if not self.yielding and all(job.st.st_size <= INLINE_BYTES for job in group):
                 # a burst of new or rewritten small files (a flush after creates): reading them
                 # here costs less than handing each to a pool thread (and the GIL back)
-                results = [(job, self.x.content_keys(dir_fd, job.name, job.st)) for job in group]
+                results = [(job, self._extract(dir_fd, job)) for job in group]
                 for job, result in results:
                     self._apply(job, result)
                     self._due()
@@ -468,8 +504,7 @@ class Reconciler:
             if self.yielding:
                 self.lock.release()
             try:
-                results = list(zip(group, self.pool.map(lambda job: self.x.content_keys(dir_fd, job.name, job.st),
-                                                        group)))
+                results = list(zip(group, self.pool.map(lambda job: self._extract(dir_fd, job), group)))
             except RuntimeError:  # the pool was shut down: the index is closing
                 self.stop()
                 raise
@@ -482,6 +517,10 @@ class Reconciler:
                 self._apply(job, result)
                 self._due()
 
+    def _extract(self, dir_fd: int, job: Job) -> tuple[Outcome, int] | None:
+        only = self.part.transducers if job.partial and self.part is not None else None
+        return self.x.content_keys(dir_fd, job.name, job.st, only)
+
     def _apply(self, job: Job, result: tuple[Outcome, int] | None) -> None:
         w = self.w
         rec = w.file(job.ino)
@@ -490,12 +529,23 @@ class Reconciler:
             return  # it changed again meanwhile: that change re-extracts it
         outcome, gen = result
         old = w.keys_of(job.ino)
+        if job.partial and self.part is not None:
+            if rec.xver != NO_XVER:
+                return  # extracted whole meanwhile (a flush)
+            part = self.part
+            w.set_keys(job.ino, old, (old[0], outcome.keys if part.first else old[1] | outcome.keys))
+            xver = self.x.xver_for(job.name, job.st) if part.last else NO_XVER
+            w.put_file(job.ino, rec._replace(gen=gen or rec.gen, xver=xver))
+            if outcome.failures:  # added to the stat pass's and earlier passes' failures
+                self._failures(job.ino, job.parent, job.name, outcome.failures, w.failed_of(job.ino))
+            return
         w.set_keys(job.ino, old, (old[0], outcome.keys))
         w.put_file(job.ino, rec._replace(gen=gen, xver=self.x.xver_for(job.name, job.st)))
         self._failures(job.ino, job.parent, job.name, job.stat_failures + outcome.failures)
 
-    def _failures(self, ino: int, dir_ino: int, name: bytes, failures: list[tuple[str, str]]) -> None:
-        self.w.set_failed(ino, sorted({t for t, _ in failures}))
+    def _failures(self, ino: int, dir_ino: int, name: bytes, failures: list[tuple[str, str]],
+                  before: Sequence[str] = ()) -> None:
+        self.w.set_failed(ino, sorted({t for t, _ in failures}.union(before)))
         if failures:
             self.c.failed += 1
             parent = self.relpath(dir_ino)

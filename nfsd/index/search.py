@@ -527,6 +527,11 @@ class Search:
                 found = cur.set_range(field + b"\x01")  # past every value of this field
         return out
 
+    def holds(self, field: bytes, value: bytes) -> bool:
+        """Whether any file holds ``field`` = ``value`` (one look-up)."""
+        with self.t.env.begin() as txn:
+            return txn.get(field + b"\0" + value, db=self.t.postings) is not None
+
     def has_values(self, field: bytes) -> bool:
         with self.t.env.begin() as txn:
             return next(iter(self._keys(txn, field + b"\0")), None) is not None

@@ -406,6 +406,10 @@ class Writer:
             txn.delete(key, db=self.t.tombs)
         self.ops += 3 * len(doomed)
 
+    def failed_of(self, ino: int) -> list[str]:
+        raw = self.txn.get(INO.pack(ino), db=self.t.failed)
+        return bytes(raw).decode().split(",") if raw else []
+
     def set_failed(self, ino: int, names: list[str]) -> None:
         key = INO.pack(ino)
         if names:

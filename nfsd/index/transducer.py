@@ -10,6 +10,11 @@ A transducer belongs to one of two tiers, which decide when it runs again:
   -- unless the rename changes which transducers apply, or the extension
   (``Extractor.xver_for``).
 
+A transducer may declare ``fields``, the fields it yields (anything else it yields is
+dropped as malformed): the first index of a tree then answers queries over those fields as
+soon as the transducer went over every file, before the others finish (the built-ins all
+do; one that does not declare them holds back every content field until it is done).
+
 ``applies`` is asked first (with no I/O); ``extract`` then gets a ``Content`` for regular
 files, ``None`` for other kinds (and always for the stat tier).  What it yields is checked
 (field ``[a-z][a-z0-9_]{0,31}``, value 1..255 bytes without NUL) before it reaches the index;
@@ -72,6 +77,12 @@ class Content:
         if self._mime is None:
             self._mime = self._sniffer.mime(self.head(SNIFF_BYTES))
         return self._mime
+
+
+def declared_fields(t: Transducer) -> frozenset[bytes] | None:
+    """The fields ``t`` declares (see the module docstring); None: any field."""
+    fields = getattr(t, "fields", None)
+    return frozenset(fields) if fields is not None else None
 
 
 class Transducer(Protocol):
