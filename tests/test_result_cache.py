@@ -8,7 +8,7 @@ from pathlib import Path
 from nfsd.index import Index
 from nfsd.localfs import LocalFS
 from nfsd.query import Query
-from nfsd.semantic import SemanticFS
+from nfsd.semantic import SemanticFS, VNode
 from nfsd.store import Store
 
 
@@ -96,13 +96,13 @@ def test_looking_up_a_value_does_not_list_the_whole_field(tmp_path: Path) -> Non
     try:
         fs.index.scan()
         fs.ready.set()
-        name_dir = fs.lookup(fs.root, b"name:")
+        name_dir = _virtual(fs.lookup(fs.root, b"name:"))
         glob = fs.lookup(name_dir, b"f1*")
-        one = fs.lookup(name_dir, b"f7.a")
+        one = _virtual(fs.lookup(name_dir, b"f7.a"))
         assert name_dir.query.qid() not in fs._cache  # the field directory never ran
         assert one.query.qid() not in fs._cache  # nor the value's: one posting look-up
-        under = fs.lookup(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"), b"name:")  # a term: its query runs
-        assert fs.lookup(under, b"f7.a").query.terms == ((b"ext", b"a"), (b"name", b"f7.a"))
+        under = _virtual(fs.lookup(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"), b"name:"))  # a term: its query runs
+        assert _virtual(fs.lookup(under, b"f7.a")).query.terms == ((b"ext", b"a"), (b"name", b"f7.a"))
         with pytest.raises(NfsError):
             fs.lookup(under, b"f99.a")
         assert under.query.qid() not in fs._cache
@@ -112,7 +112,7 @@ def test_looking_up_a_value_does_not_list_the_whole_field(tmp_path: Path) -> Non
             fs.lookup(name_dir, b"f99.a")
         # once listed, the field directory answers lookups from its values, as before
         assert len(list(fs.scandir(name_dir))) == 50
-        assert fs.lookup(name_dir, b"f7.a").query == one.query
+        assert _virtual(fs.lookup(name_dir, b"f7.a")).query == one.query
     finally:
         fs.index.close()
         fs.close()
@@ -138,22 +138,28 @@ def test_after_a_restart_attributes_come_without_running_the_query(tmp_path: Pat
         return fs
 
     fs = start()
-    a = fs.lookup(fs.lookup(fs.root, b"ext:"), b"a")
+    a = _virtual(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"))
     assert len(list(fs.scandir(a))) == 30
     before = fs.stat(a)
     assert before.st_size == 30
     fs.index.close()
     fs = start()  # a restart: nothing cached, nothing changed
-    a = fs.lookup(fs.lookup(fs.root, b"ext:"), b"a")
+    a = _virtual(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"))
     assert fs.stat(a) == before
     assert a.query.qid() not in fs._cache  # answered from the record
     (export / "new.a").write_bytes(b"")
     fs.index.close()
     fs = start()  # a restart after a change: the query runs again
-    a = fs.lookup(fs.lookup(fs.root, b"ext:"), b"a")
+    a = _virtual(fs.lookup(fs.lookup(fs.root, b"ext:"), b"a"))
     after = fs.stat(a)
     assert after.st_size == 31 and after.st_mtime_ns > before.st_mtime_ns
     assert a.query.qid() in fs._cache
     fs.index.close()
     fs.close()
     store.close()
+
+
+def _virtual(node: object) -> VNode:
+    """``node``, which must be a query directory (what the lookups above return)."""
+    assert isinstance(node, VNode), node
+    return node
