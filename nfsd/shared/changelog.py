@@ -17,7 +17,9 @@ per export, which makes the other heads rescan).
 A row says *what* to look at, never what the head found there: ``e`` an entry
 (parent inode, name) appeared, changed or vanished; ``i`` an inode's content or attributes
 changed; ``p`` an inode's place (parent, name, generation) for the handle table; ``g`` an
-inode was removed (its handles are STALE); ``r`` rescan the export.  A head applies ``e``
+inode was removed (its handles are STALE); ``r`` rescan the export; ``c`` the content
+fields the publishing head extracted for a file's content version (``content``: the one row
+that carries what a head found, so the others need not run transducers).  A head applies ``e``
 and ``i`` by noting them to its own index, which re-reads the file system (coherent across
 heads: the MDS keeps CephFS mounts coherent) on its next flush; ``p`` and ``g`` go to its own
 handle table.  So applying a row twice does nothing new, and ``last_seq``, kept in the head's
@@ -62,12 +64,16 @@ class Row(NamedTuple):
     parent: int = 0
     gen: int = 0
     name: bytes = b""
+    vals: bytes = b""     # ``c`` rows: the content tier (``content.encode``)
 
     def key(self) -> tuple:
         """Rows with the same key say the same thing (the newer one wins: a place after a
-        tombstone is a reused inode, a tombstone after a place a removal)."""
+        tombstone is a reused inode, a tombstone after a place a removal; a file's newer
+        content tier replaces the older)."""
         if self.op in ("p", "g"):
             return ("pg", self.export_id, self.ino)
+        if self.op == "c":
+            return ("c", self.export_id, self.ino)
         return (self.op, self.export_id, self.ino, self.parent, self.name)
 
 
@@ -230,9 +236,10 @@ class Publisher:
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
         ``pysfsd_publish`` function in ``schema``."""
-        conn.execute("SELECT pysfsd_publish(%s, %s, %s, %s, %s, %s, %s)",
+        conn.execute("SELECT pysfsd_publish(%s, %s, %s, %s, %s, %s, %s, %s)",
                      (self.head, [r.export_id for r in rows], [r.op for r in rows], [r.ino for r in rows],
-                      [r.parent for r in rows], [r.gen for r in rows], [r.name for r in rows]))
+                      [r.parent for r in rows], [r.gen for r in rows], [r.name for r in rows],
+                      [r.vals for r in rows]))
 
 
 @dataclass
@@ -245,6 +252,7 @@ class Target:
     index: Any
     local: Any            # LocalFS: record places, forget nodes
     entries: Any = None   # dirlist.EntryCache
+    content: Any = None   # content.SharedContent: published content tiers
 
 
 class Follower:
@@ -297,6 +305,7 @@ class Follower:
                     self._check_floor(conn)
                 while self._read_some(conn):
                     pass
+                self._extract_overdue()
                 self.caught_up.set()
                 if time.monotonic() - self._reported >= self.report_seconds:
                     self.report(conn)
@@ -314,6 +323,16 @@ class Follower:
         if conn is not None:
             conn.close()
 
+    def _extract_overdue(self) -> None:
+        """Files whose content tier another head was to publish and did not in time: this
+        head's index extracts them itself now."""
+        for t in self.targets.values():
+            due = t.content.due() if t.content is not None else []
+            if due:
+                for ino in due:
+                    t.index.note_ino(ino)
+                t.index.flush()
+
     def _wait_for_others(self, conn: Any) -> None:
         """Until another head's notification, or POLL_SECONDS (this head's own rows need no
         work here: they are skipped when read with the others', or at the next poll)."""
@@ -328,7 +347,7 @@ class Follower:
         if self.last_seq + 1 < floor:
             log.warning("shared state: the change log was pruned past this head (at %d, log from %d): "
                         "rescanning", self.last_seq, floor)
-            self.apply([(0, "", eid, "r", 0, 0, 0, b"") for eid in self.targets])
+            self.apply([(0, "", eid, "r", 0, 0, 0, b"", b"") for eid in self.targets])
             self.rescans += 1
             self.last_seq = floor - 1
             self._save_last_seq()
@@ -356,7 +375,7 @@ class Follower:
 
     def _read_some(self, conn: Any) -> bool:
         """Apply the next rows; True if there may be more."""
-        rows = conn.execute("SELECT seq, head, export_id, op, ino, parent, gen, name FROM change_log "
+        rows = conn.execute("SELECT seq, head, export_id, op, ino, parent, gen, name, vals FROM change_log "
                             "WHERE seq > %s ORDER BY seq LIMIT %s", (self.last_seq, APPLY_BATCH)).fetchall()
         if not rows:
             return False
@@ -369,8 +388,10 @@ class Follower:
         return len(rows) == APPLY_BATCH
 
     def apply(self, rows: list[tuple]) -> None:
-        """Apply rows (seq, head, export_id, op, ino, parent, gen, name): handle table first
-        (a place, a tombstone), then notes to the index, then one flush per export."""
+        """Apply rows (seq, head, export_id, op, ino, parent, gen, name, vals): handle table
+        first (a place, a tombstone), then notes to the index, then one flush per export.
+        An entry or inode row makes the index wait for the content tier the other head
+        publishes (a ``c`` row: the values, noted again so the flush takes them)."""
         touched: set[int] = set()
         rescan: set[int] = set()
         places: dict[int, list[tuple[int, int, int, bytes]]] = {}  # consecutive ones: one write
@@ -380,7 +401,7 @@ class Follower:
                 self.targets[eid].local.store.put_objects(eid, recs, publish=False)
             places.clear()
 
-        for _seq, _head, eid, op, ino, parent, gen, name in rows:
+        for _seq, _head, eid, op, ino, parent, gen, name, vals in rows:
             t = self.targets.get(eid)
             if t is None:
                 continue
@@ -392,11 +413,20 @@ class Follower:
             if op == "g":
                 t.local.store.mark_deleted(eid, ino, publish=False)
             elif op == "e":
+                if t.content is not None:
+                    t.content.expect_entry(parent, name)
                 t.index.note_entry(parent, name)
                 if t.entries is not None:
                     t.entries.changed(eid, parent, name)
                 touched.add(eid)
+            elif op == "c":
+                if t.content is not None:
+                    t.content.published(ino, parent, gen, name, bytes(vals))
+                    t.index.note_ino(ino)
+                    touched.add(eid)
             elif op == "i":
+                if t.content is not None:
+                    t.content.expect_ino(ino)
                 t.index.note_ino(ino)
                 if t.entries is not None:
                     rec = t.local.store.get_object(eid, ino)
