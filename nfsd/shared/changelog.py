@@ -43,7 +43,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 
 log = logging.getLogger("pysfsd.shared")
@@ -235,11 +235,26 @@ class Publisher:
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
-        ``pysfsd_publish`` function in ``schema``."""
-        conn.execute("SELECT pysfsd_publish(%s, %s, %s, %s, %s, %s, %s, %s)",
-                     (self.head, [r.export_id for r in rows], [r.op for r in rows], [r.ino for r in rows],
-                      [r.parent for r in rows], [r.gen for r in rows], [r.name for r in rows],
-                      [r.vals for r in rows]))
+        ``pysfsd_publish`` function in ``schema``.  The arrays go as array literals made
+        here: psycopg's list dumper inspects every element for its type, which cost a head
+        about as much CPU as the rest of the statement (``shared_bench.py``)."""
+        conn.execute(PUBLISH, (self.head, _ints(r.export_id for r in rows), "{" + ",".join(r.op for r in rows) + "}",
+                               _ints(r.ino for r in rows), _ints(r.parent for r in rows),
+                               _ints(r.gen for r in rows), _bytes(r.name for r in rows),
+                               _bytes(r.vals for r in rows)))
+
+
+PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
+           "%s::bytea[], %s::bytea[])")
+
+
+def _ints(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _bytes(values: Iterable[bytes]) -> str:
+    """A bytea[] literal: every element in hex (``"\\x..."``), so no byte needs quoting."""
+    return "{" + ",".join(['"\\\\x' + v.hex() + '"' for v in values]) + "}"
 
 
 @dataclass

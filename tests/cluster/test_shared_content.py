@@ -94,3 +94,29 @@ def test_head_that_gets_no_values_extracts_itself(tmp_path: Path, shared_url: st
             time.sleep(0.1)
     extracted, _taken, gave_up = content_summary(logs["b"])
     assert extracted >= 1 and gave_up >= 1, logs["b"]
+
+
+def test_rows_and_content_values_survive_the_log(shared_url: str) -> None:
+    """What a head publishes is what the others read: names with every awkward byte, a
+    content tier's keys and failures (``c`` rows), in one batch."""
+    import psycopg
+
+    from nfsd.shared import SharedState
+    from nfsd.shared.changelog import Row
+    from nfsd.shared.content import decode, encode
+    keys = frozenset({b"text\0zebra", b"run\0" + bytes(range(1, 200))})
+    failures = [("command:sh#0", "exited with status 7: \"quoted\" {braces}, \\ back")]
+    rows = [Row(3, "p", 2**40, 77, 2**32 - 1, b'\x00\xff"\\{},\n '), Row(3, "e", 0, 77, 0, b""),
+            Row(3, "c", 5, 4096, 9, b"\x01" * 12, encode(keys, failures))]
+    writer = SharedState(shared_url, head="writer")
+    try:
+        writer.publisher.start()
+        for r in rows:
+            writer.publisher.add(r)
+        assert writer.publisher.wait_published()
+    finally:
+        writer.close()
+    with psycopg.connect(shared_url) as conn:
+        got = conn.execute("SELECT export_id, op, ino, parent, gen, name, vals FROM change_log ORDER BY seq").fetchall()
+    assert [Row(e, o, i, p, g, bytes(n), bytes(v)) for e, o, i, p, g, n, v in got] == rows
+    assert decode(bytes(got[2][6])) == (keys, failures)
