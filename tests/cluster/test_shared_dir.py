@@ -282,6 +282,7 @@ def test_head_killed_after_a_write_reply_is_repaired(tmp_path: Path, own_pg, rep
             own_pg.stop()
             status, _ = write(ra, main_c, 0, b"/* longer */ " * 20)  # FILE_SYNC
             assert status == OK, status
+            assert a.proc is not None
             a.proc.send_signal(signal.SIGKILL)                  # right after the reply
             a.proc.wait()
             own_pg.start()
