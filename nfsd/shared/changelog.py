@@ -244,6 +244,10 @@ class Publisher:
                                _bytes(r.vals for r in rows)))
 
 
+READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) "
+               "SELECT m.top, c.seq, c.head, c.export_id, c.op, c.ino, c.parent, c.gen, c.name, c.vals "
+               "FROM m LEFT JOIN LATERAL (SELECT * FROM change_log WHERE seq > %s AND seq <= m.top AND head <> %s "
+               "ORDER BY seq LIMIT %s) c ON true ORDER BY c.seq")
 PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
            "%s::bytea[], %s::bytea[])")
 
@@ -389,18 +393,22 @@ class Follower:
         return deleted
 
     def _read_some(self, conn: Any) -> bool:
-        """Apply the next rows; True if there may be more."""
-        rows = conn.execute("SELECT seq, head, export_id, op, ino, parent, gen, name, vals FROM change_log "
-                            "WHERE seq > %s ORDER BY seq LIMIT %s", (self.last_seq, APPLY_BATCH)).fetchall()
-        if not rows:
+        """Apply the next rows of the other heads; True if there may be more.  This head's
+        own rows are not fetched (a ``c`` row can be large): one statement, so one snapshot,
+        reads the log's end and the other heads' rows up to it, and ``last_seq`` moves to
+        that end (commits follow seq order: nothing below it can still appear)."""
+        rows = conn.execute(READ_OTHERS, (self.last_seq, self.head, APPLY_BATCH)).fetchall()
+        top = rows[0][0] if rows else None
+        others = [r[1:] for r in rows if r[1] is not None]
+        if top is None or (top <= self.last_seq and not others):
             return False
-        others = [r for r in rows if r[1] != self.head]
         if others:
             self.apply(others)
-        self.last_seq = rows[-1][0]
+        full = len(others) == APPLY_BATCH
+        self.last_seq = others[-1][0] if full else top
         if others or time.monotonic() - self._saved > POLL_SECONDS:
             self._save_last_seq()   # only saves work after a crash: not for own rows alone
-        return len(rows) == APPLY_BATCH
+        return full
 
     def apply(self, rows: list[tuple]) -> None:
         """Apply rows (seq, head, export_id, op, ino, parent, gen, name, vals): handle table
