@@ -86,7 +86,9 @@ class Publisher:
     def __init__(self, connect: Callable[[], Any], head: str) -> None:
         self._connect = connect
         self.head = head
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)   # rows committed (``wait_published``)
+        self._work = threading.Condition(lock)   # rows for the publisher thread: not woken by every commit
         self._writer = threading.Lock()
         self._conn: Any = None                # used under ``_writer``
         self._pending: dict[tuple, Row] = {}
@@ -116,7 +118,7 @@ class Publisher:
                 self._pending.clear()
             self._added += 1
             if wake:
-                self._cond.notify()
+                self._work.notify()
             return self._added
 
     def wait_for(self, ticket: int, timeout: float = 2.0) -> bool:
@@ -127,7 +129,7 @@ class Publisher:
             left = deadline - time.monotonic()
             if not self.connected or left <= 0:
                 with self._cond:
-                    self._cond.notify()   # the publisher thread takes it from here
+                    self._work.notify()   # the publisher thread takes it from here
                 return False
             if self._writer.acquire(timeout=left):
                 try:
@@ -141,7 +143,7 @@ class Publisher:
         """Whether everything queued so far was written within ``timeout`` (tests, bench)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.notify()
+            self._work.notify()
             while self._pending or self._overflowed or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -157,6 +159,7 @@ class Publisher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._work.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
         with self._writer:
@@ -224,14 +227,14 @@ class Publisher:
         while True:
             with self._cond:
                 if not (self._pending or self._overflowed or self._closed):
-                    self._cond.wait(RECONNECT_SECONDS)   # woken by rows nobody waits for
+                    self._work.wait(RECONNECT_SECONDS)   # woken by rows nobody waits for
                 if self._closed:
                     break
             with self._writer:
                 ok = self._batch()
             if not ok:
                 with self._cond:
-                    self._cond.wait(RECONNECT_SECONDS)
+                    self._work.wait(RECONNECT_SECONDS)
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
