@@ -29,8 +29,9 @@ from .changelog import Row
 log = logging.getLogger("pysfsd.shared")
 
 WAIT_SECONDS = 2.0      # how long a head waits for another head's values before extracting
-KEEP_SECONDS = 60.0     # unused marks, expectations and published values are dropped after this
-PRUNE_ABOVE = 10_000    # ... looked for once a table holds more than this
+KEEP_SECONDS = 60.0     # unused marks, expectations and published values are dropped after this...
+PRUNE_ABOVE = 10_000    # ... once a table holds more than this
+MAX_KEPT = 100_000      # and beyond this the oldest go anyway (values: that file is extracted here)
 _HEAD = struct.Struct(">qI")   # mtime_ns, extractor version: the ``name`` of a ``c`` row
 _LEN = struct.Struct(">H")
 _COUNT = struct.Struct(">II")
@@ -88,35 +89,27 @@ class SharedContent:
     # -- this head changed it -----------------------------------------------------------------
     def mine_entry(self, parent: int, name: bytes) -> None:
         with self._lock:
-            self._mine_entries[(parent, name)] = time.monotonic()
-            self._prune(self._mine_entries)
+            _mark(self._mine_entries, (parent, name), time.monotonic())
 
     def mine_ino(self, ino: int) -> None:
         with self._lock:
-            self._mine_inos[ino] = time.monotonic()
-            self._prune(self._mine_inos)
+            _mark(self._mine_inos, ino, time.monotonic())
 
     # -- another head changed it ------------------------------------------------------------------
     def expect_entry(self, parent: int, name: bytes) -> None:
         with self._lock:
-            self._expect_entries[(parent, name)] = time.monotonic() + self.wait_seconds
-            self._prune(self._expect_entries)
+            _mark(self._expect_entries, (parent, name), time.monotonic() + self.wait_seconds)
 
     def expect_ino(self, ino: int) -> None:
         with self._lock:
-            self._expect_inos[ino] = time.monotonic() + self.wait_seconds
-            self._prune(self._expect_inos)
+            _mark(self._expect_inos, ino, time.monotonic() + self.wait_seconds)
 
     def published(self, ino: int, size: int, gen: int, head: bytes, vals: bytes) -> None:
         """A ``c`` row of another head: kept until this head's flush asks for that file."""
         mtime_ns, xver = _HEAD.unpack(head)
         with self._lock:
-            self._values[ino] = (size, mtime_ns, xver, gen, vals, time.monotonic())
             self._deferred.pop(ino, None)
-            if len(self._values) > PRUNE_ABOVE:
-                old = time.monotonic() - KEEP_SECONDS
-                for k in [k for k, v in self._values.items() if v[5] < old]:
-                    del self._values[k]
+            _mark(self._values, ino, (size, mtime_ns, xver, gen, vals, time.monotonic()))
 
     def due(self) -> list[int]:
         """Deferred files whose wait is over: the follower notes them again, and this time
@@ -127,18 +120,8 @@ class SharedContent:
             for ino in over:
                 del self._deferred[ino]
                 self._expect_inos.pop(ino, None)
-                self.gave_up += 1
-            if over:
-                for k in [k for k, d in self._expect_entries.items() if d <= now]:
-                    del self._expect_entries[k]
+                self.gave_up += 1   # (its entry's expectation has expired too)
         return over
-
-    def _prune(self, table: dict[Any, float]) -> None:
-        """Under the lock: forget old marks (a change whose file was never extracted)."""
-        if len(table) > PRUNE_ABOVE:
-            now = time.monotonic()
-            for k in [k for k, t in table.items() if abs(now - t) > KEEP_SECONDS]:
-                del table[k]
 
     # -- the extraction step ---------------------------------------------------------------------
     def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> Any:
@@ -188,6 +171,22 @@ class SharedContent:
     def summary(self) -> str:
         return (f"content fields: {self.extracted} files extracted here, {self.taken} taken from other heads, "
                 f"{self.sent} published, {self.gave_up} extracted after waiting in vain")
+
+
+def _mark(table: dict[Any, Any], key: Any, value: Any) -> None:
+    """Put ``key`` last in ``table`` (insertion order is age order), then drop the oldest
+    entries while the table is over ``PRUNE_ABOVE`` and they are older than
+    ``KEEP_SECONDS``, or it is over ``MAX_KEPT``: constant work per call."""
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > PRUNE_ABOVE:
+        old = time.monotonic() - KEEP_SECONDS
+        while len(table) > PRUNE_ABOVE:
+            first = next(iter(table))
+            stamp = table[first]
+            if len(table) <= MAX_KEPT and (stamp[-1] if isinstance(stamp, tuple) else stamp) > old:
+                break
+            del table[first]
 
 
 def _outcome(keys: frozenset[bytes], failures: list[tuple[str, str]]) -> Any:

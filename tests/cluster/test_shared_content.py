@@ -120,3 +120,16 @@ def test_rows_and_content_values_survive_the_log(shared_url: str) -> None:
         got = conn.execute("SELECT export_id, op, ino, parent, gen, name, vals FROM change_log ORDER BY seq").fetchall()
     assert [Row(e, o, i, p, g, bytes(n), bytes(v)) for e, o, i, p, g, n, v in got] == rows
     assert decode(bytes(got[2][6])) == (keys, failures)
+
+
+def test_marks_and_expectations_stay_bounded() -> None:
+    """Endless changes whose files are never extracted (empty files, directories) leave at
+    most ``MAX_KEPT`` marks per table, the oldest going first, at constant cost each."""
+    from nfsd.shared import content
+    shared = content.SharedContent(lambda row: None, 1)
+    for i in range(content.MAX_KEPT + 5000):
+        shared.mine_entry(7, b"f%d" % i)
+        shared.expect_ino(i)
+    assert len(shared._mine_entries) == content.MAX_KEPT
+    assert (7, b"f0") not in shared._mine_entries and (7, b"f%d" % (content.MAX_KEPT + 4999)) in shared._mine_entries
+    assert len(shared._expect_inos) == content.MAX_KEPT
