@@ -252,6 +252,11 @@ class Index:
         """Drop LMDB's mapped pages from the resident set if they are many (``residency``)."""
         return self._trimmer.trim_over()
 
+    def wrap_extractor(self, wrap: Callable[[Extractor], Extractor]) -> None:
+        """Put a step around content extraction (a cluster head takes the values another head
+        published instead of running transducers: nfsd/shared/content.py)."""
+        self._extractor = wrap(self._extractor)
+
     def maintain(self) -> bool:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
         short once writes may go through again; keep the mapped pages in bounds."""

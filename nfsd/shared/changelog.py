@@ -17,7 +17,9 @@ per export, which makes the other heads rescan).
 A row says *what* to look at, never what the head found there: ``e`` an entry
 (parent inode, name) appeared, changed or vanished; ``i`` an inode's content or attributes
 changed; ``p`` an inode's place (parent, name, generation) for the handle table; ``g`` an
-inode was removed (its handles are STALE); ``r`` rescan the export.  A head applies ``e``
+inode was removed (its handles are STALE); ``r`` rescan the export; ``c`` the content
+fields the publishing head extracted for a file's content version (``content``: the one row
+that carries what a head found, so the others need not run transducers).  A head applies ``e``
 and ``i`` by noting them to its own index, which re-reads the file system (coherent across
 heads: the MDS keeps CephFS mounts coherent) on its next flush; ``p`` and ``g`` go to its own
 handle table.  So applying a row twice does nothing new, and ``last_seq``, kept in the head's
@@ -41,7 +43,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 
 log = logging.getLogger("pysfsd.shared")
@@ -62,12 +64,16 @@ class Row(NamedTuple):
     parent: int = 0
     gen: int = 0
     name: bytes = b""
+    vals: bytes = b""     # ``c`` rows: the content tier (``content.encode``)
 
     def key(self) -> tuple:
         """Rows with the same key say the same thing (the newer one wins: a place after a
-        tombstone is a reused inode, a tombstone after a place a removal)."""
+        tombstone is a reused inode, a tombstone after a place a removal; a file's newer
+        content tier replaces the older)."""
         if self.op in ("p", "g"):
             return ("pg", self.export_id, self.ino)
+        if self.op == "c":
+            return ("c", self.export_id, self.ino)
         return (self.op, self.export_id, self.ino, self.parent, self.name)
 
 
@@ -80,7 +86,9 @@ class Publisher:
     def __init__(self, connect: Callable[[], Any], head: str) -> None:
         self._connect = connect
         self.head = head
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)   # rows committed (``wait_published``)
+        self._work = threading.Condition(lock)   # rows for the publisher thread: not woken by every commit
         self._writer = threading.Lock()
         self._conn: Any = None                # used under ``_writer``
         self._pending: dict[tuple, Row] = {}
@@ -110,7 +118,7 @@ class Publisher:
                 self._pending.clear()
             self._added += 1
             if wake:
-                self._cond.notify()
+                self._work.notify()
             return self._added
 
     def wait_for(self, ticket: int, timeout: float = 2.0) -> bool:
@@ -121,7 +129,7 @@ class Publisher:
             left = deadline - time.monotonic()
             if not self.connected or left <= 0:
                 with self._cond:
-                    self._cond.notify()   # the publisher thread takes it from here
+                    self._work.notify()   # the publisher thread takes it from here
                 return False
             if self._writer.acquire(timeout=left):
                 try:
@@ -135,7 +143,7 @@ class Publisher:
         """Whether everything queued so far was written within ``timeout`` (tests, bench)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.notify()
+            self._work.notify()
             while self._pending or self._overflowed or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -151,6 +159,7 @@ class Publisher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._work.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
         with self._writer:
@@ -218,21 +227,41 @@ class Publisher:
         while True:
             with self._cond:
                 if not (self._pending or self._overflowed or self._closed):
-                    self._cond.wait(RECONNECT_SECONDS)   # woken by rows nobody waits for
+                    self._work.wait(RECONNECT_SECONDS)   # woken by rows nobody waits for
                 if self._closed:
                     break
             with self._writer:
                 ok = self._batch()
             if not ok:
                 with self._cond:
-                    self._cond.wait(RECONNECT_SECONDS)
+                    self._work.wait(RECONNECT_SECONDS)
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
-        ``pysfsd_publish`` function in ``schema``."""
-        conn.execute("SELECT pysfsd_publish(%s, %s, %s, %s, %s, %s, %s)",
-                     (self.head, [r.export_id for r in rows], [r.op for r in rows], [r.ino for r in rows],
-                      [r.parent for r in rows], [r.gen for r in rows], [r.name for r in rows]))
+        ``pysfsd_publish`` function in ``schema``.  The arrays go as array literals made
+        here: psycopg's list dumper inspects every element for its type, which cost a head
+        about as much CPU as the rest of the statement (``shared_bench.py``)."""
+        conn.execute(PUBLISH, (self.head, _ints(r.export_id for r in rows), "{" + ",".join(r.op for r in rows) + "}",
+                               _ints(r.ino for r in rows), _ints(r.parent for r in rows),
+                               _ints(r.gen for r in rows), _bytes(r.name for r in rows),
+                               _bytes(r.vals for r in rows)))
+
+
+READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) "
+               "SELECT m.top, c.seq, c.head, c.export_id, c.op, c.ino, c.parent, c.gen, c.name, c.vals "
+               "FROM m LEFT JOIN LATERAL (SELECT * FROM change_log WHERE seq > %s AND seq <= m.top AND head <> %s "
+               "ORDER BY seq LIMIT %s) c ON true ORDER BY c.seq")
+PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
+           "%s::bytea[], %s::bytea[])")
+
+
+def _ints(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _bytes(values: Iterable[bytes]) -> str:
+    """A bytea[] literal: every element in hex (``"\\x..."``), so no byte needs quoting."""
+    return "{" + ",".join(['"\\\\x' + v.hex() + '"' for v in values]) + "}"
 
 
 @dataclass
@@ -245,6 +274,7 @@ class Target:
     index: Any
     local: Any            # LocalFS: record places, forget nodes
     entries: Any = None   # dirlist.EntryCache
+    content: Any = None   # content.SharedContent: published content tiers
 
 
 class Follower:
@@ -297,6 +327,7 @@ class Follower:
                     self._check_floor(conn)
                 while self._read_some(conn):
                     pass
+                self._extract_overdue()
                 self.caught_up.set()
                 if time.monotonic() - self._reported >= self.report_seconds:
                     self.report(conn)
@@ -314,6 +345,16 @@ class Follower:
         if conn is not None:
             conn.close()
 
+    def _extract_overdue(self) -> None:
+        """Files whose content tier another head was to publish and did not in time: this
+        head's index extracts them itself now."""
+        for t in self.targets.values():
+            due = t.content.due() if t.content is not None else []
+            if due:
+                for ino in due:
+                    t.index.note_ino(ino)
+                t.index.flush()
+
     def _wait_for_others(self, conn: Any) -> None:
         """Until another head's notification, or POLL_SECONDS (this head's own rows need no
         work here: they are skipped when read with the others', or at the next poll)."""
@@ -328,7 +369,7 @@ class Follower:
         if self.last_seq + 1 < floor:
             log.warning("shared state: the change log was pruned past this head (at %d, log from %d): "
                         "rescanning", self.last_seq, floor)
-            self.apply([(0, "", eid, "r", 0, 0, 0, b"") for eid in self.targets])
+            self.apply([(0, "", eid, "r", 0, 0, 0, b"", b"") for eid in self.targets])
             self.rescans += 1
             self.last_seq = floor - 1
             self._save_last_seq()
@@ -355,22 +396,28 @@ class Follower:
         return deleted
 
     def _read_some(self, conn: Any) -> bool:
-        """Apply the next rows; True if there may be more."""
-        rows = conn.execute("SELECT seq, head, export_id, op, ino, parent, gen, name FROM change_log "
-                            "WHERE seq > %s ORDER BY seq LIMIT %s", (self.last_seq, APPLY_BATCH)).fetchall()
-        if not rows:
+        """Apply the next rows of the other heads; True if there may be more.  This head's
+        own rows are not fetched (a ``c`` row can be large): one statement, so one snapshot,
+        reads the log's end and the other heads' rows up to it, and ``last_seq`` moves to
+        that end (commits follow seq order: nothing below it can still appear)."""
+        rows = conn.execute(READ_OTHERS, (self.last_seq, self.head, APPLY_BATCH)).fetchall()
+        top = rows[0][0] if rows else None
+        others = [r[1:] for r in rows if r[1] is not None]
+        if top is None or (top <= self.last_seq and not others):
             return False
-        others = [r for r in rows if r[1] != self.head]
         if others:
             self.apply(others)
-        self.last_seq = rows[-1][0]
+        full = len(others) == APPLY_BATCH
+        self.last_seq = others[-1][0] if full else top
         if others or time.monotonic() - self._saved > POLL_SECONDS:
             self._save_last_seq()   # only saves work after a crash: not for own rows alone
-        return len(rows) == APPLY_BATCH
+        return full
 
     def apply(self, rows: list[tuple]) -> None:
-        """Apply rows (seq, head, export_id, op, ino, parent, gen, name): handle table first
-        (a place, a tombstone), then notes to the index, then one flush per export."""
+        """Apply rows (seq, head, export_id, op, ino, parent, gen, name, vals): handle table
+        first (a place, a tombstone), then notes to the index, then one flush per export.
+        An entry or inode row makes the index wait for the content tier the other head
+        publishes (a ``c`` row: the values, noted again so the flush takes them)."""
         touched: set[int] = set()
         rescan: set[int] = set()
         places: dict[int, list[tuple[int, int, int, bytes]]] = {}  # consecutive ones: one write
@@ -380,7 +427,7 @@ class Follower:
                 self.targets[eid].local.store.put_objects(eid, recs, publish=False)
             places.clear()
 
-        for _seq, _head, eid, op, ino, parent, gen, name in rows:
+        for _seq, _head, eid, op, ino, parent, gen, name, vals in rows:
             t = self.targets.get(eid)
             if t is None:
                 continue
@@ -392,11 +439,20 @@ class Follower:
             if op == "g":
                 t.local.store.mark_deleted(eid, ino, publish=False)
             elif op == "e":
+                if t.content is not None:
+                    t.content.expect_entry(parent, name)
                 t.index.note_entry(parent, name)
                 if t.entries is not None:
                     t.entries.changed(eid, parent, name)
                 touched.add(eid)
+            elif op == "c":
+                if t.content is not None:
+                    t.content.published(ino, parent, gen, name, bytes(vals))
+                    t.index.note_ino(ino)
+                    touched.add(eid)
             elif op == "i":
+                if t.content is not None:
+                    t.content.expect_ino(ino)
                 t.index.note_ino(ino)
                 if t.entries is not None:
                     rec = t.local.store.get_object(eid, ino)

@@ -56,8 +56,11 @@ def publishing(index: Any, shared: Any, export_id: int) -> Any:
     if shared is None:
         return index
     shared.add_index(export_id, index)
+    from .content import SharedContent
     from .publishing import PublishingIndex
-    return PublishingIndex(index, shared, export_id)
+    content = shared.contents[export_id] = SharedContent(shared.publisher.add, export_id)
+    index.wrap_extractor(content.wrap)
+    return PublishingIndex(index, shared, export_id, content)
 
 
 def watched(index: Any) -> Any:
@@ -74,7 +77,7 @@ def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_
         # own start-up scan has already caught up with whatever that change was)
         for eid in exports:
             shared.publisher.add(Row(eid, "r"))
-    targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries)
+    targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries, shared.contents.get(eid))
                for eid, fs in exports.items()}
     shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))
     if scan_seconds > 0:

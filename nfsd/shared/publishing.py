@@ -13,21 +13,24 @@ class PublishingIndex:
     must not announce what the other heads could never learn of); the watcher and the
     scanner note without waiting (``found``)."""
 
-    def __init__(self, index: Any, shared: Any, export_id: int, wait: bool = True) -> None:
+    def __init__(self, index: Any, shared: Any, export_id: int, content: Any, wait: bool = True) -> None:
         self.inner = index
         self._shared = shared
         self._export_id = export_id
+        self._content = content   # content.SharedContent: this head publishes what it extracts
         self._wait = wait
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
+        self._content.mine_entry(dir_ino, name)
         self.inner.note_entry(dir_ino, name)
         self._shared.note_entry(self._export_id, dir_ino, name, self._wait)
 
     def found(self) -> "PublishingIndex":
         """This index for noting changes found rather than made (inotify, the scanner)."""
-        return PublishingIndex(self.inner, self._shared, self._export_id, wait=False)
+        return PublishingIndex(self.inner, self._shared, self._export_id, self._content, wait=False)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
+        self._content.mine_ino(ino)
         self.inner.note_ino(ino, force)
         self._shared.note_ino(self._export_id, ino)
 

@@ -37,7 +37,7 @@ MIGRATIONS: list[str] = [
         seq bigserial PRIMARY KEY,
         head text NOT NULL,
         export_id int NOT NULL,
-        op "char" NOT NULL,           -- e entry, i inode, p place, g gone, r rescan
+        op "char" NOT NULL,           -- e entry, i inode, p place, g gone, r rescan (c: 4)
         ino bigint NOT NULL DEFAULT 0,
         parent bigint NOT NULL DEFAULT 0,
         gen bigint NOT NULL DEFAULT 0,
@@ -66,6 +66,23 @@ MIGRATIONS: list[str] = [
         INSERT INTO change_log (head, export_id, op, ino, parent, gen, name)
             SELECT p_head, e, o::"char", i, p, g, n
             FROM unnest(p_export, p_op, p_ino, p_parent, p_gen, p_name) WITH ORDINALITY AS u(e, o, i, p, g, n, k)
+            ORDER BY k;
+        PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own
+    END $$;
+    """ % LOG_LOCK,
+    # 4: content tiers published once (``c`` rows carry the values: nfsd/shared/content.py)
+    """
+    ALTER TABLE change_log ADD COLUMN vals bytea NOT NULL DEFAULT '';
+    DROP FUNCTION pysfsd_publish(text, int[], text[], bigint[], bigint[], bigint[], bytea[]);
+    CREATE FUNCTION pysfsd_publish(p_head text, p_export int[], p_op text[], p_ino bigint[],
+                                   p_parent bigint[], p_gen bigint[], p_name bytea[], p_vals bytea[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(%d);
+        INSERT INTO change_log (head, export_id, op, ino, parent, gen, name, vals)
+            SELECT p_head, e, o::"char", i, p, g, n, v
+            FROM unnest(p_export, p_op, p_ino, p_parent, p_gen, p_name, p_vals)
+                WITH ORDINALITY AS u(e, o, i, p, g, n, v, k)
             ORDER BY k;
         PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own
     END $$;

@@ -65,6 +65,7 @@ class SharedState:
         self.follower: Follower | None = None
         self.scanner: Any = None   # scanner.Scanner once following
         self._indexes: dict[int, Any] = {}  # export id -> this head's Index (``place``)
+        self.contents: dict[int, Any] = {}  # export id -> content.SharedContent
         self.start_seq = 0
         self.crashed = False  # the previous run of this head ended without ``close``  # the log's end when this head started (``cluster.join``)
 
@@ -180,6 +181,8 @@ class SharedState:
         published = self.publisher.close()
         if self.follower is not None:
             self.follower.close()
+        for eid, content in self.contents.items():
+            log.info("shared state, export %d: %s", eid, content.summary())
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

@@ -256,3 +256,45 @@ def test_unreachable_postgres_at_start_is_a_clear_error(tmp_path: Path) -> None:
         assert res.returncode == 2, res.stderr
         assert "--shared-state: cannot reach PostgreSQL" in res.stderr
         assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("repair", ["restart", "scanner"])
+def test_head_killed_after_a_write_reply_is_repaired(tmp_path: Path, own_pg, repair: str) -> None:
+    """A WRITE does not wait for its log row (docs/cluster.rst, "The change log"): A answers
+    a WRITE while PostgreSQL is away (so the row is surely still only in A's memory) and is
+    killed (SIGKILL) right after the reply.  B's query directories do not show the new size
+    (nobody told B) until A is restarted (it finds it was killed and makes every head
+    rescan), or, with A never coming back, until the scanner head's next pass (B's here)."""
+    import signal
+    export = tmp_path / "export"
+    (export / "src").mkdir(parents=True)
+    (export / "src" / "main.c").write_bytes(b"int main(void) { return 0; }\n")
+    scan = ("--shared-scan-seconds", "1") if repair == "scanner" else ()
+    a, b = head(tmp_path, export, "a", own_pg.url), head(tmp_path, export, "b", own_pg.url, *scan)
+    try:
+        a.start()
+        b.start()
+        with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
+            root = ra.mount(a.export_b)
+            main_c = look(ra, look(ra, root, b"src"), b"main.c")
+            assert query(rb, root, b"size:", b">100") == set()
+
+            own_pg.stop()
+            status, _ = write(ra, main_c, 0, b"/* longer */ " * 20)  # FILE_SYNC
+            assert status == OK, status
+            assert a.proc is not None
+            a.proc.send_signal(signal.SIGKILL)                  # right after the reply
+            a.proc.wait()
+            own_pg.start()
+            if repair == "restart":
+                time.sleep(1.5)
+                assert query(rb, root, b"size:", b">100") == set()   # the row was lost with A
+                a.restart(signal.SIGKILL)
+            start = time.monotonic()
+            while b"main.c" not in query(rb, root, b"size:", b">100"):
+                assert time.monotonic() - start < 10, "B never learnt of the write"
+                time.sleep(0.1)
+    finally:
+        for h in (a, b):
+            log = h.stop()
+            assert "Traceback" not in log, log
