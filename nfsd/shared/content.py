@@ -22,7 +22,7 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .changelog import Row
 
@@ -124,11 +124,15 @@ class SharedContent:
         return over
 
     # -- the extraction step ---------------------------------------------------------------------
-    def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result) -> Any:
+    def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result,
+                     only: Sequence[Any] | None = None) -> Any:
+        """The index's step with values another head published taken instead of extracted.
+        ``only`` (one pass of a first index, some transducers) is the full rescan every head
+        makes for itself: extracted here, nothing shared."""
         inner = self._inner
         ino = st.st_ino
-        if not self._reads(name, st):
-            return inner.content_keys(dir_fd, name, st)   # nothing to read: nothing to share
+        if only is not None or not self._reads(name, st):
+            return inner.content_keys(dir_fd, name, st, only)   # nothing to read: nothing to share
         parent = os.fstat(dir_fd).st_ino
         with self._lock:
             found = self._values.get(ino)
