@@ -146,6 +146,9 @@ class NfsServer:
         self.dirsync.defer_in_bursts(self.executor)
         self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst),  # handle-table group commit
                                   (self.dirsync.begin_burst, self.dirsync.end_burst)]  # replies wait for fsyncs
+        if self.shared is not None:  # ... and for their change-log rows (nfsd/shared/state.py)
+            self.shared.defer_in_bursts(self.executor)
+            self.dispatcher.bursts.append((self.shared.begin_burst, self.shared.end_burst))
         # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
         guarded = GuardedNfs3(self.nfs, self.policy)
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)

@@ -67,6 +67,11 @@ class SharedState:
         self._indexes: dict[int, Any] = {}  # export id -> this head's Index (``place``)
         self.contents: dict[int, Any] = {}  # export id -> content.SharedContent
         self.start_seq = 0
+        # a burst served on the event loop (``begin_burst``): its namespace changes' replies
+        # wait for their rows through the future ``end_burst`` returns, not by blocking the loop
+        self._burst_thread = 0
+        self._burst_ticket = 0
+        self._executor: Any = None
         self.crashed = False  # the previous run of this head ended without ``close``  # the log's end when this head started (``cluster.join``)
 
     # -- connections ---------------------------------------------------------------------
@@ -151,9 +156,32 @@ class SharedState:
         """A namespace change; with ``wait``, returns once its row (and the place rows queued
         before it) is committed, so no reply announces a change the other heads can never
         learn of (unless PostgreSQL is away: then the row waits in the queue)."""
+        in_burst = wait and self._burst_thread == threading.get_ident()
         ticket = self.publisher.add(Row(export_id, "e", 0, parent, 0, name), wake=not wait)
-        if wait:
+        if in_burst:
+            self._burst_ticket = max(self._burst_ticket, ticket)   # waited for by ``end_burst``
+        elif wait:
             self.publisher.wait_for(ticket)
+
+    def defer_in_bursts(self, executor: Any) -> None:
+        """From now on, rows noted by the thread serving a burst (the event loop) are waited
+        for in ``executor`` after the burst: the loop serves other calls meanwhile."""
+        self._executor = executor
+
+    def begin_burst(self) -> None:
+        if self._executor is not None:
+            self._burst_thread = threading.get_ident()
+
+    def end_burst(self) -> Any:
+        """None, or a future done once every row the burst's namespace changes noted is
+        committed (or PostgreSQL is away: then they wait in the queue, as outside bursts);
+        the burst's replies wait for it (``Dispatcher.end_burst``)."""
+        self._burst_thread = 0
+        ticket, self._burst_ticket = self._burst_ticket, 0
+        if not ticket:
+            return None
+        import asyncio
+        return asyncio.get_running_loop().run_in_executor(self._executor, self.publisher.wait_for, ticket)
 
     def note_ino(self, export_id: int, ino: int) -> None:
         self.publisher.add(Row(export_id, "i", ino))

@@ -298,3 +298,35 @@ def test_head_killed_after_a_write_reply_is_repaired(tmp_path: Path, own_pg, rep
         for h in (a, b):
             log = h.stop()
             assert "Traceback" not in log, log
+
+
+def test_a_create_waiting_for_its_log_row_does_not_stop_the_head(two_heads, shared_url: str) -> None:
+    """A namespace change's reply waits for its change-log row, but the head keeps serving
+    other calls meanwhile (the wait is a burst's future, not a block of the event loop).
+    The test holds the change log's writer lock, so no row can commit until it lets go."""
+    import threading
+
+    import psycopg
+
+    from nfsd.shared.schema import LOG_LOCK
+
+    a, _ = two_heads
+    with RpcClient(a.port) as ra, RpcClient(a.port) as other, psycopg.connect(shared_url, autocommit=True) as pg:
+        root = ra.mount(a.export_b)
+        src = look(ra, root, b"src")
+        other.mount(a.export_b)
+        pg.execute("SELECT pg_advisory_lock(%s)", (LOG_LOCK,))
+        created: list[bytes] = []
+        worker = threading.Thread(target=lambda: created.append(create_ok(ra, src, b"held.c")))
+        worker.start()
+        try:
+            time.sleep(0.3)                      # the CREATE is in; its row cannot commit
+            start = time.monotonic()
+            status, _ = getattr_(other, root)    # another connection is still served
+            assert status == OK
+            assert time.monotonic() - start < 0.5
+            assert worker.is_alive() and not created   # the CREATE's reply is still held
+        finally:
+            pg.execute("SELECT pg_advisory_unlock(%s)", (LOG_LOCK,))
+        worker.join(5)
+        assert created                           # answered once its row committed
