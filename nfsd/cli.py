@@ -20,6 +20,7 @@ from .preflight import unwritable_note
 from .server import raise_open_files_limit
 from .index.index import EXTRACT_THREADS
 from .config_file import parse_with_config
+from .workers import default_count as default_workers
 from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducer_options import add_arguments as add_transducer_arguments, settings_from
 
@@ -153,6 +154,9 @@ def build_parser(server: bool = True) -> Parser:
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")
+    g.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
+                   help="server processes sharing the listening sockets (default %(default)s; "
+                        "docs/running.rst: Worker processes)")
     g.add_argument("--idle-timeout", type=positive_seconds, default=360.0, metavar="SECONDS",
                    help="close a TCP connection with nothing pending after this long (default 360)")
     g.add_argument("--stall-timeout", type=positive_seconds, default=120.0, metavar="SECONDS",
@@ -237,23 +241,33 @@ def _main(argv: list[str]) -> int:
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
-                          transducers=settings_from(args, workers=EXTRACT_THREADS))
-    runner: Callable[[Coroutine[Any, Any, int]], int]
+                          transducers=settings_from(args, workers=EXTRACT_THREADS),
+                          workers=args.workers)
+    if config.workers > 1:
+        from .workers import serve as serve_workers
+        return serve_workers(config, config.workers)
+    return event_loop_runner()(_serve(config))
+
+
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     try:
         import uvloop  # optional: a faster event loop
-        runner = uvloop.run
+        return uvloop.run
     except ImportError:
-        runner = asyncio.run
-    return runner(_serve(config))
+        return asyncio.run
 
 
-async def _announce_index(server: NfsServer) -> None:
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _announce_index(server: NfsServer, emit: Callable[[str], None] = _print_line) -> None:
     """The line scripts wait for before relying on query directories."""
     started = asyncio.get_running_loop().time()
     await server.indexed.wait()
     files = sum(getattr(s, "seen", 0) for s in server.scan_stats.values())
     elapsed = asyncio.get_running_loop().time() - started
-    print(f"pysfsd: index ready ({files} files, {elapsed:.1f} s)", flush=True)
+    emit(f"pysfsd: index ready ({files} files, {elapsed:.1f} s)")
 
 
 def _tracing() -> bool:

@@ -156,6 +156,9 @@ class LocalFS:
         self._dirsync = DirSync()
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
+        # False when other processes change the handle table too (``--workers``): then what
+        # this one recorded may be out of date, and the committed record is asked instead
+        self.sole_writer = True
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -301,7 +304,7 @@ class LocalFS:
         return found
 
     def _known_gen(self, ino: int) -> int:
-        rec = self._recorded.get(ino)
+        rec = self._place(ino)
         if rec is not None:
             return rec[1]
         r = self.store.get_object(self.export_id, ino)
@@ -319,13 +322,21 @@ class LocalFS:
         self.record(st.st_ino, parent, gen, name)
         return n
 
+    def _place(self, ino: int) -> tuple[int, int, bytes] | None:
+        """(parent, generation, name) of an inode as last recorded: by this process, or
+        (other workers writing too) in the handle table."""
+        if self.sole_writer:
+            return self._recorded.get(ino)
+        rec = self.store.get_object(self.export_id, ino)
+        return None if rec is None or rec.deleted else (rec.parent, rec.gen, rec.name)
+
     def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False) -> None:
         """Keep the handle table's (parent, name) for an inode current; ``later``: no caller
         needs to know now whether the store took it (``Store.end_burst``)."""
         if ino == self.root_ino:
             return
         value = (parent, gen, name)
-        if self._recorded.get(ino) == value:
+        if self._place(ino) == value:
             return
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);
@@ -344,7 +355,7 @@ class LocalFS:
     def handle_for_entry(self, dnode: Node, name: bytes, st: os.stat_result) -> bytes:
         """The handle of a directory entry without keeping it open (READDIRPLUS)."""
         with self._lock:
-            rec = self._recorded.get(st.st_ino)
+            rec = self._place(st.st_ino)
         if rec is not None and rec[0] == dnode.ino and rec[2] == name:
             gen = rec[1]
         else:
@@ -374,7 +385,7 @@ class LocalFS:
         check_name(name)
         # Fast path: an object already open under this very name needs no new descriptor.
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-        rec = self._recorded.get(st.st_ino)
+        rec = self._place(st.st_ino)
         if rec is not None and rec[0] == d.ino and rec[2] == name:
             with self._lock:
                 cached = self._nodes.get(pack_real(self.export_id, st.st_ino, rec[1]))
@@ -446,7 +457,7 @@ class LocalFS:
                gen: int | None = None) -> Node:
         """Turn a freshly opened descriptor into the (shared) node for its object
         (``gen``: its generation, when the caller already has it)."""
-        rec = self._recorded.get(st.st_ino)
+        rec = self._place(st.st_ino)
         if rec is not None and rec[0] == parent and rec[2] == name:
             fh = pack_real(self.export_id, st.st_ino, rec[1])
             with self._lock:

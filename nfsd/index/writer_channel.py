@@ -1,0 +1,234 @@
+"""One index writer among several worker processes (``--workers N``).
+
+Only the primary worker scans, applies notes and commits the index; every other worker (a
+*follower*) reads the index from LMDB like the ``query`` command does and sends what it
+would have noted (``note_entry``, ``note_ino``, ``note_dir``) to the writer.
+
+The channel is one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair per follower, created by
+the parent before forking and kept open by it, so messages sent while the writer restarts
+wait in the socket instead of being lost.  A pair (unlike a datagram socket bound to a
+name) is not limited by ``net.unix.max_dgram_qlen`` (10 on this machine), only by its
+buffer, and keeps message boundaries.
+
+A follower's query directory fault asks the writer to flush (``F``) and waits for the reply
+carrying the new ``version``.  A change a worker acknowledged was sent before its reply, so
+its message is already in the writer's socket when any later flush request arrives; the
+writer reads *every* follower's socket (and its own queue) before it flushes.  So the next
+listing of a query directory in any worker shows every change any worker acknowledged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from typing import Callable
+
+import lmdb
+
+from .index import Index
+from .scanner import ScanStats
+
+log = logging.getLogger("pysfsd.index")
+
+_MSG = struct.Struct(">cHQ")       # kind, export id, inode (or request number); then a name
+_REPLY = struct.Struct(">QQB")     # request number, version, flags
+READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
+FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
+SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: note dropped
+SEND_BUFFER = 4 << 20
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(writer end, follower end) of one follower's channel."""
+    w, f = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (w, f):
+        s.set_inheritable(True)
+        for option in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+            try:  # root may exceed net.core.wmem_max: more notes wait while the writer is busy
+                s.setsockopt(socket.SOL_SOCKET, option, SEND_BUFFER)
+                break
+            except OSError:
+                continue
+    return w, f
+
+
+class NoteSender:
+    """A follower's end of its channel: notes from any thread; flushes one at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.settimeout(SEND_TIMEOUT)
+        self._flush_lock = threading.Lock()
+        self._request = int.from_bytes(os.urandom(7), "big")  # never met by an earlier incarnation's
+        self._dropped_logged = 0.0
+
+    def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
+        try:
+            self.sock.send(_MSG.pack(kind, export_id, number) + name)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._dropped_logged > 10:
+                self._dropped_logged = now
+                log.warning("index note not sent to the writer (%s): the writer's next scan finds the change", exc)
+
+    def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT) -> tuple[int, int] | None:
+        """Have the writer apply every note queued anywhere; (version, flags), or None if it
+        did not answer in time."""
+        with self._flush_lock:
+            self._request += 1
+            request = self._request
+            deadline = time.monotonic() + timeout
+            try:
+                self.sock.send(_MSG.pack(b"F", export_id, request))
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.sock.settimeout(left)
+                    data = self.sock.recv(64)
+                    if len(data) == _REPLY.size:
+                        number, version, flags = _REPLY.unpack(data)
+                        if number == request:
+                            return version, flags
+            except OSError as exc:
+                log.warning("index flush request to the writer failed: %s", exc)
+                return None
+            finally:
+                self.sock.settimeout(SEND_TIMEOUT)
+
+
+class FollowerIndex(Index):
+    """An export's index in a follower: reads as ``Index`` does, writes nothing; notes go
+    to the writer, ``version`` is read from LMDB (the writer's last commit)."""
+
+    def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, sender: NoteSender,
+                 **kwargs: object) -> None:
+        self._sender = sender
+        self._export_id = export_id
+        self.writer_flags = 0
+        super().__init__(env, export_root, export_id, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def version(self) -> int:
+        with self._tables.env.begin() as txn:
+            return self._tables.version(txn)
+
+    @version.setter
+    def version(self, value: int) -> None:
+        pass  # only the writer publishes versions (in LMDB)
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        if name and b"/" not in name and name not in (b".", b".."):
+            self._sender.send(b"E", self._export_id, dir_ino, name)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        self._sender.send(b"J" if force else b"I", self._export_id, ino)
+
+    def note_dir(self, dir_ino: int) -> None:
+        self._sender.send(b"D", self._export_id, dir_ino)
+
+    def has_notes(self) -> bool:
+        return False
+
+    def flush(self) -> bool:
+        before = self.version
+        answer = self._sender.flush(self._export_id)
+        if answer is None:
+            log.warning("the index writer did not answer a flush: answering from the index as it is")
+            return False
+        self.writer_flags = answer[1]
+        return answer[0] != before
+
+    def maintain(self) -> bool:
+        return False
+
+    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None) -> ScanStats:
+        return ScanStats(0, 0, 0, 0, 0, 0, 0.0)  # the writer scans
+
+
+class NotesInbox:
+    """The writer's side: a thread reading every follower's channel, applying notes to the
+    indexes and answering flush requests; ``drain`` (every ``Index.flush`` of the writer
+    calls it first) takes in whatever is waiting."""
+
+    def __init__(self, indexes: dict[int, Index], ends: list[socket.socket],
+                 flags: Callable[[int], int]) -> None:
+        self.indexes, self.ends, self.flags = indexes, ends, flags
+        self._lock = threading.Lock()
+        self._requests: list[tuple[socket.socket, int, int]] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="pysfsd-index-inbox", daemon=True)
+        for index in indexes.values():
+            index.before_flush = self.drain
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=FLUSH_TIMEOUT)
+        self.drain()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def drain(self) -> None:
+        """Apply every note waiting in any channel; flush requests are kept for the thread."""
+        with self._lock:
+            for end in self.ends:
+                while True:
+                    try:
+                        data = end.recv(65536, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    if len(data) < _MSG.size:
+                        break  # the pair's other end is closed for good (or garbage)
+                    self._apply(end, data)
+
+    def _apply(self, end: socket.socket, data: bytes) -> None:
+        kind, export_id, number = _MSG.unpack_from(data)
+        index = self.indexes.get(export_id)
+        if index is None:
+            return
+        if kind == b"E":
+            index.note_entry(number, data[_MSG.size:])
+        elif kind == b"I":
+            index.note_ino(number)
+        elif kind == b"J":
+            index.note_ino(number, force=True)
+        elif kind == b"D":
+            index.note_dir(number)
+        elif kind == b"F":
+            self._requests.append((end, export_id, number))
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        for end in self.ends:
+            sel.register(end, selectors.EVENT_READ)
+        try:
+            while True:
+                ready = sel.select()
+                if any(key.fileobj == self._wake_r for key, _ in ready):
+                    return
+                self.drain()
+                with self._lock:
+                    requests, self._requests = self._requests, []
+                for export_id in {r[1] for r in requests}:
+                    try:
+                        self.indexes[export_id].flush()
+                    except Exception:
+                        log.exception("index flush for a follower failed")
+                for end, export_id, number in requests:
+                    index = self.indexes[export_id]
+                    try:
+                        end.send(_REPLY.pack(number, index.version, self.flags(export_id)), socket.MSG_DONTWAIT)
+                    except OSError:
+                        pass  # that follower is gone, or not reading: it times out
+        finally:
+            sel.close()
