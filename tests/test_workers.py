@@ -15,8 +15,8 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import (CREATE, OK, S, create_ok, getattr_, look, lookup, mkdir_ok, names, sattr,
-                                write)
+from tests.nfs3_helpers import (CREATE, OK, S, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
+                                remove, sattr, write)
 from tests.rpc_client import RpcClient, fh
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
@@ -237,3 +237,40 @@ def test_a_worker_that_dies_is_started_again(two: ServerProcess) -> None:
         assert getattr_(c, root)[0] == OK
         c.close()
     assert "died" in two.log_path.read_text()
+
+
+def test_a_name_recreated_through_the_other_worker_gets_its_new_handle(tmp_path: Path) -> None:
+    """A follower listed ``f``; the primary removes it and creates ``f`` again, which on
+    ext4 usually reuses the inode number with a new generation.  The follower's next
+    listing hands out the new file's handle, not the old one (whose generation it had
+    recorded itself).  --no-watch: no entry cache, no inotify, only the handle table."""
+    with two_workers(tmp_path, "--no-watch") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        writer = conns[primary]
+        follower = next(c for pid, c in conns.items() if pid != primary)
+        root = writer.mount(two.export_b)
+        follower.mount(two.export_b)
+        d = mkdir_ok(writer, root, b"box")
+        reused = 0
+        for attempt in range(20):
+            old = create_ok(writer, d, b"f")
+            listed = {e.name: e for e in list_dir(follower, d)}
+            assert listed[b"f"].name_handle.data == old
+            assert remove(writer, d, b"f")[0] == OK
+            new = create_ok(writer, d, b"f")
+            if _ino(new) != _ino(old) or new == old:
+                assert remove(writer, d, b"f")[0] == OK
+                continue  # another inode: nothing to learn from this round
+            reused += 1
+            listed = {e.name: e for e in list_dir(follower, d)}
+            got = listed[b"f"].name_handle.data
+            assert got == new, f"follower listed the removed file's handle (attempt {attempt})"
+            assert getattr_(follower, got)[0] == OK
+            assert remove(writer, d, b"f")[0] == OK
+        if not reused:
+            pytest.skip("the file system never reused an inode number here")
+
+
+def _ino(handle: bytes) -> bytes:
+    return handle[4:12]
