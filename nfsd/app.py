@@ -153,6 +153,17 @@ class NfsServer:
         self.dispatcher = Dispatcher(self.executor, trace_level(),
                                      role.drc if role is not None else DuplicateRequestCache())
         self.dispatcher.burst = (self.store.begin_burst, self.store.end_burst)  # handle-table group commit
+        if sender is not None:  # a follower's index notes leave once per burst too
+            store = self.store
+
+            def begin() -> None:
+                store.begin_burst()
+                sender.begin_burst()
+
+            def end() -> None:
+                store.end_burst()
+                sender.end_burst()
+            self.dispatcher.burst = (begin, end)
         # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
         guarded = GuardedNfs3(self.nfs, self.policy)
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)

@@ -16,7 +16,6 @@ A call left in progress by a worker that died is served again when retransmitted
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import mmap
 import os
 import struct
@@ -27,8 +26,11 @@ from .drc import CHECKSUM_BYTES, IN_PROGRESS
 
 SLOTS = 4096
 SLOT = 1024
-PROBE = 8
+PROBE = 4
 _HEAD = struct.Struct("=16sBxxxiIQ")  # digest, state, owner pid, reply length, stamp
+_STAMP = struct.Struct("=Q")
+_STAMP_AT = _HEAD.size - _STAMP.size
+_KEY = struct.Struct("=qII")
 _FREE, _BUSY, _DONE = 0, 1, 2
 _BASE = 64                            # bytes 0..7: the stamp counter
 MAX_REPLY = SLOT - _HEAD.size
@@ -44,6 +46,8 @@ class SharedDuplicateRequestCache:
         self._lock_fd = -1
         self._thread_lock = threading.Lock()
         self._pid = os.getpid()
+        self._probe = [tuple(_BASE + ((start + i) % slots) * SLOT for i in range(PROBE)) for start in range(slots)]
+        self._mine: dict[bytes, int] = {}  # key -> its slot, from begin to finish
 
     @classmethod
     def create(cls, slots: int = SLOTS) -> "SharedDuplicateRequestCache":
@@ -60,32 +64,45 @@ class SharedDuplicateRequestCache:
     @staticmethod
     def key(host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
         """The same fields as ``DuplicateRequestCache.key`` (the client's address, not its
-        port: a retransmission on a new connection comes from another port), as a digest
-        every worker computes alike."""
-        text = b"%s|%d|%d|%d|%d|%d|%d" % (host.encode(), xid, prog, vers, proc,
-                                           zlib.crc32(args[:CHECKSUM_BYTES]), len(args))
-        return hashlib.blake2b(text, digest_size=16).digest()
+        port: a retransmission on a new connection comes from another port) in 16 bytes:
+        Python's hash of them, the same in every worker (forks of one interpreter share its
+        hash seed), then the xid and the checksum themselves."""
+        crc = zlib.crc32(args[:CHECKSUM_BYTES])
+        return _KEY.pack(hash((host, xid, prog, vers, proc, crc, len(args))), xid & 0xFFFFFFFF, crc)
 
-    def _locked(self) -> "_Held":
-        return _Held(self)
+    def _lock(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _unlock(self) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
     def _find(self, m: mmap.mmap, key: bytes) -> tuple[int, int]:
         """(offset of the slot holding ``key`` or -1, offset of the slot to reuse)."""
-        start = int.from_bytes(key[:8], "little") % self.slots
-        victim, best = -1, -2
-        for i in range(PROBE):
-            off = _BASE + ((start + i) % self.slots) * SLOT
-            digest, state, _, _, stamp = _HEAD.unpack_from(m, off)
-            if state != _FREE and digest == key:
+        start = _KEY.unpack_from(key)[0] % self.slots
+        offsets = self._probe[start]
+        for off in offsets:
+            if m[off:off + 16] == key and m[off + 16] != _FREE:
                 return off, off
-            rank = -1 if state == _FREE else stamp  # a free slot first, else the oldest
+        victim, best = -1, -2
+        for off in offsets:  # a free slot first, else the least recently stamped
+            rank = -1 if m[off + 16] == _FREE else _STAMP.unpack_from(m, off + _STAMP_AT)[0]
             if best == -2 or rank < best:
                 victim, best = off, rank
+                if rank == -1:
+                    break
         return -1, victim
 
     def _stamp(self, m: mmap.mmap) -> int:
-        n = int.from_bytes(m[0:8], "little") + 1
-        m[0:8] = n.to_bytes(8, "little")
+        n: int = _STAMP.unpack_from(m, 0)[0] + 1
+        _STAMP.pack_into(m, 0, n)
         return n
 
     def begin(self, key: bytes) -> object | None:
@@ -93,57 +110,43 @@ class SharedDuplicateRequestCache:
         cached reply bytes."""
         m = self._map
         assert m is not None, "attach() first"
-        with self._locked():
+        self._lock()
+        try:
             off, victim = self._find(m, key)
             if off >= 0:
                 _, state, pid, length, _ = _HEAD.unpack_from(m, off)
                 if state == _DONE:
-                    _HEAD.pack_into(m, off, key, _DONE, pid, length, self._stamp(m))
+                    _STAMP.pack_into(m, off + _STAMP_AT, self._stamp(m))
                     return m[off + _HEAD.size: off + _HEAD.size + length]
                 if pid == self._pid or _alive(pid):
                     return IN_PROGRESS
                 victim = off  # its worker died: serve the retransmission
             _HEAD.pack_into(m, victim, key, _BUSY, self._pid, 0, self._stamp(m))
+            if len(self._mine) > 4 * self.slots:
+                self._mine.clear()  # calls that never finished (cannot happen: a bound anyway)
+            self._mine[key] = victim
             return None
+        finally:
+            self._unlock()
 
     def finish(self, key: bytes, reply: bytes | None) -> None:
         m = self._map
         assert m is not None, "attach() first"
-        with self._locked():
-            off, _ = self._find(m, key)
-            if off < 0:
+        off = self._mine.pop(key, -1)
+        if off < 0:
+            return
+        self._lock()
+        try:
+            digest, state, pid, _, stamp = _HEAD.unpack_from(m, off)
+            if digest != key or state != _BUSY or pid != self._pid:
                 return  # pushed out meanwhile
-            _, state, pid, _, stamp = _HEAD.unpack_from(m, off)
-            if state != _BUSY or pid != self._pid:
-                return
             if reply is None or len(reply) > MAX_REPLY:
-                _HEAD.pack_into(m, off, bytes(16), _FREE, 0, 0, 0)
+                m[off + 16] = _FREE
                 return
             m[off + _HEAD.size: off + _HEAD.size + len(reply)] = reply
             _HEAD.pack_into(m, off, key, _DONE, pid, len(reply), stamp)
-
-
-class _Held:
-    """The thread lock, then the process lock (flock on our own file description)."""
-
-    __slots__ = ("c",)
-
-    def __init__(self, c: SharedDuplicateRequestCache) -> None:
-        self.c = c
-
-    def __enter__(self) -> None:
-        self.c._thread_lock.acquire()
-        try:
-            fcntl.flock(self.c._lock_fd, fcntl.LOCK_EX)
-        except BaseException:
-            self.c._thread_lock.release()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            fcntl.flock(self.c._lock_fd, fcntl.LOCK_UN)
         finally:
-            self.c._thread_lock.release()
+            self._unlock()
 
 
 def _alive(pid: int) -> bool:

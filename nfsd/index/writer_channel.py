@@ -34,7 +34,8 @@ from .scanner import ScanStats
 
 log = logging.getLogger("pysfsd.index")
 
-_MSG = struct.Struct(">cHQ")       # kind, export id, inode (or request number); then a name
+_MSG = struct.Struct(">cHQH")      # kind, export id, inode (or request number), name length; the name
+MAX_BATCH = 32 << 10               # bytes of notes a burst sends in one message, at most
 _REPLY = struct.Struct(">QQB")     # request number, version, flags
 READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
@@ -65,10 +66,38 @@ class NoteSender:
         self._flush_lock = threading.Lock()
         self._request = int.from_bytes(os.urandom(7), "big")  # never met by an earlier incarnation's
         self._dropped_logged = 0.0
+        # Notes made by the event loop while it serves a burst of calls wait here and leave
+        # in one message before the burst's replies (``end_burst``), like the handle table's
+        # group commit; any other thread sends at once.
+        self._burst_thread = 0
+        self._batch: list[bytes] = []
+        self._batched = 0
+
+    def begin_burst(self) -> None:
+        self._burst_thread = threading.get_ident()
+
+    def end_burst(self) -> None:
+        self._burst_thread = 0
+        self._send_batch()
+
+    def _send_batch(self) -> None:
+        if self._batch:
+            data, self._batch, self._batched = b"".join(self._batch), [], 0
+            self._send(data)
 
     def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
+        note = _MSG.pack(kind, export_id, number, len(name)) + name
+        if self._burst_thread == threading.get_ident():
+            self._batch.append(note)
+            self._batched += len(note)
+            if self._batched >= MAX_BATCH:
+                self._send_batch()
+            return
+        self._send(note)
+
+    def _send(self, data: bytes) -> None:
         try:
-            self.sock.send(_MSG.pack(kind, export_id, number) + name)
+            self.sock.send(data)
         except OSError as exc:
             now = time.monotonic()
             if now - self._dropped_logged > 10:
@@ -78,12 +107,14 @@ class NoteSender:
     def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT) -> tuple[int, int] | None:
         """Have the writer apply every note queued anywhere; (version, flags), or None if it
         did not answer in time."""
+        if self._burst_thread == threading.get_ident():
+            self._send_batch()  # this burst's own notes first
         with self._flush_lock:
             self._request += 1
             request = self._request
             deadline = time.monotonic() + timeout
             try:
-                self.sock.send(_MSG.pack(b"F", export_id, request))
+                self.sock.send(_MSG.pack(b"F", export_id, request, 0))
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -191,12 +222,20 @@ class NotesInbox:
                     self._apply(end, data)
 
     def _apply(self, end: socket.socket, data: bytes) -> None:
-        kind, export_id, number = _MSG.unpack_from(data)
+        at = 0
+        while at + _MSG.size <= len(data):
+            kind, export_id, number, length = _MSG.unpack_from(data, at)
+            at += _MSG.size
+            name = data[at:at + length]
+            at += length
+            self._apply_one(end, kind, export_id, number, name)
+
+    def _apply_one(self, end: socket.socket, kind: bytes, export_id: int, number: int, name: bytes) -> None:
         index = self.indexes.get(export_id)
         if index is None:
             return
         if kind == b"E":
-            index.note_entry(number, data[_MSG.size:])
+            index.note_entry(number, name)
         elif kind == b"I":
             index.note_ino(number)
         elif kind == b"J":
