@@ -385,7 +385,9 @@ class LocalFS:
         check_name(name)
         # Fast path: an object already open under this very name needs no new descriptor.
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-        rec = self._place(st.st_ino)
+        # (this process's own record is enough here, other workers or not: a cached node holds
+        # its inode open, so that number cannot have been reused for another object)
+        rec = self._recorded.get(st.st_ino)
         if rec is not None and rec[0] == d.ino and rec[2] == name:
             with self._lock:
                 cached = self._nodes.get(pack_real(self.export_id, st.st_ino, rec[1]))
@@ -457,7 +459,7 @@ class LocalFS:
                gen: int | None = None) -> Node:
         """Turn a freshly opened descriptor into the (shared) node for its object
         (``gen``: its generation, when the caller already has it)."""
-        rec = self._place(st.st_ino)
+        rec = self._recorded.get(st.st_ino)  # only to find a cached node: see ``lookup``
         if rec is not None and rec[0] == parent and rec[2] == name:
             fh = pack_real(self.export_id, st.st_ino, rec[1])
             with self._lock:

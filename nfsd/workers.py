@@ -108,6 +108,7 @@ class _Slot:
     buffer: bytes = b""
     deaths: list[float] = field(default_factory=list)
     ready: "asyncio.Future[str] | None" = None
+    indexed: bool = False
 
 
 class Supervisor:
@@ -126,7 +127,9 @@ class Supervisor:
         self.stopping = False
         self.failed: str | None = None
         self.stopped = asyncio.Event()
-        self.held: list[str] | None = []  # lines to print once "listening on" is out
+        self.listening = False  # "listening on" is out
+        self.index_line: str | None = None  # "index ready", printed once every worker is
+        self.announced = False
 
     # -- starting workers -------------------------------------------------------------------
     def _role(self, slot: int, status_w: int) -> WorkerRole:
@@ -153,9 +156,18 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         os.close(status_w)
-        slot.pid, slot.status_r, slot.buffer = pid, status_r, b""
+        slot.pid, slot.status_r, slot.buffer, slot.indexed = pid, status_r, b"", False
         slot.ready = loop.create_future()
         loop.add_reader(status_r, self._status, slot)
+
+    def _announce(self) -> None:
+        """The line scripts wait for before relying on query directories: after "listening
+        on", once every worker knows the index is ready (a follower answers JUKEBOX until
+        then)."""
+        if (self.listening and not self.announced and self.index_line is not None
+                and all(s.indexed for s in self.slots)):
+            self.announced = True
+            print(self.index_line, flush=True)
 
     def _status(self, slot: _Slot) -> None:
         try:
@@ -176,11 +188,11 @@ class Supervisor:
             word, _, rest = text.partition(" ")
             if word in ("ready", "error") and slot.ready is not None and not slot.ready.done():
                 slot.ready.set_result(text)
-            elif word == "print":  # the line scripts wait for (the index is ready)
-                if self.held is None:
-                    print(rest, flush=True)
-                else:
-                    self.held.append(rest)  # after "listening on"
+            elif word == "indexed":  # the index is ready, as this worker sees it
+                slot.indexed = True
+                if rest and self.index_line is None:
+                    self.index_line = rest  # the primary's: files and seconds
+                self._announce()
 
     async def _start(self, slot: _Slot) -> None:
         self._fork(slot)
@@ -219,12 +231,13 @@ class Supervisor:
         for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
             word = "listening on" if i == 0 else "           "
             print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
-        print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}",
+        locks = (f"; NLM and NSM on port {self.lock_sockets[0].getsockname()[1]} (worker 0)"
+                 if self.lock_sockets else "")
+        print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}{locks}",
               file=sys.stderr, flush=True)
         print(f"pysfsd: portmapper: {status}", file=sys.stderr, flush=True)
-        held, self.held = self.held or [], None
-        for line in held:
-            print(line, flush=True)
+        self.listening = True
+        self._announce()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopped.set)
         await self.stopped.wait()
@@ -341,7 +354,12 @@ async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
     role.report(f"ready {server.write_verifier.hex()}")
     loop = asyncio.get_running_loop()
     if role.primary:
-        loop.create_task(announce_index(server, lambda line: role.report(f"print {line}")))
+        loop.create_task(announce_index(server, lambda line: role.report(f"indexed {line}")))
+    else:
+        async def indexed() -> None:
+            await server.indexed.wait()
+            role.report("indexed")
+        loop.create_task(indexed())
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -350,8 +368,9 @@ async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
 
 
 def default_count() -> int:
-    """The default of ``--workers`` (docs/running.rst)."""
-    return 1
+    """The default of ``--workers``: 1, or ``PYSFSD_WORKERS`` (docs/running.rst)."""
+    text = os.environ.get("PYSFSD_WORKERS", "1")
+    return int(text) if text.isdigit() and int(text) >= 1 else 1
 
 
 def serve(config: "ServerConfig", count: int) -> int:

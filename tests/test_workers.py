@@ -5,6 +5,7 @@ process holding the server's end of each TCP connection through /proc."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from contextlib import contextmanager
@@ -274,3 +275,72 @@ def test_a_name_recreated_through_the_other_worker_gets_its_new_handle(tmp_path:
 
 def _ino(handle: bytes) -> bytes:
     return handle[4:12]
+
+
+def test_locks_are_served_by_the_primary_alone(two: ServerProcess) -> None:
+    """NLM and NSM live in worker 0, on a port of their own (registered with the portmapper
+    by the parent); the NFS port's other worker does not serve them."""
+    found = None
+    deadline = time.monotonic() + 10
+    while found is None and time.monotonic() < deadline:
+        found = re.search(r"NLM and NSM on port (\d+)", two.log_path.read_text())
+        time.sleep(0.05)
+    assert found, two.log_path.read_text()
+    primary = workers_of(two)[0]
+    for _ in range(4):
+        with RpcClient(int(found[1])) as c:
+            _, body, _ = c.raw_call(100021, 4, 0)  # NLM4 NULL
+            assert body[0] == 0 and body[1].reply_data[0] == 0
+            assert serving_pid(c, int(found[1]), workers_of(two)) == primary
+    conns = one_per_worker(two)
+    follower = next(c for pid, c in conns.items() if pid != primary)
+    _, body, _ = follower.raw_call(100021, 4, 0)
+    assert body[1].reply_data[0] == 1  # PROG_UNAVAIL
+    for c in conns.values():
+        c.close()
+
+
+class _Notes:
+    """What NotesInbox needs of an index: its notes and flushes, counted."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, bytes]] = []
+        self.flushes = 0
+        self.version = 7
+        self.before_flush = None
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        self.entries.append((dir_ino, name))
+
+    def flush(self) -> bool:
+        if self.before_flush is not None:
+            self.before_flush()
+        self.flushes += 1
+        self.version += 1
+        return True
+
+
+def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -> None:
+    """The writer's own flush (its event loop) may read a follower's flush request off the
+    channel before the inbox thread sees it: the thread must still answer it."""
+    from nfsd.index.writer_channel import NotesInbox, NoteSender, channel_pair
+    w, f = channel_pair()
+    index = _Notes()
+    inbox = NotesInbox({1: index}, [w], lambda eid: 3)  # type: ignore[dict-item]
+    sender = NoteSender(f)
+    sender.send(b"E", 1, 42, b"new.c")
+    answer: list[object] = []
+    import threading
+    asking = threading.Thread(target=lambda: answer.append(sender.flush(1, timeout=5.0)))
+    asking.start()
+    deadline = time.monotonic() + 5
+    while not inbox._requests and time.monotonic() < deadline:
+        inbox.drain()  # as the writer's own Index.flush does, before the thread runs
+        time.sleep(0.01)
+    assert inbox._requests and index.entries == [(42, b"new.c")]
+    inbox.start()
+    asking.join(timeout=10)
+    inbox.stop()
+    assert answer == [(8, 3)], answer
+    w.close()
+    f.close()

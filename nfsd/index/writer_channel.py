@@ -193,6 +193,7 @@ class NotesInbox:
         self._requests: list[tuple[socket.socket, int, int]] = []
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="pysfsd-index-inbox", daemon=True)
+        self._stopping = False
         for index in indexes.values():
             index.before_flush = self.drain
 
@@ -200,6 +201,7 @@ class NotesInbox:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=FLUSH_TIMEOUT)
         self.drain()
@@ -207,8 +209,10 @@ class NotesInbox:
         os.close(self._wake_w)
 
     def drain(self) -> None:
-        """Apply every note waiting in any channel; flush requests are kept for the thread."""
+        """Apply every note waiting in any channel; flush requests are kept for the thread
+        (woken if another thread took them in: it would not see them otherwise)."""
         with self._lock:
+            waiting = len(self._requests)
             for end in self.ends:
                 while True:
                     try:
@@ -220,6 +224,8 @@ class NotesInbox:
                     if len(data) < _MSG.size:
                         break  # the pair's other end is closed for good (or garbage)
                     self._apply(end, data)
+            if len(self._requests) > waiting and threading.current_thread() is not self._thread:
+                os.write(self._wake_w, b"r")
 
     def _apply(self, end: socket.socket, data: bytes) -> None:
         at = 0
@@ -254,7 +260,9 @@ class NotesInbox:
             while True:
                 ready = sel.select()
                 if any(key.fileobj == self._wake_r for key, _ in ready):
-                    return
+                    os.read(self._wake_r, 512)
+                    if self._stopping:
+                        return
                 self.drain()
                 with self._lock:
                     requests, self._requests = self._requests, []
