@@ -337,6 +337,10 @@ class LocalFS:
             return
         value = (parent, gen, name)
         if self._place(ino) == value:
+            if not self.sole_writer:  # LOOKUP's fast path finds its cached node by it
+                if len(self._recorded) > 1_000_000:
+                    self._recorded.clear()
+                self._recorded[ino] = value
             return
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);

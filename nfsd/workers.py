@@ -261,9 +261,9 @@ class Supervisor:
                 if slot.pid == pid:
                     slot.pid = 0
                     if not self.stopping:
-                        self._died(slot, status)
+                        self._died(slot, pid, status)
 
-    def _died(self, slot: _Slot, status: int) -> None:
+    def _died(self, slot: _Slot, pid: int, status: int) -> None:
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                else f"exit status {os.waitstatus_to_exitcode(status)}")
         now = time.monotonic()
@@ -274,7 +274,7 @@ class Supervisor:
             log.error("%s: stopping the server", self.failed)
             self.stopped.set()
             return
-        log.error("worker %d (pid %d) died (%s): starting it again", slot.number, os.getpid(), how)
+        log.error("worker %d (pid %d) died (%s): starting it again", slot.number, pid, how)
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._restart(slot))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)

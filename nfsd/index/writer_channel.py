@@ -72,6 +72,7 @@ class NoteSender:
         self._burst_thread = 0
         self._batch: list[bytes] = []
         self._batched = 0
+        self.sent = 0  # notes sent so far (a batch: once sent); see ``FollowerIndex.has_notes``
 
     def begin_burst(self) -> None:
         self._burst_thread = threading.get_ident()
@@ -82,8 +83,10 @@ class NoteSender:
 
     def _send_batch(self) -> None:
         if self._batch:
+            count = len(self._batch)
             data, self._batch, self._batched = b"".join(self._batch), [], 0
             self._send(data)
+            self.sent += count
 
     def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
         note = _MSG.pack(kind, export_id, number, len(name)) + name
@@ -94,6 +97,7 @@ class NoteSender:
                 self._send_batch()
             return
         self._send(note)
+        self.sent += 1
 
     def _send(self, data: bytes) -> None:
         try:
@@ -141,6 +145,7 @@ class FollowerIndex(Index):
         self._sender = sender
         self._export_id = export_id
         self.writer_flags = 0
+        self._flushed_at = 0  # ``sender.sent`` when the last flush was asked for
         super().__init__(env, export_root, export_id, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -163,9 +168,13 @@ class FollowerIndex(Index):
         self._sender.send(b"D", self._export_id, dir_ino)
 
     def has_notes(self) -> bool:
-        return False
+        """Whether this worker noted changes since its last flush (those made through other
+        workers are not known here: the writer's periodic flush, every 0.5 s, moves
+        ``version`` for them)."""
+        return self._sender.sent != self._flushed_at
 
     def flush(self) -> bool:
+        self._flushed_at = self._sender.sent
         before = self.version
         answer = self._sender.flush(self._export_id)
         if answer is None:
