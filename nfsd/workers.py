@@ -120,7 +120,7 @@ class Supervisor:
         except OSError as exc:
             raise listen_error(config.bind, config.port, exc) from None
         self.host, self.port = self.tcp.getsockname()[:2]
-        self.drc = SharedDuplicateRequestCache.create()
+        self.drc = SharedDuplicateRequestCache.create(count)
         self.pairs = [channel_pair() for _ in range(count - 1)]
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
@@ -332,7 +332,7 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: the parent stops us
     asyncio.events._set_running_loop(None)  # the parent's loop, copied: not ours
     asyncio.set_event_loop(None)
-    role.drc.attach()
+    role.drc.attach(role.slot)
     from .cli import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

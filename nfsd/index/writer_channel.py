@@ -41,6 +41,7 @@ READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its 
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
 SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: note dropped
 SEND_BUFFER = 4 << 20
+INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -272,6 +273,7 @@ class NotesInbox:
                     os.read(self._wake_r, 512)
                     if self._stopping:
                         return
+                time.sleep(INBOX_PAUSE)  # let notes gather: one wake-up (a GIL hand-over) per batch
                 self.drain()
                 with self._lock:
                     requests, self._requests = self._requests, []
