@@ -21,7 +21,8 @@ from . import identity
 from .config_error import ConfigError
 from .exports import ExportPolicy, GuardedNfs3, load_exports
 from .index import Index
-from .index.writer_channel import READY, STAT_READY, FollowerIndex, NoteSender, NotesInbox
+from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender, NotesInbox, Uncounted,
+                                   WriterIndex)
 from .localfs import LocalFS
 from .locks.monitor import MonitorRecords
 from .locks.service import LockService
@@ -126,7 +127,8 @@ class NfsServer:
         else:
             self.boot = self.store.next_boot()
         self.exports: dict[int, SemanticFS] = {}
-        sender = NoteSender(role.channels[0]) if follower and role is not None else None
+        sender = NoteSender(role.channels[0], role.note_counts, role.slot) if follower and role is not None else None
+        writers: list[Index] = []
         for root in roots:
             eid = self.store.export_id(root)
             local = LocalFS(root, eid, self.store)
@@ -134,7 +136,12 @@ class NfsServer:
             if sender is not None:
                 index = FollowerIndex(self.store.env, root, eid, sender, transducers=transducers)
             else:
-                index = Index(self.store.env, root, eid, transducers=transducers)
+                if role is not None:  # the writer of several workers
+                    index = WriterIndex(self.store.env, root, eid, transducers=transducers)
+                    index.note_counts, index.siblings = role.note_counts, writers
+                    writers.append(index)
+                else:
+                    index = Index(self.store.env, root, eid, transducers=transducers)
                 index.on_vanished = local.vanished  # records of files deleted behind our back go too
             if role is not None:
                 local.sole_writer = False  # other workers change the handle table too
@@ -298,7 +305,7 @@ class NfsServer:
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
                 return loop.run_in_executor(self.executor, index.scan, False)
-            watcher = TreeWatcher(fs.root_path, NotingIndex(index, entries, fs.export_id), rescan)
+            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

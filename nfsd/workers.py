@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .config_error import ConfigError
-from .index.writer_channel import channel_pair
+from .index.writer_channel import NoteCounts, channel_pair
 from .preflight import listen_error
 from .server import LISTEN_BACKLOG
 from .shared_drc import SharedDuplicateRequestCache
@@ -57,6 +57,7 @@ class WorkerRole:
     lock_sockets: tuple[socket.socket, socket.socket] | None  # NLM/NSM: the primary only
     drc: SharedDuplicateRequestCache
     channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
+    note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
 
@@ -122,6 +123,7 @@ class Supervisor:
         self.host, self.port = self.tcp.getsockname()[:2]
         self.drc = SharedDuplicateRequestCache.create(count)
         self.pairs = [channel_pair() for _ in range(count - 1)]
+        self.note_counts = NoteCounts.create(count)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -135,7 +137,7 @@ class Supervisor:
     def _role(self, slot: int, status_w: int) -> WorkerRole:
         channels = [w for w, _ in self.pairs] if slot == 0 else [self.pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, self.lock_sockets if slot == 0 else None,
-                          self.drc, channels, self.verifier, status_w)
+                          self.drc, channels, self.note_counts, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -333,6 +335,8 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     asyncio.events._set_running_loop(None)  # the parent's loop, copied: not ours
     asyncio.set_event_loop(None)
     role.drc.attach(role.slot)
+    if role.note_counts is not None:
+        role.note_counts.attach(role.slot)
     from .cli import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

@@ -16,7 +16,7 @@ import pytest
 
 from protocol import nfs3
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import (CREATE, OK, S, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
+from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
                                 remove, sattr, write)
 from tests.rpc_client import RpcClient, fh
 
@@ -135,6 +135,28 @@ def _create_shows(two: ServerProcess, writer_first: bool) -> None:
     for i in range(5):
         create_ok(creator, look(creator, root, b"src"), b"new%d.c" % i)
         assert b"new%d.c" % i in names(reader, c_dir)
+
+
+@pytest.mark.parametrize("writer_first", [True, False])
+def test_query_directory_attributes_show_another_workers_create_at_once(tmp_path: Path,
+                                                                       writer_first: bool) -> None:
+    """What the Linux client with nconnect=2 does: a create on one connection, then a
+    GETATTR of the query directory on the other decides whether its cached listing is
+    still good; the attributes must already count the new file (no listing in between)."""
+    with two_workers(tmp_path, "--no-watch") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        order = sorted(conns, key=lambda pid: (pid != primary) == writer_first)
+        creator, reader = conns[order[0]], conns[order[1]]
+        root = creator.mount(two.export_b)
+        reader.mount(two.export_b)
+        c_dir = look(reader, root, b"ext:", b"c")
+        size = len(names(reader, c_dir))
+        for i in range(5):
+            create_ok(creator, look(creator, root, b"src"), b"fresh%d.c" % i)
+            assert attrs(reader, c_dir).size == size + i + 1, i
+        for c in conns.values():
+            c.close()
 
 
 def _create_call(d: bytes, name: bytes) -> bytes:

@@ -19,6 +19,7 @@ listing of a query directory in any worker shows every change any worker acknowl
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import selectors
 import socket
@@ -44,6 +45,58 @@ SEND_BUFFER = 4 << 20
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 
 
+class NoteCounts:
+    """Per worker, in shared memory: how many notes it has sent to the writer (written by
+    that worker alone) and how many of them the writer has applied (written by the writer).
+    A query directory's attributes in any worker flush first while some worker's notes are
+    not applied, so they show a change acknowledged by another worker at once."""
+
+    _CELL = struct.Struct("=Q")
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd, self.workers = fd, workers
+        self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
+        self._mine = 0
+
+    @classmethod
+    def create(cls, workers: int) -> "NoteCounts":
+        fd = os.memfd_create("pysfsd-notes", 0)  # not CLOEXEC: only forks use it
+        os.ftruncate(fd, 16 * workers)
+        return cls(fd, workers)
+
+    def attach(self, slot: int) -> None:
+        self._map = mmap.mmap(self.fd, 16 * self.workers, mmap.MAP_SHARED)
+        self._mine = self._CELL.unpack_from(self._map, 16 * slot)[0]  # an earlier incarnation's
+
+    def add(self, slot: int, count: int) -> None:
+        """``count`` more notes of ours are with the writer (sent, or in its own queue)."""
+        assert self._map is not None
+        with self._lock:
+            self._mine += count
+            self._CELL.pack_into(self._map, 16 * slot, self._mine)
+
+    def snapshot(self) -> list[int]:
+        assert self._map is not None
+        return [self._CELL.unpack_from(self._map, 16 * i)[0] for i in range(self.workers)]
+
+    def publish(self, noted: list[int]) -> None:
+        """The writer: every note counted in ``noted`` (a snapshot taken before the flush
+        took them in) is applied."""
+        assert self._map is not None
+        for i, value in enumerate(noted):
+            if value > self._CELL.unpack_from(self._map, 16 * i + 8)[0]:
+                self._CELL.pack_into(self._map, 16 * i + 8, value)
+
+    def pending(self) -> bool:
+        m = self._map
+        if m is None:
+            return False
+        cell = self._CELL
+        return any(cell.unpack_from(m, 16 * i)[0] > cell.unpack_from(m, 16 * i + 8)[0]
+                   for i in range(self.workers))
+
+
 def channel_pair() -> tuple[socket.socket, socket.socket]:
     """(writer end, follower end) of one follower's channel."""
     w, f = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -61,8 +114,9 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
 class NoteSender:
     """A follower's end of its channel: notes from any thread; flushes one at a time."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, counts: NoteCounts | None = None, slot: int = 0) -> None:
         self.sock = sock
+        self.counts, self.slot = counts, slot
         sock.settimeout(SEND_TIMEOUT)
         self._flush_lock = threading.Lock()
         self._request = int.from_bytes(os.urandom(7), "big")  # never met by an earlier incarnation's
@@ -86,8 +140,8 @@ class NoteSender:
         if self._batch:
             count = len(self._batch)
             data, self._batch, self._batched = b"".join(self._batch), [], 0
-            self._send(data)
-            self.sent += count
+            if self._send(data):
+                self._sent(count)
 
     def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
         note = _MSG.pack(kind, export_id, number, len(name)) + name
@@ -97,17 +151,24 @@ class NoteSender:
             if self._batched >= MAX_BATCH:
                 self._send_batch()
             return
-        self._send(note)
-        self.sent += 1
+        if self._send(note):
+            self._sent(1)
 
-    def _send(self, data: bytes) -> None:
+    def _sent(self, count: int) -> None:
+        self.sent += count
+        if self.counts is not None:
+            self.counts.add(self.slot, count)
+
+    def _send(self, data: bytes) -> bool:
         try:
             self.sock.send(data)
+            return True
         except OSError as exc:
             now = time.monotonic()
             if now - self._dropped_logged > 10:
                 self._dropped_logged = now
                 log.warning("index note not sent to the writer (%s): the writer's next scan finds the change", exc)
+            return False
 
     def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT) -> tuple[int, int] | None:
         """Have the writer apply every note queued anywhere; (version, flags), or None if it
@@ -149,14 +210,30 @@ class FollowerIndex(Index):
         self._flushed_at = 0  # ``sender.sent`` when the last flush was asked for
         super().__init__(env, export_root, export_id, **kwargs)  # type: ignore[arg-type]
 
-    @property
-    def version(self) -> int:
+    def _committed_version(self) -> int:
         with self._tables.env.begin() as txn:
             return self._tables.version(txn)
+
+    def _catch_up(self) -> None:
+        """Some worker's notes are not applied yet: have the writer apply them before an
+        answer is read (see ``NoteCounts``)."""
+        counts = self._sender.counts
+        if counts is not None and counts.pending():
+            self.flush()
+
+    @property
+    def version(self) -> int:
+        self._catch_up()
+        return self._committed_version()
 
     @version.setter
     def version(self, value: int) -> None:
         pass  # only the writer publishes versions (in LMDB)
+
+    @property
+    def stat_version(self) -> int:
+        self._catch_up()
+        return super().stat_version
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         if name and b"/" not in name and name not in (b".", b".."):
@@ -176,7 +253,7 @@ class FollowerIndex(Index):
 
     def flush(self) -> bool:
         self._flushed_at = self._sender.sent
-        before = self.version
+        before = self._committed_version()
         answer = self._sender.flush(self._export_id)
         if answer is None:
             log.warning("the index writer did not answer a flush: answering from the index as it is")
@@ -189,6 +266,88 @@ class FollowerIndex(Index):
 
     def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None) -> ScanStats:
         return ScanStats(0, 0, 0, 0, 0, 0, 0.0)  # the writer scans
+
+
+class Uncounted:
+    """An index as the directory watcher sees it: changes behind the server's back are
+    acknowledged to nobody, so they are not counted (``WriterIndex``)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        Index.note_entry(self._index, dir_ino, name)
+
+    def note_dir(self, dir_ino: int) -> None:
+        Index.note_dir(self._index, dir_ino)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        Index.note_ino(self._index, ino, force)
+
+    def __getattr__(self, item: str) -> object:
+        return getattr(self._index, item)
+
+
+class WriterIndex(Index):
+    """An export's index in the primary (the writer) of several workers: its own notes are
+    counted too, and what a flush took in is published as applied (``NoteCounts``); while
+    another worker's notes wait, reading ``version`` flushes first."""
+
+    note_counts: NoteCounts | None = None
+    siblings: "list[Index]" = []  # every index of the writer (a publish needs all queues empty)
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        super().note_entry(dir_ino, name)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        super().note_ino(ino, force)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_dir(self, dir_ino: int) -> None:
+        super().note_dir(dir_ino)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def has_notes(self) -> bool:
+        return super().has_notes() or (self.note_counts is not None and self.note_counts.pending())
+
+    def flush(self) -> bool:
+        counts = self.note_counts
+        if counts is None:
+            return super().flush()
+        local = self.__dict__.setdefault("_flushing", threading.local())
+        local.on = True
+        try:
+            noted = counts.snapshot()  # before the drain in Index.flush: all of it is taken in
+            changed = super().flush()
+            if not any(Index.has_notes(ix) for ix in (self.siblings or [self])):
+                counts.publish(noted)
+            return changed
+        finally:
+            local.on = False
+
+    def _catch_up(self) -> None:
+        local = self.__dict__.get("_flushing")
+        if self.note_counts is not None and not (local is not None and getattr(local, "on", False)) \
+                and self.note_counts.pending():
+            self.flush()
+
+    @property
+    def version(self) -> int:
+        self._catch_up()
+        return self.__dict__.get("_version", 0)
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self.__dict__["_version"] = value
+
+    @property
+    def stat_version(self) -> int:
+        self._catch_up()
+        return super().stat_version
 
 
 class NotesInbox:
@@ -250,14 +409,16 @@ class NotesInbox:
         index = self.indexes.get(export_id)
         if index is None:
             return
+        # (Index's own methods: a follower's notes are counted by the follower, not again)
+        target = Uncounted(index) if isinstance(index, Index) else index
         if kind == b"E":
-            index.note_entry(number, name)
+            target.note_entry(number, name)
         elif kind == b"I":
-            index.note_ino(number)
+            target.note_ino(number)
         elif kind == b"J":
-            index.note_ino(number, force=True)
+            target.note_ino(number, force=True)
         elif kind == b"D":
-            index.note_dir(number)
+            target.note_dir(number)
         elif kind == b"F":
             self._requests.append((end, export_id, number))
 
