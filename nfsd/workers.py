@@ -334,6 +334,10 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: the parent stops us
     asyncio.events._set_running_loop(None)  # the parent's loop, copied: not ours
     asyncio.set_event_loop(None)
+    # libuv (uvloop) accepts every pending connection at each wake-up; one at a time, then
+    # a yield, lets the other workers, woken by the same listening socket, take the next
+    # (the kernel client's nconnect=2 opens both at once: both went to one worker)
+    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
