@@ -8,7 +8,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
@@ -25,6 +25,8 @@ from .config_error import ConfigError
 from .export_guard import ExportPolicy, GuardedNfs3
 from .exports import load_exports
 from .index import Index
+from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender, NotesInbox, Uncounted,
+                                   WriterIndex)
 from .localfs import LocalFS
 from .locks.monitor import MonitorRecords
 from .locks.service import LockService
@@ -33,13 +35,16 @@ from .nfs3_procedures import offloads
 from .nfs3_service import Nfs3Service
 from .semantic import SemanticFS
 from .portmap_service import PMAP_PORT, Discovery
-from .server import (ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, connection_cap,
-                     listen_rpc, reap_connections)
+from .server import (LISTEN_BACKLOG, ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol,
+                     connection_cap, listen_rpc, reap_connections)
 from .preflight import check_export, listen_error, open_store
 from .statelock import StateBusy, hold_server, hold_shared, release
 from .trace import trace_level
 from .transducer_options import TransducerSettings, build as build_transducers
 from .watch import TreeWatcher
+
+if TYPE_CHECKING:
+    from .workers import WorkerRole
 
 log = logging.getLogger("pysfsd")
 
@@ -74,6 +79,7 @@ class ServerConfig:
     nsm_name: str | None = None  # our name in SM_NOTIFY after a restart (default: our address)
     shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
     shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
+    workers: int = 1           # server processes (nfsd/workers.py); this object is one of them
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -85,8 +91,13 @@ def store_path(state_dir: str, roots: list[str]) -> str:
 
 
 class NfsServer:
-    def __init__(self, config: ServerConfig) -> None:
+    """The server, or with ``role`` one worker process of it (nfsd/workers.py): a follower
+    (not the primary) holds no store locks, writes no index and serves no locks."""
+
+    def __init__(self, config: ServerConfig, role: "WorkerRole | None" = None) -> None:
         self.config = config
+        self.role = role
+        follower = role is not None and not role.primary
         self.export_rules = load_exports(config.exports, config.exports_file)
         try:
             identity.self_test()
@@ -101,13 +112,15 @@ class NfsServer:
         transducers, self.sandbox = build_transducers(config.transducers)  # TransducerSpecError
         try:
             self.store = open_store(config.state_dir, store_path(config.state_dir, roots))
+            self._server_hold = self._state_hold = -1  # a follower: the primary holds them
             try:
-                self._server_hold = hold_server(self.store.path)  # one server per store
-                try:
-                    self._state_hold = hold_shared(self.store.path)  # no repair while we serve
-                except StateBusy:
-                    release(self._server_hold)
-                    raise
+                if not follower:
+                    self._server_hold = hold_server(self.store.path)  # one server per store
+                    try:
+                        self._state_hold = hold_shared(self.store.path)  # no repair while we serve
+                    except StateBusy:
+                        release(self._server_hold)
+                        raise
             except StateBusy:
                 self.store.close()
                 raise
@@ -115,7 +128,10 @@ class NfsServer:
             if self.sandbox is not None:
                 self.sandbox.close()
             raise
-        self.boot = self.store.next_boot()
+        if role is not None and role.verifier is not None:  # a worker started after the primary
+            self.boot = int.from_bytes(role.verifier[:4], "big")
+        else:
+            self.boot = self.store.next_boot()
         try:
             self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
         except ConfigError:  # PostgreSQL unreachable: let go of what was opened
@@ -127,25 +143,43 @@ class NfsServer:
             raise
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/dirsync.py)
+        sender = NoteSender(role.channels[0], role.note_counts, role.slot) if follower and role is not None else None
+        writers: list[Index] = []
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
             local = LocalFS(root, eid, self.store, dirsync=self.dirsync)
-            index = Index(self.store.env, root, eid, transducers=transducers)
-            index.on_vanished = local.vanished  # records of files deleted behind our back go too
+            index: Index
+            if sender is not None:
+                index = FollowerIndex(self.store.env, root, eid, sender, transducers=transducers)
+            else:
+                if role is not None:  # the writer of several workers
+                    index = WriterIndex(self.store.env, root, eid, transducers=transducers)
+                    index.note_counts, index.siblings = role.note_counts, writers
+                    writers.append(index)
+                else:
+                    index = Index(self.store.env, root, eid, transducers=transducers)
+                index.on_vanished = local.vanished  # records of files deleted behind our back go too
+            if role is not None:
+                local.sole_writer = False  # other workers change the handle table too
             self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),
                                           config.results)
         # Fixed per boot, different after a restart: clients resend uncommitted writes.
-        self.write_verifier = self.boot.to_bytes(4, "big") + os.urandom(4)
+        self.write_verifier = (role.verifier if role is not None and role.verifier is not None
+                               else self.boot.to_bytes(4, "big") + os.urandom(4))
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
         self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier,
                                EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
         # Who may use each export, and as whom: the NFS handlers sit behind the guard.
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
-        self.dispatcher = Dispatcher(self.executor, trace_level(), DuplicateRequestCache())
+        # Workers share one duplicate-request cache: a retransmission may reach another one.
+        self.dispatcher = Dispatcher(self.executor, trace_level(),
+                                     role.drc if role is not None else DuplicateRequestCache())
         self.dirsync.defer_in_bursts(self.executor)
-        self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst),  # handle-table group commit
-                                  (self.dirsync.begin_burst, self.dirsync.end_burst)]  # replies wait for fsyncs
+        self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst)]  # handle-table group commit
+        if sender is not None:  # a follower's index notes leave once per burst too, before the replies
+            self.dispatcher.bursts.append((sender.begin_burst, sender.end_burst))
+        self.dispatcher.bursts.append((self.dirsync.begin_burst, self.dirsync.end_burst))  # replies wait for fsyncs
         if self.shared is not None:  # ... and for their change-log rows (nfsd/shared/state.py)
             self.shared.defer_in_bursts(self.executor)
             self.dispatcher.bursts.append((self.shared.begin_burst, self.shared.end_burst))
@@ -154,7 +188,7 @@ class NfsServer:
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)
         self.dispatcher.register(MOUNT3, self.mount)
         self.locks: LockService | None = None
-        if config.locks:
+        if config.locks and not follower:  # lock state lives in one process
             self.locks = LockService(self.exports, MonitorRecords(self.store.path + ".nlm"), self.policy,
                                      config.grace_period, config.client_portmap_port, config.nsm_name)
             self.dispatcher.register(NLM4, self.locks.nlm)
@@ -165,6 +199,14 @@ class NfsServer:
         self.indexed = asyncio.Event()  # every export's start-up scan is done
         self.scan_stats: dict[str, object] = {}
         self.discovery = Discovery()  # rpcbind registration or the embedded portmapper
+        self.inbox: NotesInbox | None = None  # the index writer's end of the followers' notes
+        if role is not None and role.primary and role.channels:
+            self.inbox = NotesInbox({eid: fs.index for eid, fs in self.exports.items()}, role.channels,
+                                    self._index_flags)
+
+    def _index_flags(self, export_id: int) -> int:
+        fs = self.exports[export_id]
+        return (READY if fs.ready.is_set() else 0) | (STAT_READY if fs.stat_ready.is_set() else 0)
 
     async def start(self) -> tuple[str, int]:
         """Listen at once; index the exports in the background.  Real files are served
@@ -172,20 +214,34 @@ class NfsServer:
         loop = asyncio.get_running_loop()
         limits = ConnectionLimits(self.config.idle_timeout, self.config.stall_timeout, connection_cap())
         # TCP and UDP on one port number; the UDP endpoint joins self.connections.
-        try:
-            server, _, _ = await listen_rpc(
-                self.config.bind, self.config.port,
-                lambda: RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record, limits=limits),
-                lambda: RpcDatagramProtocol(self.dispatcher, self.connections))
-        except OSError as exc:
-            raise listen_error(self.config.bind, self.config.port, exc) from None
-        self._servers.append(server)
+        def stream() -> RpcStreamProtocol:
+            return RpcStreamProtocol(self.dispatcher, self.connections, self.config.max_record, limits=limits)
+
+        def datagram() -> RpcDatagramProtocol:
+            return RpcDatagramProtocol(self.dispatcher, self.connections)
+        role = self.role
+        if role is not None:  # the parent bound them (nfsd/workers.py)
+            pairs = [(role.tcp, role.udp)] + ([role.lock_sockets] if role.lock_sockets is not None else [])
+            for tcp, udp in pairs:
+                self._servers.append(await loop.create_server(stream, sock=tcp, backlog=LISTEN_BACKLOG))
+                await loop.create_datagram_endpoint(datagram, sock=udp)
+            server = self._servers[0]
+        else:
+            try:
+                server, _, _ = await listen_rpc(self.config.bind, self.config.port, stream, datagram)
+            except OSError as exc:
+                raise listen_error(self.config.bind, self.config.port, exc) from None
+            self._servers.append(server)
         self._background.append(loop.create_task(self._sync_periodically()))
         self._background.append(loop.create_task(reap_connections(self.connections, limits)))
         self._background.append(loop.create_task(self._index_all()))
+        if self.inbox is not None:
+            self.inbox.start()
         host, port = server.sockets[0].getsockname()[:2]
         if self.locks is not None:
             self.locks.start()
+        if role is not None:
+            return host, port  # the parent registers with the portmapper
         try:
             await self.discovery.start(host, port, self.config.portmap, self.config.portmap_port,
                                        self.dispatcher.trace_level, self.config.register,
@@ -195,6 +251,9 @@ class NfsServer:
         return host, port
 
     async def _index_all(self) -> None:
+        if self.role is not None and not self.role.primary:
+            await self._follow_index()
+            return
         for fs in self.exports.values():
             try:
                 await self._index_export(fs)
@@ -208,6 +267,41 @@ class NfsServer:
                            self.config.shared_scan_seconds)
         for fs in self.exports.values():
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
+
+    async def _follow_index(self) -> None:
+        """A follower: watch the trees for the entry cache's sake only (the writer notes the
+        index), and learn from the writer when its scans are done."""
+        loop = asyncio.get_running_loop()
+        if self.config.watch:
+            for fs in self.exports.values():
+                entries = self.nfs.entries
+                eid = fs.export_id
+
+                def forget(entries: EntryCache = entries, eid: int = eid) -> None:
+                    entries.clear(eid)  # events were lost: cached entries may be stale
+                watcher = TreeWatcher(fs.root_path, NotingIndex(_CacheOnly(fs.index), entries, eid), forget)
+                task = loop.create_task(watcher.run())
+                self._background.append(task)
+                ready = loop.create_task(watcher.ready.wait())
+                await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                if not (task.done() and task.exception() is not None):
+                    entries.enable(eid)
+        pending = dict(self.exports)
+        while pending:
+            for eid, fs in list(pending.items()):
+                assert isinstance(fs.index, FollowerIndex)
+                await loop.run_in_executor(self.executor, fs.index.flush)
+                flags = fs.index.writer_flags
+                if flags & STAT_READY:
+                    fs.stat_ready.set()
+                if flags & READY:
+                    fs.stat_ready.set()
+                    fs.ready.set()
+                    del pending[eid]
+            if pending:
+                await asyncio.sleep(0.25)
+        self.indexed.set()
 
     async def _sync_periodically(self) -> None:
         """The handle table is written without fsync; flush it once a second."""
@@ -226,7 +320,7 @@ class NfsServer:
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
                 return loop.run_in_executor(self.executor, index.scan, False)
-            watcher = TreeWatcher(fs.root_path, NotingIndex(index, entries, fs.export_id), rescan)
+            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())
@@ -268,6 +362,7 @@ class NfsServer:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop listening, let in-flight calls finish and answer, then close everything."""
         await self.discovery.stop()  # first: clients must not be sent to a closing port
+        follower = self.role is not None and not self.role.primary
         for server in self._servers:
             server.close()
         pending = [t for c in self.connections for t in c.tasks]
@@ -283,11 +378,13 @@ class NfsServer:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.executor.shutdown(wait=True)
         log.info("entry cache: %s", self.nfs.entries.stats())  # bytes per cached entry among them
+        if self.inbox is not None:
+            self.inbox.stop()  # what followers noted last is in the queue for the flush below
         if self.shared is not None:
             cluster.leave(self.shared, self.store)  # what this head changed last is published first
         for fs in self.exports.values():
             fs.close()
-            if fs.ready.is_set():  # what clients changed last is in the index at the next start
+            if fs.ready.is_set() and not follower:  # what clients changed last is in the index at the next start
                 try:
                     fs.index.flush()
                 except Exception:
@@ -296,5 +393,27 @@ class NfsServer:
         if self.sandbox is not None:
             self.sandbox.close()
         self.store.close()
-        release(self._state_hold)
-        release(self._server_hold)
+        if self._state_hold >= 0:
+            release(self._state_hold)
+            release(self._server_hold)
+
+
+class _CacheOnly:
+    """A follower's index as its directory watcher sees it: the writer's own watcher notes
+    the index, so these notes go nowhere (``NotingIndex`` forgets cached entries first)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        pass
+
+    def note_dir(self, dir_ino: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        """Not worth blocking the event loop on the writer: a new directory the writer has
+        not indexed yet is not watched here, and its cached entries age out (max age)."""
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._index, item)

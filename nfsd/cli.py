@@ -79,23 +79,36 @@ def _main(argv: list[str]) -> int:
                           shared_state=args.shared_state, shared_scan_seconds=args.shared_scan_seconds,
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
-                          transducers=settings_from(args, workers=EXTRACT_THREADS))
-    runner: Callable[[Coroutine[Any, Any, int]], int]
+                          transducers=settings_from(args, workers=EXTRACT_THREADS),
+                          workers=args.workers)
+    if config.workers > 1:
+        if config.shared_state:
+            raise ConfigError("--workers N with --shared-state is not supported yet: run one "
+                              "process per head (docs/cluster.rst: Limits)")
+        from .workers import serve as serve_workers
+        return serve_workers(config, config.workers)
+    return event_loop_runner()(_serve(config))
+
+
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     try:
         import uvloop  # optional: a faster event loop
-        runner = uvloop.run
+        return uvloop.run
     except ImportError:
-        runner = asyncio.run
-    return runner(_serve(config))
+        return asyncio.run
 
 
-async def _announce_index(server: NfsServer) -> None:
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _announce_index(server: NfsServer, emit: Callable[[str], None] = _print_line) -> None:
     """The line scripts wait for before relying on query directories."""
     started = asyncio.get_running_loop().time()
     await server.indexed.wait()
     files = sum(getattr(s, "seen", 0) for s in server.scan_stats.values())
     elapsed = asyncio.get_running_loop().time() - started
-    print(f"pysfsd: index ready ({files} files, {elapsed:.1f} s)", flush=True)
+    emit(f"pysfsd: index ready ({files} files, {elapsed:.1f} s)")
 
 
 def _tracing() -> bool:

@@ -157,6 +157,9 @@ class LocalFS:
         self._dirsync = dirsync if dirsync is not None else DirSync()  # the server's: shared by exports
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
+        # False when other processes change the handle table too (``--workers``): then what
+        # this one recorded may be out of date, and the committed record is asked instead
+        self.sole_writer = True
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -302,7 +305,7 @@ class LocalFS:
         return found
 
     def _known_gen(self, ino: int) -> int:
-        rec = self._recorded.get(ino)
+        rec = self._place(ino)
         if rec is not None:
             return rec[1]
         r = self.store.get_object(self.export_id, ino)
@@ -320,13 +323,25 @@ class LocalFS:
         self.record(st.st_ino, parent, gen, name)
         return n
 
+    def _place(self, ino: int) -> tuple[int, int, bytes] | None:
+        """(parent, generation, name) of an inode as last recorded: by this process, or
+        (other workers writing too) in the handle table."""
+        if self.sole_writer:
+            return self._recorded.get(ino)
+        rec = self.store.get_object(self.export_id, ino)
+        return None if rec is None or rec.deleted else (rec.parent, rec.gen, rec.name)
+
     def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False) -> None:
         """Keep the handle table's (parent, name) for an inode current; ``later``: no caller
         needs to know now whether the store took it (``Store.end_burst``)."""
         if ino == self.root_ino:
             return
         value = (parent, gen, name)
-        if self._recorded.get(ino) == value:
+        if self._place(ino) == value:
+            if not self.sole_writer:  # LOOKUP's fast path finds its cached node by it
+                if len(self._recorded) > 1_000_000:
+                    self._recorded.clear()
+                self._recorded[ino] = value
             return
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);
@@ -345,7 +360,7 @@ class LocalFS:
     def handle_for_entry(self, dnode: Node, name: bytes, st: os.stat_result) -> bytes:
         """The handle of a directory entry without keeping it open (READDIRPLUS)."""
         with self._lock:
-            rec = self._recorded.get(st.st_ino)
+            rec = self._place(st.st_ino)
         if rec is not None and rec[0] == dnode.ino and rec[2] == name:
             gen = rec[1]
         else:
@@ -375,6 +390,8 @@ class LocalFS:
         check_name(name)
         # Fast path: an object already open under this very name needs no new descriptor.
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+        # (this process's own record is enough here, other workers or not: a cached node holds
+        # its inode open, so that number cannot have been reused for another object)
         rec = self._recorded.get(st.st_ino)
         if rec is not None and rec[0] == d.ino and rec[2] == name:
             with self._lock:
@@ -447,7 +464,7 @@ class LocalFS:
                gen: int | None = None) -> Node:
         """Turn a freshly opened descriptor into the (shared) node for its object
         (``gen``: its generation, when the caller already has it)."""
-        rec = self._recorded.get(st.st_ino)
+        rec = self._recorded.get(st.st_ino)  # only to find a cached node: see ``lookup``
         if rec is not None and rec[0] == parent and rec[2] == name:
             fh = pack_real(self.export_id, st.st_ino, rec[1])
             with self._lock:

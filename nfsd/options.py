@@ -13,6 +13,7 @@ from . import __version__
 from .app import default_state_dir
 from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducer_options import add_arguments as add_transducer_arguments
+from .workers import default_count as default_workers
 
 
 DESCRIPTION = """\
@@ -152,6 +153,9 @@ def build_parser(server: bool = True) -> Parser:
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")
+    g.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
+                   help="server processes sharing the listening sockets (default %(default)s; "
+                        "docs/running.rst: Worker processes)")
     g.add_argument("--idle-timeout", type=positive_seconds, default=360.0, metavar="SECONDS",
                    help="close a TCP connection with nothing pending after this long (default 360)")
     g.add_argument("--stall-timeout", type=positive_seconds, default=120.0, metavar="SECONDS",

@@ -140,13 +140,14 @@ class Discovery:
         self.status = "not started"
 
     async def start(self, host: str, port: int, embedded: bool, portmap_port: int = PMAP_PORT,
-                    trace_level: int = 0, register: bool = True, locks: bool = False) -> str:
+                    trace_level: int = 0, register: bool = True, locks: bool = False,
+                    lock_port: int | None = None) -> str:
         """Serve the embedded portmapper when asked to and its port is free; otherwise
         register with the system's portmapper if one runs (and ``register``: a test or
         private instance must not take over the real server's mappings); ``locks`` adds NLM
         and NSM to our mappings.  Returns ``status``; the embedded portmapper's port refused
         (not root) raises OSError."""
-        mappings = our_mappings(port, locks)
+        mappings = our_mappings(port, locks, lock_port)
         if embedded:
             pm = EmbeddedPortmapper(mappings, trace_level)
             try:

@@ -312,13 +312,15 @@ def _probe_host(e: Entry) -> str:
     return "::1" if e.netid.endswith("6") else LOOPBACK
 
 
-def our_mappings(port: int, locks: bool = False) -> list[Mapping]:
-    """NFS v3 and MOUNT v3 (and with ``locks`` NLM v4 and NSM v1) over TCP and UDP on ``port``."""
+def our_mappings(port: int, locks: bool = False, lock_port: int | None = None) -> list[Mapping]:
+    """NFS v3 and MOUNT v3 (and with ``locks`` NLM v4 and NSM v1) over TCP and UDP on ``port``
+    (NLM and NSM on ``lock_port`` if given: ``--workers``, where one process serves them)."""
     from protocol.mount3 import MOUNT_PROGRAM, MOUNT_V3
     from protocol.nfs3 import NFS_PROGRAM, NFS_V3
     from protocol.nlm4 import NLM_PROGRAM, NLM_V4
     from protocol.nsm import SM_PROGRAM, SM_VERS
-    programs = [(NFS_PROGRAM, NFS_V3), (MOUNT_PROGRAM, MOUNT_V3)]
+    programs = [(NFS_PROGRAM, NFS_V3, port), (MOUNT_PROGRAM, MOUNT_V3, port)]
     if locks:
-        programs += [(NLM_PROGRAM, NLM_V4), (SM_PROGRAM, SM_VERS)]
-    return [Mapping(prog, vers, proto, port) for prog, vers in programs for proto in ("tcp", "udp")]
+        at = port if lock_port is None else lock_port
+        programs += [(NLM_PROGRAM, NLM_V4, at), (SM_PROGRAM, SM_VERS, at)]
+    return [Mapping(prog, vers, proto, at) for prog, vers, at in programs for proto in ("tcp", "udp")]

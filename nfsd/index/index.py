@@ -100,6 +100,8 @@ class Index:
         self._user_fields = user_tags.UserFieldReader(self.user_values)
         self._forced: set[int] = set()
         self.last_flush: FlushRecord | None = None
+        # notes waiting elsewhere, taken in by every flush (other workers': index/writer_channel.py)
+        self.before_flush: Callable[[], None] | None = None
 
     # -- keeping it current --------------------------------------------------------------
     def is_new(self) -> bool:
@@ -210,6 +212,8 @@ class Index:
     def flush(self) -> bool:
         """Apply the queued notes now; True if what queries see changed.  While the store is
         full the notes stay queued (see ``space``)."""
+        if self.before_flush is not None:
+            self.before_flush()
         if self._space.blocked():
             return False
         with self._lock:

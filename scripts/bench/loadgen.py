@@ -26,6 +26,7 @@ import ctypes
 import json
 import multiprocessing
 import queue as queue_module
+import re
 import sys
 import time
 import traceback
@@ -162,6 +163,12 @@ def discover(name: str, port: int, mount_port: int, export: Path, write_files: i
     return Target(name, port, mount_port, handles, pid, netns_pid), warnings
 
 
+def _workers_of(name: str) -> int:
+    """N of a server named ``pysfsd-wN`` (pysfsd with ``--workers N``), else 0."""
+    m = re.fullmatch(r"pysfsd-w(\d+)", name)
+    return int(m[1]) if m else 0
+
+
 def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
                   write_files: int) -> tuple[list[Target], dict[str, str]]:
     """Build each server's fixture, start it (unless already running), discover handles.
@@ -175,8 +182,9 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
             if name == "pysfsd" and args.pysfsd_port:
                 port = mount_port = args.pysfsd_port
                 pid = args.pysfsd_pid
-            elif name == "pysfsd":
-                server = stack.enter_context(Pysfsd(export, args.root / "pysfsd-run"))
+            elif name == "pysfsd" or _workers_of(name):
+                server = stack.enter_context(Pysfsd(export, args.root / f"{name}-run",
+                                                    workers=_workers_of(name) or 1))
                 port = mount_port = server.port
                 pid = server.pid
             else:
@@ -282,6 +290,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
         print(f"{spec.label:26}{cells[0]:>10}{cells[1]:>10}{_fmt(ratio, '.2f'):>7}"
               f"{per_cpu[0]:>10}{per_cpu[1]:>10}{_fmt(cpu_ratio, '.2f'):>10}{spec.target:>7.2f}  "
               f"{gen:>12}{errs:>11}  {verdict} {notes}")
+    if len([name for name in servers if name in stats]) > 2:
+        report_side_by_side(ops, [name for name in servers if name in stats], stats)
     for name, reason in failures.items():
         print(f"\n{name} not measured: {reason}")
     for name in servers:
@@ -310,6 +320,20 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
     return ratios
 
 
+def report_side_by_side(ops: list[str], names: list[str], stats: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Every server measured (pysfsd-wN: ``--workers N``): ops/s and ops per server CPU-second
+    (the CPU of a server's worker processes summed)."""
+    print("\nall servers: ops/s | ops per server CPU-second")
+    print(f"{'operation':26}" + "".join(f"{name:>22}" for name in names))
+    for op in ops:
+        cells = []
+        for name in names:
+            s = stats[name].get(op)
+            per_cpu = None if s is None else s["ops_per_server_cpu"]
+            cells.append("-" if s is None else f"{s['ops_per_s']:,.0f} | {_fmt(per_cpu, ',.0f')}")
+        print(f"{OPS[op].label:26}" + "".join(f"{c:>22}" for c in cells))
+
+
 # -- main ----------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -317,7 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="operations: " + ", ".join(OPS))
     parser.add_argument("--servers", default="both",
-                        help="both (default), pysfsd, ganesha, or a comma list")
+                        help="both (default), pysfsd, ganesha, or a comma list; pysfsd-wN: pysfsd with --workers N")
     parser.add_argument("--ops", default=",".join(OPS), help="comma list of operations (default: all)")
     parser.add_argument("--connections", type=int, default=4, help="TCP connections per process")
     parser.add_argument("--depth", type=int, default=8, help="calls in flight per connection")
@@ -336,7 +360,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.servers = list(SERVERS) if args.servers == "both" else args.servers.split(",")
     args.ops = args.ops.split(",")
     for value, known, what in ((args.servers, SERVERS, "server"), (args.ops, OPS, "operation")):
-        unknown = [v for v in value if v not in known]
+        unknown = [v for v in value if v not in known and not (what == "server" and _workers_of(v))]
         if unknown:
             parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
     if min(args.connections, args.depth, args.procs) < 1 or args.seconds <= 0:

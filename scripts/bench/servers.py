@@ -34,9 +34,10 @@ class Pysfsd:
     file (never a pipe nobody drains), which is polled for that line."""
 
     def __init__(self, export: Path, work_dir: Path, start_timeout: float = 600.0,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), workers: int = 1) -> None:
         self.export, self.work_dir, self.start_timeout = export, work_dir, start_timeout
         self.args = args  # more options (scripts/cluster/shared_bench.py: --shared-state URL)
+        self.workers = workers  # --workers N (its CPU: driver.server_cpu_seconds counts the children)
         self.log_path = work_dir / "pysfsd.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -50,7 +51,7 @@ class Pysfsd:
                 [sys.executable, "-m", "nfsd", "--port", "0",
                  # like the Ganesha configuration compared against (Squash = No_Root_Squash)
                  "--export", f'"{self.export}" *(rw,no_root_squash,insecure)',
-                 "--bind", "127.0.0.1", "--state-dir", str(state), *self.args],
+                 "--bind", "127.0.0.1", "--state-dir", str(state), "--workers", str(self.workers), *self.args],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + self.start_timeout

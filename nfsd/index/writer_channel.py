@@ -1,0 +1,455 @@
+"""One index writer among several worker processes (``--workers N``).
+
+Only the primary worker scans, applies notes and commits the index; every other worker (a
+*follower*) reads the index from LMDB like the ``query`` command does and sends what it
+would have noted (``note_entry``, ``note_ino``, ``note_dir``) to the writer.
+
+The channel is one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair per follower, created by
+the parent before forking and kept open by it, so messages sent while the writer restarts
+wait in the socket instead of being lost.  A pair (unlike a datagram socket bound to a
+name) is not limited by ``net.unix.max_dgram_qlen`` (10 on this machine), only by its
+buffer, and keeps message boundaries.
+
+A follower's query directory fault asks the writer to flush (``F``) and waits for the reply
+carrying the new ``version``.  A change a worker acknowledged was sent before its reply, so
+its message is already in the writer's socket when any later flush request arrives; the
+writer reads *every* follower's socket (and its own queue) before it flushes.  So the next
+listing of a query directory in any worker shows every change any worker acknowledged.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from typing import Callable
+
+import lmdb
+
+from .index import Index
+from .scanner import ContentPass, ScanStats
+
+log = logging.getLogger("pysfsd.index")
+
+_MSG = struct.Struct(">cHQH")      # kind, export id, inode (or request number), name length; the name
+MAX_BATCH = 32 << 10               # bytes of notes a burst sends in one message, at most
+_REPLY = struct.Struct(">QQB")     # request number, version, flags
+READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
+FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
+SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: note dropped
+SEND_BUFFER = 4 << 20
+INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
+
+
+class NoteCounts:
+    """Per worker, in shared memory: how many notes it has sent to the writer (written by
+    that worker alone) and how many of them the writer has applied (written by the writer).
+    A query directory's attributes in any worker flush first while some worker's notes are
+    not applied, so they show a change acknowledged by another worker at once."""
+
+    _CELL = struct.Struct("=Q")
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd, self.workers = fd, workers
+        self._map: mmap.mmap | None = None
+        self._lock = threading.Lock()
+        self._mine = 0
+
+    @classmethod
+    def create(cls, workers: int) -> "NoteCounts":
+        fd = os.memfd_create("pysfsd-notes", 0)  # not CLOEXEC: only forks use it
+        os.ftruncate(fd, 16 * workers)
+        return cls(fd, workers)
+
+    def attach(self, slot: int) -> None:
+        self._map = mmap.mmap(self.fd, 16 * self.workers, mmap.MAP_SHARED)
+        self._mine = self._CELL.unpack_from(self._map, 16 * slot)[0]  # an earlier incarnation's
+
+    def add(self, slot: int, count: int) -> None:
+        """``count`` more notes of ours are with the writer (sent, or in its own queue)."""
+        assert self._map is not None
+        with self._lock:
+            self._mine += count
+            self._CELL.pack_into(self._map, 16 * slot, self._mine)
+
+    def snapshot(self) -> list[int]:
+        assert self._map is not None
+        return [self._CELL.unpack_from(self._map, 16 * i)[0] for i in range(self.workers)]
+
+    def publish(self, noted: list[int]) -> None:
+        """The writer: every note counted in ``noted`` (a snapshot taken before the flush
+        took them in) is applied."""
+        assert self._map is not None
+        for i, value in enumerate(noted):
+            if value > self._CELL.unpack_from(self._map, 16 * i + 8)[0]:
+                self._CELL.pack_into(self._map, 16 * i + 8, value)
+
+    def pending(self) -> bool:
+        m = self._map
+        if m is None:
+            return False
+        cell = self._CELL
+        return any(cell.unpack_from(m, 16 * i)[0] > cell.unpack_from(m, 16 * i + 8)[0]
+                   for i in range(self.workers))
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(writer end, follower end) of one follower's channel."""
+    w, f = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (w, f):
+        s.set_inheritable(True)
+        for option in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+            try:  # root may exceed net.core.wmem_max: more notes wait while the writer is busy
+                s.setsockopt(socket.SOL_SOCKET, option, SEND_BUFFER)
+                break
+            except OSError:
+                continue
+    return w, f
+
+
+class NoteSender:
+    """A follower's end of its channel: notes from any thread; flushes one at a time."""
+
+    def __init__(self, sock: socket.socket, counts: NoteCounts | None = None, slot: int = 0) -> None:
+        self.sock = sock
+        self.counts, self.slot = counts, slot
+        sock.settimeout(SEND_TIMEOUT)
+        self._flush_lock = threading.Lock()
+        self._request = int.from_bytes(os.urandom(7), "big")  # never met by an earlier incarnation's
+        self._dropped_logged = 0.0
+        # Notes made by the event loop while it serves a burst of calls wait here and leave
+        # in one message before the burst's replies (``end_burst``), like the handle table's
+        # group commit; any other thread sends at once.
+        self._burst_thread = 0
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self.sent = 0  # notes sent so far (a batch: once sent); see ``FollowerIndex.has_notes``
+
+    def begin_burst(self) -> None:
+        self._burst_thread = threading.get_ident()
+
+    def end_burst(self) -> None:
+        self._burst_thread = 0
+        self._send_batch()
+
+    def _send_batch(self) -> None:
+        if self._batch:
+            count = len(self._batch)
+            data, self._batch, self._batched = b"".join(self._batch), [], 0
+            if self._send(data):
+                self._sent(count)
+
+    def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
+        note = _MSG.pack(kind, export_id, number, len(name)) + name
+        if self._burst_thread == threading.get_ident():
+            self._batch.append(note)
+            self._batched += len(note)
+            if self._batched >= MAX_BATCH:
+                self._send_batch()
+            return
+        if self._send(note):
+            self._sent(1)
+
+    def _sent(self, count: int) -> None:
+        self.sent += count
+        if self.counts is not None:
+            self.counts.add(self.slot, count)
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            self.sock.send(data)
+            return True
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._dropped_logged > 10:
+                self._dropped_logged = now
+                log.warning("index note not sent to the writer (%s): the writer's next scan finds the change", exc)
+            return False
+
+    def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT) -> tuple[int, int] | None:
+        """Have the writer apply every note queued anywhere; (version, flags), or None if it
+        did not answer in time."""
+        if self._burst_thread == threading.get_ident():
+            self._send_batch()  # this burst's own notes first
+        with self._flush_lock:
+            self._request += 1
+            request = self._request
+            deadline = time.monotonic() + timeout
+            try:
+                self.sock.send(_MSG.pack(b"F", export_id, request, 0))
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.sock.settimeout(left)
+                    data = self.sock.recv(64)
+                    if len(data) == _REPLY.size:
+                        number, version, flags = _REPLY.unpack(data)
+                        if number == request:
+                            return version, flags
+            except OSError as exc:
+                log.warning("index flush request to the writer failed: %s", exc)
+                return None
+            finally:
+                self.sock.settimeout(SEND_TIMEOUT)
+
+
+class FollowerIndex(Index):
+    """An export's index in a follower: reads as ``Index`` does, writes nothing; notes go
+    to the writer, ``version`` is read from LMDB (the writer's last commit)."""
+
+    def __init__(self, env: lmdb.Environment, export_root: str, export_id: int, sender: NoteSender,
+                 **kwargs: object) -> None:
+        self._sender = sender
+        self._export_id = export_id
+        self.writer_flags = 0
+        self._flushed_at = 0  # ``sender.sent`` when the last flush was asked for
+        super().__init__(env, export_root, export_id, **kwargs)  # type: ignore[arg-type]
+
+    def _committed_version(self) -> int:
+        with self._tables.env.begin() as txn:
+            return self._tables.version(txn)
+
+    def _catch_up(self) -> None:
+        """Some worker's notes are not applied yet: have the writer apply them before an
+        answer is read (see ``NoteCounts``)."""
+        counts = self._sender.counts
+        if counts is not None and counts.pending():
+            self.flush()
+
+    @property
+    def version(self) -> int:
+        self._catch_up()
+        return self._committed_version()
+
+    @version.setter
+    def version(self, value: int) -> None:
+        pass  # only the writer publishes versions (in LMDB)
+
+    @property
+    def stat_version(self) -> int:
+        self._catch_up()
+        return super().stat_version
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        if name and b"/" not in name and name not in (b".", b".."):
+            self._sender.send(b"E", self._export_id, dir_ino, name)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        self._sender.send(b"J" if force else b"I", self._export_id, ino)
+
+    def note_dir(self, dir_ino: int) -> None:
+        self._sender.send(b"D", self._export_id, dir_ino)
+
+    def has_notes(self) -> bool:
+        """Whether this worker noted changes since its last flush (those made through other
+        workers are not known here: the writer's periodic flush, every 0.5 s, moves
+        ``version`` for them)."""
+        return self._sender.sent != self._flushed_at
+
+    def flush(self) -> bool:
+        self._flushed_at = self._sender.sent
+        before = self._committed_version()
+        answer = self._sender.flush(self._export_id)
+        if answer is None:
+            log.warning("the index writer did not answer a flush: answering from the index as it is")
+            return False
+        self.writer_flags = answer[1]
+        return answer[0] != before
+
+    def maintain(self) -> bool:
+        return False
+
+    def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None,
+             part: ContentPass | None = None) -> ScanStats:
+        return ScanStats(0, 0, 0, 0, 0, 0, 0.0)  # the writer scans (content fields: ready
+        # in a follower once the writer's whole first index is done, not pass by pass)
+
+
+class Uncounted:
+    """An index as the directory watcher sees it: changes behind the server's back are
+    acknowledged to nobody, so they are not counted (``WriterIndex``)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        Index.note_entry(self._index, dir_ino, name)
+
+    def note_dir(self, dir_ino: int) -> None:
+        Index.note_dir(self._index, dir_ino)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        Index.note_ino(self._index, ino, force)
+
+    def __getattr__(self, item: str) -> object:
+        return getattr(self._index, item)
+
+
+class WriterIndex(Index):
+    """An export's index in the primary (the writer) of several workers: its own notes are
+    counted too, and what a flush took in is published as applied (``NoteCounts``); while
+    another worker's notes wait, reading ``version`` flushes first."""
+
+    note_counts: NoteCounts | None = None
+    siblings: "list[Index]" = []  # every index of the writer (a publish needs all queues empty)
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        super().note_entry(dir_ino, name)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_ino(self, ino: int, force: bool = False) -> None:
+        super().note_ino(ino, force)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_dir(self, dir_ino: int) -> None:
+        super().note_dir(dir_ino)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def has_notes(self) -> bool:
+        return super().has_notes() or (self.note_counts is not None and self.note_counts.pending())
+
+    def flush(self) -> bool:
+        counts = self.note_counts
+        if counts is None:
+            return super().flush()
+        local = self.__dict__.setdefault("_flushing", threading.local())
+        local.on = True
+        try:
+            noted = counts.snapshot()  # before the drain in Index.flush: all of it is taken in
+            changed = super().flush()
+            if not any(Index.has_notes(ix) for ix in (self.siblings or [self])):
+                counts.publish(noted)
+            return changed
+        finally:
+            local.on = False
+
+    def _catch_up(self) -> None:
+        local = self.__dict__.get("_flushing")
+        if self.note_counts is not None and not (local is not None and getattr(local, "on", False)) \
+                and self.note_counts.pending():
+            self.flush()
+
+    @property
+    def version(self) -> int:
+        self._catch_up()
+        return self.__dict__.get("_version", 0)
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self.__dict__["_version"] = value
+
+    @property
+    def stat_version(self) -> int:
+        self._catch_up()
+        return super().stat_version
+
+
+class NotesInbox:
+    """The writer's side: a thread reading every follower's channel, applying notes to the
+    indexes and answering flush requests; ``drain`` (every ``Index.flush`` of the writer
+    calls it first) takes in whatever is waiting."""
+
+    def __init__(self, indexes: dict[int, Index], ends: list[socket.socket],
+                 flags: Callable[[int], int]) -> None:
+        self.indexes, self.ends, self.flags = indexes, ends, flags
+        self._lock = threading.Lock()
+        self._requests: list[tuple[socket.socket, int, int]] = []
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="pysfsd-index-inbox", daemon=True)
+        self._stopping = False
+        for index in indexes.values():
+            index.before_flush = self.drain
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=FLUSH_TIMEOUT)
+        self.drain()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def drain(self) -> None:
+        """Apply every note waiting in any channel; flush requests are kept for the thread
+        (woken if another thread took them in: it would not see them otherwise)."""
+        with self._lock:
+            waiting = len(self._requests)
+            for end in self.ends:
+                while True:
+                    try:
+                        data = end.recv(65536, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    if len(data) < _MSG.size:
+                        break  # the pair's other end is closed for good (or garbage)
+                    self._apply(end, data)
+            if len(self._requests) > waiting and threading.current_thread() is not self._thread:
+                os.write(self._wake_w, b"r")
+
+    def _apply(self, end: socket.socket, data: bytes) -> None:
+        at = 0
+        while at + _MSG.size <= len(data):
+            kind, export_id, number, length = _MSG.unpack_from(data, at)
+            at += _MSG.size
+            name = data[at:at + length]
+            at += length
+            self._apply_one(end, kind, export_id, number, name)
+
+    def _apply_one(self, end: socket.socket, kind: bytes, export_id: int, number: int, name: bytes) -> None:
+        index = self.indexes.get(export_id)
+        if index is None:
+            return
+        # (Index's own methods: a follower's notes are counted by the follower, not again)
+        target = Uncounted(index) if isinstance(index, Index) else index
+        if kind == b"E":
+            target.note_entry(number, name)
+        elif kind == b"I":
+            target.note_ino(number)
+        elif kind == b"J":
+            target.note_ino(number, force=True)
+        elif kind == b"D":
+            target.note_dir(number)
+        elif kind == b"F":
+            self._requests.append((end, export_id, number))
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        for end in self.ends:
+            sel.register(end, selectors.EVENT_READ)
+        try:
+            while True:
+                ready = sel.select()
+                if any(key.fileobj == self._wake_r for key, _ in ready):
+                    os.read(self._wake_r, 512)
+                    if self._stopping:
+                        return
+                time.sleep(INBOX_PAUSE)  # let notes gather: one wake-up (a GIL hand-over) per batch
+                self.drain()
+                with self._lock:
+                    requests, self._requests = self._requests, []
+                for export_id in {r[1] for r in requests}:
+                    try:
+                        self.indexes[export_id].flush()
+                    except Exception:
+                        log.exception("index flush for a follower failed")
+                for end, export_id, number in requests:
+                    index = self.indexes[export_id]
+                    try:
+                        end.send(_REPLY.pack(number, index.version, self.flags(export_id)), socket.MSG_DONTWAIT)
+                    except OSError:
+                        pass  # that follower is gone, or not reading: it times out
+        finally:
+            sel.close()

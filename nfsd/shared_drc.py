@@ -1,0 +1,151 @@
+"""The duplicate-request cache shared by the worker processes of ``--workers N``.
+
+A client retransmits a call it got no reply to, and after a reconnect (or over UDP, or
+with ``nconnect``) the retransmission may reach another worker than the original.  So the
+table lives in one shared memory file (a memfd the parent creates before forking) that
+every worker maps.  Each worker *writes* only its own partition of it (``SLOTS`` slots of
+``SLOT`` bytes, found by the key with a short linear probe, the least recently stamped
+slot of the probe window reused first) and *reads* every partition: a call is new when no
+partition holds its key.  So no lock is shared between processes (a first version took an
+``flock`` around every look-up: 15 % of a worker's time went to waiting for it under
+SETATTR load), and a worker that dies can wedge nobody.
+
+A slot is read without a lock as a seqlock is: its header, then the reply, then the header
+again; the reply counts only if the header did not change meanwhile (the owner marks a
+slot free before rewriting it, and every write has a new stamp).  What this gives up: a
+retransmission that arrives at another worker at the very moment the original arrives
+(before either is marked in progress) is served twice; a retransmission comes after a
+timeout, when the original is long marked.  A reply longer than a slot is not kept
+(non-idempotent replies are a few hundred bytes: CREATE's is the largest, about 300).  A
+call left in progress by a worker that died is served again when retransmitted.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+import zlib
+
+from .drc import CHECKSUM_BYTES, IN_PROGRESS
+
+SLOTS = 4096   # per worker
+SLOT = 512
+PROBE = 4
+_HEAD = struct.Struct("=16sBxxxiIQ")  # digest, state, owner pid, reply length, stamp
+_KEY = struct.Struct("=qII")
+_FREE, _BUSY, _DONE = 0, 1, 2
+MAX_REPLY = SLOT - _HEAD.size
+
+
+class SharedDuplicateRequestCache:
+    """``DuplicateRequestCache``'s interface over shared memory.  Create it in the parent
+    (``create``, one partition per worker), then ``attach`` in each worker after fork."""
+
+    def __init__(self, fd: int, partitions: int, slots: int) -> None:
+        self.fd, self.partitions, self.slots = fd, partitions, slots
+        self._map: mmap.mmap | None = None
+        self._own = 0
+        self._lock = threading.Lock()  # our partition, between our threads
+        self._pid = os.getpid()
+        self._stamp = 0
+        self._mine: dict[bytes, int] = {}  # key -> its slot, from begin to finish
+
+    @classmethod
+    def create(cls, partitions: int, slots: int = SLOTS) -> "SharedDuplicateRequestCache":
+        fd = os.memfd_create("pysfsd-drc", 0)  # not CLOEXEC: only forks use it, never exec
+        os.ftruncate(fd, partitions * slots * SLOT)
+        return cls(fd, partitions, slots)
+
+    def attach(self, partition: int) -> None:
+        """In worker ``partition``: map the table; stamps go on from the highest left in our
+        partition (by an earlier incarnation of this worker)."""
+        self._map = mmap.mmap(self.fd, self.partitions * self.slots * SLOT, mmap.MAP_SHARED)
+        self._own = partition
+        self._pid = os.getpid()
+        base = partition * self.slots * SLOT
+        self._stamp = max(_HEAD.unpack_from(self._map, base + i * SLOT)[4] for i in range(self.slots))
+
+    @staticmethod
+    def key(host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
+        """The same fields as ``DuplicateRequestCache.key`` (the client's address, not its
+        port: a retransmission on a new connection comes from another port) in 16 bytes:
+        Python's hash of them, the same in every worker (forks of one interpreter share its
+        hash seed), then the xid and the checksum themselves."""
+        crc = zlib.crc32(args[:CHECKSUM_BYTES])
+        return _KEY.pack(hash((host, xid, prog, vers, proc, crc, len(args))), xid & 0xFFFFFFFF, crc)
+
+    def _window(self, partition: int, key: bytes) -> list[int]:
+        start = _KEY.unpack_from(key)[0] % self.slots
+        base = partition * self.slots
+        return [(base + (start + i) % self.slots) * SLOT for i in range(PROBE)]
+
+    def _look(self, m: mmap.mmap, off: int, key: bytes) -> object | None:
+        """What slot ``off`` says of ``key``: None (not there), IN_PROGRESS, or the reply."""
+        head = m[off:off + _HEAD.size]
+        digest, state, pid, length, _ = _HEAD.unpack(head)
+        if digest != key or state == _FREE:
+            return None
+        if state == _BUSY:
+            return IN_PROGRESS if pid == self._pid or _alive(pid) else None
+        reply = m[off + _HEAD.size: off + _HEAD.size + length]
+        return reply if m[off:off + _HEAD.size] == head else None  # rewritten meanwhile
+
+    def begin(self, key: bytes) -> object | None:
+        """None if the call is new (now marked in progress by us); else IN_PROGRESS or the
+        cached reply bytes."""
+        m = self._map
+        assert m is not None, "attach() first"
+        for partition in range(self.partitions):
+            if partition == self._own:
+                continue
+            for off in self._window(partition, key):
+                found = self._look(m, off, key)
+                if found is not None:
+                    return found
+        with self._lock:
+            window = self._window(self._own, key)
+            victim, best = -1, -1
+            for off in window:
+                found = self._look(m, off, key)
+                if found is not None:
+                    return found
+                digest, state, pid, _, stamp = _HEAD.unpack_from(m, off)
+                rank = -1 if state == _FREE or (state == _BUSY and digest == key) else stamp
+                if victim < 0 or rank < best:
+                    victim, best = off, rank
+            m[victim + 16] = _FREE  # readers ignore it while it is rewritten
+            self._stamp += 1
+            _HEAD.pack_into(m, victim, key, _BUSY, self._pid, 0, self._stamp)
+            if len(self._mine) > 4 * self.slots:
+                self._mine.clear()  # calls that never finished (cannot happen: a bound anyway)
+            self._mine[key] = victim
+            return None
+
+    def finish(self, key: bytes, reply: bytes | None) -> None:
+        m = self._map
+        assert m is not None, "attach() first"
+        off = self._mine.pop(key, -1)
+        if off < 0:
+            return
+        with self._lock:
+            digest, state, pid, _, _ = _HEAD.unpack_from(m, off)
+            if digest != key or state != _BUSY or pid != self._pid:
+                return  # pushed out meanwhile
+            if reply is None or len(reply) > MAX_REPLY:
+                m[off + 16] = _FREE
+                return
+            # still marked in progress while the reply is written: readers do not read it
+            m[off + _HEAD.size: off + _HEAD.size + len(reply)] = reply
+            self._stamp += 1
+            _HEAD.pack_into(m, off, key, _DONE, pid, len(reply), self._stamp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

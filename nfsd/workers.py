@@ -1,0 +1,390 @@
+"""``--workers N``: N server processes on one set of listening sockets (docs/design.rst,
+"Several worker processes").
+
+The parent binds the NFS/MOUNT TCP and UDP sockets (and, with locks, a second pair for NLM
+and NSM) once, creates what the workers share (the duplicate-request cache's memory, one
+index channel per follower), then forks the workers; each opens the LMDB environment
+itself, after the fork.  Worker 0, the *primary*, starts first: it takes the store's locks,
+moves the boot counter (its write verifier is handed to every later worker, restarts
+included), writes the index, and alone serves NLM/NSM on their own port.  The kernel hands
+each accepted connection (and each UDP datagram) to whichever worker takes it first.  The
+parent then registers with the portmapper, relays the lines scripts wait for, and
+supervises: a worker that dies is started again (a slot dying ``MAX_RESTARTS`` times in
+``RESTART_WINDOW`` seconds stops the server, loudly); SIGTERM or SIGINT stop the followers
+first, then the primary (its last flush applies their last notes).  Every worker is killed
+by the kernel when the parent dies (``PR_SET_PDEATHSIG``): kill -9 of the parent leaves no
+orphan serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .config_error import ConfigError
+from .index.writer_channel import NoteCounts, channel_pair
+from .preflight import listen_error
+from .server import LISTEN_BACKLOG
+from .shared_drc import SharedDuplicateRequestCache
+
+if TYPE_CHECKING:
+    from .app import ServerConfig
+
+log = logging.getLogger("pysfsd.workers")
+
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+START_TIMEOUT = 120.0   # opening the store and the exports (the scan runs after)
+STOP_TIMEOUT = 20.0     # a worker not gone by then is killed
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class WorkerRole:
+    """What one worker process inherits from the parent."""
+
+    slot: int
+    count: int
+    tcp: socket.socket
+    udp: socket.socket
+    lock_sockets: tuple[socket.socket, socket.socket] | None  # NLM/NSM: the primary only
+    drc: SharedDuplicateRequestCache
+    channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
+    note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
+    verifier: bytes | None = None  # fixed by the primary's first start
+    status_fd: int = -1            # the pipe to the parent (``report``)
+
+    @property
+    def primary(self) -> bool:
+        return self.slot == 0
+
+    def report(self, line: str) -> None:
+        try:
+            os.write(self.status_fd, (line + "\n").encode())
+        except OSError:
+            pass
+
+
+def bind_pair(host: str, port: int, attempts: int = 32) -> tuple[socket.socket, socket.socket]:
+    """A listening TCP socket and a UDP socket on the same port of ``host`` (0: one free
+    for both), inheritable by the workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for attempt in range(attempts):
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, port))
+            tcp.listen(LISTEN_BACKLOG)
+            bound = tcp.getsockname()[1]
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, bound))
+            except OSError:
+                udp.close()
+                raise
+        except OSError:
+            tcp.close()
+            if port != 0 or attempt == attempts - 1:
+                raise
+            continue
+        for s in (tcp, udp):
+            s.setblocking(False)
+            s.set_inheritable(True)
+        return tcp, udp
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class _Slot:
+    number: int
+    pid: int = 0
+    status_r: int = -1
+    buffer: bytes = b""
+    deaths: list[float] = field(default_factory=list)
+    ready: "asyncio.Future[str] | None" = None
+    indexed: bool = False
+
+
+class Supervisor:
+    def __init__(self, config: "ServerConfig", count: int) -> None:
+        self.config, self.count = config, count
+        try:
+            self.tcp, self.udp = bind_pair(config.bind, config.port)
+            self.lock_sockets = bind_pair(config.bind, 0) if config.locks else None
+        except OSError as exc:
+            raise listen_error(config.bind, config.port, exc) from None
+        self.host, self.port = self.tcp.getsockname()[:2]
+        self.drc = SharedDuplicateRequestCache.create(count)
+        self.pairs = [channel_pair() for _ in range(count - 1)]
+        self.note_counts = NoteCounts.create(count)
+        self.verifier: bytes | None = None
+        self.slots = [_Slot(i) for i in range(count)]
+        self.stopping = False
+        self.failed: str | None = None
+        self.stopped = asyncio.Event()
+        self.listening = False  # "listening on" is out
+        self.index_line: str | None = None  # "index ready", printed once every worker is
+        self.announced = False
+
+    # -- starting workers -------------------------------------------------------------------
+    def _role(self, slot: int, status_w: int) -> WorkerRole:
+        channels = [w for w, _ in self.pairs] if slot == 0 else [self.pairs[slot - 1][1]]
+        return WorkerRole(slot, self.count, self.tcp, self.udp, self.lock_sockets if slot == 0 else None,
+                          self.drc, channels, self.note_counts, self.verifier, status_w)
+
+    def _fork(self, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's event loop
+            code = 70
+            try:
+                os.close(status_r)
+                code = _child(self.config, self._role(slot.number, status_w), parent)
+            except BaseException:
+                logging.getLogger("pysfsd").exception("worker %d failed", slot.number)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(status_w)
+        slot.pid, slot.status_r, slot.buffer, slot.indexed = pid, status_r, b"", False
+        slot.ready = loop.create_future()
+        loop.add_reader(status_r, self._status, slot)
+
+    def _announce(self) -> None:
+        """The line scripts wait for before relying on query directories: after "listening
+        on", once every worker knows the index is ready (a follower answers JUKEBOX until
+        then)."""
+        if (self.listening and not self.announced and self.index_line is not None
+                and all(s.indexed for s in self.slots)):
+            self.announced = True
+            print(self.index_line, flush=True)
+
+    def _status(self, slot: _Slot) -> None:
+        try:
+            data = os.read(slot.status_r, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(slot.status_r)
+            os.close(slot.status_r)
+            slot.status_r = -1
+            if slot.ready is not None and not slot.ready.done():
+                slot.ready.set_result("error worker exited while starting")
+            return
+        slot.buffer += data
+        while b"\n" in slot.buffer:
+            line, slot.buffer = slot.buffer.split(b"\n", 1)
+            text = line.decode(errors="replace")
+            word, _, rest = text.partition(" ")
+            if word in ("ready", "error") and slot.ready is not None and not slot.ready.done():
+                slot.ready.set_result(text)
+            elif word == "indexed":  # the index is ready, as this worker sees it
+                slot.indexed = True
+                if rest and self.index_line is None:
+                    self.index_line = rest  # the primary's: files and seconds
+                self._announce()
+
+    async def _start(self, slot: _Slot) -> None:
+        self._fork(slot)
+        assert slot.ready is not None
+        try:
+            text = await asyncio.wait_for(asyncio.shield(slot.ready), START_TIMEOUT)
+        except asyncio.TimeoutError:
+            text = f"error worker {slot.number} did not start in {START_TIMEOUT:.0f} s"
+        word, _, rest = text.partition(" ")
+        if word == "error":
+            raise ConfigError(rest)
+        if self.verifier is None:
+            self.verifier = bytes.fromhex(rest)
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        try:
+            for slot in self.slots:  # the primary first: it fixes the verifier, the store's locks
+                await self._start(slot)
+        except ConfigError:
+            await self._stop_all()
+            raise
+        from .portmap_service import Discovery
+        discovery = Discovery()
+        try:
+            status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
+                                           0, self.config.register, self.lock_sockets is not None,
+                                           self.lock_sockets[0].getsockname()[1] if self.lock_sockets else None)
+        except OSError as exc:
+            await self._stop_all()
+            raise listen_error(self.host, self.config.portmap_port, exc,
+                               "serve the portmapper (--portmap)") from None
+        from .exports import load_exports
+        for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
+            word = "listening on" if i == 0 else "           "
+            print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
+        locks = (f"; NLM and NSM on port {self.lock_sockets[0].getsockname()[1]} (worker 0)"
+                 if self.lock_sockets else "")
+        print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}{locks}",
+              file=sys.stderr, flush=True)
+        print(f"pysfsd: portmapper: {status}", file=sys.stderr, flush=True)
+        self.listening = True
+        self._announce()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopped.set)
+        await self.stopped.wait()
+        await discovery.stop()
+        await self._stop_all()
+        if self.failed:
+            print(f"pysfsd: stopped: {self.failed}", file=sys.stderr, flush=True)
+            return 1
+        print("pysfsd: stopped", flush=True)
+        return 0
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for slot in self.slots:
+                if slot.pid == pid:
+                    slot.pid = 0
+                    if not self.stopping:
+                        self._died(slot, pid, status)
+
+    def _died(self, slot: _Slot, pid: int, status: int) -> None:
+        how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.waitstatus_to_exitcode(status)}")
+        now = time.monotonic()
+        slot.deaths = [t for t in slot.deaths if now - t < RESTART_WINDOW] + [now]
+        if len(slot.deaths) > MAX_RESTARTS:
+            self.failed = (f"worker {slot.number} died {len(slot.deaths)} times in {RESTART_WINDOW:.0f} s "
+                           f"(last: {how})")
+            log.error("%s: stopping the server", self.failed)
+            self.stopped.set()
+            return
+        log.error("worker %d (pid %d) died (%s): starting it again", slot.number, pid, how)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._restart(slot))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _restart(self, slot: _Slot) -> None:
+        await asyncio.sleep(0.2)
+        if self.stopping:
+            return
+        try:
+            await self._start(slot)
+        except ConfigError as exc:
+            self.failed = f"worker {slot.number} cannot start again: {exc}"
+            self.stopped.set()
+
+    async def _stop_all(self) -> None:
+        """The followers first, then the primary; each gets STOP_TIMEOUT, then SIGKILL."""
+        self.stopping = True
+        for group in (self.slots[1:], self.slots[:1]):
+            for slot in group:
+                if slot.pid:
+                    _kill(slot.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while any(s.pid for s in group) and time.monotonic() < deadline:
+                self._reap()
+                await asyncio.sleep(0.05)
+            for slot in group:
+                if slot.pid:
+                    log.error("worker %d (pid %d) did not stop in %.0f s: killing it", slot.number, slot.pid,
+                              STOP_TIMEOUT)
+                    _kill(slot.pid, signal.SIGKILL)
+        while any(s.pid for s in self.slots):
+            self._reap()
+            await asyncio.sleep(0.05)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
+    """A worker's life, after fork: die with the parent, forget its event loop, serve."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        return 1
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: the parent stops us
+    asyncio.events._set_running_loop(None)  # the parent's loop, copied: not ours
+    asyncio.set_event_loop(None)
+    # libuv (uvloop) accepts every pending connection at each wake-up; one at a time, then
+    # a yield, lets the other workers, woken by the same listening socket, take the next
+    # (the kernel client's nconnect=2 opens both at once: both went to one worker)
+    os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
+    role.drc.attach(role.slot)
+    if role.note_counts is not None:
+        role.note_counts.attach(role.slot)
+    from .cli import event_loop_runner
+    return event_loop_runner()(_serve_worker(config, role))
+
+
+async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
+    from .app import NfsServer
+    from .cli import _announce_index as announce_index
+    try:
+        server = NfsServer(config, role)
+    except ConfigError as exc:
+        role.report(f"error {exc}")
+        return 2
+    try:
+        await server.start()
+    except ConfigError as exc:
+        role.report(f"error {exc}")
+        await server.stop()
+        return 2
+    role.report(f"ready {server.write_verifier.hex()}")
+    loop = asyncio.get_running_loop()
+    if role.primary:
+        loop.create_task(announce_index(server, lambda line: role.report(f"indexed {line}")))
+    else:
+        async def indexed() -> None:
+            await server.indexed.wait()
+            role.report("indexed")
+        loop.create_task(indexed())
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def default_count() -> int:
+    """The default of ``--workers``: 1, or ``PYSFSD_WORKERS`` (docs/running.rst)."""
+    text = os.environ.get("PYSFSD_WORKERS", "1")
+    return int(text) if text.isdigit() and int(text) >= 1 else 1
+
+
+def serve(config: "ServerConfig", count: int) -> int:
+    """Run the parent: start the workers, supervise them, stop them."""
+    async def main() -> int:
+        return await Supervisor(config, count).run()
+    return asyncio.run(main())
+
+

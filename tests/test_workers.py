@@ -1,0 +1,368 @@
+"""``--workers 2``: two server processes serve one export (nfsd/workers.py).
+
+Every test makes sure its connections really reach different workers: it finds the
+process holding the server's end of each TCP connection through /proc."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from protocol import nfs3
+from tests.conftest import ServerProcess
+from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
+                                remove, sattr, write)
+from tests.rpc_client import RpcClient, fh
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+
+
+def workers_of(srv: ServerProcess) -> list[int]:
+    assert srv.proc is not None
+    with open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _socket_inode(local_port: int, remote_port: int) -> int | None:
+    """The inode of the server's end of the loopback connection (server port, client port)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
+                return int(fields[9])
+    return None
+
+
+def serving_pid(client: RpcClient, server_port: int, pids: list[int]) -> int | None:
+    inode = _socket_inode(server_port, client.sock.getsockname()[1])
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def one_per_worker(srv: ServerProcess) -> dict[int, RpcClient]:
+    """A connection served by each worker (pid -> client), opening more until each has one."""
+    pids = workers_of(srv)
+    assert len(pids) == 2, pids
+    found: dict[int, RpcClient] = {}
+    spare: list[RpcClient] = []
+    for _ in range(200):
+        c = RpcClient(srv.port)
+        c.raw_call(100003, 3, 0)  # NULL: the connection is accepted and served
+        pid = serving_pid(c, srv.port, pids)
+        if pid is not None and pid not in found:
+            found[pid] = c
+        else:
+            spare.append(c)
+        if len(found) == 2:
+            break
+    for c in spare:
+        c.close()
+    assert len(found) == 2, f"every connection went to one worker: {found}"
+    return found
+
+
+@contextmanager
+def two_workers(base: Path, *args: str) -> Iterator[ServerProcess]:
+    (base / "export").mkdir()
+    (base / "export" / "src").mkdir()
+    (base / "export" / "src" / "old.c").write_text("int old;\n")
+    srv = ServerProcess(base / "export", base / "state", args=("--workers", "2", *args)).start()
+    try:
+        yield srv
+    finally:
+        err = srv.stop()
+        assert "Traceback" not in err, err[-4000:]
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[ServerProcess]:
+    with two_workers(tmp_path) as srv:
+        yield srv
+
+
+def test_two_workers_share_handles(two: ServerProcess) -> None:
+    (a_pid, a), (b_pid, b) = one_per_worker(two).items()
+    assert a_pid != b_pid
+    root_a, root_b = a.mount(two.export_b), b.mount(two.export_b)
+    assert root_a == root_b
+    made = create_ok(a, look(a, root_a, b"src"), b"from_a.txt")
+    st, _ = getattr_(b, made)
+    assert st == OK
+    assert look(b, root_b, b"src", b"from_a.txt") == made
+    made_b = create_ok(b, look(b, root_b, b"src"), b"from_b.txt")
+    assert getattr_(a, made_b)[0] == OK
+    assert names(a, look(a, root_a, b"src")) >= {b"from_a.txt", b"from_b.txt", b"old.c"}
+
+
+@pytest.mark.parametrize("writer_first", [True, False])
+def test_create_shows_at_once_in_a_query_directory_of_the_other_worker(tmp_path: Path,
+                                                                       writer_first: bool) -> None:
+    """A create acknowledged by one worker is in the next listing of a query directory
+    served by the other, whichever of them writes the index.  Without inotify (--no-watch):
+    the worker's note, not the writer's own watcher, must bring it."""
+    with two_workers(tmp_path, "--no-watch") as two:
+        _create_shows(two, writer_first)
+
+
+def _create_shows(two: ServerProcess, writer_first: bool) -> None:
+    conns = one_per_worker(two)
+    primary = workers_of(two)[0]  # started first: the index writer
+    order = sorted(conns, key=lambda pid: (pid != primary) == writer_first)
+    creator, reader = conns[order[0]], conns[order[1]]
+    root = creator.mount(two.export_b)
+    reader.mount(two.export_b)
+    c_dir = look(reader, root, b"ext:", b"c")
+    assert names(reader, c_dir) == {b"old.c"}
+    for i in range(5):
+        create_ok(creator, look(creator, root, b"src"), b"new%d.c" % i)
+        assert b"new%d.c" % i in names(reader, c_dir)
+
+
+@pytest.mark.parametrize("writer_first", [True, False])
+def test_query_directory_attributes_show_another_workers_create_at_once(tmp_path: Path,
+                                                                       writer_first: bool) -> None:
+    """What the Linux client with nconnect=2 does: a create on one connection, then a
+    GETATTR of the query directory on the other decides whether its cached listing is
+    still good; the attributes must already count the new file (no listing in between)."""
+    with two_workers(tmp_path, "--no-watch") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        order = sorted(conns, key=lambda pid: (pid != primary) == writer_first)
+        creator, reader = conns[order[0]], conns[order[1]]
+        root = creator.mount(two.export_b)
+        reader.mount(two.export_b)
+        c_dir = look(reader, root, b"ext:", b"c")
+        size = len(names(reader, c_dir))
+        for i in range(5):
+            create_ok(creator, look(creator, root, b"src"), b"fresh%d.c" % i)
+            assert attrs(reader, c_dir).size == size + i + 1, i
+        for c in conns.values():
+            c.close()
+
+
+def _create_call(d: bytes, name: bytes) -> bytes:
+    args = nfs3.CREATE3args.cls(nfs3.diropargs3.cls(fh(d), name),
+                                (nfs3.createmode3.GUARDED, sattr(mode=0o644)))
+    buf = bytearray()
+    nfs3.NFS3.procedures[CREATE].args.pack(buf, args)
+    return bytes(buf)
+
+
+def test_retransmission_on_another_worker_is_answered_from_the_cache(two: ServerProcess) -> None:
+    """A GUARDED CREATE resent (same xid, same client address, another connection and so
+    another worker) gets the first reply again, not NFS3ERR_EXIST."""
+    (_, a), (_, b) = one_per_worker(two).items()
+    root = a.mount(two.export_b)
+    args = _create_call(root, b"once.txt")
+    xid = 0x5EED0001
+    _, _, res1 = a.raw_call(100003, 3, CREATE, args, xid=xid)
+    assert res1[:4] == b"\0\0\0\0"  # NFS3_OK
+    _, _, res2 = b.raw_call(100003, 3, CREATE, args, xid=xid)
+    assert res2 == res1
+    # a new xid is a new call: now the name exists
+    _, _, res3 = b.raw_call(100003, 3, CREATE, args, xid=xid + 1)
+    assert int.from_bytes(res3[:4], "big") == S.NFS3ERR_EXIST
+
+
+def test_write_verifier_is_the_same_in_every_worker_and_changes_on_restart(two: ServerProcess) -> None:
+    conns = one_per_worker(two)
+    (_, a), (_, b) = conns.items()
+    root = a.mount(two.export_b)
+    h = create_ok(a, root, b"data")
+    verfs = set()
+    for c in (a, b):
+        st, res = write(c, h, 0, b"x" * 100, stable=0)
+        assert st == OK
+        verfs.add(res.verf)
+    assert len(verfs) == 1
+    for c in conns.values():
+        c.close()
+    two.restart()
+    conns = one_per_worker(two)
+    for c in conns.values():
+        st, res = write(c, h, 0, b"y", stable=0)
+        assert st == OK
+        assert res.verf not in verfs
+    for c in conns.values():
+        c.close()
+
+
+def _wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
+        time.sleep(0.05)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_handles_survive_a_restart_and_kill_of_the_parent(two: ServerProcess, sig: int) -> None:
+    """Handles given by either worker resolve after a restart (kill -9 of the parent
+    included), and no worker outlives its parent."""
+    (_, a), (_, b) = one_per_worker(two).items()
+    root = a.mount(two.export_b)
+    made = [create_ok(a, look(a, root, b"src"), b"a.txt"), create_ok(b, look(b, root, b"src"), b"b.txt")]
+    made.append(create_ok(b, mkdir_ok(b, root, b"deep"), b"c.txt"))
+    a.close()
+    b.close()
+    old = workers_of(two)
+    two.restart(sig)
+    assert _wait_gone(old) == [], "workers outlived their parent"
+    for c in one_per_worker(two).values():
+        for h in made:
+            assert getattr_(c, h)[0] == OK
+        assert lookup(c, root, b"deep")[0] == OK
+        c.close()
+
+
+def test_a_worker_that_dies_is_started_again(two: ServerProcess) -> None:
+    first = workers_of(two)
+    os.kill(first[1], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = workers_of(two)
+        if len(now) == 2 and first[1] not in now:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"worker not restarted: {workers_of(two)}")
+    conns = one_per_worker(two)
+    for c in conns.values():
+        root = c.mount(two.export_b)
+        assert getattr_(c, root)[0] == OK
+        c.close()
+    assert "died" in two.log_path.read_text()
+
+
+def test_a_name_recreated_through_the_other_worker_gets_its_new_handle(tmp_path: Path) -> None:
+    """A follower listed ``f``; the primary removes it and creates ``f`` again, which on
+    ext4 usually reuses the inode number with a new generation.  The follower's next
+    listing hands out the new file's handle, not the old one (whose generation it had
+    recorded itself).  --no-watch: no entry cache, no inotify, only the handle table."""
+    with two_workers(tmp_path, "--no-watch") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        writer = conns[primary]
+        follower = next(c for pid, c in conns.items() if pid != primary)
+        root = writer.mount(two.export_b)
+        follower.mount(two.export_b)
+        d = mkdir_ok(writer, root, b"box")
+        reused = 0
+        for attempt in range(20):
+            old = create_ok(writer, d, b"f")
+            listed = {e.name: e for e in list_dir(follower, d)}
+            assert listed[b"f"].name_handle.data == old
+            assert remove(writer, d, b"f")[0] == OK
+            new = create_ok(writer, d, b"f")
+            if _ino(new) != _ino(old) or new == old:
+                assert remove(writer, d, b"f")[0] == OK
+                continue  # another inode: nothing to learn from this round
+            reused += 1
+            listed = {e.name: e for e in list_dir(follower, d)}
+            got = listed[b"f"].name_handle.data
+            assert got == new, f"follower listed the removed file's handle (attempt {attempt})"
+            assert getattr_(follower, got)[0] == OK
+            assert remove(writer, d, b"f")[0] == OK
+        if not reused:
+            pytest.skip("the file system never reused an inode number here")
+
+
+def _ino(handle: bytes) -> bytes:
+    return handle[4:12]
+
+
+def test_locks_are_served_by_the_primary_alone(two: ServerProcess) -> None:
+    """NLM and NSM live in worker 0, on a port of their own (registered with the portmapper
+    by the parent); the NFS port's other worker does not serve them."""
+    found = None
+    deadline = time.monotonic() + 10
+    while found is None and time.monotonic() < deadline:
+        found = re.search(r"NLM and NSM on port (\d+)", two.log_path.read_text())
+        time.sleep(0.05)
+    assert found, two.log_path.read_text()
+    primary = workers_of(two)[0]
+    for _ in range(4):
+        with RpcClient(int(found[1])) as c:
+            _, body, _ = c.raw_call(100021, 4, 0)  # NLM4 NULL
+            assert body[0] == 0 and body[1].reply_data[0] == 0
+            assert serving_pid(c, int(found[1]), workers_of(two)) == primary
+    conns = one_per_worker(two)
+    follower = next(c for pid, c in conns.items() if pid != primary)
+    _, body, _ = follower.raw_call(100021, 4, 0)
+    assert body[1].reply_data[0] == 1  # PROG_UNAVAIL
+    for c in conns.values():
+        c.close()
+
+
+class _Notes:
+    """What NotesInbox needs of an index: its notes and flushes, counted."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, bytes]] = []
+        self.flushes = 0
+        self.version = 7
+        self.before_flush = None
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        self.entries.append((dir_ino, name))
+
+    def flush(self) -> bool:
+        if self.before_flush is not None:
+            self.before_flush()
+        self.flushes += 1
+        self.version += 1
+        return True
+
+
+def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -> None:
+    """The writer's own flush (its event loop) may read a follower's flush request off the
+    channel before the inbox thread sees it: the thread must still answer it."""
+    from nfsd.index.writer_channel import NotesInbox, NoteSender, channel_pair
+    w, f = channel_pair()
+    index = _Notes()
+    inbox = NotesInbox({1: index}, [w], lambda eid: 3)  # type: ignore[dict-item]
+    sender = NoteSender(f)
+    sender.send(b"E", 1, 42, b"new.c")
+    answer: list[object] = []
+    import threading
+    asking = threading.Thread(target=lambda: answer.append(sender.flush(1, timeout=5.0)))
+    asking.start()
+    deadline = time.monotonic() + 5
+    while not inbox._requests and time.monotonic() < deadline:
+        inbox.drain()  # as the writer's own Index.flush does, before the thread runs
+        time.sleep(0.01)
+    assert inbox._requests and index.entries == [(42, b"new.c")]
+    inbox.start()
+    asking.join(timeout=10)
+    inbox.stop()
+    assert answer == [(8, 3)], answer
+    w.close()
+    f.close()
