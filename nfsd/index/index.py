@@ -177,8 +177,10 @@ class Index:
                     os.close(top)
                 bar.close()
         stats = r.c.stats(time.monotonic() - start)
-        if not stat_only:  # the stat pass of a first index is announced by the server
-            log.info("indexed %s%s: %s", self.root_path, f" ({part.label})" if part is not None else "", stats)
+        if not stat_only:  # the stat pass of a first index is announced by the server, and
+            # so is each content pass (the fields it made ready): one "indexed" line, at the end
+            log.log(logging.DEBUG if part is not None and not part.last else logging.INFO, "indexed %s%s: %s",
+                    self.root_path, f" ({part.label})" if part is not None else "", stats)
         return stats
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
