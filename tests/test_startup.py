@@ -106,6 +106,12 @@ def test_port_out_of_range(tmp_path: Path) -> None:
     one_line_failure(run(*server_args(tmp_path, "--port", "70000")), "--port", "70000 is not a port number")
 
 
+def test_workers_with_shared_state_is_refused(tmp_path: Path) -> None:
+    """A cluster head is one process for now: said at once, not a hang or a half start."""
+    one_line_failure(run(*server_args(tmp_path, "--workers", "2", "--shared-state", "postgresql:///nowhere")),
+                     "--workers", "--shared-state")
+
+
 def test_config_file_port_out_of_range(tmp_path: Path) -> None:
     config = tmp_path / "pysfsd.toml"
     config.write_text("port = 70000\n")
