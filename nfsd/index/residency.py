@@ -60,6 +60,7 @@ _libc.syscall.restype = ctypes.c_long
 
 # userfaultfd(2) on x86-64 and aarch64, and the ioctls of <linux/userfaultfd.h>
 _SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}.get(os.uname().machine)
+_UFFD_USER_MODE_ONLY = 1  # what an unprivileged process may ask (vm.unprivileged_userfaultfd=0)
 _UFFD_API = 0xAA
 _UFFD_FEATURE_WP_ASYNC = 1 << 15
 _UFFDIO_API = 0xC018AA3F       # _IOWR(0xAA, 0x3F, struct uffdio_api)
@@ -86,7 +87,7 @@ def no_fault_around(data: str, start: int, end: int) -> bool:
     registration.  False where the kernel refuses."""
     if _SYS_USERFAULTFD is None:
         return False
-    fd = _libc.syscall(_SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = _libc.syscall(_SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK | _UFFD_USER_MODE_ONLY)
     if fd < 0:
         log.debug("userfaultfd: %s", os.strerror(ctypes.get_errno()))
         return False
