@@ -52,8 +52,9 @@ class ResultSet:
 
     __slots__ = ("cookies", "inos", "_starts", "_lens", "_nlens", "_blob", "_renamed", "digest", "hint")
 
-    def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]]) -> None:
-        """``rows``: (cookie, name, ino, path), sorted."""
+    def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]], own_names: bool = False) -> None:
+        """``rows``: (cookie, name, ino, path), sorted; ``own_names``: every name is its
+        path's last component (none renamed), so it need not be checked."""
         self.cookies = array("Q", [r[0] for r in rows])
         self.inos = array("Q", [r[2] for r in rows])
         paths = [r[3] for r in rows]
@@ -61,12 +62,15 @@ class ResultSet:
         starts = array("Q", itertools.accumulate(lens, initial=0))
         starts.pop()
         nlens, renamed = array("H"), {}
-        for i, (_, name, _, path) in enumerate(rows):
-            if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
-                nlens.append(len(name))
-            else:
-                nlens.append(len(_basename(path)))
-                renamed[i] = name
+        if own_names:
+            nlens = array("H", [len(r[1]) for r in rows])
+        else:
+            for i, (_, name, _, path) in enumerate(rows):
+                if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
+                    nlens.append(len(name))
+                else:
+                    nlens.append(len(_basename(path)))
+                    renamed[i] = name
         self._starts, self._lens, self._nlens, self._renamed = starts, lens, nlens, renamed
         self._blob = b"".join(paths)
         self.digest = self._digest()
@@ -89,7 +93,7 @@ class ResultSet:
         odd = any(n.endswith(b":") and parse_field_name(n) is not None for n in names)
         del names
         if not clash and not odd:
-            return cls(rows)
+            return cls(rows, own_names=True)
         out: list[tuple[int, bytes, int, bytes]] = []
         moved: list[tuple[int, bytes, int, bytes]] = []
         i, n = 0, len(rows)
