@@ -215,7 +215,7 @@ class GuardedNfs3:
                 others = [rule_of(h, ctx.client) for h in fhs[1:]]
             else:
                 fhs, others = (fh,), []
-            if modifying and not (rule.options.writable and all(r.options.writable for r in others)):
+            if modifying and not (rule.options.writable and (not others or all(r.options.writable for r in others))):
                 return self._failure(proc, nfsstat3.NFS3ERR_ROFS, fhs)
             cred, ident = rule.effective(ctx.cred)
             if cred is not ctx.cred:

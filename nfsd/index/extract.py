@@ -67,8 +67,13 @@ class Extractor:
         ``slow.c`` is re-extracted, ``a.c`` -> ``lib/a.c`` is not)."""
         if self.xver == NO_XVER:  # a stat-tier-only extractor: no content tier was extracted
             return NO_XVER
-        applying = ",".join(t.name for t in self.content_tier if self._applies(t, name, st))
-        rule = (ext_of(name) or b"") + b"/" + applying.encode()
+        return self._xver_of(name, [t for t in self.content_tier if self._applies(t, name, st)])
+
+    def _xver_of(self, name: bytes, applying: Sequence[Transducer]) -> int:
+        """``xver_for`` once the content-tier transducers applying to ``name`` are known."""
+        if self.xver == NO_XVER:
+            return NO_XVER
+        rule = (ext_of(name) or b"") + b"/" + ",".join(t.name for t in applying).encode()
         found = self._xvers.get(rule)
         if found is None:
             found = zlib.crc32(rule, self.xver) or 1
@@ -139,6 +144,13 @@ class Extractor:
             if len(self._empty) < MAX_EMPTY_RULES:
                 self._empty[key] = found
         return Outcome(found.keys, list(found.failures))
+
+    def empty_new(self, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
+        """``empty_content`` of a new empty file and its ``xver_for``, asking each
+        transducer whether it applies once instead of twice (a CREATE's index work)."""
+        todo = [t for t in self.content_tier if self._applies(t, name, st)]
+        found = self.empty_content(name, st, todo)
+        return None if found is None else (found, self._xver_of(name, todo))
 
     def any_applies(self, transducers: Sequence[Transducer], name: bytes, st: os.stat_result) -> bool:
         return any(self._applies(t, name, st) for t in transducers)

@@ -297,9 +297,9 @@ class Reconciler:
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         empty = None
         if tomb is None and xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:
-            empty = self.x.empty_content(name, st)  # a new empty file: nothing to read
-            if empty is not None:
-                xver = self.x.xver_for(name, st)
+            found = self.x.empty_new(name, st)  # a new empty file: nothing to read
+            if found is not None:
+                empty, xver = found
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
                          st.st_ctime_ns, xver, name)
         if empty is not None:
