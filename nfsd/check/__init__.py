@@ -1,0 +1,1 @@
+"""``pysfsd check [--repair]``: the LMDB state compared with the files."""

@@ -1,0 +1,1 @@
+"""The ``pysfsd`` commands: the server, ``index``/``query``, the tag commands."""

@@ -1,0 +1,2 @@
+"""How clients find the server: registration with the host's rpcbind, or the
+embedded portmapper."""

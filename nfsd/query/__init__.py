@@ -1,0 +1,2 @@
+"""Query directories: their names, the query language, the table of long queries,
+and compact result sets."""

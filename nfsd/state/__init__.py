@@ -1,0 +1,1 @@
+"""The LMDB state store (handle table, verifiers) and who may use it."""

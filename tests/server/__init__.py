@@ -1,0 +1,2 @@
+"""Tests that start pysfsd (or NFS-Ganesha) and drive it over the network: raw RPC,
+libnfs, nfs-rs, rpcinfo."""

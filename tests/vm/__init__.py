@@ -1,0 +1,1 @@
+"""Tests through the Linux kernel NFS client, in the project's qemu VM."""
