@@ -16,33 +16,33 @@ from protocol.nfs3 import NFS3
 from protocol.nlm4 import NLM4
 from protocol.nsm import SM
 
-from .dirsync import DirSync
-from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
-from .dispatch import Dispatcher
-from .drc import DuplicateRequestCache
-from . import identity
+from .fs.dirsync import DirSync
+from .nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
+from .rpc.dispatch import Dispatcher
+from .rpc.drc import DuplicateRequestCache
+from .fs import identity
 from .shared import cluster
-from .config_error import ConfigError
-from .export_guard import ExportPolicy, GuardedNfs3
-from .exports import load_exports
+from .config.errors import ConfigError
+from .exports.guard import ExportPolicy, GuardedNfs3
+from .exports.rules import load_exports
 from .index import Index
 from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender, NotesInbox, Uncounted,
                                    WriterIndex)
-from .localfs import LocalFS
+from .fs.localfs import LocalFS
 from .locks.monitor import MonitorRecords
 from .locks.service import LockService
-from .mount_service import MountService
-from .nfs3_procedures import offloads
-from .nfs3_service import Nfs3Service
-from .semantic import SemanticFS
-from .portmap_service import PMAP_PORT, Discovery
-from .server import (LISTEN_BACKLOG, ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol,
-                     connection_cap, listen_rpc, reap_connections)
-from .preflight import check_export, listen_error, open_store
-from .statelock import StateBusy, hold_server, hold_shared, release
-from .trace import trace_level
-from .transducer_options import TransducerSettings, build as build_transducers
-from .watch import TreeWatcher
+from .nfs3.mount_service import MountService
+from .nfs3.procedures import offloads
+from .nfs3.service import Nfs3Service
+from .fs.semantic import SemanticFS
+from .discovery.portmap_service import PMAP_PORT, Discovery
+from .rpc.server import (LISTEN_BACKLOG, ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol,
+                         connection_cap, listen_rpc, reap_connections)
+from .config.preflight import check_export, listen_error, open_store
+from .state.statelock import StateBusy, hold_server, hold_shared, release
+from .rpc.trace import trace_level
+from .config.transducers import TransducerSettings, build as build_transducers
+from .fs.watch import TreeWatcher
 
 if TYPE_CHECKING:
     from .workers import WorkerRole
@@ -58,13 +58,13 @@ def default_state_dir() -> str:
 # makes tens of thousands of short-lived tuples (results, entries, attributes) that hold no
 # cycles; at 700 the collector ran every ~200 entries and a full collection now and then
 # inside the listing: at 1M files ~15 ms of a 10,000-result first listing's ~95 ms of server
-# CPU, and 15 of a second one's 50 (scripts/bench_semantic.py; docs/design.rst).
+# CPU, and 15 of a second one's 50 (scripts/benchmarks/bench_semantic.py; docs/design.rst).
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
 @dataclass
 class ServerConfig:
-    exports: list[str]         # directories, or exports(5) lines (see nfsd/exports.py)
+    exports: list[str]         # directories, or exports(5) lines (see nfsd/exports/rules.py)
     exports_file: str | None = None  # --exports FILE, the /etc/exports syntax
     bind: str = "0.0.0.0"
     port: int = 2049
@@ -151,7 +151,7 @@ class NfsServer:
                 self.sandbox.close()
             raise
         self.exports: dict[int, SemanticFS] = {}
-        self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/dirsync.py)
+        self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
         sender = NoteSender(role.channels[0], role.note_counts, role.slot) if follower and role is not None else None
         writers: list[Index] = []
         for root in roots:
@@ -192,7 +192,7 @@ class NfsServer:
         if self.shared is not None:  # ... and for their change-log rows (nfsd/shared/state.py)
             self.shared.defer_in_bursts(self.executor)
             self.dispatcher.bursts.append((self.shared.begin_burst, self.shared.end_burst))
-        # Which calls run in threads: nfsd/nfs3_procedures.py, beside each procedure.
+        # Which calls run in threads: nfsd/nfs3/procedures.py, beside each procedure.
         guarded = GuardedNfs3(self.nfs, self.policy)
         self.dispatcher.register(NFS3, guarded, offloads(self.nfs), guarded.handlers)
         self.dispatcher.register(MOUNT3, self.mount)

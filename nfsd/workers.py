@@ -28,11 +28,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .config_error import ConfigError
+from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
-from .preflight import listen_error
-from .server import LISTEN_BACKLOG
-from .shared_drc import SharedDuplicateRequestCache
+from .config.preflight import listen_error
+from .rpc.server import LISTEN_BACKLOG
+from .rpc.shared_drc import SharedDuplicateRequestCache
 
 if TYPE_CHECKING:
     from .app import ServerConfig
@@ -219,7 +219,7 @@ class Supervisor:
         except ConfigError:
             await self._stop_all()
             raise
-        from .portmap_service import Discovery
+        from .discovery.portmap_service import Discovery
         discovery = Discovery()
         try:
             status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
@@ -229,7 +229,7 @@ class Supervisor:
             await self._stop_all()
             raise listen_error(self.host, self.config.portmap_port, exc,
                                "serve the portmapper (--portmap)") from None
-        from .exports import load_exports
+        from .exports.rules import load_exports
         for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
             word = "listening on" if i == 0 else "           "
             print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
@@ -341,13 +341,13 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
-    from .cli import event_loop_runner
+    from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 
 
 async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
     from .app import NfsServer
-    from .cli import _announce_index as announce_index
+    from .cli.main import _announce_index as announce_index
     try:
         server = NfsServer(config, role)
     except ConfigError as exc:

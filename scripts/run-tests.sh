@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Real clients and the VM: libnfs-utils (nfs-ls, nfs-cp, nfs-cat), nfs-common and rpcbind
 # (rpcinfo, showmount), qemu with Debian's cloud kernel, busybox and cpio for its initramfs;
 # libmagic1 for the index's content types (python-magic); NFS-Ganesha (FSAL VFS), the server
-# tests/test_ganesha_differential.py compares pysfsd with; faketime for the date check below.
+# tests/server/test_ganesha_differential.py compares pysfsd with; faketime for the date check below.
 # The VM lock test copies nfs-common's rpc.statd and mount.nfs, rpcbind, util-linux's flock and
 # sqlite3 into the guest, and builds a static fcntl_lock helper with gcc (libc6-dev has the
 # static libc).  The Ganesha tests run it in a private network namespace (util-linux's
@@ -49,8 +49,8 @@ export PYSFSD_REQUIRE_VM=1
 # the tests about dates far from today, in time zones 14 hours apart and off the hour,
 # under libfaketime (see docs/testing.rst).  The monotonic clock stays faked (with it real,
 # libfaketime 0.9.10 breaks clock_nanosleep, hence time.sleep).
-DATE_TESTS=(tests/test_index.py tests/test_transducers_builtin.py tests/test_cli_index.py
-            tests/test_index_changes.py)
+DATE_TESTS=(tests/unit/test_index.py tests/server/test_transducers_builtin.py tests/unit/test_cli_index.py
+            tests/server/test_index_changes.py)
 if (($# == 0)); then
     for when in "2031-07-15 03:00:00|Pacific/Kiritimati" "2024-02-29 23:30:00|America/St_Johns"; do
         echo "date check: ${DATE_TESTS[*]} at ${when%|*} in ${when#*|}"

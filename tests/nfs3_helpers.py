@@ -8,7 +8,7 @@ from typing import Any
 from protocol import nfs3
 from protocol.rpc import AUTH_NONE, AUTH_SYS, Credentials, decode_reply
 from protocol.rpc import encode_call
-from nfsd.rpc_client import next_xid
+from nfsd.rpc.client import next_xid
 from tests.rpc_client import ROOT, RpcClient, fh
 
 NFS, MOUNT = 100003, 100005

@@ -1,11 +1,11 @@
-"""The shared blocking RPC clients (``nfsd.rpc_client``, TCP and UDP) as the tests use them:
+"""The shared blocking RPC clients (``nfsd.rpc.client``, TCP and UDP) as the tests use them:
 root's AUTH_SYS credentials by default, and MOUNT and NFSv3 conveniences."""
 from __future__ import annotations
 
 import struct
 from typing import Any
 
-from nfsd import rpc_client
+from nfsd.rpc import client as rpc_client
 from protocol import mount3, nfs3
 from protocol.rpc import AUTH_SYS, Credentials
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the VM tests (tests/test_vm_*.py): load the VM runner by path, skip or
+"""Shared helpers of the VM tests (tests/vm/test_vm_*.py): load the VM runner by path, skip or
 fail when this machine cannot boot the VM, and the source tree of the semantic workload.
 
 Also runnable, to prepare an export for the semantic workload by hand:

@@ -13,7 +13,7 @@ found, 2 nothing to check or the check could not run.
 ``--repair`` fixes what it found (dropping dead entries, rewriting misplaced ones, rescanning
 the index, rebuilding its derived tables where they disagree), checks again and prints what
 is left (nothing, normally); it still exits 1, since differences were found.  It needs the
-state alone, so it refuses to run beside a server on the same state (``nfsd.statelock``),
+state alone, so it refuses to run beside a server on the same state (``nfsd.state.statelock``),
 and a server does not start while it runs.  Without ``--repair`` the check only reads, and
 may run beside a server: as the server applies its own changes within a second, a
 difference is then reported only if a second look, ``SETTLE_SECONDS`` later, finds it too.
@@ -30,21 +30,21 @@ import sys
 import time
 from typing import Sequence
 
-from . import check_handles, check_index
-from .app import store_path
-from .check_disk import DiskTree
-from .check_report import Difference, summary
-from .options import build_parser
-from .config_file import parse_with_config
-from .exports import ExportsError, load_exports
-from .index.extract import Extractor
-from .index.index import EXTRACT_THREADS
-from .index.transducer import Transducer
-from .index.user import TransducerSpecError
-from .sandbox import WorkerPool
-from .statelock import StateBusy, hold_exclusive, in_use, release
-from .store import Store
-from .transducer_options import build, settings_from
+from . import handles as check_handles, index as check_index
+from ..app import store_path
+from .disk import DiskTree
+from .report import Difference, summary
+from ..config.options import build_parser
+from ..config.file import parse_with_config
+from ..exports.rules import ExportsError, load_exports
+from ..index.extract import Extractor
+from ..index.index import EXTRACT_THREADS
+from ..index.transducers.interface import Transducer
+from ..index.transducers.user import TransducerSpecError
+from ..sandbox import WorkerPool
+from ..state.statelock import StateBusy, hold_exclusive, in_use, release
+from ..state.store import Store
+from ..config.transducers import build, settings_from
 
 SETTLE_SECONDS = 2.0
 

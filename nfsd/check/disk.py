@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .index import fsread
+from ..index import fsread
 
 MAX_DEPTH = 4096
 

@@ -1,5 +1,5 @@
 """``pysfsd check`` of the server's own tables: export ids, the handle table, the exclusive-
-create verifiers and the placeholders of query directories (``nfsd.store``, ``nfsd.semantic``).
+create verifiers and the placeholders of query directories (``nfsd.state.store``, ``nfsd.fs.semantic``).
 
 The handle table is a cache of where each inode is (parent inode, name, generation), so a
 file on disk without an entry is not a difference; an entry is one when it can mislead:
@@ -26,13 +26,13 @@ from typing import Iterable
 
 import lmdb
 
-from .check_disk import DiskTree
-from .check_report import Difference, name_text
-from .query import Query
-from .store import _OBJ_KEY as OBJ_KEY, _OBJ_VAL as OBJ_VAL, FLAG_DELETED, Store
+from .disk import DiskTree
+from .report import Difference, name_text
+from ..query.names import Query
+from ..state.store import _OBJ_KEY as OBJ_KEY, _OBJ_VAL as OBJ_VAL, FLAG_DELETED, Store
 
 _VERF = struct.Struct(">I8s")
-_QUERY_STATE_SIZE = 16  # nfsd.semantic._STATE: results digest, results mtime
+_QUERY_STATE_SIZE = 16  # nfsd.fs.semantic._STATE: results digest, results mtime
 MAX_NAME = 255
 
 
@@ -189,7 +189,7 @@ def _verifiers(txn: lmdb.Transaction, store: Store, trees: dict[int, DiskTree]) 
 
 
 def _queries_db(store: Store, eid: int) -> lmdb._Database | None:
-    """The placeholders of an export (``nfsd.semantic``), if it has any."""
+    """The placeholders of an export (``nfsd.fs.semantic``), if it has any."""
     name = b"queries%d" % eid
     with store.env.begin() as txn:
         if txn.get(name) is None:  # named databases are keys of the main one

@@ -39,16 +39,16 @@ from typing import Iterable, Sequence
 
 import lmdb
 
-from .check_disk import DiskTree
-from .check_report import Difference, name_text
-from .index import Index
-from .index.extract import Extractor
-from .tags import FallbackStore, UserFieldReader
-from .index.fields import valid_field, valid_value
-from .query_lang import is_hidden_field
-from .index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord, Tables,
-                           decode_attrs)
-from .index.transducer import Transducer
+from .disk import DiskTree
+from .report import Difference, name_text
+from ..index import Index
+from ..index.extract import Extractor
+from ..fs.tags import FallbackStore, UserFieldReader
+from ..index.fields import valid_field, valid_value
+from ..query.language import is_hidden_field
+from ..index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord,
+                            Tables, decode_attrs)
+from ..index.transducers.interface import Transducer
 
 S_IFDIR = stat.S_IFDIR
 AREA = "index"

@@ -21,20 +21,20 @@ import stat
 import sys
 import textwrap
 
-from . import __version__
-from .app import default_state_dir, store_path
-from .config_error import ConfigError
-from .index import Index, ScanStats, fsread
-from .index.search import Plan
-from .query import QuerySyntaxError, encode_value, parse_query_path
-from .preflight import check_export, open_store
-from .query_lang import component_of
-from .store import Store
-from .config_file import parse_with_config
-from .options import Parser, build_parser
-from .index.index import EXTRACT_THREADS
-from .sandbox import WorkerPool
-from .transducer_options import add_arguments as add_transducer_arguments, build, settings_from
+from .. import __version__
+from ..app import default_state_dir, store_path
+from ..config.errors import ConfigError
+from ..index import Index, ScanStats, fsread
+from ..index.search import Plan
+from ..query.names import QuerySyntaxError, encode_value, parse_query_path
+from ..config.preflight import check_export, open_store
+from ..query.language import component_of
+from ..state.store import Store
+from ..config.file import parse_with_config
+from ..config.options import Parser, build_parser
+from ..index.index import EXTRACT_THREADS
+from ..sandbox import WorkerPool
+from ..config.transducers import add_arguments as add_transducer_arguments, build, settings_from
 
 
 _DESCRIPTIONS = {
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     args = parse_with_config(_parser(command), rest)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    store, indexes, pool = _open(args.export, args.state_dir, args)  # ConfigError: nfsd.cli prints it
+    store, indexes, pool = _open(args.export, args.state_dir, args)  # ConfigError: nfsd.cli.main prints it
     try:
         if command == "index":
             for index in indexes:

@@ -12,14 +12,14 @@ import signal
 import sys
 from typing import Any, Callable, Coroutine
 
-from .app import NfsServer, ServerConfig
-from .config_error import ConfigError
-from .preflight import unwritable_note
-from .server import raise_open_files_limit
-from .index.index import EXTRACT_THREADS
-from .config_file import parse_with_config
-from .options import build_parser
-from .transducer_options import settings_from
+from ..app import NfsServer, ServerConfig
+from ..config.errors import ConfigError
+from ..config.preflight import unwritable_note
+from ..rpc.server import raise_open_files_limit
+from ..index.index import EXTRACT_THREADS
+from ..config.file import parse_with_config
+from ..config.options import build_parser
+from ..config.transducers import settings_from
 
 
 def tune_malloc() -> None:
@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("index", "query"):
-        from .cli_index import main as index_main  # the index commands serve nothing
+        from .index import main as index_main  # the index commands serve nothing
         return index_main(argv)
     if argv and argv[0] in ("tag", "untag", "tags"):
-        from .cli_tags import main as tags_main  # changes a file's tags, serves nothing
+        from .tags import main as tags_main  # changes a file's tags, serves nothing
         return tags_main(argv)
     if argv and argv[0] == "check":
-        from .check import main as check_main  # compares (and repairs) the state, serves nothing
+        from ..check.checker import main as check_main  # compares (and repairs) the state, serves nothing
         return check_main(argv)
     parser = build_parser()
     args = parse_with_config(parser, argv)
@@ -85,7 +85,7 @@ def _main(argv: list[str]) -> int:
         if config.shared_state:
             raise ConfigError("--workers N with --shared-state is not supported yet: run one "
                               "process per head (docs/cluster.rst: Limits)")
-        from .workers import serve as serve_workers
+        from ..workers import serve as serve_workers
         return serve_workers(config, config.workers)
     return event_loop_runner()(_serve(config))
 
@@ -112,7 +112,7 @@ async def _announce_index(server: NfsServer, emit: Callable[[str], None] = _prin
 
 
 def _tracing() -> bool:
-    from .trace import trace_level
+    from ..rpc.trace import trace_level
     return trace_level() > 0
 
 

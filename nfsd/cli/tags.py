@@ -1,7 +1,7 @@
 """``pysfsd tag FILE TAG...``, ``pysfsd untag FILE TAG...``, ``pysfsd tags FILE``: tags
 without a mount.
 
-They change the file's user attribute (nfsd/tags.py) as the user running them, so the
+They change the file's user attribute (nfsd/fs/tags.py) as the user running them, so the
 kernel applies the usual rule (write permission on the file), and a running server sees the
 change through inotify (IN_ATTRIB) and shows it in query directories within a second.  On a
 file system without user attributes the tags live in the server's state store: tag those
@@ -14,7 +14,7 @@ import errno
 import os
 import sys
 
-from .tags import TagError, change_values, check_value, read_values
+from ..fs.tags import TagError, change_values, check_value, read_values
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import argparse
 import tomllib
 from typing import Any
 
-from .config_error import ConfigError
+from .errors import ConfigError
 
 
 class ConfigFileError(ConfigError):

@@ -1,19 +1,19 @@
 """The server's command-line options, shared by ``pysfsd`` and ``pysfsd check``/``index``/``query``.
 
-Apart from ``nfsd.cli`` (which runs the commands) so that a command that needs the server's
+Apart from ``nfsd.cli.main`` (which runs the commands) so that a command that needs the server's
 options, to name the same state and transducers, imports them without importing the
-command dispatcher that imports it back (``nfsd.check`` <-> ``nfsd.cli`` used to be a cycle).
+command dispatcher that imports it back (``nfsd.check.checker`` <-> ``nfsd.cli.main`` used to be a cycle).
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any, Callable, NoReturn
 
-from . import __version__
-from .app import default_state_dir
-from .dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
-from .transducer_options import add_arguments as add_transducer_arguments
-from .workers import default_count as default_workers
+from .. import __version__
+from ..app import default_state_dir
+from ..nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
+from .transducers import add_arguments as add_transducer_arguments
+from ..workers import default_count as default_workers
 
 
 DESCRIPTION = """\
@@ -63,7 +63,7 @@ class Parser(argparse.ArgumentParser):
     """Errors in one line (what is wrong, where to read more), not usage plus error."""
 
     #: settings a shared ``--config`` file may hold that this command does not use (the
-    #: file is the server's): skipped without complaint, see ``nfsd.config_file``
+    #: file is the server's): skipped without complaint, see ``nfsd.config.file``
     other_settings: frozenset[str] = frozenset()
 
     def __init__(self, **kwargs: Any) -> None:

@@ -14,10 +14,10 @@ import stat
 
 import lmdb
 
-from . import identity
-from .config_error import ConfigError
-from .exports import Export
-from .store import Store
+from ..fs import identity
+from .errors import ConfigError
+from ..exports.rules import Export
+from ..state.store import Store
 
 
 def check_export(root: str, state_dir: str) -> None:
@@ -59,7 +59,7 @@ def open_store(state_dir: str, path: str) -> Store:
 
 
 def _is_default(state_dir: str) -> bool:
-    from .app import default_state_dir
+    from ..app import default_state_dir
     return os.path.realpath(state_dir) == os.path.realpath(default_state_dir())
 
 

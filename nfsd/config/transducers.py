@@ -9,11 +9,11 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
-from .index.builtin import default_transducers
-from .index.transducer import Transducer
-from .index.user import CommandSpec, TransducerSpecError, user_transducers
-from .sandbox import Identity, Limits, WorkerPool
-from .sandbox.worker import ENTRY_POINT_GROUP
+from ..index.transducers.builtin import default_transducers
+from ..index.transducers.interface import Transducer
+from ..index.transducers.user import CommandSpec, TransducerSpecError, user_transducers
+from ..sandbox import Identity, Limits, WorkerPool
+from ..sandbox.worker import ENTRY_POINT_GROUP
 
 
 @dataclass

@@ -26,11 +26,12 @@ from protocol import portmap
 from protocol.portmap import IPPROTO_TCP, IPPROTO_UDP, PMAP_PORT, PMAP_PROGRAM, PMAP_V2, PORTMAP2
 from protocol.program import Program
 
-from .dispatch import Dispatcher
-from .drc import DuplicateRequestCache
-from .call import CallContext
+from ..rpc.dispatch import Dispatcher
+from ..rpc.drc import DuplicateRequestCache
+from ..rpc.call import CallContext
 from .rpcbind_client import Mapping, Registration, our_mappings
-from .server import ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, listen_rpc, reap_connections
+from ..rpc.server import (ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol, listen_rpc,
+                          reap_connections)
 
 log = logging.getLogger("pysfsd.portmap")
 

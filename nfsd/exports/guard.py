@@ -1,6 +1,6 @@
 """The export rules applied to every call: the policy, and the guard in front of NFSv3.
 
-The rules themselves (the exports(5) syntax, options, squashing) are read by ``nfsd.exports``.
+The rules themselves (the exports(5) syntax, options, squashing) are read by ``nfsd.exports.rules``.
 
 Enforcement
 -----------
@@ -10,7 +10,7 @@ by that export's rules -- a handle alone is not a capability: one of an export t
 may not use gets NFS3ERR_ACCES, without attributes.  Modifying procedures on a read-only
 export get NFS3ERR_ROFS with full wcc data.  Handlers then see the *effective* (squashed)
 credentials, and, when the server runs as root, run with them as the thread's file-system
-identity (``nfsd.identity``).
+identity (``nfsd.fs.identity``).
 """
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ from protocol.program import Procedure
 from protocol.rpc import Credentials
 from xdr import Union
 
-from . import identity
-from .attrs import fattr, wcc, wcc_before
-from .backend import StatResult
-from .call import CallContext
-from .errors import NfsError
-from .exports import ClientSpec, Export, Options
-from .handles import handle_kind
-from .identity import Identity
-from .nfs3_procedures import NFS3_PROCEDURES, Guard
-from .nfs3_service import Nfs3Service
+from ..fs import identity
+from ..nfs3.attrs import fattr, wcc, wcc_before
+from ..fs.backend import StatResult
+from ..rpc.call import CallContext
+from ..nfs3.errors import NfsError
+from .rules import ClientSpec, Export, Options
+from ..fs.handles import handle_kind
+from ..fs.identity import Identity
+from ..nfs3.procedures import NFS3_PROCEDURES, Guard
+from ..nfs3.service import Nfs3Service
 
 
 # -- the policy --------------------------------------------------------------------------

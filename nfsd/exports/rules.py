@@ -48,7 +48,7 @@ Defaults.  A specification in the exports syntax has knfsd's defaults: ``ro``,
 NFS-Ganesha's defaults, so a first mount works from an unprivileged client or through NAT;
 tighten it with an explicit line (``--export 'DIR 192.168.1.0/24(rw,secure)'``).
 
-The rules are enforced per call by ``nfsd.export_guard`` (the policy and the NFS guard);
+The rules are enforced per call by ``nfsd.exports.guard`` (the policy and the NFS guard);
 this module only reads them and knows what they mean for one caller (squashing).
 """
 from __future__ import annotations
@@ -63,8 +63,8 @@ from typing import Iterator, Sequence
 
 from protocol.rpc import AUTH_NONE, Credentials
 
-from .config_error import ConfigError
-from .identity import Identity
+from ..config.errors import ConfigError
+from ..fs.identity import Identity
 
 log = logging.getLogger("pysfsd.exports")
 

@@ -92,7 +92,7 @@ NodeT = TypeVar("NodeT", bound=ObjectNode)
 class Backend(Protocol[NodeT]):
     """What the handlers may ask of an export, over its own node type (``LocalFS``: real
     objects; ``SemanticFS``: real and virtual ones).  Failures are ``OSError`` (mapped to
-    nfsstat3 by nfsd/errors.py) or ``NfsError``; a node given to a method is one this backend
+    nfsstat3 by nfsd/nfs3/errors.py) or ``NfsError``; a node given to a method is one this backend
     handed out.  Names are single path components (no ``/``, not ``.`` or ``..``)."""
 
     fsid: int        # the file system id every object's attributes carry

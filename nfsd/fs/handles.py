@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from protocol.nfs3 import NFS3_FHSIZE, nfsstat3
 
-from .errors import NfsError
+from ..nfs3.errors import NfsError
 
 HANDLE_VERSION = 1
 KIND_REAL = 0

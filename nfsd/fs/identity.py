@@ -2,7 +2,7 @@
 server applies itself.
 
 When the server runs as root on Linux, every call that touches the file system runs with the
-caller's identity (after squashing, see ``nfsd.exports``) as the *file-system* credentials of
+caller's identity (after squashing, see ``nfsd.exports.rules``) as the *file-system* credentials of
 the thread serving it: ``setfsuid``, ``setfsgid`` and ``setgroups``, called as raw system
 calls.  Linux keeps credentials per thread and these three change only the calling thread;
 glibc's ``setgroups()`` (and so ``os.setgroups``) would broadcast the change to every thread

@@ -31,12 +31,12 @@ from typing import Callable, Iterator
 from protocol.nfs3 import nfsstat3
 
 from . import identity
-from .dirlist import cookie_verifier
+from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync
 from .backend import ModeKinds, TimeSet
-from .errors import NfsError
+from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
-from .store import Store, StoreFull
+from ..state.store import Store, StoreFull
 from .utimens import utimensat
 
 AT_FDCWD = -100
@@ -61,7 +61,7 @@ class Node(ModeKinds):
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
                  "_io_lock", "__weakref__")
-    virtual = False  # a real object (nfsd/backend.py, ObjectNode)
+    virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
         self.fh, self.fd, self.ino, self.gen, self.mode = fh, fd, ino, gen, mode
@@ -124,7 +124,7 @@ def read_generation(fd: int, mode: int) -> int:
             io = os.open(proc_path(fd), flags)
         except PermissionError:
             # A caller the server acts as may not read it; the handle must not depend on who
-            # looked the object up first (nfsd/identity.py).
+            # looked the object up first (nfsd/fs/identity.py).
             with identity.as_server():
                 io = os.open(proc_path(fd), flags)
     except OSError:
@@ -775,7 +775,7 @@ class LocalFS:
         knfsd's commit_metadata on a sync export): the client never resends a change it was
         told is done, so a power loss must not undo it (on ext4 and XFS this commits the
         journal, the new inode included).  Concurrent changes in one directory share
-        fsyncs (``nfsd.dirsync``); in a burst served by the event loop the fsync is deferred
+        fsyncs (``nfsd.fs.dirsync``); in a burst served by the event loop the fsync is deferred
         to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
         def fsync() -> None:
             # as the server: a caller may write and search a directory it may not read

@@ -3,8 +3,8 @@
 ``SemanticFS`` wraps the real-file backend (``LocalFS``) and the index of one export.  Real
 handles behave exactly as in LocalFS (and every change made through them is reported to the
 index); a name that does not exist in a real directory but is a legal query name (see
-``nfsd.query``) is answered with a *placeholder*: a virtual directory whose handle holds its
-query, or a hash of it stored in a bounded table (``nfsd.query_store``), so it still resolves
+``nfsd.query.names``) is answered with a *placeholder*: a virtual directory whose handle holds its
+query, or a hash of it stored in a bounded table (``nfsd.query.store``), so it still resolves
 after a restart.  The first READDIR or LOOKUP inside a placeholder takes the *directory
 fault* that runs the query.
 
@@ -18,7 +18,7 @@ Virtual objects:
 * result links: the symbolic links inside value directories.
 
 A fault's results are everyone's; what a caller sees of them is not.  When the server acts as
-its callers (``nfsd.identity``), field and value directories show a caller only the files
+its callers (``nfsd.fs.identity``), field and value directories show a caller only the files
 they could reach by path from D, and could read when the query is about content (see
 ``_visible``); lab views and D itself are checked by the kernel, as the caller.
 """
@@ -38,18 +38,19 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequ
 
 from protocol.nfs3 import nfsstat3
 
-from . import identity, query_lang
-from .attrs import fattr
+from . import identity
+from ..query import language as query_lang
+from ..nfs3.attrs import fattr
 from .backend import ModeKinds, TimeSet
-from .errors import NfsError
+from ..nfs3.errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
-from .query import Query, parse_field_name, parse_lab_name, value_name
-from .query_store import QueryStore, is_inline
-from .result_set import ResultSet, clash_name
+from ..query.names import Query, parse_field_name, parse_lab_name, value_name
+from ..query.store import QueryStore, is_inline
+from ..query.result_set import ResultSet, clash_name
 from .tag_dirs import TagDirs, claims
 
-KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query_store)
+KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query.store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
 KIND_QUERY_INLINE = 3  # version kind export_id key: a query small enough to be its own handle
 KIND_LINK_INLINE = 4   # version kind export_id ino(8) key
@@ -90,7 +91,7 @@ class VNode(ModeKinds):
     """A virtual directory (query) or result link; ``mode`` tells which."""
 
     __slots__ = ("fh", "ino", "mode", "query", "target_ino", "target", "gen", "__weakref__")
-    virtual = True  # computed from a query (nfsd/backend.py, ObjectNode)
+    virtual = True  # computed from a query (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, ino: int, mode: int, query: Query, target_ino: int = 0,
                  target: bytes | None = None) -> None:
@@ -235,7 +236,7 @@ class SemanticFS:
 
     def _load_query(self, qid: bytes) -> Query:
         q = self._queries.load(qid)
-        if q is None:  # never stored, or evicted (see nfsd.query_store)
+        if q is None:  # never stored, or evicted (see nfsd.query.store)
             raise NfsError(nfsstat3.NFS3ERR_STALE, "unknown query")
         return q
 
@@ -340,7 +341,7 @@ class SemanticFS:
 
     def replace_results(self, q: Query, old: Results, names: ResultSet, version: int,
                         change: bytes) -> None:
-        """Cache an answer updated in place of a fault (nfsd/tag_dirs.py: one file tagged or
+        """Cache an answer updated in place of a fault (nfsd/fs/tag_dirs.py: one file tagged or
         untagged); ``change`` names the difference, for the digest (so the mtime moves)."""
         qid = q.qid()
         raw = struct.pack(">Q", old.digest) + change
@@ -538,7 +539,7 @@ class SemanticFS:
 
     def _expression_dir(self, d: VNode, results: Results, name: bytes) -> VNode:
         """A name not listed in field directory ``d``: an expression of the query language
-        (``c|h``, ``!c``, ``>1M``, ``report*``: see ``nfsd.query_lang``) or a value written
+        (``c|h``, ``!c``, ``>1M``, ``report*``: see ``nfsd.query.language``) or a value written
         another way (``C`` for the stored ``c``).  A plain value must be listed."""
         q = d.query
         try:
@@ -622,7 +623,7 @@ class SemanticFS:
     # -- what one caller may see --------------------------------------------------------
     def _visible(self, d: VNode, results: Results) -> tuple[Any, float | None]:
         """The entries of a field or value directory the caller may see, and when that view
-        was taken.  Acting as a caller (nfsd/identity.py), a result is seen only if the caller
+        was taken.  Acting as a caller (nfsd/fs/identity.py), a result is seen only if the caller
         could reach it by path from D (search permission on every directory between, asked
         of the kernel), and, when the query involves what files hold (any field but the
         stat ones), could read it; a field directory lists the values of the files seen.
@@ -673,7 +674,7 @@ class SemanticFS:
     # -- listings ------------------------------------------------------------------------
     def scandir(self, d: Node | VNode) -> Iterable[tuple[bytes, int]]:
         """(name, fileid) of the entries; a value directory answers its results themselves,
-        a listing already in cookie order (nfsd/result_set.py): nothing is copied, and a
+        a listing already in cookie order (nfsd/query/result_set.py): nothing is copied, and a
         page's attributes are made when it is served (``entry``)."""
         if isinstance(d, Node):
             return self.local.scandir(d)

@@ -1,4 +1,4 @@
-"""Tagging with ordinary file operations, inside ``tag:`` directories (see nfsd/tags.py).
+"""Tagging with ordinary file operations, inside ``tag:`` directories (see nfsd/fs/tags.py).
 
 Every value directory is read-only, except those of a *user field* (``tag``), where the
 operations people already know set and clear the field's values:
@@ -13,7 +13,7 @@ operations people already know set and clear the field's values:
 
 The value directory may hold other terms too (``tag:/vacation/ext:/jpg``): only the user
 field's value is set or cleared.  Changing a file's values needs what changing its user
-attributes needs, asked of the kernel as the caller (nfsd/identity.py): write permission on
+attributes needs, asked of the kernel as the caller (nfsd/fs/identity.py): write permission on
 the file.  The index is brought up to date before the reply, so the next listing shows it.
 """
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from protocol.nfs3 import nfsstat3
 
 from . import identity
-from .errors import NfsError
-from .index.search import FileRef
+from ..nfs3.errors import NfsError
+from ..index.search import FileRef
 from .localfs import Node, check_name, proc_path
-from .query import Query
+from ..query.names import Query
 from .tags import USER_FIELDS, TagError, change_values, value_of_name
 
 if TYPE_CHECKING:

@@ -31,8 +31,8 @@ from typing import Iterable
 
 import lmdb
 
-from .index.fields import valid_value
-from .query import decode_value
+from ..index.fields import valid_value
+from ..query.names import decode_value
 
 USER_FIELDS: tuple[bytes, ...] = (b"tag",)
 XATTR_OF = {b"tag": "user.pysfsd.tags"}

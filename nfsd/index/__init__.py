@@ -8,6 +8,6 @@ from .fields import BUILTIN_FIELDS
 from .index import Index
 from .scanner import ScanStats
 from .search import FileRef
-from .transducer import Content, Transducer
+from .transducers.interface import Content, Transducer
 
 __all__ = ["BUILTIN_FIELDS", "Content", "FileRef", "Index", "ScanStats", "Transducer"]

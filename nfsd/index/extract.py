@@ -11,11 +11,11 @@ import stat
 import zlib
 from typing import NamedTuple, Sequence
 
-from ..query_lang import NO_EXT_KEY, size_key
+from ..query.language import NO_EXT_KEY, size_key
 from .fields import ext_of, valid_field, valid_value
 from .fsread import OpenFile, open_regular
 from .tables import EMPTY, NO_XVER
-from .transducer import Content, Sniffer, Transducer, declared_fields
+from .transducers.interface import Content, Sniffer, Transducer, declared_fields
 
 MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
 MAX_EMPTY_RULES = 1024  # remembered content tiers of empty files (one per extension and rule)
@@ -23,7 +23,7 @@ MAX_EMPTY_RULES = 1024  # remembered content tiers of empty files (one per exten
 
 # modules of the built-in content transducers: each reads only its name's extension and the
 # content (so every empty file with one extension gets one content tier)
-_PURE_MODULES = frozenset(f"nfsd.index.{m}" for m in ("builtin", "csource", "pysource", "mail", "image",
+_PURE_MODULES = frozenset(f"nfsd.index.transducers.{m}" for m in ("builtin", "csource", "pysource", "mail", "image",
                                                         "audio", "pdf"))
 
 

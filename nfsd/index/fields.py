@@ -94,7 +94,7 @@ import unicodedata
 from itertools import islice
 from typing import Any, Callable, Sequence
 
-from ..query import FIELD_NAME
+from ..query.names import FIELD_NAME
 
 BUILTIN_FIELDS: tuple[bytes, ...] = (b"name", b"ext", b"owner", b"group", b"type", b"size",
                                      b"mtime", b"text", b"exports", b"imports",

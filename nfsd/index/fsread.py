@@ -1,4 +1,4 @@
-"""Reading the export as safely as the server does (see ``nfsd.localfs``).
+"""Reading the export as safely as the server does (see ``nfsd.fs.localfs``).
 
 Every name is resolved relative to an open directory descriptor with ``O_NOFOLLOW``, so no
 symbolic link is ever followed and nothing outside the export is reached.  A file's content

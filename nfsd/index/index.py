@@ -20,8 +20,8 @@ from typing import Callable, NamedTuple, Sequence
 import lmdb
 
 from . import fsread
-from .. import tags as user_tags
-from .builtin import default_transducers
+from ..fs import tags as user_tags
+from .transducers.builtin import default_transducers
 from .extract import Extractor
 from .fields import BUILTIN_FIELDS
 from .progress import Progress
@@ -30,7 +30,7 @@ from .scanner import ContentPass, Reconciler, ScanStats
 from .search import FileRef, Plan, Search
 from .space import SpaceWatch
 from .tables import NO_XVER, Tables
-from .transducer import Transducer, declared_fields
+from .transducers.interface import Transducer, declared_fields
 
 log = logging.getLogger("pysfsd.index")
 
@@ -47,7 +47,7 @@ class IndexClosed(Exception):
 class FlushRecord(NamedTuple):
     """What the last flush that applied notes did: the version before and after it, and the
     notes applied.  A caller that knows its own note was the only one can update a cached
-    answer instead of running its query again (nfsd/tag_dirs.py)."""
+    answer instead of running its query again (nfsd/fs/tag_dirs.py)."""
 
     before: int
     after: int
@@ -195,7 +195,7 @@ class Index:
 
     def note_ino(self, ino: int, force: bool = False) -> None:
         """This file's content or attributes may have changed; ``force``: re-derive its stat
-        tier even if its stat is the same (values set in the state store, nfsd/tags.py)."""
+        tier even if its stat is the same (values set in the state store, nfsd/fs/tags.py)."""
         with self._notes_lock:
             self._inos.add(ino)
             if force:

@@ -42,7 +42,7 @@ import lmdb
 from . import fsread
 from .extract import Extractor, Outcome
 from .tables import EMPTY, FLAG_LINKED, NO_XVER, FileRecord, Tables, Writer
-from .transducer import Transducer
+from .transducers.interface import Transducer
 
 log = logging.getLogger("pysfsd.index")
 
@@ -57,7 +57,7 @@ INLINE_BYTES = 4096     # a flush extracts files up to this size itself, in its 
 
 
 class UserFields(Protocol):
-    """Values people set on files (nfsd/tags.py), read with the stat tier."""
+    """Values people set on files (nfsd/fs/tags.py), read with the stat tier."""
 
     fields: tuple[bytes, ...]  # the fields they fill (``tag``)
 
@@ -386,7 +386,7 @@ class Reconciler:
     def _stat_keys(self, dir_fd: int | None, ino: int, name: bytes, st: os.stat_result,
                    rec: FileRecord | None) -> Outcome:
         """The stat tier of a file: with several names, every name's fields; and the values
-        people set on the file (nfsd/tags.py), read from ``dir_fd``/``name`` (with no
+        people set on the file (nfsd/fs/tags.py), read from ``dir_fd``/``name`` (with no
         ``dir_fd``, the ones already recorded)."""
         out = self.x.stat_keys(name, st)
         keys = set(out.keys)

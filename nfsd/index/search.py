@@ -15,7 +15,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import lmdb
 
-from .. import query_lang
+from ..query import language as query_lang
 from .fields import ext_of
 from .tables import FLAG_LINKED, INO, RECORD_NAME_AT, S_IFDIR, Tables, field_values
 
@@ -144,7 +144,7 @@ class Search:
 
     def query_rows(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
         """(ino, path) of ``query``'s results, in no order (a value directory sorts them by
-        cookie: nfsd/result_set.py)."""
+        cookie: nfsd/query/result_set.py)."""
         with self.t.env.begin() as txn:
             hits = self._select(txn, scope, terms)
         unpack = INO.unpack

@@ -1,6 +1,6 @@
 """What the index does when its LMDB store is full: stop writing, say so once, retry later.
 
-A scan or flush whose commit fails for want of space (``nfsd.store.is_full``) is aborted:
+A scan or flush whose commit fails for want of space (``nfsd.state.store.is_full``) is aborted:
 the tables keep their last committed state, which queries go on answering from.  Writes are
 then tried again after a delay that doubles with each failure (up to ``MAX_DELAY``), so a
 store that stays full costs a retry now and then rather than a rescan per second, and the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..store import is_full
+from ..state.store import is_full
 
 log = logging.getLogger("pysfsd.index")
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import NfsError
+from ..nfs3.errors import NfsError
 from . import ofd
 from .ranges import END, Span, apply_lock, conflicts, covers, cut, overlaps
 

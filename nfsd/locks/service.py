@@ -21,10 +21,10 @@ from typing import Any
 from protocol import nlm4, nsm
 from protocol.nlm4 import NLM4, NLM_PROGRAM, NLM_V4, nlm4_stats
 
-from .. import identity
-from ..call import CallContext
-from ..errors import NfsError
-from ..handles import handle_kind
+from ..fs import identity
+from ..rpc.call import CallContext
+from ..nfs3.errors import NfsError
+from ..fs.handles import handle_kind
 from . import callback, ofd
 from .manager import FileLocks, Host, LockManager, Owner, Status, Waiter
 from .monitor import MonitorRecords

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias, overload
 
 from protocol.nfs3 import fattr3, nfstime3, specdata3, wcc_attr, wcc_data
 
-from .backend import StatResult
+from ..fs.backend import StatResult
 
 # XDR struct values are the namedtuples ``xdr.Struct`` generates at run time: typed Any.
 Fattr3: TypeAlias = Any

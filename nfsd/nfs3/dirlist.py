@@ -62,7 +62,7 @@ class Listing:
 
 def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: int | None = None) -> Listing:
     """``read_ns``: when the directory began to be read (default: now).  ``entries`` may be
-    a listing already in cookie order (a query directory's results, nfsd/result_set.py):
+    a listing already in cookie order (a query directory's results, nfsd/query/result_set.py):
     it is used as it is, not copied."""
     read_ns = time.time_ns() if read_ns is None else read_ns
     if isinstance(entries, Listing):
@@ -202,14 +202,14 @@ class EncodedDir:
 
 class EntryCache:
     """Encoded READDIRPLUS entries of real directories, all exports together, kept until
-    the directory watcher (nfsd/watch.py) or the server's own change says an entry changed,
+    the directory watcher (nfsd/fs/watch.py) or the server's own change says an entry changed,
     and never longer than ``max_age`` seconds: inotify does not see every change (a write
     through a hard link in another directory, an mmap write, another host on a shared file
     system), as Ganesha bounds its attribute cache with Attr_Expiration_Time.  Bounded by
     ``max_bytes`` (least recently listed directories go first).
 
     The items are the same for every caller: whether one may list the directory and stat
-    its entries is checked per call before they are used (nfsd/export_guard.py,
+    its entries is checked per call before they are used (nfsd/exports/guard.py,
     ``Nfs3Service``); query directories, whose listings depend on the caller, never come
     here.  An export is cached only while its directories are watched (``enable``)."""
 

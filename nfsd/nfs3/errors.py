@@ -5,7 +5,7 @@ import errno
 
 from protocol.nfs3 import nfsstat3
 
-from .call import CallFailed
+from ..rpc.call import CallFailed
 
 
 class NfsError(CallFailed):

@@ -10,8 +10,8 @@ from protocol.nfs3 import nfsstat3
 from protocol.rpc import AUTH_NONE, AUTH_SYS
 
 from .errors import NfsError
-from .backend import Backend
-from .call import CallContext
+from ..fs.backend import Backend
+from ..rpc.call import CallContext
 
 #: LOOKUP failures (NfsError) that MNT answers as such; any other is ACCES
 _MNT_STATUS = {nfsstat3.NFS3ERR_NOENT: mountstat3.MNT3ERR_NOENT,
@@ -24,7 +24,7 @@ MAX_MOUNTS = 4096
 class MountService:
     def __init__(self, exports: Mapping[int, Backend], policy: Any = None) -> None:
         self.exports = exports
-        self.policy = policy  # nfsd.export_guard.ExportPolicy: who may mount what (None: anyone)
+        self.policy = policy  # nfsd.exports.guard.ExportPolicy: who may mount what (None: anyone)
         self.mounts: set[tuple[bytes, bytes]] = set()
 
     def _find(self, path: bytes) -> tuple[Backend, list[bytes]] | None:

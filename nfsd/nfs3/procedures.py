@@ -2,8 +2,8 @@
 
 As the kernel's ``nfsd_procedures3[]``: the procedure (number, name, XDR types and whether
 replays need the duplicate-request cache: protocol/nfs3.py, shared with clients), its handler
-(nfsd/nfs3_service.py), the handles in its arguments and how the export guard treats it
-(nfsd/export_guard.py), and when it runs in the thread pool rather than inline (nfsd/app.py).
+(nfsd/nfs3/service.py), the handles in its arguments and how the export guard treats it
+(nfsd/exports/guard.py), and when it runs in the thread pool rather than inline (nfsd/app.py).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Any, Callable
 from protocol.nfs3 import NFS3, createmode3, stable_how
 from protocol.program import Procedure
 
-from .call import CallContext
-from .nfs3_service import Nfs3Service
+from ..rpc.call import CallContext
+from .service import Nfs3Service
 
 
 class Guard(enum.Enum):
-    """How the export guard (nfsd/export_guard.py, ``GuardedNfs3``) treats a procedure."""
+    """How the export guard (nfsd/exports/guard.py, ``GuardedNfs3``) treats a procedure."""
 
     NONE = "none"          # no handle: nothing to check (NULL)
     PLAIN = "plain"        # as the server, after the export check
@@ -82,7 +82,7 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(7, S.WRITE, ("file.data",), Guard.WRITE,
          lambda s, a: a.stable != stable_how.UNSTABLE or len(a.data) > SMALL_IO),
     # Changes of a directory are made inline; the directories a burst changed are fsynced
-    # after it, in a thread, and its replies wait for that (nfsd/dirsync.py).  EXCLUSIVE:
+    # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:
     # the verifier is synced to LMDB before the reply, in a thread.
     _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, lambda s, a: a.how[0] == createmode3.EXCLUSIVE),
     _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE),

@@ -1,4 +1,4 @@
-"""The 22 NFSv3 procedures (RFC 1813) over a ``Backend`` (nfsd/backend.py).
+"""The 22 NFSv3 procedures (RFC 1813) over a ``Backend`` (nfsd/fs/backend.py).
 
 Each handler takes the call context and the decoded arguments and returns the result value
 ``(nfsstat3, resok | resfail)``; it never builds bytes.  Failures carry full weak cache
@@ -16,15 +16,15 @@ from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
 from .attrs import fattr, wcc, wcc_before
-from .call import MAX_TRANSFER, CallContext
+from ..rpc.call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, status_of
-from .handles import handle_kind
-from . import identity
-from .identity import ACTING as _ACTING_AS_CALLER
-from .backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
-from .localfs import Node as RealNode
-from .store import Store
+from ..fs.handles import handle_kind
+from ..fs import identity
+from ..fs.identity import ACTING as _ACTING_AS_CALLER
+from ..fs.backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
+from ..fs.localfs import Node as RealNode
+from ..state.store import Store
 
 RTMAX = WTMAX = MAX_TRANSFER
 _fh = nfs3.nfs_fh3.cls
@@ -37,7 +37,7 @@ _PLUS_BYTES = 4 + 84 + 4 + 4 + 16
 # RPC reply header, status, directory attributes, verifier and the closing flags.
 _REPLY_OVERHEAD = 24 + 4 + 88 + 8 + 8
 # New objects are chowned to the caller by hand only by a root server that cannot act as its
-# callers; acting as them (nfsd/identity.py), the kernel makes new objects theirs, applying
+# callers; acting as them (nfsd/fs/identity.py), the kernel makes new objects theirs, applying
 # the set-group-ID directory rule too.
 _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 # The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
@@ -495,7 +495,7 @@ class Nfs3Service:
                     return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
                 head = [nfs3.entryplus3_list.encode_item(e) for e in entries]
                 return NFS3_OK, dattr, my_verf, nfs3.entryplus3_list.encoded(head + items), eof
-        entry_at = getattr(listing, "entry_at", None)  # a query directory's results (nfsd/result_set.py)
+        entry_at = getattr(listing, "entry_at", None)  # a query directory's results (nfsd/query/result_set.py)
         while i < len(names):
             name = names[i]
             size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
@@ -525,7 +525,7 @@ class Nfs3Service:
         """Whether this READDIRPLUS may use the encoded entries of real directory ``d``: the
         export is watched, and the caller (the identity this thread acts as) may search the
         directory, as stat()ing its entries needs (the read permission that listing needs
-        was checked before, nfsd/export_guard.py).  The kernel decides, ACLs included."""
+        was checked before, nfsd/exports/guard.py).  The kernel decides, ACLs included."""
         if not self.entries.enabled(fs.export_id):
             return False
         who = identity.current()
@@ -630,6 +630,6 @@ class Nfs3Service:
 
 def _real_item_size(name: bytes) -> int:
     """Encoded size of a READDIRPLUS list item of a real object: list flag, fileid, name,
-    cookie, attributes and a real handle (nfsd/handles.py: always 16 bytes)."""
+    cookie, attributes and a real handle (nfsd/fs/handles.py: always 16 bytes)."""
     return _ENTRY_BYTES + ((len(name) + 3) & ~3) + _PLUS_BYTES
 

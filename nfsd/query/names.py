@@ -24,7 +24,7 @@ import re
 import struct
 from typing import NamedTuple
 
-from . import query_lang
+from . import language as query_lang
 
 FIELD_NAME = re.compile(rb"[a-z][a-z0-9_]{0,31}\Z")
 LAB_PREFIX = b":extension="

@@ -4,7 +4,7 @@ A value directory of a million results used to be a dict of name -> FileRef (~70
 result with the READDIRPLUS attributes remembered beside it), copied again into the sorted
 listing.  ``ResultSet`` keeps each result in ~28 bytes plus its path: parallel arrays
 (cookie, inode, where its path lies in one bytes blob) sorted by cookie, the 64-bit hash of
-the entry name that real directories use too (``nfsd.dirlist.name_cookie``).  So:
+the entry name that real directories use too (``nfsd.nfs3.dirlist.name_cookie``).  So:
 
 * the listing *is* the result set: a page after a cookie is a bisection, with no second copy
   (``listing``), and a cookie keeps meaning the same position however often the client comes
@@ -28,9 +28,9 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
-from .index.search import FileRef
-from .query import parse_field_name
+from ..nfs3.dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
+from ..index.search import FileRef
+from .names import parse_field_name
 
 
 def clash_name(name: bytes, path: bytes) -> bytes:
@@ -196,7 +196,7 @@ class ResultSet:
     # -- changed in place ---------------------------------------------------------------
     def replaced(self, name: bytes, ref: FileRef | None) -> "ResultSet":
         """A copy with entry ``name`` removed, and then, if ``ref``, set to it (one file
-        tagged or untagged: nfsd/tag_dirs.py).  Array slices, no per-result work."""
+        tagged or untagged: nfsd/fs/tag_dirs.py).  Array slices, no per-result work."""
         new = ResultSet.__new__(ResultSet)
         cookies, inos, starts, lens, nlens = self.cookies, self.inos, self._starts, self._lens, self._nlens
         blob, renamed = self._blob, self._renamed
@@ -227,7 +227,7 @@ class ResultSet:
     # -- as a listing -------------------------------------------------------------------
     def listing(self, fileid: Callable[[int], int],
                 entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None) -> "ResultListing":
-        """The directory listing these results are, in cookie order (nfsd/dirlist.py);
+        """The directory listing these results are, in cookie order (nfsd/nfs3/dirlist.py);
         ``fileid`` makes an entry's fileid from its inode, when a page asks; ``entry_at``
         an entry's (fileid, fattr3, handle) by position (READDIRPLUS: no lookup by name)."""
         return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]

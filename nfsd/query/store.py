@@ -1,7 +1,7 @@
 """What the server keeps of query directories: a bounded table, so LOOKUPs cannot fill the store.
 
 A query directory's handle names its query.  Most queries are short enough to be *in* the
-handle (``INLINE_KEY_MAX`` bytes of ``Query.key()``, see ``nfsd.semantic``): those resolve
+handle (``INLINE_KEY_MAX`` bytes of ``Query.key()``, see ``nfsd.fs.semantic``): those resolve
 with nothing stored, forever, and a LOOKUP of a new name of that kind writes nothing.  A
 longer query (a long lab suffix, a long value, a deep nest) has a handle holding a hash of
 it, and must be stored to resolve: such *placeholders* are stored when looked up.
@@ -27,8 +27,8 @@ import threading
 import time
 from typing import Any
 
-from .query import Query
-from .store import Store, StoreFull
+from .names import Query
+from ..state.store import Store, StoreFull
 
 STATE = struct.Struct(">Qq")   # results digest (8 bytes as int), results mtime_ns; then the key
 _USED = struct.Struct(">Q")    # seconds since the epoch, coarse

@@ -1,6 +1,6 @@
 """What every RPC handler receives beside its arguments, whatever the program.
 
-Kept apart from any one program so that the generic core (nfsd/dispatch.py) and every
+Kept apart from any one program so that the generic core (nfsd/rpc/dispatch.py) and every
 service (NFS, MOUNT, NLM, NSM, the portmapper) share it without leaning on each other.
 """
 from __future__ import annotations

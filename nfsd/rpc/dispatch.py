@@ -60,8 +60,8 @@ class Dispatcher:
         self.calls = 0
         # (begin, end) called around a burst of calls served inline (``begin_burst``), the
         # second before their replies leave; ``end`` may return a future the replies must
-        # wait for (the handle table's group commit, nfsd/store.py; deferred directory
-        # fsyncs, nfsd/dirsync.py)
+        # wait for (the handle table's group commit, nfsd/state/store.py; deferred directory
+        # fsyncs, nfsd/fs/dirsync.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
         self._bursting = False
         self._drc_held: list[tuple[Any, bytes, int]] = []  # the burst's replies, for the DRC
@@ -69,7 +69,7 @@ class Dispatcher:
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:
         """Serve ``program``: each procedure by ``handlers[number]`` (a program's table, as
-        nfsd/nfs3_procedures.py), or, without a table, by ``service``'s method named after
+        nfsd/nfs3/procedures.py), or, without a table, by ``service``'s method named after
         it (the small programs: MOUNT, NLM, NSM, the portmapper).  ``offload`` maps procedure
         numbers to a predicate on the decoded arguments telling when a call must run in the
         thread pool (it may block on the disk) rather than inline on the event loop.

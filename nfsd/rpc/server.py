@@ -224,7 +224,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
 
     def _hold(self, held: "asyncio.Future[Any]", ready: list[bytearray]) -> None:
         """Send ``ready`` once ``held`` is done (the fsync of the directories the burst
-        changed, nfsd/dirsync.py); they count as calls in flight meanwhile."""
+        changed, nfsd/fs/dirsync.py); they count as calls in flight meanwhile."""
         if not ready:
             return
         self.inflight += len(ready)

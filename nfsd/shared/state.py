@@ -46,7 +46,7 @@ class SharedState:
         try:
             import psycopg
         except ImportError:  # pragma: no cover - the cluster extra
-            from ..config_error import ConfigError
+            from ..config.errors import ConfigError
             raise ConfigError("--shared-state needs psycopg: pip install 'pysfsd[cluster]'") from None
         self._psycopg = psycopg
         self.url = url
@@ -57,7 +57,7 @@ class SharedState:
         try:
             conn = self.connect()
         except psycopg.Error as exc:
-            from ..config_error import ConfigError
+            from ..config.errors import ConfigError
             raise ConfigError(f"--shared-state: cannot reach PostgreSQL: {exc}") from None
         with conn:
             ensure_schema(conn)
@@ -147,7 +147,7 @@ class SharedState:
         found = index.place_of(ino) if index is not None else None
         if found is None:
             return None
-        from ..store import ObjectRecord
+        from ..state.store import ObjectRecord
         parent, gen, name = found
         return ObjectRecord(parent, gen, name, False)
 

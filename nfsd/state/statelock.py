@@ -14,7 +14,7 @@ import fcntl
 import os
 import time
 
-from .config_error import ConfigError
+from ..config.errors import ConfigError
 
 LOCK_NAME = "users.lock"
 WAIT_SECONDS = 2.0  # a read-only check holds the lock exclusively for an instant (``in_use``)

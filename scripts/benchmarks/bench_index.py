@@ -1,6 +1,6 @@
 """Index benchmarks on synthetic trees (made under /tmp, removed afterwards); prints figures.
 
-    python scripts/bench_index.py [--files N] [--text-files N] [--million N] [--skip-million]
+    python scripts/benchmarks/bench_index.py [--files N] [--text-files N] [--million N] [--skip-million]
 
 * build rate, stat tier only (name, ext, owner, group, size, mtime), N empty files;
 * build rate with every built-in transducer, N small text files (libmagic + words);
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sized
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 EXTS = ["txt", "c", "h", "py", "md"]
 PER_DIR = 1000
@@ -76,7 +76,7 @@ def child_build(tree: str, state: str, stat_only: bool) -> dict[str, object]:
     import lmdb
 
     from nfsd.index import Index
-    from nfsd.index.builtin import StatFields
+    from nfsd.index.transducers.builtin import StatFields
     env = lmdb.open(state, max_dbs=128, map_size=1 << 40, sync=False, metasync=False)
     idx = Index(env, tree, 1, transducers=[StatFields()] if stat_only else None)
     first = idx.scan(progress=False)
@@ -92,7 +92,7 @@ def child_query(tree: str, state: str) -> dict[str, object]:
     import lmdb
 
     from nfsd.index import Index
-    from nfsd.index.builtin import StatFields
+    from nfsd.index.transducers.builtin import StatFields
     t0 = time.perf_counter()
     env = lmdb.open(state, max_dbs=128, map_size=1 << 40, sync=False, metasync=False)
     idx = Index(env, tree, 1, transducers=[StatFields()])

@@ -7,7 +7,7 @@ result counts through ``Index.query`` (the directory fault's search: postings re
 placed), printing the best of ``--repeat`` runs in CPU ms and the postings read, so the
 forms compare at equal result counts.  (``bench_semantic`` times whole NFS listings.)
 
-    python3 scripts/bench_query.py --files 1000000 --keep /tmp/qbench1m
+    python3 scripts/benchmarks/bench_query.py --files 1000000 --keep /tmp/qbench1m
 """
 from __future__ import annotations
 
@@ -18,24 +18,24 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_semantic import QUERIES, make_tree, rss_mb  # noqa: E402
 from nfsd.app import store_path  # noqa: E402
 from nfsd.index import Index  # noqa: E402
 from nfsd.index.search import Plan  # noqa: E402
-from nfsd.query import parse_query_path  # noqa: E402
-from nfsd.store import Store  # noqa: E402
+from nfsd.query.names import parse_query_path  # noqa: E402
+from nfsd.state.store import Store  # noqa: E402
 
 
 def big_faults(store: Store, index: Index, root: str) -> None:
     """Fault three query directories of nearly every file, as listings would (the results,
     with every entry's attributes and handle), printing RSS after each."""
-    from nfsd.localfs import LocalFS
-    from nfsd.query import Query
-    from nfsd.query_lang import parse_term
-    from nfsd.semantic import SemanticFS
+    from nfsd.fs.localfs import LocalFS
+    from nfsd.query.names import Query
+    from nfsd.query.language import parse_term
+    from nfsd.fs.semantic import SemanticFS
     fs = SemanticFS(LocalFS(root, store.export_id(root), store), index)
     fs.ready.set()
     print(f"before: RSS {rss_mb():.0f}", flush=True)

@@ -14,7 +14,7 @@ queries of the same result counts side by side; RSS after each.
 Targets (issue 12): a 10,000-result first listing < 50 ms of server time and a 1,000-result
 one < 20 ms at 1M files; RSS < 300 MB at 1M files whatever is listed.
 
-    python3 scripts/bench_semantic.py --files 200000 [--keep DIR] [--big]
+    python3 scripts/benchmarks/bench_semantic.py --files 200000 [--keep DIR] [--big]
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nfsd.app import NfsServer, ServerConfig  # noqa: E402
-from nfsd.call import CallContext  # noqa: E402
+from nfsd.rpc.call import CallContext  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
 

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts" / "bench"))
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks" / "load_generator"))
 sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 
 from driver import server_cpu_seconds  # noqa: E402

@@ -8,7 +8,7 @@ The same logic (count the words, report the first one) runs four ways:
 * command (python3): a fresh confined process per file, the fork-based isolation;
 * command (sh + wc): the same, with a process that starts faster than Python.
 
-    python scripts/bench_transducers.py [--files 2000] [--calls 300]
+    python scripts/benchmarks/bench_transducers.py [--files 2000] [--calls 300]
 """
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import lmdb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nfsd.index import Index  # noqa: E402
-from nfsd.index.useroutput import parse_lines, parse_packed  # noqa: E402
+from nfsd.index.transducers.user_output import parse_lines, parse_packed  # noqa: E402
 from nfsd.sandbox.wire import RUN_COMMAND, RUN_ENTRY_POINT  # noqa: E402
-from nfsd.transducer_options import TransducerSettings, build  # noqa: E402
+from nfsd.config.transducers import TransducerSettings, build  # noqa: E402
 
 LOGIC = '''
 def words(data):

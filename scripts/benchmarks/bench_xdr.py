@@ -4,7 +4,7 @@ Prints per-operation times; the targets are what a server needs to keep director
 and attribute replies from dominating CPU time (fattr3 <= 0.5 us, 100-entry READDIRPLUS
 <= 100 us).  Not a test: figures depend on the machine.
 
-    python scripts/bench_xdr.py [--quick]
+    python scripts/benchmarks/bench_xdr.py [--quick]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import timeit
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 import xdrlib3  # noqa: E402
 

@@ -20,7 +20,7 @@ so ``instrument_imports`` alone would not see them).
     python scripts/fuzz/fuzz_decoders.py -max_total_time=300 -rss_limit_mb=1024 corpus/
     python scripts/fuzz/fuzz_decoders.py --list                   # the targets, by selector byte
 
-``tests/test_fuzz_decoders.py`` holds the property-based (hypothesis) counterparts run in CI.
+``tests/unit/test_fuzz_decoders.py`` holds the property-based (hypothesis) counterparts run in CI.
 """
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def call_header(data: bytes) -> None:
 
 def _portmap_dispatcher() -> Callable[[bytes], None]:
     with atheris.instrument_imports(include=["nfsd"]):
-        from nfsd.dispatch import Dispatcher
-        from nfsd.portmap_service import PORTMAP2_TCP, PortmapService
+        from nfsd.rpc.dispatch import Dispatcher
+        from nfsd.discovery.portmap_service import PORTMAP2_TCP, PortmapService
     dispatcher = Dispatcher()
     dispatcher.register(PORTMAP2_TCP, PortmapService())
 

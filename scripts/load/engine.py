@@ -1,7 +1,7 @@
 """The mixed load engine: N connections x M in-flight slots, each running a weighted mix of op
 scripts back to back, with figures per interval, stall detection and the server's memory.
 
-Built on ``scripts/bench/driver.py``'s ``Slot`` (a slot sends its op's next call the moment a
+Built on ``scripts/benchmarks/load_generator/driver.py``'s ``Slot`` (a slot sends its op's next call the moment a
 reply arrives; a non-OK status or a ``Mismatch`` is an error, then the slot goes on with a new
 op).  What this adds: the slot picks its op from the mix each time, every figure is kept per
 op, each connection's last reply time is watched (a connection with no reply for
@@ -27,7 +27,7 @@ from latency import LatencyHistogram
 from memory import Memory, growth_verdict, read_memory
 from mixops import MIX_OPS, SlotContext
 from protocol.nfs3 import NFS3
-from nfsd.rpc_client import RpcConnection, connect
+from nfsd.rpc.client import RpcConnection, connect
 
 ContextFactory = Callable[[int, int], SlotContext]   # (connection, slot) -> its context
 MAX_REASONS_SHOWN = 20

@@ -1,7 +1,7 @@
 """What every load script shares at start: import paths and an argument parser.
 
 Importing this module puts the repository (``protocol``, ``xdr``, ``tests``) and
-``scripts/bench`` (the load generator's ``driver``, ``workload``, ``servers``...) on
+``scripts/benchmarks/load_generator`` (the load generator's ``driver``, ``workload``, ``servers``...) on
 ``sys.path``: ``scripts/`` is not a package, and the load scripts reuse those modules rather
 than copying them.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-for _path in (REPO / "scripts" / "bench", REPO):
+for _path in (REPO / "scripts" / "benchmarks" / "load_generator", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

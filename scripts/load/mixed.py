@@ -35,7 +35,7 @@ from loadgen import discover, prepare_process  # noqa: E402
 from mixops import MIX_DIR, MixHandles, SlotContext, build_mix_fixture, parse_mix, slot_file_name  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.nfs3 import NFS3, nfsstat3  # noqa: E402
-from nfsd.rpc_client import connect  # noqa: E402
+from nfsd.rpc.client import connect  # noqa: E402
 from servers import Pysfsd  # noqa: E402
 from checked_ops import ConnContext  # noqa: E402
 from workload import BIG_NAME, Handles, build_fixture  # noqa: E402

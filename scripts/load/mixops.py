@@ -1,6 +1,6 @@
 """The operations of the mixed load: which calls, how often, and how each reply is checked.
 
-Scripts have the shape of ``scripts/bench/workload.py``'s (a generator yielding
+Scripts have the shape of ``scripts/benchmarks/load_generator/workload.py``'s (a generator yielding
 ``(procedure, args)``, receiving the ``resok`` body, raising ``Mismatch``, returning bytes
 moved); GETATTR, LOOKUP, READDIRPLUS and CREATE+REMOVE are that module's own.  The ones here
 check more than a status, so a load run also proves no data was lost: READs compare the

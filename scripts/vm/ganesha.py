@@ -20,7 +20,7 @@ NFS and MOUNT mapping there.  ``--private`` (``Ganesha(..., private=True)``)
 keeps it away from the host's rpcbind: it runs, with an rpcbind of its own, in
 a private network and mount namespace (``unshare --net --mount``), whose
 loopback only the caller reaches, through ``Ganesha.namespace()`` (or
-``nsenter --net --target PID``).  tests/test_nlm_ganesha.py's script sets up
+``nsenter --net --target PID``).  tests/server/test_nlm_ganesha.py's script sets up
 its namespace with the same ``setup_private_namespace``.
 """
 from __future__ import annotations

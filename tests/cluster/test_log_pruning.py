@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nfsd.shared.changelog import Follower, Row
-from nfsd.store import Store
+from nfsd.state.store import Store
 
 pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nfsd.index import Index
 from nfsd.shared.scanner import TreeDiff
-from nfsd.store import Store
+from nfsd.state.store import Store
 from tests.cluster.test_shared_dir import head, query
 from tests.nfs3_helpers import look
 from tests.rpc_client import RpcClient

@@ -216,9 +216,9 @@ def test_local_tools_use_the_cluster_export_id(tmp_path: Path, shared_url: str) 
     import psycopg
 
     from nfsd.app import store_path
-    from nfsd.handles import unpack_real
+    from nfsd.fs.handles import unpack_real
     from nfsd.shared.schema import ensure_schema
-    from nfsd.store import Store
+    from nfsd.state.store import Store
     with psycopg.connect(shared_url, autocommit=True) as conn:
         ensure_schema(conn)
         conn.execute("INSERT INTO exports (path) VALUES ('/elsewhere')")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from nfsd.handles import pack_real
+from nfsd.fs.handles import pack_real
 from nfsd.index import Index
-from nfsd.localfs import LocalFS, read_generation
-from nfsd.store import Store
+from nfsd.fs.localfs import LocalFS, read_generation
+from nfsd.state.store import Store
 
 pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
 

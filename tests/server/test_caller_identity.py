@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from nfsd import identity
+from nfsd.fs import identity
 from protocol import nfs3
 from protocol.rpc import Credentials
 from tests.conftest import ServerProcess

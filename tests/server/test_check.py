@@ -4,7 +4,7 @@ Each test damages the state in a known way -- files deleted and moved behind a s
 server, bogus records written straight into the LMDB databases, a server killed -9 in the
 middle of its start-up scan -- and asserts that the check reports exactly those differences
 (area, kind and object), that ``--repair`` fixes them, and that a second check is clean and
-the server serves the repaired state.  The check runs in this process (``nfsd.check.main``)
+the server serves the repaired state.  The check runs in this process (``nfsd.check.checker.main``)
 except once through the command line; a repair is refused beside a running server, and a
 server does not start during a repair.
 """
@@ -25,10 +25,10 @@ import lmdb
 import pytest
 
 from nfsd.app import store_path
-from nfsd.check import main as check_main
-from nfsd.cli_index import main as index_main
+from nfsd.check.checker import main as check_main
+from nfsd.cli.index import main as index_main
 from nfsd.index.tables import INO, FileRecord, decode_attrs, encode_attrs
-from nfsd.statelock import hold_exclusive, release
+from nfsd.state.statelock import hold_exclusive, release
 from protocol import nfs3
 from tests.conftest import REPO, ServerProcess, serving
 from tests.nfs3_helpers import OK, S, create, create_ok, getattr_, lookup, mkdir_ok, remove, rename, write

@@ -356,9 +356,9 @@ def test_connections_past_the_cap_are_refused_cleanly() -> None:
     the first three served; when one leaves, a new one is accepted."""
     import asyncio
 
-    from nfsd.dispatch import Dispatcher
-    from nfsd.portmap_service import PORTMAP2_TCP, PortmapService
-    from nfsd.server import ConnectionLimits, RpcStreamProtocol
+    from nfsd.rpc.dispatch import Dispatcher
+    from nfsd.discovery.portmap_service import PORTMAP2_TCP, PortmapService
+    from nfsd.rpc.server import ConnectionLimits, RpcStreamProtocol
 
     dispatcher = Dispatcher()
     dispatcher.register(PORTMAP2_TCP, PortmapService())

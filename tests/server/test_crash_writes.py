@@ -28,7 +28,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import NamedTuple
 
-from nfsd.check import main as check_main
+from nfsd.check.checker import main as check_main
 from protocol import nfs3
 from tests.conftest import ServerProcess, serving
 from tests.nfs3_helpers import OK, commit, create_ok, getattr_, mkdir_ok, read, write
@@ -196,9 +196,9 @@ def test_kill9_during_writes_loses_nothing_acknowledged(tmp_path):
 
 def test_file_sync_and_commit_call_fsync(tmp_path, monkeypatch):
     """The durability half the crash test cannot see: FILE_SYNC fsyncs, DATA_SYNC
-    fdatasyncs, UNSTABLE does neither, COMMIT fsyncs (nfsd.localfs)."""
-    from nfsd.localfs import LocalFS
-    from nfsd.store import Store
+    fdatasyncs, UNSTABLE does neither, COMMIT fsyncs (nfsd.fs.localfs)."""
+    from nfsd.fs.localfs import LocalFS
+    from nfsd.state.store import Store
     (tmp_path / "export").mkdir()
     store = Store(str(tmp_path / "state"))
     fs = LocalFS(str(tmp_path / "export"), store.export_id(str(tmp_path / "export")), store)
@@ -224,11 +224,11 @@ def test_directory_changes_fsync_the_directory(tmp_path, monkeypatch):
     """NFSv3 replies to CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME and LINK only
     once the change is on stable storage (RFC 1813; knfsd's commit_metadata): the client
     never resends an acknowledged change, so each fsyncs the directories it changed
-    (nfsd.localfs ``fsync_dir``), which a kill -9 cannot show."""
+    (nfsd.fs.localfs ``fsync_dir``), which a kill -9 cannot show."""
     import stat as stat_mod
 
-    from nfsd.localfs import LocalFS
-    from nfsd.store import Store
+    from nfsd.fs.localfs import LocalFS
+    from nfsd.state.store import Store
     export = tmp_path / "export"
     (export / "a").mkdir(parents=True)
     (export / "b").mkdir()

@@ -25,9 +25,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from nfsd.portmap_service import PortmapService, is_loopback
-from nfsd.rpcbind_client import LOCAL_SOCKETS, Mapping, Portmapper, Registration
-from nfsd.call import CallContext
+from nfsd.discovery.portmap_service import PortmapService, is_loopback
+from nfsd.discovery.rpcbind_client import LOCAL_SOCKETS, Mapping, Portmapper, Registration
+from nfsd.rpc.call import CallContext
 from protocol import mount3, portmap
 from protocol.rpc import AUTH_NONE, Credentials, accept_stat
 from tests.conftest import ServerProcess

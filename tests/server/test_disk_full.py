@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from nfsd.cli_index import main as index_main
+from nfsd.cli.index import main as index_main
 from protocol import nfs3
 from tests.conftest import ServerProcess, serving
 from tests.nfs3_helpers import (OK, S, create, getattr_, lookup, mkdir, null_ok, read, remove,

@@ -1,4 +1,4 @@
-"""READDIRPLUS from the encoded-entry cache (nfsd/dirlist.py ``EntryCache``): a listing of an
+"""READDIRPLUS from the encoded-entry cache (nfsd/nfs3/dirlist.py ``EntryCache``): a listing of an
 unchanged directory is served from kept entry bytes, but never shows what changed, through
 the server or behind it, and never what the caller may not see."""
 from __future__ import annotations
@@ -16,11 +16,11 @@ from tests.nfs3_helpers import (OK, ZERO_VERF, create_ok, cred, list_dir, lookup
                                 write)
 from tests.rpc_client import RpcClient, fh
 
-from nfsd.dirlist import EntryCache
-from nfsd.localfs import LocalFS
-from nfsd.call import CallContext
-from nfsd.nfs3_service import Nfs3Service
-from nfsd.store import Store
+from nfsd.nfs3.dirlist import EntryCache
+from nfsd.fs.localfs import LocalFS
+from nfsd.rpc.call import CallContext
+from nfsd.nfs3.service import Nfs3Service
+from nfsd.state.store import Store
 from protocol.rpc import AUTH_SYS, Credentials
 from xdr import decode, encode
 
@@ -259,7 +259,7 @@ def test_a_guarded_create_raises_one_event(env) -> None:
 
     from asyncinotify import Inotify, Mask
 
-    from nfsd.watch import EVENTS  # what the server's watcher asks for
+    from nfsd.fs.watch import EVENTS  # what the server's watcher asks for
 
     _, rpc, d, path = env
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from nfsd.export_guard import ExportPolicy
-from nfsd.exports import (BARE_DEFAULTS, ExportsError, Options, load_exports,
+from nfsd.exports.guard import ExportPolicy
+from nfsd.exports.rules import (BARE_DEFAULTS, ExportsError, Options, load_exports,
                           parse_export_arg, parse_exports)
 from protocol import nfs3
 from protocol.mount3 import MOUNT3, mountstat3

@@ -384,9 +384,9 @@ def run_cases(t: Target) -> dict[str, Any]:
 
 # -- the servers ----------------------------------------------------------------------------
 def _ganesha_class() -> Any:
-    """scripts/vm/ganesha.py's Ganesha, through scripts/bench/servers.py (loaded by path:
+    """scripts/vm/ganesha.py's Ganesha, through scripts/benchmarks/load_generator/servers.py (loaded by path:
     scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_servers", REPO / "scripts" / "bench" / "servers.py")
+    spec = importlib.util.spec_from_file_location("bench_servers", REPO / "scripts" / "benchmarks" / "load_generator" / "servers.py")
     assert spec is not None and spec.loader is not None
     servers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(servers)

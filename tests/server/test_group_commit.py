@@ -1,4 +1,4 @@
-"""The handle table's group commit (nfsd/store.py ``begin_burst``/``end_burst``): writes that
+"""The handle table's group commit (nfsd/state/store.py ``begin_burst``/``end_burst``): writes that
 need no answer now wait for the end of a burst of calls, and are committed before its replies
 leave; what waits is seen by the server meanwhile, and never overrides newer news."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nfsd.store import Store
+from nfsd.state.store import Store
 
 PEEK = """
 import sys, lmdb, struct
@@ -90,7 +90,7 @@ def test_other_threads_write_at_once(tmp_path: Path) -> None:
 def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path, monkeypatch) -> None:
     """A CREATE must answer NOSPC if the store cannot take the new handle: its write waits for
     the burst's end only while the store's file system has far more room than a burst needs."""
-    import nfsd.store
+    import nfsd.state.store
     store = Store(str(tmp_path / "state"))
     try:
         store.begin_burst()
@@ -99,7 +99,7 @@ def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path,
         store.end_burst()
         assert committed(tmp_path / "state", 20) == "roomy"
         free = os.statvfs(tmp_path).f_bfree * os.statvfs(tmp_path).f_frsize
-        monkeypatch.setattr(nfsd.store, "ROOM_MARGIN", free + (1 << 40))
+        monkeypatch.setattr(nfsd.state.store, "ROOM_MARGIN", free + (1 << 40))
         store.begin_burst()
         store.put_objects(1, [(21, 2, 7, b"tight")], later=True, must_fit=True)
         assert committed(tmp_path / "state", 21) == "tight"  # written at once

@@ -121,9 +121,9 @@ def test_a_move_keeps_the_content_tier_when_the_same_transducers_apply(tmp_path)
     """The other side of the rule: a move to a name the same transducers treat alike is not
     re-extracted (the content tier is the expensive one)."""
     import lmdb
-    from tests.test_index import Counter
+    from tests.unit.test_index import Counter
     from nfsd.index import Index
-    from nfsd.index.builtin import default_transducers
+    from nfsd.index.transducers.builtin import default_transducers
     root = tmp_path / "export"
     (root / "a").mkdir(parents=True)
     (root / "a" / "x.c").write_bytes(C2_C)
@@ -154,11 +154,11 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
     """A record an earlier version left behind: c2.c renamed to c2.txt with its C exports
     kept (that version stamped every content tier with the transducers' version alone).
     ``pysfsd check`` reports it, ``pysfsd index`` re-extracts it."""
-    from nfsd.index.builtin import default_transducers
+    from nfsd.index.transducers.builtin import default_transducers
     from nfsd.index.extract import Extractor
     from nfsd.index.tables import INO, FileRecord
     from tests.conftest import serving
-    from tests.test_check import found, query, run_check, state_env
+    from tests.server.test_check import found, query, run_check, state_env
     with serving(tmp_path) as srv:
         (srv.export / "c2.c").write_bytes(C2_C)
         for i in range(5):
@@ -185,7 +185,7 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
     assert query(srv, "exports:/c2fn") == ["c2.txt"]
     rc, lines = run_check(srv)
     assert (rc, found(lines)) == (1, {("index", "unextracted", st.st_ino)}), lines
-    from nfsd.cli_index import main as index_main
+    from nfsd.cli.index import main as index_main
     assert index_main(["index", "--export", str(ex), "--state-dir", str(srv.state_dir)]) == 0
     assert query(srv, "exports:/c2fn") == []
     assert run_check(srv) == (0, ["pysfsd check: consistent"])
@@ -197,7 +197,7 @@ def test_check_is_clean_after_deletions_behind_a_running_servers_back(server, rp
     """Files and a directory the server has handles for, deleted on the host: the server
     drops their records itself, so ``pysfsd check`` beside it finds nothing wrong."""
     from tests.nfs3_helpers import create_ok, mkdir_ok, write
-    from tests.test_check import run_check
+    from tests.server.test_check import run_check
     d = mkdir_ok(rpc, root, b"dir")
     for parent, name in ((root, b"a.txt"), (d, b"b.txt"), (d, b"c.txt"), (root, b"kept.txt")):
         assert write(rpc, create_ok(rpc, parent, name), 0, b"some words\n")[0] == OK
@@ -258,7 +258,7 @@ def _readlink(rpc: RpcClient, h: bytes) -> bytes:
 
 
 def _hard_link_case(server, rpc, root, make_link: Callable[[], None], drop_link: Callable[[], None]) -> None:
-    from tests.test_check import run_check
+    from tests.server.test_check import run_check
     eventually(lambda: listed(rpc, root, b"lib", b"ext:", b"c") == {b"list.c"})
     make_link()
     eventually(lambda: listed(rpc, root, b"odd", b"ext:", b"c") == {b"hardlink.c"}
@@ -307,7 +307,7 @@ def test_hard_link_behind_the_servers_back_is_indexed_under_both_names(linked_tr
 
 def test_first_name_of_a_hard_link_removed_behind_the_servers_back(linked_tree, rpc, root):
     e = linked_tree.export
-    from tests.test_check import run_check
+    from tests.server.test_check import run_check
     eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"list.c"})
     os.link(e / "lib" / "list.c", e / "odd" / "hardlink.c")
     eventually(lambda: listed(rpc, root, b"ext:", b"c") == {b"list.c", b"hardlink.c"})
@@ -321,7 +321,7 @@ def test_first_name_of_a_hard_link_removed_behind_the_servers_back(linked_tree, 
 
 def test_check_finds_and_repairs_a_recorded_name_gone_behind_a_stopped_server(tmp_path):
     from tests.conftest import serving
-    from tests.test_check import assert_repairs, query
+    from tests.server.test_check import assert_repairs, query
     e = tmp_path / "export"
     (e / "odd").mkdir(parents=True)
     (e / "list.c").write_text("int listfn(void) { return 0; }\n")

@@ -23,7 +23,7 @@ from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-LOAD = Path(__file__).resolve().parents[1] / "scripts" / "load"
+LOAD = Path(__file__).resolve().parents[2] / "scripts" / "load"
 
 
 def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,6 @@
 """The same NLM call sequence against NFS-Ganesha and pysfsd gives the same results.
 
-scripts/bench/nlm_locks.py runs both servers (with rpcbind and rpc.statd, which Ganesha's
+scripts/benchmarks/load_generator/nlm_locks.py runs both servers (with rpcbind and rpc.statd, which Ganesha's
 NLM needs) in a private network and mount namespace, sends each the same calls from two
 raw-RPC clients (conflicts, shared and exclusive ranges, TEST holders, UNLOCK splits,
 ranges at and past 2**63, FBIG) and compares.  Skips without root, unshare or Ganesha.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "nlm_locks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "load_generator" / "nlm_locks.py"
 
 
 def test_same_results_as_ganesha() -> None:

@@ -10,18 +10,18 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from nfsd import query_store
-from nfsd.errors import NfsError
+from nfsd.query import store as query_store
+from nfsd.nfs3.errors import NfsError
 from nfsd.index.index import Index
-from nfsd.localfs import LocalFS
-from nfsd.query import Query
-from nfsd.query_store import QueryStore
-from nfsd.semantic import SemanticFS, VNode
-from nfsd.store import Store
+from nfsd.fs.localfs import LocalFS
+from nfsd.query.names import Query
+from nfsd.query.store import QueryStore
+from nfsd.fs.semantic import SemanticFS, VNode
+from nfsd.state.store import Store
 from protocol import nfs3
 from tests.nfs3_helpers import OK, S, attrs, getattr_, list_dir, lookup
 from tests.rpc_client import RpcClient
-from tests.test_check import run_check, state_env
+from tests.server.test_check import run_check, state_env
 
 
 def _entries(env: lmdb.Environment, name: bytes) -> int:

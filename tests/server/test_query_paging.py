@@ -1,14 +1,14 @@
 """Large value directories listed page by page: results kept compact in cookie order
-(nfsd/result_set.py), every entry exactly once across pages, also while results change,
+(nfsd/query/result_set.py), every entry exactly once across pages, also while results change,
 and clash names decided among the results themselves."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from nfsd.dirlist import name_cookie
+from nfsd.nfs3.dirlist import name_cookie
 from nfsd.index.search import FileRef
-from nfsd.result_set import ResultSet
-from nfsd.semantic import result_names
+from nfsd.query.result_set import ResultSet
+from nfsd.fs.semantic import result_names
 from protocol import nfs3
 from tests.nfs3_helpers import OK, READLINK, ZERO_VERF, attrs, create_ok, look, readdirplus_raw, remove
 from tests.rpc_client import RpcClient, fh
@@ -123,7 +123,7 @@ def test_result_set_is_compact(tmp_path: Path) -> None:
 def test_listing_cache_is_bounded_in_entries() -> None:
     """A query directory's listing is its result set: cached listings are bounded by their
     entries together, the newest always kept (it is being paged)."""
-    from nfsd.dirlist import ListingCache
+    from nfsd.nfs3.dirlist import ListingCache
     cache = ListingCache(max_entries=10)
     for d in (b"a", b"b", b"c"):
         cache.get(d, 0, 0, lambda: [(b"%s%d" % (d, i), i) for i in range(6)], exact=1)

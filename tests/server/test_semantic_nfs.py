@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nfsd.query import QuerySyntaxError, parse_query_path
+from nfsd.query.names import QuerySyntaxError, parse_query_path
 from protocol import nfs3
 from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, look, lookup,
                                 names, read, remove, rename, write)

@@ -303,7 +303,7 @@ def test_check_reads_the_servers_config_file(tmp_path: Path) -> None:
 
 def test_every_option_is_documented() -> None:
     """docs/running.rst lists every option the server's parser has."""
-    from nfsd.options import build_parser
+    from nfsd.config.options import build_parser
     text = (REPO / "docs" / "running.rst").read_text()
     missing = [s for a in build_parser()._actions for s in a.option_strings
                if s.startswith("--") and a.help != argparse.SUPPRESS and f"``{s}" not in text]

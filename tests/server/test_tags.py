@@ -281,7 +281,7 @@ def test_listing_after_each_change_is_what_the_query_gives(tree, rpc, root) -> N
 
 def test_check_finds_tagged_files_consistent(tree, rpc, root) -> None:
     """``pysfsd check`` derives the stat tier again to compare: tags are part of it."""
-    from tests.test_check import run_check
+    from tests.server.test_check import run_check
     vac = mkdir(rpc, look(rpc, root, b"tag:"), b"vacation")[1].obj.data
     assert symlink(rpc, vac, b"beach.jpg", b"../../photos/beach.jpg")[0] == OK
     os.setxattr(tree.export / "docs" / "tax.txt", XATTR, b"work")

@@ -30,8 +30,8 @@ from PIL import ExifTags, Image
 from pypdf import PdfWriter
 
 from nfsd.index import Index
-from nfsd.index.builtin import default_transducers
-from nfsd.index.pysource import exports, imports
+from nfsd.index.transducers.builtin import default_transducers
+from nfsd.index.transducers.pysource import exports, imports
 
 WHEN = calendar.timegm((2026, 11, 21, 12, 0, 0))
 STAT_FIELDS = {b"name", b"ext", b"owner", b"group", b"size", b"mtime"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nfsd.rpc_client import next_xid
+from nfsd.rpc.client import next_xid
 
 from protocol import mount3, nfs3
 from protocol.rpc import accept_stat, decode_reply, encode_call
@@ -133,7 +133,7 @@ def test_garbage_datagrams_do_not_hurt(server, udp) -> None:
 
 
 def test_a_reply_too_large_for_a_datagram_becomes_system_err() -> None:
-    from nfsd.server import RpcDatagramProtocol
+    from nfsd.rpc.server import RpcDatagramProtocol
 
     class Dispatcher:
         def dispatch(self, record: bytes, client: Any, reserve: int, max_transfer: int) -> bytes:
@@ -167,7 +167,7 @@ def test_a_reply_too_large_for_a_datagram_becomes_system_err() -> None:
 
 
 def test_port_zero_picks_a_port_free_for_tcp_and_udp() -> None:
-    from nfsd.server import listen_rpc
+    from nfsd.rpc.server import listen_rpc
 
     async def main() -> None:
         # Occupy the UDP side of many ports: listen_rpc must skip them.

@@ -20,7 +20,7 @@ import pytest
 from nfsd.index import Index
 from nfsd.sandbox import WorkerPool
 from nfsd.sandbox.confine import landlock_abi
-from nfsd.transducer_options import TransducerSettings, build
+from nfsd.config.transducers import TransducerSettings, build
 
 PY = "python3"  # what the sandbox's clean PATH finds (/usr/bin/python3)
 
@@ -348,7 +348,7 @@ def test_server_serves_user_fields_from_a_config_file(tmp_path: Path) -> None:
 
 
 def test_shipped_example_follows_the_contract(scan) -> None:
-    source = (Path(__file__).parent.parent / "scripts" / "transducers" / "markdown_fields.py").read_text()
+    source = (Path(__file__).parents[2] / "scripts" / "transducers" / "markdown_fields.py").read_text()
     s = scan([f"*.md={py(source)}"], {"doc.md": b"# Hello / World\n\n[x](https://Example.org/a)\n## Part 50%\n"})
     assert s.values("title") == ["Hello / World"]
     assert s.values("heading") == ["hello / world", "part 50%"]

@@ -1,4 +1,4 @@
-"""The seam between the NFSv3 handlers and what they serve (nfsd/backend.py): both
+"""The seam between the NFSv3 handlers and what they serve (nfsd/fs/backend.py): both
 backends implement every method the protocol states, and nothing the handlers use is
 reached around it."""
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 import ast
 import inspect
 
-from nfsd import backend, exports, nfs3_service
-from nfsd.localfs import LocalFS, Node
-from nfsd.semantic import SemanticFS, VNode
+from nfsd.fs import backend
+from nfsd.exports import rules as exports
+from nfsd.nfs3 import service as nfs3_service
+from nfsd.fs.localfs import LocalFS, Node
+from nfsd.fs.semantic import SemanticFS, VNode
 
 
 def test_backends_implement_every_method_of_the_protocol() -> None:

@@ -1,10 +1,10 @@
-"""Group commit of directory fsyncs (nfsd/dirsync.py)."""
+"""Group commit of directory fsyncs (nfsd/fs/dirsync.py)."""
 from __future__ import annotations
 
 import threading
 import time
 
-from nfsd.dirsync import DirSync
+from nfsd.fs.dirsync import DirSync
 
 
 def test_concurrent_changes_share_fsyncs_and_each_waits_for_one_begun_after_it() -> None:

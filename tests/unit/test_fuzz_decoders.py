@@ -347,8 +347,8 @@ class LiveDispatch:
 
     def __init__(self, base: Any) -> None:
         from nfsd.app import NfsServer, ServerConfig
-        from nfsd.portmap_service import PORTMAP2_TCP, PortmapService
-        from nfsd.dispatch import Dispatcher
+        from nfsd.discovery.portmap_service import PORTMAP2_TCP, PortmapService
+        from nfsd.rpc.dispatch import Dispatcher
         self.export = base / "export"
         self.export.mkdir()
         self.export.chmod(0o777)
@@ -402,7 +402,7 @@ def live(tmp_path_factory: Any) -> Iterator[LiveDispatch]:
     d.close()
     # Calls served inline left the last caller's fsgid on this thread (the server keeps it,
     # see identity.become): give the tests that follow the process's own again.
-    from nfsd import identity
+    from nfsd.fs import identity
     with identity.as_server():
         pass
 

@@ -15,9 +15,9 @@ import lmdb
 import pytest
 
 from nfsd.index import BUILTIN_FIELDS, Content, FileRef, Index
-from nfsd.index.builtin import StatFields, default_transducers
+from nfsd.index.transducers.builtin import StatFields, default_transducers
 from nfsd.index.fields import size_bucket, words
-from nfsd.index.transducer import Tier
+from nfsd.index.transducers.interface import Tier
 
 C_SOURCE = b"""\
 #include <stdio.h>
@@ -698,7 +698,7 @@ def test_empty_files_get_the_content_tier_reading_them_would(env: lmdb.Environme
     no content depends on the extension only): the fields are those a read gives."""
     from nfsd.index.extract import Extractor
     from nfsd.index.fsread import open_regular
-    from nfsd.index.transducer import Content as Seen
+    from nfsd.index.transducers.interface import Content as Seen
     root = tmp_path / "empties"
     root.mkdir()
     names = [b"a.c", b"b.h", b"c.txt", b"d", b"e.py", b"f.mp3", b"g.pdf", b"h.eml", b".hidden"]

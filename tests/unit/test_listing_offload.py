@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from nfsd.dirlist import FIRST_NAME_COOKIE, ListingCache
-from nfsd.localfs import LocalFS
-from nfsd.call import CallContext
-from nfsd.nfs3_service import Nfs3Service
-from nfsd.store import Store
+from nfsd.nfs3.dirlist import FIRST_NAME_COOKIE, ListingCache
+from nfsd.fs.localfs import LocalFS
+from nfsd.rpc.call import CallContext
+from nfsd.nfs3.service import Nfs3Service
+from nfsd.state.store import Store
 from protocol import nfs3
 from protocol.rpc import AUTH_SYS, Credentials
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from nfsd.errors import NfsError
-from nfsd.localfs import LocalFS
-from nfsd.store import Store
+from nfsd.nfs3.errors import NfsError
+from nfsd.fs.localfs import LocalFS
+from nfsd.state.store import Store
 from protocol.nfs3 import nfsstat3
 
 
@@ -52,8 +52,8 @@ def test_setattr_of_one_timestamp_never_writes_back_the_other(tmp_path):
     nothing read before is written back, so a WRITE landing between a read and the update
     keeps its mtime.  The race is made certain by having every read of attributes answer
     what it was before that WRITE."""
-    from nfsd.call import CallContext
-    from nfsd.nfs3_service import Nfs3Service
+    from nfsd.rpc.call import CallContext
+    from nfsd.nfs3.service import Nfs3Service
     from protocol import nfs3
     from tests.rpc_client import ROOT
 

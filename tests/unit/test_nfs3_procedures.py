@@ -1,10 +1,10 @@
-"""The NFSv3 procedure table (nfsd/nfs3_procedures.py): one row per procedure, and the
+"""The NFSv3 procedure table (nfsd/nfs3/procedures.py): one row per procedure, and the
 facts the dispatcher and the export guard read from it."""
 from __future__ import annotations
 
 from protocol import nfs3
-from nfsd.nfs3_procedures import NFS3_PROCEDURES, SMALL_IO, Guard, offloads
-from nfsd.nfs3_service import Nfs3Service
+from nfsd.nfs3.procedures import NFS3_PROCEDURES, SMALL_IO, Guard, offloads
+from nfsd.nfs3.service import Nfs3Service
 
 
 def test_one_row_per_procedure_with_its_handler() -> None:
@@ -31,7 +31,7 @@ def test_offload_predicates() -> None:
     assert create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.EXCLUSIVE, b"v" * 8)))
     sattr = nfs3.sattr3.cls(None, None, None, None, (0, None), (0, None))
     # the other directory changes are inline, their replies held for the burst's directory
-    # fsync (nfsd/dirsync.py)
+    # fsync (nfsd/fs/dirsync.py)
     assert not create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.GUARDED, sattr)))
     assert not any(r.proc.number in run_in_thread for r in NFS3_PROCEDURES
                    if r.guard is Guard.CHANGE and r.proc.name != "CREATE")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from nfsd.query import Query
-from nfsd.query_lang import QueryError, component_of, escape, expr_of, parse, parse_term, size_key
+from nfsd.query.names import Query
+from nfsd.query.language import QueryError, component_of, escape, expr_of, parse, parse_term, size_key
 
 
 @given(st.binary(min_size=1, max_size=255).filter(lambda v: b"\0" not in v))

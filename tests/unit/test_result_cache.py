@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nfsd.index import Index
-from nfsd.localfs import LocalFS
-from nfsd.query import Query
-from nfsd.semantic import SemanticFS, VNode
-from nfsd.store import Store
+from nfsd.fs.localfs import LocalFS
+from nfsd.query.names import Query
+from nfsd.fs.semantic import SemanticFS, VNode
+from nfsd.state.store import Store
 
 
 def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_looking_up_a_value_does_not_list_the_whole_field(tmp_path: Path) -> Non
     answered by the value directory's own query (measured at 200k files: +140 MB of heap
     for a LOOKUP through ``name:``)."""
     import pytest
-    from nfsd.errors import NfsError
+    from nfsd.nfs3.errors import NfsError
     export = tmp_path / "export"
     export.mkdir()
     for i in range(50):

@@ -1,4 +1,4 @@
-"""Where tags live (nfsd/tags.py), without a server: the user attribute, read by the index
+"""Where tags live (nfsd/fs/tags.py), without a server: the user attribute, read by the index
 with the stat tier; and the state store where a file system has no user attributes
 (simulated here by making the attribute calls fail with EOPNOTSUPP)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from nfsd import tags
+from nfsd.fs import tags
 from nfsd.index import Index
 
 

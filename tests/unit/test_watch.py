@@ -1,16 +1,16 @@
-"""The inotify watcher (nfsd/watch.py) reads and parses the raw events itself."""
+"""The inotify watcher (nfsd/fs/watch.py) reads and parses the raw events itself."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Run in a child: a watcher that blocked the event loop would hang the test, not fail it.
 SCRIPT = r'''
 import asyncio, os, sys
-from nfsd.watch import TreeWatcher
+from nfsd.fs.watch import TreeWatcher
 
 class Index:
     def __init__(self): self.notes, self.dirs = [], []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from nfsd.check import main as check_main
+from nfsd.check.checker import main as check_main
 from tests.vm_support import WORKLOADS, tail, vm_or_skip
 
 pytestmark = pytest.mark.vm

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.test_discovery import discovery_status, port_111_busy
+from tests.server.test_discovery import discovery_status, port_111_busy
 from tests.vm_support import WORKLOADS, tail, vm_or_skip
 
 pytestmark = pytest.mark.vm

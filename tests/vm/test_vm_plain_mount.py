@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_discovery import (discovery_status, port_111_busy, registered_or_skip,
+from tests.server.test_discovery import (discovery_status, port_111_busy, registered_or_skip,
                                   rpcbind_running, start_server)
 from tests.vm_support import WORKLOADS, tail, vm_or_skip
 

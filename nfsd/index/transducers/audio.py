@@ -20,8 +20,8 @@ from typing import Iterable
 import mutagen
 from mutagen.id3 import ID3
 
-from .fields import ext_of
-from .transducer import Content, Tier
+from ..fields import ext_of
+from .interface import Content, Tier
 from .values import tidy
 
 FIRST_READ = 1 << 20

@@ -8,12 +8,12 @@ from typing import Iterable
 
 from .audio import AudioTags
 from .csource import CSymbols
-from .fields import TEXT_READ, Days, Names, ext_of, size_bucket, words
+from ..fields import TEXT_READ, Days, Names, ext_of, size_bucket, words
 from .image import ImageInfo
 from .mail import MailHeaders
 from .pdf import PdfInfo
 from .pysource import PythonSymbols
-from .transducer import SNIFF_BYTES, Content, Tier, Transducer
+from .interface import SNIFF_BYTES, Content, Tier, Transducer
 
 _INODE_TYPES = {stat.S_IFLNK: b"inode/symlink", stat.S_IFIFO: b"inode/fifo", stat.S_IFSOCK: b"inode/socket",
                 stat.S_IFCHR: b"inode/chardevice", stat.S_IFBLK: b"inode/blockdevice"}

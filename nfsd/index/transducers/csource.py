@@ -14,8 +14,8 @@ from typing import Iterable
 import tree_sitter
 import tree_sitter_c
 
-from .fields import MAX_VALUE, ext_of
-from .transducer import Content, Tier
+from ..fields import MAX_VALUE, ext_of
+from .interface import Content, Tier
 
 C_READ = 4 << 20
 _LANGUAGE = tree_sitter.Language(tree_sitter_c.language())

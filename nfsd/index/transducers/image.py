@@ -17,7 +17,7 @@ from typing import Iterable
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from .transducer import Content, Tier
+from .interface import Content, Tier
 from .values import day_values, tidy, utc_day_values
 
 FIRST_READ = 256 << 10

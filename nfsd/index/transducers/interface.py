@@ -31,7 +31,7 @@ from typing import Iterable, Literal, Protocol
 
 import magic
 
-from .fsread import OpenFile
+from ..fsread import OpenFile
 
 Tier = Literal["stat", "content"]
 SNIFF_BYTES = 16 << 10

@@ -24,8 +24,8 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Iterable, Iterator
 
-from .fields import ext_of
-from .transducer import Content, Tier
+from ..fields import ext_of
+from .interface import Content, Tier
 from .values import tidy, utc_day_values
 
 HEADER_BLOCK_MAX = 64 << 10

@@ -18,8 +18,8 @@ from typing import Iterable
 from pypdf import PdfReader
 from pypdf.errors import PdfReadWarning
 
-from .fields import ext_of
-from .transducer import Content, Tier
+from ..fields import ext_of
+from .interface import Content, Tier
 from .values import tidy
 
 PDF_READ = 64 << 20

@@ -15,8 +15,8 @@ import re
 import stat
 from typing import Iterable, Iterator
 
-from .fields import MAX_VALUE, ext_of
-from .transducer import Content, Tier
+from ..fields import MAX_VALUE, ext_of
+from .interface import Content, Tier
 
 PY_READ = 1 << 20
 PYTHON_MIMES = frozenset({"text/x-script.python", "text/x-python"})

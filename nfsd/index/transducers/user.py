@@ -17,11 +17,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..config_error import ConfigError
-from ..sandbox import TransducerFailed, WorkerPool
-from ..sandbox.wire import DESCRIBE, MAX_INPUT, RUN_COMMAND, RUN_ENTRY_POINT
-from .transducer import Content, Tier, Transducer
-from .useroutput import OutputRejected, parse_lines, parse_packed
+from ...config.errors import ConfigError
+from ...sandbox import TransducerFailed, WorkerPool
+from ...sandbox.wire import DESCRIBE, MAX_INPUT, RUN_COMMAND, RUN_ENTRY_POINT
+from .interface import Content, Tier, Transducer
+from .user_output import OutputRejected, parse_lines, parse_packed
 
 log = logging.getLogger("pysfsd.index")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import struct
 
-from ..query import decode_value
-from ..sandbox.wire import MAX_OUTPUT
-from .fields import MAX_VALUE, valid_field
+from ...query.names import decode_value
+from ...sandbox.wire import MAX_OUTPUT
+from ..fields import MAX_VALUE, valid_field
 
 MAX_USER_PAIRS = 1000
 _PAIR = struct.Struct(">II")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 
-from .fields import MAX_VALUE
+from ..fields import MAX_VALUE
 
 _UNNAMEABLE = (b".", b"..")  # no value directory can have these names
 

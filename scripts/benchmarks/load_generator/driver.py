@@ -20,7 +20,7 @@ from protocol.nfs3 import NFS3, nfsstat3
 from protocol.rpc import AUTH_SYS, Credentials
 
 from memory import read_memory  # scripts/load/memory.py (on the path loadgen sets)
-from nfsd.rpc_client import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
+from nfsd.rpc.client import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
 from workload import (LISTING_MAX, LISTING_TAIL, OPS, ConnContext, Exhausted, Handles,
                       Mismatch, OpScript)
 from servers import network_namespace

@@ -4,15 +4,15 @@
 N connections each keep D calls in flight (a reply frees a slot, which sends the next call at
 once) for a fixed time per operation and server; operations alternate between the servers so
 a drift in background load hits both alike.  Calls are pre-encoded and replies counted, never
-decoded (nfsd/rpc_client.py ``RawConnection``).  Prints ops/s and ops per server
+decoded (nfsd/rpc/client.py ``RawConnection``).  Prints ops/s and ops per server
 CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
 latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
 used most of a core).
 
-    python scripts/bench/loadgen.py                      # both servers, all operations
-    python scripts/bench/loadgen.py --servers ganesha --ops null,getattr --seconds 3
-    python scripts/bench/loadgen.py --depth 1 --connections 1   # latency
-    python scripts/bench/loadgen.py --pysfsd-port 2049   # a pysfsd already serving ROOT/pysfsd
+    python scripts/benchmarks/load_generator/loadgen.py                      # both servers, all operations
+    python scripts/benchmarks/load_generator/loadgen.py --servers ganesha --ops null,getattr --seconds 3
+    python scripts/benchmarks/load_generator/loadgen.py --depth 1 --connections 1   # latency
+    python scripts/benchmarks/load_generator/loadgen.py --pysfsd-port 2049   # a pysfsd already serving ROOT/pysfsd
 
 Loopback (127.0.0.1) only.  The machine has 2 cores: generator and server compete for them,
 so the CPU columns say which side was the bottleneck.
@@ -33,8 +33,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent),
-                str(Path(__file__).resolve().parents[1] / "load")]
+sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).resolve().parent),
+                str(Path(__file__).resolve().parents[2] / "load")]
 
 from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
                     server_cpu_seconds)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """NLM v4 against pysfsd and NFS-Ganesha: the same lock sequence, and lock throughput.
 
-    python scripts/bench/nlm_locks.py [--pairs 3000]
+    python scripts/benchmarks/load_generator/nlm_locks.py [--pairs 3000]
 
 Runs as root inside a private network and mount namespace of its own (it re-executes
 itself under ``unshare --net --mount``, set up by scripts/vm/ganesha.py's
@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
 from protocol import mount3, nfs3, nlm4, portmap
 from protocol.nlm4 import NLM4
 from protocol.rpc import AUTH_SYS, Credentials
-from nfsd.rpc_client import RpcClient, RpcError
-from servers import ganesha_module  # scripts/bench/, this script's directory
+from nfsd.rpc.client import RpcClient, RpcError
+from servers import ganesha_module  # scripts/benchmarks/load_generator/, this script's directory
 
 
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")

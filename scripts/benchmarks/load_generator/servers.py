@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import ContextManager
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
 _READY = b"pysfsd: index ready"
 

@@ -97,7 +97,7 @@ drop_caches() {
 #   restart              restart the NFS server (if the caller supports it)
 #   kill9-restart [NAME] kill the server with SIGKILL and start it again, once
 #                        it received the first WRITE of the file whose data
-#                        begins "pattern NAME" (tests/test_vm_crash.py)
+#                        begins "pattern NAME" (tests/vm/test_vm_crash.py)
 # Returns 0 on "ACK id OK".  Works from subshells: ids come from a file.
 host_action() {
     _seq=$(( $(cat "$ACK_SEQ_FILE" 2>/dev/null || echo 0) + 1 ))

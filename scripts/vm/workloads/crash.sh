@@ -20,7 +20,7 @@
 # already watching for the first WRITE.  Every file is then read back after
 # dropping caches (synced also through a descriptor opened before the crash)
 # and checked by the host (md5).  Needs the host action kill9-restart: run
-# through tests/test_vm_crash.py or a runner given that callback.
+# through tests/vm/test_vm_crash.py or a runner given that callback.
 #
 # Parameters (VM_NAME): VM_CRASH_MB (size of the files written across the
 # crash, in MiB, default 32; the others are a quarter of it).

@@ -4,7 +4,7 @@
 # owned by $VM_OWNER (default root) and indexed before the VM boots:
 #   top.c notes.txt readme.md  src/{a.c,b.c,c.c,util.h,README}  lib/{a.c,x.py}
 # (python -m tests.vm_support semantic-tree EXPORT, then start the server).
-# Needs host actions (write, rm, restart): run through tests/test_vm_semantic.py
+# Needs host actions (write, rm, restart): run through tests/vm/test_vm_semantic.py
 # or a runner given a "restart" callback.
 #
 # Mounted with noac: a query directory aliases real files, and the kernel

@@ -1,9 +1,9 @@
 # Tags workload (issue 15): tags set with ordinary commands through the Linux NFSv3 client.
 #
-# Expects in the export root, indexed before the VM boots (tests/test_vm_tags.py writes it):
+# Expects in the export root, indexed before the VM boots (tests/vm/test_vm_tags.py writes it):
 #   photos/beach.jpg photos/city.jpg (JPEG headers)  docs/tax.txt  (root's, 0644)
 #   docs/mine.txt (uid 1001's, 0644)
-# Needs host actions mv and cp-a (tests/test_vm_tags.py defines them).
+# Needs host actions mv and cp-a (tests/vm/test_vm_tags.py defines them).
 #
 # mkdir / ln -s / ln / rm / mv / rmdir in tag: directories; a tag query combined with
 # transducer fields (ext, type); tags kept when the file moves through the mount and

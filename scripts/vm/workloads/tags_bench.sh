@@ -3,7 +3,7 @@
 # kind of command: `touch plain/fI` (a new empty file) and `ln -s ../bulk/fI links/` (a new
 # symlink in a real directory).  Each loop forks one busybox applet per file, like a shell
 # loop a person would write.  Reports INFO lines; the host marks the server's CPU time at
-# each phase (host action `mark NAME`, see scripts/bench_tags.py).  Default mount options
+# each phase (host action `mark NAME`, see scripts/benchmarks/bench_tags.py).  Default mount options
 # (attribute caching on), as people mount.  VM_TAG_N: the number of files (default 10000).
 . /vm/lib.sh
 
