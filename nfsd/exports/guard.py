@@ -181,7 +181,7 @@ class GuardedNfs3:
     def _read(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         rule_of = self.policy.rule
         get, = getters
-        resolve = self.inner.resolve
+        resolve, resolved = self.inner.resolve, self.inner.resolved
 
         def call(ctx: CallContext, a: Any) -> Any:
             fh = get(a)
@@ -191,6 +191,11 @@ class GuardedNfs3:
                 st = fs.stat(n)
                 if not identity.may_read_data(st, ident):
                     return nfsstat3.NFS3ERR_ACCES, nfs3.READ3resfail.cls(fattr(st, fs.fsid))
+                resolved([(fh, fs, n)])  # the handler does not resolve it again
+                try:
+                    return handler(_with_cred(ctx, cred), a)
+                finally:
+                    resolved(None)
             return handler(_with_cred(ctx, cred), a)
         return call
 
@@ -200,7 +205,7 @@ class GuardedNfs3:
         """A call acting as the caller, after the export checks and, for a caller other than
         root, after ``check`` (a check of the server's own: a failure result, or None)."""
         rule_of = self.policy.rule
-        resolve = self.inner.resolve
+        resolve, resolved = self.inner.resolve, self.inner.resolved
         become, restore = identity.become, identity.restore
         modifying = proc.name in MODIFYING
         acting = self.acting
@@ -222,20 +227,26 @@ class GuardedNfs3:
                 ctx = _with_cred(ctx, cred)
             if not acting:
                 return handler(ctx, a)
+            found = None
             if ident.uid != 0:
-                # Handles are found as the server (see the class docstring).
+                # Handles are found as the server (see the class docstring), once: the
+                # handler is given what was found (``Nfs3Service.resolved``).
                 fs, n = resolve(fh)
+                found = [(fh, fs, n)]
                 for h in fhs[1:]:
-                    resolve(h)
+                    found.append((h, *resolve(h)))
                 if check is not None:
                     refused = check(fs, n, a, ident, fhs)
                     if refused is not None:
                         return refused
+                resolved(found)
             become(ident)
             try:
                 return handler(ctx, a)
             finally:
                 restore(ident)
+                if found is not None:
+                    resolved(None)
         return call
 
     def _write(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:

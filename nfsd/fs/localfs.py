@@ -173,15 +173,21 @@ class LocalFS:
     # -- handles -> nodes -----------------------------------------------------------------
     def node(self, fh: bytes) -> Node:
         """The node for a handle; BADHANDLE if malformed, STALE if the object is gone."""
+        n = self.cached(fh)
+        if n is not None:
+            return n
+        return self._remember(self._load(fh))
+
+    def cached(self, fh: bytes) -> Node | None:
+        """The node of ``fh`` if it is in the node cache (or the root), else None: no
+        parsing, no look-up in the store (``node`` does those)."""
         if fh == self.root.fh:
             return self.root
         with self._lock:
             n = self._nodes.get(fh)
             if n is not None:
-                self._nodes.move_to_end(fh)
-                return n
-        n = self._load(fh)
-        return self._remember(n)
+                self._nodes.move_to_end(fh)  # recently used
+            return n
 
     def _remember(self, n: Node) -> Node:
         with self._lock:

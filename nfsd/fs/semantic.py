@@ -200,6 +200,9 @@ class SemanticFS:
 
     # -- handles -------------------------------------------------------------------------
     def node(self, fh: bytes) -> Node | VNode:
+        known = self.local.cached(fh)  # a real object met before: no parsing
+        if known is not None:
+            return known
         kind, _ = handle_kind(fh)
         if kind == KIND_REAL:
             return self.local.node(fh)

@@ -119,14 +119,30 @@ class Nfs3Service:
         # watched (EntryCache.enable).
         self.entries = entries if entries is not None else EntryCache()
         self._create_lock = threading.Lock()
+        # the handles the export guard resolved for the call this thread serves (``resolved``)
+        self._call = threading.local()
 
     # -- helpers ------------------------------------------------------------------------
     def resolve(self, fh: bytes) -> tuple[Backend, Node]:
+        """The backend and node of a handle; a handle the guard already resolved for this
+        call (as the server, before acting as the caller) is not resolved again."""
+        done = getattr(self._call, "resolved", None)
+        if done is not None:
+            for known, fs, n in done:
+                if known is fh:
+                    return fs, n
         _kind, export_id = handle_kind(fh)
         fs = self.exports.get(export_id)
         if fs is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, f"no export {export_id}")
         return fs, fs.node(fh)
+
+    def resolved(self, found: list[tuple[bytes, Backend, Node]] | None) -> None:
+        """What ``resolve`` answers without resolving for the rest of this thread's call (the
+        export guard's resolution of the call's handles); None when the call ends.  Matched
+        by identity: the handle bytes the guard resolved are the very objects the handler
+        is given, so nothing can match across calls."""
+        self._call.resolved = found
 
     @staticmethod
     def _attr(fs: Backend, n: Node) -> Any:

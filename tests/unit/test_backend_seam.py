@@ -7,6 +7,7 @@ import ast
 import inspect
 
 from nfsd.fs import backend
+from nfsd.exports import guard as export_guard
 from nfsd.exports import rules as exports
 from nfsd.nfs3 import service as nfs3_service
 from nfsd.fs.localfs import LocalFS, Node
@@ -25,7 +26,7 @@ def test_backends_implement_every_method_of_the_protocol() -> None:
 def test_handlers_use_no_store_nor_descriptor_behind_the_backend() -> None:
     """No ``fs.store...`` (EXCLUSIVE's verifier is the backend's), no ``io_fd`` (the guard
     asks ``open_for_writing``), no handle-kind test of their own (``node.virtual``)."""
-    for module in (nfs3_service, exports):
+    for module in (nfs3_service, exports, export_guard):
         tree = ast.parse(inspect.getsource(module))
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
