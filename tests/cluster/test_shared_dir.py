@@ -48,9 +48,15 @@ def two_heads(tmp_path: Path, shared_url: str) -> Iterator[tuple[ServerProcess, 
         b.start()
         yield a, b
     finally:
-        for h in (a, b):
-            log = h.stop()
-            assert "Traceback" not in log, log
+        stop_all(a, b)
+
+
+def stop_all(*heads: ServerProcess) -> None:
+    """Stop every head, then check their logs: a head whose log shows a traceback must not
+    keep another one running."""
+    logs = [h.stop() for h in heads]
+    for log in logs:
+        assert "Traceback" not in log, log
 
 
 def within_2s(check: Callable[[], bool]) -> float:
@@ -186,9 +192,7 @@ def test_postgres_down_then_back(tmp_path: Path, own_pg) -> None:
                 time.sleep(0.2)
             assert status == OK
     finally:
-        for h in (a, b):
-            log = h.stop()
-            assert "Traceback" not in log, log
+        stop_all(a, b)
 
 
 def test_head_killed_before_its_log_row_is_repaired_on_restart(two_heads) -> None:
@@ -295,9 +299,7 @@ def test_head_killed_after_a_write_reply_is_repaired(tmp_path: Path, own_pg, rep
                 assert time.monotonic() - start < 10, "B never learnt of the write"
                 time.sleep(0.1)
     finally:
-        for h in (a, b):
-            log = h.stop()
-            assert "Traceback" not in log, log
+        stop_all(a, b)
 
 
 def test_a_create_waiting_for_its_log_row_does_not_stop_the_head(two_heads, shared_url: str) -> None:
