@@ -29,7 +29,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scripts.bench.servers import Pysfsd
+from scripts.benchmarks.load_generator.servers import Pysfsd
 from scripts.cluster.postgres import Postgres
 from tests.nfs3_helpers import OK, create_ok, look, lookup
 from tests.rpc_client import RpcClient
@@ -64,24 +64,30 @@ def head(export: Path, work: Path, url: str | None) -> Pysfsd:
 
 
 def propagation(a: Pysfsd, b: Pysfsd, export: Path, count: int) -> list[float]:
-    delays = []
     with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
-        root = ra.mount(os.fsencode(export))
-        d = look(ra, root, b"prop")
-        create_ok(ra, d, b"seed.c")
-        deadline = time.monotonic() + 10
-        while lookup(rb, root, b"ext:")[0] != OK or lookup(rb, look(rb, root, b"ext:"), b"c")[0] != OK:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        ext_c = look(rb, root, b"ext:", b"c")
-        for i in range(count):
-            name = b"p%05d.c" % i
-            create_ok(ra, d, name)
-            t0 = time.monotonic()
-            while lookup(rb, ext_c, name)[0] != OK:
-                if time.monotonic() - t0 > 10:
-                    raise RuntimeError(f"{name!r} never reached B")
-            delays.append(time.monotonic() - t0)
+        return propagation_between(ra, rb, os.fsencode(export), count)
+
+
+def propagation_between(ra: RpcClient, rb: RpcClient, export: bytes, count: int) -> list[float]:
+    """Seconds until each of ``count`` files created through head A (client ``ra``) shows
+    in head B's ``ext:/c`` (client ``rb``); the export holds a directory ``prop``."""
+    delays = []
+    root = ra.mount(export)
+    d = look(ra, root, b"prop")
+    create_ok(ra, d, b"seed.c")
+    deadline = time.monotonic() + 10
+    while lookup(rb, root, b"ext:")[0] != OK or lookup(rb, look(rb, root, b"ext:"), b"c")[0] != OK:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    ext_c = look(rb, root, b"ext:", b"c")
+    for i in range(count):
+        name = b"p%05d.c" % i
+        create_ok(ra, d, name)
+        t0 = time.monotonic()
+        while lookup(rb, ext_c, name)[0] != OK:
+            if time.monotonic() - t0 > 10:
+                raise RuntimeError(f"{name!r} never reached B")
+        delays.append(time.monotonic() - t0)
     return delays
 
 

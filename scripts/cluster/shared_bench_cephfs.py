@@ -25,9 +25,9 @@ if __package__ in (None, ""):
 from scripts.cluster.ceph import CephCluster
 from scripts.cluster.netns import Lab
 from scripts.cluster.postgres import Postgres
-from scripts.cluster.shared_bench import cpu_seconds, pct
+from scripts.cluster.shared_bench import cpu_seconds, pct, propagation_between
 from tests.cluster.test_two_heads import connect, start_head
-from tests.nfs3_helpers import OK, create_ok, look, lookup
+from tests.nfs3_helpers import create_ok, look
 
 
 def main() -> int:
@@ -45,24 +45,8 @@ def main() -> int:
         Path(a.path(mnt), "export", "prop").mkdir(parents=True)
         heads = [start_head(a, export, base / "a", "--shared-state", pg.url, "--shared-scan-seconds", "0"),
                  start_head(b, export, base / "b", "--shared-state", pg.url, "--shared-scan-seconds", "0")]
-        delays = []
         with connect(client, a.address) as ra, connect(client, b.address) as rb:
-            root = ra.mount(os.fsencode(export))
-            d = look(ra, root, b"prop")
-            create_ok(ra, d, b"seed.c")
-            deadline = time.monotonic() + 10
-            while lookup(rb, root, b"ext:")[0] != OK or lookup(rb, look(rb, root, b"ext:"), b"c")[0] != OK:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            ext_c = look(rb, root, b"ext:", b"c")
-            for i in range(opts.changes):
-                name = b"p%05d.c" % i
-                create_ok(ra, d, name)
-                t0 = time.monotonic()
-                while lookup(rb, ext_c, name)[0] != OK:
-                    if time.monotonic() - t0 > 10:
-                        raise RuntimeError(f"{name!r} never reached B")
-                delays.append(time.monotonic() - t0)
+            delays = propagation_between(ra, rb, os.fsencode(export), opts.changes)
         print(f"CephFS: propagation A -> B's ext:/c ({len(delays)} creates): p50 "
               f"{statistics.median(delays) * 1e3:.1f} ms, p99 {pct(delays, 0.99) * 1e3:.1f} ms, "
               f"max {max(delays) * 1e3:.1f} ms")
