@@ -12,6 +12,12 @@ from nfsd.fs.semantic import SemanticFS, VNode
 from nfsd.state.store import Store
 
 
+
+def semantic_fs(store: Store, export: Path) -> SemanticFS:
+    """The query directories over ``export`` with its state in ``store``, not yet indexed."""
+    eid = store.export_id(str(export))
+    return SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+
 def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
@@ -19,8 +25,7 @@ def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
         for i in range(300):
             (export / f"f{i}.{ext}").write_bytes(b"")
     store = Store(str(tmp_path / "state.lmdb"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    fs = semantic_fs(store, export)
     try:
         fs.index.scan()
         fs.ready.set()
@@ -56,8 +61,7 @@ def test_stat_field_results_outlive_content_commits(tmp_path: Path) -> None:
     for i in range(50):
         (export / f"f{i}.c").write_text(f"int v{i};\n")
     store = Store(str(tmp_path / "state.lmdb"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    fs = semantic_fs(store, export)
     try:
         fs.index.scan(stat_only=True)
         fs.stat_ready.set()
@@ -91,8 +95,7 @@ def test_looking_up_a_value_does_not_list_the_whole_field(tmp_path: Path) -> Non
     for i in range(50):
         (export / f"f{i}.a").write_bytes(b"")
     store = Store(str(tmp_path / "state.lmdb"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    fs = semantic_fs(store, export)
     try:
         fs.index.scan()
         fs.ready.set()
@@ -129,10 +132,9 @@ def test_after_a_restart_attributes_come_without_running_the_query(tmp_path: Pat
     for i in range(30):
         (export / f"f{i}.a").write_bytes(b"")
     store = Store(str(tmp_path / "state.lmdb"))
-    eid = store.export_id(str(export))
 
     def start() -> SemanticFS:
-        fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+        fs = semantic_fs(store, export)
         fs.index.scan()
         fs.ready.set()
         return fs
