@@ -12,11 +12,11 @@ from nfsd.fs.semantic import SemanticFS, VNode
 from nfsd.state.store import Store
 
 
-
 def semantic_fs(store: Store, export: Path) -> SemanticFS:
     """The query directories over ``export`` with its state in ``store``, not yet indexed."""
     eid = store.export_id(str(export))
     return SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+
 
 def test_results_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     export = tmp_path / "export"
