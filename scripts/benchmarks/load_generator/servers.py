@@ -34,8 +34,10 @@ class Pysfsd:
     file (never a pipe nobody drains), which is polled for that line."""
 
     def __init__(self, export: Path, work_dir: Path, start_timeout: float = 600.0,
-                 args: tuple[str, ...] = (), workers: int = 1) -> None:
+                 args: tuple[str, ...] = (), workers: int = 1,
+                 options: str = "rw,no_root_squash,insecure") -> None:
         self.export, self.work_dir, self.start_timeout = export, work_dir, start_timeout
+        self.options = options  # the export's exports(5) options (scripts/vm/compare_bench.py: async)
         self.args = args  # more options (scripts/cluster/shared_bench.py: --shared-state URL)
         self.workers = workers  # --workers N (its CPU: driver.server_cpu_seconds counts the children)
         self.log_path = work_dir / "pysfsd.log"
@@ -50,7 +52,7 @@ class Pysfsd:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nfsd", "--port", "0",
                  # like the Ganesha configuration compared against (Squash = No_Root_Squash)
-                 "--export", f'"{self.export}" *(rw,no_root_squash,insecure)',
+                 "--export", f'"{self.export}" *({self.options})',
                  "--bind", "127.0.0.1", "--state-dir", str(state), "--workers", str(self.workers), *self.args],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

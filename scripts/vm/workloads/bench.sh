@@ -4,19 +4,26 @@
 # (twice: cold, then with the client's attribute cache dropped again), 2000
 # removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total".
 #
-# Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set).
+# Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set),
+# VM_CPU_MARKS=1: before and after each phase (outside its timing) ask the host for the
+# action "cpu begin|end PHASE", so it can read the server's CPU time per phase
+# (scripts/vm/compare_bench.py; the plain runner has no such action).
 . /vm/lib.sh
 
 DD_MB=${VM_DD_MB:-100}
 W=$MNT/vmbench
 TOTAL=0
 
+cpu_mark() { [ "${VM_CPU_MARKS:-}" != 1 ] || host_action cpu "$@" > /dev/null; }
+
 phase() {
     _p=$1
     shift
+    cpu_mark begin "$_p"
     _t0=$(now_cs)
     "$@" > /tmp/phase.out 2>&1 || { cat /tmp/phase.out; return 1; }
     _s=$(elapsed_s "$_t0")
+    cpu_mark end "$_p"
     TOTAL=$(awk -v a="$TOTAL" -v b="$_s" 'BEGIN { printf "%.2f", a + b }')
     report "INFO bench $_p secs=$_s"
 }

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The kernel client's workload (workloads/bench.sh) against pysfsd and NFS-Ganesha, phase
+by phase, the servers interleaved (round 1: each server once, in order; round 2: again...),
+so the noise of this shared machine falls on all of them alike.
+
+For every phase it prints the guest's seconds and the server's CPU seconds (utime+stime of
+the server process and its children, read from /proc when the guest asks the host, outside
+the phase's timing: bench.sh with ``VM_CPU_MARKS=1``), averaged over the rounds, and the
+ratio ``Ganesha's time / this server's time`` (>= 1.0: as fast as Ganesha or faster).
+
+Usage (root; one VM at a time on this machine, so check ``pgrep -f qemu-system`` first):
+    python scripts/vm/compare_bench.py [--rounds 2] [--servers pysfsd,pysfsd-async,ganesha]
+
+Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``),
+``pysfsd-async`` (the same plus ``async``), ``ganesha`` (scripts/vm/ganesha.py ``--private``:
+in a network namespace of its own, which the VM is started in).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks" / "load_generator"))
+sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
+from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
+from driver import server_cpu_seconds  # noqa: E402
+from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+
+WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
+INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
+PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
+
+Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, server CPU seconds)
+
+
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None) -> Phases:
+    """One boot of the VM running bench.sh against a fresh ``server``."""
+    export = work / f"export-{server}"
+    shutil.rmtree(export, ignore_errors=True)
+    export.mkdir(parents=True)
+    cpu: dict[tuple[str, str], float | None] = {}
+    pid: Callable[[], int | None]
+    with ExitStack() as stack:
+        if server == "ganesha":
+            gwork = work / "ganesha"
+            shutil.rmtree(gwork, ignore_errors=True)
+            port = free_port()
+            g = stack.enter_context(ganesha_module().Ganesha(export, port=port, mount_port=port + 1,
+                                                             work_dir=gwork, private=True))
+            stack.enter_context(g.namespace())  # the VM (qemu's user network) reaches it there
+            mount_port = port + 1
+            pid = lambda: ganesha_pid(gwork)  # noqa: E731
+        else:
+            p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=PYSFSD_OPTIONS[server]))
+            port = mount_port = p.port
+            pid = lambda: p.pid  # noqa: E731
+
+        def mark(args: list[str]) -> str:
+            when, phase = args
+            cpu[(when, phase)] = server_cpu_seconds(pid())
+            return ""
+
+        env = {"CPU_MARKS": "1", **({"NCONNECT": str(nconnect)} if nconnect else {})}
+        result = vm.run_vm_test(port, str(export), mount_port=mount_port, workload=WORKLOAD, dd_mb=dd_mb,
+                                guest_env=env, host_actions={"cpu": mark}, echo=lambda _: None)
+    if not result.passed:
+        raise RuntimeError(f"{server}: {result.reason}\n{result.console_tail()}")
+    phases: Phases = {}
+    for _, line in result.lines:
+        m = INFO.match(line)
+        if m:
+            name = m[1]
+            begin, end = cpu.get(("begin", name)), cpu.get(("end", name))
+            phases[name] = (float(m[2]), end - begin if begin is not None and end is not None else None)
+    return phases
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def table(results: dict[str, list[Phases]], reference: str = "ganesha") -> str:
+    servers = list(results)
+    order = [name for name in results[servers[0]][0]] if results[servers[0]] else []
+    head = ["phase"]
+    for s in servers:
+        head += [f"{s} s", f"{s} CPU s"]
+        if s != reference and reference in results:
+            head += [f"{s} ratio", f"{s} CPU ratio"]
+    rows = [head]
+    for phase in order:
+        row = [phase]
+        ref = results.get(reference, [])
+        ref_s = mean([r[phase][0] for r in ref if phase in r])
+        ref_cpu = mean([c for r in ref if phase in r and (c := r[phase][1]) is not None])
+        for s in servers:
+            runs = [r[phase] for r in results[s] if phase in r]
+            secs = mean([t for t, _ in runs])
+            cpus = mean([c for _, c in runs if c is not None])
+            row += [" / ".join(f"{t:.2f}" for t, _ in runs), f"{cpus:.2f}"]
+            if s != reference and reference in results:
+                row += [f"{ref_s / secs:.2f}" if secs else "-",
+                        f"{ref_cpu / cpus:.2f}" if cpus else "-"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
+    parser.add_argument("--dd-mb", type=int, default=100)
+    parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
+    args = parser.parse_args(argv)
+    servers = args.servers.split(",")
+    for s in servers:
+        if s != "ganesha" and s not in PYSFSD_OPTIONS:
+            parser.error(f"unknown server {s!r}")
+    vm = load_vm()
+    missing = vm.missing_prerequisites()
+    if missing:
+        print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
+    results: dict[str, list[Phases]] = {s: [] for s in servers}
+    for rnd in range(args.rounds):
+        for s in servers:
+            t0 = time.monotonic()
+            phases = run_once(vm, s, work, args.dd_mb, args.nconnect)
+            results[s].append(phases)
+            total = phases.get("total", (float("nan"), None))[0]
+            print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
+    for s in servers:  # the total's CPU: the sum of the phases'
+        for phases in results[s]:
+            if "total" in phases:
+                cpus = [c for name, (_, c) in phases.items() if name != "total" and c is not None]
+                phases["total"] = (phases["total"][0], sum(cpus))
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
