@@ -10,7 +10,8 @@ by that export's rules -- a handle alone is not a capability: one of an export t
 may not use gets NFS3ERR_ACCES, without attributes.  Modifying procedures on a read-only
 export get NFS3ERR_ROFS with full wcc data.  Handlers then see the *effective* (squashed)
 credentials, and, when the server runs as root, run with them as the thread's file-system
-identity (``nfsd.fs.identity``).
+identity (``nfsd.fs.identity``).  A modifying call or COMMIT on an ``async`` export runs
+marked as such (``nfsd.fs.dirsync.durability``), so nothing it changes waits for the disk.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from protocol.rpc import Credentials
 from xdr import Union
 
 from ..fs import identity
+from ..fs.dirsync import durability
 from ..nfs3.attrs import fattr, wcc, wcc_before
 from ..fs.backend import StatResult
 from ..rpc.call import CallContext
@@ -161,8 +163,12 @@ class GuardedNfs3:
         get, = getters
 
         def call(ctx: CallContext, a: Any) -> Any:
-            cred, _ = rule_of(get(a), ctx.client).effective(ctx.cred)
+            rule = rule_of(get(a), ctx.client)
+            cred, _ = rule.effective(ctx.cred)
+            if settles and not rule.options.sync:  # COMMIT on an async export
+                return _relaxed(handler, _with_cred(ctx, cred), a)
             return handler(_with_cred(ctx, cred), a)
+        settles = proc.name == "COMMIT"
         return call
 
     def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
@@ -225,28 +231,36 @@ class GuardedNfs3:
             cred, ident = rule.effective(ctx.cred)
             if cred is not ctx.cred:
                 ctx = _with_cred(ctx, cred)
-            if not acting:
-                return handler(ctx, a)
-            found = None
-            if ident.uid != 0:
-                # Handles are found as the server (see the class docstring), once: the
-                # handler is given what was found (``Nfs3Service.resolved``).
-                fs, n = resolve(fh)
-                found = [(fh, fs, n)]
-                for h in fhs[1:]:
-                    found.append((h, *resolve(h)))
-                if check is not None:
-                    refused = check(fs, n, a, ident, fhs)
-                    if refused is not None:
-                        return refused
-                resolved(found)
-            become(ident)
+            # an async export: nothing the call changes waits for the disk
+            relax = modifying and not rule.options.sync and all(not r.options.sync for r in others)
+            if relax:
+                durability.relaxed = True
             try:
-                return handler(ctx, a)
+                if not acting:
+                    return handler(ctx, a)
+                found = None
+                if ident.uid != 0:
+                    # Handles are found as the server (see the class docstring), once: the
+                    # handler is given what was found (``Nfs3Service.resolved``).
+                    fs, n = resolve(fh)
+                    found = [(fh, fs, n)]
+                    for h in fhs[1:]:
+                        found.append((h, *resolve(h)))
+                    if check is not None:
+                        refused = check(fs, n, a, ident, fhs)
+                        if refused is not None:
+                            return refused
+                    resolved(found)
+                become(ident)
+                try:
+                    return handler(ctx, a)
+                finally:
+                    restore(ident)
+                    if found is not None:
+                        resolved(None)
             finally:
-                restore(ident)
-                if found is not None:
-                    resolved(None)
+                if relax:
+                    durability.relaxed = False
         return call
 
     def _write(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
@@ -282,6 +296,16 @@ class GuardedNfs3:
         except OSError:
             pass  # the handler meets the same error and answers it
         return None
+
+
+def _relaxed(serve: Callable[..., Any], *args: Any) -> Any:
+    """``serve(*args)`` marked as a call on an ``async`` export: nothing it changes waits
+    for the disk (``nfsd.fs.dirsync.durability``)."""
+    durability.relaxed = True
+    try:
+        return serve(*args)
+    finally:
+        durability.relaxed = False
 
 
 def _with_cred(ctx: CallContext, cred: Credentials) -> CallContext:

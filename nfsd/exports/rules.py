@@ -35,9 +35,18 @@ Options (unknown ones stop the server with a message, rather than being ignored)
     the anonymous identity (default 65534, *nobody*); AUTH_NONE callers are anonymous.
 ``secure`` / ``insecure``
     ``secure`` requires a source port below 1024 (a client root started), for MOUNT and NFS.
-``sync``, ``wdelay``, ``no_wdelay``, ``subtree_check``, ``no_subtree_check``, ``sec=sys``
-    accepted because they describe what this server does anyway (WRITE honours ``stable``;
-    handles never reach outside their export; AUTH_SYS).
+``sync`` / ``async``
+    ``sync`` (the default): a change is on stable storage before its reply, as NFSv3 wants:
+    CREATE, MKDIR, SYMLINK, MKNOD, REMOVE, RMDIR, RENAME and LINK wait for an fsync of the
+    directory, WRITE honours ``stable``, COMMIT fsyncs.  ``async`` is knfsd's unsafe option
+    (``!EX_ISSYNC``): none of these wait for the disk -- namespace replies are not held for
+    the directory fsync, a FILE_SYNC or DATA_SYNC WRITE is written like an UNSTABLE one but
+    answered with the stability the client asked for, and COMMIT returns without an fsync.
+    A crash of the *host* (power, kernel) can then lose changes the client was told are
+    done; a crash of the server process alone loses nothing (the kernel holds them).
+``wdelay``, ``no_wdelay``, ``subtree_check``, ``no_subtree_check``, ``sec=sys``
+    accepted because they describe what this server does anyway (handles never reach
+    outside their export; AUTH_SYS).
 
 Squashing follows knfsd's ``nfsd_setuser``: ``root_squash`` maps uid 0 and every gid 0 and
 keeps the other supplementary groups (a client that can send uid 0 can send any groups, so
@@ -84,6 +93,7 @@ class Options:
     anonuid: int = ANONYMOUS
     anongid: int = ANONYMOUS
     secure: bool = True
+    sync: bool = True  # False: exports(5) ``async`` (see the module docstring)
 
 
 LINE_DEFAULTS = Options()  # exports(5): ro, root_squash, secure
@@ -93,8 +103,9 @@ _FLAGS = {
     "root_squash": ("root_squash", True), "no_root_squash": ("root_squash", False),
     "all_squash": ("all_squash", True), "no_all_squash": ("all_squash", False),
     "secure": ("secure", True), "insecure": ("secure", False),
+    "sync": ("sync", True), "async": ("sync", False),
 }
-_ACCEPTED = {"sync", "wdelay", "no_wdelay", "subtree_check", "no_subtree_check", "sec=sys"}
+_ACCEPTED = {"wdelay", "no_wdelay", "subtree_check", "no_subtree_check", "sec=sys"}
 
 
 def parse_options(text: str, defaults: Options, where: str) -> Options:

@@ -13,6 +13,10 @@ the thread pool, after the burst (``end_burst`` returns the future of that fsync
 burst's replies wait for it while the loop serves other calls.  One fsync job runs at a time;
 the bursts served meanwhile join the next one, so under load a single fsync of a directory
 answers the changes of many bursts and connections.
+
+Exports with exports(5)'s ``async`` option (knfsd's ``!EX_ISSYNC``) skip all of this: the
+export guard marks such a call (``relaxed``) and ``sync`` returns at once, so its reply is
+not held; the change reaches the disk when the file system writes it back by itself.
 """
 from __future__ import annotations
 
@@ -22,6 +26,17 @@ from concurrent.futures import Executor
 from typing import Callable, Hashable
 
 Fsync = Callable[[], None]
+
+
+class _Durability(threading.local):
+    """Per thread: whether the call it serves is on an ``async`` export, so that what it
+    changes need not be stable before its reply (set and cleared by nfsd/exports/guard.py;
+    read here, by WRITE's and COMMIT's syncs in nfsd/fs/localfs.py)."""
+
+    relaxed = False
+
+
+durability = _Durability()
 
 
 class _Dir:
@@ -63,7 +78,10 @@ class DirSync:
     def sync(self, key: Hashable, fsync: Fsync) -> None:
         """Return once a change already made in directory ``key`` is durable: after an
         ``fsync()`` that began after it, this caller's own or another's.  In a burst served
-        by this thread: at once, the fsync deferred to the burst's end (``end_burst``)."""
+        by this thread: at once, the fsync deferred to the burst's end (``end_burst``).  For a
+        call on an ``async`` export (``durability.relaxed``): at once, with no fsync."""
+        if durability.relaxed:
+            return
         if self._burst_thread and self._burst_thread == threading.get_ident():
             self._deferred[key] = fsync
             return

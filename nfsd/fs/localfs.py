@@ -32,7 +32,7 @@ from protocol.nfs3 import nfsstat3
 
 from . import identity
 from ..nfs3.dirlist import cookie_verifier
-from .dirsync import DirSync
+from .dirsync import DirSync, durability
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
@@ -714,20 +714,23 @@ class LocalFS:
         return os.pread(n.io_fd(write=False), count, offset)
 
     def write(self, n: Node, offset: int, data: memoryview, sync: int) -> int:
-        """Write all of ``data``; ``sync`` 0 = buffered, 1 = data durable, 2 = file durable."""
+        """Write all of ``data``; ``sync`` 0 = buffered, 1 = data durable, 2 = file durable
+        (buffered on an ``async`` export, as knfsd: ``nfsd.fs.dirsync.durability``)."""
         fd = n.io_fd(write=True)
         done = 0
         total = len(data)
         while done < total:
             done += os.pwrite(fd, data[done:], offset + done)
-        if sync == 1:
+        if not sync or durability.relaxed:
+            pass
+        elif sync == 1:
             os.fdatasync(fd)
         elif sync == 2:
             os.fsync(fd)
         return done
 
     def commit(self, n: Node) -> None:
-        if stat.S_ISREG(n.mode):
+        if stat.S_ISREG(n.mode) and not durability.relaxed:  # async export: no fsync (knfsd)
             os.fsync(n.io_fd(write=False))
 
     def open_for_writing(self, n: Node) -> None:

@@ -86,8 +86,14 @@ def test_host_names_resolve_at_start() -> None:
         parse_exports("/srv no-such-host.invalid(rw)")
 
 
+def test_sync_is_the_default_and_async_is_understood() -> None:
+    e, = parse_exports("/srv 10.0.0.1(rw) 10.0.0.2(rw,async) 10.0.0.3(async,sync) 10.0.0.4(sync,async)")
+    assert [c.options.sync for c in e.clients] == [True, False, True, False]  # the last one said wins
+    assert BARE_DEFAULTS.sync and parse_export_arg("/srv").clients[0].options.sync
+
+
 @pytest.mark.parametrize("line, message", [
-    ("/srv *(rw,async)", "unknown or unsupported export option 'async'"),
+    ("/srv *(rw,asynch)", "unknown or unsupported export option 'asynch'"),
     ("/srv *(rw,fsid=0)", "unknown or unsupported export option 'fsid=0'"),
     ("/srv *(anonuid=x)", "anonuid wants a number"),
     ("/srv *(anongid=-1)", "anongid wants a number"),

@@ -74,8 +74,9 @@ class GatedFsync:
     """os.fsync of the export's directories, each one waiting for the test to open its
     gate; records which fsyncs began and ended."""
 
-    def __init__(self, export: Path) -> None:
+    def __init__(self, export: Path, files: bool = False) -> None:
         self.export = str(export)
+        self.files = files  # gate the export's files too, not only its directories
         self.real = os.fsync
         self.lock = threading.Lock()
         self.began = 0
@@ -85,7 +86,7 @@ class GatedFsync:
 
     def __call__(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
-        if not (os.path.isdir(path) and path.startswith(self.export)):
+        if not ((self.files or os.path.isdir(path)) and path.startswith(self.export)):
             return self.real(fd)
         with self.lock:
             mine = self.began
@@ -108,12 +109,22 @@ class GatedFsync:
 
 @pytest.fixture
 def gated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, GatedFsync, Path]]:
+    yield from _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure")
+
+
+def _gated_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: str,
+                  files: bool = False, more: tuple[str, ...] = ()) -> Iterator[tuple[Any, GatedFsync, Path]]:
+    """A server in this process exporting ``*(options)`` (and the export lines ``more``),
+    with the fsyncs of the export's directories (``files``: and of its files, fdatasync
+    too) held at the gate."""
     from nfsd.app import NfsServer, ServerConfig
     export = tmp_path / "export"
     (export / "d").mkdir(parents=True)
-    gate = GatedFsync(export)
+    gate = GatedFsync(export, files)
     monkeypatch.setattr(os, "fsync", gate)
-    config = ServerConfig([f"{export} *(rw,no_root_squash,insecure)"], bind="127.0.0.1", port=0, state_dir=str(tmp_path / "state"),
+    if files:
+        monkeypatch.setattr(os, "fdatasync", gate)
+    config = ServerConfig([f"{export} *({options})", *more], bind="127.0.0.1", port=0, state_dir=str(tmp_path / "state"),
                           watch=False, register=False, locks=False)
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
@@ -250,3 +261,112 @@ def test_over_udp_too(gated: Any) -> None:
         udp.settimeout(10)
         xid, body, res = reply_of(udp.recv(65536))
         assert xid == 0xF000 and nfs3.CREATE3res.unpack(res, 0)[0][0] == OK
+
+
+# -- exports(5) async: nothing waits for the disk -------------------------------------------------
+
+@pytest.fixture(params=["sync", "async"])
+def gated_any(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, GatedFsync, Path, bool]]:
+    """The export ``sync`` or ``async``, every fsync of its directories and files held at a
+    gate that never opens unless the test opens it."""
+    relaxed = request.param == "async"
+    for port, gate, export in _gated_server(tmp_path, monkeypatch, f"rw,no_root_squash,insecure,{request.param}",
+                                            files=True):
+        yield port, gate, export, relaxed
+
+
+def _call(rpc: RpcClient, xid: int, proc: int, args_type: Any, args: Any) -> None:
+    _send_all(rpc, [bytes(encode_call(xid, NFS, 3, proc, ROOT)) + pack(args_type, args)])
+
+
+def _answered(rpc: RpcClient, xid: int, relaxed: bool, gate: GatedFsync) -> Any:
+    """With ``async`` the reply comes although the gate is shut; with ``sync`` it does not,
+    until the gate opens.  Returns the reply's result bytes."""
+    if not relaxed:
+        gate.wait_began(gate.ended + 1)
+        assert _nothing_arrives(rpc)
+        for g in gate.gates:
+            g.set()
+    got = _replies(rpc, 1)
+    assert list(got) == [xid]
+    body, res = got[xid]
+    assert body[0] == reply_stat.MSG_ACCEPTED and body[1].reply_data[0] == accept_stat.SUCCESS
+    return res
+
+
+def test_async_export_answers_namespace_changes_without_waiting_for_the_disk(gated_any: Any) -> None:
+    """CREATE, MKDIR, RENAME, REMOVE on an ``async`` export are answered with every fsync
+    blocked (and none is even begun); on a ``sync`` one each waits for its directory's."""
+    port, gate, export, relaxed = gated_any
+    with RpcClient(port) as rpc:
+        root = rpc.mount(str(export).encode())
+        d = rpc.nfs(3, nfs3.LOOKUP3args.cls(diropargs(root, b"d")))[1].object.data
+        calls = [
+            (8, nfs3.CREATE3args, nfs3.CREATE3args.cls(diropargs(d, b"a"), (nfs3.createmode3.UNCHECKED, NO_SATTR)),
+             nfs3.CREATE3res),
+            (9, nfs3.MKDIR3args, nfs3.MKDIR3args.cls(diropargs(d, b"sub"), NO_SATTR), nfs3.MKDIR3res),
+            (14, nfs3.RENAME3args, nfs3.RENAME3args.cls(diropargs(d, b"a"), diropargs(d, b"b")), nfs3.RENAME3res),
+            (12, nfs3.REMOVE3args, nfs3.REMOVE3args.cls(diropargs(d, b"b")), nfs3.REMOVE3res),
+        ]
+        for i, (proc, args_type, args, res_type) in enumerate(calls):
+            if not relaxed:
+                for g in gate.gates:
+                    g.clear()
+            _call(rpc, 0xA000 + i, proc, args_type, args)
+            res = _answered(rpc, 0xA000 + i, relaxed, gate)
+            assert res_type.unpack(res, 0)[0][0] == OK
+        assert (export / "d" / "sub").is_dir() and not (export / "d" / "b").exists()
+        if relaxed:
+            assert gate.began == 0
+
+
+def test_async_export_writes_and_commits_without_waiting_for_the_disk(gated_any: Any) -> None:
+    """A FILE_SYNC WRITE on an ``async`` export is answered with the file's fsync blocked,
+    and says FILE_SYNC (what the client asked: knfsd's async does the same), and COMMIT
+    returns without an fsync; on a ``sync`` export both wait for it."""
+    port, gate, export, relaxed = gated_any
+    (export / "f").write_bytes(b"")
+    with RpcClient(port) as rpc:
+        root = rpc.mount(str(export).encode())
+        f = rpc.nfs(3, nfs3.LOOKUP3args.cls(diropargs(root, b"f")))[1].object.data
+        for g in gate.gates:
+            g.clear()
+        _call(rpc, 0xB000, 7, nfs3.WRITE3args,
+              nfs3.WRITE3args.cls(fh(f), 0, 5, nfs3.stable_how.FILE_SYNC, b"hello"))
+        status, resok = nfs3.WRITE3res.unpack(_answered(rpc, 0xB000, relaxed, gate), 0)[0]
+        assert status == OK and resok.count == 5 and resok.committed == nfs3.stable_how.FILE_SYNC
+        assert (export / "f").read_bytes() == b"hello"
+        for g in gate.gates:
+            g.clear()
+        _call(rpc, 0xB001, 21, nfs3.COMMIT3args, nfs3.COMMIT3args.cls(fh(f), 0, 0))
+        assert nfs3.COMMIT3res.unpack(_answered(rpc, 0xB001, relaxed, gate), 0)[0][0] == OK
+        if relaxed:
+            assert gate.began == 0
+
+
+def test_a_sync_export_still_waits_after_calls_on_an_async_one(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mark of an ``async`` call does not outlive it: the threads and the event loop that
+    served async WRITEs and CREATEs then hold a ``sync`` export's CREATE for its fsync."""
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    for port, gate, export in _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure", files=True,
+                                            more=(f"{fast} *(rw,no_root_squash,insecure,async)",)):
+        (fast / "f").write_bytes(b"")
+        with RpcClient(port) as rpc:
+            quick = rpc.mount(str(fast).encode())
+            f = rpc.nfs(3, nfs3.LOOKUP3args.cls(diropargs(quick, b"f")))[1].object.data
+            for i in range(8):  # FILE_SYNC WRITEs run in the thread pool
+                _call(rpc, 0xC100 + i, 7, nfs3.WRITE3args,
+                      nfs3.WRITE3args.cls(fh(f), i, 1, nfs3.stable_how.FILE_SYNC, b"x"))
+                _call(rpc, 0xC200 + i, 8, nfs3.CREATE3args,
+                      nfs3.CREATE3args.cls(diropargs(quick, b"n%d" % i), (nfs3.createmode3.UNCHECKED, NO_SATTR)))
+            assert len(_replies(rpc, 16)) == 16 and gate.began == 0
+            root = rpc.mount(str(export).encode())
+            _call(rpc, 0xC300, 8, nfs3.CREATE3args,
+                  nfs3.CREATE3args.cls(diropargs(root, b"slow"), (nfs3.createmode3.UNCHECKED, NO_SATTR)))
+            gate.wait_began(1)
+            assert _nothing_arrives(rpc)
+            gate.gates[0].set()
+            assert list(_replies(rpc, 1)) == [0xC300]
