@@ -39,12 +39,14 @@ from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
+CALLS = re.compile(r"^INFO calls (\S+) ?(.*)$")
 PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
 
 Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, server CPU seconds)
+Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
 
 
-def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None) -> Phases:
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None) -> tuple[Phases, Calls]:
     """One boot of the VM running bench.sh against a fresh ``server``."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
@@ -77,13 +79,17 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
     if not result.passed:
         raise RuntimeError(f"{server}: {result.reason}\n{result.console_tail()}")
     phases: Phases = {}
+    calls: Calls = {}
     for _, line in result.lines:
+        c = CALLS.match(line)
+        if c:
+            calls[c[1]] = c[2]
         m = INFO.match(line)
         if m:
             name = m[1]
             begin, end = cpu.get(("begin", name)), cpu.get(("end", name))
             phases[name] = (float(m[2]), end - begin if begin is not None and end is not None else None)
-    return phases
+    return phases, calls
 
 
 def mean(values: list[float]) -> float:
@@ -138,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
     results: dict[str, list[Phases]] = {s: [] for s in servers}
+    calls: dict[str, Calls] = {}
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases = run_once(vm, s, work, args.dd_mb, args.nconnect)
+            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect)
             results[s].append(phases)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
@@ -151,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                 cpus = [c for name, (_, c) in phases.items() if name != "total" and c is not None]
                 phases["total"] = (phases["total"][0], sum(cpus))
     print(table(results))
+    print("\nNFS calls per phase (the client's counters, last round):")
+    for phase in calls[servers[0]]:
+        for s in servers:
+            print(f"  {phase:24} {s:13} {calls[s].get(phase, '')}")
     return 0
 
 

@@ -2,7 +2,8 @@
 # NFSv3 client (issue 10): a 100 MB dd with fsync, its cold read, 1000 empty
 # creates, 1000 create+write+close, 1000 cold stats, ls -l of 2000 entries
 # (twice: cold, then with the client's attribute cache dropped again), 2000
-# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total".
+# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total", and the
+# NFS calls each phase made ("INFO calls PHASE getattr=N lookup=N ...", the client's counters).
 #
 # Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set),
 # VM_CPU_MARKS=1: before and after each phase (outside its timing) ask the host for the
@@ -16,13 +17,26 @@ TOTAL=0
 
 cpu_mark() { [ "${VM_CPU_MARKS:-}" != 1 ] || host_action cpu "$@" > /dev/null; }
 
+# The client's NFSv3 call counters (/proc/net/rpc/nfs, line proc3), and the calls a phase
+# made by procedure: "INFO calls PHASE lookup=1000 create=1000 ...".
+calls_now() { awk '$1 == "proc3" { for (i = 3; i <= NF; i++) printf "%s ", $i }' /proc/net/rpc/nfs; }
+calls_report() {
+    awk -v p="$1" -v a="$2" -v b="$3" 'BEGIN {
+        split("null getattr setattr lookup access readlink read write create mkdir symlink mknod remove rmdir rename link readdir readdirplus fsstat fsinfo pathconf commit", name, " ")
+        n = split(a, x, " "); split(b, y, " "); out = ""
+        for (i = 1; i <= n; i++) if (y[i] - x[i] > 0) out = out " " name[i] "=" (y[i] - x[i])
+        print "INFO calls " p out }' | { read -r line; report "$line"; }
+}
+
 phase() {
     _p=$1
     shift
     cpu_mark begin "$_p"
+    _c0=$(calls_now)
     _t0=$(now_cs)
     "$@" > /tmp/phase.out 2>&1 || { cat /tmp/phase.out; return 1; }
     _s=$(elapsed_s "$_t0")
+    calls_report "$_p" "$_c0" "$(calls_now)"
     cpu_mark end "$_p"
     TOTAL=$(awk -v a="$TOTAL" -v b="$_s" 'BEGIN { printf "%.2f", a + b }')
     report "INFO bench $_p secs=$_s"
