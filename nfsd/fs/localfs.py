@@ -738,7 +738,8 @@ class LocalFS:
             n.io_fd(write=True)
 
     def put_verifier(self, n: Node, verf: bytes) -> None:
-        self.store.put_verifier(self.export_id, n.ino, n.gen, verf)
+        # on an async export not flushed, as knfsd's (it keeps the verifier in the inode)
+        self.store.put_verifier(self.export_id, n.ino, n.gen, verf, durable=not durability.relaxed)
 
     def verifier(self, n: Node) -> bytes | None:
         return self.store.get_verifier(self.export_id, n.ino, n.gen)

@@ -277,11 +277,13 @@ class Store:
                 if raw is not None and _OBJ_VAL.unpack_from(raw)[0] == parent and raw[_OBJ_VAL.size:] == name:
                     txn.delete(key)
 
-    def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes) -> None:
-        """Durably remember which verifier created a file (before the CREATE reply)."""
+    def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes, durable: bool = True) -> None:
+        """Durably remember which verifier created a file (before the CREATE reply);
+        ``durable=False`` (an ``async`` export): committed, not flushed."""
         with self.writing(), self.env.begin(write=True, db=self.verifiers) as txn:
             txn.put(_OBJ_KEY.pack(export_id, ino), struct.pack(">I", gen & 0xFFFFFFFF) + verf)
-        self.env.sync(True)
+        if durable:
+            self.env.sync(True)
         if self.shared is not None:  # a retransmission after failover reaches another head
             self.shared.put_verifier(export_id, ino, gen, verf)
 

@@ -83,16 +83,21 @@ class GatedFsync:
         self.ended = 0
         self.gates: list[threading.Event] = [threading.Event() for _ in range(64)]
         self.fail_next = False
+        self.server: Any = None  # the NfsServer, once started
 
     def __call__(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
         if not ((self.files or os.path.isdir(path)) and path.startswith(self.export)):
             return self.real(fd)
+        return self.hold(lambda: self.real(fd))
+
+    def hold(self, flush: Any) -> None:
+        """``flush()`` once the next gate opens (counted as an fsync)."""
         with self.lock:
             mine = self.began
             self.began += 1
         assert self.gates[mine].wait(20), "gate never opened"
-        self.real(fd)
+        flush()
         with self.lock:
             self.ended += 1
             if self.fail_next:
@@ -140,9 +145,10 @@ def _gated_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: str,
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while "port" not in started:
+    while "server" not in started:
         assert thread.is_alive() and time.monotonic() < deadline
         time.sleep(0.01)
+    gate.server = started["server"]
     try:
         yield started["port"], gate, export
     finally:
@@ -370,3 +376,39 @@ def test_a_sync_export_still_waits_after_calls_on_an_async_one(tmp_path: Path,
             assert _nothing_arrives(rpc)
             gate.gates[0].set()
             assert list(_replies(rpc, 1)) == [0xC300]
+
+
+class _GatedStoreSync:
+    """The handle store's LMDB environment, its ``sync`` (the flush of an EXCLUSIVE
+    create's verifier) held at the gate like an fsync."""
+
+    def __init__(self, env: Any, gate: GatedFsync) -> None:
+        self._env, self._gate = env, gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def sync(self, force: bool = False) -> None:
+        self._gate.hold(lambda: self._env.sync(force))
+
+
+def test_async_export_answers_an_exclusive_create_without_flushing_its_verifier(gated_any: Any) -> None:
+    """EXCLUSIVE CREATE: on a ``sync`` export the reply waits for the verifier's flush to
+    LMDB (and the directory's fsync); on an ``async`` one it comes with both blocked (knfsd
+    keeps the verifier in the inode, committed with it, i.e. not at all before the reply).
+    Its retransmission is still recognised (the verifier is committed, only not flushed)."""
+    port, gate, export, relaxed = gated_any
+    store = gate.server.store
+    store.env = _GatedStoreSync(store.env, gate)
+    args = nfs3.CREATE3args.cls(diropargs(b"", b"x"), (nfs3.createmode3.EXCLUSIVE, b"verifier"))
+    with RpcClient(port) as rpc:
+        root = rpc.mount(str(export).encode())
+        args = args._replace(where=diropargs(root, b"x"))
+        for g in gate.gates:
+            g.clear()
+        _call(rpc, 0xD100, 8, nfs3.CREATE3args, args)
+        assert nfs3.CREATE3res.unpack(_answered(rpc, 0xD100, relaxed, gate), 0)[0][0] == OK
+        if relaxed:
+            assert gate.began == 0
+        _call(rpc, 0xD101, 8, nfs3.CREATE3args, args)  # a new xid: not the DRC, the verifier
+        assert nfs3.CREATE3res.unpack(_replies(rpc, 1)[0xD101][1], 0)[0][0] == OK
