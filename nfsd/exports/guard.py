@@ -161,6 +161,7 @@ class GuardedNfs3:
     def _plain(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
         rule_of = self.policy.rule
         get, = getters
+        settles = proc.name == "COMMIT"
 
         def call(ctx: CallContext, a: Any) -> Any:
             rule = rule_of(get(a), ctx.client)
@@ -168,7 +169,6 @@ class GuardedNfs3:
             if settles and not rule.options.sync:  # COMMIT on an async export
                 return _relaxed(handler, _with_cred(ctx, cred), a)
             return handler(_with_cred(ctx, cred), a)
-        settles = proc.name == "COMMIT"
         return call
 
     def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
