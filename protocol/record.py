@@ -15,14 +15,19 @@ import threading
 LAST_FRAGMENT = 0x80000000
 _MARK = struct.Struct(">I")
 DIRECT_MIN = 64 << 10   # records at least this large are received into a buffer of their own
-SCRATCH = 256 << 10     # what one receive into the shared buffer may bring
+# What one receive into the shared buffer may bring: the head of a large record received
+# there is copied into the record's own buffer, so this bounds that copy (64 KiB of a 1 MiB
+# WRITE) while a burst of small calls still arrives in one receive.
+SCRATCH = 64 << 10
 # The scratch buffer is shared by every reader of a thread (an event loop serves one receive
 # at a time, and ``received`` copies out what it keeps), not one per connection: a thousand
 # idle connections must not hold 256 KiB each.
 _scratch = threading.local()
 #: What the buffers of large records kept for reuse may hold in all, per thread (the event
 #: loop's): a stream of 1 MiB WRITEs reuses them instead of allocating and zeroing 1 MiB each.
-POOL_BYTES = 32 << 20
+#: Clients keep dozens of WRITEs in flight (the load generator 64), each holding its buffer
+#: until answered; ``trim`` gives back what a quiet spell left unused.
+POOL_BYTES = 64 << 20
 
 
 class RecordBuffers:
@@ -36,11 +41,12 @@ class RecordBuffers:
     it out of reuse, so a record's bytes never change under whoever holds it.  Buffers are
     matched by exact length (a client's WRITEs of one size give records of one length)."""
 
-    __slots__ = ("max_bytes", "_bufs", "_bytes")
+    __slots__ = ("max_bytes", "_bufs", "_taken", "_bytes")
 
     def __init__(self, max_bytes: int = POOL_BYTES) -> None:
         self.max_bytes = max_bytes
         self._bufs: list[bytearray] = []
+        self._taken: list[bool] = []  # per buffer: taken since the last ``trim``
         self._bytes = 0
 
     def take(self, length: int) -> bytearray:
@@ -51,15 +57,29 @@ class RecordBuffers:
             # References: the list, and getrefcount's argument; anything more is a user.
             if sys.getrefcount(bufs[i]) == 2:
                 if len(bufs[i]) == length:
+                    self._taken[i] = True
                     return bufs[i]
                 free = i
         buf = bytearray(length)
         if self._bytes + length > self.max_bytes and free >= 0:
-            self._bytes -= len(bufs.pop(free))  # make room: an unused buffer of another length
+            self._drop(free)  # make room: an unused buffer of another length
         if self._bytes + length <= self.max_bytes:
             bufs.append(buf)
+            self._taken.append(True)
             self._bytes += length
         return buf
+
+    def trim(self) -> None:
+        """Let go of the unused buffers nobody took since the previous trim (called now and
+        then: a server at rest does not keep a burst's worth of buffers)."""
+        for i in reversed(range(len(self._bufs))):
+            if not self._taken[i] and sys.getrefcount(self._bufs[i]) == 2:
+                self._drop(i)
+        self._taken = [False] * len(self._bufs)
+
+    def _drop(self, i: int) -> None:
+        self._bytes -= len(self._bufs.pop(i))
+        del self._taken[i]
 
     @property
     def held(self) -> int:
@@ -72,6 +92,11 @@ def _buffers() -> RecordBuffers:
     if pool is None:
         pool = _scratch.buffers = RecordBuffers()
     return pool
+
+
+def trim_buffers() -> None:
+    """``RecordBuffers.trim`` for this thread's readers (the event loop's)."""
+    _buffers().trim()
 
 
 class RecordTooLarge(ValueError):

@@ -7,7 +7,8 @@ queued up to about ``WRITE_BUFFER``: past either limit the connection stops disp
 records already received wait in a backlog) and stops reading until the peer catches up.
 ``reap_connections`` closes connections that sit still: idle ones after
 ``ConnectionLimits.idle_timeout``, and after ``stall_timeout`` those holding a partial record
-no byte has been added to, or replies the peer does not read.  Nothing on the per-record
+no byte has been added to, or replies the peer does not read; it also trims the buffers
+kept for large records (protocol/record.py).  Nothing on the per-record
 path keeps a timer: the reaper looks at a flag each connection sets when it makes progress.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from protocol.record import RecordReader, RecordTooLarge, set_mark
+from protocol.record import RecordReader, RecordTooLarge, set_mark, trim_buffers
 from protocol.rpc import accept_stat, accepted_error_reply
 
 from .dispatch import Dispatcher, system_error_for
@@ -322,6 +323,7 @@ async def reap_connections(connections: set[Any], limits: ConnectionLimits) -> N
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(limits.sweep_interval)
+        trim_buffers()  # large records' buffers a quiet spell left unused
         now = loop.time()
         for conn in list(connections):
             if isinstance(conn, RpcStreamProtocol):

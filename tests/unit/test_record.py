@@ -237,3 +237,18 @@ def test_record_buffers_are_bounded() -> None:
     assert pool.held == 200_000 and len(again) == 100_000
     other = pool.take(120_000)  # an unused buffer of another length makes room
     assert pool.held == 220_000 and len(other) == 120_000
+
+
+def test_record_buffers_unused_between_two_trims_are_let_go() -> None:
+    from protocol.record import RecordBuffers
+    pool = RecordBuffers(max_bytes=1 << 20)
+    busy = pool.take(1000)
+    idle = pool.take(2000)
+    del idle
+    pool.trim()  # both were taken since the pool began: kept
+    assert pool.held == 3000
+    pool.trim()  # the idle one was not taken again: let go; the busy one is in use
+    assert pool.held == 1000
+    del busy
+    pool.trim()
+    assert pool.held == 0
