@@ -9,16 +9,94 @@ Python object each, some forty times their size).
 from __future__ import annotations
 
 import struct
+import sys
 import threading
 
 LAST_FRAGMENT = 0x80000000
 _MARK = struct.Struct(">I")
 DIRECT_MIN = 64 << 10   # records at least this large are received into a buffer of their own
-SCRATCH = 256 << 10     # what one receive into the shared buffer may bring
+# What one receive into the shared buffer may bring: the head of a large record received
+# there is copied into the record's own buffer, so this bounds that copy (64 KiB of a 1 MiB
+# WRITE) while a burst of small calls still arrives in one receive.
+SCRATCH = 64 << 10
 # The scratch buffer is shared by every reader of a thread (an event loop serves one receive
 # at a time, and ``received`` copies out what it keeps), not one per connection: a thousand
 # idle connections must not hold 256 KiB each.
 _scratch = threading.local()
+#: What the buffers of large records kept for reuse may hold in all, per thread (the event
+#: loop's): a stream of 1 MiB WRITEs reuses them instead of allocating and zeroing 1 MiB each.
+#: Clients keep dozens of WRITEs in flight (the load generator 64), each holding its buffer
+#: until answered; ``trim`` gives back what a quiet spell left unused.
+POOL_BYTES = 64 << 20
+
+
+class RecordBuffers:
+    """Buffers for large records, each reused once nothing refers to it any more.
+
+    A large record is received into a bytearray of its own (``RecordReader.get_buffer``),
+    handed to the dispatcher, and its data reaches pwrite() as a memoryview slice; a fresh
+    1 MiB bytearray per WRITE costs an allocation and a memset of 1 MiB.  A buffer kept here
+    is handed out again only when this pool holds the sole reference to it: any record,
+    memoryview or slice still alive (a call in a thread, a traceback) refers to it and keeps
+    it out of reuse, so a record's bytes never change under whoever holds it.  Buffers are
+    matched by exact length (a client's WRITEs of one size give records of one length)."""
+
+    __slots__ = ("max_bytes", "_bufs", "_taken", "_bytes")
+
+    def __init__(self, max_bytes: int = POOL_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._bufs: list[bytearray] = []
+        self._taken: list[bool] = []  # per buffer: taken since the last ``trim``
+        self._bytes = 0
+
+    def take(self, length: int) -> bytearray:
+        """A bytearray of ``length`` bytes no one else refers to (its content is stale)."""
+        bufs = self._bufs
+        free = -1
+        for i in range(len(bufs)):
+            # References: the list, and getrefcount's argument; anything more is a user.
+            if sys.getrefcount(bufs[i]) == 2:
+                if len(bufs[i]) == length:
+                    self._taken[i] = True
+                    return bufs[i]
+                free = i
+        buf = bytearray(length)
+        if self._bytes + length > self.max_bytes and free >= 0:
+            self._drop(free)  # make room: an unused buffer of another length
+        if self._bytes + length <= self.max_bytes:
+            bufs.append(buf)
+            self._taken.append(True)
+            self._bytes += length
+        return buf
+
+    def trim(self) -> None:
+        """Let go of the unused buffers nobody took since the previous trim (called now and
+        then: a server at rest does not keep a burst's worth of buffers)."""
+        for i in reversed(range(len(self._bufs))):
+            if not self._taken[i] and sys.getrefcount(self._bufs[i]) == 2:
+                self._drop(i)
+        self._taken = [False] * len(self._bufs)
+
+    def _drop(self, i: int) -> None:
+        self._bytes -= len(self._bufs.pop(i))
+        del self._taken[i]
+
+    @property
+    def held(self) -> int:
+        """Bytes kept (for memory accounting)."""
+        return self._bytes
+
+
+def _buffers() -> RecordBuffers:
+    pool = getattr(_scratch, "buffers", None)
+    if pool is None:
+        pool = _scratch.buffers = RecordBuffers()
+    return pool
+
+
+def trim_buffers() -> None:
+    """``RecordBuffers.trim`` for this thread's readers (the event loop's)."""
+    _buffers().trim()
 
 
 class RecordTooLarge(ValueError):
@@ -104,7 +182,7 @@ class RecordReader:
                 if end > n:
                     if mark & LAST_FRAGMENT and not self._size and length >= DIRECT_MIN:
                         # the rest of this record goes straight into its own buffer
-                        self._direct = bytearray(length)
+                        self._direct = _buffers().take(length)
                         self._fill = n - pos - 4
                         self._direct[:self._fill] = view[pos + 4:n]
                         pos = n

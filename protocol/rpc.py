@@ -89,12 +89,14 @@ class CallRejected(Exception):
 
 _HEAD = struct.Struct(">IIIIIII")  # xid mtype rpcvers prog vers proc cred.flavor
 _SUCCESS_HEAD = struct.Struct(">IIIIII")  # xid REPLY MSG_ACCEPTED verf(AUTH_NONE,0) SUCCESS
+_MARKED_SUCCESS_HEAD = struct.Struct(">IIIIIII")  # the same after 4 bytes kept for a record mark
 _ACCEPTED_HEAD = _SUCCESS_HEAD
 _DENIED_HEAD = struct.Struct(">IIII")  # xid REPLY MSG_DENIED reject_stat
 _U32x2 = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_CRED_AT = _HEAD.size  # where the credential body's length is
+_new = tuple.__new__
 _authsys_unpack = authsys_parms.compiled()[1]
-_opaque = Opaque(MAX_AUTH_BYTES)
-_opaque_unpack = _opaque.compiled()[1]
 
 
 def parse_call(data: bytes | memoryview) -> Call:
@@ -111,13 +113,18 @@ def parse_call(data: bytes | memoryview) -> Call:
         raise NotACall(f"message type {mtype}")
     if rpcvers != RPC_VERSION:
         raise CallRejected(rpc_mismatch_reply(xid), f"rpc version {rpcvers}")
+    # The credential and verifier bodies (opaque<400>) laid out by hand: this runs per call.
     try:
-        cred_body, off = _opaque_unpack(data, _HEAD.size)
-        _verf_flavor, = struct.unpack_from(">I", data, off)
-        _verf_body, off = _opaque_unpack(data, off + 4)
+        length, = _U32.unpack_from(data, _CRED_AT)
+        end = _CRED_AT + 4 + length
+        _verf_flavor, verf_length = _U32x2.unpack_from(data, (end + 3) & ~3)
+        off = ((end + 3) & ~3) + 8 + ((verf_length + 3) & ~3)
+        if length > MAX_AUTH_BYTES or verf_length > MAX_AUTH_BYTES or off > len(data):
+            raise XdrError("credential or verifier too long")
     except (struct.error, XdrError):
         raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), "bad credentials") from None
     if flavor == AUTH_SYS:
+        cred_body = bytes(data[_CRED_AT + 4:end])
         cred = _authsys_cache.get(cred_body)
         if cred is None:
             cred = _decode_authsys(xid, cred_body)
@@ -125,7 +132,7 @@ def parse_call(data: bytes | memoryview) -> Call:
         cred = _NO_CRED
     else:
         raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), f"auth flavor {flavor}")
-    return Call(xid, prog, vers, proc, cred, off)
+    return _new(Call, (xid, prog, vers, proc, cred, off))
 
 
 _authsys_cache: dict[bytes, Credentials] = {}
@@ -150,6 +157,8 @@ def _decode_authsys(xid: int, body: bytes) -> Credentials:
 def success_reply(xid: int, reserve: int = 0) -> bytearray:
     """A reply buffer holding ``reserve`` zero bytes (room for a record mark) and the
     accepted/SUCCESS header; the caller appends the procedure's results."""
+    if reserve == 4:  # TCP: one allocation
+        return bytearray(_MARKED_SUCCESS_HEAD.pack(0, xid, 1, 0, 0, 0, 0))
     buf = bytearray(reserve)
     buf += _SUCCESS_HEAD.pack(xid, 1, 0, 0, 0, 0)
     return buf

@@ -47,8 +47,10 @@ class _Gen:
     """Accumulates the constants a generated function refers to."""
 
     def __init__(self) -> None:
+        # _tnew builds a decoded struct in one C call (the generated class's own __new__ is
+        # a Python function: a frame per decoded struct).
         self.ns: dict[str, Any] = {"XdrError": XdrError, "_PAD": _PAD, "_U32": _U32,
-                                   "_struct_error": struct.error}
+                                   "_struct_error": struct.error, "_tnew": tuple.__new__}
 
     def const(self, obj: Any, hint: str = "c") -> str:
         name = f"_{hint}{next(_counter)}"
@@ -484,7 +486,7 @@ class Struct(XdrType):
     def rebuild(self, g: _Gen, names: Iterator[str], checks: list[str]) -> str:
         cls = g.const(self.cls, "K")
         parts = [t.rebuild(g, names, checks) for _, t in self.fields]
-        return f"{cls}({', '.join(parts)})"
+        return f"_tnew({cls}, ({', '.join(parts)},))"
 
     def _runs(self) -> list[list[tuple[str, XdrType]]]:
         """Consecutive fields grouped: runs of fixed-size ones, singles otherwise."""
@@ -518,7 +520,7 @@ class Struct(XdrType):
                 fname, t = run[0]
                 lines.extend(t.emit_unpack(g, names[fname]))
         cls = g.const(self.cls, "K")
-        lines.append(f"{target} = {cls}({', '.join(names[f] for f, _ in self.fields)})")
+        lines.append(f"{target} = _tnew({cls}, ({', '.join(names[f] for f, _ in self.fields)},))")
         return lines
 
 

@@ -24,11 +24,14 @@ _wcc_attr = wcc_attr.cls
 _wcc_data = wcc_data.cls
 _NO_DEVICE = _spec(0, 0)
 _BILLION = 1_000_000_000
+# The struct values are built with tuple.__new__ directly: the generated classes' own
+# __new__ is a Python function (a frame per value, four per fattr3), this is one C call.
+_new = tuple.__new__
 
 
 def nfstime(ns: int) -> NfsTime3:
     s, n = divmod(ns, _BILLION)
-    return _time(s & 0xFFFFFFFF, n)
+    return _new(_time, (s & 0xFFFFFFFF, n))
 
 
 def fattr(st: StatResult, fsid: int) -> Fattr3:
@@ -37,13 +40,14 @@ def fattr(st: StatResult, fsid: int) -> Fattr3:
     a_s, a_n = divmod(st.st_atime_ns, _BILLION)
     m_s, m_n = divmod(st.st_mtime_ns, _BILLION)
     c_s, c_n = divmod(st.st_ctime_ns, _BILLION)
-    return _fattr3(
+    return _new(_fattr3, (
         _FTYPE[mode & 0o170000], mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
         st.st_size, st.st_blocks * 512,
         _spec(os.major(rdev), os.minor(rdev)) if rdev else _NO_DEVICE,
         fsid, st.st_ino,
-        _time(a_s & 0xFFFFFFFF, a_n), _time(m_s & 0xFFFFFFFF, m_n), _time(c_s & 0xFFFFFFFF, c_n),
-    )
+        _new(_time, (a_s & 0xFFFFFFFF, a_n)), _new(_time, (m_s & 0xFFFFFFFF, m_n)),
+        _new(_time, (c_s & 0xFFFFFFFF, c_n)),
+    ))
 
 
 @overload
@@ -55,11 +59,13 @@ def wcc_before(st: None) -> None: ...
 def wcc_before(st: StatResult | None) -> WccAttr | None:
     if st is None:
         return None
-    return _wcc_attr(st.st_size, nfstime(st.st_mtime_ns), nfstime(st.st_ctime_ns))
+    m_s, m_n = divmod(st.st_mtime_ns, _BILLION)
+    c_s, c_n = divmod(st.st_ctime_ns, _BILLION)
+    return _new(_wcc_attr, (st.st_size, _new(_time, (m_s & 0xFFFFFFFF, m_n)), _new(_time, (c_s & 0xFFFFFFFF, c_n))))
 
 
 def wcc(before: WccAttr | None, after: Fattr3 | None) -> WccData:
-    return _wcc_data(before, after)
+    return _new(_wcc_data, (before, after))
 
 
 NO_WCC = _wcc_data(None, None)

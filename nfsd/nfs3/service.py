@@ -28,6 +28,11 @@ from ..state.store import Store
 
 RTMAX = WTMAX = MAX_TRANSFER
 _fh = nfs3.nfs_fh3.cls
+# Results of the busiest modifying calls, built with tuple.__new__ (one C call; the classes'
+# own __new__ is a Python function).
+_new = tuple.__new__
+_SETATTR_OK = nfs3.SETATTR3resok.cls
+_WRITE_OK = nfs3.WRITE3resok.cls
 _MAX_FILE = (1 << 63) - 1
 _MAX_MAJOR, _MAX_MINOR = 1 << 12, 1 << 20  # the kernel's dev_t: 12 bits of major, 20 of minor
 # Encoded sizes of a directory entry: list flag, fileid, name length, cookie; READDIRPLUS adds
@@ -173,11 +178,12 @@ class Nfs3Service:
             entries.changed(export_id, d.ino, name)
         self._touched(d)  # its own entry in its parent (mtime, nlink), listed there or not
 
-    def _touched(self, n: Node) -> None:
+    def _touched(self, n: Node, export_id: int | None = None) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was
-        found in is out of date (other hard links: the watcher, or the cache's age)."""
+        found in is out of date (other hard links: the watcher, or the cache's age).
+        ``export_id``: its export's, when known (else read from its handle)."""
         if isinstance(n, RealNode):  # virtual objects are in no entry cache
-            self.entries.changed(handle_kind(n.fh)[1], n.parent, n.name)
+            self.entries.changed(handle_kind(n.fh)[1] if export_id is None else export_id, n.parent, n.name)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
@@ -222,15 +228,15 @@ class Nfs3Service:
         fs, n = self.resolve(a.object.data)
         st = fs.stat(n)
         pre = wcc_before(st)
-        if a.guard is not None and (a.guard.seconds, a.guard.nseconds) != tuple(pre.ctime):
+        if a.guard is not None and a.guard != pre.ctime:  # both nfstime3: (seconds, nseconds)
             return nfsstat3.NFS3ERR_NOT_SYNC, nfs3.SETATTR3resfail.cls(wcc(pre, fattr(st, fs.fsid)))
         try:
             self._apply_sattr(fs, n, a.new_attributes)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
         finally:
-            self._touched(n)
-        return NFS3_OK, nfs3.SETATTR3resok.cls(self._wcc(fs, n, pre))
+            self._touched(n, fs.export_id)
+        return NFS3_OK, _new(_SETATTR_OK, (self._wcc(fs, n, pre),))
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.what.dir.data)
@@ -278,8 +284,8 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.WRITE3resfail.cls(self._wcc(fs, n, pre))
         finally:
-            self._touched(n)
-        return NFS3_OK, nfs3.WRITE3resok.cls(self._wcc(fs, n, pre), count, a.stable, self.write_verifier)
+            self._touched(n, fs.export_id)
+        return NFS3_OK, _new(_WRITE_OK, (self._wcc(fs, n, pre), count, a.stable, self.write_verifier))
 
     def CREATE(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)

@@ -125,36 +125,37 @@ class Dispatcher:
             log.info("dropping unparseable record from %s: %s", client[0], exc)
             return None
         self.calls += 1
-        xid = call.xid
-        reg = self._programs.get((call.prog, call.vers))
+        xid, prog, vers, procnum, cred, args_offset = call
+        reg = self._programs.get((prog, vers))
         if reg is None:
-            versions = self._versions.get(call.prog)
+            versions = self._versions.get(prog)
             if versions is None:
                 return self._error(reserve, xid, accept_stat.PROG_UNAVAIL, client, call)
             return self._error(reserve, xid, accept_stat.PROG_MISMATCH, client, call, *versions)
-        entry = reg.handlers.get(call.proc)
+        entry = reg.handlers.get(procnum)
         if entry is None:
             return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
         proc, handler, offload, unpack_args, _ = entry
+        view = memoryview(record)
         try:
             # A memoryview lets WRITE data reach pwrite() without being copied.
-            args, end = unpack_args(memoryview(record), call.args_offset)
+            args, end = unpack_args(view, args_offset)
             if end != len(record):
                 raise XdrError(f"{len(record) - end} trailing bytes")
         except (XdrError, struct.error, IndexError, TypeError) as exc:
             log.info("GARBAGE_ARGS from %s for %s: %s", client[0], proc.name, exc)
             return self._error(reserve, xid, accept_stat.GARBAGE_ARGS, client, call)
         drc_key = None
-        if not proc.idempotent and self.drc is not None:
-            drc_key = self.drc.key(client[0], xid, call.prog, call.vers, call.proc,
-                                   memoryview(record)[call.args_offset:])
-            cached = self.drc.begin(drc_key)
+        drc = self.drc
+        if drc is not None and not proc.idempotent:
+            drc_key = drc.key(client[0], xid, prog, vers, procnum, view[args_offset:])
+            cached = drc.begin(drc_key)
             if cached is not None:
                 if isinstance(cached, bytes):
                     log.debug("replaying cached reply for xid %#x from %s", xid, client[0])
                     return bytes(reserve) + cached
                 return None  # the original is still being served: its reply will answer
-        ctx = CallContext(call.cred, client, max_transfer)
+        ctx = _new(CallContext, (cred, client, max_transfer))  # one C call, not CallContext's __new__
         if offload is not None and self.executor is not None and offload(args):
             return self._run_offloaded(reg, proc, handler, ctx, args, reserve, call, drc_key, start, record)
         return self._finish(reg, proc, self._invoke(handler, ctx, args, proc), reserve, call, drc_key, start,
@@ -188,7 +189,7 @@ class Dispatcher:
         else:
             buf = success_reply(call.xid, reserve)
             try:
-                reg.handlers[proc.number][4](buf, result)
+                reg.handlers[call.proc][4](buf, result)
                 reply = buf
             except (XdrError, struct.error, TypeError, ValueError):
                 log.exception("cannot encode %s result", proc.name)
@@ -226,6 +227,7 @@ class Dispatcher:
 
 
 _SYSTEM_ERR = object()
+_new = tuple.__new__
 
 
 def system_error_for(reply: bytes | bytearray, reserve: int) -> bytes:

@@ -7,7 +7,8 @@ queued up to about ``WRITE_BUFFER``: past either limit the connection stops disp
 records already received wait in a backlog) and stops reading until the peer catches up.
 ``reap_connections`` closes connections that sit still: idle ones after
 ``ConnectionLimits.idle_timeout``, and after ``stall_timeout`` those holding a partial record
-no byte has been added to, or replies the peer does not read.  Nothing on the per-record
+no byte has been added to, or replies the peer does not read; it also trims the buffers
+kept for large records (protocol/record.py).  Nothing on the per-record
 path keeps a timer: the reaper looks at a flag each connection sets when it makes progress.
 """
 from __future__ import annotations
@@ -16,11 +17,13 @@ import asyncio
 import logging
 import resource
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from protocol.record import RecordReader, RecordTooLarge, set_mark
+from protocol.record import LAST_FRAGMENT as _LAST_FRAGMENT
+from protocol.record import RecordReader, RecordTooLarge, set_mark, trim_buffers
 from protocol.rpc import accept_stat, accepted_error_reply
 
 from .dispatch import Dispatcher, system_error_for
@@ -32,6 +35,7 @@ log = logging.getLogger("pysfsd.net")
 WRITE_BUFFER = 4 << 20
 WRITE_BATCH = 1 << 20
 LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 by default)
+_fill_mark = struct.Struct(">I").pack_into  # a record mark, into a reply's first 4 bytes
 
 
 @dataclass(frozen=True)
@@ -183,24 +187,28 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                 reply = dispatch(record, peer, 4)
                 if reply is None:
                     continue
-                if isinstance(reply, (bytes, bytearray)):
-                    ready.append(_marked(reply))
-                    size += len(reply)
-                    if size >= batch:
-                        held = end()  # what the replies tell is written first
-                        self._write(ready, held)  # may pause writing
-                        held = None
-                        begin()
-                        ready, size = [], 0
-                        if self._writing_paused:
+                if not isinstance(reply, bytearray):
+                    if not isinstance(reply, bytes):  # an awaitable: the call runs in a thread
+                        self.inflight += 1
+                        task = asyncio.ensure_future(reply)
+                        self.tasks.add(task)
+                        task.add_done_callback(self._done)
+                        if self.inflight >= self.max_inflight:
                             self._backlog = list(pending)
                             break
-                else:
-                    self.inflight += 1
-                    task = asyncio.ensure_future(reply)
-                    self.tasks.add(task)
-                    task.add_done_callback(self._done)
-                    if self.inflight >= self.max_inflight:
+                        continue
+                    reply = bytearray(reply)
+                n = len(reply)
+                _fill_mark(reply, 0, _LAST_FRAGMENT | (n - 4))  # in the 4 bytes reserved for it
+                ready.append(reply)
+                size += n
+                if size >= batch:
+                    held = end()  # what the replies tell is written first
+                    self._write(ready, held)  # may pause writing
+                    held = None
+                    begin()
+                    ready, size = [], 0
+                    if self._writing_paused:
                         self._backlog = list(pending)
                         break
         finally:
@@ -322,6 +330,7 @@ async def reap_connections(connections: set[Any], limits: ConnectionLimits) -> N
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(limits.sweep_interval)
+        trim_buffers()  # large records' buffers a quiet spell left unused
         now = loop.time()
         for conn in list(connections):
             if isinstance(conn, RpcStreamProtocol):

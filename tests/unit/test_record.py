@@ -180,3 +180,75 @@ def test_bytes_kept_from_a_reused_receive_buffer_are_copies() -> None:
         out += r.feed(view[:len(chunk)])
         scratch[:] = b"\xff" * 7  # the next receive overwrites it
     assert out == [b"abc", b"defghi", b"jk"]
+
+
+def _large_records(r: RecordReader, payloads: list[bytes]) -> list[bytes | bytearray]:
+    """Receive ``payloads`` as asyncio.BufferedProtocol delivers them (large ones into their
+    own buffers), one record at a time."""
+    out: list[bytes | bytearray] = []
+    for payload in payloads:
+        got = _receive_one(r, mark(len(payload)) + payload)
+        assert len(got) == 1
+        out += got
+    return out
+
+
+def _receive_one(r: RecordReader, stream: bytes) -> list[bytes | bytearray]:
+    out: list[bytes | bytearray] = []
+    pos = 0
+    while pos < len(stream):
+        buf = r.get_buffer()
+        n = min(len(buf), len(stream) - pos, 100_000)
+        buf[:n] = stream[pos:pos + n]
+        pos += n
+        out += r.received(n)
+    return out
+
+
+def test_a_large_records_buffer_is_reused_only_once_nothing_refers_to_it() -> None:
+    """1 MiB WRITEs reuse their records' buffers (no allocation and memset of 1 MiB per
+    call), but never one a record, a slice of its data or anything else still refers to."""
+    r = RecordReader(MAX)
+    size = 300_000
+    first, = _large_records(r, [b"a" * size])
+    data = memoryview(first)[100:]  # the WRITE data handed to pwrite() in a thread
+    del first
+    second, = _large_records(r, [b"b" * size])
+    assert bytes(data[:3]) == b"aaa" and bytes(data[-3:]) == b"aaa"  # untouched
+    assert data.obj is not second
+    kept = id(data.obj)  # the pool holds it: the id stays its own
+    del data
+    filler = bytearray(size)  # had the buffer been freed, this would take its place (and id)
+    third, = _large_records(r, [b"c" * size])
+    assert id(third) == kept and third == b"c" * size  # reused once released
+    assert second == b"b" * size
+    fourth, = _large_records(r, [b"d" * (size + 4)])  # another length: a buffer of its own
+    assert id(fourth) != kept and fourth == b"d" * (size + 4)
+    assert id(filler) != kept
+
+
+def test_record_buffers_are_bounded() -> None:
+    from protocol.record import RecordBuffers
+    pool = RecordBuffers(max_bytes=250_000)
+    held = [pool.take(100_000) for _ in range(4)]  # all in use
+    assert pool.held == 200_000
+    del held
+    again = pool.take(100_000)
+    assert pool.held == 200_000 and len(again) == 100_000
+    other = pool.take(120_000)  # an unused buffer of another length makes room
+    assert pool.held == 220_000 and len(other) == 120_000
+
+
+def test_record_buffers_unused_between_two_trims_are_let_go() -> None:
+    from protocol.record import RecordBuffers
+    pool = RecordBuffers(max_bytes=1 << 20)
+    busy = pool.take(1000)
+    idle = pool.take(2000)
+    del idle
+    pool.trim()  # both were taken since the pool began: kept
+    assert pool.held == 3000
+    pool.trim()  # the idle one was not taken again: let go; the busy one is in use
+    assert pool.held == 1000
+    del busy
+    pool.trim()
+    assert pool.held == 0
