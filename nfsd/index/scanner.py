@@ -304,7 +304,8 @@ class Reconciler:
                          st.st_ctime_ns, xver, name)
         if empty is not None:
             w.add_new(ino, rec, st_out.keys, empty.keys)
-            self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
+            if st_out.failures or empty.failures:  # else nothing to record: a new inode has no failures yet
+                self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
             return
         if tomb is None:
             w.add_new(ino, rec, st_out.keys, EMPTY)
