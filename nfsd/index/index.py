@@ -185,6 +185,10 @@ class Index:
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
+        if (dir_ino, name) in self._entries:
+            # queued already (the inotify echo of the server's own change): no lock.  A flush
+            # that takes the queue after this test reads the entry after the change
+            return
         if not name or b"/" in name or name in (b".", b".."):
             return
         with self._notes_lock:

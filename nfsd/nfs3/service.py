@@ -43,6 +43,8 @@ _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 # The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
 # owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
 NEW_FILE_MODE = 0o600
+# plain ints: an attribute of an XDR enum is a __getattr__ and an IntEnum look-up per call
+GUARDED, EXCLUSIVE = int(nfs3.createmode3.GUARDED), int(nfs3.createmode3.EXCLUSIVE)
 
 
 def access_bits(st: StatResult, cred: Credentials, wanted: int) -> int:
@@ -286,7 +288,7 @@ class Nfs3Service:
         name = a.where.name
         mode, how = a.how
         pre = self._pre(fs, d)
-        if mode == nfs3.createmode3.EXCLUSIVE:
+        if mode == EXCLUSIVE:
             return self._create_exclusive(ctx, fs, d, name, how, pre)
         sattr = how
         perm = sattr.mode if sattr.mode is not None else NEW_FILE_MODE
@@ -294,7 +296,7 @@ class Nfs3Service:
             try:
                 n = fs.create_file(d, name, perm, exclusive=True)
             except FileExistsError:
-                if mode == nfs3.createmode3.GUARDED:
+                if mode == GUARDED:
                     raise
                 n = self._existing_file(fs, d, name, sattr)
             else:
