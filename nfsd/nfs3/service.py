@@ -405,7 +405,9 @@ class Nfs3Service:
     def RENAME(self, ctx: CallContext, a: Any) -> Any:
         fs, src = self.resolve(a.from_.dir.data)
         fs2, dst = self.resolve(a.to.dir.data)
-        spre, dpre = self._pre(fs, src), self._pre(fs2, dst)
+        same = dst is src  # a rename within one directory (the node cache shares nodes)
+        spre = self._pre(fs, src)
+        dpre = spre if same else self._pre(fs2, dst)
         try:
             if fs is not fs2:
                 raise NfsError(nfsstat3.NFS3ERR_XDEV)
@@ -413,11 +415,19 @@ class Nfs3Service:
                 raise NfsError(nfsstat3.NFS3ERR_INVAL)
             fs.rename(src, a.from_.name, dst, a.to.name)
         except (OSError, NfsError) as exc:
-            return status_of(exc), nfs3.RENAME3resfail.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+            return status_of(exc), nfs3.RENAME3resfail.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
         finally:
-            self._changed(src, a.from_.name)
-            self._changed(dst, a.to.name)
-        return NFS3_OK, nfs3.RENAME3resok.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+            if same:
+                self._changed(src, a.from_.name, a.to.name)
+            else:
+                self._changed(src, a.from_.name)
+                self._changed(dst, a.to.name)
+        return NFS3_OK, nfs3.RENAME3resok.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
+
+    def _rename_wcc(self, fs: Backend, src: Node, spre: Any, fs2: Backend, dst: Node, dpre: Any) -> tuple[Any, Any]:
+        """fromdir_wcc and todir_wcc: one directory's read once when both are the same."""
+        from_wcc = self._wcc(fs, src, spre)
+        return from_wcc, from_wcc if dst is src else self._wcc(fs2, dst, dpre)
 
     def LINK(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.file.data)
