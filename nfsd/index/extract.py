@@ -65,6 +65,7 @@ class Extractor:
         # transducer is built in (their ``applies`` read only the kind, size and extension)
         self._pure = all(type(t).__module__ in _PURE_MODULES for t in self.content_tier)
         self._empty_new: dict[bytes | None, tuple[Outcome, int]] = {}
+        self._rules: dict[tuple[bytes | None, int, int], tuple[list[Transducer], int]] = {}  # ``_applying``
         # the built-in stat tier alone: a file's keys besides its name are a function of
         # (extension, owner, group, size, mtime's day, kind), remembered per such rule, so a
         # burst of new files (a CREATE each) runs the transducer once per rule, not per file
@@ -81,7 +82,20 @@ class Extractor:
         ``slow.c`` is re-extracted, ``a.c`` -> ``lib/a.c`` is not)."""
         if self.xver == NO_XVER:  # a stat-tier-only extractor: no content tier was extracted
             return NO_XVER
-        return self._xver_of(name, [t for t in self.content_tier if self._applies(t, name, st)])
+        return self._applying(name, st)[1]
+
+    def _applying(self, name: bytes, st: os.stat_result) -> tuple[list[Transducer], int]:
+        """The content-tier transducers that apply to ``name`` and its ``xver_for``; with only
+        built-in ones (whose ``applies`` read the kind, size and extension), remembered per
+        (extension, kind, size): a rename's reconciliation asks for them four times."""
+        key = (ext_of(name), stat.S_IFMT(st.st_mode), st.st_size)
+        found = self._rules.get(key) if self._pure else None
+        if found is None:
+            todo = [t for t in self.content_tier if self._applies(t, name, st)]
+            found = (todo, self._xver_of(name, todo))
+            if self._pure and len(self._rules) < MAX_STAT_RULES:
+                self._rules[key] = found
+        return found
 
     def _xver_of(self, name: bytes, applying: Sequence[Transducer]) -> int:
         """``xver_for`` once the content-tier transducers applying to ``name`` are known."""
@@ -167,7 +181,7 @@ class Extractor:
         built-in transducers apply (their output is a function of the extension and of the
         content alone); None when another transducer must see the file."""
         if todo is None:
-            todo = [t for t in self.content_tier if self._applies(t, name, st)]
+            todo = self._applying(name, st)[0]
         if not all(type(t).__module__ in _PURE_MODULES for t in todo):
             return None
         key = (ext_of(name), tuple(t.name for t in todo))

@@ -65,3 +65,68 @@ def test_remembered_empty_content_is_the_transducers_own(tmp_path: Path) -> None
             assert got is not None and want is not None
             assert got[0].keys == want.keys and got[0].failures == want.failures
             assert got[1] == slow.xver_for(name, st)
+
+
+def test_an_inode_back_from_the_dead_empty_gets_the_tiers_of_a_new_empty_file(tmp_path: Path) -> None:
+    """A file that left the export (tombstoned), emptied and back under another name takes the
+    new-empty-file shortcut: its old content keys go, and it is indexed as a fresh empty file
+    of that name would be."""
+    import lmdb
+
+    from nfsd.index import Index
+
+    export, outside = tmp_path / "export", tmp_path / "outside"
+    export.mkdir()
+    outside.mkdir()
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=128, map_size=1 << 30, sync=False)
+    idx = Index(env, str(export), 1)
+    try:
+        idx.scan(False)
+        root = os.stat(export).st_ino
+        (export / "lib.c").write_bytes(b"int answer(void) { return 42; }\n")
+        idx.note_entry(root, b"lib.c")
+        idx.flush()
+        ino = os.stat(export / "lib.c").st_ino
+        os.rename(export / "lib.c", outside / "lib.c")
+        idx.note_entry(root, b"lib.c")
+        idx.flush()
+        with env.begin() as txn:
+            rec = idx._tables.file(txn, ino)
+            assert rec is not None and rec.tomb
+        os.truncate(outside / "lib.c", 0)
+        os.rename(outside / "lib.c", export / "back.txt")
+        (export / "fresh.txt").write_bytes(b"")
+        for name in ("back.txt", "fresh.txt"):  # one mtime day for both, whatever the clock
+            os.utime(export / name, ns=(10**18, 10**18))
+        idx.note_entry(root, b"back.txt")
+        idx.note_entry(root, b"fresh.txt")
+        idx.flush()
+        fresh = os.stat(export / "fresh.txt").st_ino
+        with env.begin() as txn:
+            rec = idx._tables.file(txn, ino)
+            assert rec is not None and not rec.tomb and rec.name == b"back.txt"
+            back_keys = idx._tables.keys_of(txn, ino)
+            fresh_keys = idx._tables.keys_of(txn, fresh)
+            fresh_rec = idx._tables.file(txn, fresh)
+        assert rec.xver == fresh_rec.xver != 0
+        assert back_keys[1] == fresh_keys[1]  # the content tier of an empty .txt
+        assert {k for k in back_keys[0] if not k.startswith(b"name\0")} == \
+               {k for k in fresh_keys[0] if not k.startswith(b"name\0")}
+        assert b"name\0back.txt" in back_keys[0]
+        assert not any(b"answer" in k for k in back_keys[0] | back_keys[1])
+        assert [f.path for f in idx.query(root, [(b"ext", b"txt")])] == [b"back.txt", b"fresh.txt"]
+        assert idx.query(root, [(b"ext", b"c")]) == []
+    finally:
+        idx.close()
+        env.close()
+
+
+def test_remembered_content_rules_are_the_transducers_own(tmp_path: Path) -> None:
+    """``xver_for`` (and which transducers apply) remembered per (extension, kind, size)."""
+    files = _files(tmp_path)
+    x = Extractor(default_transducers())
+    for _ in range(2):
+        for name, st in files:
+            todo = [t for t in x.content_tier if x._applies(t, name, st)]
+            assert x._applying(name, st)[0] == todo, name
+            assert x.xver_for(name, st) == x._xver_of(name, todo), name
