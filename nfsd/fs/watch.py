@@ -137,11 +137,25 @@ class TreeWatcher:
             return dir_ino, name
         return None
 
+    def _path_of_dir(self, ino: int) -> bytes | None:
+        """A watched directory's path below the root: the index's, if it still leads to that
+        directory, else the index's after applying its queue (on the event loop: only when
+        a move the index has not applied yet may have changed it)."""
+        path = self.index.path_of(ino)
+        if path is not None:
+            try:
+                if os.stat(os.path.join(self.root, path) if path else self.root,
+                           follow_symlinks=False).st_ino == ino:
+                    return path
+            except OSError:
+                pass
+        self.index.flush()
+        return self.index.path_of(ino)
+
     async def _watch_new_dir(self, parent_ino: int, name: bytes) -> None:
         """A directory appeared: watch it and its subtree, and note what it already holds
         (files created before the watch existed raise no events)."""
-        self.index.flush()
-        parent = self.index.path_of(parent_ino)
+        parent = self._path_of_dir(parent_ino)
         if parent is None:
             return
         path = os.path.join(self.root, parent, name) if parent else os.path.join(self.root, name)

@@ -3,14 +3,34 @@ the stat tier remembered per (extension, owner, group, size, day, kind) and the 
 of a new empty file remembered per extension."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
+from typing import Iterator
 
+import lmdb
 import pytest
 
+from nfsd.index import Index
+from nfsd.index import index as index_module
 from nfsd.index.extract import Extractor
 from nfsd.index.transducers.builtin import default_transducers
+
+
+@contextlib.contextmanager
+def indexed_export(tmp_path: Path) -> Iterator[tuple[Index, lmdb.Environment, Path, int]]:
+    """An empty export, its index scanned: (index, environment, export, root inode)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=128, map_size=1 << 30, sync=False)
+    idx = Index(env, str(export), 1)
+    try:
+        idx.scan(False)
+        yield idx, env, export, os.stat(export).st_ino
+    finally:
+        idx.close()
+        env.close()
 
 
 def _files(tmp_path: Path) -> list[tuple[bytes, os.stat_result]]:
@@ -71,18 +91,9 @@ def test_an_inode_back_from_the_dead_empty_gets_the_tiers_of_a_new_empty_file(tm
     """A file that left the export (tombstoned), emptied and back under another name takes the
     new-empty-file shortcut: its old content keys go, and it is indexed as a fresh empty file
     of that name would be."""
-    import lmdb
-
-    from nfsd.index import Index
-
-    export, outside = tmp_path / "export", tmp_path / "outside"
-    export.mkdir()
+    outside = tmp_path / "outside"
     outside.mkdir()
-    env = lmdb.open(str(tmp_path / "db"), max_dbs=128, map_size=1 << 30, sync=False)
-    idx = Index(env, str(export), 1)
-    try:
-        idx.scan(False)
-        root = os.stat(export).st_ino
+    with indexed_export(tmp_path) as (idx, env, export, root):
         (export / "lib.c").write_bytes(b"int answer(void) { return 42; }\n")
         idx.note_entry(root, b"lib.c")
         idx.flush()
@@ -116,9 +127,6 @@ def test_an_inode_back_from_the_dead_empty_gets_the_tiers_of_a_new_empty_file(tm
         assert not any(b"answer" in k for k in back_keys[0] | back_keys[1])
         assert [f.path for f in idx.query(root, [(b"ext", b"txt")])] == [b"back.txt", b"fresh.txt"]
         assert idx.query(root, [(b"ext", b"c")]) == []
-    finally:
-        idx.close()
-        env.close()
 
 
 def test_remembered_content_rules_are_the_transducers_own(tmp_path: Path) -> None:
@@ -130,3 +138,59 @@ def test_remembered_content_rules_are_the_transducers_own(tmp_path: Path) -> Non
             todo = [t for t in x.content_tier if x._applies(t, name, st)]
             assert x._applying(name, st)[0] == todo, name
             assert x.xver_for(name, st) == x._xver_of(name, todo), name
+
+
+def test_maintain_leaves_a_burst_of_changes_for_one_batch_but_not_for_long(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The periodic ``maintain`` applies a trickle of notes at once, but leaves a burst (at
+    least BUSY_NOTES since its last call) queued while it lasts, up to DEFER_SECONDS or
+    DEFER_NOTES; a flush (what a query directory does) applies it whatever the burst."""
+    monkeypatch.setattr(index_module, "BUSY_NOTES", 10)
+    monkeypatch.setattr(index_module, "DEFER_NOTES", 45)
+    clock = [1000.0]
+    monkeypatch.setattr(index_module.time, "monotonic", lambda: clock[0])
+    with indexed_export(tmp_path) as (idx, _env, export, root):
+        made = 0
+
+        def make(n: int) -> None:
+            nonlocal made
+            for _ in range(n):
+                name = f"f{made}.txt"
+                (export / name).write_bytes(b"")
+                idx.note_entry(root, name.encode())
+                made += 1
+
+        def indexed() -> int:
+            return len(idx.query(root, [(b"ext", b"txt")]))
+
+        make(3)  # a trickle: applied at once
+        idx.maintain()
+        assert indexed() == 3
+        make(12)  # a burst: left for later
+        idx.maintain()
+        assert indexed() == 3
+        clock[0] += 0.5
+        make(12)  # still going on
+        idx.maintain()
+        assert indexed() == 3
+        clock[0] += 0.5
+        idx.maintain()  # it stopped: one batch
+        assert indexed() == 27
+        make(20)  # a new burst...
+        idx.maintain()
+        assert indexed() == 27
+        make(30)  # ...past DEFER_NOTES waiting: applied although it goes on
+        idx.maintain()
+        assert indexed() == 77
+        make(20)
+        idx.maintain()
+        assert indexed() == 77
+        clock[0] += index_module.DEFER_SECONDS + 0.1
+        make(20)  # past DEFER_SECONDS since the first waiting note
+        idx.maintain()
+        assert indexed() == 117
+        make(20)
+        idx.maintain()
+        assert indexed() == 117
+        idx.flush()  # a query directory's flush does not wait
+        assert indexed() == 137
