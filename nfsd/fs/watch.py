@@ -75,7 +75,9 @@ class TreeWatcher:
                     name = data[offset:offset + length].rstrip(b"\0")
                     offset += length
                     try:
-                        await self._handle(wd, mask, name)
+                        new_dir = self._handle(wd, mask, name)
+                        if new_dir is not None:
+                            await self._watch_new_dir(*new_dir)
                     except Exception:  # a watcher must outlive any one odd event
                         log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
         finally:
@@ -114,28 +116,46 @@ class TreeWatcher:
         self._dir_of[watch.wd] = st.st_ino
         return True
 
-    async def _handle(self, wd: int, mask: int, name: bytes) -> None:
+    def _handle(self, wd: int, mask: int, name: bytes) -> tuple[int, bytes] | None:
+        """Note one event's entry; returns (parent inode, name) of a directory that
+        appeared, to be watched (a plain call per event: most are echoes of the server's
+        own changes, whose note is already queued, see ``Index.note_entry``)."""
         if mask & _Q_OVERFLOW:
             log.warning("inotify queue overflowed: rescanning the export")
             self.rescan()
-            return
+            return None
         if mask & _IGNORED:
             self._dir_of.pop(wd, None)
             if self._inotify is not None:
                 self._inotify._watches.pop(wd, None)  # the library's own map of live watches
-            return
+            return None
         dir_ino = self._dir_of.get(wd)
         if dir_ino is None or not name:
-            return
+            return None
         self.index.note_entry(dir_ino, name)
         if mask & _ISDIR and mask & _NEW_NAME:
-            await self._watch_new_dir(dir_ino, name)
+            return dir_ino, name
+        return None
+
+    def _path_of_dir(self, ino: int) -> bytes | None:
+        """A watched directory's path below the root: the index's, if it still leads to that
+        directory, else the index's after applying its queue (on the event loop: only when
+        a move the index has not applied yet may have changed it)."""
+        path = self.index.path_of(ino)
+        if path is not None:
+            try:
+                if os.stat(os.path.join(self.root, path) if path else self.root,
+                           follow_symlinks=False).st_ino == ino:
+                    return path
+            except OSError:
+                pass
+        self.index.flush()
+        return self.index.path_of(ino)
 
     async def _watch_new_dir(self, parent_ino: int, name: bytes) -> None:
         """A directory appeared: watch it and its subtree, and note what it already holds
         (files created before the watch existed raise no events)."""
-        self.index.flush()
-        parent = self.index.path_of(parent_ino)
+        parent = self._path_of_dir(parent_ino)
         if parent is None:
             return
         path = os.path.join(self.root, parent, name) if parent else os.path.join(self.root, name)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 import zlib
 from typing import NamedTuple, Sequence
 
 from ..query.language import NO_EXT_KEY, size_key
-from .fields import ext_of, valid_field, valid_value
+from .fields import _NS_PER_DAY, ext_of, valid_field, valid_value
 from .fsread import OpenFile, open_regular
 from .tables import EMPTY, NO_XVER
 from .transducers.interface import Content, Sniffer, Transducer, declared_fields
 
 MAX_PAIRS = 20_000  # per transducer and file: a runaway transducer cannot bloat the index
 MAX_EMPTY_RULES = 1024  # remembered content tiers of empty files (one per extension and rule)
+MAX_STAT_RULES = 4096   # remembered stat tiers minus the name (see ``stat_keys``)
+STAT_RULES_TTL = 60.0   # ...kept this long: owner and group names follow renamed accounts
 
 
 # modules of the built-in content transducers: each reads only its name's extension and the
@@ -58,6 +61,18 @@ class Extractor:
         # the built-in transducers, whose output depends on nothing else: a burst of new
         # empty files (untar, touch, a build's stamps) is indexed without opening each
         self._empty: dict[tuple[bytes | None, tuple[str, ...]], Outcome] = {}
+        # the same for a new empty file of a given extension when every content-tier
+        # transducer is built in (their ``applies`` read only the kind, size and extension)
+        self._pure = all(type(t).__module__ in _PURE_MODULES for t in self.content_tier)
+        self._empty_new: dict[bytes | None, tuple[Outcome, int]] = {}
+        self._rules: dict[tuple[bytes | None, int, int], tuple[list[Transducer], int]] = {}  # ``_applying``
+        # the built-in stat tier alone: a file's keys besides its name are a function of
+        # (extension, owner, group, size, mtime's day, kind), remembered per such rule, so a
+        # burst of new files (a CREATE each) runs the transducer once per rule, not per file
+        self._stat_pure = [(type(t).__module__, type(t).__name__) for t in self.stat_tier] == [
+            ("nfsd.index.transducers.builtin", "StatFields")]
+        self._stat_rules: dict[tuple[bytes | None, int, int, int, int, int], frozenset[bytes]] = {}
+        self._stat_rules_since = time.monotonic()
 
     def xver_for(self, name: bytes, st: os.stat_result) -> int:
         """The version of the content tier a file called ``name`` gets: the transducers and
@@ -67,7 +82,20 @@ class Extractor:
         ``slow.c`` is re-extracted, ``a.c`` -> ``lib/a.c`` is not)."""
         if self.xver == NO_XVER:  # a stat-tier-only extractor: no content tier was extracted
             return NO_XVER
-        return self._xver_of(name, [t for t in self.content_tier if self._applies(t, name, st)])
+        return self._applying(name, st)[1]
+
+    def _applying(self, name: bytes, st: os.stat_result) -> tuple[list[Transducer], int]:
+        """The content-tier transducers that apply to ``name`` and its ``xver_for``; with only
+        built-in ones (whose ``applies`` read the kind, size and extension), remembered per
+        (extension, kind, size): a rename's reconciliation asks for them four times."""
+        key = (ext_of(name), stat.S_IFMT(st.st_mode), st.st_size)
+        found = self._rules.get(key) if self._pure else None
+        if found is None:
+            todo = [t for t in self.content_tier if self._applies(t, name, st)]
+            found = (todo, self._xver_of(name, todo))
+            if self._pure and len(self._rules) < MAX_STAT_RULES:
+                self._rules[key] = found
+        return found
 
     def _xver_of(self, name: bytes, applying: Sequence[Transducer]) -> int:
         """``xver_for`` once the content-tier transducers applying to ``name`` are known."""
@@ -91,6 +119,25 @@ class Extractor:
         return xver in self._handed_out or xver == self.xver_for(name, st)
 
     def stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
+        if not self._stat_pure or not valid_value(name):
+            return self._stat_keys(name, st)
+        rule = (ext_of(name), st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns // _NS_PER_DAY,
+                stat.S_IFMT(st.st_mode))
+        now = time.monotonic()
+        if now - self._stat_rules_since > STAT_RULES_TTL or len(self._stat_rules) >= MAX_STAT_RULES:
+            self._stat_rules.clear()
+            self._stat_rules_since = now
+        name_key = b"name\0" + name
+        rest = self._stat_rules.get(rule)
+        if rest is None:
+            out = self._stat_keys(name, st)
+            if out.failures or name_key not in out.keys:
+                return out
+            self._stat_rules[rule] = out.keys - {name_key}
+            return out
+        return Outcome(rest | {name_key}, [])
+
+    def _stat_keys(self, name: bytes, st: os.stat_result) -> Outcome:
         out = self._run([t for t in self.stat_tier if self._applies(t, name, st)], name, st, None)
         # the exact size, ordered, for size ranges, and "no ext" for ext:/!VALUE (hidden keys:
         # no field directory shows them)
@@ -134,7 +181,7 @@ class Extractor:
         built-in transducers apply (their output is a function of the extension and of the
         content alone); None when another transducer must see the file."""
         if todo is None:
-            todo = [t for t in self.content_tier if self._applies(t, name, st)]
+            todo = self._applying(name, st)[0]
         if not all(type(t).__module__ in _PURE_MODULES for t in todo):
             return None
         key = (ext_of(name), tuple(t.name for t in todo))
@@ -148,9 +195,18 @@ class Extractor:
     def empty_new(self, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """``empty_content`` of a new empty file and its ``xver_for``, asking each
         transducer whether it applies once instead of twice (a CREATE's index work)."""
+        ext = ext_of(name)
+        known = self._empty_new.get(ext) if self._pure else None
+        if known is not None:
+            return Outcome(known[0].keys, list(known[0].failures)), known[1]
         todo = [t for t in self.content_tier if self._applies(t, name, st)]
         found = self.empty_content(name, st, todo)
-        return None if found is None else (found, self._xver_of(name, todo))
+        if found is None:
+            return None
+        xver = self._xver_of(name, todo)
+        if self._pure and len(self._empty_new) < MAX_EMPTY_RULES:
+            self._empty_new[ext] = (found, xver)
+        return found, xver
 
     def any_applies(self, transducers: Sequence[Transducer], name: bytes, st: os.stat_result) -> bool:
         return any(self._applies(t, name, st) for t in transducers)

@@ -38,6 +38,15 @@ TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this lon
 PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
 MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
 EXTRACT_THREADS = min(4, os.cpu_count() or 1)
+# A burst of changes (a create storm, an untar) is applied in one batch once it calms down
+# rather than by the periodic flush while calls keep coming: a flush thread holding the GIL
+# makes the event loop wait up to the switch interval (5 ms) after each of its system calls,
+# which halved the namespace calls' rate.  ``maintain`` defers while at least BUSY_NOTES came
+# since its last call, for at most DEFER_SECONDS and DEFER_NOTES; queries do not wait for it
+# (a query directory applies the queue before answering, see nfsd/fs/semantic.py).
+BUSY_NOTES = 500
+DEFER_SECONDS = 5.0
+DEFER_NOTES = 20_000  # (about 0.4 s of work for the flush that takes them, perhaps a query's)
 
 
 class IndexClosed(Exception):
@@ -87,6 +96,8 @@ class Index:
         self._entries: set[tuple[int, bytes]] = set()
         self._inos: set[int] = set()
         self._dirs: set[int] = set()
+        self._first_note_at = 0.0  # when the queue became non-empty (0: it is empty)
+        self._queued_at_maintain = 0  # how many notes waited at ``maintain``'s last call
         self._pool = ThreadPoolExecutor(max_workers=EXTRACT_THREADS, thread_name_prefix="pysfsd-extract")
         self._closed = False
         self._last_purge = time.monotonic()
@@ -185,9 +196,15 @@ class Index:
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
+        if (dir_ino, name) in self._entries:
+            # queued already (the inotify echo of the server's own change): no lock.  A flush
+            # that takes the queue after this test reads the entry after the change
+            return
         if not name or b"/" in name or name in (b".", b".."):
             return
         with self._notes_lock:
+            if not self._first_note_at:
+                self._first_note_at = time.monotonic()
             self._entries.add((dir_ino, name))
             if len(self._entries) > MAX_NOTED_ENTRIES:
                 self._dirs.update(d for d, _ in self._entries)
@@ -197,6 +214,8 @@ class Index:
         """This file's content or attributes may have changed; ``force``: re-derive its stat
         tier even if its stat is the same (values set in the state store, nfsd/fs/tags.py)."""
         with self._notes_lock:
+            if not self._first_note_at:
+                self._first_note_at = time.monotonic()
             self._inos.add(ino)
             if force:
                 self._forced.add(ino)
@@ -204,6 +223,8 @@ class Index:
     def note_dir(self, dir_ino: int) -> None:
         """Re-list this directory (after an inotify overflow, or unknown changes)."""
         with self._notes_lock:
+            if not self._first_note_at:
+                self._first_note_at = time.monotonic()
             self._dirs.add(dir_ino)
 
     def has_notes(self) -> bool:
@@ -222,6 +243,7 @@ class Index:
             with self._notes_lock:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
                 self._entries, self._inos, self._dirs = set(), set(), set()
+                self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
             purge = time.monotonic() - self._last_purge > PURGE_EVERY
             if self._closed or not (entries or inos or dirs or purge):
@@ -267,10 +289,24 @@ class Index:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
         short once writes may go through again; keep the mapped pages in bounds."""
         self.trim_map()
+        if self._burst_going_on():
+            return False
         changed = self.flush()
         if self._rescan_due and not self._space.blocked():
             self.scan()
         return changed
+
+    def _burst_going_on(self) -> bool:
+        """Whether ``maintain`` should leave the queue for now (see BUSY_NOTES)."""
+        queued = len(self._entries) + len(self._inos) + len(self._dirs)
+        came = queued - self._queued_at_maintain
+        self._queued_at_maintain = queued
+        first = self._first_note_at
+        if (came >= BUSY_NOTES and queued < DEFER_NOTES and first
+                and time.monotonic() - first < DEFER_SECONDS):
+            return True
+        self._queued_at_maintain = 0  # the flush that follows takes them all
+        return False
 
     def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
         by_dir: dict[int, set[bytes]] = {d: set() for d in dirs}

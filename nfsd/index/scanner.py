@@ -296,14 +296,24 @@ class Reconciler:
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         empty = None
-        if tomb is None and xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:
-            found = self.x.empty_new(name, st)  # a new empty file: nothing to read
+        if xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:
+            # a new empty file (or a reused inode's, its old content tier not kept): nothing to read
+            found = self.x.empty_new(name, st)
             if found is not None:
                 empty, xver = found
         rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
                          st.st_ctime_ns, xver, name)
         if empty is not None:
-            w.add_new(ino, rec, st_out.keys, empty.keys)
+            if tomb is None:
+                w.add_new(ino, rec, st_out.keys, empty.keys)
+                if st_out.failures or empty.failures:  # else nothing to record: a new inode has no failures yet
+                    self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
+                return
+            old = w.keys_of(ino)
+            w.revive(ino)
+            w.put_file(ino, rec, moved=True)
+            w.put_child(dir_ino, name, ino, kind)
+            w.set_keys(ino, old, (st_out.keys, empty.keys), posted=False)
             self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
             return
         if tomb is None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import stat
 import struct
 import time
+from itertools import repeat
 from typing import Any, Iterator, NamedTuple
 
 import lmdb
@@ -369,7 +370,7 @@ class Writer:
         self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
-            self._adds.extend((k, key) for k in stat_keys | content_keys)
+            self._adds.extend(zip(stat_keys | content_keys, repeat(key)))
             self.changed = True
             self.stat_changed |= bool(stat_keys)
         self.ops += 3 + len(stat_keys) + len(content_keys)

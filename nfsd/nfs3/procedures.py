@@ -13,11 +13,11 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from protocol.nfs3 import NFS3, createmode3, stable_how
+from protocol.nfs3 import NFS3, stable_how
 from protocol.program import Procedure
 
 from ..rpc.call import CallContext
-from .service import Nfs3Service
+from .service import EXCLUSIVE, Nfs3Service
 
 
 class Guard(enum.Enum):
@@ -84,7 +84,7 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     # Changes of a directory are made inline; the directories a burst changed are fsynced
     # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:
     # the verifier is synced to LMDB before the reply, in a thread.
-    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, lambda s, a: a.how[0] == createmode3.EXCLUSIVE),
+    _row(8, S.CREATE, ("where.dir.data",), Guard.CHANGE, lambda s, a: a.how[0] == EXCLUSIVE),
     _row(9, S.MKDIR, ("where.dir.data",), Guard.CHANGE),
     _row(10, S.SYMLINK, ("where.dir.data",), Guard.CHANGE),
     _row(11, S.MKNOD, ("where.dir.data",), Guard.CHANGE),

@@ -48,6 +48,8 @@ _IS_ROOT = os.geteuid() == 0 and not _ACTING_AS_CALLER
 # The mode of a file created without one (EXCLUSIVE, or a sattr3 without a mode): the
 # owner's only, as from Ganesha, until the client's SETATTR says otherwise (knfsd uses 0).
 NEW_FILE_MODE = 0o600
+# plain ints: an attribute of an XDR enum is a __getattr__ and an IntEnum look-up per call
+GUARDED, EXCLUSIVE = int(nfs3.createmode3.GUARDED), int(nfs3.createmode3.EXCLUSIVE)
 
 
 def access_bits(st: StatResult, cred: Credentials, wanted: int) -> int:
@@ -292,7 +294,7 @@ class Nfs3Service:
         name = a.where.name
         mode, how = a.how
         pre = self._pre(fs, d)
-        if mode == nfs3.createmode3.EXCLUSIVE:
+        if mode == EXCLUSIVE:
             return self._create_exclusive(ctx, fs, d, name, how, pre)
         sattr = how
         perm = sattr.mode if sattr.mode is not None else NEW_FILE_MODE
@@ -300,7 +302,7 @@ class Nfs3Service:
             try:
                 n = fs.create_file(d, name, perm, exclusive=True)
             except FileExistsError:
-                if mode == nfs3.createmode3.GUARDED:
+                if mode == GUARDED:
                     raise
                 n = self._existing_file(fs, d, name, sattr)
             else:
@@ -409,7 +411,9 @@ class Nfs3Service:
     def RENAME(self, ctx: CallContext, a: Any) -> Any:
         fs, src = self.resolve(a.from_.dir.data)
         fs2, dst = self.resolve(a.to.dir.data)
-        spre, dpre = self._pre(fs, src), self._pre(fs2, dst)
+        same = dst is src  # a rename within one directory (the node cache shares nodes)
+        spre = self._pre(fs, src)
+        dpre = spre if same else self._pre(fs2, dst)
         try:
             if fs is not fs2:
                 raise NfsError(nfsstat3.NFS3ERR_XDEV)
@@ -417,11 +421,19 @@ class Nfs3Service:
                 raise NfsError(nfsstat3.NFS3ERR_INVAL)
             fs.rename(src, a.from_.name, dst, a.to.name)
         except (OSError, NfsError) as exc:
-            return status_of(exc), nfs3.RENAME3resfail.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+            return status_of(exc), nfs3.RENAME3resfail.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
         finally:
-            self._changed(src, a.from_.name)
-            self._changed(dst, a.to.name)
-        return NFS3_OK, nfs3.RENAME3resok.cls(self._wcc(fs, src, spre), self._wcc(fs2, dst, dpre))
+            if same:
+                self._changed(src, a.from_.name, a.to.name)
+            else:
+                self._changed(src, a.from_.name)
+                self._changed(dst, a.to.name)
+        return NFS3_OK, nfs3.RENAME3resok.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
+
+    def _rename_wcc(self, fs: Backend, src: Node, spre: Any, fs2: Backend, dst: Node, dpre: Any) -> tuple[Any, Any]:
+        """fromdir_wcc and todir_wcc: one directory's read once when both are the same."""
+        from_wcc = self._wcc(fs, src, spre)
+        return from_wcc, from_wcc if dst is src else self._wcc(fs2, dst, dpre)
 
     def LINK(self, ctx: CallContext, a: Any) -> Any:
         fs, n = self.resolve(a.file.data)

@@ -17,6 +17,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -33,6 +34,7 @@ FLAG_DELETED = 1                  # tombstone: the object was removed through th
 # of the burst only while the store's file system has this much room: far more than a burst
 # writes, so the burst's commit cannot be the one that finds it full.
 ROOM_MARGIN = 64 << 20
+ROOM_RECHECK = 0.1  # seconds a free-space reading above twice the margin is used for
 
 # LMDB reports a short write (the file system filled up mid-commit) as EIO: below this much
 # free space, that is taken for a full store rather than a failing disk.
@@ -95,6 +97,7 @@ class Store:
         self._burst_thread = 0
         self._later: dict[bytes, bytes | None] = {}
         self._roomy: bool | None = None  # ROOM_MARGIN free, checked once per burst
+        self._free, self._free_at = 0, 0.0  # the free bytes last read, and when
         # --shared-state (nfsd/shared): places and tombstones are published for the other
         # heads, verifiers are kept in PostgreSQL too; None on a single host
         self.shared: Any = None
@@ -178,12 +181,18 @@ class Store:
         """Whether the store can take a burst's writes without a doubt (see ROOM_MARGIN), so
         a write that must know it was taken may wait for the burst's end too."""
         if self._roomy is None:
-            try:
-                v = os.statvfs(self.path)
-                free = v.f_bfree if os.geteuid() == 0 else v.f_bavail
-                self._roomy = not self.full and free * v.f_frsize >= ROOM_MARGIN
-            except OSError:
-                self._roomy = False
+            now = time.monotonic()
+            free = self._free
+            if free < 2 * ROOM_MARGIN or now - self._free_at > ROOM_RECHECK:
+                # far above the margin, the free space read a moment ago will do (a statvfs
+                # per burst was 1-2 % of a CREATE's CPU); near it, every burst reads it again
+                try:
+                    v = os.statvfs(self.path)
+                    free = (v.f_bfree if os.geteuid() == 0 else v.f_bavail) * v.f_frsize
+                except OSError:
+                    free = 0
+                self._free, self._free_at = free, now
+            self._roomy = not self.full and free >= ROOM_MARGIN
         return self._roomy
 
     # -- handle table ---------------------------------------------------------------------

@@ -110,6 +110,39 @@ def test_a_new_objects_place_waits_only_while_the_store_has_room(tmp_path: Path,
         store.close()
 
 
+def test_the_free_space_read_for_a_burst_is_reused_briefly_only_far_above_the_margin(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """``Store.roomy`` reads the file system's free space (statvfs) for a burst; far above
+    the margin that reading serves the bursts of the next ROOM_RECHECK seconds, near it
+    every burst reads again."""
+    import nfsd.state.store
+    reads = []
+    real = os.statvfs
+    monkeypatch.setattr(nfsd.state.store.os, "statvfs", lambda p: reads.append(p) or real(p))
+    store = Store(str(tmp_path / "state"))
+    try:
+        for _ in range(5):
+            store.begin_burst()
+            assert store.roomy()
+            store.end_burst()
+        assert len(reads) == 1
+        monkeypatch.setattr(nfsd.state.store, "ROOM_RECHECK", 0.0)
+        store.begin_burst()
+        assert store.roomy()
+        store.end_burst()
+        assert len(reads) == 2  # the reading is too old: read again
+        free = real(tmp_path).f_bfree * real(tmp_path).f_frsize
+        monkeypatch.setattr(nfsd.state.store, "ROOM_RECHECK", 3600.0)
+        monkeypatch.setattr(nfsd.state.store, "ROOM_MARGIN", free // 2 + (free >> 4))  # near it
+        for _ in range(3):
+            store.begin_burst()
+            store.roomy()
+            store.end_burst()
+        assert len(reads) == 5  # every burst
+    finally:
+        store.close()
+
+
 def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -> None:
     """Through a server: a create, a rename and a remove answered, then kill -9 right after
     the last reply: the handle table on disk holds the new name and the tombstone (a burst's
