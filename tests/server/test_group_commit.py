@@ -116,9 +116,13 @@ def test_the_free_space_read_for_a_burst_is_reused_briefly_only_far_above_the_ma
     the margin that reading serves the bursts of the next ROOM_RECHECK seconds, near it
     every burst reads again."""
     import nfsd.state.store
-    reads = []
+    reads: list[str] = []
     real = os.statvfs
-    monkeypatch.setattr(nfsd.state.store.os, "statvfs", lambda p: reads.append(p) or real(p))
+
+    def counted(p: str) -> os.statvfs_result:
+        reads.append(p)
+        return real(p)
+    monkeypatch.setattr(nfsd.state.store.os, "statvfs", counted)
     store = Store(str(tmp_path / "state"))
     try:
         for _ in range(5):

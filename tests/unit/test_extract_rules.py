@@ -119,7 +119,7 @@ def test_an_inode_back_from_the_dead_empty_gets_the_tiers_of_a_new_empty_file(tm
             back_keys = idx._tables.keys_of(txn, ino)
             fresh_keys = idx._tables.keys_of(txn, fresh)
             fresh_rec = idx._tables.file(txn, fresh)
-        assert rec.xver == fresh_rec.xver != 0
+        assert fresh_rec is not None and rec.xver == fresh_rec.xver != 0
         assert back_keys[1] == fresh_keys[1]  # the content tier of an empty .txt
         assert {k for k in back_keys[0] if not k.startswith(b"name\0")} == \
                {k for k in fresh_keys[0] if not k.startswith(b"name\0")}
