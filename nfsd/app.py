@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
-from protocol.nlm4 import NLM4
-from protocol.nsm import SM
+from protocol.nlm4 import NLM4, NLM_PROGRAM
+from protocol.nsm import SM, SM_PROGRAM
 
 from .fs.dirsync import DirSync
 from .nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
@@ -30,6 +30,7 @@ from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender,
                                    WriterIndex)
 from .fs.localfs import LocalFS
 from .locks.monitor import MonitorRecords
+from .locks.relay import LockForwarder, LockRelay
 from .locks.service import LockService
 from .nfs3.mount_service import MountService
 from .nfs3.procedures import offloads
@@ -202,6 +203,15 @@ class NfsServer:
                                      config.grace_period, config.client_portmap_port, config.nsm_name)
             self.dispatcher.register(NLM4, self.locks.nlm)
             self.dispatcher.register(SM, self.locks.nsm)
+        # Workers: the primary holds the lock table; the others relay NLM/NSM calls to it.
+        self.lock_relay: LockRelay | LockForwarder | None = None
+        if config.locks and role is not None and role.lock_channels:
+            if follower:
+                self.lock_relay = forwarder = LockForwarder(role.lock_channels[0])
+                self.dispatcher.forward(NLM_PROGRAM, forwarder.forward)
+                self.dispatcher.forward(SM_PROGRAM, forwarder.forward)
+            else:
+                self.lock_relay = LockRelay(role.lock_channels, self.dispatcher.dispatch)
         self.connections: set[RpcStreamProtocol] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._background: list[asyncio.Task[None]] = []
@@ -231,10 +241,8 @@ class NfsServer:
             return RpcDatagramProtocol(self.dispatcher, self.connections)
         role = self.role
         if role is not None:  # the parent bound them (nfsd/workers.py)
-            pairs = [(role.tcp, role.udp)] + ([role.lock_sockets] if role.lock_sockets is not None else [])
-            for tcp, udp in pairs:
-                self._servers.append(await loop.create_server(stream, sock=tcp, backlog=LISTEN_BACKLOG))
-                await loop.create_datagram_endpoint(datagram, sock=udp)
+            self._servers.append(await loop.create_server(stream, sock=role.tcp, backlog=LISTEN_BACKLOG))
+            await loop.create_datagram_endpoint(datagram, sock=role.udp)
             server = self._servers[0]
         else:
             try:
@@ -250,6 +258,8 @@ class NfsServer:
         host, port = server.sockets[0].getsockname()[:2]
         if self.locks is not None:
             self.locks.start()
+        if self.lock_relay is not None:
+            self.lock_relay.start()
         if role is not None:
             return host, port  # the parent registers with the portmapper
         try:
@@ -381,6 +391,8 @@ class NfsServer:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        if self.lock_relay is not None:
+            self.lock_relay.stop()
         if self.locks is not None:
             await self.locks.stop()
         for task in self._background:

@@ -1,12 +1,13 @@
 """``--workers N``: N server processes on one set of listening sockets (docs/design.rst,
 "Several worker processes").
 
-The parent binds the NFS/MOUNT TCP and UDP sockets (and, with locks, a second pair for NLM
-and NSM) once, creates what the workers share (the duplicate-request cache's memory, one
-index channel per follower), then forks the workers; each opens the LMDB environment
+The parent binds the NFS/MOUNT/NLM/NSM TCP and UDP sockets once, creates what the workers
+share (the duplicate-request cache's memory, one index channel and one lock channel per
+follower), then forks the workers; each opens the LMDB environment
 itself, after the fork.  Worker 0, the *primary*, starts first: it takes the store's locks,
 moves the boot counter (its write verifier is handed to every later worker, restarts
-included), writes the index, and alone serves NLM/NSM on their own port.  The kernel hands
+included), writes the index, and holds the lock table: the others relay the NLM/NSM calls
+they receive to it (nfsd/locks/relay.py).  The kernel hands
 each accepted connection (and each UDP datagram) to whichever worker takes it first.  The
 parent then registers with the portmapper, relays the lines scripts wait for, and
 supervises: a worker that dies is started again (a slot dying ``MAX_RESTARTS`` times in
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
+from .locks.relay import relay_pair
 from .config.preflight import listen_error
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
@@ -54,7 +56,7 @@ class WorkerRole:
     count: int
     tcp: socket.socket
     udp: socket.socket
-    lock_sockets: tuple[socket.socket, socket.socket] | None  # NLM/NSM: the primary only
+    lock_channels: list[socket.socket]  # NLM/NSM relay (nfsd/locks/relay.py): as ``channels``
     drc: SharedDuplicateRequestCache
     channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
     note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
@@ -117,12 +119,12 @@ class Supervisor:
         self.config, self.count = config, count
         try:
             self.tcp, self.udp = bind_pair(config.bind, config.port)
-            self.lock_sockets = bind_pair(config.bind, 0) if config.locks else None
         except OSError as exc:
             raise listen_error(config.bind, config.port, exc) from None
         self.host, self.port = self.tcp.getsockname()[:2]
         self.drc = SharedDuplicateRequestCache.create(count)
         self.pairs = [channel_pair() for _ in range(count - 1)]
+        self.lock_pairs = [relay_pair() for _ in range(count - 1)] if config.locks else []
         self.note_counts = NoteCounts.create(count)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
@@ -136,7 +138,11 @@ class Supervisor:
     # -- starting workers -------------------------------------------------------------------
     def _role(self, slot: int, status_w: int) -> WorkerRole:
         channels = [w for w, _ in self.pairs] if slot == 0 else [self.pairs[slot - 1][1]]
-        return WorkerRole(slot, self.count, self.tcp, self.udp, self.lock_sockets if slot == 0 else None,
+        if not self.lock_pairs:
+            locks: list[socket.socket] = []
+        else:
+            locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
+        return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
@@ -223,8 +229,7 @@ class Supervisor:
         discovery = Discovery()
         try:
             status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
-                                           0, self.config.register, self.lock_sockets is not None,
-                                           self.lock_sockets[0].getsockname()[1] if self.lock_sockets else None)
+                                           0, self.config.register, self.config.locks)
         except OSError as exc:
             await self._stop_all()
             raise listen_error(self.host, self.config.portmap_port, exc,
@@ -233,8 +238,7 @@ class Supervisor:
         for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
             word = "listening on" if i == 0 else "           "
             print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
-        locks = (f"; NLM and NSM on port {self.lock_sockets[0].getsockname()[1]} (worker 0)"
-                 if self.lock_sockets else "")
+        locks = "; NLM and NSM relayed to worker 0" if self.config.locks and self.count > 1 else ""
         print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}{locks}",
               file=sys.stderr, flush=True)
         print(f"pysfsd: portmapper: {status}", file=sys.stderr, flush=True)

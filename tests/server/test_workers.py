@@ -5,7 +5,6 @@ process holding the server's end of each TCP connection through /proc."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from contextlib import contextmanager
@@ -14,11 +13,13 @@ from typing import Iterator
 
 import pytest
 
-from protocol import nfs3
+from protocol import nfs3, nsm
+from protocol.nlm4 import nlm4_stats as S_NLM
 from tests.conftest import ServerProcess
 from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
                                 remove, sattr, write)
-from tests.rpc_client import RpcClient, fh
+from tests.nlm_helpers import CallbackServices, NlmClient
+from tests.rpc_client import ROOT, RpcClient, fh
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 
@@ -299,27 +300,50 @@ def _ino(handle: bytes) -> bytes:
     return handle[4:12]
 
 
-def test_locks_are_served_by_the_primary_alone(two: ServerProcess) -> None:
-    """NLM and NSM live in worker 0, on a port of their own (registered with the portmapper
-    by the parent); the NFS port's other worker does not serve them."""
-    found = None
-    deadline = time.monotonic() + 10
-    while found is None and time.monotonic() < deadline:
-        found = re.search(r"NLM and NSM on port (\d+)", two.log_path.read_text())
-        time.sleep(0.05)
-    assert found, two.log_path.read_text()
-    primary = workers_of(two)[0]
-    for _ in range(4):
-        with RpcClient(int(found[1])) as c:
-            _, body, _ = c.raw_call(100021, 4, 0)  # NLM4 NULL
-            assert body[0] == 0 and body[1].reply_data[0] == 0
-            assert serving_pid(c, int(found[1]), workers_of(two)) == primary
-    conns = one_per_worker(two)
-    follower = next(c for pid, c in conns.items() if pid != primary)
-    _, body, _ = follower.raw_call(100021, 4, 0)
-    assert body[1].reply_data[0] == 1  # PROG_UNAVAIL
-    for c in conns.values():
-        c.close()
+def _nlm_client(conn: RpcClient, name: str) -> NlmClient:
+    """An NLM client talking over ``conn`` (a connection a known worker serves)."""
+    client = NlmClient.__new__(NlmClient)
+    client.rpc, client.name, client.cred = conn, name.encode(), ROOT
+    return client
+
+
+def test_locks_through_either_worker_share_one_lock_table(tmp_path: Path) -> None:
+    """NLM and NSM sent to the NFS port reach whichever worker took the connection; the
+    follower relays them to the primary, which holds the lock table: locks taken through
+    one worker conflict with those taken through the other, a lock blocked through the
+    follower is granted by a GRANTED callback when the holder unlocks through the primary,
+    and SM_NOTIFY through the follower drops the notifying client's locks."""
+    callbacks = CallbackServices()
+    try:
+        with two_workers(tmp_path, "--client-portmap-port", str(callbacks.port)) as two:
+            conns = one_per_worker(two)
+            primary = workers_of(two)[0]
+            follower_pid = next(pid for pid in conns if pid != primary)
+            root = conns[primary].mount(two.export_b)
+            h = look(conns[primary], root, b"src", b"old.c")
+            a = _nlm_client(conns[follower_pid], "alpha")   # alpha's calls reach the follower
+            b = _nlm_client(conns[primary], "beta")         # beta's the primary
+            assert a.lock(h, 1, 0, 100) == S_NLM.NLM4_GRANTED
+            assert b.lock(h, 2, 50, 10) == S_NLM.NLM4_DENIED
+            stat, holder = b.test(h, 2, 0, 1)
+            assert stat == S_NLM.NLM4_DENIED and holder.oh == b"1@alpha"
+            assert b.lock(h, 2, 200, 10) == S_NLM.NLM4_GRANTED
+            assert a.lock(h, 1, 205, 1, block=True) == S_NLM.NLM4_BLOCKED
+            assert b.unlock(h, 2, 200, 10) == S_NLM.NLM4_GRANTED
+            granted = callbacks.next_call("GRANTED")
+            assert granted.alock.oh == b"1@alpha" and granted.alock.l_offset == 205
+            assert b.lock(h, 2, 205, 1) == S_NLM.NLM4_DENIED   # alpha holds it now
+            # alpha's host restarted: its statd tells us through the follower
+            notify = nsm.stat_chge(b"alpha", 3)
+            conns[follower_pid].call(nsm.SM, 6, notify, ROOT)
+            assert b.lock(h, 2, 0, 0) == S_NLM.NLM4_GRANTED
+            assert serving_pid(conns[follower_pid], two.port, workers_of(two)) == follower_pid
+            for c in conns.values():
+                c.close()
+            trace = two.log_path.read_text()
+            assert "Traceback" not in trace
+    finally:
+        callbacks.close()
 
 
 class _Notes:
