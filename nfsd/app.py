@@ -9,7 +9,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
@@ -32,6 +32,7 @@ from .fs.localfs import LocalFS
 from .locks.monitor import MonitorRecords
 from .locks.relay import LockForwarder, LockRelay
 from .locks.service import LockService
+from .nfs3.entry_events import FollowerEntryCache, PublishedEntryCache
 from .nfs3.mount_service import MountService
 from .nfs3.procedures import offloads
 from .nfs3.service import Nfs3Service
@@ -177,8 +178,15 @@ class NfsServer:
         self.write_verifier = (role.verifier if role is not None and role.verifier is not None
                                else self.boot.to_bytes(4, "big") + os.urandom(4))
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
-        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier,
-                               EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
+        # Workers: only the primary watches the trees; followers' caches read its changes.
+        events = role.entry_events if role is not None else None
+        entries = (FollowerEntryCache(events, config.attr_cache_bytes, config.attr_cache_seconds)
+                   if follower and events is not None
+                   else EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
+        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier, entries)
+        # (the wrapper passes for an EntryCache: it forwards what it does not override)
+        self.watched_entries = cast(EntryCache, PublishedEntryCache(entries, events)
+                                    if events is not None and not follower else entries)
         # Who may use each export, and as whom: the NFS handlers sit behind the guard.
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
@@ -289,24 +297,13 @@ class NfsServer:
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 
     async def _follow_index(self) -> None:
-        """A follower: watch the trees for the entry cache's sake only (the writer notes the
-        index), and learn from the writer when its scans are done."""
+        """A follower: watches nothing (its entry cache reads the primary's watcher's
+        changes, nfsd/nfs3/entry_events.py), and learns from the writer when its scans are
+        done."""
         loop = asyncio.get_running_loop()
         if self.config.watch:
             for fs in self.exports.values():
-                entries = self.nfs.entries
-                eid = fs.export_id
-
-                def forget(entries: EntryCache = entries, eid: int = eid) -> None:
-                    entries.clear(eid)  # events were lost: cached entries may be stale
-                watcher = TreeWatcher(fs.root_path, NotingIndex(_CacheOnly(fs.index), entries, eid), forget)
-                task = loop.create_task(watcher.run())
-                self._background.append(task)
-                ready = loop.create_task(watcher.ready.wait())
-                await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
-                if not (task.done() and task.exception() is not None):
-                    entries.enable(eid)
+                self.nfs.entries.enable(fs.export_id)
         pending = dict(self.exports)
         while pending:
             for eid, fs in list(pending.items()):
@@ -335,7 +332,7 @@ class NfsServer:
         loop = asyncio.get_running_loop()
         index = cluster.watched(fs.index)
         if self.config.watch:
-            entries = self.nfs.entries
+            entries = self.watched_entries
 
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
@@ -418,24 +415,3 @@ class NfsServer:
         if self._state_hold >= 0:
             release(self._state_hold)
             release(self._server_hold)
-
-
-class _CacheOnly:
-    """A follower's index as its directory watcher sees it: the writer's own watcher notes
-    the index, so these notes go nowhere (``NotingIndex`` forgets cached entries first)."""
-
-    def __init__(self, index: Index) -> None:
-        self._index = index
-
-    def note_entry(self, dir_ino: int, name: bytes) -> None:
-        pass
-
-    def note_dir(self, dir_ino: int) -> None:
-        pass
-
-    def flush(self) -> None:
-        """Not worth blocking the event loop on the writer: a new directory the writer has
-        not indexed yet is not watched here, and its cached entries age out (max age)."""
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._index, item)

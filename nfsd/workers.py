@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
 from .locks.relay import relay_pair
+from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
@@ -60,6 +61,7 @@ class WorkerRole:
     drc: SharedDuplicateRequestCache
     channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
     note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
+    entry_events: EntryEvents | None = None  # the primary's watcher -> followers' entry caches
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
 
@@ -126,6 +128,7 @@ class Supervisor:
         self.pairs = [channel_pair() for _ in range(count - 1)]
         self.lock_pairs = [relay_pair() for _ in range(count - 1)] if config.locks else []
         self.note_counts = NoteCounts.create(count)
+        self.entry_events = EntryEvents.create()
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -143,7 +146,7 @@ class Supervisor:
         else:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
-                          self.drc, channels, self.note_counts, self.verifier, status_w)
+                          self.drc, channels, self.note_counts, self.entry_events, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -345,6 +348,8 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
+    if role.entry_events is not None:
+        role.entry_events.attach()
     from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

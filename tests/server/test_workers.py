@@ -300,6 +300,58 @@ def _ino(handle: bytes) -> bytes:
     return handle[4:12]
 
 
+def _inotify_instances(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+def _modes(rpc: RpcClient, d: bytes) -> dict[bytes, int]:
+    return {e.name: e.name_attributes.mode & 0o7777 for e in list_dir(rpc, d) if e.name not in (b".", b"..")}
+
+
+def test_only_the_primary_watches_and_followers_caches_forget_what_it_sees(tmp_path: Path) -> None:
+    """Only the primary has an inotify instance; a follower's entry cache forgets an entry
+    changed behind the server's back, or through the other worker, as soon as the primary's
+    watcher sees it (long --attr-cache-seconds: not the maximum age)."""
+    with two_workers(tmp_path, "--attr-cache-seconds", "600") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        follower_pid = next(pid for pid in conns if pid != primary)
+        assert _inotify_instances(primary) == 1 and _inotify_instances(follower_pid) == 0
+        f, p = conns[follower_pid], conns[primary]
+        root = f.mount(two.export_b)
+        p.mount(two.export_b)
+        src = look(f, root, b"src")
+        path = two.export / "src" / "old.c"
+        os.chmod(path, 0o644)
+        time.sleep(0.2)
+        assert _modes(f, src)[b"old.c"] == 0o644
+        assert _modes(f, src)[b"old.c"] == 0o644   # from the follower's entry cache now
+        os.chmod(path, 0o600)                       # behind the server's back
+        deadline = time.monotonic() + 5
+        while _modes(f, src)[b"old.c"] != 0o600 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _modes(f, src)[b"old.c"] == 0o600
+        st, _ = setattr_mode(p, look(p, root, b"src", b"old.c"), 0o640)   # through the primary
+        assert st == OK
+        deadline = time.monotonic() + 5
+        while _modes(f, src)[b"old.c"] != 0o640 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _modes(f, src)[b"old.c"] == 0o640
+        for c in conns.values():
+            c.close()
+
+
+def setattr_mode(rpc: RpcClient, h: bytes, mode: int) -> tuple[int, object]:
+    args = nfs3.SETATTR3args.cls(fh(h), sattr(mode=mode), None)
+    return rpc.nfs(2, args)
+
+
 def _nlm_client(conn: RpcClient, name: str) -> NlmClient:
     """An NLM client talking over ``conn`` (a connection a known worker serves)."""
     client = NlmClient.__new__(NlmClient)
