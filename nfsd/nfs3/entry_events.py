@@ -29,6 +29,7 @@ from .dirlist import EntryCache
 SLOTS = 8192
 LAG = 2048          # a follower this far behind forgets everything instead of replaying
 _HEAD = struct.Struct("=Q")                 # changes written so far
+_WANTED = 8                                 # header byte: set once a follower caches entries
 _SLOT = struct.Struct("=QIQBB")             # sequence + 1, export id, directory inode, kind, name length
 SLOT_SIZE = 288                             # _SLOT + a name of up to 255 bytes, rounded
 _SEQ = struct.Struct("=Q")
@@ -41,7 +42,6 @@ class EntryEvents:
     def __init__(self, fd: int, slots: int = SLOTS) -> None:
         self.fd, self.slots = fd, slots
         self._map: mmap.mmap | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def create(cls, slots: int = SLOTS) -> "EntryEvents":
@@ -58,18 +58,25 @@ class EntryEvents:
 
     # -- the writer --------------------------------------------------------------------
     def publish(self, kind: int, export_id: int, d_ino: int = 0, name: bytes | None = None) -> None:
+        """Called by the primary's event loop alone (its watcher, a lost-events rescan)."""
         m = self._map
-        if m is None:
-            return
+        if m is None or not m[_WANTED]:
+            return  # no follower has cached an entry yet: nothing to forget anywhere
         raw = name[:255] if name is not None else b""
-        with self._lock:
-            seq = _HEAD.unpack_from(m, 0)[0]
-            at = 64 + (seq % self.slots) * SLOT_SIZE
-            _SEQ.pack_into(m, at, 0)  # being rewritten: a reader seeing 0 or another number skips
-            _SLOT.pack_into(m, at, 0, export_id, d_ino, kind, len(raw))
-            m[at + _SLOT.size:at + _SLOT.size + len(raw)] = raw
-            _SEQ.pack_into(m, at, seq + 1)
-            _HEAD.pack_into(m, 0, seq + 1)
+        seq = _HEAD.unpack_from(m, 0)[0]
+        at = 64 + (seq % self.slots) * SLOT_SIZE
+        # sequence number 0 first (in the same write): a reader meanwhile skips the slot
+        _SLOT.pack_into(m, at, 0, export_id, d_ino, kind, len(raw))
+        m[at + _SLOT.size:at + _SLOT.size + len(raw)] = raw
+        _SEQ.pack_into(m, at, seq + 1)
+        _HEAD.pack_into(m, 0, seq + 1)
+
+    def want(self) -> None:
+        """A follower is about to cache entries: from now on, publish.  (Set before the
+        follower reads the directory it caches, so a change it did not see is published.)"""
+        m = self._map
+        if m is not None and not m[_WANTED]:
+            m[_WANTED] = 1
 
     # -- a reader ----------------------------------------------------------------------
     def read(self, seq: int) -> tuple[int, int, int, bytes | None] | None:
@@ -138,6 +145,7 @@ class FollowerEntryCache(EntryCache):
             self._seen = seq
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
+        self.events.want()
         self.catch_up()
         return super().get(*args, **kwargs)
 

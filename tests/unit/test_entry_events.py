@@ -15,6 +15,9 @@ def ring(slots: int = 8) -> EntryEvents:
 def test_changes_are_read_in_order_and_a_reused_slot_is_refused() -> None:
     events = ring(8)
     published = PublishedEntryCache(EntryCache(), events)
+    published.changed(3, 41, b"before.c")
+    assert events.head() == 0             # no follower caches entries yet: nothing published
+    events.want()
     published.changed(3, 42, b"a.c")
     published.changed(3, 43)
     published.clear(3)
@@ -37,6 +40,7 @@ def test_a_follower_catches_up_before_each_use_and_forgets_all_when_far_behind()
     published = PublishedEntryCache(EntryCache(), events)
     follower.complete(3, 42, None)
     assert follower._seen == 0
+    events.want()   # what the follower's first get() does
     published.changed(3, 42, b"a.c")
     follower.complete(3, 42, None)
     assert follower._seen == 1

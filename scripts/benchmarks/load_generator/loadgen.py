@@ -311,7 +311,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
         print(f"{spec.label:26}{cells[0]:>10}{cells[1]:>10}{_fmt(ratio, '.2f'):>7}"
               f"{per_cpu[0]:>10}{per_cpu[1]:>10}{_fmt(cpu_ratio, '.2f'):>10}{spec.target:>7.2f}  "
               f"{gen:>12}{errs:>11}  {verdict} {notes}")
-    if len([name for name in servers if name in stats]) > 2:
+    measured = [name for name in servers if name in stats]
+    if len(measured) > 2 or any(name not in SERVERS for name in measured):  # pysfsd-wN
         report_side_by_side(ops, [name for name in servers if name in stats], stats)
     for name, reason in failures.items():
         print(f"\n{name} not measured: {reason}")
