@@ -126,7 +126,8 @@ class NfsServer:
             self._server_hold = self._state_hold = -1  # a follower: the primary holds them
             try:
                 if not follower:
-                    self._server_hold = hold_server(self.store.path)  # one server per store
+                    # one server per store; named by the parent of workers, which stops them all
+                    self._server_hold = hold_server(self.store.path, os.getppid() if role is not None else None)
                     try:
                         self._state_hold = hold_shared(self.store.path)  # no repair while we serve
                     except StateBusy:

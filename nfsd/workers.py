@@ -222,25 +222,34 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
-        try:
-            for slot in self.slots:  # the primary first: it fixes the verifier, the store's locks
-                await self._start(slot)
-        except ConfigError:
-            await self._stop_all()
-            raise
+        from .config.preflight import unwritable_note
         from .discovery.portmap_service import Discovery
+        from .exports.rules import load_exports
+        # The portmapper first, as one process does it right after listening (the sockets
+        # listen already; calls wait in them until a worker takes them): a port refused is
+        # one line, before any worker has started scanning.
         discovery = Discovery()
         try:
             status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
                                            0, self.config.register, self.config.locks)
         except OSError as exc:
-            await self._stop_all()
             raise listen_error(self.host, self.config.portmap_port, exc,
                                "serve the portmapper (--portmap)") from None
-        from .exports.rules import load_exports
-        for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
+        try:
+            for slot in self.slots:  # the primary first: it fixes the verifier, the store's locks
+                await self._start(slot)
+        except ConfigError:
+            await discovery.stop()
+            await self._stop_all()
+            raise
+        exports = load_exports(self.config.exports, self.config.exports_file)
+        for i, export in enumerate(exports):
             word = "listening on" if i == 0 else "           "
             print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
+        for export in exports:  # once: why the first write would be refused
+            note = unwritable_note(export)
+            if note is not None:
+                print(f"pysfsd: note: {note}", file=sys.stderr, flush=True)
         locks = "; NLM and NSM relayed to worker 0" if self.config.locks and self.count > 1 else ""
         print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}{locks}",
               file=sys.stderr, flush=True)
@@ -273,6 +282,8 @@ class Supervisor:
                         self._died(slot, pid, status)
 
     def _died(self, slot: _Slot, pid: int, status: int) -> None:
+        if slot.ready is None or not slot.ready.done() or slot.ready.result().startswith("error"):
+            return  # it died starting: ``_start`` reports why (its status pipe closed)
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                else f"exit status {os.waitstatus_to_exitcode(status)}")
         now = time.monotonic()

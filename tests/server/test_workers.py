@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from protocol import nfs3, nsm
 from protocol.nlm4 import nlm4_stats as S_NLM
-from tests.conftest import ServerProcess
+from tests.conftest import REPO, ServerProcess
 from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
                                 remove, sattr, write)
 from tests.nlm_helpers import CallbackServices, NlmClient
@@ -442,3 +444,16 @@ def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -
     assert answer == [(8, 3)], answer
     w.close()
     f.close()
+
+
+def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(two: ServerProcess) -> None:
+    """The primary of a second server cannot take the store: one line naming the first
+    server's parent (the process to stop), no "died: starting it again", exit status 2."""
+    assert two.proc is not None
+    proc = subprocess.run([sys.executable, "-m", "nfsd", "--export", str(two.export), "--bind", "127.0.0.1",
+                           "--port", "0", "--no-register", "--state-dir", str(two.state_dir), "--workers", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"another pysfsd server (pid {two.proc.pid})" in lines[0]
+    assert two.proc.poll() is None
