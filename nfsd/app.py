@@ -155,7 +155,8 @@ class NfsServer:
             raise
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
-        sender = NoteSender(role.channels[0], role.note_counts, role.slot) if follower and role is not None else None
+        sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
+                  if follower and role is not None else None)
         writers: list[Index] = []
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
@@ -230,7 +231,7 @@ class NfsServer:
         self.inbox: NotesInbox | None = None  # the index writer's end of the followers' notes
         if role is not None and role.primary and role.channels:
             self.inbox = NotesInbox({eid: fs.index for eid, fs in self.exports.items()}, role.channels,
-                                    self._index_flags)
+                                    self._index_flags, role.inbox_wake[0])
 
     def _index_flags(self, export_id: int) -> int:
         fs = self.exports[export_id]

@@ -62,6 +62,7 @@ class WorkerRole:
     channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
     note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
     entry_events: EntryEvents | None = None  # the primary's watcher -> followers' entry caches
+    inbox_wake: tuple[int, int] = (-1, -1)  # followers write, after an index flush request; the primary reads
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
 
@@ -129,6 +130,7 @@ class Supervisor:
         self.lock_pairs = [relay_pair() for _ in range(count - 1)] if config.locks else []
         self.note_counts = NoteCounts.create(count)
         self.entry_events = EntryEvents.create()
+        self.inbox_wake = os.pipe2(os.O_NONBLOCK)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -146,7 +148,8 @@ class Supervisor:
         else:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
-                          self.drc, channels, self.note_counts, self.entry_events, self.verifier, status_w)
+                          self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
+                          self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()

@@ -446,6 +446,34 @@ def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -
     f.close()
 
 
+def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_once() -> None:
+    """The writer's inbox thread with the followers' wake-up pipe: it does not wake for each
+    note message, but takes notes in every INBOX_PERIOD, and answers a flush request (the
+    follower writes the pipe after sending it) without waiting for the period."""
+    from nfsd.index.writer_channel import NotesInbox, NoteSender, channel_pair
+    w, f = channel_pair()
+    r, wr = os.pipe2(os.O_NONBLOCK)
+    index = _Notes()
+    inbox = NotesInbox({1: index}, [w], lambda eid: 3, r)  # type: ignore[dict-item]
+    sender = NoteSender(f, wake=wr)
+    inbox.start()
+    try:
+        sender.send(b"E", 1, 42, b"new.c")
+        deadline = time.monotonic() + 5
+        while not index.entries and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert index.entries == [(42, b"new.c")] and index.flushes == 0
+        sender.send(b"E", 1, 43, b"other.c")
+        assert sender.flush(1, timeout=5.0) == (8, 3)
+        assert index.entries[-1] == (43, b"other.c")
+    finally:
+        inbox.stop()
+        for fd in (r, wr):
+            os.close(fd)
+        w.close()
+        f.close()
+
+
 def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(two: ServerProcess) -> None:
     """The primary of a second server cannot take the store: one line naming the first
     server's parent (the process to stop), no "died: starting it again", exit status 2."""
