@@ -47,7 +47,7 @@ from .config.transducers import TransducerSettings, build as build_transducers
 from .fs.watch import TreeWatcher
 
 if TYPE_CHECKING:
-    from .workers import WorkerRole
+    from .workers import BalancedAcceptor, WorkerRole
 
 log = logging.getLogger("pysfsd")
 
@@ -223,6 +223,7 @@ class NfsServer:
             else:
                 self.lock_relay = LockRelay(role.lock_channels, self.dispatcher.dispatch)
         self.connections: set[RpcStreamProtocol] = set()
+        self.acceptor: "BalancedAcceptor | None" = None  # workers: accepts on the shared socket
         self._servers: list[asyncio.base_events.Server] = []
         self._background: list[asyncio.Task[None]] = []
         self.indexed = asyncio.Event()  # every export's start-up scan is done
@@ -251,9 +252,13 @@ class NfsServer:
             return RpcDatagramProtocol(self.dispatcher, self.connections)
         role = self.role
         if role is not None:  # the parent bound them (nfsd/workers.py)
-            self._servers.append(await loop.create_server(stream, sock=role.tcp, backlog=LISTEN_BACKLOG))
+            if role.shares is not None:  # connections spread evenly over the workers
+                from .workers import BalancedAcceptor
+                self.acceptor = BalancedAcceptor(role.tcp, stream, role.shares, lambda: len(self.connections))
+                self.acceptor.start()
+            else:
+                self._servers.append(await loop.create_server(stream, sock=role.tcp, backlog=LISTEN_BACKLOG))
             await loop.create_datagram_endpoint(datagram, sock=role.udp)
-            server = self._servers[0]
         else:
             try:
                 server, _, _ = await listen_rpc(self.config.bind, self.config.port, stream, datagram)
@@ -265,7 +270,7 @@ class NfsServer:
         self._background.append(loop.create_task(self._index_all()))
         if self.inbox is not None:
             self.inbox.start()
-        host, port = server.sockets[0].getsockname()[:2]
+        host, port = (role.tcp if role is not None else server.sockets[0]).getsockname()[:2]
         if self.locks is not None:
             self.locks.start()
         if self.lock_relay is not None:
@@ -384,6 +389,8 @@ class NfsServer:
         follower = self.role is not None and not self.role.primary
         for server in self._servers:
             server.close()
+        if self.acceptor is not None:
+            self.acceptor.stop()
         pending = [t for c in self.connections for t in c.tasks]
         if pending:
             await asyncio.wait(pending, timeout=grace)

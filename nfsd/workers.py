@@ -21,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
@@ -63,6 +65,7 @@ class WorkerRole:
     note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
     entry_events: EntryEvents | None = None  # the primary's watcher -> followers' entry caches
     inbox_wake: tuple[int, int] = (-1, -1)  # followers write, after an index flush request; the primary reads
+    shares: ConnectionShares | None = None  # connections each worker serves (``BalancedAcceptor``)
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
 
@@ -75,6 +78,112 @@ class WorkerRole:
             os.write(self.status_fd, (line + "\n").encode())
         except OSError:
             pass
+
+
+class ConnectionShares:
+    """Per worker, in shared memory: how many connections it serves (published by that
+    worker when it accepts, and once a second), so a worker ahead of another lets it take
+    the next connection (``BalancedAcceptor``)."""
+
+    _CELL = struct.Struct("=Q")
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd, self.workers = fd, workers
+        self._map: mmap.mmap | None = None
+        self._slot = 0
+
+    @classmethod
+    def create(cls, workers: int) -> "ConnectionShares":
+        fd = os.memfd_create("pysfsd-connections", 0)  # not CLOEXEC: only forks use it
+        os.ftruncate(fd, 8 * workers)
+        return cls(fd, workers)
+
+    def attach(self, slot: int) -> None:
+        self._map = mmap.mmap(self.fd, 8 * self.workers, mmap.MAP_SHARED)
+        self._slot = slot
+
+    def publish(self, count: int) -> None:
+        if self._map is not None:
+            self._CELL.pack_into(self._map, 8 * self._slot, count)
+
+    def fewest_elsewhere(self) -> int | None:
+        if self._map is None:
+            return None
+        others = [self._CELL.unpack_from(self._map, 8 * i)[0] for i in range(self.workers) if i != self._slot]
+        return min(others) if others else None
+
+
+class BalancedAcceptor:
+    """Accepts on the shared listening socket, one connection per wake-up; a worker that
+    serves more connections than another one waits ``DEFER`` seconds first, so that one
+    takes it (if it does not, say it is busy or restarting, this one accepts after all).
+    Left to the kernel and libuv, the first worker to wake took most connections: eight
+    opened at once by the load generator all went to one worker in some runs, and the
+    other idled."""
+
+    DEFER = 0.002
+
+    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], shares: ConnectionShares,
+                 serving: Callable[[], int]) -> None:
+        self.sock, self.factory, self.shares, self.serving = sock, factory, shares, serving
+        self._deferred = False
+        self._reading = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._resume()
+        self._tick()
+
+    def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reading:
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _tick(self) -> None:
+        self.shares.publish(self.serving())
+        self._timer = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def _resume(self) -> None:
+        if not self._reading:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
+            self._reading = True
+
+    def _ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        mine = self.serving()
+        fewest = self.shares.fewest_elsewhere()
+        if not self._deferred and fewest is not None and mine > fewest:
+            self._deferred = True
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            loop.call_later(self.DEFER, self._resume)
+            return
+        self._deferred = False
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:  # EMFILE and the like: the connection waits; try again soon
+            log.warning("accept failed: %s", exc)
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            loop.call_later(0.1, self._resume)
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.shares.publish(mine + 1)
+        task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
+        self.tasks.add(task)
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: "asyncio.Task[Any]") -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("accepted connection not served: %s", task.exception())
 
 
 def bind_pair(host: str, port: int, attempts: int = 32) -> tuple[socket.socket, socket.socket]:
@@ -131,6 +240,7 @@ class Supervisor:
         self.note_counts = NoteCounts.create(count)
         self.entry_events = EntryEvents.create()
         self.inbox_wake = os.pipe2(os.O_NONBLOCK)
+        self.shares = ConnectionShares.create(count)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -149,7 +259,7 @@ class Supervisor:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
-                          self.verifier, status_w)
+                          self.shares, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -364,6 +474,8 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.note_counts.attach(role.slot)
     if role.entry_events is not None:
         role.entry_events.attach()
+    if role.shares is not None:
+        role.shares.attach(role.slot)
     from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

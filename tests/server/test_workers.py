@@ -102,6 +102,22 @@ def two(tmp_path: Path) -> Iterator[ServerProcess]:
         yield srv
 
 
+def test_connections_opened_together_spread_evenly_over_the_workers(two: ServerProcess) -> None:
+    """Eight connections opened at once (as the load generator does) are served four by
+    each worker, give or take one: a worker serving more lets the other accept first."""
+    pids = workers_of(two)
+    clients = [RpcClient(two.port) for _ in range(8)]
+    try:
+        for c in clients:
+            c.raw_call(100003, 3, 0)
+        served = [serving_pid(c, two.port, pids) for c in clients]
+        counts = sorted(served.count(pid) for pid in pids)
+        assert counts[0] >= 3, (served, pids)
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_two_workers_share_handles(two: ServerProcess) -> None:
     (a_pid, a), (b_pid, b) = one_per_worker(two).items()
     assert a_pid != b_pid
