@@ -9,12 +9,12 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
-from protocol.nlm4 import NLM4
-from protocol.nsm import SM
+from protocol.nlm4 import NLM4, NLM_PROGRAM
+from protocol.nsm import SM, SM_PROGRAM
 
 from .fs.dirsync import DirSync
 from .nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
@@ -30,7 +30,9 @@ from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender,
                                    WriterIndex)
 from .fs.localfs import LocalFS
 from .locks.monitor import MonitorRecords
+from .locks.relay import LockForwarder, LockRelay
 from .locks.service import LockService
+from .nfs3.entry_events import FollowerEntryCache, PublishedEntryCache
 from .nfs3.mount_service import MountService
 from .nfs3.procedures import offloads
 from .nfs3.service import Nfs3Service
@@ -45,7 +47,7 @@ from .config.transducers import TransducerSettings, build as build_transducers
 from .fs.watch import TreeWatcher
 
 if TYPE_CHECKING:
-    from .workers import WorkerRole
+    from .workers import BalancedAcceptor, WorkerRole
 
 log = logging.getLogger("pysfsd")
 
@@ -124,7 +126,8 @@ class NfsServer:
             self._server_hold = self._state_hold = -1  # a follower: the primary holds them
             try:
                 if not follower:
-                    self._server_hold = hold_server(self.store.path)  # one server per store
+                    # one server per store; named by the parent of workers, which stops them all
+                    self._server_hold = hold_server(self.store.path, os.getppid() if role is not None else None)
                     try:
                         self._state_hold = hold_shared(self.store.path)  # no repair while we serve
                     except StateBusy:
@@ -152,7 +155,8 @@ class NfsServer:
             raise
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
-        sender = NoteSender(role.channels[0], role.note_counts, role.slot) if follower and role is not None else None
+        sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
+                  if follower and role is not None else None)
         writers: list[Index] = []
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
@@ -176,8 +180,15 @@ class NfsServer:
         self.write_verifier = (role.verifier if role is not None and role.verifier is not None
                                else self.boot.to_bytes(4, "big") + os.urandom(4))
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
-        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier,
-                               EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
+        # Workers: only the primary watches the trees; followers' caches read its changes.
+        events = role.entry_events if role is not None else None
+        entries = (FollowerEntryCache(events, config.attr_cache_bytes, config.attr_cache_seconds)
+                   if follower and events is not None
+                   else EntryCache(config.attr_cache_bytes, config.attr_cache_seconds))
+        self.nfs = Nfs3Service(self.exports, self.store, self.write_verifier, entries)
+        # (the wrapper passes for an EntryCache: it forwards what it does not override)
+        self.watched_entries = cast(EntryCache, PublishedEntryCache(entries, events)
+                                    if events is not None and not follower else entries)
         # Who may use each export, and as whom: the NFS handlers sit behind the guard.
         self.policy = ExportPolicy({fs.export_id: rules for fs, rules in zip(self.exports.values(), self.export_rules)})
         self.mount = MountService(self.exports, self.policy)
@@ -202,7 +213,17 @@ class NfsServer:
                                      config.grace_period, config.client_portmap_port, config.nsm_name)
             self.dispatcher.register(NLM4, self.locks.nlm)
             self.dispatcher.register(SM, self.locks.nsm)
+        # Workers: the primary holds the lock table; the others relay NLM/NSM calls to it.
+        self.lock_relay: LockRelay | LockForwarder | None = None
+        if config.locks and role is not None and role.lock_channels:
+            if follower:
+                self.lock_relay = forwarder = LockForwarder(role.lock_channels[0])
+                self.dispatcher.forward(NLM_PROGRAM, forwarder.forward)
+                self.dispatcher.forward(SM_PROGRAM, forwarder.forward)
+            else:
+                self.lock_relay = LockRelay(role.lock_channels, self.dispatcher.dispatch)
         self.connections: set[RpcStreamProtocol] = set()
+        self.acceptor: "BalancedAcceptor | None" = None  # workers: accepts on the shared socket
         self._servers: list[asyncio.base_events.Server] = []
         self._background: list[asyncio.Task[None]] = []
         self.indexed = asyncio.Event()  # every export's start-up scan is done
@@ -211,7 +232,7 @@ class NfsServer:
         self.inbox: NotesInbox | None = None  # the index writer's end of the followers' notes
         if role is not None and role.primary and role.channels:
             self.inbox = NotesInbox({eid: fs.index for eid, fs in self.exports.items()}, role.channels,
-                                    self._index_flags)
+                                    self._index_flags, role.inbox_wake[0])
 
     def _index_flags(self, export_id: int) -> int:
         fs = self.exports[export_id]
@@ -231,11 +252,13 @@ class NfsServer:
             return RpcDatagramProtocol(self.dispatcher, self.connections)
         role = self.role
         if role is not None:  # the parent bound them (nfsd/workers.py)
-            pairs = [(role.tcp, role.udp)] + ([role.lock_sockets] if role.lock_sockets is not None else [])
-            for tcp, udp in pairs:
-                self._servers.append(await loop.create_server(stream, sock=tcp, backlog=LISTEN_BACKLOG))
-                await loop.create_datagram_endpoint(datagram, sock=udp)
-            server = self._servers[0]
+            if role.shares is not None:  # connections spread evenly over the workers
+                from .workers import BalancedAcceptor
+                self.acceptor = BalancedAcceptor(role.tcp, stream, role.shares, lambda: len(self.connections))
+                self.acceptor.start()
+            else:
+                self._servers.append(await loop.create_server(stream, sock=role.tcp, backlog=LISTEN_BACKLOG))
+            await loop.create_datagram_endpoint(datagram, sock=role.udp)
         else:
             try:
                 server, _, _ = await listen_rpc(self.config.bind, self.config.port, stream, datagram)
@@ -247,9 +270,11 @@ class NfsServer:
         self._background.append(loop.create_task(self._index_all()))
         if self.inbox is not None:
             self.inbox.start()
-        host, port = server.sockets[0].getsockname()[:2]
+        host, port = (role.tcp if role is not None else server.sockets[0]).getsockname()[:2]
         if self.locks is not None:
             self.locks.start()
+        if self.lock_relay is not None:
+            self.lock_relay.start()
         if role is not None:
             return host, port  # the parent registers with the portmapper
         try:
@@ -279,24 +304,13 @@ class NfsServer:
             self._background.append(asyncio.get_running_loop().create_task(self._flush_periodically(fs)))
 
     async def _follow_index(self) -> None:
-        """A follower: watch the trees for the entry cache's sake only (the writer notes the
-        index), and learn from the writer when its scans are done."""
+        """A follower: watches nothing (its entry cache reads the primary's watcher's
+        changes, nfsd/nfs3/entry_events.py), and learns from the writer when its scans are
+        done."""
         loop = asyncio.get_running_loop()
         if self.config.watch:
             for fs in self.exports.values():
-                entries = self.nfs.entries
-                eid = fs.export_id
-
-                def forget(entries: EntryCache = entries, eid: int = eid) -> None:
-                    entries.clear(eid)  # events were lost: cached entries may be stale
-                watcher = TreeWatcher(fs.root_path, NotingIndex(_CacheOnly(fs.index), entries, eid), forget)
-                task = loop.create_task(watcher.run())
-                self._background.append(task)
-                ready = loop.create_task(watcher.ready.wait())
-                await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
-                if not (task.done() and task.exception() is not None):
-                    entries.enable(eid)
+                self.nfs.entries.enable(fs.export_id)
         pending = dict(self.exports)
         while pending:
             for eid, fs in list(pending.items()):
@@ -325,7 +339,7 @@ class NfsServer:
         loop = asyncio.get_running_loop()
         index = cluster.watched(fs.index)
         if self.config.watch:
-            entries = self.nfs.entries
+            entries = self.watched_entries
 
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
@@ -375,12 +389,16 @@ class NfsServer:
         follower = self.role is not None and not self.role.primary
         for server in self._servers:
             server.close()
+        if self.acceptor is not None:
+            self.acceptor.stop()
         pending = [t for c in self.connections for t in c.tasks]
         if pending:
             await asyncio.wait(pending, timeout=grace)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        if self.lock_relay is not None:
+            self.lock_relay.stop()
         if self.locks is not None:
             await self.locks.stop()
         for task in self._background:
@@ -406,24 +424,3 @@ class NfsServer:
         if self._state_hold >= 0:
             release(self._state_hold)
             release(self._server_hold)
-
-
-class _CacheOnly:
-    """A follower's index as its directory watcher sees it: the writer's own watcher notes
-    the index, so these notes go nowhere (``NotingIndex`` forgets cached entries first)."""
-
-    def __init__(self, index: Index) -> None:
-        self._index = index
-
-    def note_entry(self, dir_ino: int, name: bytes) -> None:
-        pass
-
-    def note_dir(self, dir_ino: int) -> None:
-        pass
-
-    def flush(self) -> None:
-        """Not worth blocking the event loop on the writer: a new directory the writer has
-        not indexed yet is not watched here, and its cached entries age out (max age)."""
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._index, item)

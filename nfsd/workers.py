@@ -1,12 +1,13 @@
 """``--workers N``: N server processes on one set of listening sockets (docs/design.rst,
 "Several worker processes").
 
-The parent binds the NFS/MOUNT TCP and UDP sockets (and, with locks, a second pair for NLM
-and NSM) once, creates what the workers share (the duplicate-request cache's memory, one
-index channel per follower), then forks the workers; each opens the LMDB environment
+The parent binds the NFS/MOUNT/NLM/NSM TCP and UDP sockets once, creates what the workers
+share (the duplicate-request cache's memory, one index channel and one lock channel per
+follower), then forks the workers; each opens the LMDB environment
 itself, after the fork.  Worker 0, the *primary*, starts first: it takes the store's locks,
 moves the boot counter (its write verifier is handed to every later worker, restarts
-included), writes the index, and alone serves NLM/NSM on their own port.  The kernel hands
+included), writes the index, and holds the lock table: the others relay the NLM/NSM calls
+they receive to it (nfsd/locks/relay.py).  The kernel hands
 each accepted connection (and each UDP datagram) to whichever worker takes it first.  The
 parent then registers with the portmapper, relays the lines scripts wait for, and
 supervises: a worker that dies is started again (a slot dying ``MAX_RESTARTS`` times in
@@ -20,16 +21,20 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
+from .locks.relay import relay_pair
+from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
@@ -54,10 +59,13 @@ class WorkerRole:
     count: int
     tcp: socket.socket
     udp: socket.socket
-    lock_sockets: tuple[socket.socket, socket.socket] | None  # NLM/NSM: the primary only
+    lock_channels: list[socket.socket]  # NLM/NSM relay (nfsd/locks/relay.py): as ``channels``
     drc: SharedDuplicateRequestCache
     channels: list[socket.socket]  # the primary: writer ends (one per follower); else its own end
     note_counts: NoteCounts | None = None  # index notes sent and applied, per worker
+    entry_events: EntryEvents | None = None  # the primary's watcher -> followers' entry caches
+    inbox_wake: tuple[int, int] = (-1, -1)  # followers write, after an index flush request; the primary reads
+    shares: ConnectionShares | None = None  # connections each worker serves (``BalancedAcceptor``)
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
 
@@ -70,6 +78,112 @@ class WorkerRole:
             os.write(self.status_fd, (line + "\n").encode())
         except OSError:
             pass
+
+
+class ConnectionShares:
+    """Per worker, in shared memory: how many connections it serves (published by that
+    worker when it accepts, and once a second), so a worker ahead of another lets it take
+    the next connection (``BalancedAcceptor``)."""
+
+    _CELL = struct.Struct("=Q")
+
+    def __init__(self, fd: int, workers: int) -> None:
+        self.fd, self.workers = fd, workers
+        self._map: mmap.mmap | None = None
+        self._slot = 0
+
+    @classmethod
+    def create(cls, workers: int) -> "ConnectionShares":
+        fd = os.memfd_create("pysfsd-connections", 0)  # not CLOEXEC: only forks use it
+        os.ftruncate(fd, 8 * workers)
+        return cls(fd, workers)
+
+    def attach(self, slot: int) -> None:
+        self._map = mmap.mmap(self.fd, 8 * self.workers, mmap.MAP_SHARED)
+        self._slot = slot
+
+    def publish(self, count: int) -> None:
+        if self._map is not None:
+            self._CELL.pack_into(self._map, 8 * self._slot, count)
+
+    def fewest_elsewhere(self) -> int | None:
+        if self._map is None:
+            return None
+        others = [self._CELL.unpack_from(self._map, 8 * i)[0] for i in range(self.workers) if i != self._slot]
+        return min(others) if others else None
+
+
+class BalancedAcceptor:
+    """Accepts on the shared listening socket, one connection per wake-up; a worker that
+    serves more connections than another one waits ``DEFER`` seconds first, so that one
+    takes it (if it does not, say it is busy or restarting, this one accepts after all).
+    Left to the kernel and libuv, the first worker to wake took most connections: eight
+    opened at once by the load generator all went to one worker in some runs, and the
+    other idled."""
+
+    DEFER = 0.002
+
+    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], shares: ConnectionShares,
+                 serving: Callable[[], int]) -> None:
+        self.sock, self.factory, self.shares, self.serving = sock, factory, shares, serving
+        self._deferred = False
+        self._reading = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._resume()
+        self._tick()
+
+    def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._reading:
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _tick(self) -> None:
+        self.shares.publish(self.serving())
+        self._timer = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def _resume(self) -> None:
+        if not self._reading:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._ready)
+            self._reading = True
+
+    def _ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        mine = self.serving()
+        fewest = self.shares.fewest_elsewhere()
+        if not self._deferred and fewest is not None and mine > fewest:
+            self._deferred = True
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            loop.call_later(self.DEFER, self._resume)
+            return
+        self._deferred = False
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:  # EMFILE and the like: the connection waits; try again soon
+            log.warning("accept failed: %s", exc)
+            loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            loop.call_later(0.1, self._resume)
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.shares.publish(mine + 1)
+        task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
+        self.tasks.add(task)
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: "asyncio.Task[Any]") -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("accepted connection not served: %s", task.exception())
 
 
 def bind_pair(host: str, port: int, attempts: int = 32) -> tuple[socket.socket, socket.socket]:
@@ -117,13 +231,16 @@ class Supervisor:
         self.config, self.count = config, count
         try:
             self.tcp, self.udp = bind_pair(config.bind, config.port)
-            self.lock_sockets = bind_pair(config.bind, 0) if config.locks else None
         except OSError as exc:
             raise listen_error(config.bind, config.port, exc) from None
         self.host, self.port = self.tcp.getsockname()[:2]
         self.drc = SharedDuplicateRequestCache.create(count)
         self.pairs = [channel_pair() for _ in range(count - 1)]
+        self.lock_pairs = [relay_pair() for _ in range(count - 1)] if config.locks else []
         self.note_counts = NoteCounts.create(count)
+        self.entry_events = EntryEvents.create()
+        self.inbox_wake = os.pipe2(os.O_NONBLOCK)
+        self.shares = ConnectionShares.create(count)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -136,8 +253,13 @@ class Supervisor:
     # -- starting workers -------------------------------------------------------------------
     def _role(self, slot: int, status_w: int) -> WorkerRole:
         channels = [w for w, _ in self.pairs] if slot == 0 else [self.pairs[slot - 1][1]]
-        return WorkerRole(slot, self.count, self.tcp, self.udp, self.lock_sockets if slot == 0 else None,
-                          self.drc, channels, self.note_counts, self.verifier, status_w)
+        if not self.lock_pairs:
+            locks: list[socket.socket] = []
+        else:
+            locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
+        return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
+                          self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
+                          self.shares, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -213,28 +335,35 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        from .config.preflight import unwritable_note
+        from .discovery.portmap_service import Discovery
+        from .exports.rules import load_exports
+        # The portmapper first, as one process does it right after listening (the sockets
+        # listen already; calls wait in them until a worker takes them): a port refused is
+        # one line, before any worker has started scanning.
+        discovery = Discovery()
+        try:
+            status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
+                                           0, self.config.register, self.config.locks)
+        except OSError as exc:
+            raise listen_error(self.host, self.config.portmap_port, exc,
+                               "serve the portmapper (--portmap)") from None
         try:
             for slot in self.slots:  # the primary first: it fixes the verifier, the store's locks
                 await self._start(slot)
         except ConfigError:
+            await discovery.stop()
             await self._stop_all()
             raise
-        from .discovery.portmap_service import Discovery
-        discovery = Discovery()
-        try:
-            status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
-                                           0, self.config.register, self.lock_sockets is not None,
-                                           self.lock_sockets[0].getsockname()[1] if self.lock_sockets else None)
-        except OSError as exc:
-            await self._stop_all()
-            raise listen_error(self.host, self.config.portmap_port, exc,
-                               "serve the portmapper (--portmap)") from None
-        from .exports.rules import load_exports
-        for i, export in enumerate(load_exports(self.config.exports, self.config.exports_file)):
+        exports = load_exports(self.config.exports, self.config.exports_file)
+        for i, export in enumerate(exports):
             word = "listening on" if i == 0 else "           "
             print(f"pysfsd: {word} {self.host}:{self.port} export {export.path}", flush=True)
-        locks = (f"; NLM and NSM on port {self.lock_sockets[0].getsockname()[1]} (worker 0)"
-                 if self.lock_sockets else "")
+        for export in exports:  # once: why the first write would be refused
+            note = unwritable_note(export)
+            if note is not None:
+                print(f"pysfsd: note: {note}", file=sys.stderr, flush=True)
+        locks = "; NLM and NSM relayed to worker 0" if self.config.locks and self.count > 1 else ""
         print(f"pysfsd: {self.count} workers: pids {' '.join(str(s.pid) for s in self.slots)}{locks}",
               file=sys.stderr, flush=True)
         print(f"pysfsd: portmapper: {status}", file=sys.stderr, flush=True)
@@ -266,6 +395,8 @@ class Supervisor:
                         self._died(slot, pid, status)
 
     def _died(self, slot: _Slot, pid: int, status: int) -> None:
+        if slot.ready is None or not slot.ready.done() or slot.ready.result().startswith("error"):
+            return  # it died starting: ``_start`` reports why (its status pipe closed)
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                else f"exit status {os.waitstatus_to_exitcode(status)}")
         now = time.monotonic()
@@ -341,6 +472,10 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
+    if role.entry_events is not None:
+        role.entry_events.attach()
+    if role.shares is not None:
+        role.shares.attach(role.slot)
     from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

@@ -28,6 +28,7 @@ log = logging.getLogger("pysfsd.rpc")
 Reply = bytearray | bytes | None
 Offload = Callable[[Any], bool]
 Handler = Callable[[CallContext, Any], Any]
+Forward = Callable[[bytes, tuple[str, int], int], "Reply | Awaitable[Reply]"]
 
 
 class Registered:
@@ -57,6 +58,7 @@ class Dispatcher:
         self.drc = drc
         self._programs: dict[tuple[int, int], Registered] = {}
         self._versions: dict[int, tuple[int, int]] = {}
+        self._forwards: dict[int, Forward] = {}
         self.calls = 0
         # (begin, end) called around a burst of calls served inline (``begin_burst``), the
         # second before their replies leave; ``end`` may return a future the replies must
@@ -77,6 +79,12 @@ class Dispatcher:
         self._programs[(program.number, program.version)] = Registered(program, service, offload or {}, handlers)
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
+
+    def forward(self, program: int, to: "Forward") -> None:
+        """Hand every call of ``program`` (any version), undecoded, to ``to(record, client,
+        reserve)``, which answers as ``dispatch`` does: a follower worker's NLM and NSM go
+        to the process holding the lock table (nfsd/locks/relay.py)."""
+        self._forwards[program] = to
 
     def begin_burst(self) -> None:
         """The transport starts serving a burst of records inline (the event loop)."""
@@ -126,6 +134,8 @@ class Dispatcher:
             return None
         self.calls += 1
         xid, prog, vers, procnum, cred, args_offset = call
+        if self._forwards and prog in self._forwards:
+            return self._forwards[prog](record, client, reserve)
         reg = self._programs.get((prog, vers))
         if reg is None:
             versions = self._versions.get(prog)

@@ -91,25 +91,36 @@ class SharedDuplicateRequestCache:
         reply = m[off + _HEAD.size: off + _HEAD.size + length]
         return reply if m[off:off + _HEAD.size] == head else None  # rewritten meanwhile
 
+    def _find(self, m: mmap.mmap, partition: int, start: int, key: bytes) -> object | None:
+        """What ``partition``'s probe window says of ``key`` (see ``_look``), reading a
+        slot's header only when its first 16 bytes are the key (most calls are new)."""
+        base, slots = partition * self.slots, self.slots
+        for i in range(PROBE):
+            off = (base + (start + i) % slots) * SLOT
+            if m[off:off + 16] == key:
+                found = self._look(m, off, key)
+                if found is not None:
+                    return found
+        return None
+
     def begin(self, key: bytes) -> object | None:
         """None if the call is new (now marked in progress by us); else IN_PROGRESS or the
         cached reply bytes."""
         m = self._map
         assert m is not None, "attach() first"
+        start = _KEY.unpack_from(key)[0] % self.slots
         for partition in range(self.partitions):
             if partition == self._own:
                 continue
-            for off in self._window(partition, key):
-                found = self._look(m, off, key)
-                if found is not None:
-                    return found
+            found = self._find(m, partition, start, key)
+            if found is not None:
+                return found
         with self._lock:
-            window = self._window(self._own, key)
+            found = self._find(m, self._own, start, key)
+            if found is not None:
+                return found
             victim, best = -1, -1
-            for off in window:
-                found = self._look(m, off, key)
-                if found is not None:
-                    return found
+            for off in self._window(self._own, key):
                 digest, state, pid, _, stamp = _HEAD.unpack_from(m, off)
                 rank = -1 if state == _FREE or (state == _BUSY and digest == key) else stamp
                 if victim < 0 or rank < best:

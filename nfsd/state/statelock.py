@@ -73,11 +73,11 @@ def release(fd: int) -> None:
 SERVER_LOCK_NAME = "server.lock"
 
 
-def hold_server(store_dir: str) -> int:
+def hold_server(store_dir: str, pid: int | None = None) -> int:
     """The one server of a store: a second server on the same exports and state directory
     is refused, since each keeps its own in-memory view (open files, listing cache,
     placeholders, the index queue) of what the store records.  The holder's pid is written
-    in the file, to name it."""
+    in the file, to name it (``pid``: the process to name instead, a worker's parent)."""
     fd = os.open(os.path.join(store_dir, SERVER_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,5 +87,5 @@ def hold_server(store_dir: str) -> int:
         raise StateBusy(f"another pysfsd server (pid {holder}) already serves these exports with state "
                         f"store {store_dir}: stop it first, or give this one another --state-dir") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{pid or os.getpid()}\n".encode(), 0)
     return fd

@@ -5,8 +5,9 @@ process holding the server's end of each TCP connection through /proc."""
 from __future__ import annotations
 
 import os
-import re
 import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,11 +15,13 @@ from typing import Iterator
 
 import pytest
 
-from protocol import nfs3
-from tests.conftest import ServerProcess
+from protocol import nfs3, nsm
+from protocol.nlm4 import nlm4_stats as S_NLM
+from tests.conftest import REPO, ServerProcess
 from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
                                 remove, sattr, write)
-from tests.rpc_client import RpcClient, fh
+from tests.nlm_helpers import CallbackServices, NlmClient
+from tests.rpc_client import ROOT, RpcClient, fh
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 
@@ -97,6 +100,22 @@ def two_workers(base: Path, *args: str) -> Iterator[ServerProcess]:
 def two(tmp_path: Path) -> Iterator[ServerProcess]:
     with two_workers(tmp_path) as srv:
         yield srv
+
+
+def test_connections_opened_together_spread_evenly_over_the_workers(two: ServerProcess) -> None:
+    """Eight connections opened at once (as the load generator does) are served four by
+    each worker, give or take one: a worker serving more lets the other accept first."""
+    pids = workers_of(two)
+    clients = [RpcClient(two.port) for _ in range(8)]
+    try:
+        for c in clients:
+            c.raw_call(100003, 3, 0)
+        served = [serving_pid(c, two.port, pids) for c in clients]
+        counts = sorted(served.count(pid) for pid in pids)
+        assert counts[0] >= 3, (served, pids)
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_two_workers_share_handles(two: ServerProcess) -> None:
@@ -299,27 +318,102 @@ def _ino(handle: bytes) -> bytes:
     return handle[4:12]
 
 
-def test_locks_are_served_by_the_primary_alone(two: ServerProcess) -> None:
-    """NLM and NSM live in worker 0, on a port of their own (registered with the portmapper
-    by the parent); the NFS port's other worker does not serve them."""
-    found = None
-    deadline = time.monotonic() + 10
-    while found is None and time.monotonic() < deadline:
-        found = re.search(r"NLM and NSM on port (\d+)", two.log_path.read_text())
-        time.sleep(0.05)
-    assert found, two.log_path.read_text()
-    primary = workers_of(two)[0]
-    for _ in range(4):
-        with RpcClient(int(found[1])) as c:
-            _, body, _ = c.raw_call(100021, 4, 0)  # NLM4 NULL
-            assert body[0] == 0 and body[1].reply_data[0] == 0
-            assert serving_pid(c, int(found[1]), workers_of(two)) == primary
-    conns = one_per_worker(two)
-    follower = next(c for pid, c in conns.items() if pid != primary)
-    _, body, _ = follower.raw_call(100021, 4, 0)
-    assert body[1].reply_data[0] == 1  # PROG_UNAVAIL
-    for c in conns.values():
-        c.close()
+def _inotify_instances(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+def _modes(rpc: RpcClient, d: bytes) -> dict[bytes, int]:
+    return {e.name: e.name_attributes.mode & 0o7777 for e in list_dir(rpc, d) if e.name not in (b".", b"..")}
+
+
+def test_only_the_primary_watches_and_followers_caches_forget_what_it_sees(tmp_path: Path) -> None:
+    """Only the primary has an inotify instance; a follower's entry cache forgets an entry
+    changed behind the server's back, or through the other worker, as soon as the primary's
+    watcher sees it (long --attr-cache-seconds: not the maximum age)."""
+    with two_workers(tmp_path, "--attr-cache-seconds", "600") as two:
+        conns = one_per_worker(two)
+        primary = workers_of(two)[0]
+        follower_pid = next(pid for pid in conns if pid != primary)
+        assert _inotify_instances(primary) == 1 and _inotify_instances(follower_pid) == 0
+        f, p = conns[follower_pid], conns[primary]
+        root = f.mount(two.export_b)
+        p.mount(two.export_b)
+        src = look(f, root, b"src")
+        path = two.export / "src" / "old.c"
+        os.chmod(path, 0o644)
+        time.sleep(0.2)
+        assert _modes(f, src)[b"old.c"] == 0o644
+        assert _modes(f, src)[b"old.c"] == 0o644   # from the follower's entry cache now
+        os.chmod(path, 0o600)                       # behind the server's back
+        deadline = time.monotonic() + 5
+        while _modes(f, src)[b"old.c"] != 0o600 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _modes(f, src)[b"old.c"] == 0o600
+        st, _ = setattr_mode(p, look(p, root, b"src", b"old.c"), 0o640)   # through the primary
+        assert st == OK
+        deadline = time.monotonic() + 5
+        while _modes(f, src)[b"old.c"] != 0o640 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _modes(f, src)[b"old.c"] == 0o640
+        for c in conns.values():
+            c.close()
+
+
+def setattr_mode(rpc: RpcClient, h: bytes, mode: int) -> tuple[int, object]:
+    args = nfs3.SETATTR3args.cls(fh(h), sattr(mode=mode), None)
+    return rpc.nfs(2, args)
+
+
+def _nlm_client(conn: RpcClient, name: str) -> NlmClient:
+    """An NLM client talking over ``conn`` (a connection a known worker serves)."""
+    client = NlmClient.__new__(NlmClient)
+    client.rpc, client.name, client.cred = conn, name.encode(), ROOT
+    return client
+
+
+def test_locks_through_either_worker_share_one_lock_table(tmp_path: Path) -> None:
+    """NLM and NSM sent to the NFS port reach whichever worker took the connection; the
+    follower relays them to the primary, which holds the lock table: locks taken through
+    one worker conflict with those taken through the other, a lock blocked through the
+    follower is granted by a GRANTED callback when the holder unlocks through the primary,
+    and SM_NOTIFY through the follower drops the notifying client's locks."""
+    callbacks = CallbackServices()
+    try:
+        with two_workers(tmp_path, "--client-portmap-port", str(callbacks.port)) as two:
+            conns = one_per_worker(two)
+            primary = workers_of(two)[0]
+            follower_pid = next(pid for pid in conns if pid != primary)
+            root = conns[primary].mount(two.export_b)
+            h = look(conns[primary], root, b"src", b"old.c")
+            a = _nlm_client(conns[follower_pid], "alpha")   # alpha's calls reach the follower
+            b = _nlm_client(conns[primary], "beta")         # beta's the primary
+            assert a.lock(h, 1, 0, 100) == S_NLM.NLM4_GRANTED
+            assert b.lock(h, 2, 50, 10) == S_NLM.NLM4_DENIED
+            stat, holder = b.test(h, 2, 0, 1)
+            assert stat == S_NLM.NLM4_DENIED and holder.oh == b"1@alpha"
+            assert b.lock(h, 2, 200, 10) == S_NLM.NLM4_GRANTED
+            assert a.lock(h, 1, 205, 1, block=True) == S_NLM.NLM4_BLOCKED
+            assert b.unlock(h, 2, 200, 10) == S_NLM.NLM4_GRANTED
+            granted = callbacks.next_call("GRANTED")
+            assert granted.alock.oh == b"1@alpha" and granted.alock.l_offset == 205
+            assert b.lock(h, 2, 205, 1) == S_NLM.NLM4_DENIED   # alpha holds it now
+            # alpha's host restarted: its statd tells us through the follower
+            notify = nsm.stat_chge(b"alpha", 3)
+            conns[follower_pid].call(nsm.SM, 6, notify, ROOT)
+            assert b.lock(h, 2, 0, 0) == S_NLM.NLM4_GRANTED
+            assert serving_pid(conns[follower_pid], two.port, workers_of(two)) == follower_pid
+            for c in conns.values():
+                c.close()
+            trace = two.log_path.read_text()
+            assert "Traceback" not in trace
+    finally:
+        callbacks.close()
 
 
 class _Notes:
@@ -366,3 +460,44 @@ def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -
     assert answer == [(8, 3)], answer
     w.close()
     f.close()
+
+
+def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_once() -> None:
+    """The writer's inbox thread with the followers' wake-up pipe: it does not wake for each
+    note message, but takes notes in every INBOX_PERIOD, and answers a flush request (the
+    follower writes the pipe after sending it) without waiting for the period."""
+    from nfsd.index.writer_channel import NotesInbox, NoteSender, channel_pair
+    w, f = channel_pair()
+    r, wr = os.pipe2(os.O_NONBLOCK)
+    index = _Notes()
+    inbox = NotesInbox({1: index}, [w], lambda eid: 3, r)  # type: ignore[dict-item]
+    sender = NoteSender(f, wake=wr)
+    inbox.start()
+    try:
+        sender.send(b"E", 1, 42, b"new.c")
+        deadline = time.monotonic() + 5
+        while not index.entries and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert index.entries == [(42, b"new.c")] and index.flushes == 0
+        sender.send(b"E", 1, 43, b"other.c")
+        assert sender.flush(1, timeout=5.0) == (8, 3)
+        assert index.entries[-1] == (43, b"other.c")
+    finally:
+        inbox.stop()
+        for fd in (r, wr):
+            os.close(fd)
+        w.close()
+        f.close()
+
+
+def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(two: ServerProcess) -> None:
+    """The primary of a second server cannot take the store: one line naming the first
+    server's parent (the process to stop), no "died: starting it again", exit status 2."""
+    assert two.proc is not None
+    proc = subprocess.run([sys.executable, "-m", "nfsd", "--export", str(two.export), "--bind", "127.0.0.1",
+                           "--port", "0", "--no-register", "--state-dir", str(two.state_dir), "--workers", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"another pysfsd server (pid {two.proc.pid})" in lines[0]
+    assert two.proc.poll() is None

@@ -19,7 +19,7 @@ from protocol.mount3 import MOUNT3, mountstat3
 from protocol.nfs3 import NFS3, nfsstat3
 from protocol.rpc import AUTH_SYS, Credentials
 
-from memory import read_memory  # scripts/load/memory.py (on the path loadgen sets)
+from memory import Memory, read_memory  # scripts/load/memory.py (on the path loadgen sets)
 from nfsd.rpc.client import CallEncoder, RawConnection, RpcConnection, connect, connect_raw
 from workload import (LISTING_MAX, LISTING_TAIL, OPS, ConnContext, Exhausted, Handles,
                       Mismatch, OpScript)
@@ -65,7 +65,9 @@ class RunResult:
     client_cpu_max: float = 0.0       # ...of the busiest one (saturated near the window's length)
     server_cpu: float | None = None   # CPU seconds of the server in the window
     machine_cpu: float | None = None  # CPU seconds of every process in the window
-    server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window
+    server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window, its processes summed
+    server_cpu_split: list[float] | None = None  # CPU seconds per server process (the parent first)
+    server_rss_split: list[float] | None = None  # VmRSS per server process (MiB), the same order
 
     def merge(self, other: RunResult) -> None:
         self.ops += other.ops
@@ -82,6 +84,10 @@ class RunResult:
             self.machine_cpu = other.machine_cpu
         if other.server_rss is not None:
             self.server_rss = other.server_rss
+        if other.server_cpu_split is not None:
+            self.server_cpu_split = other.server_cpu_split
+        if other.server_rss_split is not None:
+            self.server_rss_split = other.server_rss_split
 
 
 class RunStats:
@@ -203,12 +209,12 @@ class RawSlot(Slot):
 _NFSSTAT = {int(v) for v in nfsstat3.values}
 
 
-def server_cpu_seconds(pid: int | None) -> float | None:
-    """utime+stime of a process and its direct children (a server may fork workers)."""
+def server_cpu_by_process(pid: int | None) -> dict[int, float] | None:
+    """utime+stime (seconds) of a process and of each of its direct children (a server may
+    fork workers), by pid, the process itself first; None when it is gone."""
     if pid is None:
         return None
-    ticks = 0
-    found = False
+    ticks: dict[int, int] = {}
     for entry in (int(name) for name in os.listdir("/proc") if name.isdigit()):
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
@@ -216,9 +222,68 @@ def server_cpu_seconds(pid: int | None) -> float | None:
         except OSError:
             continue
         if entry == pid or int(fields[1]) == pid:
-            found = found or entry == pid
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+            ticks[entry] = int(fields[11]) + int(fields[12])
+    if pid not in ticks:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return {p: ticks[p] / hz for p in [pid, *sorted(p for p in ticks if p != pid)]}
+
+
+def server_cpu_seconds(pid: int | None) -> float | None:
+    """utime+stime of a process and its direct children (a server may fork workers)."""
+    split = server_cpu_by_process(pid)
+    return None if split is None else sum(split.values())
+
+
+def cpu_split(before: dict[int, float] | None, after: dict[int, float] | None) -> list[float] | None:
+    """CPU seconds each process used between two ``server_cpu_by_process`` readings (a
+    worker started in between counts from zero)."""
+    if before is None or after is None:
+        return None
+    return [after[p] - before.get(p, 0.0) for p in after]
+
+
+def server_pids(pid: int) -> list[int]:
+    """A server process and its direct children (its workers), the process itself first."""
+    children: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return [pid, *sorted(children)]
+
+
+def server_memory(pid: int) -> list[Memory]:
+    """The memory of each of a server's processes (``server_pids``)."""
+    found = [read_memory(p) for p in server_pids(pid)]
+    return [m for m in found if m is not None]
+
+
+def server_pss(pid: int) -> float | None:
+    """The server's processes' proportional set size (MiB) summed: a page they share (the
+    parent's memory the workers inherited, LMDB's map) counts once, not once per process
+    as summed VmRSS counts it."""
+    total, found = 0, False
+    for p in server_pids(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        found = True
+                        break
+        except OSError:
+            continue
+    return total / 1024 if found else None
+
+
+def summed(memories: list[Memory]) -> Memory | None:
+    """The processes' memory added up (VmRSS counts the pages they share once per process)."""
+    if not memories:
+        return None
+    return Memory(*(sum(getattr(m, f) for m in memories) for f in ("rss", "hwm", "anon", "file")))
 
 
 def machine_cpu_seconds() -> float:
@@ -272,15 +337,15 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
             RawSlot(conn, spec.script, ctx, stats).start()
     await asyncio.sleep(max(0.0, stats.begin - perf_counter()))
     cpu0, wall0 = time.process_time(), perf_counter()
-    srv0 = server_cpu_seconds(target.pid) if measure_machine else None
+    srv0 = server_cpu_by_process(target.pid) if measure_machine else None
     all0 = machine_cpu_seconds() if measure_machine else None
     # The window closes at its end, or earlier when every slot has run out of work.
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(stats.idle), max(0.0, stats.end - perf_counter()))
     cpu1, wall1 = time.process_time(), perf_counter()
-    srv1 = server_cpu_seconds(target.pid) if measure_machine else None
+    srv1 = server_cpu_by_process(target.pid) if measure_machine else None
     all1 = machine_cpu_seconds() if measure_machine else None
-    mem = read_memory(target.pid) if measure_machine and target.pid is not None else None
+    mems = server_memory(target.pid) if measure_machine and target.pid is not None else []
     if not await wait_until_idle(stats, settings.drain_timeout):
         stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
     for conn in conns:
@@ -290,11 +355,15 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     result.ops, result.nbytes, result.window = stats.ops, stats.nbytes, window
     result.latencies, result.errors = stats.latencies, dict(stats.errors)  # closing adds no more
     result.client_cpu = result.client_cpu_max = (cpu1 - cpu0) * scale
-    if srv0 is not None and srv1 is not None:
-        result.server_cpu = (srv1 - srv0) * scale
+    split = cpu_split(srv0, srv1)
+    if split is not None:
+        result.server_cpu_split = [c * scale for c in split]
+        result.server_cpu = sum(result.server_cpu_split)
     if all0 is not None and all1 is not None:
         result.machine_cpu = (all1 - all0) * scale
+    mem = summed(mems)
     result.server_rss = mem.rss if mem is not None else None
+    result.server_rss_split = [m.rss for m in mems] or None
     return result
 
 

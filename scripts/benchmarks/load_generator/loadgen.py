@@ -37,9 +37,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).res
                 str(Path(__file__).resolve().parents[2] / "load")]
 
 from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
-                    server_cpu_seconds)
+                    server_cpu_seconds, server_memory, server_pss, summed)
 from servers import Pysfsd, ganesha_module, ganesha_pid  # noqa: E402
-from memory import read_memory  # noqa: E402  (scripts/load/memory.py)
+from memory import Memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
                       Handles, MiB, build_fixture, write_file_name)
 
@@ -232,8 +232,29 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "ops_per_server_cpu": (result.ops / result.server_cpu if result.server_cpu else None),
         "server_cpu_pct": None if result.server_cpu is None else 100 * result.server_cpu / window,
         "other_cpu_pct": None if other is None else 100 * other / window,
+        "server_cpu_pct_by_process": (None if result.server_cpu_split is None
+                                      else [100 * c / window for c in result.server_cpu_split]),
+        "server_rss_mib_by_process": result.server_rss_split,
         "errors": dict(sorted(result.errors.items(), key=lambda kv: -kv[1])),
     }
+
+
+def _by_process(s: dict[str, Any]) -> str:
+    """A server of several processes: the CPU and VmRSS of each (the parent first)."""
+    cpu, rss = s["server_cpu_pct_by_process"], s["server_rss_mib_by_process"]
+    if not cpu or len(cpu) < 2:
+        return ""
+    return (f"  per process: CPU {' + '.join(f'{c:.0f}%' for c in cpu)}"
+            + (f", VmRSS {' + '.join(f'{r:.0f}' for r in rss)} MiB" if rss else ""))
+
+
+def _memory_line(memories: list[Memory]) -> str:
+    """VmRSS of a server's processes summed, and each one's when there are several."""
+    total = summed(memories)
+    if total is None:
+        return "-"
+    each = f" ({' + '.join(f'{m.rss:.1f}' for m in memories)})" if len(memories) > 1 else ""
+    return f"{total.rss:.1f}{each}"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -290,7 +311,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
         print(f"{spec.label:26}{cells[0]:>10}{cells[1]:>10}{_fmt(ratio, '.2f'):>7}"
               f"{per_cpu[0]:>10}{per_cpu[1]:>10}{_fmt(cpu_ratio, '.2f'):>10}{spec.target:>7.2f}  "
               f"{gen:>12}{errs:>11}  {verdict} {notes}")
-    if len([name for name in servers if name in stats]) > 2:
+    measured = [name for name in servers if name in stats]
+    if len(measured) > 2 or any(name not in SERVERS for name in measured):  # pysfsd-wN
         report_side_by_side(ops, [name for name in servers if name in stats], stats)
     for name, reason in failures.items():
         print(f"\n{name} not measured: {reason}")
@@ -307,7 +329,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
                   f"{_fmt(s['mib_per_s'] if OPS[op].bulk else None, ',.0f'):>9}"
                   f"{_fmt(s['p50_ms'], '.3f'):>9}{_fmt(s['p99_ms'], '.3f'):>9}"
                   f"{_pct(s['client_cpu_pct']):>9}{_pct(s['client_cpu_max_pct']):>9}{_pct(s['server_cpu_pct']):>12}"
-                  f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}")
+                  f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}"
+                  + _by_process(s))
             for reason, count in list(s["errors"].items())[:3]:
                 print(f"      {count} x {reason}")
     print(f"\ngenerator: {procs} process{'es' if procs > 1 else ''}; an op is GENERATOR-BOUND when its busiest "
@@ -379,23 +402,31 @@ def main(argv: list[str] | None = None) -> int:
             print("no server could be measured", file=sys.stderr)
             return 1
         plan = [(op, target) for op in args.ops for target in targets]
-        at_rest = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
+        at_rest = {t.name: server_memory(t.pid) for t in targets if t.pid is not None}
+        pss_rest = {t.name: server_pss(t.pid) for t in targets if t.pid is not None}
         results = run_plan(plan, settings, args.procs)
-        at_end = {t.name: read_memory(t.pid) for t in targets if t.pid is not None}
+        at_end = {t.name: server_memory(t.pid) for t in targets if t.pid is not None}
+        pss_end = {t.name: server_pss(t.pid) for t in targets if t.pid is not None}
     stats: dict[str, dict[str, dict[str, Any]]] = {}
     for (op, target), result in zip(plan, results):
         stats.setdefault(target.name, {})[op] = summarize(result)
     ratios = report(args.ops, args.servers, stats, failures, settings, args.procs)
     memory = {}
     for target in targets:
-        rest = at_rest.get(target.name)
+        rests, ends = at_rest.get(target.name, []), at_end.get(target.name, [])
+        rest, end = summed(rests), summed(ends)
         peak = max((r.server_rss for (_, t), r in zip(plan, results) if t.name == target.name and r.server_rss),
                    default=None)
-        end = at_end.get(target.name)
         memory[target.name] = {"rest_mib": rest.rss if rest else None, "max_under_load_mib": peak,
-                               "hwm_mib": end.hwm if end else None}
-        print(f"{target.name} memory: VmRSS at rest {_fmt(rest.rss if rest else None, '.1f')} MiB, highest at the end of "
-              f"a run {_fmt(peak, '.1f')} MiB, VmHWM {_fmt(end.hwm if end else None, '.1f')} MiB")
+                               "hwm_mib": end.hwm if end else None,
+                               "rest_mib_by_process": [m.rss for m in rests],
+                               "end_mib_by_process": [m.rss for m in ends],
+                               "pss_rest_mib": pss_rest.get(target.name), "pss_end_mib": pss_end.get(target.name)}
+        several = " (processes summed: parent + workers)" if len(rests) > 1 else ""
+        print(f"{target.name} memory{several}: VmRSS at rest {_memory_line(rests)} MiB, highest at the end of "
+              f"a run {_fmt(peak, '.1f')} MiB, at the end {_memory_line(ends)} MiB, "
+              f"VmHWM {_fmt(end.hwm if end else None, '.1f')} MiB; PSS (shared pages counted once) at rest "
+              f"{_fmt(pss_rest.get(target.name), '.1f')} MiB, at the end {_fmt(pss_end.get(target.name), '.1f')} MiB")
     if args.json:
         args.json.write_text(json.dumps({
             "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},

@@ -1,0 +1,52 @@
+"""The duplicate-request cache the workers share (nfsd/rpc/shared_drc.py): a reply cached
+by one worker answers a retransmission that reaches another, in any probe window
+(wrapping at the partition's end too), and a key's bytes inside a cached reply are not
+taken for a slot."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from nfsd.rpc.drc import IN_PROGRESS
+from nfsd.rpc.shared_drc import SharedDuplicateRequestCache
+
+SLOTS = 64
+
+
+def workers() -> tuple[SharedDuplicateRequestCache, SharedDuplicateRequestCache]:
+    first = SharedDuplicateRequestCache.create(2, SLOTS)
+    second = SharedDuplicateRequestCache(first.fd, 2, SLOTS)
+    first.attach(0)
+    second.attach(1)
+    return first, second
+
+
+def key(bucket: int, xid: int) -> bytes:
+    return struct.pack("=qII", bucket, xid, 7)
+
+
+@pytest.mark.parametrize("bucket", [5, SLOTS - 2, SLOTS - 1])   # the last two wrap
+def test_a_reply_cached_by_one_worker_answers_the_other(bucket: int) -> None:
+    a, b = workers()
+    k = key(bucket, 1)
+    assert a.begin(k) is None
+    assert b.begin(k) is IN_PROGRESS      # the original is still being served
+    a.finish(k, b"reply-1")
+    assert b.begin(k) == b"reply-1"
+    assert a.begin(k) == b"reply-1"
+    for xid in range(2, 6):               # the window fills; the oldest is pushed out last
+        other = key(bucket, xid)
+        assert a.begin(other) is None
+        a.finish(other, b"reply-%d" % xid)
+    assert b.begin(key(bucket, 5)) == b"reply-5"
+
+
+def test_key_bytes_inside_a_reply_are_not_a_slot() -> None:
+    a, b = workers()
+    hidden = key(9, 77)
+    carrier = key(9, 1)
+    assert a.begin(carrier) is None
+    a.finish(carrier, b"xx" + hidden + b"yy")   # the other key's bytes, mid-slot
+    assert b.begin(hidden) is None              # new: not found inside the reply
+    assert b.begin(carrier) == b"xx" + hidden + b"yy"
