@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
+from .schema import SCANNER_LOCK
+
 
 log = logging.getLogger("pysfsd.shared")
 
@@ -251,6 +253,10 @@ READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) 
                "SELECT m.top, c.seq, c.head, c.export_id, c.op, c.ino, c.parent, c.gen, c.name, c.vals "
                "FROM m LEFT JOIN LATERAL (SELECT * FROM change_log WHERE seq > %s AND seq <= m.top AND head <> %s "
                "ORDER BY seq LIMIT %s) c ON true ORDER BY c.seq")
+# whether some head holds the scanner lock (a bigint advisory lock shows as its two halves)
+SCANNER_HELD = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = %d AND objid::bigint = %d AND objsubid = 1)"
+                % (SCANNER_LOCK >> 32, SCANNER_LOCK & 0xFFFFFFFF))
 PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
            "%s::bytea[], %s::bytea[])")
 
@@ -296,6 +302,8 @@ class Follower:
         self._reported = 0.0
         self._saved = 0.0
         self.caught_up = threading.Event()  # the log was read to its end at least once
+        self.is_scanner: Callable[[], bool] = lambda: False   # this head holds the scanner lock now
+        self._scanner_elsewhere = False    # another head held it when the rows being applied were read
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pysfsd-follow", daemon=True)
 
@@ -374,6 +382,13 @@ class Follower:
             self.last_seq = floor - 1
             self._save_last_seq()
 
+    def _rescan_role(self) -> str:
+        """Every head rescans on an ``r`` row; the content fields are extracted once, by the
+        scanner head, which publishes them (``content.SharedContent.rescanning``)."""
+        if self.is_scanner():
+            return "publish"
+        return "expect" if self._scanner_elsewhere else ""
+
     def report(self, conn: Any) -> int:
         """Record this head's position, prune what every live head has applied; returns the
         rows deleted."""
@@ -406,6 +421,8 @@ class Follower:
         if top is None or (top <= self.last_seq and not others):
             return False
         if others:
+            if any(r[3] == "r" for r in others):
+                self._scanner_elsewhere = bool(conn.execute(SCANNER_HELD).fetchone()[0])
             self.apply(others)
         full = len(others) == APPLY_BATCH
         self.last_seq = others[-1][0] if full else top
@@ -467,6 +484,10 @@ class Follower:
             if eid in rescan:
                 if t.entries is not None:
                     t.entries.clear(eid)
-                t.index.scan(False)
+                if t.content is None:
+                    t.index.scan(False)
+                else:
+                    with t.content.rescanning(self._rescan_role()):
+                        t.index.scan(False)
             t.index.flush()
         self.applied += len(rows)

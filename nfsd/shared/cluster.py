@@ -125,3 +125,4 @@ def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_
         shared.scanner = Scanner(shared.connect, {eid: (fs.root_path, targets[eid].index, fs.index.found())
                                                   for eid, fs in exports.items()}, scan_seconds)
         shared.scanner.start()
+        shared.follower.is_scanner = lambda: shared.scanner.holding
