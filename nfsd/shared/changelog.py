@@ -38,7 +38,9 @@ every export instead.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import select
 import struct
 import threading
 import time
@@ -50,7 +52,6 @@ from .schema import SCANNER_LOCK
 
 log = logging.getLogger("pysfsd.shared")
 
-CHANNEL = "pysfsd_changes"
 MAX_PENDING = 200_000    # rows queued while PostgreSQL is away; beyond, one rescan row
 POLL_SECONDS = 1.0       # a follower reads the log at least this often
 APPLY_BATCH = 5000       # rows read per query
@@ -93,6 +94,7 @@ class Publisher:
         self._work = threading.Condition(lock)   # rows for the publisher thread: not woken by every commit
         self._writer = threading.Lock()
         self._conn: Any = None                # used under ``_writer``
+        self._loop_writer = 0                 # the thread holding ``_writer`` for a batch in flight (``commit_on_loop``)
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
@@ -129,7 +131,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while self._done < ticket:
             left = deadline - time.monotonic()
-            if not self.connected or left <= 0:
+            if not self.connected or left <= 0 or self._loop_writer == threading.get_ident():
                 with self._cond:
                     self._work.notify()   # the publisher thread takes it from here
                 return False
@@ -164,49 +166,137 @@ class Publisher:
             self._work.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
-        with self._writer:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        if self._writer.acquire(timeout=5.0):   # (a batch the stopped event loop never finished: leave it)
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            finally:
+                self._writer.release()
         with self._cond:
             return not (self._pending or self._overflowed or self._busy)
 
     def _batch(self) -> bool:
         """Under ``_writer``: write what is queued as one transaction; False if PostgreSQL
         could not take it (the rows are queued again)."""
+        taken, rows = self._take()
+        if not rows:
+            return True
+        try:
+            self._write(self._connection(), rows)
+        except Exception as exc:  # psycopg.Error, and OSError from the socket
+            self._failed(rows, exc)
+            return False
+        self._written(taken, rows)
+        return True
+
+    def _take(self) -> tuple[int, list[Row]]:
+        """The queue as one batch (and the ticket it completes); marks a batch in flight."""
         with self._cond:
             if not (self._pending or self._overflowed):
-                return True
+                return self._added, []
             rows, self._pending = list(self._pending.values()), {}
             overflowed, self._overflowed = self._overflowed, set()
-            taken = self._added
             self._busy = True
-        rows += [Row(eid, "r") for eid in sorted(overflowed)]
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-                if not self.connected and self.published:
-                    log.warning("shared state: publishing changes again")
-            self._write(self._conn, rows)
-        except Exception as exc:  # psycopg.Error, and OSError from the socket
-            if self.connected or not self.published:
-                log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
-            self.connected = False
-            try:
-                if self._conn is not None:
-                    self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
-            self._put_back(rows)
-            return False
+            taken = self._added
+        return taken, rows + [Row(eid, "r") for eid in sorted(overflowed)]
+
+    def _connection(self) -> Any:
+        """Under ``_writer``: the connection, made (and the statement prepared) if needed."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            res = self._conn.pgconn.prepare(PUBLISH_NAME, PUBLISH_SQL)
+            _check(res, COMMAND_OK)
+            if not self.connected and self.published:
+                log.warning("shared state: publishing changes again")
+        return self._conn
+
+    def _written(self, taken: int, rows: list[Row]) -> None:
         self.connected = True
         self.published += len(rows)
         with self._cond:
             self._busy = False
             self._done = max(self._done, taken)
             self._cond.notify_all()
-        return True
+
+    def _failed(self, rows: list[Row], exc: BaseException) -> None:
+        if self.connected or not self.published:
+            log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
+        self.connected = False
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:
+            pass
+        self._conn = None
+        self._put_back(rows)
+
+    def commit_on_loop(self, ticket: int, loop: Any, executor: Any, timeout: float = 2.0) -> Any:
+        """``wait_for`` without leaving the event loop: None if the rows up to ``ticket`` need
+        no wait (committed, or PostgreSQL away: they stay queued), else a future done once
+        they are committed (True) or failed or ``timeout`` passed (False).  The batch is sent
+        without blocking and its answer read when the socket is readable, so the loop
+        serves meanwhile, and no thread is woken for it (one hop to a pool thread and one
+        back cost a CREATE more CPU than the statement).  While another batch is in
+        flight, or before the first connection, a pool thread waits as ``wait_for``."""
+        if self._done >= ticket:
+            return None
+        if not self.connected:
+            with self._cond:
+                self._work.notify()
+            return None
+        if self._conn is None or self._conn.closed or not self._writer.acquire(blocking=False):
+            return loop.run_in_executor(executor, self.wait_for, ticket)
+        self._loop_writer = threading.get_ident()
+        taken, rows = self._take()
+        if not rows:
+            self._release_loop_writer()
+            return None
+        conn = self._conn
+        pg = conn.pgconn
+        try:
+            pg.send_query_prepared(PUBLISH_NAME, self._params(rows))
+            while pg.flush():   # rare: a batch larger than the socket's buffer
+                select.select([], [pg.socket], [], 1.0)
+            sock = pg.socket
+        except Exception as exc:
+            self._failed(rows, exc)
+            self._release_loop_writer()
+            return None
+        fut = loop.create_future()
+
+        def finish(ok: bool, exc: BaseException | None = None) -> None:
+            loop.remove_reader(sock)
+            if ok:
+                self._written(taken, rows)
+            else:
+                self._failed(rows, exc or OSError("no answer"))
+            self._release_loop_writer()
+            if not fut.done():
+                fut.set_result(ok)
+
+        errors: list[str] = []
+
+        def readable() -> None:
+            try:
+                pg.consume_input()
+                while not pg.is_busy():   # (get_result would block while busy)
+                    res = pg.get_result()
+                    if res is None:       # the statement's end
+                        finish(not errors, OSError(errors[0]) if errors else None)
+                        return
+                    if res.status != TUPLES_OK:
+                        errors.append(res.error_message.decode(errors="replace").strip())
+            except Exception as exc:
+                finish(False, exc)
+
+        loop.add_reader(sock, readable)
+        loop.call_later(timeout, lambda: fut.done() or fut.set_result(False))  # replies go; rows commit later
+        return fut
+
+    def _release_loop_writer(self) -> None:
+        self._loop_writer = 0
+        self._writer.release()
 
     def _put_back(self, rows: list[Row]) -> None:
         with self._cond:
@@ -222,7 +312,7 @@ class Publisher:
     def _run(self) -> None:
         with self._writer:
             try:
-                self._conn = self._connect()
+                self._connection()
                 self.connected = True
             except Exception as exc:
                 log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
@@ -240,13 +330,18 @@ class Publisher:
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
-        ``pysfsd_publish`` function in ``schema``.  The arrays go as array literals made
-        here: psycopg's list dumper inspects every element for its type, which cost a head
-        about as much CPU as the rest of the statement (``shared_bench.py``)."""
-        conn.execute(PUBLISH, (self.head, _ints(r.export_id for r in rows), "{" + ",".join(r.op for r in rows) + "}",
-                               _ints(r.ino for r in rows), _ints(r.parent for r in rows),
-                               _ints(r.gen for r in rows), _bytes(r.name for r in rows),
-                               _bytes(r.vals for r in rows)))
+        ``pysfsd_publish`` function in ``schema``.  Prepared once per connection and run
+        through libpq directly (``pgconn``, which lets go of the GIL while it waits), with
+        array literals made here: psycopg's cursor and list dumper cost a head about three
+        times the CPU of this (``shared_bench.py``)."""
+        _check(conn.pgconn.exec_prepared(PUBLISH_NAME, self._params(rows)), TUPLES_OK)
+
+    def _params(self, rows: list[Row]) -> list[bytes]:
+        return [self.head.encode(), _ints(r.export_id for r in rows).encode(),
+                ("{" + ",".join(r.op for r in rows) + "}").encode(),
+                _ints(r.ino for r in rows).encode(), _ints(r.parent for r in rows).encode(),
+                _ints(r.gen for r in rows).encode(), _bytes(r.name for r in rows).encode(),
+                _bytes(r.vals for r in rows).encode()]
 
 
 READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) "
@@ -257,8 +352,21 @@ READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) 
 SCANNER_HELD = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND classid::bigint = %d AND objid::bigint = %d AND objsubid = 1)"
                 % (SCANNER_LOCK >> 32, SCANNER_LOCK & 0xFFFFFFFF))
-PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
-           "%s::bytea[], %s::bytea[])")
+PUBLISH_NAME = b"pysfsd_publish"
+PUBLISH_SQL = (b"SELECT pysfsd_publish($1, $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], "
+               b"$7::bytea[], $8::bytea[])")
+COMMAND_OK, TUPLES_OK = 1, 2   # libpq's ExecStatus
+
+
+def _check(res: Any, status: int) -> None:
+    """A libpq result that is not ``status`` becomes an error (kept and retried by the caller)."""
+    if res.status != status:
+        raise OSError(res.error_message.decode(errors="replace").strip() or f"libpq status {res.status}")
+
+
+def channel(head: str) -> str:
+    """The NOTIFY channel of one head (``pysfsd_publish`` computes the same from ``heads``)."""
+    return "pysfsd_" + hashlib.md5(head.encode()).hexdigest()[:16]
 
 
 def _ints(values: Iterable[int]) -> str:
@@ -331,7 +439,8 @@ class Follower:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {channel(self.head)}")
+                    self.report(conn)   # in ``heads`` now: the others' batches notify this head's channel
                     self._check_floor(conn)
                 while self._read_some(conn):
                     pass
@@ -364,8 +473,8 @@ class Follower:
                 t.index.flush()
 
     def _wait_for_others(self, conn: Any) -> None:
-        """Until another head's notification, or POLL_SECONDS (this head's own rows need no
-        work here: they are skipped when read with the others', or at the next poll)."""
+        """Until another head's notification (on this head's own channel: its own commits
+        do not wake it), or POLL_SECONDS."""
         deadline = time.monotonic() + POLL_SECONDS
         while (left := deadline - time.monotonic()) > 0 and not self._closed.is_set():
             for n in conn.notifies(timeout=left, stop_after=1):

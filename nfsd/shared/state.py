@@ -194,7 +194,7 @@ class SharedState:
         if not ticket:
             return None
         import asyncio
-        return asyncio.get_running_loop().run_in_executor(self._executor, self.publisher.wait_for, ticket)
+        return self.publisher.commit_on_loop(ticket, asyncio.get_running_loop(), self._executor)
 
     def note_ino(self, export_id: int, ino: int) -> None:
         self.publisher.add(Row(export_id, "i", ino))

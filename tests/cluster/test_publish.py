@@ -1,0 +1,66 @@
+"""How a head's change-log rows leave it (nfsd/shared/changelog.py): a burst's rows are
+committed from the event loop itself, and only the *other* heads are woken by the commit."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from nfsd.shared.changelog import Row, channel
+
+pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
+
+
+class NoThreads:
+    """An executor that must not be used: the loop path needs no pool thread."""
+
+    def submit(self, *args: object, **kw: object) -> None:
+        raise AssertionError("a pool thread was asked to wait for the rows")
+
+
+def test_rows_committed_from_the_event_loop(shared_url: str) -> None:
+    from nfsd.shared import SharedState
+    writer = SharedState(shared_url, head="loop-writer")
+    try:
+        writer.publisher.start()
+        writer.publisher.add(Row(1, "i", 1))          # the first batch: connects
+        assert writer.publisher.wait_published()
+
+        async def burst() -> bool:
+            loop = asyncio.get_running_loop()
+            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"made.c"), wake=False)
+            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"also.c"), wake=False)
+            fut = writer.publisher.commit_on_loop(ticket, loop, NoThreads())
+            assert fut is not None
+            return bool(await asyncio.wait_for(fut, 5))
+
+        assert asyncio.run(burst())
+        with writer.connect() as conn:
+            names = [bytes(r[0]) for r in conn.execute("SELECT name FROM change_log WHERE op = 'e' ORDER BY seq")]
+        assert names == [b"made.c", b"also.c"]
+    finally:
+        writer.close()
+
+
+def test_a_head_is_not_woken_by_its_own_commits(shared_url: str) -> None:
+    """Each head LISTENs on its own channel; a batch notifies every other head's."""
+    from nfsd.shared import SharedState
+    me, other = SharedState(shared_url, head="me"), SharedState(shared_url, head="other")
+    try:
+        with me.connect() as listen:
+            listen.execute(f"LISTEN {channel('me')}")
+            listen.execute("INSERT INTO heads (head) VALUES ('me'), ('other')")
+            for state in (me, other):
+                state.publisher.start()
+            me.publisher.add(Row(1, "i", 1))
+            assert me.publisher.wait_published()
+            assert [n.payload for n in listen.notifies(timeout=0.5, stop_after=1)] == []   # its own: silent
+            other.publisher.add(Row(1, "i", 2))
+            assert other.publisher.wait_published()
+            start = time.monotonic()
+            got = [n.payload for n in listen.notifies(timeout=2.0, stop_after=1)]
+            assert got == ["other"] and time.monotonic() - start < 2.0
+    finally:
+        me.close()
+        other.close()
