@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import select
 import struct
 import threading
 import time
@@ -94,7 +93,11 @@ class Publisher:
         self._work = threading.Condition(lock)   # rows for the publisher thread: not woken by every commit
         self._writer = threading.Lock()
         self._conn: Any = None                # used under ``_writer``
-        self._loop_writer = 0                 # the thread holding ``_writer`` for a batch in flight (``commit_on_loop``)
+        self.writer = self._writer            # (``loop_commit``)
+        self.loop_writer = 0                  # the thread holding ``_writer`` for a batch in flight (``loop_commit``)
+        self._committer: Any = None           # loop_commit.LoopCommitter of the event loop
+        self._loop_conn: Any = None           # a connection for it, made by the publisher thread
+        self._want_loop_conn = False
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
@@ -131,7 +134,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while self._done < ticket:
             left = deadline - time.monotonic()
-            if not self.connected or left <= 0 or self._loop_writer == threading.get_ident():
+            if not self.connected or left <= 0 or self.loop_writer == threading.get_ident():
                 with self._cond:
                     self._work.notify()   # the publisher thread takes it from here
                 return False
@@ -179,18 +182,24 @@ class Publisher:
     def _batch(self) -> bool:
         """Under ``_writer``: write what is queued as one transaction; False if PostgreSQL
         could not take it (the rows are queued again)."""
-        taken, rows = self._take()
+        taken, rows = self.take()
         if not rows:
             return True
         try:
             self._write(self._connection(), rows)
         except Exception as exc:  # psycopg.Error, and OSError from the socket
-            self._failed(rows, exc)
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+            self.failed(rows, exc)
             return False
-        self._written(taken, rows)
+        self.written(taken, rows)
         return True
 
-    def _take(self) -> tuple[int, list[Row]]:
+    def take(self) -> tuple[int, list[Row]]:
         """The queue as one batch (and the ticket it completes); marks a batch in flight."""
         with self._cond:
             if not (self._pending or self._overflowed):
@@ -211,7 +220,7 @@ class Publisher:
                 log.warning("shared state: publishing changes again")
         return self._conn
 
-    def _written(self, taken: int, rows: list[Row]) -> None:
+    def written(self, taken: int, rows: list[Row]) -> None:
         self.connected = True
         self.published += len(rows)
         with self._cond:
@@ -219,84 +228,46 @@ class Publisher:
             self._done = max(self._done, taken)
             self._cond.notify_all()
 
-    def _failed(self, rows: list[Row], exc: BaseException) -> None:
+    def failed(self, rows: list[Row], exc: BaseException) -> None:
+        """A batch failed: its rows are queued again, and waits end at once until the next
+        batch goes through."""
         if self.connected or not self.published:
             log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
         self.connected = False
-        try:
-            if self._conn is not None:
-                self._conn.close()
-        except Exception:
-            pass
-        self._conn = None
         self._put_back(rows)
 
-    def commit_on_loop(self, ticket: int, loop: Any, executor: Any, timeout: float = 2.0) -> Any:
-        """``wait_for`` without leaving the event loop: None if the rows up to ``ticket`` need
-        no wait (committed, or PostgreSQL away: they stay queued), else a future done once
-        they are committed (True) or failed or ``timeout`` passed (False).  The batch is sent
-        without blocking and its answer read when the socket is readable, so the loop
-        serves meanwhile, and no thread is woken for it (one hop to a pool thread and one
-        back cost a CREATE more CPU than the statement).  While another batch is in
-        flight, or before the first connection, a pool thread waits as ``wait_for``."""
-        if self._done >= ticket:
-            return None
-        if not self.connected:
-            with self._cond:
-                self._work.notify()
-            return None
-        if self._conn is None or self._conn.closed or not self._writer.acquire(blocking=False):
-            return loop.run_in_executor(executor, self.wait_for, ticket)
-        self._loop_writer = threading.get_ident()
-        taken, rows = self._take()
-        if not rows:
-            self._release_loop_writer()
-            return None
-        conn = self._conn
-        pg = conn.pgconn
+    def commit_on_loop(self, ticket: int, loop: Any, executor: Any) -> Any:
+        """``wait_for`` without leaving the event loop (``loop_commit.LoopCommitter``): None
+        if nothing needs waiting for, else a future (True once committed)."""
+        if self._committer is None or self._committer.loop is not loop:
+            from .loop_commit import LoopCommitter
+            self._committer = LoopCommitter(self, loop, executor)
+        return self._committer.commit(ticket)
+
+    def take_loop_connection(self) -> Any:
+        """The event loop's own connection, made by the publisher thread (connecting blocks);
+        None until it is there (then it is asked for)."""
+        conn, self._loop_conn = self._loop_conn, None
+        if conn is None:
+            self._want_loop_conn = True
+            self.wake()
+        return conn
+
+    def _make_loop_connection(self) -> None:
         try:
-            pg.send_query_prepared(PUBLISH_NAME, self._params(rows))
-            while pg.flush():   # rare: a batch larger than the socket's buffer
-                select.select([], [pg.socket], [], 1.0)
-            sock = pg.socket
-        except Exception as exc:
-            self._failed(rows, exc)
-            self._release_loop_writer()
-            return None
-        fut = loop.create_future()
+            conn = self._connect()
+            _check(conn.pgconn.prepare(PUBLISH_NAME, PUBLISH_SQL), COMMAND_OK)
+        except Exception:
+            return   # asked again by the next burst
+        self._want_loop_conn = False
+        self._loop_conn = conn
 
-        def finish(ok: bool, exc: BaseException | None = None) -> None:
-            loop.remove_reader(sock)
-            if ok:
-                self._written(taken, rows)
-            else:
-                self._failed(rows, exc or OSError("no answer"))
-            self._release_loop_writer()
-            if not fut.done():
-                fut.set_result(ok)
+    def wake(self) -> None:
+        with self._cond:
+            self._work.notify()
 
-        errors: list[str] = []
-
-        def readable() -> None:
-            try:
-                pg.consume_input()
-                while not pg.is_busy():   # (get_result would block while busy)
-                    res = pg.get_result()
-                    if res is None:       # the statement's end
-                        finish(not errors, OSError(errors[0]) if errors else None)
-                        return
-                    if res.status != TUPLES_OK:
-                        errors.append(res.error_message.decode(errors="replace").strip())
-            except Exception as exc:
-                finish(False, exc)
-
-        loop.add_reader(sock, readable)
-        loop.call_later(timeout, lambda: fut.done() or fut.set_result(False))  # replies go; rows commit later
-        return fut
-
-    def _release_loop_writer(self) -> None:
-        self._loop_writer = 0
-        self._writer.release()
+    def done_ticket(self) -> int:
+        return self._done
 
     def _put_back(self, rows: list[Row]) -> None:
         with self._cond:
@@ -324,6 +295,8 @@ class Publisher:
                     break
             with self._writer:
                 ok = self._batch()
+            if ok and self._want_loop_conn and self._loop_conn is None:
+                self._make_loop_connection()
             if not ok:
                 with self._cond:
                     self._work.wait(RECONNECT_SECONDS)
@@ -334,9 +307,9 @@ class Publisher:
         through libpq directly (``pgconn``, which lets go of the GIL while it waits), with
         array literals made here: psycopg's cursor and list dumper cost a head about three
         times the CPU of this (``shared_bench.py``)."""
-        _check(conn.pgconn.exec_prepared(PUBLISH_NAME, self._params(rows)), TUPLES_OK)
+        _check(conn.pgconn.exec_prepared(PUBLISH_NAME, self.params(rows)), TUPLES_OK)
 
-    def _params(self, rows: list[Row]) -> list[bytes]:
+    def params(self, rows: list[Row]) -> list[bytes]:
         return [self.head.encode(), _ints(r.export_id for r in rows).encode(),
                 ("{" + ",".join(r.op for r in rows) + "}").encode(),
                 _ints(r.ino for r in rows).encode(), _ints(r.parent for r in rows).encode(),

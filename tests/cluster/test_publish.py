@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -27,18 +28,30 @@ def test_rows_committed_from_the_event_loop(shared_url: str) -> None:
         writer.publisher.add(Row(1, "i", 1))          # the first batch: connects
         assert writer.publisher.wait_published()
 
-        async def burst() -> bool:
+        async def bursts() -> list[bool]:
             loop = asyncio.get_running_loop()
-            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"made.c"), wake=False)
-            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"also.c"), wake=False)
-            fut = writer.publisher.commit_on_loop(ticket, loop, NoThreads())
-            assert fut is not None
-            return bool(await asyncio.wait_for(fut, 5))
+            outcomes = []
+            with ThreadPoolExecutor(1) as pool:   # the first burst: a pool thread waits
+                ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"first.c"), wake=False)
+                fut = writer.publisher.commit_on_loop(ticket, loop, pool)   # (the loop's connection is made)
+                assert fut is not None
+                outcomes.append(await asyncio.wait_for(fut, 5))
+            start = time.monotonic()
+            while writer.publisher._loop_conn is None:
+                assert time.monotonic() - start < 5
+                await asyncio.sleep(0.01)
+            for names in ([b"made.c", b"also.c"], [b"then.c"]):   # then no thread, twice (the socket stays registered)
+                for name in names:
+                    ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, name), wake=False)
+                fut = writer.publisher.commit_on_loop(ticket, loop, NoThreads())
+                assert fut is not None
+                outcomes.append(await asyncio.wait_for(fut, 5))
+            return outcomes
 
-        assert asyncio.run(burst())
+        assert asyncio.run(bursts()) == [True, True, True]
         with writer.connect() as conn:
             names = [bytes(r[0]) for r in conn.execute("SELECT name FROM change_log WHERE op = 'e' ORDER BY seq")]
-        assert names == [b"made.c", b"also.c"]
+        assert names == [b"first.c", b"made.c", b"also.c", b"then.c"]
     finally:
         writer.close()
 
