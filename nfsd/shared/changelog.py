@@ -362,6 +362,7 @@ class Target:
     local: Any            # LocalFS: record places, forget nodes
     entries: Any = None   # dirlist.EntryCache
     content: Any = None   # content.SharedContent: published content tiers
+    forget_results: Any = None   # SemanticFS.forget_results: cached answers a declared tag changes
 
 
 class Follower:
@@ -560,6 +561,12 @@ class Follower:
                 touched.add(eid)
             elif op == "r":
                 rescan.add(eid)
+            elif op in ("d", "t"):   # tags kept in the state store (``tags``)
+                from .tags import apply as apply_tag
+                apply_tag(t.index, op, ino, gen, name, bytes(vals))
+                if op == "d" and t.forget_results is not None:
+                    t.forget_results()
+                touched.add(eid)
         put_places()
         for eid in sorted(touched | rescan):
             t = self.targets[eid]

@@ -100,6 +100,8 @@ def publishing(index: Any, shared: Any, export_id: int) -> Any:
     from .publishing import PublishingIndex
     content = shared.contents[export_id] = SharedContent(shared.publisher.add, export_id)
     index.wrap_extractor(content.wrap)
+    from .tags import SharedTagStore
+    index.user_values = SharedTagStore(index.user_values, shared.publisher.add, export_id)
     return PublishingIndex(index, shared, export_id, content)
 
 
@@ -117,8 +119,8 @@ def follow(shared: Any, store: Any, exports: dict[int, Any], entries: Any, scan_
         # own start-up scan has already caught up with whatever that change was)
         for eid in exports:
             shared.publisher.add(Row(eid, "r"))
-    targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries, shared.contents.get(eid))
-               for eid, fs in exports.items()}
+    targets = {eid: Target(eid, getattr(fs.index, "inner", fs.index), fs.local, entries, shared.contents.get(eid),
+                           fs.forget_results) for eid, fs in exports.items()}
     shared.follow(Follower(shared.connect, shared.head, store, targets, shared.start_seq))
     if scan_seconds > 0:
         from .scanner import Scanner

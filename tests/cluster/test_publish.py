@@ -77,3 +77,40 @@ def test_a_head_is_not_woken_by_its_own_commits(shared_url: str) -> None:
     finally:
         me.close()
         other.close()
+
+
+def test_tag_values_without_user_attributes_reach_the_other_head(tmp_path) -> None:
+    """On a file system without user attributes a file's tag values are in the state store:
+    a head publishes them (a ``t`` row) and the other applies them to its own store and
+    re-derives the file; a declared tag goes the same way (a ``d`` row)."""
+    import lmdb
+
+    from nfsd.fs.tags import FallbackStore
+    from nfsd.shared.changelog import Follower, Target
+    from nfsd.shared.tags import SharedTagStore
+
+    class Index:
+        def __init__(self, path) -> None:
+            self.user_values = FallbackStore(lmdb.open(str(path), max_dbs=4), 1)
+            self.noted: list[int] = []
+
+        def note_ino(self, ino: int, force: bool = False) -> None:
+            self.noted.append(ino)
+
+        def flush(self) -> bool:
+            return False
+
+    rows: list[Row] = []
+    mine, theirs = Index(tmp_path / "a"), Index(tmp_path / "b")
+    shared = SharedTagStore(mine.user_values, rows.append, 1)
+    shared.put(42, 7, b"tag", [b"red", b"blue"])
+    assert shared.declare(b"tag", b"green")
+    assert not shared.declare(b"tag", b"green")                # no change: nothing published
+    assert [r.op for r in rows] == ["t", "d"]
+    follower = Follower.__new__(Follower)                       # only ``apply`` is used
+    follower.targets = {1: Target(1, theirs, None)}
+    follower.applied = 0
+    follower.apply([(n, "a", r.export_id, r.op, r.ino, r.parent, r.gen, r.name, r.vals) for n, r in enumerate(rows)])
+    assert theirs.user_values.get(42, 7, b"tag") == [b"red", b"blue"]
+    assert theirs.user_values.declared(b"tag") == [b"green"]
+    assert theirs.noted == [42]

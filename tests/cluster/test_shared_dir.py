@@ -133,6 +133,32 @@ EXCLUSIVE = nfs3.createmode3.EXCLUSIVE
 JUKEBOX = nfs3.nfsstat3.NFS3ERR_JUKEBOX
 
 
+def test_tags_declared_through_a_show_on_b(two_heads) -> None:
+    """Declared tags live in each head's state store (not in any file's attribute): a
+    ``mkdir tag:/red`` through A is listed in B's ``tag:``, an ``rmdir`` through A drops it
+    there, and a file tagged through A (its user attribute, shared by the file system)
+    shows in B's ``tag:/red``."""
+    from tests.nfs3_helpers import mkdir, rmdir
+    a, b = two_heads
+    with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
+        root = ra.mount(a.export_b)
+        rb.mount(b.export_b)
+        tags_a, tags_b = look(ra, root, b"tag:"), look(rb, root, b"tag:")
+        assert names(rb, tags_b) == set()
+        status, res = mkdir(ra, tags_a, b"red")
+        assert status == OK, status
+        within_2s(lambda: names(rb, tags_b) == {b"red"})
+        main_c = look(ra, root, b"src", b"main.c")
+        status, _ = link(ra, main_c, res.obj.data, b"main.c")     # ln src/main.c tag:/red/
+        assert status == OK, status
+        within_2s(lambda: names(rb, look(rb, tags_b, b"red")) == {b"main.c"})
+        status, _ = remove(ra, res.obj.data, b"main.c")
+        assert status == OK, status
+        status, _ = rmdir(ra, tags_a, b"red")
+        assert status == OK, status
+        within_2s(lambda: names(rb, tags_b) == set())
+
+
 def test_exclusive_create_retransmitted_to_the_other_head(two_heads) -> None:
     """After a failover a client resends an EXCLUSIVE CREATE to the other head: it finds the
     verifier the first head stored (in PostgreSQL) and answers with the same file; another
