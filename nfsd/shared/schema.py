@@ -95,9 +95,11 @@ MIGRATIONS: list[str] = [
     DROP FUNCTION pysfsd_publish(text, int[], text[], bigint[], bigint[], bigint[], bytea[]);
     """ + _publish_function("CREATE", "PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own"),
     # 5: every head LISTENs on a channel of its own (``changelog.channel``), notified by the
-    # other heads' batches only: a head is no longer woken by its own commits
+    # other heads' batches only: a head is no longer woken by its own commits (heads report
+    # every 30 s; those silent for 5 minutes, restarted under another name, are not notified)
     _publish_function("CREATE OR REPLACE", """PERFORM pg_notify('pysfsd_changes', p_head);  -- heads of schema 4
-        PERFORM pg_notify('pysfsd_' || left(md5(h.head), 16), p_head) FROM heads h WHERE h.head <> p_head;"""),
+        PERFORM pg_notify('pysfsd_' || left(md5(h.head), 16), p_head) FROM heads h
+            WHERE h.head <> p_head AND h.seen_at > now() - interval '5 minutes';"""),
 ]
 
 
