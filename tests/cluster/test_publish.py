@@ -114,3 +114,44 @@ def test_tag_values_without_user_attributes_reach_the_other_head(tmp_path) -> No
     assert theirs.user_values.get(42, 7, b"tag") == [b"red", b"blue"]
     assert theirs.user_values.declared(b"tag") == [b"green"]
     assert theirs.noted == [42]
+
+
+def test_a_burst_while_postgres_goes_away_keeps_its_rows(own_pg) -> None:
+    """PostgreSQL stops under the loop's connection: the burst's future answers False at
+    once (its replies go), the rows stay queued, and once PostgreSQL is back they are
+    published, in order, with no restart."""
+    from nfsd.shared import SharedState
+    writer = SharedState(own_pg.url, head="loop-writer")
+    try:
+        writer.publisher.start()
+        writer.publisher.add(Row(1, "i", 1))          # connected
+        assert writer.publisher.wait_published()
+
+        async def burst(name: bytes, executor: object) -> object:
+            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, name), wake=False)
+            fut = writer.publisher.commit_on_loop(ticket, asyncio.get_running_loop(), executor)
+            return None if fut is None else await asyncio.wait_for(fut, 5)
+
+        async def scenario() -> list[object]:
+            with ThreadPoolExecutor(1) as pool:
+                first = await burst(b"up.c", pool)
+            start = time.monotonic()
+            while writer.publisher._loop_conn is None:
+                assert time.monotonic() - start < 5
+                await asyncio.sleep(0.01)
+            second = await burst(b"also-up.c", NoThreads())
+            own_pg.stop()
+            start = time.monotonic()
+            third = await burst(b"down.c", NoThreads())
+            assert time.monotonic() - start < 1.0
+            return [first, second, third]
+
+        assert asyncio.run(scenario()) in ([True, True, False], [True, True, None])
+        assert b"down.c" in [r.name for r in writer.publisher._pending.values()]
+        own_pg.start()
+        assert writer.publisher.wait_published(10)
+        with writer.connect() as conn:
+            names = [bytes(r[0]) for r in conn.execute("SELECT name FROM change_log WHERE op = 'e' ORDER BY seq")]
+        assert names == [b"up.c", b"also-up.c", b"down.c"]
+    finally:
+        writer.close()

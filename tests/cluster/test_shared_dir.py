@@ -176,16 +176,6 @@ def test_exclusive_create_retransmitted_to_the_other_head(two_heads) -> None:
         assert status == nfs3.nfsstat3.NFS3ERR_EXIST
 
 
-@pytest.fixture
-def own_pg() -> Iterator:
-    """A PostgreSQL of this test's own, which it stops and starts again."""
-    from scripts.cluster import postgres
-    from tests.cluster.conftest import _need_postgres
-    _need_postgres()
-    with postgres.Postgres.started() as server:
-        yield server
-
-
 def caught_up(check: Callable[[], bool]) -> None:
     """After PostgreSQL's return: ``check()`` holds within 10 s (reconnects take about 1 s)."""
     start = time.monotonic()
