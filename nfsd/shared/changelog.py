@@ -97,7 +97,7 @@ class Publisher:
         self.loop_writer = 0                  # the thread holding ``_writer`` for a batch in flight (``loop_commit``)
         self._committer: Any = None           # loop_commit.LoopCommitter of the event loop
         self._loop_conn: Any = None           # a connection for it, made by the publisher thread
-        self._want_loop_conn = False
+        self._want_loop_conn = True    # made once the publisher thread is connected, before a burst asks
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
@@ -176,6 +176,9 @@ class Publisher:
                     self._conn = None
             finally:
                 self._writer.release()
+        conn, self._loop_conn = self._loop_conn, None   # (one the loop took is closed with the process)
+        if conn is not None:
+            conn.close()
         with self._cond:
             return not (self._pending or self._overflowed or self._busy)
 
@@ -287,6 +290,8 @@ class Publisher:
                 self.connected = True
             except Exception as exc:
                 log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
+        if self.connected:
+            self._make_loop_connection()
         while True:
             with self._cond:
                 if not (self._pending or self._overflowed or self._closed):

@@ -20,6 +20,14 @@ class NoThreads:
         raise AssertionError("a pool thread was asked to wait for the rows")
 
 
+async def loop_connection(publisher) -> None:
+    """Until the event loop has its own connection, or one is ready for it (5 s)."""
+    start = time.monotonic()
+    while publisher._loop_conn is None and (publisher._committer is None or publisher._committer.conn is None):
+        assert time.monotonic() - start < 5
+        await asyncio.sleep(0.01)
+
+
 def test_rows_committed_from_the_event_loop(shared_url: str) -> None:
     from nfsd.shared import SharedState
     writer = SharedState(shared_url, head="loop-writer")
@@ -36,10 +44,7 @@ def test_rows_committed_from_the_event_loop(shared_url: str) -> None:
                 fut = writer.publisher.commit_on_loop(ticket, loop, pool)   # (the loop's connection is made)
                 assert fut is not None
                 outcomes.append(await asyncio.wait_for(fut, 5))
-            start = time.monotonic()
-            while writer.publisher._loop_conn is None:
-                assert time.monotonic() - start < 5
-                await asyncio.sleep(0.01)
+            await loop_connection(writer.publisher)
             for names in ([b"made.c", b"also.c"], [b"then.c"]):   # then no thread, twice (the socket stays registered)
                 for name in names:
                     ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, name), wake=False)
@@ -135,10 +140,7 @@ def test_a_burst_while_postgres_goes_away_keeps_its_rows(own_pg) -> None:
         async def scenario() -> list[object]:
             with ThreadPoolExecutor(1) as pool:
                 first = await burst(b"up.c", pool)
-            start = time.monotonic()
-            while writer.publisher._loop_conn is None:
-                assert time.monotonic() - start < 5
-                await asyncio.sleep(0.01)
+            await loop_connection(writer.publisher)
             second = await burst(b"also-up.c", NoThreads())
             own_pg.stop()
             start = time.monotonic()
