@@ -7,7 +7,9 @@ sends the batch on a connection of its own without blocking (libpq's non-blockin
 keeps that connection's socket registered with the loop for good (registering it per batch
 cost about as much as the send), and reads the answer when the socket is readable; a
 watchdog timer, not one per batch, lets the replies go after ``timeout`` if PostgreSQL does
-not answer (the rows then commit later or are queued again, as in ``Publisher.wait_for``).
+not answer (the rows then commit later or are queued again, as in ``Publisher.wait_for``);
+after ``GIVE_UP_AFTER`` more the connection is dropped and the rows are queued again
+(applying a row twice does nothing, should the lost answer have been a commit).
 
 Ordering is the publisher's: one batch in flight at a time (its ``_writer`` lock, taken
 without blocking: when another thread is writing, this burst waits in a pool thread as
@@ -25,6 +27,7 @@ from typing import Any
 from .changelog import PUBLISH_NAME, TUPLES_OK, Publisher
 
 TIMEOUT = 2.0   # seconds a burst's replies wait for their rows at most
+GIVE_UP_AFTER = 8.0   # ... and the batch for its answer beyond that, before its rows are sent again
 
 
 class LoopCommitter:
@@ -160,6 +163,10 @@ class LoopCommitter:
         if self.flight is None:
             return
         left = self.flight[3] - time.monotonic()
+        if left <= -GIVE_UP_AFTER:   # a server gone without a word (no reset): drop the connection
+            self._broken(self.flight[1], OSError(f"no answer from PostgreSQL in {GIVE_UP_AFTER + self.timeout:g} s"))
+            self._resolve()
+            return
         if left <= 0:   # no answer in time: the replies go (the rows commit later, or are queued again)
             for _, fut in self.waiters:
                 if not fut.done():

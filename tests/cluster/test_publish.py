@@ -157,3 +157,54 @@ def test_a_burst_while_postgres_goes_away_keeps_its_rows(own_pg) -> None:
         assert names == [b"up.c", b"also-up.c", b"down.c"]
     finally:
         writer.close()
+
+
+def test_a_burst_whose_server_never_answers(own_pg) -> None:
+    """The backend of the loop's connection stops (SIGSTOP: a server gone without a word):
+    the burst's replies go after 2 s, the connection is dropped after 10 s, the rows are
+    queued again and reach the log (through the publisher thread's connection)."""
+    import os
+    import signal
+
+    from nfsd.shared import SharedState
+    from nfsd.shared.loop_commit import GIVE_UP_AFTER, TIMEOUT
+    writer = SharedState(own_pg.url, head="loop-writer")
+    stopped = 0
+    try:
+        writer.publisher.start()
+        writer.publisher.add(Row(1, "i", 1))
+        assert writer.publisher.wait_published()
+
+        async def scenario() -> tuple[bool, float]:
+            nonlocal stopped
+            loop = asyncio.get_running_loop()
+            await loop_connection(writer.publisher)
+            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"fine.c"), wake=False)
+            fut = writer.publisher.commit_on_loop(ticket, loop, NoThreads())
+            assert fut is not None and await asyncio.wait_for(fut, 5)
+            committer = writer.publisher._committer
+            stopped = committer.conn.pgconn.backend_pid
+            os.kill(stopped, signal.SIGSTOP)
+            start = time.monotonic()
+            ticket = writer.publisher.add(Row(1, "e", 0, 5, 0, b"hung.c"), wake=False)
+            fut = writer.publisher.commit_on_loop(ticket, loop, NoThreads())
+            assert fut is not None
+            answered = await asyncio.wait_for(fut, TIMEOUT + 3)
+            waited = time.monotonic() - start
+            while committer.conn is not None:
+                assert time.monotonic() - start < TIMEOUT + GIVE_UP_AFTER + 3, "the connection was never dropped"
+                await asyncio.sleep(0.1)
+            return answered, waited
+
+        answered, waited = asyncio.run(scenario())
+        assert answered is False and TIMEOUT - 0.5 < waited < TIMEOUT + 2
+        os.kill(stopped, signal.SIGCONT)   # (the queued rows may have gone on the thread's connection already)
+        stopped = 0
+        assert writer.publisher.wait_published(15)
+        with writer.connect() as conn:
+            names = [bytes(r[0]) for r in conn.execute("SELECT name FROM change_log WHERE op = 'e' ORDER BY seq")]
+        assert names[0] == b"fine.c" and b"hung.c" in names
+    finally:
+        if stopped:
+            os.kill(stopped, signal.SIGCONT)
+        writer.close()
