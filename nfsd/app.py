@@ -145,7 +145,7 @@ class NfsServer:
         else:
             self.boot = self.store.next_boot()
         try:
-            self.shared = cluster.join(config.shared_state, self.store)  # None on a single host
+            self.shared = cluster.join(config.shared_state, self.store, roots)  # None on a single host
         except ConfigError:  # PostgreSQL unreachable: let go of what was opened
             self.store.close()
             release(self._state_hold)

@@ -38,6 +38,7 @@ every export instead.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import threading
@@ -45,10 +46,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
 
+from .schema import SCANNER_LOCK
+
 
 log = logging.getLogger("pysfsd.shared")
 
-CHANNEL = "pysfsd_changes"
 MAX_PENDING = 200_000    # rows queued while PostgreSQL is away; beyond, one rescan row
 POLL_SECONDS = 1.0       # a follower reads the log at least this often
 APPLY_BATCH = 5000       # rows read per query
@@ -91,6 +93,11 @@ class Publisher:
         self._work = threading.Condition(lock)   # rows for the publisher thread: not woken by every commit
         self._writer = threading.Lock()
         self._conn: Any = None                # used under ``_writer``
+        self.writer = self._writer            # (``loop_commit``)
+        self.loop_writer = 0                  # the thread holding ``_writer`` for a batch in flight (``loop_commit``)
+        self._committer: Any = None           # loop_commit.LoopCommitter of the event loop
+        self._loop_conn: Any = None           # a connection for it, made by the publisher thread
+        self._want_loop_conn = True    # made once the publisher thread is connected, before a burst asks
         self._pending: dict[tuple, Row] = {}
         self._overflowed: set[int] = set()   # exports whose rows were dropped
         self._busy = False
@@ -127,7 +134,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while self._done < ticket:
             left = deadline - time.monotonic()
-            if not self.connected or left <= 0:
+            if not self.connected or left <= 0 or self.loop_writer == threading.get_ident():
                 with self._cond:
                     self._work.notify()   # the publisher thread takes it from here
                 return False
@@ -162,49 +169,108 @@ class Publisher:
             self._work.notify_all()
         if self._thread.is_alive():
             self._thread.join(5.0)
-        with self._writer:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        if self._writer.acquire(timeout=5.0):   # (a batch the stopped event loop never finished: leave it)
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            finally:
+                self._writer.release()
+        conn, self._loop_conn = self._loop_conn, None   # (one the loop took is closed with the process)
+        if conn is not None:
+            conn.close()
         with self._cond:
             return not (self._pending or self._overflowed or self._busy)
 
     def _batch(self) -> bool:
         """Under ``_writer``: write what is queued as one transaction; False if PostgreSQL
         could not take it (the rows are queued again)."""
-        with self._cond:
-            if not (self._pending or self._overflowed):
-                return True
-            rows, self._pending = list(self._pending.values()), {}
-            overflowed, self._overflowed = self._overflowed, set()
-            taken = self._added
-            self._busy = True
-        rows += [Row(eid, "r") for eid in sorted(overflowed)]
+        taken, rows = self.take()
+        if not rows:
+            return True
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-                if not self.connected and self.published:
-                    log.warning("shared state: publishing changes again")
-            self._write(self._conn, rows)
+            self._write(self._connection(), rows)
         except Exception as exc:  # psycopg.Error, and OSError from the socket
-            if self.connected or not self.published:
-                log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
-            self.connected = False
             try:
                 if self._conn is not None:
                     self._conn.close()
             except Exception:
                 pass
             self._conn = None
-            self._put_back(rows)
+            self.failed(rows, exc)
             return False
+        self.written(taken, rows)
+        return True
+
+    def take(self) -> tuple[int, list[Row]]:
+        """The queue as one batch (and the ticket it completes); marks a batch in flight."""
+        with self._cond:
+            if not (self._pending or self._overflowed):
+                return self._added, []
+            rows, self._pending = list(self._pending.values()), {}
+            overflowed, self._overflowed = self._overflowed, set()
+            self._busy = True
+            taken = self._added
+        return taken, rows + [Row(eid, "r") for eid in sorted(overflowed)]
+
+    def _connection(self) -> Any:
+        """Under ``_writer``: the connection, made (and the statement prepared) if needed."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            res = self._conn.pgconn.prepare(PUBLISH_NAME, PUBLISH_SQL)
+            _check(res, COMMAND_OK)
+            if not self.connected and self.published:
+                log.warning("shared state: publishing changes again")
+        return self._conn
+
+    def written(self, taken: int, rows: list[Row]) -> None:
         self.connected = True
         self.published += len(rows)
         with self._cond:
             self._busy = False
             self._done = max(self._done, taken)
             self._cond.notify_all()
-        return True
+
+    def failed(self, rows: list[Row], exc: BaseException) -> None:
+        """A batch failed: its rows are queued again, and waits end at once until the next
+        batch goes through."""
+        if self.connected or not self.published:
+            log.warning("shared state: cannot publish changes (kept, retried): %s", str(exc).strip())
+        self.connected = False
+        self._put_back(rows)
+
+    def commit_on_loop(self, ticket: int, loop: Any, executor: Any) -> Any:
+        """``wait_for`` without leaving the event loop (``loop_commit.LoopCommitter``): None
+        if nothing needs waiting for, else a future (True once committed)."""
+        if self._committer is None or self._committer.loop is not loop:
+            from .loop_commit import LoopCommitter
+            self._committer = LoopCommitter(self, loop, executor)
+        return self._committer.commit(ticket)
+
+    def take_loop_connection(self) -> Any:
+        """The event loop's own connection, made by the publisher thread (connecting blocks);
+        None until it is there (then it is asked for)."""
+        conn, self._loop_conn = self._loop_conn, None
+        if conn is None:
+            self._want_loop_conn = True
+            self.wake()
+        return conn
+
+    def _make_loop_connection(self) -> None:
+        try:
+            conn = self._connect()
+            _check(conn.pgconn.prepare(PUBLISH_NAME, PUBLISH_SQL), COMMAND_OK)
+        except Exception:
+            return   # asked again by the next burst
+        self._want_loop_conn = False
+        self._loop_conn = conn
+
+    def wake(self) -> None:
+        with self._cond:
+            self._work.notify()
+
+    def done_ticket(self) -> int:
+        return self._done
 
     def _put_back(self, rows: list[Row]) -> None:
         with self._cond:
@@ -220,10 +286,12 @@ class Publisher:
     def _run(self) -> None:
         with self._writer:
             try:
-                self._conn = self._connect()
+                self._connection()
                 self.connected = True
             except Exception as exc:
                 log.warning("shared state: cannot publish changes yet (kept, retried): %s", str(exc).strip())
+        if self.connected:
+            self._make_loop_connection()
         while True:
             with self._cond:
                 if not (self._pending or self._overflowed or self._closed):
@@ -232,27 +300,51 @@ class Publisher:
                     break
             with self._writer:
                 ok = self._batch()
+            if ok and self._want_loop_conn and self._loop_conn is None:
+                self._make_loop_connection()
             if not ok:
                 with self._cond:
                     self._work.wait(RECONNECT_SECONDS)
 
     def _write(self, conn: Any, rows: list[Row]) -> None:
         """One statement, so one round trip and (autocommit) one transaction: see the
-        ``pysfsd_publish`` function in ``schema``.  The arrays go as array literals made
-        here: psycopg's list dumper inspects every element for its type, which cost a head
-        about as much CPU as the rest of the statement (``shared_bench.py``)."""
-        conn.execute(PUBLISH, (self.head, _ints(r.export_id for r in rows), "{" + ",".join(r.op for r in rows) + "}",
-                               _ints(r.ino for r in rows), _ints(r.parent for r in rows),
-                               _ints(r.gen for r in rows), _bytes(r.name for r in rows),
-                               _bytes(r.vals for r in rows)))
+        ``pysfsd_publish`` function in ``schema``.  Prepared once per connection and run
+        through libpq directly (``pgconn``, which lets go of the GIL while it waits), with
+        array literals made here: psycopg's cursor and list dumper cost a head about three
+        times the CPU of this (``shared_bench.py``)."""
+        _check(conn.pgconn.exec_prepared(PUBLISH_NAME, self.params(rows)), TUPLES_OK)
+
+    def params(self, rows: list[Row]) -> list[bytes]:
+        return [self.head.encode(), _ints(r.export_id for r in rows).encode(),
+                ("{" + ",".join(r.op for r in rows) + "}").encode(),
+                _ints(r.ino for r in rows).encode(), _ints(r.parent for r in rows).encode(),
+                _ints(r.gen for r in rows).encode(), _bytes(r.name for r in rows).encode(),
+                _bytes(r.vals for r in rows).encode()]
 
 
 READ_OTHERS = ("WITH m AS (SELECT coalesce(max(seq), 0) AS top FROM change_log) "
                "SELECT m.top, c.seq, c.head, c.export_id, c.op, c.ino, c.parent, c.gen, c.name, c.vals "
                "FROM m LEFT JOIN LATERAL (SELECT * FROM change_log WHERE seq > %s AND seq <= m.top AND head <> %s "
                "ORDER BY seq LIMIT %s) c ON true ORDER BY c.seq")
-PUBLISH = ("SELECT pysfsd_publish(%s, %s::int[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
-           "%s::bytea[], %s::bytea[])")
+# whether some head holds the scanner lock (a bigint advisory lock shows as its two halves)
+SCANNER_HELD = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = %d AND objid::bigint = %d AND objsubid = 1)"
+                % (SCANNER_LOCK >> 32, SCANNER_LOCK & 0xFFFFFFFF))
+PUBLISH_NAME = b"pysfsd_publish"
+PUBLISH_SQL = (b"SELECT pysfsd_publish($1, $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], "
+               b"$7::bytea[], $8::bytea[])")
+COMMAND_OK, TUPLES_OK = 1, 2   # libpq's ExecStatus
+
+
+def _check(res: Any, status: int) -> None:
+    """A libpq result that is not ``status`` becomes an error (kept and retried by the caller)."""
+    if res.status != status:
+        raise OSError(res.error_message.decode(errors="replace").strip() or f"libpq status {res.status}")
+
+
+def channel(head: str) -> str:
+    """The NOTIFY channel of one head (``pysfsd_publish`` computes the same from ``heads``)."""
+    return "pysfsd_" + hashlib.md5(head.encode()).hexdigest()[:16]
 
 
 def _ints(values: Iterable[int]) -> str:
@@ -275,6 +367,7 @@ class Target:
     local: Any            # LocalFS: record places, forget nodes
     entries: Any = None   # dirlist.EntryCache
     content: Any = None   # content.SharedContent: published content tiers
+    forget_results: Any = None   # SemanticFS.forget_results: cached answers a declared tag changes
 
 
 class Follower:
@@ -296,6 +389,8 @@ class Follower:
         self._reported = 0.0
         self._saved = 0.0
         self.caught_up = threading.Event()  # the log was read to its end at least once
+        self.is_scanner: Callable[[], bool] = lambda: False   # this head holds the scanner lock now
+        self._scanner_elsewhere = False    # another head held it when the rows being applied were read
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pysfsd-follow", daemon=True)
 
@@ -323,7 +418,8 @@ class Follower:
             try:
                 if conn is None or conn.closed:
                     conn = self._connect()
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {channel(self.head)}")
+                    self.report(conn)   # in ``heads`` now: the others' batches notify this head's channel
                     self._check_floor(conn)
                 while self._read_some(conn):
                     pass
@@ -356,8 +452,8 @@ class Follower:
                 t.index.flush()
 
     def _wait_for_others(self, conn: Any) -> None:
-        """Until another head's notification, or POLL_SECONDS (this head's own rows need no
-        work here: they are skipped when read with the others', or at the next poll)."""
+        """Until another head's notification (on this head's own channel: its own commits
+        do not wake it), or POLL_SECONDS."""
         deadline = time.monotonic() + POLL_SECONDS
         while (left := deadline - time.monotonic()) > 0 and not self._closed.is_set():
             for n in conn.notifies(timeout=left, stop_after=1):
@@ -373,6 +469,13 @@ class Follower:
             self.rescans += 1
             self.last_seq = floor - 1
             self._save_last_seq()
+
+    def _rescan_role(self) -> str:
+        """Every head rescans on an ``r`` row; the content fields are extracted once, by the
+        scanner head, which publishes them (``content.SharedContent.rescanning``)."""
+        if self.is_scanner():
+            return "publish"
+        return "expect" if self._scanner_elsewhere else ""
 
     def report(self, conn: Any) -> int:
         """Record this head's position, prune what every live head has applied; returns the
@@ -406,6 +509,8 @@ class Follower:
         if top is None or (top <= self.last_seq and not others):
             return False
         if others:
+            if any(r[3] == "r" for r in others):
+                self._scanner_elsewhere = bool(conn.execute(SCANNER_HELD).fetchone()[0])
             self.apply(others)
         full = len(others) == APPLY_BATCH
         self.last_seq = others[-1][0] if full else top
@@ -461,12 +566,22 @@ class Follower:
                 touched.add(eid)
             elif op == "r":
                 rescan.add(eid)
+            elif op in ("d", "t"):   # tags kept in the state store (``tags``)
+                from .tags import apply as apply_tag
+                apply_tag(t.index, op, ino, gen, name, bytes(vals))
+                if op == "d" and t.forget_results is not None:
+                    t.forget_results()
+                touched.add(eid)
         put_places()
         for eid in sorted(touched | rescan):
             t = self.targets[eid]
             if eid in rescan:
                 if t.entries is not None:
                     t.entries.clear(eid)
-                t.index.scan(False)
+                if t.content is None:
+                    t.index.scan(False)
+                else:
+                    with t.content.rescanning(self._rescan_role()):
+                        t.index.scan(False)
             t.index.flush()
         self.applied += len(rows)

@@ -22,7 +22,8 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from .changelog import Row
 
@@ -76,6 +77,10 @@ class SharedContent:
         self._expect_inos: dict[int, float] = {}
         self._values: dict[int, tuple[int, int, int, int, bytes, float]] = {}  # ino -> size, mtime, xver, gen, vals
         self._deferred: dict[int, float] = {}                    # ino -> deadline
+        # a rescan of the whole export made by every head (an ``r`` row): the scanner head
+        # publishes what it extracts ("publish"), the others wait for it ("expect")
+        self._rescan = ""
+        self._rescan_waiting: dict[int, None] = {}
         self.extracted = 0       # files whose transducers ran here
         self.taken = 0           # files whose content tier came from another head
         self.sent = 0            # content tiers this head published
@@ -123,6 +128,23 @@ class SharedContent:
                 self.gave_up += 1   # (its entry's expectation has expired too)
         return over
 
+    @contextmanager
+    def rescanning(self, mode: str) -> Iterator[None]:
+        """Around a rescan every head makes: ``publish`` (this is the scanner head: its
+        extractions go out as ``c`` rows), ``expect`` (another head is: files to extract wait
+        for its values until ``wait_seconds`` after this scan ends), or ``""``."""
+        self._rescan = mode
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._rescan = ""
+                deadline = time.monotonic() + self.wait_seconds
+                for ino in self._rescan_waiting:
+                    if ino in self._deferred:
+                        self._deferred[ino] = deadline
+                self._rescan_waiting.clear()
+
     # -- the extraction step ---------------------------------------------------------------------
     def content_keys(self, dir_fd: int, name: bytes, st: os.stat_result,
                      only: Sequence[Any] | None = None) -> Any:
@@ -151,6 +173,11 @@ class SharedContent:
                 return None   # the record stays "to be extracted"; see ``due`` and ``published``
             mine = self._mine_inos.pop(ino, None) is not None
             mine = self._mine_entries.pop((parent, name), None) is not None or mine
+            if not mine and self._rescan == "expect" and ino not in self._rescan_waiting:
+                self._rescan_waiting[ino] = None
+                self._deferred[ino] = float("inf")   # until this rescan ends, then the wait
+                return None
+            mine = mine or self._rescan == "publish"
         result = inner.content_keys(dir_fd, name, st)
         if result is None:
             return None

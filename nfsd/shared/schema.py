@@ -13,6 +13,25 @@ SCHEMA_LOCK = 0x7079_7366_7364_0001   # "pysfsd" + 1: schema changes, one head a
 LOG_LOCK = 0x7079_7366_7364_0002      # writers of change_log: commits follow seq order
 SCANNER_LOCK = 0x7079_7366_7364_0003  # the scanner head's session lock
 
+def _publish_function(create: str, notify: str) -> str:
+    """``pysfsd_publish`` of schema 4 on: a batch of log rows in one statement (the lock that
+    makes commit order follow seq order, the rows in their order, then ``notify``)."""
+    return """
+    %s FUNCTION pysfsd_publish(p_head text, p_export int[], p_op text[], p_ino bigint[],
+                                   p_parent bigint[], p_gen bigint[], p_name bytea[], p_vals bytea[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(%d);
+        INSERT INTO change_log (head, export_id, op, ino, parent, gen, name, vals)
+            SELECT p_head, e, o::"char", i, p, g, n, v
+            FROM unnest(p_export, p_op, p_ino, p_parent, p_gen, p_name, p_vals)
+                WITH ORDINALITY AS u(e, o, i, p, g, n, v, k)
+            ORDER BY k;
+        %s
+    END $$;
+    """ % (create, LOG_LOCK, notify)
+
+
 MIGRATIONS: list[str] = [
     # 1: what heads must agree on, and the change log
     """
@@ -74,19 +93,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE change_log ADD COLUMN vals bytea NOT NULL DEFAULT '';
     DROP FUNCTION pysfsd_publish(text, int[], text[], bigint[], bigint[], bigint[], bytea[]);
-    CREATE FUNCTION pysfsd_publish(p_head text, p_export int[], p_op text[], p_ino bigint[],
-                                   p_parent bigint[], p_gen bigint[], p_name bytea[], p_vals bytea[])
-    RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM pg_advisory_xact_lock(%d);
-        INSERT INTO change_log (head, export_id, op, ino, parent, gen, name, vals)
-            SELECT p_head, e, o::"char", i, p, g, n, v
-            FROM unnest(p_export, p_op, p_ino, p_parent, p_gen, p_name, p_vals)
-                WITH ORDINALITY AS u(e, o, i, p, g, n, v, k)
-            ORDER BY k;
-        PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own
-    END $$;
-    """ % LOG_LOCK,
+    """ + _publish_function("CREATE", "PERFORM pg_notify('pysfsd_changes', p_head);  -- the writer ignores its own"),
+    # 5: every head LISTENs on a channel of its own (``changelog.channel``), notified by the
+    # other heads' batches only: a head is no longer woken by its own commits (heads report
+    # every 30 s; those silent for 5 minutes, restarted under another name, are not notified)
+    _publish_function("CREATE OR REPLACE", """PERFORM pg_notify('pysfsd_changes', p_head);  -- heads of schema 4
+        PERFORM pg_notify('pysfsd_' || left(md5(h.head), 16), p_head) FROM heads h
+            WHERE h.head <> p_head AND h.seen_at > now() - interval '5 minutes';"""),
 ]
 
 

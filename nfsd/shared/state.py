@@ -54,31 +54,44 @@ class SharedState:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._down_until = 0.0
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self.unreachable: str | None = None   # why PostgreSQL could not be reached at start
         try:
-            conn = self.connect()
+            self.connect().close()            # creates or migrates the tables (``connect``)
         except psycopg.Error as exc:
-            from ..config.errors import ConfigError
-            raise ConfigError(f"--shared-state: cannot reach PostgreSQL: {exc}") from None
-        with conn:
-            ensure_schema(conn)
+            # ``cluster.join`` decides: a head that was a member before starts from its LMDB
+            self.unreachable = str(exc).strip()
         self.publisher = Publisher(self.connect, self.head)
         self.follower: Follower | None = None
         self.scanner: Any = None   # scanner.Scanner once following
         self._indexes: dict[int, Any] = {}  # export id -> this head's Index (``place``)
         self.contents: dict[int, Any] = {}  # export id -> content.SharedContent
-        self.start_seq = 0
+        self.start_seq = 0  # the log's end when this head started (``cluster.join``)
         # a burst served on the event loop (``begin_burst``): its namespace changes' replies
         # wait for their rows through the future ``end_burst`` returns, not by blocking the loop
         self._burst_thread = 0
         self._burst_ticket = 0
         self._executor: Any = None
-        self.crashed = False  # the previous run of this head ended without ``close``  # the log's end when this head started (``cluster.join``)
+        self.crashed = False  # the previous run of this head ended without ``close``
 
     # -- connections ---------------------------------------------------------------------
     def connect(self) -> Any:
-        """A new autocommit connection (each thread that talks to PostgreSQL has its own)."""
-        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+        """A new autocommit connection (each thread that talks to PostgreSQL has its own).
+        The first one to succeed creates or migrates the tables: at start, or later for a
+        head that started while PostgreSQL was down."""
+        conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                      options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    try:
+                        ensure_schema(conn)
+                    except BaseException:
+                        conn.close()
+                        raise
+                    self._schema_ready = True
+        return conn
 
     def _call(self, sql: str, params: tuple = ()) -> list[tuple]:
         """One statement on the request-path connection; SharedUnavailable if PostgreSQL
@@ -181,7 +194,7 @@ class SharedState:
         if not ticket:
             return None
         import asyncio
-        return asyncio.get_running_loop().run_in_executor(self._executor, self.publisher.wait_for, ticket)
+        return self.publisher.commit_on_loop(ticket, asyncio.get_running_loop(), self._executor)
 
     def note_ino(self, export_id: int, ino: int) -> None:
         self.publisher.add(Row(export_id, "i", ino))

@@ -94,6 +94,14 @@ def pg() -> Iterator[Postgres]:
 
 
 @pytest.fixture
+def own_pg() -> Iterator[Postgres]:
+    """A PostgreSQL of this test's own, which it stops and starts again."""
+    _need_postgres()
+    with Postgres.started() as server:
+        yield server
+
+
+@pytest.fixture
 def shared_url(pg: Postgres, request: pytest.FixtureRequest) -> str:
     """A fresh database of the session's PostgreSQL for this test (``--shared-state``)."""
     psycopg = pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")

@@ -97,6 +97,45 @@ def test_head_that_gets_no_values_extracts_itself(tmp_path: Path, shared_url: st
     assert extracted >= 1 and gave_up >= 1, logs["b"]
 
 
+def test_full_rescan_content_is_extracted_by_the_scanner_head_only(tmp_path: Path, shared_url: str) -> None:
+    """A file written behind both heads (``--no-watch``), then an ``r`` row (every head
+    rescans, as after a head's crash): B, the scanner head, extracts it and publishes the
+    values; A takes them (the same ``run=`` value, A's counters: 0 extracted, 1 taken)."""
+    import psycopg
+
+    from nfsd.fs.handles import unpack_real
+    from nfsd.shared import SharedState
+    from nfsd.shared.changelog import SCANNER_HELD, Row
+    logs: dict[str, str] = {}
+    with two_heads(tmp_path, shared_url, ("--transducer", RUN_ID),
+                   ("--transducer", RUN_ID, "--shared-scan-seconds", "3600"), logs) as (ra, rb, root, src):
+        with psycopg.connect(shared_url, autocommit=True) as conn:
+            start = time.monotonic()
+            while not conn.execute(SCANNER_HELD).fetchall()[0][0]:
+                assert time.monotonic() - start < 5, "B never became the scanner head"
+                time.sleep(0.05)
+        time.sleep(1.0)                                    # B's first pass (an empty src) is over
+        (tmp_path / "export" / "src" / "behind.txt").write_bytes(b"a quagga\n")
+        time.sleep(1.5)
+        assert query(ra, root, b"text:", b"quagga") == set()   # nobody told either head
+        writer = SharedState(shared_url, head="writer")
+        try:
+            writer.publisher.start()
+            writer.publisher.add(Row(unpack_real(root).export_id, "r"))
+            assert writer.publisher.wait_published()
+        finally:
+            writer.close()
+        start = time.monotonic()
+        while not (query(ra, root, b"text:", b"quagga") and query(rb, root, b"text:", b"quagga")
+                   and run_ids(ra, root)):
+            assert time.monotonic() - start < 6.0, "the rescan did not reach both heads"
+            time.sleep(0.1)
+        assert run_ids(ra, root) == run_ids(rb, root)      # A took B's values
+    extracted, taken, gave_up = content_summary(logs["a"])
+    assert (extracted, taken, gave_up) == (0, 1, 0), logs["a"]
+    assert content_summary(logs["b"])[0] >= 1
+
+
 def test_rows_and_content_values_survive_the_log(shared_url: str) -> None:
     """What a head publishes is what the others read: names with every awkward byte, a
     content tier's keys and failures (``c`` rows), in one batch."""

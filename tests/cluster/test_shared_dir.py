@@ -37,11 +37,17 @@ def head(tmp_path: Path, export: Path, tag: str, url: str, *args: str) -> Server
                                               *(args or ("--shared-scan-seconds", "0"))))
 
 
-@pytest.fixture
-def two_heads(tmp_path: Path, shared_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def seeded_export(tmp_path: Path) -> Path:
+    """The exported tree of these tests: ``src/main.c``."""
     export = tmp_path / "export"
     (export / "src").mkdir(parents=True)
     (export / "src" / "main.c").write_bytes(b"int main(void) { return 0; }\n")
+    return export
+
+
+@pytest.fixture
+def two_heads(tmp_path: Path, shared_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    export = seeded_export(tmp_path)
     a, b = head(tmp_path, export, "a", shared_url), head(tmp_path, export, "b", shared_url)
     try:
         a.start()
@@ -127,6 +133,32 @@ EXCLUSIVE = nfs3.createmode3.EXCLUSIVE
 JUKEBOX = nfs3.nfsstat3.NFS3ERR_JUKEBOX
 
 
+def test_tags_declared_through_a_show_on_b(two_heads) -> None:
+    """Declared tags live in each head's state store (not in any file's attribute): a
+    ``mkdir tag:/red`` through A is listed in B's ``tag:``, an ``rmdir`` through A drops it
+    there, and a file tagged through A (its user attribute, shared by the file system)
+    shows in B's ``tag:/red``."""
+    from tests.nfs3_helpers import mkdir, rmdir
+    a, b = two_heads
+    with RpcClient(a.port) as ra, RpcClient(b.port) as rb:
+        root = ra.mount(a.export_b)
+        rb.mount(b.export_b)
+        tags_a, tags_b = look(ra, root, b"tag:"), look(rb, root, b"tag:")
+        assert names(rb, tags_b) == set()
+        status, res = mkdir(ra, tags_a, b"red")
+        assert status == OK, status
+        within_2s(lambda: names(rb, tags_b) == {b"red"})
+        main_c = look(ra, root, b"src", b"main.c")
+        status, _ = link(ra, main_c, res.obj.data, b"main.c")     # ln src/main.c tag:/red/
+        assert status == OK, status
+        within_2s(lambda: names(rb, look(rb, tags_b, b"red")) == {b"main.c"})
+        status, _ = remove(ra, res.obj.data, b"main.c")
+        assert status == OK, status
+        status, _ = rmdir(ra, tags_a, b"red")
+        assert status == OK, status
+        within_2s(lambda: names(rb, tags_b) == set())
+
+
 def test_exclusive_create_retransmitted_to_the_other_head(two_heads) -> None:
     """After a failover a client resends an EXCLUSIVE CREATE to the other head: it finds the
     verifier the first head stored (in PostgreSQL) and answers with the same file; another
@@ -144,23 +176,28 @@ def test_exclusive_create_retransmitted_to_the_other_head(two_heads) -> None:
         assert status == nfs3.nfsstat3.NFS3ERR_EXIST
 
 
-@pytest.fixture
-def own_pg() -> Iterator:
-    """A PostgreSQL of this test's own, which it stops and starts again."""
-    from scripts.cluster import postgres
-    from tests.cluster.conftest import _need_postgres
-    _need_postgres()
-    with postgres.Postgres.started() as server:
-        yield server
+def caught_up(check: Callable[[], bool]) -> None:
+    """After PostgreSQL's return: ``check()`` holds within 10 s (reconnects take about 1 s)."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < 10, "the heads did not catch up"
+        time.sleep(0.1)
+
+
+def exclusive_create_once_back(rpc: RpcClient, d: bytes) -> int:
+    """The status of ``excl.c``'s EXCLUSIVE CREATE, retried while it answers JUKEBOX (5 s)."""
+    deadline = time.monotonic() + 5
+    while (status := create(rpc, d, b"excl.c", EXCLUSIVE, b"verf0001")[0]) == JUKEBOX:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return status
 
 
 def test_postgres_down_then_back(tmp_path: Path, own_pg) -> None:
     """PostgreSQL stops: B still reads known files and answers its query directories from
     its own LMDB; a change through A is kept (queued) and an EXCLUSIVE CREATE, which needs a
     shared record, answers JUKEBOX.  PostgreSQL comes back: B catches up by itself."""
-    export = tmp_path / "export"
-    (export / "src").mkdir(parents=True)
-    (export / "src" / "main.c").write_bytes(b"int main(void) { return 0; }\n")
+    export = seeded_export(tmp_path)
     a, b = head(tmp_path, export, "a", own_pg.url), head(tmp_path, export, "b", own_pg.url)
     try:
         a.start()
@@ -182,15 +219,47 @@ def test_postgres_down_then_back(tmp_path: Path, own_pg) -> None:
             assert status == nfs3.nfsstat3.NFS3ERR_NOENT          # undone: retried later
 
             own_pg.start()
-            start = time.monotonic()
-            while b"while-down.c" not in query(rb, root, b"ext:", b"c"):
-                assert time.monotonic() - start < 10, "B did not catch up"
-                time.sleep(0.1)
-            deadline = time.monotonic() + 5
-            while (status := create(ra, src, b"excl.c", EXCLUSIVE, b"verf0001")[0]) == JUKEBOX:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            assert status == OK
+            caught_up(lambda: b"while-down.c" in query(rb, root, b"ext:", b"c"))
+            assert exclusive_create_once_back(ra, src) == OK
+    finally:
+        stop_all(a, b)
+
+
+def test_head_restarted_while_postgres_is_down(tmp_path: Path, own_pg) -> None:
+    """B, a member before, is restarted while PostgreSQL is down: it starts from its own
+    LMDB (the cluster's export id and its log position), reads a known file and answers its
+    query directories; a CREATE through it is answered and queued, an EXCLUSIVE CREATE
+    answers JUKEBOX.  A creates a file meanwhile (queued too).  PostgreSQL comes back: B
+    catches up with A's change and A learns of B's, with no restart."""
+    export = seeded_export(tmp_path)
+    a, b = head(tmp_path, export, "a", own_pg.url), head(tmp_path, export, "b", own_pg.url)
+    try:
+        a.start()
+        b.start()
+        with RpcClient(a.port) as ra:
+            root = ra.mount(a.export_b)
+            src = look(ra, root, b"src")
+            main_c = look(ra, src, b"main.c")
+            create_ok(ra, src, b"before.c")
+            b.stop()
+            own_pg.stop()
+            create_ok(ra, src, b"from_a.c")                    # queued in A
+            b.start()                                          # PostgreSQL still down
+            with RpcClient(b.port) as rb:
+                assert rb.mount(b.export_b) == root            # the cluster's export id, from B's LMDB
+                status, res = read(rb, main_c, 0, 100)
+                assert status == OK and res.data.startswith(b"int main"), status
+                assert query(rb, root, b"ext:", b"c") >= {b"main.c", b"before.c"}
+                create_ok(rb, src, b"from_b.c")               # answered, its row queued
+                status, _ = create(rb, src, b"excl.c", EXCLUSIVE, b"verf0001")
+                assert status == JUKEBOX                       # needs a shared record
+
+                own_pg.start()
+                caught_up(lambda: {b"from_a.c", b"from_b.c"} <= query(rb, root, b"ext:", b"c")
+                          and b"from_b.c" in query(ra, root, b"ext:", b"c"))
+                assert exclusive_create_once_back(rb, src) == OK
+        log = b.stop()
+        assert "PostgreSQL is unreachable" in log, log
     finally:
         stop_all(a, b)
 
@@ -243,8 +312,9 @@ def test_local_tools_use_the_cluster_export_id(tmp_path: Path, shared_url: str) 
 
 
 def test_unreachable_postgres_at_start_is_a_clear_error(tmp_path: Path) -> None:
-    """A head cannot start without PostgreSQL (it needs the cluster's export ids): it says
-    so and exits 2, and lets go of its state (a second attempt finds it free)."""
+    """A head that was never a member cannot start without PostgreSQL (it needs the
+    cluster's export ids): it says so and exits 2, and lets go of its state (a second
+    attempt finds it free)."""
     import subprocess
     import sys
 
@@ -270,9 +340,7 @@ def test_head_killed_after_a_write_reply_is_repaired(tmp_path: Path, own_pg, rep
     (nobody told B) until A is restarted (it finds it was killed and makes every head
     rescan), or, with A never coming back, until the scanner head's next pass (B's here)."""
     import signal
-    export = tmp_path / "export"
-    (export / "src").mkdir(parents=True)
-    (export / "src" / "main.c").write_bytes(b"int main(void) { return 0; }\n")
+    export = seeded_export(tmp_path)
     scan = ("--shared-scan-seconds", "1") if repair == "scanner" else ()
     a, b = head(tmp_path, export, "a", own_pg.url), head(tmp_path, export, "b", own_pg.url, *scan)
     try:
