@@ -63,7 +63,8 @@ class RunResult:
     errors: dict[str, int] = field(default_factory=dict)
     client_cpu: float = 0.0           # CPU seconds of the generator processes in the window
     client_cpu_max: float = 0.0       # ...of the busiest one (saturated near the window's length)
-    server_cpu: float | None = None   # CPU seconds of the server in the window
+    server_cpu: float | None = None   # CPU seconds of the server in the window, plus what it left behind
+    server_cpu_after: float | None = None  # ...of which after the window, until the server settled
     machine_cpu: float | None = None  # CPU seconds of every process in the window
     server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window, its processes summed
     server_cpu_split: list[float] | None = None  # CPU seconds per server process (the parent first)
@@ -80,6 +81,8 @@ class RunResult:
         self.client_cpu_max = max(self.client_cpu_max, other.client_cpu_max)
         if other.server_cpu is not None:
             self.server_cpu = other.server_cpu
+        if other.server_cpu_after is not None:
+            self.server_cpu_after = other.server_cpu_after
         if other.machine_cpu is not None:
             self.machine_cpu = other.machine_cpu
         if other.server_rss is not None:
@@ -294,6 +297,22 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+async def settled_cpu(pid: int, quiet: float = 0.10, longest: float = 20.0) -> dict[int, float] | None:
+    """Wait until the server is nearly idle (under ``quiet`` of a core over 0.25 s) and return
+    its CPU by process then.  A server may leave work behind a run (pysfsd applies a burst of
+    index notes once the burst calms down): measured up to here, that work is charged to the
+    run that caused it, not lost between two runs (``loadgen.settle``)."""
+    deadline = time.monotonic() + longest
+    before = server_cpu_by_process(pid)
+    while before is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        now = server_cpu_by_process(pid)
+        if now is None or sum(now.values()) - sum(before.values()) < quiet * 0.25:
+            return now
+        before = now
+    return before
+
+
 async def wait_until_idle(stats: RunStats, timeout: float) -> bool:
     """Wait until every slot of a run has stopped (each stops once its op's reply is in);
     False when some still wait for a reply after ``timeout`` seconds.  Any stats object with
@@ -350,14 +369,19 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
         stats.error(f"{stats.active} calls unanswered {settings.drain_timeout:g} s after the run")
     for conn in conns:
         conn.close()
+    srv2 = await settled_cpu(target.pid) if measure_machine and target.pid is not None else None
     window = min(settings.seconds, max(1e-3, wall1 - wall0))
     scale = window / max(1e-3, wall1 - wall0)  # CPU as measured over the counting window
     result.ops, result.nbytes, result.window = stats.ops, stats.nbytes, window
     result.latencies, result.errors = stats.latencies, dict(stats.errors)  # closing adds no more
     result.client_cpu = result.client_cpu_max = (cpu1 - cpu0) * scale
-    split = cpu_split(srv0, srv1)
+    split, after = cpu_split(srv0, srv1), cpu_split(srv1, srv2)
     if split is not None:
         result.server_cpu_split = [c * scale for c in split]
+        if after is not None:  # a process that ended after the window has no trailing share
+            result.server_cpu_after = sum(after)
+            for k, c in enumerate(after[:len(result.server_cpu_split)]):
+                result.server_cpu_split[k] += c
         result.server_cpu = sum(result.server_cpu_split)
     if all0 is not None and all1 is not None:
         result.machine_cpu = (all1 - all0) * scale

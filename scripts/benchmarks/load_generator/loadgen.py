@@ -7,7 +7,9 @@ a drift in background load hits both alike.  Calls are pre-encoded and replies c
 decoded (nfsd/rpc/client.py ``RawConnection``).  Prints ops/s and ops per server
 CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
 latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
-used most of a core).
+used most of a core).  A server's CPU per operation includes the work a run left behind it
+(measured until the server settles; the "after ms" column): pysfsd applies a burst's index
+notes once the burst calms down, and that work belongs to the run that caused it.
 
     python scripts/benchmarks/load_generator/loadgen.py                      # both servers, all operations
     python scripts/benchmarks/load_generator/loadgen.py --servers ganesha --ops null,getattr --seconds 3
@@ -219,8 +221,10 @@ def summarize(result: RunResult) -> dict[str, Any]:
     window = result.window or 1.0
     p50, p99 = percentile(lat, 0.50), percentile(lat, 0.99)
     other = None
-    if result.machine_cpu is not None and result.server_cpu is not None:
-        other = max(0.0, result.machine_cpu - result.client_cpu - result.server_cpu)
+    after = result.server_cpu_after or 0.0  # the server's CPU after the window (work left behind)
+    in_window = None if result.server_cpu is None else result.server_cpu - after
+    if result.machine_cpu is not None and in_window is not None:
+        other = max(0.0, result.machine_cpu - result.client_cpu - in_window)
     return {
         "ops": result.ops,
         "ops_per_s": result.ops / window,
@@ -230,7 +234,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "client_cpu_pct": 100 * result.client_cpu / window,
         "client_cpu_max_pct": 100 * result.client_cpu_max / window,
         "ops_per_server_cpu": (result.ops / result.server_cpu if result.server_cpu else None),
-        "server_cpu_pct": None if result.server_cpu is None else 100 * result.server_cpu / window,
+        "server_cpu_pct": None if in_window is None else 100 * in_window / window,
+        "server_cpu_after_ms": None if result.server_cpu_after is None else 1e3 * result.server_cpu_after,
         "other_cpu_pct": None if other is None else 100 * other / window,
         "server_cpu_pct_by_process": (None if result.server_cpu_split is None
                                       else [100 * c / window for c in result.server_cpu_split]),
@@ -321,7 +326,7 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
             continue
         print(f"\n{name}")
         head = (f"  {'operation':26}{'ops/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-                f"{'gen CPU':>9}{'max/proc':>9}{'server CPU':>12}{'other CPU':>11}{'errors':>8}")
+                f"{'gen CPU':>9}{'max/proc':>9}{'server CPU':>12}{'after ms':>9}{'other CPU':>11}{'errors':>8}")
         print(head)
         for op in ops:
             s = stats[name][op]
@@ -329,7 +334,7 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
                   f"{_fmt(s['mib_per_s'] if OPS[op].bulk else None, ',.0f'):>9}"
                   f"{_fmt(s['p50_ms'], '.3f'):>9}{_fmt(s['p99_ms'], '.3f'):>9}"
                   f"{_pct(s['client_cpu_pct']):>9}{_pct(s['client_cpu_max_pct']):>9}{_pct(s['server_cpu_pct']):>12}"
-                  f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}"
+                  f"{_fmt(s['server_cpu_after_ms'], ',.0f'):>9}{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}"
                   + _by_process(s))
             for reason, count in list(s["errors"].items())[:3]:
                 print(f"      {count} x {reason}")
