@@ -37,6 +37,7 @@ import time
 from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
+from protocol.nfs3_entries import EntryplusRun
 
 from . import identity
 from ..query import language as query_lang
@@ -47,7 +48,7 @@ from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from ..query.names import Query, parse_field_name, parse_lab_name, value_name
 from ..query.store import QueryStore, is_inline
-from ..query.result_set import ResultSet, clash_name
+from ..query.result_set import LinkItems, ResultSet, clash_name
 from .tag_dirs import TagDirs, claims
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query.store)
@@ -691,33 +692,23 @@ class SemanticFS:
         if self.results == "files":
             return visible.listing(int)
         qid = q.qid()
-        return visible.listing(link_fileids(qid), self._link_entries(q, qid, results, visible))
+        return visible.listing(link_fileids(qid), self._link_items(q, qid, results))
 
-    def _link_entries(self, q: Query, qid: bytes, results: Results,
-                      visible: ResultSet) -> Callable[[int], tuple[int, Any, bytes]]:
-        """(fileid, fattr3, handle) of a value directory's result link by its position in
-        ``visible``: what ``entry`` and ``_link_entry`` give, with everything the links
-        share made once per listing (the per-entry cost of a large listing)."""
+    def _link_items(self, q: Query, qid: bytes, results: Results) -> LinkItems:
+        """What READDIRPLUS items of a value directory's result links share (as
+        ``_link_entry`` makes each one's attributes and handle), made once per listing: a
+        page then packs each entry's own fields between them (``ResultListing.encoded_page``)."""
         template = fattr(VStat(_LINK_MODE, 0, 1, 0, 0, 0, 0, 0, results.mtime_ns, results.mtime_ns,
                                results.mtime_ns), self.fsid)
-        make, head, mid, tail = type(template), template[:5], template[6:9], template[10:]
         scope = results.scope_path
         # a link's text: ``../`` per level up to D, then the path below D (``_relative_target``)
         shift = 3 * q.depth - (len(scope) + 1 if scope else 0)
         key = q.key()
-        fh_head: tuple[int | bytes, ...]
         if is_inline(key):
-            pack, fh_head, fh_tail = _INLINE_LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
+            head, tail = _INLINE_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
         else:
-            pack, fh_head, fh_tail = _LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
-        inos, link_fileid = visible.inos, link_fileids(qid)
-
-        def entry_at(i: int) -> tuple[int, Any, bytes]:
-            ino = inos[i]
-            fileid = link_fileid(ino)
-            return (fileid, make(*head, visible.path_len(i) + shift, *mid, fileid, *tail),
-                    pack(*fh_head, ino) + fh_tail)
-        return entry_at
+            head, tail = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
+        return LinkItems(EntryplusRun(template, head, tail), shift)
 
     def _lab_entries(self, q: Query) -> Iterator[tuple[bytes, int]]:
         scope = self._scope_node(q)

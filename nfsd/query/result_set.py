@@ -26,7 +26,9 @@ import itertools
 import operator
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+
+from protocol.nfs3_entries import EntryplusRun
 
 from ..nfs3.dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
 from ..index.search import FileRef
@@ -225,25 +227,70 @@ class ResultSet:
         return new
 
     # -- as a listing -------------------------------------------------------------------
-    def listing(self, fileid: Callable[[int], int],
-                entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None) -> "ResultListing":
+    def listing(self, fileid: Callable[[int], int], links: "LinkItems | None" = None) -> "ResultListing":
         """The directory listing these results are, in cookie order (nfsd/nfs3/dirlist.py);
-        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``entry_at``
-        an entry's (fileid, fattr3, handle) by position (READDIRPLUS: no lookup by name)."""
+        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``links``
+        encodes READDIRPLUS pages of result links straight from the arrays
+        (``ResultListing.encoded_page``)."""
         return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
-                             None, 0, entry_at)
+                             None, 0, self, fileid, links)
+
+
+class LinkItems(NamedTuple):
+    """What every READDIRPLUS item of a value directory's result links shares: ``run``
+    encodes one (protocol/nfs3_entries.py), whose size is its text's, the result's path
+    (below D) with ``shift`` bytes more (``../`` per level up to D, less D's own path)."""
+
+    run: EntryplusRun
+    shift: int
 
 
 @dataclass
 class ResultListing(Listing):
-    """A listing that is a result set: entries' attributes and handles by position."""
+    """A listing that is a result set: READDIRPLUS pages encoded by position."""
 
-    entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None
+    results: ResultSet | None = None
+    fileid: Callable[[int], int] | None = None
+    links: LinkItems | None = None
 
     def __iter__(self) -> Iterator[tuple[bytes, int]]:
         """(name, fileid) in cookie order, as any backend's ``scandir`` gives them."""
         names, fileids = self.names, self.inos
         return ((names[i], fileids[i]) for i in range(len(names)))
+
+    def encoded_page(self, start: int, budget: int, dircount: int) -> tuple[bytes, int] | None:
+        """The READDIRPLUS list items from position ``start`` that fit ``budget`` reply
+        bytes and ``dircount`` bytes of names (RFC 1813: fileid, name and cookie of each),
+        as one bytes, and the position after them; None when this listing has no
+        ``links``.  One pack per entry, no per-entry objects: a large listing's cost."""
+        r, links, fileid = self.results, self.links, self.fileid
+        if r is None or links is None or fileid is None:
+            return None
+        item, shift = links.run.item, links.shift
+        cookies, inos, starts, lens, nlens = r.cookies, r.inos, r._starts, r._lens, r._nlens
+        blob, renamed = r._blob, r._renamed
+        out: list[bytes] = []
+        used = dir_used = 0
+        i, n = start, len(cookies)
+        while i < n:
+            end = starts[i] + lens[i]
+            name = renamed.get(i) if renamed else None
+            if name is None:
+                name = blob[end - nlens[i]:end]
+            dir_used += 24 + len(name)
+            if dir_used > dircount:
+                break
+            ino = inos[i]
+            fid = fileid(ino)
+            encoded = item(fid, name, cookies[i], lens[i] + shift, ino)
+            used += len(encoded)
+            if used > budget:
+                break
+            out.append(encoded)
+            i += 1
+        if i > start:
+            r.hint = i - 1
+        return b"".join(out), i
 
 
 class _Names(Sequence[bytes]):

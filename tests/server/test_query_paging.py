@@ -22,8 +22,9 @@ def readlink(rpc: RpcClient, h: bytes) -> bytes:
 
 
 def page(rpc: RpcClient, d: bytes, cookie: int, verf: bytes, maxcount: int = 1024) -> tuple[list, bytes, bool]:
-    (status, res), _ = readdirplus_raw(rpc, d, cookie, verf, maxcount, maxcount)
+    (status, res), size = readdirplus_raw(rpc, d, cookie, verf, maxcount, maxcount)
     assert status == OK, status
+    assert size <= maxcount, (size, maxcount)  # the reply fits, handles of every length reckoned with
     return res.reply.entries, res.cookieverf, res.reply.eof
 
 
