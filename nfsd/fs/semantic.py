@@ -68,6 +68,8 @@ _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"
 _NAME_FIELDS = frozenset({b"name", b"ext"})
 _BIG_FAULT = 100_000  # results from which a fault gives its transient memory back (``_fault``)
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
+VIEW_CACHE_BYTES = 32 << 20  # callers' views kept, by their own entries' estimated size
+MAX_VIEWS = 256
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
 _VALUE_BYTES = 200  # per value of a field directory: name, value, count, dict slots
 
@@ -128,6 +130,12 @@ def _trim_heap() -> None:
 _malloc_trim: Any = None
 
 
+def _names_bytes(names: Any) -> int:
+    """Estimated memory of a directory's entries: a value directory's ResultSet, or a field
+    directory's dict of value names."""
+    return names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
+
+
 def virtual_fileid(*parts: bytes) -> int:
     h = hashlib.blake2b(b"\0".join(parts), digest_size=8, person=b"pysfsd-vid").digest()
     return _VIRTUAL_FILEID | (int.from_bytes(h, "big") >> 1)
@@ -186,7 +194,10 @@ class SemanticFS:
         self._cache_sizes: dict[bytes, int] = {}
         self._cache_bytes = 0
         self.result_cache_bytes = RESULT_CACHE_BYTES
-        self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
+        # per-caller views (``_visible``), least recently made first, bounded in bytes
+        self._views: dict[tuple[bytes, Any], tuple[Results, float, Any, int]] = {}
+        self._views_bytes = 0
+        self.view_cache_bytes = VIEW_CACHE_BYTES
         self._link_memo: tuple[Any, bytes, bool, bytes] = (None, b"", False, b"")  # see _link_entry
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
@@ -302,7 +313,7 @@ class SemanticFS:
             names: Any = {value_name(value): value for value in values}
             digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
         else:
-            names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
+            names = ResultSet.of_rows(self.index.query_entries(q.scope, q.terms))
             digest = names.digest
         mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
@@ -330,8 +341,7 @@ class SemanticFS:
     def _keep(self, qid: bytes, results: Results) -> None:
         """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
         recently used first out; the newest always stays, as its listing is being paged)."""
-        names = results.names
-        size = names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
+        size = _names_bytes(results.names)
         with self._lock:
             if self._cache.pop(qid, None) is not None:
                 self._cache_bytes -= self._cache_sizes.pop(qid, 0)
@@ -657,11 +667,22 @@ class SemanticFS:
             # Clashes are renamed among what this caller is shown: a name renamed because of
             # a file they may not see would tell them it exists.
             names = results.names if len(seen) == len(results.names) else ResultSet.of_refs(seen)
-        with self._lock:
-            if len(self._views) > 256:
-                self._views.clear()
-            self._views[key] = (results, now, names)
+        self._keep_view(key, results, now, names)
         return names, now
+
+    def _keep_view(self, key: tuple[bytes, Any], results: Results, now: float, names: Any) -> None:
+        """Keep one caller's view within VIEW_CACHE_BYTES (its own entries' estimated size:
+        nothing when it is the shared results themselves) and MAX_VIEWS, the oldest first
+        out, the newest always (its listing is being paged)."""
+        size = 0 if names is results.names else _names_bytes(names)
+        with self._lock:
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._views_bytes -= old[3]
+            self._views[key] = (results, now, names, size)
+            self._views_bytes += size
+            while len(self._views) > 1 and (self._views_bytes > self.view_cache_bytes or len(self._views) > MAX_VIEWS):
+                self._views_bytes -= self._views.pop(next(iter(self._views)))[3]
 
     def _may_see(self, q: Query, ino: int, path: bytes | None = None) -> bool:
         """One result of a value directory, as ``_visible`` decides."""

@@ -76,7 +76,10 @@ class Index:
         self.root_ino: int = st.st_ino
         self._dev = st.st_dev
         self._tables = Tables(env, export_id)
-        self._tables.reset_if_stale(self.root_ino)
+        began = time.monotonic()
+        if self._tables.reset_if_stale(self.root_ino):  # an older layout, migrated in place
+            log.info("index of %s brought up to the current layout in %.1f s", self.root_path,
+                     time.monotonic() - began)
         self._search = Search(self._tables, self.root_ino)
         self._trimmer = MapTrimmer(env)
         with env.begin() as txn:
@@ -379,6 +382,11 @@ class Index:
     def query_rows(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
         """``query``'s (ino, path), unsorted: for callers that order them their own way."""
         return self._search.query_rows(scope_ino, terms)
+
+    def query_entries(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
+        """``query``'s (cookie, entry name, ino, path), unsorted: a value directory's rows
+        (nfsd/query/result_set.py)."""
+        return self._search.query_entries(scope_ino, terms)
 
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
+DEFAULT_LISTING_BYTES = 64 << 20  # cached listings, all directories together (the newest aside)
+_LISTING_ENTRY = 130      # bytes per entry of a real directory's listing beyond its name
+_LISTING_OVERHEAD = 400   # bytes per listing (so empty ones are bounded too)
 _TRUST_AFTER_NS = 50_000_000  # a listing is reusable only if built 50 ms after the last change
 _STALE = object()  # the key of a listing known to be out of date
 
@@ -52,6 +55,7 @@ class Listing:
     inos: list[int]
     key: Hashable
     built_ns: int
+    nbytes: int = 0  # memory held, estimated (``ListingCache`` bounds the sum)
 
     def start_index(self, cookie: int) -> int:
         """Index of the first named entry after ``cookie``."""
@@ -69,7 +73,9 @@ def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: 
         entries.key, entries.built_ns = key, read_ns
         return entries
     rows = sorted((name_cookie(n), n, ino) for n, ino in entries)
-    return Listing([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], key, read_ns)
+    names = [r[1] for r in rows]
+    return Listing([r[0] for r in rows], names, [r[2] for r in rows], key, read_ns,
+                   _LISTING_OVERHEAD + len(rows) * _LISTING_ENTRY + sum(map(len, names)))
 
 
 def _still_valid(cached: Listing, key: Hashable, mtime_ns: int, ctime_ns: int, exact: bool) -> bool:
@@ -77,15 +83,18 @@ def _still_valid(cached: Listing, key: Hashable, mtime_ns: int, ctime_ns: int, e
 
 
 class ListingCache:
-    """Sorted listings by directory: at most ``max_dirs``, holding at most ``max_entries``
-    entries together beyond the newest (a query directory's listing is its result set, which
-    this keeps alive: 32 listings of a million results each must not stay resident)."""
+    """Sorted listings by directory: at most ``max_dirs``, holding at most ``max_bytes``
+    together (their estimated size, ``Listing.nbytes``) beyond the newest, which is being
+    paged.  A real directory's listing takes ~130 bytes an entry (three lists of Python
+    objects), a query directory's is its result set (~30 bytes a result beside its path),
+    which this keeps alive: 32 listings of a million entries each must not stay resident."""
 
-    def __init__(self, max_dirs: int = 32, max_entries: int = 1_000_000) -> None:
+    def __init__(self, max_dirs: int = 32, max_bytes: int = DEFAULT_LISTING_BYTES) -> None:
         self.max_dirs = max_dirs
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._cache: OrderedDict[Hashable, Listing] = OrderedDict()
+        self.nbytes = 0
 
     def get(self, dir_id: Hashable, mtime_ns: int, ctime_ns: int,
             load: Callable[[], Iterable[tuple[bytes, int]]], exact: Hashable = None,
@@ -108,13 +117,13 @@ class ListingCache:
             newer = self._cache.get(dir_id)
             if newer is not None and newer.built_ns > listing.built_ns:
                 return listing  # another thread read it later: keep the newest in the cache
+            old = self._cache.pop(dir_id, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
             self._cache[dir_id] = listing
-            self._cache.move_to_end(dir_id)
-            while len(self._cache) > self.max_dirs:
-                self._cache.popitem(last=False)
-            total = sum(len(cached.cookies) for cached in self._cache.values())
-            while total > self.max_entries and len(self._cache) > 1:
-                total -= len(self._cache.popitem(last=False)[1].cookies)
+            self.nbytes += listing.nbytes
+            while len(self._cache) > self.max_dirs or (self.nbytes > self.max_bytes and len(self._cache) > 1):
+                self.nbytes -= self._cache.popitem(last=False)[1].nbytes
         return listing
 
     def is_fresh(self, dir_id: Hashable, mtime_ns: int, ctime_ns: int, resume: bool = False) -> bool:

@@ -89,6 +89,12 @@ class ResultSet:
             name = path.rpartition(b"/")[2]
             cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
             rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
+        return cls.of_rows(rows)
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[int, bytes, int, bytes]]) -> "ResultSet":
+        """``of_refs`` of rows already named: (cookie of the path's last component, that
+        component, inode, path) (``Index.query_entries``); ``rows`` is sorted in place."""
         rows.sort()  # by cookie, then name: results of the same name are adjacent
         names = [r[1] for r in rows]
         clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
@@ -233,7 +239,7 @@ class ResultSet:
         encodes READDIRPLUS pages of result links straight from the arrays
         (``ResultListing.encoded_page``)."""
         return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
-                             None, 0, self, fileid, links)
+                             None, 0, self.nbytes, self, fileid, links)
 
 
 class LinkItems(NamedTuple):
