@@ -76,12 +76,12 @@ class Index:
         self.root_ino: int = st.st_ino
         self._dev = st.st_dev
         self._tables = Tables(env, export_id)
+        self._trimmer = MapTrimmer(env)
         began = time.monotonic()
-        if self._tables.reset_if_stale(self.root_ino):  # an older layout, migrated in place
+        if self._tables.reset_if_stale(self.root_ino, self._trimmer.trim_over):  # an older layout, migrated
             log.info("index of %s brought up to the current layout in %.1f s", self.root_path,
                      time.monotonic() - began)
         self._search = Search(self._tables, self.root_ino)
-        self._trimmer = MapTrimmer(env)
         with env.begin() as txn:
             self.version: int = self._tables.version(txn)
         self._lock = threading.Lock()

@@ -241,8 +241,9 @@ def test_places_damaged_and_an_index_of_the_previous_layout(tmp_path):
     assert query(srv, "ext:/c") == ["a.c", "b.c"]
     env = state_env(srv)
     try:
+        meta, places = env.open_db(b"idx1:meta"), env.open_db(b"idx1:places", dupsort=True)
         with env.begin(write=True) as txn:
-            txn.drop(env.open_db(b"idx1:places", dupsort=True), delete=False)
+            txn.drop(places, delete=False)
             txn.put(b"schema", b"3", db=meta)
     finally:
         env.close()

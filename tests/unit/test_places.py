@@ -132,3 +132,15 @@ def test_exact_size_keys_of_a_range_are_walked_in_order(index: Index) -> None:
         keys = [size_key(n) for n in range(5, 26)]
         got = list(index._search._place_values(txn, keys))
         assert got and len(got) == len(index.query_entries(index.root_ino, terms_of("size:/5..25")))
+
+
+def test_migration_in_small_steps_gives_the_same_places(env: lmdb.Environment, index: Index) -> None:
+    """Each step commits whole keys (bounded dirty pages); together they make every place."""
+    t = Tables(env, 1)
+    with env.begin() as txn:
+        entries = txn.stat(t.places)["entries"]
+    steps: list[int] = []
+    assert t.migrate_places(lambda: steps.append(1), step=7) == entries
+    assert len(steps) > 5
+    with env.begin() as txn:
+        assert t.places_differences(txn) == (0, 0)
