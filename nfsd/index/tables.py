@@ -552,10 +552,9 @@ class Writer:
         self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
-            both = stat_keys | content_keys
-            self._adds.extend((k, key) for k in both)
+            self._adds.extend((k, key) for k in stat_keys | content_keys)
             place = None
-            for k in both:
+            for k in stat_keys | content_keys:
                 if is_placed(k):
                     place = place or place_value(key, rec.parent, rec.name)
                     self._new_places.append((k, place))
