@@ -49,7 +49,8 @@ from .localfs import LocalFS, Node, check_name
 from ..query.names import Query, parse_field_name, parse_lab_name, value_name
 from ..query.store import QueryStore, is_inline
 from ..query.result_set import LinkItems, ResultSet, clash_name
-from .tag_dirs import TagDirs, claims
+from ..query.value_set import ValueCounts, ValueSet
+from .tag_dirs import TagDirs, claims, is_user_field_dir
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query.store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -111,7 +112,7 @@ class Results(NamedTuple):
     digest: int
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
-    counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
+    counts: Any                   # field dirs: value -> its number of results (value dirs' size), by .get
 
 
 def _trim_heap() -> None:
@@ -133,7 +134,9 @@ _malloc_trim: Any = None
 def _names_bytes(names: Any) -> int:
     """Estimated memory of a directory's entries: a value directory's ResultSet, or a field
     directory's dict of value names."""
-    return names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
+    if isinstance(names, (ResultSet, ValueSet)):
+        return names.nbytes
+    return _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -306,12 +309,14 @@ class SemanticFS:
                 if self._cache.pop(qid, None) is not None:
                     self._cache[qid] = cached
             return cached
-        counts: dict[bytes, int] = {}
+        counts: Any = {}
         if q.is_field_dir:
-            counts = self.index.value_counts(q.open_field, q.scope, q.terms)
-            values = self.tags.with_declared(q, sorted(counts))
-            names: Any = {value_name(value): value for value in values}
-            digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
+            pairs: Iterable[tuple[bytes, int]] = self.index.value_count_items(q.open_field, q.scope, q.terms)
+            if is_user_field_dir(q):  # the declared tags too, carried or not (a few)
+                carried = dict(pairs)
+                pairs = [(v, carried.get(v, 0)) for v in self.tags.with_declared(q, sorted(carried))]
+            names: Any = ValueSet(pairs)
+            counts, digest = ValueCounts(names), names.digest
         else:
             names = ResultSet.of_rows(self.index.query_entries(q.scope, q.terms))
             digest = names.digest
@@ -709,6 +714,8 @@ class SemanticFS:
         results = self._fault(d)
         visible = self._visible(d, results)[0]
         if q.is_field_dir:
+            if isinstance(visible, ValueSet):  # a listing as it is, fileids made per page
+                return visible.listing(lambda value: virtual_fileid(q.with_value(value).qid()))
             return [(name, self._entry_fileid(q, found)) for name, found in visible.items()]
         if self.results == "files":
             return visible.listing(int)

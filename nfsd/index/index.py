@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import lmdb
 
@@ -38,6 +38,7 @@ TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this lon
 PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
 MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
 EXTRACT_THREADS = min(4, os.cpu_count() or 1)
+WALK_MAPPED_MAX = 32 << 20     # mapped index pages a walk over a whole field leaves resident
 
 
 class IndexClosed(Exception):
@@ -384,6 +385,16 @@ class Index:
                      plan: Plan | None = None) -> dict[bytes, int]:
         """value -> how many files in scope matching all terms hold it (a faceted summary)."""
         return self._search.value_counts(field, scope_ino, terms, plan)
+
+    def value_count_items(self, field: bytes, scope_ino: int,
+                          terms: Sequence[tuple[bytes, bytes]] = ()) -> Iterator[tuple[bytes, int]]:
+        """``value_counts`` as pairs in value order, streamed when the whole field is asked
+        (a field directory of a million values: nfsd/query/value_set.py); the pages the
+        walk maps are dropped as it goes (``WALK_MAPPED_MAX``)."""
+        for n, pair in enumerate(self._search.value_count_items(field, scope_ino, terms), 1):
+            yield pair
+            if not n & 0xFFFF:
+                self._trimmer.trim_over(WALK_MAPPED_MAX)
 
     def query_plan(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]], plan: Plan) -> list[FileRef]:
         """``query``, recording what it did in ``plan`` (``pysfsd query --explain``)."""

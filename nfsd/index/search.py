@@ -14,7 +14,7 @@ import hashlib
 import sys
 from array import array
 from collections import Counter
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import lmdb
 
@@ -216,6 +216,26 @@ class Search:
                     if n:
                         found[key[len(prefix):]] = n
         return dict(found)
+
+    def value_count_items(self, field: bytes, scope: int,
+                          terms: Sequence[tuple[bytes, bytes]] = ()) -> Iterator[tuple[bytes, int]]:
+        """``value_counts`` as (value, count) pairs in value order, streamed from one read
+        transaction when the whole field is asked (``name:`` at the export root: a million
+        values, never all in a dict); consume it at once."""
+        if scope != self.root_ino or terms:
+            yield from self.value_counts(field, scope, terms).items()
+            return
+        prefix = field + b"\0"
+        start = len(prefix)
+        with self.t.env.begin() as txn:
+            cur = txn.cursor(db=self.t.postings)
+            found = cur.set_range(prefix)
+            while found:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    return
+                yield bytes(key[start:]), cur.count()
+                found = cur.next_nodup()
 
     def _key_counts(self, txn: lmdb.Transaction, prefix: bytes) -> dict[bytes, int]:
         out: dict[bytes, int] = {}

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
 DEFAULT_LISTING_BYTES = 64 << 20  # cached listings, all directories together (the newest aside)
@@ -62,6 +62,38 @@ class Listing:
         if cookie < FIRST_NAME_COOKIE:
             return 0
         return bisect.bisect_right(self.cookies, cookie)
+
+
+def find_named(cookies: Sequence[int], name: bytes, name_at: Callable[[int], bytes]) -> int:
+    """The position of entry ``name`` in a listing sorted by cookie (``name_at(i)``: entry
+    i's name), or -1: a bisection by its cookie, then the entries sharing it."""
+    cookie = name_cookie(name)
+    i = bisect.bisect_left(cookies, cookie)
+    while i < len(cookies) and cookies[i] == cookie:
+        if name_at(i) == name:
+            return i
+        i += 1
+    return -1
+
+
+class ByPosition(Sequence[Any]):
+    """A listing's column made when a page asks: ``make(i)`` for entry ``i`` of ``n``
+    (a query directory's names or fileids, never all held at once)."""
+
+    def __init__(self, n: int, make: Callable[[int], Any]) -> None:
+        self._n, self._make = n, make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._make(k) for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._make(i)
 
 
 def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: int | None = None) -> Listing:

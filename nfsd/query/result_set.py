@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3_entries import EntryplusRun
 
-from ..nfs3.dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
+from ..nfs3.dirlist import FIRST_NAME_COOKIE, ByPosition, Listing, find_named, name_cookie
 from ..index.search import FileRef
 from .names import parse_field_name
 
@@ -158,14 +158,7 @@ class ResultSet:
         hint = self.hint
         if hint < len(self.cookies) and self.name(hint) == name:  # no hash, no bisection
             return hint
-        cookie = name_cookie(name)
-        cookies = self.cookies
-        i = bisect.bisect_left(cookies, cookie)
-        while i < len(cookies) and cookies[i] == cookie:
-            if self.name(i) == name:
-                return i
-            i += 1
-        return -1
+        return find_named(self.cookies, name, self.name)
 
     # -- as a mapping -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -238,7 +231,8 @@ class ResultSet:
         ``fileid`` makes an entry's fileid from its inode, when a page asks; ``links``
         encodes READDIRPLUS pages of result links straight from the arrays
         (``ResultListing.encoded_page``)."""
-        return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
+        inos = self.inos
+        return ResultListing(self.cookies, _Names(self), ByPosition(len(inos), lambda i: fileid(inos[i])),  # type: ignore[arg-type]
                              None, 0, self.nbytes, self, fileid, links)
 
 
@@ -320,18 +314,3 @@ class _Names(Sequence[bytes]):
             raise IndexError(i)
         self._r.hint = i  # the page's next step is this entry's attributes (``find``)
         return self._r.name(i)
-
-
-class _Fileids(Sequence[int]):
-    """Entry fileids of a ``ResultSet`` by position, made when asked."""
-
-    def __init__(self, inos: array, fileid: Callable[[int], int]) -> None:
-        self._inos, self._fileid = inos, fileid
-
-    def __len__(self) -> int:
-        return len(self._inos)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self._fileid(ino) for ino in self._inos[i]]
-        return self._fileid(self._inos[i])
