@@ -34,11 +34,11 @@ from .transducers.interface import Transducer, declared_fields
 
 log = logging.getLogger("pysfsd.index")
 
+WALK_MAPPED_MAX = 32 << 20     # mapped index pages a walk over a whole field leaves resident
 TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this long...
 PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
 MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
 EXTRACT_THREADS = min(4, os.cpu_count() or 1)
-WALK_MAPPED_MAX = 32 << 20     # mapped index pages a walk over a whole field leaves resident
 
 
 class IndexClosed(Exception):
