@@ -38,9 +38,10 @@ import hashlib
 import stat
 import struct
 import time
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import lmdb
+from collections.abc import Callable
 
 SCHEMA = b"4"  # 3: hidden keys for exact sizes and files without an ext, in the stat tier; 4: places
 MIGRATES = {b"3": "migrate_places"}  # older schemas brought up to date without a rescan
@@ -553,13 +554,13 @@ class Writer:
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
             self._adds.extend((k, key) for k in stat_keys | content_keys)
+            self.changed = True
+            self.stat_changed |= bool(stat_keys)
             place = None
             for k in stat_keys | content_keys:
                 if is_placed(k):
                     place = place or place_value(key, rec.parent, rec.name)
                     self._new_places.append((k, place))
-            self.changed = True
-            self.stat_changed |= bool(stat_keys)
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
