@@ -57,15 +57,15 @@ class ResultSet:
     def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]], own_names: bool = False) -> None:
         """``rows``: (cookie, name, ino, path), sorted; ``own_names``: every name is its
         path's last component (none renamed), so it need not be checked."""
-        self.cookies = array("Q", [r[0] for r in rows])
-        self.inos = array("Q", [r[2] for r in rows])
+        self.cookies = array("Q", (r[0] for r in rows))  # no list of a million ints beside
+        self.inos = array("Q", (r[2] for r in rows))
         paths = [r[3] for r in rows]
         lens = array("I", map(len, paths))
         starts = array("Q", itertools.accumulate(lens, initial=0))
         starts.pop()
         nlens, renamed = array("H"), {}
         if own_names:
-            nlens = array("H", [len(r[1]) for r in rows])
+            nlens = array("H", (len(r[1]) for r in rows))
         else:
             for i, (_, name, _, path) in enumerate(rows):
                 if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
