@@ -24,6 +24,10 @@ What each kind of difference means, and how ``--repair`` fixes it:
 ``unposted``     a (field, value) the file's attributes hold without its posting: posted;
 ``orphan``       a posting, attribute set, tombstone date or failure entry of no such file
                  (or, for a posting, of a file whose attributes do not hold it): dropped;
+``places``       the places beside the postings (``places``) differ from what the postings
+                 and records give: made anew from them;
+``layout``       an index of an older layout that the server brings up to date (``MIGRATES``):
+                 migrated, then checked again;
 ``undated``      a tombstone with no date (it would never be purged): dated now;
 ``unknown``      a failure naming no transducer of this server: the file is re-extracted.
 
@@ -46,8 +50,8 @@ from ..index.extract import Extractor
 from ..fs.tags import FallbackStore, UserFieldReader
 from ..index.fields import valid_field, valid_value
 from ..query.language import is_hidden_field
-from ..index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, NO_XVER, SCHEMA, FileRecord,
-                            Tables, decode_attrs)
+from ..index.tables import (_CHILD as CHILD, _REC as REC, FLAG_LINKED, INO, MIGRATES, NO_XVER, SCHEMA,
+                            FileRecord, Tables, decode_attrs)
 from ..index.transducers.interface import Transducer
 
 S_IFDIR = stat.S_IFDIR
@@ -77,7 +81,12 @@ class _Checker:
 
     def run(self) -> list[Difference]:
         t, txn, root = self.t, self.txn, self.tree.root_ino
-        if txn.get(b"schema", db=t.meta) != SCHEMA or txn.get(b"root", db=t.meta) != INO.pack(root):
+        schema = txn.get(b"schema", db=t.meta)
+        if schema in MIGRATES and txn.get(b"root", db=t.meta) == INO.pack(root):
+            self.diff("layout", "tables", f"schema {schema.decode()} (now {SCHEMA.decode()}): migrated when the server "
+                      "or --repair opens it", ("migrate",))
+            return self.out
+        if schema != SCHEMA or txn.get(b"root", db=t.meta) != INO.pack(root):
             self.diff("foreign", "tables", "made for another export root or layout", ("reset",))
             return self.out
         self._links()
@@ -86,6 +95,7 @@ class _Checker:
         self._children()
         live_attrs = self._attrs()
         self._postings(live_attrs)
+        self._places()
         self._tombs()
         self._failed()
         return self.out
@@ -266,6 +276,12 @@ class _Checker:
                 self.diff("orphan", f"posting {_keys_text([posting])} ino {ino}",
                           "no live file's attributes hold it", ("delete", t.postings, posting, ino8))
 
+    def _places(self) -> None:
+        missing, extra = self.t.places_differences(self.txn)
+        if missing or extra:
+            self.diff("places", "places", f"{missing} missing, {extra} not called for by the postings and records",
+                      ("places",))
+
     # -- tombstones and failures ---------------------------------------------------------
     def _tombs(self) -> None:
         t = self.t
@@ -301,7 +317,8 @@ def _keys_text(keys: Iterable[bytes]) -> str:
 
 
 # -- repair ------------------------------------------------------------------------------
-_ORDER = {"reset": 0, "forget": 1, "drop_attrs": 1, "delete": 2, "put": 3, "refresh": 4, "scan": 5}
+_ORDER = {"reset": 0, "migrate": 0, "forget": 1, "drop_attrs": 1, "delete": 2, "put": 3, "places": 4, "refresh": 4,
+          "scan": 5}
 
 
 def repair(env: lmdb.Environment, eid: int, root: str, diffs: Sequence[Difference],
@@ -315,10 +332,11 @@ def repair(env: lmdb.Environment, eid: int, root: str, diffs: Sequence[Differenc
     if fixes[0][0] == "reset":
         with env.begin(write=True) as txn:
             txn.put(b"schema", b"", db=t.meta)  # reset_if_stale (in Index) then starts over
-    else:
+    elif fixes[0][0] != "migrate":  # a migration is Index's own (Tables.reset_if_stale)
         with env.begin(write=True) as txn:
             for fix in fixes:
                 _apply(t, txn, fix)
+            t.build_places(txn)  # the fixes to postings and records moved what it derives from
             version = t.version(txn) + 1  # what a query cached before may have changed
             txn.put(b"version", b"%d" % version, db=t.meta)
     index = Index(env, root, eid, transducers=transducers)
@@ -343,6 +361,7 @@ def _apply(t: Tables, txn: lmdb.Transaction, fix: tuple) -> None:
         txn.put(fix[2], fix[3], db=fix[1])
     elif op == "refresh":
         _refresh(t, txn, fix[1], reextract=fix[2])
+    # "places": made anew once every fix is applied (``repair``)
 
 
 def _forget(t: Tables, txn: lmdb.Transaction, key: bytes) -> None:

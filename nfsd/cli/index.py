@@ -20,6 +20,7 @@ import os
 import stat
 import sys
 import textwrap
+from typing import Callable
 
 from .. import __version__
 from ..app import default_state_dir, store_path
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
     try:
         if command == "index":
             for index in indexes:
-                _report(index, index.scan())
+                _report(index, index.build_first(None, _announcer(index)) if index.is_new() else index.scan())
             return 0
         return _query(indexes[0], os.fsencode(args.query), refresh=not args.no_refresh,
                       count=args.count, explain=args.explain)
@@ -115,6 +116,18 @@ def main(argv: list[str]) -> int:
         if pool is not None:
             pool.close()
         store.close()
+
+
+def _announcer(index: Index) -> Callable[[frozenset[bytes] | None, ScanStats], None]:
+    """What the server logs as a first index gets ready, field by field, on stderr."""
+    def ready(fields: frozenset[bytes] | None, s: ScanStats) -> None:
+        if fields is None:
+            print(f"{index.root_path}: name, ext, owner, group, size and mtime ready ({s.seen} files, "
+                  f"{s.seconds:.1f} s, {s.rate:.0f} files/s); content fields follow", file=sys.stderr, flush=True)
+        elif fields:
+            print(f"{index.root_path}: {', '.join(f.decode() for f in sorted(fields))} ready "
+                  f"({s.seconds:.1f} s, {s.rate:.0f} files/s)", file=sys.stderr, flush=True)
+    return ready
 
 
 def _report(index: Index, s: ScanStats) -> None:

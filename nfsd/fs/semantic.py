@@ -37,6 +37,7 @@ import time
 from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
+from protocol.nfs3_entries import EntryplusRun
 
 from . import identity
 from ..query import language as query_lang
@@ -47,8 +48,9 @@ from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .localfs import LocalFS, Node, check_name
 from ..query.names import Query, parse_field_name, parse_lab_name, value_name
 from ..query.store import QueryStore, is_inline
-from ..query.result_set import ResultSet, clash_name
-from .tag_dirs import TagDirs, claims
+from ..query.result_set import LinkItems, ResultSet, clash_name
+from ..query.value_set import ValueCounts, ValueSet
+from .tag_dirs import TagDirs, claims, is_user_field_dir
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query.store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -67,6 +69,8 @@ _STAT_FIELDS = frozenset({b"name", b"ext", b"owner", b"group", b"size", b"mtime"
 _NAME_FIELDS = frozenset({b"name", b"ext"})
 _BIG_FAULT = 100_000  # results from which a fault gives its transient memory back (``_fault``)
 VIEW_SECONDS = 1.0  # how long one caller's view of a query directory is reused
+VIEW_CACHE_BYTES = 32 << 20  # callers' views kept, by their own entries' estimated size
+MAX_VIEWS = 256
 RESULT_CACHE_BYTES = 64 << 20  # faults' results kept for reuse, by their estimated size
 _VALUE_BYTES = 200  # per value of a field directory: name, value, count, dict slots
 
@@ -108,7 +112,7 @@ class Results(NamedTuple):
     digest: int
     mtime_ns: int
     scope_path: bytes             # D relative to the export root
-    counts: dict[bytes, int]      # field dirs: value -> its number of results (value dirs' size)
+    counts: Any                   # field dirs: value -> its number of results (value dirs' size), by .get
 
 
 def _trim_heap() -> None:
@@ -125,6 +129,14 @@ def _trim_heap() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _names_bytes(names: Any) -> int:
+    """Estimated memory of a directory's entries: a value directory's ResultSet, or a field
+    directory's dict of value names."""
+    if isinstance(names, (ResultSet, ValueSet)):
+        return names.nbytes
+    return _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
 
 
 def virtual_fileid(*parts: bytes) -> int:
@@ -185,7 +197,10 @@ class SemanticFS:
         self._cache_sizes: dict[bytes, int] = {}
         self._cache_bytes = 0
         self.result_cache_bytes = RESULT_CACHE_BYTES
-        self._views: dict[tuple[bytes, Any], tuple[Results, float, dict[bytes, Any]]] = {}
+        # per-caller views (``_visible``), least recently made first, bounded in bytes
+        self._views: dict[tuple[bytes, Any], tuple[Results, float, Any, int]] = {}
+        self._views_bytes = 0
+        self.view_cache_bytes = VIEW_CACHE_BYTES
         self._link_memo: tuple[Any, bytes, bool, bytes] = (None, b"", False, b"")  # see _link_entry
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
@@ -294,14 +309,16 @@ class SemanticFS:
                 if self._cache.pop(qid, None) is not None:
                     self._cache[qid] = cached
             return cached
-        counts: dict[bytes, int] = {}
+        counts: Any = {}
         if q.is_field_dir:
-            counts = self.index.value_counts(q.open_field, q.scope, q.terms)
-            values = self.tags.with_declared(q, sorted(counts))
-            names: Any = {value_name(value): value for value in values}
-            digest = int.from_bytes(hashlib.blake2b(b"\0".join(sorted(names)), digest_size=8).digest(), "big")
+            pairs: Iterable[tuple[bytes, int]] = self.index.value_count_items(q.open_field, q.scope, q.terms)
+            if is_user_field_dir(q):  # the declared tags too, carried or not (a few)
+                carried = dict(pairs)
+                pairs = [(v, carried.get(v, 0)) for v in self.tags.with_declared(q, sorted(carried))]
+            names: Any = ValueSet(pairs)
+            counts, digest = ValueCounts(names), names.digest
         else:
-            names = ResultSet.of_refs(self.index.query_rows(q.scope, q.terms))
+            names = ResultSet.of_rows(self.index.query_entries(q.scope, q.terms))
             digest = names.digest
         mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
@@ -329,8 +346,7 @@ class SemanticFS:
     def _keep(self, qid: bytes, results: Results) -> None:
         """Cache a fault's results within RESULT_CACHE_BYTES (their estimated size, least
         recently used first out; the newest always stays, as its listing is being paged)."""
-        names = results.names
-        size = names.nbytes if isinstance(names, ResultSet) else _VALUE_BYTES * len(names) + 2 * sum(map(len, names))
+        size = _names_bytes(results.names)
         with self._lock:
             if self._cache.pop(qid, None) is not None:
                 self._cache_bytes -= self._cache_sizes.pop(qid, 0)
@@ -656,11 +672,22 @@ class SemanticFS:
             # Clashes are renamed among what this caller is shown: a name renamed because of
             # a file they may not see would tell them it exists.
             names = results.names if len(seen) == len(results.names) else ResultSet.of_refs(seen)
-        with self._lock:
-            if len(self._views) > 256:
-                self._views.clear()
-            self._views[key] = (results, now, names)
+        self._keep_view(key, results, now, names)
         return names, now
+
+    def _keep_view(self, key: tuple[bytes, Any], results: Results, now: float, names: Any) -> None:
+        """Keep one caller's view within VIEW_CACHE_BYTES (its own entries' estimated size:
+        nothing when it is the shared results themselves) and MAX_VIEWS, the oldest first
+        out, the newest always (its listing is being paged)."""
+        size = 0 if names is results.names else _names_bytes(names)
+        with self._lock:
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._views_bytes -= old[3]
+            self._views[key] = (results, now, names, size)
+            self._views_bytes += size
+            while len(self._views) > 1 and (self._views_bytes > self.view_cache_bytes or len(self._views) > MAX_VIEWS):
+                self._views_bytes -= self._views.pop(next(iter(self._views)))[3]
 
     def _may_see(self, q: Query, ino: int, path: bytes | None = None) -> bool:
         """One result of a value directory, as ``_visible`` decides."""
@@ -687,37 +714,29 @@ class SemanticFS:
         results = self._fault(d)
         visible = self._visible(d, results)[0]
         if q.is_field_dir:
+            if isinstance(visible, ValueSet):  # a listing as it is, fileids made per page
+                return visible.listing(lambda value: virtual_fileid(q.with_value(value).qid()))
             return [(name, self._entry_fileid(q, found)) for name, found in visible.items()]
         if self.results == "files":
             return visible.listing(int)
         qid = q.qid()
-        return visible.listing(link_fileids(qid), self._link_entries(q, qid, results, visible))
+        return visible.listing(link_fileids(qid), self._link_items(q, qid, results))
 
-    def _link_entries(self, q: Query, qid: bytes, results: Results,
-                      visible: ResultSet) -> Callable[[int], tuple[int, Any, bytes]]:
-        """(fileid, fattr3, handle) of a value directory's result link by its position in
-        ``visible``: what ``entry`` and ``_link_entry`` give, with everything the links
-        share made once per listing (the per-entry cost of a large listing)."""
+    def _link_items(self, q: Query, qid: bytes, results: Results) -> LinkItems:
+        """What READDIRPLUS items of a value directory's result links share (as
+        ``_link_entry`` makes each one's attributes and handle), made once per listing: a
+        page then packs each entry's own fields between them (``ResultListing.encoded_page``)."""
         template = fattr(VStat(_LINK_MODE, 0, 1, 0, 0, 0, 0, 0, results.mtime_ns, results.mtime_ns,
                                results.mtime_ns), self.fsid)
-        make, head, mid, tail = type(template), template[:5], template[6:9], template[10:]
         scope = results.scope_path
         # a link's text: ``../`` per level up to D, then the path below D (``_relative_target``)
         shift = 3 * q.depth - (len(scope) + 1 if scope else 0)
         key = q.key()
-        fh_head: tuple[int | bytes, ...]
         if is_inline(key):
-            pack, fh_head, fh_tail = _INLINE_LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
+            head, tail = _INLINE_HANDLE.pack(HANDLE_VERSION, KIND_LINK_INLINE, self.export_id), key
         else:
-            pack, fh_head, fh_tail = _LINK_HANDLE.pack, (HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
-        inos, link_fileid = visible.inos, link_fileids(qid)
-
-        def entry_at(i: int) -> tuple[int, Any, bytes]:
-            ino = inos[i]
-            fileid = link_fileid(ino)
-            return (fileid, make(*head, visible.path_len(i) + shift, *mid, fileid, *tail),
-                    pack(*fh_head, ino) + fh_tail)
-        return entry_at
+            head, tail = _QUERY_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid), b""
+        return LinkItems(EntryplusRun(template, head, tail), shift)
 
     def _lab_entries(self, q: Query) -> Iterator[tuple[bytes, int]]:
         scope = self._scope_node(q)

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import lmdb
 
@@ -34,6 +34,7 @@ from .transducers.interface import Transducer, declared_fields
 
 log = logging.getLogger("pysfsd.index")
 
+WALK_MAPPED_MAX = 32 << 20     # mapped index pages a walk over a whole field leaves resident
 TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this long...
 PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
 MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
@@ -85,9 +86,12 @@ class Index:
         self.root_ino: int = st.st_ino
         self._dev = st.st_dev
         self._tables = Tables(env, export_id)
-        self._tables.reset_if_stale(self.root_ino)
-        self._search = Search(self._tables, self.root_ino)
         self._trimmer = MapTrimmer(env)
+        began = time.monotonic()
+        if self._tables.reset_if_stale(self.root_ino, self._trimmer.trim_over):  # an older layout, migrated
+            log.info("index of %s brought up to the current layout in %.1f s", self.root_path,
+                     time.monotonic() - began)
+        self._search = Search(self._tables, self.root_ino)
         with env.begin() as txn:
             self.version: int = self._tables.version(txn)
         self._lock = threading.Lock()
@@ -193,6 +197,25 @@ class Index:
             log.log(logging.DEBUG if part is not None and not part.last else logging.INFO, "indexed %s%s: %s",
                     self.root_path, f" ({part.label})" if part is not None else "", stats)
         return stats
+
+    def build_first(self, progress: bool | None = None,
+                    ready: Callable[[frozenset[bytes] | None, ScanStats], None] | None = None) -> ScanStats:
+        """The first index of a tree, as the server builds it: the stat pass (name, ext,
+        owner, group, size, mtime answer after it: tens of thousands of files a second),
+        then each of the ``content_passes``, with the same progress line.  ``ready`` is told
+        after each: None for the stat fields, else the fields that pass made complete.
+        Returns the stat pass's counts over the time of all passes (and the failures of
+        the content tier)."""
+        first = self.scan(progress, stat_only=True)
+        if ready is not None:
+            ready(None, first)
+        seconds, failed = first.seconds, first.failed
+        for part in self.content_passes():
+            stats = self.scan(progress, False, first.seen, part)
+            seconds, failed = seconds + stats.seconds, max(failed, stats.failed)
+            if ready is not None:
+                ready(self.ready_after(part), stats)
+        return first._replace(seconds=seconds, failed=failed)
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
@@ -399,6 +422,16 @@ class Index:
         """value -> how many files in scope matching all terms hold it (a faceted summary)."""
         return self._search.value_counts(field, scope_ino, terms, plan)
 
+    def value_count_items(self, field: bytes, scope_ino: int,
+                          terms: Sequence[tuple[bytes, bytes]] = ()) -> Iterator[tuple[bytes, int]]:
+        """``value_counts`` as pairs in value order, streamed when the whole field is asked
+        (a field directory of a million values: nfsd/query/value_set.py); the pages the
+        walk maps are dropped as it goes (``WALK_MAPPED_MAX``)."""
+        for n, pair in enumerate(self._search.value_count_items(field, scope_ino, terms), 1):
+            yield pair
+            if not n & 0xFFFF:
+                self._trimmer.trim_over(WALK_MAPPED_MAX)
+
     def query_plan(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]], plan: Plan) -> list[FileRef]:
         """``query``, recording what it did in ``plan`` (``pysfsd query --explain``)."""
         return self._search.query_plan(scope_ino, terms, plan)
@@ -415,6 +448,11 @@ class Index:
     def query_rows(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
         """``query``'s (ino, path), unsorted: for callers that order them their own way."""
         return self._search.query_rows(scope_ino, terms)
+
+    def query_entries(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
+        """``query``'s (cookie, entry name, ino, path), unsorted: a value directory's rows
+        (nfsd/query/result_set.py)."""
+        return self._search.query_entries(scope_ino, terms)
 
     def path_of(self, ino: int) -> bytes | None:
         return self._search.path_of(ino)

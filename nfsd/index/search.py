@@ -10,19 +10,23 @@ below the export root is applied by whichever is smaller: walking the scope's su
 from __future__ import annotations
 
 import calendar
+import hashlib
+import sys
+from array import array
 from collections import Counter
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import lmdb
 
 from ..query import language as query_lang
 from .fields import ext_of
-from .tables import FLAG_LINKED, INO, RECORD_NAME_AT, S_IFDIR, Tables, field_values
+from .tables import FLAGS_AT, FLAG_LINKED, FLAG_TOMB, INO, PLACE_NAME_AT, RECORD_NAME_AT, S_IFDIR, Tables, field_values, is_placed
 
 MAX_DEPTH = 4096
-_FLAGS_AT = 9  # a FileRecord's flags byte (after the parent ino and the kind)
 _ANY = b""  # in ``linked``: which hits have several names is not known
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
+LINKED_READ_MAX = 4096  # files with several names read at once, for a listing from ``places``
+_FIRST_NAME_COOKIE = 3  # nfsd/nfs3/dirlist.py: cookies 1 and 2 are "." and ".."
 
 
 # Fields a file's name gives: a file with several names holds the values of all of them, so
@@ -70,6 +74,9 @@ def _show(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+Hit = tuple[bytes, ...]  # (ino as 8 bytes, path[, the name's blake2b-64, the name: when ``places`` gave them])
+
+
 class FileRef(NamedTuple):
     ino: int
     path: bytes  # relative to the export root, no leading slash
@@ -92,17 +99,18 @@ class Search:
         """Path of a recorded file or directory; ``memo`` remembers directories."""
         chain: list[tuple[int, bytes]] = []
         cur = ino
+        get, files, pack, unpack = txn.get, self.t.files, INO.pack, INO.unpack_from
         while cur not in memo:
             if cur == self.root_ino:
                 memo[cur] = b""
                 break
-            rec = self.t.file(txn, cur)
-            if rec is None or rec.tomb or len(chain) > MAX_DEPTH:
+            raw = get(pack(cur), db=files)  # the record's parent and name, not all of it
+            if raw is None or raw[FLAGS_AT] & FLAG_TOMB or len(chain) > MAX_DEPTH:
                 for i, _ in chain:
                     memo[i] = None
                 return None
-            chain.append((cur, rec.name))
-            cur = rec.parent
+            chain.append((cur, raw[RECORD_NAME_AT:]))
+            cur = unpack(raw)[0]
         path = memo[cur]
         for i, name in reversed(chain):
             path = None if path is None else (path + b"/" + name if path else name)
@@ -140,7 +148,7 @@ class Search:
     def query(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[FileRef]:
         with self.t.env.begin() as txn:
             hits = self._select(txn, scope, terms)
-        return sorted((FileRef(INO.unpack(i)[0], p) for i, p in hits), key=lambda r: r.path)
+        return sorted((FileRef(INO.unpack(h[0])[0], h[1]) for h in hits), key=lambda r: r.path)
 
     def query_rows(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
         """(ino, path) of ``query``'s results, in no order (a value directory sorts them by
@@ -148,7 +156,28 @@ class Search:
         with self.t.env.begin() as txn:
             hits = self._select(txn, scope, terms)
         unpack = INO.unpack
-        return [(unpack(i)[0], p) for i, p in hits]
+        return [(unpack(h[0])[0], h[1]) for h in hits]
+
+    def query_entries(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
+        """(cookie, entry name, ino, path) of ``query``'s results, in no order: what a value
+        directory is made of (nfsd/query/result_set.py), the cookie the name's
+        (nfsd/nfs3/dirlist.py: ``name_cookie``), taken from ``places`` where it holds them."""
+        with self.t.env.begin() as txn:
+            hits = self._select(txn, scope, terms)
+        if not all(len(h) > 3 for h in hits):  # some not from places: hash their names here
+            blake2b = hashlib.blake2b
+            hits = [h if len(h) > 3 else (h[0], h[1], blake2b(n, digest_size=8).digest(), n)
+                    for h in hits for n in (h[1].rpartition(b"/")[2],)]
+        # the numbers of every row at once (big-endian bytes to machine integers), no per-row call
+        cookies, inos = array("Q", b"".join([h[2] for h in hits])), array("Q", b"".join([h[0] for h in hits]))
+        if sys.byteorder == "little":
+            cookies.byteswap()
+            inos.byteswap()
+        if cookies and min(cookies) < _FIRST_NAME_COOKIE:
+            cookies = array("Q", [c if c >= _FIRST_NAME_COOKIE else c + _FIRST_NAME_COOKIE for c in cookies])
+        names, paths = [h[3] for h in hits], [h[1] for h in hits]
+        del hits  # its tuples and 8-byte strings go before the rows are made (a million results: 150 MB)
+        return list(zip(cookies, names, inos, paths))
 
     def values(self, field: bytes, scope: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         return sorted(self.value_counts(field, scope, terms))
@@ -169,18 +198,18 @@ class Search:
             if field in _NAME_FIELDS:  # the names in scope, not a linked file's other names
                 plan.step(f"values of {_show(field)} from the names of {len(hits)} paths")
                 cur = txn.cursor(db=self.t.postings)
-                for ino8, path in hits:
-                    found.update(v for v in _NAME_FIELDS[field](path.rpartition(b"/")[2])
-                                 if cur.set_key_dup(prefix + v, ino8))
+                for h in hits:
+                    found.update(v for v in _NAME_FIELDS[field](h[1].rpartition(b"/")[2])
+                                 if cur.set_key_dup(prefix + v, h[0]))
             elif len(hits) <= ATTRS_ROUTE_MAX:
                 plan.step(f"values of {_show(field)} from the attributes of {len(hits)} files")
-                for ino8, _ in hits:
-                    raw = txn.get(ino8, db=self.t.attrs)
+                for h in hits:
+                    raw = txn.get(h[0], db=self.t.attrs)
                     if raw is not None:
                         found.update(set(field_values(raw, field)))
             else:
                 plan.step(f"values of {_show(field)} by scanning its postings against {len(hits)} files")
-                wanted = {i for i, _ in hits}
+                wanted = {h[0] for h in hits}
                 cur = txn.cursor(db=self.t.postings)
                 for key in self._keys(txn, prefix):
                     cur.set_key(key)
@@ -189,6 +218,26 @@ class Search:
                     if n:
                         found[key[len(prefix):]] = n
         return dict(found)
+
+    def value_count_items(self, field: bytes, scope: int,
+                          terms: Sequence[tuple[bytes, bytes]] = ()) -> Iterator[tuple[bytes, int]]:
+        """``value_counts`` as (value, count) pairs in value order, streamed from one read
+        transaction when the whole field is asked (``name:`` at the export root: a million
+        values, never all in a dict); consume it at once."""
+        if scope != self.root_ino or terms:
+            yield from self.value_counts(field, scope, terms).items()
+            return
+        prefix = field + b"\0"
+        start = len(prefix)
+        with self.t.env.begin() as txn:
+            cur = txn.cursor(db=self.t.postings)
+            found = cur.set_range(prefix)
+            while found:
+                key = cur.key()
+                if not key.startswith(prefix):
+                    return
+                yield bytes(key[start:]), cur.count()
+                found = cur.next_nodup()
 
     def _key_counts(self, txn: lmdb.Transaction, prefix: bytes) -> dict[bytes, int]:
         out: dict[bytes, int] = {}
@@ -207,7 +256,7 @@ class Search:
     def query_plan(self, scope: int, terms: Sequence[tuple[bytes, bytes]], plan: "Plan") -> list[FileRef]:
         with self.t.env.begin() as txn:
             hits = self._select(txn, scope, terms, plan)
-        return sorted((FileRef(INO.unpack(i)[0], p) for i, p in hits), key=lambda r: r.path)
+        return sorted((FileRef(INO.unpack(h[0])[0], h[1]) for h in hits), key=lambda r: r.path)
 
     def values_of(self, field: bytes, inos: Sequence[int]) -> list[bytes]:
         found: set[bytes] = set()
@@ -237,7 +286,7 @@ class Search:
         return self._path(txn, scope, {})
 
     def _select(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
-                plan: "Plan | None" = None) -> list[tuple[bytes, bytes]]:
+                plan: "Plan | None" = None) -> list[Hit]:
         """``_select_files``, each path kept only if its own name gives the ``name`` and
         ``ext`` terms: a file with several names holds the values of all of them (a hard link
         ``odd/x.c`` of ``lib/list.c`` is a result of ``ext:/c`` under ``odd`` by its own name)."""
@@ -251,12 +300,12 @@ class Search:
             expr = query_lang.expr_of(field, value)
             checks.append((field, frozenset(self._resolve(txn, expr)), expr.negated))
         if _ANY in linked:
-            return [(i, p) for i, p in hits if _named(p, checks)]
+            return [h for h in hits if _named(h[1], checks)]
         # a file with one name holds the name and ext values of that name alone
-        return [(i, p) for i, p in hits if i not in linked or _named(p, checks)]
+        return [h for h in hits if h[0] not in linked or _named(h[1], checks)]
 
     def _select_files(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
-                      plan: "Plan | None" = None, linked: set[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+                      plan: "Plan | None" = None, linked: set[bytes] | None = None) -> list[Hit]:
         """(ino as 8 bytes, path) of the files in scope matching every term.
 
         Each term resolves to posting keys (one for a plain value; those an OR, range or
@@ -298,7 +347,9 @@ class Search:
             else:
                 positive.append((n, keys))
         if not positive:
-            positive = self._complements(txn, negated, plan)
+            positive, used = self._complements(txn, negated, plan)
+            if used is not None:  # its other values hold none of what it excludes: no filter by it
+                del negative[negated.index(used)]
         positive.sort(key=lambda t: t[0])
         if not positive:
             every = self._every_file(txn) if scope == self.root_ino else None
@@ -308,11 +359,11 @@ class Search:
                 candidates = self._read(cur, keys)
                 plan.step(f"candidates: every file ({len(candidates)}), from the owner postings")
                 candidates = self._filter(cur, candidates, negative, plan)
-                return self._placed(txn, candidates, scope_path, linked) if candidates else []
+                return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan) if candidates else []
             linked.add(_ANY)
             inside = self._subtree(txn, scope, scope_path, None) or []
             plan.step(f"candidates: the {len(inside)} files below the scope")
-            by_ino = dict(inside)
+            by_ino = {h[0]: h[1] for h in inside}
             kept = self._filter(cur, list(by_ino), negative, plan)
             return [(i, by_ino[i]) for i in kept]
         if scope != self.root_ino:
@@ -320,22 +371,28 @@ class Search:
             if inside is not None:
                 linked.add(_ANY)
                 plan.step(f"candidates: the {len(inside)} files below the scope (fewer than the postings)")
-                by_ino = dict(inside)
+                by_ino = {h[0]: h[1] for h in inside}
                 kept = self._filter(cur, list(by_ino), positive + negative, plan, len(positive))
                 return [(i, by_ino[i]) for i in kept]
         n, keys = positive[0]
-        candidates = self._read(cur, keys)
         plan.read(n)
+        rest = positive[1:] + negative
+        if not rest and self._linked_few(txn, keys) is not None:  # the places of its postings are the answer
+            plan.step(f"candidates: the smallest term's {n} postings, placed")
+            return self._placed_by_keys(txn, keys, None, scope_path, linked)
+        candidates = self._read(cur, keys)
         plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
-        candidates = self._filter(cur, candidates, positive[1:] + negative, plan, len(positive) - 1)
-        return self._placed(txn, candidates, scope_path, linked) if candidates else []
+        candidates = self._filter(cur, candidates, rest, plan, len(positive) - 1)
+        return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan) if candidates else []
 
     def _complements(self, txn: lmdb.Transaction, exprs: list[query_lang.Expr],
-                     plan: "Plan") -> list[tuple[int, list[bytes]]]:
+                     plan: "Plan") -> tuple[list[tuple[int, list[bytes]]], query_lang.Expr | None]:
         """For a query of negations only: the other values of a negated field every file has
         one value of (or none, for ext: its hidden "no ext" key), when they hold fewer
-        postings than there are files -- candidates cheaper than every file."""
+        postings than there are files -- candidates cheaper than every file -- and the
+        negation they stand for (None: none do)."""
         best: tuple[int, list[bytes]] | None = None
+        chosen: query_lang.Expr | None = None
         for expr in exprs:
             if expr.field not in query_lang.SINGLE_STAT_FIELDS:
                 continue
@@ -350,12 +407,12 @@ class Search:
                     keys.append(query_lang.NO_EXT_KEY)
                     n += cur.count()
             if best is None or n < best[0]:
-                best = (n, keys)
+                best, chosen = (n, keys), expr
         every = self._every_file(txn)
         if best is None or every is None or best[0] >= every[0]:
-            return []
+            return [], None
         plan.step(f"candidates: the other values of a negated field ({best[0]} postings, fewer than the files)")
-        return [best]
+        return [best], chosen
 
     def _every_file(self, txn: lmdb.Transaction) -> tuple[int, list[bytes]] | None:
         """(postings, keys) of the ``owner`` field, which the stat tier gives every file;
@@ -460,13 +517,98 @@ class Search:
             elif not cur.next_nodup():
                 return
 
+    def _linked_few(self, txn: lmdb.Transaction, keys: list[bytes]) -> frozenset[bytes] | None:
+        """The inos of the files with several names, when ``keys`` all have places
+        (``tables.is_placed``) and such files are few enough to read (else None: the
+        records tell, one by one)."""
+        if not keys or not all(map(is_placed, keys)):
+            return None
+        n = int(txn.stat(self.t.links)["entries"])
+        if n == 0:
+            return frozenset()
+        if n > LINKED_READ_MAX:
+            return None
+        cur = txn.cursor(db=self.t.links)
+        return frozenset(bytes(k[:8]) for k in cur.iternext(keys=True, values=False))
+
+    def _placed_via(self, txn: lmdb.Transaction, keys: list[bytes], n: int, inos: list[bytes],
+                    scope_path: bytes, linked: set[bytes], plan: "Plan") -> list[Hit]:
+        """``_placed`` of the candidates ``inos`` that ``keys`` (``n`` postings) gave: by
+        their places when those hold them and the filters left many of them, else by their
+        records."""
+        if len(inos) * 8 >= n and self._linked_few(txn, keys) is not None:
+            plan.step(f"placed from the {n} places of the candidates' term")
+            return self._placed_by_keys(txn, keys, set(inos), scope_path, linked)
+        return self._placed(txn, inos, scope_path, linked)
+
+    def _placed_by_keys(self, txn: lmdb.Transaction, keys: list[bytes], wanted: set[bytes] | None,
+                        scope_path: bytes, linked: set[bytes]) -> list[Hit]:
+        """``_placed`` read from ``places``: the files posted under ``keys`` (those in
+        ``wanted``, if given), each once, with its name's hash (ino8, path, hash8, name).  The
+        entries of a key lie together, in ino order: a few pages for 10,000 results."""
+        memo: dict[int, bytes | None] = {}
+        under = scope_path + b"/"
+        out: list[Hit] = []
+        several = self._linked_few(txn, keys) or frozenset()
+        seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None else None
+        unpack = INO.unpack_from
+        name_at = PLACE_NAME_AT
+        for v in self._place_values(txn, keys):
+            ino8 = v[:8]
+            if wanted is not None:
+                if ino8 not in wanted:
+                    continue
+                wanted.discard(ino8)  # once, whichever of the keys holds it first
+            elif seen is not None:
+                if ino8 in seen:
+                    continue
+                seen.add(ino8)
+            parent_ino = unpack(v, 8)[0]
+            parent = memo[parent_ino] if parent_ino in memo else self._path(txn, parent_ino, memo)
+            if parent is None:
+                continue
+            if not scope_path or parent == scope_path or parent.startswith(under):
+                name = v[name_at:]
+                out.append((ino8, parent + b"/" + name if parent else name, v[16:name_at], name))
+            if several and ino8 in several:
+                linked.add(ino8)
+                self._other_names(txn, ino8, memo, scope_path, out)
+        return out
+
+    def _place_values(self, txn: lmdb.Transaction, keys: list[bytes]) -> Iterable[bytes]:
+        """The ``places`` entries of ``keys``: one seek per key, or for many keys (a range of
+        exact sizes, adjacent) one walk from the first to the last."""
+        cur = txn.cursor(db=self.t.places)
+        if len(keys) <= 16:
+            for k in keys:
+                if cur.set_key(k):
+                    yield from cur.iternext_dup(keys=False)
+            return
+        wanted, last = set(keys), max(keys)
+        if not cur.set_range(min(keys)):
+            return
+        for key, v in cur.iternext(keys=True, values=True):
+            if key > last:
+                return
+            if key in wanted:
+                yield v
+
+    def _other_names(self, txn: lmdb.Transaction, ino8: bytes, memo: dict[int, bytes | None],
+                     scope_path: bytes, out: list[Hit]) -> None:
+        """A linked file's names besides its record's, each a result where it lies."""
+        under = scope_path + b"/"
+        for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
+            p = self._path(txn, lparent, memo)
+            if p is not None and (not scope_path or p == scope_path or p.startswith(under)):
+                out.append((ino8, p + b"/" + lname if p else lname))
+
     def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes,
-                linked: set[bytes]) -> list[tuple[bytes, bytes]]:
+                linked: set[bytes]) -> list[Hit]:
         """Paths of the candidates that lie below ``scope_path``; ``linked`` gets those
         with several names."""
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
-        out = []
+        out: list[Hit] = []
         get, files, name_at = txn.get, self.t.files, RECORD_NAME_AT
         for ino8 in inos:
             raw = get(ino8, db=files)
@@ -478,19 +620,16 @@ class Search:
                 continue
             if not scope_path or parent == scope_path or parent.startswith(under):
                 out.append((ino8, parent + b"/" + raw[name_at:] if parent else raw[name_at:]))
-            if raw[_FLAGS_AT] & FLAG_LINKED:  # its other names, each a result where it lies
+            if raw[FLAGS_AT] & FLAG_LINKED:  # its other names, each a result where it lies
                 linked.add(ino8)
-                for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
-                    p = self._path(txn, lparent, memo)
-                    if p is not None and (not scope_path or p == scope_path or p.startswith(under)):
-                        out.append((ino8, p + b"/" + lname if p else lname))
+                self._other_names(txn, ino8, memo, scope_path, out)
         return out
 
     def _subtree(self, txn: lmdb.Transaction, scope: int, scope_path: bytes,
-                 limit: int | None) -> list[tuple[bytes, bytes]] | None:
+                 limit: int | None) -> list[Hit] | None:
         """(ino, path) of every file below ``scope``; None once more than ``limit`` entries
         (files and directories) were seen."""
-        out: list[tuple[bytes, bytes]] = []
+        out: list[Hit] = []
         stack = [(scope, scope_path)]
         seen = 0
         cur = txn.cursor(db=self.t.children)

@@ -11,6 +11,15 @@ Named databases, prefixed ``idx<export id>:``:
 ``postings``  field + NUL + value -> inos (dupsort, dupfixed, 8-byte big-endian): the
               inverted index; LMDB keeps each key's inos sorted, so ``count`` is O(1) and a
               membership test is one ``set_key_dup``.
+``places``    posting key -> ino + parent ino + the name's 64-bit hash + name (dupsort, in
+              ino order, as the postings): for the keys of the fields listings are most
+              often asked by (``is_placed``: ext, owner, group, exact size), where each file
+              with such a posting lies (its record's place), beside the posting, so a
+              listing of 10,000 results reads a few pages in key order instead of 10,000
+              records spread over the whole ``files`` table (a page fault each), and the
+              entry name's cookie comes with it (nfsd/nfs3/dirlist.py: ``name_cookie``).
+              Derived from ``postings`` and ``files``: kept in step by the ``Writer``,
+              rebuilt by ``build_places`` (schema 3 indexes are migrated so at start-up).
 ``links``     ino + parent ino + name -> nothing: the other names of a file with several
               hard links (its record holds one, its *primary* place, and ``FLAG_LINKED``);
               every name is in ``children``, so each is a result in each scope.
@@ -25,6 +34,7 @@ the index: values hold no NUL, so it splits unambiguously.
 """
 from __future__ import annotations
 
+import hashlib
 import stat
 import struct
 import time
@@ -32,12 +42,15 @@ from itertools import repeat
 from typing import Any, Iterator, NamedTuple
 
 import lmdb
+from collections.abc import Callable
 
-SCHEMA = b"3"  # 3: hidden keys for exact sizes and files without an ext, in the stat tier
+SCHEMA = b"4"  # 3: hidden keys for exact sizes and files without an ext, in the stat tier; 4: places
+MIGRATES = {b"3": "migrate_places"}  # older schemas brought up to date without a rescan
 INO = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _REC = struct.Struct(">QBBIQqqI")
 RECORD_NAME_AT = _REC.size  # a FileRecord: parent ino first, the name after the fixed part
+FLAGS_AT = 9  # a FileRecord's flags byte (after the parent ino and the kind)
 _CHILD = struct.Struct(">QB")
 FLAG_TOMB = 1
 FLAG_LINKED = 2      # the file has other names, in ``links``
@@ -72,6 +85,26 @@ class FileRecord(NamedTuple):
     def decode(raw: bytes) -> "FileRecord":
         parent, kind, flags, gen, size, mtime, ctime, xver = _REC.unpack_from(raw)
         return FileRecord(parent, kind << 12, flags, gen, size, mtime, ctime, xver, bytes(raw[_REC.size:]))
+
+
+_PLACED_PREFIXES = (b"ext\0", b"owner\0", b"group\0", b"#size\0")
+_NO_EXT_KEY = b"#none\0ext"  # nfsd/query/language.py: NO_EXT_KEY (the files without an ext)
+
+
+def is_placed(key: bytes) -> bool:
+    """Whether the postings of ``key`` have their files' places beside them (``places``):
+    the single-valued stat fields a large listing is asked by (name keys hold one file each,
+    and the content fields would cost a copy of every file's place per word)."""
+    return key.startswith(_PLACED_PREFIXES) or key == _NO_EXT_KEY
+
+
+def place_value(ino8: bytes, parent: int, name: bytes) -> bytes:
+    """A ``places`` entry: ino, parent ino, the name's blake2b-64 (the listing cookie
+    before its adjustment, nfsd/nfs3/dirlist.py), name."""
+    return ino8 + INO.pack(parent) + hashlib.blake2b(name, digest_size=8).digest() + name
+
+
+PLACE_NAME_AT = 24  # a ``places`` entry's name, after ino, parent and the name's hash
 
 
 def posting_key(field: bytes, value: bytes) -> bytes:
@@ -127,25 +160,131 @@ class Tables:
         self.failed = env.open_db(p + b"failed")
         self.meta = env.open_db(p + b"meta")
         self.links = env.open_db(p + b"links")
+        self.places = env.open_db(p + b"places", dupsort=True)
 
     def all_dbs(self) -> tuple[Any, ...]:
         return (self.files, self.children, self.attrs, self.postings, self.tombs, self.failed, self.meta,
-                self.links)
+                self.links, self.places)
 
-    def reset_if_stale(self, root_ino: int) -> None:
-        """Start over when the layout changed or the export root is another directory."""
+    def reset_if_stale(self, root_ino: int, between: Callable[[], Any] | None = None) -> bool:
+        """Start over when the layout changed or the export root is another directory; an
+        index of an older schema that ``MIGRATES`` names is brought up to date in place
+        (True: it was), in steps of their own transactions (``between`` runs after each:
+        the caller's chance to drop the mapped pages), the schema written last, so a
+        migration cut short starts again."""
         root = INO.pack(root_ino)
         with self.env.begin(write=True) as txn:
-            if txn.get(b"schema", db=self.meta) == SCHEMA and txn.get(b"root", db=self.meta) == root:
-                return
-            version = txn.get(b"version", db=self.meta)
-            for db in self.all_dbs():
-                txn.drop(db, delete=False)
+            schema = txn.get(b"schema", db=self.meta)
+            if schema == SCHEMA and txn.get(b"root", db=self.meta) == root:
+                return False
+            migrate = MIGRATES.get(bytes(schema)) if schema is not None and txn.get(b"root", db=self.meta) == root \
+                else None
+            if migrate is None:
+                self._reset(txn, root_ino)
+                return False
+        getattr(self, migrate)(between)
+        with self.env.begin(write=True) as txn:
             txn.put(b"schema", SCHEMA, db=self.meta)
-            txn.put(b"root", root, db=self.meta)
-            # the counter survives a reset, so a cached result never matches a new index
-            txn.put(b"version", b"%d" % (int(version or b"0") + 1), db=self.meta)
-            txn.put(root, FileRecord(root_ino, S_IFDIR, 0, 0, 0, 0, 0, NO_XVER, b"").encode(), db=self.files)
+        return True
+
+    def _reset(self, txn: lmdb.Transaction, root_ino: int) -> None:
+        """Empty every table, for this root."""
+        root = INO.pack(root_ino)
+        version = txn.get(b"version", db=self.meta)
+        for db in self.all_dbs():
+            txn.drop(db, delete=False)
+        txn.put(b"schema", SCHEMA, db=self.meta)
+        txn.put(b"root", root, db=self.meta)
+        # the counter survives a reset, so a cached result never matches a new index
+        txn.put(b"version", b"%d" % (int(version or b"0") + 1), db=self.meta)
+        txn.put(root, FileRecord(root_ino, S_IFDIR, 0, 0, 0, 0, 0, NO_XVER, b"").encode(), db=self.files)
+
+    def build_places(self, txn: lmdb.Transaction) -> int:
+        """Make ``places`` anew from the postings of the placed keys and the records, in one
+        transaction; returns how many entries (``pysfsd check --repair``)."""
+        txn.drop(self.places, delete=False)
+        done, resume = 0, (b"", b"")  # type: tuple[int, tuple[bytes, bytes] | None]
+        while resume is not None:
+            n, resume = self._place_keys(txn, resume, 1 << 16)
+            done += n
+        return done
+
+    def migrate_places(self, between: Callable[[], Any] | None = None, step: int = 1 << 17) -> int:
+        """Schema 3 to 4: ``build_places`` in transactions of ``step`` entries, so neither
+        the dirty pages of a transaction nor the pages it maps grow with the index (one
+        transaction of four million entries peaked at 537 MB at 1M files)."""
+        with self.env.begin(write=True) as txn:
+            txn.drop(self.places, delete=False)
+        done, resume = 0, (b"", b"")  # type: tuple[int, tuple[bytes, bytes] | None]
+        while resume is not None:
+            with self.env.begin(write=True) as txn:
+                n, resume = self._place_keys(txn, resume, step)
+            done += n
+            if between is not None:
+                between()
+        return done
+
+    def _place_keys(self, txn: lmdb.Transaction, start: tuple[bytes, bytes],
+                    limit: int) -> tuple[int, tuple[bytes, bytes] | None]:
+        """Place up to ``limit`` postings of the placed keys, in key then ino order (so the
+        entries are appended) from (key, ino8) ``start`` on (an ino8 of b"": the whole
+        key); returns how many, and where to go on from (None: all done)."""
+        cur, out = txn.cursor(db=self.postings), txn.cursor(db=self.places)
+        get, files = txn.get, self.files
+        batch: list[tuple[bytes, bytes]] = []
+        for prefix in sorted((*_PLACED_PREFIXES, _NO_EXT_KEY)):
+            if start[0] > prefix and not start[0].startswith(prefix):
+                continue  # done in an earlier step
+            if start[0] >= prefix:
+                # (past the key when its ino is gone: the next key)
+                found = cur.set_range_dup(*start) or cur.set_range(start[0] + b"\0") if start[1] \
+                    else cur.set_range(start[0])
+            else:
+                found = cur.set_range(prefix)
+            while found:
+                key = bytes(cur.key())
+                if not key.startswith(prefix) or (prefix == _NO_EXT_KEY and key != prefix):
+                    break
+                for ino8 in cur.iternext_dup(keys=False):
+                    if len(batch) >= limit:
+                        out.putmulti(batch, dupdata=True)
+                        return len(batch), (key, bytes(ino8))
+                    raw = get(ino8, db=files)
+                    if raw is not None:
+                        batch.append((key, place_value(bytes(ino8), INO.unpack_from(raw)[0], bytes(raw[_REC.size:]))))
+                found = cur.next_nodup()
+        out.putmulti(batch, dupdata=True)
+        return len(batch), None
+
+    def places_differences(self, txn: lmdb.Transaction) -> tuple[int, int]:
+        """(entries missing, entries not called for) of ``places``, against what the
+        postings of the placed keys and the live records give (both in key, then ino order:
+        one merge, nothing held): ``pysfsd check``, and the tests."""
+        missing = extra = 0
+        want = self._wanted_places(txn)
+        got = iter(txn.cursor(db=self.places).iternext(keys=True, values=True))
+        a, b = next(want, None), next(got, None)
+        while a is not None or b is not None:
+            if b is None or (a is not None and a < b):
+                missing += 1
+                a = next(want, None)
+            elif a is None or b < a:
+                extra += 1
+                b = next(got, None)
+            else:
+                a, b = next(want, None), next(got, None)
+        return missing, extra
+
+    def _wanted_places(self, txn: lmdb.Transaction) -> Iterator[tuple[bytes, bytes]]:
+        cur = txn.cursor(db=self.postings)
+        if not cur.first():
+            return
+        for key, ino8 in cur.iternext(keys=True, values=True):
+            if not is_placed(key):
+                continue
+            raw = txn.get(ino8, db=self.files)
+            if raw is not None and len(raw) >= _REC.size and not raw[FLAGS_AT] & FLAG_TOMB:
+                yield bytes(key), place_value(bytes(ino8), INO.unpack_from(raw)[0], bytes(raw[_REC.size:]))
 
     def version(self, txn: lmdb.Transaction) -> int:
         return int(txn.get(b"version", db=self.meta) or b"0")
@@ -215,6 +354,7 @@ class Writer:
         self._new_files: dict[bytes, bytes] = {}
         self._new_children: dict[bytes, bytes] = {}
         self._new_attrs: dict[bytes, bytes] = {}
+        self._new_places: list[tuple[bytes, bytes]] = []
         self.ops = 0
         self.changed = False
         self.stat_changed = False  # a change the stat tier's answers show (see ``stat_version``)
@@ -254,6 +394,7 @@ class Writer:
             self._txn.abort()
         self._txn = None
         self._adds.clear()
+        self._new_places.clear()
         self._new_files.clear()
         self._new_children.clear()
         self._new_attrs.clear()
@@ -273,6 +414,32 @@ class Writer:
             self._adds.sort()
             self.txn.cursor(db=self.t.postings).putmulti(self._adds, dupdata=True)
             self._adds.clear()
+        if self._new_places:
+            self._new_places.sort()
+            self.txn.cursor(db=self.t.places).putmulti(self._new_places, dupdata=True)
+            self._new_places.clear()
+
+    # -- places (kept in step with the placed postings and the records) --------------------
+    def _unplace(self, key: bytes, ino8: bytes) -> None:
+        cur = self.txn.cursor(db=self.t.places)
+        if cur.set_range_dup(key, ino8) and cur.value()[:8] == ino8:
+            cur.delete()
+
+    def _place(self, key: bytes, ino8: bytes, rec: FileRecord) -> None:
+        self._unplace(key, ino8)  # at most one entry per file and key, whatever came before
+        self.txn.put(key, place_value(ino8, rec.parent, rec.name), db=self.t.places, dupdata=True)
+
+    def _replace_all(self, ino8: bytes, rec: FileRecord | None) -> None:
+        """The file's record changed place (or appeared): every placed key it holds follows."""
+        s, c = self.keys_of(INO.unpack(ino8)[0])
+        placed = [k for k in s | c if is_placed(k)]
+        if placed:
+            self._write_adds()
+            for k in placed:
+                if rec is None:
+                    self._unplace(k, ino8)
+                else:
+                    self._place(k, ino8, rec)
 
     # -- reads through this transaction ----------------------------------------------------
     def file(self, ino: int) -> FileRecord | None:
@@ -319,8 +486,15 @@ class Writer:
     # -- writes --------------------------------------------------------------------------
     def put_file(self, ino: int, rec: FileRecord, moved: bool = False) -> None:
         self.settle()
-        self.txn.put(INO.pack(ino), rec.encode(), db=self.t.files)
+        key = INO.pack(ino)
+        old = self.txn.get(key, db=self.t.files)
+        self.txn.put(key, rec.encode(), db=self.t.files)
         self.ops += 1
+        # its places follow a new parent or name; a tombstone has none (its postings went
+        # with it, and set_keys places those it gets back)
+        if old is None or (not old[FLAGS_AT] & FLAG_TOMB and not rec.flags & FLAG_TOMB
+                           and (old[:8] != INO.pack(rec.parent) or old[_REC.size:] != rec.name)):
+            self._replace_all(key, rec)
         if moved:
             self.changed = self.stat_changed = True
 
@@ -354,8 +528,18 @@ class Writer:
             txn, db = self.txn, self.t.postings
             for k in removed:
                 txn.delete(k, key, db=db)
+                if is_placed(k):
+                    self._unplace(k, key)
         added = new_all - old_all
         self._adds.extend((k, key) for k in added)
+        placed = [k for k in added if is_placed(k)]
+        if placed:
+            raw = self.txn.get(key, db=self.t.files)
+            if raw is not None and not raw[FLAGS_AT] & FLAG_TOMB:  # else put_file places them
+                self._write_adds()
+                rec = FileRecord.decode(raw)
+                for k in placed:
+                    self._place(k, key, rec)
         self.ops += 1 + len(removed) + len(added)
         if removed or added:
             self.changed = True
@@ -373,6 +557,11 @@ class Writer:
             self._adds.extend(zip(stat_keys | content_keys, repeat(key)))
             self.changed = True
             self.stat_changed |= bool(stat_keys)
+            place = None
+            for k in stat_keys | content_keys:
+                if is_placed(k):
+                    place = place or place_value(key, rec.parent, rec.name)
+                    self._new_places.append((k, place))
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
@@ -385,6 +574,8 @@ class Writer:
             txn, db = self.txn, self.t.postings
             for k in s | c:
                 txn.delete(k, key, db=db)
+                if is_placed(k):
+                    self._unplace(k, key)
         self.txn.put(key, rec._replace(flags=rec.flags | FLAG_TOMB).encode(), db=self.t.files)
         self.txn.put(key, INO.pack(time.time_ns()), db=self.t.tombs)
         self.txn.delete(key, db=self.t.failed)

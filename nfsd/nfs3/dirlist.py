@@ -28,9 +28,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
+DEFAULT_LISTING_BYTES = 64 << 20  # cached listings, all directories together (the newest aside)
+_LISTING_ENTRY = 130      # bytes per entry of a real directory's listing beyond its name
+_LISTING_OVERHEAD = 400   # bytes per listing (so empty ones are bounded too)
 _TRUST_AFTER_NS = 50_000_000  # a listing is reusable only if built 50 ms after the last change
 _STALE = object()  # the key of a listing known to be out of date
 
@@ -52,12 +55,45 @@ class Listing:
     inos: list[int]
     key: Hashable
     built_ns: int
+    nbytes: int = 0  # memory held, estimated (``ListingCache`` bounds the sum)
 
     def start_index(self, cookie: int) -> int:
         """Index of the first named entry after ``cookie``."""
         if cookie < FIRST_NAME_COOKIE:
             return 0
         return bisect.bisect_right(self.cookies, cookie)
+
+
+def find_named(cookies: Sequence[int], name: bytes, name_at: Callable[[int], bytes]) -> int:
+    """The position of entry ``name`` in a listing sorted by cookie (``name_at(i)``: entry
+    i's name), or -1: a bisection by its cookie, then the entries sharing it."""
+    cookie = name_cookie(name)
+    i = bisect.bisect_left(cookies, cookie)
+    while i < len(cookies) and cookies[i] == cookie:
+        if name_at(i) == name:
+            return i
+        i += 1
+    return -1
+
+
+class ByPosition(Sequence[Any]):
+    """A listing's column made when a page asks: ``make(i)`` for entry ``i`` of ``n``
+    (a query directory's names or fileids, never all held at once)."""
+
+    def __init__(self, n: int, make: Callable[[int], Any]) -> None:
+        self._n, self._make = n, make
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._make(k) for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._make(i)
 
 
 def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: int | None = None) -> Listing:
@@ -69,7 +105,9 @@ def build_listing(entries: Iterable[tuple[bytes, int]], key: Hashable, read_ns: 
         entries.key, entries.built_ns = key, read_ns
         return entries
     rows = sorted((name_cookie(n), n, ino) for n, ino in entries)
-    return Listing([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], key, read_ns)
+    names = [r[1] for r in rows]
+    return Listing([r[0] for r in rows], names, [r[2] for r in rows], key, read_ns,
+                   _LISTING_OVERHEAD + len(rows) * _LISTING_ENTRY + sum(map(len, names)))
 
 
 def _still_valid(cached: Listing, key: Hashable, mtime_ns: int, ctime_ns: int, exact: bool) -> bool:
@@ -77,15 +115,18 @@ def _still_valid(cached: Listing, key: Hashable, mtime_ns: int, ctime_ns: int, e
 
 
 class ListingCache:
-    """Sorted listings by directory: at most ``max_dirs``, holding at most ``max_entries``
-    entries together beyond the newest (a query directory's listing is its result set, which
-    this keeps alive: 32 listings of a million results each must not stay resident)."""
+    """Sorted listings by directory: at most ``max_dirs``, holding at most ``max_bytes``
+    together (their estimated size, ``Listing.nbytes``) beyond the newest, which is being
+    paged.  A real directory's listing takes ~130 bytes an entry (three lists of Python
+    objects), a query directory's is its result set (~30 bytes a result beside its path),
+    which this keeps alive: 32 listings of a million entries each must not stay resident."""
 
-    def __init__(self, max_dirs: int = 32, max_entries: int = 1_000_000) -> None:
+    def __init__(self, max_dirs: int = 32, max_bytes: int = DEFAULT_LISTING_BYTES) -> None:
         self.max_dirs = max_dirs
-        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._cache: OrderedDict[Hashable, Listing] = OrderedDict()
+        self.nbytes = 0
 
     def get(self, dir_id: Hashable, mtime_ns: int, ctime_ns: int,
             load: Callable[[], Iterable[tuple[bytes, int]]], exact: Hashable = None,
@@ -108,13 +149,13 @@ class ListingCache:
             newer = self._cache.get(dir_id)
             if newer is not None and newer.built_ns > listing.built_ns:
                 return listing  # another thread read it later: keep the newest in the cache
+            old = self._cache.pop(dir_id, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
             self._cache[dir_id] = listing
-            self._cache.move_to_end(dir_id)
-            while len(self._cache) > self.max_dirs:
-                self._cache.popitem(last=False)
-            total = sum(len(cached.cookies) for cached in self._cache.values())
-            while total > self.max_entries and len(self._cache) > 1:
-                total -= len(self._cache.popitem(last=False)[1].cookies)
+            self.nbytes += listing.nbytes
+            while len(self._cache) > self.max_dirs or (self.nbytes > self.max_bytes and len(self._cache) > 1):
+                self.nbytes -= self._cache.popitem(last=False)[1].nbytes
         return listing
 
     def is_fresh(self, dir_id: Hashable, mtime_ns: int, ctime_ns: int, resume: bool = False) -> bool:

@@ -529,17 +529,22 @@ class Nfs3Service:
                     return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
                 head = [nfs3.entryplus3_list.encode_item(e) for e in entries]
                 return NFS3_OK, dattr, my_verf, nfs3.entryplus3_list.encoded(head + items), eof
-        entry_at = getattr(listing, "entry_at", None)  # a query directory's results (nfsd/query/result_set.py)
+        encoded_page = getattr(listing, "encoded_page", None) if plus else None
+        page = encoded_page(i, budget - used, dircount - dir_used) if encoded_page is not None else None
+        if page is not None:  # a query directory's result links (nfsd/query/result_set.py)
+            items, i = page
+            eof = eof and i >= len(names)
+            if not entries and not items and not eof:
+                return nfsstat3.NFS3ERR_TOOSMALL, dattr, my_verf, [], False
+            head = [nfs3.entryplus3_list.encode_item(e) for e in entries]
+            return NFS3_OK, dattr, my_verf, nfs3.entryplus3_list.encoded(head + [items]), eof
         while i < len(names):
             name = names[i]
             size = _ENTRY_BYTES + ((len(name) + 3) & ~3) + (_PLUS_BYTES if plus else 0)
             if used + size > budget or (plus and dir_used + 24 + len(name) > dircount):
                 eof = False
                 break
-            if plus and entry_at is not None:
-                fileid, eattr, efh = entry_at(i)
-                entries.append(entry_type(fileid, name, cookies[i], eattr, _fh(efh)))
-            elif plus:
+            if plus:
                 try:
                     est, efh = fs.entry(d, name)
                 except (FileNotFoundError, NfsError):

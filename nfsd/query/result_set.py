@@ -26,9 +26,11 @@ import itertools
 import operator
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from ..nfs3.dirlist import FIRST_NAME_COOKIE, Listing, name_cookie
+from protocol.nfs3_entries import EntryplusRun
+
+from ..nfs3.dirlist import FIRST_NAME_COOKIE, ByPosition, Listing, find_named, name_cookie
 from ..index.search import FileRef
 from .names import parse_field_name
 
@@ -55,15 +57,15 @@ class ResultSet:
     def __init__(self, rows: Sequence[tuple[int, bytes, int, bytes]], own_names: bool = False) -> None:
         """``rows``: (cookie, name, ino, path), sorted; ``own_names``: every name is its
         path's last component (none renamed), so it need not be checked."""
-        self.cookies = array("Q", [r[0] for r in rows])
-        self.inos = array("Q", [r[2] for r in rows])
+        self.cookies = array("Q", (r[0] for r in rows))  # no list of a million ints beside
+        self.inos = array("Q", (r[2] for r in rows))
         paths = [r[3] for r in rows]
         lens = array("I", map(len, paths))
         starts = array("Q", itertools.accumulate(lens, initial=0))
         starts.pop()
         nlens, renamed = array("H"), {}
         if own_names:
-            nlens = array("H", [len(r[1]) for r in rows])
+            nlens = array("H", (len(r[1]) for r in rows))
         else:
             for i, (_, name, _, path) in enumerate(rows):
                 if path.endswith(name) and (len(path) == len(name) or path[-len(name) - 1] == 47):  # b"/"
@@ -87,6 +89,12 @@ class ResultSet:
             name = path.rpartition(b"/")[2]
             cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
             rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
+        return cls.of_rows(rows)
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[int, bytes, int, bytes]]) -> "ResultSet":
+        """``of_refs`` of rows already named: (cookie of the path's last component, that
+        component, inode, path) (``Index.query_entries``); ``rows`` is sorted in place."""
         rows.sort()  # by cookie, then name: results of the same name are adjacent
         names = [r[1] for r in rows]
         clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
@@ -150,14 +158,7 @@ class ResultSet:
         hint = self.hint
         if hint < len(self.cookies) and self.name(hint) == name:  # no hash, no bisection
             return hint
-        cookie = name_cookie(name)
-        cookies = self.cookies
-        i = bisect.bisect_left(cookies, cookie)
-        while i < len(cookies) and cookies[i] == cookie:
-            if self.name(i) == name:
-                return i
-            i += 1
-        return -1
+        return find_named(self.cookies, name, self.name)
 
     # -- as a mapping -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -225,25 +226,71 @@ class ResultSet:
         return new
 
     # -- as a listing -------------------------------------------------------------------
-    def listing(self, fileid: Callable[[int], int],
-                entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None) -> "ResultListing":
+    def listing(self, fileid: Callable[[int], int], links: "LinkItems | None" = None) -> "ResultListing":
         """The directory listing these results are, in cookie order (nfsd/nfs3/dirlist.py);
-        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``entry_at``
-        an entry's (fileid, fattr3, handle) by position (READDIRPLUS: no lookup by name)."""
-        return ResultListing(self.cookies, _Names(self), _Fileids(self.inos, fileid),  # type: ignore[arg-type]
-                             None, 0, entry_at)
+        ``fileid`` makes an entry's fileid from its inode, when a page asks; ``links``
+        encodes READDIRPLUS pages of result links straight from the arrays
+        (``ResultListing.encoded_page``)."""
+        inos = self.inos
+        return ResultListing(self.cookies, _Names(self), ByPosition(len(inos), lambda i: fileid(inos[i])),  # type: ignore[arg-type]
+                             None, 0, self.nbytes, self, fileid, links)
+
+
+class LinkItems(NamedTuple):
+    """What every READDIRPLUS item of a value directory's result links shares: ``run``
+    encodes one (protocol/nfs3_entries.py), whose size is its text's, the result's path
+    (below D) with ``shift`` bytes more (``../`` per level up to D, less D's own path)."""
+
+    run: EntryplusRun
+    shift: int
 
 
 @dataclass
 class ResultListing(Listing):
-    """A listing that is a result set: entries' attributes and handles by position."""
+    """A listing that is a result set: READDIRPLUS pages encoded by position."""
 
-    entry_at: Callable[[int], tuple[int, Any, bytes]] | None = None
+    results: ResultSet | None = None
+    fileid: Callable[[int], int] | None = None
+    links: LinkItems | None = None
 
     def __iter__(self) -> Iterator[tuple[bytes, int]]:
         """(name, fileid) in cookie order, as any backend's ``scandir`` gives them."""
         names, fileids = self.names, self.inos
         return ((names[i], fileids[i]) for i in range(len(names)))
+
+    def encoded_page(self, start: int, budget: int, dircount: int) -> tuple[bytes, int] | None:
+        """The READDIRPLUS list items from position ``start`` that fit ``budget`` reply
+        bytes and ``dircount`` bytes of names (RFC 1813: fileid, name and cookie of each),
+        as one bytes, and the position after them; None when this listing has no
+        ``links``.  One pack per entry, no per-entry objects: a large listing's cost."""
+        r, links, fileid = self.results, self.links, self.fileid
+        if r is None or links is None or fileid is None:
+            return None
+        item, shift = links.run.item, links.shift
+        cookies, inos, starts, lens, nlens = r.cookies, r.inos, r._starts, r._lens, r._nlens
+        blob, renamed = r._blob, r._renamed
+        out: list[bytes] = []
+        used = dir_used = 0
+        i, n = start, len(cookies)
+        while i < n:
+            end = starts[i] + lens[i]
+            name = renamed.get(i) if renamed else None
+            if name is None:
+                name = blob[end - nlens[i]:end]
+            dir_used += 24 + len(name)
+            if dir_used > dircount:
+                break
+            ino = inos[i]
+            fid = fileid(ino)
+            encoded = item(fid, name, cookies[i], lens[i] + shift, ino)
+            used += len(encoded)
+            if used > budget:
+                break
+            out.append(encoded)
+            i += 1
+        if i > start:
+            r.hint = i - 1
+        return b"".join(out), i
 
 
 class _Names(Sequence[bytes]):
@@ -267,18 +314,3 @@ class _Names(Sequence[bytes]):
             raise IndexError(i)
         self._r.hint = i  # the page's next step is this entry's attributes (``find``)
         return self._r.name(i)
-
-
-class _Fileids(Sequence[int]):
-    """Entry fileids of a ``ResultSet`` by position, made when asked."""
-
-    def __init__(self, inos: array, fileid: Callable[[int], int]) -> None:
-        self._inos, self._fileid = inos, fileid
-
-    def __len__(self) -> int:
-        return len(self._inos)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self._fileid(ino) for ino in self._inos[i]]
-        return self._fileid(self._inos[i])

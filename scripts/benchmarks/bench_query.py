@@ -31,7 +31,7 @@ from nfsd.state.store import Store  # noqa: E402
 
 def big_faults(store: Store, index: Index, root: str) -> None:
     """Fault three query directories of nearly every file, as listings would (the results,
-    with every entry's attributes and handle), printing RSS after each."""
+    with every entry's attributes and handle), printing RSS after each; then ``name:``."""
     from nfsd.fs.localfs import LocalFS
     from nfsd.query.names import Query
     from nfsd.query.language import parse_term
@@ -45,6 +45,14 @@ def big_faults(store: Store, index: Index, root: str) -> None:
         n = sum(1 for _ in fs.scandir(v))
         print(f"{field.decode()}:/{expr.decode()}: {n} results faulted in {time.process_time() - c:.1f} s CPU;"
               f" result cache {fs._cache_bytes >> 20} MB estimated; RSS {rss_mb():.0f}", flush=True)
+    # the field directory of every name: as many values as files (nfsd/query/value_set.py)
+    import resource
+    v = fs._placeholder(Query(fs.local.root_ino, (), b"name"))
+    c = time.process_time()
+    n = len(fs._fault(v).names)
+    print(f"name: {n} values faulted in {time.process_time() - c:.1f} s CPU; RSS {rss_mb():.0f};"
+          f" peak of the process so far (the faults above included) "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MB", flush=True)
 
 
 def main() -> None:

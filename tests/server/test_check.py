@@ -202,6 +202,7 @@ def test_bogus_records_are_found_and_dropped(tmp_path):
         ("index", "orphan", f"export 1 tombstone date {INO.pack(555_555_555).hex()}"),
         ("index", "unknown", a), ("index", "orphan", f"export 1 failure {INO.pack(444_444_444).hex()}"),
         ("index", "fields", d), ("queries", "malformed", f"export 1 query {(b'Q' * 16).hex()}"),
+        ("index", "places", "export 1 places"),  # the bogus ext posting has no place beside it
     }
     assert_repairs(srv, expected)
     assert query(srv, "size:/huge") == []
@@ -213,6 +214,41 @@ def test_bogus_records_are_found_and_dropped(tmp_path):
                 assert getattr_(rpc, h)[0] == OK
     finally:
         assert "Traceback" not in srv.stop()
+
+
+def test_places_damaged_and_an_index_of_the_previous_layout(tmp_path):
+    """``places`` is checked against the postings and records, and made anew by --repair; an
+    index of schema 3 (no places) is reported as such, and --repair (like a server start)
+    migrates it in place, without re-extracting anything."""
+    with serving(tmp_path) as srv, RpcClient(srv.port) as rpc:
+        root = rpc.mount(srv.export_b)
+        for name in (b"a.c", b"b.c", b"c.h"):
+            assert write(rpc, create_ok(rpc, root, name), 0, b"int x;\n")[0] == OK
+        time.sleep(1.0)  # the index applies its notes twice a second
+    a = ino(srv.export / "a.c")
+    env = state_env(srv)
+    try:
+        meta = env.open_db(b"idx1:meta")
+        places = env.open_db(b"idx1:places", dupsort=True)
+        with env.begin(write=True) as txn:
+            cur = txn.cursor(db=places)
+            assert cur.set_key(b"ext\0c")
+            assert cur.delete()  # one of the two .c files loses its place
+            txn.put(b"ext\0c", INO.pack(a) + b"\0" * 20 + b"bogus", db=places, dupdata=True)
+    finally:
+        env.close()
+    assert_repairs(srv, {("index", "places", "export 1 places")})
+    assert query(srv, "ext:/c") == ["a.c", "b.c"]
+    env = state_env(srv)
+    try:
+        meta, places = env.open_db(b"idx1:meta"), env.open_db(b"idx1:places", dupsort=True)
+        with env.begin(write=True) as txn:
+            txn.drop(places, delete=False)
+            txn.put(b"schema", b"3", db=meta)
+    finally:
+        env.close()
+    assert_repairs(srv, {("index", "layout", "export 1 tables")})
+    assert query(srv, "ext:/c|h") == ["a.c", "b.c", "c.h"]
 
 
 def _table_state(srv: ServerProcess) -> tuple[set[int], set[int]]:

@@ -156,7 +156,7 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
     ``pysfsd check`` reports it, ``pysfsd index`` re-extracts it."""
     from nfsd.index.transducers.builtin import default_transducers
     from nfsd.index.extract import Extractor
-    from nfsd.index.tables import INO, FileRecord
+    from nfsd.index.tables import INO, FileRecord, Tables
     from tests.conftest import serving
     from tests.server.test_check import found, query, run_check, state_env
     with serving(tmp_path) as srv:
@@ -171,6 +171,7 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
     env = state_env(srv)
     try:
         files, children = env.open_db(b"idx1:files"), env.open_db(b"idx1:children")
+        tables = Tables(env, 1)
         root = INO.pack(os.lstat(ex).st_ino)
         with env.begin(write=True) as txn:  # what the old rename handling wrote
             rec = FileRecord.decode(txn.get(INO.pack(st.st_ino), db=files))
@@ -180,6 +181,7 @@ def test_check_and_index_notice_a_content_tier_of_another_name(tmp_path):
                     db=files)
             txn.put(root + b"c2.txt", txn.get(root + b"c2.c", db=children), db=children)
             txn.delete(root + b"c2.c", db=children)
+            tables.build_places(txn)  # as migrating that version's index would (its schema had none)
     finally:
         env.close()
     assert query(srv, "exports:/c2fn") == ["c2.txt"]

@@ -22,8 +22,9 @@ def readlink(rpc: RpcClient, h: bytes) -> bytes:
 
 
 def page(rpc: RpcClient, d: bytes, cookie: int, verf: bytes, maxcount: int = 1024) -> tuple[list, bytes, bool]:
-    (status, res), _ = readdirplus_raw(rpc, d, cookie, verf, maxcount, maxcount)
+    (status, res), size = readdirplus_raw(rpc, d, cookie, verf, maxcount, maxcount)
     assert status == OK, status
+    assert size <= maxcount, (size, maxcount)  # the reply fits, handles of every length reckoned with
     return res.reply.entries, res.cookieverf, res.reply.eof
 
 
@@ -120,13 +121,20 @@ def test_result_set_is_compact(tmp_path: Path) -> None:
     assert per_result < 40
 
 
-def test_listing_cache_is_bounded_in_entries() -> None:
-    """A query directory's listing is its result set: cached listings are bounded by their
-    entries together, the newest always kept (it is being paged)."""
+def test_listing_cache_is_bounded_in_bytes() -> None:
+    """Cached listings are bounded by their estimated size together (a real directory's
+    entries take ~130 bytes each, long names more), the newest always kept (it is being
+    paged); a query directory's listing counts as its result set."""
     from nfsd.nfs3.dirlist import ListingCache
-    cache = ListingCache(max_entries=10)
+    cache = ListingCache(max_bytes=3000)
     for d in (b"a", b"b", b"c"):
         cache.get(d, 0, 0, lambda: [(b"%s%d" % (d, i), i) for i in range(6)], exact=1)
-    assert cache.peek(b"c") is not None and cache.peek(b"a") is None and cache.peek(b"b") is None
+    assert cache.peek(b"c") is not None and cache.peek(b"b") is not None and cache.peek(b"a") is None
+    assert cache.nbytes <= 3000
+    long_names = cache.get(b"long", 0, 0, lambda: [(b"n" * 200 + b"%d" % i, i) for i in range(6)], exact=1)
+    assert cache.peek(b"long") is long_names and cache.peek(b"b") is None and cache.peek(b"c") is None
     big = cache.get(b"big", 0, 0, lambda: [(b"n%d" % i, i) for i in range(50)], exact=1)
-    assert cache.peek(b"big") is big and cache.peek(b"c") is None
+    assert cache.peek(b"big") is big and cache.peek(b"long") is None and cache.nbytes == big.nbytes > 3000
+    results = ResultSet.of_refs([FileRef(i, b"d/f%d.c" % i) for i in range(40)])
+    listed = cache.get(b"q", 0, 0, lambda: results.listing(int), exact=2)
+    assert listed.nbytes == results.nbytes and cache.peek(b"q") is listed and cache.peek(b"big") is None

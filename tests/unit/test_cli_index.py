@@ -48,6 +48,21 @@ def test_index_prints_counts(tree: Path, tmp_path: Path) -> None:
     assert "4 files seen, 0 added, 0 updated, 0 removed, 4 unchanged" in again
 
 
+def test_first_index_takes_the_stat_fields_first(tree: Path, tmp_path: Path) -> None:
+    """As the server does: a stat pass (name, ext... answer after it), then the content
+    passes, each saying which fields it made ready; the counts are those of one index."""
+    proc = run("index", tree, tmp_path)
+    lines = proc.stderr.splitlines()
+    stat_line = next(i for i, line in enumerate(lines) if "name, ext, owner, group, size and mtime ready (4 files" in line)
+    later = [line for line in lines[stat_line + 1:] if " ready (" in line]
+    assert any("exports" in line for line in later) and any("text" in line for line in later), proc.stderr
+    assert "4 files seen, 4 added, 0 updated" in proc.stdout
+    assert re.search(r"^text\s+\d+\s+\d+$", proc.stdout, re.M), proc.stdout
+    assert run("query", tree, tmp_path, "--no-refresh", "text:/guide").stdout.split() == ["docs/guide.txt"]
+    again = run("index", tree, tmp_path)
+    assert " ready (" not in again.stderr and "4 unchanged" in again.stdout
+
+
 def test_query_prints_matching_paths(tree: Path, tmp_path: Path) -> None:
     assert run("query", tree, tmp_path, "ext:/c").stdout == "src/lib/helper.c\nsrc/main.c\n"
     assert run("query", tree, tmp_path, "text:/semantic/ext:/txt").stdout == "docs/guide.txt\nsrc/notes.txt\n"

@@ -17,6 +17,7 @@ import pytest
 from nfsd.index import BUILTIN_FIELDS, Content, FileRef, Index
 from nfsd.index.transducers.builtin import StatFields, default_transducers
 from nfsd.index.fields import size_bucket, words
+from nfsd.index.tables import Tables
 from nfsd.index.transducers.interface import Tier
 
 C_SOURCE = b"""\
@@ -140,6 +141,9 @@ def index(env: lmdb.Environment, export: Path, counter: Counter) -> Iterable[Ind
     idx.scan(progress=False)
     yield idx
     idx.close()
+    # whatever the test did, the places beside the postings are what these and the records give
+    with env.begin() as txn:
+        assert Tables(env, 1).places_differences(txn) == (0, 0)
 
 
 def paths(refs: list[FileRef]) -> list[bytes]:

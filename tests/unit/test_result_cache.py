@@ -165,3 +165,35 @@ def _virtual(node: object) -> VNode:
     """``node``, which must be a query directory (what the lookups above return)."""
     assert isinstance(node, VNode), node
     return node
+
+
+def test_callers_views_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """Each caller's view of a value directory may be a result set of its own (a million
+    results: tens of MB); views are kept by their own entries' size, the newest always, and
+    a view that is the shared results themselves costs nothing."""
+    from nfsd.fs.semantic import Results
+    from nfsd.index.search import FileRef
+    from nfsd.query.result_set import ResultSet
+    export = tmp_path / "export"
+    export.mkdir()
+    store = Store(str(tmp_path / "state.lmdb"))
+    fs = semantic_fs(store, export)
+    try:
+        shared = ResultSet.of_refs([FileRef(i, b"d/f%d.c" % i) for i in range(1000)])
+        results = Results(1, shared, shared.digest, 0, b"", {})
+        views = [ResultSet.of_refs([FileRef(i, b"d/f%d.c" % i) for i in range(k, 1000, 2)]) for k in range(4)]
+        fs.view_cache_bytes = int(2.5 * views[0].nbytes)  # room for two views of their own
+        for who, view in enumerate(views):
+            fs._keep_view((b"q", who), results, 0.0, view)
+            assert fs._views_bytes <= fs.view_cache_bytes
+        assert list(fs._views) == [(b"q", 2), (b"q", 3)]
+        for who in range(10, 20):  # callers who see everything share the results: kept for free
+            fs._keep_view((b"q", who), results, 0.0, shared)
+        assert len(fs._views) == 12 and fs._views_bytes == views[2].nbytes + views[3].nbytes
+        fs.view_cache_bytes = 10  # a view larger than the budget stays alone, being paged
+        fs._keep_view((b"q", 99), results, 0.0, views[0])
+        assert list(fs._views) == [(b"q", 99)] and fs._views_bytes == views[0].nbytes
+    finally:
+        fs.index.close()
+        fs.close()
+        store.close()
