@@ -492,9 +492,7 @@ class Reconciler:
                 self._at_primary(ino, rec)  # (an unlink moves ctime)
 
     def _unlist(self, ino: int, parent: int, name: bytes) -> None:
-        known = self.w.child(parent, name)
-        if known is not None and known[0] == ino:
-            self.w.del_child(parent, name)
+        self.w.del_child_of(parent, name, ino)
         self.vanished.append((ino, parent, name))
 
     # -- content extraction --------------------------------------------------------------
@@ -575,9 +573,7 @@ class Reconciler:
         w = self.w
         deferred, self.deferred = self.deferred, []
         for dir_ino, name, ino in deferred:
-            known = w.child(dir_ino, name)
-            if known is not None and known[0] == ino:
-                w.del_child(dir_ino, name)
+            w.del_child_of(dir_ino, name, ino)
             rec = w.file(ino)
             if rec is None or rec.tomb:
                 pass
@@ -608,8 +604,9 @@ class Reconciler:
                 continue  # still there under another name
             else:
                 self.c.removed += 1
-                for parent, name in w.links_of(i):
-                    w.del_link(i, parent, name)
-                    self._unlist(i, parent, name)
+                if r.flags & FLAG_LINKED:  # (only a linked file has rows in ``links``)
+                    for parent, name in w.links_of(i):
+                        w.del_link(i, parent, name)
+                        self._unlist(i, parent, name)
             w.tombstone(i, r)
             self.vanished.append((i, r.parent, r.name))

@@ -102,6 +102,20 @@ def _decode_tier(blob: bytes) -> frozenset[bytes]:
     return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
 
 
+def posted_keys(raw: bytes | None) -> list[bytes]:
+    """Every posting key of an encoded attrs record (both tiers), with no set built: what a
+    removal deletes (``Writer.tombstone``, once per removed file)."""
+    if not raw:
+        return []
+    n, = _U32.unpack_from(raw)
+    out: list[bytes] = []
+    for blob in (raw[4:4 + n], raw[4 + n:]):
+        if blob:
+            parts = blob.split(b"\0")
+            out.extend(map(b"\0".join, zip(parts[::2], parts[1::2])))
+    return out
+
+
 def field_values(raw: bytes, field: bytes) -> list[bytes]:
     """The values of one field in an encoded attrs record (both tiers)."""
     n, = _U32.unpack_from(raw)
@@ -334,6 +348,16 @@ class Writer:
         self.txn.delete(INO.pack(parent) + name, db=self.t.children)
         self.ops += 1
 
+    def del_child_of(self, parent: int, name: bytes, ino: int) -> None:
+        """Drop the entry ``name`` of ``parent`` if it still names ``ino`` (one look-up: the
+        entry is taken out, and put back in the rare case it names another inode now)."""
+        self.settle()
+        key = INO.pack(parent) + name
+        raw = self.txn.pop(key, db=self.t.children)
+        if raw is not None and _CHILD.unpack(raw)[0] != ino:
+            self.txn.put(key, raw, db=self.t.children)
+        self.ops += 1
+
     def set_keys(self, ino: int, old: tuple[frozenset[bytes], frozenset[bytes]],
                  new: tuple[frozenset[bytes], frozenset[bytes]], posted: bool = True) -> None:
         """Replace a file's attrs ``old`` by ``new`` (stat tier, content tier); ``posted``
@@ -376,19 +400,24 @@ class Writer:
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
-        """Take a vanished file out of every posting; keep its record and attrs a while."""
+        """Take a vanished file out of every posting; keep its record and attrs a while.
+        (A removal's hot path: the postings come from the raw attrs, no sets or records
+        are built.)"""
         self.settle()
         key = INO.pack(ino)
-        s, c = self.keys_of(ino)
-        if s or c:
+        t, txn = self.t, self.txn
+        keys = posted_keys(txn.get(key, db=t.attrs))
+        if keys:
             self._write_adds()
-            txn, db = self.txn, self.t.postings
-            for k in s | c:
-                txn.delete(k, key, db=db)
-        self.txn.put(key, rec._replace(flags=rec.flags | FLAG_TOMB).encode(), db=self.t.files)
-        self.txn.put(key, INO.pack(time.time_ns()), db=self.t.tombs)
-        self.txn.delete(key, db=self.t.failed)
-        self.ops += 3 + len(s) + len(c)
+            delete = txn.delete
+            db = t.postings
+            for k in keys:
+                delete(k, key, db=db)
+        txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
+                               rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
+        txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
+        txn.delete(key, db=t.failed)
+        self.ops += 3 + len(keys)
         self.changed = self.stat_changed = True
 
     def revive(self, ino: int) -> None:

@@ -540,6 +540,28 @@ def test_note_entry_adds_changes_and_removes(index: Index, export: Path, counter
     assert q(index, (b"text", b"rewritten")) == []
 
 
+def test_noted_removal_leaves_a_name_taken_by_another_file_at_once(index: Index, export: Path) -> None:
+    """A file removed and its name at once given to another inode, both seen in one flush:
+    the old file leaves every posting (both tiers), the name lists the new inode."""
+    docs = index.ino_of(b"docs")
+    old = index.ino_of(b"docs/notes.md")
+    assert docs is not None and old is not None
+    write(export / "docs" / "tmp", "replacement words here\n")
+    os.unlink(export / "docs" / "notes.md")
+    os.rename(export / "docs" / "tmp", export / "docs" / "notes.md")
+    new = (export / "docs" / "notes.md").stat().st_ino
+    assert new != old
+    for name in (b"notes.md", b"tmp"):
+        index.note_entry(docs, name)
+    assert index.flush() is True
+    assert index.ino_of(b"docs/notes.md") == new and index.path_of(new) == b"docs/notes.md"
+    assert index.path_of(old) is None
+    assert q(index, (b"text", b"smith")) == []
+    assert q(index, (b"text", b"replacement")) == [b"docs/notes.md"]
+    assert q(index, (b"name", b"notes.md")) == [b"docs/notes.md"]
+    assert q(index, (b"name", b"tmp")) == []
+
+
 def test_noted_move_keeps_content(index: Index, export: Path, counter: Counter) -> None:
     runs = counter.total
     docs, src = index.ino_of(b"docs"), index.ino_of(b"src")
