@@ -371,7 +371,7 @@ class Reconciler:
             return False
         if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
             return True
-        if st.st_size == 0 and self.x.empty_content(name, st) is not None:
+        if st.st_size == 0 and self.x.empty_known(name, st):
             return True  # every empty file with this name has the same content tier
         # ctime moved (rename, chmod...) or the inode number was reused: the generation tells
         gen = fsread.generation_at(dir_fd, name, st.st_ino)

@@ -370,21 +370,22 @@ class Writer:
             self.txn.put(key, encode_attrs(*new), db=self.t.attrs)
         else:
             self.txn.delete(key, db=self.t.attrs)
-        old_all = old[0] | old[1] if posted else EMPTY
-        new_all = new[0] | new[1]
+        old_all = (old[0] | old[1] if old[1] else old[0]) if posted else EMPTY
+        new_all = new[0] | new[1] if new[1] else new[0]
         removed = old_all - new_all
         if removed:
             self._write_adds()
-            txn, db = self.txn, self.t.postings
-            for k in removed:
-                txn.delete(k, key, db=db)
+            txn = self.txn
+            for _ in map(txn.delete, removed, repeat(key), repeat(self.t.postings)):
+                pass
         added = new_all - old_all
-        self._adds.extend((k, key) for k in added)
+        self._adds.extend(zip(added, repeat(key)))
         self.ops += 1 + len(removed) + len(added)
         if removed or added:
             self.changed = True
-            stat_keys = old[0] | new[0]
-            self.stat_changed |= any(k in stat_keys for k in removed) or any(k in stat_keys for k in added)
+            if not self.stat_changed:
+                self.stat_changed = not (old[0].isdisjoint(removed) and old[0].isdisjoint(added)
+                                         and new[0].isdisjoint(removed) and new[0].isdisjoint(added))
 
     def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
                 content_keys: frozenset[bytes]) -> None:
@@ -409,10 +410,8 @@ class Writer:
         keys = posted_keys(txn.get(key, db=t.attrs))
         if keys:
             self._write_adds()
-            delete = txn.delete
-            db = t.postings
-            for k in keys:
-                delete(k, key, db=db)
+            for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
+                pass
         txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
                                rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
         txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
