@@ -257,9 +257,7 @@ class Reconciler:
             if self._another_name(dir_fd, dir_ino, name, st, rec):
                 return False
         if moved:
-            old = w.child(rec.parent, rec.name)
-            if old is not None and old[0] == ino:
-                w.del_child(rec.parent, rec.name)
+            w.del_child_of(rec.parent, rec.name, ino)
             w.put_child(dir_ino, name, ino, kind)
             self.vanished.append((ino, rec.parent, rec.name))
         if kind == S_IFDIR:

@@ -562,6 +562,23 @@ def test_noted_removal_leaves_a_name_taken_by_another_file_at_once(index: Index,
     assert q(index, (b"name", b"tmp")) == []
 
 
+def test_noted_move_leaves_its_old_name_to_a_new_file(index: Index, export: Path) -> None:
+    """A file moved away and a new file created under its old name, both noted in one
+    flush: each name lists its own inode."""
+    docs = index.ino_of(b"docs")
+    moved = index.ino_of(b"docs/notes.md")
+    assert docs is not None and moved is not None
+    os.rename(export / "docs" / "notes.md", export / "docs" / "renamed.md")
+    write(export / "docs" / "notes.md", "a newcomer\n")
+    new = (export / "docs" / "notes.md").stat().st_ino
+    for name in (b"notes.md", b"renamed.md"):
+        index.note_entry(docs, name)
+    assert index.flush() is True
+    assert index.ino_of(b"docs/renamed.md") == moved and index.ino_of(b"docs/notes.md") == new
+    assert q(index, (b"text", b"smith")) == [b"docs/renamed.md"]
+    assert q(index, (b"text", b"newcomer")) == [b"docs/notes.md"]
+
+
 def test_noted_move_keeps_content(index: Index, export: Path, counter: Counter) -> None:
     runs = counter.total
     docs, src = index.ino_of(b"docs"), index.ino_of(b"src")
