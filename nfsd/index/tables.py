@@ -226,6 +226,9 @@ class Writer:
         self.t = tables
         self._txn: lmdb.Transaction | None = None
         self._adds: list[tuple[bytes, bytes]] = []
+        # the files (inode keys) with postings in ``_adds``: only deleting one of theirs
+        # must write the buffer first (a rename storm's removals then keep it batched)
+        self._adds_of: set[bytes] = set()
         self._new_files: dict[bytes, bytes] = {}
         self._new_children: dict[bytes, bytes] = {}
         self._new_attrs: dict[bytes, bytes] = {}
@@ -268,6 +271,7 @@ class Writer:
             self._txn.abort()
         self._txn = None
         self._adds.clear()
+        self._adds_of.clear()
         self._new_files.clear()
         self._new_children.clear()
         self._new_attrs.clear()
@@ -287,6 +291,7 @@ class Writer:
             self._adds.sort()
             self.txn.cursor(db=self.t.postings).putmulti(self._adds, dupdata=True)
             self._adds.clear()
+            self._adds_of.clear()
 
     # -- reads through this transaction ----------------------------------------------------
     def file(self, ino: int) -> FileRecord | None:
@@ -374,12 +379,15 @@ class Writer:
         new_all = new[0] | new[1] if new[1] else new[0]
         removed = old_all - new_all
         if removed:
-            self._write_adds()
+            if key in self._adds_of:
+                self._write_adds()
             txn = self.txn
             for _ in map(txn.delete, removed, repeat(key), repeat(self.t.postings)):
                 pass
         added = new_all - old_all
-        self._adds.extend(zip(added, repeat(key)))
+        if added:
+            self._adds.extend(zip(added, repeat(key)))
+            self._adds_of.add(key)
         self.ops += 1 + len(removed) + len(added)
         if removed or added:
             self.changed = True
@@ -396,6 +404,7 @@ class Writer:
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
             self._adds.extend(zip(stat_keys | content_keys, repeat(key)))
+            self._adds_of.add(key)
             self.changed = True
             self.stat_changed |= bool(stat_keys)
         self.ops += 3 + len(stat_keys) + len(content_keys)
@@ -409,7 +418,8 @@ class Writer:
         t, txn = self.t, self.txn
         keys = posted_keys(txn.get(key, db=t.attrs))
         if keys:
-            self._write_adds()
+            if key in self._adds_of:
+                self._write_adds()
             for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
                 pass
         txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,

@@ -18,6 +18,7 @@ from nfsd.index import BUILTIN_FIELDS, Content, FileRef, Index
 from nfsd.index.transducers.builtin import StatFields, default_transducers
 from nfsd.index.fields import size_bucket, words
 from nfsd.index.transducers.interface import Tier
+from nfsd.index.tables import EMPTY, INO, NO_XVER, FileRecord, Tables, Writer
 
 C_SOURCE = b"""\
 #include <stdio.h>
@@ -874,3 +875,25 @@ def test_scattered_reads_map_only_the_pages_they_read(tmp_path: Path) -> None:
     # with fault-around: ~512 x 64 KiB = 32 MiB; without: ~512 x 4 KiB plus the branch pages
     assert _mapped_kb(data) < 4 << 10
     env.close()
+
+
+def test_buffered_postings_and_their_removal_in_one_batch(env: lmdb.Environment) -> None:
+    """Posting additions wait in the writer's buffer; a removal of a file's postings in the
+    same transaction writes that file's waiting additions first, so none comes back after
+    it, whatever other files' additions still wait."""
+    t = Tables(env, 7)
+    w = Writer(t)
+    a, b = 100, 200
+    k1, k2, k3 = b"name\0one", b"name\0two", b"ext\0c"
+    rec = FileRecord(1, stat.S_IFREG, 0, 0, 0, 0, 0, NO_XVER, b"a")
+    w.add_new(a, rec, frozenset({k1, k3}), EMPTY)
+    w.add_new(b, rec._replace(name=b"b"), frozenset({k3}), EMPTY)
+    w.set_keys(b, (frozenset({k3}), EMPTY), (frozenset({k2, k3}), EMPTY))
+    w.set_keys(b, (frozenset({k2, k3}), EMPTY), (frozenset({k3}), EMPTY))  # k2 added, then taken back
+    w.tombstone(a, rec)  # a's buffered k1 and k3 must not outlive it
+    w.commit()
+    with env.begin() as txn:
+        def inos(k: bytes) -> list[int]:
+            cur = txn.cursor(db=t.postings)
+            return [INO.unpack(v)[0] for v in cur.iternext_dup()] if cur.set_key(k) else []
+        assert inos(k1) == [] and inos(k2) == [] and inos(k3) == [b]
