@@ -192,6 +192,12 @@ class Extractor:
                 self._empty[key] = found
         return Outcome(found.keys, list(found.failures))
 
+    def empty_known(self, name: bytes, st: os.stat_result) -> bool:
+        """Whether ``empty_content`` answers for an empty file ``name`` without reading it
+        (only built-in transducers apply), without building its answer: a rename's
+        ``_same_content`` asks only that."""
+        return all(type(t).__module__ in _PURE_MODULES for t in self._applying(name, st)[0])
+
     def empty_new(self, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """``empty_content`` of a new empty file and its ``xver_for``, asking each
         transducer whether it applies once instead of twice (a CREATE's index work)."""

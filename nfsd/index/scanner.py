@@ -257,9 +257,7 @@ class Reconciler:
             if self._another_name(dir_fd, dir_ino, name, st, rec):
                 return False
         if moved:
-            old = w.child(rec.parent, rec.name)
-            if old is not None and old[0] == ino:
-                w.del_child(rec.parent, rec.name)
+            w.del_child_of(rec.parent, rec.name, ino)
             w.put_child(dir_ino, name, ino, kind)
             self.vanished.append((ino, rec.parent, rec.name))
         if kind == S_IFDIR:
@@ -371,7 +369,7 @@ class Reconciler:
             return False
         if not self.x.content_tier or rec.ctime_ns == st.st_ctime_ns or not stat.S_ISREG(st.st_mode):
             return True
-        if st.st_size == 0 and self.x.empty_content(name, st) is not None:
+        if st.st_size == 0 and self.x.empty_known(name, st):
             return True  # every empty file with this name has the same content tier
         # ctime moved (rename, chmod...) or the inode number was reused: the generation tells
         gen = fsread.generation_at(dir_fd, name, st.st_ino)
@@ -492,9 +490,7 @@ class Reconciler:
                 self._at_primary(ino, rec)  # (an unlink moves ctime)
 
     def _unlist(self, ino: int, parent: int, name: bytes) -> None:
-        known = self.w.child(parent, name)
-        if known is not None and known[0] == ino:
-            self.w.del_child(parent, name)
+        self.w.del_child_of(parent, name, ino)
         self.vanished.append((ino, parent, name))
 
     # -- content extraction --------------------------------------------------------------
@@ -575,9 +571,7 @@ class Reconciler:
         w = self.w
         deferred, self.deferred = self.deferred, []
         for dir_ino, name, ino in deferred:
-            known = w.child(dir_ino, name)
-            if known is not None and known[0] == ino:
-                w.del_child(dir_ino, name)
+            w.del_child_of(dir_ino, name, ino)
             rec = w.file(ino)
             if rec is None or rec.tomb:
                 pass
@@ -608,8 +602,9 @@ class Reconciler:
                 continue  # still there under another name
             else:
                 self.c.removed += 1
-                for parent, name in w.links_of(i):
-                    w.del_link(i, parent, name)
-                    self._unlist(i, parent, name)
+                if r.flags & FLAG_LINKED:  # (only a linked file has rows in ``links``)
+                    for parent, name in w.links_of(i):
+                        w.del_link(i, parent, name)
+                        self._unlist(i, parent, name)
             w.tombstone(i, r)
             self.vanished.append((i, r.parent, r.name))

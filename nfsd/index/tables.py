@@ -135,6 +135,20 @@ def _decode_tier(blob: bytes) -> frozenset[bytes]:
     return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
 
 
+def posted_keys(raw: bytes | None) -> list[bytes]:
+    """Every posting key of an encoded attrs record (both tiers), with no set built: what a
+    removal deletes (``Writer.tombstone``, once per removed file)."""
+    if not raw:
+        return []
+    n, = _U32.unpack_from(raw)
+    out: list[bytes] = []
+    for blob in (raw[4:4 + n], raw[4 + n:]):
+        if blob:
+            parts = blob.split(b"\0")
+            out.extend(map(b"\0".join, zip(parts[::2], parts[1::2])))
+    return out
+
+
 def field_values(raw: bytes, field: bytes) -> list[bytes]:
     """The values of one field in an encoded attrs record (both tiers)."""
     n, = _U32.unpack_from(raw)
@@ -351,6 +365,10 @@ class Writer:
         self.t = tables
         self._txn: lmdb.Transaction | None = None
         self._adds: list[tuple[bytes, bytes]] = []
+        # the files (inode keys) with postings in ``_adds`` (or places in ``_new_places``):
+        # only deleting or moving one of theirs must write the buffers first (a rename
+        # storm's removals then keep them batched)
+        self._adds_of: set[bytes] = set()
         self._new_files: dict[bytes, bytes] = {}
         self._new_children: dict[bytes, bytes] = {}
         self._new_attrs: dict[bytes, bytes] = {}
@@ -395,6 +413,7 @@ class Writer:
         self._txn = None
         self._adds.clear()
         self._new_places.clear()
+        self._adds_of.clear()
         self._new_files.clear()
         self._new_children.clear()
         self._new_attrs.clear()
@@ -414,6 +433,7 @@ class Writer:
             self._adds.sort()
             self.txn.cursor(db=self.t.postings).putmulti(self._adds, dupdata=True)
             self._adds.clear()
+            self._adds_of.clear()
         if self._new_places:
             self._new_places.sort()
             self.txn.cursor(db=self.t.places).putmulti(self._new_places, dupdata=True)
@@ -434,7 +454,8 @@ class Writer:
         s, c = self.keys_of(INO.unpack(ino8)[0])
         placed = [k for k in s | c if is_placed(k)]
         if placed:
-            self._write_adds()
+            if ino8 in self._adds_of:  # its buffered places go first
+                self._write_adds()
             for k in placed:
                 if rec is None:
                     self._unplace(k, ino8)
@@ -508,6 +529,16 @@ class Writer:
         self.txn.delete(INO.pack(parent) + name, db=self.t.children)
         self.ops += 1
 
+    def del_child_of(self, parent: int, name: bytes, ino: int) -> None:
+        """Drop the entry ``name`` of ``parent`` if it still names ``ino`` (one look-up: the
+        entry is taken out, and put back in the rare case it names another inode now)."""
+        self.settle()
+        key = INO.pack(parent) + name
+        raw = self.txn.pop(key, db=self.t.children)
+        if raw is not None and _CHILD.unpack(raw)[0] != ino:
+            self.txn.put(key, raw, db=self.t.children)
+        self.ops += 1
+
     def set_keys(self, ino: int, old: tuple[frozenset[bytes], frozenset[bytes]],
                  new: tuple[frozenset[bytes], frozenset[bytes]], posted: bool = True) -> None:
         """Replace a file's attrs ``old`` by ``new`` (stat tier, content tier); ``posted``
@@ -520,31 +551,37 @@ class Writer:
             self.txn.put(key, encode_attrs(*new), db=self.t.attrs)
         else:
             self.txn.delete(key, db=self.t.attrs)
-        old_all = old[0] | old[1] if posted else EMPTY
-        new_all = new[0] | new[1]
+        old_all = (old[0] | old[1] if old[1] else old[0]) if posted else EMPTY
+        new_all = new[0] | new[1] if new[1] else new[0]
         removed = old_all - new_all
         if removed:
-            self._write_adds()
-            txn, db = self.txn, self.t.postings
+            if key in self._adds_of:  # its buffered postings and places go first
+                self._write_adds()
+            txn = self.txn
+            for _ in map(txn.delete, removed, repeat(key), repeat(self.t.postings)):
+                pass
             for k in removed:
-                txn.delete(k, key, db=db)
                 if is_placed(k):
                     self._unplace(k, key)
         added = new_all - old_all
-        self._adds.extend((k, key) for k in added)
-        placed = [k for k in added if is_placed(k)]
-        if placed:
-            raw = self.txn.get(key, db=self.t.files)
-            if raw is not None and not raw[FLAGS_AT] & FLAG_TOMB:  # else put_file places them
-                self._write_adds()
-                rec = FileRecord.decode(raw)
-                for k in placed:
-                    self._place(k, key, rec)
+        if added:
+            placed = [k for k in added if is_placed(k)]
+            if placed:
+                raw = self.txn.get(key, db=self.t.files)
+                if raw is not None and not raw[FLAGS_AT] & FLAG_TOMB:  # else put_file places them
+                    if key in self._adds_of:
+                        self._write_adds()
+                    rec = FileRecord.decode(raw)
+                    for k in placed:
+                        self._place(k, key, rec)
+            self._adds.extend(zip(added, repeat(key)))
+            self._adds_of.add(key)
         self.ops += 1 + len(removed) + len(added)
         if removed or added:
             self.changed = True
-            stat_keys = old[0] | new[0]
-            self.stat_changed |= any(k in stat_keys for k in removed) or any(k in stat_keys for k in added)
+            if not self.stat_changed:
+                self.stat_changed = not (old[0].isdisjoint(removed) and old[0].isdisjoint(added)
+                                         and new[0].isdisjoint(removed) and new[0].isdisjoint(added))
 
     def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
                 content_keys: frozenset[bytes]) -> None:
@@ -555,6 +592,7 @@ class Writer:
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
             self._adds.extend(zip(stat_keys | content_keys, repeat(key)))
+            self._adds_of.add(key)
             self.changed = True
             self.stat_changed |= bool(stat_keys)
             place = None
@@ -565,21 +603,26 @@ class Writer:
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
-        """Take a vanished file out of every posting; keep its record and attrs a while."""
+        """Take a vanished file out of every posting; keep its record and attrs a while.
+        (A removal's hot path: the postings come from the raw attrs, no sets or records
+        are built.)"""
         self.settle()
         key = INO.pack(ino)
-        s, c = self.keys_of(ino)
-        if s or c:
-            self._write_adds()
-            txn, db = self.txn, self.t.postings
-            for k in s | c:
-                txn.delete(k, key, db=db)
+        t, txn = self.t, self.txn
+        keys = posted_keys(txn.get(key, db=t.attrs))
+        if keys:
+            if key in self._adds_of:  # its buffered postings and places go first
+                self._write_adds()
+            for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
+                pass
+            for k in keys:
                 if is_placed(k):
                     self._unplace(k, key)
-        self.txn.put(key, rec._replace(flags=rec.flags | FLAG_TOMB).encode(), db=self.t.files)
-        self.txn.put(key, INO.pack(time.time_ns()), db=self.t.tombs)
-        self.txn.delete(key, db=self.t.failed)
-        self.ops += 3 + len(s) + len(c)
+        txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
+                               rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
+        txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
+        txn.delete(key, db=t.failed)
+        self.ops += 3 + len(keys)
         self.changed = self.stat_changed = True
 
     def revive(self, ino: int) -> None:

@@ -17,8 +17,8 @@ import pytest
 from nfsd.index import BUILTIN_FIELDS, Content, FileRef, Index
 from nfsd.index.transducers.builtin import StatFields, default_transducers
 from nfsd.index.fields import size_bucket, words
-from nfsd.index.tables import Tables
 from nfsd.index.transducers.interface import Tier
+from nfsd.index.tables import EMPTY, INO, NO_XVER, FileRecord, Tables, Writer
 
 C_SOURCE = b"""\
 #include <stdio.h>
@@ -544,6 +544,45 @@ def test_note_entry_adds_changes_and_removes(index: Index, export: Path, counter
     assert q(index, (b"text", b"rewritten")) == []
 
 
+def test_noted_removal_leaves_a_name_taken_by_another_file_at_once(index: Index, export: Path) -> None:
+    """A file removed and its name at once given to another inode, both seen in one flush:
+    the old file leaves every posting (both tiers), the name lists the new inode."""
+    docs = index.ino_of(b"docs")
+    old = index.ino_of(b"docs/notes.md")
+    assert docs is not None and old is not None
+    write(export / "docs" / "tmp", "replacement words here\n")
+    os.unlink(export / "docs" / "notes.md")
+    os.rename(export / "docs" / "tmp", export / "docs" / "notes.md")
+    new = (export / "docs" / "notes.md").stat().st_ino
+    assert new != old
+    for name in (b"notes.md", b"tmp"):
+        index.note_entry(docs, name)
+    assert index.flush() is True
+    assert index.ino_of(b"docs/notes.md") == new and index.path_of(new) == b"docs/notes.md"
+    assert index.path_of(old) is None
+    assert q(index, (b"text", b"smith")) == []
+    assert q(index, (b"text", b"replacement")) == [b"docs/notes.md"]
+    assert q(index, (b"name", b"notes.md")) == [b"docs/notes.md"]
+    assert q(index, (b"name", b"tmp")) == []
+
+
+def test_noted_move_leaves_its_old_name_to_a_new_file(index: Index, export: Path) -> None:
+    """A file moved away and a new file created under its old name, both noted in one
+    flush: each name lists its own inode."""
+    docs = index.ino_of(b"docs")
+    moved = index.ino_of(b"docs/notes.md")
+    assert docs is not None and moved is not None
+    os.rename(export / "docs" / "notes.md", export / "docs" / "renamed.md")
+    write(export / "docs" / "notes.md", "a newcomer\n")
+    new = (export / "docs" / "notes.md").stat().st_ino
+    for name in (b"notes.md", b"renamed.md"):
+        index.note_entry(docs, name)
+    assert index.flush() is True
+    assert index.ino_of(b"docs/renamed.md") == moved and index.ino_of(b"docs/notes.md") == new
+    assert q(index, (b"text", b"smith")) == [b"docs/renamed.md"]
+    assert q(index, (b"text", b"newcomer")) == [b"docs/notes.md"]
+
+
 def test_noted_move_keeps_content(index: Index, export: Path, counter: Counter) -> None:
     runs = counter.total
     docs, src = index.ino_of(b"docs"), index.ino_of(b"src")
@@ -839,3 +878,25 @@ def test_scattered_reads_map_only_the_pages_they_read(tmp_path: Path) -> None:
     # with fault-around: ~512 x 64 KiB = 32 MiB; without: ~512 x 4 KiB plus the branch pages
     assert _mapped_kb(data) < 4 << 10
     env.close()
+
+
+def test_buffered_postings_and_their_removal_in_one_batch(env: lmdb.Environment) -> None:
+    """Posting additions wait in the writer's buffer; a removal of a file's postings in the
+    same transaction writes that file's waiting additions first, so none comes back after
+    it, whatever other files' additions still wait."""
+    t = Tables(env, 7)
+    w = Writer(t)
+    a, b = 100, 200
+    k1, k2, k3 = b"name\0one", b"name\0two", b"ext\0c"
+    rec = FileRecord(1, stat.S_IFREG, 0, 0, 0, 0, 0, NO_XVER, b"a")
+    w.add_new(a, rec, frozenset({k1, k3}), EMPTY)
+    w.add_new(b, rec._replace(name=b"b"), frozenset({k3}), EMPTY)
+    w.set_keys(b, (frozenset({k3}), EMPTY), (frozenset({k2, k3}), EMPTY))
+    w.set_keys(b, (frozenset({k2, k3}), EMPTY), (frozenset({k3}), EMPTY))  # k2 added, then taken back
+    w.tombstone(a, rec)  # a's buffered k1 and k3 must not outlive it
+    w.commit()
+    with env.begin() as txn:
+        def inos(k: bytes) -> list[int]:
+            cur = txn.cursor(db=t.postings)
+            return [INO.unpack(v)[0] for v in cur.iternext_dup()] if cur.set_key(k) else []
+        assert inos(k1) == [] and inos(k2) == [] and inos(k3) == [b]
