@@ -12,8 +12,10 @@ Usage (root; one VM at a time on this machine, so check ``pgrep -f qemu-system``
     python scripts/vm/compare_bench.py [--rounds 2] [--servers pysfsd,pysfsd-async,ganesha]
 
 Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``),
-``pysfsd-async`` (the same plus ``async``), ``ganesha`` (scripts/vm/ganesha.py ``--private``:
-in a network namespace of its own, which the VM is started in).
+``pysfsd-async`` (the same plus ``async``), either with ``-wN`` for ``--workers N``
+(``pysfsd-w2``, ``pysfsd-async-w2``), ``ganesha`` (scripts/vm/ganesha.py ``--private``: in a
+network namespace of its own, which the VM is started in).  ``--nconnect 2`` mounts with
+``nconnect=2`` (several connections: what lets several workers serve one client).
 """
 from __future__ import annotations
 
@@ -41,6 +43,14 @@ WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
 CALLS = re.compile(r"^INFO calls (\S+) ?(.*)$")
 PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
+WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
+
+
+def pysfsd_variant(server: str) -> tuple[str, int] | None:
+    """The export options and worker count a pysfsd server name stands for (None: unknown)."""
+    m = WORKERS.match(server)
+    base, workers = (m[1], int(m[2])) if m else (server, 1)
+    return (PYSFSD_OPTIONS[base], workers) if base in PYSFSD_OPTIONS and workers >= 1 else None
 
 Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, server CPU seconds)
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
@@ -64,7 +74,10 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             mount_port = port + 1
             pid = lambda: ganesha_pid(gwork)  # noqa: E731
         else:
-            p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=PYSFSD_OPTIONS[server]))
+            variant = pysfsd_variant(server)
+            assert variant is not None, server
+            options, workers = variant
+            p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
             port = mount_port = p.port
             pid = lambda: p.pid  # noqa: E731
 
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
     for s in servers:
-        if s != "ganesha" and s not in PYSFSD_OPTIONS:
+        if s != "ganesha" and pysfsd_variant(s) is None:
             parser.error(f"unknown server {s!r}")
     vm = load_vm()
     missing = vm.missing_prerequisites()
