@@ -318,7 +318,7 @@ class SemanticFS:
             names: Any = ValueSet(pairs)
             counts, digest = ValueCounts(names), names.digest
         else:
-            names = ResultSet.of_rows(self.index.query_entries(q.scope, q.terms))
+            names = ResultSet.of_hits(self.index.query_hits(q.scope, q.terms))
             digest = names.digest
         mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import operator
+import struct
 from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from protocol.nfs3_entries import EntryplusRun
 
 from ..nfs3.dirlist import FIRST_NAME_COOKIE, ByPosition, Listing, find_named, name_cookie
+from ..index.hits import HitColumns
 from ..index.search import FileRef
 from .names import parse_field_name
 
@@ -42,6 +43,9 @@ def clash_name(name: bytes, path: bytes) -> bytes:
     if not stem:
         stem, dot, ext = name, b"", b""
     return stem + b"~" + hashlib.blake2b(path, digest_size=3).hexdigest().encode() + dot + ext
+
+
+_INO8 = struct.Struct(">Q")
 
 
 def _basename(path: bytes) -> bytes:
@@ -83,44 +87,100 @@ class ResultSet:
         """Results (inode, path; a FileRef or a row of ``Search.query_rows``) named by the
         fault's rule: the file's own name unless two results share it (or it would read as a
         field directory), then ``clash_name``."""
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-        rows = []
+        cols = HitColumns()
+        append, pack = cols.append, _INO8.pack
         for ino, path in refs:
-            name = path.rpartition(b"/")[2]
-            cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
-            rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
-        return cls.of_rows(rows)
+            append((pack(ino), path))
+        return cls.of_hits(cols)
 
     @classmethod
-    def of_rows(cls, rows: list[tuple[int, bytes, int, bytes]]) -> "ResultSet":
-        """``of_refs`` of rows already named: (cookie of the path's last component, that
-        component, inode, path) (``Index.query_entries``); ``rows`` is sorted in place."""
-        rows.sort()  # by cookie, then name: results of the same name are adjacent
-        names = [r[1] for r in rows]
-        clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
-        odd = any(n.endswith(b":") and parse_field_name(n) is not None for n in names)
-        del names
-        if not clash and not odd:
-            return cls(rows, own_names=True)
-        out: list[tuple[int, bytes, int, bytes]] = []
-        moved: list[tuple[int, bytes, int, bytes]] = []
-        i, n = 0, len(rows)
-        while i < n:
-            j = i + 1
-            name = rows[i][1]
-            while j < n and rows[j][1] == name:
-                j += 1
-            if j - i == 1 and parse_field_name(name) is None:
-                out.append(rows[i])
-            else:
-                for _, _, ino, path in rows[i:j]:
-                    new = clash_name(name, path)
-                    moved.append((name_cookie(new), new, ino, path))
-            i = j
-        del rows
-        out.extend(moved)
-        out.sort()
-        return cls(out)
+    def of_rows(cls, rows: Iterable[tuple[int, bytes, int, bytes]]) -> "ResultSet":
+        """``of_refs`` of (cookie, name, inode, path) rows (``Index.query_entries``)."""
+        return cls.of_refs((r[2], r[3]) for r in rows)
+
+    @classmethod
+    def of_hits(cls, hits: HitColumns) -> "ResultSet":
+        """``of_refs`` of a query's columns (``Index.query_hits``), built column by column:
+        at no point one object per result for them all but the sort's keys (an int each)."""
+        inos, cookies = hits.numbers()
+        hits.inos = hits.hashes = bytearray()  # the columns' bytes go as soon as read
+        if cookies and min(cookies) < FIRST_NAME_COOKIE:
+            cookies = array("Q", [c if c >= FIRST_NAME_COOKIE else c + FIRST_NAME_COOKIE for c in cookies])
+        blob, lens, nlens = bytes(hits.blob), hits.lens, hits.nlens
+        hits.blob = bytearray()
+        n = len(lens)
+        starts = array("Q", itertools.accumulate(lens, initial=0))
+        starts.pop()
+        # Sorted by cookie (then by position, deterministic): one int per result, the cookie
+        # above the position, instead of a tuple; results of the same name are adjacent.
+        shift = max(n, 1).bit_length()
+        keys = [c << shift | i for i, c in enumerate(cookies)]
+        del cookies
+        keys.sort()
+        renamed = cls._clashes(keys, shift, blob, starts, lens, nlens)
+        if renamed:  # renamed results move to their new names' places
+            mask = (1 << shift) - 1
+            keys = [k for k in keys if k & mask not in renamed]
+            keys.extend(name_cookie(new) << shift | i for i, new in renamed.items())
+            keys.sort()
+        self = cls.__new__(cls)
+        mask = (1 << shift) - 1
+        self.cookies = array("Q", (k >> shift for k in keys))
+        order = array("Q" if shift > 32 else "I", (k & mask for k in keys))
+        del keys
+        self.inos = array("Q", (inos[j] for j in order))
+        del inos
+        out, view = bytearray(), memoryview(blob)
+        for j in order:
+            start = starts[j]
+            out += view[start:start + lens[j]]
+        view.release()
+        del blob, starts
+        self._blob = bytes(out)
+        del out
+        self._lens = array("I", (lens[j] for j in order))
+        self._nlens = array("H", (nlens[j] for j in order))
+        self._starts = array("Q", itertools.accumulate(self._lens, initial=0))
+        self._starts.pop()
+        self._renamed = {pos: renamed[j] for pos, j in enumerate(order) if j in renamed} if renamed else {}
+        self.digest = self._digest()
+        self.hint = 0
+        return self
+
+    @staticmethod
+    def _clashes(keys: list[int], shift: int, blob: bytes, starts: array, lens: array,
+                 nlens: array) -> dict[int, bytes]:
+        """position -> ``clash_name`` of the results (by position in the columns; ``keys``
+        sorted) whose name another result shares or that would read as a field directory."""
+        def name(j: int) -> bytes:
+            end = starts[j] + lens[j]
+            return blob[end - nlens[j]:end]
+
+        def path(j: int) -> bytes:
+            return blob[starts[j]:starts[j] + lens[j]]
+
+        mask = (1 << shift) - 1
+        moved: dict[int, bytes] = {}
+        prev = -1
+        for k, nxt in zip(keys, itertools.islice(keys, 1, None)):
+            if k >> shift == prev:
+                continue
+            if k >> shift == nxt >> shift:  # a cookie shared: the name too, but for a hash clash
+                prev = k >> shift
+                group = [j & mask for j in keys[bisect.bisect_left(keys, prev << shift):
+                                                bisect.bisect_left(keys, (prev + 1) << shift)]]
+                for nm in {name(j) for j in group}:
+                    same = [j for j in group if name(j) == nm]
+                    if len(same) > 1:
+                        for j in same:
+                            moved[j] = clash_name(nm, path(j))
+        if b":" in blob:  # a name that would read as a field directory
+            for j in range(len(lens)):
+                if j not in moved and blob[starts[j] + lens[j] - 1] == 58:  # b":"
+                    nm = name(j)
+                    if parse_field_name(nm) is not None:
+                        moved[j] = clash_name(nm, path(j))
+        return moved
 
     @classmethod
     def of_names(cls, names: Iterable[tuple[bytes, FileRef]]) -> "ResultSet":
