@@ -182,6 +182,15 @@ class ResultSet:
                         moved[j] = clash_name(nm, path(j))
         return moved
 
+    def subset(self, kept: Iterable[int]) -> "ResultSet":
+        """The results at the positions ``kept``, named afresh among themselves (a caller's
+        view: nfsd/fs/semantic.py), built from columns like a fault's."""
+        cols = HitColumns()
+        append, pack, inos, path = cols.append, _INO8.pack, self.inos, self.path
+        for i in kept:
+            append((pack(inos[i]), path(i)))
+        return ResultSet.of_hits(cols)
+
     @classmethod
     def of_names(cls, names: Iterable[tuple[bytes, FileRef]]) -> "ResultSet":
         """Results under the names given."""
