@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from array import array
-from typing import Iterator
+from typing import Callable, Iterator
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -20,9 +20,12 @@ _BIG_ENDIAN = sys.byteorder == "big"
 class HitColumns:
     """Hits appended in any order: ``add`` (from ``places``) or ``append`` (a ``Hit`` tuple)."""
 
-    __slots__ = ("inos", "hashes", "blob", "lens", "nlens")
+    __slots__ = ("inos", "hashes", "blob", "lens", "nlens", "_every")
 
-    def __init__(self) -> None:
+    def __init__(self, every: Callable[[], object] | None = None) -> None:
+        """``every``: called each 65,536 results added (the index drops the pages its walk
+        mapped: they count in the RSS too)."""
+        self._every = every
         self.inos = bytearray()  # 8 bytes big-endian per result
         self.hashes = bytearray()  # blake2b-64 of the entry name, big-endian (``name_cookie``)
         self.blob = bytearray()  # the paths, end to end
@@ -41,7 +44,10 @@ class HitColumns:
         else:
             self.lens.append(len(name))
         blob += name
-        self.nlens.append(len(name))
+        nlens = self.nlens
+        nlens.append(len(name))
+        if not len(nlens) & 0xFFFF and self._every is not None:
+            self._every()
 
     def append(self, hit: tuple[bytes, ...]) -> None:
         """A ``Hit``: (ino8, path[, hash8, name])."""

@@ -452,7 +452,8 @@ class Index:
 
     def query_hits(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> HitColumns:
         """``query``'s results as columns, unsorted: a value directory's (nfsd/query/result_set.py)."""
-        return self._search.query_hits(scope_ino, terms)
+        cols = HitColumns(lambda: self._trimmer.trim_over(WALK_MAPPED_MAX))  # a walk of a million places
+        return self._search.query_hits(scope_ino, terms, cols)
 
     def query_entries(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
         """``query``'s (cookie, entry name, ino, path), unsorted: a value directory's rows

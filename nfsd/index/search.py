@@ -156,11 +156,12 @@ class Search:
         unpack = INO.unpack
         return [(unpack(h[0])[0], h[1]) for h in hits]
 
-    def query_hits(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> HitColumns:
+    def query_hits(self, scope: int, terms: Sequence[tuple[bytes, bytes]], cols: HitColumns | None = None) -> HitColumns:
         """``query``'s results as columns, in no order: what a value directory is made of
         (nfsd/query/result_set.py), each name's hash taken from ``places`` where it holds
-        them.  Streamed into the columns as ``places`` is read: no tuple per result."""
-        cols = HitColumns()
+        them.  Streamed into the columns (``cols``, if given) as ``places`` is read: no tuple
+        per result."""
+        cols = cols if cols is not None else HitColumns()
         with self.t.env.begin() as txn:
             linked: set[bytes] = set()
             hits = self._select_files(txn, scope, terms, None, linked, cols)
@@ -565,7 +566,12 @@ class Search:
         sink: list[Hit] | HitColumns = out if into is None else into
         add = None if into is None else into.add
         several = self._linked_few(txn, keys) or frozenset()
-        seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None else None
+        # A file may lie under several of the keys, but under one value of a single-valued
+        # field (a range of sizes) unless it has several names: only those are remembered
+        # (no set of a million seen inos)
+        fields = {k.partition(b"\0")[0] for k in keys}
+        every = not (len(fields) == 1 and next(iter(fields)) in query_lang.SINGLE_STAT_FIELDS)
+        seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None and (every or several) else None
         unpack = INO.unpack_from
         name_at = PLACE_NAME_AT
         for v in self._place_values(txn, keys):
@@ -574,7 +580,7 @@ class Search:
                 if ino8 not in wanted:
                     continue
                 wanted.discard(ino8)  # once, whichever of the keys holds it first
-            elif seen is not None:
+            elif seen is not None and (every or ino8 in several):
                 if ino8 in seen:
                     continue
                 seen.add(ino8)
@@ -602,14 +608,19 @@ class Search:
                 if cur.set_key(k):
                     yield from cur.iternext_dup(keys=False)
             return
-        wanted, last = set(keys), max(keys)
-        if not cur.set_range(min(keys)):
+        wanted = sorted(keys)  # met in this order: a pointer, not a set of a million keys
+        at, last = 0, len(wanted) - 1
+        if not cur.set_range(wanted[0]):
             return
         for key, v in cur.iternext(keys=True, values=True):
-            if key > last:
-                return
-            if key in wanted:
-                yield v
+            if key != wanted[at]:
+                while at < last and wanted[at] < key:
+                    at += 1
+                if key != wanted[at]:
+                    if key > wanted[last]:
+                        return
+                    continue
+            yield v
 
     def _other_names(self, txn: lmdb.Transaction, ino8: bytes, memo: dict[int, bytes | None],
                      scope_path: bytes, out: list[Hit] | HitColumns) -> None:
