@@ -465,6 +465,8 @@ class Search:
         """The posting keys an expression's alternatives cover (its negation aside)."""
         keys: dict[bytes, None] = {}
         prefix = expr.field + b"\0"
+        if len(expr.atoms) == 1 and expr.field == query_lang.SIZE_FIELD and expr.atoms[0].kind not in ("eq", "glob"):
+            return list(self._size_keys(txn, expr.atoms[0]))  # each once, in order: no dict of a million keys
         for atom in expr.atoms:
             if atom.kind == "eq":
                 keys[prefix + atom.value] = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import operator
 import struct
 from array import array
 from dataclasses import dataclass
@@ -46,6 +47,27 @@ def clash_name(name: bytes, path: bytes) -> bytes:
 
 
 _INO8 = struct.Struct(">Q")
+
+
+def _cookie_order(cookies: array) -> array:
+    """The positions of ``cookies`` in cookie order (ties: by position), with no object
+    per result for them all: a bucket per top 12 bits, each sorted alone (cookies are
+    hashes, so evenly spread), 4 bytes a result where a list of ints took 44."""
+    n = len(cookies)
+    code = "I" if n < 1 << 32 else "Q"
+    get = cookies.__getitem__
+    if n < 1 << 16:
+        return array(code, sorted(range(n), key=get))
+    buckets = [array(code) for _ in range(4096)]
+    appends = [b.append for b in buckets]
+    for i, c in enumerate(cookies):
+        appends[c >> 52](i)
+    del appends
+    out = array(code)
+    for b in buckets:
+        out.extend(sorted(b, key=get))
+        del b[:]
+    return out
 
 
 def _basename(path: bytes) -> bytes:
@@ -101,39 +123,33 @@ class ResultSet:
     @classmethod
     def of_hits(cls, hits: HitColumns) -> "ResultSet":
         """``of_refs`` of a query's columns (``Index.query_hits``), built column by column:
-        at no point one object per result for them all but the sort's keys (an int each)."""
+        at no point one object per result for them all (the sort: ``_cookie_order``)."""
         inos, cookies = hits.numbers()
         hits.inos = hits.hashes = bytearray()  # the columns' bytes go as soon as read
         if cookies and min(cookies) < FIRST_NAME_COOKIE:
-            cookies = array("Q", [c if c >= FIRST_NAME_COOKIE else c + FIRST_NAME_COOKIE for c in cookies])
+            for i, c in enumerate(cookies):
+                if c < FIRST_NAME_COOKIE:
+                    cookies[i] = c + FIRST_NAME_COOKIE
         blob, lens, nlens = bytes(hits.blob), hits.lens, hits.nlens
         hits.blob = bytearray()
-        n = len(lens)
         starts = array("Q", itertools.accumulate(lens, initial=0))
         starts.pop()
-        # Sorted by cookie (then by position, deterministic): one int per result, the cookie
-        # above the position, instead of a tuple; results of the same name are adjacent.
-        shift = max(n, 1).bit_length()
-        keys = [c << shift | i for i, c in enumerate(cookies)]
-        del cookies
-        keys.sort()
-        renamed = cls._clashes(keys, shift, blob, starts, lens, nlens)
+        order = _cookie_order(cookies)  # results of the same name are adjacent
+        renamed = cls._clashes(cookies, order, blob, starts, lens, nlens)
         if renamed:  # renamed results move to their new names' places
-            mask = (1 << shift) - 1
-            keys = [k for k in keys if k & mask not in renamed]
-            keys.extend(name_cookie(new) << shift | i for i, new in renamed.items())
-            keys.sort()
+            for j, new in renamed.items():
+                cookies[j] = name_cookie(new)
+            order = _cookie_order(cookies)
         self = cls.__new__(cls)
-        mask = (1 << shift) - 1
-        self.cookies = array("Q", (k >> shift for k in keys))
-        order = array("Q" if shift > 32 else "I", (k & mask for k in keys))
-        del keys
+        self.cookies = array("Q", (cookies[j] for j in order))
+        del cookies
         self.inos = array("Q", (inos[j] for j in order))
         del inos
-        out, view = bytearray(), memoryview(blob)
+        out, view, at = bytearray(len(blob)), memoryview(blob), 0
         for j in order:
-            start = starts[j]
-            out += view[start:start + lens[j]]
+            start, n = starts[j], lens[j]
+            out[at:at + n] = view[start:start + n]
+            at += n
         view.release()
         del blob, starts
         self._blob = bytes(out)
@@ -148,10 +164,11 @@ class ResultSet:
         return self
 
     @staticmethod
-    def _clashes(keys: list[int], shift: int, blob: bytes, starts: array, lens: array,
+    def _clashes(cookies: array, order: array, blob: bytes, starts: array, lens: array,
                  nlens: array) -> dict[int, bytes]:
-        """position -> ``clash_name`` of the results (by position in the columns; ``keys``
-        sorted) whose name another result shares or that would read as a field directory."""
+        """position -> ``clash_name`` of the results (by position in the columns; ``order``
+        sorts them by cookie) whose name another result shares or that would read as a
+        field directory."""
         def name(j: int) -> bytes:
             end = starts[j] + lens[j]
             return blob[end - nlens[j]:end]
@@ -159,21 +176,23 @@ class ResultSet:
         def path(j: int) -> bytes:
             return blob[starts[j]:starts[j] + lens[j]]
 
-        mask = (1 << shift) - 1
         moved: dict[int, bytes] = {}
-        prev = -1
-        for k, nxt in zip(keys, itertools.islice(keys, 1, None)):
-            if k >> shift == prev:
-                continue
-            if k >> shift == nxt >> shift:  # a cookie shared: the name too, but for a hash clash
-                prev = k >> shift
-                group = [j & mask for j in keys[bisect.bisect_left(keys, prev << shift):
-                                                bisect.bisect_left(keys, (prev + 1) << shift)]]
-                for nm in {name(j) for j in group}:
-                    same = [j for j in group if name(j) == nm]
-                    if len(same) > 1:
-                        for j in same:
-                            moved[j] = clash_name(nm, path(j))
+        ranked = array("Q", (cookies[j] for j in order))
+        if any(map(operator.eq, ranked, itertools.islice(ranked, 1, None))):  # a cookie shared: a name, but for a hash clash
+            p, n = 0, len(ranked)
+            while p < n:
+                q = p + 1
+                while q < n and ranked[q] == ranked[p]:
+                    q += 1
+                if q - p > 1:
+                    group = order[p:q]
+                    for nm in {name(j) for j in group}:
+                        same = [j for j in group if name(j) == nm]
+                        if len(same) > 1:
+                            for j in same:
+                                moved[j] = clash_name(nm, path(j))
+                p = q
+        del ranked
         if b":" in blob:  # a name that would read as a field directory
             for j in range(len(lens)):
                 if j not in moved and blob[starts[j] + lens[j] - 1] == 58:  # b":"
