@@ -23,6 +23,7 @@ from .tables import FLAGS_AT, FLAG_LINKED, FLAG_TOMB, INO, PLACE_NAME_AT, RECORD
 MAX_DEPTH = 4096
 _ANY = b""  # in ``linked``: which hits have several names is not known
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
+_SINGLE_VALUED = query_lang.SINGLE_STAT_FIELDS | {query_lang.EXACT_SIZE_FIELD}  # one value a name
 LINKED_READ_MAX = 4096  # files with several names read at once, for a listing from ``places``
 _FIRST_NAME_COOKIE = 3  # nfsd/nfs3/dirlist.py: cookies 1 and 2 are "." and ".."
 
@@ -572,7 +573,7 @@ class Search:
         # field (a range of sizes) unless it has several names: only those are remembered
         # (no set of a million seen inos)
         fields = {k.partition(b"\0")[0] for k in keys}
-        every = not (len(fields) == 1 and next(iter(fields)) in query_lang.SINGLE_STAT_FIELDS)
+        every = not (len(fields) == 1 and next(iter(fields)) in _SINGLE_VALUED)
         seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None and (every or several) else None
         unpack = INO.unpack_from
         name_at = PLACE_NAME_AT
