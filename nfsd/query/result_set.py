@@ -56,8 +56,12 @@ def _cookie_order(cookies: array) -> array:
     n = len(cookies)
     code = "I" if n < 1 << 32 else "Q"
     get = cookies.__getitem__
-    if n < 1 << 16:
-        return array(code, sorted(range(n), key=get))
+    if n < 1 << 16:  # a few: one int each (cookie above position) is quicker
+        shift = max(n, 1).bit_length()
+        keys = [c << shift | i for i, c in enumerate(cookies)]
+        keys.sort()
+        mask = (1 << shift) - 1
+        return array(code, [k & mask for k in keys])
     buckets = [array(code) for _ in range(4096)]
     appends = [b.append for b in buckets]
     for i, c in enumerate(cookies):
@@ -135,21 +139,22 @@ class ResultSet:
         starts = array("Q", itertools.accumulate(lens, initial=0))
         starts.pop()
         order = _cookie_order(cookies)  # results of the same name are adjacent
-        renamed = cls._clashes(cookies, order, blob, starts, lens, nlens)
+        ranked = array("Q", (cookies[j] for j in order))
+        renamed = cls._clashes(ranked, order, blob, starts, lens, nlens)
         if renamed:  # renamed results move to their new names' places
             for j, new in renamed.items():
                 cookies[j] = name_cookie(new)
             order = _cookie_order(cookies)
-        self = cls.__new__(cls)
-        self.cookies = array("Q", (cookies[j] for j in order))
+            ranked = array("Q", (cookies[j] for j in order))
         del cookies
+        self = cls.__new__(cls)
+        self.cookies = ranked
         self.inos = array("Q", (inos[j] for j in order))
         del inos
-        out, view, at = bytearray(len(blob)), memoryview(blob), 0
+        out, view = bytearray(), memoryview(blob)
         for j in order:
-            start, n = starts[j], lens[j]
-            out[at:at + n] = view[start:start + n]
-            at += n
+            start = starts[j]
+            out += view[start:start + lens[j]]
         view.release()
         del blob, starts
         self._blob = bytes(out)
@@ -164,11 +169,11 @@ class ResultSet:
         return self
 
     @staticmethod
-    def _clashes(cookies: array, order: array, blob: bytes, starts: array, lens: array,
+    def _clashes(ranked: array, order: array, blob: bytes, starts: array, lens: array,
                  nlens: array) -> dict[int, bytes]:
         """position -> ``clash_name`` of the results (by position in the columns; ``order``
-        sorts them by cookie) whose name another result shares or that would read as a
-        field directory."""
+        sorts them by cookie, ``ranked`` is their cookies in that order) whose name another
+        result shares or that would read as a field directory."""
         def name(j: int) -> bytes:
             end = starts[j] + lens[j]
             return blob[end - nlens[j]:end]
@@ -177,7 +182,6 @@ class ResultSet:
             return blob[starts[j]:starts[j] + lens[j]]
 
         moved: dict[int, bytes] = {}
-        ranked = array("Q", (cookies[j] for j in order))
         if any(map(operator.eq, ranked, itertools.islice(ranked, 1, None))):  # a cookie shared: a name, but for a hash clash
             p, n = 0, len(ranked)
             while p < n:
@@ -192,7 +196,6 @@ class ResultSet:
                             for j in same:
                                 moved[j] = clash_name(nm, path(j))
                 p = q
-        del ranked
         if b":" in blob:  # a name that would read as a field directory
             for j in range(len(lens)):
                 if j not in moved and blob[starts[j] + lens[j] - 1] == 58:  # b":"
