@@ -34,6 +34,7 @@ import stat
 import struct
 import threading
 import time
+from array import array
 from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequence
 
 from protocol.nfs3 import nfsstat3
@@ -318,7 +319,7 @@ class SemanticFS:
             names: Any = ValueSet(pairs)
             counts, digest = ValueCounts(names), names.digest
         else:
-            names = ResultSet.of_rows(self.index.query_entries(q.scope, q.terms))
+            names = ResultSet.of_hits(self.index.query_hits(q.scope, q.terms))
             digest = names.digest
         mtime_ns = self._remember_state(q, digest, None if claims(q) else (version, len(names)))
         results = Results(version, names, digest, mtime_ns, self._scope_path(q), counts)
@@ -668,10 +669,12 @@ class SemanticFS:
                 values = self.tags.with_declared(q, self.index.values_of(q.open_field, seen))
                 names = {k: v for k, v in ((value_name(v), v) for v in values) if k in results.names}
         else:
-            seen = [ref for ref in results.names.values() if reach.visible(ref.path[skip:], who, content)]
+            names = results.names  # the positions seen, not their refs: one int each at most
+            kept = array("I", (i for i in range(len(names)) if reach.visible(names.path(i)[skip:], who, content)))
             # Clashes are renamed among what this caller is shown: a name renamed because of
             # a file they may not see would tell them it exists.
-            names = results.names if len(seen) == len(results.names) else ResultSet.of_refs(seen)
+            if len(kept) != len(names):
+                names = names.subset(kept)
         self._keep_view(key, results, now, names)
         return names, now
 

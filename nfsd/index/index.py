@@ -24,6 +24,7 @@ from ..fs import tags as user_tags
 from .transducers.builtin import default_transducers
 from .extract import Extractor
 from .fields import BUILTIN_FIELDS
+from .hits import HitColumns
 from .progress import Progress
 from .residency import MapTrimmer
 from .scanner import ContentPass, Reconciler, ScanStats
@@ -448,6 +449,11 @@ class Index:
     def query_rows(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes]]:
         """``query``'s (ino, path), unsorted: for callers that order them their own way."""
         return self._search.query_rows(scope_ino, terms)
+
+    def query_hits(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> HitColumns:
+        """``query``'s results as columns, unsorted: a value directory's (nfsd/query/result_set.py)."""
+        cols = HitColumns(lambda: self._trimmer.trim_over(WALK_MAPPED_MAX))  # a walk of a million places
+        return self._search.query_hits(scope_ino, terms, cols)
 
     def query_entries(self, scope_ino: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
         """``query``'s (cookie, entry name, ino, path), unsorted: a value directory's rows

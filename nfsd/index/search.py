@@ -10,9 +10,6 @@ below the export root is applied by whichever is smaller: walking the scope's su
 from __future__ import annotations
 
 import calendar
-import hashlib
-import sys
-from array import array
 from collections import Counter
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -20,11 +17,13 @@ import lmdb
 
 from ..query import language as query_lang
 from .fields import ext_of
+from .hits import HitColumns
 from .tables import FLAGS_AT, FLAG_LINKED, FLAG_TOMB, INO, PLACE_NAME_AT, RECORD_NAME_AT, S_IFDIR, Tables, field_values, is_placed
 
 MAX_DEPTH = 4096
 _ANY = b""  # in ``linked``: which hits have several names is not known
 ATTRS_ROUTE_MAX = 20_000  # values(): read this many files' attrs rather than scan postings
+_SINGLE_VALUED = query_lang.SINGLE_STAT_FIELDS | {query_lang.EXACT_SIZE_FIELD}  # one value a name
 LINKED_READ_MAX = 4096  # files with several names read at once, for a listing from ``places``
 _FIRST_NAME_COOKIE = 3  # nfsd/nfs3/dirlist.py: cookies 1 and 2 are "." and ".."
 
@@ -158,26 +157,29 @@ class Search:
         unpack = INO.unpack
         return [(unpack(h[0])[0], h[1]) for h in hits]
 
-    def query_entries(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
-        """(cookie, entry name, ino, path) of ``query``'s results, in no order: what a value
-        directory is made of (nfsd/query/result_set.py), the cookie the name's
-        (nfsd/nfs3/dirlist.py: ``name_cookie``), taken from ``places`` where it holds them."""
+    def query_hits(self, scope: int, terms: Sequence[tuple[bytes, bytes]], cols: HitColumns | None = None) -> HitColumns:
+        """``query``'s results as columns, in no order: what a value directory is made of
+        (nfsd/query/result_set.py), each name's hash taken from ``places`` where it holds
+        them.  Streamed into the columns (``cols``, if given) as ``places`` is read: no tuple
+        per result."""
+        cols = cols if cols is not None else HitColumns()
         with self.t.env.begin() as txn:
-            hits = self._select(txn, scope, terms)
-        if not all(len(h) > 3 for h in hits):  # some not from places: hash their names here
-            blake2b = hashlib.blake2b
-            hits = [h if len(h) > 3 else (h[0], h[1], blake2b(n, digest_size=8).digest(), n)
-                    for h in hits for n in (h[1].rpartition(b"/")[2],)]
-        # the numbers of every row at once (big-endian bytes to machine integers), no per-row call
-        cookies, inos = array("Q", b"".join([h[2] for h in hits])), array("Q", b"".join([h[0] for h in hits]))
-        if sys.byteorder == "little":
-            cookies.byteswap()
-            inos.byteswap()
-        if cookies and min(cookies) < _FIRST_NAME_COOKIE:
-            cookies = array("Q", [c if c >= _FIRST_NAME_COOKIE else c + _FIRST_NAME_COOKIE for c in cookies])
-        names, paths = [h[3] for h in hits], [h[1] for h in hits]
-        del hits  # its tuples and 8-byte strings go before the rows are made (a million results: 150 MB)
-        return list(zip(cookies, names, inos, paths))
+            linked: set[bytes] = set()
+            hits = self._select_files(txn, scope, terms, None, linked, cols)
+            if len(cols) and self._name_checks(terms, linked):  # a linked file's names: filter (rare)
+                hits, cols = list(cols) + hits, HitColumns()
+            hits = self._named_only(txn, terms, hits, linked)
+        for h in hits:
+            cols.append(h)
+        return cols
+
+    def query_entries(self, scope: int, terms: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, bytes, int, bytes]]:
+        """(cookie, entry name, ino, path) of ``query_hits``, in no order (the cookie the
+        name's: nfsd/nfs3/dirlist.py ``name_cookie``)."""
+        cols = self.query_hits(scope, terms)
+        inos, cookies = cols.numbers()
+        return [(c if c >= _FIRST_NAME_COOKIE else c + _FIRST_NAME_COOKIE, h[3], i, h[1])
+                for c, i, h in zip(cookies, inos, cols)]
 
     def values(self, field: bytes, scope: int, terms: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
         return sorted(self.value_counts(field, scope, terms))
@@ -291,7 +293,16 @@ class Search:
         ``ext`` terms: a file with several names holds the values of all of them (a hard link
         ``odd/x.c`` of ``lib/list.c`` is a result of ``ext:/c`` under ``odd`` by its own name)."""
         linked: set[bytes] = set()
-        hits = self._select_files(txn, scope, terms, plan, linked)
+        return self._named_only(txn, terms, self._select_files(txn, scope, terms, plan, linked), linked)
+
+    @staticmethod
+    def _name_checks(terms: Sequence[tuple[bytes, bytes]], linked: set[bytes]) -> bool:
+        """Whether ``_named_only`` has anything to check."""
+        return bool(linked) and any(f in _NAME_FIELDS for f, _ in terms)
+
+    def _named_only(self, txn: lmdb.Transaction, terms: Sequence[tuple[bytes, bytes]], hits: list[Hit],
+                    linked: set[bytes]) -> list[Hit]:
+        """``hits`` whose own name gives the ``name`` and ``ext`` terms (``_select``)."""
         named = [(f, v) for f, v in terms if f in _NAME_FIELDS]
         if not hits or not named or not linked:
             return hits
@@ -305,7 +316,8 @@ class Search:
         return [h for h in hits if h[0] not in linked or _named(h[1], checks)]
 
     def _select_files(self, txn: lmdb.Transaction, scope: int, terms: Sequence[tuple[bytes, bytes]],
-                      plan: "Plan | None" = None, linked: set[bytes] | None = None) -> list[Hit]:
+                      plan: "Plan | None" = None, linked: set[bytes] | None = None,
+                      into: HitColumns | None = None) -> list[Hit]:
         """(ino as 8 bytes, path) of the files in scope matching every term.
 
         Each term resolves to posting keys (one for a plain value; those an OR, range or
@@ -316,7 +328,8 @@ class Search:
         candidates it does not hold.  With only negated terms, the candidates are the other
         values of a negated single-valued stat field (``ext:/!txt``: the files whose ext is
         anything else, or none) when they are fewer than the files, else every file.
-        ``linked`` gets the inos of the hits with several names (``_ANY``: not known)."""
+        ``linked`` gets the inos of the hits with several names (``_ANY``: not known);
+        ``into``, if given, gets the hits read from ``places`` or records (the rest: returned)."""
         plan = plan if plan is not None else _NO_PLAN
         linked = linked if linked is not None else set()
         scope_path = self._scope_path(txn, scope)
@@ -359,7 +372,7 @@ class Search:
                 candidates = self._read(cur, keys)
                 plan.step(f"candidates: every file ({len(candidates)}), from the owner postings")
                 candidates = self._filter(cur, candidates, negative, plan)
-                return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan) if candidates else []
+                return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan, into) if candidates else []
             linked.add(_ANY)
             inside = self._subtree(txn, scope, scope_path, None) or []
             plan.step(f"candidates: the {len(inside)} files below the scope")
@@ -379,11 +392,11 @@ class Search:
         rest = positive[1:] + negative
         if not rest and self._linked_few(txn, keys) is not None:  # the places of its postings are the answer
             plan.step(f"candidates: the smallest term's {n} postings, placed")
-            return self._placed_by_keys(txn, keys, None, scope_path, linked)
+            return self._placed_by_keys(txn, keys, None, scope_path, linked, into)
         candidates = self._read(cur, keys)
         plan.step(f"candidates: {len(candidates)} files from the smallest term's {n} postings")
         candidates = self._filter(cur, candidates, rest, plan, len(positive) - 1)
-        return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan) if candidates else []
+        return self._placed_via(txn, keys, n, candidates, scope_path, linked, plan, into) if candidates else []
 
     def _complements(self, txn: lmdb.Transaction, exprs: list[query_lang.Expr],
                      plan: "Plan") -> tuple[list[tuple[int, list[bytes]]], query_lang.Expr | None]:
@@ -453,6 +466,8 @@ class Search:
         """The posting keys an expression's alternatives cover (its negation aside)."""
         keys: dict[bytes, None] = {}
         prefix = expr.field + b"\0"
+        if len(expr.atoms) == 1 and expr.field == query_lang.SIZE_FIELD and expr.atoms[0].kind not in ("eq", "glob"):
+            return list(self._size_keys(txn, expr.atoms[0]))  # each once, in order: no dict of a million keys
         for atom in expr.atoms:
             if atom.kind == "eq":
                 keys[prefix + atom.value] = None
@@ -532,25 +547,34 @@ class Search:
         return frozenset(bytes(k[:8]) for k in cur.iternext(keys=True, values=False))
 
     def _placed_via(self, txn: lmdb.Transaction, keys: list[bytes], n: int, inos: list[bytes],
-                    scope_path: bytes, linked: set[bytes], plan: "Plan") -> list[Hit]:
+                    scope_path: bytes, linked: set[bytes], plan: "Plan",
+                    into: HitColumns | None = None) -> list[Hit]:
         """``_placed`` of the candidates ``inos`` that ``keys`` (``n`` postings) gave: by
         their places when those hold them and the filters left many of them, else by their
         records."""
         if len(inos) * 8 >= n and self._linked_few(txn, keys) is not None:
             plan.step(f"placed from the {n} places of the candidates' term")
-            return self._placed_by_keys(txn, keys, set(inos), scope_path, linked)
-        return self._placed(txn, inos, scope_path, linked)
+            return self._placed_by_keys(txn, keys, set(inos), scope_path, linked, into)
+        return self._placed(txn, inos, scope_path, linked, into)
 
     def _placed_by_keys(self, txn: lmdb.Transaction, keys: list[bytes], wanted: set[bytes] | None,
-                        scope_path: bytes, linked: set[bytes]) -> list[Hit]:
+                        scope_path: bytes, linked: set[bytes], into: HitColumns | None = None) -> list[Hit]:
         """``_placed`` read from ``places``: the files posted under ``keys`` (those in
         ``wanted``, if given), each once, with its name's hash (ino8, path, hash8, name).  The
-        entries of a key lie together, in ino order: a few pages for 10,000 results."""
+        entries of a key lie together, in ino order: a few pages for 10,000 results.  With
+        ``into``, the hits go there (and none are returned)."""
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
         out: list[Hit] = []
+        sink: list[Hit] | HitColumns = out if into is None else into
+        add = None if into is None else into.add
         several = self._linked_few(txn, keys) or frozenset()
-        seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None else None
+        # A file may lie under several of the keys, but under one value of a single-valued
+        # field (a range of sizes) unless it has several names: only those are remembered
+        # (no set of a million seen inos)
+        fields = {k.partition(b"\0")[0] for k in keys}
+        every = not (len(fields) == 1 and next(iter(fields)) in _SINGLE_VALUED)
+        seen: set[bytes] | None = set() if len(keys) > 1 and wanted is None and (every or several) else None
         unpack = INO.unpack_from
         name_at = PLACE_NAME_AT
         for v in self._place_values(txn, keys):
@@ -559,7 +583,7 @@ class Search:
                 if ino8 not in wanted:
                     continue
                 wanted.discard(ino8)  # once, whichever of the keys holds it first
-            elif seen is not None:
+            elif seen is not None and (every or ino8 in several):
                 if ino8 in seen:
                     continue
                 seen.add(ino8)
@@ -569,10 +593,13 @@ class Search:
                 continue
             if not scope_path or parent == scope_path or parent.startswith(under):
                 name = v[name_at:]
-                out.append((ino8, parent + b"/" + name if parent else name, v[16:name_at], name))
+                if add is not None:
+                    add(ino8, parent, name, v[16:name_at])
+                else:
+                    out.append((ino8, parent + b"/" + name if parent else name, v[16:name_at], name))
             if several and ino8 in several:
                 linked.add(ino8)
-                self._other_names(txn, ino8, memo, scope_path, out)
+                self._other_names(txn, ino8, memo, scope_path, sink)
         return out
 
     def _place_values(self, txn: lmdb.Transaction, keys: list[bytes]) -> Iterable[bytes]:
@@ -584,17 +611,22 @@ class Search:
                 if cur.set_key(k):
                     yield from cur.iternext_dup(keys=False)
             return
-        wanted, last = set(keys), max(keys)
-        if not cur.set_range(min(keys)):
+        wanted = sorted(keys)  # met in this order: a pointer, not a set of a million keys
+        at, last = 0, len(wanted) - 1
+        if not cur.set_range(wanted[0]):
             return
         for key, v in cur.iternext(keys=True, values=True):
-            if key > last:
-                return
-            if key in wanted:
-                yield v
+            if key != wanted[at]:
+                while at < last and wanted[at] < key:
+                    at += 1
+                if key != wanted[at]:
+                    if key > wanted[last]:
+                        return
+                    continue
+            yield v
 
     def _other_names(self, txn: lmdb.Transaction, ino8: bytes, memo: dict[int, bytes | None],
-                     scope_path: bytes, out: list[Hit]) -> None:
+                     scope_path: bytes, out: list[Hit] | HitColumns) -> None:
         """A linked file's names besides its record's, each a result where it lies."""
         under = scope_path + b"/"
         for lparent, lname in self.t.links_of(txn, INO.unpack(ino8)[0]):
@@ -603,12 +635,12 @@ class Search:
                 out.append((ino8, p + b"/" + lname if p else lname))
 
     def _placed(self, txn: lmdb.Transaction, inos: list[bytes], scope_path: bytes,
-                linked: set[bytes]) -> list[Hit]:
+                linked: set[bytes], into: HitColumns | None = None) -> list[Hit]:
         """Paths of the candidates that lie below ``scope_path``; ``linked`` gets those
-        with several names."""
+        with several names.  With ``into``, the hits go there (and none are returned)."""
         memo: dict[int, bytes | None] = {}
         under = scope_path + b"/"
-        out: list[Hit] = []
+        out: list[Hit] | HitColumns = [] if into is None else into
         get, files, name_at = txn.get, self.t.files, RECORD_NAME_AT
         for ino8 in inos:
             raw = get(ino8, db=files)
@@ -623,7 +655,7 @@ class Search:
             if raw[FLAGS_AT] & FLAG_LINKED:  # its other names, each a result where it lies
                 linked.add(ino8)
                 self._other_names(txn, ino8, memo, scope_path, out)
-        return out
+        return [] if isinstance(out, HitColumns) else out
 
     def _subtree(self, txn: lmdb.Transaction, scope: int, scope_path: bytes,
                  limit: int | None) -> list[Hit] | None:

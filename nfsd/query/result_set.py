@@ -24,6 +24,7 @@ import bisect
 import hashlib
 import itertools
 import operator
+import struct
 from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from protocol.nfs3_entries import EntryplusRun
 
 from ..nfs3.dirlist import FIRST_NAME_COOKIE, ByPosition, Listing, find_named, name_cookie
+from ..index.hits import HitColumns
 from ..index.search import FileRef
 from .names import parse_field_name
 
@@ -42,6 +44,34 @@ def clash_name(name: bytes, path: bytes) -> bytes:
     if not stem:
         stem, dot, ext = name, b"", b""
     return stem + b"~" + hashlib.blake2b(path, digest_size=3).hexdigest().encode() + dot + ext
+
+
+_INO8 = struct.Struct(">Q")
+
+
+def _cookie_order(cookies: array) -> array:
+    """The positions of ``cookies`` in cookie order (ties: by position), with no object
+    per result for them all: a bucket per top 12 bits, each sorted alone (cookies are
+    hashes, so evenly spread), 4 bytes a result where a list of ints took 44."""
+    n = len(cookies)
+    code = "I" if n < 1 << 32 else "Q"
+    get = cookies.__getitem__
+    if n < 1 << 16:  # a few: one int each (cookie above position) is quicker
+        shift = max(n, 1).bit_length()
+        keys = [c << shift | i for i, c in enumerate(cookies)]
+        keys.sort()
+        mask = (1 << shift) - 1
+        return array(code, [k & mask for k in keys])
+    buckets = [array(code) for _ in range(4096)]
+    appends = [b.append for b in buckets]
+    for i, c in enumerate(cookies):
+        appends[c >> 52](i)
+    del appends
+    out = array(code)
+    for b in buckets:
+        out.extend(sorted(b, key=get))
+        del b[:]
+    return out
 
 
 def _basename(path: bytes) -> bytes:
@@ -83,44 +113,105 @@ class ResultSet:
         """Results (inode, path; a FileRef or a row of ``Search.query_rows``) named by the
         fault's rule: the file's own name unless two results share it (or it would read as a
         field directory), then ``clash_name``."""
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-        rows = []
+        cols = HitColumns()
+        append, pack = cols.append, _INO8.pack
         for ino, path in refs:
-            name = path.rpartition(b"/")[2]
-            cookie = from_bytes(blake2b(name, digest_size=8).digest(), "big")  # name_cookie, inlined
-            rows.append((cookie if cookie >= FIRST_NAME_COOKIE else cookie + FIRST_NAME_COOKIE, name, ino, path))
-        return cls.of_rows(rows)
+            append((pack(ino), path))
+        return cls.of_hits(cols)
 
     @classmethod
-    def of_rows(cls, rows: list[tuple[int, bytes, int, bytes]]) -> "ResultSet":
-        """``of_refs`` of rows already named: (cookie of the path's last component, that
-        component, inode, path) (``Index.query_entries``); ``rows`` is sorted in place."""
-        rows.sort()  # by cookie, then name: results of the same name are adjacent
-        names = [r[1] for r in rows]
-        clash = any(map(operator.eq, names, itertools.islice(names, 1, None)))
-        odd = any(n.endswith(b":") and parse_field_name(n) is not None for n in names)
-        del names
-        if not clash and not odd:
-            return cls(rows, own_names=True)
-        out: list[tuple[int, bytes, int, bytes]] = []
-        moved: list[tuple[int, bytes, int, bytes]] = []
-        i, n = 0, len(rows)
-        while i < n:
-            j = i + 1
-            name = rows[i][1]
-            while j < n and rows[j][1] == name:
-                j += 1
-            if j - i == 1 and parse_field_name(name) is None:
-                out.append(rows[i])
-            else:
-                for _, _, ino, path in rows[i:j]:
-                    new = clash_name(name, path)
-                    moved.append((name_cookie(new), new, ino, path))
-            i = j
-        del rows
-        out.extend(moved)
-        out.sort()
-        return cls(out)
+    def of_rows(cls, rows: Iterable[tuple[int, bytes, int, bytes]]) -> "ResultSet":
+        """``of_refs`` of (cookie, name, inode, path) rows (``Index.query_entries``)."""
+        return cls.of_refs((r[2], r[3]) for r in rows)
+
+    @classmethod
+    def of_hits(cls, hits: HitColumns) -> "ResultSet":
+        """``of_refs`` of a query's columns (``Index.query_hits``), built column by column:
+        at no point one object per result for them all (the sort: ``_cookie_order``)."""
+        inos, cookies = hits.numbers()
+        hits.inos = hits.hashes = bytearray()  # the columns' bytes go as soon as read
+        if cookies and min(cookies) < FIRST_NAME_COOKIE:
+            for i, c in enumerate(cookies):
+                if c < FIRST_NAME_COOKIE:
+                    cookies[i] = c + FIRST_NAME_COOKIE
+        blob, lens, nlens = bytes(hits.blob), hits.lens, hits.nlens
+        hits.blob = bytearray()
+        starts = array("Q", itertools.accumulate(lens, initial=0))
+        starts.pop()
+        order = _cookie_order(cookies)  # results of the same name are adjacent
+        ranked = array("Q", (cookies[j] for j in order))
+        renamed = cls._clashes(ranked, order, blob, starts, lens, nlens)
+        if renamed:  # renamed results move to their new names' places
+            for j, new in renamed.items():
+                cookies[j] = name_cookie(new)
+            order = _cookie_order(cookies)
+            ranked = array("Q", (cookies[j] for j in order))
+        del cookies
+        self = cls.__new__(cls)
+        self.cookies = ranked
+        self.inos = array("Q", (inos[j] for j in order))
+        del inos
+        out, view = bytearray(), memoryview(blob)
+        for j in order:
+            start = starts[j]
+            out += view[start:start + lens[j]]
+        view.release()
+        del blob, starts
+        self._blob = bytes(out)
+        del out
+        self._lens = array("I", (lens[j] for j in order))
+        self._nlens = array("H", (nlens[j] for j in order))
+        self._starts = array("Q", itertools.accumulate(self._lens, initial=0))
+        self._starts.pop()
+        self._renamed = {pos: renamed[j] for pos, j in enumerate(order) if j in renamed} if renamed else {}
+        self.digest = self._digest()
+        self.hint = 0
+        return self
+
+    @staticmethod
+    def _clashes(ranked: array, order: array, blob: bytes, starts: array, lens: array,
+                 nlens: array) -> dict[int, bytes]:
+        """position -> ``clash_name`` of the results (by position in the columns; ``order``
+        sorts them by cookie, ``ranked`` is their cookies in that order) whose name another
+        result shares or that would read as a field directory."""
+        def name(j: int) -> bytes:
+            end = starts[j] + lens[j]
+            return blob[end - nlens[j]:end]
+
+        def path(j: int) -> bytes:
+            return blob[starts[j]:starts[j] + lens[j]]
+
+        moved: dict[int, bytes] = {}
+        if any(map(operator.eq, ranked, itertools.islice(ranked, 1, None))):  # a cookie shared: a name, but for a hash clash
+            p, n = 0, len(ranked)
+            while p < n:
+                q = p + 1
+                while q < n and ranked[q] == ranked[p]:
+                    q += 1
+                if q - p > 1:
+                    group = order[p:q]
+                    for nm in {name(j) for j in group}:
+                        same = [j for j in group if name(j) == nm]
+                        if len(same) > 1:
+                            for j in same:
+                                moved[j] = clash_name(nm, path(j))
+                p = q
+        if b":" in blob:  # a name that would read as a field directory
+            for j in range(len(lens)):
+                if j not in moved and blob[starts[j] + lens[j] - 1] == 58:  # b":"
+                    nm = name(j)
+                    if parse_field_name(nm) is not None:
+                        moved[j] = clash_name(nm, path(j))
+        return moved
+
+    def subset(self, kept: Iterable[int]) -> "ResultSet":
+        """The results at the positions ``kept``, named afresh among themselves (a caller's
+        view: nfsd/fs/semantic.py), built from columns like a fault's."""
+        cols = HitColumns()
+        append, pack, inos, path = cols.append, _INO8.pack, self.inos, self.path
+        for i in kept:
+            append((pack(inos[i]), path(i)))
+        return ResultSet.of_hits(cols)
 
     @classmethod
     def of_names(cls, names: Iterable[tuple[bytes, FileRef]]) -> "ResultSet":
