@@ -149,7 +149,42 @@ class UdpRpcClient(RpcClient):
         raise TimeoutError("no reply")
 
 
-class RpcConnection(asyncio.Protocol):
+class _CallConnection(asyncio.Protocol):
+    """What both asynchronous connections share: the transport, the calls in flight by xid,
+    and failing them all once when the connection ends (``_failed`` tells one call)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._pending: dict[int, Any] = {}
+        self._xid = random.getrandbits(32)
+        self.closed = False
+        self.error: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self.error or f"connection lost{f': {exc}' if exc else ''}")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, reason: str) -> None:
+        """Fail every outstanding call once; later sends fail at once."""
+        if not self.closed:
+            self.closed, self.error = True, reason
+            if self.transport is not None:
+                self.transport.abort()
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            self._failed(entry, reason)
+
+    def _failed(self, entry: Any, reason: str) -> None:
+        raise NotImplementedError
+
+
+class RpcConnection(_CallConnection):
     """One TCP connection speaking one RPC program, many calls in flight; calls are matched
     to replies by xid."""
 
@@ -159,17 +194,11 @@ class RpcConnection(asyncio.Protocol):
         self._templates = {n: bytes(encode_call(0, program.number, program.version, n, cred))
                            for n in program.procedures}
         self._procs = program.procedures
+        super().__init__()
         self._reader = RecordReader(MAX_RECORD)
         self._pending: dict[int, tuple[Any, ReplyCallback]] = {}
-        self._xid = random.getrandbits(32)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.error: str | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
     def data_received(self, data: bytes) -> None:
         try:
             records = self._reader.feed(data)
@@ -201,9 +230,6 @@ class RpcConnection(asyncio.Protocol):
                 continue
             callback(result, None)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(self.error or f"connection lost{f': {exc}' if exc else ''}")
-
     # -- calls ------------------------------------------------------------------------------
     def send(self, proc: int, args: Any, callback: ReplyCallback) -> None:
         """Send a call without waiting: the callback gets the decoded result."""
@@ -234,19 +260,8 @@ class RpcConnection(asyncio.Protocol):
         self.send(proc, args, done)
         return await asyncio.wait_for(future, 30)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def _fail(self, reason: str) -> None:
-        """Fail every outstanding call once; later sends fail at once."""
-        if not self.closed:
-            self.closed, self.error = True, reason
-            if self.transport is not None:
-                self.transport.abort()
-        pending, self._pending = self._pending, {}
-        for _, callback in pending.values():
-            callback(None, reason)
+    def _failed(self, entry: tuple[Any, ReplyCallback], reason: str) -> None:
+        entry[1](None, reason)
 
 
 async def connect(host: str, port: int, program: Program, cred: Credentials) -> RpcConnection:
@@ -263,7 +278,7 @@ _TAIL_KEEP = 8    # ...and its last bytes (a listing's end-of-list flag and eof)
 _MARK_LEN = 4
 
 
-class RawConnection(asyncio.Protocol):
+class RawConnection(_CallConnection):
     """One TCP connection for the measured loop: calls go out pre-encoded (the caller hands
     complete records, the xid patched in here), replies are never decoded.  Record marks
     are followed as the bytes stream in; of each reply only its first bytes (for the xid,
@@ -271,23 +286,14 @@ class RawConnection(asyncio.Protocol):
     150 KiB listing costs the generator no copy and no parsing."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self._pending: dict[int, RawCallback] = {}
-        self._xid = random.getrandbits(32)
         self._left = 0            # bytes left in the current fragment
         self._last = False        # whether the current fragment ends its record
         self._mark = bytearray()  # a record mark split across reads
         self._head = bytearray()
         self._tail = b""
         self._size = 0
-        self.closed = False
-        self.error: str | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(self.error or f"connection lost{f': {exc}' if exc else ''}")
 
     def data_received(self, data: bytes) -> None:
         off, n = 0, len(data)
@@ -356,18 +362,8 @@ class RawConnection(asyncio.Protocol):
         else:
             self.transport.writelines((record, payload))  # type: ignore[union-attr]
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def _fail(self, reason: str) -> None:
-        if not self.closed:
-            self.closed, self.error = True, reason
-            if self.transport is not None:
-                self.transport.abort()
-        pending, self._pending = self._pending, {}
-        for callback in pending.values():
-            callback(-1, 0, b"", reason)
+    def _failed(self, entry: RawCallback, reason: str) -> None:
+        entry(-1, 0, b"", reason)
 
 
 async def connect_raw(host: str, port: int) -> RawConnection:
