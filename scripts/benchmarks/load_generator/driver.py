@@ -149,9 +149,14 @@ class Slot:
         self.gen = self.script(self.ctx)
         self._step(None)
 
+    # what a script may raise to stop its slot for good (RawSlot: ``Exhausted``)
+    _stops: tuple[type[BaseException], ...] = ()
+
     def _step(self, value: object) -> None:
+        """Give the script the last reply; send the call it yields next, or count the op
+        it finished and start the next."""
         try:
-            proc, args = self.gen.send(value)  # type: ignore[union-attr]
+            call = self.gen.send(value)  # type: ignore[union-attr]
         except StopIteration as stop:
             self.stats.op_done(self.t0, stop.value)
             self.start()
@@ -160,6 +165,13 @@ class Slot:
             self.stats.error(str(exc))
             self.start()
             return
+        except self._stops:
+            self.stats.slot_stopped()
+            return
+        self._send(call)
+
+    def _send(self, call: tuple[int, object]) -> None:
+        proc, args = call
         self.conn.send(proc, args, self.on_reply)
 
     def _on_reply(self, result: object, error: str | None) -> None:
@@ -181,21 +193,10 @@ class RawSlot(Slot):
     (reply size, last bytes); nothing is decoded.  ``Exhausted`` stops the slot."""
 
     __slots__ = ()
+    _stops = (Exhausted,)
 
-    def _step(self, value: object) -> None:
-        try:
-            record, payload = self.gen.send(value)  # type: ignore[union-attr]
-        except StopIteration as stop:
-            self.stats.op_done(self.t0, stop.value)
-            self.start()
-            return
-        except Mismatch as exc:
-            self.stats.error(str(exc))
-            self.start()
-            return
-        except Exhausted:
-            self.stats.slot_stopped()
-            return
+    def _send(self, call: tuple[bytes, bytes | None]) -> None:
+        record, payload = call
         self.conn.send(record, self.on_reply, payload)
 
     def _on_reply(self, status: int, size: int, tail: bytes, error: str | None) -> None:
