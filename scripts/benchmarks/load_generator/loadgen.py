@@ -30,7 +30,6 @@ import multiprocessing
 import queue as queue_module
 import re
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).res
                 str(Path(__file__).resolve().parents[2] / "load")]
 
 from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
-                    server_cpu_seconds, server_memory, server_pss, summed)
+                    server_memory, server_pss, settled_cpu, summed)
 from servers import Pysfsd, ganesha_module, ganesha_pid  # noqa: E402
 from memory import Memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
@@ -92,20 +91,11 @@ def run_plan_here(proc_index: int, plan: Plan, settings: Settings, barrier: Any)
     return results
 
 
-def settle(pid: int | None, quiet: float = 0.10, longest: float = 20.0) -> None:
-    """Wait until the server is nearly idle (under ``quiet`` of a core over 0.25 s), so no
-    run is charged with work the one before left behind (pysfsd indexes what CREATE made
-    while REMOVE runs)."""
-    if pid is None:
-        return
-    deadline = time.monotonic() + longest
-    before = server_cpu_seconds(pid)
-    while before is not None and time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = server_cpu_seconds(pid)
-        if now is None or now - before < quiet * 0.25:
-            return
-        before = now
+def settle(pid: int | None) -> None:
+    """Wait until the server is nearly idle (``driver.settled_cpu``), so the first run is
+    not charged with the set-up's work (each run then waits for the work it left itself)."""
+    if pid is not None:
+        asyncio.run(settled_cpu(pid))
 
 
 def _child(proc_index: int, plan: Plan, settings: Settings, barrier: Any, queue: Any) -> None:
