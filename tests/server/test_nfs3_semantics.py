@@ -23,6 +23,13 @@ from tests.rpc_client import RpcClient, fh
 _names = itertools.count()
 
 
+def listing_raw(rpc, d, cookie, verf, count, plus, maxcount=None):
+    """READDIR, or READDIRPLUS with ``count`` as dircount and ``maxcount`` (default: ``count``)."""
+    if plus:
+        return readdirplus_raw(rpc, d, cookie, verf, count, count if maxcount is None else maxcount)
+    return readdir_raw(rpc, d, cookie, verf, count)
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """One server for the tests that do not restart it; each test works in its own
@@ -469,10 +476,7 @@ def test_cookies_stable_while_directory_changes(env):
         cookie, verf = 0, ZERO_VERF
         page = 0
         while True:
-            if plus:
-                (status, res), _ = readdirplus_raw(rpc, d, cookie, verf, 1024, 2048)
-            else:
-                (status, res), _ = readdir_raw(rpc, d, cookie, verf, 1024)
+            (status, res), _ = listing_raw(rpc, d, cookie, verf, 1024, plus, maxcount=2048)
             assert status == OK
             seen.extend(e.name for e in res.reply.entries)
             if res.reply.eof:
@@ -530,10 +534,7 @@ def test_listing_reply_never_exceeds_count(env, plus):
     for count in (400, 512, 777, 1024, 2000, 4096, 8192, 65536):
         cookie, verf, seen = 0, ZERO_VERF, []
         while True:
-            if plus:
-                (status, res), size = readdirplus_raw(rpc, d, cookie, verf, count, count)
-            else:
-                (status, res), size = readdir_raw(rpc, d, cookie, verf, count)
+            (status, res), size = listing_raw(rpc, d, cookie, verf, count, plus)
             assert status == OK, count
             assert size <= count, (count, size)
             seen.extend(e.name for e in res.reply.entries)
@@ -549,18 +550,12 @@ def test_count_too_small_is_toosmall(env, plus):
     (path / "a-rather-long-file-name-to-make-the-entry-big").touch()
     for cookie in (0, 2):
         for count in (16, 100, 140):
-            if plus:
-                (status, res), size = readdirplus_raw(rpc, d, cookie, ZERO_VERF, count, count)
-            else:
-                (status, res), size = readdir_raw(rpc, d, cookie, ZERO_VERF, count)
+            (status, res), size = listing_raw(rpc, d, cookie, ZERO_VERF, count, plus)
             assert status == S.NFS3ERR_TOOSMALL, (cookie, count, status, size)
             assert res.dir_attributes is not None
     # the smallest count that holds one entry gets exactly one
     for count in range(140, 400, 4):
-        if plus:
-            (status, res), size = readdirplus_raw(rpc, d, 0, ZERO_VERF, count, count)
-        else:
-            (status, res), size = readdir_raw(rpc, d, 0, ZERO_VERF, count)
+        (status, res), size = listing_raw(rpc, d, 0, ZERO_VERF, count, plus)
         if status == OK:
             assert size <= count and len(res.reply.entries) == 1 and not res.reply.eof
             break
@@ -571,10 +566,7 @@ def test_count_too_small_is_toosmall(env, plus):
     count += 44
     cookie, verf, seen = 0, ZERO_VERF, []
     while True:
-        if plus:
-            (status, res), size = readdirplus_raw(rpc, d, cookie, verf, count, count)
-        else:
-            (status, res), size = readdir_raw(rpc, d, cookie, verf, count)
+        (status, res), size = listing_raw(rpc, d, cookie, verf, count, plus)
         assert status == OK and size <= count and res.reply.entries
         seen.extend(e.name for e in res.reply.entries)
         if res.reply.eof:
