@@ -16,6 +16,7 @@ from typing import Any, Callable
 from protocol.nfs3 import NFS3, stable_how
 from protocol.program import Procedure
 
+from ..fs.writeback import aligned, page_cache
 from ..rpc.call import CallContext
 from .service import EXCLUSIVE, Nfs3Service
 
@@ -71,6 +72,15 @@ def _always(service: Nfs3Service, args: Any) -> bool:
     return True
 
 
+def _inline_write(a: Any) -> bool:
+    """An UNSTABLE write only fills the page cache: inline, unless it may sleep there
+    (dirty pages near the kernel's throttling point, or a large write with partial pages
+    that may have to be read first: nfsd/fs/writeback.py).  FILE_SYNC and DATA_SYNC fsync:
+    in a thread."""
+    return (a.stable == stable_how.UNSTABLE and page_cache.roomy()
+            and (len(a.data) <= SMALL_IO or aligned(a.offset, len(a.data))))
+
+
 NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(0, S.NULL, (), Guard.NONE),
     _row(1, S.GETATTR, ("object.data",), Guard.PLAIN),
@@ -79,8 +89,7 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(4, S.ACCESS, ("object.data",), Guard.ACCESS),
     _row(5, S.READLINK, ("symlink.data",), Guard.AS_CALLER),
     _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
-    _row(7, S.WRITE, ("file.data",), Guard.WRITE,
-         lambda s, a: a.stable != stable_how.UNSTABLE or len(a.data) > SMALL_IO),
+    _row(7, S.WRITE, ("file.data",), Guard.WRITE, lambda s, a: not _inline_write(a)),
     # Changes of a directory are made inline; the directories a burst changed are fsynced
     # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:
     # the verifier is synced to LMDB before the reply, in a thread.

@@ -2,7 +2,10 @@
 facts the dispatcher and the export guard read from it."""
 from __future__ import annotations
 
+import pytest
+
 from protocol import nfs3
+from nfsd.fs import writeback
 from nfsd.nfs3.procedures import NFS3_PROCEDURES, SMALL_IO, Guard, offloads
 from nfsd.nfs3.service import Nfs3Service
 
@@ -18,14 +21,19 @@ def test_one_row_per_procedure_with_its_handler() -> None:
             assert not row.proc.idempotent
 
 
-def test_offload_predicates() -> None:
+def test_offload_predicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writeback.page_cache, "roomy", lambda: True)
     run_in_thread = offloads(Nfs3Service({}, None, b"\0" * 8))  # type: ignore[arg-type]  # no store: none is used
     fh = nfs3.nfs_fh3.cls(b"\0" * 16)
     write = run_in_thread[7]
     small = b"x" * 100
     assert not write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.UNSTABLE, small))
     assert write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.DATA_SYNC, small))
+    # a large UNSTABLE write of whole pages fills the page cache inline; one with partial
+    # pages may have to read them first: in a thread
+    assert not write(nfs3.WRITE3args.cls(fh, 0, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
     assert write(nfs3.WRITE3args.cls(fh, 0, SMALL_IO + 1, nfs3.stable_how.UNSTABLE, b"x" * (SMALL_IO + 1)))
+    assert write(nfs3.WRITE3args.cls(fh, 100, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
     where = nfs3.diropargs3.cls(fh, b"f")
     create = run_in_thread[8]  # EXCLUSIVE syncs its verifier to LMDB: in a thread
     assert create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.EXCLUSIVE, b"v" * 8)))
@@ -39,5 +47,9 @@ def test_offload_predicates() -> None:
     assert run_in_thread[6](nfs3.READ3args.cls(fh, 0, SMALL_IO + 1))
     assert run_in_thread[21](nfs3.COMMIT3args.cls(fh, 0, 0))
     assert 1 not in run_in_thread  # GETATTR: always inline
+    # dirty pages near the kernel's throttling point: every WRITE in a thread (the copy may sleep)
+    monkeypatch.setattr(writeback.page_cache, "roomy", lambda: False)
+    assert write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.UNSTABLE, small))
+    assert write(nfs3.WRITE3args.cls(fh, 0, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
     assert {r.proc.name for r in NFS3_PROCEDURES if r.guard is Guard.PLAIN} == {
         "GETATTR", "FSSTAT", "FSINFO", "PATHCONF", "COMMIT"}

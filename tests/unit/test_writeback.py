@@ -1,0 +1,60 @@
+"""The page cache gauge deciding when an UNSTABLE WRITE may run on the event loop
+(nfsd/fs/writeback.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nfsd.fs.writeback import PageCacheRoom, aligned
+
+
+def _vmstat(path: Path, dirty: int, writeback: int = 0, threshold: int = 1000, background: int = 500) -> str:
+    path.write_text(f"nr_free_pages 12345\nnr_dirty {dirty}\nnr_writeback {writeback}\n"
+                    f"nr_dirty_threshold {threshold}\nnr_dirty_background_threshold {background}\n"
+                    "nr_dirtied 99\n")
+    return str(path)
+
+
+def test_roomy_only_well_below_where_the_kernel_throttles(tmp_path: Path) -> None:
+    vmstat = tmp_path / "vmstat"
+    # throttling begins at (1000 + 500) / 2 = 750 pages; inline below half of that
+    gauge = PageCacheRoom(_vmstat(vmstat, dirty=300, writeback=70), interval=0, cgroup=None)
+    assert gauge.roomy()
+    _vmstat(vmstat, dirty=300, writeback=75)
+    assert not gauge.roomy()  # writeback pages count: they are not free yet
+    _vmstat(vmstat, dirty=900)
+    assert not gauge.roomy()
+
+
+def test_verdict_reused_until_the_interval_passes(tmp_path: Path) -> None:
+    vmstat = tmp_path / "vmstat"
+    gauge = PageCacheRoom(_vmstat(vmstat, dirty=0), interval=3600, cgroup=None)
+    assert gauge.roomy()
+    _vmstat(vmstat, dirty=900)
+    assert gauge.roomy()  # not re-read yet: one read per interval, not per WRITE
+    gauge._until = 0.0
+    assert not gauge.roomy()
+
+
+def test_unknown_means_the_thread_pool(tmp_path: Path) -> None:
+    assert not PageCacheRoom(str(tmp_path / "missing"), interval=0, cgroup=None).roomy()
+    partial = tmp_path / "vmstat"
+    partial.write_text("nr_dirty 0\nnr_writeback 0\n")
+    assert not PageCacheRoom(str(partial), interval=0, cgroup=None).roomy()
+
+
+def test_a_memory_limited_cgroup_is_held_to_its_own_share(tmp_path: Path) -> None:
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text(f"{100 << 20}\n")
+    stat = cgroup / "memory.stat"
+    gauge = PageCacheRoom(_vmstat(tmp_path / "vmstat", dirty=0), interval=0, cgroup=str(cgroup))
+    stat.write_text(f"anon 1\nfile_dirty {1 << 20}\nfile_writeback 0\n")
+    assert gauge.roomy()
+    # the background ratio (10 % by default) of 100 MiB, halved: about 5 MiB
+    stat.write_text(f"anon 1\nfile_dirty {4 << 20}\nfile_writeback {2 << 20}\n")
+    assert not gauge.roomy()
+
+
+def test_aligned_means_whole_pages() -> None:
+    assert aligned(0, 1 << 20) and aligned(8192, 4096)
+    assert not aligned(100, 4096) and not aligned(4096, 1000)
