@@ -10,13 +10,14 @@ and says a write may go inline only while dirty data is well below where throttl
 with a margin for what a burst adds before the next sample; ``aligned`` tells which writes
 cover whole pages (nothing to read first).  Everything else runs in the thread pool.
 
-On cgroup v2 a memory-limited group is throttled against its own, smaller thresholds; the
-group's dirty pages (``memory.stat``) are then held to a share of its limit as well.
+In a memory-limited cgroup (v2, or v1 whose reclaim waits for writeback) the group's own
+dirty and writeback pages (``memory.stat``) are held to a share of its limit as well.
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 PAGE = 4096
 #: How often /proc/vmstat is read (about 30 us): a 1 MiB WRITE stream adds at most
@@ -32,17 +33,45 @@ def aligned(offset: int, length: int) -> bool:
     return not (offset | length) & (PAGE - 1)
 
 
-def _cgroup_dir() -> str | None:
-    """This process's cgroup v2 directory if it has a memory limit, else None."""
+@dataclass(frozen=True)
+class MemoryGroup:
+    """A memory-limited cgroup: where its limit and page counts are, and the names of its
+    dirty and writeback counters (cgroup v2: ``memory.max``, ``file_dirty``; v1:
+    ``memory.limit_in_bytes``, ``dirty``)."""
+
+    limit_path: str
+    stat_path: str
+    dirty_keys: tuple[bytes, bytes]
+
+
+_NO_LIMIT = 1 << 62  # v1 writes "no limit" as a page-rounded 2**63 - 1
+
+
+def memory_group(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> MemoryGroup | None:
+    """This process's memory cgroup if it has a memory limit, else None."""
     try:
-        with open("/proc/self/cgroup", "rb") as f:
-            for line in f:
-                if line.startswith(b"0::"):
-                    path = "/sys/fs/cgroup" + os.fsdecode(line[3:].strip())
-                    with open(os.path.join(path, "memory.max"), "rb") as m:
-                        return None if m.read().strip() == b"max" else path
+        with open(proc_cgroup, "rb") as f:
+            lines = f.read().splitlines()
     except OSError:
-        pass
+        return None
+    for line in lines:
+        _, controllers, path = line.split(b":", 2)
+        where = os.fsdecode(path.strip()).lstrip("/")
+        if controllers == b"":  # v2 (its memory controller unless v1 claims it below)
+            group = MemoryGroup(os.path.join(root, where, "memory.max"),
+                                os.path.join(root, where, "memory.stat"), (b"file_dirty", b"file_writeback"))
+        elif b"memory" in controllers.split(b","):
+            group = MemoryGroup(os.path.join(root, "memory", where, "memory.limit_in_bytes"),
+                                os.path.join(root, "memory", where, "memory.stat"), (b"dirty", b"writeback"))
+        else:
+            continue
+        try:
+            with open(group.limit_path, "rb") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text != b"max" and int(text) < _NO_LIMIT:
+            return group
     return None
 
 
@@ -51,11 +80,11 @@ class PageCacheRoom:
     buffered write will not be paused (re-read at most every ``interval`` seconds)."""
 
     def __init__(self, vmstat: str = "/proc/vmstat", interval: float = INTERVAL,
-                 share: float = SHARE, cgroup: str | None = "auto") -> None:
+                 share: float = SHARE, cgroup: "MemoryGroup | None | str" = "auto") -> None:
         self.vmstat = vmstat
         self.interval = interval
         self.share = share
-        self.cgroup = _cgroup_dir() if cgroup == "auto" else cgroup
+        self.cgroup = memory_group() if cgroup == "auto" else cgroup
         self._until = 0.0   # the last verdict holds until then
         self._roomy = False
 
@@ -85,18 +114,21 @@ class PageCacheRoom:
         return self.cgroup is None or self._cgroup_roomy()
 
     def _cgroup_roomy(self) -> bool:
-        """A limited cgroup v2: its dirty and writeback bytes below ``share`` of the
-        background ratio of its limit (the kernel's memcg domain is no larger)."""
+        """A memory-limited cgroup: its dirty and writeback bytes below ``share`` of the
+        background ratio of its limit (its own throttling domain is no larger; on v1 its
+        reclaim may wait for writeback)."""
+        group = self.cgroup
+        assert isinstance(group, MemoryGroup)
         try:
-            with open(os.path.join(self.cgroup, "memory.max"), "rb") as f:  # type: ignore[arg-type]
+            with open(group.limit_path, "rb") as f:
                 limit = int(f.read())
-            with open(os.path.join(self.cgroup, "memory.stat"), "rb") as f:  # type: ignore[arg-type]
+            with open(group.stat_path, "rb") as f:
                 stat = dict(line.split() for line in f.read().splitlines())
             with open("/proc/sys/vm/dirty_background_ratio", "rb") as f:
                 ratio = int(f.read()) or 10
         except (OSError, ValueError):
             return False
-        dirty = int(stat.get(b"file_dirty", 0)) + int(stat.get(b"file_writeback", 0))
+        dirty = sum(int(stat.get(key, 0)) for key in group.dirty_keys)
         return dirty < limit * ratio // 100 * self.share
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nfsd.fs.writeback import PageCacheRoom, aligned
+from nfsd.fs.writeback import MemoryGroup, PageCacheRoom, aligned, memory_group
 
 
 def _vmstat(path: Path, dirty: int, writeback: int = 0, threshold: int = 1000, background: int = 500) -> str:
@@ -43,16 +43,37 @@ def test_unknown_means_the_thread_pool(tmp_path: Path) -> None:
 
 
 def test_a_memory_limited_cgroup_is_held_to_its_own_share(tmp_path: Path) -> None:
-    cgroup = tmp_path / "cg"
-    cgroup.mkdir()
-    (cgroup / "memory.max").write_text(f"{100 << 20}\n")
-    stat = cgroup / "memory.stat"
-    gauge = PageCacheRoom(_vmstat(tmp_path / "vmstat", dirty=0), interval=0, cgroup=str(cgroup))
+    (tmp_path / "memory.max").write_text(f"{100 << 20}\n")
+    stat = tmp_path / "memory.stat"
+    group = MemoryGroup(str(tmp_path / "memory.max"), str(stat), (b"file_dirty", b"file_writeback"))
+    gauge = PageCacheRoom(_vmstat(tmp_path / "vmstat", dirty=0), interval=0, cgroup=group)
     stat.write_text(f"anon 1\nfile_dirty {1 << 20}\nfile_writeback 0\n")
     assert gauge.roomy()
     # the background ratio (10 % by default) of 100 MiB, halved: about 5 MiB
     stat.write_text(f"anon 1\nfile_dirty {4 << 20}\nfile_writeback {2 << 20}\n")
     assert not gauge.roomy()
+
+
+def test_the_memory_cgroup_found_for_v2_and_v1(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup"
+    v2 = tmp_path / "srv" / "app"
+    v2.mkdir(parents=True)
+    (v2 / "memory.max").write_text("max\n")
+    proc.write_text("0::/srv/app\n")
+    assert memory_group(str(proc), str(tmp_path)) is None  # no limit: the global thresholds rule
+    (v2 / "memory.max").write_text(f"{1 << 30}\n")
+    group = memory_group(str(proc), str(tmp_path))
+    assert group is not None and group.stat_path == str(v2 / "memory.stat")
+    assert group.dirty_keys == (b"file_dirty", b"file_writeback")
+    # a hybrid host: the memory controller on v1
+    v1 = tmp_path / "memory" / "jobs" / "x"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    proc.write_text("4:memory:/jobs/x\n1:cpu:/\n0::/\n")
+    assert memory_group(str(proc), str(tmp_path)) is None
+    (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+    group = memory_group(str(proc), str(tmp_path))
+    assert group is not None and group.dirty_keys == (b"dirty", b"writeback")
 
 
 def test_aligned_means_whole_pages() -> None:
