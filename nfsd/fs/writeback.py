@@ -28,6 +28,40 @@ SHARE = 0.5
 _FIELDS = (b"\nnr_dirty ", b"\nnr_writeback ", b"\nnr_dirty_threshold ", b"\nnr_dirty_background_threshold ")
 
 
+#: File systems whose buffered writes only fill the page cache (not FUSE, whose writes may
+#: wait for its daemon and whose dirty pages are throttled early, nor network ones).
+LOCAL_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
+
+
+def copies_only(path: str, mountinfo: str = "/proc/self/mountinfo", sysfs: str = "/sys/dev/block") -> bool:
+    """Whether a buffered write to a file under ``path`` only copies into the page cache: a
+    local file system (``LOCAL_TYPES``) on a device that does not need pages held stable
+    during writeback (``queue/stable_writes``: there an overwrite waits for the I/O of the
+    page it replaces)."""
+    try:
+        st = os.stat(path)
+        with open(mountinfo, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    dev = b"%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+    fstype = None
+    for line in lines:  # the last mount of the device is the one on top
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == dev and b" - " in line:
+            fstype = line.split(b" - ", 1)[1].split()[0].decode(errors="replace")
+    if fstype not in LOCAL_TYPES:
+        return False
+    block = os.path.join(sysfs, dev.decode())
+    for queue in (os.path.join(block, "queue"), os.path.join(block, "..", "queue")):  # a partition: its disk's
+        try:
+            with open(os.path.join(queue, "stable_writes"), "rb") as f:
+                return f.read().strip() == b"0"
+        except OSError:
+            continue
+    return True  # no block device (tmpfs)
+
+
 def aligned(offset: int, length: int) -> bool:
     """The write covers whole pages: the kernel never reads a page before overwriting it."""
     return not (offset | length) & (PAGE - 1)

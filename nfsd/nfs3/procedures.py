@@ -16,8 +16,10 @@ from typing import Any, Callable
 from protocol.nfs3 import NFS3, stable_how
 from protocol.program import Procedure
 
-from ..fs.writeback import aligned, page_cache
+from ..fs.handles import handle_kind
+from ..fs.writeback import aligned, copies_only, page_cache
 from ..rpc.call import CallContext
+from .errors import NfsError
 from .service import EXCLUSIVE, Nfs3Service
 
 
@@ -72,13 +74,28 @@ def _always(service: Nfs3Service, args: Any) -> bool:
     return True
 
 
-def _inline_write(a: Any) -> bool:
+def _inline_write(service: Nfs3Service, a: Any) -> bool:
     """An UNSTABLE write only fills the page cache: inline, unless it may sleep there
-    (dirty pages near the kernel's throttling point, or a large write with partial pages
-    that may have to be read first: nfsd/fs/writeback.py).  FILE_SYNC and DATA_SYNC fsync:
-    in a thread."""
-    return (a.stable == stable_how.UNSTABLE and page_cache.roomy()
-            and (len(a.data) <= SMALL_IO or aligned(a.offset, len(a.data))))
+    (dirty pages near the kernel's throttling point, a large write with partial pages that
+    may have to be read first, an export whose writes do more than copy: FUSE, a network
+    file system; nfsd/fs/writeback.py).  FILE_SYNC and DATA_SYNC fsync: in a thread."""
+    if a.stable != stable_how.UNSTABLE or not page_cache.roomy():
+        return False
+    if len(a.data) > SMALL_IO and not aligned(a.offset, len(a.data)):
+        return False
+    try:
+        fs = service.exports.get(handle_kind(a.file.data)[1])
+    except NfsError:
+        return False  # the handler answers BADHANDLE
+    if fs is None:
+        return False
+    local = _copies_only.get(fs.root_path)
+    if local is None:
+        local = _copies_only[fs.root_path] = copies_only(fs.root_path)
+    return local
+
+
+_copies_only: dict[str, bool] = {}  # per export root (nfsd/fs/writeback.py: copies_only)
 
 
 NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
@@ -89,7 +106,7 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(4, S.ACCESS, ("object.data",), Guard.ACCESS),
     _row(5, S.READLINK, ("symlink.data",), Guard.AS_CALLER),
     _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
-    _row(7, S.WRITE, ("file.data",), Guard.WRITE, lambda s, a: not _inline_write(a)),
+    _row(7, S.WRITE, ("file.data",), Guard.WRITE, lambda s, a: not _inline_write(s, a)),
     # Changes of a directory are made inline; the directories a burst changed are fsynced
     # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:
     # the verifier is synced to LMDB before the reply, in a thread.

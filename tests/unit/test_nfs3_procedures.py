@@ -2,10 +2,15 @@
 facts the dispatcher and the export guard read from it."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from protocol import nfs3
 from nfsd.fs import writeback
+from nfsd.fs.handles import pack_real
+from nfsd.nfs3 import procedures
 from nfsd.nfs3.procedures import NFS3_PROCEDURES, SMALL_IO, Guard, offloads
 from nfsd.nfs3.service import Nfs3Service
 
@@ -21,10 +26,11 @@ def test_one_row_per_procedure_with_its_handler() -> None:
             assert not row.proc.idempotent
 
 
-def test_offload_predicates(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offload_predicates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(writeback.page_cache, "roomy", lambda: True)
-    run_in_thread = offloads(Nfs3Service({}, None, b"\0" * 8))  # type: ignore[arg-type]  # no store: none is used
-    fh = nfs3.nfs_fh3.cls(b"\0" * 16)
+    export = SimpleNamespace(root_path=str(tmp_path))  # what the predicate reads of an export
+    run_in_thread = offloads(Nfs3Service({7: export}, None, b"\0" * 8))  # type: ignore[arg-type]  # no store: none is used
+    fh = nfs3.nfs_fh3.cls(pack_real(7, 2, 3))
     write = run_in_thread[7]
     small = b"x" * 100
     assert not write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.UNSTABLE, small))
@@ -34,6 +40,13 @@ def test_offload_predicates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not write(nfs3.WRITE3args.cls(fh, 0, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
     assert write(nfs3.WRITE3args.cls(fh, 0, SMALL_IO + 1, nfs3.stable_how.UNSTABLE, b"x" * (SMALL_IO + 1)))
     assert write(nfs3.WRITE3args.cls(fh, 100, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
+    # a handle of no export (the handler answers it), or an export whose writes do more than
+    # copy into the page cache (FUSE, NFS: nfsd/fs/writeback.py copies_only): in a thread
+    assert write(nfs3.WRITE3args.cls(nfs3.nfs_fh3.cls(b"\0" * 16), 0, 100, nfs3.stable_how.UNSTABLE, small))
+    assert write(nfs3.WRITE3args.cls(nfs3.nfs_fh3.cls(pack_real(8, 2, 3)), 0, 100, nfs3.stable_how.UNSTABLE, small))
+    monkeypatch.setitem(procedures._copies_only, str(tmp_path), False)
+    assert write(nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.UNSTABLE, small))
+    monkeypatch.setitem(procedures._copies_only, str(tmp_path), True)
     where = nfs3.diropargs3.cls(fh, b"f")
     create = run_in_thread[8]  # EXCLUSIVE syncs its verifier to LMDB: in a thread
     assert create(nfs3.CREATE3args.cls(where, (nfs3.createmode3.EXCLUSIVE, b"v" * 8)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nfsd.fs.writeback import MemoryGroup, PageCacheRoom, aligned, memory_group
+import os
+
+from nfsd.fs.writeback import MemoryGroup, PageCacheRoom, aligned, copies_only, memory_group
 
 
 def _vmstat(path: Path, dirty: int, writeback: int = 0, threshold: int = 1000, background: int = 500) -> str:
@@ -79,3 +81,27 @@ def test_the_memory_cgroup_found_for_v2_and_v1(tmp_path: Path) -> None:
 def test_aligned_means_whole_pages() -> None:
     assert aligned(0, 1 << 20) and aligned(8192, 4096)
     assert not aligned(100, 4096) and not aligned(4096, 1000)
+
+
+def test_only_local_file_systems_without_stable_pages_copy_only(tmp_path: Path) -> None:
+    st = os.stat(tmp_path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    mountinfo = tmp_path / "mountinfo"
+    sysfs = tmp_path / "block"
+
+    def mounted(fstype: str) -> None:
+        mountinfo.write_text(f"22 1 {dev} / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+                             f"23 22 {dev} / {tmp_path} rw shared:2 - {fstype} src rw\n")  # on top
+    mounted("ext4")
+    assert copies_only(str(tmp_path), str(mountinfo), str(sysfs))  # no block device entry: tmpfs-like
+    for fstype in ("fuse.sshfs", "nfs4", "cifs"):
+        mounted(fstype)
+        assert not copies_only(str(tmp_path), str(mountinfo), str(sysfs)), fstype
+    mounted("xfs")
+    queue = sysfs / dev / "queue"
+    queue.mkdir(parents=True)
+    (queue / "stable_writes").write_text("1\n")  # an overwrite would wait for writeback
+    assert not copies_only(str(tmp_path), str(mountinfo), str(sysfs))
+    (queue / "stable_writes").write_text("0\n")
+    assert copies_only(str(tmp_path), str(mountinfo), str(sysfs))
+    assert not copies_only(str(tmp_path / "missing"), str(mountinfo), str(sysfs))
