@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.record import LAST_FRAGMENT, RecordReader, RecordTooLarge, frame, set_mark
+from protocol.record import HEAD, LAST_FRAGMENT, SCRATCH, RecordReader, RecordTooLarge, frame, set_mark
 
 MAX = 1 << 20
 
@@ -156,6 +156,23 @@ def test_a_large_record_is_received_into_its_own_buffer() -> None:
     records = r.received(len(payload) - 1000)
     assert records == [payload] and isinstance(records[0], bytearray)
     assert r.buffered == 0
+
+
+def test_after_a_large_record_only_the_next_head_is_received_into_scratch() -> None:
+    """A stream of large records (1 MiB WRITEs): after one, the next receive is small, so
+    the next record's data goes into its own buffer instead of being copied there from the
+    shared buffer; small calls bring the shared buffer back whole."""
+    r = RecordReader(MAX)
+    assert len(r.get_buffer()) == SCRATCH
+    payload = bytes(range(256)) * 1024
+    stream = (mark(len(payload)) + payload) * 2
+    assert _receive(r, stream, 1 << 30) == [payload, payload]
+    head = r.get_buffer()
+    assert len(head) == HEAD
+    small = mark(3) + b"abc"
+    head[:len(small)] = small
+    assert r.received(len(small)) == [b"abc"]
+    assert len(r.get_buffer()) == SCRATCH
 
 
 def test_a_large_mark_past_the_bound_is_refused_before_any_buffer() -> None:
