@@ -328,23 +328,26 @@ def test_retransmitted_non_idempotent_calls_are_replayed(server, rpc):
     null_ok(rpc)
 
 
-def test_pipelined_1mib_writes_land_intact(server, rpc):
+@pytest.mark.parametrize("shift", [0, 512], ids=["whole pages, inline", "partial pages, in threads"])
+def test_pipelined_1mib_writes_land_intact(server, rpc, shift):
     """1 MiB WRITEs sent back to back on one connection are received into reused buffers
-    (protocol/record.py) while earlier ones are still being written in threads: every byte
-    lands where it was sent, and a second round (other data, the first round's buffers)
-    replaces the first exactly."""
+    (protocol/record.py), written on the event loop (whole pages) or in threads while later
+    ones arrive (partial pages: nfsd/nfs3/procedures.py): every byte lands where it was
+    sent, and a second round (other data, the first round's buffers) replaces the first
+    exactly."""
     import random
     root = rpc.mount(server.export_b)
-    fileh = create_ok(rpc, root, b"big-writes")
+    name = b"big-writes-%d" % shift
+    fileh = create_ok(rpc, root, name)
     mib, count = 1 << 20, 12
-    expected = bytearray(count * mib)
+    expected = bytearray(shift + count * mib)
     rng = random.Random(10)
     for round_ in range(2):
         records = []
         for i in range(count):
             data = rng.randbytes(mib)
-            expected[i * mib:(i + 1) * mib] = data
-            args = nfs3.WRITE3args.cls(fh(fileh), i * mib, mib, nfs3.stable_how.UNSTABLE, data)
+            expected[shift + i * mib:shift + (i + 1) * mib] = data
+            args = nfs3.WRITE3args.cls(fh(fileh), shift + i * mib, mib, nfs3.stable_how.UNSTABLE, data)
             records.append(bytes(encode_call(0x7100_0000 + round_ * 100 + i, NFS, 3, 7, ROOT))
                            + pack(nfs3.WRITE3args, args))
         rpc.sock.sendall(b"".join(frame(r) for r in records))
@@ -352,4 +355,4 @@ def test_pipelined_1mib_writes_land_intact(server, rpc):
             _xid, body, rest = reply_of(rpc.recv_record())
             assert accepted(body) == (accept_stat.SUCCESS, None)
             assert struct.unpack_from(">I", rest)[0] == OK
-        assert (server.export / "big-writes").read_bytes() == expected, f"round {round_}"
+        assert (server.export / name.decode()).read_bytes() == expected, f"round {round_}"
