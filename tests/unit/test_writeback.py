@@ -76,6 +76,10 @@ def test_the_memory_cgroup_found_for_v2_and_v1(tmp_path: Path) -> None:
     (v1 / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
     group = memory_group(str(proc), str(tmp_path))
     assert group is not None and group.dirty_keys == (b"dirty", b"writeback")
+    # whatever the files say, the server starts (no limit known: the global thresholds)
+    proc.write_text("garbage\n4:memory:/jobs/x\n")
+    (v1 / "memory.limit_in_bytes").write_text("lots\n")
+    assert memory_group(str(proc), str(tmp_path)) is None
 
 
 def test_aligned_means_whole_pages() -> None:
