@@ -26,6 +26,8 @@ from .call import MAX_TRANSFER, CallContext, CallFailed
 log = logging.getLogger("pysfsd.rpc")
 
 Reply = bytearray | bytes | None
+#: Records up to this size are decoded from their bytes, larger ones through a memoryview.
+SMALL_RECORD = 1024
 Offload = Callable[[Any], bool]
 Handler = Callable[[CallContext, Any], Any]
 Forward = Callable[[bytes, tuple[str, int], int], "Reply | Awaitable[Reply]"]
@@ -146,9 +148,11 @@ class Dispatcher:
         if entry is None:
             return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
         proc, handler, offload, unpack_args, pack_res = entry
-        view = memoryview(record)
+        # A memoryview lets WRITE data reach pwrite() without being copied; a small record is
+        # decoded from its bytes (each opaque, a handle, is then one slice, not a view and a
+        # copy of it), where copying any data it carries costs less than the views.
+        view = record if len(record) <= SMALL_RECORD and type(record) is bytes else memoryview(record)
         try:
-            # A memoryview lets WRITE data reach pwrite() without being copied.
             args, end = unpack_args(view, args_offset)
             if end != len(record):
                 raise XdrError(f"{len(record) - end} trailing bytes")
