@@ -114,9 +114,13 @@ class Dispatcher:
         return held
 
     def _cache_replies(self, entries: list[tuple[Any, bytes, int]], held: "asyncio.Future[Any] | None") -> None:
-        failed = held is not None and (held.cancelled() or held.exception() is not None)
-        for key, reply, xid in entries:
-            self.drc.finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR) if failed else reply)
+        finish = self.drc.finish
+        if held is not None and (held.cancelled() or held.exception() is not None):
+            for key, _, xid in entries:
+                finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR))
+        else:
+            for key, reply, _ in entries:
+                finish(key, reply)
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
                  max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
