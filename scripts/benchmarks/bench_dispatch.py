@@ -87,6 +87,10 @@ async def main_async(args: argparse.Namespace) -> int:
         os.mkdir(export)
         with open(os.path.join(export, "file"), "wb") as f:
             f.write(b"x" * 4096)
+        if args.uid and os.geteuid() == 0:  # the caller's own file (SETATTR needs ownership)
+            os.chown(os.path.join(export, "file"), args.uid, args.uid)
+            os.chmod(export, 0o755)
+            os.chmod(tmp, 0o755)
         server = NfsServer(ServerConfig([f'"{export}" *(rw,no_root_squash,insecure)'],
                                         state_dir=os.path.join(tmp, "state"), watch=False, locks=False))
         gc.set_threshold(*GC_THRESHOLDS)  # as the server sets it (NfsServer.start)
