@@ -116,6 +116,14 @@ def umask_keeps(mode: int) -> bool:
 
 
 
+class _CallHandles(threading.local):
+    """Per thread: what the export guard resolved for the call it serves.  A class default,
+    not ``getattr(local, name, None)``: a name a thread never set costs an AttributeError
+    raised and caught inside getattr (0.35 us against 0.05), and most calls never set it."""
+
+    resolved: "list[tuple[bytes, Backend, Node]] | None" = None
+
+
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
@@ -130,13 +138,13 @@ class Nfs3Service:
         self.entries = entries if entries is not None else EntryCache()
         self._create_lock = threading.Lock()
         # the handles the export guard resolved for the call this thread serves (``resolved``)
-        self._call = threading.local()
+        self._call = _CallHandles()
 
     # -- helpers ------------------------------------------------------------------------
     def resolve(self, fh: bytes) -> tuple[Backend, Node]:
         """The backend and node of a handle; a handle the guard already resolved for this
         call (as the server, before acting as the caller) is not resolved again."""
-        done = getattr(self._call, "resolved", None)
+        done = self._call.resolved
         if done is not None:
             for known, fs, n in done:
                 if known is fh:
