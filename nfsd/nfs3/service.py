@@ -146,9 +146,9 @@ class Nfs3Service:
         call (as the server, before acting as the caller) is not resolved again."""
         done = self._call.resolved
         if done is not None:
-            for known, fs, n in done:
+            for known, known_fs, n in done:
                 if known is fh:
-                    return fs, n
+                    return known_fs, n
         _kind, export_id = handle_kind(fh)
         fs = self.exports.get(export_id)
         if fs is None:
