@@ -166,9 +166,11 @@ class GuardedNfs3:
         def call(ctx: CallContext, a: Any) -> Any:
             rule = rule_of(get(a), ctx.client)
             cred, _ = rule.effective(ctx.cred)
+            if cred is not ctx.cred:
+                ctx = _with_cred(ctx, cred)
             if settles and not rule.options.sync:  # COMMIT on an async export
-                return _relaxed(handler, _with_cred(ctx, cred), a)
-            return handler(_with_cred(ctx, cred), a)
+                return _relaxed(handler, ctx, a)
+            return handler(ctx, a)
         return call
 
     def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
@@ -178,7 +180,7 @@ class GuardedNfs3:
         def call(ctx: CallContext, a: Any) -> Any:
             rule = rule_of(get(a), ctx.client)
             cred, _ = rule.effective(ctx.cred)
-            status, res = handler(_with_cred(ctx, cred), a)
+            status, res = handler(ctx if cred is ctx.cred else _with_cred(ctx, cred), a)
             if status == NFS3_OK and not rule.options.writable:
                 res = res._replace(access=res.access & ~_MODIFY_BITS)
             return status, res
@@ -221,18 +223,21 @@ class GuardedNfs3:
         def call(ctx: CallContext, a: Any) -> Any:
             fh = get0(a)
             rule = rule_of(fh, ctx.client)  # NFS3ERR_ACCES (raised) before anything else
-            if more:
+            options = rule.options
+            if more:  # (one handle, the common case, builds no tuple or list here)
                 fhs: tuple[bytes, ...] = (fh, *(g(a) for g in more))
-                others = [rule_of(h, ctx.client) for h in fhs[1:]]
+                others = [rule_of(h, ctx.client).options for h in fhs[1:]]
+                writable = options.writable and all(o.writable for o in others)
+                synchronous = options.sync or any(o.sync for o in others)
             else:
-                fhs, others = (fh,), []
-            if modifying and not (rule.options.writable and (not others or all(r.options.writable for r in others))):
-                return self._failure(proc, nfsstat3.NFS3ERR_ROFS, fhs)
+                fhs, writable, synchronous = (), options.writable, options.sync
+            if modifying and not writable:
+                return self._failure(proc, nfsstat3.NFS3ERR_ROFS, fhs or (fh,))
             cred, ident = rule.effective(ctx.cred)
             if cred is not ctx.cred:
                 ctx = _with_cred(ctx, cred)
             # an async export: nothing the call changes waits for the disk
-            relax = modifying and not rule.options.sync and all(not r.options.sync for r in others)
+            relax = modifying and not synchronous
             if relax:
                 durability.relaxed = True
             try:
@@ -247,7 +252,7 @@ class GuardedNfs3:
                     for h in fhs[1:]:
                         found.append((h, *resolve(h)))
                     if check is not None:
-                        refused = check(fs, n, a, ident, fhs)
+                        refused = check(fs, n, a, ident, fhs or (fh,))
                         if refused is not None:
                             return refused
                     resolved(found)

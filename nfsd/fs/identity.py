@@ -59,7 +59,17 @@ def _server_identity() -> Identity:
 
 
 SERVER = _server_identity()
-_local = threading.local()
+class _ThreadState(threading.local):
+    """What this thread acts as now (``ident``) and what it last set (``fsgid``,
+    ``groups``; None: not known yet).  Class defaults, not ``getattr(local, name, None)``:
+    a name a thread never set costs an AttributeError raised and caught each time."""
+
+    ident: "Identity | None" = None
+    fsgid: int | None = None
+    groups: tuple[int, ...] | None = None
+
+
+_local = _ThreadState()
 _numbers = _SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
 # Whether calls act as their caller: the server runs as root on a supported platform.
 ACTING = SERVER.uid == 0 and _numbers is not None
@@ -75,7 +85,7 @@ _group_arrays: dict[tuple[int, ...], tuple[ctypes.Array, int]] = {}
 
 def current() -> Identity | None:
     """The caller identity this thread acts as now, or None when it acts as the server."""
-    return getattr(_local, "ident", None)
+    return _local.ident
 
 
 def _setgroups(groups: tuple[int, ...]) -> None:
@@ -101,9 +111,9 @@ def become(ident: Identity) -> None:
     the same user again and again pays two system calls per call, not six.  A thread's
     first switch sets everything: a new thread inherits its creator's fsgid and groups,
     whatever they were (``None`` below: not known yet)."""
-    if ident.uid != 0 and ident.groups != getattr(_local, "groups", None):
+    if ident.uid != 0 and ident.groups != _local.groups:
         _setgroups(ident.groups)
-    if ident.gid != getattr(_local, "fsgid", None):
+    if ident.gid != _local.fsgid:
         _call1(_SYS_SETFSGID, ident.gid)
         _local.fsgid = ident.gid
     if ident.uid != SERVER.uid:
@@ -125,7 +135,7 @@ def as_server() -> Iterator[None]:
     flushes: they read files on everyone's behalf, and threads they start inherit the
     thread's credentials)."""
     ident = current()
-    if not ACTING or (ident is None and getattr(_local, "fsgid", None) == SERVER.gid):
+    if not ACTING or (ident is None and _local.fsgid == SERVER.gid):
         yield
         return
     if ident is not None:

@@ -33,6 +33,7 @@ from protocol.nfs3 import nfsstat3
 from . import identity
 from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
+from .fchmod import chmod_fd
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
@@ -637,7 +638,7 @@ class LocalFS:
     def set_mode(self, n: Node, mode: int) -> None:
         if n.is_link:
             return  # Linux keeps no mode on symbolic links
-        os.chmod(proc_path(n.fd), mode & 0o7777)
+        chmod_fd(n.fd, mode & 0o7777)
 
     def _link_parent(self, n: Node) -> Node:
         """The directory holding symlink ``n`` under ``n.name`` (verified), for the few calls

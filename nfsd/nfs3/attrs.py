@@ -35,18 +35,30 @@ def nfstime(ns: int) -> NfsTime3:
 
 
 def fattr(st: StatResult, fsid: int) -> Fattr3:
+    # Equal timestamps share one nfstime3 (a file's atime and mtime often are): a divmod and
+    # a tuple less each.
     mode = st.st_mode
     rdev = st.st_rdev
-    a_s, a_n = divmod(st.st_atime_ns, _BILLION)
-    m_s, m_n = divmod(st.st_mtime_ns, _BILLION)
-    c_s, c_n = divmod(st.st_ctime_ns, _BILLION)
+    m = st.st_mtime_ns
+    m_s, m_n = divmod(m, _BILLION)
+    mtime = _new(_time, (m_s & 0xFFFFFFFF, m_n))
+    c = st.st_ctime_ns
+    if c == m:
+        ctime = mtime
+    else:
+        c_s, c_n = divmod(c, _BILLION)
+        ctime = _new(_time, (c_s & 0xFFFFFFFF, c_n))
+    a = st.st_atime_ns
+    if a == m:
+        atime = mtime
+    else:
+        a_s, a_n = divmod(a, _BILLION)
+        atime = _new(_time, (a_s & 0xFFFFFFFF, a_n))
     return _new(_fattr3, (
         _FTYPE[mode & 0o170000], mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
         st.st_size, st.st_blocks * 512,
         _spec(os.major(rdev), os.minor(rdev)) if rdev else _NO_DEVICE,
-        fsid, st.st_ino,
-        _new(_time, (a_s & 0xFFFFFFFF, a_n)), _new(_time, (m_s & 0xFFFFFFFF, m_n)),
-        _new(_time, (c_s & 0xFFFFFFFF, c_n)),
+        fsid, st.st_ino, atime, mtime, ctime,
     ))
 
 
@@ -59,9 +71,14 @@ def wcc_before(st: None) -> None: ...
 def wcc_before(st: StatResult | None) -> WccAttr | None:
     if st is None:
         return None
-    m_s, m_n = divmod(st.st_mtime_ns, _BILLION)
-    c_s, c_n = divmod(st.st_ctime_ns, _BILLION)
-    return _new(_wcc_attr, (st.st_size, _new(_time, (m_s & 0xFFFFFFFF, m_n)), _new(_time, (c_s & 0xFFFFFFFF, c_n))))
+    m = st.st_mtime_ns
+    m_s, m_n = divmod(m, _BILLION)
+    mtime = _new(_time, (m_s & 0xFFFFFFFF, m_n))
+    c = st.st_ctime_ns
+    if c == m:
+        return _new(_wcc_attr, (st.st_size, mtime, mtime))
+    c_s, c_n = divmod(c, _BILLION)
+    return _new(_wcc_attr, (st.st_size, mtime, _new(_time, (c_s & 0xFFFFFFFF, c_n))))
 
 
 def wcc(before: WccAttr | None, after: Fattr3 | None) -> WccData:

@@ -26,6 +26,8 @@ from .call import MAX_TRANSFER, CallContext, CallFailed
 log = logging.getLogger("pysfsd.rpc")
 
 Reply = bytearray | bytes | None
+#: Records up to this size are decoded from their bytes, larger ones through a memoryview.
+SMALL_RECORD = 1024
 Offload = Callable[[Any], bool]
 Handler = Callable[[CallContext, Any], Any]
 Forward = Callable[[bytes, tuple[str, int], int], "Reply | Awaitable[Reply]"]
@@ -112,9 +114,13 @@ class Dispatcher:
         return held
 
     def _cache_replies(self, entries: list[tuple[Any, bytes, int]], held: "asyncio.Future[Any] | None") -> None:
-        failed = held is not None and (held.cancelled() or held.exception() is not None)
-        for key, reply, xid in entries:
-            self.drc.finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR) if failed else reply)
+        finish = self.drc.finish
+        if held is not None and (held.cancelled() or held.exception() is not None):
+            for key, _, xid in entries:
+                finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR))
+        else:
+            for key, reply, _ in entries:
+                finish(key, reply)
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
                  max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
@@ -145,10 +151,12 @@ class Dispatcher:
         entry = reg.handlers.get(procnum)
         if entry is None:
             return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
-        proc, handler, offload, unpack_args, _ = entry
-        view = memoryview(record)
+        proc, handler, offload, unpack_args, pack_res = entry
+        # A memoryview lets WRITE data reach pwrite() without being copied; a small record is
+        # decoded from its bytes (each opaque, a handle, is then one slice, not a view and a
+        # copy of it), where copying any data it carries costs less than the views.
+        view = record if len(record) <= SMALL_RECORD and type(record) is bytes else memoryview(record)
         try:
-            # A memoryview lets WRITE data reach pwrite() without being copied.
             args, end = unpack_args(view, args_offset)
             if end != len(record):
                 raise XdrError(f"{len(record) - end} trailing bytes")
@@ -167,52 +175,66 @@ class Dispatcher:
                 return None  # the original is still being served: its reply will answer
         ctx = _new(CallContext, (cred, client, max_transfer))  # one C call, not CallContext's __new__
         if offload is not None and self.executor is not None and offload(args):
-            return self._run_offloaded(reg, proc, handler, ctx, args, reserve, call, drc_key, start, record)
-        return self._finish(reg, proc, self._invoke(handler, ctx, args, proc), reserve, call, drc_key, start,
-                            ctx, args, record)
+            return self._run_offloaded(reg, proc, handler, pack_res, ctx, args, reserve, call, drc_key, start, record)
+        # Served inline: ``_invoke`` written out here (a Python frame less per call).
+        try:
+            result = handler(ctx, args)
+        except Exception as exc:  # noqa: BLE001 - answered as _invoke answers it
+            result = self._failed(proc, exc)
+        reply = self._finish(proc, pack_res, result, reserve, xid, drc_key)
+        if self.trace_level:
+            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
+        return reply
 
     async def _run_offloaded(self, reg: Registered, proc: Procedure, handler: Callable[..., Any],
-                             ctx: CallContext, args: Any, reserve: int, call: Any, drc_key: Any,
-                             start: float, record: bytes) -> Reply:
+                             pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int,
+                             call: Any, drc_key: Any, start: float, record: bytes) -> Reply:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
-        return self._finish(reg, proc, result, reserve, call, drc_key, start, ctx, args, record)
+        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+        if self.trace_level:
+            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
+        return reply
 
-    @staticmethod
-    def _invoke(handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
+    @classmethod
+    def _invoke(cls, handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
         try:
             return handler(ctx, args)
-        except CallFailed as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is answered
+            return cls._failed(proc, exc)
+
+    @staticmethod
+    def _failed(proc: Procedure, exc: Exception) -> Any:
+        """The result for a handler that raised ``exc``: the procedure's failure result for
+        a CallFailed with a status it can carry, else SYSTEM_ERR (logged)."""
+        if isinstance(exc, CallFailed):
             failure = proc.failure(exc.status)
             if failure is not None:
                 return failure
             log.warning("%s failed: %s", proc.name, exc)
             return _SYSTEM_ERR
-        except Exception:
-            log.exception("%s raised", proc.name)
-            return _SYSTEM_ERR
+        log.error("%s raised", proc.name, exc_info=exc)
+        return _SYSTEM_ERR
 
-    def _finish(self, reg: Registered, proc: Procedure, result: Any, reserve: int, call: Any,
-                drc_key: Any, start: float, ctx: CallContext, args: Any, record: bytes) -> Reply:
-        if result is _SYSTEM_ERR:
-            reply: Reply = None
-        else:
-            buf = success_reply(call.xid, reserve)
+    def _finish(self, proc: Procedure, pack_res: Callable[..., Any], result: Any, reserve: int, xid: int,
+                drc_key: Any) -> Reply:
+        """The reply to a call whose handler returned ``result``, cached for a non-idempotent
+        one (``drc_key``)."""
+        reply: Reply = None
+        if result is not _SYSTEM_ERR:
+            buf = success_reply(xid, reserve)
             try:
-                reg.handlers[call.proc][4](buf, result)
+                pack_res(buf, result)
                 reply = buf
             except (XdrError, struct.error, TypeError, ValueError):
                 log.exception("cannot encode %s result", proc.name)
-                reply = None
         if reply is None:
-            reply = bytes(reserve) + accepted_error_reply(call.xid, accept_stat.SYSTEM_ERR)
+            reply = bytes(reserve) + accepted_error_reply(xid, accept_stat.SYSTEM_ERR)
         if drc_key is not None:
             if self._bursting:  # cached once the burst's replies may leave (``end_burst``)
-                self._drc_held.append((drc_key, bytes(reply[reserve:]), call.xid))
+                self._drc_held.append((drc_key, bytes(reply[reserve:]), xid))
             else:
                 self.drc.finish(drc_key, bytes(reply[reserve:]))
-        if self.trace_level:
-            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
         return reply
 
     def _error(self, reserve: int, xid: int, stat: int, client: tuple[str, int], call: Any,

@@ -27,17 +27,19 @@ class DuplicateRequestCache:
     def begin(self, key: Hashable) -> object | None:
         """None if the call is new (and now marked in progress); else IN_PROGRESS or the
         cached reply bytes."""
-        found = self._entries.get(key)
+        entries = self._entries
+        found = entries.get(key)
         if found is not None:
-            self._entries.move_to_end(key)
+            entries.move_to_end(key)
             return found
-        self._entries[key] = IN_PROGRESS
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        entries[key] = IN_PROGRESS
+        if len(entries) > self.max_entries:  # one in, one out
+            entries.popitem(last=False)
         return None
 
     def finish(self, key: Hashable, reply: bytes | None) -> None:
+        entries = self._entries
         if reply is None:
-            self._entries.pop(key, None)
-        elif key in self._entries:
-            self._entries[key] = reply
+            entries.pop(key, None)
+        elif key in entries:
+            entries[key] = reply
