@@ -292,6 +292,12 @@ class Reconciler:
         self.c.added += 1
         st_out = self._stat_keys(dir_fd, ino, name, st, None)  # a new inode (or a tombstone): no other name recorded
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
+        if tomb is not None and not keep:
+            # the inode number of a removed file, taken by an unrelated one (a CREATE after
+            # removals): nothing of the tombstone is kept, so the file is added as new, with
+            # the buffered writes of ``add_new`` (about half the cost of reviving it)
+            w.reuse(ino)
+            tomb = None
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         empty = None
         if xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:

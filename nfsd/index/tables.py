@@ -628,6 +628,18 @@ class Writer:
     def revive(self, ino: int) -> None:
         self.txn.delete(INO.pack(ino), db=self.t.tombs)
 
+    def reuse(self, ino: int) -> None:
+        """A tombstone's inode number now names an unrelated file: forget the tombstone
+        (record, attrs, vanishing time), so the file goes in as new (``add_new``).  Its
+        postings and places went at ``tombstone``, its failures too."""
+        self.settle()
+        key = INO.pack(ino)
+        txn, t = self.txn, self.t
+        txn.delete(key, db=t.tombs)
+        txn.delete(key, db=t.attrs)
+        txn.delete(key, db=t.files)
+        self.ops += 3
+
     def purge_tombs(self, before_ns: int) -> None:
         """Forget files that vanished before ``before_ns`` and never came back."""
         self.settle()

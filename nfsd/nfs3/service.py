@@ -175,10 +175,11 @@ class Nfs3Service:
         self.listings.invalidate(d.fh)
         export_id = handle_kind(d.fh)[1]
         entries = self.entries
-        entries.changed(export_id, d.ino)
+        # (each entry's ``changed`` forgets the directory's own entry in its parent too: no
+        # separate call for the directory, callers always name an entry)
         for name in names:
             entries.changed(export_id, d.ino, name)
-        self._touched(d)  # its own entry in its parent (mtime, nlink), listed there or not
+        self._touched(d, export_id)  # its own entry in its parent (mtime, nlink), listed there or not
 
     def _touched(self, n: Node, export_id: int | None = None) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was
