@@ -557,9 +557,10 @@ class LocalFS:
             raise
         if not created:
             os.close(fd)
-        n = self._adopt(keep, st, d.ino, name, gen)
-        if not created:
-            return n  # it existed before: served like any existing object
+            return self._adopt(keep, st, d.ino, name, gen)  # it existed before: served like any existing object
+        # a new inode: no node can be cached for it (a cached node holds its inode open, so
+        # that number is not free to reuse), so no look-up of one (``_adopt``)
+        n = self._remember(self._node_from_fd(keep, st, d.ino, name, gen))
         return self._kept(n, d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
