@@ -84,7 +84,13 @@ class FileRecord(NamedTuple):
     @staticmethod
     def decode(raw: bytes) -> "FileRecord":
         parent, kind, flags, gen, size, mtime, ctime, xver = _REC.unpack_from(raw)
-        return FileRecord(parent, kind << 12, flags, gen, size, mtime, ctime, xver, bytes(raw[_REC.size:]))
+        # (tuple.__new__: the NamedTuple's own __new__ is a Python call, and records are
+        # decoded once or twice per file a flush touches)
+        return _new_tuple(FileRecord, (parent, kind << 12, flags, gen, size, mtime, ctime, xver,
+                                       bytes(raw[_REC.size:])))
+
+
+_new_tuple = tuple.__new__
 
 
 _PLACED_PREFIXES = (b"ext\0", b"owner\0", b"group\0", b"#size\0")
@@ -618,7 +624,7 @@ class Writer:
                 pass
             cur = None
             for k in keys:
-                if is_placed(k):
+                if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:  # is_placed
                     if cur is None:  # one cursor for all its places
                         cur = txn.cursor(db=t.places)
                     self._unplace(k, key, cur)
