@@ -1,11 +1,11 @@
 """CPU per CREATE and REMOVE as the server pays it, without the network; prints figures.
 
-    python scripts/benchmarks/bench_namespace.py [--calls N] [--rounds R] [--dir DIR] [--no-watch]
+    python scripts/benchmarks/bench_namespace.py [--calls N] [--rounds R] [--dir DIR] [--no-watch] [--dirs]
 
 A whole ``NfsServer`` (watcher, directory fsyncs, the handle table's group commit, the index)
 runs in this process; encoded CREATE GUARDED records, then REMOVE records of the same names,
 go through ``Dispatcher.dispatch`` in bursts of 32 as the event loop serves pipelined calls
-(``begin_burst``, the calls, ``end_burst`` and its held fsync).  Per round: the process's
+(``begin_burst``, the calls, ``end_burst`` and its held fsync); ``--dirs``: MKDIR and RMDIR.  Per round: the process's
 CPU (user + system, every thread) per call while the calls come, then per call for the
 index flush that applies their notes.  Rounds after the first create on inode numbers the
 previous round freed (tombstones in the index), as a CREATE after removals does.
@@ -69,7 +69,7 @@ async def run(server: NfsServer, records: list[bytes]) -> tuple[float, float]:
     return served - start, cpu() - served
 
 
-async def bench(calls: int, rounds: int, where: str, watch: bool) -> None:
+async def bench(calls: int, rounds: int, where: str, watch: bool, dirs: bool) -> None:
     base = tempfile.mkdtemp(prefix="bench-namespace-", dir=where)
     export = os.path.join(base, "export")
     os.makedirs(os.path.join(export, "scratch"))
@@ -83,17 +83,23 @@ async def bench(calls: int, rounds: int, where: str, watch: bool) -> None:
         scratch = nfs3.nfs_fh3(fs.local.lookup(fs.local.root, b"scratch").fh)
         enc = CallEncoder(NFS3, CRED)
         how = (nfs3.createmode3.GUARDED, nfs3.sattr3(0o644, None, None, None, NO_CHANGE, NO_CHANGE))
-        results: dict[str, list[tuple[float, float]]] = {"CREATE": [], "REMOVE": []}
+        make_op, unmake_op = ("MKDIR", "RMDIR") if dirs else ("CREATE", "REMOVE")
+        results: dict[str, list[tuple[float, float]]] = {make_op: [], unmake_op: []}
         for k in range(rounds):
             names = [b"f%d-%d" % (k, i) for i in range(calls)]
-            creates = [enc.record(8, nfs3.CREATE3args(nfs3.diropargs3(scratch, n), how)) for n in names]
-            removes = [enc.record(12, nfs3.REMOVE3args(nfs3.diropargs3(scratch, n))) for n in names]
-            results["CREATE"].append(await run(server, creates))
+            if dirs:
+                attrs = nfs3.sattr3(0o755, None, None, None, NO_CHANGE, NO_CHANGE)
+                makes = [enc.record(9, nfs3.MKDIR3args(nfs3.diropargs3(scratch, n), attrs)) for n in names]
+                unmakes = [enc.record(13, nfs3.RMDIR3args(nfs3.diropargs3(scratch, n))) for n in names]
+            else:
+                makes = [enc.record(8, nfs3.CREATE3args(nfs3.diropargs3(scratch, n), how)) for n in names]
+                unmakes = [enc.record(12, nfs3.REMOVE3args(nfs3.diropargs3(scratch, n))) for n in names]
+            results[make_op].append(await run(server, makes))
             if len(os.listdir(os.path.join(export, "scratch"))) != calls:
-                raise SystemExit("CREATE failed: not every file is there")
-            results["REMOVE"].append(await run(server, removes))
+                raise SystemExit(f"{make_op} failed: not every name is there")
+            results[unmake_op].append(await run(server, unmakes))
             if os.listdir(os.path.join(export, "scratch")):
-                raise SystemExit("REMOVE failed: files are left")
+                raise SystemExit(f"{unmake_op} failed: names are left")
         print(f"{calls} calls x {rounds} rounds, bursts of {BURST}, export in {where}, watcher "
               f"{'on' if watch else 'off'}; CPU per call (µs): total = calls + index flush")
         for op, runs in results.items():
@@ -113,8 +119,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--dir", default="/tmp", help="where the export and state go")
     p.add_argument("--no-watch", action="store_true", help="without the inotify watcher (its echo's cost)")
+    p.add_argument("--dirs", action="store_true", help="MKDIR and RMDIR instead of CREATE and REMOVE")
     args = p.parse_args()
-    asyncio.run(bench(args.calls, args.rounds, args.dir, not args.no_watch))
+    asyncio.run(bench(args.calls, args.rounds, args.dir, not args.no_watch, args.dirs))
 
 
 if __name__ == "__main__":
