@@ -1,6 +1,7 @@
 """The real-file backend: every object is reached relative to a directory descriptor.
 
-Each object the server knows is held as an ``O_PATH | O_NOFOLLOW`` descriptor (a ``Node``).
+Each object the server knows is held as an ``O_PATH | O_NOFOLLOW`` descriptor (a ``Node``;
+one the server made itself, by the read-only descriptor it opened it with).
 Such a descriptor names the inode, not a path, so it survives renames of the object and of
 every parent, and nothing is ever resolved through a symbolic link: a name is opened with
 ``openat(dirfd, name, O_NOFOLLOW)``, so neither ``..`` tricks nor symlinks can reach outside
