@@ -1,6 +1,7 @@
 """The real-file backend: every object is reached relative to a directory descriptor.
 
-Each object the server knows is held as an ``O_PATH | O_NOFOLLOW`` descriptor (a ``Node``).
+Each object the server knows is held as an ``O_PATH | O_NOFOLLOW`` descriptor (a ``Node``;
+one the server made itself, by the read-only descriptor it opened it with).
 Such a descriptor names the inode, not a path, so it survives renames of the object and of
 every parent, and nothing is ever resolved through a symbolic link: a name is opened with
 ``openat(dirfd, name, O_NOFOLLOW)``, so neither ``..`` tricks nor symlinks can reach outside
@@ -55,7 +56,8 @@ def proc_path(fd: int) -> str:
 
 class Node(ModeKinds):
     """An open object: its handle, O_PATH descriptor (for a file the server created, the
-    read-only descriptor that created it) and identity.
+    read-only descriptor that created it; for a directory it made, a read-only one) and
+    identity.
 
     The descriptors close when the last reference goes (CPython refcounting), so a node
     evicted from the cache while a call still uses it stays valid for that call.
@@ -558,16 +560,35 @@ class LocalFS:
             raise
         if not created:
             os.close(fd)
-        n = self._adopt(keep, st, d.ino, name, gen)
-        if not created:
-            return n  # it existed before: served like any existing object
+            return self._adopt(keep, st, d.ino, name, gen)  # it existed before: served like any existing object
+        # a new inode: no node can be cached for it (a cached node holds its inode open, so
+        # that number is not free to reuse), so no look-up of one (``_adopt``)
+        n = self._remember(self._node_from_fd(keep, st, d.ino, name, gen))
         return self._kept(n, d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
         check_name(name)
         os.mkdir(name, mode & 0o7777, dir_fd=d.fd)
-        n = self._kept(self.lookup(d, name), d, name, lambda: os.rmdir(name, dir_fd=d.fd))
+        n = self._kept(self._new_dir(d, name), d, name, lambda: os.rmdir(name, dir_fd=d.fd))
         return self._undo_umask(n, mode)
+
+    def _new_dir(self, d: Node, name: bytes) -> Node:
+        """The node of the directory just made as ``d/name``: held by a read-only descriptor
+        whose generation is read straight from it (``lookup`` opens an ``O_PATH`` one, then
+        a second through /proc for the generation, after a ``stat`` by name: four system
+        calls more), and made without looking for a cached node (none can exist for a
+        fresh inode, see ``create_file``).  A caller who may not read it gets ``lookup``'s."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
+        except OSError:  # no read permission (a 0300 directory), or replaced meanwhile
+            return self.lookup(d, name)
+        try:
+            st = os.fstat(fd)
+            gen = ioctl_generation(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._remember(self._node_from_fd(fd, st, d.ino, name, gen))
 
     def symlink(self, d: Node, name: bytes, target: bytes) -> Node:
         check_name(name)

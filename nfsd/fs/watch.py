@@ -83,13 +83,14 @@ class TreeWatcher:
         finally:
             loop.remove_reader(fd)
 
-    async def _watch_tree(self, top: bytes) -> None:
-        """Watch ``top`` and every directory below it (never through symlinks)."""
+    async def _watch_tree(self, top: bytes, new: list[int] | None = None) -> None:
+        """Watch ``top`` and every directory below it (never through symlinks); the inodes
+        of those not watched yet go to ``new``."""
         stack = [top]
         added = 0
         while stack:
             path = stack.pop()
-            if not self._add(path):
+            if not self._add(path, new):
                 continue
             added += 1
             try:
@@ -103,7 +104,8 @@ class TreeWatcher:
                 await asyncio.sleep(0)  # let calls be served while a big tree is watched
         log.info("watching %d directories under %s", added, os.fsdecode(top))
 
-    def _add(self, path: bytes) -> bool:
+    def _add(self, path: bytes, new: list[int] | None) -> bool:
+        """Watch one directory; its inode goes to ``new`` unless this watch had it already."""
         assert self._inotify is not None
         try:
             st = os.stat(path, follow_symlinks=False)
@@ -113,7 +115,10 @@ class TreeWatcher:
         except OSError as exc:
             log.warning("cannot watch %s: %s", os.fsdecode(path), exc)
             return False
-        self._dir_of[watch.wd] = st.st_ino
+        if self._dir_of.get(watch.wd) != st.st_ino:
+            self._dir_of[watch.wd] = st.st_ino
+            if new is not None:
+                new.append(st.st_ino)
         return True
 
     def _handle(self, wd: int, mask: int, name: bytes) -> tuple[int, bytes] | None:
@@ -159,7 +164,9 @@ class TreeWatcher:
         if parent is None:
             return
         path = os.path.join(self.root, parent, name) if parent else os.path.join(self.root, name)
-        before = set(self._dir_of.values())
-        await self._watch_tree(path)
-        for ino in set(self._dir_of.values()) - before:
+        # (the directories this added, not a difference of two sets of every watched one:
+        # that made each new directory cost in proportion to all the export's directories)
+        new: list[int] = []
+        await self._watch_tree(path, new)
+        for ino in new:
             self.index.note_dir(ino)

@@ -84,7 +84,13 @@ class FileRecord(NamedTuple):
     @staticmethod
     def decode(raw: bytes) -> "FileRecord":
         parent, kind, flags, gen, size, mtime, ctime, xver = _REC.unpack_from(raw)
-        return FileRecord(parent, kind << 12, flags, gen, size, mtime, ctime, xver, bytes(raw[_REC.size:]))
+        # (tuple.__new__: the NamedTuple's own __new__ is a Python call, and records are
+        # decoded once or twice per file a flush touches)
+        return _new_tuple(FileRecord, (parent, kind << 12, flags, gen, size, mtime, ctime, xver,
+                                       bytes(raw[_REC.size:])))
+
+
+_new_tuple = tuple.__new__
 
 
 _PLACED_PREFIXES = (b"ext\0", b"owner\0", b"group\0", b"#size\0")
@@ -440,8 +446,9 @@ class Writer:
             self._new_places.clear()
 
     # -- places (kept in step with the placed postings and the records) --------------------
-    def _unplace(self, key: bytes, ino8: bytes) -> None:
-        cur = self.txn.cursor(db=self.t.places)
+    def _unplace(self, key: bytes, ino8: bytes, cur: lmdb.Cursor | None = None) -> None:
+        if cur is None:
+            cur = self.txn.cursor(db=self.t.places)
         if cur.set_range_dup(key, ino8) and cur.value()[:8] == ino8:
             cur.delete()
 
@@ -591,15 +598,15 @@ class Writer:
         self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
         if stat_keys or content_keys:
             self._new_attrs[key] = encode_attrs(stat_keys, content_keys)
-            self._adds.extend(zip(stat_keys | content_keys, repeat(key)))
+            keys = stat_keys | content_keys if content_keys else stat_keys
+            self._adds.extend(zip(keys, repeat(key)))
             self._adds_of.add(key)
             self.changed = True
             self.stat_changed |= bool(stat_keys)
-            place = None
-            for k in stat_keys | content_keys:
-                if is_placed(k):
-                    place = place or place_value(key, rec.parent, rec.name)
-                    self._new_places.append((k, place))
+            placed = [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]  # is_placed
+            if placed:
+                place = place_value(key, rec.parent, rec.name)
+                self._new_places.extend(zip(placed, repeat(place)))
         self.ops += 3 + len(stat_keys) + len(content_keys)
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
@@ -615,9 +622,12 @@ class Writer:
                 self._write_adds()
             for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
                 pass
+            cur = None
             for k in keys:
-                if is_placed(k):
-                    self._unplace(k, key)
+                if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:  # is_placed
+                    if cur is None:  # one cursor for all its places
+                        cur = txn.cursor(db=t.places)
+                    self._unplace(k, key, cur)
         txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
                                rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
         txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
@@ -627,6 +637,18 @@ class Writer:
 
     def revive(self, ino: int) -> None:
         self.txn.delete(INO.pack(ino), db=self.t.tombs)
+
+    def reuse(self, ino: int) -> None:
+        """A tombstone's inode number now names an unrelated file: forget the tombstone
+        (record, attrs, vanishing time), so the file goes in as new (``add_new``).  Its
+        postings and places went at ``tombstone``, its failures too."""
+        self.settle()
+        key = INO.pack(ino)
+        txn, t = self.txn, self.t
+        txn.delete(key, db=t.tombs)
+        txn.delete(key, db=t.attrs)
+        txn.delete(key, db=t.files)
+        self.ops += 3
 
     def purge_tombs(self, before_ns: int) -> None:
         """Forget files that vanished before ``before_ns`` and never came back."""

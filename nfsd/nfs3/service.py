@@ -186,10 +186,11 @@ class Nfs3Service:
         self.listings.invalidate(d.fh)
         export_id = handle_kind(d.fh)[1]
         entries = self.entries
-        entries.changed(export_id, d.ino)
+        # (each entry's ``changed`` forgets the directory's own entry in its parent too: no
+        # separate call for the directory, callers always name an entry)
         for name in names:
             entries.changed(export_id, d.ino, name)
-        self._touched(d)  # its own entry in its parent (mtime, nlink), listed there or not
+        self._touched(d, export_id)  # its own entry in its parent (mtime, nlink), listed there or not
 
     def _touched(self, n: Node, export_id: int | None = None) -> None:
         """The server changed object ``n``'s attributes: its entry in the directory it was
@@ -198,8 +199,10 @@ class Nfs3Service:
         if isinstance(n, RealNode):  # virtual objects are in no entry cache
             self.entries.changed(handle_kind(n.fh)[1] if export_id is None else export_id, n.parent, n.name)
 
-    def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None) -> None:
-        """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses."""
+    def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None,
+                     mode: bool = True) -> None:
+        """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses; ``mode``
+        False: not its mode (a new object that has it already)."""
         if sa.size is not None:
             if sa.size > _MAX_FILE:
                 raise NfsError(nfsstat3.NFS3ERR_FBIG)
@@ -210,7 +213,7 @@ class Nfs3Service:
             uid, gid = ctx.cred.uid, ctx.cred.gid  # new objects belong to the caller
         if uid is not None or gid is not None:
             fs.set_owner(n, -1 if uid is None else uid, -1 if gid is None else gid)
-        if sa.mode is not None:
+        if mode and sa.mode is not None:
             fs.set_mode(n, sa.mode)
         if sa.atime[0] or sa.mtime[0]:
             # Each timestamp as asked, the other left alone (not rewritten from a read).
@@ -218,11 +221,12 @@ class Nfs3Service:
 
     def _created(self, fs: Backend, d: Node, pre: Any, make: Callable[[], Node],
                  sattr: Any, ctx: CallContext, ok: Any, fail: Any, name: bytes) -> tuple[int, Any]:
-        """Shared body of CREATE/MKDIR/SYMLINK/MKNOD: make, set attributes, answer."""
+        """Shared body of CREATE/MKDIR/SYMLINK/MKNOD: make, set attributes but the mode
+        (``make`` gave the object its mode), answer."""
         try:
             n = make()
             if sattr is not None:
-                self._apply_sattr(fs, n, sattr, ctx)
+                self._apply_sattr(fs, n, sattr, ctx, mode=False)
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
@@ -317,9 +321,8 @@ class Nfs3Service:
                     raise
                 n = self._existing_file(fs, d, name, sattr)
             else:
-                if sattr.mode is not None and umask_keeps(sattr.mode):
-                    sattr = sattr._replace(mode=None)  # the new file has it already: no chmod (nor its event)
-                self._apply_sattr(fs, n, sattr, ctx)
+                # a mode the umask kept: the new file has it already, no chmod (nor its event)
+                self._apply_sattr(fs, n, sattr, ctx, sattr.mode is None or not umask_keeps(sattr.mode))
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.CREATE3resfail.cls(self._wcc(fs, d, pre))
         finally:
@@ -370,12 +373,12 @@ class Nfs3Service:
         sattr = a.attributes
         perm = sattr.mode if sattr.mode is not None else 0o755
         return self._created(fs, d, self._pre(fs, d), lambda: fs.mkdir(d, a.where.name, perm),
-                             sattr._replace(mode=None), ctx, nfs3.MKDIR3resok.cls, nfs3.MKDIR3resfail.cls,
+                             sattr, ctx, nfs3.MKDIR3resok.cls, nfs3.MKDIR3resfail.cls,
                              a.where.name)
 
     def SYMLINK(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)
-        sattr = a.symlink.symlink_attributes._replace(mode=None, size=None)
+        sattr = a.symlink.symlink_attributes._replace(size=None)
         return self._created(fs, d, self._pre(fs, d),
                              lambda: fs.symlink(d, a.where.name, a.symlink.symlink_data),
                              sattr, ctx, nfs3.SYMLINK3resok.cls, nfs3.SYMLINK3resfail.cls, a.where.name)
@@ -397,7 +400,7 @@ class Nfs3Service:
             sattr, device = what, 0
         perm = sattr.mode if sattr.mode is not None else 0o644
         return self._created(fs, d, pre, lambda: fs.mknod(d, a.where.name, kinds[ftype] | (perm & 0o7777), device),
-                             sattr._replace(mode=None), ctx, nfs3.MKNOD3resok.cls, nfs3.MKNOD3resfail.cls,
+                             sattr, ctx, nfs3.MKNOD3resok.cls, nfs3.MKNOD3resfail.cls,
                              a.where.name)
 
     def _remove(self, a: Any, directory: bool, ok: Any, fail: Any) -> Any:

@@ -1,4 +1,5 @@
 """LocalFS: handles and parents stay right when the tree changes behind the server's back."""
+import fcntl
 import os
 
 import pytest
@@ -77,3 +78,32 @@ def test_setattr_of_one_timestamp_never_writes_back_the_other(tmp_path):
     finally:
         fs.close()
         store.close()
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_a_directory_made_here_has_the_handle_a_lookup_gives_after_a_restart(fs, tmp_path, monkeypatch, readable):
+    """MKDIR's node is opened read-only straight away, its generation read from that
+    descriptor (``LocalFS._new_dir``); one the caller may not read comes from ``lookup``.
+    Either way: the handle a fresh server finds by name, a directory to work in, the mode
+    asked for (the umask undone)."""
+    if not readable:
+        real_open = os.open
+
+        def refusing(path, flags, *args, **kwargs):
+            if flags & os.O_DIRECTORY and not flags & os.O_PATH and path == b"made":
+                raise PermissionError(13, "no read permission")
+            return real_open(path, flags, *args, **kwargs)
+        monkeypatch.setattr(os, "open", refusing)
+    d = fs.mkdir(fs.root, b"made", 0o775)
+    monkeypatch.undo()
+    path = tmp_path / "exp" / "made"
+    assert d.ino == path.stat().st_ino and d.is_dir
+    assert bool(fcntl.fcntl(d.fd, fcntl.F_GETFL) & os.O_PATH) is not readable  # which way it was made
+    assert path.stat().st_mode & 0o777 == 0o775
+    fresh = LocalFS(str(tmp_path / "exp"), 1, fs.store)  # a restart: nothing in memory
+    assert fresh.lookup(fresh.root, b"made").fh == d.fh
+    assert fresh.node(d.fh).ino == d.ino
+    inside = fs.create_file(d, b"inside", 0o644, exclusive=True)
+    assert (path / "inside").stat().st_ino == inside.ino
+    assert fs.lookup(d, b"inside") is inside
+    fresh.close()

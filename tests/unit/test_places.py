@@ -144,3 +144,38 @@ def test_migration_in_small_steps_gives_the_same_places(env: lmdb.Environment, i
     assert len(steps) > 5
     with env.begin() as txn:
         assert t.places_differences(txn) == (0, 0)
+
+
+def test_an_inode_number_taken_by_an_unrelated_file_shows_only_that_file(
+        index: Index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CREATE after removals often gets the inode number of a removed file whose tombstone
+    the index still holds (``Writer.reuse``): the new file is indexed as itself, with nothing
+    of the old one left in postings, places, attrs or tombstones.  Seen here as the index
+    sees it: a name vanished in one flush, its inode back under another name, with other
+    content, in the next."""
+    root = Path(index.root_path)
+    old = root / "d0" / "f0_6.c"  # 6 bytes
+    ino = index.ino_of(b"d0/f0_6.c")
+    fresh = root / "d3" / "fresh.h"
+    os.rename(old, fresh)
+    index.note_entry(index.ino_of(b"d0") or 0, b"f0_6.c")
+    index.flush()  # the old name is gone: a tombstone
+    t: Tables = index._tables
+    with t.env.begin() as txn:
+        assert txn.get(ino.to_bytes(8, "big"), db=t.tombs) is not None
+    fresh.write_bytes(b"h" * 40)  # other content, size and times
+    index.note_entry(index.ino_of(b"d3") or 0, b"fresh.h")
+    index.flush()
+    with t.env.begin() as txn:
+        assert txn.get(ino.to_bytes(8, "big"), db=t.tombs) is None
+        rec = t.file(txn, ino)
+        assert rec is not None and not rec.tomb and rec.name == b"fresh.h" and rec.size == 40
+        stat_keys, _ = t.keys_of(txn, ino)
+        assert b"ext\0h" in stat_keys and b"ext\0c" not in stat_keys and b"name\0f0_6.c" not in stat_keys
+    h = {p for _, _, _, p in index.query_entries(index.root_ino, terms_of("ext:/h"))}
+    c = {p for _, _, _, p in index.query_entries(index.root_ino, terms_of("ext:/c"))}
+    assert b"d3/fresh.h" in h and b"d0/f0_6.c" not in c and b"d3/fresh.h" not in c
+    assert {p for _, _, _, p in index.query_entries(index.root_ino, terms_of("size:/40..40"))} == {b"d3/fresh.h"}
+    for query in ("ext:/c", "ext:/h", "size:/5..25"):
+        terms = terms_of(query)
+        assert sorted(index.query_entries(index.root_ino, terms)) == by_records(index, monkeypatch, index.root_ino, terms)

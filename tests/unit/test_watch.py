@@ -100,3 +100,60 @@ asyncio.run(main(sys.argv[1]))
 
 def test_a_new_directory_is_watched_without_applying_the_queue_when_its_parents_path_holds(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_NEW_DIR, tmp_path)
+
+
+# A new directory costs the watcher its own subtree, not a pass over every watched directory
+# (it once built two sets of all of them per new directory to find the ones it had added: an
+# export of 100,000 directories paid that for each MKDIR).  The watches of a large export are
+# stood in for by entries that never match a real watch descriptor.
+SCRIPT_NEW_DIR_COST = r'''
+import asyncio, os, sys
+from nfsd.fs.watch import TreeWatcher
+
+class Watches(dict):
+    """``_dir_of``: counts the entries read by going over all of them."""
+    read = 0
+    def values(self):
+        Watches.read += len(self)
+        return super().values()
+    def items(self):
+        Watches.read += len(self)
+        return super().items()
+    def __iter__(self):
+        Watches.read += len(self)
+        return super().__iter__()
+
+class Index:
+    def __init__(self): self.dirs = []
+    def note_entry(self, d, n): pass
+    def note_dir(self, d): self.dirs.append(d)
+    def flush(self): pass
+    def path_of(self, ino): return b"" if ino == ROOT else None
+
+async def main(root):
+    global ROOT
+    ROOT = os.stat(root).st_ino
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None)
+    w._dir_of = Watches({-k: 10**12 + k for k in range(1, 50_001)})  # 50,000 other directories
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    Watches.read = 0
+    made = []
+    for k in range(20):
+        os.makedirs(os.path.join(root, "new%d" % k, "inner"))
+        made += [os.stat(os.path.join(root, "new%d" % k)).st_ino,
+                 os.stat(os.path.join(root, "new%d" % k, "inner")).st_ino]
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert sorted(index.dirs) == sorted(made), (index.dirs, made)  # each new directory noted once
+    assert Watches.read < 50_000, Watches.read  # never a pass over all the watches
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_new_directory_costs_its_own_subtree_not_every_watch(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_NEW_DIR_COST, tmp_path)
