@@ -156,6 +156,7 @@ def test_an_inode_number_taken_by_an_unrelated_file_shows_only_that_file(
     root = Path(index.root_path)
     old = root / "d0" / "f0_6.c"  # 6 bytes
     ino = index.ino_of(b"d0/f0_6.c")
+    assert ino is not None
     fresh = root / "d3" / "fresh.h"
     os.rename(old, fresh)
     index.note_entry(index.ino_of(b"d0") or 0, b"f0_6.c")
