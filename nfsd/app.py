@@ -63,6 +63,11 @@ def default_state_dir() -> str:
 # CPU, and 15 of a second one's 50 (scripts/benchmarks/bench_semantic.py; docs/design.rst).
 GC_THRESHOLDS = (20_000, 20, 20)
 
+# With --workers, the primary's watcher reads inotify events at most this often (seconds):
+# the other workers' changes then cost it one wake-up per period, not one per change
+# (nfsd/fs/watch.py ``TreeWatcher.gather``; docs/design.rst, "Several worker processes").
+WATCH_GATHER = 0.01
+
 
 @dataclass
 class ServerConfig:
@@ -344,7 +349,8 @@ class NfsServer:
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
                 return loop.run_in_executor(self.executor, index.scan, False)
-            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan)
+            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan,
+                                  WATCH_GATHER if self.role is not None else 0.0)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

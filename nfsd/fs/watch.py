@@ -30,8 +30,11 @@ EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLO
 
 
 class TreeWatcher:
-    def __init__(self, root: str, index: Any, rescan: Callable[[], None]) -> None:
+    def __init__(self, root: str, index: Any, rescan: Callable[[], None], gather: float = 0.0) -> None:
         self.root = os.fsencode(os.path.realpath(root))
+        # > 0: after a wake-up, let events gather this long before reading them (workers'
+        # primary: see ``_read_events``)
+        self.gather = gather
         self.index = index
         self.rescan = rescan
         self._dir_of: dict[int, int] = {}  # watch descriptor -> directory inode
@@ -60,6 +63,15 @@ class TreeWatcher:
             while True:
                 await readable.wait()
                 readable.clear()
+                if self.gather > 0:
+                    # With --workers, the primary watches the other workers' changes too and
+                    # is often idle when they come: woken for each, it read events one at a
+                    # time, and the kernel merged none (a follower's SETATTR load cost each
+                    # chmod a wake-up of the primary).  Not watched meanwhile, the events
+                    # queue up, identical ones merge, and one read takes them all.
+                    loop.remove_reader(fd)
+                    await asyncio.sleep(self.gather)
+                    loop.add_reader(fd, readable.set)
                 try:
                     data = os.read(fd, _READ_SIZE)
                 except BlockingIOError:
