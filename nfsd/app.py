@@ -9,7 +9,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
@@ -96,6 +96,14 @@ class ServerConfig:
     shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
     shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
     workers: int = 1           # server processes (nfsd/workers.py); this object is one of them
+
+
+def _chained(first: Callable[[], None], then: Callable[[], None] | None) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        if then is not None:
+            then()
+    return both
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -351,6 +359,8 @@ class NfsServer:
                 return loop.run_in_executor(self.executor, index.scan, False)
             watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan,
                                   WATCH_GATHER if self.role is not None else 0.0)
+            if watcher.gather > 0:  # events it has not read yet are noted before each flush
+                fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

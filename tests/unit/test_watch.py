@@ -106,7 +106,8 @@ def test_a_new_directory_is_watched_without_applying_the_queue_when_its_parents_
 # per period, not once per change: the events wait in the kernel's queue, identical ones
 # merge there, and one read takes them in.  Here another process changes one file's mode
 # 200 times, 1 ms apart: read as they come (gather 0) that is one note per wake-up, dozens;
-# gathered for 0.5 s, the first wake-up's and one merged event.
+# gathering for 0.5 s, the first change (after a quiet spell: read at once) and one merged
+# event for the rest.
 GATHER_SCRIPT = r'''
 import asyncio, os, subprocess, sys
 from nfsd.fs.watch import TreeWatcher
@@ -150,3 +151,52 @@ def test_with_gather_another_processes_changes_cost_one_wake_up_per_period(tmp_p
     gathered = notes_seen(tmp_path, 0.5)
     assert 1 <= gathered <= 4, gathered
     assert notes_seen(tmp_path, 0.0) > 2 * gathered  # the same changes, read as they come
+
+
+# ``catch_up`` (called before a flush that answers a query): a change the gathering watcher
+# has not read yet is noted at once, asked from another thread (the writer's inbox thread)
+# or from the loop itself, so a query right after a change behind the server's back sees it.
+CATCH_UP_SCRIPT = r'''
+import asyncio, os, sys, threading
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes = []
+    def note_entry(self, d, n): self.notes.append(n)
+    def note_dir(self, d): pass
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+async def main(root):
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None, 30.0)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    open(os.path.join(root, "first"), "w").close()   # after a quiet spell: read at once
+    for _ in range(100):
+        if b"first" in index.notes:
+            break
+        await asyncio.sleep(0.01)
+    assert set(index.notes) == {b"first"}, index.notes  # (created, closed)
+    open(os.path.join(root, "second"), "w").close()  # within the 30 s: waits
+    await asyncio.sleep(0.2)
+    assert b"second" not in index.notes, index.notes
+    asker = threading.Thread(target=w.catch_up)
+    asker.start()
+    while asker.is_alive():
+        await asyncio.sleep(0.01)
+    assert b"second" in index.notes, index.notes
+    open(os.path.join(root, "third"), "w").close()
+    w.catch_up()                                    # on the loop itself
+    assert b"third" in index.notes, index.notes
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    w.catch_up()                                    # stopped: nothing to read, no error
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_catch_up_notes_what_a_gathering_watcher_has_not_read(tmp_path: Path) -> None:
+    run_in_a_child(CATCH_UP_SCRIPT, tmp_path)
