@@ -9,7 +9,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from protocol.mount3 import MOUNT3
 from protocol.nfs3 import NFS3
@@ -63,6 +63,11 @@ def default_state_dir() -> str:
 # CPU, and 15 of a second one's 50 (scripts/benchmarks/bench_semantic.py; docs/design.rst).
 GC_THRESHOLDS = (20_000, 20, 20)
 
+# With --workers, the primary's watcher reads inotify events at most this often (seconds):
+# the other workers' changes then cost it one wake-up per period, not one per change
+# (nfsd/fs/watch.py ``TreeWatcher.gather``; docs/design.rst, "Several worker processes").
+WATCH_GATHER = 0.01
+
 
 @dataclass
 class ServerConfig:
@@ -91,6 +96,14 @@ class ServerConfig:
     shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
     shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
     workers: int = 1           # server processes (nfsd/workers.py); this object is one of them
+
+
+def _chained(first: Callable[[], None], then: Callable[[], None] | None) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        if then is not None:
+            then()
+    return both
 
 
 def store_path(state_dir: str, roots: list[str]) -> str:
@@ -344,7 +357,10 @@ class NfsServer:
             def rescan() -> Any:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
                 return loop.run_in_executor(self.executor, index.scan, False)
-            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan)
+            watcher = TreeWatcher(fs.root_path, NotingIndex(Uncounted(index), entries, fs.export_id), rescan,
+                                  WATCH_GATHER if self.role is not None else 0.0)
+            if watcher.gather > 0:  # events it has not read yet are noted before each flush
+                fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

@@ -14,7 +14,8 @@ import logging
 import os
 import stat
 import struct
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 from asyncinotify import Inotify, Mask
 
@@ -30,20 +31,76 @@ EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLO
 
 
 class TreeWatcher:
-    def __init__(self, root: str, index: Any, rescan: Callable[[], None]) -> None:
+    def __init__(self, root: str, index: Any, rescan: Callable[[], None], gather: float = 0.0) -> None:
         self.root = os.fsencode(os.path.realpath(root))
+        # > 0: read events at most this often, letting them gather in between (workers'
+        # primary: see ``_read_events``)
+        self.gather = gather
+        self._read_at = 0.0  # the event loop's time of the last read (with ``gather``)
         self.index = index
         self.rescan = rescan
         self._dir_of: dict[int, int] = {}  # watch descriptor -> directory inode
         self._inotify: Inotify | None = None
         self.ready = asyncio.Event()
+        self._fd = -1  # the inotify descriptor while events are read
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # new directories being watched (``catch_up``)
 
     async def run(self) -> None:
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         with Inotify() as inotify:
             self._inotify = inotify
-            await self._watch_tree(self.root)
-            self.ready.set()
-            await self._read_events(inotify.fd)
+            try:
+                await self._watch_tree(self.root)
+                self.ready.set()
+                os.set_blocking(inotify.fd, False)  # (see ``_read_events``)
+                self._fd = inotify.fd
+                await self._read_events(inotify.fd)
+            finally:
+                self._fd = -1  # (on the loop, as ``catch_up``'s reads: none after this)
+
+    def catch_up(self, timeout: float = 0.5) -> None:
+        """Note every event waiting now, from any thread (with ``gather``, before a flush
+        that answers a query: what changed behind the server's back before the query
+        came shows in it, as when every event is read at once).  Another thread waits for
+        the event loop to do it, at most ``timeout`` seconds."""
+        loop = self._loop
+        if self._fd < 0 or loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._read_pending()
+            return
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                self._read_pending()
+            finally:
+                done.set()
+        try:
+            loop.call_soon_threadsafe(read)
+        except RuntimeError:
+            return  # the loop is closed
+        done.wait(timeout)
+
+    def _read_pending(self) -> None:
+        """On the loop: read and note what the descriptor holds now (new directories are
+        watched by a task of their own)."""
+        while self._fd >= 0:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            for wd, mask, name in _parse(data):
+                try:
+                    new_dir = self._handle(wd, mask, name)
+                    if new_dir is not None:
+                        task = asyncio.get_running_loop().create_task(self._watch_new_dir(*new_dir))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                except Exception:  # a watcher must outlive any one odd event
+                    log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
 
     async def _read_events(self, fd: int) -> None:
         """Read and parse the raw events ourselves: asyncinotify builds a ``Path``, a ``Mask``
@@ -60,6 +117,20 @@ class TreeWatcher:
             while True:
                 await readable.wait()
                 readable.clear()
+                if self.gather > 0:
+                    # With --workers, the primary watches the other workers' changes too and
+                    # is often idle when they come: woken for each, it read events one at a
+                    # time, and the kernel merged none (a follower's SETATTR load cost each
+                    # chmod a wake-up of the primary).  So within ``gather`` of the last
+                    # read, the descriptor is not watched: the events queue up, identical
+                    # ones merge, and one read takes them all.  A change after a quiet
+                    # spell is read at once (a query asked right after it sees it).
+                    wait = self._read_at + self.gather - loop.time()
+                    if wait > 0:
+                        loop.remove_reader(fd)
+                        await asyncio.sleep(wait)
+                        loop.add_reader(fd, readable.set)
+                    self._read_at = loop.time()
                 try:
                     data = os.read(fd, _READ_SIZE)
                 except BlockingIOError:
@@ -68,12 +139,7 @@ class TreeWatcher:
                     if exc.errno == errno.EINTR:
                         continue
                     raise
-                offset, end = 0, len(data)
-                while offset < end:
-                    wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-                    offset += _HEADER.size
-                    name = data[offset:offset + length].rstrip(b"\0")
-                    offset += length
+                for wd, mask, name in _parse(data):
                     try:
                         new_dir = self._handle(wd, mask, name)
                         if new_dir is not None:
@@ -170,3 +236,13 @@ class TreeWatcher:
         await self._watch_tree(path, new)
         for ino in new:
             self.index.note_dir(ino)
+
+
+def _parse(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(watch descriptor, mask, name) of each raw inotify event in ``data``."""
+    offset, end = 0, len(data)
+    while offset < end:
+        wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
+        offset += _HEADER.size
+        yield wd, mask, data[offset:offset + length].rstrip(b"\0")
+        offset += length

@@ -129,7 +129,9 @@ class NoteSender:
         # in one message before the burst's replies (``end_burst``), like the handle table's
         # group commit; any other thread sends at once.
         self._burst_thread = 0
-        self._batch: list[bytes] = []
+        # (a dict as an ordered set: a burst's identical notes, e.g. a SETATTR or WRITE
+        # load on one file, leave once; the writer would only have merged them)
+        self._batch: dict[bytes, None] = {}
         self._batched = 0
         self.sent = 0  # notes sent so far (a batch: once sent); see ``FollowerIndex.has_notes``
 
@@ -143,14 +145,16 @@ class NoteSender:
     def _send_batch(self) -> None:
         if self._batch:
             count = len(self._batch)
-            data, self._batch, self._batched = b"".join(self._batch), [], 0
+            data, self._batch, self._batched = b"".join(self._batch), {}, 0
             if self._send(data):
                 self._sent(count)
 
     def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
         note = _MSG.pack(kind, export_id, number, len(name)) + name
         if self._burst_thread == threading.get_ident():
-            self._batch.append(note)
+            if note in self._batch:
+                return
+            self._batch[note] = None
             self._batched += len(note)
             if self._batched >= MAX_BATCH:
                 self._send_batch()

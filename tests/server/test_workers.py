@@ -490,6 +490,37 @@ def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_on
         f.close()
 
 
+def test_a_bursts_identical_notes_leave_the_follower_once() -> None:
+    """A follower's burst of SETATTRs (or WRITEs) to one file notes its inode per call: the
+    burst's message carries it once (the writer would only merge them), distinct notes all."""
+    from nfsd.index.writer_channel import _MSG, NoteSender, channel_pair
+    w, f = channel_pair()
+    sender = NoteSender(f)
+    try:
+        sender.begin_burst()
+        for _ in range(8):
+            sender.send(b"I", 1, 42)
+        sender.send(b"E", 1, 7, b"a.c")
+        sender.send(b"E", 1, 7, b"b.c")
+        sender.send(b"E", 1, 7, b"a.c")
+        sender.send(b"I", 1, 43)
+        sender.end_burst()
+        data = w.recv(65536)
+        notes, at = [], 0
+        while at < len(data):
+            kind, _, number, length = _MSG.unpack_from(data, at)
+            at += _MSG.size
+            notes.append((kind, number, data[at:at + length]))
+            at += length
+        assert notes == [(b"I", 42, b""), (b"E", 7, b"a.c"), (b"E", 7, b"b.c"), (b"I", 43, b"")]
+        assert sender.sent == 4
+        sender.send(b"I", 1, 42)  # outside a burst (another thread): at once, again
+        assert w.recv(65536) == _MSG.pack(b"I", 1, 42, 0)
+    finally:
+        w.close()
+        f.close()
+
+
 def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(two: ServerProcess) -> None:
     """The primary of a second server cannot take the store: one line naming the first
     server's parent (the process to stop), no "died: starting it again", exit status 2."""

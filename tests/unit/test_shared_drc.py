@@ -50,3 +50,18 @@ def test_key_bytes_inside_a_reply_are_not_a_slot() -> None:
     a.finish(carrier, b"xx" + hidden + b"yy")   # the other key's bytes, mid-slot
     assert b.begin(hidden) is None              # new: not found inside the reply
     assert b.begin(carrier) == b"xx" + hidden + b"yy"
+
+
+def test_a_call_in_progress_is_not_pushed_out_by_later_ones_that_finished() -> None:
+    """A slow call (a CREATE waiting for its directory's fsync) keeps its slot while quicker
+    calls of its set come and go; its retransmission is answered from the cache."""
+    a, b = workers()
+    slow = key(11, 1)
+    assert a.begin(slow) is None
+    for xid in range(2, 12):
+        quick = key(11, xid)
+        assert a.begin(quick) is None
+        a.finish(quick, b"quick-%d" % xid)
+    assert b.begin(slow) is IN_PROGRESS
+    a.finish(slow, b"slow")
+    assert b.begin(slow) == b"slow"

@@ -155,5 +155,105 @@ asyncio.run(main(sys.argv[1]))
 '''
 
 
+# With ``gather`` (the primary of --workers), another process's changes wake the watcher once
+# per period, not once per change: the events wait in the kernel's queue, identical ones
+# merge there, and one read takes them in.  Here another process changes one file's mode
+# 200 times, 1 ms apart: read as they come (gather 0) that is one note per wake-up, dozens;
+# gathering for 0.5 s, the first change (after a quiet spell: read at once) and one merged
+# event for the rest.
+GATHER_SCRIPT = r'''
+import asyncio, os, subprocess, sys
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes = []
+    def note_entry(self, d, n): self.notes.append((d, n))
+    def note_dir(self, d): pass
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+async def main(root, gather):
+    path = os.path.join(root, "f")
+    open(path, "w").close()
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None, gather)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    changer = await asyncio.create_subprocess_exec(sys.executable, "-c",
+        "import os, sys, time\nfor i in range(200):\n    os.chmod(sys.argv[1], 0o600 | (i & 1) << 6)\n    time.sleep(0.001)",
+        path)
+    await changer.wait()
+    await asyncio.sleep(max(0.2, 2 * gather))
+    task.cancel()
+    print(len(index.notes))
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+'''
+
+
+def notes_seen(tmp_path: Path, gather: float) -> int:
+    root = tmp_path / f"export-{gather}"
+    root.mkdir()
+    done = subprocess.run([sys.executable, "-c", GATHER_SCRIPT, str(root), str(gather)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_with_gather_another_processes_changes_cost_one_wake_up_per_period(tmp_path: Path) -> None:
+    gathered = notes_seen(tmp_path, 0.5)
+    assert 1 <= gathered <= 4, gathered
+    assert notes_seen(tmp_path, 0.0) > 2 * gathered  # the same changes, read as they come
+
+
+# ``catch_up`` (called before a flush that answers a query): a change the gathering watcher
+# has not read yet is noted at once, asked from another thread (the writer's inbox thread)
+# or from the loop itself, so a query right after a change behind the server's back sees it.
+CATCH_UP_SCRIPT = r'''
+import asyncio, os, sys, threading
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes = []
+    def note_entry(self, d, n): self.notes.append(n)
+    def note_dir(self, d): pass
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+async def main(root):
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None, 30.0)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    open(os.path.join(root, "first"), "w").close()   # after a quiet spell: read at once
+    for _ in range(100):
+        if b"first" in index.notes:
+            break
+        await asyncio.sleep(0.01)
+    assert set(index.notes) == {b"first"}, index.notes  # (created, closed)
+    open(os.path.join(root, "second"), "w").close()  # within the 30 s: waits
+    await asyncio.sleep(0.2)
+    assert b"second" not in index.notes, index.notes
+    asker = threading.Thread(target=w.catch_up)
+    asker.start()
+    while asker.is_alive():
+        await asyncio.sleep(0.01)
+    assert b"second" in index.notes, index.notes
+    open(os.path.join(root, "third"), "w").close()
+    w.catch_up()                                    # on the loop itself
+    assert b"third" in index.notes, index.notes
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    w.catch_up()                                    # stopped: nothing to read, no error
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
 def test_a_new_directory_costs_its_own_subtree_not_every_watch(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_NEW_DIR_COST, tmp_path)
+
+
+def test_catch_up_notes_what_a_gathering_watcher_has_not_read(tmp_path: Path) -> None:
+    run_in_a_child(CATCH_UP_SCRIPT, tmp_path)
