@@ -16,12 +16,22 @@ Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``
 (``pysfsd-w2``, ``pysfsd-async-w2``), ``ganesha`` (scripts/vm/ganesha.py ``--private``: in a
 network namespace of its own, which the VM is started in).  ``--nconnect 2`` mounts with
 ``nconnect=2`` (several connections: what lets several workers serve one client).
+
+``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the server's pid, ``{out}`` by a
+file under the work directory named after server, round and phase) from the phase's begin
+mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
+``--profile 'create_1000:strace -c -f -o {out} -p {pid}'`` (system calls per call) or
+``--profile 'remove_2000:py-spy record --format raw -o {out} -p {pid}'``.  The profiler's own
+cost falls on the phase, so compare its figures only with the same profiler on the other server.
 """
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +66,39 @@ Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, serve
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
 
 
-def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None) -> tuple[Phases, Calls]:
+class PhaseProfiler:
+    """A command run over one phase (``--profile PHASE:COMMAND``): started at the phase's
+    begin mark, stopped with SIGINT at its end mark."""
+
+    def __init__(self, spec: str, work: Path) -> None:
+        self.phase, _, self.command = spec.partition(":")
+        if not self.phase or not self.command:
+            raise ValueError(f"--profile wants PHASE:COMMAND, not {spec!r}")
+        self.work = work
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.outputs: list[Path] = []
+
+    def mark(self, when: str, phase: str, pid: int | None, label: str) -> None:
+        if phase != self.phase or pid is None:
+            return
+        if when == "begin":
+            out = self.work / f"profile-{label}-{phase}.txt"
+            self.outputs.append(out)
+            argv = [a.replace("{pid}", str(pid)).replace("{out}", str(out)) for a in shlex.split(self.command)]
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # attached before the phase's first call
+        elif self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
+             profiler: PhaseProfiler | None = None, label: str = "") -> tuple[Phases, Calls]:
     """One boot of the VM running bench.sh against a fresh ``server``."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
@@ -83,7 +125,11 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
 
         def mark(args: list[str]) -> str:
             when, phase = args
+            if profiler is not None and when == "end":
+                profiler.mark(when, phase, pid(), label)  # its exit's cost is not the server's
             cpu[(when, phase)] = server_cpu_seconds(pid())
+            if profiler is not None and when == "begin":
+                profiler.mark(when, phase, pid(), label)
             return ""
 
         env = {"CPU_MARKS": "1", **({"NCONNECT": str(nconnect)} if nconnect else {})}
@@ -144,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
     parser.add_argument("--dd-mb", type=int, default=100)
     parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--profile", metavar="PHASE:COMMAND",
+                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
     parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
@@ -156,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
+    profiler = PhaseProfiler(args.profile, work) if args.profile else None
     results: dict[str, list[Phases]] = {s: [] for s in servers}
     calls: dict[str, Calls] = {}
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect)
+            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}")
             results[s].append(phases)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
@@ -175,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     for phase in calls[servers[0]]:
         for s in servers:
             print(f"  {phase:24} {s:13} {calls[s].get(phase, '')}")
+    if profiler is not None:
+        print("\nprofiles: " + " ".join(str(p) for p in profiler.outputs))
     return 0
 
 
