@@ -17,6 +17,10 @@ Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``
 network namespace of its own, which the VM is started in).  ``--nconnect 2`` mounts with
 ``nconnect=2`` (several connections: what lets several workers serve one client).
 
+``--tree NAME=PATH`` adds servers ``pysfsd@NAME`` (any pysfsd variant, e.g.
+``pysfsd-async@base``) run from another checkout: old code against new in the same run,
+interleaved (``git worktree add /tmp/base COMMIT``; the tree needs no venv of its own).
+
 ``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the server's pid, ``{out}`` by a
 file under the work directory named after server, round and phase) from the phase's begin
 mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
@@ -35,10 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -47,6 +51,7 @@ sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
 from driver import server_cpu_seconds  # noqa: E402
+import servers as server_lib  # noqa: E402
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
@@ -58,6 +63,7 @@ WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
 
 def pysfsd_variant(server: str) -> tuple[str, int] | None:
     """The export options and worker count a pysfsd server name stands for (None: unknown)."""
+    server = server.partition("@")[0]
     m = WORKERS.match(server)
     base, workers = (m[1], int(m[2])) if m else (server, 1)
     return (PYSFSD_OPTIONS[base], workers) if base in PYSFSD_OPTIONS and workers >= 1 else None
@@ -97,9 +103,24 @@ class PhaseProfiler:
             self.proc = None
 
 
+@contextmanager
+def from_tree(tree: Path | None) -> Iterator[None]:
+    """pysfsd started from ``tree`` (None: this checkout): the load generator's ``Pysfsd``
+    runs ``python -m nfsd`` in ``server_lib.REPO``."""
+    if tree is None:
+        yield
+        return
+    saved, server_lib.REPO = server_lib.REPO, tree
+    try:
+        yield
+    finally:
+        server_lib.REPO = saved
+
+
 def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
-             profiler: PhaseProfiler | None = None, label: str = "") -> tuple[Phases, Calls]:
-    """One boot of the VM running bench.sh against a fresh ``server``."""
+             profiler: PhaseProfiler | None = None, label: str = "",
+             tree: Path | None = None) -> tuple[Phases, Calls]:
+    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
@@ -119,7 +140,8 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             variant = pysfsd_variant(server)
             assert variant is not None, server
             options, workers = variant
-            p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
+            with from_tree(tree):
+                p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
             port = mount_port = p.port
             pid = lambda: p.pid  # noqa: E731
 
@@ -190,14 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
     parser.add_argument("--dd-mb", type=int, default=100)
     parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="servers pysfsd...@NAME run from the checkout at PATH")
     parser.add_argument("--profile", metavar="PHASE:COMMAND",
                         help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
     parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
     for s in servers:
         if s != "ganesha" and pysfsd_variant(s) is None:
             parser.error(f"unknown server {s!r}")
+        if "@" in s and s.partition("@")[2] not in trees:
+            parser.error(f"{s}: no --tree {s.partition('@')[2]}=PATH")
     vm = load_vm()
     missing = vm.missing_prerequisites()
     if missing:
@@ -210,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}")
+            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
+                                        trees.get(s.partition("@")[2]) if "@" in s else None)
             results[s].append(phases)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
