@@ -21,8 +21,9 @@ again through its self-pipe, three or four more loop turns: about 0.1-0.2 ms of 
 much latency per call, measured in the VM).  So when the transport says its connection is
 alone (``inline_when``) and the burst made at most ``INLINE_CHANGES`` changes while no other
 fsync is under way, ``end_burst`` fsyncs on the loop itself, as knfsd's thread does, and the
-replies leave at once.  A pipelined burst, a second active connection, or an fsync already
-running (its group commit) keep the deferred path.
+replies leave at once.  A pipelined burst, a second active connection, an fsync already
+running (its group commit), or fsyncs that have been slow lately (``INLINE_SLOWER_THAN``)
+keep the deferred path.
 
 Exports with exports(5)'s ``async`` option (knfsd's ``!EX_ISSYNC``) skip all of this: the
 export guard marks such a call (``relaxed``) and ``sync`` returns at once, so its reply is
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import Executor
 from typing import Callable, Hashable
 
@@ -40,6 +42,11 @@ Fsync = Callable[[], None]
 #: a burst with at most this many directory changes may be fsynced on the loop (a RENAME
 #: across directories is two); more is a pipelining client, better served by the pool
 INLINE_CHANGES = 2
+#: fsyncs taking longer than this (a moving average of their wall time, wherever they ran)
+#: go to the pool: a slow disk would stall the loop, and on a busy CPU the loop thread,
+#: woken after each fsync, waits for its turn (measured: lone creates 2-4 ms inline against
+#: 0.6-0.7 ms through the pool while other processes took 1.7-1.9 of the 2 cores)
+INLINE_SLOWER_THAN = 0.001
 
 
 class _Durability(threading.local):
@@ -83,6 +90,7 @@ class DirSync:
         self._deferred: dict[Hashable, Fsync] = {}  # directories the burst being served changed
         self._changes = 0                            # changes the burst being served made
         self._alone: Callable[[], bool] | None = None  # see ``inline_when``
+        self._fsync_seconds = 0.0                    # moving average of a job's wall time
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
 
@@ -146,7 +154,7 @@ class DirSync:
         deferred, self._deferred = self._deferred, {}
         changes, self._changes = self._changes, 0
         if (changes <= INLINE_CHANGES and not self._running and not self._dirs
-                and self._alone is not None and self._alone()):
+                and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()):
             return self._fsync_inline(deferred)
         batch = self._next
         if batch is None:
@@ -184,13 +192,16 @@ class DirSync:
         job.add_done_callback(lambda f: self._finished(batch, f))
 
     def _fsync_all(self, dirs: dict[Hashable, Fsync]) -> None:
-        """In the pool: fsync every directory (each one even if another failed)."""
+        """In the pool or on the loop: fsync every directory (each one even if another
+        failed); their wall time goes into the moving average ``end_burst`` looks at."""
         failure: BaseException | None = None
+        began = time.monotonic()
         for key, fsync in dirs.items():
             try:
                 self.sync(key, fsync)
             except Exception as exc:
                 failure = failure or exc
+        self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
         if failure is not None:
             raise failure
 

@@ -54,6 +54,53 @@ def test_a_failed_fsync_is_retried_by_the_next_caller() -> None:
     assert calls == ["fail", "ok"]
 
 
+def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow() -> None:
+    """A small burst of a lone connection is fsynced on the calling (loop) thread and needs
+    no future; once fsyncs have been slow (a slow disk, a busy CPU), the next bursts go to
+    the pool again, and fast ones bring the loop back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nfsd.fs import dirsync as dirsync_module
+    ran_on: list[str] = []
+
+    def fsync(seconds: float) -> Any:
+        def run() -> None:
+            ran_on.append(threading.current_thread().name)
+            time.sleep(seconds)
+        return run
+
+    async def burst(sync: DirSync, seconds: float, changes: int = 1) -> bool:
+        """One burst of ``changes``; True if its replies could leave at once."""
+        sync.begin_burst()
+        for i in range(changes):
+            sync.sync(i, fsync(seconds))
+        held = sync.end_burst()
+        if held is not None:
+            await held
+        return held is None
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(2, thread_name_prefix="pool") as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            assert not await burst(sync, 0)                        # not told when it is alone
+            sync.inline_when(lambda: True)
+            assert await burst(sync, 0) and ran_on[-1] == "MainThread"
+            assert not await burst(sync, 0, changes=3)             # pipelined: the pool
+            assert ran_on[-1].startswith("pool")
+            assert await burst(sync, 0.05)                         # slow, once...
+            assert not await burst(sync, 0)                        # ...then the pool
+            assert ran_on[-1].startswith("pool")
+            while not await burst(sync, 0):                        # fast ones bring it back
+                pass
+            assert ran_on[-1] == "MainThread"
+            assert sync._fsync_seconds < dirsync_module.INLINE_SLOWER_THAN
+            sync.inline_when(lambda: False)                        # another connection
+            assert not await burst(sync, 0)
+
+    asyncio.run(scenario())
+
+
 # -- through a server in this process: replies held until the burst's directory fsync -------
 
 import asyncio  # noqa: E402
