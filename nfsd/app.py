@@ -40,6 +40,7 @@ from .fs.semantic import SemanticFS
 from .discovery.portmap_service import PMAP_PORT, Discovery
 from .rpc.server import (LISTEN_BACKLOG, ConnectionLimits, RpcDatagramProtocol, RpcStreamProtocol,
                          connection_cap, listen_rpc, reap_connections)
+from .rpc.server import activity as connection_activity
 from .config.preflight import check_export, listen_error, open_store
 from .state.statelock import StateBusy, hold_server, hold_shared, release
 from .rpc.trace import trace_level
@@ -209,6 +210,7 @@ class NfsServer:
         self.dispatcher = Dispatcher(self.executor, trace_level(),
                                      role.drc if role is not None else DuplicateRequestCache())
         self.dirsync.defer_in_bursts(self.executor)
+        self.dirsync.inline_when(connection_activity.alone)  # a lone client's fsyncs on the loop
         self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst)]  # handle-table group commit
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies
             self.dispatcher.bursts.append((sender.begin_burst, sender.end_burst))

@@ -78,6 +78,43 @@ def connection_cap() -> int:
     return max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
 
 
+class ConnectionActivity:
+    """Whether the event loop serves one connection only (``alone``): no burst came from
+    another one within ``QUIET`` seconds of the previous burst.  A lone client sending one
+    call at a time gains nothing from work handed to the thread pool so that the loop can
+    serve others meanwhile (nfsd/fs/dirsync.py fsyncs its directory changes on the loop).
+    One instance per process (``activity``), told of every burst (``serving``); UDP calls
+    count as coming from another client each."""
+
+    QUIET = 0.5
+
+    __slots__ = ("last", "last_at", "mixed_at")
+
+    def __init__(self) -> None:
+        self.last = 0          # id() of the connection served last
+        self.last_at = 0.0     # when
+        self.mixed_at = -1e9   # when a burst last came from another connection than the one before, within QUIET
+
+    def serving(self, conn: object) -> None:
+        now = time.monotonic()
+        if id(conn) != self.last:
+            if now - self.last_at < self.QUIET:
+                self.mixed_at = now
+            self.last = id(conn)
+        self.last_at = now
+
+    def shared(self) -> None:
+        """A call from a client that has no connection of its own (UDP)."""
+        self.last = 0
+        self.last_at = self.mixed_at = time.monotonic()
+
+    def alone(self) -> bool:
+        return self.last_at - self.mixed_at >= self.QUIET
+
+
+activity = ConnectionActivity()
+
+
 def _marked(reply: bytes | bytearray) -> bytearray:
     """The reply with its record mark filled into the 4 bytes reserved at its start."""
     return set_mark(reply if isinstance(reply, bytearray) else bytearray(reply))
@@ -170,6 +207,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self._serve(records)
 
     def _serve(self, records: list[Any]) -> None:
+        activity.serving(self)
         if self._backlog:
             records, self._backlog = self._backlog + records, []
         if self.inflight >= self.max_inflight or self._writing_paused:
@@ -387,6 +425,7 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
             self.dropped += 1
             return
         dispatcher = self.dispatcher
+        activity.shared()
         dispatcher.begin_burst()
         try:
             reply = dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer)

@@ -16,19 +16,33 @@ Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``
 (``pysfsd-w2``, ``pysfsd-async-w2``), ``ganesha`` (scripts/vm/ganesha.py ``--private``: in a
 network namespace of its own, which the VM is started in).  ``--nconnect 2`` mounts with
 ``nconnect=2`` (several connections: what lets several workers serve one client).
+
+``--tree NAME=PATH`` adds servers ``pysfsd@NAME`` (any pysfsd variant, e.g.
+``pysfsd-async@base``) run from another checkout: old code against new in the same run,
+interleaved (``git worktree add /tmp/base COMMIT``; the tree needs no venv of its own).
+
+``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the server's pid, ``{out}`` by a
+file under the work directory named after server, round and phase) from the phase's begin
+mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
+``--profile 'create_1000:strace -c -f -o {out} -p {pid}'`` (system calls per call) or
+``--profile 'remove_2000:py-spy record --format raw -o {out} -p {pid}'``.  The profiler's own
+cost falls on the phase, so compare its figures only with the same profiler on the other server.
 """
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -37,6 +51,7 @@ sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
 from driver import server_cpu_seconds  # noqa: E402
+import servers as server_lib  # noqa: E402
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
@@ -48,6 +63,7 @@ WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
 
 def pysfsd_variant(server: str) -> tuple[str, int] | None:
     """The export options and worker count a pysfsd server name stands for (None: unknown)."""
+    server = server.partition("@")[0]
     m = WORKERS.match(server)
     base, workers = (m[1], int(m[2])) if m else (server, 1)
     return (PYSFSD_OPTIONS[base], workers) if base in PYSFSD_OPTIONS and workers >= 1 else None
@@ -56,8 +72,55 @@ Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, serve
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
 
 
-def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None) -> tuple[Phases, Calls]:
-    """One boot of the VM running bench.sh against a fresh ``server``."""
+class PhaseProfiler:
+    """A command run over one phase (``--profile PHASE:COMMAND``): started at the phase's
+    begin mark, stopped with SIGINT at its end mark."""
+
+    def __init__(self, spec: str, work: Path) -> None:
+        self.phase, _, self.command = spec.partition(":")
+        if not self.phase or not self.command:
+            raise ValueError(f"--profile wants PHASE:COMMAND, not {spec!r}")
+        self.work = work
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.outputs: list[Path] = []
+
+    def mark(self, when: str, phase: str, pid: int | None, label: str) -> None:
+        if phase != self.phase or pid is None:
+            return
+        if when == "begin":
+            out = self.work / f"profile-{label}-{phase}.txt"
+            self.outputs.append(out)
+            argv = [a.replace("{pid}", str(pid)).replace("{out}", str(out)) for a in shlex.split(self.command)]
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # attached before the phase's first call
+        elif self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+@contextmanager
+def from_tree(tree: Path | None) -> Iterator[None]:
+    """pysfsd started from ``tree`` (None: this checkout): the load generator's ``Pysfsd``
+    runs ``python -m nfsd`` in ``server_lib.REPO``."""
+    if tree is None:
+        yield
+        return
+    saved, server_lib.REPO = server_lib.REPO, tree
+    try:
+        yield
+    finally:
+        server_lib.REPO = saved
+
+
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
+             profiler: PhaseProfiler | None = None, label: str = "",
+             tree: Path | None = None) -> tuple[Phases, Calls]:
+    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
@@ -77,13 +140,18 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             variant = pysfsd_variant(server)
             assert variant is not None, server
             options, workers = variant
-            p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
+            with from_tree(tree):
+                p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
             port = mount_port = p.port
             pid = lambda: p.pid  # noqa: E731
 
         def mark(args: list[str]) -> str:
             when, phase = args
+            if profiler is not None and when == "end":
+                profiler.mark(when, phase, pid(), label)  # its exit's cost is not the server's
             cpu[(when, phase)] = server_cpu_seconds(pid())
+            if profiler is not None and when == "begin":
+                profiler.mark(when, phase, pid(), label)
             return ""
 
         env = {"CPU_MARKS": "1", **({"NCONNECT": str(nconnect)} if nconnect else {})}
@@ -144,24 +212,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
     parser.add_argument("--dd-mb", type=int, default=100)
     parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                        help="servers pysfsd...@NAME run from the checkout at PATH")
+    parser.add_argument("--profile", metavar="PHASE:COMMAND",
+                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
     parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
     for s in servers:
         if s != "ganesha" and pysfsd_variant(s) is None:
             parser.error(f"unknown server {s!r}")
+        if "@" in s and s.partition("@")[2] not in trees:
+            parser.error(f"{s}: no --tree {s.partition('@')[2]}=PATH")
     vm = load_vm()
     missing = vm.missing_prerequisites()
     if missing:
         print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
+    profiler = PhaseProfiler(args.profile, work) if args.profile else None
     results: dict[str, list[Phases]] = {s: [] for s in servers}
     calls: dict[str, Calls] = {}
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect)
+            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
+                                        trees.get(s.partition("@")[2]) if "@" in s else None)
             results[s].append(phases)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
@@ -175,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     for phase in calls[servers[0]]:
         for s in servers:
             print(f"  {phase:24} {s:13} {calls[s].get(phase, '')}")
+    if profiler is not None:
+        print("\nprofiles: " + " ".join(str(p) for p in profiler.outputs))
     return 0
 
 

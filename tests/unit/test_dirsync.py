@@ -54,6 +54,53 @@ def test_a_failed_fsync_is_retried_by_the_next_caller() -> None:
     assert calls == ["fail", "ok"]
 
 
+def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow() -> None:
+    """A small burst of a lone connection is fsynced on the calling (loop) thread and needs
+    no future; once fsyncs have been slow (a slow disk, a busy CPU), the next bursts go to
+    the pool again, and fast ones bring the loop back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nfsd.fs import dirsync as dirsync_module
+    ran_on: list[str] = []
+
+    def fsync(seconds: float) -> Any:
+        def run() -> None:
+            ran_on.append(threading.current_thread().name)
+            time.sleep(seconds)
+        return run
+
+    async def burst(sync: DirSync, seconds: float, changes: int = 1) -> bool:
+        """One burst of ``changes``; True if its replies could leave at once."""
+        sync.begin_burst()
+        for i in range(changes):
+            sync.sync(i, fsync(seconds))
+        held = sync.end_burst()
+        if held is not None:
+            await held
+        return held is None
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(2, thread_name_prefix="pool") as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            assert not await burst(sync, 0)                        # not told when it is alone
+            sync.inline_when(lambda: True)
+            assert await burst(sync, 0) and ran_on[-1] == "MainThread"
+            assert not await burst(sync, 0, changes=3)             # pipelined: the pool
+            assert ran_on[-1].startswith("pool")
+            assert await burst(sync, 0.05)                         # slow, once...
+            assert not await burst(sync, 0)                        # ...then the pool
+            assert ran_on[-1].startswith("pool")
+            while not await burst(sync, 0):                        # fast ones bring it back
+                pass
+            assert ran_on[-1] == "MainThread"
+            assert sync._fsync_seconds < dirsync_module.INLINE_SLOWER_THAN
+            sync.inline_when(lambda: False)                        # another connection
+            assert not await burst(sync, 0)
+
+    asyncio.run(scenario())
+
+
 # -- through a server in this process: replies held until the burst's directory fsync -------
 
 import asyncio  # noqa: E402
@@ -84,6 +131,7 @@ class GatedFsync:
         self.gates: list[threading.Event] = [threading.Event() for _ in range(64)]
         self.fail_next = False
         self.server: Any = None  # the NfsServer, once started
+        self.threads: list[str] = []  # the name of the thread each fsync ran on
 
     def __call__(self, fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
@@ -96,6 +144,7 @@ class GatedFsync:
         with self.lock:
             mine = self.began
             self.began += 1
+            self.threads.append(threading.current_thread().name)
         assert self.gates[mine].wait(20), "gate never opened"
         flush()
         with self.lock:
@@ -117,11 +166,19 @@ def gated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any
     yield from _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure")
 
 
+@pytest.fixture
+def gated_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, GatedFsync, Path]]:
+    """As ``gated``, a lone connection's fsyncs on the event loop (the server's default)."""
+    yield from _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure", inline=True)
+
+
 def _gated_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: str,
-                  files: bool = False, more: tuple[str, ...] = ()) -> Iterator[tuple[Any, GatedFsync, Path]]:
+                  files: bool = False, more: tuple[str, ...] = (),
+                  inline: bool = False) -> Iterator[tuple[Any, GatedFsync, Path]]:
     """A server in this process exporting ``*(options)`` (and the export lines ``more``),
     with the fsyncs of the export's directories (``files``: and of its files, fdatasync
-    too) held at the gate."""
+    too) held at the gate.  Unless ``inline``, every burst's fsyncs go to the pool, even a
+    lone connection's (a gate held on the loop would stop the whole server)."""
     from nfsd.app import NfsServer, ServerConfig
     export = tmp_path / "export"
     (export / "d").mkdir(parents=True)
@@ -137,6 +194,8 @@ def _gated_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: str,
     def run() -> None:
         asyncio.set_event_loop(loop)
         server = NfsServer(config)
+        if not inline:
+            server.dirsync.inline_when(None)
         started["port"] = loop.run_until_complete(server.start())[1]
         started["server"] = server
         loop.run_forever()
@@ -239,17 +298,72 @@ def test_a_retransmission_of_a_held_reply_is_in_progress_then_replayed(gated: An
         assert again[0xD000][1] == got[0xD000][1]
 
 
-def test_a_failed_fsync_answers_system_err(gated: Any) -> None:
-    port, gate, export = gated
+@pytest.mark.parametrize("inline", [False, True], ids=["pool", "on-the-loop"])
+def test_a_failed_fsync_answers_system_err(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+    for port, gate, export in _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure", inline=inline):
+        _quiet(monkeypatch, 0.05)
+        with RpcClient(port) as rpc:
+            root = rpc.mount(str(export).encode())
+            gate.fail_next = True
+            for g in gate.gates:
+                g.set()
+            _send_all(rpc, [_create_record(0xE000, root, b"lost")])
+            body, _ = _replies(rpc, 1)[0xE000]
+            assert body[0] == reply_stat.MSG_ACCEPTED
+            assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
+            assert gate.threads[0].startswith("pysfsd-io") != inline, gate.threads
+
+
+def _quiet(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Another connection counts for ``seconds`` after its last call (and earlier tests'
+    connections are forgotten after that long)."""
+    from nfsd.rpc.server import ConnectionActivity
+    monkeypatch.setattr(ConnectionActivity, "QUIET", seconds)
+    time.sleep(seconds * 2)
+
+
+def test_a_lone_connections_change_is_fsynced_on_the_loop_before_its_reply(
+        gated_inline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One client, one call at a time: the directory's fsync runs on the event loop's own
+    thread (no hand-off to the pool), and the reply still waits for it."""
+    port, gate, export = gated_inline
+    _quiet(monkeypatch, 0.05)
     with RpcClient(port) as rpc:
         root = rpc.mount(str(export).encode())
-        gate.fail_next = True
-        for g in gate.gates:
-            g.set()
-        _send_all(rpc, [_create_record(0xE000, root, b"lost")])
-        body, _ = _replies(rpc, 1)[0xE000]
-        assert body[0] == reply_stat.MSG_ACCEPTED
-        assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
+        _send_all(rpc, [_create_record(0xC400, root, b"lone")])
+        gate.wait_began(1)
+        assert (export / "lone").exists()
+        assert _nothing_arrives(rpc)
+        gate.gates[0].set()
+        got = _replies(rpc, 1)
+        assert nfs3.CREATE3res.unpack(got[0xC400][1], 0)[0][0] == OK
+        assert gate.ended == 1
+        assert not gate.threads[0].startswith("pysfsd-io"), gate.threads
+
+
+def test_a_second_active_connection_sends_the_fsyncs_to_the_pool(
+        gated_inline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once another connection is served, the loop must not wait for the disk: the next
+    change's fsync runs in the pool, and the other connection is answered meanwhile."""
+    port, gate, export = gated_inline
+    _quiet(monkeypatch, 0.05)
+    for g in gate.gates[:1]:
+        g.set()
+    with RpcClient(port) as rpc, RpcClient(port) as other:
+        root = rpc.mount(str(export).encode())
+        _send_all(rpc, [_create_record(0xC500, root, b"alone")])
+        assert list(_replies(rpc, 1)) == [0xC500]
+        assert not gate.threads[0].startswith("pysfsd-io")
+        from nfsd.rpc.server import ConnectionActivity
+        monkeypatch.setattr(ConnectionActivity, "QUIET", 30.0)  # the other connection counts from now on
+        assert other.nfs(1, nfs3.GETATTR3args.cls(fh(root)))[0] == OK
+        _send_all(rpc, [_create_record(0xC501, root, b"shared")])
+        gate.wait_began(2)
+        assert gate.threads[1].startswith("pysfsd-io"), gate.threads
+        assert other.nfs(1, nfs3.GETATTR3args.cls(fh(root)))[0] == OK  # the loop is free
+        assert _nothing_arrives(rpc)
+        gate.gates[1].set()
+        assert list(_replies(rpc, 1)) == [0xC501]
 
 
 def test_over_udp_too(gated: Any) -> None:
