@@ -54,13 +54,16 @@ def test_a_failed_fsync_is_retried_by_the_next_caller() -> None:
     assert calls == ["fail", "ok"]
 
 
-def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow() -> None:
+def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow(monkeypatch: pytest.MonkeyPatch) -> None:
     """A small burst of a lone connection is fsynced on the calling (loop) thread and needs
     no future; once fsyncs have been slow (a slow disk, a busy CPU), the next bursts go to
     the pool again, and fast ones bring the loop back."""
     from concurrent.futures import ThreadPoolExecutor
 
     from nfsd.fs import dirsync as dirsync_module
+    # "Slow" well above what an instant fsync can take on a loaded machine (a thread switch
+    # there can take milliseconds), and the slow one far above that again.
+    monkeypatch.setattr(dirsync_module, "INLINE_SLOWER_THAN", 0.05)
     ran_on: list[str] = []
 
     def fsync(seconds: float) -> Any:
@@ -88,7 +91,7 @@ def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow() -> None:
             assert await burst(sync, 0) and ran_on[-1] == "MainThread"
             assert not await burst(sync, 0, changes=3)             # pipelined: the pool
             assert ran_on[-1].startswith("pool")
-            assert await burst(sync, 0.05)                         # slow, once...
+            assert await burst(sync, 0.8)                          # slow, once...
             assert not await burst(sync, 0)                        # ...then the pool
             assert ran_on[-1].startswith("pool")
             while not await burst(sync, 0):                        # fast ones bring it back
