@@ -78,10 +78,16 @@ def _inline_write(service: Nfs3Service, a: Any) -> bool:
     """An UNSTABLE write only fills the page cache: inline, unless it may sleep there
     (dirty pages near the kernel's throttling point, a large write with partial pages that
     may have to be read first, an export whose writes do more than copy: FUSE, a network
-    file system; nfsd/fs/writeback.py).  FILE_SYNC and DATA_SYNC fsync: in a thread."""
-    if a.stable != stable_how.UNSTABLE or not page_cache.roomy():
+    file system; nfsd/fs/writeback.py).  FILE_SYNC and DATA_SYNC fsync: in a thread, except
+    a small one that is a lone client's only call (``Nfs3Service.lone_call``: as a lone
+    client's directory fsyncs, nfsd/fs/dirsync.py, it waits for this reply anyway, and a
+    thread round trip costs more than it saves)."""
+    if not page_cache.roomy():
         return False
-    if len(a.data) > SMALL_IO and not aligned(a.offset, len(a.data)):
+    if a.stable != stable_how.UNSTABLE:
+        if len(a.data) > SMALL_IO or not service.lone_call():
+            return False
+    elif len(a.data) > SMALL_IO and not aligned(a.offset, len(a.data)):
         return False
     try:
         fs = service.exports.get(handle_kind(a.file.data)[1])

@@ -31,6 +31,12 @@ _fh = nfs3.nfs_fh3.cls
 # Results of the busiest modifying calls, built with tuple.__new__ (one C call; the classes'
 # own __new__ is a Python function).
 _new = tuple.__new__
+
+
+def _never() -> bool:
+    return False
+
+
 _SETATTR_OK = nfs3.SETATTR3resok.cls
 _GETATTR_OK = nfs3.GETATTR3resok.cls
 _ACCESS_OK = nfs3.ACCESS3resok.cls
@@ -137,6 +143,9 @@ class Nfs3Service:
         # watched (EntryCache.enable).
         self.entries = entries if entries is not None else EntryCache()
         self._create_lock = threading.Lock()
+        #: whether the call being decided is a lone client's only one (app.py: the
+        #: transport's ``ConnectionActivity.lone_call``): its small stable WRITE runs inline
+        self.lone_call: Callable[[], bool] = _never
         # the handles the export guard resolved for the call this thread serves (``resolved``)
         self._call = _CallHandles()
 

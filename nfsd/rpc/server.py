@@ -88,14 +88,16 @@ class ConnectionActivity:
 
     QUIET = 0.5
 
-    __slots__ = ("last", "last_at", "mixed_at")
+    __slots__ = ("last", "last_at", "mixed_at", "calls")
 
     def __init__(self) -> None:
         self.last = 0          # id() of the connection served last
         self.last_at = 0.0     # when
         self.mixed_at = -1e9   # when a burst last came from another connection than the one before, within QUIET
+        self.calls = 0         # records in the burst being served
 
-    def serving(self, conn: object) -> None:
+    def serving(self, conn: object, calls: int) -> None:
+        self.calls = calls
         now = time.monotonic()
         if id(conn) != self.last:
             if now - self.last_at < self.QUIET:
@@ -106,10 +108,17 @@ class ConnectionActivity:
     def shared(self) -> None:
         """A call from a client that has no connection of its own (UDP)."""
         self.last = 0
+        self.calls = 1
         self.last_at = self.mixed_at = time.monotonic()
 
     def alone(self) -> bool:
         return self.last_at - self.mixed_at >= self.QUIET
+
+    def lone_call(self) -> bool:
+        """``alone``, and the burst being served is one call: the client waits for this
+        reply before it sends anything else, so work done on the loop delays nobody (a
+        pipelined burst's calls could run side by side in threads)."""
+        return self.calls == 1 and self.last_at - self.mixed_at >= self.QUIET
 
 
 activity = ConnectionActivity()
@@ -207,9 +216,9 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self._serve(records)
 
     def _serve(self, records: list[Any]) -> None:
-        activity.serving(self)
         if self._backlog:
             records, self._backlog = self._backlog + records, []
+        activity.serving(self, len(records))
         if self.inflight >= self.max_inflight or self._writing_paused:
             self._backlog = records
             records = []

@@ -66,3 +66,42 @@ def test_offload_predicates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert write(nfs3.WRITE3args.cls(fh, 0, 1 << 20, nfs3.stable_how.UNSTABLE, b"x" * (1 << 20)))
     assert {r.proc.name for r in NFS3_PROCEDURES if r.guard is Guard.PLAIN} == {
         "GETATTR", "FSSTAT", "FSINFO", "PATHCONF", "COMMIT"}
+
+
+def test_a_lone_clients_small_stable_write_runs_inline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A FILE_SYNC or DATA_SYNC WRITE fsyncs: in a thread, so that the loop serves others
+    meanwhile, unless it is a lone client's only call (the transport's
+    ``ConnectionActivity.lone_call``), where the thread round trip only adds cost."""
+    monkeypatch.setattr(writeback.page_cache, "roomy", lambda: True)
+    export = SimpleNamespace(root_path=str(tmp_path))
+    service = Nfs3Service({7: export}, None, b"\0" * 8)  # type: ignore[arg-type]  # no store: none is used
+    write = offloads(service)[7]
+    fh = nfs3.nfs_fh3.cls(pack_real(7, 2, 3))
+    small = nfs3.WRITE3args.cls(fh, 0, 100, nfs3.stable_how.FILE_SYNC, b"x" * 100)
+    large = nfs3.WRITE3args.cls(fh, 0, SMALL_IO + 4096, nfs3.stable_how.DATA_SYNC, b"x" * (SMALL_IO + 4096))
+    assert write(small) and write(large)  # by default no call is a lone one
+    service.lone_call = lambda: True
+    assert not write(small)
+    assert write(large)  # a large one may take long on the disk: a thread still
+    monkeypatch.setattr(writeback.page_cache, "roomy", lambda: False)
+    assert write(small)  # near dirty-page throttling the copy itself may sleep
+
+
+def test_connection_activity_tells_a_lone_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfsd.rpc.server import ConnectionActivity
+    now = [100.0]
+    monkeypatch.setattr("nfsd.rpc.server.time.monotonic", lambda: now[0])
+    activity = ConnectionActivity()
+    one, other = object(), object()
+    activity.serving(one, 1)
+    assert activity.alone() and activity.lone_call()
+    activity.serving(one, 4)  # a pipelined burst: its fsyncs may run side by side in threads
+    assert activity.alone() and not activity.lone_call()
+    now[0] += 0.1
+    activity.serving(other, 1)  # another connection within QUIET
+    assert not activity.alone() and not activity.lone_call()
+    now[0] += ConnectionActivity.QUIET + 0.1
+    activity.serving(other, 1)
+    assert activity.lone_call()
+    activity.shared()  # a UDP call: no connection of its own
+    assert not activity.lone_call()
