@@ -56,6 +56,7 @@ FLAG_TOMB = 1
 FLAG_LINKED = 2      # the file has other names, in ``links``
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
 S_IFDIR = stat.S_IFDIR
+MAX_SEEN_KEYS = 1 << 14  # the memo of which posting keys are placed (``Writer.add_new``)
 
 
 class FileRecord(NamedTuple):
@@ -379,6 +380,8 @@ class Writer:
         self._new_children: dict[bytes, bytes] = {}
         self._new_attrs: dict[bytes, bytes] = {}
         self._new_places: list[tuple[bytes, bytes]] = []
+        self._seen_keys: set[bytes] = set()    # posting keys classified by ``add_new``...
+        self._placed_keys: set[bytes] = set()  # ...and those of them that are placed
         self.ops = 0
         self.changed = False
         self.stat_changed = False  # a change the stat tier's answers show (see ``stat_version``)
@@ -428,6 +431,8 @@ class Writer:
 
     def settle(self) -> None:
         """Write out the buffered records of new files."""
+        if not (self._new_files or self._new_children or self._new_attrs):
+            return  # (called before every other write: mostly with nothing buffered)
         for pending, db in ((self._new_files, self.t.files), (self._new_children, self.t.children),
                             (self._new_attrs, self.t.attrs)):
             if pending:
@@ -591,9 +596,13 @@ class Writer:
                                          and new[0].isdisjoint(removed) and new[0].isdisjoint(added))
 
     def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
-                content_keys: frozenset[bytes]) -> None:
-        """A file the index never saw (the scan's hot path: no reads, buffered postings)."""
+                content_keys: frozenset[bytes], replacing: bool = False) -> None:
+        """A file the index never saw (the scan's hot path: no reads, buffered postings);
+        ``replacing``: after ``reuse``, over a tombstone's record and attrs."""
         key = INO.pack(ino)
+        if replacing and not (stat_keys or content_keys):
+            self.settle()
+            self.txn.delete(key, db=self.t.attrs)
         self._new_files[key] = rec.encode()
         self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
         if stat_keys or content_keys:
@@ -603,7 +612,17 @@ class Writer:
             self._adds_of.add(key)
             self.changed = True
             self.stat_changed |= bool(stat_keys)
-            placed = [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]  # is_placed
+            # which keys are placed, from a bounded memo of the keys seen (set operations in
+            # C; only a file's unseen keys, mostly its name key, are classified one by one)
+            unseen = keys - self._seen_keys
+            if unseen:
+                if len(self._seen_keys) > MAX_SEEN_KEYS:
+                    self._seen_keys.clear()
+                    self._placed_keys.clear()
+                    unseen = keys
+                self._seen_keys.update(unseen)
+                self._placed_keys.update(k for k in unseen if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY)
+            placed = self._placed_keys.intersection(keys)
             if placed:
                 place = place_value(key, rec.parent, rec.name)
                 self._new_places.extend(zip(placed, repeat(place)))
@@ -622,12 +641,18 @@ class Writer:
                 self._write_adds()
             for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
                 pass
-            cur = None
-            for k in keys:
-                if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:  # is_placed
-                    if cur is None:  # one cursor for all its places
-                        cur = txn.cursor(db=t.places)
-                    self._unplace(k, key, cur)
+            placed = [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]  # is_placed
+            if placed:
+                # its places hold exactly the record's parent and name (``put_file`` moves them
+                # with it): deleted by their whole value, one call each, no cursor walk; one
+                # that differs anyway is found by a walk from the inode's prefix
+                place = place_value(key, rec.parent, rec.name)
+                missed = [k for k, gone in zip(placed, map(txn.delete, placed, repeat(place), repeat(t.places)))
+                          if not gone]
+                if missed:
+                    cur = txn.cursor(db=t.places)
+                    for k in missed:
+                        self._unplace(k, key, cur)
         txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
                                rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
         txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
@@ -640,15 +665,16 @@ class Writer:
 
     def reuse(self, ino: int) -> None:
         """A tombstone's inode number now names an unrelated file: forget the tombstone
-        (record, attrs, vanishing time), so the file goes in as new (``add_new``).  Its
+        (record, attrs, vanishing time), so the file goes in as new (``add_new`` with
+        ``replacing``, which must follow).  Its
         postings and places went at ``tombstone``, its failures too."""
         self.settle()
         key = INO.pack(ino)
         txn, t = self.txn, self.t
         txn.delete(key, db=t.tombs)
-        txn.delete(key, db=t.attrs)
-        txn.delete(key, db=t.files)
-        self.ops += 3
+        # (its record and attrs stay: ``add_new(replacing=True)``, which must follow,
+        # overwrites them, or deletes the attrs of a file without keys)
+        self.ops += 1
 
     def purge_tombs(self, before_ns: int) -> None:
         """Forget files that vanished before ``before_ns`` and never came back."""
