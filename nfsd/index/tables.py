@@ -544,8 +544,9 @@ class Writer:
     def del_child_of(self, parent: int, name: bytes, ino: int) -> None:
         """Drop the entry ``name`` of ``parent`` if it still names ``ino`` (one look-up: the
         entry is taken out, and put back in the rare case it names another inode now)."""
-        self.settle()
         key = INO.pack(parent) + name
+        if key in self._new_children:  # (else the buffers stay: creates and removals mixed
+            self.settle()              # in one flush keep their new records batched)
         raw = self.txn.pop(key, db=self.t.children)
         if raw is not None and _CHILD.unpack(raw)[0] != ino:
             self.txn.put(key, raw, db=self.t.children)
@@ -632,8 +633,9 @@ class Writer:
         """Take a vanished file out of every posting; keep its record and attrs a while.
         (A removal's hot path: the postings come from the raw attrs, no sets or records
         are built.)"""
-        self.settle()
         key = INO.pack(ino)
+        if key in self._new_files or key in self._new_attrs:  # (else no buffer holds it)
+            self.settle()
         t, txn = self.t, self.txn
         keys = posted_keys(txn.get(key, db=t.attrs))
         if keys:
@@ -668,12 +670,11 @@ class Writer:
         (record, attrs, vanishing time), so the file goes in as new (``add_new`` with
         ``replacing``, which must follow).  Its
         postings and places went at ``tombstone``, its failures too."""
-        self.settle()
-        key = INO.pack(ino)
-        txn, t = self.txn, self.t
-        txn.delete(key, db=t.tombs)
         # (its record and attrs stay: ``add_new(replacing=True)``, which must follow,
-        # overwrites them, or deletes the attrs of a file without keys)
+        # overwrites them, or deletes the attrs of a file without keys; and no ``settle``:
+        # ``tombs`` has no buffer, so the buffered records of new files before it stay
+        # in one sorted batch, not one ``putmulti`` each)
+        self.txn.delete(INO.pack(ino), db=self.t.tombs)
         self.ops += 1
 
     def purge_tombs(self, before_ns: int) -> None:
