@@ -38,7 +38,7 @@ import hashlib
 import stat
 import struct
 import time
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, Iterator, NamedTuple
 
 import lmdb
@@ -96,6 +96,8 @@ _new_tuple = tuple.__new__
 
 _PLACED_PREFIXES = (b"ext\0", b"owner\0", b"group\0", b"#size\0")
 _NO_EXT_KEY = b"#none\0ext"  # nfsd/query/language.py: NO_EXT_KEY (the files without an ext)
+_PLACED_FIELDS = frozenset(p[:-1] for p in _PLACED_PREFIXES)
+_NO_EXT_FIELD = _NO_EXT_KEY.split(b"\0")[0]
 
 
 def is_placed(key: bytes) -> bool:
@@ -142,18 +144,26 @@ def _decode_tier(blob: bytes) -> frozenset[bytes]:
     return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
 
 
-def posted_keys(raw: bytes | None) -> list[bytes]:
-    """Every posting key of an encoded attrs record (both tiers), with no set built: what a
-    removal deletes (``Writer.tombstone``, once per removed file)."""
+def posted_keys(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
+    """Every posting key of an encoded attrs record (both tiers), and those of them that
+    are placed (``is_placed``), with no set built and no Python test per key: what a removal
+    deletes (``Writer.tombstone``, once per removed file)."""
     if not raw:
-        return []
+        return [], []
     n, = _U32.unpack_from(raw)
     out: list[bytes] = []
+    placed: list[bytes] = []
     for blob in (raw[4:4 + n], raw[4 + n:]):
         if blob:
             parts = blob.split(b"\0")
-            out.extend(map(b"\0".join, zip(parts[::2], parts[1::2])))
-    return out
+            fields = parts[::2]
+            keys = list(map(b"\0".join, zip(fields, parts[1::2])))
+            out.extend(keys)
+            # (a key holds one NUL: its prefix "ext\0"... is its field; "#none" is only "no ext")
+            placed.extend(compress(keys, map(_PLACED_FIELDS.__contains__, fields)))
+            if _NO_EXT_FIELD in fields and _NO_EXT_KEY in keys:
+                placed.append(_NO_EXT_KEY)
+    return out, placed
 
 
 def field_values(raw: bytes, field: bytes) -> list[bytes]:
@@ -637,13 +647,12 @@ class Writer:
         if key in self._new_files or key in self._new_attrs:  # (else no buffer holds it)
             self.settle()
         t, txn = self.t, self.txn
-        keys = posted_keys(txn.get(key, db=t.attrs))
+        keys, placed = posted_keys(txn.get(key, db=t.attrs))
         if keys:
             if key in self._adds_of:  # its buffered postings and places go first
                 self._write_adds()
             for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
                 pass
-            placed = [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]  # is_placed
             if placed:
                 # its places hold exactly the record's parent and name (``put_file`` moves them
                 # with it): deleted by their whole value, one call each, no cursor walk; one
