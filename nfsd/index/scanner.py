@@ -292,12 +292,14 @@ class Reconciler:
         self.c.added += 1
         st_out = self._stat_keys(dir_fd, ino, name, st, None)  # a new inode (or a tombstone): no other name recorded
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
+        replacing = False
         if tomb is not None and not keep:
             # the inode number of a removed file, taken by an unrelated one (a CREATE after
             # removals): nothing of the tombstone is kept, so the file is added as new, with
             # the buffered writes of ``add_new`` (about half the cost of reviving it)
             w.reuse(ino)
             tomb = None
+            replacing = True
         xver = self.x.xver_for(name, st) if keep or not self.x.content_tier else NO_XVER
         empty = None
         if xver == NO_XVER and st.st_size == 0 and kind == stat.S_IFREG:
@@ -309,7 +311,7 @@ class Reconciler:
                          st.st_ctime_ns, xver, name)
         if empty is not None:
             if tomb is None:
-                w.add_new(ino, rec, st_out.keys, empty.keys)
+                w.add_new(ino, rec, st_out.keys, empty.keys, replacing)
                 if st_out.failures or empty.failures:  # else nothing to record: a new inode has no failures yet
                     self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
                 return
@@ -321,7 +323,7 @@ class Reconciler:
             self._failures(ino, dir_ino, name, st_out.failures + empty.failures)
             return
         if tomb is None:
-            w.add_new(ino, rec, st_out.keys, EMPTY)
+            w.add_new(ino, rec, st_out.keys, EMPTY, replacing)
         else:
             old = w.keys_of(ino)
             w.revive(ino)

@@ -38,7 +38,7 @@ import hashlib
 import stat
 import struct
 import time
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, Iterator, NamedTuple
 
 import lmdb
@@ -56,6 +56,7 @@ FLAG_TOMB = 1
 FLAG_LINKED = 2      # the file has other names, in ``links``
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
 S_IFDIR = stat.S_IFDIR
+MAX_SEEN_KEYS = 1 << 14  # the memo of which posting keys are placed (``Writer.add_new``)
 
 
 class FileRecord(NamedTuple):
@@ -95,6 +96,8 @@ _new_tuple = tuple.__new__
 
 _PLACED_PREFIXES = (b"ext\0", b"owner\0", b"group\0", b"#size\0")
 _NO_EXT_KEY = b"#none\0ext"  # nfsd/query/language.py: NO_EXT_KEY (the files without an ext)
+_PLACED_FIELDS = frozenset(p[:-1] for p in _PLACED_PREFIXES)
+_NO_EXT_FIELD = _NO_EXT_KEY.split(b"\0")[0]
 
 
 def is_placed(key: bytes) -> bool:
@@ -141,18 +144,26 @@ def _decode_tier(blob: bytes) -> frozenset[bytes]:
     return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
 
 
-def posted_keys(raw: bytes | None) -> list[bytes]:
-    """Every posting key of an encoded attrs record (both tiers), with no set built: what a
-    removal deletes (``Writer.tombstone``, once per removed file)."""
+def posted_keys(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
+    """Every posting key of an encoded attrs record (both tiers), and those of them that
+    are placed (``is_placed``), with no set built and no Python test per key: what a removal
+    deletes (``Writer.tombstone``, once per removed file)."""
     if not raw:
-        return []
+        return [], []
     n, = _U32.unpack_from(raw)
     out: list[bytes] = []
+    placed: list[bytes] = []
     for blob in (raw[4:4 + n], raw[4 + n:]):
         if blob:
             parts = blob.split(b"\0")
-            out.extend(map(b"\0".join, zip(parts[::2], parts[1::2])))
-    return out
+            fields = parts[::2]
+            keys = list(map(b"\0".join, zip(fields, parts[1::2])))
+            out.extend(keys)
+            # (a key holds one NUL: its prefix "ext\0"... is its field; "#none" is only "no ext")
+            placed.extend(compress(keys, map(_PLACED_FIELDS.__contains__, fields)))
+            if _NO_EXT_FIELD in fields and _NO_EXT_KEY in keys:
+                placed.append(_NO_EXT_KEY)
+    return out, placed
 
 
 def field_values(raw: bytes, field: bytes) -> list[bytes]:
@@ -379,6 +390,8 @@ class Writer:
         self._new_children: dict[bytes, bytes] = {}
         self._new_attrs: dict[bytes, bytes] = {}
         self._new_places: list[tuple[bytes, bytes]] = []
+        self._seen_keys: set[bytes] = set()    # posting keys classified by ``add_new``...
+        self._placed_keys: set[bytes] = set()  # ...and those of them that are placed
         self.ops = 0
         self.changed = False
         self.stat_changed = False  # a change the stat tier's answers show (see ``stat_version``)
@@ -428,6 +441,8 @@ class Writer:
 
     def settle(self) -> None:
         """Write out the buffered records of new files."""
+        if not (self._new_files or self._new_children or self._new_attrs):
+            return  # (called before every other write: mostly with nothing buffered)
         for pending, db in ((self._new_files, self.t.files), (self._new_children, self.t.children),
                             (self._new_attrs, self.t.attrs)):
             if pending:
@@ -539,8 +554,9 @@ class Writer:
     def del_child_of(self, parent: int, name: bytes, ino: int) -> None:
         """Drop the entry ``name`` of ``parent`` if it still names ``ino`` (one look-up: the
         entry is taken out, and put back in the rare case it names another inode now)."""
-        self.settle()
         key = INO.pack(parent) + name
+        if key in self._new_children:  # (else the buffers stay: creates and removals mixed
+            self.settle()              # in one flush keep their new records batched)
         raw = self.txn.pop(key, db=self.t.children)
         if raw is not None and _CHILD.unpack(raw)[0] != ino:
             self.txn.put(key, raw, db=self.t.children)
@@ -591,9 +607,13 @@ class Writer:
                                          and new[0].isdisjoint(removed) and new[0].isdisjoint(added))
 
     def add_new(self, ino: int, rec: FileRecord, stat_keys: frozenset[bytes],
-                content_keys: frozenset[bytes]) -> None:
-        """A file the index never saw (the scan's hot path: no reads, buffered postings)."""
+                content_keys: frozenset[bytes], replacing: bool = False) -> None:
+        """A file the index never saw (the scan's hot path: no reads, buffered postings);
+        ``replacing``: after ``reuse``, over a tombstone's record and attrs."""
         key = INO.pack(ino)
+        if replacing and not (stat_keys or content_keys):
+            self.settle()
+            self.txn.delete(key, db=self.t.attrs)
         self._new_files[key] = rec.encode()
         self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
         if stat_keys or content_keys:
@@ -603,7 +623,17 @@ class Writer:
             self._adds_of.add(key)
             self.changed = True
             self.stat_changed |= bool(stat_keys)
-            placed = [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]  # is_placed
+            # which keys are placed, from a bounded memo of the keys seen (set operations in
+            # C; only a file's unseen keys, mostly its name key, are classified one by one)
+            unseen = keys - self._seen_keys
+            if unseen:
+                if len(self._seen_keys) > MAX_SEEN_KEYS:
+                    self._seen_keys.clear()
+                    self._placed_keys.clear()
+                    unseen = keys
+                self._seen_keys.update(unseen)
+                self._placed_keys.update(k for k in unseen if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY)
+            placed = self._placed_keys.intersection(keys)
             if placed:
                 place = place_value(key, rec.parent, rec.name)
                 self._new_places.extend(zip(placed, repeat(place)))
@@ -613,21 +643,27 @@ class Writer:
         """Take a vanished file out of every posting; keep its record and attrs a while.
         (A removal's hot path: the postings come from the raw attrs, no sets or records
         are built.)"""
-        self.settle()
         key = INO.pack(ino)
+        if key in self._new_files or key in self._new_attrs:  # (else no buffer holds it)
+            self.settle()
         t, txn = self.t, self.txn
-        keys = posted_keys(txn.get(key, db=t.attrs))
+        keys, placed = posted_keys(txn.get(key, db=t.attrs))
         if keys:
             if key in self._adds_of:  # its buffered postings and places go first
                 self._write_adds()
             for _ in map(txn.delete, keys, repeat(key), repeat(t.postings)):  # (no Python loop body)
                 pass
-            cur = None
-            for k in keys:
-                if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:  # is_placed
-                    if cur is None:  # one cursor for all its places
-                        cur = txn.cursor(db=t.places)
-                    self._unplace(k, key, cur)
+            if placed:
+                # its places hold exactly the record's parent and name (``put_file`` moves them
+                # with it): deleted by their whole value, one call each, no cursor walk; one
+                # that differs anyway is found by a walk from the inode's prefix
+                place = place_value(key, rec.parent, rec.name)
+                missed = [k for k, gone in zip(placed, map(txn.delete, placed, repeat(place), repeat(t.places)))
+                          if not gone]
+                if missed:
+                    cur = txn.cursor(db=t.places)
+                    for k in missed:
+                        self._unplace(k, key, cur)
         txn.put(key, _REC.pack(rec.parent, rec.kind >> 12, rec.flags | FLAG_TOMB, rec.gen & 0xFFFFFFFF, rec.size,
                                rec.mtime_ns, rec.ctime_ns, rec.xver) + rec.name, db=t.files)
         txn.put(key, INO.pack(time.time_ns()), db=t.tombs)
@@ -640,15 +676,15 @@ class Writer:
 
     def reuse(self, ino: int) -> None:
         """A tombstone's inode number now names an unrelated file: forget the tombstone
-        (record, attrs, vanishing time), so the file goes in as new (``add_new``).  Its
+        (record, attrs, vanishing time), so the file goes in as new (``add_new`` with
+        ``replacing``, which must follow).  Its
         postings and places went at ``tombstone``, its failures too."""
-        self.settle()
-        key = INO.pack(ino)
-        txn, t = self.txn, self.t
-        txn.delete(key, db=t.tombs)
-        txn.delete(key, db=t.attrs)
-        txn.delete(key, db=t.files)
-        self.ops += 3
+        # (its record and attrs stay: ``add_new(replacing=True)``, which must follow,
+        # overwrites them, or deletes the attrs of a file without keys; and no ``settle``:
+        # ``tombs`` has no buffer, so the buffered records of new files before it stay
+        # in one sorted batch, not one ``putmulti`` each)
+        self.txn.delete(INO.pack(ino), db=self.t.tombs)
+        self.ops += 1
 
     def purge_tombs(self, before_ns: int) -> None:
         """Forget files that vanished before ``before_ns`` and never came back."""

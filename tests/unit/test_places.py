@@ -180,3 +180,27 @@ def test_an_inode_number_taken_by_an_unrelated_file_shows_only_that_file(
     for query in ("ext:/c", "ext:/h", "size:/5..25"):
         terms = terms_of(query)
         assert sorted(index.query_entries(index.root_ino, terms)) == by_records(index, monkeypatch, index.root_ino, terms)
+
+
+def test_a_removal_drops_places_that_differ_from_the_record(index: Index, env: lmdb.Environment) -> None:
+    # a removal deletes its places by their whole value (the record's parent and name);
+    # a place that holds anything else is still found and deleted (by a walk)
+    root = Path(index.root_path)
+    victim = root / "d3" / "f3_0.c"
+    ino = victim.stat().st_ino
+    ino8 = ino.to_bytes(8, "big")
+    t = Tables(env, 1)
+    with env.begin(write=True) as txn:
+        cur = txn.cursor(db=t.places)
+        assert cur.set_range_dup(b"ext\0c", ino8) and cur.value()[:8] == ino8
+        odd = ino8 + bytes(16) + b"elsewhere"  # another parent and name than the record's
+        cur.delete()
+        txn.put(b"ext\0c", odd, db=t.places, dupdata=True)
+    victim.unlink()
+    index.note_entry((root / "d3").stat().st_ino, b"f3_0.c")
+    index.flush()
+    with env.begin() as txn:
+        cur = txn.cursor(db=t.places)
+        for key in (b"ext\0c", b"owner\0" + pwd.getpwuid(os.getuid()).pw_name.encode()):
+            found = cur.set_range_dup(key, ino8) and cur.value()[:8] == ino8
+            assert not found, key

@@ -1,0 +1,75 @@
+"""The index's own CPU per noted new file and per removed file (``Index.flush``); prints figures.
+
+    python scripts/benchmarks/bench_index_flush.py [--files N] [--rounds R] [--dir DIR]
+
+No server: an ``Index`` over a fresh export in ``DIR``; per round, N empty files are created
+and noted (``note_entry``, as the watcher or a CREATE does), one flush applies them, then they
+are removed and noted, and one flush tombstones them.  The flush's thread CPU time per file
+is reported (rounds after the first, whose files take no freed inode numbers).  Rounds after
+the first create on the numbers the previous round freed (on ext4 with a journal, at once):
+the reused-tombstone path of a CREATE after removals.  Compare trees alternated with
+``PYTHONPATH=TREE`` (it comes before this script's own tree).  Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # after PYTHONPATH: another tree can be measured
+
+import lmdb  # noqa: E402
+
+from nfsd.index.index import Index  # noqa: E402
+
+
+def flush_cpu(idx: Index) -> float:
+    start = time.thread_time()
+    idx.flush()
+    return time.thread_time() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=3000, help="files created (then removed) per round")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--dir", default="/tmp", help="where the export and the index go")
+    args = p.parse_args()
+    base = tempfile.mkdtemp(prefix="bench-index-flush-", dir=args.dir)
+    export = os.path.join(base, "export")
+    d = os.path.join(export, "d").encode()
+    os.makedirs(d)
+    env = lmdb.open(os.path.join(base, "state"), max_dbs=128, map_size=1 << 30, sync=False)
+    idx = Index(env, export, 1)
+    try:
+        idx.scan(progress=False)
+        d_ino = os.stat(d).st_ino
+        made: list[float] = []
+        removed: list[float] = []
+        for k in range(args.rounds):
+            names = [b"f%d-%d" % (k, i) for i in range(args.files)]
+            for n in names:
+                os.close(os.open(os.path.join(d, n), os.O_CREAT | os.O_WRONLY, 0o644))
+                idx.note_entry(d_ino, n)
+            made.append(1e6 * flush_cpu(idx) / args.files)
+            for n in names:
+                os.unlink(os.path.join(d, n))
+                idx.note_entry(d_ino, n)
+            removed.append(1e6 * flush_cpu(idx) / args.files)
+        made, removed = made[1:] or made, removed[1:] or removed
+        print(f"{args.files} files x {args.rounds} rounds in {args.dir}; flush CPU per file (µs), rounds after the first")
+        print(f"  new file      median {statistics.median(made):5.1f} min {min(made):5.1f}")
+        print(f"  removed file  median {statistics.median(removed):5.1f} min {min(removed):5.1f}")
+    finally:
+        idx.close()
+        env.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
