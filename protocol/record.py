@@ -182,6 +182,19 @@ class RecordReader:
         pos = 0
         n = len(src)
         with memoryview(src) as view:  # one copy out of the buffer, not two
+            if src is data and not self._size:
+                # The common case, a burst of pipelined calls received whole: each record
+                # sent as one fragment is copied out once; the loop below takes over at the
+                # first record that is incomplete, fragmented or too large.
+                unpack, append, limit = _MARK.unpack_from, records.append, self.max_record
+                while n - pos >= 4:
+                    mark, = unpack(view, pos)
+                    length = mark - LAST_FRAGMENT  # negative for a non-final fragment
+                    end = pos + 4 + length
+                    if length < 0 or end > n or length > limit:
+                        break
+                    append(bytes(view[pos + 4:end]))
+                    pos = end
             while n - pos >= 4:
                 mark, = _MARK.unpack_from(view, pos)
                 length = mark & 0x7FFFFFFF
