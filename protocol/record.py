@@ -133,7 +133,7 @@ class RecordReader:
         return len(self._buf) + len(self._partial) + self._fill
 
     # -- receiving into the reader's buffers (asyncio.BufferedProtocol) --------------------
-    def get_buffer(self) -> memoryview:
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes should go: the rest of a large record's own buffer
         (so its data is copied once, by the kernel, and never again: a 1 MiB WRITE reaches
         pwrite() from there), else a scratch buffer whose bytes ``received`` parses."""
@@ -151,7 +151,17 @@ class RecordReader:
             self._fill += nbytes
             return self._direct_done()
         self._after_large = False
-        return self.feed(_scratch.view[:nbytes])
+        view = _scratch.view
+        if self._buf or self._size:
+            return self.feed(view[:nbytes])
+        # The common case, nothing held from earlier receives: the records are cut straight
+        # out of the scratch buffer; ``feed`` takes what is left from the first one that is
+        # incomplete, fragmented or too large.
+        records: list[bytes | bytearray] = []
+        pos = _cut_whole(view, nbytes, self.max_record, records)
+        if pos < nbytes:
+            records += self.feed(view[pos:nbytes])
+        return records
 
     def _direct_done(self) -> list[bytes | bytearray]:
         record = self._direct
@@ -182,6 +192,8 @@ class RecordReader:
         pos = 0
         n = len(src)
         with memoryview(src) as view:  # one copy out of the buffer, not two
+            if src is data and not self._size:
+                pos = _cut_whole(view, n, self.max_record, records)
             while n - pos >= 4:
                 mark, = _MARK.unpack_from(view, pos)
                 length = mark & 0x7FFFFFFF
@@ -213,6 +225,23 @@ class RecordReader:
         if src is buf and pos:
             del buf[:pos]
         return records
+
+
+def _cut_whole(view: memoryview, n: int, limit: int, records: list[bytes | bytearray]) -> int:
+    """Append to ``records`` a copy of each whole record of ``view[:n]`` sent as one fragment
+    of at most ``limit`` bytes, from the start (a burst of pipelined calls received whole);
+    returns where the first other one (incomplete, fragmented, too large) starts."""
+    unpack, append = _MARK.unpack_from, records.append
+    pos = 0
+    while n - pos >= 4:
+        mark, = unpack(view, pos)
+        length = mark - LAST_FRAGMENT  # negative for a non-final fragment
+        end = pos + 4 + length
+        if length < 0 or end > n or length > limit:
+            break
+        append(bytes(view[pos + 4:end]))
+        pos = end
+    return pos
 
 
 def frame(payload: bytes | bytearray, max_fragment: int = 0x7FFFFFFF) -> bytes:

@@ -143,6 +143,28 @@ def test_received_into_its_buffers_as_fed(fragments: list[tuple[int, bool]], chu
     assert _receive(RecordReader(MAX), stream, chunk) == [bytes(r) for r in fed]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.booleans()), max_size=40), st.integers(1, 2000))
+def test_bursts_of_small_records_are_received_as_fed(fragments: list[tuple[int, bool]], chunk: int) -> None:
+    """The receive path cuts whole single-fragment records straight out of the shared buffer
+    (pipelined calls); fragments, partial tails and what follows them still come out as
+    ``feed`` gives them."""
+    stream = b"".join(mark(n, last) + bytes([n % 251]) * n for n, last in fragments)
+    fed = RecordReader(MAX).feed(stream)
+    got = _receive(RecordReader(MAX), stream, chunk)
+    assert got == [bytes(r) for r in fed]
+    assert all(type(r) is bytes for r in RecordReader(MAX).feed(stream))
+
+
+def test_a_record_past_the_bound_after_whole_ones_in_one_receive_is_refused() -> None:
+    r = RecordReader(100)
+    stream = mark(3) + b"abc" + mark(100) + bytes(100) + mark(101) + bytes(101)
+    buf = r.get_buffer()
+    buf[:len(stream)] = stream
+    with pytest.raises(RecordTooLarge):
+        r.received(len(stream))
+
+
 def test_a_large_record_is_received_into_its_own_buffer() -> None:
     r = RecordReader(MAX)
     payload = bytes(range(256)) * 1024  # 256 KiB
