@@ -64,7 +64,7 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_io_lock", "__weakref__")
+                 "_io_lock", "_fresh", "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -73,6 +73,14 @@ class Node(ModeKinds):
         self._io_fd = -1
         self._io_writable = False
         self._io_lock = threading.Lock()
+        self._fresh: os.stat_result | None = None
+
+    def created_stat(self) -> os.stat_result | None:
+        """The ``fstat`` taken when the server made this object, if nothing changed it since
+        through the server (CREATE's and MKDIR's reply attributes without a second stat);
+        given once, then forgotten, so no cached node keeps it or serves it stale."""
+        st, self._fresh = self._fresh, None
+        return st
 
     def io_fd(self, write: bool) -> int:
         """A read (or read-write) descriptor on the same inode, opened once and kept."""
@@ -564,6 +572,7 @@ class LocalFS:
         # a new inode: no node can be cached for it (a cached node holds its inode open, so
         # that number is not free to reuse), so no look-up of one (``_adopt``)
         n = self._remember(self._node_from_fd(keep, st, d.ino, name, gen))
+        n._fresh = st
         return self._kept(n, d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
     def mkdir(self, d: Node, name: bytes, mode: int) -> Node:
@@ -588,7 +597,9 @@ class LocalFS:
         except BaseException:
             os.close(fd)
             raise
-        return self._remember(self._node_from_fd(fd, st, d.ino, name, gen))
+        n = self._remember(self._node_from_fd(fd, st, d.ino, name, gen))
+        n._fresh = st
+        return n
 
     def symlink(self, d: Node, name: bytes, target: bytes) -> Node:
         check_name(name)
@@ -610,6 +621,7 @@ class LocalFS:
         if n.mode & 0o777 != mode & 0o777:
             os.chmod(proc_path(n.fd), (n.mode & 0o7000) | (mode & 0o777))
             n.mode = (n.mode & ~0o777) | (mode & 0o777)
+            n._fresh = None  # its mode and ctime changed
         return n
 
     def remove(self, d: Node, name: bytes, directory: bool) -> None:

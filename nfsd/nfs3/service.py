@@ -209,24 +209,38 @@ class Nfs3Service:
             self.entries.changed(handle_kind(n.fh)[1] if export_id is None else export_id, n.parent, n.name)
 
     def _apply_sattr(self, fs: Backend, n: Node, sa: Any, ctx: CallContext | None = None,
-                     mode: bool = True) -> None:
+                     mode: bool = True) -> bool:
         """Apply a sattr3 (size, owner, mode, times), in the order knfsd uses; ``mode``
-        False: not its mode (a new object that has it already)."""
+        False: not its mode (a new object that has it already).  Whether anything was set."""
+        applied = False
         if sa.size is not None:
             if sa.size > _MAX_FILE:
                 raise NfsError(nfsstat3.NFS3ERR_FBIG)
             fs.truncate(n, sa.size)
+            applied = True
         uid = sa.uid
         gid = sa.gid
         if uid is None and gid is None and ctx is not None and _IS_ROOT and ctx.cred.uid is not None:
             uid, gid = ctx.cred.uid, ctx.cred.gid  # new objects belong to the caller
         if uid is not None or gid is not None:
             fs.set_owner(n, -1 if uid is None else uid, -1 if gid is None else gid)
+            applied = True
         if mode and sa.mode is not None:
             fs.set_mode(n, sa.mode)
+            applied = True
         if sa.atime[0] or sa.mtime[0]:
             # Each timestamp as asked, the other left alone (not rewritten from a read).
             fs.set_times(n, _time_set(sa.atime), _time_set(sa.mtime))
+            applied = True
+        return applied
+
+    def _new_attr(self, fs: Backend, n: Node, changed: bool) -> Any:
+        """post_op_attr of an object this call just made: the ``fstat`` taken as it was made
+        when nothing was set on it since (``changed`` False), else a fresh ``stat``."""
+        st = n.created_stat() if type(n) is RealNode else None
+        if st is None or changed:
+            return self._attr(fs, n)
+        return fattr(st, fs.fsid)
 
     def _created(self, fs: Backend, d: Node, pre: Any, make: Callable[[], Node],
                  sattr: Any, ctx: CallContext, ok: Any, fail: Any, name: bytes) -> tuple[int, Any]:
@@ -234,13 +248,12 @@ class Nfs3Service:
         (``make`` gave the object its mode), answer."""
         try:
             n = make()
-            if sattr is not None:
-                self._apply_sattr(fs, n, sattr, ctx, mode=False)
+            changed = sattr is not None and self._apply_sattr(fs, n, sattr, ctx, mode=False)
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
             self._changed(d, name)
-        return NFS3_OK, ok(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
+        return NFS3_OK, ok(_fh(n.fh), self._new_attr(fs, n, changed), self._wcc(fs, d, pre))
 
     # -- procedures ---------------------------------------------------------------------
     def NULL(self, ctx: CallContext, a: None) -> None:
@@ -322,6 +335,7 @@ class Nfs3Service:
             return self._create_exclusive(ctx, fs, d, name, how, pre)
         sattr = how
         perm = sattr.mode if sattr.mode is not None else NEW_FILE_MODE
+        changed = True
         try:
             try:
                 n = fs.create_file(d, name, perm, exclusive=True)
@@ -331,12 +345,12 @@ class Nfs3Service:
                 n = self._existing_file(fs, d, name, sattr)
             else:
                 # a mode the umask kept: the new file has it already, no chmod (nor its event)
-                self._apply_sattr(fs, n, sattr, ctx, sattr.mode is None or not umask_keeps(sattr.mode))
+                changed = self._apply_sattr(fs, n, sattr, ctx, sattr.mode is None or not umask_keeps(sattr.mode))
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.CREATE3resfail.cls(self._wcc(fs, d, pre))
         finally:
             self._changed(d, name)
-        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
+        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._new_attr(fs, n, changed), self._wcc(fs, d, pre))
 
     def _existing_file(self, fs: Backend, d: Node, name: bytes, sattr: Any) -> Node:
         """CREATE UNCHECKED of a name that exists, as knfsd (do_nfsd_create): a regular file
@@ -375,7 +389,8 @@ class Nfs3Service:
                         raise
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
-        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._attr(fs, n), self._wcc(fs, d, pre))
+        # (stat again: its verifier may be kept in its times; the creation's fstat forgotten)
+        return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._new_attr(fs, n, True), self._wcc(fs, d, pre))
 
     def MKDIR(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)

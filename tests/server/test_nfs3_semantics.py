@@ -13,7 +13,7 @@ import pytest
 from protocol import nfs3
 from protocol.nfs3 import createmode3, ftype3, stable_how
 from tests.conftest import serving
-from tests.nfs3_helpers import (null_ok, ACCESS, FSINFO, FSSTAT, LINK, MKNOD, NO_SATTR, OK, PATHCONF,
+from tests.nfs3_helpers import (null_ok, ACCESS, FSINFO, FSSTAT, LINK, MKDIR, MKNOD, NO_SATTR, OK, PATHCONF,
                                 READLINK, S, SETATTR, ZERO_VERF, attrs, commit, create,
                                 create_ok, cred, diropargs, list_dir, lookup, mkdir,
                                 mkdir_ok, read, readdir_raw, readdirplus_raw, remove, rename,
@@ -76,6 +76,41 @@ def test_create_unchecked_and_guarded(env):
     status, res = create(rpc, d, b"g", createmode3.GUARDED, sattr(mode=0o640))
     assert status == OK and res.obj_attributes.mode == 0o640
     assert stat.S_IMODE((path / "g").stat().st_mode) == 0o640
+
+
+def test_new_objects_reply_attributes_are_their_attributes(env):
+    """CREATE and MKDIR answer the attributes the new object has after every attribute sent
+    was set (a mode the umask would drop, times, a size; or nothing): the same as a GETATTR
+    right after.  (The reply may reuse the stat taken as the object was made.)"""
+    rpc, d, path = env
+    when = (1_000_000_000, 5)
+    at = nfs3.sattr3.cls(None, None, None, None, (nfs3.time_how.SET_TO_CLIENT_TIME, when),
+                         (nfs3.time_how.SET_TO_CLIENT_TIME, when))
+    cases = [NO_SATTR, sattr(mode=0o640), sattr(mode=0o777), sattr(mode=0o4755), sattr(size=0),
+             sattr(size=3), at]
+    for i, how in enumerate(cases):
+        for make in ("file", "dir"):
+            name = f"{make}{i}".encode()
+            if make == "file":
+                status, res = create(rpc, d, name, createmode3.GUARDED, how)
+            else:
+                if how.size is not None:
+                    continue
+                status, res = rpc.nfs(MKDIR, nfs3.MKDIR3args.cls(diropargs(d, name), how))
+            assert status == OK, (name, status)
+            got, now = res.obj_attributes, attrs(rpc, res.obj.data)
+            if make == "dir" and how is not at:  # the watcher lists a new directory: its atime moves
+                got, now = got._replace(atime=None), now._replace(atime=None)
+            assert got == now, name
+            if how.mode is not None:  # (mkdir(2) keeps no set-user-ID bit)
+                assert got.mode == (how.mode if make == "file" else how.mode & 0o777), name
+            if how.size is not None:
+                assert got.size == how.size, name
+            if how is at:
+                assert got.mtime == when and got.atime == when, name
+    # EXCLUSIVE (the verifier may be kept in the file's times)
+    status, res = _exclusive(rpc, d, b"excl", b"verf0009")
+    assert status == OK and res.obj_attributes == attrs(rpc, res.obj.data)
 
 
 def _exclusive(rpc, d, name, verf):
