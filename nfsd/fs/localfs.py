@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 from protocol.nfs3 import nfsstat3
 
 from . import identity
+from ..index.fsread import open_listing
 from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
 from .fchmod import chmod_fd
@@ -288,7 +289,7 @@ class LocalFS:
             while stack and found is None and time.monotonic() < deadline:
                 dfd, dino = stack.pop()
                 try:
-                    rfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+                    rfd = open_listing(".", dfd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                     with os.scandir(rfd) as it:
                         entries = [(e.name, e.inode(), e.is_dir(follow_symlinks=False)) for e in it]
                     os.close(rfd)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator
 
 from asyncinotify import Inotify, Mask
 
+from ..index.fsread import open_listing
+
 log = logging.getLogger("pysfsd.watch")
 
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
@@ -160,10 +162,14 @@ class TreeWatcher:
                 continue
             added += 1
             try:
-                with os.scandir(path) as it:
-                    for e in it:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(os.path.join(path, e.name))
+                fd = open_listing(path, flags=os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    with os.scandir(fd) as it:
+                        for e in it:
+                            if e.is_dir(follow_symlinks=False):
+                                stack.append(os.path.join(path, os.fsencode(e.name)))
+                finally:
+                    os.close(fd)
             except OSError:
                 continue
             if added % 1000 == 0:

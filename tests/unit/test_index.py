@@ -970,3 +970,25 @@ def test_creates_and_removals_in_one_flush_stay_exact(env: lmdb.Environment, exp
         names = set(q(idx, (b"ext", b"c"), scope=idx.ino_of(b"mix")))
         assert names == {b"mix/z%d.c" % i for i in range(40)}
     idx.close()
+
+
+def test_the_index_listing_a_directory_keeps_its_access_time(tmp_path: Path) -> None:
+    """The server's own reading of its export (index scans, the watcher) opens directories
+    with O_NOATIME where allowed: an access time a client set stays (relatime would move
+    one older than a day on every listing)."""
+    from nfsd.index import fsread
+    d = tmp_path / "sub"
+    d.mkdir()
+    (d / "f").write_bytes(b"x")
+    os.utime(d, ns=(1_000_000_000_000_000_005, 1_000_000_000_000_000_005))
+    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = fsread.open_path(root_fd, b"sub")
+        assert fd is not None
+        try:
+            assert [name for name, _ in fsread.list_dir(fd)] == [b"f"]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+    assert os.stat(d).st_atime_ns == 1_000_000_000_000_000_005
