@@ -102,6 +102,7 @@ class Index:
         self._inos: set[int] = set()
         self._dirs: set[int] = set()
         self._first_note_at = 0.0  # when the queue became non-empty (0: it is empty)
+        self._applying = False  # a flush took the queued notes and has not committed them yet
         self._queued_at_maintain = 0  # how many notes waited at ``maintain``'s last call
         self._pool = ThreadPoolExecutor(max_workers=EXTRACT_THREADS, thread_name_prefix="pysfsd-extract")
         self._closed = False
@@ -252,9 +253,11 @@ class Index:
             self._dirs.add(dir_ino)
 
     def has_notes(self) -> bool:
-        """Whether changes are queued that a ``flush`` would apply (cheap: no lock; a note
-        queued while this runs was not yet acknowledged to anyone)."""
-        return bool(self._entries or self._inos or self._dirs)
+        """Whether changes are queued that a ``flush`` would apply, or being applied by one
+        (in another thread: the queue is empty then, but ``version`` is not yet the one
+        that shows them, and a query must wait for that flush; a ``flush`` does).  Cheap:
+        no lock; a note queued while this runs was not yet acknowledged to anyone."""
+        return bool(self._entries or self._inos or self._dirs or self._applying)
 
     def flush(self) -> bool:
         """Apply the queued notes now; True if what queries see changed.  While the store is
@@ -269,30 +272,39 @@ class Index:
                 self._entries, self._inos, self._dirs = set(), set(), set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
-            purge = time.monotonic() - self._last_purge > PURGE_EVERY
-            if self._closed or not (entries or inos or dirs or purge):
-                return False
-            before = self.version
-            r = self._reconciler(yielding=False)
-            r.force = forced
+                self._applying = bool(entries or inos or dirs)
             try:
-                self._apply_notes(r, entries, inos, dirs)
-                r.bury()
-                if purge:
-                    r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
-                    self._last_purge = time.monotonic()
-                r.commit()
-            except BaseException as exc:
-                r.w.abort()
-                if not self._space.failed(exc):
-                    raise
-                self._requeue(entries, inos, dirs)
-                with self._notes_lock:
-                    self._forced |= forced
-                return False
-            self._space.succeeded()
-            self.last_flush = FlushRecord(before, self.version, entries, inos, dirs)  # never changed again
-            return self.version != before
+                return self._apply_taken(entries, inos, dirs, forced)
+            finally:
+                self._applying = False
+
+    def _apply_taken(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int],
+                     forced: set[int]) -> bool:
+        """``flush``'s second half, under its lock: the notes it took, applied and committed."""
+        purge = time.monotonic() - self._last_purge > PURGE_EVERY
+        if self._closed or not (entries or inos or dirs or purge):
+            return False
+        before = self.version
+        r = self._reconciler(yielding=False)
+        r.force = forced
+        try:
+            self._apply_notes(r, entries, inos, dirs)
+            r.bury()
+            if purge:
+                r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
+                self._last_purge = time.monotonic()
+            r.commit()
+        except BaseException as exc:
+            r.w.abort()
+            if not self._space.failed(exc):
+                raise
+            self._requeue(entries, inos, dirs)
+            with self._notes_lock:
+                self._forced |= forced
+            return False
+        self._space.succeeded()
+        self.last_flush = FlushRecord(before, self.version, entries, inos, dirs)  # never changed again
+        return self.version != before
 
     def _requeue(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
         with self._notes_lock:

@@ -9,7 +9,7 @@ import pwd
 import stat
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import lmdb
 import pytest
@@ -992,3 +992,31 @@ def test_the_index_listing_a_directory_keeps_its_access_time(tmp_path: Path) -> 
     finally:
         os.close(root_fd)
     assert os.stat(d).st_atime_ns == 1_000_000_000_000_000_005
+
+
+def test_notes_being_applied_still_count_as_unapplied(index: Index, export: Path) -> None:
+    """A flush in another thread empties the queue before it commits: until then the index
+    version does not show the notes, so ``has_notes`` must still say so (a query directory's
+    attributes would otherwise be those of the results before an acknowledged CREATE, and
+    the kernel client would keep its stale listing; seen once in the VM's fresh_cto step)."""
+    write(export / "fresh.c", "int fresh;")
+    index.note_entry(index.root_ino, b"fresh.c")
+    entered, release = threading.Event(), threading.Event()
+    apply_notes = index._apply_notes
+
+    def slow_apply(*args: Any) -> None:
+        entered.set()
+        release.wait(10)
+        apply_notes(*args)
+
+    index._apply_notes = slow_apply  # type: ignore[method-assign,assignment]
+    flusher = threading.Thread(target=index.flush)
+    flusher.start()
+    try:
+        assert entered.wait(10)
+        assert not index._entries          # the queue was taken...
+        assert index.has_notes()           # ...but its notes are not applied yet
+    finally:
+        release.set()
+        flusher.join(10)
+    assert not index.has_notes()
