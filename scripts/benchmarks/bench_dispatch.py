@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import os
@@ -25,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -81,14 +82,18 @@ def run(server: NfsServer, records: list[bytes], calls: int, burst: int, first_x
     return time.process_time() - start
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-dispatch-") as tmp:
+@contextlib.contextmanager
+def bench_server(prefix: str, uid: int = 0) -> Iterator[tuple[NfsServer, dict[str, list[bytes]]]]:
+    """A whole ``NfsServer`` on a scratch export holding one 4 KiB file (owned by ``uid``,
+    the callers' uid, so that SETATTR as them is allowed), not started, and each operation's
+    call records as that caller (``build_records``); shared with bench_transport.py."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         export = os.path.join(tmp, "export")
         os.mkdir(export)
         with open(os.path.join(export, "file"), "wb") as f:
             f.write(b"x" * 4096)
-        if args.uid and os.geteuid() == 0:  # the caller's own file (SETATTR needs ownership)
-            os.chown(os.path.join(export, "file"), args.uid, args.uid)
+        if uid and os.geteuid() == 0:  # the caller's own file (SETATTR needs ownership)
+            os.chown(os.path.join(export, "file"), uid, uid)
             os.chmod(export, 0o755)
             os.chmod(tmp, 0o755)
         server = NfsServer(ServerConfig([f'"{export}" *(rw,no_root_squash,insecure)'],
@@ -98,29 +103,33 @@ async def main_async(args: argparse.Namespace) -> int:
             fs = next(iter(server.exports.values()))
             root = fs.local.root.fh
             file_fh = fs.local.lookup(fs.local.root, b"file").fh
-            cred = Credentials(AUTH_SYS, args.uid, args.uid, (), b"bench")
-            records = build_records(CallEncoder(NFS3, cred), root, file_fh)
-            ops = [args.profile] if args.profile else args.ops.split(",")
-            xid = 1
-            for op in ops:
-                run(server, records[op], 2000, args.burst, xid)  # warm caches
-                xid += 2000
-                if args.profile:
-                    prof = cProfile.Profile()
-                    prof.enable()
-                    run(server, records[op], args.calls, args.burst, xid)
-                    prof.disable()
-                    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-                    continue
-                per_call = []
-                for _ in range(args.rounds):
-                    per_call.append(run(server, records[op], args.calls, args.burst, xid) / args.calls * 1e6)
-                    xid += args.calls
-                print(f"{op:10s} best {min(per_call):6.2f} us/call  median {statistics.median(per_call):6.2f}"
-                      f"  ({args.rounds} x {args.calls} calls, bursts of {args.burst}, uid {args.uid})")
+            cred = Credentials(AUTH_SYS, uid, uid, (), b"bench")
+            yield server, build_records(CallEncoder(NFS3, cred), root, file_fh)
         finally:
             server.store.close()
             server.executor.shutdown()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with bench_server("bench-dispatch-", args.uid) as (server, records):
+        ops = [args.profile] if args.profile else args.ops.split(",")
+        xid = 1
+        for op in ops:
+            run(server, records[op], 2000, args.burst, xid)  # warm caches
+            xid += 2000
+            if args.profile:
+                prof = cProfile.Profile()
+                prof.enable()
+                run(server, records[op], args.calls, args.burst, xid)
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+                continue
+            per_call = []
+            for _ in range(args.rounds):
+                per_call.append(run(server, records[op], args.calls, args.burst, xid) / args.calls * 1e6)
+                xid += args.calls
+            print(f"{op:10s} best {min(per_call):6.2f} us/call  median {statistics.median(per_call):6.2f}"
+                  f"  ({args.rounds} x {args.calls} calls, bursts of {args.burst}, uid {args.uid})")
     return 0
 
 

@@ -17,23 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from bench_dispatch import CLIENT, build_records, run, with_xid  # noqa: E402
+from bench_dispatch import CLIENT, bench_server, run, with_xid  # noqa: E402
 
-from nfsd.app import GC_THRESHOLDS, NfsServer, ServerConfig  # noqa: E402
-from nfsd.rpc.client import CallEncoder  # noqa: E402
 from nfsd.rpc.server import RpcStreamProtocol  # noqa: E402
-from protocol.nfs3 import NFS3  # noqa: E402
-from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
 
 
 class CountingTransport(asyncio.Transport):
@@ -98,40 +92,24 @@ def run_transport(proto: RpcStreamProtocol, todo: list[bytes]) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
-        export = os.path.join(tmp, "export")
-        os.mkdir(export)
-        with open(os.path.join(export, "file"), "wb") as f:
-            f.write(b"x" * 4096)
-        server = NfsServer(ServerConfig([f'"{export}" *(rw,no_root_squash,insecure)'],
-                                        state_dir=os.path.join(tmp, "state"), watch=False, locks=False))
-        gc.set_threshold(*GC_THRESHOLDS)
-        try:
-            fs = next(iter(server.exports.values()))
-            root = fs.local.root.fh
-            file_fh = fs.local.lookup(fs.local.root, b"file").fh
-            cred = Credentials(AUTH_SYS, 0, 0, (), b"bench")
-            records = build_records(CallEncoder(NFS3, cred), root, file_fh)
-            transport = CountingTransport()
-            proto = RpcStreamProtocol(server.dispatcher, set(), 1 << 20, max_inflight=1 << 30)
-            proto.connection_made(transport)
-            xid = 1
-            for op in args.ops.split(","):
-                run_transport(proto, chunks(records[op], 2000, args.burst, xid))  # warm up
-                xid += 2000
-                via, direct = [], []
-                for _ in range(args.rounds):
-                    todo = chunks(records[op], args.calls, args.burst, xid)
-                    xid += args.calls
-                    via.append(run_transport(proto, todo) / args.calls * 1e6)
-                    direct.append(run(server, records[op], args.calls, args.burst, xid) / args.calls * 1e6)
-                    xid += args.calls
-                print(f"{op:10s} transport+dispatch best {min(via):6.2f} us/call (median {statistics.median(via):6.2f})"
-                      f"  dispatch alone best {min(direct):6.2f}  transport's share {min(via) - min(direct):5.2f}"
-                      f"  ({args.rounds} x {args.calls} calls, chunks of {args.burst})")
-        finally:
-            server.store.close()
-            server.executor.shutdown()
+    with bench_server("bench-transport-") as (server, records):
+        transport = CountingTransport()
+        proto = RpcStreamProtocol(server.dispatcher, set(), 1 << 20, max_inflight=1 << 30)
+        proto.connection_made(transport)
+        xid = 1
+        for op in args.ops.split(","):
+            run_transport(proto, chunks(records[op], 2000, args.burst, xid))  # warm up
+            xid += 2000
+            via, direct = [], []
+            for _ in range(args.rounds):
+                todo = chunks(records[op], args.calls, args.burst, xid)
+                xid += args.calls
+                via.append(run_transport(proto, todo) / args.calls * 1e6)
+                direct.append(run(server, records[op], args.calls, args.burst, xid) / args.calls * 1e6)
+                xid += args.calls
+            print(f"{op:10s} transport+dispatch best {min(via):6.2f} us/call (median {statistics.median(via):6.2f})"
+                  f"  dispatch alone best {min(direct):6.2f}  transport's share {min(via) - min(direct):5.2f}"
+                  f"  ({args.rounds} x {args.calls} calls, chunks of {args.burst})")
     return 0
 
 
