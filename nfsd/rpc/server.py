@@ -121,7 +121,7 @@ class ConnectionActivity:
         """``alone``, and the burst being served is one call: the client waits for this
         reply before it sends anything else, so work done on the loop delays nobody (a
         pipelined burst's calls could run side by side in threads)."""
-        return self.calls == 1 and self.last_at - self.mixed_at >= self.QUIET
+        return self.calls == 1 and self.alone()
 
 
 activity = ConnectionActivity()
