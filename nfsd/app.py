@@ -167,6 +167,8 @@ class NfsServer:
             if self.sandbox is not None:
                 self.sandbox.close()
             raise
+        if not follower:  # places a killed server journaled; lone bursts journal them (one writer)
+            self.store.open_journal(append=role is None and self.shared is None)
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
         sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
