@@ -43,10 +43,14 @@ Fsync = Callable[[], None]
 #: across directories is two); more is a pipelining client, better served by the pool
 INLINE_CHANGES = 2
 #: fsyncs taking longer than this (a moving average of their wall time, wherever they ran)
-#: go to the pool: a slow disk would stall the loop, and on a busy CPU the loop thread,
-#: woken after each fsync, waits for its turn (measured: lone creates 2-4 ms inline against
-#: 0.6-0.7 ms through the pool while other processes took 1.7-1.9 of the 2 cores)
-INLINE_SLOWER_THAN = 0.001
+#: go to the pool: a slow disk would stall the loop, so a client that starts while a lone
+#: one is served would wait up to this long once (the next bursts see two connections).
+#: Not lower: a directory fsync on a journaled file system is a journal commit, 1-3 ms
+#: (ext4 on a loop device here), and with 1 ms every lone call there paid the pool's
+#: hand-off instead, 80-150 µs of CPU a call (docs/design.rst, "lone calls").  An earlier
+#: measurement saw inline fsyncs slower on a CPU-starved host (2-4 ms against 0.6-0.7);
+#: runs at 1.6-1.7 cores taken by other processes here showed no such loss.
+INLINE_SLOWER_THAN = 0.01
 
 
 class _Durability(threading.local):
