@@ -150,7 +150,8 @@ def test_the_free_space_read_for_a_burst_is_reused_briefly_only_far_above_the_ma
 def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -> None:
     """Through a server: a create, a rename and a remove answered, then kill -9 right after
     the last reply: the handle table on disk holds the new name and the tombstone (a burst's
-    writes are committed before its replies leave), not something a search must repair."""
+    writes are committed, or for a lone call's burst journaled, before its replies leave),
+    not something a search must repair."""
     import signal
 
     from tests.conftest import ServerProcess
