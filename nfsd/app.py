@@ -167,6 +167,8 @@ class NfsServer:
             if self.sandbox is not None:
                 self.sandbox.close()
             raise
+        if not follower:  # places a killed server journaled; lone bursts journal them (one writer)
+            self.store.open_journal(append=role is None and self.shared is None)
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
         sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
@@ -210,7 +212,8 @@ class NfsServer:
         self.dispatcher = Dispatcher(self.executor, trace_level(),
                                      role.drc if role is not None else DuplicateRequestCache())
         self.dirsync.defer_in_bursts(self.executor)
-        self.dirsync.inline_when(connection_activity.alone)  # a lone client's fsyncs on the loop
+        self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop
+                                 connection_activity.one_at_a_time)
         self.nfs.lone_call = connection_activity.lone_call  # and its small stable WRITEs
         self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst)]  # handle-table group commit
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies

@@ -134,6 +134,8 @@ def _check(args: argparse.Namespace, path: str, roots: list[str], alone: bool) -
         return 2
     store = Store(path)
     try:
+        if alone:  # no server on it: take in the places a killed one journaled (nfsd/state/store.py)
+            store.open_journal(append=False)
         checker = Checker(store, roots, transducers)
         beside_server = not alone and in_use(path)
         own, index = checker.run()

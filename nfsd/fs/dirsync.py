@@ -22,8 +22,10 @@ much latency per call, measured in the VM).  So when the transport says its conn
 alone (``inline_when``) and the burst made at most ``INLINE_CHANGES`` changes while no other
 fsync is under way, ``end_burst`` fsyncs on the loop itself, as knfsd's thread does, and the
 replies leave at once.  A pipelined burst, a second active connection, an fsync already
-running (its group commit), or fsyncs that have been slow lately (``INLINE_SLOWER_THAN``)
-keep the deferred path.
+running (its group commit), or fsyncs that have been slow lately keep the deferred path:
+slower than ``INLINE_FAST`` on average for a connection that has lately sent several calls
+at once (while the loop waits for one fsync, its next calls could be sharing the next one),
+slower than ``INLINE_SLOWER_THAN`` for one sending one call at a time (``one_at_a_time``).
 
 Exports with exports(5)'s ``async`` option (knfsd's ``!EX_ISSYNC``) skip all of this: the
 export guard marks such a call (``relaxed``) and ``sync`` returns at once, so its reply is
@@ -43,10 +45,17 @@ Fsync = Callable[[], None]
 #: across directories is two); more is a pipelining client, better served by the pool
 INLINE_CHANGES = 2
 #: fsyncs taking longer than this (a moving average of their wall time, wherever they ran)
-#: go to the pool: a slow disk would stall the loop, and on a busy CPU the loop thread,
-#: woken after each fsync, waits for its turn (measured: lone creates 2-4 ms inline against
-#: 0.6-0.7 ms through the pool while other processes took 1.7-1.9 of the 2 cores)
-INLINE_SLOWER_THAN = 0.001
+#: go to the pool, for a connection that sends one call at a time: a slow disk would stall
+#: the loop, so a client that starts meanwhile would wait up to this long once (the next
+#: bursts see two connections).  Not lower: a directory fsync on a journaled file system is
+#: a journal commit, 1-3 ms (ext4 on a loop device here), and with 1 ms every lone call
+#: there paid the pool's hand-off instead, 80-150 µs of CPU a call (docs/design.rst, "sixth
+#: pass").  An earlier measurement saw inline fsyncs slower on a CPU-starved host (2-4 ms
+#: against 0.6-0.7); runs with 1.6-1.7 cores taken by other processes showed no such loss.
+INLINE_SLOWER_THAN = 0.01
+#: ... and for a lone connection that has lately sent several calls at once (``make -j``
+#: through one mount): its fsyncs in the pool share one while the loop serves the next calls
+INLINE_FAST = 0.001
 
 
 class _Durability(threading.local):
@@ -90,6 +99,7 @@ class DirSync:
         self._deferred: dict[Hashable, Fsync] = {}  # directories the burst being served changed
         self._changes = 0                            # changes the burst being served made
         self._alone: Callable[[], bool] | None = None  # see ``inline_when``
+        self._one_at_a_time: Callable[[], bool] | None = None
         self._fsync_seconds = 0.0                    # moving average of a job's wall time
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
@@ -99,11 +109,15 @@ class DirSync:
         fsynced after it, in ``executor``."""
         self._executor = executor
 
-    def inline_when(self, alone: Callable[[], bool] | None) -> None:
+    def inline_when(self, alone: Callable[[], bool] | None,
+                    one_at_a_time: Callable[[], bool] | None = None) -> None:
         """Let ``end_burst`` fsync a small burst's directories on the loop itself while
         ``alone()`` (the transport: no other connection is being served) says nobody else
-        waits for the loop (module docstring); None: always in the pool."""
+        waits for the loop (module docstring); None: always in the pool.  While fsyncs take
+        ``INLINE_FAST`` or more, only if ``one_at_a_time()`` too (that connection has not
+        sent several calls at once lately; None: taken as true)."""
         self._alone = alone
+        self._one_at_a_time = one_at_a_time
 
     def sync(self, key: Hashable, fsync: Fsync) -> None:
         """Return once a change already made in directory ``key`` is durable: after an
@@ -154,7 +168,8 @@ class DirSync:
         deferred, self._deferred = self._deferred, {}
         changes, self._changes = self._changes, 0
         if (changes <= INLINE_CHANGES and not self._running and not self._dirs
-                and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()):
+                and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()
+                and (self._fsync_seconds < INLINE_FAST or self._one_at_a_time is None or self._one_at_a_time())):
             return self._fsync_inline(deferred)
         batch = self._next
         if batch is None:
@@ -166,12 +181,20 @@ class DirSync:
 
     def _fsync_inline(self, dirs: dict[Hashable, Fsync]) -> asyncio.Future[None] | None:
         """The burst's fsyncs on the loop (no job running, no other thread inside ``sync``):
-        None once they are done, or a failed future for the replies to turn SYSTEM_ERR."""
-        try:
-            self._fsync_all(dirs)
-        except Exception as exc:
+        None once they are done, or a failed future for the replies to turn SYSTEM_ERR.
+        Each fsync is called straight, not through ``sync``'s turn per directory: it begins
+        after the burst's changes, and nobody else is there to share it with."""
+        failure: Exception | None = None
+        began = time.monotonic()
+        for fsync in dirs.values():
+            try:
+                fsync()
+            except Exception as exc:
+                failure = failure or exc
+        self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
+        if failure is not None:
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
+            failed.set_exception(failure)
             return failed
         return None
 

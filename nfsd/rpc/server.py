@@ -91,13 +91,14 @@ class ConnectionActivity:
 
     QUIET = 0.5
 
-    __slots__ = ("last", "last_at", "mixed_at", "calls")
+    __slots__ = ("last", "last_at", "mixed_at", "calls", "piped_at")
 
     def __init__(self) -> None:
         self.last = 0          # id() of the connection served last
         self.last_at = 0.0     # when
         self.mixed_at = -1e9   # when a burst last came from another connection than the one before, within QUIET
         self.calls = 0         # records in the burst being served
+        self.piped_at = -1e9   # when a burst last held several records
 
     def serving(self, conn: object, calls: int) -> None:
         self.calls = calls
@@ -106,6 +107,8 @@ class ConnectionActivity:
             if now - self.last_at < self.QUIET:
                 self.mixed_at = now
             self.last = id(conn)
+        if calls > 1:
+            self.piped_at = now
         self.last_at = now
 
     def shared(self) -> None:
@@ -116,6 +119,13 @@ class ConnectionActivity:
 
     def alone(self) -> bool:
         return self.last_at - self.mixed_at >= self.QUIET
+
+    def one_at_a_time(self) -> bool:
+        """``alone``, and no burst held several records within ``QUIET``: the client waits
+        for each reply before its next call (a shell loop, an untar), so its calls have
+        nothing to share; one that keeps several in flight (``make -j`` through one mount)
+        shares a directory fsync between them when it is not made on the loop."""
+        return self.alone() and self.last_at - self.piped_at >= self.QUIET
 
     def lone_call(self) -> bool:
         """``alone``, and the burst being served is one call: the client waits for this

@@ -6,6 +6,16 @@ names down from the export root.  It is a cache of where things are, rebuilt on 
 files move behind the server's back, so its writes need not be synchronous; what must be
 durable (exclusive-create verifiers) is synced explicitly.
 
+A lone call (the kernel client's pattern: one CREATE, REMOVE or RENAME at a time) would pay
+an LMDB transaction per call for its place: a burst of at most ``JOURNAL_BURST`` writes is
+instead appended to a small journal file beside the environment (one ``write``, in the page
+cache before the reply, so it survives kill -9 as a commit would) and kept in memory, where
+look-ups see it; every ``FOLD_AT`` of them, at the periodic sync, before any other write to
+the handle table and at close, they go into LMDB in one transaction and the journal is
+emptied.  A server that was killed replays the journal when it opens it (``open_journal``).
+Only a store one process writes uses it (not with several workers or a cluster, whose other
+processes read the table straight from LMDB).
+
 A full store (its file system, or its map) is not a crash: a write that cannot be made raises
 ``StoreFull``, an ``OSError`` with ``ENOSPC``, so the NFS call that needed it answers
 ``NFS3ERR_NOSPC``; the condition is logged once, and again when writes go through.
@@ -39,6 +49,13 @@ ROOM_RECHECK = 0.1  # seconds a free-space reading above twice the margin is use
 # LMDB reports a short write (the file system filled up mid-commit) as EIO: below this much
 # free space, that is taken for a full store rather than a failing disk.
 FULL_MARGIN = 1 << 20
+
+# The lone-burst journal (module docstring): its file in the environment's directory, the
+# largest burst it takes, and how many places it holds before they go into LMDB.
+JOURNAL_NAME = "places.journal"
+JOURNAL_BURST = 4
+FOLD_AT = 256
+_JOURNAL_REC = struct.Struct(">10sBH")  # handle-table key, 1 = tombstone (else a put), value length
 
 
 class StoreFull(OSError):
@@ -87,7 +104,14 @@ class Store:
         self.objects = self.env.open_db(b"objects")
         self.meta = self.env.open_db(b"meta")
         self.verifiers = self.env.open_db(b"createverf")
-        self._lock = threading.Lock()
+        # The lone-burst journal (module docstring): its descriptor once ``open_journal``
+        # opened it to append; the places it holds, key -> value (None: tombstone what is
+        # recorded), not yet in LMDB; its size.  The lock is taken before any write
+        # transaction on the handle table (which first takes in what the journal holds).
+        self._journal_fd = -1
+        self._journaled: dict[bytes, bytes | None] = {}
+        self._journal_size = 0
+        self._journal_lock = threading.Lock()
         self.full = False  # the last write failed for want of space
         # Group commit: handle-table writes that need no answer now (a rename's new place, a
         # removal's tombstone, a listed entry's place) made by the event loop while it serves
@@ -162,8 +186,11 @@ class Store:
         if not self._later:
             return
         later, self._later = self._later, {}
+        if (self._journal_fd >= 0 and len(later) <= JOURNAL_BURST
+                and len(self._journaled) + len(later) <= FOLD_AT and self._append(later)):
+            return
         try:
-            with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+            with self._objects_txn() as txn:
                 for key, val in later.items():
                     if val is None:
                         self._tombstone(txn, key)
@@ -173,6 +200,95 @@ class Store:
             pass
         except lmdb.Error:
             log.exception("state store %s: deferred handle-table writes failed", self.path)
+
+    # -- the lone-burst journal -------------------------------------------------------------
+    def open_journal(self, append: bool) -> None:
+        """Take into LMDB what a journal left by a killed server holds; then, if ``append``
+        (this process alone writes the handle table), journal lone bursts from now on."""
+        path = os.path.join(self.path, JOURNAL_NAME)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            ops = _journal_ops(data)
+            try:
+                with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+                    for key, val in ops:
+                        if val is None:
+                            self._tombstone(txn, key)
+                        else:
+                            txn.put(key, val)
+                self.env.sync(True)
+            except StoreFull:
+                log.warning("state store %s: full, the places of %d recent changes are left to be "
+                            "found again", self.path, len(ops))
+            log.info("state store %s: %d places taken from the journal", self.path, len(ops))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.ftruncate(fd, 0)
+        if append:
+            self._journal_fd = fd
+        else:
+            os.close(fd)
+
+    def _append(self, later: dict[bytes, bytes | None]) -> bool:
+        """Journal a lone burst's writes (see the module docstring); False if the journal
+        could not take them (then they are committed as before)."""
+        data = b"".join(_JOURNAL_REC.pack(key, 1, 0) if val is None
+                        else _JOURNAL_REC.pack(key, 0, len(val)) + val for key, val in later.items())
+        with self._journal_lock:
+            try:
+                written = os.write(self._journal_fd, data)
+            except OSError:
+                written = -1
+            if written != len(data):  # no record cut in two may stay in it
+                try:
+                    os.ftruncate(self._journal_fd, self._journal_size)
+                except OSError:
+                    pass
+                return False
+            self._journal_size += written
+            journaled = self._journaled
+            for key, val in later.items():
+                if val is None and journaled.get(key) is not None:  # tombstone the place journaled
+                    prev = journaled[key]
+                    assert prev is not None
+                    parent, gen, _ = _OBJ_VAL.unpack_from(prev)
+                    val = _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + prev[_OBJ_VAL.size:]
+                journaled[key] = val
+        return True
+
+    @contextmanager
+    def _objects_txn(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction on the handle table that first takes in what the journal holds
+        (so nothing older in it can later undo this one's writes), and empties the journal
+        once committed."""
+        with self._journal_lock:
+            with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+                journaled = self._journaled
+                for key, val in journaled.items():
+                    if val is None:
+                        self._tombstone(txn, key)
+                    elif txn.get(key) != val:
+                        txn.put(key, val)
+                yield txn
+            if journaled:
+                self._journaled = {}
+                self._journal_size = 0
+                try:
+                    os.ftruncate(self._journal_fd, 0)
+                except OSError as exc:
+                    log.warning("state store %s: cannot empty the journal: %s", self.path, exc)
+
+    def fold_journal(self) -> None:
+        """Put what the journal holds into LMDB now (the periodic sync, close)."""
+        if self._journaled:
+            try:
+                with self._objects_txn():
+                    pass
+            except StoreFull:
+                pass
 
     def _deferring(self) -> bool:
         return self._burst_thread == threading.get_ident()
@@ -199,11 +315,16 @@ class Store:
     def get_object(self, export_id: int, ino: int) -> ObjectRecord | None:
         key = _OBJ_KEY.pack(export_id, ino)
         raw: bytes | None
-        if self._later and key in self._later:
-            raw = self._later[key]
+        later, journaled = self._later, self._journaled  # (the loop may swap them meanwhile)
+        if later and key in later or journaled and key in journaled:
+            raw = later[key] if key in later else journaled.get(key)
             if raw is None:  # a tombstone waiting to be written
-                rec = self.get_object_committed(key)
-                return rec._replace(deleted=True) if rec is not None else None
+                raw = journaled.get(key)  # ... of a place journaled?
+                if raw is None:
+                    rec = self.get_object_committed(key)
+                    return rec._replace(deleted=True) if rec is not None else None
+                parent, gen, _ = _OBJ_VAL.unpack_from(raw)
+                return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), True)
         else:
             rec = self.get_object_committed(key)
             if rec is None and self.shared is not None:  # never looked up here: the index knows
@@ -234,7 +355,7 @@ class Store:
             for ino, parent, gen, name in records:
                 self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
             return
-        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+        with self._objects_txn() as txn:
             for ino, parent, gen, name in records:
                 key = _OBJ_KEY.pack(export_id, ino)
                 if self._later:
@@ -265,7 +386,7 @@ class Store:
                 parent, gen, _ = _OBJ_VAL.unpack_from(raw)
                 self._later[key] = _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + raw[_OBJ_VAL.size:]
             return
-        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+        with self._objects_txn() as txn:
             self._tombstone(txn, key)
 
     @staticmethod
@@ -279,7 +400,7 @@ class Store:
         """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
         each (ino, parent, name) the index saw vanish behind the server's back: a removed
         file leaves nothing behind, a moved one is found again by the search."""
-        with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
+        with self._objects_txn() as txn:
             for ino, parent, name in places:
                 key = _OBJ_KEY.pack(export_id, ino)
                 raw = txn.get(key)
@@ -309,11 +430,34 @@ class Store:
         """Flush committed transactions to the disk (the periodic sync; best effort: what
         needs durability syncs itself and reports its own failure)."""
         try:
+            self.fold_journal()
             self.env.sync(True)
         except lmdb.Error as exc:
             log.warning("state store %s: sync failed: %s", self.path, exc)
 
     def close(self) -> None:
         self.end_burst()
+        self.fold_journal()
+        if self._journal_fd >= 0:
+            os.close(self._journal_fd)
+            self._journal_fd = -1
         self.env.sync(True)
         self.env.close()
+
+
+def _journal_ops(data: bytes) -> list[tuple[bytes, bytes | None]]:
+    """The (key, value or None for a tombstone) records of a journal, in order; a record cut
+    short at its end (a write the file system could not finish) is left out."""
+    ops: list[tuple[bytes, bytes | None]] = []
+    pos, size = 0, _JOURNAL_REC.size
+    while pos + size <= len(data):
+        key, tomb, n = _JOURNAL_REC.unpack_from(data, pos)
+        pos += size
+        if tomb:
+            ops.append((key, None))
+            continue
+        if pos + n > len(data) or n < _OBJ_VAL.size:
+            break
+        ops.append((key, data[pos:pos + n]))
+        pos += n
+    return ops

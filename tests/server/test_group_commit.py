@@ -150,7 +150,8 @@ def test_the_free_space_read_for_a_burst_is_reused_briefly_only_far_above_the_ma
 def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -> None:
     """Through a server: a create, a rename and a remove answered, then kill -9 right after
     the last reply: the handle table on disk holds the new name and the tombstone (a burst's
-    writes are committed before its replies leave), not something a search must repair."""
+    writes are committed, or for a lone call's burst journaled, before its replies leave),
+    not something a search must repair."""
     import signal
 
     from tests.conftest import ServerProcess
@@ -172,5 +173,96 @@ def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -
         srv.stop()
     envs = [p for p in (tmp_path / "state").iterdir() if (p / "data.mdb").exists()]
     assert len(envs) == 1
-    assert committed(envs[0], moved) == "moved"
-    assert committed(envs[0], gone) == "deleted"
+    # lone calls: their places were journaled, and a restarted server takes them in first
+    assert found_after_restart(envs[0], moved) == "moved"
+    assert found_after_restart(envs[0], gone) == "deleted"
+    assert committed(envs[0], moved) == "moved"  # (now in LMDB)
+
+
+RESTART = """
+import sys
+from nfsd.state.store import Store
+store = Store(sys.argv[1])
+store.open_journal(append=False)
+rec = store.get_object(1, int(sys.argv[2]))
+print("none" if rec is None else ("deleted" if rec.deleted else rec.name.decode()))
+store.close()
+"""
+
+
+def found_after_restart(path: Path, ino: int) -> str:
+    """What a server started on the store finds for an inode (the journal taken in)."""
+    return subprocess.run([sys.executable, "-c", RESTART, str(path), str(ino)], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+
+
+KILLED = """
+import os, sys
+from nfsd.state.store import Store
+store = Store(sys.argv[1])
+store.open_journal(append=True)
+store.put_objects(1, [(20, 2, 7, b"old")])       # committed: an inode removed, then reused
+before = store.env.info()["last_txnid"]
+for step in sys.argv[2].split(","):
+    store.begin_burst()
+    if step == "create":
+        store.put_objects(1, [(10, 2, 7, b"made")], later=True, must_fit=True)
+    elif step == "remove":
+        store.mark_deleted(1, 20, later=True)
+    elif step == "reuse":                        # a thread-pool call: written at once
+        store.put_objects(1, [(20, 2, 8, b"new")])
+    store.end_burst()
+print(store.env.info()["last_txnid"] - before, os.path.getsize(os.path.join(sys.argv[1], "places.journal")), flush=True)
+os._exit(0)                                      # as kill -9: nothing closed, nothing synced
+"""
+
+
+def _killed_after(path: Path, steps: str) -> tuple[int, int]:
+    """Run ``steps`` (bursts of one call each) on a store, then die as by kill -9: (LMDB
+    transactions the bursts committed, bytes in the journal)."""
+    out = subprocess.run([sys.executable, "-c", KILLED, str(path), steps], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def test_a_lone_bursts_places_are_journaled_not_committed_and_survive_kill_9(tmp_path: Path) -> None:
+    """A lone call's place costs an append to the journal, not an LMDB transaction; a
+    server killed right after finds it on restart, tombstones too."""
+    state = tmp_path / "state"
+    commits, journal = _killed_after(state, "create,remove")
+    assert commits == 0 and journal > 0  # no transaction per burst
+    assert committed(state, 10) == "none"
+    assert found_after_restart(state, 10) == "made"
+    assert found_after_restart(state, 20) == "deleted"
+    assert (state / "places.journal").stat().st_size == 0  # taken in, emptied
+
+
+def test_a_journaled_tombstone_never_undoes_a_later_write(tmp_path: Path) -> None:
+    """A removal journaled, then the inode reused by a write made at once: the journal goes
+    into LMDB before that write, so a restart does not tombstone the new file."""
+    state = tmp_path / "state"
+    _killed_after(state, "remove,reuse")
+    assert committed(state, 20) == "new"
+    assert found_after_restart(state, 20) == "new"
+
+
+def test_the_journal_is_folded_into_lmdb_every_so_often(tmp_path: Path) -> None:
+    import nfsd.state.store as store_module
+    store = Store(str(tmp_path / "state"))
+    store.open_journal(append=True)
+    try:
+        for i in range(store_module.FOLD_AT + 1):
+            store.begin_burst()
+            store.put_objects(1, [(100 + i, 2, 7, b"f%d" % i)], later=True)
+            store.end_burst()
+        assert committed(tmp_path / "state", 100) == "f0"
+        assert store.get_object(1, 100 + store_module.FOLD_AT) == (2, 7, b"f%d" % store_module.FOLD_AT, False)
+        assert len(store._journaled) <= 1
+        store.begin_burst()
+        store.put_objects(1, [(99, 2, 7, b"x")], later=True)
+        store.end_burst()
+        store.sync()  # the periodic sync takes the rest
+        assert committed(tmp_path / "state", 99) == "x"
+        assert (tmp_path / "state" / "places.journal").stat().st_size == 0
+    finally:
+        store.close()

@@ -529,3 +529,62 @@ def test_async_export_answers_an_exclusive_create_without_flushing_its_verifier(
             assert gate.began == 0
         _call(rpc, 0xD101, 8, nfs3.CREATE3args, args)  # a new xid: not the DRC, the verifier
         assert nfs3.CREATE3res.unpack(_replies(rpc, 1)[0xD101][1], 0)[0][0] == OK
+
+
+def test_connection_activity_tells_a_client_sending_one_call_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfsd.rpc.server import ConnectionActivity
+    now = [100.0]
+    monkeypatch.setattr("nfsd.rpc.server.time.monotonic", lambda: now[0])
+    activity = ConnectionActivity()
+    one, other = object(), object()
+    activity.serving(one, 1)
+    assert activity.one_at_a_time()
+    now[0] += 0.1
+    activity.serving(one, 2)  # two calls at once: it keeps several in flight
+    now[0] += 0.1
+    activity.serving(one, 1)
+    assert activity.alone() and not activity.one_at_a_time()
+    now[0] += ConnectionActivity.QUIET
+    activity.serving(one, 1)  # none for QUIET
+    assert activity.one_at_a_time()
+    activity.serving(other, 1)
+    assert not activity.one_at_a_time()
+
+
+def test_slower_fsyncs_stay_on_the_loop_only_for_a_client_sending_one_call_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone connection's fsyncs averaging between INLINE_FAST and INLINE_SLOWER_THAN (a
+    journaled file system's commit): on the loop while its client sends one call at a time;
+    in the pool, where calls in flight together share one, once it sends several; faster
+    ones on the loop either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nfsd.fs import dirsync as dirsync_module
+    ran_on: list[str] = []
+    sequential = [True]
+
+    def fsync() -> None:
+        ran_on.append(threading.current_thread().name)
+
+    async def burst(sync: DirSync, average: float) -> str:
+        sync._fsync_seconds = average  # as if recent fsyncs had taken that long
+        sync.begin_burst()
+        sync.sync(1, fsync)
+        held = sync.end_burst()
+        if held is not None:
+            await held
+        return "loop" if ran_on[-1] == "MainThread" else "pool"
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="pool") as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            sync.inline_when(lambda: True, lambda: sequential[0])
+            journal_commit = (dirsync_module.INLINE_FAST + dirsync_module.INLINE_SLOWER_THAN) / 2
+            assert await burst(sync, journal_commit) == "loop"
+            assert await burst(sync, dirsync_module.INLINE_SLOWER_THAN * 2) == "pool"
+            sequential[0] = False
+            assert await burst(sync, journal_commit) == "pool"
+            assert await burst(sync, dirsync_module.INLINE_FAST / 2) == "loop"
+
+    asyncio.run(scenario())
