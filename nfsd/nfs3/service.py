@@ -458,8 +458,10 @@ class Nfs3Service:
         return self._remove(a, True, nfs3.RMDIR3resok.cls, nfs3.RMDIR3resfail.cls)
 
     def RENAME(self, ctx: CallContext, a: Any) -> Any:
-        fs, src = self.resolve(a.from_.dir.data)
-        fs2, dst = self.resolve(a.to.dir.data)
+        from_fh, to_fh = a.from_.dir.data, a.to.dir.data
+        fs, src = self.resolve(from_fh)
+        # (within one directory, the common case: its handle is resolved once)
+        fs2, dst = (fs, src) if to_fh == from_fh else self.resolve(to_fh)
         same = dst is src  # a rename within one directory (the node cache shares nodes)
         spre = self._pre(fs, src)
         dpre = spre if same else self._pre(fs2, dst)
