@@ -219,13 +219,22 @@ class GuardedNfs3:
         acting = self.acting
         get0 = getters[0]
         more = getters[1:]
+        get1 = more[0] if len(more) == 1 else None
 
         def call(ctx: CallContext, a: Any) -> Any:
             fh = get0(a)
             rule = rule_of(fh, ctx.client)  # NFS3ERR_ACCES (raised) before anything else
             options = rule.options
-            if more:  # (one handle, the common case, builds no tuple or list here)
-                fhs: tuple[bytes, ...] = (fh, *(g(a) for g in more))
+            if get1 is not None:  # two handles (RENAME, LINK): no generators, one rule if one export
+                fh2 = get1(a)
+                # (the rule depends on the export alone: a second handle of the same version,
+                # kind and export as the first, which passed, has the same one)
+                o2 = options if fh2[:4] == fh[:4] else rule_of(fh2, ctx.client).options
+                fhs: tuple[bytes, ...] = (fh, fh2)
+                writable = options.writable and o2.writable
+                synchronous = options.sync or o2.sync
+            elif more:  # (one handle, the common case, builds no tuple or list here)
+                fhs = (fh, *(g(a) for g in more))
                 others = [rule_of(h, ctx.client).options for h in fhs[1:]]
                 writable = options.writable and all(o.writable for o in others)
                 synchronous = options.sync or any(o.sync for o in others)

@@ -174,6 +174,8 @@ class ListingCache:
     def invalidate(self, dir_id: Hashable) -> None:
         """The directory changed: its listing no longer serves first pages, only the later
         pages of listings already begun (see the module docstring)."""
+        if dir_id not in self._cache:
+            return  # no listing kept: no lock taken (a dict's membership test is atomic)
         with self._lock:
             cached = self._cache.get(dir_id)
             if cached is not None:
@@ -361,6 +363,8 @@ class EntryCache:
         in a way its listing shows, e.g. an entry was added); so did the directory's own
         entry in its parent (its mtime)."""
         key = (export_id, d_ino)
+        if key not in self._dirs and key not in self._parent_of:
+            return  # nothing of it kept (the common case of a change): no lock taken
         with self._lock:
             enc = self._dirs.get(key)
             if enc is not None and name is not None:

@@ -189,11 +189,13 @@ class Nfs3Service:
     def _wcc(self, fs: Backend, n: Node, pre: Any) -> Any:
         return wcc(pre, self._attr(fs, n))
 
-    def _changed(self, d: Node, *names: bytes) -> None:
+    def _changed(self, d: Node, *names: bytes, export_id: int | None = None) -> None:
         """The server changed directory ``d`` (entries ``names``): its listing, those
-        entries' cached attributes and its own entry in its parent are out of date."""
+        entries' cached attributes and its own entry in its parent are out of date.
+        ``export_id``: its export's, when known (else read from its handle)."""
         self.listings.invalidate(d.fh)
-        export_id = handle_kind(d.fh)[1]
+        if export_id is None:
+            export_id = handle_kind(d.fh)[1]
         entries = self.entries
         # (each entry's ``changed`` forgets the directory's own entry in its parent too: no
         # separate call for the directory, callers always name an entry)
@@ -269,13 +271,22 @@ class Nfs3Service:
         pre = wcc_before(st)
         if a.guard is not None and a.guard != pre.ctime:  # both nfstime3: (seconds, nseconds)
             return nfsstat3.NFS3ERR_NOT_SYNC, nfs3.SETATTR3resfail.cls(wcc(pre, fattr(st, fs.fsid)))
+        sa = a.new_attributes
         try:
-            self._apply_sattr(fs, n, a.new_attributes)
+            if (sa.size is None and sa.uid is None and sa.gid is None and sa.mode is not None
+                    and not sa.atime[0] and not sa.mtime[0]):
+                fs.set_mode(n, sa.mode)  # a chmod, the common SETATTR: what _apply_sattr does for it
+            else:
+                self._apply_sattr(fs, n, sa)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
         finally:
             self._touched(n, fs.export_id)
-        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, self._attr(fs, n))),))
+        try:
+            post = fattr(fs.stat(n), fs.fsid)
+        except (OSError, NfsError):
+            post = None
+        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, post)),))
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.what.dir.data)
@@ -437,7 +448,7 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
-            self._changed(d, a.object.name)
+            self._changed(d, a.object.name, export_id=fs.export_id)
         return NFS3_OK, ok(self._wcc(fs, d, pre))
 
     def REMOVE(self, ctx: CallContext, a: Any) -> Any:
@@ -447,8 +458,10 @@ class Nfs3Service:
         return self._remove(a, True, nfs3.RMDIR3resok.cls, nfs3.RMDIR3resfail.cls)
 
     def RENAME(self, ctx: CallContext, a: Any) -> Any:
-        fs, src = self.resolve(a.from_.dir.data)
-        fs2, dst = self.resolve(a.to.dir.data)
+        from_fh, to_fh = a.from_.dir.data, a.to.dir.data
+        fs, src = self.resolve(from_fh)
+        # (within one directory, the common case: its handle is resolved once)
+        fs2, dst = (fs, src) if to_fh == from_fh else self.resolve(to_fh)
         same = dst is src  # a rename within one directory (the node cache shares nodes)
         spre = self._pre(fs, src)
         dpre = spre if same else self._pre(fs2, dst)
@@ -462,10 +475,10 @@ class Nfs3Service:
             return status_of(exc), nfs3.RENAME3resfail.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
         finally:
             if same:
-                self._changed(src, a.from_.name, a.to.name)
+                self._changed(src, a.from_.name, a.to.name, export_id=fs.export_id)
             else:
-                self._changed(src, a.from_.name)
-                self._changed(dst, a.to.name)
+                self._changed(src, a.from_.name, export_id=fs.export_id)
+                self._changed(dst, a.to.name, export_id=fs2.export_id)
         return NFS3_OK, nfs3.RENAME3resok.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
 
     def _rename_wcc(self, fs: Backend, src: Node, spre: Any, fs2: Backend, dst: Node, dpre: Any) -> tuple[Any, Any]:
