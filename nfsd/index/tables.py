@@ -54,6 +54,8 @@ FLAGS_AT = 9  # a FileRecord's flags byte (after the parent ino and the kind)
 _CHILD = struct.Struct(">QB")
 FLAG_TOMB = 1
 FLAG_LINKED = 2      # the file has other names, in ``links``
+FLAG_UNREAD = 4      # added from the server's own creation stat, its user fields not read:
+                     # the next look at it re-derives everything (``Index.note_created``)
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
 S_IFDIR = stat.S_IFDIR
 MAX_SEEN_KEYS = 1 << 14  # the memo of which posting keys are placed (``Writer.add_new``)
