@@ -403,9 +403,7 @@ class Index:
                     continue
                 for name in sorted(by_dir[d]):
                     st = fresh.get((d, name)) if fresh else None
-                    if st is not None and st.st_ino not in inos:
-                        r.entry(fd, d, name, st, created=True)  # (a new empty file: nothing to walk)
-                    else:
+                    if st is None or st.st_ino in inos or not r.add_created(fd, d, name, st):
                         self._note_one(r, fd, d, name)
                 r.run_jobs(fd)
             finally:

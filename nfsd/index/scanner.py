@@ -231,11 +231,9 @@ class Reconciler:
         return subdirs
 
     # -- one entry -----------------------------------------------------------------------
-    def entry(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, created: bool = False) -> bool:
+    def entry(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
         """Reconcile one entry present on disk; True for a directory whose contents the
-        index does not know (new, or back from the dead), which must be walked.
-        ``created``: an empty file the server just made, ``st`` its creation's ``fstat``
-        (``Index.note_created``): a new inode is added without reading its user fields."""
+        index does not know (new, or back from the dead), which must be walked."""
         if st.st_dev != self.dev:
             return False  # another file system mounted inside the export: inode numbers clash
         w = self.w
@@ -252,7 +250,7 @@ class Reconciler:
             self._bury(ino, rec)
             rec = w.file(ino)
         if rec is None or rec.tomb:
-            self._add(dir_fd, dir_ino, name, st, rec, created)
+            self._add(dir_fd, dir_ino, name, st, rec)
             return kind == S_IFDIR
         moved = rec.parent != dir_ino or rec.name != name
         if moved and kind != S_IFDIR and (st.st_nlink > 1 or rec.flags & FLAG_LINKED):
@@ -277,9 +275,28 @@ class Reconciler:
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
         return False
 
+    def add_created(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
+        """An empty file the server just made, ``st`` its creation's ``fstat``
+        (``Index.note_created``): a new inode is added without reading its user fields.
+        False, with nothing done, when the index holds its inode already (a hard link made
+        to it meanwhile was seen first): then it must be read as any entry."""
+        if st.st_dev != self.dev:
+            return True  # (see ``entry``)
+        ino = st.st_ino
+        w = self.w
+        rec = w.file(ino)
+        if rec is not None and not rec.tomb:
+            return False
+        self.c.seen += 1
+        known = w.child(dir_ino, name)
+        if known is not None and known[0] != ino:
+            self.gone(dir_ino, name, known[0])  # the name held another file, removed since
+        self._add(dir_fd, dir_ino, name, st, rec, created=True)
+        return True
+
     def _add(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, tomb: FileRecord | None,
              created: bool = False) -> None:
-        """A new inode, or a tombstone found again; ``created``: see ``entry``."""
+        """A new inode, or a tombstone found again; ``created``: see ``add_created``."""
         w = self.w
         ino = st.st_ino
         kind = stat.S_IFMT(st.st_mode)

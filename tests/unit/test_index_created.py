@@ -200,3 +200,16 @@ def test_a_create_through_the_file_system_takes_the_fast_path(tmp_path: Path,
         fs.index.close()
         fs.close()
         store.close()
+
+
+def test_a_hard_link_made_before_the_flush_keeps_both_names(index: Index, export: Path) -> None:
+    """The link's name sorts first, so the flush meets the inode there before the created
+    name: the created name is then read as any entry (its creation stat says one link)."""
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    index.note_created(src, b"new.c", st)
+    os.link(export / "src" / "new.c", export / "src" / "a_link.c")
+    index.note_entry(src, b"a_link.c")  # as the server's LINK notes it
+    assert q(index, (b"name", b"new.c")) == [b"src/new.c"]
+    assert q(index, (b"name", b"a_link.c")) == [b"src/a_link.c"]
+    assert q(index, (b"ext", b"c")) == [b"src/a_link.c", b"src/new.c", b"src/old.c"]
