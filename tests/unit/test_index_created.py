@@ -213,3 +213,24 @@ def test_a_hard_link_made_before_the_flush_keeps_both_names(index: Index, export
     assert q(index, (b"name", b"new.c")) == [b"src/new.c"]
     assert q(index, (b"name", b"a_link.c")) == [b"src/a_link.c"]
     assert q(index, (b"ext", b"c")) == [b"src/a_link.c", b"src/new.c", b"src/old.c"]
+
+
+def test_a_create_storm_queues_a_bounded_number_of_stats(index: Index, export: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_FRESH waiting, created files are plain notes (read by the flush); each one
+    waits as a compact ``CreatedStat`` holding what the index reads of the stat."""
+    from nfsd.index import index as index_module
+    monkeypatch.setattr(index_module, "MAX_FRESH", 2)
+    src = os.stat(export / "src").st_ino
+    stats = {n: create(export / "src", n) for n in ("a.c", "b.c", "c.c")}
+    for n, st in stats.items():
+        index.note_created(src, n.encode(), st)
+    assert [index.is_fresh(src, n.encode()) for n in stats] == [True, True, False]
+    queued = index._fresh[(src, b"a.c")]
+    assert isinstance(queued, index_module.CreatedStat)
+    for field in ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size", "st_mtime_ns",
+                  "st_ctime_ns"):
+        assert getattr(queued, field) == getattr(stats["a.c"], field)
+    reads = Reads(monkeypatch)
+    assert q(index, (b"ext", b"c")) == [b"src/a.c", b"src/b.c", b"src/c.c", b"src/old.c"]
+    assert reads.lstat == 1  # c.c's
