@@ -181,6 +181,9 @@ class SemanticFS:
     def __init__(self, local: LocalFS, index: Any, results: str = "links") -> None:
         self.local = local
         self.index = index
+        # an index of its own (not one that forwards notes, as a cluster head's does)
+        # adds the server's new files from their creation's stat (``Index.note_created``)
+        self._note_created = index.note_created if hasattr(type(index), "note_created") else None
         self.results = results
         self.fsid = local.fsid
         self.export_id = local.export_id
@@ -837,7 +840,12 @@ class SemanticFS:
     def create_file(self, d: Node | VNode, name: bytes, mode: int, exclusive: bool) -> Node:
         real = self._real_dir(d, name)
         n = self.local.create_file(real, name, mode, exclusive)
-        self._noted(real, name)
+        st = n._fresh  # a new empty file's creation stat (None: an existing file, reused)
+        if st is not None and self._note_created is not None:
+            self._note_created(real.ino, name, st)
+            self._names_tick = next(self._ticks)  # (as ``_noted``)
+        else:
+            self._noted(real, name)
         return n
 
     def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node | VNode:

@@ -27,6 +27,7 @@ _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (
 _READ_SIZE = 64 * 1024
 _Q_OVERFLOW, _IGNORED, _ISDIR = int(Mask.Q_OVERFLOW), int(Mask.IGNORED), int(Mask.ISDIR)
 _NEW_NAME = int(Mask.CREATE | Mask.MOVED_TO)
+_CREATE = int(Mask.CREATE)
 
 EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLOSE_WRITE
           | Mask.ATTRIB | Mask.MODIFY | Mask.ONLYDIR | Mask.DONT_FOLLOW)
@@ -40,6 +41,8 @@ class TreeWatcher:
         self.gather = gather
         self._read_at = 0.0  # the event loop's time of the last read (with ``gather``)
         self.index = index
+        # whether an entry is queued as created by the server itself (``Index.is_fresh``)
+        self._is_fresh: Callable[[int, bytes], bool] | None = getattr(index, "is_fresh", None)
         self.rescan = rescan
         self._dir_of: dict[int, int] = {}  # watch descriptor -> directory inode
         self._inotify: Inotify | None = None
@@ -208,6 +211,11 @@ class TreeWatcher:
             return None
         dir_ino = self._dir_of.get(wd)
         if dir_ino is None or not name:
+            return None
+        if mask & _CREATE and self._is_fresh is not None and self._is_fresh(dir_ino, name):
+            # the echo of the server's own CREATE, queued with its creation's stat and
+            # forgotten by the entry cache already: noting it would have the index read it
+            # again (any other event of it, or another CREATE after a DELETE, is noted)
             return None
         self.index.note_entry(dir_ino, name)
         if mask & _ISDIR and mask & _NEW_NAME:

@@ -15,7 +15,8 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, NamedTuple, Sequence
+from operator import itemgetter
+from typing import Callable, Iterator, NamedTuple, Sequence, cast
 
 import lmdb
 
@@ -49,6 +50,32 @@ EXTRACT_THREADS = min(4, os.cpu_count() or 1)
 BUSY_NOTES = 500
 DEFER_SECONDS = 5.0
 DEFER_NOTES = 20_000  # (about 0.4 s of work for the flush that takes them, perhaps a query's)
+MAX_FRESH = DEFER_NOTES  # created entries queued with their stat at most (``note_created``)
+
+
+class CreatedStat(tuple):
+    """What the index reads of a new file's creation ``fstat`` while it waits in the queue
+    (``Index.note_created``): the ``os.stat_result`` fields it uses, in a plain tuple of
+    about 280 bytes against 620 (a create storm queues up to ``MAX_FRESH`` of them)."""
+
+    __slots__ = ()
+    st_mode = property(itemgetter(0))
+    st_ino = property(itemgetter(1))
+    st_dev = property(itemgetter(2))
+    st_nlink = property(itemgetter(3))
+    st_uid = property(itemgetter(4))
+    st_gid = property(itemgetter(5))
+    st_size = property(itemgetter(6))
+    st_mtime_ns = property(itemgetter(7))
+    st_ctime_ns = property(itemgetter(8))
+
+    @staticmethod
+    def of(st: os.stat_result) -> "CreatedStat":
+        # (the first seven are ``os.stat_result``'s own sequence: one C slice)
+        return _new_tuple(CreatedStat, st[:7] + (st.st_mtime_ns, st.st_ctime_ns))
+
+
+_new_tuple = tuple.__new__
 
 
 class IndexClosed(Exception):
@@ -75,6 +102,7 @@ class Index:
                  transducers: Sequence[Transducer] | None = None) -> None:
         chosen = list(transducers) if transducers is not None else default_transducers()
         self._extractor = Extractor(chosen)
+        self._compact_created = self._built_in_only(self._extractor)
         self._chosen = chosen
         # the first index of a tree can take the stat tier alone first (``scan(stat_only=True)``):
         # its records are marked "content tier not extracted yet" (NO_XVER), which the full
@@ -101,6 +129,10 @@ class Index:
         self._entries: set[tuple[int, bytes]] = set()
         self._inos: set[int] = set()
         self._dirs: set[int] = set()
+        # queued entries the server itself just created, empty, with the creation's ``fstat``
+        # (``note_created``): while no other note names them, the flush adds them from that
+        # stat, and the watcher recognises the inotify echo of their creation (``is_fresh``)
+        self._fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat] = {}
         self._first_note_at = 0.0  # when the queue became non-empty (0: it is empty)
         self._applying = False  # a flush took the queued notes and has not committed them yet
         self._queued_at_maintain = 0  # how many notes waited at ``maintain``'s last call
@@ -221,19 +253,48 @@ class Index:
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
-        if (dir_ino, name) in self._entries:
+        key = (dir_ino, name)
+        if key in self._entries and key not in self._fresh:
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
             return
         if not name or b"/" in name or name in (b".", b".."):
             return
+        self._queue_entry(key, None)
+
+    def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
+        """The server itself just created DIR/name, an empty regular file, and ``st`` is
+        the creation's own ``fstat``.  Queued like ``note_entry``; until another note names
+        the entry (or its inode), the flush adds it from ``st`` without reading it again
+        (no ``lstat``, no user-field ``getxattr``: a new inode has none) and marks its
+        record so the next look at it re-reads everything (``FLAG_UNREAD``).  An index that
+        routes or counts its notes (another worker's, the writer of several) notes it as
+        ``note_entry`` does."""
+        if type(self).note_entry is not Index.note_entry:
+            self.note_entry(dir_ino, name)
+        elif name and b"/" not in name and name not in (b".", b".."):
+            self._queue_entry((dir_ino, name), CreatedStat.of(st) if self._compact_created else st)
+
+    def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None) -> None:
         with self._notes_lock:
             if not self._first_note_at:
                 self._first_note_at = time.monotonic()
-            self._entries.add((dir_ino, name))
+            if created is not None and len(self._fresh) < MAX_FRESH:
+                self._fresh[key] = created
+            elif self._fresh:
+                self._fresh.pop(key, None)  # changed since its creation: read it again
+            self._entries.add(key)
             if len(self._entries) > MAX_NOTED_ENTRIES:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
+                self._fresh.clear()
+
+    def is_fresh(self, dir_ino: int, name: bytes) -> bool:
+        """Whether DIR/name is queued as created by the server and unchanged since
+        (``note_created``): an inotify IN_CREATE of it is the echo of that creation, which
+        the watcher may drop.  No lock: a flush taking the queue meanwhile only makes the
+        echo a plain note (read again at the next flush)."""
+        return (dir_ino, name) in self._fresh
 
     def note_ino(self, ino: int, force: bool = False) -> None:
         """This file's content or attributes may have changed; ``force``: re-derive its stat
@@ -270,16 +331,18 @@ class Index:
             with self._notes_lock:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
                 self._entries, self._inos, self._dirs = set(), set(), set()
+                fresh, self._fresh = self._fresh, {}
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
                 self._applying = bool(entries or inos or dirs)
             try:
-                return self._apply_taken(entries, inos, dirs, forced)
+                return self._apply_taken(entries, inos, dirs, forced, fresh)
             finally:
                 self._applying = False
 
     def _apply_taken(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int],
-                     forced: set[int]) -> bool:
+                     forced: set[int], fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat] | None = None
+                     ) -> bool:
         """``flush``'s second half, under its lock: the notes it took, applied and committed."""
         purge = time.monotonic() - self._last_purge > PURGE_EVERY
         if self._closed or not (entries or inos or dirs or purge):
@@ -288,7 +351,7 @@ class Index:
         r = self._reconciler(yielding=False)
         r.force = forced
         try:
-            self._apply_notes(r, entries, inos, dirs)
+            self._apply_notes(r, entries, inos, dirs, fresh or {})
             r.bury()
             if purge:
                 r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
@@ -320,6 +383,13 @@ class Index:
         """Put a step around content extraction (a cluster head takes the values another head
         published instead of running transducers: nfsd/shared/content.py)."""
         self._extractor = wrap(self._extractor)
+        self._compact_created = self._built_in_only(self._extractor)
+
+    @staticmethod
+    def _built_in_only(x: Extractor) -> bool:
+        """Whether only built-in transducers see stats (they read no field ``CreatedStat``
+        lacks): then a created file waits in the queue with the compact stat."""
+        return bool(getattr(x, "_pure", False) and getattr(x, "_stat_pure", False))
 
     def maintain(self) -> bool:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
@@ -344,7 +414,8 @@ class Index:
         self._queued_at_maintain = 0  # the flush that follows takes them all
         return False
 
-    def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int]) -> None:
+    def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int],
+                     fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat]) -> None:
         by_dir: dict[int, set[bytes]] = {d: set() for d in dirs}
         txn = r.w.txn
         for ino in inos:
@@ -367,7 +438,10 @@ class Index:
                     r.walk(fd, d, full=False)
                     continue
                 for name in sorted(by_dir[d]):
-                    self._note_one(r, fd, d, name)
+                    st = fresh.get((d, name)) if fresh else None
+                    # (a CreatedStat has every field of a stat the index reads: see ``note_created``)
+                    if st is None or st.st_ino in inos or not r.add_created(fd, d, name, cast(os.stat_result, st)):
+                        self._note_one(r, fd, d, name)
                 r.run_jobs(fd)
             finally:
                 os.close(fd)

@@ -41,7 +41,7 @@ import lmdb
 
 from . import fsread
 from .extract import Extractor, Outcome
-from .tables import EMPTY, FLAG_LINKED, NO_XVER, FileRecord, Tables, Writer
+from .tables import EMPTY, FLAG_LINKED, FLAG_UNREAD, NO_XVER, FileRecord, Tables, Writer
 from .transducers.interface import Transducer
 
 log = logging.getLogger("pysfsd.index")
@@ -265,7 +265,7 @@ class Reconciler:
                 w.put_file(ino, rec._replace(parent=dir_ino, name=name), moved=True)
             return False
         same = (not moved and rec.ctime_ns == st.st_ctime_ns and rec.mtime_ns == st.st_mtime_ns
-                and rec.size == st.st_size and ino not in self.force)
+                and rec.size == st.st_size and ino not in self.force and not rec.flags & FLAG_UNREAD)
         if same and rec.xver == NO_XVER and self.part is not None:
             self._partial(dir_fd, dir_ino, name, st, rec)
             return False
@@ -275,8 +275,28 @@ class Reconciler:
         self._refresh(dir_fd, dir_ino, name, st, rec, moved)
         return False
 
-    def _add(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, tomb: FileRecord | None) -> None:
-        """A new inode, or a tombstone found again."""
+    def add_created(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
+        """An empty file the server just made, ``st`` its creation's ``fstat``
+        (``Index.note_created``): a new inode is added without reading its user fields.
+        False, with nothing done, when the index holds its inode already (a hard link made
+        to it meanwhile was seen first): then it must be read as any entry."""
+        if st.st_dev != self.dev:
+            return True  # (see ``entry``)
+        ino = st.st_ino
+        w = self.w
+        rec = w.file(ino)
+        if rec is not None and not rec.tomb:
+            return False
+        self.c.seen += 1
+        known = w.child(dir_ino, name)
+        if known is not None and known[0] != ino:
+            self.gone(dir_ino, name, known[0])  # the name held another file, removed since
+        self._add(dir_fd, dir_ino, name, st, rec, created=True)
+        return True
+
+    def _add(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, tomb: FileRecord | None,
+             created: bool = False) -> None:
+        """A new inode, or a tombstone found again; ``created``: see ``add_created``."""
         w = self.w
         ino = st.st_ino
         kind = stat.S_IFMT(st.st_mode)
@@ -290,7 +310,10 @@ class Reconciler:
                 w.put_child(dir_ino, name, ino, kind)
             return
         self.c.added += 1
-        st_out = self._stat_keys(dir_fd, ino, name, st, None)  # a new inode (or a tombstone): no other name recorded
+        # a new inode (or a tombstone): no other name recorded; one the server just created
+        # has no user fields yet (one set since raises its own note, and its record's
+        # FLAG_UNREAD has the next look at it read everything, whatever the ctime says)
+        st_out = self._stat_keys(dir_fd, ino, name, st, None, user=not created)
         keep = tomb is not None and self._same_content(tomb, st, dir_fd, name)
         replacing = False
         if tomb is not None and not keep:
@@ -307,8 +330,8 @@ class Reconciler:
             found = self.x.empty_new(name, st)
             if found is not None:
                 empty, xver = found
-        rec = FileRecord(dir_ino, kind, 0, tomb.gen if keep and tomb else 0, st.st_size, st.st_mtime_ns,
-                         st.st_ctime_ns, xver, name)
+        rec = FileRecord(dir_ino, kind, FLAG_UNREAD if created else 0, tomb.gen if keep and tomb else 0,
+                         st.st_size, st.st_mtime_ns, st.st_ctime_ns, xver, name)
         if empty is not None:
             if tomb is None:
                 w.add_new(ino, rec, st_out.keys, empty.keys, replacing)
@@ -349,7 +372,8 @@ class Reconciler:
         else:
             content, xver = old[1], NO_XVER  # the old one stays visible until re-extracted
         w.put_file(ino, rec._replace(parent=dir_ino, name=name, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                                     ctime_ns=st.st_ctime_ns, xver=xver), moved=moved)
+                                     ctime_ns=st.st_ctime_ns, xver=xver, flags=rec.flags & ~FLAG_UNREAD),
+                   moved=moved)
         w.set_keys(ino, old, (st_out.keys, content))
         self._after_stat(ino, dir_ino, name, st, st_out, extract=xver == NO_XVER)
 
@@ -400,7 +424,7 @@ class Reconciler:
 
     # -- hard links ----------------------------------------------------------------------
     def _stat_keys(self, dir_fd: int | None, ino: int, name: bytes, st: os.stat_result,
-                   rec: FileRecord | None) -> Outcome:
+                   rec: FileRecord | None, user: bool = True) -> Outcome:
         """The stat tier of a file: with several names, every name's fields; and the values
         people set on the file (nfsd/fs/tags.py), read from ``dir_fd``/``name`` (with no
         ``dir_fd``, the ones already recorded)."""
@@ -409,7 +433,7 @@ class Reconciler:
         if rec is not None and rec.flags & FLAG_LINKED:
             for _, other in self.w.links_of(ino):
                 more |= self.x.stat_keys(other, st).keys
-        if self.user_fields is not None:
+        if self.user_fields is not None and user:
             if dir_fd is not None:
                 more.update(self.user_fields.keys(dir_fd, name, st, self.w.txn))
             else:

@@ -8,7 +8,8 @@ are removed and noted, and one flush tombstones them.  The flush's thread CPU ti
 is reported (rounds after the first, whose files take no freed inode numbers).  Rounds after
 the first create on the numbers the previous round freed (on ext4 with a journal, at once):
 the reused-tombstone path of a CREATE after removals.  Compare trees alternated with
-``PYTHONPATH=TREE`` (it comes before this script's own tree).  Not a test.
+``PYTHONPATH=TREE`` (it comes before this script's own tree).  ``--created`` notes the new
+files as the server's CREATE does (``Index.note_created``).  Not a test.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def main() -> None:
     p.add_argument("--files", type=int, default=3000, help="files created (then removed) per round")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--dir", default="/tmp", help="where the export and the index go")
+    p.add_argument("--created", action="store_true",
+                   help="note the new files as a CREATE does (Index.note_created, with the creation's fstat)")
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="bench-index-flush-", dir=args.dir)
     export = os.path.join(base, "export")
@@ -54,15 +57,21 @@ def main() -> None:
         for k in range(args.rounds):
             names = [b"f%d-%d" % (k, i) for i in range(args.files)]
             for n in names:
-                os.close(os.open(os.path.join(d, n), os.O_CREAT | os.O_WRONLY, 0o644))
-                idx.note_entry(d_ino, n)
+                fd = os.open(os.path.join(d, n), os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
+                if args.created:
+                    idx.note_created(d_ino, n, os.fstat(fd))
+                else:
+                    idx.note_entry(d_ino, n)
+                os.close(fd)
             made.append(1e6 * flush_cpu(idx) / args.files)
             for n in names:
                 os.unlink(os.path.join(d, n))
                 idx.note_entry(d_ino, n)
             removed.append(1e6 * flush_cpu(idx) / args.files)
         made, removed = made[1:] or made, removed[1:] or removed
-        print(f"{args.files} files x {args.rounds} rounds in {args.dir}; flush CPU per file (µs), rounds after the first")
+        print(f"{args.files} files x {args.rounds} rounds in {args.dir}, new files noted as "
+              f"{'created (note_created)' if args.created else 'entries (note_entry)'}; "
+              "flush CPU per file (µs), rounds after the first")
         print(f"  new file      median {statistics.median(made):5.1f} min {min(made):5.1f}")
         print(f"  removed file  median {statistics.median(removed):5.1f} min {min(removed):5.1f}")
     finally:

@@ -257,3 +257,49 @@ def test_a_new_directory_costs_its_own_subtree_not_every_watch(tmp_path: Path) -
 
 def test_catch_up_notes_what_a_gathering_watcher_has_not_read(tmp_path: Path) -> None:
     run_in_a_child(CATCH_UP_SCRIPT, tmp_path)
+
+
+# The IN_CREATE echo of a file the server just created (queued with its creation's stat,
+# ``Index.is_fresh``) is dropped; any other event of it, and other files' creations, are noted.
+SCRIPT_ECHO = r'''
+import asyncio, os, sys
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes, self.fresh = [], set()
+    def note_entry(self, d, n):
+        self.notes.append((d, n))
+        self.fresh.discard((d, n))
+    def note_dir(self, d): pass
+    def is_fresh(self, d, n): return (d, n) in self.fresh
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+async def main(root):
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    top = os.stat(root).st_ino
+    index.fresh.add((top, b"mine"))
+    os.close(os.open(os.path.join(root, "mine"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    os.close(os.open(os.path.join(root, "theirs"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"theirs")], index.notes
+    assert (top, b"mine") in index.fresh
+    with open(os.path.join(root, "mine"), "ab") as f:  # changed since: noted
+        f.write(b"x")
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert (top, b"mine") in index.notes, index.notes
+    assert (top, b"mine") not in index.fresh
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_the_echo_of_the_servers_own_create_is_dropped(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_ECHO, tmp_path)

@@ -1,0 +1,236 @@
+"""The index's fast path for files the server itself just created (``Index.note_created``):
+added from the creation's own ``fstat``, without reading the entry again, and read in full at
+the next look whatever its ctime says (``FLAG_UNREAD``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import lmdb
+import pytest
+
+from nfsd.index import Index, fsread
+from nfsd.index.tables import FLAG_UNREAD, Tables
+
+TAGS = "user.pysfsd.tags"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterable[lmdb.Environment]:
+    e = lmdb.open(str(tmp_path / "state"), max_dbs=128, map_size=1 << 30, sync=False)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    root = tmp_path / "export"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "old.c").write_text("int old;\n")
+    return root
+
+
+@pytest.fixture
+def index(env: lmdb.Environment, export: Path) -> Iterable[Index]:
+    idx = Index(env, str(export), 1)
+    idx.scan(progress=False)
+    yield idx
+    idx.close()
+    with env.begin() as txn:  # the places beside the postings are what these and the records give
+        assert Tables(env, 1).places_differences(txn) == (0, 0)
+
+
+class Reads:
+    """Counts the index's own reads of an entry: its ``lstat`` and the user-field ``getxattr``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lstat = self.getxattr = 0
+        real_lstat, real_getxattr = fsread.lstat_at, os.getxattr
+
+        def lstat_at(*args: object) -> object:
+            self.lstat += 1
+            return real_lstat(*args)  # type: ignore[arg-type]
+
+        def getxattr(*args: object, **kwargs: object) -> object:
+            self.getxattr += 1
+            return real_getxattr(*args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(fsread, "lstat_at", lstat_at)
+        monkeypatch.setattr(os, "getxattr", getxattr)
+
+
+def create(d: Path, name: str) -> os.stat_result:
+    """An empty file made as CREATE makes it; its creation's ``fstat``."""
+    fd = os.open(d / name, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def q(idx: Index, *terms: tuple[bytes, bytes]) -> list[bytes]:
+    idx.flush()
+    return sorted(r.path for r in idx.query(idx.root_ino, list(terms)))
+
+
+def record_flags(env: lmdb.Environment, ino: int) -> int:
+    with env.begin() as txn:
+        rec = Tables(env, 1).file(txn, ino)
+    assert rec is not None
+    return rec.flags
+
+
+def test_a_created_file_is_added_without_reading_it_again(index: Index, export: Path, env: lmdb.Environment,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    reads = Reads(monkeypatch)
+    index.note_created(src, b"new.c", st)
+    assert index.is_fresh(src, b"new.c")
+    index.flush()
+    assert (reads.lstat, reads.getxattr) == (0, 0)
+    assert not index.is_fresh(src, b"new.c")  # taken by the flush
+    assert q(index, (b"ext", b"c")) == [b"src/new.c", b"src/old.c"]
+    assert q(index, (b"name", b"new.c")) == [b"src/new.c"]
+    assert q(index, (b"size", b"empty")) == [b"src/new.c"]
+    assert record_flags(env, st.st_ino) & FLAG_UNREAD
+    # the next look at it reads it in full (and clears the mark), though nothing changed
+    index.note_entry(src, b"new.c")
+    index.flush()
+    assert reads.lstat == 1 and reads.getxattr >= 1
+    assert not record_flags(env, st.st_ino) & FLAG_UNREAD
+    assert q(index, (b"ext", b"c")) == [b"src/new.c", b"src/old.c"]
+
+
+def test_a_change_noted_before_the_flush_has_the_entry_read(index: Index, export: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "a.c")
+    index.note_created(src, b"a.c", st)
+    (export / "src" / "a.c").write_bytes(b"x" * 5000)  # written behind the server: inotify notes it
+    index.note_entry(src, b"a.c")
+    assert not index.is_fresh(src, b"a.c")
+    st_b = create(export / "src", "b.c")
+    index.note_created(src, b"b.c", st_b)
+    (export / "src" / "b.c").write_bytes(b"y" * 5000)  # written through the server: its inode noted
+    index.note_ino(st_b.st_ino)
+    reads = Reads(monkeypatch)
+    assert q(index, (b"size", b"empty")) == []
+    assert reads.lstat == 2
+    assert q(index, (b"ext", b"c")) == [b"src/a.c", b"src/b.c", b"src/old.c"]
+
+
+def test_a_user_field_set_in_the_creations_clock_tick_is_read_at_the_next_look(
+        index: Index, export: Path) -> None:
+    """A tagger sets a field between the server's ``open`` and its ``fstat``: the creation's
+    stat has the ctime after that change, so a second look whose ``lstat`` matches it would
+    take the file as unchanged; the record's FLAG_UNREAD has it read anyway."""
+    src = os.stat(export / "src").st_ino
+    fd = os.open(export / "src" / "t.txt", os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.setxattr(export / "src" / "t.txt", TAGS, b"urgent")
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    index.note_created(src, b"t.txt", st)
+    assert q(index, (b"tag", b"urgent")) == []  # the fast path does not read it...
+    index.note_entry(src, b"t.txt")  # ...the inotify event of the setxattr comes after the flush
+    assert q(index, (b"tag", b"urgent")) == [b"src/t.txt"]
+
+
+def test_a_name_removed_and_created_again_in_one_batch(index: Index, export: Path) -> None:
+    src = os.stat(export / "src").st_ino
+    os.unlink(export / "src" / "old.c")
+    index.note_entry(src, b"old.c")
+    st = create(export / "src", "old.c")
+    index.note_created(src, b"old.c", st)
+    assert q(index, (b"ext", b"c")) == [b"src/old.c"]
+    assert q(index, (b"size", b"empty")) == [b"src/old.c"]
+    assert [r.ino for r in index.query(index.root_ino, [(b"name", b"old.c")])] == [st.st_ino]
+
+
+def test_an_index_that_routes_its_notes_gets_a_plain_note(env: lmdb.Environment, export: Path) -> None:
+    class Routing(Index):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            self.routed: list[tuple[int, bytes]] = []
+
+        def note_entry(self, dir_ino: int, name: bytes) -> None:
+            self.routed.append((dir_ino, name))
+            super().note_entry(dir_ino, name)
+
+    idx = Routing(env, str(export), 1)
+    try:
+        idx.scan(progress=False)
+        src = os.stat(export / "src").st_ino
+        idx.note_created(src, b"r.c", create(export / "src", "r.c"))
+        assert idx.routed == [(src, b"r.c")]
+        assert not idx.is_fresh(src, b"r.c")
+        assert q(idx, (b"name", b"r.c")) == [b"src/r.c"]
+    finally:
+        idx.close()
+
+
+def test_a_create_through_the_file_system_takes_the_fast_path(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfsd.fs.localfs import LocalFS
+    from nfsd.fs.semantic import SemanticFS
+    from nfsd.query.names import Query
+    from nfsd.state.store import Store
+
+    export = tmp_path / "export"
+    (export / "src").mkdir(parents=True)
+    store = Store(str(tmp_path / "state.lmdb"))
+    eid = store.export_id(str(export))
+    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    try:
+        fs.index.scan()
+        fs.ready.set()
+        src = fs.local.lookup(fs.root, b"src")
+        fs.create_file(src, b"new.c", 0o644, True)
+        assert fs.index.is_fresh(src.ino, b"new.c")
+        (export / "src" / "old.c").write_text("int old;\n")
+        fs.create_file(src, b"old.c", 0o644, False)  # an existing file, reused: read as any change
+        assert not fs.index.is_fresh(src.ino, b"old.c")
+        reads = Reads(monkeypatch)
+        v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", b"c"),)))
+        assert sorted(fs._fault(v).names) == [b"new.c", b"old.c"]  # the fault flushed the queue first
+        assert reads.lstat == 1  # old.c's
+    finally:
+        fs.index.close()
+        fs.close()
+        store.close()
+
+
+def test_a_hard_link_made_before_the_flush_keeps_both_names(index: Index, export: Path) -> None:
+    """The link's name sorts first, so the flush meets the inode there before the created
+    name: the created name is then read as any entry (its creation stat says one link)."""
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    index.note_created(src, b"new.c", st)
+    os.link(export / "src" / "new.c", export / "src" / "a_link.c")
+    index.note_entry(src, b"a_link.c")  # as the server's LINK notes it
+    assert q(index, (b"name", b"new.c")) == [b"src/new.c"]
+    assert q(index, (b"name", b"a_link.c")) == [b"src/a_link.c"]
+    assert q(index, (b"ext", b"c")) == [b"src/a_link.c", b"src/new.c", b"src/old.c"]
+
+
+def test_a_create_storm_queues_a_bounded_number_of_stats(index: Index, export: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_FRESH waiting, created files are plain notes (read by the flush); each one
+    waits as a compact ``CreatedStat`` holding what the index reads of the stat."""
+    from nfsd.index import index as index_module
+    monkeypatch.setattr(index_module, "MAX_FRESH", 2)
+    src = os.stat(export / "src").st_ino
+    stats = {n: create(export / "src", n) for n in ("a.c", "b.c", "c.c")}
+    for n, st in stats.items():
+        index.note_created(src, n.encode(), st)
+    assert [index.is_fresh(src, n.encode()) for n in stats] == [True, True, False]
+    queued = index._fresh[(src, b"a.c")]
+    assert isinstance(queued, index_module.CreatedStat)
+    for field in ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size", "st_mtime_ns",
+                  "st_ctime_ns"):
+        assert getattr(queued, field) == getattr(stats["a.c"], field)
+    reads = Reads(monkeypatch)
+    assert q(index, (b"ext", b"c")) == [b"src/a.c", b"src/b.c", b"src/c.c", b"src/old.c"]
+    assert reads.lstat == 1  # c.c's
