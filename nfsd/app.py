@@ -169,8 +169,6 @@ class NfsServer:
             raise
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
-        if role is not None:  # ... and shared with the other workers (nfsd/fs/shared_dirsync.py)
-            self.dirsync.shared = role.fsyncs
         sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
                   if follower and role is not None else None)
         writers: list[Index] = []

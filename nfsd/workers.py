@@ -36,7 +36,6 @@ from .index.writer_channel import NoteCounts, channel_pair
 from .locks.relay import relay_pair
 from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
-from .fs.shared_dirsync import SharedFsyncs
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
 
@@ -69,7 +68,6 @@ class WorkerRole:
     shares: ConnectionShares | None = None  # connections each worker serves (``BalancedAcceptor``)
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
-    fsyncs: SharedFsyncs | None = None  # directory fsyncs shared by the workers (nfsd/fs/shared_dirsync.py)
 
     @property
     def primary(self) -> bool:
@@ -243,7 +241,6 @@ class Supervisor:
         self.entry_events = EntryEvents.create()
         self.inbox_wake = os.pipe2(os.O_NONBLOCK)
         self.shares = ConnectionShares.create(count)
-        self.fsyncs = SharedFsyncs.create()
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -262,7 +259,7 @@ class Supervisor:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
-                          self.shares, self.verifier, status_w, self.fsyncs)
+                          self.shares, self.verifier, status_w)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -479,8 +476,6 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.entry_events.attach()
     if role.shares is not None:
         role.shares.attach(role.slot)
-    if role.fsyncs is not None:
-        role.fsyncs.attach()
     from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

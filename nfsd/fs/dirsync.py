@@ -35,10 +35,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Callable, Hashable
-
-if TYPE_CHECKING:
-    from .shared_dirsync import SharedFsyncs
+from typing import Callable, Hashable
 
 Fsync = Callable[[], None]
 
@@ -64,25 +61,23 @@ durability = _Durability()
 
 
 class _Dir:
-    __slots__ = ("turn", "changes", "synced", "users", "last_at")
+    __slots__ = ("turn", "changes", "synced", "users")
 
     def __init__(self) -> None:
         self.turn = threading.Lock()  # one fsync of this directory at a time
         self.changes = 0              # changes reported so far (tickets handed out)
         self.synced = 0               # every change up to this ticket is durable
         self.users = 0                # callers inside ``sync`` (the entry goes when none is)
-        self.last_at = 0              # with ``DirSync.shared``: when the last change was made (ns)
 
 
 class _Batch:
     """Directories whose fsync a set of held replies waits for (one job in the pool)."""
 
-    __slots__ = ("dirs", "done", "at")
+    __slots__ = ("dirs", "done")
 
     def __init__(self, done: asyncio.Future[None]) -> None:
         self.dirs: dict[Hashable, Fsync] = {}
         self.done = done
-        self.at: dict[Hashable, int] = {}  # with ``DirSync.shared``: each one's last change (ns)
 
 
 class DirSync:
@@ -93,13 +88,11 @@ class DirSync:
         self._executor: Executor | None = None
         self._burst_thread = 0
         self._deferred: dict[Hashable, Fsync] = {}  # directories the burst being served changed
-        self._deferred_at: dict[Hashable, int] = {}  # ... and when, last (``shared`` only)
         self._changes = 0                            # changes the burst being served made
         self._alone: Callable[[], bool] | None = None  # see ``inline_when``
         self._fsync_seconds = 0.0                    # moving average of a job's wall time
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
-        self.shared: "SharedFsyncs | None" = None    # --workers: fsyncs shared with the others
 
     def defer_in_bursts(self, executor: Executor) -> None:
         """From now on, changes made by the thread serving a burst (``begin_burst``) are
@@ -112,21 +105,16 @@ class DirSync:
         waits for the loop (module docstring); None: always in the pool."""
         self._alone = alone
 
-    def sync(self, key: Hashable, fsync: Fsync, wait: bool = True, changed_at: int = 0) -> None:
+    def sync(self, key: Hashable, fsync: Fsync) -> None:
         """Return once a change already made in directory ``key`` is durable: after an
         ``fsync()`` that began after it, this caller's own or another's.  In a burst served
         by this thread: at once, the fsync deferred to the burst's end (``end_burst``).  For a
-        call on an ``async`` export (``durability.relaxed``): at once, with no fsync.  With
-        ``shared`` (other worker processes), a completed fsync of theirs that began after the
-        change does too (``wait``: for one under way; not on the event loop; ``changed_at``:
-        when the change was made, if before this call)."""
+        call on an ``async`` export (``durability.relaxed``): at once, with no fsync."""
         if durability.relaxed:
             return
         if self._burst_thread and self._burst_thread == threading.get_ident():
             self._deferred[key] = fsync
             self._changes += 1
-            if self.shared is not None:
-                self._deferred_at[key] = time.monotonic_ns()
             return
         with self._lock:
             d = self._dirs.get(key)
@@ -135,19 +123,13 @@ class DirSync:
             d.users += 1
             d.changes += 1
             ticket = d.changes
-            if self.shared is not None:
-                d.last_at = max(d.last_at, changed_at or time.monotonic_ns())
         try:
             with d.turn:
                 if d.synced >= ticket:
                     return  # an fsync that began after this change covered it
                 with self._lock:
                     upto = d.changes  # every change with a ticket up to here is made
-                    since = d.last_at  # ... the last of them then
-                if self.shared is None:
-                    fsync()
-                else:  # another worker's fsync that began after them will do
-                    self.shared.fsync(key, fsync, since, wait)
+                fsync()
                 d.synced = upto
         finally:
             with self._lock:
@@ -170,25 +152,23 @@ class DirSync:
         if not self._deferred:
             return None
         deferred, self._deferred = self._deferred, {}
-        at, self._deferred_at = self._deferred_at, {}
         changes, self._changes = self._changes, 0
         if (changes <= INLINE_CHANGES and not self._running and not self._dirs
                 and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()):
-            return self._fsync_inline(deferred, at)
+            return self._fsync_inline(deferred)
         batch = self._next
         if batch is None:
             batch = self._next = _Batch(asyncio.get_running_loop().create_future())
         batch.dirs.update(deferred)
-        batch.at.update(at)
         if not self._running:
             self._start()
         return batch.done
 
-    def _fsync_inline(self, dirs: dict[Hashable, Fsync], at: dict[Hashable, int]) -> asyncio.Future[None] | None:
+    def _fsync_inline(self, dirs: dict[Hashable, Fsync]) -> asyncio.Future[None] | None:
         """The burst's fsyncs on the loop (no job running, no other thread inside ``sync``):
         None once they are done, or a failed future for the replies to turn SYSTEM_ERR."""
         try:
-            self._fsync_all(dirs, at, wait=False)
+            self._fsync_all(dirs)
         except Exception as exc:
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
@@ -201,24 +181,24 @@ class DirSync:
         self._running = True
         loop = asyncio.get_running_loop()
         try:
-            job = loop.run_in_executor(self._executor, self._fsync_all, batch.dirs, batch.at)
+            job = loop.run_in_executor(self._executor, self._fsync_all, batch.dirs)
         except RuntimeError:  # the pool is shut down (server stopping): fsync here
             job = loop.create_future()
             try:
-                self._fsync_all(batch.dirs, batch.at)
+                self._fsync_all(batch.dirs)
                 job.set_result(None)
             except Exception as exc:
                 job.set_exception(exc)
         job.add_done_callback(lambda f: self._finished(batch, f))
 
-    def _fsync_all(self, dirs: dict[Hashable, Fsync], at: dict[Hashable, int], wait: bool = True) -> None:
+    def _fsync_all(self, dirs: dict[Hashable, Fsync]) -> None:
         """In the pool or on the loop: fsync every directory (each one even if another
         failed); their wall time goes into the moving average ``end_burst`` looks at."""
         failure: BaseException | None = None
         began = time.monotonic()
         for key, fsync in dirs.items():
             try:
-                self.sync(key, fsync, wait, at.get(key, 0))
+                self.sync(key, fsync)
             except Exception as exc:
                 failure = failure or exc
         self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
