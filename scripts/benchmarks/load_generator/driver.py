@@ -69,6 +69,7 @@ class RunResult:
     server_rss: float | None = None   # the server's VmRSS (MiB) at the end of the window, its processes summed
     server_cpu_split: list[float] | None = None  # CPU seconds per server process (the parent first)
     server_rss_split: list[float] | None = None  # VmRSS per server process (MiB), the same order
+    server_sleeps: int | None = None  # voluntary context switches of every server thread in the window
 
     def merge(self, other: RunResult) -> None:
         self.ops += other.ops
@@ -91,6 +92,8 @@ class RunResult:
             self.server_cpu_split = other.server_cpu_split
         if other.server_rss_split is not None:
             self.server_rss_split = other.server_rss_split
+        if other.server_sleeps is not None:
+            self.server_sleeps = other.server_sleeps
 
 
 class RunStats:
@@ -233,6 +236,33 @@ def server_cpu_by_process(pid: int | None) -> dict[int, float] | None:
     return {p: ticks[p] / hz for p in [pid, *sorted(p for p in ticks if p != pid)]}
 
 
+def server_sleeps(pid: int | None) -> int | None:
+    """Voluntary context switches so far of every thread of a server and of its direct
+    children (its workers): each is a thread going to sleep (waiting in epoll for calls,
+    for the GIL, for a lock, for the disk), and waking again costs a context switch and
+    cold caches, so sleeps per call say how many calls each wake-up found.  Threads that
+    ended are not counted."""
+    if pid is None:
+        return None
+    total, found = 0, False
+    for proc in server_pids(pid):
+        try:
+            tasks = os.listdir(f"/proc/{proc}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{proc}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+                            found = True
+                            break
+            except OSError:
+                continue
+    return total if found else None
+
+
 def server_cpu_seconds(pid: int | None) -> float | None:
     """utime+stime of a process and its direct children (a server may fork workers)."""
     split = server_cpu_by_process(pid)
@@ -358,12 +388,14 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     await asyncio.sleep(max(0.0, stats.begin - perf_counter()))
     cpu0, wall0 = time.process_time(), perf_counter()
     srv0 = server_cpu_by_process(target.pid) if measure_machine else None
+    sleeps0 = server_sleeps(target.pid) if measure_machine else None
     all0 = machine_cpu_seconds() if measure_machine else None
     # The window closes at its end, or earlier when every slot has run out of work.
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(stats.idle), max(0.0, stats.end - perf_counter()))
     cpu1, wall1 = time.process_time(), perf_counter()
     srv1 = server_cpu_by_process(target.pid) if measure_machine else None
+    sleeps1 = server_sleeps(target.pid) if measure_machine else None
     all1 = machine_cpu_seconds() if measure_machine else None
     mems = server_memory(target.pid) if measure_machine and target.pid is not None else []
     if not await wait_until_idle(stats, settings.drain_timeout):
@@ -389,6 +421,8 @@ async def measure(target: Target, op: str, settings: Settings, proc_index: int,
     mem = summed(mems)
     result.server_rss = mem.rss if mem is not None else None
     result.server_rss_split = [m.rss for m in mems] or None
+    if sleeps0 is not None and sleeps1 is not None:
+        result.server_sleeps = round((sleeps1 - sleeps0) * scale)
     return result
 
 

@@ -6,8 +6,9 @@ once) for a fixed time per operation and server; operations alternate between th
 a drift in background load hits both alike.  Calls are pre-encoded and replies counted, never
 decoded (nfsd/rpc/client.py ``RawConnection``).  Prints ops/s and ops per server
 CPU-second with the pysfsd/Ganesha ratios against the target, entries/s for listings, MiB/s,
-latency percentiles, and the CPU of the busiest generator process (GENERATOR-BOUND when it
-used most of a core).  A server's CPU per operation includes the work a run left behind it
+latency percentiles, the CPU of the busiest generator process (GENERATOR-BOUND when it
+used most of a core), and the server's sleeps per call (voluntary context switches of all its
+threads: how many calls each wake-up found).  A server's CPU per operation includes the work a run left behind it
 (measured until the server settles; the "after ms" column): pysfsd applies a burst's index
 notes once the burst calms down, and that work belongs to the run that caused it.
 
@@ -230,6 +231,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "server_cpu_pct_by_process": (None if result.server_cpu_split is None
                                       else [100 * c / window for c in result.server_cpu_split]),
         "server_rss_mib_by_process": result.server_rss_split,
+        "server_sleeps_per_call": (None if result.server_sleeps is None or not result.ops
+                                   else result.server_sleeps / result.ops),
         "errors": dict(sorted(result.errors.items(), key=lambda kv: -kv[1])),
     }
 
@@ -316,7 +319,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
             continue
         print(f"\n{name}")
         head = (f"  {'operation':26}{'ops/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-                f"{'gen CPU':>9}{'max/proc':>9}{'server CPU':>12}{'after ms':>9}{'other CPU':>11}{'errors':>8}")
+                f"{'gen CPU':>9}{'max/proc':>9}{'server CPU':>12}{'after ms':>9}{'sleeps/call':>12}{'other CPU':>11}"
+                f"{'errors':>8}")
         print(head)
         for op in ops:
             s = stats[name][op]
@@ -324,7 +328,8 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
                   f"{_fmt(s['mib_per_s'] if OPS[op].bulk else None, ',.0f'):>9}"
                   f"{_fmt(s['p50_ms'], '.3f'):>9}{_fmt(s['p99_ms'], '.3f'):>9}"
                   f"{_pct(s['client_cpu_pct']):>9}{_pct(s['client_cpu_max_pct']):>9}{_pct(s['server_cpu_pct']):>12}"
-                  f"{_fmt(s['server_cpu_after_ms'], ',.0f'):>9}{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}"
+                  f"{_fmt(s['server_cpu_after_ms'], ',.0f'):>9}{_fmt(s['server_sleeps_per_call'], '.3f'):>12}"
+                  f"{_pct(s['other_cpu_pct']):>11}{sum(s['errors'].values()):>8}"
                   + _by_process(s))
             for reason, count in list(s["errors"].items())[:3]:
                 print(f"      {count} x {reason}")
