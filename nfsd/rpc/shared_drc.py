@@ -81,8 +81,12 @@ class SharedDuplicateRequestCache:
         """The same fields as ``DuplicateRequestCache.key`` (the client's address, not its
         port: a retransmission on a new connection comes from another port) in 16 bytes:
         Python's hash of them, the same in every worker (forks of one interpreter share its
-        hash seed), then the xid and the checksum themselves."""
+        hash seed), then the xid and the checksum themselves.  Short arguments (every
+        namespace call) are hashed whole, as the per-process key keeps them: two calls reusing
+        an xid with equal checksums still differ in the hash."""
         crc = zlib.crc32(args[:CHECKSUM_BYTES])
+        if len(args) <= CHECKSUM_BYTES:
+            return _KEY.pack(hash((host, xid, prog, vers, proc, bytes(args))), xid & 0xFFFFFFFF, crc)
         return _KEY.pack(hash((host, xid, prog, vers, proc, crc, len(args))), xid & 0xFFFFFFFF, crc)
 
     def _set_of(self, key: bytes) -> int:

@@ -65,3 +65,19 @@ def test_a_call_in_progress_is_not_pushed_out_by_later_ones_that_finished() -> N
     assert b.begin(slow) is IN_PROGRESS
     a.finish(slow, b"slow")
     assert b.begin(slow) == b"slow"
+
+
+def test_short_arguments_with_equal_checksums_are_not_confused() -> None:
+    """As the per-process cache (test_drc.py): a reused xid whose short arguments differ
+    but have the same CRC-32 and length is a new call, in whichever worker it arrives."""
+    import zlib
+
+    from tests.unit.test_drc import SAME_CRC_A, SAME_CRC_B
+    assert zlib.crc32(SAME_CRC_A) == zlib.crc32(SAME_CRC_B) and len(SAME_CRC_A) == len(SAME_CRC_B)
+    a, b = workers()
+    first = a.key("10.0.0.1", 7, 100003, 3, 12, SAME_CRC_A)
+    assert a.begin(first) is None
+    a.finish(first, b"reply to A")
+    other = b.key("10.0.0.1", 7, 100003, 3, 12, memoryview(SAME_CRC_B))
+    assert b.begin(other) is None
+    assert b.begin(b.key("10.0.0.1", 7, 100003, 3, 12, SAME_CRC_A)) == b"reply to A"
