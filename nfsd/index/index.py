@@ -426,7 +426,16 @@ class Index:
             by_dir.setdefault(d, set()).add(name)
         # shallow directories first: a move noted there changes the paths of deeper ones
         depth = {d: self._depth(r, d) for d in by_dir}
+        if fresh:
+            # (a CreatedStat has every field of a stat the index reads: see ``note_created``)
+            r.created = cast(dict[tuple[int, bytes], os.stat_result],
+                             {k: st for k, st in fresh.items() if st.st_ino not in inos} if inos else fresh)
         for d in sorted(by_dir, key=depth.__getitem__):
+            if d in r.listed:
+                # listed by this flush already (a new directory met under its parent, whose
+                # files were noted one by one as they were made in it): the listing came after
+                # these notes were taken, so it reconciled every one of them
+                continue
             path = r.relpath(d)
             fd = fsread.open_path(self._root_fd, path) if path is not None else None
             if fd is None:

@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, NamedTuple, Protocol, Sequence
+from typing import Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import lmdb
 
@@ -141,6 +141,10 @@ class Reconciler:
         self.pool = pool
         self.user_fields = user_fields
         self.force: set[int] = set()  # files to re-derive even if their stat looks unchanged
+        self.listed: set[int] = set()  # directories whose every entry was reconciled (``directory``)
+        # entries the server created and nothing changed since (``Index.note_created``): a
+        # listing meets them too (a new directory filled before the flush) and adds them so
+        self.created: Mapping[tuple[int, bytes], os.stat_result] = {}
         self.part: ContentPass | None = None  # a pass of a first index's content tier
         self.c = Counters()
         self.jobs: list[Job] = []
@@ -211,7 +215,11 @@ class Reconciler:
             listing = fsread.list_dir(fd)
             for i, (name, st) in enumerate(listing, 1):
                 seen.add(name)
-                fresh = self.entry(fd, dir_ino, name, st)
+                made = self.created.get((dir_ino, name)) if self.created else None
+                if made is not None and made.st_ino == st.st_ino and self.add_created(fd, dir_ino, name, st):
+                    fresh = False  # (an empty regular file: no directory to walk)
+                else:
+                    fresh = self.entry(fd, dir_ino, name, st)
                 if (full or fresh) and stat.S_ISDIR(st.st_mode) and st.st_dev == self.dev:
                     subdirs.append((name, st.st_ino))
                 if i % CHUNK == 0:
@@ -221,6 +229,7 @@ class Reconciler:
             log.warning("cannot list directory %r: %s", self.relpath(dir_ino), exc)
             self.run_jobs(fd)
             return subdirs
+        self.listed.add(dir_ino)
         subdirs.sort(key=lambda s: s[1])
         for name, ino, _ in self.w.listing(dir_ino):
             if name not in seen:

@@ -1,6 +1,6 @@
 """The index's own CPU per noted new file and per removed file (``Index.flush``); prints figures.
 
-    python scripts/benchmarks/bench_index_flush.py [--files N] [--rounds R] [--dir DIR]
+    python scripts/benchmarks/bench_index_flush.py [--files N] [--rounds R] [--dir DIR] [--created] [--new-dir]
 
 No server: an ``Index`` over a fresh export in ``DIR``; per round, N empty files are created
 and noted (``note_entry``, as the watcher or a CREATE does), one flush applies them, then they
@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--dir", default="/tmp", help="where the export and the index go")
     p.add_argument("--created", action="store_true",
                    help="note the new files as a CREATE does (Index.note_created, with the creation's fstat)")
+    p.add_argument("--new-dir", action="store_true",
+                   help="each round's files go into a directory made in that round (noted as the watcher notes "
+                        "a new directory) before the flush: MKDIR then CREATEs, as the load generator does")
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="bench-index-flush-", dir=args.dir)
     export = os.path.join(base, "export")
@@ -54,8 +57,15 @@ def main() -> None:
         d_ino = os.stat(d).st_ino
         made: list[float] = []
         removed: list[float] = []
+        export_ino = os.stat(export).st_ino
         for k in range(args.rounds):
             names = [b"f%d-%d" % (k, i) for i in range(args.files)]
+            if args.new_dir:
+                d = os.path.join(export, "d%d" % k).encode()
+                os.mkdir(d)
+                d_ino = os.stat(d).st_ino
+                idx.note_entry(export_ino, os.path.basename(d))
+                idx.note_dir(d_ino)
             for n in names:
                 fd = os.open(os.path.join(d, n), os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
                 if args.created:
@@ -70,7 +80,8 @@ def main() -> None:
             removed.append(1e6 * flush_cpu(idx) / args.files)
         made, removed = made[1:] or made, removed[1:] or removed
         print(f"{args.files} files x {args.rounds} rounds in {args.dir}, new files noted as "
-              f"{'created (note_created)' if args.created else 'entries (note_entry)'}; "
+              f"{'created (note_created)' if args.created else 'entries (note_entry)'}"
+              f"{', in a new directory per round' if args.new_dir else ''}; "
               "flush CPU per file (µs), rounds after the first")
         print(f"  new file      median {statistics.median(made):5.1f} min {min(made):5.1f}")
         print(f"  removed file  median {statistics.median(removed):5.1f} min {min(removed):5.1f}")

@@ -234,3 +234,34 @@ def test_a_create_storm_queues_a_bounded_number_of_stats(index: Index, export: P
     reads = Reads(monkeypatch)
     assert q(index, (b"ext", b"c")) == [b"src/a.c", b"src/b.c", b"src/c.c", b"src/old.c"]
     assert reads.lstat == 1  # c.c's
+
+
+def test_files_created_in_a_new_directory_are_read_once_by_the_flush(
+        index: Index, export: Path, env: lmdb.Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory made and filled before a flush (MKDIR, then CREATEs in it): the flush lists
+    the new directory once, adding the created files from their stats as their own notes
+    would, and does not reconcile each noted file again after that listing."""
+    root = os.stat(export).st_ino
+    (export / "new").mkdir()
+    new = os.stat(export / "new").st_ino
+    index.note_entry(root, b"new")
+    index.note_dir(new)  # as the watcher notes a directory it starts watching
+    stats = {name: create(export / "new", name) for name in ("a.c", "b.c", "c.txt")}
+    for name, st in stats.items():
+        index.note_created(new, name.encode(), st)
+    entries: list[bytes] = []
+    from nfsd.index import scanner
+    real_entry = scanner.Reconciler.entry
+
+    def entry(self: scanner.Reconciler, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
+        entries.append(name)
+        return real_entry(self, dir_fd, dir_ino, name, st)
+    monkeypatch.setattr(scanner.Reconciler, "entry", entry)
+    reads = Reads(monkeypatch)
+    index.flush()
+    assert entries == [b"new"]  # the directory itself, under its parent; its files by their stats
+    assert reads.getxattr == 0
+    assert q(index, (b"ext", b"c")) == [b"new/a.c", b"new/b.c", b"src/old.c"]
+    assert q(index, (b"name", b"c.txt")) == [b"new/c.txt"]
+    for st in stats.values():
+        assert record_flags(env, st.st_ino) & FLAG_UNREAD
