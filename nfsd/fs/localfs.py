@@ -34,7 +34,6 @@ from protocol.nfs3 import nfsstat3
 from . import identity
 from ..index.fsread import open_listing
 from ..nfs3.dirlist import cookie_verifier
-from .dirfds import DirFds
 from .dirsync import DirSync, durability
 from .fchmod import chmod_fd
 from .backend import ModeKinds, TimeSet
@@ -169,7 +168,6 @@ class LocalFS:
         self.max_nodes = max_nodes
         self._lock = threading.Lock()
         self._dirsync = dirsync if dirsync is not None else DirSync()  # the server's: shared by exports
-        self._dir_fds = DirFds()  # read-only descriptors of directories lately fsynced (``fsync_dir``)
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
         # False when other processes change the handle table too (``--workers``): then what
@@ -830,15 +828,15 @@ class LocalFS:
         journal, the new inode included).  Concurrent changes in one directory share
         fsyncs (``nfsd.fs.dirsync``); in a burst served by the event loop the fsync is deferred
         to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
-        def open_fd() -> int:
+        def fsync() -> None:
             # as the server: a caller may write and search a directory it may not read
             # (a 0733 drop box), and the change is made already
             with identity.as_server():
-                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
-
-        def fsync() -> None:
-            # through a kept descriptor: one system call, one GIL hand-off (``nfsd.fs.dirfds``)
-            self._dir_fds.fsync(d, open_fd)
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._dirsync.sync((self.fsid, d.ino), fsync)
 
     def flush(self) -> None:
@@ -857,6 +855,5 @@ class LocalFS:
         self.flush()
         with self._lock:
             self._nodes.clear()
-        self._dir_fds.close()
         self.root.close()
 
