@@ -10,7 +10,9 @@ changes that fsync covered return without an fsync of their own.
 The event loop does better still: it makes the changes of a burst of calls inline and asks
 for no fsync then (``begin_burst``).  The directories the burst changed are fsynced once, in
 the thread pool, after the burst (``end_burst`` returns the future of that fsync), and the
-burst's replies wait for it while the loop serves other calls.  One fsync job runs at a time;
+burst's replies wait for it while the loop serves other calls (through Linux AIO when the
+fsyncs say how to open their directories, ``nfsd.fs.aiofsync``: no thread, no GIL hand-off).
+One fsync job runs at a time;
 the bursts served meanwhile join the next one, so under load a single fsync of a directory
 answers the changes of many bursts and connections.
 
