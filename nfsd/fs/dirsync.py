@@ -36,6 +36,7 @@ not held; the change reaches the disk when the file system writes it back by its
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import time
@@ -211,8 +212,11 @@ class DirSync:
         assert batch is not None and self._executor is not None
         self._running = True
         loop = asyncio.get_running_loop()
-        if self._start_aio(batch, loop):
-            return
+        if not self._start_aio(batch, loop):
+            self._start_pool(batch, loop)
+
+    def _start_pool(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._executor is not None
         try:
             job = loop.run_in_executor(self._executor, self._fsync_all, batch.dirs)
         except RuntimeError:  # the pool is shut down (server stopping): fsync here
@@ -248,6 +252,11 @@ class DirSync:
             began = time.monotonic()
 
             def done(failure: BaseException | None) -> None:
+                if isinstance(failure, OSError) and failure.errno == errno.EINVAL:
+                    # a kernel (< 4.18) or file system without AIO fsync: the pool from now on
+                    self._aio = False
+                    self._start_pool(batch, loop)
+                    return
                 self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
                 job: asyncio.Future[None] = loop.create_future()
                 if failure is None:

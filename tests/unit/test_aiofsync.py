@@ -55,3 +55,44 @@ def test_a_burst_of_several_directories_is_fsynced_without_a_pool_thread(tmp_pat
     assert pool.jobs == 0
     assert sorted(opened) == dirs
     assert len(os.listdir("/proc/self/fd")) <= before + 2  # the directories' closed (the eventfd and AIO ring stay)
+
+
+def test_a_kernel_without_aio_fsync_falls_back_to_the_pool(tmp_path, monkeypatch):
+    """Before Linux 4.18 an AIO fsync ends with EINVAL: the replies must not fail for it;
+    the fsyncs are done in the pool instead, and from then on."""
+    from nfsd.fs import aiofsync
+
+    def einval(self, fds, done):
+        for fd in fds:
+            os.close(fd)
+        asyncio.get_running_loop().call_soon(done, OSError(22, "Invalid argument"))
+    monkeypatch.setattr(aiofsync.AioFsync, "submit", einval)
+    pool = CountingPool()
+    sync = DirSync()
+    sync.defer_in_bursts(pool)
+    fsynced: list[str] = []
+    opened: list[str] = []
+
+    def fsync_of(path: str):
+        fsync = _fsync_of(path, opened)
+
+        def real() -> None:
+            fsynced.append(path)
+        real.open_fd = fsync.open_fd  # type: ignore[attr-defined]
+        return real
+
+    async def burst(name: str) -> None:
+        sync.begin_burst()
+        sync.sync(name, fsync_of(str(tmp_path)))
+        done = sync.end_burst()
+        assert done is not None
+        await asyncio.wait_for(done, 10)
+        assert done.result() is None
+
+    try:
+        asyncio.run(burst("a"))
+        asyncio.run(burst("b"))
+    finally:
+        pool.shutdown()
+    assert fsynced == [str(tmp_path)] * 2 and pool.jobs == 2
+    assert len(opened) == 1  # the second burst went straight to the pool
