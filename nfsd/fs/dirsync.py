@@ -10,7 +10,9 @@ changes that fsync covered return without an fsync of their own.
 The event loop does better still: it makes the changes of a burst of calls inline and asks
 for no fsync then (``begin_burst``).  The directories the burst changed are fsynced once, in
 the thread pool, after the burst (``end_burst`` returns the future of that fsync), and the
-burst's replies wait for it while the loop serves other calls.  One fsync job runs at a time;
+burst's replies wait for it while the loop serves other calls (through Linux AIO when the
+fsyncs say how to open their directories, ``nfsd.fs.aiofsync``: no thread, no GIL hand-off).
+One fsync job runs at a time;
 the bursts served meanwhile join the next one, so under load a single fsync of a directory
 answers the changes of many bursts and connections.
 
@@ -34,12 +36,18 @@ not held; the change reaches the disk when the file system writes it back by its
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 import time
 from concurrent.futures import Executor
 from typing import Callable, Hashable
 
+from .aiofsync import AioFsync
+
 Fsync = Callable[[], None]
+
+_os_fsync = os.fsync
 
 #: a burst with at most this many directory changes may be fsynced on the loop (a RENAME
 #: across directories is two); more is a pipelining client, better served by the pool
@@ -103,6 +111,7 @@ class DirSync:
         self._fsync_seconds = 0.0                    # moving average of a job's wall time
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
+        self._aio: AioFsync | None | bool = None  # None: not tried yet; False: unavailable
 
     def defer_in_bursts(self, executor: Executor) -> None:
         """From now on, changes made by the thread serving a burst (``begin_burst``) are
@@ -203,6 +212,11 @@ class DirSync:
         assert batch is not None and self._executor is not None
         self._running = True
         loop = asyncio.get_running_loop()
+        if not self._start_aio(batch, loop):
+            self._start_pool(batch, loop)
+
+    def _start_pool(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._executor is not None
         try:
             job = loop.run_in_executor(self._executor, self._fsync_all, batch.dirs)
         except RuntimeError:  # the pool is shut down (server stopping): fsync here
@@ -213,6 +227,49 @@ class DirSync:
             except Exception as exc:
                 job.set_exception(exc)
         job.add_done_callback(lambda f: self._finished(batch, f))
+
+    def _start_aio(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start ``batch``'s fsyncs through Linux AIO (``nfsd.fs.aiofsync``: no pool thread,
+        no GIL hand-off, the end seen by the loop's own poll) when every one of its fsyncs
+        says how to open its directory (``open_fd``, ``LocalFS.fsync_dir``); False: use the
+        pool.  Not while ``os.fsync`` is replaced (the tests that gate and count fsyncs)."""
+        if self._aio is False or os.fsync is not _os_fsync:
+            return False
+        opens = [getattr(fsync, "open_fd", None) for fsync in batch.dirs.values()]
+        if not all(opens):
+            return False
+        if self._aio is None:
+            try:
+                self._aio = AioFsync(loop)
+            except OSError:
+                self._aio = False
+                return False
+        assert isinstance(self._aio, AioFsync)
+        fds: list[int] = []
+        try:
+            for open_fd in opens:
+                fds.append(open_fd())  # type: ignore[misc]
+            began = time.monotonic()
+
+            def done(failure: BaseException | None) -> None:
+                if isinstance(failure, OSError) and failure.errno == errno.EINVAL:
+                    # a kernel (< 4.18) or file system without AIO fsync: the pool from now on
+                    self._aio = False
+                    self._start_pool(batch, loop)
+                    return
+                self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
+                job: asyncio.Future[None] = loop.create_future()
+                if failure is None:
+                    job.set_result(None)
+                else:
+                    job.set_exception(failure)
+                self._finished(batch, job)
+            self._aio.submit(fds, done)
+            return True
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return False
 
     def _fsync_all(self, dirs: dict[Hashable, Fsync]) -> None:
         """In the pool or on the loop: fsync every directory (each one even if another

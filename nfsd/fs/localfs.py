@@ -837,6 +837,11 @@ class LocalFS:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+        def open_fd() -> int:
+            with identity.as_server():
+                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+        fsync.open_fd = open_fd  # type: ignore[attr-defined]  # for DirSync's AIO jobs
         self._dirsync.sync((self.fsid, d.ino), fsync)
 
     def flush(self) -> None:
