@@ -13,7 +13,7 @@ class CountingPool(ThreadPoolExecutor):
         super().__init__(max_workers=1)
         self.jobs = 0
 
-    def submit(self, *args, **kwargs):  # type: ignore[override]
+    def submit(self, *args, **kwargs):
         self.jobs += 1
         return super().submit(*args, **kwargs)
 
