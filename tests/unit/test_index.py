@@ -116,13 +116,6 @@ def make_tree(root: Path) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterable[lmdb.Environment]:
-    e = lmdb.open(str(tmp_path / "state"), max_dbs=128, map_size=1 << 30, sync=False)
-    yield e
-    e.close()
-
-
-@pytest.fixture
 def export(tmp_path: Path) -> Path:
     root = tmp_path / "export"
     root.mkdir()

@@ -17,13 +17,6 @@ TAGS = "user.pysfsd.tags"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterable[lmdb.Environment]:
-    e = lmdb.open(str(tmp_path / "state"), max_dbs=128, map_size=1 << 30, sync=False)
-    yield e
-    e.close()
-
-
-@pytest.fixture
 def export(tmp_path: Path) -> Path:
     root = tmp_path / "export"
     (root / "src").mkdir(parents=True)

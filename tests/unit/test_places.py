@@ -23,13 +23,6 @@ from nfsd.query.language import size_key
 from nfsd.query.names import parse_query_path
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterable[lmdb.Environment]:
-    e = lmdb.open(str(tmp_path / "state"), max_dbs=128, map_size=1 << 30, sync=False)
-    yield e
-    e.close()
-
-
 def make_tree(root: Path) -> None:
     for d in range(4):
         (root / f"d{d}" / "sub").mkdir(parents=True)
