@@ -56,6 +56,13 @@ JOURNAL_NAME = "places.journal"
 JOURNAL_BURST = 4
 FOLD_AT = 256
 _JOURNAL_REC = struct.Struct(">10sBH")  # handle-table key, 1 = tombstone (else a put), value length
+# The journal's first 8 bytes: the fold it belongs to.  Each transaction that takes the
+# journal in moves the count kept in LMDB (``JOURNAL_GEN``) on, in the same commit, and only
+# then empties the file and writes the new count: a journal whose count is not LMDB's was
+# taken in already (the server died, or the power failed, between that commit and the
+# truncation reaching the disk), and replaying it would put old tombstones over newer places.
+_JOURNAL_HEAD = struct.Struct(">Q")
+JOURNAL_GEN = b"journal_gen"
 
 
 class StoreFull(OSError):
@@ -111,6 +118,7 @@ class Store:
         self._journal_fd = -1
         self._journaled: dict[bytes, bytes | None] = {}
         self._journal_size = 0
+        self._journal_gen = 0  # the fold the journal file belongs to (``_JOURNAL_HEAD``)
         self._journal_lock = threading.Lock()
         self.full = False  # the last write failed for want of space
         # Group commit: handle-table writes that need no answer now (a rename's new place, a
@@ -211,8 +219,10 @@ class Store:
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        if data:
-            ops = _journal_ops(data)
+        with self.env.begin(db=self.meta) as txn:
+            gen = int(txn.get(JOURNAL_GEN) or b"0")
+        if len(data) >= _JOURNAL_HEAD.size and _JOURNAL_HEAD.unpack_from(data)[0] == gen:
+            ops = _journal_ops(data[_JOURNAL_HEAD.size:])
             try:
                 with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
                     for key, val in ops:
@@ -220,13 +230,19 @@ class Store:
                             self._tombstone(txn, key)
                         else:
                             txn.put(key, val)
+                    gen += 1
+                    txn.put(JOURNAL_GEN, str(gen).encode(), db=self.meta)
                 self.env.sync(True)
             except StoreFull:
                 log.warning("state store %s: full, the places of %d recent changes are left to be "
                             "found again", self.path, len(ops))
             log.info("state store %s: %d places taken from the journal", self.path, len(ops))
+        elif data:
+            log.info("state store %s: the journal was taken in already", self.path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.ftruncate(fd, 0)
+        os.write(fd, _JOURNAL_HEAD.pack(gen))
+        self._journal_gen, self._journal_size = gen, _JOURNAL_HEAD.size
         if append:
             self._journal_fd = fd
         else:
@@ -263,7 +279,7 @@ class Store:
     def _objects_txn(self) -> Iterator[lmdb.Transaction]:
         """A write transaction on the handle table that first takes in what the journal holds
         (so nothing older in it can later undo this one's writes), and empties the journal
-        once committed."""
+        once committed (its fold count moved on in the same commit: ``_JOURNAL_HEAD``)."""
         with self._journal_lock:
             with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
                 journaled = self._journaled
@@ -272,13 +288,17 @@ class Store:
                         self._tombstone(txn, key)
                     elif txn.get(key) != val:
                         txn.put(key, val)
+                if journaled:
+                    txn.put(JOURNAL_GEN, str(self._journal_gen + 1).encode(), db=self.meta)
                 yield txn
             if journaled:
                 self._journaled = {}
-                self._journal_size = 0
+                self._journal_gen += 1
+                self._journal_size = _JOURNAL_HEAD.size
                 try:
                     os.ftruncate(self._journal_fd, 0)
-                except OSError as exc:
+                    os.write(self._journal_fd, _JOURNAL_HEAD.pack(self._journal_gen))
+                except OSError as exc:  # (a journal left behind is known by its old count)
                     log.warning("state store %s: cannot empty the journal: %s", self.path, exc)
 
     def fold_journal(self) -> None:

@@ -230,11 +230,11 @@ def test_a_lone_bursts_places_are_journaled_not_committed_and_survive_kill_9(tmp
     server killed right after finds it on restart, tombstones too."""
     state = tmp_path / "state"
     commits, journal = _killed_after(state, "create,remove")
-    assert commits == 0 and journal > 0  # no transaction per burst
+    assert commits == 0 and journal > 8  # no transaction per burst (8: the fold count)
     assert committed(state, 10) == "none"
     assert found_after_restart(state, 10) == "made"
     assert found_after_restart(state, 20) == "deleted"
-    assert (state / "places.journal").stat().st_size == 0  # taken in, emptied
+    assert (state / "places.journal").stat().st_size == 8  # taken in, emptied (its fold count left)
 
 
 def test_a_journaled_tombstone_never_undoes_a_later_write(tmp_path: Path) -> None:
@@ -263,6 +263,40 @@ def test_the_journal_is_folded_into_lmdb_every_so_often(tmp_path: Path) -> None:
         store.end_burst()
         store.sync()  # the periodic sync takes the rest
         assert committed(tmp_path / "state", 99) == "x"
-        assert (tmp_path / "state" / "places.journal").stat().st_size == 0
+        assert (tmp_path / "state" / "places.journal").stat().st_size == 8  # the fold count alone
     finally:
         store.close()
+
+
+DIES_AFTER_FOLD = """
+import os, sys
+from nfsd.state.store import Store
+store = Store(sys.argv[1])
+store.open_journal(append=True)
+store.put_objects(1, [(20, 2, 7, b"old")])
+store.begin_burst()
+store.mark_deleted(1, 20, later=True)            # a lone removal: journaled
+store.end_burst()
+commit = store.env.begin                          # the next write transaction folds it;
+class Dies:                                       # the process dies right after its commit
+    def __init__(self, txn): self.txn = txn
+    def __enter__(self): return self.txn.__enter__()
+    def __exit__(self, *exc):
+        self.txn.__exit__(*exc)
+        os._exit(0)
+store.env = type("Env", (), {"begin": lambda self, **kw: Dies(commit(**kw)) if kw.get("write") else commit(**kw),
+                             "__getattr__": lambda self, name: getattr(commit.__self__, name)})()
+store.put_objects(1, [(20, 2, 8, b"new")])       # the inode reused, written at once
+"""
+
+
+def test_a_journal_already_folded_is_not_taken_in_again_after_a_crash(tmp_path: Path) -> None:
+    """A server killed (or a power loss) between the transaction that folded the journal and
+    the journal's truncation: a restart must not apply the old tombstone over the newer
+    place (the live file's handle would be STALE)."""
+    state = tmp_path / "state"
+    subprocess.run([sys.executable, "-c", DIES_AFTER_FOLD, str(state)], check=True,
+                   cwd=Path(__file__).resolve().parents[2])
+    assert committed(state, 20) == "new"
+    assert (state / "places.journal").stat().st_size > 8  # the folded records are still there
+    assert found_after_restart(state, 20) == "new"
