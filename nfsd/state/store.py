@@ -98,6 +98,18 @@ class ObjectRecord(NamedTuple):
     deleted: bool
 
 
+def _record(raw: bytes) -> ObjectRecord:
+    """A handle-table value, decoded."""
+    parent, gen, flags = _OBJ_VAL.unpack_from(raw)
+    return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+
+
+def _as_tombstone(raw: bytes) -> bytes:
+    """The tombstone of a handle-table value: the same place, marked deleted."""
+    parent, gen, _ = _OBJ_VAL.unpack_from(raw)
+    return _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:])
+
+
 class Store:
     # Address space only: the file grows as data is written.  The index needs about 450
     # bytes per file, and a few KiB per text file (its words), so 4 GiB would run out.
@@ -199,11 +211,7 @@ class Store:
             return
         try:
             with self._objects_txn() as txn:
-                for key, val in later.items():
-                    if val is None:
-                        self._tombstone(txn, key)
-                    elif txn.get(key) != val:
-                        txn.put(key, val)
+                self._apply(txn, later.items())
         except StoreFull:
             pass
         except lmdb.Error:
@@ -225,11 +233,7 @@ class Store:
             ops = _journal_ops(data[_JOURNAL_HEAD.size:])
             try:
                 with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
-                    for key, val in ops:
-                        if val is None:
-                            self._tombstone(txn, key)
-                        else:
-                            txn.put(key, val)
+                    self._apply(txn, ops)
                     gen += 1
                     txn.put(JOURNAL_GEN, str(gen).encode(), db=self.meta)
                 self.env.sync(True)
@@ -267,11 +271,10 @@ class Store:
             self._journal_size += written
             journaled = self._journaled
             for key, val in later.items():
-                if val is None and journaled.get(key) is not None:  # tombstone the place journaled
-                    prev = journaled[key]
-                    assert prev is not None
-                    parent, gen, _ = _OBJ_VAL.unpack_from(prev)
-                    val = _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + prev[_OBJ_VAL.size:]
+                if val is None:  # tombstone the place journaled, if any
+                    prev = journaled.get(key)
+                    if prev is not None:
+                        val = _as_tombstone(prev)
                 journaled[key] = val
         return True
 
@@ -283,11 +286,7 @@ class Store:
         with self._journal_lock:
             with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
                 journaled = self._journaled
-                for key, val in journaled.items():
-                    if val is None:
-                        self._tombstone(txn, key)
-                    elif txn.get(key) != val:
-                        txn.put(key, val)
+                self._apply(txn, journaled.items())
                 if journaled:
                     txn.put(JOURNAL_GEN, str(self._journal_gen + 1).encode(), db=self.meta)
                 yield txn
@@ -343,23 +342,18 @@ class Store:
                 if raw is None:
                     rec = self.get_object_committed(key)
                     return rec._replace(deleted=True) if rec is not None else None
-                parent, gen, _ = _OBJ_VAL.unpack_from(raw)
-                return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), True)
+                return _record(_as_tombstone(raw))
         else:
             rec = self.get_object_committed(key)
             if rec is None and self.shared is not None:  # never looked up here: the index knows
                 rec = self.shared.place(export_id, ino)
             return rec
-        parent, gen, flags = _OBJ_VAL.unpack_from(raw)
-        return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+        return _record(raw)
 
     def get_object_committed(self, key: bytes) -> ObjectRecord | None:
         with self.env.begin(db=self.objects) as txn:
             raw = txn.get(key)
-        if raw is None:
-            return None
-        parent, gen, flags = _OBJ_VAL.unpack_from(raw)
-        return ObjectRecord(parent, gen, bytes(raw[_OBJ_VAL.size:]), bool(flags & FLAG_DELETED))
+        return None if raw is None else _record(raw)
 
     def put_objects(self, export_id: int, records: Iterable[tuple[int, int, int, bytes]],
                     later: bool = False, must_fit: bool = False, publish: bool = True) -> None:
@@ -403,8 +397,7 @@ class Store:
             if raw is None:
                 self._later[key] = None
             else:  # its new place waits too: tombstone that
-                parent, gen, _ = _OBJ_VAL.unpack_from(raw)
-                self._later[key] = _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + raw[_OBJ_VAL.size:]
+                self._later[key] = _as_tombstone(raw)
             return
         with self._objects_txn() as txn:
             self._tombstone(txn, key)
@@ -413,8 +406,17 @@ class Store:
     def _tombstone(txn: lmdb.Transaction, key: bytes) -> None:
         raw = txn.get(key)
         if raw is not None:
-            parent, gen, _ = _OBJ_VAL.unpack_from(raw)
-            txn.put(key, _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:]))
+            txn.put(key, _as_tombstone(raw))
+
+    @classmethod
+    def _apply(cls, txn: lmdb.Transaction, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Write (key, value) pairs waiting in a burst or the journal, in order; a value of
+        None tombstones what is recorded.  An identical value is not written again."""
+        for key, val in writes:
+            if val is None:
+                cls._tombstone(txn, key)
+            elif txn.get(key) != val:
+                txn.put(key, val)
 
     def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> None:
         """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
