@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import threading
 import time
 from concurrent.futures import Executor
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable
 
 from .aiofsync import AioFsync
 
@@ -193,17 +194,11 @@ class DirSync:
         None once they are done, or a failed future for the replies to turn SYSTEM_ERR.
         Each fsync is called straight, not through ``sync``'s turn per directory: it begins
         after the burst's changes, and nobody else is there to share it with."""
-        failure: Exception | None = None
-        began = time.monotonic()
-        for fsync in dirs.values():
-            try:
-                fsync()
-            except Exception as exc:
-                failure = failure or exc
-        self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
-        if failure is not None:
+        try:
+            self._fsync_each(dirs.values())
+        except Exception as exc:
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            failed.set_exception(failure)
+            failed.set_exception(exc)
             return failed
         return None
 
@@ -257,7 +252,7 @@ class DirSync:
                     self._aio = False
                     self._start_pool(batch, loop)
                     return
-                self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
+                self._timed(began)
                 job: asyncio.Future[None] = loop.create_future()
                 if failure is None:
                     job.set_result(None)
@@ -272,18 +267,27 @@ class DirSync:
             return False
 
     def _fsync_all(self, dirs: dict[Hashable, Fsync]) -> None:
-        """In the pool or on the loop: fsync every directory (each one even if another
-        failed); their wall time goes into the moving average ``end_burst`` looks at."""
-        failure: BaseException | None = None
+        """In the pool: fsync every directory through ``sync``'s turn per directory (shared
+        with any thread fsyncing it meanwhile)."""
+        self._fsync_each(functools.partial(self.sync, key, fsync) for key, fsync in dirs.items())
+
+    def _fsync_each(self, fsyncs: Iterable[Fsync]) -> None:
+        """Call every fsync (each one even if another failed; the first failure is raised
+        after); their wall time goes into the moving average ``end_burst`` looks at."""
+        failure: Exception | None = None
         began = time.monotonic()
-        for key, fsync in dirs.items():
+        for fsync in fsyncs:
             try:
-                self.sync(key, fsync)
+                fsync()
             except Exception as exc:
                 failure = failure or exc
-        self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
+        self._timed(began)
         if failure is not None:
             raise failure
+
+    def _timed(self, began: float) -> None:
+        """A job that began at ``began`` (monotonic) is done: into the moving average."""
+        self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
 
     def _finished(self, batch: _Batch, job: asyncio.Future[None]) -> None:
         self._running = False

@@ -828,19 +828,18 @@ class LocalFS:
         journal, the new inode included).  Concurrent changes in one directory share
         fsyncs (``nfsd.fs.dirsync``); in a burst served by the event loop the fsync is deferred
         to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
-        def fsync() -> None:
+        def open_fd() -> int:
             # as the server: a caller may write and search a directory it may not read
             # (a 0733 drop box), and the change is made already
             with identity.as_server():
-                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
+
+        def fsync() -> None:
+            fd = open_fd()
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-        def open_fd() -> int:
-            with identity.as_server():
-                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
         fsync.open_fd = open_fd  # type: ignore[attr-defined]  # for DirSync's AIO jobs
         self._dirsync.sync((self.fsid, d.ino), fsync)
 
