@@ -825,11 +825,16 @@ class SemanticFS:
             raise NfsError(nfsstat3.NFS3ERR_ROFS, "query directories are read-only")
         raise NfsError(nfsstat3.NFS3ERR_ROFS, "result links are read-only")
 
-    def _noted(self, d: Node, name: bytes) -> None:
+    def _noted(self, d: Node, name: bytes, created: os.stat_result | None = None) -> None:
         """Queue the change for the index.  Every directory fault flushes the queue before it
         runs its query, so the next listing of a query directory shows the change; between
-        queries, changes are applied in batches (create-then-remove costs nothing)."""
-        self.index.note_entry(d.ino, name)
+        queries, changes are applied in batches (create-then-remove costs nothing).
+        ``created``: the entry is a new empty file the server just made, and this its
+        creation's stat (``Index.note_created``, where the index has it)."""
+        if created is not None and self._note_created is not None:
+            self._note_created(d.ino, name, created)
+        else:
+            self.index.note_entry(d.ino, name)
         self._names_tick = next(self._ticks)  # after queuing it: see _unapplied
 
     def _noted_ino(self, ino: int) -> None:
@@ -840,12 +845,7 @@ class SemanticFS:
     def create_file(self, d: Node | VNode, name: bytes, mode: int, exclusive: bool) -> Node:
         real = self._real_dir(d, name)
         n = self.local.create_file(real, name, mode, exclusive)
-        st = n._fresh  # a new empty file's creation stat (None: an existing file, reused)
-        if st is not None and self._note_created is not None:
-            self._note_created(real.ino, name, st)
-            self._names_tick = next(self._ticks)  # (as ``_noted``)
-        else:
-            self._noted(real, name)
+        self._noted(real, name, n._fresh)  # (None: an existing file, reused)
         return n
 
     def mkdir(self, d: Node | VNode, name: bytes, mode: int) -> Node | VNode:

@@ -447,9 +447,8 @@ class Index:
                     r.walk(fd, d, full=False)
                     continue
                 for name in sorted(by_dir[d]):
-                    st = fresh.get((d, name)) if fresh else None
-                    # (a CreatedStat has every field of a stat the index reads: see ``note_created``)
-                    if st is None or st.st_ino in inos or not r.add_created(fd, d, name, cast(os.stat_result, st)):
+                    st = r.created.get((d, name)) if r.created else None  # (those of ``inos`` left out)
+                    if st is None or not r.add_created(fd, d, name, st):
                         self._note_one(r, fd, d, name)
                 r.run_jobs(fd)
             finally:
