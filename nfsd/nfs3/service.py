@@ -271,22 +271,13 @@ class Nfs3Service:
         pre = wcc_before(st)
         if a.guard is not None and a.guard != pre.ctime:  # both nfstime3: (seconds, nseconds)
             return nfsstat3.NFS3ERR_NOT_SYNC, nfs3.SETATTR3resfail.cls(wcc(pre, fattr(st, fs.fsid)))
-        sa = a.new_attributes
         try:
-            if (sa.size is None and sa.uid is None and sa.gid is None and sa.mode is not None
-                    and not sa.atime[0] and not sa.mtime[0]):
-                fs.set_mode(n, sa.mode)  # a chmod, the common SETATTR: what _apply_sattr does for it
-            else:
-                self._apply_sattr(fs, n, sa)
+            self._apply_sattr(fs, n, a.new_attributes)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
         finally:
             self._touched(n, fs.export_id)
-        try:
-            post = fattr(fs.stat(n), fs.fsid)
-        except (OSError, NfsError):
-            post = None
-        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, post)),))
+        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, self._attr(fs, n))),))
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.what.dir.data)
