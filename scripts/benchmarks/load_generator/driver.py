@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Callable
+from typing import Callable, Iterable
 
 from protocol import nfs3
 from protocol.mount3 import MOUNT3, mountstat3
@@ -244,23 +244,30 @@ def server_sleeps(pid: int | None) -> int | None:
     ended are not counted."""
     if pid is None:
         return None
-    total, found = 0, False
+    found: list[int] = []
     for proc in server_pids(pid):
         try:
             tasks = os.listdir(f"/proc/{proc}/task")
         except OSError:
             continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{proc}/task/{task}/status") as f:
-                    for line in f:
-                        if line.startswith("voluntary_ctxt_switches:"):
-                            total += int(line.split()[1])
-                            found = True
-                            break
-            except OSError:
-                continue
-    return total if found else None
+        found += _proc_fields((f"/proc/{proc}/task/{task}/status" for task in tasks), "voluntary_ctxt_switches:")
+    return sum(found) if found else None
+
+
+def _proc_fields(paths: Iterable[str], prefix: str) -> list[int]:
+    """The number after ``prefix`` at the start of a line, in each of the /proc files
+    ``paths`` that has one (a file gone meanwhile, a process or thread that ended, is left out)."""
+    found: list[int] = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(prefix):
+                        found.append(int(line.split()[1]))
+                        break
+        except OSError:
+            continue
+    return found
 
 
 def server_cpu_seconds(pid: int | None) -> float | None:
@@ -299,18 +306,8 @@ def server_pss(pid: int) -> float | None:
     """The server's processes' proportional set size (MiB) summed: a page they share (the
     parent's memory the workers inherited, LMDB's map) counts once, not once per process
     as summed VmRSS counts it."""
-    total, found = 0, False
-    for p in server_pids(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        found = True
-                        break
-        except OSError:
-            continue
-    return total / 1024 if found else None
+    found = _proc_fields((f"/proc/{p}/smaps_rollup" for p in server_pids(pid)), "Pss:")
+    return sum(found) / 1024 if found else None
 
 
 def summed(memories: list[Memory]) -> Memory | None:
