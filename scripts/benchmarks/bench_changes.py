@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_namespace import CRED, NO_CHANGE, run  # noqa: E402
-from nfsd.app import NfsServer, ServerConfig  # noqa: E402
+from bench_namespace import CRED, NO_CHANGE, per_call, report, run, scratch_server  # noqa: E402
 from nfsd.rpc.client import CallEncoder  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.nfs3 import NFS3  # noqa: E402
@@ -55,20 +51,18 @@ def renames(rec: Records, d: Any, files: int, calls: int) -> list[bytes]:
     return out
 
 
+def make_files(files: int) -> Callable[[str], None]:
+    """The files RENAME moves back and forth, made before the server starts."""
+    def fill(scratch: str) -> None:
+        for i in range(files):
+            open(os.path.join(scratch, f"a{i}"), "wb").close()
+    return fill
+
+
 async def bench(ops: list[str], calls: int, rounds: int, files: int, where: str) -> None:
-    base = tempfile.mkdtemp(prefix="bench-changes-", dir=where)
-    export = os.path.join(base, "export")
-    scratch = os.path.join(export, "scratch")
-    os.makedirs(scratch)
-    for i in range(files):
-        open(os.path.join(scratch, f"a{i}"), "wb").close()
-    server = NfsServer(ServerConfig(exports=[f'"{export}" *(rw,no_root_squash,insecure)'],
-                                    state_dir=os.path.join(base, "state"), bind="127.0.0.1", port=0,
-                                    register=False, locks=False))
-    try:
-        await server.start()
-        await server.indexed.wait()
+    async with scratch_server(where, "bench-changes-", fill=make_files(files)) as server:
         fs = next(iter(server.exports.values()))
+        scratch = os.path.join(fs.local.root_path, "scratch")
         d = fs.local.lookup(fs.local.root, b"scratch")
         dir_fh, file_fh = nfs3.nfs_fh3(d.fh), nfs3.nfs_fh3(fs.local.lookup(d, b"a0").fh)
         rec = Records()
@@ -85,19 +79,12 @@ async def bench(ops: list[str], calls: int, rounds: int, files: int, where: str)
                                for i in range(calls)]
                 else:
                     raise SystemExit(f"unknown op {op!r}")
-                results[op].append(tuple(x / len(records) for x in await run(server, records)))  # type: ignore[arg-type]
+                results[op].append(per_call(await run(server, records), len(records)))
         if sorted(os.listdir(scratch)) != sorted(f"a{i}" for i in range(files)):
             raise SystemExit("RENAME failed: the names are not back where they were")
         print(f"{calls} calls x {rounds} rounds, bursts of 32, export in {where}, watcher on; "
               f"CPU per call (µs): total = calls + index flush")
-        for op, runs in results.items():
-            total = [1e6 * (a + b) for a, b in runs]
-            print(f"  {op:8s} total median {statistics.median(total):6.1f} min {min(total):6.1f}   "
-                  f"calls median {statistics.median(1e6 * a for a, _ in runs):5.1f}   "
-                  f"flush median {statistics.median(1e6 * b for _, b in runs):5.1f}")
-    finally:
-        await server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        report(results)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
@@ -27,6 +28,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import AsyncIterator, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -69,17 +71,48 @@ async def run(server: NfsServer, records: list[bytes]) -> tuple[float, float]:
     return served - start, cpu() - served
 
 
-async def bench(calls: int, rounds: int, where: str, watch: bool, dirs: bool) -> None:
-    base = tempfile.mkdtemp(prefix="bench-namespace-", dir=where)
+@contextlib.asynccontextmanager
+async def scratch_server(where: str, prefix: str, watch: bool = True,
+                         fill: Callable[[str], None] | None = None) -> AsyncIterator[NfsServer]:
+    """A started and indexed server in this process, exporting a new directory under
+    ``where`` that holds ``scratch/`` (``fill``-ed with files first, if given); stopped and
+    removed after."""
+    base = tempfile.mkdtemp(prefix=prefix, dir=where)
     export = os.path.join(base, "export")
     os.makedirs(os.path.join(export, "scratch"))
+    if fill is not None:
+        fill(os.path.join(export, "scratch"))
     server = NfsServer(ServerConfig(exports=[f'"{export}" *(rw,no_root_squash,insecure)'],
                                     state_dir=os.path.join(base, "state"), bind="127.0.0.1", port=0,
                                     register=False, locks=False, watch=watch))
     try:
         await server.start()
         await server.indexed.wait()
+        yield server
+    finally:
+        await server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def per_call(seconds: tuple[float, float], calls: int) -> tuple[float, float]:
+    """``run``'s (calls, index flush) CPU seconds, per call."""
+    return seconds[0] / calls, seconds[1] / calls
+
+
+def report(results: dict[str, list[tuple[float, float]]]) -> None:
+    """Per operation, from each round's (calls, index flush) CPU seconds per call: the
+    medians in µs."""
+    for op, runs in results.items():
+        total = [1e6 * (a + b) for a, b in runs]
+        print(f"  {op:8s} total median {statistics.median(total):6.1f} min {min(total):6.1f}   "
+              f"calls median {statistics.median(1e6 * a for a, _ in runs):5.1f}   "
+              f"flush median {statistics.median(1e6 * b for _, b in runs):5.1f}")
+
+
+async def bench(calls: int, rounds: int, where: str, watch: bool, dirs: bool) -> None:
+    async with scratch_server(where, "bench-namespace-", watch) as server:
         fs = next(iter(server.exports.values()))
+        export = fs.local.root_path
         scratch = nfs3.nfs_fh3(fs.local.lookup(fs.local.root, b"scratch").fh)
         enc = CallEncoder(NFS3, CRED)
         how = (nfs3.createmode3.GUARDED, nfs3.sattr3(0o644, None, None, None, NO_CHANGE, NO_CHANGE))
@@ -94,23 +127,15 @@ async def bench(calls: int, rounds: int, where: str, watch: bool, dirs: bool) ->
             else:
                 makes = [enc.record(8, nfs3.CREATE3args(nfs3.diropargs3(scratch, n), how)) for n in names]
                 unmakes = [enc.record(12, nfs3.REMOVE3args(nfs3.diropargs3(scratch, n))) for n in names]
-            results[make_op].append(await run(server, makes))
+            results[make_op].append(per_call(await run(server, makes), calls))
             if len(os.listdir(os.path.join(export, "scratch"))) != calls:
                 raise SystemExit(f"{make_op} failed: not every name is there")
-            results[unmake_op].append(await run(server, unmakes))
+            results[unmake_op].append(per_call(await run(server, unmakes), calls))
             if os.listdir(os.path.join(export, "scratch")):
                 raise SystemExit(f"{unmake_op} failed: names are left")
         print(f"{calls} calls x {rounds} rounds, bursts of {BURST}, export in {where}, watcher "
               f"{'on' if watch else 'off'}; CPU per call (µs): total = calls + index flush")
-        for op, runs in results.items():
-            total = [1e6 * (a + b) / calls for a, b in runs]
-            served = [1e6 * a / calls for a, _ in runs]
-            flush = [1e6 * b / calls for _, b in runs]
-            print(f"  {op:7s} total median {statistics.median(total):6.1f} min {min(total):6.1f}   "
-                  f"calls median {statistics.median(served):5.1f}   flush median {statistics.median(flush):5.1f}")
-    finally:
-        await server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        report(results)
 
 
 def main() -> None:
