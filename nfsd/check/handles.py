@@ -22,14 +22,14 @@ import os
 import stat
 import struct
 from collections import defaultdict
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import lmdb
 
 from .disk import DiskTree
 from .report import Difference, name_text
 from ..query.names import Query
-from ..state.store import _OBJ_KEY as OBJ_KEY, _OBJ_VAL as OBJ_VAL, FLAG_DELETED, Store
+from ..state.store import _OBJ_KEY as OBJ_KEY, _OBJ_VAL as OBJ_VAL, FLAG_DELETED, Store, _as_tombstone as as_tombstone
 
 _VERF = struct.Struct(">I8s")
 _QUERY_STATE_SIZE = 16  # nfsd.fs.semantic._STATE: results digest, results mtime
@@ -104,8 +104,7 @@ def _valid_name(name: bytes) -> bool:
 
 def _objects(txn: lmdb.Transaction, store: Store, trees: dict[int, DiskTree]) -> list[Difference]:
     out: list[Difference] = []
-    for key, raw in txn.cursor(db=store.objects):
-        key, raw = bytes(key), bytes(raw)
+    for key, raw in _table(txn, store):
         drop = ("drop", store.objects, key)
         if len(key) != OBJ_KEY.size:
             out.append(Difference("handles", "malformed", f"key {key.hex()}", "not an (export, inode) key", drop))
@@ -151,6 +150,24 @@ def _objects(txn: lmdb.Transaction, store: Store, trees: dict[int, DiskTree]) ->
                 out.append(Difference("handles", "place", subject, f"{was}: it is at {where}",
                                       _rewrite(store, key, tree, ino, gen)))
     return out
+
+
+def _table(txn: lmdb.Transaction, store: Store) -> Iterator[tuple[bytes, bytes]]:
+    """The handle table as the next server start will read it: what LMDB holds, with what a
+    running or killed server's journal holds on top (a lone call's place is journaled before
+    its reply and reaches LMDB later; ``nfsd/state/store.py``)."""
+    journaled: dict[bytes, bytes | None] = {}
+    for key, val in store.journaled_writes():  # in order, as the next start applies them
+        if val is None:  # a tombstone marks what was recorded (journaled or committed), if anything
+            prev = journaled[key] if key in journaled else txn.get(key, db=store.objects)
+            val = as_tombstone(bytes(prev)) if prev is not None and len(prev) >= OBJ_VAL.size else None
+        journaled[key] = val
+    for key, raw in txn.cursor(db=store.objects):
+        key, raw = bytes(key), bytes(raw)
+        yield key, journaled.pop(key, None) or raw
+    for key, val in journaled.items():  # places LMDB has not seen at all
+        if val is not None:
+            yield key, val
 
 
 def _rewrite(store: Store, key: bytes, tree: DiskTree, ino: int, gen: int) -> tuple:

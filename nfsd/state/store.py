@@ -222,15 +222,8 @@ class Store:
         """Take into LMDB what a journal left by a killed server holds; then, if ``append``
         (this process alone writes the handle table), journal lone bursts from now on."""
         path = os.path.join(self.path, JOURNAL_NAME)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
-        with self.env.begin(db=self.meta) as txn:
-            gen = int(txn.get(JOURNAL_GEN) or b"0")
-        if len(data) >= _JOURNAL_HEAD.size and _JOURNAL_HEAD.unpack_from(data)[0] == gen:
-            ops = _journal_ops(data[_JOURNAL_HEAD.size:])
+        gen, ops, left = self._read_journal()
+        if ops is not None:
             try:
                 with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
                     self._apply(txn, ops)
@@ -241,7 +234,7 @@ class Store:
                 log.warning("state store %s: full, the places of %d recent changes are left to be "
                             "found again", self.path, len(ops))
             log.info("state store %s: %d places taken from the journal", self.path, len(ops))
-        elif data:
+        elif left:
             log.info("state store %s: the journal was taken in already", self.path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.ftruncate(fd, 0)
@@ -251,6 +244,25 @@ class Store:
             self._journal_fd = fd
         else:
             os.close(fd)
+
+    def journaled_writes(self) -> list[tuple[bytes, bytes | None]]:
+        """What the journal holds and LMDB does not yet (read only: ``pysfsd check`` beside
+        a server, or after one was killed, reads the table as the next start will)."""
+        return self._read_journal()[1] or []
+
+    def _read_journal(self) -> tuple[int, list[tuple[bytes, bytes | None]] | None, bool]:
+        """(LMDB's fold count, the journal's writes if the journal belongs to that fold else
+        None, whether a journal file with records was found)."""
+        try:
+            with open(os.path.join(self.path, JOURNAL_NAME), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        with self.env.begin(db=self.meta) as txn:
+            gen = int(txn.get(JOURNAL_GEN) or b"0")
+        if len(data) >= _JOURNAL_HEAD.size and _JOURNAL_HEAD.unpack_from(data)[0] == gen:
+            return gen, _journal_ops(data[_JOURNAL_HEAD.size:]), True
+        return gen, None, bool(data)
 
     def _append(self, later: dict[bytes, bytes | None]) -> bool:
         """Journal a lone burst's writes (see the module docstring); False if the journal
