@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from .workers import BalancedAcceptor, WorkerRole
 
 log = logging.getLogger("pysfsd")
+# Start-up progress a person waits for (a first index's fields as they become ready): not a
+# warning; the command line prints it as ``pysfsd: ...`` on stderr (nfsd/cli/main.py).
+progress = logging.getLogger("pysfsd.progress")
 
 def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -379,7 +382,7 @@ class NfsServer:
         if index.is_new():  # the stat tier first: name, ext, owner... answer in seconds
             first = await loop.run_in_executor(self.executor, index.scan, self.config.progress, True)
             fs.stat_ready.set()
-            log.warning("%s: name, ext, owner, group, size and mtime ready (%d files, %.1f s, %.0f files/s);"
+            progress.info("%s: name, ext, owner, group, size and mtime ready (%d files, %.1f s, %.0f files/s);"
                         " content fields follow", fs.root_path, first.seen, first.seconds, first.rate)
             stats = first
             for part in index.content_passes():  # then each content field as soon as it is complete
@@ -388,7 +391,7 @@ class NfsServer:
                 ready = index.ready_after(part) - fs.ready_fields
                 fs.ready_fields |= ready
                 if ready:
-                    log.warning("%s: %s ready (%.1f s, %.0f files/s)", fs.root_path,
+                    progress.info("%s: %s ready (%.1f s, %.0f files/s)", fs.root_path,
                                 ", ".join(f.decode() for f in sorted(ready)), stats.seconds, stats.rate)
         else:
             stats = await loop.run_in_executor(self.executor, index.scan, self.config.progress, False)

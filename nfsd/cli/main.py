@@ -67,6 +67,7 @@ def _main(argv: list[str]) -> int:
         parser.error("give --export DIR (repeatable) or --exports FILE")
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if not _tracing() else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _print_progress()
     tune_malloc()
     raise_open_files_limit()
     config = ServerConfig(exports=args.export, exports_file=args.exports, bind=args.bind, port=args.port,
@@ -96,6 +97,18 @@ def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
         return uvloop.run
     except ImportError:
         return asyncio.run
+
+
+def _print_progress() -> None:
+    """Start-up progress (``nfsd.app.progress``: a first index's fields as they are ready)
+    goes to stderr as ``pysfsd: ...`` lines, whatever the log level: it is news a person
+    waits for, not a warning."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pysfsd: %(message)s"))
+    progress = logging.getLogger("pysfsd.progress")
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
 
 
 def _print_line(line: str) -> None:
