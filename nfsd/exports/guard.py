@@ -33,7 +33,7 @@ from ..fs.backend import StatResult
 from ..rpc.call import CallContext
 from ..nfs3.errors import NfsError
 from .rules import ClientSpec, Export, Options
-from ..fs.handles import handle_kind
+from ..fs.handles import KIND_REAL, handle_kind
 from ..fs.identity import Identity
 from ..nfs3.procedures import NFS3_PROCEDURES, Guard
 from ..nfs3.service import Nfs3Service
@@ -88,7 +88,8 @@ class GuardedNfs3:
     export):
 
     * GETATTR, FSSTAT, FSINFO, PATHCONF, COMMIT: as the server (attributes are anybody's
-      who holds the handle, as in knfsd; COMMIT only flushes what was written);
+      who holds the handle, as in knfsd; COMMIT only flushes what was written), but GETATTR
+      of a virtual object as the caller (a query directory's size counts what they see);
     * ACCESS: computed from the mode bits for the effective identity (its modify bits
       cleared on a read-only export);
     * READ: checked here (``identity.may_read_data``), then read as the server through the
@@ -162,9 +163,15 @@ class GuardedNfs3:
         rule_of = self.policy.rule
         get, = getters
         settles = proc.name == "COMMIT"
+        # A query directory's size is its number of entries *this caller* sees
+        # (SemanticFS._seen_count): GETATTR of a virtual handle acts as the caller.
+        as_caller = self._switch(proc, handler, getters) if self.acting and proc.name == "GETATTR" else None
 
         def call(ctx: CallContext, a: Any) -> Any:
-            rule = rule_of(get(a), ctx.client)
+            fh = get(a)
+            if as_caller is not None and len(fh) > 1 and fh[1] != KIND_REAL:
+                return as_caller(ctx, a)
+            rule = rule_of(fh, ctx.client)
             cred, _ = rule.effective(ctx.cred)
             if cred is not ctx.cred:
                 ctx = _with_cred(ctx, cred)

@@ -456,8 +456,32 @@ class SemanticFS:
             return self._link_stat(n, mtime_ns)
         count, _, mtime_ns = self._state(q)
         root = self.local.stat(self.root)
-        return VStat(n.mode, n.ino, 2, root.st_uid, root.st_gid, count, 0, 0,
+        return VStat(n.mode, n.ino, 2, root.st_uid, root.st_gid, self._seen_count(n, count), 0, 0,
                      mtime_ns, mtime_ns, mtime_ns)
+
+    def _seen_count(self, n: VNode, count: int) -> int:
+        """A query directory's size: its number of entries, ``count``, when everything is
+        shown to the caller; else the number of those this caller sees (``_visible``), so the
+        size does not tell how many files they may not see match.  A value directory not
+        listed yet keeps its field directory's count only if this caller's view of that
+        field directory hid nothing; otherwise, and while there are no current results to
+        take a view of (a placeholder; attributes known from a previous run), 0."""
+        who = identity.current()
+        if who is None or who.uid == 0 or not count:
+            return count
+        q = n.query
+        cached = self._cache.get(q.qid())
+        if cached is not None and cached.version == self._version_for(q):
+            try:
+                return len(self._visible(n, cached)[0])
+            except (OSError, NfsError):  # D out of the caller's reach: they see nothing of it
+                return 0
+        for field, _ in q.terms:  # (as ``_counted`` found the count)
+            fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+            whole, view = self._cache.get(fq.qid()), self._views.get((fq.qid(), who))
+            if whole is not None and view is not None and view[0] is whole and view[2] is whole.names:
+                return count
+        return 0
 
     def _link_stat(self, n: VNode, mtime_ns: int) -> VStat:
         """A result link: owned by root, sized by its text, dated by its directory's results."""

@@ -11,6 +11,7 @@ their URLs.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 import subprocess
 import threading
@@ -23,7 +24,7 @@ from nfsd.fs import identity
 from protocol import nfs3
 from protocol.rpc import Credentials
 from tests.conftest import ServerProcess
-from tests.nfs3_helpers import (ACCESS, CREATE, LOOKUP, MKDIR, OK, READ, READDIR, READDIRPLUS,
+from tests.nfs3_helpers import (ACCESS, CREATE, GETATTR, LOOKUP, MKDIR, OK, READ, READDIR, READDIRPLUS,
                                 READLINK, REMOVE, RENAME, S, SETATTR, WRITE, cred,
                                 diropargs, sattr)
 from tests.rpc_client import ROOT, RpcClient, fh
@@ -460,6 +461,37 @@ def test_query_directories_list_only_what_the_caller_can_reach(tree: ServerProce
     assert lookup_status(rpc, look(rpc, root, "private"), "ext:", OTHER) == S.NFS3ERR_ACCES
     # and back: the owner's view was not spoiled by the other's
     assert listing(rpc, c_dir, OWNER) == (OK, {b"a.c", b"secret.c"})
+
+
+def test_a_query_directorys_size_counts_only_what_the_caller_sees(tree: ServerProcess, rpc: RpcClient,
+                                                                   root: bytes) -> None:
+    """A query directory's size is its number of entries (``ls -l FIELD:`` shows counts):
+    to a caller who may not see them all, it must not tell how many hidden files match."""
+    def size(h: bytes, c: Credentials) -> int:
+        status, res = rpc.nfs(GETATTR, nfs3.GETATTR3args.cls(fh(h)), c)
+        assert status == OK
+        return res.obj_attributes.size
+    c_dir, ext = look(rpc, root, "ext:/c"), look(rpc, root, "ext:")
+    assert listing(rpc, c_dir, ROOT)[1] == {b"a.c", b"secret.c"}
+    everyone = listing(rpc, ext, ROOT)[1]
+    assert (size(c_dir, ROOT), size(c_dir, OWNER), size(ext, ROOT)) == (2, 2, len(everyone))
+    assert size(c_dir, OTHER) == 1  # a.c; not private/secret.c
+    assert size(ext, OTHER) == len(listing(rpc, ext, OTHER)[1]) < len(everyone)  # no "h"
+    assert size(c_dir, ROOT) == 2  # the other's view changed nothing for root
+    # Value directories listed in a field directory (READDIRPLUS gives their sizes): the
+    # field directory's counts only to a caller whose view of it hid nothing.
+    def sizes(d: bytes, c: Credentials) -> dict[bytes, int]:
+        status, res = rpc.nfs(READDIRPLUS, nfs3.READDIRPLUS3args.cls(fh(d), 0, b"\0" * 8, 1024, 65536), c)
+        assert status == OK and res.reply.eof
+        return {e.name: e.name_attributes.size for e in res.reply.entries if e.name not in (b".", b"..")}
+    pub = look(rpc, root, "pub")
+    assert sizes(look(rpc, pub, "ext:", OTHER), OTHER) == {b"c": 1, b"txt": 1}  # pub/ hides nothing
+    try:  # (the owner value is the user's name where this host has one)
+        owner = pwd.getpwuid(1000).pw_name.encode()
+    except KeyError:
+        owner = b"1000"
+    assert sizes(look(rpc, root, "owner:", OTHER), OTHER)[owner] == 0  # private/ hides some
+    assert sizes(look(rpc, root, "owner:", ROOT), ROOT)[owner] > 2
 
 
 def test_content_queries_need_read_permission(tree: ServerProcess, rpc: RpcClient, root: bytes) -> None:
