@@ -9,7 +9,8 @@ operations people already know set and clear the field's values:
   file's handle) tags the file; nothing is created on disk;
 * ``rm D/tag:/vacation/beach.jpg`` untags it; ``mv D/tag:/a/x D/tag:/b/`` moves the tag
   (RENAME between two value directories of the same field);
-* ``rmdir D/tag:/vacation`` forgets a tag no file carries any more.
+* ``rmdir D/tag:/vacation`` forgets a tag no file carries any more;
+* ``mv D/tag:/trip D/tag:/holiday`` renames a tag on every file that carries it.
 
 The value directory may hold other terms too (``tag:/vacation/ext:/jpg``): only the user
 field's value is set or cleared.  Changing a file's values needs what changing its user
@@ -19,6 +20,7 @@ the file.  The index is brought up to date before the reply, so the next listing
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from typing import TYPE_CHECKING, Any, Sequence
@@ -34,6 +36,8 @@ from .tags import USER_FIELDS, TagError, change_values, value_of_name
 
 if TYPE_CHECKING:
     from .semantic import SemanticFS, VNode
+
+log = logging.getLogger("pysfsd.tags")
 
 MAX_DECLARED = 100_000  # state-store entries of an export's tags: endless mkdirs get NOSPC
 
@@ -143,6 +147,8 @@ class TagDirs:
 
     def rename(self, src: "VNode", sname: bytes, dst: Any, dname: bytes) -> None:
         """``mv tag:/a/x tag:/b/``: the file loses ``a`` and gets ``b`` in one change."""
+        if is_user_field_dir(src.query):
+            return self._rename_tag(src, sname, dst, dname)
         sterm = self._term(src.query)
         dterm = user_term(dst.query) if not isinstance(dst, Node) else None
         if dterm is None or dterm[0] != sterm[0]:
@@ -156,6 +162,51 @@ class TagDirs:
             raise NfsError(nfsstat3.NFS3ERR_XDEV, "the file is not in the target's scope")
         if dterm[1] != sterm[1]:
             self._change(n, sterm[0], add=[dterm[1]], drop=[sterm[1]], where=[src, dst])
+
+    def _rename_tag(self, d: "VNode", sname: bytes, dst: Any, dname: bytes) -> None:
+        """``mv D/tag:/a D/tag:/b``: every file of the export carrying ``a`` carries ``b``
+        instead, and the declared tag is renamed (a tag is the export's, as for ``rmdir``).
+        As for a directory: onto a tag no file carries it replaces it; onto one carried,
+        NOTEMPTY.  All or nothing: a carrier the caller may not reach by path, or may not
+        change (the tagging rule), refuses the whole rename, the files already changed
+        changed back."""
+        if isinstance(dst, Node) or dst.query.qid() != d.query.qid():
+            raise NfsError(nfsstat3.NFS3ERR_ROFS, "a tag is renamed only within its field directory")
+        field, old = self._named(d, sname)
+        new = self._named(dst, dname)[1]
+        self._flush()
+        refs = self.index.query(self.index.root_ino, [(field, old)])
+        if not refs and not self.store.is_declared(field, old):
+            raise NfsError(nfsstat3.NFS3ERR_NOENT)
+        if new == old:
+            return
+        if self._carried(field, new):
+            raise NfsError(nfsstat3.NFS3ERR_NOTEMPTY, "files carry the new name already")
+        who = identity.current()
+        if who is not None and who.uid != 0:
+            reach = identity.Reach(self.fs.root)
+            if not all(reach.visible(r.path, who, False) for r in refs):
+                raise NfsError(nfsstat3.NFS3ERR_ACCES, "a file carrying the tag is out of the caller's reach")
+        declared = self.store.is_declared(field, new)
+        done: list[Node] = []
+        try:
+            for r in refs:
+                n = self.fs._real_node(r)
+                self._change(n, field, add=[new], drop=[old])
+                done.append(n)
+        except BaseException:
+            for n in reversed(done):  # as the caller, who just changed them
+                try:
+                    self._change(n, field, add=[old], drop=[new])
+                except (OSError, NfsError) as exc:
+                    log.warning("tag rename %r -> %r: %s keeps %r: %s", old, new, n.name, new, exc)
+            if not declared and not self._carried(field, new):
+                self.store.declare(field, new, present=False)  # (tagging declared it)
+                self.fs.forget_results()
+            raise
+        self.store.declare(field, new)
+        self.store.declare(field, old, present=False)
+        self.fs.forget_results()
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod

@@ -199,6 +199,46 @@ def test_only_who_may_write_the_file_may_tag_it(tree, rpc, root) -> None:
     assert xattr_tags(e / "photos" / "beach.jpg") == [b"vacation"]
 
 
+def test_mv_of_a_whole_tag_renames_it_on_every_file_or_on_none(tree, rpc, root) -> None:
+    """``mv D/tag:/trip D/tag:/holiday`` (RENAME within ``tag:``): every file carrying the
+    tag carries the new one instead; onto a tag files carry, NOTEMPTY; a file the caller may
+    not change refuses the whole rename, undoing nothing half-way."""
+    e = tree.export
+    tags = look(rpc, root, b"tag:")
+    trip = mkdir(rpc, tags, b"trip")[1].obj.data
+    for f in (b"beach.jpg", b"city.jpg"):
+        assert link(rpc, look(rpc, root, b"photos", f), trip, f) == OK
+    assert mkdir(rpc, tags, b"empty")[0] == OK
+    assert rename(rpc, tags, b"nosuch", tags, b"other")[0] == S.NFS3ERR_NOENT
+    # onto a declared tag no file carries: it replaces it, as for an empty directory
+    assert rename(rpc, tags, b"trip", tags, b"empty")[0] == OK
+    assert names(rpc, tags) == {b"empty"}
+    assert xattr_tags(e / "photos" / "beach.jpg") == [b"empty"] == xattr_tags(e / "photos" / "city.jpg")
+    assert names(rpc, look(rpc, root, b"tag:", b"empty")) == {b"beach.jpg", b"city.jpg"}
+    # a declared tag, carried by nobody, is renamed too
+    assert mkdir(rpc, tags, b"later")[0] == OK
+    assert rename(rpc, tags, b"later", tags, b"someday")[0] == OK
+    assert names(rpc, tags) == {b"empty", b"someday"}
+    # onto a tag some file carries: NOTEMPTY, nothing changed
+    assert link(rpc, look(rpc, root, b"docs", b"tax.txt"), look(rpc, tags, b"someday"), b"tax.txt") == OK
+    assert rename(rpc, tags, b"empty", tags, b"someday")[0] == S.NFS3ERR_NOTEMPTY
+    assert xattr_tags(e / "photos" / "beach.jpg") == [b"empty"]
+    # another user may change their own file, not root's: the whole rename is refused
+    mine = e / "docs" / "mine.txt"
+    mine.write_text("mine\n")
+    os.chown(mine, 1001, 1001)
+    os.chmod(e / "photos" / "beach.jpg", 0o644)
+    assert link(rpc, look(rpc, root, b"docs", b"mine.txt"), look(rpc, tags, b"empty"), b"mine.txt") == OK
+    status, _ = rpc.nfs(14, nfs3.RENAME3args.cls(diropargs(tags, b"empty"), diropargs(tags, b"gone")), OTHER)
+    assert status == S.NFS3ERR_ACCES
+    assert [xattr_tags(p) for p in (mine, e / "photos" / "beach.jpg", e / "photos" / "city.jpg")] == [[b"empty"]] * 3
+    assert names(rpc, look(rpc, root, b"tag:", b"empty")) == {b"beach.jpg", b"city.jpg", b"mine.txt"}
+    assert b"gone" not in names(rpc, tags)
+    # only within the same field directory
+    assert rename(rpc, tags, b"empty", look(rpc, root, b"photos"), b"x")[0] in (S.NFS3ERR_ROFS, S.NFS3ERR_XDEV)
+    assert rename(rpc, tags, b"empty", look(rpc, tags, b"someday"), b"empty")[0] == S.NFS3ERR_ROFS
+
+
 def test_read_only_export_refuses_with_rofs(tmp_path) -> None:
     from tests.conftest import ServerProcess
     (tmp_path / "export").mkdir()
