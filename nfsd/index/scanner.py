@@ -47,6 +47,16 @@ from .transducers.interface import Transducer
 log = logging.getLogger("pysfsd.index")
 
 S_IFDIR = stat.S_IFDIR
+S_IFREG = stat.S_IFREG
+_new_tuple = tuple.__new__
+
+
+def _new_record(fields: tuple[int, int, int, int, int, int, int, int, bytes]) -> FileRecord:
+    """A ``FileRecord`` of its fields in order, without the NamedTuple's own ``__new__`` (a
+    Python call; see ``FileRecord.decode``)."""
+    return _new_tuple(FileRecord, fields)
+
+
 CHUNK = 1000            # entries between checks for a due commit
 JOB_GROUP = 256         # files extracted between applications of their results
 BATCH_OPS = 50_000      # writes per transaction during a scan...
@@ -300,6 +310,18 @@ class Reconciler:
         known = w.child(dir_ino, name)
         if known is not None and known[0] != ino:
             self.gone(dir_ino, name, known[0])  # the name held another file, removed since
+        if st.st_size == 0 and stat.S_ISREG(st.st_mode) and self.x.content_tier:
+            # the usual case, a new inode or one a removed file left (whose tombstone is
+            # not kept: see ``_add``): what ``_add`` would do, from the extractor's memos
+            found = self.x.created_keys(name, st)
+            if found is not None and (rec is None or not self._same_content(rec, st, dir_fd, name)):
+                stat_keys, content_keys, xver = found
+                if rec is not None:
+                    w.reuse(ino)
+                self.c.added += 1
+                w.add_new(ino, _new_record((dir_ino, S_IFREG, FLAG_UNREAD, 0, 0, st.st_mtime_ns, st.st_ctime_ns,
+                                            xver, name)), stat_keys, content_keys, rec is not None)
+                return True
         self._add(dir_fd, dir_ino, name, st, rec, created=True)
         return True
 

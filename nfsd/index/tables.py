@@ -640,7 +640,9 @@ class Writer:
                     self._placed_keys.clear()
                     unseen = keys
                 self._seen_keys.update(unseen)
-                self._placed_keys.update(k for k in unseen if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY)
+                for k in unseen:  # (mostly the name key alone: a loop, no generator)
+                    if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:
+                        self._placed_keys.add(k)
             placed = self._placed_keys.intersection(keys)
             if placed:
                 place = place_value(key, rec.parent, rec.name)
