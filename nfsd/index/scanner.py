@@ -48,15 +48,6 @@ log = logging.getLogger("pysfsd.index")
 
 S_IFDIR = stat.S_IFDIR
 S_IFREG = stat.S_IFREG
-_new_tuple = tuple.__new__
-
-
-def _new_record(fields: tuple[int, int, int, int, int, int, int, int, bytes]) -> FileRecord:
-    """A ``FileRecord`` of its fields in order, without the NamedTuple's own ``__new__`` (a
-    Python call; see ``FileRecord.decode``)."""
-    return _new_tuple(FileRecord, fields)
-
-
 CHUNK = 1000            # entries between checks for a due commit
 JOB_GROUP = 256         # files extracted between applications of their results
 BATCH_OPS = 50_000      # writes per transaction during a scan...
@@ -64,6 +55,14 @@ BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
 INLINE_BYTES = 4096     # a flush extracts files up to this size itself, in its own write transaction
+
+_new_tuple = tuple.__new__
+
+
+def _new_record(fields: tuple[int, int, int, int, int, int, int, int, bytes]) -> FileRecord:
+    """A ``FileRecord`` of its fields in order, without the NamedTuple's own ``__new__`` (a
+    Python call; see ``FileRecord.decode``)."""
+    return _new_tuple(FileRecord, fields)
 
 
 class UserFields(Protocol):
