@@ -314,12 +314,12 @@ class Reconciler:
             # not kept: see ``_add``): what ``_add`` would do, from the extractor's memos
             found = self.x.created_keys(name, st)
             if found is not None and (rec is None or not self._same_content(rec, st, dir_fd, name)):
-                stat_keys, content_keys, xver = found
+                shared, name_key, content_keys, xver = found
                 if rec is not None:
                     w.reuse(ino)
                 self.c.added += 1
-                w.add_new(ino, _new_record((dir_ino, S_IFREG, FLAG_UNREAD, 0, 0, st.st_mtime_ns, st.st_ctime_ns,
-                                            xver, name)), stat_keys, content_keys, rec is not None)
+                w.add_created(ino, _new_record((dir_ino, S_IFREG, FLAG_UNREAD, 0, 0, st.st_mtime_ns, st.st_ctime_ns,
+                                                xver, name)), shared, name_key, content_keys)
                 return True
         self._add(dir_fd, dir_ino, name, st, rec, created=True)
         return True

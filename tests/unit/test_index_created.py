@@ -346,3 +346,19 @@ def test_a_created_file_on_a_removed_files_inode_takes_none_of_its_keys(index: I
     assert record_flags(env, gone) & FLAG_UNREAD
     stat_keys, content_keys, _ = keys_and_record(env, gone)
     assert stat_keys == keys_and_record(env, os.stat(export / "src" / "memo.c").st_ino)[0]
+
+
+def test_created_files_without_an_extension_are_placed_as_such(index: Index, export: Path,
+                                                               env: lmdb.Environment) -> None:
+    """Their "no ext" key is placed beside its postings (``is_placed``), from the memos as
+    from a full read (the fixture compares the places with the postings and records)."""
+    src = os.stat(export / "src").st_ino
+    names = [f"notes{i}" for i in range(3)]
+    for n in names:
+        index.note_created(src, n.encode(), create(export / "src", n))
+        index.flush()  # the first fills the memos, the next ones come from them
+    for n in names:
+        assert q(index, (b"name", n.encode())) == [f"src/{n}".encode()]
+    with env.begin() as txn:
+        assert all(b"#none\0ext" in Tables(env, 1).keys_of(txn, os.stat(export / "src" / n).st_ino)[0]
+                   for n in names)
