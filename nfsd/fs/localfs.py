@@ -23,7 +23,7 @@ import errno
 import fcntl
 import os
 import stat
-import sys
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -45,7 +45,6 @@ from .utimens import utimensat
 AT_FDCWD = -100
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
-_EIGHT_ZEROS = bytes(8)  # its argument: room for the long it returns
 MAX_NAME = 255
 MAX_DEPTH = 4096
 SEARCH_SECONDS = 2.0
@@ -54,12 +53,6 @@ STALE_MEMORY_SECONDS = 30.0
 
 def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
-
-
-# Serializes the first opening of a node's read-write descriptor (``Node.io_fd``), for every
-# node: a lock per node cost each one a ``threading.Lock()`` (a CREATE makes a node), for a
-# section taken once in a node's life and never held for long.
-_IO_OPEN_LOCK = threading.Lock()
 
 
 class Node(ModeKinds):
@@ -72,7 +65,7 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_fresh", "__weakref__")
+                 "_io_lock", "_fresh", "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -80,6 +73,7 @@ class Node(ModeKinds):
         self.parent, self.name = parent, name
         self._io_fd = -1
         self._io_writable = False
+        self._io_lock = threading.Lock()
         self._fresh: os.stat_result | None = None
 
     def created_stat(self) -> os.stat_result | None:
@@ -96,7 +90,7 @@ class Node(ModeKinds):
         fd = self._io_fd
         if fd >= 0 and (self._io_writable or not write):
             return fd
-        with _IO_OPEN_LOCK:
+        with self._io_lock:
             if self._io_fd >= 0 and (self._io_writable or not write):
                 return self._io_fd
             try:
@@ -157,10 +151,10 @@ def read_generation(fd: int, mode: int) -> int:
 def ioctl_generation(fd: int) -> int:
     """FS_IOC_GETVERSION on a descriptor opened for reading or writing; 0 if unsupported."""
     try:
-        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, _EIGHT_ZEROS)
+        raw = fcntl.ioctl(fd, FS_IOC_GETVERSION, b"\0" * 8)
+        return struct.unpack("q", raw)[0] & 0xFFFFFFFF
     except OSError:
         return 0
-    return int.from_bytes(raw, sys.byteorder) & 0xFFFFFFFF  # (the long, native order; 32 bits used)
 
 
 class LocalFS:
