@@ -198,6 +198,29 @@ class Extractor:
         ``_same_content`` asks only that."""
         return all(type(t).__module__ in _PURE_MODULES for t in self._applying(name, st)[0])
 
+    def created_keys(self, name: bytes, st: os.stat_result
+                     ) -> tuple[frozenset[bytes], bytes, frozenset[bytes], int] | None:
+        """A new empty regular file's stat tier (the memo's keys shared with its kind, and
+        its name key apart), content tier and ``xver_for``, from the two memos alone
+        (``stat_keys``'s rules, ``empty_new``'s): one extension and one clock read for both,
+        no set or ``Outcome`` built per file (the index work of a CREATE, per new file;
+        ``Writer.add_created`` encodes the shared part once).  None when a memo cannot
+        answer, or an answer has failures: ``stat_keys`` and ``empty_new`` then answer (and
+        fill the memos)."""
+        if not self._stat_pure or not self._pure or not valid_value(name):
+            return None
+        ext = ext_of(name)
+        empty = self._empty_new.get(ext)
+        if empty is None or empty[0].failures:
+            return None
+        if time.monotonic() - self._stat_rules_since > STAT_RULES_TTL:
+            return None  # (``stat_keys`` starts the rules again)
+        rest = self._stat_rules.get((ext, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns // _NS_PER_DAY,
+                                     stat.S_IFMT(st.st_mode)))
+        if rest is None:
+            return None
+        return rest, b"name\0" + name, empty[0].keys, empty[1]
+
     def empty_new(self, name: bytes, st: os.stat_result) -> tuple[Outcome, int] | None:
         """``empty_content`` of a new empty file and its ``xver_for``, asking each
         transducer whether it applies once instead of twice (a CREATE's index work)."""

@@ -103,6 +103,9 @@ class Index:
         chosen = list(transducers) if transducers is not None else default_transducers()
         self._extractor = Extractor(chosen)
         self._compact_created = self._built_in_only(self._extractor)
+        # an index that routes or counts its notes (a subclass's own ``note_entry``) takes a
+        # created entry as a plain note (``note_created``): decided once, not per CREATE
+        self._notes_created = type(self).note_entry is Index.note_entry
         self._chosen = chosen
         # the first index of a tree can take the stat tier alone first (``scan(stat_only=True)``):
         # its records are marked "content tier not extracted yet" (NO_XVER), which the full
@@ -270,7 +273,7 @@ class Index:
         record so the next look at it re-reads everything (``FLAG_UNREAD``).  An index that
         routes or counts its notes (another worker's, the writer of several) notes it as
         ``note_entry`` does."""
-        if type(self).note_entry is not Index.note_entry:
+        if not self._notes_created:
             self.note_entry(dir_ino, name)
         elif name and b"/" not in name and name not in (b".", b".."):
             self._queue_entry((dir_ino, name), CreatedStat.of(st) if self._compact_created else st)

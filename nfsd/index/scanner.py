@@ -47,6 +47,7 @@ from .transducers.interface import Transducer
 log = logging.getLogger("pysfsd.index")
 
 S_IFDIR = stat.S_IFDIR
+S_IFREG = stat.S_IFREG
 CHUNK = 1000            # entries between checks for a due commit
 JOB_GROUP = 256         # files extracted between applications of their results
 BATCH_OPS = 50_000      # writes per transaction during a scan...
@@ -54,6 +55,14 @@ BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
 INLINE_BYTES = 4096     # a flush extracts files up to this size itself, in its own write transaction
+
+_new_tuple = tuple.__new__
+
+
+def _new_record(fields: tuple[int, int, int, int, int, int, int, int, bytes]) -> FileRecord:
+    """A ``FileRecord`` of its fields in order, without the NamedTuple's own ``__new__`` (a
+    Python call; see ``FileRecord.decode``)."""
+    return _new_tuple(FileRecord, fields)
 
 
 class UserFields(Protocol):
@@ -300,6 +309,18 @@ class Reconciler:
         known = w.child(dir_ino, name)
         if known is not None and known[0] != ino:
             self.gone(dir_ino, name, known[0])  # the name held another file, removed since
+        if st.st_size == 0 and stat.S_ISREG(st.st_mode) and self.x.content_tier:
+            # the usual case, a new inode or one a removed file left (whose tombstone is
+            # not kept: see ``_add``): what ``_add`` would do, from the extractor's memos
+            found = self.x.created_keys(name, st)
+            if found is not None and (rec is None or not self._same_content(rec, st, dir_fd, name)):
+                shared, name_key, content_keys, xver = found
+                if rec is not None:
+                    w.reuse(ino)
+                self.c.added += 1
+                w.add_created(ino, _new_record((dir_ino, S_IFREG, FLAG_UNREAD, 0, 0, st.st_mtime_ns, st.st_ctime_ns,
+                                                xver, name)), shared, name_key, content_keys)
+                return True
         self._add(dir_fd, dir_ino, name, st, rec, created=True)
         return True
 

@@ -60,6 +60,7 @@ FLAG_UNREAD = 4      # added from the server's own creation stat, its user field
 NO_XVER = 0          # content tier not extracted yet (or extraction interrupted)
 S_IFDIR = stat.S_IFDIR
 MAX_SEEN_KEYS = 1 << 14  # the memo of which posting keys are placed (``Writer.add_new``)
+MAX_CREATED_PARTS = 256  # kinds of created files whose shared keys are kept encoded (``add_created``)
 
 
 class FileRecord(NamedTuple):
@@ -396,6 +397,9 @@ class Writer:
         self._new_places: list[tuple[bytes, bytes]] = []
         self._seen_keys: set[bytes] = set()    # posting keys classified by ``add_new``...
         self._placed_keys: set[bytes] = set()  # ...and those of them that are placed
+        # (stat tier shared, content tier) -> their parts ``add_created`` writes for each file
+        self._created_parts: dict[tuple[frozenset[bytes], frozenset[bytes]],
+                                  tuple[frozenset[bytes], bytes, bytes, tuple[bytes, ...]]] = {}
         self.ops = 0
         self.changed = False
         self.stat_changed = False  # a change the stat tier's answers show (see ``stat_version``)
@@ -640,12 +644,52 @@ class Writer:
                     self._placed_keys.clear()
                     unseen = keys
                 self._seen_keys.update(unseen)
-                self._placed_keys.update(k for k in unseen if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY)
+                for k in unseen:  # (mostly the name key alone: a loop, no generator)
+                    if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY:
+                        self._placed_keys.add(k)
             placed = self._placed_keys.intersection(keys)
             if placed:
                 place = place_value(key, rec.parent, rec.name)
                 self._new_places.extend(zip(placed, repeat(place)))
         self.ops += 3 + len(stat_keys) + len(content_keys)
+
+    def add_created(self, ino: int, rec: FileRecord, shared: frozenset[bytes], name_key: bytes,
+                    content_keys: frozenset[bytes]) -> None:
+        """``add_new`` of a file whose stat tier is ``shared`` (keys its kind of file shares,
+        none of them a name key) and ``name_key``, its content tier ``content_keys``
+        (``Extractor.created_keys``): what the two tiers share is encoded and classified
+        once per kind (``_shared_parts``), so a file costs its name's key and its own
+        records.  After ``reuse`` too: its records and attrs are written over."""
+        key = INO.pack(ino)
+        parts = self._created_parts.get((shared, content_keys))
+        if parts is None:
+            parts = self._shared_parts(shared, content_keys)
+        keys, stat_joined, content_joined, placed = parts
+        self._new_files[key] = rec.encode()
+        self._new_children[INO.pack(rec.parent) + rec.name] = _CHILD.pack(ino, rec.kind >> 12)
+        # (a tier's keys in any order: each holds one NUL, so the pairs split back alike)
+        s = stat_joined + name_key
+        self._new_attrs[key] = _U32.pack(len(s)) + s + content_joined
+        self._adds.extend(zip(keys, repeat(key)))
+        self._adds.append((name_key, key))
+        self._adds_of.add(key)
+        self.changed = self.stat_changed = True
+        if placed:  # (a name key never is)
+            place = place_value(key, rec.parent, rec.name)
+            self._new_places.extend(zip(placed, repeat(place)))
+        self.ops += 4 + len(keys)
+
+    def _shared_parts(self, shared: frozenset[bytes], content_keys: frozenset[bytes]
+                      ) -> tuple[frozenset[bytes], bytes, bytes, tuple[bytes, ...]]:
+        """For ``add_created``: the keys of both tiers but the name's, the stat tier joined
+        (ready for a name key after it), the content tier joined, the placed keys."""
+        keys = shared | content_keys
+        parts = (keys, b"".join(k + b"\0" for k in shared), b"\0".join(content_keys),
+                 tuple(k for k in keys if is_placed(k)))
+        if len(self._created_parts) >= MAX_CREATED_PARTS:
+            self._created_parts.clear()
+        self._created_parts[(shared, content_keys)] = parts
+        return parts
 
     def tombstone(self, ino: int, rec: FileRecord) -> None:
         """Take a vanished file out of every posting; keep its record and attrs a while.

@@ -351,7 +351,7 @@ class Nfs3Service:
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.CREATE3resfail.cls(self._wcc(fs, d, pre))
         finally:
-            self._changed(d, name)
+            self._changed(d, name, export_id=fs.export_id)  # (the export ``resolve`` found: no parse)
         return NFS3_OK, nfs3.CREATE3resok.cls(_fh(n.fh), self._new_attr(fs, n, changed), self._wcc(fs, d, pre))
 
     def _existing_file(self, fs: Backend, d: Node, name: bytes, sattr: Any) -> Node:

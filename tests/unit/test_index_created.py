@@ -258,3 +258,107 @@ def test_files_created_in_a_new_directory_are_read_once_by_the_flush(
     assert q(index, (b"name", b"c.txt")) == [b"new/c.txt"]
     for st in stats.values():
         assert record_flags(env, st.st_ino) & FLAG_UNREAD
+
+
+def keys_and_record(env: lmdb.Environment, ino: int) -> tuple[frozenset[bytes], frozenset[bytes], tuple[object, ...]]:
+    """A file's two tiers of keys, its name and mtime keys left out (two files made a moment
+    apart may be on two sides of midnight), and its record but the name."""
+    t = Tables(env, 1)
+    with env.begin() as txn:
+        stat_keys, content_keys = t.keys_of(txn, ino)
+        rec = t.file(txn, ino)
+    assert rec is not None
+    return (frozenset(k for k in stat_keys if not k.startswith((b"name\0", b"mtime\0"))), content_keys,
+            tuple(rec[:-1]))
+
+
+def test_files_added_from_the_memos_are_indexed_as_the_first_one(index: Index, export: Path, env: lmdb.Environment,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first created file of a kind fills the extractor's memos (``stat_keys``,
+    ``empty_new``); the next ones are added from them alone (``Extractor.created_keys``):
+    the same keys and record as the first one's, but their names, and the same as a full
+    read of them gives (places checked by the fixture)."""
+    src = os.stat(export / "src").st_ino
+    stats = {n: create(export / "src", n) for n in ("a.c", "b.c", "c.c")}
+    st_a = stats["a.c"]
+    index.note_created(src, b"a.c", st_a)
+    index.flush()
+    x = index._extractor
+    assert x.created_keys(b"b.c", stats["b.c"]) is not None  # the memos answer now
+    from nfsd.index import scanner
+    general: list[bytes] = []
+    real_add = scanner.Reconciler._add
+
+    def _add(self: scanner.Reconciler, dir_fd: int, dir_ino: int, name: bytes, *args: object, **kw: object) -> None:
+        general.append(name)
+        real_add(self, dir_fd, dir_ino, name, *args, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(scanner.Reconciler, "_add", _add)
+    for n in ("b.c", "c.c"):
+        index.note_created(src, n.encode(), stats[n])
+    index.flush()
+    assert general == []  # both from the memos
+    first = keys_and_record(env, st_a.st_ino)
+    for n in ("b.c", "c.c"):
+        st = stats[n]
+        stat_keys, content_keys, rec = keys_and_record(env, st.st_ino)
+        assert (stat_keys, content_keys, rec[0]) == (first[0], first[1], first[2][0])
+        # kind, flags (FLAG_UNREAD), gen, size, times, xver
+        assert rec[1:] == (first[2][1], FLAG_UNREAD, 0, 0, st.st_mtime_ns, st.st_ctime_ns, first[2][7])
+        with env.begin() as txn:
+            from_memos = Tables(env, 1).keys_of(txn, st.st_ino)
+        index.note_entry(src, n.encode())  # a full read gives the same keys
+        index.flush()
+        with env.begin() as txn:
+            assert Tables(env, 1).keys_of(txn, st.st_ino) == from_memos
+    assert q(index, (b"ext", b"c")) == [b"src/a.c", b"src/b.c", b"src/c.c", b"src/old.c"]
+    assert q(index, (b"size", b"empty")) == [b"src/a.c", b"src/b.c", b"src/c.c"]
+
+
+def test_a_created_file_on_a_removed_files_inode_takes_none_of_its_keys(index: Index, export: Path,
+                                                                        env: lmdb.Environment) -> None:
+    """A CREATE after removals gets a freed inode number, whose tombstone the index holds:
+    the file is added as new (the tombstone forgotten), from the memos as any other."""
+    src = os.stat(export / "src").st_ino
+    index.note_created(src, b"memo.c", create(export / "src", "memo.c"))  # fills the memos
+    (export / "src" / "gone.txt").write_text("words to be forgotten\n")
+    index.note_entry(src, b"gone.txt")
+    assert q(index, (b"name", b"gone.txt")) == [b"src/gone.txt"]
+    gone = os.stat(export / "src" / "gone.txt").st_ino
+    os.unlink(export / "src" / "gone.txt")
+    index.note_entry(src, b"gone.txt")
+    index.flush()
+    for i in range(64):  # ext4 and tmpfs give the freed number back soon: look for it
+        st = create(export / "src", f"new{i}.c")
+        if st.st_ino == gone:
+            break
+        os.unlink(export / "src" / f"new{i}.c")
+    else:
+        pytest.skip("this file system did not reuse the inode number")
+    with env.begin() as txn:
+        tomb = Tables(env, 1).file(txn, gone)
+    assert tomb is not None and tomb.tomb
+    assert index._extractor.created_keys(f"new{i}.c".encode(), st) is not None
+    index.note_created(src, f"new{i}.c".encode(), st)
+    assert q(index, (b"name", f"new{i}.c".encode())) == [f"src/new{i}.c".encode()]
+    assert q(index, (b"name", b"gone.txt")) == []
+    assert q(index, (b"ext", b"txt")) == []
+    assert q(index, (b"size", b"empty")) == [b"src/memo.c", f"src/new{i}.c".encode()]
+    assert record_flags(env, gone) & FLAG_UNREAD
+    stat_keys, content_keys, _ = keys_and_record(env, gone)
+    assert stat_keys == keys_and_record(env, os.stat(export / "src" / "memo.c").st_ino)[0]
+
+
+def test_created_files_without_an_extension_are_placed_as_such(index: Index, export: Path,
+                                                               env: lmdb.Environment) -> None:
+    """Their "no ext" key is placed beside its postings (``is_placed``), from the memos as
+    from a full read (the fixture compares the places with the postings and records)."""
+    src = os.stat(export / "src").st_ino
+    names = [f"notes{i}" for i in range(3)]
+    for n in names:
+        index.note_created(src, n.encode(), create(export / "src", n))
+        index.flush()  # the first fills the memos, the next ones come from them
+    for n in names:
+        assert q(index, (b"name", n.encode())) == [f"src/{n}".encode()]
+    with env.begin() as txn:
+        assert all(b"#none\0ext" in Tables(env, 1).keys_of(txn, os.stat(export / "src" / n).st_ino)[0]
+                   for n in names)
