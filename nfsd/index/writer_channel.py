@@ -45,6 +45,7 @@ SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: 
 SEND_BUFFER = 4 << 20
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 INBOX_PERIOD = 0.02                # ... and with a wake-up pipe, at least this often (else on a flush request)
+ECHO_DRAIN_EVERY = 0.002           # the watcher's echo test takes the followers' notes in at most this often
 
 
 class NoteCounts:
@@ -321,21 +322,28 @@ class Uncounted:
     acknowledged to nobody, so they are not counted (``WriterIndex``).
 
     With workers, the watcher's test for the echo of a creation (``is_fresh``) first takes
-    in the followers' waiting notes (``drain``) when the entry is not queued as created: a
-    follower's creation note leaves at the end of its burst, after the kernel queued the
-    echo.  An echo dropped is still ``forget``-ed (the entry caches of every worker: the
+    in the followers' waiting notes (``drain``, at most every ``ECHO_DRAIN_EVERY``) when
+    the entry is not queued as created: a follower's creation note leaves at the end of
+    its burst, after the kernel queued the echo.  An echo dropped is still ``forget``-ed (the entry caches of every worker: the
     watcher publishes what it forgets, and the followers' caches learn only from it)."""
 
     def __init__(self, index: Index, drain: Callable[[], None] | None = None,
                  forget: Callable[[int, bytes], None] | None = None) -> None:
         self._index = index
         self._drain, self._forget = drain, forget
+        self._drained_at = -ECHO_DRAIN_EVERY
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         fresh = self._index.is_fresh(dir_ino, name)
         if not fresh and self._drain is not None:
-            self._drain()
-            fresh = self._index.is_fresh(dir_ino, name)
+            # once per batch of events the watcher reads, not per miss: under a follower's
+            # CREATE load most misses come before the follower's burst ended and sent its
+            # notes (a receive system call each, for nothing)
+            now = time.monotonic()
+            if now - self._drained_at >= ECHO_DRAIN_EVERY:
+                self._drained_at = now
+                self._drain()
+                fresh = self._index.is_fresh(dir_ino, name)
         if fresh and self._forget is not None:
             self._forget(dir_ino, name)
         return fresh
