@@ -278,8 +278,11 @@ class Index:
         elif name and b"/" not in name and name not in (b".", b".."):
             self._queue_entry((dir_ino, name), CreatedStat.of(st) if self._compact_created else st)
 
-    def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None) -> None:
+    def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
+                     unless_queued: bool = False) -> None:
         with self._notes_lock:
+            if unless_queued and key in self._entries:
+                created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
             if not self._first_note_at:
                 self._first_note_at = time.monotonic()
             if created is not None and len(self._fresh) < MAX_FRESH:

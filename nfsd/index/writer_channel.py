@@ -30,13 +30,14 @@ from typing import Callable
 
 import lmdb
 
-from .index import Index
+from .index import CreatedStat, Index
 from .scanner import ContentPass, ScanStats
 
 log = logging.getLogger("pysfsd.index")
 
 _MSG = struct.Struct(">cHQH")      # kind, export id, inode (or request number), name length; the name
 MAX_BATCH = 32 << 10               # bytes of notes a burst sends in one message, at most
+_CREATED = struct.Struct(">9q")    # after a ``C`` note's name: the creation's stat (``CreatedStat``'s fields)
 _REPLY = struct.Struct(">QQB")     # request number, version, flags
 READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
@@ -44,6 +45,7 @@ SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: 
 SEND_BUFFER = 4 << 20
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 INBOX_PERIOD = 0.02                # ... and with a wake-up pipe, at least this often (else on a flush request)
+ECHO_DRAIN_EVERY = 0.002           # the watcher's echo test takes the followers' notes in at most this often
 
 
 class NoteCounts:
@@ -263,6 +265,12 @@ class FollowerIndex(Index):
     def note_ino(self, ino: int, force: bool = False) -> None:
         self._sender.send(b"J" if force else b"I", self._export_id, ino)
 
+    def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
+        """With the creation's stat, so the writer adds the file from it (no ``lstat``, no
+        ``getxattr``), as for its own creations (``Index.note_created``)."""
+        if name and b"/" not in name and name not in (b".", b".."):
+            self._sender.send(b"C", self._export_id, dir_ino, name + _CREATED.pack(*CreatedStat.of(st)))
+
     def note_dir(self, dir_ino: int) -> None:
         self._sender.send(b"D", self._export_id, dir_ino)
 
@@ -291,12 +299,54 @@ class FollowerIndex(Index):
         # in a follower once the writer's whole first index is done, not pass by pass)
 
 
+def queue_created(index: Index, dir_ino: int, name: bytes, st: "os.stat_result | CreatedStat",
+                  late: bool = False) -> None:
+    """``Index.note_created`` for an index that routes or counts its notes (which
+    ``Index.note_created`` sends the slow way): queued with the creation's stat.  ``late``:
+    another worker's creation, whose note comes after the change, so whatever was noted of
+    the entry meanwhile (the watcher's echo, or a later change) must not be undone: then it
+    is read again, as any noted entry is."""
+    if not name or b"/" in name or name in (b".", b".."):
+        return
+    if isinstance(st, CreatedStat):
+        if not index._compact_created:  # a transducer may read more of the stat than it keeps
+            Index.note_entry(index, dir_ino, name)
+            return
+    elif index._compact_created:
+        st = CreatedStat.of(st)
+    index._queue_entry((dir_ino, name), st, unless_queued=late)
+
+
 class Uncounted:
     """An index as the directory watcher sees it: changes behind the server's back are
-    acknowledged to nobody, so they are not counted (``WriterIndex``)."""
+    acknowledged to nobody, so they are not counted (``WriterIndex``).
 
-    def __init__(self, index: Index) -> None:
+    With workers, the watcher's test for the echo of a creation (``is_fresh``) first takes
+    in the followers' waiting notes (``drain``, at most every ``ECHO_DRAIN_EVERY``) when
+    the entry is not queued as created: a follower's creation note leaves at the end of
+    its burst, after the kernel queued the echo.  An echo dropped is still ``forget``-ed (the entry caches of every worker: the
+    watcher publishes what it forgets, and the followers' caches learn only from it)."""
+
+    def __init__(self, index: Index, drain: Callable[[], None] | None = None,
+                 forget: Callable[[int, bytes], None] | None = None) -> None:
         self._index = index
+        self._drain, self._forget = drain, forget
+        self._drained_at = -ECHO_DRAIN_EVERY
+
+    def is_fresh(self, dir_ino: int, name: bytes) -> bool:
+        fresh = self._index.is_fresh(dir_ino, name)
+        if not fresh and self._drain is not None:
+            # once per batch of events the watcher reads, not per miss: under a follower's
+            # CREATE load most misses come before the follower's burst ended and sent its
+            # notes (a receive system call each, for nothing)
+            now = time.monotonic()
+            if now - self._drained_at >= ECHO_DRAIN_EVERY:
+                self._drained_at = now
+                self._drain()
+                fresh = self._index.is_fresh(dir_ino, name)
+        if fresh and self._forget is not None:
+            self._forget(dir_ino, name)
+        return fresh
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         Index.note_entry(self._index, dir_ino, name)
@@ -331,6 +381,11 @@ class WriterIndex(Index):
 
     def note_dir(self, dir_ino: int) -> None:
         super().note_dir(dir_ino)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
+        queue_created(self, dir_ino, name, st)
         if self.note_counts is not None:
             self.note_counts.add(0, 1)
 
@@ -448,6 +503,12 @@ class NotesInbox:
             target.note_ino(number, force=True)
         elif kind == b"D":
             target.note_dir(number)
+        elif kind == b"C":  # a follower created it: queued with its stat unless noted since
+            name, fields = name[:-_CREATED.size], name[-_CREATED.size:]
+            if isinstance(index, Index):
+                queue_created(index, number, name, tuple.__new__(CreatedStat, _CREATED.unpack(fields)), late=True)
+            else:
+                target.note_entry(number, name)
         elif kind == b"F":
             self._requests.append((end, export_id, number))
 

@@ -37,10 +37,13 @@ SLOTS = 4096   # per worker
 SLOT = 512
 WAYS = 2       # a key lives in one of 2 neighbouring slots (its set), the older one reused
 _HEAD = struct.Struct("=16sBxxxiIQ")  # digest, state, owner pid, reply length, stamp
-_STATE_STAMP = struct.Struct("=B11xQ")  # a header's state and stamp (from its 17th byte)
 _KEY = struct.Struct("=qII")
 _FREE, _BUSY, _DONE = 0, 1, 2
 MAX_REPLY = SLOT - _HEAD.size
+_KEY_STATE = struct.Struct("=16sB")  # a header's digest and state
+# a set's two headers (digest, state, stamp each: ``_HEAD``'s fields) in one unpack
+_SET_HEADS = struct.Struct(f"=16sB11xQ{SLOT - _HEAD.size}x16sB11xQ")
+_SET_KEYS = struct.Struct(f"=16s{SLOT - 16}x16s")  # a set's two digests
 
 
 class SharedDuplicateRequestCache:
@@ -59,6 +62,8 @@ class SharedDuplicateRequestCache:
         self._stamp = 0
         self._sets = slots // WAYS
         self._mine: dict[bytes, int] = {}  # key -> its slot, from begin to finish
+        self._own_base = 0
+        self._keyed, self._keyed_set = b"", 0  # the last key made, and its set (``key``)
 
     @classmethod
     def create(cls, partitions: int, slots: int = SLOTS) -> "SharedDuplicateRequestCache":
@@ -71,26 +76,34 @@ class SharedDuplicateRequestCache:
         partition (by an earlier incarnation of this worker)."""
         self._map = mmap.mmap(self.fd, self.partitions * self.slots * SLOT, mmap.MAP_SHARED)
         self._own = partition
+        self._own_base = partition * self.slots * SLOT
         self._others = tuple(p * self.slots * SLOT for p in range(self.partitions) if p != partition)
         self._pid = os.getpid()
         base = partition * self.slots * SLOT
         self._stamp = max(_HEAD.unpack_from(self._map, base + i * SLOT)[4] for i in range(self.slots))
 
-    @staticmethod
-    def key(host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
+    def key(self, host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
         """The same fields as ``DuplicateRequestCache.key`` (the client's address, not its
         port: a retransmission on a new connection comes from another port) in 16 bytes:
         Python's hash of them, the same in every worker (forks of one interpreter share its
-        hash seed), then the xid and the checksum themselves.  Short arguments (every
-        namespace call) are hashed whole, as the per-process key keeps them: two calls reusing
-        an xid with equal checksums still differ in the hash."""
-        crc = zlib.crc32(args[:CHECKSUM_BYTES])
-        if len(args) <= CHECKSUM_BYTES:
-            return _KEY.pack(hash((host, xid, prog, vers, proc, bytes(args))), xid & 0xFFFFFFFF, crc)
-        return _KEY.pack(hash((host, xid, prog, vers, proc, crc, len(args))), xid & 0xFFFFFFFF, crc)
+        hash seed), then the xid and the arguments' length.  Short arguments (every
+        namespace call) are hashed whole, as the per-process key keeps them: two calls
+        reusing an xid with equal checksums still differ in the hash; longer ones by the
+        checksum of their first 256 bytes and their length.  (The set the key lives in is
+        kept for the ``begin`` that follows: the dispatcher calls it next.)"""
+        n = len(args)
+        if n <= CHECKSUM_BYTES:
+            h = hash((host, xid, prog, vers, proc, bytes(args)))
+        else:
+            h = hash((host, xid, prog, vers, proc, zlib.crc32(args[:CHECKSUM_BYTES]), n))
+        key = _KEY.pack(h, xid & 0xFFFFFFFF, n & 0xFFFFFFFF)
+        self._keyed, self._keyed_set = key, (h % self._sets) * (WAYS * SLOT)
+        return key
 
     def _set_of(self, key: bytes) -> int:
         """Byte offset, within a partition, of the ``WAYS`` slots ``key`` may live in."""
+        if key is self._keyed:
+            return self._keyed_set
         return (_KEY.unpack_from(key)[0] % self._sets) * (WAYS * SLOT)
 
     def _look(self, m: mmap.mmap, off: int, key: bytes) -> object | None:
@@ -120,29 +133,30 @@ class SharedDuplicateRequestCache:
         m = self._map
         assert m is not None, "attach() first"
         at = self._set_of(key)
-        own = self._own * self.slots * SLOT + at
-        # most calls are new: a slot's header is read only when its first 16 bytes are the key
+        own = self._own_base + at
+        # most calls are new: a slot's header is read only when its first 16 bytes are the
+        # key (both slots' keys of a set in one unpack: a slice of the map costs twice that)
+        keys = _SET_KEYS.unpack_from
         for base in self._others:
-            off = base + at
-            if m[off:off + 16] == key or m[off + SLOT:off + SLOT + 16] == key:
-                found = self._find(m, off, key)
+            if key in keys(m, base + at):
+                found = self._find(m, base + at, key)
                 if found is not None:
                     return found
-        if m[own:own + 16] == key or m[own + SLOT:own + SLOT + 16] == key:
+        key0, state0, stamp0, key1, state1, stamp1 = _SET_HEADS.unpack_from(m, own)
+        if key == key0 or key == key1:
             found = self._find(m, own, key)
             if found is not None:
                 return found
         # the victim: a free slot, else the older of the set (a call of ours still in
         # progress only if both are: its finish then finds it gone and keeps nothing)
-        first, second = _STATE_STAMP.unpack_from(m, own + 16), _STATE_STAMP.unpack_from(m, own + SLOT + 16)
-        if first[0] == _FREE:
+        if state0 == _FREE:
             victim = own
-        elif second[0] == _FREE:
+        elif state1 == _FREE:
             victim = own + SLOT
-        elif (first[0] == _BUSY) != (second[0] == _BUSY):
-            victim = own + SLOT if first[0] == _BUSY else own
+        elif (state0 == _BUSY) != (state1 == _BUSY):
+            victim = own + SLOT if state0 == _BUSY else own
         else:
-            victim = own if first[1] <= second[1] else own + SLOT
+            victim = own if stamp0 <= stamp1 else own + SLOT
         m[victim + 16] = _FREE  # readers ignore it while it is rewritten
         self._stamp += 1
         _HEAD.pack_into(m, victim, key, _BUSY, self._pid, 0, self._stamp)
@@ -156,7 +170,7 @@ class SharedDuplicateRequestCache:
         m = self._map
         assert m is not None, "attach() first"
         off = self._mine.pop(key, -1)
-        if off < 0 or m[off:off + 16] != key or m[off + 16] != _BUSY:
+        if off < 0 or _KEY_STATE.unpack_from(m, off) != (key, _BUSY):
             return  # pushed out meanwhile
         if reply is None or len(reply) > MAX_REPLY:
             m[off + 16] = _FREE

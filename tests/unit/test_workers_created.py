@@ -1,0 +1,107 @@
+"""``--workers``: a file a worker created reaches the index writer with its creation's stat
+(``Index.note_created``'s fast path: no ``lstat``, no ``getxattr`` at the flush), whichever
+worker made it; and the watcher recognises the echo of a follower's creation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import lmdb
+import pytest
+
+from nfsd.index import Index
+from nfsd.index.writer_channel import FollowerIndex, NotesInbox, NoteSender, Uncounted, WriterIndex, channel_pair
+from tests.unit.test_index_created import Reads, create, q
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    root = tmp_path / "export"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "old.c").write_text("int old;\n")
+    return root
+
+
+@pytest.fixture
+def writer(env: lmdb.Environment, export: Path) -> Iterable[WriterIndex]:
+    idx = WriterIndex(env, str(export), 1)
+    idx.scan(progress=False)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def channel() -> Iterable[tuple[NoteSender, list]]:
+    w, f = channel_pair()
+    yield NoteSender(f), [w]
+    w.close()
+    f.close()
+
+
+def test_the_writers_own_creation_is_queued_with_its_stat(writer: WriterIndex, export: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    reads = Reads(monkeypatch)
+    writer.note_created(src, b"new.c", st)
+    assert writer.is_fresh(src, b"new.c")
+    writer.flush()
+    assert (reads.lstat, reads.getxattr) == (0, 0)
+    assert q(writer, (b"name", b"new.c")) == [b"src/new.c"]
+
+
+def test_a_followers_creation_reaches_the_writer_with_its_stat(env: lmdb.Environment, writer: WriterIndex,
+                                                               export: Path, channel: tuple[NoteSender, list],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sender, ends = channel
+    follower = FollowerIndex(env, str(export), 1, sender)
+    inbox = NotesInbox({1: writer}, ends, lambda eid: 0)
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    reads = Reads(monkeypatch)
+    follower.note_created(src, b"new.c", st)
+    inbox.drain()
+    assert writer.is_fresh(src, b"new.c")
+    writer.flush()
+    assert (reads.lstat, reads.getxattr) == (0, 0)
+    assert q(writer, (b"name", b"new.c")) == [b"src/new.c"]
+    assert q(writer, (b"size", b"empty")) == [b"src/new.c"]
+
+
+def test_a_followers_creation_noted_meanwhile_is_read_again(env: lmdb.Environment, writer: WriterIndex,
+                                                            export: Path, channel: tuple[NoteSender, list],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The creation's note comes after the change: if the entry was noted meanwhile (the
+    watcher saw it, perhaps changed again), the creation's stat must not stand for it."""
+    sender, ends = channel
+    follower = FollowerIndex(env, str(export), 1, sender)
+    inbox = NotesInbox({1: writer}, ends, lambda eid: 0)
+    src = os.stat(export / "src").st_ino
+    st = create(export / "src", "new.c")
+    follower.note_created(src, b"new.c", st)
+    (export / "src" / "new.c").write_text("grown behind the server\n")
+    Index.note_entry(writer, src, b"new.c")  # the watcher, before the inbox took the note in
+    inbox.drain()
+    assert not writer.is_fresh(src, b"new.c")
+    reads = Reads(monkeypatch)
+    writer.flush()
+    assert reads.lstat == 1
+    assert q(writer, (b"size", b"empty")) == []
+
+
+def test_the_watcher_drops_the_echo_of_a_followers_creation_and_still_forgets_it(
+        env: lmdb.Environment, writer: WriterIndex, export: Path, channel: tuple[NoteSender, list]) -> None:
+    """The watcher's echo test takes in the followers' waiting notes first, and an echo it
+    drops is still forgotten by the entry caches (the followers learn only from it)."""
+    sender, ends = channel
+    follower = FollowerIndex(env, str(export), 1, sender)
+    inbox = NotesInbox({1: writer}, ends, lambda eid: 0)
+    forgotten: list[tuple[int, bytes]] = []
+    watched = Uncounted(writer, inbox.drain, lambda d, n: forgotten.append((d, n)))
+    src = os.stat(export / "src").st_ino
+    follower.note_created(src, b"new.c", create(export / "src", "new.c"))
+    assert watched.is_fresh(src, b"new.c")  # in the channel still: drained by the test
+    assert forgotten == [(src, b"new.c")]
+    assert not watched.is_fresh(src, b"other.c")
+    assert forgotten == [(src, b"new.c")]
