@@ -74,7 +74,7 @@ class Dispatcher:
         # fsyncs, nfsd/fs/dirsync.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
         self._bursting = False
-        self._drc_held: list[tuple[Any, bytes, int]] = []  # the burst's replies, for the DRC
+        self._drc_held: list[tuple[Any, bytes | bytearray, int]] = []  # the burst's replies, for the DRC
 
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:
@@ -121,7 +121,7 @@ class Dispatcher:
                 held.add_done_callback(lambda f: self._cache_replies(entries, f))
         return held
 
-    def _cache_replies(self, entries: list[tuple[Any, bytes, int]], held: "asyncio.Future[Any] | None") -> None:
+    def _cache_replies(self, entries: list[tuple[Any, bytes | bytearray, int]], held: "asyncio.Future[Any] | None") -> None:
         finish = self.drc.finish
         if held is not None and (held.cancelled() or held.exception() is not None):
             for key, _, xid in entries:

@@ -50,7 +50,7 @@ class DuplicateRequestCache:
             entries.pop(order.popleft(), None)
         return None
 
-    def finish(self, key: Hashable, reply: bytes | None) -> None:
+    def finish(self, key: Hashable, reply: bytes | bytearray | None) -> None:
         entries = self._entries
         if reply is None:
             entries.pop(key, None)
