@@ -6,7 +6,7 @@ call header, prefixing a reply header) uses precompiled layouts of the same wire
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from xdr import (Enum, Opaque, Struct, Union, VarArray, XdrError, String,
                  uint32, void)
@@ -88,12 +88,13 @@ class CallRejected(Exception):
 
 
 _HEAD = struct.Struct(">IIIIIII")  # xid mtype rpcvers prog vers proc cred.flavor
+_HEAD_CRED = struct.Struct(">IIIIIIII")  # the same and the credential body's length
 _SUCCESS_HEAD = struct.Struct(">IIIIII")  # xid REPLY MSG_ACCEPTED verf(AUTH_NONE,0) SUCCESS
 _MARKED_SUCCESS_HEAD = struct.Struct(">IIIIIII")  # the same after 4 bytes kept for a record mark
 _ACCEPTED_HEAD = _SUCCESS_HEAD
 _DENIED_HEAD = struct.Struct(">IIII")  # xid REPLY MSG_DENIED reject_stat
 _U32x2 = struct.Struct(">II")
-_U32 = struct.Struct(">I")
+_U32x3 = struct.Struct(">III")
 _CRED_AT = _HEAD.size  # where the credential body's length is
 _new = tuple.__new__
 _authsys_unpack = authsys_parms.compiled()[1]
@@ -101,21 +102,16 @@ _authsys_unpack = authsys_parms.compiled()[1]
 
 def parse_call(data: bytes | memoryview) -> Call:
     """Decode a call header; raises CallRejected (with the reply to send), NotACall or XdrError."""
-    try:
-        xid, mtype, rpcvers, prog, vers, proc, flavor = _HEAD.unpack_from(data, 0)
+    try:  # the fixed header and the credential's length: one unpack
+        xid, mtype, rpcvers, prog, vers, proc, flavor, length = _HEAD_CRED.unpack_from(data, 0)
     except struct.error:
-        # Replies can be shorter than a call header (an error reply is 20-24 bytes).
-        mtype = _U32x2.unpack_from(data, 0)[1] if len(data) >= 8 else 0
-        if mtype != 0:
-            raise NotACall(f"message type {mtype}") from None
-        raise XdrError("RPC header truncated") from None
+        _short_message(data)
     if mtype != 0:
         raise NotACall(f"message type {mtype}")
     if rpcvers != RPC_VERSION:
         raise CallRejected(rpc_mismatch_reply(xid), f"rpc version {rpcvers}")
     # The credential and verifier bodies (opaque<400>) laid out by hand: this runs per call.
     try:
-        length, = _U32.unpack_from(data, _CRED_AT)
         end = _CRED_AT + 4 + length
         _verf_flavor, verf_length = _U32x2.unpack_from(data, (end + 3) & ~3)
         off = ((end + 3) & ~3) + 8 + ((verf_length + 3) & ~3)
@@ -133,6 +129,23 @@ def parse_call(data: bytes | memoryview) -> Call:
     else:
         raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), f"auth flavor {flavor}")
     return _new(Call, (xid, prog, vers, proc, cred, off))
+
+
+def _short_message(data: bytes | memoryview) -> NoReturn:
+    """What a message too short for a call header and a credential length is: a stray
+    reply (an error reply is 20-24 bytes), a truncated header, or a call whose
+    credential is cut off (rejected, as any bad credential)."""
+    if len(data) < _HEAD.size:
+        mtype = _U32x2.unpack_from(data, 0)[1] if len(data) >= 8 else 0
+        if mtype != 0:
+            raise NotACall(f"message type {mtype}") from None
+        raise XdrError("RPC header truncated") from None
+    xid, mtype, rpcvers = _U32x3.unpack_from(data, 0)
+    if mtype != 0:
+        raise NotACall(f"message type {mtype}") from None
+    if rpcvers != RPC_VERSION:
+        raise CallRejected(rpc_mismatch_reply(xid), f"rpc version {rpcvers}") from None
+    raise CallRejected(auth_error_reply(xid, auth_stat.AUTH_BADCRED), "bad credentials") from None
 
 
 _authsys_cache: dict[bytes, Credentials] = {}

@@ -49,6 +49,8 @@ class ExportPolicy:
 
     def __init__(self, exports: dict[int, Export]) -> None:
         self.exports = exports
+        # rules found by (handle's first four bytes, client): see ``rule``
+        self._known: dict[tuple[bytes, tuple[str, int]], ClientSpec] = {}
 
     def allowed(self, export_id: int, client: tuple[str, int]) -> ClientSpec | None:
         """The rule for ``client`` (address, source port) on an export, None if refused."""
@@ -62,11 +64,19 @@ class ExportPolicy:
 
     def rule(self, fh: bytes, client: tuple[str, int]) -> ClientSpec:
         """The rule for a call on handle ``fh``; NFS3ERR_ACCES if the client may not use
-        that handle's export (BADHANDLE for what cannot be one of our handles)."""
+        that handle's export (BADHANDLE for what cannot be one of our handles).  A rule
+        granted is remembered by the handle's version, kind and export id (its first four
+        bytes, all ``handle_kind`` checks and reads) and the client: one look-up per call."""
+        known = self._known.get((fh[:4], client))
+        if known is not None:
+            return known
         _kind, export_id = handle_kind(fh)
         rule = self.allowed(export_id, client)
         if rule is None:
             raise NfsError(nfsstat3.NFS3ERR_ACCES, f"{client[0]}:{client[1]} may not use export {export_id}")
+        if len(self._known) >= 4096:  # (a client's every connection is a new source port)
+            self._known.clear()
+        self._known[(fh[:4], client)] = rule
         return rule
 
     def groups(self, export_id: int) -> list[bytes]:

@@ -670,7 +670,7 @@ class LocalFS:
         self.fsync_dir(d)
 
     def set_mode(self, n: Node, mode: int) -> None:
-        if n.is_link:
+        if n.mode & 0o170000 == stat.S_IFLNK:  # (n.is_link without the property's frame)
             return  # Linux keeps no mode on symbolic links
         chmod_fd(n.fd, mode & 0o7777)
 

@@ -29,31 +29,35 @@ _BILLION = 1_000_000_000
 _new = tuple.__new__
 
 
+# nfstime3 values by nanoseconds, shared: a file's timestamps repeat from call to call (its
+# mtime and atime until it changes, a SETATTR's pre-op ctime is the last one's post-op ctime),
+# and a dictionary hit costs a fifth of a divmod and a struct value (tuple.__new__ allocates
+# three tuples).  Values are immutable, so sharing is safe; bounded by clearing when full.
+_times: dict[int, NfsTime3] = {}
+TIMES_MAX = 4096
+
+
 def nfstime(ns: int) -> NfsTime3:
-    s, n = divmod(ns, _BILLION)
-    return _new(_time, (s & 0xFFFFFFFF, n))
+    t = _times.get(ns)
+    if t is None:
+        s, n = divmod(ns, _BILLION)
+        t = _new(_time, (s & 0xFFFFFFFF, n))
+        if len(_times) >= TIMES_MAX:
+            _times.clear()
+        _times[ns] = t
+    return t
 
 
 def fattr(st: StatResult, fsid: int) -> Fattr3:
-    # Equal timestamps share one nfstime3 (a file's atime and mtime often are): a divmod and
-    # a tuple less each.
+    # Equal timestamps share one nfstime3 (a file's atime and mtime often are).
     mode = st.st_mode
     rdev = st.st_rdev
     m = st.st_mtime_ns
-    m_s, m_n = divmod(m, _BILLION)
-    mtime = _new(_time, (m_s & 0xFFFFFFFF, m_n))
+    mtime = _times.get(m) or nfstime(m)
     c = st.st_ctime_ns
-    if c == m:
-        ctime = mtime
-    else:
-        c_s, c_n = divmod(c, _BILLION)
-        ctime = _new(_time, (c_s & 0xFFFFFFFF, c_n))
+    ctime = mtime if c == m else _times.get(c) or nfstime(c)
     a = st.st_atime_ns
-    if a == m:
-        atime = mtime
-    else:
-        a_s, a_n = divmod(a, _BILLION)
-        atime = _new(_time, (a_s & 0xFFFFFFFF, a_n))
+    atime = mtime if a == m else _times.get(a) or nfstime(a)
     return _new(_fattr3, (
         _FTYPE[mode & 0o170000], mode & 0o7777, st.st_nlink, st.st_uid, st.st_gid,
         st.st_size, st.st_blocks * 512,
@@ -72,13 +76,9 @@ def wcc_before(st: StatResult | None) -> WccAttr | None:
     if st is None:
         return None
     m = st.st_mtime_ns
-    m_s, m_n = divmod(m, _BILLION)
-    mtime = _new(_time, (m_s & 0xFFFFFFFF, m_n))
+    mtime = _times.get(m) or nfstime(m)
     c = st.st_ctime_ns
-    if c == m:
-        return _new(_wcc_attr, (st.st_size, mtime, mtime))
-    c_s, c_n = divmod(c, _BILLION)
-    return _new(_wcc_attr, (st.st_size, mtime, _new(_time, (c_s & 0xFFFFFFFF, c_n))))
+    return _new(_wcc_attr, (st.st_size, mtime, mtime if c == m else _times.get(c) or nfstime(c)))
 
 
 def wcc(before: WccAttr | None, after: Fattr3 | None) -> WccData:

@@ -148,6 +148,7 @@ class Nfs3Service:
         self.lone_call: Callable[[], bool] = _never
         # the handles the export guard resolved for the call this thread serves (``resolved``)
         self._call = _CallHandles()
+        self._by_prefix: dict[bytes, Backend] = {}  # see _export_of
 
     # -- helpers ------------------------------------------------------------------------
     def resolve(self, fh: bytes) -> tuple[Backend, Node]:
@@ -158,11 +159,23 @@ class Nfs3Service:
             for known, known_fs, n in done:
                 if known is fh:
                     return known_fs, n
+        fs = self._by_prefix.get(fh[:4])
+        if fs is None:
+            fs = self._export_of(fh)
+        return fs, fs.node(fh)
+
+    def _export_of(self, fh: bytes) -> Backend:
+        """The backend of a handle's export, remembered by the handle's first four bytes
+        (version, kind, export id: what ``handle_kind`` checks and reads), so the next
+        handle of that export is not parsed again.  Few entries: kinds times exports."""
         _kind, export_id = handle_kind(fh)
         fs = self.exports.get(export_id)
         if fs is None:
             raise NfsError(nfsstat3.NFS3ERR_STALE, f"no export {export_id}")
-        return fs, fs.node(fh)
+        if len(self._by_prefix) >= 1024:
+            self._by_prefix.clear()
+        self._by_prefix[fh[:4]] = fs
+        return fs
 
     def resolved(self, found: list[tuple[bytes, Backend, Node]] | None) -> None:
         """What ``resolve`` answers without resolving for the rest of this thread's call (the

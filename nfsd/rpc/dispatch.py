@@ -22,6 +22,7 @@ from xdr import Enum, Union, XdrError
 
 from . import trace
 from .call import MAX_TRANSFER, CallContext, CallFailed
+from .drc import IN_PROGRESS
 
 log = logging.getLogger("pysfsd.rpc")
 
@@ -30,6 +31,9 @@ Reply = bytearray | bytes | None
 SMALL_RECORD = 1024
 Offload = Callable[[Any], bool]
 Handler = Callable[[CallContext, Any], Any]
+#: a procedure as the dispatcher serves it: its row, handler, offload predicate, argument
+#: decoder and result encoder
+Entry = tuple[Procedure, Handler, "Offload | None", Callable[..., Any], Callable[..., Any]]
 Forward = Callable[[bytes, tuple[str, int], int], "Reply | Awaitable[Reply]"]
 
 
@@ -42,7 +46,7 @@ class Registered:
                  handlers: Mapping[int, Handler] | None) -> None:
         self.program = program
         self.service = service
-        self.handlers: dict[int, tuple[Procedure, Handler, Offload | None, Callable[..., Any], Callable[..., Any]]] = {}
+        self.handlers: dict[int, Entry] = {}
         for num, proc in program.procedures.items():
             pack_res = proc.res.compiled()[0]
             unpack_args = proc.args.compiled()[1]
@@ -59,6 +63,8 @@ class Dispatcher:
         self.trace_level = trace_level
         self.drc = drc
         self._programs: dict[tuple[int, int], Registered] = {}
+        # (program, version, procedure) -> its program and entry: one look-up per call
+        self._procedures: dict[tuple[int, int, int], tuple[Registered, Entry]] = {}
         self._versions: dict[int, tuple[int, int]] = {}
         self._forwards: dict[int, Forward] = {}
         self.calls = 0
@@ -68,7 +74,7 @@ class Dispatcher:
         # fsyncs, nfsd/fs/dirsync.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
         self._bursting = False
-        self._drc_held: list[tuple[Any, bytes, int]] = []  # the burst's replies, for the DRC
+        self._drc_held: list[tuple[Any, bytes | bytearray, int]] = []  # the burst's replies, for the DRC
 
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:
@@ -78,7 +84,9 @@ class Dispatcher:
         numbers to a predicate on the decoded arguments telling when a call must run in the
         thread pool (it may block on the disk) rather than inline on the event loop.
         ``service.trace_credentials``, where present, explains whom a call ran as (traces)."""
-        self._programs[(program.number, program.version)] = Registered(program, service, offload or {}, handlers)
+        reg = self._programs[(program.number, program.version)] = Registered(program, service, offload or {}, handlers)
+        for num, entry in reg.handlers.items():
+            self._procedures[(program.number, program.version, num)] = (reg, entry)
         low, high = self._versions.get(program.number, (program.version, program.version))
         self._versions[program.number] = (min(low, program.version), max(high, program.version))
 
@@ -113,7 +121,7 @@ class Dispatcher:
                 held.add_done_callback(lambda f: self._cache_replies(entries, f))
         return held
 
-    def _cache_replies(self, entries: list[tuple[Any, bytes, int]], held: "asyncio.Future[Any] | None") -> None:
+    def _cache_replies(self, entries: list[tuple[Any, bytes | bytearray, int]], held: "asyncio.Future[Any] | None") -> None:
         finish = self.drc.finish
         if held is not None and (held.cancelled() or held.exception() is not None):
             for key, _, xid in entries:
@@ -127,7 +135,8 @@ class Dispatcher:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
         nothing, or an awaitable of either when the handler runs in the thread pool.
         ``max_transfer`` bounds the data of one READ or READDIR reply (UDP: a datagram)."""
-        start = time.perf_counter() if self.trace_level else 0.0
+        tracing = self.trace_level
+        start = time.perf_counter() if tracing else 0.0
         try:
             call = parse_call(record)
         except CallRejected as rej:
@@ -142,16 +151,15 @@ class Dispatcher:
         xid, prog, vers, procnum, cred, args_offset = call
         if self._forwards and prog in self._forwards:
             return self._forwards[prog](record, client, reserve)
-        reg = self._programs.get((prog, vers))
-        if reg is None:
+        found = self._procedures.get((prog, vers, procnum))
+        if found is None:
+            if (prog, vers) in self._programs:
+                return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
             versions = self._versions.get(prog)
             if versions is None:
                 return self._error(reserve, xid, accept_stat.PROG_UNAVAIL, client, call)
             return self._error(reserve, xid, accept_stat.PROG_MISMATCH, client, call, *versions)
-        entry = reg.handlers.get(procnum)
-        if entry is None:
-            return self._error(reserve, xid, accept_stat.PROC_UNAVAIL, client, call)
-        proc, handler, offload, unpack_args, pack_res = entry
+        reg, (proc, handler, offload, unpack_args, pack_res) = found
         # A memoryview lets WRITE data reach pwrite() without being copied; a small record is
         # decoded from its bytes (each opaque, a handle, is then one slice, not a view and a
         # copy of it), where copying any data it carries costs less than the views.
@@ -169,7 +177,7 @@ class Dispatcher:
             drc_key = drc.key(client[0], xid, prog, vers, procnum, view[args_offset:])
             cached = drc.begin(drc_key)
             if cached is not None:
-                if isinstance(cached, bytes):
+                if cached is not IN_PROGRESS:  # (bytes, or the bytearray copy ``_finish`` made)
                     log.debug("replaying cached reply for xid %#x from %s", xid, client[0])
                     return bytes(reserve) + cached
                 return None  # the original is still being served: its reply will answer
@@ -182,7 +190,7 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - answered as _invoke answers it
             result = self._failed(proc, exc)
         reply = self._finish(proc, pack_res, result, reserve, xid, drc_key)
-        if self.trace_level:
+        if tracing:
             self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
         return reply
 
@@ -232,9 +240,9 @@ class Dispatcher:
             reply = bytes(reserve) + accepted_error_reply(xid, accept_stat.SYSTEM_ERR)
         if drc_key is not None:
             if self._bursting:  # cached once the burst's replies may leave (``end_burst``)
-                self._drc_held.append((drc_key, bytes(reply[reserve:]), xid))
+                self._drc_held.append((drc_key, reply[reserve:], xid))
             else:
-                self.drc.finish(drc_key, bytes(reply[reserve:]))
+                self.drc.finish(drc_key, reply[reserve:])
         return reply
 
     def _error(self, reserve: int, xid: int, stat: int, client: tuple[str, int], call: Any,

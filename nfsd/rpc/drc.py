@@ -38,10 +38,10 @@ class DuplicateRequestCache:
         """None if the call is new (and now marked in progress); else IN_PROGRESS or the
         cached reply bytes."""
         entries = self._entries
-        found = entries.get(key)
-        if found is not None:
+        size = len(entries)
+        found = entries.setdefault(key, IN_PROGRESS)  # one look-up (a new key grows the dict)
+        if len(entries) == size:
             return found
-        entries[key] = IN_PROGRESS
         order = self._order
         order.append(key)
         if len(order) > self.max_entries:  # one in, one out
@@ -50,7 +50,7 @@ class DuplicateRequestCache:
             entries.pop(order.popleft(), None)
         return None
 
-    def finish(self, key: Hashable, reply: bytes | None) -> None:
+    def finish(self, key: Hashable, reply: bytes | bytearray | None) -> None:
         entries = self._entries
         if reply is None:
             entries.pop(key, None)

@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 
 from nfsd.exports.guard import ExportPolicy
+from nfsd.fs.handles import pack_real
+from nfsd.nfs3.errors import NfsError
 from nfsd.exports.rules import (BARE_DEFAULTS, ExportsError, Options, load_exports,
                           parse_export_arg, parse_exports)
 from protocol import nfs3
 from protocol.mount3 import MOUNT3, mountstat3
+from protocol.nfs3 import nfsstat3
 from protocol.rpc import AUTH_NONE, Credentials
 from tests.conftest import REPO, ServerProcess
 from tests.nfs3_helpers import (ACCESS, COMMIT, CREATE, GETATTR, LINK, LOOKUP, MKDIR, MKNOD, OK,
@@ -154,6 +157,29 @@ def test_policy_secure_port() -> None:
     assert policy.allowed(1, ("127.0.0.1", 40000)) is None  # the first match decides
     assert policy.allowed(1, ("10.9.9.9", 40000)) is e.clients[1]
     assert policy.groups(1) == [b"127.0.0.1", b"*"]
+
+
+def test_policy_rule_remembered_per_export_and_client() -> None:
+    """``ExportPolicy.rule`` remembers a rule by the handle's first four bytes and the
+    client: another client, another export, a refused client and a handle that is not
+    ours are each still decided as on their first call."""
+    e1, = parse_exports("/a 127.0.0.1(rw,insecure)")
+    e2, = parse_exports("/b *(ro,insecure)")
+    policy = ExportPolicy({1: e1, 2: e2})
+    fh1, fh2 = pack_real(1, 10, 0), pack_real(2, 10, 0)
+    ok, refused = ("127.0.0.1", 40000), ("10.0.0.2", 40000)
+    for _ in range(2):  # the second round is answered from what the first remembered
+        assert policy.rule(fh1, ok) is e1.clients[0]
+        assert policy.rule(pack_real(1, 99, 7), ok) is e1.clients[0]  # same export, other object
+        assert policy.rule(fh2, ok) is e2.clients[0]
+        assert policy.rule(fh2, refused) is e2.clients[0]
+        with pytest.raises(NfsError) as info:
+            policy.rule(fh1, refused)
+        assert info.value.status == nfsstat3.NFS3ERR_ACCES
+        for bad in (b"\x02" + fh1[1:], fh1[:3]):  # another handle version; too short
+            with pytest.raises(NfsError) as info:
+                policy.rule(bad, ok)
+            assert info.value.status == nfsstat3.NFS3ERR_BADHANDLE
 
 
 # -- against the server --------------------------------------------------------------------------

@@ -49,3 +49,19 @@ def test_a_new_file_whose_times_are_all_equal(tmp_path: Path) -> None:
 def test_attributes_of_a_device_and_a_directory(path: str) -> None:
     st = os.stat(path)
     assert attrs.fattr(st, 3) == _expected(st, 3)
+
+
+def test_shared_times_stay_bounded_and_exact(tmp_path: Path) -> None:
+    """nfstime3 values are shared through a cache by nanoseconds (``attrs._times``): past
+    its bound it starts again, and every value is the one computed the plain way."""
+    f = tmp_path / "f"
+    f.write_bytes(b"")
+    start = 1_700_000_000_000_000_000
+    for i in range(attrs.TIMES_MAX + 50):
+        ns = start + i * 1_000_000_007  # crosses second boundaries, distinct nanoseconds
+        os.utime(f, ns=(ns, ns + 1))
+        st = os.stat(f)
+        assert attrs.fattr(st, 9) == _expected(st, 9)
+        assert attrs.wcc_before(st) == nfs3.wcc_attr(0, _time(ns + 1), _time(st.st_ctime_ns))
+        assert len(attrs._times) <= attrs.TIMES_MAX
+    assert attrs.nfstime(start) == _time(start)

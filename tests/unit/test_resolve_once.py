@@ -18,6 +18,7 @@ from nfsd.fs import semantic as semantic_module
 from nfsd.fs.localfs import LocalFS
 from nfsd.fs.semantic import SemanticFS
 from nfsd.index import Index
+from nfsd.nfs3.errors import NfsError
 from nfsd.nfs3.service import Nfs3Service
 from nfsd.rpc.call import CallContext
 from nfsd.state.store import Store
@@ -81,4 +82,38 @@ def test_a_call_as_the_caller_resolves_its_handles_once(tmp_path: Path, monkeypa
         assert left is None                  # nothing left for the thread's next call
     finally:
         fs.close()
+        store.close()
+
+
+def test_resolve_remembers_exports_by_handle_prefix_only(tmp_path: Path) -> None:
+    """``Nfs3Service.resolve`` finds a handle's export by its first four bytes once parsed
+    (``_export_of``); each handle is still checked: another export's is STALE, another
+    version or an unknown kind is BADHANDLE, a removed object's is STALE."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "f").write_bytes(b"x")
+    store = Store(str(tmp_path / "state"))
+    eid = store.export_id(str(export))
+    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    try:
+        nfs = Nfs3Service({eid: fs}, store, b"verifier")
+        f = fs.local.lookup(fs.local.root, b"f")
+        for _ in range(2):  # the second round finds the export remembered
+            assert nfs.resolve(fs.root.fh) == (fs, fs.root)
+            found_fs, n = nfs.resolve(f.fh)
+            assert found_fs is fs and n.ino == f.ino
+        bad = [(handles.pack_real(eid + 1, f.ino, f.gen), nfs3.nfsstat3.NFS3ERR_STALE),
+               (b"\x02" + f.fh[1:], nfs3.nfsstat3.NFS3ERR_BADHANDLE),
+               (f.fh[:1] + b"\x7f" + f.fh[2:], nfs3.nfsstat3.NFS3ERR_BADHANDLE),
+               (f.fh[:3], nfs3.nfsstat3.NFS3ERR_BADHANDLE)]
+        for h, status in bad:
+            with pytest.raises(NfsError) as info:
+                nfs.resolve(h)
+            assert info.value.status == status, h
+        fs.remove(fs.root, b"f", False)
+        with pytest.raises(NfsError) as info:
+            found_fs, n = nfs.resolve(f.fh)  # STALE here, or at the stat of a node still cached
+            found_fs.stat(n)
+        assert info.value.status == nfs3.nfsstat3.NFS3ERR_STALE
+    finally:
         store.close()

@@ -133,6 +133,19 @@ def test_reply_message_is_not_a_call(reply: bytes) -> None:
         parse_call(reply)
 
 
+@pytest.mark.parametrize("extra", range(4))
+def test_header_without_a_whole_credential_length_is_checked_in_order(extra: int) -> None:
+    # 28-31 bytes: parse_call reads the header and the credential's length in one unpack,
+    # so these go through its short-message path, which must answer as the header says.
+    head = u32(XID, 0, 2, 100003, 3, 0, AUTH_SYS) + bytes(extra)
+    _, body = rejection(head)
+    assert body == (reply_stat.MSG_DENIED, (reject_stat.AUTH_ERROR, auth_stat.AUTH_BADCRED))
+    _, body = rejection(u32(XID, 0, 3, 100003, 3, 0, AUTH_SYS) + bytes(extra))
+    assert body == (reply_stat.MSG_DENIED, (reject_stat.RPC_MISMATCH, mismatch_info(2, 2)))
+    with pytest.raises(NotACall):
+        parse_call(u32(XID, msg_type.REPLY, 2, 100003, 3, 0, AUTH_SYS) + bytes(extra))
+
+
 @pytest.mark.parametrize("n", range(28))
 def test_truncated_header_is_an_xdr_error(n: int) -> None:
     with pytest.raises(XdrError):
