@@ -135,7 +135,9 @@ def as_server() -> Iterator[None]:
     flushes: they read files on everyone's behalf, and threads they start inherit the
     thread's credentials)."""
     ident = current()
-    if not ACTING or (ident is None and _local.fsgid == SERVER.gid):
+    # (a caller acting as the server's uid with its gid is the server: a lone call's
+    # directory fsync opens its directory inside the call, nfsd/fs/dirsync.py)
+    if not ACTING or (_local.fsgid == SERVER.gid and (ident is None or ident.uid == SERVER.uid)):
         yield
         return
     if ident is not None:
