@@ -135,9 +135,7 @@ def as_server() -> Iterator[None]:
     flushes: they read files on everyone's behalf, and threads they start inherit the
     thread's credentials)."""
     ident = current()
-    # (a caller acting as the server's uid with its gid is the server: a lone call's
-    # directory fsync opens its directory inside the call, nfsd/fs/dirsync.py)
-    if not ACTING or (_local.fsgid == SERVER.gid and (ident is None or ident.uid == SERVER.uid)):
+    if not ACTING or (ident is None and _local.fsgid == SERVER.gid):
         yield
         return
     if ident is not None:
