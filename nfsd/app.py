@@ -251,9 +251,8 @@ class NfsServer:
         self.dispatcher = Dispatcher(self.executor, trace_level(),
                                      role.drc if role is not None else DuplicateRequestCache())
         self.dirsync.defer_in_bursts(self.executor)
-        self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop,
-                                 connection_activity.one_at_a_time,  # started as soon as the change is made
-                                 connection_activity.lone_call)
+        self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop
+                                 connection_activity.one_at_a_time)
         self.nfs.lone_call = connection_activity.lone_call  # and its small stable WRITEs
         self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst)]  # handle-table group commit
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies

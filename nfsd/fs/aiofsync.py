@@ -9,12 +9,6 @@ here instead, the fsync runs in the kernel's own worker (Linux >= 4.18 does any 
 system's fsync that way), and its end arrives as an eventfd the loop watches like a socket:
 one ``io_submit`` on the loop, one ``read`` and ``io_getevents`` when it is done.
 
-A lone call's fsync (``start``, then ``wait``) has no eventfd: it is submitted as soon as its
-change is made, runs while the loop finishes the call (handle table, index note, reply), and
-the loop then blocks in ``io_getevents`` until it is done, just before the reply leaves (as
-``os.fsync`` on the loop would, minus the part already done meanwhile); nothing wakes the
-loop for it later.
-
 ``io_setup``, ``io_submit`` and ``io_getevents`` through ``ctypes`` (the x86-64 and arm64
 numbers below): no maintained binding on PyPI does only this.
 """
@@ -22,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import os
 import platform
 from typing import Callable
@@ -52,7 +45,7 @@ class _Event(ctypes.Structure):
 class _Job:
     __slots__ = ("fds", "left", "done", "failure", "iocbs")
 
-    def __init__(self, fds: list[int], done: Done | None, iocbs: object) -> None:
+    def __init__(self, fds: list[int], done: Done, iocbs: object) -> None:
         self.fds, self.left, self.done, self.iocbs = fds, len(fds), done, iocbs
         self.failure: BaseException | None = None
 
@@ -73,10 +66,6 @@ class AioFsync:
         self._in_flight = 0
         self._next = 1
         self._events = (_Event * SLOTS)()
-        self._ended: dict[int, BaseException | None] = {}  # ``start``ed jobs reaped, not waited for yet
-        # one iocb for ``start`` (the kernel copies it at io_submit: reusable at once)
-        self._one = _Iocb(lio_opcode=_IOCB_CMD_FSYNC)
-        self._one_ptr = (ctypes.POINTER(_Iocb) * 1)(ctypes.pointer(self._one))
         loop.add_reader(self._efd, self._complete)
 
     def submit(self, fds: list[int], done: Done) -> None:
@@ -97,44 +86,12 @@ class AioFsync:
         self._jobs[tag] = _Job(fds, done, (iocbs, pointers))  # alive until their completion
         self._in_flight += len(fds)
 
-    def start(self, fd: int) -> int:
-        """fsync ``fd`` (closed once it is done) and return its tag for ``wait``; nothing
-        signals its end.  OSError if it could not be submitted (then the caller still owns
-        and closes ``fd``)."""
-        if self._in_flight >= SLOTS:
-            raise OSError(11, "AIO slots in use")
-        tag = self._next
-        self._next += 1
-        one = self._one
-        one.data, one.fildes = tag, fd
-        if _libc.syscall(self._submit, self._ctx, 1, self._one_ptr) != 1:
-            raise OSError(ctypes.get_errno() or 11, "io_submit")
-        self._jobs[tag] = _Job([fd], None, None)
-        self._in_flight += 1
-        return tag
-
-    def wait(self, tag: int) -> BaseException | None:
-        """Block until the fsync ``start`` returned ``tag`` for is done; its failure, if it
-        failed.  Other jobs' ends met meanwhile are dispatched as ``_complete`` would."""
-        while tag in self._jobs:
-            count = _libc.syscall(self._getevents, self._ctx, 1, SLOTS, self._events, None)
-            if count < 0:
-                err = ctypes.get_errno()
-                if err == errno.EINTR:
-                    continue
-                raise OSError(err, "io_getevents")
-            self._dispatch(count)
-        return self._ended.pop(tag)
-
     def _complete(self) -> None:
         try:
             os.read(self._efd, 8)
         except BlockingIOError:
             return
-        self._dispatch(_libc.syscall(self._getevents, self._ctx, 0, SLOTS, self._events, None))
-
-    def _dispatch(self, count: int) -> None:
-        """The ``count`` events io_getevents just put into ``_events``."""
+        count = _libc.syscall(self._getevents, self._ctx, 0, SLOTS, self._events, None)
         for i in range(max(count, 0)):
             event = self._events[i]
             job = self._jobs.get(event.data)
@@ -148,7 +105,4 @@ class AioFsync:
                 del self._jobs[event.data]
                 for fd in job.fds:
                     os.close(fd)
-                if job.done is None:
-                    self._ended[event.data] = job.failure
-                else:
-                    job.done(job.failure)
+                job.done(job.failure)

@@ -29,14 +29,6 @@ slower than ``INLINE_FAST`` on average for a connection that has lately sent sev
 at once (while the loop waits for one fsync, its next calls could be sharing the next one),
 slower than ``INLINE_SLOWER_THAN`` for one sending one call at a time (``one_at_a_time``).
 
-Such a lone call's fsync does not even wait for the end of its call: where Linux AIO can
-fsync (``nfsd.fs.aiofsync``), ``sync`` submits it as soon as the change is made (the burst is
-one call, ``lone_call``, and the rules above hold), so the disk works while the loop finishes
-the call (handle table, index note, the reply's encoding); ``end_burst`` then blocks until it
-is done, before the reply leaves.  Being submitted after the change, it covers it; a second
-change to the same directory in that call submits a second fsync; a failure turns the reply
-into an error as before.
-
 Exports with exports(5)'s ``async`` option (knfsd's ``!EX_ISSYNC``) skip all of this: the
 export guard marks such a call (``relaxed``) and ``sync`` returns at once, so its reply is
 not held; the change reaches the disk when the file system writes it back by itself.
@@ -121,9 +113,6 @@ class DirSync:
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
         self._aio: AioFsync | None | bool = None  # None: not tried yet; False: unavailable
-        self._lone_call: Callable[[], bool] | None = None  # see ``inline_when``
-        self._started: list[tuple[int, Hashable, Fsync]] = []  # the burst's fsyncs under way (AIO tag)
-        self._started_at = 0.0                   # when the first of them was submitted
 
     def defer_in_bursts(self, executor: Executor) -> None:
         """From now on, changes made by the thread serving a burst (``begin_burst``) are
@@ -131,18 +120,14 @@ class DirSync:
         self._executor = executor
 
     def inline_when(self, alone: Callable[[], bool] | None,
-                    one_at_a_time: Callable[[], bool] | None = None,
-                    lone_call: Callable[[], bool] | None = None) -> None:
+                    one_at_a_time: Callable[[], bool] | None = None) -> None:
         """Let ``end_burst`` fsync a small burst's directories on the loop itself while
         ``alone()`` (the transport: no other connection is being served) says nobody else
         waits for the loop (module docstring); None: always in the pool.  While fsyncs take
         ``INLINE_FAST`` or more, only if ``one_at_a_time()`` too (that connection has not
-        sent several calls at once lately; None: taken as true).  Where ``lone_call()`` says
-        the burst being served is one call of such a connection, ``sync`` starts its fsync
-        at once through AIO (None: never)."""
+        sent several calls at once lately; None: taken as true)."""
         self._alone = alone
         self._one_at_a_time = one_at_a_time
-        self._lone_call = lone_call
 
     def sync(self, key: Hashable, fsync: Fsync) -> None:
         """Return once a change already made in directory ``key`` is durable: after an
@@ -152,10 +137,8 @@ class DirSync:
         if durability.relaxed:
             return
         if self._burst_thread and self._burst_thread == threading.get_ident():
+            self._deferred[key] = fsync
             self._changes += 1
-            if not (self._lone_call is not None and self._inline_ok(self._changes)
-                    and self._lone_call() and self._start_now(key, fsync)):
-                self._deferred[key] = fsync
             return
         with self._lock:
             d = self._dirs.get(key)
@@ -190,87 +173,21 @@ class DirSync:
         directory it changed is durable (failed with the fsync's error if one failed).
         The burst's replies must not leave before."""
         self._burst_thread = 0
-        failed = self._wait_started() if self._started else None
         if not self._deferred:
-            self._changes = 0
-            return failed
+            return None
         deferred, self._deferred = self._deferred, {}
         changes, self._changes = self._changes, 0
-        if self._inline_ok(changes) and self._alone is not None and self._alone():
-            return self._fsync_inline(deferred) or failed
+        if (changes <= INLINE_CHANGES and not self._running and not self._dirs
+                and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()
+                and (self._fsync_seconds < INLINE_FAST or self._one_at_a_time is None or self._one_at_a_time())):
+            return self._fsync_inline(deferred)
         batch = self._next
         if batch is None:
             batch = self._next = _Batch(asyncio.get_running_loop().create_future())
         batch.dirs.update(deferred)
         if not self._running:
             self._start()
-        return failed or batch.done
-
-    def _inline_ok(self, changes: int) -> bool:
-        """The rules for fsyncing on the loop besides the connection being alone (module
-        docstring): a small burst, no job running, no thread inside ``sync``, fsyncs fast."""
-        return (changes <= INLINE_CHANGES and not self._running and not self._dirs
-                and self._fsync_seconds < INLINE_SLOWER_THAN
-                and (self._fsync_seconds < INLINE_FAST or self._one_at_a_time is None or self._one_at_a_time()))
-
-    def _start_now(self, key: Hashable, fsync: Fsync) -> bool:
-        """Submit the fsync of a lone call's change through AIO now (``end_burst`` waits
-        for it); False if it cannot be (no AIO, no ``open_fd``, ``os.fsync`` replaced by a
-        test, no slot): then it is deferred as any other."""
-        aio = self._aio
-        if aio is False or os.fsync is not _os_fsync:
-            return False
-        open_fd = getattr(fsync, "open_fd", None)
-        if open_fd is None:
-            return False
-        if aio is None:
-            try:
-                aio = self._aio = AioFsync(asyncio.get_running_loop())
-            except OSError:
-                self._aio = False
-                return False
-        assert isinstance(aio, AioFsync)
-        try:
-            fd = open_fd()
-        except OSError:
-            return False
-        try:
-            tag = aio.start(fd)
-        except OSError:
-            os.close(fd)
-            return False
-        if not self._started:
-            self._started_at = time.monotonic()
-        self._started.append((tag, key, fsync))
-        return True
-
-    def _wait_started(self) -> asyncio.Future[None] | None:
-        """Block until the fsyncs ``sync`` started in this burst are done: None, or a failed
-        future for the replies to turn SYSTEM_ERR.  An fsync AIO cannot do (EINVAL: a kernel
-        before 4.18, a file system without it) is done here instead, and AIO given up."""
-        started, self._started = self._started, []
-        failure: BaseException | None = None
-        aio = self._aio
-        assert isinstance(aio, AioFsync)
-        for tag, _, fsync in started:
-            try:
-                ended = aio.wait(tag)
-            except OSError as exc:  # io_getevents itself failed: its end is unknown
-                ended = exc
-            if isinstance(ended, OSError) and ended.errno in (errno.EINVAL, errno.EFAULT, errno.EBADF):
-                self._aio = False
-                try:
-                    fsync()
-                    ended = None
-                except OSError as exc:
-                    ended = exc
-            failure = failure or ended
-        self._timed(self._started_at)
-        if failure is None:
-            return None
-        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        failed.set_exception(failure)
-        return failed
+        return batch.done
 
     def _fsync_inline(self, dirs: dict[Hashable, Fsync]) -> asyncio.Future[None] | None:
         """The burst's fsyncs on the loop (no job running, no other thread inside ``sync``):
