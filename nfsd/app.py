@@ -103,9 +103,9 @@ class ServerConfig:
 
 # CPython's GIL switch interval while the periodic index flush runs in a pool thread beside the
 # calls (its default is 5 ms).  The event loop gives the GIL up at each of its system calls (a
-# lone CREATE makes about ten); a flush thread computing in Python takes it meanwhile, and
-# kept it until its own next system call or the interval's end: up to 5 ms each time, against
-# a lone call's ~0.3 ms (docs/design.rst, "index flush beside lone calls").
+# lone CREATE makes about ten); a flush thread computing in Python takes it meanwhile and
+# keeps it until its own next system call or the interval's end: up to 5 ms each time, against
+# a lone call's ~0.3 ms (docs/design.rst, "Seventh pass", branch ``lone2``).
 FLUSH_SWITCH_INTERVAL = 0.0005
 
 
