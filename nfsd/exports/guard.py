@@ -33,7 +33,7 @@ from ..fs.backend import StatResult
 from ..rpc.call import CallContext
 from ..nfs3.errors import NfsError
 from .rules import ClientSpec, Export, Options
-from ..fs.handles import KIND_REAL, handle_kind
+from ..fs.handles import handle_kind
 from ..fs.identity import Identity
 from ..nfs3.procedures import NFS3_PROCEDURES, Guard
 from ..nfs3.service import Nfs3Service
@@ -99,7 +99,8 @@ class GuardedNfs3:
 
     * GETATTR, FSSTAT, FSINFO, PATHCONF, COMMIT: as the server (attributes are anybody's
       who holds the handle, as in knfsd; COMMIT only flushes what was written), but GETATTR
-      of a virtual object as the caller (a query directory's size counts what they see);
+      of a virtual object as the caller (a query directory's size counts what they see:
+      ``_getattr``);
     * ACCESS: computed from the mode bits for the effective identity (its modify bits
       cleared on a read-only export);
     * READ: checked here (``identity.may_read_data``), then read as the server through the
@@ -173,21 +174,42 @@ class GuardedNfs3:
         rule_of = self.policy.rule
         get, = getters
         settles = proc.name == "COMMIT"
-        # A query directory's size is its number of entries *this caller* sees
-        # (SemanticFS._seen_count): GETATTR of a virtual handle acts as the caller.
-        as_caller = self._switch(proc, handler, getters) if self.acting and proc.name == "GETATTR" else None
+        if self.acting and proc.name == "GETATTR":
+            return self._getattr(proc, handler, getters)
 
         def call(ctx: CallContext, a: Any) -> Any:
-            fh = get(a)
-            if as_caller is not None and len(fh) > 1 and fh[1] != KIND_REAL:
-                return as_caller(ctx, a)
-            rule = rule_of(fh, ctx.client)
+            rule = rule_of(get(a), ctx.client)
             cred, _ = rule.effective(ctx.cred)
             if cred is not ctx.cred:
                 ctx = _with_cred(ctx, cred)
             if settles and not rule.options.sync:  # COMMIT on an async export
                 return _relaxed(handler, ctx, a)
             return handler(ctx, a)
+        return call
+
+    def _getattr(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
+        """GETATTR as the server, but of a virtual object as a caller other than root: a
+        query directory's size is the number of entries *this caller* sees
+        (``SemanticFS._seen_count``).  The object found is handed to the handler."""
+        rule_of = self.policy.rule
+        get, = getters
+        resolve, resolved = self.inner.resolve, self.inner.resolved
+        as_caller = self._switch(proc, handler, getters)
+
+        def call(ctx: CallContext, a: Any) -> Any:
+            fh = get(a)
+            cred, ident = rule_of(fh, ctx.client).effective(ctx.cred)
+            mapped = ctx if cred is ctx.cred else _with_cred(ctx, cred)
+            if ident.uid == 0:
+                return handler(mapped, a)
+            fs, n = resolve(fh)
+            if n.virtual:
+                return as_caller(ctx, a)  # (which maps the credentials itself)
+            resolved([(fh, fs, n)])  # the handler does not resolve it again
+            try:
+                return handler(mapped, a)
+            finally:
+                resolved(None)
         return call
 
     def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
