@@ -78,6 +78,11 @@ class CreatedStat(tuple):
 _new_tuple = tuple.__new__
 
 
+def entry_name(name: bytes) -> bool:
+    """Whether a note may name this entry: one path component, not ``.`` or ``..``."""
+    return bool(name) and b"/" not in name and name not in (b".", b"..")
+
+
 class IndexClosed(Exception):
     pass
 
@@ -261,7 +266,7 @@ class Index:
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
             return
-        if not name or b"/" in name or name in (b".", b".."):
+        if not entry_name(name):
             return
         self._queue_entry(key, None)
 
@@ -275,8 +280,25 @@ class Index:
         ``note_entry`` does."""
         if not self._notes_created:
             self.note_entry(dir_ino, name)
-        elif name and b"/" not in name and name not in (b".", b".."):
-            self._queue_entry((dir_ino, name), CreatedStat.of(st) if self._compact_created else st)
+        else:
+            self.queue_created(dir_ino, name, st)
+
+    def queue_created(self, dir_ino: int, name: bytes, st: os.stat_result | CreatedStat,
+                      late: bool = False) -> None:
+        """Queue a created entry with its creation's stat (``note_created``'s work; an index
+        that routes or counts its notes calls it itself: nfsd/index/writer_channel.py).
+        ``late``: another worker's creation, whose note comes after the change, so whatever
+        was noted of the entry meanwhile (the watcher's echo, or a later change) must not be
+        undone: then it is read again, as any noted entry is."""
+        if not entry_name(name):
+            return
+        if isinstance(st, CreatedStat):
+            if not self._compact_created:  # a transducer may read more of the stat than it keeps
+                Index.note_entry(self, dir_ino, name)
+                return
+        elif self._compact_created:
+            st = CreatedStat.of(st)
+        self._queue_entry((dir_ino, name), st, unless_queued=late)
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
                      unless_queued: bool = False) -> None:

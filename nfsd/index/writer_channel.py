@@ -30,7 +30,7 @@ from typing import Callable
 
 import lmdb
 
-from .index import CreatedStat, Index
+from .index import CreatedStat, Index, entry_name
 from .scanner import ContentPass, ScanStats
 
 log = logging.getLogger("pysfsd.index")
@@ -259,7 +259,7 @@ class FollowerIndex(Index):
         return super().stat_version
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
-        if name and b"/" not in name and name not in (b".", b".."):
+        if entry_name(name):
             self._sender.send(b"E", self._export_id, dir_ino, name)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
@@ -268,7 +268,7 @@ class FollowerIndex(Index):
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
         """With the creation's stat, so the writer adds the file from it (no ``lstat``, no
         ``getxattr``), as for its own creations (``Index.note_created``)."""
-        if name and b"/" not in name and name not in (b".", b".."):
+        if entry_name(name):
             self._sender.send(b"C", self._export_id, dir_ino, name + _CREATED.pack(*CreatedStat.of(st)))
 
     def note_dir(self, dir_ino: int) -> None:
@@ -297,24 +297,6 @@ class FollowerIndex(Index):
              part: ContentPass | None = None) -> ScanStats:
         return ScanStats(0, 0, 0, 0, 0, 0, 0.0)  # the writer scans (content fields: ready
         # in a follower once the writer's whole first index is done, not pass by pass)
-
-
-def queue_created(index: Index, dir_ino: int, name: bytes, st: "os.stat_result | CreatedStat",
-                  late: bool = False) -> None:
-    """``Index.note_created`` for an index that routes or counts its notes (which
-    ``Index.note_created`` sends the slow way): queued with the creation's stat.  ``late``:
-    another worker's creation, whose note comes after the change, so whatever was noted of
-    the entry meanwhile (the watcher's echo, or a later change) must not be undone: then it
-    is read again, as any noted entry is."""
-    if not name or b"/" in name or name in (b".", b".."):
-        return
-    if isinstance(st, CreatedStat):
-        if not index._compact_created:  # a transducer may read more of the stat than it keeps
-            Index.note_entry(index, dir_ino, name)
-            return
-    elif index._compact_created:
-        st = CreatedStat.of(st)
-    index._queue_entry((dir_ino, name), st, unless_queued=late)
 
 
 class Uncounted:
@@ -385,7 +367,7 @@ class WriterIndex(Index):
             self.note_counts.add(0, 1)
 
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
-        queue_created(self, dir_ino, name, st)
+        self.queue_created(dir_ino, name, st)
         if self.note_counts is not None:
             self.note_counts.add(0, 1)
 
@@ -506,7 +488,7 @@ class NotesInbox:
         elif kind == b"C":  # a follower created it: queued with its stat unless noted since
             name, fields = name[:-_CREATED.size], name[-_CREATED.size:]
             if isinstance(index, Index):
-                queue_created(index, number, name, tuple.__new__(CreatedStat, _CREATED.unpack(fields)), late=True)
+                index.queue_created(number, name, tuple.__new__(CreatedStat, _CREATED.unpack(fields)), late=True)
             else:
                 target.note_entry(number, name)
         elif kind == b"F":
