@@ -56,7 +56,6 @@ class SharedDuplicateRequestCache:
             raise ValueError(f"slots must be a multiple of {WAYS}")
         self.fd, self.partitions, self.slots = fd, partitions, slots
         self._map: mmap.mmap | None = None
-        self._own = 0
         self._others: tuple[int, ...] = ()  # the other partitions' first byte
         self._pid = os.getpid()
         self._stamp = 0
@@ -75,11 +74,10 @@ class SharedDuplicateRequestCache:
         """In worker ``partition``: map the table; stamps go on from the highest left in our
         partition (by an earlier incarnation of this worker)."""
         self._map = mmap.mmap(self.fd, self.partitions * self.slots * SLOT, mmap.MAP_SHARED)
-        self._own = partition
         self._own_base = partition * self.slots * SLOT
         self._others = tuple(p * self.slots * SLOT for p in range(self.partitions) if p != partition)
         self._pid = os.getpid()
-        base = partition * self.slots * SLOT
+        base = self._own_base
         self._stamp = max(_HEAD.unpack_from(self._map, base + i * SLOT)[4] for i in range(self.slots))
 
     def key(self, host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
