@@ -156,15 +156,13 @@ def _table(txn: lmdb.Transaction, store: Store) -> Iterator[tuple[bytes, bytes]]
     """The handle table as the next server start will read it: what LMDB holds, with what a
     running or killed server's journal holds on top (a lone call's place is journaled before
     its reply and reaches LMDB later; ``nfsd/state/store.py``)."""
-    journaled: dict[bytes, bytes | None] = {}
-    for key, val in store.journaled_writes():  # in order, as the next start applies them
-        if val is None:  # a tombstone marks what was recorded (journaled or committed), if anything
-            prev = journaled[key] if key in journaled else txn.get(key, db=store.objects)
-            val = as_tombstone(bytes(prev)) if prev is not None and len(prev) >= OBJ_VAL.size else None
-        journaled[key] = val
+    journaled = store.journaled_writes()
     for key, raw in txn.cursor(db=store.objects):
         key, raw = bytes(key), bytes(raw)
-        yield key, journaled.pop(key, None) or raw
+        if key in journaled:
+            val = journaled.pop(key)
+            raw = val if val is not None else as_tombstone(raw) if len(raw) >= OBJ_VAL.size else raw
+        yield key, raw
     for key, val in journaled.items():  # places LMDB has not seen at all
         if val is not None:
             yield key, val

@@ -110,6 +110,18 @@ def _as_tombstone(raw: bytes) -> bytes:
     return _OBJ_VAL.pack(parent, gen, FLAG_DELETED) + bytes(raw[_OBJ_VAL.size:])
 
 
+def _fold(into: dict[bytes, bytes | None], writes: Iterable[tuple[bytes, bytes | None]]) -> None:
+    """Handle-table writes, in order, over those ``into`` holds already, as applying them all
+    to LMDB would leave them: a tombstone of a place written before marks that place; one of
+    nothing written stays None (it tombstones what LMDB holds)."""
+    for key, val in writes:
+        if val is None:
+            prev = into.get(key)
+            if prev is not None:
+                val = _as_tombstone(prev)
+        into[key] = val
+
+
 class Store:
     # Address space only: the file grows as data is written.  The index needs about 450
     # bytes per file, and a few KiB per text file (its words), so 4 GiB would run out.
@@ -245,10 +257,13 @@ class Store:
         else:
             os.close(fd)
 
-    def journaled_writes(self) -> list[tuple[bytes, bytes | None]]:
-        """What the journal holds and LMDB does not yet (read only: ``pysfsd check`` beside
-        a server, or after one was killed, reads the table as the next start will)."""
-        return self._read_journal()[1] or []
+    def journaled_writes(self) -> dict[bytes, bytes | None]:
+        """What the journal holds and LMDB does not yet, folded as the server keeps it
+        (``_fold``; None: tombstone what LMDB holds).  Read only: ``pysfsd check`` beside a
+        server, or after one was killed, reads the table as the next start will."""
+        folded: dict[bytes, bytes | None] = {}
+        _fold(folded, self._read_journal()[1] or ())
+        return folded
 
     def _read_journal(self) -> tuple[int, list[tuple[bytes, bytes | None]] | None, bool]:
         """(LMDB's fold count, the journal's writes if the journal belongs to that fold else
@@ -281,13 +296,7 @@ class Store:
                     pass
                 return False
             self._journal_size += written
-            journaled = self._journaled
-            for key, val in later.items():
-                if val is None:  # tombstone the place journaled, if any
-                    prev = journaled.get(key)
-                    if prev is not None:
-                        val = _as_tombstone(prev)
-                journaled[key] = val
+            _fold(self._journaled, later.items())
         return True
 
     @contextmanager
