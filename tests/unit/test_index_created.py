@@ -16,12 +16,17 @@ from nfsd.index.tables import FLAG_UNREAD, Tables
 TAGS = "user.pysfsd.tags"
 
 
-@pytest.fixture
-def export(tmp_path: Path) -> Path:
+def src_tree(tmp_path: Path) -> Path:
+    """An export holding ``src/old.c`` (test_workers_created's too)."""
     root = tmp_path / "export"
     (root / "src").mkdir(parents=True)
     (root / "src" / "old.c").write_text("int old;\n")
     return root
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    return src_tree(tmp_path)
 
 
 @pytest.fixture

@@ -12,15 +12,12 @@ import pytest
 
 from nfsd.index import Index
 from nfsd.index.writer_channel import FollowerIndex, NotesInbox, NoteSender, Uncounted, WriterIndex, channel_pair
-from tests.unit.test_index_created import Reads, create, q
+from tests.unit.test_index_created import Reads, create, q, src_tree
 
 
 @pytest.fixture
 def export(tmp_path: Path) -> Path:
-    root = tmp_path / "export"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "old.c").write_text("int old;\n")
-    return root
+    return src_tree(tmp_path)
 
 
 @pytest.fixture
