@@ -44,6 +44,17 @@ from ..nfs3.service import Nfs3Service
 _NO_EXPORT = ClientSpec("", Options(all_squash=True, secure=False), anyone=True)
 
 
+def _handed(resolved: Callable[[Any], None], found: list[tuple[bytes, Any, Any]],
+            handler: Callable[..., Any], ctx: CallContext, a: Any) -> Any:
+    """Call ``handler`` with the objects the guard found for its handles
+    (``Nfs3Service.resolved``), so it does not resolve them again."""
+    resolved(found)
+    try:
+        return handler(ctx, a)
+    finally:
+        resolved(None)
+
+
 class ExportPolicy:
     """The exports by export id, and the decision for a client."""
 
@@ -205,11 +216,7 @@ class GuardedNfs3:
             fs, n = resolve(fh)
             if n.virtual:
                 return as_caller(ctx, a)  # (which maps the credentials itself)
-            resolved([(fh, fs, n)])  # the handler does not resolve it again
-            try:
-                return handler(mapped, a)
-            finally:
-                resolved(None)
+            return _handed(resolved, [(fh, fs, n)], handler, mapped, a)
         return call
 
     def _access(self, proc: Procedure, handler: Callable[..., Any], getters: Sequence[Any]) -> Callable[..., Any]:
@@ -238,11 +245,7 @@ class GuardedNfs3:
                 st = fs.stat(n)
                 if not identity.may_read_data(st, ident):
                     return nfsstat3.NFS3ERR_ACCES, nfs3.READ3resfail.cls(fattr(st, fs.fsid))
-                resolved([(fh, fs, n)])  # the handler does not resolve it again
-                try:
-                    return handler(_with_cred(ctx, cred), a)
-                finally:
-                    resolved(None)
+                return _handed(resolved, [(fh, fs, n)], handler, _with_cred(ctx, cred), a)
             return handler(_with_cred(ctx, cred), a)
         return call
 
