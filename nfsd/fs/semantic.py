@@ -175,6 +175,13 @@ def result_names(refs: Sequence[Any]) -> dict[bytes, Any]:
     return names
 
 
+def _field_dirs(q: Query) -> Iterator[tuple[bytes, Query]]:
+    """For each term of value query ``q``: its value, and the field directory that lists it
+    beside the other terms (``owner:/smith/ext:/c`` -> ``smith``, ``ext:/c/owner:``)."""
+    for field, value in q.terms:
+        yield value, Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+
+
 class SemanticFS:
     """One export: the real tree plus its query directories."""
 
@@ -432,8 +439,7 @@ class SemanticFS:
     def _counted(self, q: Query) -> int:
         """A value directory's number of results, as counted by a field directory listed
         at this index version (so ``ls -l FIELD:`` shows them before any is listed); else 0."""
-        for field, value in q.terms:
-            fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+        for value, fq in _field_dirs(q):
             cached = self._cache.get(fq.qid())
             if cached is not None and cached.version == self._version_for(fq):
                 found = cached.counts.get(value)
@@ -476,8 +482,7 @@ class SemanticFS:
                 return len(self._visible(n, cached)[0])
             except (OSError, NfsError):  # D out of the caller's reach: they see nothing of it
                 return 0
-        for field, _ in q.terms:  # (as ``_counted`` found the count)
-            fq = Query(q.scope, tuple(t for t in q.terms if t[0] != field), field)
+        for _, fq in _field_dirs(q):  # (as ``_counted`` found the count)
             whole, view = self._cache.get(fq.qid()), self._views.get((fq.qid(), who))
             if whole is not None and view is not None and view[0] is whole and view[2] is whole.names:
                 return count
