@@ -18,10 +18,12 @@ BURSTS = 40
 FSYNC_SECONDS = 0.004
 
 
-def _serve_bursts(slot: int, shared: SharedFsyncs, log_path: Path) -> None:
+def _serve_bursts(slot: int, shared: SharedFsyncs, log_path: Path, go: int) -> None:
     """One worker process: bursts of changes in one directory, each held until its fsync,
-    fsyncs through the pool (a plain function: no AIO), everything logged with the time."""
+    fsyncs through the pool (a plain function: no AIO), everything logged with the time;
+    it starts when ``go`` (a pipe) is closed, so that both processes' bursts overlap."""
     shared.attach(slot)
+    os.read(go, 1)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
 
     def log(event: str, n: int) -> None:
@@ -56,17 +58,21 @@ def _serve_bursts(slot: int, shared: SharedFsyncs, log_path: Path) -> None:
 def _run_two(log_path: Path) -> list[tuple[int, str, int, int]]:
     shared = SharedFsyncs.create(2)
     log_path.touch()
+    go, start = os.pipe()
     pids = []
     for slot in range(2):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                _serve_bursts(slot, shared, log_path)
+                os.close(start)
+                _serve_bursts(slot, shared, log_path, go)
                 code = 0
             finally:
                 os._exit(code)
         pids.append(pid)
+    os.close(go)
+    os.close(start)  # both start
     for pid in pids:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
