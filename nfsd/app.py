@@ -213,6 +213,8 @@ class NfsServer:
             self.store.open_journal(append=role is None and self.shared is None)
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
+        if role is not None and role.fsyncs is not None:  # ... and shared by the workers
+            self.dirsync.share_with(role.fsyncs)
         sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
                   if follower and role is not None else None)
         writers: list[Index] = []

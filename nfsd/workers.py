@@ -36,6 +36,7 @@ from .index.writer_channel import NoteCounts, channel_pair
 from .locks.relay import relay_pair
 from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
+from .fs.shared_fsyncs import SharedFsyncs
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
 
@@ -68,6 +69,7 @@ class WorkerRole:
     shares: ConnectionShares | None = None  # connections each worker serves (``BalancedAcceptor``)
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
+    fsyncs: SharedFsyncs | None = None  # directory fsyncs in flight, across workers (nfsd/fs/dirsync.py)
 
     @property
     def primary(self) -> bool:
@@ -241,6 +243,7 @@ class Supervisor:
         self.entry_events = EntryEvents.create()
         self.inbox_wake = os.pipe2(os.O_NONBLOCK)
         self.shares = ConnectionShares.create(count)
+        self.fsyncs = SharedFsyncs.create(count)
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -259,7 +262,7 @@ class Supervisor:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
-                          self.shares, self.verifier, status_w)
+                          self.shares, self.verifier, status_w, self.fsyncs)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -476,6 +479,8 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.entry_events.attach()
     if role.shares is not None:
         role.shares.attach(role.slot)
+    if role.fsyncs is not None:
+        role.fsyncs.attach(role.slot)
     from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 

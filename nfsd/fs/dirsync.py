@@ -29,6 +29,12 @@ slower than ``INLINE_FAST`` on average for a connection that has lately sent sev
 at once (while the loop waits for one fsync, its next calls could be sharing the next one),
 slower than ``INLINE_SLOWER_THAN`` for one sending one call at a time (``one_at_a_time``).
 
+With several workers (``share_with``), a job fsyncing one directory is coordinated with the
+other workers' through shared memory (``nfsd.fs.shared_fsyncs``): while another worker's fsync
+of that directory is in flight, this one waits for it instead of starting its own, and
+replies if it began after the job's changes (else it starts the next one, or waits for the
+next): one fsync of a directory in flight across all the workers, as in one process.
+
 Exports with exports(5)'s ``async`` option (knfsd's ``!EX_ISSYNC``) skip all of this: the
 export guard marks such a call (``relaxed``) and ``sync`` returns at once, so its reply is
 not held; the change reaches the disk when the file system writes it back by itself.
@@ -45,6 +51,7 @@ from concurrent.futures import Executor
 from typing import Callable, Hashable, Iterable
 
 from .aiofsync import AioFsync
+from .shared_fsyncs import COVERED, START, WAIT, WAIT_LIMIT, SharedFsyncs
 
 Fsync = Callable[[], None]
 
@@ -91,11 +98,12 @@ class _Dir:
 class _Batch:
     """Directories whose fsync a set of held replies waits for (one job in the pool)."""
 
-    __slots__ = ("dirs", "done")
+    __slots__ = ("dirs", "done", "need")
 
     def __init__(self, done: asyncio.Future[None]) -> None:
         self.dirs: dict[Hashable, Fsync] = {}
         self.done = done
+        self.need = 0  # (monotonic ns) after the changes of the last burst that joined it
 
 
 class DirSync:
@@ -113,6 +121,17 @@ class DirSync:
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
         self._aio: AioFsync | None | bool = None  # None: not tried yet; False: unavailable
+        # shared with other workers (``share_with``): the job waiting for another worker's
+        # fsync, its time limit, this worker's fsync in the table (directory, start)
+        self._shared: SharedFsyncs | None = None
+        self._waiting: _Batch | None = None
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._wake_reading = False
+        self._shared_job: tuple[Hashable, int] | None = None
+
+    def share_with(self, shared: SharedFsyncs) -> None:
+        """Coordinate one-directory fsync jobs with the other workers' (module docstring)."""
+        self._shared = shared
 
     def defer_in_bursts(self, executor: Executor) -> None:
         """From now on, changes made by the thread serving a burst (``begin_burst``) are
@@ -185,6 +204,7 @@ class DirSync:
         if batch is None:
             batch = self._next = _Batch(asyncio.get_running_loop().create_future())
         batch.dirs.update(deferred)
+        batch.need = time.monotonic_ns()
         if not self._running:
             self._start()
         return batch.done
@@ -207,8 +227,54 @@ class DirSync:
         assert batch is not None and self._executor is not None
         self._running = True
         loop = asyncio.get_running_loop()
-        if not self._start_aio(batch, loop):
+        if self._shared is not None and len(batch.dirs) == 1:
+            self._shared_turn(batch, loop)
+        elif not self._start_aio(batch, loop):
             self._start_pool(batch, loop)
+
+    def _shared_turn(self, batch: _Batch, loop: asyncio.AbstractEventLoop, force: bool = False) -> None:
+        """The job of one directory, with the other workers (``nfsd.fs.shared_fsyncs``): done
+        if an fsync of theirs covered it, else wait for theirs in flight, else fsync."""
+        assert self._shared is not None
+        key = next(iter(batch.dirs))
+        verdict, began = self._shared.claim(key, batch.need, force)
+        if verdict == COVERED:
+            job: asyncio.Future[None] = loop.create_future()
+            job.set_result(None)
+            self._finished(batch, job)
+        elif verdict == WAIT:
+            if not self._wake_reading:
+                loop.add_reader(self._shared.wake_fd, self._woken)
+                self._wake_reading = True
+            self._waiting = batch
+            self._wait_timer = loop.call_later(WAIT_LIMIT, self._waited_too_long)
+        else:
+            if verdict == START:
+                self._shared_job = (key, began)
+            if not self._start_aio(batch, loop):
+                self._start_pool(batch, loop)
+
+    def _woken(self) -> None:
+        """Another worker finished an fsync this one may wait for: look again."""
+        assert self._shared is not None
+        try:
+            os.eventfd_read(self._shared.wake_fd)
+        except BlockingIOError:
+            return
+        self._look_again(False)
+
+    def _waited_too_long(self) -> None:
+        self._wait_timer = None
+        self._look_again(True)
+
+    def _look_again(self, force: bool) -> None:
+        batch, self._waiting = self._waiting, None
+        if batch is None:
+            return
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
+        self._shared_turn(batch, asyncio.get_running_loop(), force)
 
     def _start_pool(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
         assert self._executor is not None
@@ -290,6 +356,10 @@ class DirSync:
         self._fsync_seconds += (time.monotonic() - began - self._fsync_seconds) / 8
 
     def _finished(self, batch: _Batch, job: asyncio.Future[None]) -> None:
+        if self._shared_job is not None:  # tell the other workers (their waits may be over)
+            assert self._shared is not None
+            (key, began), self._shared_job = self._shared_job, None
+            self._shared.finished(key, began, not job.cancelled() and job.exception() is None)
         self._running = False
         if not batch.done.done():
             exc = job.exception() if not job.cancelled() else asyncio.CancelledError()
