@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,9 @@ def _serve_bursts(slot: int, shared: SharedFsyncs, log_path: Path, go: int) -> N
         time.sleep(FSYNC_SECONDS)
         log("end", 0)
 
+    def replied(n: int, _: object) -> None:
+        log("reply", n)
+
     async def main() -> None:
         sync = DirSync()
         executor = ThreadPoolExecutor(2)
@@ -46,7 +50,7 @@ def _serve_bursts(slot: int, shared: SharedFsyncs, log_path: Path, go: int) -> N
             sync.sync(KEY, fsync)
             done = sync.end_burst()
             assert done is not None
-            done.add_done_callback(lambda _, n=n: log("reply", n))
+            done.add_done_callback(functools.partial(replied, n))
             held.append(done)
             await asyncio.sleep(0.001 * (1 + slot))
         await asyncio.gather(*held)
@@ -78,8 +82,8 @@ def _run_two(log_path: Path) -> list[tuple[int, str, int, int]]:
         assert os.waitstatus_to_exitcode(status) == 0
     rows = []
     for line in log_path.read_text().splitlines():
-        slot, event, at, n = line.split()
-        rows.append((int(slot), event, int(at), int(n)))
+        f_slot, event, f_at, f_n = line.split()
+        rows.append((int(f_slot), event, int(f_at), int(f_n)))
     return rows
 
 
