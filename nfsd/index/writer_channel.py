@@ -412,6 +412,11 @@ class WriterIndex(Index):
             self.note_counts.add(0, 1)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
+        if not force and ino in self._inos:
+            # queued already (and counted): the flush that takes it reads the file after
+            # this change, and some count stays unapplied until that flush is done (no lock,
+            # as ``Index.note_entry``'s test: a SETATTR or WRITE load on one file)
+            return
         super().note_ino(ino, force)
         if self.note_counts is not None:
             self.note_counts.add(0, 1)
