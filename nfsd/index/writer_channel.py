@@ -118,7 +118,7 @@ class NoteCounts:
         m = self._map
         if m is None:
             return 1, 0  # (never equal: nothing is left out)
-        return self._FLUSHES.unpack_from(m, self._flushes_at)  # type: ignore[return-value]
+        return self._FLUSHES.unpack_from(m, self._flushes_at)
 
     def pending(self) -> bool:
         m = self._map
