@@ -43,6 +43,7 @@ READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its 
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
 SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: note dropped
 SEND_BUFFER = 4 << 20
+MAX_SENT_AT = 4096                 # notes a follower remembers as waiting with the writer (``NoteSender``)
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 INBOX_PERIOD = 0.02                # ... and with a wake-up pipe, at least this often (else on a flush request)
 ECHO_DRAIN_EVERY = 0.002           # the watcher's echo test takes the followers' notes in at most this often
@@ -55,22 +56,29 @@ class NoteCounts:
     not applied, so they show a change acknowledged by another worker at once."""
 
     _CELL = struct.Struct("=Q")
+    _FLUSHES = struct.Struct("=QQ")  # after the workers' cells: the writer's flushes begun, ended
 
     def __init__(self, fd: int, workers: int) -> None:
         self.fd, self.workers = fd, workers
         self._map: mmap.mmap | None = None
         self._lock = threading.Lock()
         self._mine = 0
+        self._flushes_at = 16 * workers
+        self._begun = self._ended = 0
 
     @classmethod
     def create(cls, workers: int) -> "NoteCounts":
         fd = os.memfd_create("pysfsd-notes", 0)  # not CLOEXEC: only forks use it
-        os.ftruncate(fd, 16 * workers)
+        os.ftruncate(fd, 16 * workers + cls._FLUSHES.size)
         return cls(fd, workers)
 
     def attach(self, slot: int) -> None:
-        self._map = mmap.mmap(self.fd, 16 * self.workers, mmap.MAP_SHARED)
+        self._map = mmap.mmap(self.fd, 16 * self.workers + self._FLUSHES.size, mmap.MAP_SHARED)
         self._mine = self._CELL.unpack_from(self._map, 16 * slot)[0]  # an earlier incarnation's
+        if slot == 0:  # a (re)started writer: what the one before had taken in may be lost
+            begun, ended = self._FLUSHES.unpack_from(self._map, self._flushes_at)
+            self._begun = self._ended = max(begun, ended) + 1  # (one that died mid-flush: ended)
+            self._FLUSHES.pack_into(self._map, self._flushes_at, self._begun, self._ended)
 
     def add(self, slot: int, count: int) -> None:
         """``count`` more notes of ours are with the writer (sent, or in its own queue)."""
@@ -90,6 +98,27 @@ class NoteCounts:
         for i, value in enumerate(noted):
             if value > self._CELL.unpack_from(self._map, 16 * i + 8)[0]:
                 self._CELL.pack_into(self._map, 16 * i + 8, value)
+
+    def flush_begun(self) -> None:
+        """The writer: a flush begins, which may apply any note sent until now (bumped
+        before it takes anything in; ``NoteSender`` sends a note again once it moved)."""
+        assert self._map is not None
+        with self._lock:
+            self._begun += 1
+            self._FLUSHES.pack_into(self._map, self._flushes_at, self._begun, self._ended)
+
+    def flush_ended(self) -> None:
+        assert self._map is not None
+        with self._lock:
+            self._ended += 1
+            self._FLUSHES.pack_into(self._map, self._flushes_at, self._begun, self._ended)
+
+    def flushes(self) -> tuple[int, int]:
+        """(flushes begun, flushes ended) by the writer so far."""
+        m = self._map
+        if m is None:
+            return 1, 0  # (never equal: nothing is left out)
+        return self._FLUSHES.unpack_from(m, self._flushes_at)
 
     def pending(self) -> bool:
         m = self._map
@@ -136,6 +165,13 @@ class NoteSender:
         self._batch: dict[bytes, None] = {}
         self._batched = 0
         self.sent = 0  # notes sent so far (a batch: once sent); see ``FollowerIndex.has_notes``
+        # A note sent while the writer was not flushing, and no flush begun since: not
+        # applied yet, so the same note again would only be merged with it (the writer reads
+        # the file when it applies them, after both changes).  note -> the writer's flushes
+        # begun when it was sent: a SETATTR or WRITE load on one file sends its note once per
+        # writer flush instead of once per burst (a write(2) here, a recv and the GIL
+        # hand-overs of the writer's inbox thread there).
+        self._sent_at: dict[bytes, int] = {}
 
     def begin_burst(self) -> None:
         self._burst_thread = threading.get_ident()
@@ -146,10 +182,8 @@ class NoteSender:
 
     def _send_batch(self) -> None:
         if self._batch:
-            count = len(self._batch)
-            data, self._batch, self._batched = b"".join(self._batch), {}, 0
-            if self._send(data):
-                self._sent(count)
+            batch, self._batch, self._batched = self._batch, {}, 0
+            self._send_new(list(batch))
 
     def send(self, kind: bytes, export_id: int, number: int, name: bytes = b"") -> None:
         note = _MSG.pack(kind, export_id, number, len(name)) + name
@@ -161,8 +195,29 @@ class NoteSender:
             if self._batched >= MAX_BATCH:
                 self._send_batch()
             return
-        if self._send(note):
-            self._sent(1)
+        self._send_new([note])
+
+    def _send_new(self, notes: list[bytes]) -> None:
+        """Send those of ``notes`` the writer has not got waiting already (``_sent_at``)."""
+        counts, sent_at = self.counts, self._sent_at
+        if counts is None:
+            begun, idle = -1, False
+        else:
+            # read before the send: a flush begun after this read bumps ``begun``
+            begun, ended = counts.flushes()
+            idle = begun == ended
+            if idle:
+                notes = [note for note in notes if sent_at.get(note) != begun]
+                if not notes:
+                    return
+        if not self._send(b"".join(notes) if len(notes) > 1 else notes[0]):
+            return
+        self._sent(len(notes))
+        if idle:
+            if len(sent_at) + len(notes) > MAX_SENT_AT:
+                sent_at.clear()
+            for note in notes:
+                sent_at[note] = begun
 
     def _sent(self, count: int) -> None:
         self.sent += count
@@ -357,6 +412,11 @@ class WriterIndex(Index):
             self.note_counts.add(0, 1)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
+        if not force and ino in self._inos:
+            # queued already (and counted): the flush that takes it reads the file after
+            # this change, and some count stays unapplied until that flush is done (no lock,
+            # as ``Index.note_entry``'s test: a SETATTR or WRITE load on one file)
+            return
         super().note_ino(ino, force)
         if self.note_counts is not None:
             self.note_counts.add(0, 1)
@@ -380,6 +440,7 @@ class WriterIndex(Index):
             return super().flush()
         local = self.__dict__.setdefault("_flushing", threading.local())
         local.on = True
+        counts.flush_begun()  # before anything is taken in (see ``NoteSender._sent_at``)
         try:
             noted = counts.snapshot()  # before the drain in Index.flush: all of it is taken in
             changed = super().flush()
@@ -387,6 +448,7 @@ class WriterIndex(Index):
                 counts.publish(noted)
             return changed
         finally:
+            counts.flush_ended()
             local.on = False
 
     def _catch_up(self) -> None:

@@ -102,3 +102,23 @@ def test_the_watcher_drops_the_echo_of_a_followers_creation_and_still_forgets_it
     assert forgotten == [(src, b"new.c")]
     assert not watched.is_fresh(src, b"other.c")
     assert forgotten == [(src, b"new.c")]
+
+
+def test_the_writers_note_of_a_file_already_queued_is_not_counted_again(writer: WriterIndex, export: Path) -> None:
+    """A SETATTR or WRITE load on one file in the primary: a note of a file already queued
+    adds nothing (the flush that takes it reads the file after every change), and the
+    notes stay pending, for every worker, until that flush is done."""
+    from nfsd.index.writer_channel import NoteCounts
+    counts = NoteCounts.create(2)
+    counts.attach(0)
+    writer.note_counts, writer.siblings = counts, [writer]
+    ino = os.stat(export / "src").st_ino
+    writer.note_ino(ino)
+    writer.note_ino(ino)
+    assert counts.snapshot() == [1, 0] and counts.pending()
+    writer.note_ino(ino, force=True)     # a forced one is always queued and counted
+    assert counts.snapshot() == [2, 0]
+    writer.flush()
+    assert not counts.pending()
+    writer.note_ino(ino)                 # taken by that flush: queued and counted again
+    assert counts.snapshot() == [3, 0] and counts.pending()
