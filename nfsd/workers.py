@@ -510,10 +510,20 @@ async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
     return 0
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: ``taskset``, a cgroup's cpuset),
+    not the machine's: a server pinned to one core gains nothing from a second worker."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def default_count() -> int:
-    """The default of ``--workers``: 1, or ``PYSFSD_WORKERS`` (docs/running.rst)."""
-    text = os.environ.get("PYSFSD_WORKERS", "1")
-    return int(text) if text.isdigit() and int(text) >= 1 else 1
+    """The default of ``--workers``: ``PYSFSD_WORKERS`` if it is a number from 1 up, else
+    the usable cores (docs/running.rst: Worker processes)."""
+    text = os.environ.get("PYSFSD_WORKERS", "")
+    return int(text) if text.isdigit() and int(text) >= 1 else usable_cores()
 
 
 def serve(config: "ServerConfig", count: int) -> int:

@@ -81,7 +81,7 @@ def _main(argv: list[str]) -> int:
                           attr_cache_seconds=args.attr_cache_seconds,
                           attr_cache_bytes=int(args.attr_cache_mib * (1 << 20)),
                           transducers=settings_from(args, workers=EXTRACT_THREADS),
-                          workers=args.workers)
+                          workers=worker_count(args.workers, args.shared_state))
     if config.workers > 1:
         if config.shared_state:
             raise ConfigError("--workers N with --shared-state is not supported yet: run one "
@@ -89,6 +89,18 @@ def _main(argv: list[str]) -> int:
         from ..workers import serve as serve_workers
         return serve_workers(config, config.workers)
     return event_loop_runner()(_serve(config))
+
+
+def worker_count(given: int | None, shared_state: str | None) -> int:
+    """``--workers`` as given (command line or ``--config``), else its default: one process
+    for a cluster head (``--shared-state`` does not take several yet), otherwise
+    ``PYSFSD_WORKERS`` or the usable cores (``nfsd.workers.default_count``)."""
+    if given is not None:
+        return given
+    if shared_state:
+        return 1
+    from ..workers import default_count
+    return default_count()
 
 
 def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
