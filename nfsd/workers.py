@@ -469,6 +469,9 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     # a yield, lets the other workers, woken by the same listening socket, take the next
     # (the kernel client's nconnect=2 opens both at once: both went to one worker)
     os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
+    from .cli.main import event_loop_runner, log_format
+    for handler in logging.getLogger().handlers:  # PYSFSD_TRACE, -v: which worker says it
+        handler.setFormatter(logging.Formatter(log_format(role.slot)))
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
@@ -476,7 +479,6 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.entry_events.attach()
     if role.shares is not None:
         role.shares.attach(role.slot)
-    from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 
 
