@@ -143,13 +143,14 @@ def minute_line(minute: int, mixed: dict[int, dict], nfs_rs: Tally, vm: Tally, m
     errs = "-" if row is None else str(row["errors"])
     rs_mib = nfs_rs.units.get(minute, 0.0) / MiB / 60
     vm_mib = vm.units.get(minute, 0.0) / MiB / 60
-    mem = "-" if memory is None else f"{memory.rss:.1f} ({memory.anon:.1f})"
+    mem = "-" if memory is None else f"{memory.rss:.1f} ({memory.anon:.1f})" + (
+        "" if memory.pss is None else f", PSS {memory.pss:.1f}")
     return (f"{minute + 1:>6}{ops:>12}{errs:>8}{rs_mib:>14.2f}{nfs_rs.cycles.get(minute, 0):>8}"
             f"{vm_mib:>10.2f}{vm.cycles.get(minute, 0):>7}   {mem}")
 
 
 HEADER = (f"{'minute':>6}{'mixed op/s':>12}{'errors':>8}{'nfs-rs MiB/s':>14}{'cycles':>8}"
-          f"{'VM MiB/s':>10}{'iters':>7}   server VmRSS (anon) MiB")
+          f"{'VM MiB/s':>10}{'iters':>7}   server VmRSS (anon), PSS MiB")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
