@@ -130,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
                     pins: list[RpcClient] = []
                     if case != "one":
                         pins = pin(two.port, pids[1] if case == "primary" else pids[0], pids, args.pins)
+                    # REMOVE removes what CREATE made in the same run: run it again with CREATE
+                    runs = [op for op in ops if op in todo or (op == "create" and "remove" in todo)]
                     try:
-                        got = run_loadgen(root, server, args, todo, root / f"round{round_number}-{case}.json")
+                        got = run_loadgen(root, server, args, runs, root / f"round{round_number}-{case}.json")
                     finally:
                         for client in pins:
                             client.close()
                     for op in todo:
+                        if not got[op]["ops_per_s"]:
+                            continue
                         split = got[op].get("server_cpu_pct_by_process") or []
                         # the acceptor defers to the less busy worker for 2 ms only: on a busy
                         # machine the pinned one may take the connection after all; run it again
