@@ -69,6 +69,11 @@ def default_state_dir() -> str:
 # CPU, and 15 of a second one's 50 (scripts/benchmarks/bench_semantic.py; docs/design.rst).
 GC_THRESHOLDS = (20_000, 20, 20)
 
+# With --workers, the writer's flags (nfsd/index/writer_channel.py, one byte) carry above
+# READY and STAT_READY how many content passes of a first index are done, so a follower's
+# content fields answer pass by pass too (``_follow_index``), not all at the end
+_PASSES_SHIFT, _MAX_PASSES = 2, 63
+
 # With --workers, the primary's watcher reads inotify events at most this often (seconds):
 # the other workers' changes then cost it one wake-up per period, not one per change
 # (nfsd/fs/watch.py ``TreeWatcher.gather``; docs/design.rst, "Several worker processes").
@@ -293,13 +298,16 @@ class NfsServer:
         self.scan_stats: dict[str, object] = {}
         self.discovery = Discovery()  # rpcbind registration or the embedded portmapper
         self.inbox: NotesInbox | None = None  # the index writer's end of the followers' notes
+        self._passes_done: dict[int, int] = {}  # per export: content passes of a first index done
         if role is not None and role.primary and role.channels:
             self.inbox = NotesInbox({eid: fs.index for eid, fs in self.exports.items()}, role.channels,
                                     self._index_flags, role.inbox_wake[0])
 
     def _index_flags(self, export_id: int) -> int:
         fs = self.exports[export_id]
-        return (READY if fs.ready.is_set() else 0) | (STAT_READY if fs.stat_ready.is_set() else 0)
+        passes = min(self._passes_done.get(export_id, 0), _MAX_PASSES)
+        return ((READY if fs.ready.is_set() else 0) | (STAT_READY if fs.stat_ready.is_set() else 0)
+                | passes << _PASSES_SHIFT)
 
     async def start(self) -> tuple[str, int]:
         """Listen at once; index the exports in the background.  Real files are served
@@ -382,6 +390,8 @@ class NfsServer:
                 flags = fs.index.writer_flags
                 if flags & STAT_READY:
                     fs.stat_ready.set()
+                for part in fs.index.content_passes()[:flags >> _PASSES_SHIFT]:  # as the writer's
+                    fs.ready_fields |= fs.index.ready_after(part)
                 if flags & READY:
                     fs.stat_ready.set()
                     fs.ready.set()
@@ -434,6 +444,7 @@ class NfsServer:
                     index.scan, self.config.progress, False, first.seen, part))
                 ready = index.ready_after(part) - fs.ready_fields
                 fs.ready_fields |= ready
+                self._passes_done[fs.export_id] = self._passes_done.get(fs.export_id, 0) + 1  # followers too
                 if ready:
                     progress.info("%s: %s ready (%.1f s, %.0f files/s)", fs.root_path,
                                 ", ".join(f.decode() for f in sorted(ready)), stats.seconds, stats.rate)

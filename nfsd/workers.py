@@ -472,6 +472,9 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
     # a yield, lets the other workers, woken by the same listening socket, take the next
     # (the kernel client's nconnect=2 opens both at once: both went to one worker)
     os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
+    from .cli.main import event_loop_runner, log_format
+    for handler in logging.getLogger().handlers:  # PYSFSD_TRACE, -v: which worker says it
+        handler.setFormatter(logging.Formatter(log_format(role.slot)))
     role.drc.attach(role.slot)
     if role.note_counts is not None:
         role.note_counts.attach(role.slot)
@@ -481,7 +484,6 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.shares.attach(role.slot)
     if role.fsyncs is not None:
         role.fsyncs.attach(role.slot)
-    from .cli.main import event_loop_runner
     return event_loop_runner()(_serve_worker(config, role))
 
 
@@ -515,10 +517,20 @@ async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
     return 0
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: ``taskset``, a cgroup's cpuset),
+    not the machine's: a server pinned to one core gains nothing from a second worker."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def default_count() -> int:
-    """The default of ``--workers``: 1, or ``PYSFSD_WORKERS`` (docs/running.rst)."""
-    text = os.environ.get("PYSFSD_WORKERS", "1")
-    return int(text) if text.isdigit() and int(text) >= 1 else 1
+    """The default of ``--workers``: ``PYSFSD_WORKERS`` if it is a number from 1 up, else
+    the usable cores (docs/running.rst: Worker processes)."""
+    text = os.environ.get("PYSFSD_WORKERS", "")
+    return int(text) if text.isdigit() and int(text) >= 1 else usable_cores()
 
 
 def serve(config: "ServerConfig", count: int) -> int:

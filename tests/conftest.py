@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -88,6 +88,16 @@ class ServerProcess:
         self.proc.wait()
         self.proc = None
         self._log.close()
+
+    def pids(self) -> list[int]:
+        """The server's processes: the one started and, with several workers (by default one
+        per core), its workers, so a figure read from /proc covers the whole server."""
+        assert self.proc is not None
+        children: list[int] = []
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            with suppress(OSError):
+                children += [int(c) for c in Path(f"/proc/{self.proc.pid}/task/{task}/children").read_text().split()]
+        return [self.proc.pid, *sorted(children)]
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         """Stop the server; returns what it wrote on stderr during this run."""

@@ -3,6 +3,8 @@ calls with short names, raw RPC records and reply decoding."""
 from __future__ import annotations
 
 import struct
+import time
+from pathlib import Path
 from typing import Any
 
 from protocol import nfs3
@@ -161,6 +163,32 @@ def readdirplus_raw(rpc: RpcClient, d: bytes, cookie: int, verf: bytes, dircount
     """READDIRPLUS: (result, length of the reply record: RPC header and READDIRPLUS3res)."""
     args = pack(nfs3.READDIRPLUS3args, nfs3.READDIRPLUS3args.cls(fh(d), cookie, verf, dircount, maxcount))
     return _listing_call(rpc, READDIRPLUS, args, nfs3.READDIRPLUS3res)
+
+
+def listing_status(rpc: RpcClient, d: bytes) -> int:
+    """The status of a first READDIRPLUS of ``d`` (a query directory: JUKEBOX while its
+    fields are being indexed)."""
+    (status, _), _ = readdirplus_raw(rpc, d, 0, ZERO_VERF, 4096, 4096)
+    return status
+
+
+def wait_listable(rpc: RpcClient, d: bytes, seconds: float = 60.0) -> None:
+    """Wait while ``d`` answers JUKEBOX; any other error fails."""
+    deadline = time.monotonic() + seconds
+    while (status := listing_status(rpc, d)) != OK:
+        assert status == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline, status
+        time.sleep(0.02)
+
+
+def content_pass_tree(export: Path) -> None:
+    """A tree whose content passes take visibly different times on a first index: one C
+    file (``exports``: a quick pass over the few files it reads) and 40 text files of 1 MiB
+    holding ``needle`` (``text``: every file read, seconds)."""
+    export.mkdir()
+    (export / "a.c").write_text("int exported_fn(void) { return 0; }\n")
+    words = b" ".join(b"w%d" % i for i in range(150_000))[: 1 << 20]
+    for i in range(40):
+        (export / f"n{i:02d}.txt").write_bytes(b"needle " + words)
 
 
 def list_dir(rpc: RpcClient, d: bytes, plus: bool = True, maxcount: int = 32768) -> list[Any]:

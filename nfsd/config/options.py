@@ -13,7 +13,7 @@ from .. import __version__
 from ..app import default_state_dir
 from ..nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducers import add_arguments as add_transducer_arguments
-from ..workers import default_count as default_workers
+from ..workers import usable_cores
 
 
 DESCRIPTION = """\
@@ -50,6 +50,7 @@ files:
 environment:
   PYSFSD_TRACE=N    trace calls on stderr: 1 one line each, 2-9 decoded, 10 with raw bytes
   XDG_STATE_HOME    where the default state directory lives
+  PYSFSD_WORKERS=N  the default of --workers (otherwise the usable cores)
 
 exit status:
   0 after SIGINT or SIGTERM; 2 when it cannot start (one line on stderr says why)
@@ -153,9 +154,10 @@ def build_parser(server: bool = True) -> Parser:
     g = p.add_argument_group("threads and connections")
     g.add_argument("--threads", type=positive_int, default=8, metavar="N",
                    help="I/O worker threads (default 8)")
-    g.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
-                   help="server processes sharing the listening sockets (default %(default)s; "
-                        "docs/running.rst: Worker processes)")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help=f"server processes sharing the listening sockets (default: the usable cores, "
+                        f"{usable_cores()} here, or PYSFSD_WORKERS; 1 with --shared-state; "
+                        f"docs/running.rst: --workers)")
     g.add_argument("--idle-timeout", type=positive_seconds, default=360.0, metavar="SECONDS",
                    help="close a TCP connection with nothing pending after this long (default 360)")
     g.add_argument("--stall-timeout", type=positive_seconds, default=120.0, metavar="SECONDS",

@@ -351,7 +351,7 @@ class FollowerIndex(Index):
     def scan(self, progress: bool | None = None, stat_only: bool = False, total: int | None = None,
              part: ContentPass | None = None) -> ScanStats:
         return ScanStats(0, 0, 0, 0, 0, 0, 0.0)  # the writer scans (content fields: ready
-        # in a follower once the writer's whole first index is done, not pass by pass)
+        # in a follower pass by pass as the writer's flags say, nfsd/app.py _follow_index)
 
 
 class Uncounted:

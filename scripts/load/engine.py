@@ -17,20 +17,29 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Callable, TextIO
 
-from driver import CRED, HOST, Slot, machine_cpu_seconds, server_cpu_seconds, wait_until_idle
+from driver import (CRED, HOST, Slot, machine_cpu_seconds, server_cpu_seconds, server_memory, server_pss,
+                    summed, wait_until_idle)
 from latency import LatencyHistogram
-from memory import Memory, growth_verdict, read_memory
+from memory import Memory, growth_verdict
 from mixops import MIX_OPS, SlotContext
 from protocol.nfs3 import NFS3
 from nfsd.rpc.client import RpcConnection, connect
 
 ContextFactory = Callable[[int, int], SlotContext]   # (connection, slot) -> its context
 MAX_REASONS_SHOWN = 20
+
+
+def server_memory_now(pid: int) -> Memory | None:
+    """A server's memory: with ``--workers`` the parent's and every worker's summed (VmRSS
+    counts the pages they share once per process), with their PSS beside it (once)."""
+    each = server_memory(pid)
+    total = summed(each)
+    return None if total is None else replace(total, pss=server_pss(pid), processes=len(each))
 
 
 class OpFigures:
@@ -238,7 +247,7 @@ class LoadRun:
                 MixedSlot(conn, self.contexts(conn_index, slot_index), stats, conn_index, self.weights).start()
         self.started.set()
         self._print(self._header(ops))
-        report.memory_first = read_memory(self.pid) if self.pid else None
+        report.memory_first = server_memory_now(self.pid) if self.pid else None
         self._cpu_marks = self._cpu_now()
         stalled: set[int] = set()
         previous, next_tick = begin, begin + s.interval
@@ -277,7 +286,7 @@ class LoadRun:
 
     def _header(self, ops: list[str]) -> str:
         cols = "".join(f"{MIX_OPS[op].label:>9}" for op in ops)
-        return (f"{'time':>6}{'ops/s':>9}{'MiB/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'VmRSS':>8}{'anon':>7}"
+        return (f"{'time':>6}{'ops/s':>9}{'MiB/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'VmRSS':>8}{'anon':>7}{'PSS':>7}"
                 f"{'srvCPU':>7}{'genCPU':>7}{'other':>7}{'stall':>6}{'errors':>7} |{cols}   (ops/s per op; MiB)")
 
     def _close_interval(self, stats: MixStats, totals: dict[str, OpFigures], ops: list[str],
@@ -287,7 +296,7 @@ class LoadRun:
         for op, fig in figures.items():
             totals[op].merge(fig)
             whole.merge(fig)
-        memory = read_memory(self.pid) if self.pid else None
+        memory = server_memory_now(self.pid) if self.pid else None
         stalled = [c for c, last in enumerate(stats.last_reply) if now - last > self.settings.stall_seconds]
         marks = self._cpu_now()
         server_cpu = (None if marks[1] is None or self._cpu_marks[1] is None
@@ -307,6 +316,7 @@ class LoadRun:
         self._print(f"{at:>5.0f}s{interval.ops_per_s:>9,.0f}{interval.mib_per_s:>7.1f}"
                     f"{_fmt(interval.p50_ms, '.1f'):>8}{_fmt(interval.p99_ms, '.1f'):>8}"
                     f"{_fmt(memory.rss if memory else None, '.1f'):>8}{_fmt(memory.anon if memory else None, '.1f'):>7}"
+                    f"{_fmt(memory.pss if memory else None, '.1f'):>7}"
                     f"{_fmt(server_cpu, '.0f'):>6}%{generator_cpu:>6.0f}%{_fmt(other_cpu, '.0f'):>6}%{len(stalled):>6}{whole.errors:>7} |{cols}")
         if stalled:
             self._print(f"  stalled clients (no reply for over {self.settings.stall_seconds:g} s): {stalled}")

@@ -18,9 +18,14 @@ class Memory:
     hwm: float
     anon: float
     file: float
+    pss: float | None = None  # a server of several processes: their PSS summed (shared pages once)
+    processes: int = 1        # how many processes the figures add up
 
     def __str__(self) -> str:
-        return f"VmRSS {self.rss:.1f} MiB (anon {self.anon:.1f}, file {self.file:.1f}), VmHWM {self.hwm:.1f} MiB"
+        text = f"VmRSS {self.rss:.1f} MiB (anon {self.anon:.1f}, file {self.file:.1f}), VmHWM {self.hwm:.1f} MiB"
+        if self.processes > 1:
+            text += f", summed over {self.processes} processes"
+        return text if self.pss is None else f"{text}; PSS {self.pss:.1f} MiB"
 
 
 def read_memory(pid: int) -> Memory | None:

@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadcli import doc_parser  # noqa: E402  (first: it sets the import paths)
 
 from driver import CRED, HOST  # noqa: E402
-from engine import LoadReport, LoadRun, LoadSettings  # noqa: E402
+from engine import LoadReport, LoadRun, LoadSettings, server_memory_now  # noqa: E402
 from loadgen import discover, prepare_process  # noqa: E402
 from mixops import MIX_DIR, MixHandles, SlotContext, build_mix_fixture, parse_mix, slot_file_name  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.nfs3 import NFS3, nfsstat3  # noqa: E402
 from nfsd.rpc.client import connect  # noqa: E402
 from servers import Pysfsd  # noqa: E402
+from nfsd.workers import default_count  # noqa: E402
 from checked_ops import ConnContext  # noqa: E402
 from workload import BIG_NAME, Handles, build_fixture  # noqa: E402
 
@@ -94,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT,
                         help=f"export ROOT/export and server state (default {DEFAULT_ROOT})")
     parser.add_argument("--port", type=int, default=0, help="load a server already on this port (NFS and MOUNT)")
+    parser.add_argument("--workers", type=int, default=default_count(), metavar="N",
+                        help="the server's --workers (default %(default)s: its own default, the usable cores "
+                             "or PYSFSD_WORKERS); its memory is every process's summed, PSS beside it")
     parser.add_argument("--pid", type=int, help="that server's pid, for its memory")
     parser.add_argument("--export", type=Path, help="that server's export (default ROOT/export)")
     parser.add_argument("--json", type=Path, help="write the report here")
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.port:
             port, pid = args.port, args.pid
         else:
-            server = stack.enter_context(Pysfsd(args.export, args.root / "run"))
+            server = stack.enter_context(Pysfsd(args.export, args.root / "run", workers=args.workers))
             port, pid, log = server.port, server.pid, server.log_path
             print(f"pysfsd: pid {pid}, 127.0.0.1:{port}, export {args.export}, log {log}", flush=True)
         target, warnings = discover("pysfsd", port, port, args.export, args.clients, pid)
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                                 None if args.max_growth < 0 else args.max_growth)
         run = LoadRun(port, slot_contexts(target.handles, mix, big, args.clients), args.weights,
                       settings, pid=pid, jsonl=args.jsonl)
+        if pid:
+            print(f"server memory at rest: {server_memory_now(pid)}", flush=True)
         print(f"mixed load: {args.clients} clients x {args.depth} in flight for {args.seconds:g} s, "
               f"mix {','.join(f'{k}={v}' for k, v in args.weights.items())}", flush=True)
         report: LoadReport = asyncio.run(run.run(args.seconds))

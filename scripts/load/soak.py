@@ -35,8 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadcli import HERE, REPO, doc_parser  # noqa: E402  (first: it sets the import paths)
 
-from memory import Memory, read_memory  # noqa: E402
+from engine import server_memory_now  # noqa: E402
+from memory import Memory  # noqa: E402
 from servers import Pysfsd  # noqa: E402
+from nfsd.workers import default_count  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 NFS_RS_DIR, VM_DIR = "soak-nfsrs", "soak-vm"
@@ -141,13 +143,14 @@ def minute_line(minute: int, mixed: dict[int, dict], nfs_rs: Tally, vm: Tally, m
     errs = "-" if row is None else str(row["errors"])
     rs_mib = nfs_rs.units.get(minute, 0.0) / MiB / 60
     vm_mib = vm.units.get(minute, 0.0) / MiB / 60
-    mem = "-" if memory is None else f"{memory.rss:.1f} ({memory.anon:.1f})"
+    mem = "-" if memory is None else f"{memory.rss:.1f} ({memory.anon:.1f})" + (
+        "" if memory.pss is None else f", PSS {memory.pss:.1f}")
     return (f"{minute + 1:>6}{ops:>12}{errs:>8}{rs_mib:>14.2f}{nfs_rs.cycles.get(minute, 0):>8}"
             f"{vm_mib:>10.2f}{vm.cycles.get(minute, 0):>7}   {mem}")
 
 
 HEADER = (f"{'minute':>6}{'mixed op/s':>12}{'errors':>8}{'nfs-rs MiB/s':>14}{'cycles':>8}"
-          f"{'VM MiB/s':>10}{'iters':>7}   server VmRSS (anon) MiB")
+          f"{'VM MiB/s':>10}{'iters':>7}   server VmRSS (anon), PSS MiB")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,6 +161,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mixed-depth", type=int, default=4, help="mixed.py calls in flight each (default 4)")
     parser.add_argument("--no-vm", action="store_true", help="leave the kernel client out")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"work directory (default {DEFAULT_ROOT})")
+    parser.add_argument("--workers", type=int, default=default_count(), metavar="N",
+                        help="the server's --workers (default %(default)s: its own default, the usable cores "
+                             "or PYSFSD_WORKERS); its memory is every process's summed, PSS beside it")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.nfs_rs_threads < 0 or min(args.mixed_clients, args.mixed_depth) < 1:
         parser.error("--minutes and the mixed load must be positive")
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     jsonl, mixed_json, mixed_log = args.root / "mixed.jsonl", args.root / "mixed.json", args.root / "mixed.log"
     jsonl.unlink(missing_ok=True)
     failures: list[str] = []
-    with Pysfsd(export, args.root / "run") as server:
+    with Pysfsd(export, args.root / "run", workers=args.workers) as server:
         pid = server.pid
         assert pid is not None  # started
         print(f"pysfsd: pid {pid}, 127.0.0.1:{server.port}, export {export}, log {server.log_path}", flush=True)
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             a few seconds later) has written its own line for it."""
             minute = 0
             while not stop.wait(max(0.0, start + 60 * (minute + 1) + REPORT_LAG_S - time.monotonic())):
-                memories[minute] = read_memory(pid)
+                memories[minute] = server_memory_now(pid)
                 print(minute_line(minute, mixed_minutes(jsonl), nfs_rs, vm, memories[minute]), flush=True)
                 minute += 1
         watcher = threading.Thread(target=monitor, daemon=True)
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             mixed.kill()
             mixed_rc = mixed.wait()
-        end_memory = read_memory(pid)
+        end_memory = server_memory_now(pid)
         watcher.join(5)
     log_text = server.log_path.read_text(errors="replace")
     elapsed = time.monotonic() - start

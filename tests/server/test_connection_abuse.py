@@ -65,11 +65,17 @@ def bystander(server: ServerProcess) -> Iterator[RpcClient]:
 
 
 def rss_kib(server: ServerProcess) -> int:
-    assert server.proc is not None
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    """VmRSS of every process of the server summed: with several workers the connections,
+    and their buffers, are the workers', not the parent's."""
+    total = 0
+    for pid in server.pids():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+        else:
+            raise AssertionError(f"no VmRSS for pid {pid}")
+    return total
 
 
 def fresh_null(server: ServerProcess, within: float = 2.0) -> float:

@@ -492,39 +492,25 @@ def test_each_content_field_answers_once_its_own_pass_is_done(tmp_path):
     import subprocess
     import sys
     from tests.conftest import REPO
-    from tests.nfs3_helpers import readdirplus_raw
+    from tests.nfs3_helpers import content_pass_tree, listing_status, wait_listable
     export = tmp_path / "export"
-    export.mkdir()
-    (export / "a.c").write_text("int exported_fn(void) { return 0; }\n")
-    words = b" ".join(b"w%d" % i for i in range(150_000))[: 1 << 20]
-    for i in range(40):
-        (export / f"n{i:02d}.txt").write_bytes(b"needle " + words)
+    content_pass_tree(export)
     cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)',
            "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "state")]
     with open(tmp_path / "stderr", "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                 text=True)
 
-    def status_of(d: bytes) -> int:
-        (status, _), _ = readdirplus_raw(rpc, d, 0, b"\0" * 8, 4096, 4096)
-        return status
-
-    def wait_for(d: bytes) -> None:
-        deadline = time.monotonic() + 60
-        while (status := status_of(d)) != OK:
-            assert status == S.NFS3ERR_JUKEBOX and time.monotonic() < deadline, status
-            time.sleep(0.02)
-
     try:
         port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
         with RpcClient(port) as rpc:
             root = rpc.mount(os.fsencode(str(export)))
             ext, exports, text = (look(rpc, root, f) for f in (b"ext:", b"exports:", b"text:"))
-            wait_for(ext)  # the stat pass is done
-            assert status_of(text) == S.NFS3ERR_JUKEBOX
-            wait_for(exports)
+            wait_listable(rpc, ext)  # the stat pass is done
+            assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX
+            wait_listable(rpc, exports)
             assert names(rpc, look(rpc, exports, b"exported_fn")) == {b"a.c"}
-            assert status_of(text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
+            assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
             assert proc.stdout.readline().startswith("pysfsd: index ready")
             assert names(rpc, look(rpc, text, b"needle")) == {f"n{i:02d}.txt".encode() for i in range(40)}
     finally:

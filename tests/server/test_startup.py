@@ -112,6 +112,15 @@ def test_workers_with_shared_state_is_refused(tmp_path: Path) -> None:
                      "--workers", "--shared-state")
 
 
+def test_shared_state_alone_is_not_refused_for_workers(tmp_path: Path) -> None:
+    """The default of ``--workers`` is the usable cores, but a head is one process: without
+    ``--workers`` a cluster head starts as one (here it then fails for want of PostgreSQL,
+    which is what it must say, not ``--workers``)."""
+    proc = run(*server_args(tmp_path, "--shared-state", "postgresql:///nowhere"), env={"PYSFSD_WORKERS": ""})
+    assert proc.returncode == 2 and "--shared-state" in proc.stderr, proc.stderr
+    assert "--workers" not in proc.stderr, proc.stderr
+
+
 def test_config_file_port_out_of_range(tmp_path: Path) -> None:
     config = tmp_path / "pysfsd.toml"
     config.write_text("port = 70000\n")
@@ -256,6 +265,21 @@ def test_the_index_line_is_logged_once(tmp_path: Path) -> None:
     (export / "a.txt").write_text("hello\n")
     _, err = start_and_stop(tmp_path, "--export", str(export), "--no-register", env={"PYSFSD_TRACE": "1"})
     assert len(re.findall(r"indexed .*export", err)) == 1, err
+
+
+def test_the_default_is_a_worker_per_usable_core(tmp_path: Path) -> None:
+    """No ``--workers`` and no ``PYSFSD_WORKERS``: one worker per core the server may run on
+    (one core: one process, without a parent)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    cores = len(os.sched_getaffinity(0))
+    _, err = start_and_stop(tmp_path, "--export", str(export), "--no-register", env={"PYSFSD_WORKERS": ""})
+    if cores == 1:
+        assert "workers: pids" not in err, err
+    else:
+        m = re.search(r"^pysfsd: (\d+) workers: pids ([\d ]+)", err, re.M)
+        assert m is not None, err
+        assert int(m.group(1)) == cores and len(m.group(2).split()) == cores, m.group(0)
 
 
 # -- discoverability -----------------------------------------------------------------------

@@ -33,3 +33,32 @@ def test_trace_shows_effective_credentials_and_octal_modes(tmp_path: Path) -> No
     assert "mode = 0640" in create, create[:2000]
     getattr_ = log[log.index("NFS3.GETATTR"):]
     assert "mode = 0755" in getattr_, getattr_[:2000]
+
+
+def test_each_worker_names_itself_in_the_trace(tmp_path: Path) -> None:
+    """With several workers every trace line says which one served the call (``w0``, ``w1``):
+    two workers' lines interleave in the one stderr, and a connection stays on one worker."""
+    export = tmp_path / "export"
+    export.mkdir()
+    srv = ServerProcess(export, tmp_path / "state", env={"PYSFSD_TRACE": "1"}, args=("--workers", "2")).start()
+    clients: list[RpcClient] = []
+    try:
+        seen: set[str] = set()
+        for _ in range(20):  # connections spread over the workers: until both have served one
+            rpc = RpcClient(srv.port).__enter__()
+            clients.append(rpc)
+            h.getattr_(rpc, rpc.mount(srv.export_b))
+            lines = [line for line in srv.log_path.read_text().splitlines() if "pysfsd.trace" in line]
+            seen = {line.split()[3] for line in lines}
+            if seen == {"w0", "w1"}:
+                break
+        assert seen == {"w0", "w1"}, lines[-10:]
+        by_port: dict[str, set[str]] = {}
+        for line in lines:
+            fields = line.split()
+            by_port.setdefault(fields[5], set()).add(fields[3])  # 127.0.0.1:PORT -> worker
+        assert all(len(workers) == 1 for workers in by_port.values()), by_port
+    finally:
+        for rpc in clients:
+            rpc.__exit__(None, None, None)
+        srv.stop()

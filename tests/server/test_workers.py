@@ -532,3 +532,54 @@ def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(tw
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert f"another pysfsd server (pid {two.proc.pid})" in lines[0]
     assert two.proc.poll() is None
+
+
+def test_a_followers_content_fields_answer_pass_by_pass(tmp_path: Path) -> None:
+    """On a first index a field answers once its own content pass is done, on a follower
+    too: ``exports`` (the C file's, a quick pass) while ``text`` (every 1 MiB file read)
+    still answers JUKEBOX.  A follower used to answer JUKEBOX for every content field until
+    the whole index was done (the writer's flush replies now say which passes are)."""
+    from tests.nfs3_helpers import content_pass_tree, listing_status, wait_listable
+    export = tmp_path / "export"
+    content_pass_tree(export)
+    cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)', "--bind",
+           "127.0.0.1", "--port", "0", "--no-register", "--state-dir", str(tmp_path / "state"), "--workers", "2"]
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+    clients: list[RpcClient] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            pids = [int(p) for p in f.read().split()]
+        deadline = time.monotonic() + 10  # the parent's line, just after "listening on"
+        while not (lines := [x for x in (tmp_path / "stderr").read_text().splitlines() if " workers: pids " in x]):
+            assert time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+            time.sleep(0.05)
+        line = lines[0]
+        follower = int(line.split("pids ")[1].split(";")[0].split()[1])  # worker 1
+        rpc = None
+        for _ in range(200):  # a connection the follower serves
+            c = RpcClient(port)
+            clients.append(c)
+            c.raw_call(100003, 3, 0)
+            if serving_pid(c, port, pids) == follower:
+                rpc = c
+                break
+        assert rpc is not None, "no connection reached the follower"
+        root = rpc.mount(os.fsencode(str(export)))
+        ext, exports, text = (look(rpc, root, f) for f in (b"ext:", b"exports:", b"text:"))
+        wait_listable(rpc, ext)
+        assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX
+        wait_listable(rpc, exports)
+        assert names(rpc, look(rpc, exports, b"exported_fn")) == {b"a.c"}
+        assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
+        wait_listable(rpc, text)
+        assert names(rpc, look(rpc, text, b"needle")) == {f"n{i:02d}.txt".encode() for i in range(40)}
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
