@@ -45,6 +45,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pysfsd.workers")
 
+#: the default stops here on a big machine: every worker is a Python process of its own
+#: (35-40 MiB more each), and one writer (worker 0) takes every index note and LMDB's
+#: writer lock, so past a few workers memory grows faster than throughput
+DEFAULT_MAX = 8
+#: what ``--workers`` takes at most: the store's LMDB reader slots (nfsd/state/store.py)
+#: are sized for this many processes with their threads
+MAX_COUNT = 64
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 START_TIMEOUT = 120.0   # opening the store and the exports (the scan runs after)
@@ -528,9 +535,9 @@ def usable_cores() -> int:
 
 def default_count() -> int:
     """The default of ``--workers``: ``PYSFSD_WORKERS`` if it is a number from 1 up, else
-    the usable cores (docs/running.rst: Worker processes)."""
+    the usable cores, at most ``DEFAULT_MAX`` (docs/running.rst: Worker processes)."""
     text = os.environ.get("PYSFSD_WORKERS", "")
-    return int(text) if text.isdigit() and int(text) >= 1 else usable_cores()
+    return int(text) if text.isdigit() and int(text) >= 1 else min(usable_cores(), DEFAULT_MAX)
 
 
 def serve(config: "ServerConfig", count: int) -> int:

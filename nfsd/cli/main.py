@@ -102,12 +102,14 @@ def worker_count(given: int | None, shared_state: str | None) -> int:
     """``--workers`` as given (command line or ``--config``), else its default: one process
     for a cluster head (``--shared-state`` does not take several yet), otherwise
     ``PYSFSD_WORKERS`` or the usable cores (``nfsd.workers.default_count``)."""
+    from ..workers import MAX_COUNT, default_count
     if given is not None:
+        if given > MAX_COUNT:
+            raise ConfigError(f"--workers {given}: at most {MAX_COUNT} worker processes")
         return given
     if shared_state:
         return 1
-    from ..workers import default_count
-    return default_count()
+    return min(default_count(), MAX_COUNT)
 
 
 def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:

@@ -129,9 +129,12 @@ class Store:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.path = path
         # readahead=False (MDB_NORDAHEAD): a query reads scattered pages; the kernel's
-        # readahead would map their neighbours too, and they would count in the RSS
+        # readahead would map their neighbours too, and they would count in the RSS.
+        # max_readers: a slot per read transaction open at once (py-lmdb opens with
+        # MDB_NOTLS), for up to nfsd.workers.MAX_COUNT processes of a dozen threads each;
+        # 64 bytes a slot in the lock file
         self.env = lmdb.open(path, max_dbs=128, map_size=map_size, sync=False, metasync=False,
-                             max_readers=256, readahead=False)
+                             max_readers=1024, readahead=False)
         self.objects = self.env.open_db(b"objects")
         self.meta = self.env.open_db(b"meta")
         self.verifiers = self.env.open_db(b"createverf")

@@ -57,3 +57,23 @@ def test_a_cluster_head_defaults_to_one_process(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PYSFSD_WORKERS", "2")
     assert worker_count(None, "postgresql:///db") == 1
     assert worker_count(2, "postgresql:///db") == 2
+
+
+def test_a_big_machine_gets_at_most_the_default_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 cores must not mean 64 Python processes of 40 MiB each behind one index writer."""
+    import nfsd.workers as workers
+    monkeypatch.delenv("PYSFSD_WORKERS", raising=False)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 64)
+    assert default_count() == workers.DEFAULT_MAX < 64
+    monkeypatch.setenv("PYSFSD_WORKERS", "12")  # asked for: taken
+    assert default_count() == 12
+
+
+def test_more_workers_than_the_store_is_sized_for_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfsd.config.errors import ConfigError
+    from nfsd.workers import MAX_COUNT
+    assert worker_count(MAX_COUNT, None) == MAX_COUNT
+    with pytest.raises(ConfigError, match="at most"):
+        worker_count(MAX_COUNT + 1, None)
+    monkeypatch.setenv("PYSFSD_WORKERS", str(MAX_COUNT * 2))
+    assert worker_count(None, None) == MAX_COUNT
