@@ -177,7 +177,7 @@ def start_targets(args: argparse.Namespace, stack: contextlib.ExitStack,
                 pid = args.pysfsd_pid
             elif name == "pysfsd" or _workers_of(name):
                 server = stack.enter_context(Pysfsd(export, args.root / f"{name}-run",
-                                                    workers=_workers_of(name) or 1))
+                                                    workers=_workers_of(name) or None))
                 port = mount_port = server.port
                 pid = server.pid
             else:
@@ -364,7 +364,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="operations: " + ", ".join(OPS))
     parser.add_argument("--servers", default="both",
-                        help="both (default), pysfsd, ganesha, or a comma list; pysfsd-wN: pysfsd with --workers N")
+                        help="both (default), pysfsd, ganesha, or a comma list; pysfsd is the server's default "
+                             "(one worker per usable core, or PYSFSD_WORKERS); pysfsd-wN: --workers N")
     parser.add_argument("--ops", default=",".join(OPS), help="comma list of operations (default: all)")
     parser.add_argument("--connections", type=int, default=4, help="TCP connections per process")
     parser.add_argument("--depth", type=int, default=8, help="calls in flight per connection")

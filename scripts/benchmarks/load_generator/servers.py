@@ -34,12 +34,14 @@ class Pysfsd:
     file (never a pipe nobody drains), which is polled for that line."""
 
     def __init__(self, export: Path, work_dir: Path, start_timeout: float = 600.0,
-                 args: tuple[str, ...] = (), workers: int = 1,
+                 args: tuple[str, ...] = (), workers: int | None = None,
                  options: str = "rw,no_root_squash,insecure") -> None:
         self.export, self.work_dir, self.start_timeout = export, work_dir, start_timeout
         self.options = options  # the export's exports(5) options (scripts/vm/compare_bench.py: async)
         self.args = args  # more options (scripts/cluster/shared_bench.py: --shared-state URL)
-        self.workers = workers  # --workers N (its CPU: driver.server_cpu_seconds counts the children)
+        # --workers N; None: the server's own default (one per usable core, or PYSFSD_WORKERS).
+        # Its CPU: driver.server_cpu_seconds counts the children.
+        self.workers = workers
         self.log_path = work_dir / "pysfsd.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +55,8 @@ class Pysfsd:
                 [sys.executable, "-m", "nfsd", "--port", "0",
                  # like the Ganesha configuration compared against (Squash = No_Root_Squash)
                  "--export", f'"{self.export}" *({self.options})',
-                 "--bind", "127.0.0.1", "--state-dir", str(state), "--workers", str(self.workers), *self.args],
+                 "--bind", "127.0.0.1", "--state-dir", str(state),
+                 *(("--workers", str(self.workers)) if self.workers is not None else ()), *self.args],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + self.start_timeout
