@@ -74,9 +74,11 @@ GC_THRESHOLDS = (20_000, 20, 20)
 # content fields answer pass by pass too (``_follow_index``), not all at the end
 _PASSES_SHIFT, _MAX_PASSES = 2, 63
 
-# With --workers, the primary's watcher reads inotify events at most this often (seconds):
-# the other workers' changes then cost it one wake-up per period, not one per change
-# (nfsd/fs/watch.py ``TreeWatcher.gather``; docs/design.rst, "Several worker processes").
+# The watcher reads inotify events at most this often (seconds): with --workers the other
+# workers' changes then cost the primary one wake-up per period, not one per change
+# (nfsd/fs/watch.py ``TreeWatcher.gather``; docs/design.rst, "Several worker processes"),
+# and with one worker the echoes of a lone client's own changes cost one per period, not
+# an event-loop turn per call (docs/design.rst, "Eighth pass").
 WATCH_GATHER = 0.01
 
 
@@ -421,7 +423,7 @@ class NfsServer:
                        Uncounted(index, self.inbox.drain if self.inbox is not None else None,
                                  functools.partial(entries.changed, fs.export_id)))
             watcher = TreeWatcher(fs.root_path, NotingIndex(watched, entries, fs.export_id), rescan,
-                                  WATCH_GATHER if self.role is not None else 0.0)
+                                  WATCH_GATHER)
             if watcher.gather > 0:  # events it has not read yet are noted before each flush
                 fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
             task = loop.create_task(watcher.run())

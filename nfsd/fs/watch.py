@@ -25,6 +25,7 @@ log = logging.getLogger("pysfsd.watch")
 
 _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 _READ_SIZE = 64 * 1024
+_MAX_EVENT = _HEADER.size + 256  # an event with the longest name (NAME_MAX, padded)
 _Q_OVERFLOW, _IGNORED, _ISDIR = int(Mask.Q_OVERFLOW), int(Mask.IGNORED), int(Mask.ISDIR)
 _NEW_NAME = int(Mask.CREATE | Mask.MOVED_TO)
 _CREATE = int(Mask.CREATE)
@@ -36,10 +37,9 @@ EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLO
 class TreeWatcher:
     def __init__(self, root: str, index: Any, rescan: Callable[[], None], gather: float = 0.0) -> None:
         self.root = os.fsencode(os.path.realpath(root))
-        # > 0: read events at most this often, letting them gather in between (workers'
-        # primary: see ``_read_events``)
+        # > 0: read events at most this often, letting them gather in between (see
+        # ``_read_gathered``)
         self.gather = gather
-        self._read_at = 0.0  # the event loop's time of the last read (with ``gather``)
         self.index = index
         # whether an entry is queued as created by the server itself (``Index.is_fresh``)
         self._is_fresh: Callable[[int, bytes], bool] | None = getattr(index, "is_fresh", None)
@@ -89,14 +89,17 @@ class TreeWatcher:
             return  # the loop is closed
         done.wait(timeout)
 
-    def _read_pending(self) -> None:
+    def _read_pending(self) -> bool:
         """On the loop: read and note what the descriptor holds now (new directories are
-        watched by a task of their own)."""
+        watched by a task of their own); whether there was anything.  A read that does not
+        fill the buffer took everything queued then: no second read to hear EAGAIN."""
+        found = False
         while self._fd >= 0:
             try:
                 data = os.read(self._fd, _READ_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return found
+            found = True
             for wd, mask, name in _parse(data):
                 try:
                     new_dir = self._handle(wd, mask, name)
@@ -106,6 +109,9 @@ class TreeWatcher:
                         task.add_done_callback(self._tasks.discard)
                 except Exception:  # a watcher must outlive any one odd event
                     log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
+            if len(data) < _READ_SIZE - _MAX_EVENT:
+                return True
+        return found
 
     async def _read_events(self, fd: int) -> None:
         """Read and parse the raw events ourselves: asyncinotify builds a ``Path``, a ``Mask``
@@ -116,26 +122,15 @@ class TreeWatcher:
         # blocks, and a read after a spurious wake-up would stop the event loop
         os.set_blocking(fd, False)
         loop = asyncio.get_running_loop()
+        if self.gather > 0:
+            await self._read_gathered(fd, loop)
+            return
         readable = asyncio.Event()
         loop.add_reader(fd, readable.set)
         try:
             while True:
                 await readable.wait()
                 readable.clear()
-                if self.gather > 0:
-                    # With --workers, the primary watches the other workers' changes too and
-                    # is often idle when they come: woken for each, it read events one at a
-                    # time, and the kernel merged none (a follower's SETATTR load cost each
-                    # chmod a wake-up of the primary).  So within ``gather`` of the last
-                    # read, the descriptor is not watched: the events queue up, identical
-                    # ones merge, and one read takes them all.  A change after a quiet
-                    # spell is read at once (a query asked right after it sees it).
-                    wait = self._read_at + self.gather - loop.time()
-                    if wait > 0:
-                        loop.remove_reader(fd)
-                        await asyncio.sleep(wait)
-                        loop.add_reader(fd, readable.set)
-                    self._read_at = loop.time()
                 try:
                     data = os.read(fd, _READ_SIZE)
                 except BlockingIOError:
@@ -152,6 +147,44 @@ class TreeWatcher:
                     except Exception:  # a watcher must outlive any one odd event
                         log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
         finally:
+            loop.remove_reader(fd)
+
+    async def _read_gathered(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Read events at most every ``gather`` seconds.  The primary of --workers watches
+        the other workers' changes too and is often idle when they come: woken for each, it
+        read them one at a time, and the kernel merged none (a follower's SETATTR load cost
+        each chmod a wake-up of the primary); with one worker, each of a lone client's
+        changes woke the loop once more for its own echo.  So an event after a quiet spell
+        is read at once; then the descriptor is not watched, and a timer reads what queued
+        meanwhile (identical events merged) every ``gather`` seconds, until a read finds
+        nothing and the descriptor is watched again.  A timer and one ``read`` per period
+        while changes keep coming: no wake-up per event, and no ``epoll_ctl`` per period
+        (uvloop's ``remove_reader`` and ``add_reader`` cost four system calls together)."""
+        stopped: asyncio.Future[None] = loop.create_future()
+        timer: asyncio.TimerHandle | None = None
+
+        def poll() -> None:
+            nonlocal timer
+            timer = None
+            try:
+                if self._read_pending():
+                    timer = loop.call_later(self.gather, poll)
+                else:
+                    loop.add_reader(fd, readable)
+            except Exception as exc:  # the descriptor failed: the watcher stops, as run() says
+                if not stopped.done():
+                    stopped.set_exception(exc)
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            poll()
+
+        loop.add_reader(fd, readable)
+        try:
+            await stopped
+        finally:
+            if timer is not None:
+                timer.cancel()
             loop.remove_reader(fd)
 
     async def _watch_tree(self, top: bytes, new: list[int] | None = None) -> None:

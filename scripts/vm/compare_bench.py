@@ -6,7 +6,10 @@ so the noise of this shared machine falls on all of them alike.
 For every phase it prints the guest's seconds and the server's CPU seconds (utime+stime of
 the server process and its children, read from /proc when the guest asks the host, outside
 the phase's timing: bench.sh with ``VM_CPU_MARKS=1``), averaged over the rounds, and the
-ratio ``Ganesha's time / this server's time`` (>= 1.0: as fast as Ganesha or faster).
+ratio ``Ganesha's time / this server's time`` (>= 1.0: as fast as Ganesha or faster).  With a
+``sync`` server and its ``async`` twin in the run (``pysfsd`` and ``pysfsd-async``, the same
+with ``-wN`` or ``@NAME``), it also prints what the ``sync`` export costs per phase (its
+directory fsyncs and stable writes): the difference of their means (``sync_cost``).
 
 Usage (root; one VM at a time on this machine, so check ``pgrep -f qemu-system`` first):
     python scripts/vm/compare_bench.py [--rounds 2] [--servers pysfsd,pysfsd-async,ganesha]
@@ -206,6 +209,30 @@ def table(results: dict[str, list[Phases]], reference: str = "ganesha") -> str:
     return "\n".join(lines)
 
 
+def sync_cost(results: dict[str, list[Phases]]) -> str:
+    """What the ``sync`` export's directory fsyncs (and the stable WRITEs) cost per phase: a
+    ``sync`` server's mean seconds and CPU seconds minus those of its ``async`` twin in the
+    same run (``pysfsd`` and ``pysfsd-async``, ``pysfsd-w2@base`` and ``pysfsd-async-w2@base``);
+    empty when no such pair ran."""
+    pairs = [(s, twin) for s in results if s.startswith("pysfsd") and not s.startswith("pysfsd-async")
+             and (twin := s.replace("pysfsd", "pysfsd-async", 1)) in results]
+    if not pairs:
+        return ""
+    order = [name for name in results[pairs[0][0]][0]] if results[pairs[0][0]] else []
+    lines = ["sync minus async, seconds / CPU seconds (the directory fsyncs and stable writes):"]
+    for phase in order:
+        cells = []
+        for sync, twin in pairs:
+            diffs = []
+            for index in (0, 1):
+                a = [v for r in results[sync] if phase in r and (v := r[phase][index]) is not None]
+                b = [v for r in results[twin] if phase in r and (v := r[phase][index]) is not None]
+                diffs.append(f"{mean(a) - mean(b):+.2f}" if a and b else "-")
+            cells.append(f"{sync}: {diffs[0]} / {diffs[1]}")
+        lines.append(f"  {phase:24} " + "   ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -248,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                 cpus = [c for name, (_, c) in phases.items() if name != "total" and c is not None]
                 phases["total"] = (phases["total"][0], sum(cpus))
     print(table(results))
+    cost = sync_cost(results)
+    if cost:
+        print("\n" + cost)
     print("\nNFS calls per phase (the client's counters, last round):")
     for phase in calls[servers[0]]:
         for s in servers:

@@ -48,7 +48,7 @@ def run_in_a_child(script: str, tmp_path: Path) -> None:
     root = tmp_path / "export"
     root.mkdir()
     done = subprocess.run([sys.executable, "-c", script, str(root)], cwd=REPO, capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
@@ -249,6 +249,50 @@ async def main(root):
 
 asyncio.run(main(sys.argv[1]))
 '''
+
+
+# Gathering (``TreeWatcher._read_gathered``): the first event after a quiet spell is read at
+# once; those within ``gather`` of it wait for the timer's read; once a timer's read finds
+# nothing the descriptor is watched again, so the next change after that quiet spell is read
+# at once too, not a period later.
+REARM_SCRIPT = CATCH_UP_SCRIPT[:CATCH_UP_SCRIPT.index("async def main")] + r'''
+import time
+
+
+async def noted(index, name, within):
+    deadline = time.monotonic() + within
+    while name not in index.notes:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+async def main(root):
+    index = Index()
+    gather = 4.0
+    w = TreeWatcher(root, index, lambda: None, gather)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    os.mkfifo(os.path.join(root, "first"))           # one event: IN_CREATE
+    assert await noted(index, b"first", 1.0), index.notes      # after a quiet spell: at once
+    began = time.monotonic()
+    os.mkfifo(os.path.join(root, "second"))          # within the period: the timer reads it
+    assert not await noted(index, b"second", 0.5), index.notes
+    assert await noted(index, b"second", 2 * gather), index.notes
+    assert time.monotonic() - began > 0.5 * gather
+    await asyncio.sleep(1.25 * gather)               # the next read finds nothing: watched again
+    os.mkfifo(os.path.join(root, "third"))
+    assert await noted(index, b"third", 0.1 * gather), index.notes  # at once, not a period later
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_gathering_watcher_reads_at_once_again_after_a_quiet_spell(tmp_path: Path) -> None:
+    run_in_a_child(REARM_SCRIPT, tmp_path)
 
 
 def test_a_new_directory_costs_its_own_subtree_not_every_watch(tmp_path: Path) -> None:

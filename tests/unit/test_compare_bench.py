@@ -1,0 +1,44 @@
+"""scripts/vm/compare_bench.py's arithmetic: what the ``sync`` export costs per phase is a
+``sync`` server's mean minus that of its ``async`` twin of the same run (same workers, same
+tree), and nothing for a server without a twin."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vm" / "compare_bench.py"
+
+
+@pytest.fixture(scope="module")
+def compare_bench():
+    spec = importlib.util.spec_from_file_location("compare_bench", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sync_cost_pairs_each_sync_server_with_its_async_twin(compare_bench) -> None:
+    results = {
+        "pysfsd": [{"create": (3.0, 0.6)}, {"create": (5.0, 0.8)}],      # mean 4.0 s, 0.7 CPU
+        "pysfsd-async": [{"create": (1.5, 0.5)}, {"create": (2.5, 0.3)}],  # mean 2.0 s, 0.4 CPU
+        "pysfsd-w2@base": [{"create": (6.0, None)}],                     # CPU not known
+        "pysfsd-async-w2@base": [{"create": (2.0, 0.2)}],
+        "pysfsd-w2": [{"create": (9.0, 1.0)}],                           # no twin in the run
+        "ganesha": [{"create": (1.0, 0.1)}],
+    }
+    lines = compare_bench.sync_cost(results).splitlines()
+    assert len(lines) == 2, lines
+    cells = lines[1].split()
+    assert cells[0] == "create"
+    text = " ".join(cells[1:])
+    assert "pysfsd: +2.00 / +0.30" in text
+    assert "pysfsd-w2@base: +4.00 / -" in text
+    assert "pysfsd-w2:" not in text
+
+
+def test_no_pair_no_sync_cost(compare_bench) -> None:
+    assert compare_bench.sync_cost({"pysfsd-async": [{"create": (1.0, 0.1)}],
+                                    "ganesha": [{"create": (1.0, 0.1)}]}) == ""
