@@ -15,7 +15,8 @@ Usage (root; one VM at a time on this machine, so check ``pgrep -f qemu-system``
     python scripts/vm/compare_bench.py [--rounds 2] [--servers pysfsd,pysfsd-async,ganesha]
 
 Servers: ``pysfsd`` (the export ``*(rw,no_root_squash,insecure)``, i.e. ``sync``),
-``pysfsd-async`` (the same plus ``async``), either with ``-wN`` for ``--workers N``
+``pysfsd-async`` (the same plus ``async``), both with the server's default worker count
+(one per usable core, or ``PYSFSD_WORKERS``), either with ``-wN`` for ``--workers N``
 (``pysfsd-w2``, ``pysfsd-async-w2``), ``ganesha`` (scripts/vm/ganesha.py ``--private``: in a
 network namespace of its own, which the VM is started in).  ``--nconnect 2`` mounts with
 ``nconnect=2`` (several connections: what lets several workers serve one client).
@@ -64,12 +65,14 @@ PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no
 WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
 
 
-def pysfsd_variant(server: str) -> tuple[str, int] | None:
+def pysfsd_variant(server: str) -> tuple[str, int | None] | None:
     """The export options and worker count a pysfsd server name stands for (None: unknown)."""
     server = server.partition("@")[0]
     m = WORKERS.match(server)
-    base, workers = (m[1], int(m[2])) if m else (server, 1)
-    return (PYSFSD_OPTIONS[base], workers) if base in PYSFSD_OPTIONS and workers >= 1 else None
+    base, workers = (m[1], int(m[2])) if m else (server, None)  # None: the server's default
+    if base not in PYSFSD_OPTIONS or (workers is not None and workers < 1):
+        return None
+    return PYSFSD_OPTIONS[base], workers
 
 Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, server CPU seconds)
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
