@@ -348,13 +348,15 @@ class Supervisor:
         from .config.preflight import unwritable_note
         from .discovery.portmap_service import Discovery
         from .exports.rules import load_exports
+        from .rpc.trace import trace_level
         # The portmapper first, as one process does it right after listening (the sockets
         # listen already; calls wait in them until a worker takes them): a port refused is
         # one line, before any worker has started scanning.
         discovery = Discovery()
         try:
+            # (traced like a worker's calls: PYSFSD_TRACE shows the kernel client's GETPORTs)
             status = await discovery.start(self.host, self.port, self.config.portmap, self.config.portmap_port,
-                                           0, self.config.register, self.config.locks)
+                                           trace_level(), self.config.register, self.config.locks)
         except OSError as exc:
             raise listen_error(self.host, self.config.portmap_port, exc,
                                "serve the portmapper (--portmap)") from None

@@ -62,3 +62,25 @@ def test_each_worker_names_itself_in_the_trace(tmp_path: Path) -> None:
         for rpc in clients:
             rpc.__exit__(None, None, None)
         srv.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_embedded_portmapper_is_traced_with_any_worker_count(tmp_path: Path, workers: str) -> None:
+    """With several workers the parent serves the embedded portmapper: PYSFSD_TRACE must show
+    its calls too (the kernel client's GETPORTs at mount time; tests/vm/test_vm_plain_mount.py
+    looks for them).  It did not with two workers: the parent passed trace level 0."""
+    from protocol import portmap
+    from tests.server.test_discovery import free_port
+    export = tmp_path / "export"
+    export.mkdir()
+    pm_port = free_port()
+    srv = ServerProcess(export, tmp_path / "state", env={"PYSFSD_TRACE": "1"},
+                        args=("--workers", workers, "--portmap", "--portmap-port", str(pm_port))).start()
+    try:
+        with RpcClient(pm_port) as pm:
+            assert pm.call(portmap.PORTMAP2, 3, portmap.mapping(100003, 3, 6, 0)) == srv.port
+        log = srv.stop()
+    finally:
+        srv.stop()
+    getports = [line for line in log.splitlines() if "PORTMAP2.GETPORT" in line and "-> " in line]
+    assert any("prog=100003" in line for line in getports), log[-2000:]
