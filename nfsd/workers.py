@@ -535,11 +535,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cores_default() -> int:
+    """The default of ``--workers`` without ``PYSFSD_WORKERS``: the usable cores, at most
+    ``DEFAULT_MAX`` (also what ``--help`` shows)."""
+    return min(usable_cores(), DEFAULT_MAX)
+
+
 def default_count() -> int:
     """The default of ``--workers``: ``PYSFSD_WORKERS`` if it is a number from 1 up, else
-    the usable cores, at most ``DEFAULT_MAX`` (docs/running.rst: Worker processes)."""
+    ``cores_default`` (docs/running.rst: Worker processes)."""
     text = os.environ.get("PYSFSD_WORKERS", "")
-    return int(text) if text.isdigit() and int(text) >= 1 else min(usable_cores(), DEFAULT_MAX)
+    return int(text) if text.isdigit() and int(text) >= 1 else cores_default()
 
 
 def serve(config: "ServerConfig", count: int) -> int:

@@ -13,7 +13,7 @@ from .. import __version__
 from ..app import default_state_dir
 from ..nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducers import add_arguments as add_transducer_arguments
-from ..workers import DEFAULT_MAX, MAX_COUNT, usable_cores
+from ..workers import DEFAULT_MAX, MAX_COUNT, cores_default
 
 
 DESCRIPTION = """\
@@ -156,7 +156,7 @@ def build_parser(server: bool = True) -> Parser:
                    help="I/O worker threads (default 8)")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help=f"server processes sharing the listening sockets, at most {MAX_COUNT} (default: the "
-                        f"usable cores up to {DEFAULT_MAX}, here {min(usable_cores(), DEFAULT_MAX)}, or "
+                        f"usable cores up to {DEFAULT_MAX}, here {cores_default()}, or "
                         f"PYSFSD_WORKERS; 1 with --shared-state; "
                         f"docs/running.rst: --workers)")
     g.add_argument("--idle-timeout", type=positive_seconds, default=360.0, metavar="SECONDS",
