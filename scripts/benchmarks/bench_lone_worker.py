@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(HERE / "load_generator")]
 
+from procfs import connection_holder  # noqa: E402
 from servers import Pysfsd  # noqa: E402
 from nfsd.rpc.client import RpcClient  # noqa: E402
 
@@ -49,35 +49,13 @@ def worker_pids(server: Pysfsd) -> list[int]:
     return [int(p) for p in found[2].split()]
 
 
-def holder(server_port: int, client_port: int, pids: list[int]) -> int | None:
-    """Which of ``pids`` holds the server's end of the connection from ``client_port``."""
-    inode = None
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
-                inode = fields[9]
-    if inode is None or inode == "0":
-        return None
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return pid
-    return None
-
-
 def pin(port: int, on: int, pids: list[int], count: int, attempts: int = 40) -> list[RpcClient]:
     """``count`` connections held by worker pid ``on`` (the others opened on the way are closed)."""
     kept: list[RpcClient] = []
     for _ in range(attempts):
         client = RpcClient(port)
         client.raw_call(NFS_PROGRAM, NFS_V3, 0, cred=None)  # answered: accepted by a worker
-        if holder(port, client.sock.getsockname()[1], pids) == on:
+        if connection_holder(port, client.sock.getsockname()[1], pids) == on:
             kept.append(client)
             if len(kept) == count:
                 time.sleep(1.2)  # the workers publish their connection counts once a second

@@ -4,6 +4,7 @@ Every test makes sure its connections really reach different workers: it finds t
 process holding the server's end of each TCP connection through /proc."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -23,6 +24,13 @@ from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_
 from tests.nlm_helpers import CallbackServices, NlmClient
 from tests.rpc_client import ROOT, RpcClient, fh
 
+# which worker serves a connection: the load scripts' /proc reader, loaded by path
+_spec = importlib.util.spec_from_file_location(
+    "procfs", REPO / "scripts" / "benchmarks" / "load_generator" / "procfs.py")
+assert _spec is not None and _spec.loader is not None
+_procfs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_procfs)
+
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 
 
@@ -32,33 +40,9 @@ def workers_of(srv: ServerProcess) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def _socket_inode(local_port: int, remote_port: int) -> int | None:
-    """The inode of the server's end of the loopback connection (server port, client port)."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
-                return int(fields[9])
-    return None
-
-
 def serving_pid(client: RpcClient, server_port: int, pids: list[int]) -> int | None:
-    inode = _socket_inode(server_port, client.sock.getsockname()[1])
-    if inode is None:
-        return None
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return pid
-                except OSError:
-                    continue
-        except OSError:
-            continue
-    return None
+    """Which worker of ``pids`` serves ``client``'s connection."""
+    return _procfs.connection_holder(server_port, client.sock.getsockname()[1], pids)
 
 
 def one_per_worker(srv: ServerProcess) -> dict[int, RpcClient]:

@@ -1,0 +1,36 @@
+"""Which process serves a loopback TCP connection, read from /proc (Linux): with
+``--workers`` the kernel hands each accepted connection to one worker, and a measurement
+or a test of one worker must know which took it.  No imports beyond the standard library,
+so tests load it by path (tests/server/test_workers.py)."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def socket_inode(local_port: int, remote_port: int) -> int | None:
+    """The inode of the IPv4 socket whose local end is ``local_port`` and remote end
+    ``remote_port`` (the server's end of a loopback connection: server port, client port)."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
+                return int(fields[9]) or None
+    return None
+
+
+def connection_holder(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server's end of the connection from ``client_port``."""
+    inode = socket_inode(server_port, client_port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return pid
+    return None
