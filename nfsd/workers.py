@@ -115,17 +115,27 @@ class ConnectionShares:
         if self._map is not None:
             self._CELL.pack_into(self._map, 8 * self._slot, count)
 
-    def fewest_elsewhere(self) -> int | None:
+    def should_yield(self, mine: int) -> bool:
+        """Whether another worker should take the next connection first: one serving fewer
+        than ``mine``, or as many with a lower slot.  Ties go to the lowest slot, so a lone
+        client (the kernel client's one connection) is served by the primary, where a call
+        costs least: a follower's changing calls also wake the primary (their notes, their
+        inotify echoes), and it commits its handle-table writes itself."""
         if self._map is None:
-            return None
-        others = [self._CELL.unpack_from(self._map, 8 * i)[0] for i in range(self.workers) if i != self._slot]
-        return min(others) if others else None
+            return False
+        for i in range(self.workers):
+            if i != self._slot:
+                theirs = self._CELL.unpack_from(self._map, 8 * i)[0]
+                if theirs < mine or (theirs == mine and i < self._slot):
+                    return True
+        return False
 
 
 class BalancedAcceptor:
     """Accepts on the shared listening socket, one connection per wake-up; a worker that
-    serves more connections than another one waits ``DEFER`` seconds first, so that one
-    takes it (if it does not, say it is busy or restarting, this one accepts after all).
+    serves more connections than another one (or as many, and comes after it: the primary
+    first) waits ``DEFER`` seconds first, so that one takes it (if it does not, say it is
+    busy or restarting, this one accepts after all).
     Left to the kernel and libuv, the first worker to wake took most connections: eight
     opened at once by the load generator all went to one worker in some runs, and the
     other idled."""
@@ -164,8 +174,7 @@ class BalancedAcceptor:
     def _ready(self) -> None:
         loop = asyncio.get_running_loop()
         mine = self.serving()
-        fewest = self.shares.fewest_elsewhere()
-        if not self._deferred and fewest is not None and mine > fewest:
+        if not self._deferred and self.shares.should_yield(mine):
             self._deferred = True
             loop.remove_reader(self.sock.fileno())
             self._reading = False

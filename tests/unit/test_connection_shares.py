@@ -1,0 +1,53 @@
+"""``ConnectionShares.should_yield``: which worker takes the next TCP connection
+(nfsd/workers.py ``BalancedAcceptor``)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from nfsd.workers import ConnectionShares
+
+
+@pytest.fixture
+def three() -> Iterator[list[ConnectionShares]]:
+    """Three workers' views of one shared table."""
+    table = ConnectionShares.create(3)
+    views = [ConnectionShares(table.fd, 3) for _ in range(3)]
+    for slot, view in enumerate(views):
+        view.attach(slot)
+    yield views
+    os.close(table.fd)
+
+
+def test_a_tie_goes_to_the_lowest_slot_so_a_lone_client_reaches_the_primary(three: list[ConnectionShares]) -> None:
+    assert [view.should_yield(0) for view in three] == [False, True, True]
+
+
+def test_connections_then_go_round_the_workers(three: list[ConnectionShares]) -> None:
+    """Each worker accepts only when no other should: the connections go 0, 1, 2, 0, ..."""
+    counts = [0, 0, 0]
+    order = []
+    for _ in range(7):
+        takers = [slot for slot, view in enumerate(three) if not view.should_yield(counts[slot])]
+        assert len(takers) == 1, (counts, takers)
+        counts[takers[0]] += 1
+        three[takers[0]].publish(counts[takers[0]])
+        order.append(takers[0])
+    assert order == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_a_worker_serving_more_yields_to_any_serving_fewer(three: list[ConnectionShares]) -> None:
+    three[0].publish(5)
+    three[1].publish(2)
+    three[2].publish(3)
+    assert three[0].should_yield(5) and three[2].should_yield(3) and not three[1].should_yield(2)
+
+
+def test_unattached_shares_never_yield() -> None:
+    table = ConnectionShares.create(2)
+    try:
+        assert not ConnectionShares(table.fd, 2).should_yield(10)
+    finally:
+        os.close(table.fd)
