@@ -119,10 +119,13 @@ class Dispatcher:
                 held = waits if held is None else asyncio.gather(held, waits)
         if self._drc_keys:
             keys, replies, xids = self._drc_keys, self._drc_replies, self._drc_xids
-            self._drc_keys, self._drc_replies, self._drc_xids = [], [], []
             if held is None:
                 self.drc.finish_all(keys, replies)
+                keys.clear()  # (the same lists serve the next burst)
+                replies.clear()
+                xids.clear()
             else:
+                self._drc_keys, self._drc_replies, self._drc_xids = [], [], []
                 held.add_done_callback(lambda f: self._cache_replies(keys, replies, xids, f))
         return held
 

@@ -158,19 +158,36 @@ class SharedDuplicateRequestCache:
             m[victim + 16] = _FREE  # readers ignore it while it is rewritten
         self._stamp += 1
         _HEAD.pack_into(m, victim, key, _BUSY, self._pid, 0, self._stamp)
-        self._mine[key] = victim
+        mine = self._mine
+        if len(mine) > 4 * self.slots:
+            mine.clear()  # calls that never finished (cannot happen: a bound anyway)
+        mine[key] = victim
         return None
 
-    def finish(self, key: bytes, reply: bytes | None) -> None:
-        self.finish_all([key], [reply])
+    def finish(self, key: bytes, reply: bytes | bytearray | None) -> None:
+        m = self._map
+        assert m is not None, "attach() first"
+        off = self._mine.pop(key, -1)
+        if off < 0 or _KEY_STATE.unpack_from(m, off) != (key, _BUSY):
+            return  # pushed out meanwhile
+        if reply is None or len(reply) > MAX_REPLY:
+            m[off + 16] = _FREE
+            return
+        # still marked in progress while the reply is written: readers do not read it
+        m[off + _HEAD.size: off + _HEAD.size + len(reply)] = reply
+        self._stamp += 1
+        _HEAD.pack_into(m, off, key, _DONE, self._pid, len(reply), self._stamp)
 
     def finish_all(self, keys: list[bytes], replies: "list[bytes | bytearray] | list[bytes | None]") -> None:
         """``finish`` for each key and its reply, in one call: the dispatcher caches a
         burst's replies together when they may leave (a Python call and the look-ups of
         the map and the struct per reply less)."""
+        if len(keys) == 1:  # a lone call's burst: the loop's set-up would cost more
+            self.finish(keys[0], replies[0])
+            return
         m = self._map
         assert m is not None, "attach() first"
-        mine, pop, state_of, pack = self._mine, self._mine.pop, _KEY_STATE.unpack_from, _HEAD.pack_into
+        pop, state_of, pack = self._mine.pop, _KEY_STATE.unpack_from, _HEAD.pack_into
         pid, stamp, head = self._pid, self._stamp, _HEAD.size
         for key, reply in zip(keys, replies):
             off = pop(key, -1)
@@ -184,8 +201,6 @@ class SharedDuplicateRequestCache:
             stamp += 1
             pack(m, off, key, _DONE, pid, len(reply), stamp)
         self._stamp = stamp
-        if len(mine) > 4 * self.slots:
-            mine.clear()  # calls that never finished (cannot happen: a bound anyway)
 
 
 def _alive(pid: int) -> bool:
