@@ -74,7 +74,11 @@ class Dispatcher:
         # fsyncs, nfsd/fs/dirsync.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
         self._bursting = False
-        self._drc_held: list[tuple[Any, bytes | bytearray, int]] = []  # the burst's replies, for the DRC
+        # the burst's non-idempotent calls, for the DRC: their keys, replies and xids (three
+        # lists: ``finish_all`` takes the first two as they are)
+        self._drc_keys: list[Any] = []
+        self._drc_replies: list[bytes | bytearray] = []
+        self._drc_xids: list[int] = []
 
     def register(self, program: Program, service: Any, offload: Mapping[int, Offload] | None = None,
                  handlers: Mapping[int, Handler] | None = None) -> None:
@@ -113,22 +117,23 @@ class Dispatcher:
             waits = end()
             if waits is not None:
                 held = waits if held is None else asyncio.gather(held, waits)
-        if self._drc_held:
-            entries, self._drc_held = self._drc_held, []
+        if self._drc_keys:
+            keys, replies, xids = self._drc_keys, self._drc_replies, self._drc_xids
             if held is None:
-                self._cache_replies(entries, None)
+                self.drc.finish_all(keys, replies)
+                keys.clear()  # (the same lists serve the next burst)
+                replies.clear()
+                xids.clear()
             else:
-                held.add_done_callback(lambda f: self._cache_replies(entries, f))
+                self._drc_keys, self._drc_replies, self._drc_xids = [], [], []
+                held.add_done_callback(lambda f: self._cache_replies(keys, replies, xids, f))
         return held
 
-    def _cache_replies(self, entries: list[tuple[Any, bytes | bytearray, int]], held: "asyncio.Future[Any] | None") -> None:
-        finish = self.drc.finish
-        if held is not None and (held.cancelled() or held.exception() is not None):
-            for key, _, xid in entries:
-                finish(key, accepted_error_reply(xid, accept_stat.SYSTEM_ERR))
-        else:
-            for key, reply, _ in entries:
-                finish(key, reply)
+    def _cache_replies(self, keys: list[Any], replies: list[bytes | bytearray], xids: list[int],
+                       held: "asyncio.Future[Any]") -> None:
+        if held.cancelled() or held.exception() is not None:
+            replies = [accepted_error_reply(xid, accept_stat.SYSTEM_ERR) for xid in xids]
+        self.drc.finish_all(keys, replies)
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
                  max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
@@ -240,7 +245,9 @@ class Dispatcher:
             reply = bytes(reserve) + accepted_error_reply(xid, accept_stat.SYSTEM_ERR)
         if drc_key is not None:
             if self._bursting:  # cached once the burst's replies may leave (``end_burst``)
-                self._drc_held.append((drc_key, reply[reserve:], xid))
+                self._drc_keys.append(drc_key)
+                self._drc_replies.append(reply[reserve:])
+                self._drc_xids.append(xid)
             else:
                 self.drc.finish(drc_key, reply[reserve:])
         return reply

@@ -56,3 +56,12 @@ class DuplicateRequestCache:
             entries.pop(key, None)
         elif key in entries:
             entries[key] = reply
+
+    def finish_all(self, keys: list[Hashable], replies: "list[bytes | bytearray] | list[bytes | None]") -> None:
+        """``finish`` for each key and its reply (a burst's, cached together)."""
+        entries = self._entries
+        for key, reply in zip(keys, replies):
+            if reply is None:
+                entries.pop(key, None)
+            elif key in entries:
+                entries[key] = reply

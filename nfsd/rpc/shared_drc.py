@@ -130,13 +130,12 @@ class SharedDuplicateRequestCache:
         cached reply bytes."""
         m = self._map
         assert m is not None, "attach() first"
-        at = self._set_of(key)
+        at = self._keyed_set if key is self._keyed else self._set_of(key)
         own = self._own_base + at
         # most calls are new: a slot's header is read only when its first 16 bytes are the
         # key (both slots' keys of a set in one unpack: a slice of the map costs twice that)
-        keys = _SET_KEYS.unpack_from
         for base in self._others:
-            if key in keys(m, base + at):
+            if key in _SET_KEYS.unpack_from(m, base + at):
                 found = self._find(m, base + at, key)
                 if found is not None:
                     return found
@@ -151,11 +150,12 @@ class SharedDuplicateRequestCache:
             victim = own
         elif state1 == _FREE:
             victim = own + SLOT
-        elif (state0 == _BUSY) != (state1 == _BUSY):
-            victim = own + SLOT if state0 == _BUSY else own
         else:
-            victim = own if stamp0 <= stamp1 else own + SLOT
-        m[victim + 16] = _FREE  # readers ignore it while it is rewritten
+            if (state0 == _BUSY) != (state1 == _BUSY):
+                victim = own + SLOT if state0 == _BUSY else own
+            else:
+                victim = own if stamp0 <= stamp1 else own + SLOT
+            m[victim + 16] = _FREE  # readers ignore it while it is rewritten
         self._stamp += 1
         _HEAD.pack_into(m, victim, key, _BUSY, self._pid, 0, self._stamp)
         mine = self._mine
@@ -164,7 +164,7 @@ class SharedDuplicateRequestCache:
         mine[key] = victim
         return None
 
-    def finish(self, key: bytes, reply: bytes | None) -> None:
+    def finish(self, key: bytes, reply: bytes | bytearray | None) -> None:
         m = self._map
         assert m is not None, "attach() first"
         off = self._mine.pop(key, -1)
@@ -177,6 +177,30 @@ class SharedDuplicateRequestCache:
         m[off + _HEAD.size: off + _HEAD.size + len(reply)] = reply
         self._stamp += 1
         _HEAD.pack_into(m, off, key, _DONE, self._pid, len(reply), self._stamp)
+
+    def finish_all(self, keys: list[bytes], replies: "list[bytes | bytearray] | list[bytes | None]") -> None:
+        """``finish`` for each key and its reply, in one call: the dispatcher caches a
+        burst's replies together when they may leave (a Python call and the look-ups of
+        the map and the struct per reply less)."""
+        if len(keys) == 1:  # a lone call's burst: the loop's set-up would cost more
+            self.finish(keys[0], replies[0])
+            return
+        m = self._map
+        assert m is not None, "attach() first"
+        pop, state_of, pack = self._mine.pop, _KEY_STATE.unpack_from, _HEAD.pack_into
+        pid, stamp, head = self._pid, self._stamp, _HEAD.size
+        for key, reply in zip(keys, replies):
+            off = pop(key, -1)
+            if off < 0 or state_of(m, off) != (key, _BUSY):
+                continue  # pushed out meanwhile
+            if reply is None or len(reply) > MAX_REPLY:
+                m[off + 16] = _FREE
+                continue
+            # still marked in progress while the reply is written: readers do not read it
+            m[off + head: off + head + len(reply)] = reply
+            stamp += 1
+            pack(m, off, key, _DONE, pid, len(reply), stamp)
+        self._stamp = stamp
 
 
 def _alive(pid: int) -> bool:

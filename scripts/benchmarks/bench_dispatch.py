@@ -9,6 +9,7 @@ on a busy machine, for comparing trees: run it with ``PYTHONPATH`` set to anothe
 
     python scripts/benchmarks/bench_dispatch.py [--calls N] [--rounds R] [--ops null,getattr,setattr]
     python scripts/benchmarks/bench_dispatch.py --profile setattr   # cProfile of one op
+    python scripts/benchmarks/bench_dispatch.py --ops setattr --shared-drc  # the workers' DRC
 
 Prints microseconds per call (the best of ``--rounds`` rounds, and the median).  Not a test:
 figures depend on the machine.
@@ -112,6 +113,11 @@ def bench_server(prefix: str, uid: int = 0) -> Iterator[tuple[NfsServer, dict[st
 
 async def main_async(args: argparse.Namespace) -> int:
     with bench_server("bench-dispatch-", args.uid) as (server, records):
+        if args.shared_drc:  # as worker 0 of two: the duplicate-request cache --workers uses
+            from nfsd.rpc.shared_drc import SharedDuplicateRequestCache
+            drc = SharedDuplicateRequestCache.create(2)
+            drc.attach(0)
+            server.dispatcher.drc = drc
         ops = [args.profile] if args.profile else args.ops.split(",")
         xid = 1
         for op in ops:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=8)
     p.add_argument("--uid", type=int, default=0, help="the callers' uid and gid (0: root, not squashed)")
     p.add_argument("--profile", metavar="OP", help="print a cProfile of OP instead of timing")
+    p.add_argument("--shared-drc", action="store_true",
+                   help="the duplicate-request cache of --workers N (nfsd/rpc/shared_drc.py)")
     args = p.parse_args(argv)
     run_loop: Callable[..., Any] = asyncio.run
     return run_loop(main_async(args))

@@ -315,6 +315,9 @@ def test_a_failed_fsync_answers_system_err(tmp_path: Path, monkeypatch: pytest.M
             assert body[0] == reply_stat.MSG_ACCEPTED
             assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
             assert gate.threads[0].startswith("pysfsd-io") != inline, gate.threads
+            _send_all(rpc, [_create_record(0xE000, root, b"lost")])  # retransmitted:
+            body, _ = _replies(rpc, 1)[0xE000]                        # the cached failure
+            assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
 
 
 def _quiet(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

@@ -81,3 +81,20 @@ def test_short_arguments_with_equal_checksums_are_not_confused() -> None:
     other = b.key("10.0.0.1", 7, 100003, 3, 12, memoryview(SAME_CRC_B))
     assert b.begin(other) is None
     assert b.begin(b.key("10.0.0.1", 7, 100003, 3, 12, SAME_CRC_A)) == b"reply to A"
+
+
+def test_a_bursts_replies_are_cached_together() -> None:
+    """``finish_all`` (the dispatcher's end of a burst): each reply answers the other worker;
+    a call finished with None (its reply is not to be kept) is forgotten, so it is new
+    again; a reply too long for a slot is not kept either; a key this worker never began
+    is ignored."""
+    a, b = workers()
+    keys = [key(21 + 2 * n, n) for n in range(4)]  # each in a set of its own
+    for k in keys[:3]:
+        assert a.begin(k) is None
+    a.finish_all(keys, [b"one", None, b"x" * 1000, b"never begun"])
+    assert b.begin(keys[0]) == b"one"
+    assert b.begin(keys[1]) is None   # forgotten: new, now b's own
+    assert b.begin(keys[2]) is None   # too long to keep
+    assert b.begin(keys[3]) is None   # a never began it
+    assert a.begin(keys[1]) is IN_PROGRESS
