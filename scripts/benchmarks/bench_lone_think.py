@@ -148,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     thinks = [float(t) / 1000 for t in args.think.split(",")]
     results: dict[tuple[str, float], list[dict[str, float]]] = {}
-    for _ in range(args.rounds):
-        for name in args.servers.split(","):
-            with started(name, args.work, ASYNC if args.async_ else SYNC) as (port, mount_port, pid, netns, export):
-                for think in thinks:
-                    results.setdefault((name, think), []).append(
-                        measure(port, mount_port, pid, netns, export, args.op, think, args.calls))
-    shutil.rmtree(args.work, ignore_errors=True)
+    try:
+        for _ in range(args.rounds):
+            for name in args.servers.split(","):
+                with started(name, args.work, ASYNC if args.async_ else SYNC) as (port, mount_port, pid, netns, export):
+                    for think in thinks:
+                        results.setdefault((name, think), []).append(
+                            measure(port, mount_port, pid, netns, export, args.op, think, args.calls))
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
     print(f"{'server':12} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
     for (name, think), runs in results.items():
