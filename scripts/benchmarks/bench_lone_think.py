@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Lone calls with the client thinking between them: the VM workload's shape, in seconds.
+
+The kernel client in the VM (scripts/vm/compare_bench.py) sends one call, waits for the
+reply, then its guest computes (a shell loop under TCG) before the next call, so the server
+sleeps between calls and is woken for each one.  The load generator's lone calls
+(``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
+often there before the server sleeps, so they show less than the VM pays.  This client makes
+its calls (``--op``: GETATTR, SETATTR, or the VM's creates and removes, ``script``) one at
+a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (utime+stime of its
+processes, /proc), how long its threads waited on a run queue after being woken (run delay) and how
+many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
+and the latency the client saw.
+
+    python scripts/benchmarks/bench_lone_think.py --servers pysfsd-w1,ganesha --think 0,1 --rounds 2
+
+Servers as the load generator names them (``pysfsd``, ``pysfsd-wN``, ``ganesha``; ``--async``:
+the pysfsd export is ``async``), started afresh, measured in turn each round.  To compare
+trees, run it from each (``PYTHONPATH`` and the working directory at the other checkout).
+Not a test: figures depend on the machine and on what else runs on it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
+
+from driver import server_cpu_by_process  # noqa: E402
+from servers import Pysfsd, free_port, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
+from nfsd.rpc.client import RpcClient  # noqa: E402
+from protocol import mount3, nfs3  # noqa: E402
+from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
+
+ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")
+SYNC, ASYNC = "rw,no_root_squash,insecure", "rw,no_root_squash,insecure,async"
+
+
+@contextlib.contextmanager
+def started(name: str, work: Path, options: str) -> Iterator[tuple[int, int, int, int | None, Path]]:
+    """(port, MOUNT port, pid, network namespace pid, export) of server ``name`` started afresh."""
+    export = work / f"export-{name}"
+    shutil.rmtree(export, ignore_errors=True)
+    export.mkdir(parents=True)
+    (export / "file").write_bytes(b"x")
+    if name == "ganesha":
+        gwork = work / "ganesha"
+        shutil.rmtree(gwork, ignore_errors=True)
+        port = free_port()
+        with ganesha_module().Ganesha(export, port=port, mount_port=port + 1, work_dir=gwork,
+                                      private=True) as g:
+            pid = ganesha_pid(gwork)
+            assert pid is not None, "ganesha wrote no pid file"
+            yield port, port + 1, pid, g.namespace_pid, export
+        return
+    workers = int(name.split("-w", 1)[1]) if "-w" in name else None
+    with Pysfsd(export, work / f"state-{name}", options=options, workers=workers) as p:
+        assert p.pid is not None
+        yield p.port, p.port, p.pid, None, export
+
+
+def scheduled(pid: int) -> tuple[float, int]:
+    """Seconds the threads of ``pid`` and of its children spent runnable but not running, and
+    how many times they were put on a CPU (about one per wake-up)."""
+    total = runs = 0
+    pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    _, delay, slices = (task / "schedstat").read_text().split()[:3]
+                    total, runs = total + int(delay), runs + int(slices)
+    return total / 1e9, runs
+
+
+def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Path, op: str,
+            think: float, calls: int) -> dict[str, float]:
+    with network_namespace(netns):
+        client = RpcClient(port, cred=ROOT)
+        with RpcClient(mount_port, cred=ROOT) as mount:
+            root = nfs3.nfs_fh3(bytes(mount.call(mount3.MOUNT3, 1, str(export).encode())[1].fhandle))
+    with client:
+        warm, measured = script(client, root, op, 200), script(client, root, op, calls)
+        for proc, args in warm:
+            client.call(nfs3.NFS3, proc, args)
+        cpu0, (delay0, runs0) = server_cpu_by_process(pid), scheduled(pid)
+        latencies = []
+        for proc, args in measured:
+            start = time.perf_counter()
+            client.call(nfs3.NFS3, proc, args)
+            now = time.perf_counter()
+            latencies.append(now - start)
+            until = now + think
+            while time.perf_counter() < until:  # the guest computing
+                pass
+        cpu1, (delay1, runs1) = server_cpu_by_process(pid), scheduled(pid)
+    assert cpu0 is not None and cpu1 is not None
+    latencies.sort()
+    n = len(latencies)
+    return {"cpu_us": (sum(cpu1.values()) - sum(cpu0.values())) / n * 1e6,
+            "delay_us": (delay1 - delay0) / n * 1e6, "runs": (runs1 - runs0) / n,
+            "p50_us": latencies[n // 2] * 1e6, "p90_us": latencies[n * 9 // 10] * 1e6}
+
+
+_serial = iter(range(1 << 62))
+
+
+def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int, Any]]:
+    """The calls (procedure, arguments) of ``op``: GETATTR or SETATTR (mode, back and forth)
+    of one file; ``create`` as the VM's ``: > f`` makes them, a LOOKUP that finds nothing
+    then a CREATE UNCHECKED, per new file; ``remove``: REMOVEs of files created beforehand
+    (unmeasured)."""
+    if op in ("getattr", "setattr"):
+        found = client.call(nfs3.NFS3, 3, nfs3.LOOKUP3args(nfs3.diropargs3(root, b"file")))
+        handle = nfs3.nfs_fh3(bytes(found[1].object.data))
+        if op == "getattr":
+            return [(1, nfs3.GETATTR3args(handle))] * calls
+        modes = [nfs3.sattr3(m, None, None, None, (0, None), (0, None)) for m in (0o644, 0o600)]
+        return [(2, nfs3.SETATTR3args(handle, modes[i % 2], None)) for i in range(calls)]
+    names = [nfs3.diropargs3(root, b"f%d" % next(_serial)) for _ in range(calls // 2 if op == "create" else calls)]
+    how = (nfs3.createmode3.UNCHECKED, nfs3.sattr3(0o644, None, None, None, (0, None), (0, None)))
+    creates = [(8, nfs3.CREATE3args(where, how)) for where in names]
+    if op == "create":
+        return [c for where, create in zip(names, creates) for c in ((3, nfs3.LOOKUP3args(where)), create)]
+    for proc, args in creates:
+        client.call(nfs3.NFS3, proc, args)
+    return [(12, nfs3.REMOVE3args(where)) for where in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--servers", default="pysfsd-w1,ganesha")
+    p.add_argument("--op", choices=("getattr", "setattr", "create", "remove"), default="getattr")
+    p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--async", dest="async_", action="store_true", help="pysfsd's export is async")
+    p.add_argument("--work", type=Path, default=Path("/tmp") / f"bench-lone-think-{os.getpid()}")
+    args = p.parse_args(argv)
+    thinks = [float(t) / 1000 for t in args.think.split(",")]
+    results: dict[tuple[str, float], list[dict[str, float]]] = {}
+    try:
+        for _ in range(args.rounds):
+            for name in args.servers.split(","):
+                with started(name, args.work, ASYNC if args.async_ else SYNC) as (port, mount_port, pid, netns, export):
+                    for think in thinks:
+                        results.setdefault((name, think), []).append(
+                            measure(port, mount_port, pid, netns, export, args.op, think, args.calls))
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
+    print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
+    print(f"{'server':12} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
+    for (name, think), runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"{name:12} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
+              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
