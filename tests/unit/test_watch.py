@@ -349,11 +349,9 @@ def test_the_echo_of_the_servers_own_create_is_dropped(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_ECHO, tmp_path)
 
 
-# Another process's creation of a file (not the server's own, not a directory) is noted with
-# ``note_create_event``, where the index has it: it may be the echo of another worker's
-# creation, whose note comes later (``Index.note_create_event``); every other event, and a
-# new directory (which must be watched), with ``note_entry``.
-SCRIPT_CREATE_EVENT = r'''
+# A watcher over an index that records its notes and the creations it was told of
+# (``note_create_event``); the script after it goes on inside ``main``.
+CREATE_EVENT_PRELUDE = r'''
 import asyncio, os, sys
 from nfsd.fs.watch import TreeWatcher
 
@@ -372,6 +370,14 @@ async def main(root):
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.ready.wait(), 10)
     top = os.stat(root).st_ino
+'''
+
+
+# Another process's creation of a file (not the server's own, not a directory) is noted with
+# ``note_create_event``, where the index has it: it may be the echo of another worker's
+# creation, whose note comes later (``Index.note_create_event``); every other event, and a
+# new directory (which must be watched), with ``note_entry``.
+SCRIPT_CREATE_EVENT = CREATE_EVENT_PRELUDE + r'''
     os.close(os.open(os.path.join(root, "f"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     os.mkdir(os.path.join(root, "d"))
     for _ in range(20):
@@ -396,25 +402,7 @@ def test_another_processes_creation_of_a_file_is_noted_as_such(tmp_path: Path) -
 # The events of one read: an entry noted once is not noted again for a later event of the
 # same name (a SETATTR load on a few files, whose events the kernel merges only when they
 # follow each other), but a creation after it is still handled as one.
-SCRIPT_MERGED = r'''
-import asyncio, os, sys
-from nfsd.fs.watch import TreeWatcher
-
-class Index:
-    def __init__(self): self.notes, self.created = [], []
-    def note_entry(self, d, n): self.notes.append((d, n))
-    def note_create_event(self, d, n): self.created.append((d, n))
-    def note_dir(self, d): pass
-    def is_fresh(self, d, n): return False
-    def flush(self): pass
-    def path_of(self, ino): return b""
-
-async def main(root):
-    index = Index()
-    w = TreeWatcher(root, index, lambda: None)
-    task = asyncio.create_task(w.run())
-    await asyncio.wait_for(w.ready.wait(), 10)
-    top = os.stat(root).st_ino
+SCRIPT_MERGED = CREATE_EVENT_PRELUDE + r'''
     a, b = os.path.join(root, "a"), os.path.join(root, "b")
     for p in (a, b):
         os.close(os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL))

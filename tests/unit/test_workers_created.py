@@ -105,19 +105,27 @@ def test_the_watcher_drops_the_echo_of_a_followers_creation_and_still_forgets_it
     assert forgotten == [(src, b"new.c")]
 
 
-def test_the_echo_of_a_followers_creation_before_its_note_costs_the_flush_no_read(
-        env: lmdb.Environment, writer: WriterIndex, export: Path, channel: tuple[NoteSender, list],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The watcher often reads a follower's IN_CREATE before the follower's note (sent at
-    the end of its burst) is taken in: the note still brings the creation's stat, so the
-    flush adds the file without reading it (it read it: an lstat and a getxattr)."""
+def echo_first(env: lmdb.Environment, writer: WriterIndex, export: Path, channel: tuple[NoteSender, list]
+               ) -> tuple[FollowerIndex, NotesInbox, Uncounted, int, os.stat_result]:
+    """A follower created src/new.c, and the writer's watcher noted its IN_CREATE before the
+    follower's note came: (follower, inbox, the watcher's index, src's inode, the stat)."""
     sender, ends = channel
     follower = FollowerIndex(env, str(export), 1, sender)
     inbox = NotesInbox({1: writer}, ends, lambda eid: 0)
     watched = Uncounted(writer)
     src = os.stat(export / "src").st_ino
     st = create(export / "src", "new.c")
-    watched.note_create_event(src, b"new.c")        # the echo first
+    watched.note_create_event(src, b"new.c")
+    return follower, inbox, watched, src, st
+
+
+def test_the_echo_of_a_followers_creation_before_its_note_costs_the_flush_no_read(
+        env: lmdb.Environment, writer: WriterIndex, export: Path, channel: tuple[NoteSender, list],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher often reads a follower's IN_CREATE before the follower's note (sent at
+    the end of its burst) is taken in: the note still brings the creation's stat, so the
+    flush adds the file without reading it (it read it: an lstat and a getxattr)."""
+    follower, inbox, _, src, st = echo_first(env, writer, export, channel)
     follower.note_created(src, b"new.c", st)
     inbox.drain()
     assert writer.is_fresh(src, b"new.c")
@@ -134,13 +142,7 @@ def test_an_echo_followed_by_another_event_still_has_the_entry_read(
     """Any other event of the name after its IN_CREATE (a change behind the server's back,
     or a removal and a second creation) and before the creation's note: the note's stat
     must not stand for the entry."""
-    sender, ends = channel
-    follower = FollowerIndex(env, str(export), 1, sender)
-    inbox = NotesInbox({1: writer}, ends, lambda eid: 0)
-    watched = Uncounted(writer)
-    src = os.stat(export / "src").st_ino
-    st = create(export / "src", "new.c")
-    watched.note_create_event(src, b"new.c")
+    follower, inbox, watched, src, st = echo_first(env, writer, export, channel)
     (export / "src" / "new.c").write_text("grown behind the server\n")
     if then == "changed":
         watched.note_entry(src, b"new.c")
