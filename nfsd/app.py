@@ -420,8 +420,7 @@ class NfsServer:
                 entries.clear(fs.export_id)  # events were lost: cached entries may be stale
                 return loop.run_in_executor(self.executor, index.scan, False)
             watched = (Uncounted(index) if self.role is None else  # workers: see ``Uncounted``
-                       Uncounted(index, self.inbox.drain if self.inbox is not None else None,
-                                 functools.partial(entries.changed, fs.export_id)))
+                       Uncounted(index, functools.partial(entries.changed, fs.export_id)))
             watcher = TreeWatcher(fs.root_path, NotingIndex(watched, entries, fs.export_id), rescan,
                                   WATCH_GATHER)
             if watcher.gather > 0:  # events it has not read yet are noted before each flush

@@ -29,6 +29,7 @@ _MAX_EVENT = _HEADER.size + 256  # an event with the longest name (NAME_MAX, pad
 _Q_OVERFLOW, _IGNORED, _ISDIR = int(Mask.Q_OVERFLOW), int(Mask.IGNORED), int(Mask.ISDIR)
 _NEW_NAME = int(Mask.CREATE | Mask.MOVED_TO)
 _CREATE = int(Mask.CREATE)
+_NOT_MERGED = _Q_OVERFLOW | _IGNORED | _CREATE  # (and a directory's MOVED_TO: ``_handle_all``)
 
 EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLOSE_WRITE
           | Mask.ATTRIB | Mask.MODIFY | Mask.ONLYDIR | Mask.DONT_FOLLOW)
@@ -43,6 +44,8 @@ class TreeWatcher:
         self.index = index
         # whether an entry is queued as created by the server itself (``Index.is_fresh``)
         self._is_fresh: Callable[[int, bytes], bool] | None = getattr(index, "is_fresh", None)
+        # how it notes another process's creation of a file (``Index.note_create_event``)
+        self._note_created: Callable[[int, bytes], None] = getattr(index, "note_create_event", index.note_entry)
         self.rescan = rescan
         self._dir_of: dict[int, int] = {}  # watch descriptor -> directory inode
         self._inotify: Inotify | None = None
@@ -100,15 +103,10 @@ class TreeWatcher:
             except (BlockingIOError, InterruptedError):
                 return found
             found = True
-            for wd, mask, name in _parse(data):
-                try:
-                    new_dir = self._handle(wd, mask, name)
-                    if new_dir is not None:
-                        task = asyncio.get_running_loop().create_task(self._watch_new_dir(*new_dir))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                except Exception:  # a watcher must outlive any one odd event
-                    log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
+            for new_dir in self._handle_all(data):
+                task = asyncio.get_running_loop().create_task(self._watch_new_dir(*new_dir))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             if len(data) < _READ_SIZE - _MAX_EVENT:
                 return True
         return found
@@ -139,13 +137,8 @@ class TreeWatcher:
                     if exc.errno == errno.EINTR:
                         continue
                     raise
-                for wd, mask, name in _parse(data):
-                    try:
-                        new_dir = self._handle(wd, mask, name)
-                        if new_dir is not None:
-                            await self._watch_new_dir(*new_dir)
-                    except Exception:  # a watcher must outlive any one odd event
-                        log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
+                for new_dir in self._handle_all(data):
+                    await self._watch_new_dir(*new_dir)
         finally:
             loop.remove_reader(fd)
 
@@ -229,6 +222,33 @@ class TreeWatcher:
                 new.append(st.st_ino)
         return True
 
+    def _handle_all(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Note the events of one read; the directories that appeared, to be watched.
+
+        An entry noted once is not noted again for a later event of the same read (but a
+        creation or a new directory is handled as always): both changes happened before
+        the read, so the one note (the index reads the entry at its next flush, the entry
+        caches forget it now) covers both.  A SETATTR or RENAME load on a few files (the
+        server's own or another worker's) has many events of each name per read, which
+        the kernel merges only when they follow each other: each cost a note, an entry
+        cache's ``changed`` and a slot in the followers' ring."""
+        new_dirs: list[tuple[int, bytes]] = []
+        noted: set[tuple[int, bytes]] = set()
+        for wd, mask, name in _parse(data):
+            merged = not mask & _NOT_MERGED and not (mask & _ISDIR and mask & _NEW_NAME)
+            if merged and (wd, name) in noted:
+                continue
+            try:
+                new_dir = self._handle(wd, mask, name)
+            except Exception:  # a watcher must outlive any one odd event
+                log.exception("inotify event wd=%d mask=%#x name=%r", wd, mask, name)
+                continue
+            if new_dir is not None:
+                new_dirs.append(new_dir)
+            elif merged and name:
+                noted.add((wd, name))
+        return new_dirs
+
     def _handle(self, wd: int, mask: int, name: bytes) -> tuple[int, bytes] | None:
         """Note one event's entry; returns (parent inode, name) of a directory that
         appeared, to be watched (a plain call per event: most are echoes of the server's
@@ -245,11 +265,15 @@ class TreeWatcher:
         dir_ino = self._dir_of.get(wd)
         if dir_ino is None or not name:
             return None
-        if mask & _CREATE and self._is_fresh is not None and self._is_fresh(dir_ino, name):
-            # the echo of the server's own CREATE, queued with its creation's stat and
-            # forgotten by the entry cache already: noting it would have the index read it
-            # again (any other event of it, or another CREATE after a DELETE, is noted)
-            return None
+        if mask & _CREATE and self._is_fresh is not None:
+            if self._is_fresh(dir_ino, name):
+                # the echo of the server's own CREATE, queued with its creation's stat and
+                # forgotten by the entry cache already: noting it would have the index read it
+                # again (any other event of it, or another CREATE after a DELETE, is noted)
+                return None
+            if not mask & _ISDIR:  # maybe another worker's, whose note comes after it
+                self._note_created(dir_ino, name)
+                return None
         self.index.note_entry(dir_ino, name)
         if mask & _ISDIR and mask & _NEW_NAME:
             return dir_ino, name

@@ -141,6 +141,9 @@ class Index:
         # (``note_created``): while no other note names them, the flush adds them from that
         # stat, and the watcher recognises the inotify echo of their creation (``is_fresh``)
         self._fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat] = {}
+        # queued entries noted by nothing but one inotify IN_CREATE (``note_create_event``):
+        # maybe the echo of another worker's creation, whose note comes later
+        self._echoes: set[tuple[int, bytes]] = set()
         self._first_note_at = 0.0  # when the queue became non-empty (0: it is empty)
         self._applying = False  # a flush took the queued notes and has not committed them yet
         self._queued_at_maintain = 0  # how many notes waited at ``maintain``'s last call
@@ -262,13 +265,24 @@ class Index:
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
         key = (dir_ino, name)
-        if key in self._entries and key not in self._fresh:
+        if key in self._entries and key not in self._fresh and key not in self._echoes:
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
             return
         if not entry_name(name):
             return
         self._queue_entry(key, None)
+
+    def note_create_event(self, dir_ino: int, name: bytes) -> None:
+        """inotify saw DIR/name (not a directory) created, not as this process's own
+        creation (``is_fresh``): noted as ``note_entry`` does.  While nothing else names the
+        entry it may be the echo of another worker's creation whose note, with the
+        creation's stat, comes after it (``queue_created(late=True)``): that note then
+        keeps its stat (the flush reads nothing) instead of finding the entry noted.  (One
+        IN_CREATE is all an O_EXCL creation raises; any other event of the name since, or a
+        second creation, has it read.)"""
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, echo=True)
 
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
         """The server itself just created DIR/name, an empty regular file, and ``st`` is
@@ -301,10 +315,17 @@ class Index:
         self._queue_entry((dir_ino, name), st, unless_queued=late)
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
-                     unless_queued: bool = False) -> None:
+                     unless_queued: bool = False, echo: bool = False) -> None:
         with self._notes_lock:
-            if unless_queued and key in self._entries:
-                created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
+            echoes = self._echoes
+            if key in self._entries:
+                if unless_queued and key not in echoes:
+                    created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
+                echo = False  # (an IN_CREATE of a name queued already: a plain note)
+            if echo:
+                echoes.add(key)
+            elif echoes:
+                echoes.discard(key)  # named by a note (the creation's own, or a change: read it)
             if not self._first_note_at:
                 self._first_note_at = time.monotonic()
             if created is not None and len(self._fresh) < MAX_FRESH:
@@ -316,6 +337,7 @@ class Index:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
                 self._fresh.clear()
+                echoes.clear()
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         """Whether DIR/name is queued as created by the server and unchanged since
@@ -360,6 +382,8 @@ class Index:
                 entries, inos, dirs = self._entries, self._inos, self._dirs
                 self._entries, self._inos, self._dirs = set(), set(), set()
                 fresh, self._fresh = self._fresh, {}
+                if self._echoes:
+                    self._echoes = set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
                 self._applying = bool(entries or inos or dirs)

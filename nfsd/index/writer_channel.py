@@ -46,7 +46,6 @@ SEND_BUFFER = 4 << 20
 MAX_SENT_AT = 4096                 # notes a follower remembers as waiting with the writer (``NoteSender``)
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
 INBOX_PERIOD = 0.02                # ... and with a wake-up pipe, at least this often (else on a flush request)
-ECHO_DRAIN_EVERY = 0.002           # the watcher's echo test takes the followers' notes in at most this often
 
 
 class NoteCounts:
@@ -358,32 +357,25 @@ class Uncounted:
     """An index as the directory watcher sees it: changes behind the server's back are
     acknowledged to nobody, so they are not counted (``WriterIndex``).
 
-    With workers, the watcher's test for the echo of a creation (``is_fresh``) first takes
-    in the followers' waiting notes (``drain``, at most every ``ECHO_DRAIN_EVERY``) when
-    the entry is not queued as created: a follower's creation note leaves at the end of
-    its burst, after the kernel queued the echo.  An echo dropped is still ``forget``-ed (the entry caches of every worker: the
-    watcher publishes what it forgets, and the followers' caches learn only from it)."""
+    An echo it drops (``is_fresh``: a creation queued with its stat) is still ``forget``-ed
+    by the entry caches of every worker (the watcher publishes what it forgets, and the
+    followers' caches learn only from it).  The echo of a follower's creation that comes
+    before the follower's note is noted with ``note_create_event``: the note keeps its
+    stat when it comes (the watcher used to take the followers' notes in first, a
+    ``recv`` every 2 ms under a follower's CREATE load, and still missed most)."""
 
-    def __init__(self, index: Index, drain: Callable[[], None] | None = None,
-                 forget: Callable[[int, bytes], None] | None = None) -> None:
+    def __init__(self, index: Index, forget: Callable[[int, bytes], None] | None = None) -> None:
         self._index = index
-        self._drain, self._forget = drain, forget
-        self._drained_at = -ECHO_DRAIN_EVERY
+        self._forget = forget
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         fresh = self._index.is_fresh(dir_ino, name)
-        if not fresh and self._drain is not None:
-            # once per batch of events the watcher reads, not per miss: under a follower's
-            # CREATE load most misses come before the follower's burst ended and sent its
-            # notes (a receive system call each, for nothing)
-            now = time.monotonic()
-            if now - self._drained_at >= ECHO_DRAIN_EVERY:
-                self._drained_at = now
-                self._drain()
-                fresh = self._index.is_fresh(dir_ino, name)
         if fresh and self._forget is not None:
             self._forget(dir_ino, name)
         return fresh
+
+    def note_create_event(self, dir_ino: int, name: bytes) -> None:
+        Index.note_create_event(self._index, dir_ino, name)
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         Index.note_entry(self._index, dir_ino, name)
@@ -480,6 +472,7 @@ class NotesInbox:
     def __init__(self, indexes: dict[int, Index], ends: list[socket.socket],
                  flags: Callable[[int], int], wake: int = -1) -> None:
         self.indexes, self.ends, self.flags = indexes, ends, flags
+        self._targets: dict[int, Uncounted | Index] = {}  # what a note of each export goes to
         # With ``wake`` (a pipe every follower writes to after a flush request), the thread
         # does not wake for every burst's notes: it takes them in every INBOX_PERIOD, or at
         # once for a flush request.  (Woken per note message, with a 2 ms pause, the writer
@@ -537,8 +530,11 @@ class NotesInbox:
         index = self.indexes.get(export_id)
         if index is None:
             return
-        # (Index's own methods: a follower's notes are counted by the follower, not again)
-        target = Uncounted(index) if isinstance(index, Index) else index
+        # (Index's own methods: a follower's notes are counted by the follower, not again;
+        # one wrapper per export, not one per note)
+        target = self._targets.get(export_id)
+        if target is None:
+            target = self._targets[export_id] = Uncounted(index) if isinstance(index, Index) else index
         if kind == b"E":
             target.note_entry(number, name)
         elif kind == b"I":

@@ -10,6 +10,12 @@ per change.  (Before, every worker watched the tree: each change was queued by t
 to every worker's inotify instance and parsed by every worker, about a fifth of the CPU
 of two workers under SETATTR load.)
 
+The primary publishes a directory's changes only once some follower has cached that
+directory (a byte per bucket of directories, set by the follower before it reads the
+directory it caches, never cleared): a follower's cache forgets nothing of a directory it
+never cached (``EntryCache.changed``), so publishing the others' changes only cost the
+primary a slot per event and every follower a replay per change at its next listing.
+
 The ring has one writer (the primary's event loop) and is read without a lock: a slot
 carries its sequence number, written last, and the reader checks it before and after
 copying the slot (seqlock-style; x86's store order keeps the writer's order).  A reader
@@ -32,6 +38,7 @@ _HEAD = struct.Struct("=Q")                 # changes written so far
 _WANTED = 8                                 # header byte: set once a follower caches entries
 _SLOT = struct.Struct("=QIQBB")             # sequence + 1, export id, directory inode, kind, name length
 SLOT_SIZE = 288                             # _SLOT + a name of up to 255 bytes, rounded
+WANT_BUCKETS = 8192                         # after the slots: a byte per bucket of directories cached
 _SEQ = struct.Struct("=Q")
 ENTRY, DIRECTORY, CLEAR, CLEAR_ALL = 0, 1, 2, 3
 
@@ -42,15 +49,20 @@ class EntryEvents:
     def __init__(self, fd: int, slots: int = SLOTS) -> None:
         self.fd, self.slots = fd, slots
         self._map: mmap.mmap | None = None
+        self._wants = 0  # where the buckets begin (``attach``)
 
     @classmethod
     def create(cls, slots: int = SLOTS) -> "EntryEvents":
         fd = os.memfd_create("pysfsd-entry-events", 0)  # not CLOEXEC: only forks use it
-        os.ftruncate(fd, 64 + slots * SLOT_SIZE)
+        os.ftruncate(fd, 64 + slots * SLOT_SIZE + WANT_BUCKETS)
         return cls(fd, slots)
 
     def attach(self) -> None:
-        self._map = mmap.mmap(self.fd, 64 + self.slots * SLOT_SIZE, mmap.MAP_SHARED)
+        self._map = mmap.mmap(self.fd, 64 + self.slots * SLOT_SIZE + WANT_BUCKETS, mmap.MAP_SHARED)
+        self._wants = 64 + self.slots * SLOT_SIZE
+
+    def _bucket(self, export_id: int, d_ino: int) -> int:
+        return self._wants + ((d_ino ^ (export_id * 0x9E3779B1)) % WANT_BUCKETS)
 
     def head(self) -> int:
         assert self._map is not None
@@ -62,6 +74,8 @@ class EntryEvents:
         m = self._map
         if m is None or not m[_WANTED]:
             return  # no follower has cached an entry yet: nothing to forget anywhere
+        if kind <= DIRECTORY and not m[self._wants + ((d_ino ^ (export_id * 0x9E3779B1)) % WANT_BUCKETS)]:
+            return  # (``_bucket`` inlined) no follower cached this directory: nothing of it to forget
         raw = name[:255] if name is not None else b""
         seq = _HEAD.unpack_from(m, 0)[0]
         at = 64 + (seq % self.slots) * SLOT_SIZE
@@ -71,12 +85,17 @@ class EntryEvents:
         _SEQ.pack_into(m, at, seq + 1)
         _HEAD.pack_into(m, 0, seq + 1)
 
-    def want(self) -> None:
-        """A follower is about to cache entries: from now on, publish.  (Set before the
-        follower reads the directory it caches, so a change it did not see is published.)"""
+    def want(self, export_id: int, d_ino: int) -> None:
+        """A follower is about to cache this directory's entries: from now on, publish its
+        changes.  (Set before the follower reads the directory it caches, so a change it
+        did not see is published.)"""
         m = self._map
-        if m is not None and not m[_WANTED]:
-            m[_WANTED] = 1
+        if m is None:
+            return
+        at = self._bucket(export_id, d_ino)
+        if not m[at]:
+            m[at] = 1
+            m[_WANTED] = 1  # (after the bucket: the writer tests this one first)
 
     # -- a reader ----------------------------------------------------------------------
     def read(self, seq: int) -> tuple[int, int, int, bytes | None] | None:
@@ -144,10 +163,10 @@ class FollowerEntryCache(EntryCache):
                 seq += 1
             self._seen = seq
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        self.events.want()
+    def get(self, export_id: int, d_ino: int, *args: Any, **kwargs: Any) -> Any:
+        self.events.want(export_id, d_ino)
         self.catch_up()
-        return super().get(*args, **kwargs)
+        return super().get(export_id, d_ino, *args, **kwargs)
 
     def complete(self, export_id: int, d_ino: int, listing: Any) -> bool:
         self.catch_up()

@@ -347,3 +347,83 @@ asyncio.run(main(sys.argv[1]))
 
 def test_the_echo_of_the_servers_own_create_is_dropped(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_ECHO, tmp_path)
+
+
+# A watcher over an index that records its notes and the creations it was told of
+# (``note_create_event``); the script after it goes on inside ``main``.
+CREATE_EVENT_PRELUDE = r'''
+import asyncio, os, sys
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes, self.created = [], []
+    def note_entry(self, d, n): self.notes.append((d, n))
+    def note_create_event(self, d, n): self.created.append((d, n))
+    def note_dir(self, d): pass
+    def is_fresh(self, d, n): return False
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+async def main(root):
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    top = os.stat(root).st_ino
+'''
+
+
+# Another process's creation of a file (not the server's own, not a directory) is noted with
+# ``note_create_event``, where the index has it: it may be the echo of another worker's
+# creation, whose note comes later (``Index.note_create_event``); every other event, and a
+# new directory (which must be watched), with ``note_entry``.
+SCRIPT_CREATE_EVENT = CREATE_EVENT_PRELUDE + r'''
+    os.close(os.open(os.path.join(root, "f"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    os.mkdir(os.path.join(root, "d"))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.created == [(top, b"f")], index.created
+    assert index.notes == [(top, b"d")], index.notes
+    os.chmod(os.path.join(root, "f"), 0o600)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"d"), (top, b"f")], index.notes
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_another_processes_creation_of_a_file_is_noted_as_such(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_CREATE_EVENT, tmp_path)
+
+
+# The events of one read: an entry noted once is not noted again for a later event of the
+# same name (a SETATTR load on a few files, whose events the kernel merges only when they
+# follow each other), but a creation after it is still handled as one.
+SCRIPT_MERGED = CREATE_EVENT_PRELUDE + r'''
+    a, b = os.path.join(root, "a"), os.path.join(root, "b")
+    for p in (a, b):
+        os.close(os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert sorted(index.created) == [(top, b"a"), (top, b"b")], index.created
+    for i in range(10):  # the loop does not turn meanwhile: one read takes them all
+        os.chmod(a, 0o600 | i)
+        os.chmod(b, 0o600 | i)
+    os.unlink(a)
+    os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"a"), (top, b"b")], index.notes
+    assert index.created[2:] == [(top, b"a")], index.created
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_an_entry_is_noted_once_per_read(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_MERGED, tmp_path)
