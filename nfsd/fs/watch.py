@@ -238,6 +238,8 @@ class TreeWatcher:
             merged = not mask & _NOT_MERGED and not (mask & _ISDIR and mask & _NEW_NAME)
             if merged and (wd, name) in noted:
                 continue
+            if not merged:  # a change after a creation is noted again: the creation may have
+                noted.discard((wd, name))  # been taken for an echo (``is_fresh``)
             try:
                 new_dir = self._handle(wd, mask, name)
             except Exception:  # a watcher must outlive any one odd event

@@ -427,3 +427,30 @@ asyncio.run(main(sys.argv[1]))
 
 def test_an_entry_is_noted_once_per_read(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_MERGED, tmp_path)
+
+
+# ... and a change after that creation, in the same read, is noted again: the creation may
+# be taken for the echo of the server's own (queued with its creation's stat, which the
+# change made stale), so it must not hide what came after it.
+SCRIPT_CHANGED_AFTER_CREATION = CREATE_EVENT_PRELUDE + r'''
+    a = os.path.join(root, "a")
+    os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    os.chmod(a, 0o600)    # the loop does not turn meanwhile: one read takes them all
+    os.unlink(a)
+    os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    os.chmod(a, 0o640)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"a"), (top, b"a")], index.notes
+    assert index.created == [(top, b"a"), (top, b"a")], index.created
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_change_after_a_creation_in_the_same_read_is_noted(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_CHANGED_AFTER_CREATION, tmp_path)
