@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import lmdb
 
@@ -364,9 +364,14 @@ class Uncounted:
     stat when it comes (the watcher used to take the followers' notes in first, a
     ``recv`` every 2 ms under a follower's CREATE load, and still missed most)."""
 
-    def __init__(self, index: Index, forget: Callable[[int, bytes], None] | None = None) -> None:
+    def __init__(self, index: Any, forget: Callable[[int, bytes], None] | None = None) -> None:
+        # (an Index, or a wrapper with its methods: a cluster head's PublishingIndex)
         self._index = index
         self._forget = forget
+        # A writer's own methods count; any other index's are its own: a cluster head's
+        # ``PublishingIndex`` publishes what the watcher finds to the other heads (Index's
+        # methods called on the wrapper noted into the wrapped index and published nothing)
+        self._counted = isinstance(index, WriterIndex)
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         fresh = self._index.is_fresh(dir_ino, name)
@@ -375,16 +380,28 @@ class Uncounted:
         return fresh
 
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
-        Index.note_create_event(self._index, dir_ino, name)
+        if self._counted:
+            Index.note_create_event(self._index, dir_ino, name)
+        else:
+            self._index.note_create_event(dir_ino, name)
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
-        Index.note_entry(self._index, dir_ino, name)
+        if self._counted:
+            Index.note_entry(self._index, dir_ino, name)
+        else:
+            self._index.note_entry(dir_ino, name)
 
     def note_dir(self, dir_ino: int) -> None:
-        Index.note_dir(self._index, dir_ino)
+        if self._counted:
+            Index.note_dir(self._index, dir_ino)
+        else:
+            self._index.note_dir(dir_ino)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
-        Index.note_ino(self._index, ino, force)
+        if self._counted:
+            Index.note_ino(self._index, ino, force)
+        else:
+            self._index.note_ino(ino, force)
 
     def __getattr__(self, item: str) -> object:
         return getattr(self._index, item)

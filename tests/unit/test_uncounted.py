@@ -1,0 +1,40 @@
+"""``Uncounted``: how the directory watcher notes into an index (nfsd/index/writer_channel.py).
+
+A cluster head's index is a ``PublishingIndex`` (nfsd/shared/publishing.py): what its watcher
+finds must also be published to the other heads.  ``Uncounted`` used to call ``Index``'s
+methods on the wrapper, which noted into the wrapped index and published nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from nfsd.index import Index
+from nfsd.index.writer_channel import Uncounted
+from nfsd.shared.publishing import PublishingIndex
+
+
+class Recorder:
+    """The shared state's and the shared content's side: records what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def note_entry(self, *args: Any) -> None:
+        self.calls.append(("entry", *args))
+
+    def mine_entry(self, *args: Any) -> None:
+        self.calls.append(("mine", *args))
+
+
+def test_what_a_cluster_heads_watcher_finds_is_published(env: lmdb.Environment, tmp_path: Path) -> None:
+    index = Index(env, str(tmp_path), 1)
+    shared, content = Recorder(), Recorder()
+    watched = Uncounted(PublishingIndex(index, shared, 7, content).found())
+    assert not index.has_notes()
+    watched.note_entry(11, b"changed")
+    assert index.has_notes()  # noted in the head's own index too
+    watched.note_create_event(11, b"created")
+    assert shared.calls == [("entry", 7, 11, b"changed", False), ("entry", 7, 11, b"created", False)]
+    assert content.calls == [("mine", 11, b"changed"), ("mine", 11, b"created")]
