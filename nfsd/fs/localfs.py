@@ -866,6 +866,9 @@ class LocalFS:
         journal, the new inode included).  Concurrent changes in one directory share
         fsyncs (``nfsd.fs.dirsync``); in a burst served by the event loop the fsync is deferred
         to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
+        if durability.relaxed:
+            return  # an async export: ``DirSync.sync`` would return at once (no closures made)
+
         def open_fd() -> int:
             # as the server: a caller may write and search a directory it may not read
             # (a 0733 drop box), and the change is made already
