@@ -76,7 +76,7 @@ class Node(ModeKinds):
         self._io_lock = threading.Lock()
         self._fresh: os.stat_result | None = None
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
-        #: fchown and futimens take it as it is (``LocalFS._attr_fd``)
+        #: fchown and futimens take it as it is (``LocalFS._by_plain_fd``)
         self.plain = False
 
     def created_stat(self) -> os.stat_result | None:
@@ -627,7 +627,11 @@ class LocalFS:
         """mkdir(2) and mknod(2) filter the mode through this process's umask, but the client
         already applied its own (knfsd creates with umask 0): restore the bits it took."""
         if n.mode & 0o777 != mode & 0o777:
-            os.chmod(proc_path(n.fd), (n.mode & 0o7000) | (mode & 0o777))
+            bits = (n.mode & 0o7000) | (mode & 0o777)
+            if n.plain:  # MKDIR's read-only descriptor: no walk of /proc/self/fd
+                os.fchmod(n.fd, bits)
+            else:
+                os.chmod(proc_path(n.fd), bits)
             n.mode = (n.mode & ~0o777) | (mode & 0o777)
             n._fresh = None  # its mode and ctime changed
         return n

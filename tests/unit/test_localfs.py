@@ -151,3 +151,19 @@ def test_attributes_are_set_through_an_ordinary_descriptor(fs, tmp_path):
     fs.set_times(d, 3 * 10**9, None)
     assert (tmp_path / "exp" / "x").stat().st_mode & 0o7777 == 0o701
     assert (tmp_path / "exp" / "x").stat().st_atime_ns == 3 * 10**9
+
+
+def test_mkdir_undoes_the_umask_through_its_own_descriptor(fs, tmp_path, monkeypatch):
+    """The mode MKDIR asked for is restored over the server's umask with ``fchmod`` of the
+    read-only descriptor the directory was made with, not a chmod of /proc/self/fd/N."""
+    def no_path_chmod(*args, **kwargs):
+        raise AssertionError("chmod by path")
+    old = os.umask(0o077)
+    try:
+        monkeypatch.setattr(os, "chmod", no_path_chmod)
+        d = fs.mkdir(fs.root, b"made", 0o775)
+    finally:
+        os.umask(old)
+        monkeypatch.undo()
+    assert d.plain
+    assert (tmp_path / "exp" / "made").stat().st_mode & 0o7777 == 0o775
