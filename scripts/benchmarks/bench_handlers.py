@@ -77,9 +77,10 @@ class Calls:
                 now = (nfs3.time_how.SET_TO_SERVER_TIME, None)
                 out.append(self._rec(2, nfs3.SETATTR3args(self.file, nfs3.sattr3(None, None, None, None, now, now),
                                                           None)))
-            elif op == "write":
-                out.append(self._rec(7, nfs3.WRITE3args(self.file, (i % 64) * WRITE_SIZE, WRITE_SIZE,
-                                                        nfs3.stable_how.UNSTABLE, b"w" * WRITE_SIZE)))
+            elif op in ("write", "write1m"):  # UNSTABLE, over the first 64 blocks of the file
+                size = WRITE_SIZE if op == "write" else 1 << 20
+                out.append(self._rec(7, nfs3.WRITE3args(self.file, (i % 64) * size, size,
+                                                        nfs3.stable_how.UNSTABLE, b"w" * size)))
             else:
                 raise SystemExit(f"unknown op {op}")
         return out
