@@ -65,7 +65,7 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_io_lock", "_fresh", "plain", "__weakref__")
+                 "_io_lock", "_fresh", "plain", "_attrs_set", "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -78,6 +78,7 @@ class Node(ModeKinds):
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
         #: fchown and futimens take it as it is (``LocalFS._by_plain_fd``)
         self.plain = False
+        self._attrs_set = False  # an attribute was set through the server (``_by_plain_fd``)
 
     def created_stat(self) -> os.stat_result | None:
         """The ``fstat`` taken when the server made this object, if nothing changed it since
@@ -690,13 +691,16 @@ class LocalFS:
     def _by_plain_fd(n: Node, op: Callable[..., object], *args: object) -> bool:
         """Call ``op(fd, *args)`` (fchmod, fchown, futimens: C calls on a descriptor) with an
         ordinary descriptor of ``n``: its own when the server made the object, else its
-        read/write one, opened read-only now (as the server; kept for READ and WRITE) when a
-        regular file has none.  The O_PATH descriptor a looked-up object is held by takes
-        none of them: through /proc/self/fd a chown or utimensat walks procfs (about 3.5 us
-        more), fchmodat2 goes through ctypes (1.2 us more).  The permission check is the
-        same: the kernel asks it of the inode, as the thread's file-system identity, not of
-        the descriptor.  False: no such descriptor (a directory or special file the server
-        looked up, or one it may not open): the caller goes the path way."""
+        read/write one, opened read-only (as the server; kept for READ and WRITE) when a
+        regular file has none and had an attribute set before.  The O_PATH descriptor a
+        looked-up object is held by takes none of them: through /proc/self/fd a chown or
+        utimensat walks procfs (about 3.5 us more), fchmodat2 goes through ctypes (1.2 us
+        more).  Opening one costs about 5 us and a close later, so a file set once (``chmod
+        -R``, ``touch`` of many files) keeps the path way; the second time pays it back.  The
+        permission check is the same: the kernel asks it of the inode, as the thread's
+        file-system identity, not of the descriptor.  False: no such descriptor (a
+        directory or special file the server looked up, a first change, or a file the
+        server may not open): the caller goes the path way."""
         if n.plain:
             op(n.fd, *args)
             return True
@@ -705,6 +709,9 @@ class LocalFS:
         with n._io_lock:  # (a WRITE's upgrade of the read/write descriptor closes the old one)
             fd = n._io_fd
             if fd < 0:
+                if not n._attrs_set:
+                    n._attrs_set = True
+                    return False
                 try:
                     with identity.as_server():
                         fd = os.open(proc_path(n.fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)

@@ -112,10 +112,11 @@ def test_a_directory_made_here_has_the_handle_a_lookup_gives_after_a_restart(fs,
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown, and opening a 0000 file, need root")
 def test_attributes_are_set_through_an_ordinary_descriptor(fs, tmp_path):
     """chmod, chown and the times of a looked-up regular file (held by an O_PATH descriptor,
-    which fchmod, fchown and futimens refuse) go through a read-only descriptor opened once
-    and kept as its I/O descriptor (a later WRITE still gets a writable one); a file the
-    server made through the descriptor that made it; a looked-up directory the old way.
-    Each timestamp left alone stays as it was."""
+    which fchmod, fchown and futimens refuse) go, from its second change on, through a
+    read-only descriptor opened once and kept as its I/O descriptor (a later WRITE still gets
+    a writable one; a file changed once opens nothing); a file the server made through the
+    descriptor that made it; a looked-up directory the old way.  Each timestamp left alone
+    stays as it was."""
     from nfsd.fs.backend import SERVER_TIME
 
     path = tmp_path / "exp" / "f"
@@ -123,6 +124,9 @@ def test_attributes_are_set_through_an_ordinary_descriptor(fs, tmp_path):
     os.chmod(path, 0)  # nobody's to read: the descriptor is opened as the server
     n = fs.lookup(fs.root, b"f")
     assert fcntl.fcntl(n.fd, fcntl.F_GETFL) & os.O_PATH
+    fs.set_mode(n, 0o604)
+    assert path.stat().st_mode & 0o7777 == 0o604
+    assert n._io_fd == -1  # a first change: nothing opened for it
     fs.set_mode(n, 0o640)
     assert path.stat().st_mode & 0o7777 == 0o640
     kept = n._io_fd
