@@ -40,7 +40,7 @@ from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
 from ..state.store import Store, StoreFull
-from .utimens import utimensat
+from .utimens import futimens, utimensat
 
 AT_FDCWD = -100
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -65,7 +65,7 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_io_lock", "_fresh", "__weakref__")
+                 "_io_lock", "_fresh", "plain", "_attrs_set", "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -75,6 +75,10 @@ class Node(ModeKinds):
         self._io_writable = False
         self._io_lock = threading.Lock()
         self._fresh: os.stat_result | None = None
+        #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
+        #: fchown and futimens take it as it is (``LocalFS._by_plain_fd``)
+        self.plain = False
+        self._attrs_set = False  # an attribute was set through the server (``_by_plain_fd``)
 
     def created_stat(self) -> os.stat_result | None:
         """The ``fstat`` taken when the server made this object, if nothing changed it since
@@ -572,7 +576,9 @@ class LocalFS:
             return self._adopt(keep, st, d.ino, name, gen)  # it existed before: served like any existing object
         # a new inode: no node can be cached for it (a cached node holds its inode open, so
         # that number is not free to reuse), so no look-up of one (``_adopt``)
-        n = self._remember(self._node_from_fd(keep, st, d.ino, name, gen))
+        made = self._node_from_fd(keep, st, d.ino, name, gen)
+        made.plain = True  # (on the node made here, whichever ``_remember`` answers)
+        n = self._remember(made)
         n._fresh = st
         return self._kept(n, d, name, lambda: os.unlink(name, dir_fd=d.fd))
 
@@ -598,7 +604,9 @@ class LocalFS:
         except BaseException:
             os.close(fd)
             raise
-        n = self._remember(self._node_from_fd(fd, st, d.ino, name, gen))
+        made = self._node_from_fd(fd, st, d.ino, name, gen)
+        made.plain = True
+        n = self._remember(made)
         n._fresh = st
         return n
 
@@ -620,7 +628,11 @@ class LocalFS:
         """mkdir(2) and mknod(2) filter the mode through this process's umask, but the client
         already applied its own (knfsd creates with umask 0): restore the bits it took."""
         if n.mode & 0o777 != mode & 0o777:
-            os.chmod(proc_path(n.fd), (n.mode & 0o7000) | (mode & 0o777))
+            bits = (n.mode & 0o7000) | (mode & 0o777)
+            if n.plain:  # MKDIR's read-only descriptor: no walk of /proc/self/fd
+                os.fchmod(n.fd, bits)
+            else:
+                os.chmod(proc_path(n.fd), bits)
             n.mode = (n.mode & ~0o777) | (mode & 0o777)
             n._fresh = None  # its mode and ctime changed
         return n
@@ -672,7 +684,42 @@ class LocalFS:
     def set_mode(self, n: Node, mode: int) -> None:
         if n.mode & 0o170000 == stat.S_IFLNK:  # (n.is_link without the property's frame)
             return  # Linux keeps no mode on symbolic links
-        chmod_fd(n.fd, mode & 0o7777)
+        if not self._by_plain_fd(n, os.fchmod, mode & 0o7777):
+            chmod_fd(n.fd, mode & 0o7777)
+
+    @staticmethod
+    def _by_plain_fd(n: Node, op: Callable[..., object], *args: object) -> bool:
+        """Call ``op(fd, *args)`` (fchmod, fchown, futimens: C calls on a descriptor) with an
+        ordinary descriptor of ``n``: its own when the server made the object, else its
+        read/write one, opened read-only (as the server; kept for READ and WRITE) when a
+        regular file has none and had an attribute set before.  The O_PATH descriptor a
+        looked-up object is held by takes none of them: through /proc/self/fd a chown or
+        utimensat walks procfs (about 3.5 us more), fchmodat2 goes through ctypes (1.2 us
+        more).  Opening one costs about 5 us and a close later, so a file set once (``chmod
+        -R``, ``touch`` of many files) keeps the path way; the second time pays it back.  The
+        permission check is the same: the kernel asks it of the inode, as the thread's
+        file-system identity, not of the descriptor.  False: no such descriptor (a
+        directory or special file the server looked up, a first change, or a file the
+        server may not open): the caller goes the path way."""
+        if n.plain:
+            op(n.fd, *args)
+            return True
+        if n.mode & 0o170000 != stat.S_IFREG:
+            return False
+        with n._io_lock:  # (a WRITE's upgrade of the read/write descriptor closes the old one)
+            fd = n._io_fd
+            if fd < 0:
+                if not n._attrs_set:
+                    n._attrs_set = True
+                    return False
+                try:
+                    with identity.as_server():
+                        fd = os.open(proc_path(n.fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+                except OSError:
+                    return False
+                n._io_fd, n._io_writable = fd, False
+            op(fd, *args)
+        return True
 
     def _link_parent(self, n: Node) -> Node:
         """The directory holding symlink ``n`` under ``n.name`` (verified), for the few calls
@@ -703,7 +750,7 @@ class LocalFS:
         if n.is_link:
             parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
             os.chown(n.name, uid, gid, dir_fd=parent.fd, follow_symlinks=False)
-        else:
+        elif not self._by_plain_fd(n, os.fchown, uid, gid):
             os.chown(proc_path(n.fd), uid, gid)
 
     def truncate(self, n: Node, size: int) -> None:
@@ -734,13 +781,15 @@ class LocalFS:
         time, write permission is asked of the kernel (``faccessat`` as the caller: ACLs
         count) and the times are set as the server.  Without it the answer is ACCES, not
         PERM (knfsd checks write permission first)."""
+        parent = None
         if n.is_link:
             parent = self._link_parent(n)  # keep the node (and its fd) alive across the call
             dir_fd, path, follow = parent.fd, n.name, False
         else:
             dir_fd, path, follow = AT_FDCWD, os.fsencode(proc_path(n.fd)), True
         try:
-            utimensat(dir_fd, path, atime, mtime, follow)
+            if parent is not None or not self._by_plain_fd(n, futimens, atime, mtime):
+                utimensat(dir_fd, path, atime, mtime, follow)
         except PermissionError as exc:
             client_time = isinstance(atime, int) or isinstance(mtime, int)
             if exc.errno != errno.EPERM or client_time or identity.current() is None:
@@ -828,6 +877,9 @@ class LocalFS:
         journal, the new inode included).  Concurrent changes in one directory share
         fsyncs (``nfsd.fs.dirsync``); in a burst served by the event loop the fsync is deferred
         to the burst's end and its replies wait for it (``DirSync.end_burst``)."""
+        if durability.relaxed:
+            return  # an async export: ``DirSync.sync`` would return at once (no closures made)
+
         def open_fd() -> int:
             # as the server: a caller may write and search a directory it may not read
             # (a 0733 drop box), and the change is made already

@@ -26,6 +26,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _utimensat = _libc.utimensat
 _utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
 _utimensat.restype = ctypes.c_int
+_futimens = _libc.futimens
+_futimens.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_futimens.restype = ctypes.c_int
 
 
 def _timespec(t: TimeSet) -> _Timespec:
@@ -51,3 +54,18 @@ def utimensat(dir_fd: int, path: bytes, atime: TimeSet, mtime: TimeSet, follow: 
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(path))
+
+
+def futimens(fd: int, atime: TimeSet, mtime: TimeSet) -> None:
+    """``utimensat`` of an ordinary (not O_PATH) descriptor's object: both timestamps given
+    or both the server's time through ``os.utime`` (a C call), one of them left alone
+    through ctypes' futimens."""
+    if isinstance(atime, ServerTime) and isinstance(mtime, ServerTime):
+        os.utime(fd)  # futimens(fd, NULL): write permission suffices, as above
+    elif isinstance(atime, int) and isinstance(mtime, int):
+        os.utime(fd, ns=(atime, mtime))
+    else:
+        times = (_Timespec * 2)(_timespec(atime), _timespec(mtime))
+        if _futimens(fd, ctypes.byref(times)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))

@@ -107,3 +107,67 @@ def test_a_directory_made_here_has_the_handle_a_lookup_gives_after_a_restart(fs,
     assert (path / "inside").stat().st_ino == inside.ino
     assert fs.lookup(d, b"inside") is inside
     fresh.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown, and opening a 0000 file, need root")
+def test_attributes_are_set_through_an_ordinary_descriptor(fs, tmp_path):
+    """chmod, chown and the times of a looked-up regular file (held by an O_PATH descriptor,
+    which fchmod, fchown and futimens refuse) go, from its second change on, through a
+    read-only descriptor opened once and kept as its I/O descriptor (a later WRITE still gets
+    a writable one; a file changed once opens nothing); a file the server made through the
+    descriptor that made it; a looked-up directory the old way.  Each timestamp left alone
+    stays as it was."""
+    from nfsd.fs.backend import SERVER_TIME
+
+    path = tmp_path / "exp" / "f"
+    path.write_bytes(b"x")
+    os.chmod(path, 0)  # nobody's to read: the descriptor is opened as the server
+    n = fs.lookup(fs.root, b"f")
+    assert fcntl.fcntl(n.fd, fcntl.F_GETFL) & os.O_PATH
+    fs.set_mode(n, 0o604)
+    assert path.stat().st_mode & 0o7777 == 0o604
+    assert n._io_fd == -1  # a first change: nothing opened for it
+    fs.set_mode(n, 0o640)
+    assert path.stat().st_mode & 0o7777 == 0o640
+    kept = n._io_fd
+    assert kept >= 0 and not n._io_writable
+    assert fcntl.fcntl(kept, fcntl.F_GETFL) & (os.O_PATH | os.O_ACCMODE) == os.O_RDONLY
+    os.utime(path, ns=(10**18, 2 * 10**18))
+    fs.set_times(n, 5 * 10**9, None)  # the atime alone
+    assert (path.stat().st_atime_ns, path.stat().st_mtime_ns) == (5 * 10**9, 2 * 10**18)
+    fs.set_times(n, 7 * 10**9, 8 * 10**9)
+    assert (path.stat().st_atime_ns, path.stat().st_mtime_ns) == (7 * 10**9, 8 * 10**9)
+    fs.set_times(n, None, SERVER_TIME)
+    assert path.stat().st_atime_ns == 7 * 10**9 and path.stat().st_mtime_ns > 8 * 10**9
+    fs.set_owner(n, 4321, 8765)
+    assert (path.stat().st_uid, path.stat().st_gid) == (4321, 8765)
+    assert n._io_fd == kept  # one descriptor for all of them
+    assert fs.write(n, 0, memoryview(b"yz"), 0) == 2 and path.read_bytes() == b"yz"
+    assert n._io_writable
+
+    made = fs.create_file(fs.root, b"made", 0o600, exclusive=True)
+    fs.set_mode(made, 0o604)
+    assert (tmp_path / "exp" / "made").stat().st_mode & 0o7777 == 0o604
+    assert made._io_fd == -1  # its own descriptor served
+
+    d = fs.lookup(fs.root, b"x")
+    fs.set_mode(d, 0o701)
+    fs.set_times(d, 3 * 10**9, None)
+    assert (tmp_path / "exp" / "x").stat().st_mode & 0o7777 == 0o701
+    assert (tmp_path / "exp" / "x").stat().st_atime_ns == 3 * 10**9
+
+
+def test_mkdir_undoes_the_umask_through_its_own_descriptor(fs, tmp_path, monkeypatch):
+    """The mode MKDIR asked for is restored over the server's umask with ``fchmod`` of the
+    read-only descriptor the directory was made with, not a chmod of /proc/self/fd/N."""
+    def no_path_chmod(*args, **kwargs):
+        raise AssertionError("chmod by path")
+    old = os.umask(0o077)
+    try:
+        monkeypatch.setattr(os, "chmod", no_path_chmod)
+        d = fs.mkdir(fs.root, b"made", 0o775)
+    finally:
+        os.umask(old)
+        monkeypatch.undo()
+    assert d.plain
+    assert (tmp_path / "exp" / "made").stat().st_mode & 0o7777 == 0o775
