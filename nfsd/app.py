@@ -216,14 +216,21 @@ class NfsServer:
             if self.sandbox is not None:
                 self.sandbox.close()
             raise
-        if not follower:  # places a killed server journaled; lone bursts journal them (one writer)
-            self.store.open_journal(append=role is None and self.shared is None)
+        if not follower and role is not None and role.journal_flag is not None:
+            # workers: the primary keeps the journal while no other worker serves a connection
+            self.store.share_journal(role.journal_flag, alone=role.shares.others_idle
+                                     if role.shares is not None else lambda: False)
+        if not follower:  # places a killed server journaled; lone bursts journal them
+            self.store.open_journal(append=self.shared is None)
         self.exports: dict[int, SemanticFS] = {}
         self.dirsync = DirSync()  # directory fsyncs, deferred to a burst's end (nfsd/fs/dirsync.py)
         if role is not None and role.fsyncs is not None:  # ... and shared by the workers
             self.dirsync.share_with(role.fsyncs)
         sender = (NoteSender(role.channels[0], role.note_counts, role.slot, role.inbox_wake[1])
                   if follower and role is not None else None)
+        if sender is not None and role is not None and role.journal_flag is not None:
+            # the primary's journal holds places: it folds them before we touch the table
+            self.store.share_journal(role.journal_flag, ask_fold=lambda: sender.flush(0, kind=b"P") is not None)
         writers: list[Index] = []
         for root in roots:
             eid = self.store.export_id(root) if self.shared is None else cluster.export_id(self.shared, self.store, root)
@@ -303,7 +310,7 @@ class NfsServer:
         self._passes_done: dict[int, int] = {}  # per export: content passes of a first index done
         if role is not None and role.primary and role.channels:
             self.inbox = NotesInbox({eid: fs.index for eid, fs in self.exports.items()}, role.channels,
-                                    self._index_flags, role.inbox_wake[0])
+                                    self._index_flags, role.inbox_wake[0], self.store.fold_journal)
 
     def _index_flags(self, export_id: int) -> int:
         fs = self.exports[export_id]
@@ -327,7 +334,10 @@ class NfsServer:
         if role is not None:  # the parent bound them (nfsd/workers.py)
             if role.shares is not None:  # connections spread evenly over the workers
                 from .workers import BalancedAcceptor
-                self.acceptor = BalancedAcceptor(role.tcp, stream, role.shares, lambda: len(self.connections))
+                # (TCP connections: the UDP endpoint is among ``connections`` too, in every
+                # worker, and would never let the primary take a follower for idle)
+                self.acceptor = BalancedAcceptor(role.tcp, stream, role.shares, lambda: sum(
+                    1 for c in self.connections if isinstance(c, RpcStreamProtocol)))
                 self.acceptor.start()
             else:
                 self._servers.append(await loop.create_server(stream, sock=role.tcp, backlog=LISTEN_BACKLOG))

@@ -39,6 +39,7 @@ from .config.preflight import listen_error
 from .fs.shared_fsyncs import SharedFsyncs
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
+from .state.journal_flag import JournalFlag
 
 if TYPE_CHECKING:
     from .app import ServerConfig
@@ -77,6 +78,7 @@ class WorkerRole:
     verifier: bytes | None = None  # fixed by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
     fsyncs: SharedFsyncs | None = None  # directory fsyncs in flight, across workers (nfsd/fs/dirsync.py)
+    journal_flag: JournalFlag | None = None  # the primary's lone-burst journal holds places (nfsd/state/store.py)
 
     @property
     def primary(self) -> bool:
@@ -129,6 +131,15 @@ class ConnectionShares:
                 if theirs < mine or (theirs == mine and i < self._slot):
                     return True
         return False
+
+    def others_idle(self) -> bool:
+        """Whether no other worker serves a connection (as last published): the primary
+        journals lone bursts then (nfsd/state/store.py)."""
+        m = self._map
+        if m is None:
+            return False
+        cell = self._CELL
+        return all(i == self._slot or cell.unpack_from(m, 8 * i)[0] == 0 for i in range(self.workers))
 
 
 class BalancedAcceptor:
@@ -260,6 +271,7 @@ class Supervisor:
         self.inbox_wake = os.pipe2(os.O_NONBLOCK)
         self.shares = ConnectionShares.create(count)
         self.fsyncs = SharedFsyncs.create(count)
+        self.journal_flag = JournalFlag.create()
         self.verifier: bytes | None = None
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
@@ -278,7 +290,7 @@ class Supervisor:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
-                          self.shares, self.verifier, status_w, self.fsyncs)
+                          self.shares, self.verifier, status_w, self.fsyncs, self.journal_flag)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -502,6 +514,8 @@ def _child(config: "ServerConfig", role: WorkerRole, parent: int) -> int:
         role.shares.attach(role.slot)
     if role.fsyncs is not None:
         role.fsyncs.attach(role.slot)
+    if role.journal_flag is not None:
+        role.journal_flag.attach()
     return event_loop_runner()(_serve_worker(config, role))
 
 

@@ -45,6 +45,7 @@ SEND_TIMEOUT = 5.0                 # a writer that does not read for this long: 
 SEND_BUFFER = 4 << 20
 MAX_SENT_AT = 4096                 # notes a follower remembers as waiting with the writer (``NoteSender``)
 INBOX_PAUSE = 0.002                # the writer's inbox thread reads at most this often
+_FOLD = -1                         # a ``P`` request among ``NotesInbox``'s flush requests
 INBOX_PERIOD = 0.02                # ... and with a wake-up pipe, at least this often (else on a flush request)
 
 
@@ -242,9 +243,10 @@ class NoteSender:
                 log.warning("index note not sent to the writer (%s): the writer's next scan finds the change", exc)
             return False
 
-    def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT) -> tuple[int, int] | None:
+    def flush(self, export_id: int, timeout: float = FLUSH_TIMEOUT, kind: bytes = b"F") -> tuple[int, int] | None:
         """Have the writer apply every note queued anywhere; (version, flags), or None if it
-        did not answer in time."""
+        did not answer in time.  ``kind`` ``P``: have it fold its handle-table journal
+        instead (nfsd/state/journal_flag.py)."""
         if self._burst_thread == threading.get_ident():
             self._send_batch()  # this burst's own notes first
         with self._flush_lock:
@@ -252,7 +254,7 @@ class NoteSender:
             request = self._request
             deadline = time.monotonic() + timeout
             try:
-                self.sock.send(_MSG.pack(b"F", export_id, request, 0))
+                self.sock.send(_MSG.pack(kind, export_id, request, 0))
                 if self.wake >= 0:
                     try:
                         os.write(self.wake, b"F")
@@ -487,8 +489,9 @@ class NotesInbox:
     calls it first) takes in whatever is waiting."""
 
     def __init__(self, indexes: dict[int, Index], ends: list[socket.socket],
-                 flags: Callable[[int], int], wake: int = -1) -> None:
+                 flags: Callable[[int], int], wake: int = -1, fold: Callable[[], None] | None = None) -> None:
         self.indexes, self.ends, self.flags = indexes, ends, flags
+        self.fold = fold  # a ``P`` request: the store's lone-burst journal into LMDB
         self._targets: dict[int, Uncounted | Index] = {}  # what a note of each export goes to
         # With ``wake`` (a pipe every follower writes to after a flush request), the thread
         # does not wake for every burst's notes: it takes them in every INBOX_PERIOD, or at
@@ -544,6 +547,9 @@ class NotesInbox:
             self._apply_one(end, kind, export_id, number, name)
 
     def _apply_one(self, end: socket.socket, kind: bytes, export_id: int, number: int, name: bytes) -> None:
+        if kind == b"P":
+            self._requests.append((end, _FOLD, number))
+            return
         index = self.indexes.get(export_id)
         if index is None:
             return
@@ -595,13 +601,17 @@ class NotesInbox:
                     requests, self._requests = self._requests, []
                 for export_id in {r[1] for r in requests}:
                     try:
-                        self.indexes[export_id].flush()
+                        if export_id != _FOLD:
+                            self.indexes[export_id].flush()
+                        elif self.fold is not None:
+                            self.fold()
                     except Exception:
-                        log.exception("index flush for a follower failed")
+                        log.exception("index flush (or journal fold) for a follower failed")
                 for end, export_id, number in requests:
-                    index = self.indexes[export_id]
+                    reply = (_REPLY.pack(number, 0, 0) if export_id == _FOLD else
+                             _REPLY.pack(number, self.indexes[export_id].version, self.flags(export_id)))
                     try:
-                        end.send(_REPLY.pack(number, index.version, self.flags(export_id)), socket.MSG_DONTWAIT)
+                        end.send(reply, socket.MSG_DONTWAIT)
                     except OSError:
                         pass  # that follower is gone, or not reading: it times out
         finally:

@@ -13,8 +13,10 @@ cache before the reply, so it survives kill -9 as a commit would) and kept in me
 look-ups see it; every ``FOLD_AT`` of them, at the periodic sync, before any other write to
 the handle table and at close, they go into LMDB in one transaction and the journal is
 emptied.  A server that was killed replays the journal when it opens it (``open_journal``).
-Only a store one process writes uses it (not with several workers or a cluster, whose other
-processes read the table straight from LMDB).
+Only a store one process writes uses it (not in a cluster, whose other heads read the table
+straight from LMDB).  With several workers the primary uses it while no other worker serves a
+connection (the kernel client's one connection goes to the primary), and a shared flag tells
+the others to have it folded before they touch the table (``share_journal``).
 
 A full store (its file system, or its map) is not a crash: a write that cannot be made raises
 ``StoreFull``, an ``OSError`` with ``ENOSPC``, so the NFS call that needed it answers
@@ -29,9 +31,11 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import lmdb
+
+from .journal_flag import JournalFlag
 
 log = logging.getLogger("pysfsd.store")
 
@@ -63,6 +67,10 @@ _JOURNAL_REC = struct.Struct(">10sBH")  # handle-table key, 1 = tombstone (else 
 # truncation reaching the disk), and replaying it would put old tombstones over newer places.
 _JOURNAL_HEAD = struct.Struct(">Q")
 JOURNAL_GEN = b"journal_gen"
+# A follower asks the primary to fold at most this many times in a row before it touches the
+# handle table (the flag up again after a fold: the primary journaled since, for a UDP caller
+# of the follower; what the follower's caller was told before it called is in LMDB by then).
+FOLD_TRIES = 3
 
 
 class StoreFull(OSError):
@@ -147,6 +155,13 @@ class Store:
         self._journal_size = 0
         self._journal_gen = 0  # the fold the journal file belongs to (``_JOURNAL_HEAD``)
         self._journal_lock = threading.Lock()
+        # --workers (``share_journal``): the primary raises ``_journal_flag`` before it appends
+        # and lowers it once folded, and journals only while ``_alone()``; a follower heeds the
+        # flag (``_heeded``), having the primary fold (``_ask_fold``) before it reads or writes.
+        self._journal_flag: JournalFlag | None = None
+        self._alone: Callable[[], bool] | None = None
+        self._heeded: JournalFlag | None = None
+        self._ask_fold: Callable[[], bool] | None = None
         self.full = False  # the last write failed for want of space
         # Group commit: handle-table writes that need no answer now (a rename's new place, a
         # removal's tombstone, a listed entry's place) made by the event loop while it serves
@@ -222,7 +237,8 @@ class Store:
             return
         later, self._later = self._later, {}
         if (self._journal_fd >= 0 and len(later) <= JOURNAL_BURST
-                and len(self._journaled) + len(later) <= FOLD_AT and self._append(later)):
+                and len(self._journaled) + len(later) <= FOLD_AT
+                and (self._alone is None or self._alone()) and self._append(later)):
             return
         try:
             with self._objects_txn() as txn:
@@ -233,6 +249,27 @@ class Store:
             log.exception("state store %s: deferred handle-table writes failed", self.path)
 
     # -- the lone-burst journal -------------------------------------------------------------
+    def share_journal(self, flag: JournalFlag, alone: Callable[[], bool] | None = None,
+                      ask_fold: Callable[[], bool] | None = None) -> None:
+        """Several workers, before ``open_journal``: the primary gives ``alone`` (whether no
+        other worker serves a connection), a follower ``ask_fold`` (have the primary fold its
+        journal into LMDB; False if it did not answer)."""
+        if ask_fold is None:
+            self._journal_flag, self._alone = flag, alone
+        else:
+            self._heeded, self._ask_fold = flag, ask_fold
+
+    def _fold_first(self) -> None:
+        """A follower, the flag up: the primary's journal holds places LMDB lacks."""
+        assert self._heeded is not None and self._ask_fold is not None
+        for _ in range(FOLD_TRIES):
+            if not self._ask_fold():
+                log.warning("state store %s: the primary did not fold its journal: reading the "
+                            "handle table as it is", self.path)
+                return
+            if not self._heeded.up():
+                return
+
     def open_journal(self, append: bool) -> None:
         """Take into LMDB what a journal left by a killed server holds; then, if ``append``
         (this process alone writes the handle table), journal lone bursts from now on."""
@@ -257,6 +294,8 @@ class Store:
         self._journal_gen, self._journal_size = gen, _JOURNAL_HEAD.size
         if append:
             self._journal_fd = fd
+            if self._journal_flag is not None:  # (a primary killed with it up: all in LMDB now)
+                self._journal_flag.clear()
         else:
             os.close(fd)
 
@@ -288,6 +327,8 @@ class Store:
         data = b"".join(_JOURNAL_REC.pack(key, 1, 0) if val is None
                         else _JOURNAL_REC.pack(key, 0, len(val)) + val for key, val in later.items())
         with self._journal_lock:
+            if self._journal_flag is not None:  # before a follower may hear of these places
+                self._journal_flag.set()
             try:
                 written = os.write(self._journal_fd, data)
             except OSError:
@@ -306,7 +347,11 @@ class Store:
     def _objects_txn(self) -> Iterator[lmdb.Transaction]:
         """A write transaction on the handle table that first takes in what the journal holds
         (so nothing older in it can later undo this one's writes), and empties the journal
-        once committed (its fold count moved on in the same commit: ``_JOURNAL_HEAD``)."""
+        once committed (its fold count moved on in the same commit: ``_JOURNAL_HEAD``).  A
+        follower first has the primary fold its journal, if the flag says it holds places."""
+        heeded = self._heeded
+        if heeded is not None and heeded.up():
+            self._fold_first()
         with self._journal_lock:
             with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
                 journaled = self._journaled
@@ -323,10 +368,13 @@ class Store:
                     os.write(self._journal_fd, _JOURNAL_HEAD.pack(self._journal_gen))
                 except OSError as exc:  # (a journal left behind is known by its old count)
                     log.warning("state store %s: cannot empty the journal: %s", self.path, exc)
+            if self._journal_flag is not None:  # (under the lock: nothing appended since)
+                self._journal_flag.clear()
 
     def fold_journal(self) -> None:
-        """Put what the journal holds into LMDB now (the periodic sync, close)."""
-        if self._journaled:
+        """Put what the journal holds into LMDB now (the periodic sync, close, a follower's
+        request)."""
+        if self._journaled or (self._journal_flag is not None and self._journal_flag.up()):
             try:
                 with self._objects_txn():
                     pass
@@ -375,6 +423,9 @@ class Store:
         return _record(raw)
 
     def get_object_committed(self, key: bytes) -> ObjectRecord | None:
+        heeded = self._heeded
+        if heeded is not None and heeded.up():
+            self._fold_first()
         with self.env.begin(db=self.objects) as txn:
             raw = txn.get(key)
         return None if raw is None else _record(raw)

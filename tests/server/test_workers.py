@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -446,18 +446,31 @@ def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -
     f.close()
 
 
-def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_once() -> None:
-    """The writer's inbox thread with the followers' wake-up pipe: it does not wake for each
-    note message, but takes notes in every INBOX_PERIOD, and answers a flush request (the
-    follower writes the pipe after sending it) without waiting for the period."""
+@contextmanager
+def woken_inbox(fold: Callable[[], None] | None = None) -> Iterator[tuple[_Notes, Any]]:
+    """A writer's inbox thread (export 1: a ``_Notes``) with the followers' wake-up pipe,
+    and a follower's ``NoteSender``; ``fold``: the store's journal fold."""
     from nfsd.index.writer_channel import NotesInbox, NoteSender, channel_pair
     w, f = channel_pair()
     r, wr = os.pipe2(os.O_NONBLOCK)
     index = _Notes()
-    inbox = NotesInbox({1: index}, [w], lambda eid: 3, r)  # type: ignore[dict-item]
-    sender = NoteSender(f, wake=wr)
+    inbox = NotesInbox({1: index}, [w], lambda eid: 3, r, fold)  # type: ignore[dict-item]
     inbox.start()
     try:
+        yield index, NoteSender(f, wake=wr)
+    finally:
+        inbox.stop()
+        for fd in (r, wr):
+            os.close(fd)
+        w.close()
+        f.close()
+
+
+def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_once() -> None:
+    """The writer's inbox thread with the followers' wake-up pipe: it does not wake for each
+    note message, but takes notes in every INBOX_PERIOD, and answers a flush request (the
+    follower writes the pipe after sending it) without waiting for the period."""
+    with woken_inbox() as (index, sender):
         sender.send(b"E", 1, 42, b"new.c")
         deadline = time.monotonic() + 5
         while not index.entries and time.monotonic() < deadline:
@@ -466,12 +479,6 @@ def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_on
         sender.send(b"E", 1, 43, b"other.c")
         assert sender.flush(1, timeout=5.0) == (8, 3)
         assert index.entries[-1] == (43, b"other.c")
-    finally:
-        inbox.stop()
-        for fd in (r, wr):
-            os.close(fd)
-        w.close()
-        f.close()
 
 
 def test_a_bursts_identical_notes_leave_the_follower_once() -> None:
