@@ -56,6 +56,9 @@ class Pysfsd:
                  # like the Ganesha configuration compared against (Squash = No_Root_Squash)
                  "--export", f'"{self.export}" *({self.options})',
                  "--bind", "127.0.0.1", "--state-dir", str(state),
+                 # the host's rpcbind is left alone: a benchmark's server must not take over
+                 # the mappings of a real one (nor of a test's: test_discovery skips then)
+                 "--no-register",
                  *(("--workers", str(self.workers)) if self.workers is not None else ()), *self.args],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
