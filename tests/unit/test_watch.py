@@ -364,12 +364,22 @@ class Index:
     def flush(self): pass
     def path_of(self, ino): return b""
 
+async def settle():  # the watcher's turns: it reads what the kernel queued meanwhile
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
 async def main(root):
     index = Index()
     w = TreeWatcher(root, index, lambda: None)
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.ready.wait(), 10)
     top = os.stat(root).st_ino
+'''
+CREATE_EVENT_EPILOGUE = r'''
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
 '''
 
 
@@ -380,19 +390,13 @@ async def main(root):
 SCRIPT_CREATE_EVENT = CREATE_EVENT_PRELUDE + r'''
     os.close(os.open(os.path.join(root, "f"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     os.mkdir(os.path.join(root, "d"))
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     assert index.created == [(top, b"f")], index.created
     assert index.notes == [(top, b"d")], index.notes
     os.chmod(os.path.join(root, "f"), 0o600)
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     assert index.notes == [(top, b"d"), (top, b"f")], index.notes
-    task.cancel()
-    print("ok")
-
-asyncio.run(main(sys.argv[1]))
-'''
+''' + CREATE_EVENT_EPILOGUE
 
 
 def test_another_processes_creation_of_a_file_is_noted_as_such(tmp_path: Path) -> None:
@@ -406,23 +410,17 @@ SCRIPT_MERGED = CREATE_EVENT_PRELUDE + r'''
     a, b = os.path.join(root, "a"), os.path.join(root, "b")
     for p in (a, b):
         os.close(os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     assert sorted(index.created) == [(top, b"a"), (top, b"b")], index.created
     for i in range(10):  # the loop does not turn meanwhile: one read takes them all
         os.chmod(a, 0o600 | i)
         os.chmod(b, 0o600 | i)
     os.unlink(a)
     os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     assert index.notes == [(top, b"a"), (top, b"b")], index.notes
     assert index.created[2:] == [(top, b"a")], index.created
-    task.cancel()
-    print("ok")
-
-asyncio.run(main(sys.argv[1]))
-'''
+''' + CREATE_EVENT_EPILOGUE
 
 
 def test_an_entry_is_noted_once_per_read(tmp_path: Path) -> None:
@@ -435,21 +433,15 @@ def test_an_entry_is_noted_once_per_read(tmp_path: Path) -> None:
 SCRIPT_CHANGED_AFTER_CREATION = CREATE_EVENT_PRELUDE + r'''
     a = os.path.join(root, "a")
     os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     os.chmod(a, 0o600)    # the loop does not turn meanwhile: one read takes them all
     os.unlink(a)
     os.close(os.open(a, os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     os.chmod(a, 0o640)
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await settle()
     assert index.notes == [(top, b"a"), (top, b"a")], index.notes
     assert index.created == [(top, b"a"), (top, b"a")], index.created
-    task.cancel()
-    print("ok")
-
-asyncio.run(main(sys.argv[1]))
-'''
+''' + CREATE_EVENT_EPILOGUE
 
 
 def test_a_change_after_a_creation_in_the_same_read_is_noted(tmp_path: Path) -> None:

@@ -66,6 +66,17 @@ def test_a_followers_creation_reaches_the_writer_with_its_stat(env: lmdb.Environ
     assert q(writer, (b"size", b"empty")) == [b"src/new.c"]
 
 
+def read_again(writer: WriterIndex, inbox: NotesInbox, src: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the follower's note of src/new.c is taken in, the flush reads the file (its
+    creation's stat does not stand for it): grown, it is no longer empty."""
+    inbox.drain()
+    assert not writer.is_fresh(src, b"new.c")
+    reads = Reads(monkeypatch)
+    writer.flush()
+    assert reads.lstat == 1
+    assert q(writer, (b"size", b"empty")) == []
+
+
 def test_a_followers_creation_noted_meanwhile_is_read_again(env: lmdb.Environment, writer: WriterIndex,
                                                             export: Path, channel: tuple[NoteSender, list],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,12 +90,7 @@ def test_a_followers_creation_noted_meanwhile_is_read_again(env: lmdb.Environmen
     follower.note_created(src, b"new.c", st)
     (export / "src" / "new.c").write_text("grown behind the server\n")
     Index.note_entry(writer, src, b"new.c")  # the watcher, before the inbox took the note in
-    inbox.drain()
-    assert not writer.is_fresh(src, b"new.c")
-    reads = Reads(monkeypatch)
-    writer.flush()
-    assert reads.lstat == 1
-    assert q(writer, (b"size", b"empty")) == []
+    read_again(writer, inbox, src, monkeypatch)
 
 
 def test_the_watcher_drops_the_echo_of_a_followers_creation_and_still_forgets_it(
@@ -149,12 +155,7 @@ def test_an_echo_followed_by_another_event_still_has_the_entry_read(
     else:
         watched.note_create_event(src, b"new.c")
     follower.note_created(src, b"new.c", st)
-    inbox.drain()
-    assert not writer.is_fresh(src, b"new.c")
-    reads = Reads(monkeypatch)
-    writer.flush()
-    assert reads.lstat == 1
-    assert q(writer, (b"size", b"empty")) == []
+    read_again(writer, inbox, src, monkeypatch)
 
 
 def test_the_writers_note_of_a_file_already_queued_is_not_counted_again(writer: WriterIndex, export: Path) -> None:
