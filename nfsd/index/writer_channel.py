@@ -370,10 +370,11 @@ class Uncounted:
         # (an Index, or a wrapper with its methods: a cluster head's PublishingIndex)
         self._index = index
         self._forget = forget
-        # A writer's own methods count; any other index's are its own: a cluster head's
+        # Where the notes go: a writer's own methods count, so Index's (``super``: the class
+        # after WriterIndex, bound to it); any other index's are its own: a cluster head's
         # ``PublishingIndex`` publishes what the watcher finds to the other heads (Index's
         # methods called on the wrapper noted into the wrapped index and published nothing)
-        self._counted = isinstance(index, WriterIndex)
+        self._via: Any = super(WriterIndex, index) if isinstance(index, WriterIndex) else index
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         fresh = self._index.is_fresh(dir_ino, name)
@@ -382,28 +383,16 @@ class Uncounted:
         return fresh
 
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
-        if self._counted:
-            Index.note_create_event(self._index, dir_ino, name)
-        else:
-            self._index.note_create_event(dir_ino, name)
+        self._via.note_create_event(dir_ino, name)
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
-        if self._counted:
-            Index.note_entry(self._index, dir_ino, name)
-        else:
-            self._index.note_entry(dir_ino, name)
+        self._via.note_entry(dir_ino, name)
 
     def note_dir(self, dir_ino: int) -> None:
-        if self._counted:
-            Index.note_dir(self._index, dir_ino)
-        else:
-            self._index.note_dir(dir_ino)
+        self._via.note_dir(dir_ino)
 
     def note_ino(self, ino: int, force: bool = False) -> None:
-        if self._counted:
-            Index.note_ino(self._index, ino, force)
-        else:
-            self._index.note_ino(ino, force)
+        self._via.note_ino(ino, force)
 
     def __getattr__(self, item: str) -> object:
         return getattr(self._index, item)
