@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config.errors import ConfigError
 from .index.writer_channel import NoteCounts, channel_pair
@@ -117,29 +117,25 @@ class ConnectionShares:
         if self._map is not None:
             self._CELL.pack_into(self._map, 8 * self._slot, count)
 
+    def _elsewhere(self) -> Iterator[tuple[int, int]]:
+        """(slot, connections last published) of every other worker."""
+        m, cell = self._map, self._CELL
+        assert m is not None
+        return ((i, cell.unpack_from(m, 8 * i)[0]) for i in range(self.workers) if i != self._slot)
+
     def should_yield(self, mine: int) -> bool:
         """Whether another worker should take the next connection first: one serving fewer
         than ``mine``, or as many with a lower slot.  Ties go to the lowest slot, so a lone
         client (the kernel client's one connection) is served by the primary, where a call
         costs least: a follower's changing calls also wake the primary (their notes, their
         inotify echoes), and it commits its handle-table writes itself."""
-        if self._map is None:
-            return False
-        for i in range(self.workers):
-            if i != self._slot:
-                theirs = self._CELL.unpack_from(self._map, 8 * i)[0]
-                if theirs < mine or (theirs == mine and i < self._slot):
-                    return True
-        return False
+        return self._map is not None and any(
+            theirs < mine or (theirs == mine and i < self._slot) for i, theirs in self._elsewhere())
 
     def others_idle(self) -> bool:
         """Whether no other worker serves a connection (as last published): the primary
         journals lone bursts then (nfsd/state/store.py)."""
-        m = self._map
-        if m is None:
-            return False
-        cell = self._CELL
-        return all(i == self._slot or cell.unpack_from(m, 8 * i)[0] == 0 for i in range(self.workers))
+        return self._map is not None and all(theirs == 0 for _, theirs in self._elsewhere())
 
 
 class BalancedAcceptor:

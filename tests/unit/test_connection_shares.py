@@ -51,3 +51,22 @@ def test_unattached_shares_never_yield() -> None:
         assert not ConnectionShares(table.fd, 2).should_yield(10)
     finally:
         os.close(table.fd)
+
+
+def test_others_idle_counts_only_the_other_workers(three: list[ConnectionShares]) -> None:
+    """The primary journals lone bursts only while no other worker serves a connection
+    (nfsd/state/store.py): its own connections do not count."""
+    three[0].publish(4)
+    assert three[0].others_idle() and not three[1].others_idle()
+    three[2].publish(1)
+    assert not three[0].others_idle()
+    three[2].publish(0)
+    assert three[0].others_idle()
+
+
+def test_unattached_shares_are_never_alone() -> None:
+    table = ConnectionShares.create(2)
+    try:
+        assert not ConnectionShares(table.fd, 2).others_idle()
+    finally:
+        os.close(table.fd)
