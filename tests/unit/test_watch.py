@@ -303,6 +303,18 @@ def test_catch_up_notes_what_a_gathering_watcher_has_not_read(tmp_path: Path) ->
     run_in_a_child(CATCH_UP_SCRIPT, tmp_path)
 
 
+# How each script below starts: a watcher over its own ``Index`` class, and the export
+# root's inode (``top``).
+WATCHER_MAIN = r'''
+async def main(root):
+    index = Index()
+    w = TreeWatcher(root, index, lambda: None)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    top = os.stat(root).st_ino
+'''
+
+
 # The IN_CREATE echo of a file the server just created (queued with its creation's stat,
 # ``Index.is_fresh``) is dropped; any other event of it, and other files' creations, are noted.
 SCRIPT_ECHO = r'''
@@ -319,13 +331,7 @@ class Index:
     def flush(self): pass
     def path_of(self, ino): return b""
 
-async def main(root):
-    index = Index()
-    w = TreeWatcher(root, index, lambda: None)
-    task = asyncio.create_task(w.run())
-    await asyncio.wait_for(w.ready.wait(), 10)
-    top = os.stat(root).st_ino
-    index.fresh.add((top, b"mine"))
+''' + WATCHER_MAIN + r'''    index.fresh.add((top, b"mine"))
     os.close(os.open(os.path.join(root, "mine"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     os.close(os.open(os.path.join(root, "theirs"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     for _ in range(20):
@@ -368,13 +374,7 @@ async def settle():  # the watcher's turns: it reads what the kernel queued mean
     for _ in range(20):
         await asyncio.sleep(0.01)
 
-async def main(root):
-    index = Index()
-    w = TreeWatcher(root, index, lambda: None)
-    task = asyncio.create_task(w.run())
-    await asyncio.wait_for(w.ready.wait(), 10)
-    top = os.stat(root).st_ino
-'''
+''' + WATCHER_MAIN
 CREATE_EVENT_EPILOGUE = r'''
     task.cancel()
     print("ok")
