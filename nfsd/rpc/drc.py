@@ -59,9 +59,6 @@ class DuplicateRequestCache:
 
     def finish_all(self, keys: list[Hashable], replies: "list[bytes | bytearray] | list[bytes | None]") -> None:
         """``finish`` for each key and its reply (a burst's, cached together)."""
-        entries = self._entries
+        finish = self.finish
         for key, reply in zip(keys, replies):
-            if reply is None:
-                entries.pop(key, None)
-            elif key in entries:
-                entries[key] = reply
+            finish(key, reply)
