@@ -14,7 +14,11 @@ burst's replies wait for it while the loop serves other calls (through Linux AIO
 fsyncs say how to open their directories, ``nfsd.fs.aiofsync``: no thread, no GIL hand-off).
 One fsync job runs at a time;
 the bursts served meanwhile join the next one, so under load a single fsync of a directory
-answers the changes of many bursts and connections.
+answers the changes of many bursts and connections.  A job starts at the end of the loop's
+turn (``call_soon``), not at the end of the burst that asked for it: the bursts of every
+connection the loop found readable in that turn (clients answering the replies the last
+fsync released) join it, instead of the first burst's fsync going alone and the others
+waiting a whole fsync more.
 
 A client alone on the server sending one call at a time (the kernel client's ``touch``,
 ``rm``, an untar) gains nothing from that: nobody else waits for the loop, and the hand-off
@@ -120,6 +124,7 @@ class DirSync:
         self._fsync_seconds = 0.0                    # moving average of a job's wall time
         self._next: _Batch | None = None            # a job not started yet: later bursts join it
         self._running = False                        # a job is in the pool
+        self._starting = False                       # a job's start is due at the loop's turn end
         self._aio: AioFsync | None | bool = None  # None: not tried yet; False: unavailable
         # shared with other workers (``share_with``): the job waiting for another worker's
         # fsync, its time limit, this worker's fsync in the table (directory, start)
@@ -196,7 +201,7 @@ class DirSync:
             return None
         deferred, self._deferred = self._deferred, {}
         changes, self._changes = self._changes, 0
-        if (changes <= INLINE_CHANGES and not self._running and not self._dirs
+        if (changes <= INLINE_CHANGES and not self._running and not self._starting and not self._dirs
                 and self._fsync_seconds < INLINE_SLOWER_THAN and self._alone is not None and self._alone()
                 and (self._fsync_seconds < INLINE_FAST or self._one_at_a_time is None or self._one_at_a_time())):
             return self._fsync_inline(deferred)
@@ -206,8 +211,20 @@ class DirSync:
         batch.dirs.update(deferred)
         batch.need = time.monotonic_ns()
         if not self._running:
-            self._start()
+            self._start_soon()
         return batch.done
+
+    def _start_soon(self) -> None:
+        """Start the next job once the loop has served every connection it found readable
+        this turn (``call_soon`` runs after them), so their bursts join it."""
+        if not self._starting:
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start_due)
+
+    def _start_due(self) -> None:
+        self._starting = False
+        if not self._running and self._next is not None:
+            self._start()
 
     def _fsync_inline(self, dirs: dict[Hashable, Fsync]) -> asyncio.Future[None] | None:
         """The burst's fsyncs on the loop (no job running, no other thread inside ``sync``):
@@ -368,4 +385,4 @@ class DirSync:
             else:
                 batch.done.set_exception(exc)
         if self._next is not None:
-            self._start()
+            self._start_soon()

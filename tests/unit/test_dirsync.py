@@ -104,6 +104,46 @@ def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow(monkeypatch: pyt
     asyncio.run(scenario())
 
 
+def test_bursts_served_in_one_loop_turn_share_one_fsync_job() -> None:
+    """The job starts once the loop has served every connection it found readable (the
+    bursts of one turn), not at the first burst's end: three connections' bursts of one turn
+    wait for one fsync (two before: the first burst's own, then one for the other two).  A
+    burst of a later turn, after that job, waits for a job of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    began: list[int] = []
+    made = 0
+
+    def fsync() -> None:
+        began.append(made)
+
+    async def scenario() -> None:
+        nonlocal made
+        with ThreadPoolExecutor(2) as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            sync.inline_when(lambda: False)  # several connections
+            held: list[asyncio.Future[None]] = []
+            for _ in range(3):  # one loop turn: no await between the bursts
+                sync.begin_burst()
+                made += 1
+                sync.sync(7, fsync)
+                waits = sync.end_burst()
+                assert waits is not None
+                held.append(waits)
+            await asyncio.gather(*held)
+            assert began == [3]  # one fsync, begun after every change it answers
+            sync.begin_burst()
+            made += 1
+            sync.sync(7, fsync)
+            later = sync.end_burst()
+            assert later is not None
+            await later
+            assert began == [3, 4]
+
+    asyncio.run(scenario())
+
+
 # -- through a server in this process: replies held until the burst's directory fsync -------
 
 import asyncio  # noqa: E402
