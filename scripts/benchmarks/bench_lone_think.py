@@ -97,6 +97,7 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
         for proc, args in warm:
             client.call(nfs3.NFS3, proc, args)
+        settle(pid)
         cpu0, (delay0, runs0) = server_cpu_by_process(pid), scheduled(pid)
         latencies = []
         for proc, args in measured:
@@ -114,6 +115,19 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
     return {"cpu_us": (sum(cpu1.values()) - sum(cpu0.values())) / n * 1e6,
             "delay_us": (delay1 - delay0) / n * 1e6, "runs": (runs1 - runs0) / n,
             "p50_us": latencies[n // 2] * 1e6, "p90_us": latencies[n * 9 // 10] * 1e6}
+
+
+def settle(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the server is idle (the index flush of what the unmeasured calls made,
+    deferred while they came, is not counted in what follows)."""
+    deadline = time.monotonic() + timeout
+    before = server_cpu_by_process(pid) or {}
+    while time.monotonic() < deadline:
+        time.sleep(0.6)  # longer than the periodic flush's 0.5 s
+        now = server_cpu_by_process(pid) or {}
+        if sum(now.values()) - sum(before.values()) < 0.003:
+            return
+        before = now
 
 
 _serial = iter(range(1 << 62))
@@ -140,7 +154,6 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
     for proc, args in creates:
         client.call(nfs3.NFS3, proc, args)
     if op == "lookup":
-        time.sleep(1)  # the creates' timers (index flush, watcher) done before measuring
         return [(3, nfs3.LOOKUP3args(where)) for where in names]
     return [(12, nfs3.REMOVE3args(where)) for where in names]
 
