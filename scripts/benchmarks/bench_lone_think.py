@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for (name, think), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(f"{name:16} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
-              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}")
+              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
     return 0
 
 
