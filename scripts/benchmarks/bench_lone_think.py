@@ -7,8 +7,7 @@ sleeps between calls and is woken for each one.  The load generator's lone calls
 (``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
 often there before the server sleeps, so they show less than the VM pays.  This client makes
 its calls (``--op``: GETATTR, SETATTR, the VM's creates and removes, or its cold LOOKUPs)
-one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (utime+stime of its
-processes, /proc), how long its threads waited on a run queue after being woken (run delay) and how
+one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat), how long its threads waited on a run queue after being woken (run delay) and how
 many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
 and the latency the client saw.
 
@@ -35,7 +34,6 @@ from typing import Any, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
 
-from driver import server_cpu_by_process  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
 from nfsd.rpc.client import RpcClient  # noqa: E402
 from protocol import mount3, nfs3  # noqa: E402
@@ -72,19 +70,21 @@ def started(name: str, work: Path, options: str,
         yield p.port, p.port, p.pid, None, export
 
 
-def scheduled(pid: int) -> tuple[float, int]:
-    """Seconds the threads of ``pid`` and of its children spent runnable but not running, and
-    how many times they were put on a CPU (about one per wake-up)."""
-    total = runs = 0
+def scheduled(pid: int) -> tuple[float, float, int]:
+    """Seconds the threads of ``pid`` and of its children spent on a CPU (nanoseconds in
+    schedstat: /proc's utime and stime count 10 ms ticks, too coarse for a thousand calls of
+    100 us) and runnable but not running, and how many times they were put on a CPU (about
+    one per wake-up)."""
+    cpu = total = runs = 0
     pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
                     for c in (t / "children").read_text().split()]
     for p in pids:
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{p}/task").iterdir():
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    _, delay, slices = (task / "schedstat").read_text().split()[:3]
-                    total, runs = total + int(delay), runs + int(slices)
-    return total / 1e9, runs
+                    ran, delay, slices = (task / "schedstat").read_text().split()[:3]
+                    cpu, total, runs = cpu + int(ran), total + int(delay), runs + int(slices)
+    return cpu / 1e9, total / 1e9, runs
 
 
 def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Path, op: str,
@@ -98,7 +98,7 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
         for proc, args in warm:
             client.call(nfs3.NFS3, proc, args)
         settle(pid)
-        cpu0, (delay0, runs0) = server_cpu_by_process(pid), scheduled(pid)
+        cpu0, delay0, runs0 = scheduled(pid)
         latencies = []
         for proc, args in measured:
             start = time.perf_counter()
@@ -108,11 +108,10 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
             until = now + think
             while time.perf_counter() < until:  # the guest computing
                 pass
-        cpu1, (delay1, runs1) = server_cpu_by_process(pid), scheduled(pid)
-    assert cpu0 is not None and cpu1 is not None
+        cpu1, delay1, runs1 = scheduled(pid)
     latencies.sort()
     n = len(latencies)
-    return {"cpu_us": (sum(cpu1.values()) - sum(cpu0.values())) / n * 1e6,
+    return {"cpu_us": (cpu1 - cpu0) / n * 1e6,
             "delay_us": (delay1 - delay0) / n * 1e6, "runs": (runs1 - runs0) / n,
             "p50_us": latencies[n // 2] * 1e6, "p90_us": latencies[n * 9 // 10] * 1e6}
 
@@ -121,11 +120,11 @@ def settle(pid: int, timeout: float = 15.0) -> None:
     """Wait until the server is idle (the index flush of what the unmeasured calls made,
     deferred while they came, is not counted in what follows)."""
     deadline = time.monotonic() + timeout
-    before = server_cpu_by_process(pid) or {}
+    before = scheduled(pid)[0]
     while time.monotonic() < deadline:
         time.sleep(0.6)  # longer than the periodic flush's 0.5 s
-        now = server_cpu_by_process(pid) or {}
-        if sum(now.values()) - sum(before.values()) < 0.003:
+        now = scheduled(pid)[0]
+        if now - before < 0.003:
             return
         before = now
 
