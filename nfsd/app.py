@@ -473,7 +473,7 @@ class NfsServer:
         a full store cut short, once it has space).  While the index is idle (``Index.idle``)
         only every IDLE_MAINTAIN-th look goes to the thread pool (the map's trim, whatever the
         watcher and the followers' channels hold unread): an idle server's hop there and back
-        woke two threads four times a second."""
+        woke two threads twice a second."""
         loop = asyncio.get_running_loop()
         skipped = 0
         while True:

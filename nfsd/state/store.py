@@ -527,8 +527,12 @@ class Store:
     def unsynced(self) -> bool:
         """Whether ``sync`` has anything to do: the journal holds records, or a transaction
         (of any process of the environment) was committed since the last ``sync`` began."""
-        return (bool(self._journaled) or (self._journal_flag is not None and self._journal_flag.up())
-                or self.env.info()["last_txnid"] != self._synced_txn)
+        if self._journaled or (self._journal_flag is not None and self._journal_flag.up()):
+            return True
+        try:
+            return bool(self.env.info()["last_txnid"] != self._synced_txn)
+        except lmdb.Error:
+            return True  # ``sync`` says what is wrong
 
     def sync(self) -> None:
         """Flush committed transactions to the disk (the periodic sync; best effort: what
