@@ -80,6 +80,9 @@ _PASSES_SHIFT, _MAX_PASSES = 2, 63
 # and with one worker the echoes of a lone client's own changes cost one per period, not
 # an event-loop turn per call (docs/design.rst, "Eighth pass").
 WATCH_GATHER = 0.01
+#: While the index is idle the periodic flush (every 0.5 s) goes to the thread pool only
+#: every this many looks (``NfsServer._flush_periodically``).
+IDLE_MAINTAIN = 20
 
 
 @dataclass
@@ -413,10 +416,12 @@ class NfsServer:
         self.indexed.set()
 
     async def _sync_periodically(self) -> None:
-        """The handle table is written without fsync; flush it once a second."""
+        """The handle table is written without fsync; flush it once a second, when anything
+        was written since (``Store.unsynced``: an idle server makes no thread hop)."""
         while True:
             await asyncio.sleep(1.0)
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.store.sync)
+            if self.store.unsynced():
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.store.sync)
 
     async def _index_export(self, fs: SemanticFS) -> None:
         """Watch first (so nothing changed during the scan is missed), then scan: the first
@@ -465,10 +470,18 @@ class NfsServer:
 
     async def _flush_periodically(self, fs: SemanticFS) -> None:
         """Apply queued index notes (inotify events, writes) twice a second (and redo a scan
-        a full store cut short, once it has space)."""
+        a full store cut short, once it has space).  While the index is idle (``Index.idle``)
+        only every IDLE_MAINTAIN-th look goes to the thread pool (the map's trim, whatever the
+        watcher and the followers' channels hold unread): an idle server's hop there and back
+        woke two threads twice a second."""
         loop = asyncio.get_running_loop()
+        skipped = 0
         while True:
             await asyncio.sleep(0.5)
+            if skipped < IDLE_MAINTAIN - 1 and fs.index.idle():
+                skipped += 1
+                continue
+            skipped = 0
             try:
                 await loop.run_in_executor(self.executor, brisk_switching.wrap(fs.index.maintain))
             except Exception:

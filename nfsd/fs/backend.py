@@ -106,6 +106,8 @@ class Backend(Protocol[NodeT]):
         """Its attributes now (not cached across calls)."""
     def lookup(self, d: NodeT, name: bytes) -> NodeT:
         """The entry ``name`` of directory ``d`` (a query directory may be computed here)."""
+    def lookup_attrs(self, d: NodeT, name: bytes) -> tuple[NodeT, StatResult | None]:
+        """``lookup``, and the attributes the look-up itself read (None: it read none)."""
     def parent_of(self, d: NodeT) -> NodeT:
         """Directory ``d``'s parent (the root is its own parent)."""
     def readlink(self, n: NodeT) -> bytes:

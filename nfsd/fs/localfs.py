@@ -404,12 +404,17 @@ class LocalFS:
 
     # -- names --------------------------------------------------------------------------
     def lookup(self, d: Node, name: bytes) -> Node:
+        return self.lookup_attrs(d, name)[0]
+
+    def lookup_attrs(self, d: Node, name: bytes) -> tuple[Node, os.stat_result | None]:
+        """``lookup``, and the attributes it read of the object (LOOKUP's reply: no second
+        ``fstat`` of what the look-up has just stat-ed; None for ``.`` and ``..``)."""
         if not d.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_NOTDIR)
         if name == b".":
-            return d
+            return d, None
         if name == b"..":
-            return self.parent_of(d)
+            return self.parent_of(d), None
         check_name(name)
         # Fast path: an object already open under this very name needs no new descriptor.
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
@@ -420,10 +425,10 @@ class LocalFS:
             with self._lock:
                 cached = self._nodes.get(pack_real(self.export_id, st.st_ino, rec[1]))
             if cached is not None and cached.mode == st.st_mode:
-                return self._remember(cached)
+                return self._remember(cached), st
         fd = os.open(name, O_PATH_FLAGS, dir_fd=d.fd)
         st = os.stat(fd)
-        return self._adopt(fd, st, d.ino, name)
+        return self._adopt(fd, st, d.ino, name), st
 
     def parent_of(self, d: Node) -> Node:
         """``..`` of a directory; the export root is its own parent.

@@ -518,15 +518,22 @@ class SemanticFS:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "query scope moved")
         return d
 
-    def lookup(self, d: Node | VNode, name: bytes) -> Node | VNode:
+    def lookup_attrs(self, d: Node | VNode, name: bytes) -> tuple[Node | VNode, os.stat_result | None]:
+        """``lookup``, with the attributes a real entry's look-up read (``LocalFS.lookup_attrs``)."""
         if isinstance(d, Node):
             try:
-                return self.local.lookup(d, name)
+                return self.local.lookup_attrs(d, name)
             except FileNotFoundError:
                 v = self._query_name(d, name)
                 if v is None:
                     raise
-                return v
+                return v, None
+        return self._virtual_lookup(d, name), None
+
+    def lookup(self, d: Node | VNode, name: bytes) -> Node | VNode:
+        return self.lookup_attrs(d, name)[0]
+
+    def _virtual_lookup(self, d: VNode, name: bytes) -> Node | VNode:
         q = d.query
         if not d.is_dir:
             raise NfsError(nfsstat3.NFS3ERR_NOTDIR)

@@ -443,6 +443,13 @@ class Index:
         lacks): then a created file waits in the queue with the compact stat."""
         return bool(getattr(x, "_pure", False) and getattr(x, "_stat_pure", False))
 
+    def idle(self) -> bool:
+        """Whether ``maintain`` has nothing to do now but keep the map's pages in bounds: no
+        note queued (``has_notes``: with workers, none a follower sent that waits), no rescan
+        and no tombstone purge due.  The server's periodic flush then skips its thread hop."""
+        return (not self.has_notes() and not self._rescan_due
+                and time.monotonic() - self._last_purge <= PURGE_EVERY)
+
     def maintain(self) -> bool:
         """The server's periodic call: apply the queue, and redo a scan that a full store cut
         short once writes may go through again; keep the mapped pages in bounds."""

@@ -295,8 +295,8 @@ class Nfs3Service:
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.what.dir.data)
         try:
-            n = fs.lookup(d, a.what.name)
-            attrs = fattr(fs.stat(n), fs.fsid)
+            n, st = fs.lookup_attrs(d, a.what.name)
+            attrs = fattr(fs.stat(n) if st is None else st, fs.fsid)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.LOOKUP3resfail.cls(self._attr(fs, d))
         return NFS3_OK, nfs3.LOOKUP3resok.cls(_fh(n.fh), attrs, self._attr(fs, d))

@@ -152,6 +152,7 @@ class Store:
         # transaction on the handle table (which first takes in what the journal holds).
         self._journal_fd = -1
         self._journaled: dict[bytes, bytes | None] = {}
+        self._synced_txn = -1  # the last transaction id when ``sync`` last began
         self._journal_size = 0
         self._journal_gen = 0  # the fold the journal file belongs to (``_JOURNAL_HEAD``)
         self._journal_lock = threading.Lock()
@@ -523,11 +524,22 @@ class Store:
             return None
         return bytes(raw[4:])
 
+    def unsynced(self) -> bool:
+        """Whether ``sync`` has anything to do: the journal holds records, or a transaction
+        (of any process of the environment) was committed since the last ``sync`` began."""
+        if self._journaled or (self._journal_flag is not None and self._journal_flag.up()):
+            return True
+        try:
+            return bool(self.env.info()["last_txnid"] != self._synced_txn)
+        except lmdb.Error:
+            return True  # ``sync`` says what is wrong
+
     def sync(self) -> None:
         """Flush committed transactions to the disk (the periodic sync; best effort: what
         needs durability syncs itself and reports its own failure)."""
         try:
             self.fold_journal()
+            self._synced_txn = self.env.info()["last_txnid"]  # (read first: a later commit syncs next time)
             self.env.sync(True)
         except lmdb.Error as exc:
             log.warning("state store %s: sync failed: %s", self.path, exc)

@@ -6,9 +6,8 @@ reply, then its guest computes (a shell loop under TCG) before the next call, so
 sleeps between calls and is woken for each one.  The load generator's lone calls
 (``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
 often there before the server sleeps, so they show less than the VM pays.  This client makes
-its calls (``--op``: GETATTR, SETATTR, or the VM's creates and removes, ``script``) one at
-a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (utime+stime of its
-processes, /proc), how long its threads waited on a run queue after being woken (run delay) and how
+its calls (``--op``: GETATTR, SETATTR, the VM's creates and removes, or its cold LOOKUPs)
+one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat), how long its threads waited on a run queue after being woken (run delay) and how
 many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
 and the latency the client saw.
 
@@ -16,7 +15,8 @@ and the latency the client saw.
 
 Servers as the load generator names them (``pysfsd``, ``pysfsd-wN``, ``ganesha``; ``--async``:
 the pysfsd export is ``async``), started afresh, measured in turn each round.  To compare
-trees, run it from each (``PYTHONPATH`` and the working directory at the other checkout).
+trees in one run, interleaved: ``--tree base=/tmp/base`` (``git worktree add``) adds servers
+``pysfsd@base``, ``pysfsd-w1@base``... run from that checkout.
 Not a test: figures depend on the machine and on what else runs on it.
 """
 from __future__ import annotations
@@ -34,8 +34,7 @@ from typing import Any, Iterator
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
 
-from driver import server_cpu_by_process  # noqa: E402
-from servers import Pysfsd, free_port, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
+from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
 from nfsd.rpc.client import RpcClient  # noqa: E402
 from protocol import mount3, nfs3  # noqa: E402
 from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
@@ -45,8 +44,10 @@ SYNC, ASYNC = "rw,no_root_squash,insecure", "rw,no_root_squash,insecure,async"
 
 
 @contextlib.contextmanager
-def started(name: str, work: Path, options: str) -> Iterator[tuple[int, int, int, int | None, Path]]:
-    """(port, MOUNT port, pid, network namespace pid, export) of server ``name`` started afresh."""
+def started(name: str, work: Path, options: str,
+            trees: dict[str, Path]) -> Iterator[tuple[int, int, int, int | None, Path]]:
+    """(port, MOUNT port, pid, network namespace pid, export) of server ``name`` started
+    afresh (``pysfsd...@TREE``: from checkout ``trees[TREE]``)."""
     export = work / f"export-{name}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
@@ -61,25 +62,29 @@ def started(name: str, work: Path, options: str) -> Iterator[tuple[int, int, int
             assert pid is not None, "ganesha wrote no pid file"
             yield port, port + 1, pid, g.namespace_pid, export
         return
-    workers = int(name.split("-w", 1)[1]) if "-w" in name else None
-    with Pysfsd(export, work / f"state-{name}", options=options, workers=workers) as p:
+    variant, _, tree = name.partition("@")
+    workers = int(variant.split("-w", 1)[1]) if "-w" in variant else None
+    with from_tree(trees[tree] if tree else None), \
+            Pysfsd(export, work / f"state-{name}", options=options, workers=workers) as p:
         assert p.pid is not None
         yield p.port, p.port, p.pid, None, export
 
 
-def scheduled(pid: int) -> tuple[float, int]:
-    """Seconds the threads of ``pid`` and of its children spent runnable but not running, and
-    how many times they were put on a CPU (about one per wake-up)."""
-    total = runs = 0
+def scheduled(pid: int) -> tuple[float, float, int]:
+    """Seconds the threads of ``pid`` and of its children spent on a CPU (nanoseconds in
+    schedstat: /proc's utime and stime count 10 ms ticks, too coarse for a thousand calls of
+    100 us) and runnable but not running, and how many times they were put on a CPU (about
+    one per wake-up)."""
+    cpu = total = runs = 0
     pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
                     for c in (t / "children").read_text().split()]
     for p in pids:
         with contextlib.suppress(OSError):
             for task in Path(f"/proc/{p}/task").iterdir():
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    _, delay, slices = (task / "schedstat").read_text().split()[:3]
-                    total, runs = total + int(delay), runs + int(slices)
-    return total / 1e9, runs
+                    ran, delay, slices = (task / "schedstat").read_text().split()[:3]
+                    cpu, total, runs = cpu + int(ran), total + int(delay), runs + int(slices)
+    return cpu / 1e9, total / 1e9, runs
 
 
 def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Path, op: str,
@@ -92,7 +97,8 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
         for proc, args in warm:
             client.call(nfs3.NFS3, proc, args)
-        cpu0, (delay0, runs0) = server_cpu_by_process(pid), scheduled(pid)
+        settle(pid)
+        cpu0, delay0, runs0 = scheduled(pid)
         latencies = []
         for proc, args in measured:
             start = time.perf_counter()
@@ -102,13 +108,25 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
             until = now + think
             while time.perf_counter() < until:  # the guest computing
                 pass
-        cpu1, (delay1, runs1) = server_cpu_by_process(pid), scheduled(pid)
-    assert cpu0 is not None and cpu1 is not None
+        cpu1, delay1, runs1 = scheduled(pid)
     latencies.sort()
     n = len(latencies)
-    return {"cpu_us": (sum(cpu1.values()) - sum(cpu0.values())) / n * 1e6,
+    return {"cpu_us": (cpu1 - cpu0) / n * 1e6,
             "delay_us": (delay1 - delay0) / n * 1e6, "runs": (runs1 - runs0) / n,
             "p50_us": latencies[n // 2] * 1e6, "p90_us": latencies[n * 9 // 10] * 1e6}
+
+
+def settle(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the server is idle (the index flush of what the unmeasured calls made,
+    deferred while they came, is not counted in what follows)."""
+    deadline = time.monotonic() + timeout
+    before = scheduled(pid)[0]
+    while time.monotonic() < deadline:
+        time.sleep(0.6)  # longer than the periodic flush's 0.5 s
+        now = scheduled(pid)[0]
+        if now - before < 0.003:
+            return
+        before = now
 
 
 _serial = iter(range(1 << 62))
@@ -118,7 +136,8 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
     """The calls (procedure, arguments) of ``op``: GETATTR or SETATTR (mode, back and forth)
     of one file; ``create`` as the VM's ``: > f`` makes them, a LOOKUP that finds nothing
     then a CREATE UNCHECKED, per new file; ``remove``: REMOVEs of files created beforehand
-    (unmeasured)."""
+    (unmeasured); ``lookup``: the VM's ``stat`` after a remount, each of those files looked
+    up once, by a name the client never looked up (so found by no cache of the client's)."""
     if op in ("getattr", "setattr"):
         found = client.call(nfs3.NFS3, 3, nfs3.LOOKUP3args(nfs3.diropargs3(root, b"file")))
         handle = nfs3.nfs_fh3(bytes(found[1].object.data))
@@ -133,13 +152,17 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
         return [c for where, create in zip(names, creates) for c in ((3, nfs3.LOOKUP3args(where)), create)]
     for proc, args in creates:
         client.call(nfs3.NFS3, proc, args)
+    if op == "lookup":
+        return [(3, nfs3.LOOKUP3args(where)) for where in names]
     return [(12, nfs3.REMOVE3args(where)) for where in names]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="pysfsd-w1,ganesha")
-    p.add_argument("--op", choices=("getattr", "setattr", "create", "remove"), default="getattr")
+    p.add_argument("--op", choices=("getattr", "setattr", "create", "remove", "lookup"), default="getattr")
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                   help="servers pysfsd...@NAME run from checkout PATH")
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
@@ -147,22 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp") / f"bench-lone-think-{os.getpid()}")
     args = p.parse_args(argv)
     thinks = [float(t) / 1000 for t in args.think.split(",")]
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
     results: dict[tuple[str, float], list[dict[str, float]]] = {}
     try:
         for _ in range(args.rounds):
             for name in args.servers.split(","):
-                with started(name, args.work, ASYNC if args.async_ else SYNC) as (port, mount_port, pid, netns, export):
+                with started(name, args.work, ASYNC if args.async_ else SYNC, trees) as (port, mount_port, pid, netns, export):
                     for think in thinks:
                         results.setdefault((name, think), []).append(
                             measure(port, mount_port, pid, netns, export, args.op, think, args.calls))
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
-    print(f"{'server':12} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
+    print(f"{'server':16} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
     for (name, think), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"{name:12} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
-              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}")
+        print(f"{name:16} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
+              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
     return 0
 
 

@@ -43,10 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -55,8 +55,7 @@ sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
 from driver import server_cpu_seconds  # noqa: E402
-import servers as server_lib  # noqa: E402
-from servers import Pysfsd, free_port, ganesha_module, ganesha_pid  # noqa: E402
+from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
@@ -107,20 +106,6 @@ class PhaseProfiler:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-
-
-@contextmanager
-def from_tree(tree: Path | None) -> Iterator[None]:
-    """pysfsd started from ``tree`` (None: this checkout): the load generator's ``Pysfsd``
-    runs ``python -m nfsd`` in ``server_lib.REPO``."""
-    if tree is None:
-        yield
-        return
-    saved, server_lib.REPO = server_lib.REPO, tree
-    try:
-        yield
-    finally:
-        server_lib.REPO = saved
 
 
 def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,

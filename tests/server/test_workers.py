@@ -481,6 +481,37 @@ def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_on
         assert index.entries[-1] == (43, b"other.c")
 
 
+def test_an_idle_writers_inbox_sleeps_until_a_note_comes() -> None:
+    """With the wake-up pipe, a period that takes in nothing ends the polling: the inbox
+    thread then sleeps on the channels (no wake-up while nothing comes), and the first note
+    after the quiet spell is taken in without a flush request; then it polls again."""
+    with woken_inbox() as (index, sender):
+        inbox = _inbox_of(index)
+        _wait_for(lambda: inbox.quiet)
+        woken = inbox.wakeups
+        time.sleep(0.2)  # ten periods: a polling thread would have woken for each
+        assert inbox.wakeups == woken and inbox.quiet
+        sender.send(b"E", 1, 42, b"new.c")
+        _wait_for(lambda: index.entries == [(42, b"new.c")])
+        assert index.flushes == 0
+        _wait_for(lambda: inbox.quiet)  # nothing more came: asleep again
+        sender.send(b"E", 1, 43, b"other.c")
+        assert sender.flush(1, timeout=5.0) == (8, 3)
+        assert index.entries[-1] == (43, b"other.c")
+
+
+def _inbox_of(index: _Notes) -> Any:
+    """The NotesInbox serving ``index`` (it is the index's ``before_flush``)."""
+    return index.before_flush.__self__  # type: ignore[attr-defined]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def test_a_bursts_identical_notes_leave_the_follower_once() -> None:
     """A follower's burst of SETATTRs (or WRITEs) to one file notes its inode per call: the
     burst's message carries it once (the writer would only merge them), distinct notes all."""

@@ -537,6 +537,21 @@ def test_note_entry_adds_changes_and_removes(index: Index, export: Path, counter
     assert q(index, (b"text", b"rewritten")) == []
 
 
+def test_an_index_is_idle_until_a_note_or_a_due_purge(index: Index, export: Path) -> None:
+    """``idle`` (the server's periodic flush skips its thread hop then): nothing queued; a
+    note makes it busy until flushed; a tombstone purge come due too."""
+    docs = index.ino_of(b"docs")
+    assert docs is not None
+    assert index.idle()
+    write(export / "docs" / "new.txt", "noted\n")
+    index.note_entry(docs, b"new.txt")
+    assert not index.idle()
+    assert index.flush() is True
+    assert index.idle()
+    index._last_purge -= 10 * 3600  # (as if the server had run for ten hours since)
+    assert not index.idle()
+
+
 def test_noted_removal_leaves_a_name_taken_by_another_file_at_once(index: Index, export: Path) -> None:
     """A file removed and its name at once given to another inode, both seen in one flush:
     the old file leaves every posting (both tiers), the name lists the new inode."""

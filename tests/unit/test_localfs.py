@@ -171,3 +171,24 @@ def test_mkdir_undoes_the_umask_through_its_own_descriptor(fs, tmp_path, monkeyp
         monkeypatch.undo()
     assert d.plain
     assert (tmp_path / "exp" / "made").stat().st_mode & 0o7777 == 0o775
+
+
+def test_lookup_attrs_are_the_found_objects_own(fs, tmp_path):
+    """LOOKUP's reply attributes come from the look-up's own stat (no second fstat): those
+    of the object found, whether its node was opened now or found in the cache, after a
+    change behind the server's back too; ``.`` and ``..`` read none."""
+    path = tmp_path / "exp" / "a" / "f"
+    path.write_bytes(b"12345")
+    a = fs.lookup(fs.root, b"a")
+    for _ in range(2):  # opened, then from the node cache
+        n, st = fs.lookup_attrs(a, b"f")
+        assert st is not None and (st.st_ino, st.st_size) == (n.ino, 5)
+        assert st.st_mode == os.lstat(path).st_mode
+    path.write_bytes(b"123")
+    os.chmod(path, 0o600)
+    n, st = fs.lookup_attrs(a, b"f")
+    assert st is not None and (st.st_size, st.st_mode & 0o777) == (3, 0o600)
+    assert fs.lookup_attrs(a, b".") == (a, None)
+    assert fs.lookup_attrs(a, b"..")[1] is None
+    with pytest.raises(FileNotFoundError):
+        fs.lookup_attrs(a, b"missing")

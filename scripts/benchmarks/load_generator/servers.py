@@ -15,11 +15,26 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
 REPO = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
 _READY = b"pysfsd: index ready"
+
+
+@contextlib.contextmanager
+def from_tree(tree: Path | None) -> Iterator[None]:
+    """pysfsd started from ``tree`` (None: this checkout): ``Pysfsd`` runs ``python -m nfsd``
+    in ``REPO``, so pointing it at another checkout (``git worktree add``) runs that code."""
+    global REPO
+    if tree is None:
+        yield
+        return
+    saved, REPO = REPO, tree
+    try:
+        yield
+    finally:
+        REPO = saved
 
 
 def free_port() -> int:
