@@ -355,6 +355,53 @@ def test_the_echo_of_the_servers_own_create_is_dropped(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_ECHO, tmp_path)
 
 
+# The IN_DELETE echo of a file the server just removed (queued as gone, ``Index.is_removed``)
+# is dropped; another process's removal, and a later event of the name, are noted.
+SCRIPT_REMOVE_ECHO = r"""
+import asyncio, os, sys
+from nfsd.fs.watch import TreeWatcher
+
+class Index:
+    def __init__(self): self.notes, self.removed = [], set()
+    def note_entry(self, d, n):
+        self.notes.append((d, n))
+        self.removed.discard((d, n))
+    def note_create_event(self, d, n): self.note_entry(d, n)
+    def note_dir(self, d): pass
+    def is_fresh(self, d, n): return False
+    def is_removed(self, d, n): return (d, n) in self.removed
+    def flush(self): pass
+    def path_of(self, ino): return b""
+
+""" + WATCHER_MAIN + r"""    for name in ("mine", "theirs"):
+        os.close(os.open(os.path.join(root, name), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    index.notes.clear()
+    os.unlink(os.path.join(root, "mine"))
+    index.removed.add((top, b"mine"))
+    os.unlink(os.path.join(root, "theirs"))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"theirs")], index.notes
+    assert (top, b"mine") in index.removed
+    os.close(os.open(os.path.join(root, "mine"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    os.unlink(os.path.join(root, "mine"))  # made and removed again behind the server: noted
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert index.notes == [(top, b"theirs"), (top, b"mine"), (top, b"mine")], index.notes
+    assert (top, b"mine") not in index.removed
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_the_echo_of_the_servers_own_remove_is_dropped(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_REMOVE_ECHO, tmp_path)
+
+
 # A watcher over an index that records its notes and the creations it was told of
 # (``note_create_event``); the script after it goes on inside ``main``.
 CREATE_EVENT_PRELUDE = r'''
