@@ -191,6 +191,7 @@ class SemanticFS:
         # an index of its own (not one that forwards notes, as a cluster head's does)
         # adds the server's new files from their creation's stat (``Index.note_created``)
         self._note_created = index.note_created if hasattr(type(index), "note_created") else None
+        self._note_removed = index.note_removed if hasattr(type(index), "note_removed") else None
         self.results = results
         self.fsid = local.fsid
         self.export_id = local.export_id
@@ -911,7 +912,11 @@ class SemanticFS:
             return self.tags.remove(d, name, directory)
         real = self._real_dir(d, name)
         self.local.remove(real, name, directory)
-        self._noted(real, name)
+        if directory or self._note_removed is None:
+            self._noted(real, name)
+        else:  # known gone: the flush need not read it (``Index.note_removed``)
+            self._note_removed(real.ino, name)
+            self._names_tick = next(self._ticks)  # after queuing it, as ``_noted``
 
     def rename(self, src: Node | VNode, sname: bytes, dst: Node | VNode, dname: bytes) -> None:
         if isinstance(src, VNode) and claims(src.query):

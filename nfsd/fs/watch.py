@@ -29,6 +29,7 @@ _MAX_EVENT = _HEADER.size + 256  # an event with the longest name (NAME_MAX, pad
 _Q_OVERFLOW, _IGNORED, _ISDIR = int(Mask.Q_OVERFLOW), int(Mask.IGNORED), int(Mask.ISDIR)
 _NEW_NAME = int(Mask.CREATE | Mask.MOVED_TO)
 _CREATE = int(Mask.CREATE)
+_DELETE = int(Mask.DELETE)
 _NOT_MERGED = _Q_OVERFLOW | _IGNORED | _CREATE  # (and a directory's MOVED_TO: ``_handle_all``)
 
 EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLOSE_WRITE
@@ -44,6 +45,8 @@ class TreeWatcher:
         self.index = index
         # whether an entry is queued as created by the server itself (``Index.is_fresh``)
         self._is_fresh: Callable[[int, bytes], bool] | None = getattr(index, "is_fresh", None)
+        # whether an entry is queued as removed by the server itself (``Index.is_removed``)
+        self._is_removed: Callable[[int, bytes], bool] | None = getattr(index, "is_removed", None)
         # how it notes another process's creation of a file (``Index.note_create_event``)
         self._note_created: Callable[[int, bytes], None] = getattr(index, "note_create_event", index.note_entry)
         self.rescan = rescan
@@ -266,6 +269,10 @@ class TreeWatcher:
             return None
         dir_ino = self._dir_of.get(wd)
         if dir_ino is None or not name:
+            return None
+        if mask & _DELETE and self._is_removed is not None and self._is_removed(dir_ino, name):
+            # the echo of the server's own REMOVE, queued as gone and forgotten by the entry
+            # cache already (an IN_DELETE after another event of the name is noted)
             return None
         if mask & _CREATE and self._is_fresh is not None:
             if self._is_fresh(dir_ino, name):

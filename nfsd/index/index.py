@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
-from typing import Callable, Iterator, NamedTuple, Sequence, cast
+from typing import AbstractSet, Callable, Iterator, NamedTuple, Sequence, cast
 
 import lmdb
 
@@ -39,6 +39,7 @@ log = logging.getLogger("pysfsd.index")
 WALK_MAPPED_MAX = 32 << 20     # mapped index pages a walk over a whole field leaves resident
 TOMB_TTL_NS = 3600 * 10**9     # a vanished file's content tier is kept this long...
 PURGE_EVERY = 600.0            # ...and flushes look for expired ones this often
+_NONE_REMOVED: frozenset[tuple[int, bytes]] = frozenset()
 MAX_NOTED_ENTRIES = 100_000    # beyond that, noted entries collapse into directory rescans
 EXTRACT_THREADS = min(4, os.cpu_count() or 1)
 # A burst of changes (a create storm, an untar) is applied in one batch once it calms down
@@ -144,6 +145,10 @@ class Index:
         # queued entries noted by nothing but one inotify IN_CREATE (``note_create_event``):
         # maybe the echo of another worker's creation, whose note comes later
         self._echoes: set[tuple[int, bytes]] = set()
+        # queued entries the server itself just removed (``note_removed``): while no other note
+        # names them, the flush takes them for gone without an ``lstat``, and the watcher
+        # recognises the inotify echo of their removal (``is_removed``)
+        self._removed: set[tuple[int, bytes]] = set()
         self._first_note_at = 0.0  # when the queue became non-empty (0: it is empty)
         self._applying = False  # a flush took the queued notes and has not committed them yet
         self._queued_at_maintain = 0  # how many notes waited at ``maintain``'s last call
@@ -265,7 +270,8 @@ class Index:
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         """Something at DIR/name may have appeared, changed or vanished."""
         key = (dir_ino, name)
-        if key in self._entries and key not in self._fresh and key not in self._echoes:
+        if (key in self._entries and key not in self._fresh and key not in self._echoes
+                and key not in self._removed):
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
             return
@@ -297,6 +303,18 @@ class Index:
         else:
             self.queue_created(dir_ino, name, st)
 
+    def note_removed(self, dir_ino: int, name: bytes) -> None:
+        """The server itself just removed DIR/name, a non-directory (its ``unlink``
+        succeeded).  Queued like ``note_entry``; until another note names the entry, the
+        flush takes it for gone without reading it (an ``lstat`` that fails: in a large
+        directory whose entry the open file kept in use, an ext4 look-up and an exception,
+        about 4 µs), and the watcher drops the inotify IN_DELETE it raised (``is_removed``).
+        An index that routes or counts its notes notes it as ``note_entry`` does."""
+        if not self._notes_created:
+            self.note_entry(dir_ino, name)
+        elif entry_name(name):
+            self._queue_entry((dir_ino, name), None, removed=True)
+
     def queue_created(self, dir_ino: int, name: bytes, st: os.stat_result | CreatedStat,
                       late: bool = False) -> None:
         """Queue a created entry with its creation's stat (``note_created``'s work; an index
@@ -315,7 +333,7 @@ class Index:
         self._queue_entry((dir_ino, name), st, unless_queued=late)
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
-                     unless_queued: bool = False, echo: bool = False) -> None:
+                     unless_queued: bool = False, echo: bool = False, removed: bool = False) -> None:
         with self._notes_lock:
             echoes = self._echoes
             if key in self._entries:
@@ -332,12 +350,17 @@ class Index:
                 self._fresh[key] = created
             elif self._fresh:
                 self._fresh.pop(key, None)  # changed since its creation: read it again
+            if removed:
+                self._removed.add(key)
+            elif self._removed:
+                self._removed.discard(key)  # named since the server removed it: read it
             self._entries.add(key)
             if len(self._entries) > MAX_NOTED_ENTRIES:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
                 self._fresh.clear()
                 echoes.clear()
+                self._removed.clear()
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
         """Whether DIR/name is queued as created by the server and unchanged since
@@ -345,6 +368,12 @@ class Index:
         the watcher may drop.  No lock: a flush taking the queue meanwhile only makes the
         echo a plain note (read again at the next flush)."""
         return (dir_ino, name) in self._fresh
+
+    def is_removed(self, dir_ino: int, name: bytes) -> bool:
+        """Whether DIR/name is queued as removed by the server and named by nothing since
+        (``note_removed``): an inotify IN_DELETE of it is the echo of that removal, which
+        the watcher may drop.  No lock, as ``is_fresh``."""
+        return (dir_ino, name) in self._removed
 
     def note_ino(self, ino: int, force: bool = False) -> None:
         """This file's content or attributes may have changed; ``force``: re-derive its stat
@@ -384,17 +413,18 @@ class Index:
                 fresh, self._fresh = self._fresh, {}
                 if self._echoes:
                     self._echoes = set()
+                removed, self._removed = self._removed, set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
                 self._applying = bool(entries or inos or dirs)
             try:
-                return self._apply_taken(entries, inos, dirs, forced, fresh)
+                return self._apply_taken(entries, inos, dirs, forced, fresh, removed)
             finally:
                 self._applying = False
 
     def _apply_taken(self, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int],
-                     forced: set[int], fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat] | None = None
-                     ) -> bool:
+                     forced: set[int], fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat] | None = None,
+                     removed: set[tuple[int, bytes]] | None = None) -> bool:
         """``flush``'s second half, under its lock: the notes it took, applied and committed."""
         purge = time.monotonic() - self._last_purge > PURGE_EVERY
         if self._closed or not (entries or inos or dirs or purge):
@@ -403,7 +433,7 @@ class Index:
         r = self._reconciler(yielding=False)
         r.force = forced
         try:
-            self._apply_notes(r, entries, inos, dirs, fresh or {})
+            self._apply_notes(r, entries, inos, dirs, fresh or {}, removed or _NONE_REMOVED)
             r.bury()
             if purge:
                 r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
@@ -474,7 +504,8 @@ class Index:
         return False
 
     def _apply_notes(self, r: Reconciler, entries: set[tuple[int, bytes]], inos: set[int], dirs: set[int],
-                     fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat]) -> None:
+                     fresh: dict[tuple[int, bytes], os.stat_result | CreatedStat],
+                     removed: AbstractSet[tuple[int, bytes]]) -> None:
         by_dir: dict[int, set[bytes]] = {d: set() for d in dirs}
         txn = r.w.txn
         for ino in inos:
@@ -506,6 +537,9 @@ class Index:
                     r.walk(fd, d, full=False)
                     continue
                 for name in sorted(by_dir[d]):
+                    if removed and (d, name) in removed:  # gone, as its ``lstat`` would say
+                        self._gone(r, d, name)
+                        continue
                     st = r.created.get((d, name)) if r.created else None  # (those of ``inos`` left out)
                     if st is None or not r.add_created(fd, d, name, st):
                         self._note_one(r, fd, d, name)
@@ -517,12 +551,17 @@ class Index:
         path = r.relpath(d)
         return 1 << 30 if path is None else (path.count(b"/") + 1 if path else 0)
 
+    @staticmethod
+    def _gone(r: Reconciler, d: int, name: bytes) -> None:
+        """Entry ``name`` of ``d`` no longer exists: what the index holds under it vanished."""
+        known = r.w.child(d, name)
+        if known is not None:
+            r.gone(d, name, known[0])
+
     def _note_one(self, r: Reconciler, fd: int, d: int, name: bytes) -> None:
         st = fsread.lstat_at(fd, name)
         if st is None:
-            known = r.w.child(d, name)
-            if known is not None:
-                r.gone(d, name, known[0])
+            self._gone(r, d, name)
             return
         if r.entry(fd, d, name, st):
             # extractions queued so far read their files through ``fd``: run them before the

@@ -383,6 +383,12 @@ class Uncounted:
             self._forget(dir_ino, name)
         return fresh
 
+    def is_removed(self, dir_ino: int, name: bytes) -> bool:
+        removed = self._index.is_removed(dir_ino, name)
+        if removed and self._forget is not None:
+            self._forget(dir_ino, name)
+        return removed
+
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
         self._via.note_create_event(dir_ino, name)
 
@@ -429,6 +435,12 @@ class WriterIndex(Index):
 
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
         self.queue_created(dir_ino, name, st)
+        if self.note_counts is not None:
+            self.note_counts.add(0, 1)
+
+    def note_removed(self, dir_ino: int, name: bytes) -> None:
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, removed=True)
         if self.note_counts is not None:
             self.note_counts.add(0, 1)
 

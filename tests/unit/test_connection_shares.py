@@ -64,6 +64,19 @@ def test_others_idle_counts_only_the_other_workers(three: list[ConnectionShares]
     assert three[0].others_idle()
 
 
+def test_others_idle_reads_the_workers_on_both_sides(three: list[ConnectionShares]) -> None:
+    """A middle worker's others are before and after its own cell."""
+    three[1].publish(7)
+    assert three[1].others_idle()
+    three[0].publish(1)
+    assert not three[1].others_idle()
+    three[0].publish(0)
+    three[2].publish(1 << 40)  # (a count whose low bytes are zero)
+    assert not three[1].others_idle() and not three[0].others_idle()
+    three[2].publish(0)
+    assert three[1].others_idle() and not three[0].others_idle() and not three[2].others_idle()
+
+
 def test_unattached_shares_are_never_alone() -> None:
     table = ConnectionShares.create(2)
     try:

@@ -3,15 +3,20 @@ added from the creation's own ``fstat``, without reading the entry again, and re
 the next look whatever its ctime says (``FLAG_UNREAD``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import lmdb
 import pytest
 
+from nfsd.fs.localfs import LocalFS
+from nfsd.fs.semantic import SemanticFS
 from nfsd.index import Index, fsread
 from nfsd.index.tables import FLAG_UNREAD, Tables
+from nfsd.query.names import Query
+from nfsd.state.store import Store
 
 TAGS = "user.pysfsd.tags"
 
@@ -55,6 +60,22 @@ class Reads:
             return real_getxattr(*args, **kwargs)  # type: ignore[arg-type]
         monkeypatch.setattr(fsread, "lstat_at", lstat_at)
         monkeypatch.setattr(os, "getxattr", getxattr)
+
+
+@contextlib.contextmanager
+def semantic_fs(tmp_path: Path, export: Path) -> Iterator[SemanticFS]:
+    """A SemanticFS over ``export`` with its index scanned and ready (no server)."""
+    store = Store(str(tmp_path / "state.lmdb"))
+    eid = store.export_id(str(export))
+    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
+    try:
+        fs.index.scan()
+        fs.ready.set()
+        yield fs
+    finally:
+        fs.index.close()
+        fs.close()
+        store.close()
 
 
 def create(d: Path, name: str) -> os.stat_result:
@@ -147,16 +168,19 @@ def test_a_name_removed_and_created_again_in_one_batch(index: Index, export: Pat
     assert [r.ino for r in index.query(index.root_ino, [(b"name", b"old.c")])] == [st.st_ino]
 
 
+class Routing(Index):
+    """An index that routes its notes (as a follower's does): it records them, then queues them."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.routed: list[tuple[int, bytes]] = []
+
+    def note_entry(self, dir_ino: int, name: bytes) -> None:
+        self.routed.append((dir_ino, name))
+        super().note_entry(dir_ino, name)
+
+
 def test_an_index_that_routes_its_notes_gets_a_plain_note(env: lmdb.Environment, export: Path) -> None:
-    class Routing(Index):
-        def __init__(self, *args: object) -> None:
-            super().__init__(*args)  # type: ignore[arg-type]
-            self.routed: list[tuple[int, bytes]] = []
-
-        def note_entry(self, dir_ino: int, name: bytes) -> None:
-            self.routed.append((dir_ino, name))
-            super().note_entry(dir_ino, name)
-
     idx = Routing(env, str(export), 1)
     try:
         idx.scan(progress=False)
@@ -171,19 +195,9 @@ def test_an_index_that_routes_its_notes_gets_a_plain_note(env: lmdb.Environment,
 
 def test_a_create_through_the_file_system_takes_the_fast_path(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from nfsd.fs.localfs import LocalFS
-    from nfsd.fs.semantic import SemanticFS
-    from nfsd.query.names import Query
-    from nfsd.state.store import Store
-
     export = tmp_path / "export"
     (export / "src").mkdir(parents=True)
-    store = Store(str(tmp_path / "state.lmdb"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
-    try:
-        fs.index.scan()
-        fs.ready.set()
+    with semantic_fs(tmp_path, export) as fs:
         src = fs.local.lookup(fs.root, b"src")
         fs.create_file(src, b"new.c", 0o644, True)
         assert fs.index.is_fresh(src.ino, b"new.c")
@@ -194,10 +208,6 @@ def test_a_create_through_the_file_system_takes_the_fast_path(tmp_path: Path,
         v = fs._placeholder(Query(fs.local.root_ino, ((b"ext", b"c"),)))
         assert sorted(fs._fault(v).names) == [b"new.c", b"old.c"]  # the fault flushed the queue first
         assert reads.lstat == 1  # old.c's
-    finally:
-        fs.index.close()
-        fs.close()
-        store.close()
 
 
 def test_a_hard_link_made_before_the_flush_keeps_both_names(index: Index, export: Path) -> None:

@@ -315,23 +315,39 @@ async def main(root):
 '''
 
 
-# The IN_CREATE echo of a file the server just created (queued with its creation's stat,
-# ``Index.is_fresh``) is dropped; any other event of it, and other files' creations, are noted.
-SCRIPT_ECHO = r'''
+# An index that records its notes, knowing the entries queued as the server's own creations
+# (``fresh``) and removals (``removed``); a note of an entry takes it out of both.
+EPILOGUE = r'''
+    task.cancel()
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+ECHO_INDEX = r'''
 import asyncio, os, sys
 from nfsd.fs.watch import TreeWatcher
 
+async def settle():  # the watcher's turns: it reads what the kernel queued meanwhile
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
 class Index:
-    def __init__(self): self.notes, self.fresh = [], set()
+    def __init__(self): self.notes, self.fresh, self.removed = [], set(), set()
     def note_entry(self, d, n):
         self.notes.append((d, n))
         self.fresh.discard((d, n))
+        self.removed.discard((d, n))
+    def note_create_event(self, d, n): self.note_entry(d, n)
     def note_dir(self, d): pass
     def is_fresh(self, d, n): return (d, n) in self.fresh
+    def is_removed(self, d, n): return (d, n) in self.removed
     def flush(self): pass
     def path_of(self, ino): return b""
 
-''' + WATCHER_MAIN + r'''    index.fresh.add((top, b"mine"))
+'''
+# The IN_CREATE echo of a file the server just created (queued with its creation's stat,
+# ``Index.is_fresh``) is dropped; any other event of it, and other files' creations, are noted.
+SCRIPT_ECHO = ECHO_INDEX + WATCHER_MAIN + r'''    index.fresh.add((top, b"mine"))
     os.close(os.open(os.path.join(root, "mine"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     os.close(os.open(os.path.join(root, "theirs"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
     for _ in range(20):
@@ -355,6 +371,30 @@ def test_the_echo_of_the_servers_own_create_is_dropped(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_ECHO, tmp_path)
 
 
+# The IN_DELETE echo of a file the server just removed (queued as gone, ``Index.is_removed``)
+# is dropped; another process's removal, and a later event of the name, are noted.
+SCRIPT_REMOVE_ECHO = ECHO_INDEX + WATCHER_MAIN + r"""    for name in ("mine", "theirs"):
+        os.close(os.open(os.path.join(root, name), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    await settle()
+    index.notes.clear()
+    os.unlink(os.path.join(root, "mine"))
+    index.removed.add((top, b"mine"))
+    os.unlink(os.path.join(root, "theirs"))
+    await settle()
+    assert index.notes == [(top, b"theirs")], index.notes
+    assert (top, b"mine") in index.removed
+    os.close(os.open(os.path.join(root, "mine"), os.O_RDONLY | os.O_CREAT | os.O_EXCL))
+    os.unlink(os.path.join(root, "mine"))  # made and removed again behind the server: noted
+    await settle()
+    assert index.notes == [(top, b"theirs"), (top, b"mine"), (top, b"mine")], index.notes
+    assert (top, b"mine") not in index.removed
+""" + EPILOGUE
+
+
+def test_the_echo_of_the_servers_own_remove_is_dropped(tmp_path: Path) -> None:
+    run_in_a_child(SCRIPT_REMOVE_ECHO, tmp_path)
+
+
 # A watcher over an index that records its notes and the creations it was told of
 # (``note_create_event``); the script after it goes on inside ``main``.
 CREATE_EVENT_PRELUDE = r'''
@@ -375,12 +415,7 @@ async def settle():  # the watcher's turns: it reads what the kernel queued mean
         await asyncio.sleep(0.01)
 
 ''' + WATCHER_MAIN
-CREATE_EVENT_EPILOGUE = r'''
-    task.cancel()
-    print("ok")
-
-asyncio.run(main(sys.argv[1]))
-'''
+CREATE_EVENT_EPILOGUE = EPILOGUE
 
 
 # Another process's creation of a file (not the server's own, not a directory) is noted with
