@@ -6,7 +6,7 @@ reply, then its guest computes (a shell loop under TCG) before the next call, so
 sleeps between calls and is woken for each one.  The load generator's lone calls
 (``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
 often there before the server sleeps, so they show less than the VM pays.  This client makes
-its calls (``--op``: GETATTR, SETATTR, or the VM's creates and removes, ``script``) one at
+its calls (``--op``: GETATTR, SETATTR, or the VM's creates, creates with a write, and removes, ``script``) one at
 a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (utime+stime of its
 processes, /proc), how long its threads waited on a run queue after being woken (run delay) and how
 many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
 
 from driver import server_cpu_by_process  # noqa: E402
+import servers  # noqa: E402
 from servers import Pysfsd, free_port, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
 from nfsd.rpc.client import RpcClient  # noqa: E402
 from protocol import mount3, nfs3  # noqa: E402
@@ -47,7 +48,7 @@ SYNC, ASYNC = "rw,no_root_squash,insecure", "rw,no_root_squash,insecure,async"
 @contextlib.contextmanager
 def started(name: str, work: Path, options: str) -> Iterator[tuple[int, int, int, int | None, Path]]:
     """(port, MOUNT port, pid, network namespace pid, export) of server ``name`` started afresh."""
-    export = work / f"export-{name}"
+    export = work / f"export-{name.replace('/', '_')}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
     (export / "file").write_bytes(b"x")
@@ -61,10 +62,30 @@ def started(name: str, work: Path, options: str) -> Iterator[tuple[int, int, int
             assert pid is not None, "ganesha wrote no pid file"
             yield port, port + 1, pid, g.namespace_pid, export
         return
+    name, _, tree = name.partition("@")
     workers = int(name.split("-w", 1)[1]) if "-w" in name else None
-    with Pysfsd(export, work / f"state-{name}", options=options, workers=workers) as p:
+    with from_tree(tree), Pysfsd(export, work / f"state-{name}", options=options, workers=workers) as p:
         assert p.pid is not None
         yield p.port, p.port, p.pid, None, export
+
+
+@contextlib.contextmanager
+def from_tree(tree: str) -> Iterator[None]:
+    """Start the server from checkout ``tree`` (a ``NAME@TREE`` server: the base of a change,
+    measured interleaved with this tree's), or from this one when empty."""
+    if not tree:
+        yield
+        return
+    saved_repo, saved_path = servers.REPO, os.environ.get("PYTHONPATH")
+    servers.REPO, os.environ["PYTHONPATH"] = Path(tree), tree
+    try:
+        yield
+    finally:
+        servers.REPO = saved_repo
+        if saved_path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved_path
 
 
 def scheduled(pid: int) -> tuple[float, int]:
@@ -90,13 +111,16 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
             root = nfs3.nfs_fh3(bytes(mount.call(mount3.MOUNT3, 1, str(export).encode())[1].fhandle))
     with client:
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
+        reply = None
         for proc, args in warm:
-            client.call(nfs3.NFS3, proc, args)
+            reply = client.call(nfs3.NFS3, proc, args(reply) if callable(args) else args)
         cpu0, (delay0, runs0) = server_cpu_by_process(pid), scheduled(pid)
         latencies = []
         for proc, args in measured:
+            if callable(args):  # built from the previous call's reply (cwc: the new file's handle)
+                args = args(reply)
             start = time.perf_counter()
-            client.call(nfs3.NFS3, proc, args)
+            reply = client.call(nfs3.NFS3, proc, args)
             now = time.perf_counter()
             latencies.append(now - start)
             until = now + think
@@ -117,8 +141,9 @@ _serial = iter(range(1 << 62))
 def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int, Any]]:
     """The calls (procedure, arguments) of ``op``: GETATTR or SETATTR (mode, back and forth)
     of one file; ``create`` as the VM's ``: > f`` makes them, a LOOKUP that finds nothing
-    then a CREATE UNCHECKED, per new file; ``remove``: REMOVEs of files created beforehand
-    (unmeasured)."""
+    then a CREATE UNCHECKED, per new file; ``cwc`` as the VM's ``echo "line N" > f``: those
+    and a WRITE FILE_SYNC of "line N\\n" to the new file (the kernel client's flush at close
+    of a file it wrote once); ``remove``: REMOVEs of files created beforehand (unmeasured)."""
     if op in ("getattr", "setattr"):
         found = client.call(nfs3.NFS3, 3, nfs3.LOOKUP3args(nfs3.diropargs3(root, b"file")))
         handle = nfs3.nfs_fh3(bytes(found[1].object.data))
@@ -126,20 +151,35 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
             return [(1, nfs3.GETATTR3args(handle))] * calls
         modes = [nfs3.sattr3(m, None, None, None, (0, None), (0, None)) for m in (0o644, 0o600)]
         return [(2, nfs3.SETATTR3args(handle, modes[i % 2], None)) for i in range(calls)]
-    names = [nfs3.diropargs3(root, b"f%d" % next(_serial)) for _ in range(calls // 2 if op == "create" else calls)]
+    per_file = {"create": 2, "cwc": 3}.get(op, 1)
+    names = [nfs3.diropargs3(root, b"f%d" % next(_serial)) for _ in range(calls // per_file)]
     how = (nfs3.createmode3.UNCHECKED, nfs3.sattr3(0o644, None, None, None, (0, None), (0, None)))
     creates = [(8, nfs3.CREATE3args(where, how)) for where in names]
     if op == "create":
         return [c for where, create in zip(names, creates) for c in ((3, nfs3.LOOKUP3args(where)), create)]
+    if op == "cwc":
+        return [c for i, (where, create) in enumerate(zip(names, creates))
+                for c in ((3, nfs3.LOOKUP3args(where)), create, (7, _write_line(i)))]
     for proc, args in creates:
         client.call(nfs3.NFS3, proc, args)
     return [(12, nfs3.REMOVE3args(where)) for where in names]
 
 
+def _write_line(i: int) -> Any:
+    """WRITE FILE_SYNC of "line ``i``\\n" at offset 0 of the file a CREATE reply made."""
+    data = b"line %d\n" % i
+
+    def args(created: Any) -> Any:
+        handle = nfs3.nfs_fh3(bytes(created[1].obj.data))
+        return nfs3.WRITE3args(handle, 0, len(data), nfs3.stable_how.FILE_SYNC, data)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--servers", default="pysfsd-w1,ganesha")
-    p.add_argument("--op", choices=("getattr", "setattr", "create", "remove"), default="getattr")
+    p.add_argument("--servers", default="pysfsd-w1,ganesha",
+                   help="comma list; NAME@TREE: pysfsd run from checkout TREE (a base to compare)")
+    p.add_argument("--op", choices=("getattr", "setattr", "create", "cwc", "remove"), default="getattr")
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
@@ -158,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
-    print(f"{'server':12} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
+    width = max(12, *(len(name) for name, _ in results))
+    print(f"{'server':{width}} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
     for (name, think), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"{name:12} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
+        print(f"{name:{width}} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
               f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}")
     return 0
 
