@@ -6,8 +6,8 @@ reply, then its guest computes (a shell loop under TCG) before the next call, so
 sleeps between calls and is woken for each one.  The load generator's lone calls
 (``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
 often there before the server sleeps, so they show less than the VM pays.  This client makes
-its calls (``--op``: GETATTR, SETATTR, the VM's creates and removes, or its cold LOOKUPs)
-one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat), how long its threads waited on a run queue after being woken (run delay) and how
+its calls (``--op``: GETATTR, SETATTR, the VM's creates, creates with a write and removes,
+or its cold LOOKUPs) one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat), how long its threads waited on a run queue after being woken (run delay) and how
 many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
 and the latency the client saw.
 
@@ -95,14 +95,17 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
             root = nfs3.nfs_fh3(bytes(mount.call(mount3.MOUNT3, 1, str(export).encode())[1].fhandle))
     with client:
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
+        reply = None
         for proc, args in warm:
-            client.call(nfs3.NFS3, proc, args)
+            reply = client.call(nfs3.NFS3, proc, args(reply) if callable(args) else args)
         settle(pid)
         cpu0, delay0, runs0 = scheduled(pid)
         latencies = []
         for proc, args in measured:
+            if callable(args):  # built from the previous call's reply (cwc: the new file's handle)
+                args = args(reply)
             start = time.perf_counter()
-            client.call(nfs3.NFS3, proc, args)
+            reply = client.call(nfs3.NFS3, proc, args)
             now = time.perf_counter()
             latencies.append(now - start)
             until = now + think
@@ -135,7 +138,9 @@ _serial = iter(range(1 << 62))
 def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int, Any]]:
     """The calls (procedure, arguments) of ``op``: GETATTR or SETATTR (mode, back and forth)
     of one file; ``create`` as the VM's ``: > f`` makes them, a LOOKUP that finds nothing
-    then a CREATE UNCHECKED, per new file; ``remove``: REMOVEs of files created beforehand
+    then a CREATE UNCHECKED, per new file; ``cwc`` as the VM's ``echo "line N" > f``: those
+    and a WRITE FILE_SYNC of "line N\\n" to the new file (the kernel client's flush at close
+    of a file it wrote once); ``remove``: REMOVEs of files created beforehand
     (unmeasured); ``lookup``: the VM's ``stat`` after a remount, each of those files looked
     up once, by a name the client never looked up (so found by no cache of the client's)."""
     if op in ("getattr", "setattr"):
@@ -145,11 +150,15 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
             return [(1, nfs3.GETATTR3args(handle))] * calls
         modes = [nfs3.sattr3(m, None, None, None, (0, None), (0, None)) for m in (0o644, 0o600)]
         return [(2, nfs3.SETATTR3args(handle, modes[i % 2], None)) for i in range(calls)]
-    names = [nfs3.diropargs3(root, b"f%d" % next(_serial)) for _ in range(calls // 2 if op == "create" else calls)]
+    per_file = {"create": 2, "cwc": 3}.get(op, 1)
+    names = [nfs3.diropargs3(root, b"f%d" % next(_serial)) for _ in range(calls // per_file)]
     how = (nfs3.createmode3.UNCHECKED, nfs3.sattr3(0o644, None, None, None, (0, None), (0, None)))
     creates = [(8, nfs3.CREATE3args(where, how)) for where in names]
     if op == "create":
         return [c for where, create in zip(names, creates) for c in ((3, nfs3.LOOKUP3args(where)), create)]
+    if op == "cwc":
+        return [c for i, (where, create) in enumerate(zip(names, creates))
+                for c in ((3, nfs3.LOOKUP3args(where)), create, (7, _write_line(i)))]
     for proc, args in creates:
         client.call(nfs3.NFS3, proc, args)
     if op == "lookup":
@@ -157,10 +166,20 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
     return [(12, nfs3.REMOVE3args(where)) for where in names]
 
 
+def _write_line(i: int) -> Any:
+    """WRITE FILE_SYNC of "line ``i``\\n" at offset 0 of the file a CREATE reply made."""
+    data = b"line %d\n" % i
+
+    def args(created: Any) -> Any:
+        handle = nfs3.nfs_fh3(bytes(created[1].obj.data))
+        return nfs3.WRITE3args(handle, 0, len(data), nfs3.stable_how.FILE_SYNC, data)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="pysfsd-w1,ganesha")
-    p.add_argument("--op", choices=("getattr", "setattr", "create", "remove", "lookup"), default="getattr")
+    p.add_argument("--op", choices=("getattr", "setattr", "create", "cwc", "remove", "lookup"), default="getattr")
     p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                    help="servers pysfsd...@NAME run from checkout PATH")
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
@@ -182,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
-    print(f"{'server':16} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
+    width = max(16, *(len(name) for name, _ in results))
+    print(f"{'server':{width}} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
     for (name, think), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"{name:16} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
+        print(f"{name:{width}} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
               f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
     return 0
 
