@@ -494,7 +494,10 @@ def test_a_sync_export_still_waits_after_calls_on_an_async_one(tmp_path: Path,
                   nfs3.CREATE3args.cls(diropargs(root, b"slow"), (nfs3.createmode3.UNCHECKED, NO_SATTR)))
             gate.wait_began(1)
             assert _nothing_arrives(rpc)
-            gate.gates[0].set()
+            gate.gates[0].set()                # the new file's fsync; then its directory's
+            gate.wait_began(2)
+            assert _nothing_arrives(rpc)
+            gate.gates[1].set()
             assert list(_replies(rpc, 1)) == [0xC300]
 
 
