@@ -36,6 +36,7 @@ from ..index.fsread import open_listing
 from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
 from .fchmod import chmod_fd
+from .journaled import dir_fsync_covers_new_inodes
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
@@ -906,24 +907,28 @@ class LocalFS:
     def fsync_new(self, d: Node, n: Node) -> None:
         """Make the inode of an object just made in ``d`` (CREATE, MKDIR, SYMLINK, MKNOD) or
         just linked there (LINK: its link count changed) durable before the reply, as knfsd's
-        commit_metadata does of the child as well as the parent.  The directory's fsync alone
-        is not enough everywhere: with a journal (ext4, XFS) it commits the new inode too, but
-        on ext4 without one it writes the directory's blocks and inode only, and after a power
-        loss the acknowledged entry points at an inode never written (fsck drops the file).
+        commit_metadata does of the child as well as the parent.  On ext4 without a journal
+        the directory's fsync writes the directory's blocks and inode only: after a power loss
+        the acknowledged entry would point at an inode never written (fsck drops the file).
+        Not where the directory's fsync is known to commit the new inode with the entry (ext4
+        with a journal, XFS: ``nfsd.fs.journaled``): there this fsync would find nothing to
+        commit and only flush the device's cache again.
 
         A regular file or directory is fsynced by a read-only descriptor (its own when the
         server made it); a symbolic link, device, FIFO or socket cannot be opened for an fsync
         (``nfsd.fs.syncfs``), nor a file the server may not read: its file system is synced.
-        Keyed by the inode in ``DirSync``, so a burst's new objects are fsynced together after
+        Keyed by its inode in ``DirSync``, so a burst's new objects are fsynced together after
         it (through AIO when each says how to open it, ``open_fd``), as its directories are.
-
-        Called before ``fsync_dir``, so that a lone call's fsyncs run in that order: on ext4
-        with a journal the file's fsync commits the transaction holding both, and the
-        directory's then finds nothing to commit; the other way round the file's, its
-        transaction committed already, still flushes the device's cache (twice the time on a
-        loop device here: scripts/benchmarks/bench_metadata_sync.py)."""
+        Asked for before ``fsync_dir``, so a lone call's fsyncs run in that order: on a
+        journaled file system not recognised the first fsync commits both and the directory's
+        finds nothing; the other way round the file's, its transaction committed already,
+        still flushes the device's cache (journaled loop ext4, us per create: dir only 511,
+        dir then file 656, file then dir 459; scripts/benchmarks/bench_metadata_sync.py)."""
         if durability.relaxed:
             return
+        st = n._fresh  # CREATE's and MKDIR's fstat, not given out yet
+        if dir_fsync_covers_new_inodes(st.st_dev if st is not None else os.fstat(n.fd).st_dev):
+            return  # a journal commits it with the entry (``nfsd.fs.journaled``)
 
         def whole_fs() -> None:
             fd = self._dir_fd(d)  # the object is on its directory's file system

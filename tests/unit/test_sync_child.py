@@ -43,7 +43,9 @@ class Synced:
 
 
 @pytest.fixture
-def fs(tmp_path: Path) -> Iterator[LocalFS]:
+def fs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalFS]:
+    """An export whose file system is taken for one without a journal, whatever the host's."""
+    monkeypatch.setattr(localfs_module, "dir_fsync_covers_new_inodes", lambda dev: False)
     (tmp_path / "exp" / "d").mkdir(parents=True)
     (tmp_path / "exp" / "d" / "old").write_bytes(b"x")
     store = Store(str(tmp_path / "state"))
@@ -120,3 +122,57 @@ def test_the_new_inodes_fsync_says_how_to_open_it_for_aio(fs: LocalFS, tmp_path:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_where_a_journal_commits_the_new_inode_with_its_entry_only_the_directory_is_synced(
+        fs: LocalFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, op: str) -> None:
+    d = fs.lookup(fs.root, b"d")
+    asked: list[int] = []
+
+    def journaled(dev: int) -> bool:
+        asked.append(dev)
+        return True
+    monkeypatch.setattr(localfs_module, "dir_fsync_covers_new_inodes", journaled)
+    synced = Synced(monkeypatch)
+    OPS[op](fs, d)
+    new = os.lstat(tmp_path / "exp" / "d" / "new")
+    assert asked == [new.st_dev]
+    assert [s for s in synced.fsynced if s[0] == new.st_dev] == [(new.st_dev, d.ino)]
+    assert synced.syncfs == []
+
+
+def _proc_and_sys(tmp_path: Path, fstype: str, journals: list[str]) -> tuple[str, str]:
+    """/proc and /sys look-alikes: device 7:2 (loop2) mounted with ``fstype``."""
+    proc, sysfs = tmp_path / "proc", tmp_path / "sys"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "mountinfo").write_text(
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        f"90 27 7:2 / /srv/export rw,relatime shared:5 - {fstype} /dev/loop2 rw\n")
+    (proc / "fs" / "jbd2").mkdir(parents=True)
+    for j in journals:
+        (proc / "fs" / "jbd2" / j).mkdir()
+    (sysfs / "dev" / "block").mkdir(parents=True)
+    (sysfs / "dev" / "block" / "7:2").symlink_to("../../devices/virtual/block/loop2")
+    return str(proc), str(sysfs)
+
+
+@pytest.mark.parametrize("fstype, journals, expected", [
+    ("ext4", ["loop2-8"], True),
+    ("ext4", [], False),                    # ext4 without a journal (this project's root fs)
+    ("ext4", ["loop22-8", "vda-8"], False),  # other devices' journals
+    ("xfs", [], True),
+    ("btrfs", [], False),
+    ("ext2", [], False),
+])
+def test_which_file_systems_commit_new_inodes_with_the_directory(tmp_path: Path, fstype: str,
+                                                                 journals: list[str], expected: bool) -> None:
+    from nfsd.fs.journaled import covers
+    proc, sysfs = _proc_and_sys(tmp_path, fstype, journals)
+    assert covers(os.makedev(7, 2), proc, sysfs) is expected
+    assert covers(os.makedev(7, 3), proc, sysfs) is False  # not mounted: not known
+
+
+def test_an_unreadable_proc_means_sync_the_new_inode(tmp_path: Path) -> None:
+    from nfsd.fs.journaled import covers
+    assert covers(os.makedev(7, 2), str(tmp_path / "none"), str(tmp_path / "none")) is False
