@@ -884,17 +884,26 @@ class LocalFS:
         if durability.relaxed:
             return  # an async export: ``DirSync.sync`` would return at once (no closures made)
 
-        def open_fd() -> int:
-            return self._dir_fd(d)
+        self._fsync_opened((self.fsid, d.ino), lambda: self._dir_fd(d))
 
+    def _fsync_opened(self, key: tuple[int, int], open_fd: Callable[[], int],
+                      unopenable: Callable[[], None] | None = None) -> None:
+        """Through ``DirSync`` (``key``: the inode), an fsync of the descriptor ``open_fd()``
+        opens, closed after (DirSync's AIO jobs call ``open_fd`` themselves); ``unopenable()``
+        instead if it cannot be opened."""
         def fsync() -> None:
-            fd = open_fd()
+            try:
+                fd = open_fd()
+            except OSError:
+                if unopenable is None:
+                    raise
+                return unopenable()
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
         fsync.open_fd = open_fd  # type: ignore[attr-defined]  # for DirSync's AIO jobs
-        self._dirsync.sync((self.fsid, d.ino), fsync)
+        self._dirsync.sync(key, fsync)
 
     @staticmethod
     def _dir_fd(d: Node) -> int:
@@ -922,8 +931,8 @@ class LocalFS:
         Asked for before ``fsync_dir``, so a lone call's fsyncs run in that order: on a
         journaled file system not recognised the first fsync commits both and the directory's
         finds nothing; the other way round the file's, its transaction committed already,
-        still flushes the device's cache (journaled loop ext4, us per create: dir only 511,
-        dir then file 656, file then dir 459; scripts/benchmarks/bench_metadata_sync.py)."""
+        still flushes the device's cache (journaled loop ext4, us per create: dir only 344,
+        dir then file 459, file then dir 349; scripts/benchmarks/bench_metadata_sync.py)."""
         if durability.relaxed:
             return
         st = n._fresh  # CREATE's and MKDIR's fstat, not given out yet
@@ -950,17 +959,7 @@ class LocalFS:
             with identity.as_server():
                 return os.open(proc_path(n.fd), flags | (os.O_DIRECTORY if n.is_dir else 0))
 
-        def fsync() -> None:
-            try:
-                fd = open_fd()
-            except OSError:  # not readable even by the server
-                return whole_fs()
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync.open_fd = open_fd  # type: ignore[attr-defined]  # for DirSync's AIO jobs
-        self._dirsync.sync((self.fsid, n.ino), fsync)
+        self._fsync_opened((self.fsid, n.ino), open_fd, whole_fs)  # whole_fs: not readable even by the server
 
     def flush(self) -> None:
         """fsync every file opened for writing, so a clean shutdown leaves nothing in
