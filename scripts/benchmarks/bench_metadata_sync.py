@@ -12,7 +12,9 @@ This measures both in ``DIR`` (default: a new directory under /tmp), interleaved
 choice rests on a figure: per change, the wall time of
 
 * ``create``: ``open(O_CREAT)`` + ``close`` alone (what Ganesha pays),
-* ``create + fsync(dir)``: what a ``sync`` export pays now,
+* ``create + fsync(dir)``: what a ``sync`` export paid before it fsynced the new inode too,
+* ``create + fsync(dir) + fsync(file)``: what it pays now (``LocalFS.fsync_new``: without a
+  journal the directory's fsync does not write the new inode),
 * ``create + log fdatasync``: a 64-byte record written in place into a journal written
   once beforehand (no block to allocate, no unwritten extent to convert: only the data
   block and the device's cache flush are left to wait for),
@@ -33,12 +35,14 @@ JOURNAL_BYTES = 1 << 20
 RECORD = b"x" * 64
 
 
-def timed_creates(directory: str, count: int, after_each: Callable[[int], None]) -> float:
-    """Microseconds per create of ``count`` new files, ``after_each(i)`` included."""
+def timed_creates(directory: str, count: int, after_each: Callable[[int, int], None]) -> float:
+    """Microseconds per create of ``count`` new files, ``after_each(i, fd)`` included (``fd``:
+    the new file's, open read-only)."""
     start = time.perf_counter()
     for i in range(count):
-        os.close(os.open(os.path.join(directory, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
-        after_each(i)
+        fd = os.open(os.path.join(directory, f"f{i}"), os.O_CREAT | os.O_RDONLY, 0o644)
+        after_each(i, fd)
+        os.close(fd)
     elapsed = time.perf_counter() - start
     for i in range(count):
         os.unlink(os.path.join(directory, f"f{i}"))
@@ -60,13 +64,23 @@ def main() -> None:
     os.fsync(journal)
     os.fsync(dir_fd)
 
-    def log_record(i: int) -> None:
+    def log_record(i: int, fd: int) -> None:
         os.pwrite(journal, RECORD, i * len(RECORD) % JOURNAL_BYTES)
         os.fdatasync(journal)
 
-    ways: dict[str, Callable[[int], None]] = {
-        "create": lambda i: None,
-        "create + fsync(dir)": lambda i: os.fsync(dir_fd),
+    def dir_then_file(i: int, fd: int) -> None:
+        os.fsync(dir_fd)
+        os.fsync(fd)
+
+    def file_then_dir(i: int, fd: int) -> None:
+        os.fsync(fd)
+        os.fsync(dir_fd)
+
+    ways: dict[str, Callable[[int, int], None]] = {
+        "create": lambda i, fd: None,
+        "create + fsync(dir)": lambda i, fd: os.fsync(dir_fd),
+        "create + fsync(dir) + fsync(file)": dir_then_file,
+        "create + fsync(file) + fsync(dir)": file_then_dir,
         "create + log fdatasync": log_record,
     }
     results: dict[str, list[float]] = {name: [] for name in ways}
@@ -81,7 +95,7 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
     print(f"{args.count} creates x {args.rounds} rounds in {base}; median (min-max) us per create")
     for name, values in results.items():
-        print(f"  {name:24} {statistics.median(values):8.1f}  ({min(values):.1f}-{max(values):.1f})")
+        print(f"  {name:34} {statistics.median(values):8.1f}  ({min(values):.1f}-{max(values):.1f})")
 
 
 if __name__ == "__main__":

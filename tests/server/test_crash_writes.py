@@ -243,11 +243,13 @@ def test_directory_changes_fsync_the_directory(tmp_path, monkeypatch):
             synced.append(os.path.relpath(path, export))
         real_fsync(fd)
     monkeypatch.setattr(os, "fsync", fsync)
+    from nfsd.fs import localfs  # the new inode's fsync too, whatever the host's file system
+    monkeypatch.setattr(localfs, "dir_fsync_covers_new_inodes", lambda dev: False)
     try:
         a, b = fs.lookup(fs.root, b"a"), fs.lookup(fs.root, b"b")
         steps = [
             (lambda: fs.create_file(a, b"f", 0o644, exclusive=True), ["a"]),
-            (lambda: fs.mkdir(a, b"d", 0o755), ["a"]),
+            (lambda: fs.mkdir(a, b"d", 0o755), ["a/d", "a"]),  # the new one too (fsync_new)
             (lambda: fs.symlink(a, b"s", b"f"), ["a"]),
             (lambda: fs.mknod(a, b"p", stat_mod.S_IFIFO | 0o644), ["a"]),
             (lambda: fs.link(fs.lookup(a, b"f"), b, b"hard"), ["b"]),

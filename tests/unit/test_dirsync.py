@@ -517,6 +517,8 @@ def test_a_sync_export_still_waits_after_calls_on_an_async_one(tmp_path: Path,
     served async WRITEs and CREATEs then hold a ``sync`` export's CREATE for its fsync."""
     fast = tmp_path / "fast"
     fast.mkdir()
+    from nfsd.fs import localfs  # the new file's fsync too, whatever the host's file system
+    monkeypatch.setattr(localfs, "dir_fsync_covers_new_inodes", lambda dev: False)
     for port, gate, export in _gated_server(tmp_path, monkeypatch, "rw,no_root_squash,insecure", files=True,
                                             more=(f"{fast} *(rw,no_root_squash,insecure,async)",)):
         (fast / "f").write_bytes(b"")
@@ -534,7 +536,10 @@ def test_a_sync_export_still_waits_after_calls_on_an_async_one(tmp_path: Path,
                   nfs3.CREATE3args.cls(diropargs(root, b"slow"), (nfs3.createmode3.UNCHECKED, NO_SATTR)))
             gate.wait_began(1)
             assert _nothing_arrives(rpc)
-            gate.gates[0].set()
+            gate.gates[0].set()                # the new file's fsync; then its directory's
+            gate.wait_began(2)
+            assert _nothing_arrives(rpc)
+            gate.gates[1].set()
             assert list(_replies(rpc, 1)) == [0xC300]
 
 
