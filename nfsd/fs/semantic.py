@@ -862,14 +862,19 @@ class SemanticFS:
             raise NfsError(nfsstat3.NFS3ERR_ROFS, "query directories are read-only")
         raise NfsError(nfsstat3.NFS3ERR_ROFS, "result links are read-only")
 
-    def _noted(self, d: Node, name: bytes, created: os.stat_result | None = None) -> None:
+    def _noted(self, d: Node, name: bytes, created: os.stat_result | None = None,
+               removed: bool = False) -> None:
         """Queue the change for the index.  Every directory fault flushes the queue before it
         runs its query, so the next listing of a query directory shows the change; between
         queries, changes are applied in batches (create-then-remove costs nothing).
         ``created``: the entry is a new empty file the server just made, and this its
-        creation's stat (``Index.note_created``, where the index has it)."""
+        creation's stat (``Index.note_created``, where the index has it).  ``removed``: the
+        server just unlinked it, a non-directory, so the flush need not read it
+        (``Index.note_removed``, where the index has it)."""
         if created is not None and self._note_created is not None:
             self._note_created(d.ino, name, created)
+        elif removed and self._note_removed is not None:
+            self._note_removed(d.ino, name)
         else:
             self.index.note_entry(d.ino, name)
         self._names_tick = next(self._ticks)  # after queuing it: see _unapplied
@@ -912,11 +917,7 @@ class SemanticFS:
             return self.tags.remove(d, name, directory)
         real = self._real_dir(d, name)
         self.local.remove(real, name, directory)
-        if directory or self._note_removed is None:
-            self._noted(real, name)
-        else:  # known gone: the flush need not read it (``Index.note_removed``)
-            self._note_removed(real.ino, name)
-            self._names_tick = next(self._ticks)  # after queuing it, as ``_noted``
+        self._noted(real, name, removed=not directory)
 
     def rename(self, src: Node | VNode, sname: bytes, dst: Node | VNode, dname: bytes) -> None:
         if isinstance(src, VNode) and claims(src.query):
