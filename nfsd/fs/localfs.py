@@ -722,8 +722,7 @@ class LocalFS:
                     n._attrs_set = True
                     return False
                 try:
-                    with identity.as_server():
-                        fd = os.open(proc_path(n.fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+                    fd = LocalFS._open_readonly(n)
                 except OSError:
                     return False
                 n._io_fd, n._io_writable = fd, False
@@ -918,6 +917,15 @@ class LocalFS:
         with identity.as_server():
             return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=d.fd)
 
+    @staticmethod
+    def _open_readonly(n: Node) -> int:
+        """A new ordinary read-only descriptor of ``n`` (a regular file or directory), through
+        the O_PATH one it is held by, opened as the server (the caller's right to the change
+        was checked already): ``_by_plain_fd`` keeps it, ``fsync_new`` fsyncs and closes it."""
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | (os.O_DIRECTORY if n.is_dir else 0)
+        with identity.as_server():
+            return os.open(proc_path(n.fd), flags)
+
     def fsync_new(self, d: Node, n: Node) -> None:
         """Make the inode of an object just made in ``d`` (CREATE, MKDIR, SYMLINK, MKNOD) or
         just linked there (LINK: its link count changed) durable before the reply, as knfsd's
@@ -960,9 +968,7 @@ class LocalFS:
                 return os.dup(n.fd)
             if n._io_fd >= 0:
                 return os.dup(n._io_fd)
-            flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-            with identity.as_server():
-                return os.open(proc_path(n.fd), flags | (os.O_DIRECTORY if n.is_dir else 0))
+            return self._open_readonly(n)
 
         self._fsync_opened((self.fsid, n.ino), open_fd, whole_fs)  # whole_fs: not readable even by the server
 
