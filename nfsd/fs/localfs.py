@@ -67,7 +67,7 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_io_lock", "_fresh", "plain", "_attrs_set", "__weakref__")
+                 "_io_retired", "_io_lock", "_fresh", "plain", "_attrs_set", "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -75,6 +75,8 @@ class Node(ModeKinds):
         self.parent, self.name = parent, name
         self._io_fd = -1
         self._io_writable = False
+        #: the read-only descriptor a read-write one replaced, kept open until the node closes
+        self._io_retired = -1
         self._io_lock = threading.Lock()
         self._fresh: os.stat_result | None = None
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
@@ -107,19 +109,24 @@ class Node(ModeKinds):
                     raise
                 new = os.open(proc_path(self.fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
                 writable = False
-            old, self._io_fd, self._io_writable = self._io_fd, new, writable
-            if old >= 0:
-                os.close(old)
+            # The descriptor replaced stays open: a call on another thread may have taken it
+            # unlocked (the fast path above, fsync_new) and still be in its pread or fsync; if
+            # it closed, the next open could reuse its number and that call would read another
+            # file.  Only a read-only one is ever replaced (never the read-write one), so a node
+            # keeps at most one retired descriptor.
+            if self._io_fd >= 0:
+                self._io_retired = self._io_fd
+            self._io_fd, self._io_writable = new, writable
             return new
 
     def close(self) -> None:
-        for fd in (self._io_fd, self.fd):
+        for fd in (self._io_fd, self._io_retired, self.fd):
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._io_fd = self.fd = -1
+        self._io_fd = self._io_retired = self.fd = -1
 
     def __del__(self) -> None:
         self.close()

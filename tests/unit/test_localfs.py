@@ -192,3 +192,27 @@ def test_lookup_attrs_are_the_found_objects_own(fs, tmp_path):
     assert fs.lookup_attrs(a, b"..")[1] is None
     with pytest.raises(FileNotFoundError):
         fs.lookup_attrs(a, b"missing")
+
+
+def test_read_descriptor_replaced_by_a_write_stays_open_for_calls_that_took_it(fs, tmp_path):
+    """A READ takes the node's read-only descriptor without the lock; a WRITE on another
+    thread then opens the read-write one.  The read-only one must not close under the READ:
+    its number could be reused by the next open and the READ would read another file."""
+    (tmp_path / "exp" / "f").write_bytes(b"mine")
+    n = fs.lookup(fs.root, b"f")
+    fs.set_mode(n, 0o640)
+    fs.set_mode(n, 0o644)  # the second change keeps a read-only descriptor (see above)
+    taken = n.io_fd(write=False)  # what a READ holds, mid-pread
+    assert not n._io_writable and taken == n._io_fd
+    assert fs.write(n, 0, memoryview(b"MINE"), 0) == 4  # the upgrade to read-write
+    assert n._io_writable and n._io_fd != taken
+    (tmp_path / "exp" / "other").write_bytes(b"other's secret")
+    reused = os.open(tmp_path / "exp" / "other", os.O_RDONLY)  # the lowest free number
+    try:
+        assert reused != taken
+        assert os.pread(taken, 4, 0) == b"MINE"
+    finally:
+        os.close(reused)
+    n.close()  # the retired descriptor goes with the node
+    with pytest.raises(OSError):
+        os.fstat(taken)
