@@ -16,10 +16,11 @@ import asyncio
 class LateClose:
     """What one backend holds for the loop's next turn (the event loop's thread only)."""
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_loop")
 
     def __init__(self) -> None:
         self._held: list[object] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the release is due
 
     def hold(self, node: object) -> None:
         """Keep ``node`` (and so its descriptors) until the event loop's next turn; in a
@@ -27,10 +28,14 @@ class LateClose:
         loop = asyncio._get_running_loop()  # (None in a thread: no exception to raise and catch)
         if loop is None:
             return
-        if not self._held:  # one callback per burst, whatever it removed
-            loop.call_soon(self._release)
+        # One callback per burst, whatever it removed; a loop that stopped before its turn
+        # (a test's asyncio.run, a shutdown) leaves its nodes to the next loop's release.
+        if not self._held or self._loop is not loop:
+            self._loop = loop
+            loop.call_soon(self.release)
         self._held.append(node)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Let go of every node held (their descriptors close as each last reference goes)."""
         held, self._held = self._held, []
-        held.clear()  # the descriptors close here, as each node's last reference goes
+        held.clear()

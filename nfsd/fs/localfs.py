@@ -994,5 +994,6 @@ class LocalFS:
         self.flush()
         with self._lock:
             self._nodes.clear()
+        self._late.release()  # removed files' nodes a stopped loop did not turn for
         self.root.close()
 

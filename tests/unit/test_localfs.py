@@ -236,3 +236,38 @@ def test_removed_file_closed_at_once_in_a_thread(fs):
     ref, fd, named = _removed_node(fs, b"gone")
     assert ref() is None
     assert _fd_names(fd) != named + " (deleted)"
+
+
+def _remove_then_stop(fs, name: bytes):
+    """``_removed_node`` in a loop that stops before its next turn (as at a shutdown)."""
+    loop = asyncio.new_event_loop()
+    out = []
+
+    def step():
+        out.append(_removed_node(fs, name))
+        loop.stop()  # the loop stops after this turn: what it scheduled never runs
+    loop.call_soon(step)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    return out[0]
+
+
+def test_removed_file_held_by_a_loop_that_stopped_is_closed_later(fs):
+    """A loop that stops before its next turn does not keep what it held for ever: the
+    next loop's turn lets go of it, and so does closing the backend."""
+    ref, fd, named = _remove_then_stop(fs, b"first")
+    assert ref() is not None
+
+    async def again():
+        later = _removed_node(fs, b"second")[0]
+        await asyncio.sleep(0)
+        return later
+    assert asyncio.run(again())() is None
+    assert ref() is None and _fd_names(fd) != named + " (deleted)"
+
+    ref = _remove_then_stop(fs, b"third")[0]
+    assert ref() is not None
+    fs.close()
+    assert ref() is None
