@@ -37,6 +37,7 @@ from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
 from .fchmod import chmod_fd
 from .journaled import dir_fsync_covers_new_inodes
+from .late_close import LateClose
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
@@ -183,6 +184,7 @@ class LocalFS:
         self._dirsync = dirsync if dirsync is not None else DirSync()  # the server's: shared by exports
         self._nodes: OrderedDict[bytes, Node] = OrderedDict()
         self._recorded: dict[int, tuple[int, int, bytes]] = {}
+        self._late = LateClose()  # removed files' nodes, closed after the reply (late_close.py)
         # False when other processes change the handle table too (``--workers``): then what
         # this one recorded may be out of date, and the committed record is asked instead
         self.sole_writer = True
@@ -513,10 +515,14 @@ class LocalFS:
 
     def _entry_gone(self, ino: int) -> None:
         """An entry was removed through the server: tombstone it if it has no other name,
-        and close what the server holds open of it (its blocks are freed only then)."""
+        and close what the server holds open of it (its blocks are freed only then; on the
+        event loop once the reply has left, ``LateClose``)."""
         rec = self._recorded.pop(ino, None)
         if rec is not None:
-            self.forget(pack_real(self.export_id, ino, rec[1]))
+            with self._lock:
+                gone = self._nodes.pop(pack_real(self.export_id, ino, rec[1]), None)
+            if gone is not None:
+                self._late.hold(gone)  # its descriptors close after the reply (late_close.py)
         self._unsaved.discard(ino)
         try:
             self.store.mark_deleted(self.export_id, ino, later=True)
@@ -995,5 +1001,6 @@ class LocalFS:
         self.flush()
         with self._lock:
             self._nodes.clear()
+        self._late.release()  # removed files' nodes a stopped loop did not turn for
         self.root.close()
 

@@ -1,6 +1,8 @@
 """LocalFS: handles and parents stay right when the tree changes behind the server's back."""
+import asyncio
 import fcntl
 import os
+import weakref
 
 import pytest
 
@@ -216,3 +218,80 @@ def test_read_descriptor_replaced_by_a_write_stays_open_for_calls_that_took_it(f
     n.close()  # the retired descriptor goes with the node
     with pytest.raises(OSError):
         os.fstat(taken)
+
+
+def _fd_names(fd: int) -> str | None:
+    """What descriptor ``fd`` of this process names now (None: closed)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:
+        return None
+
+
+def _removed_node(fs, name: bytes):
+    """Create ``name`` and remove it; (a weak reference to its node, its descriptor's
+    number, what that descriptor named)."""
+    n = fs.create_file(fs.root, name, 0o644, True)
+    ref, fd = weakref.ref(n), n.fd
+    named = _fd_names(fd)
+    del n
+    fs.remove(fs.root, name, False)
+    return ref, fd, named
+
+
+def test_removed_file_closed_after_the_loop_turn_on_the_event_loop(fs):
+    """On the event loop, the descriptors the server holds of a file it removed close at
+    the loop's next turn, after the burst's replies are written (late_close.py): that close
+    is where the kernel frees the inode, work the client need not wait for."""
+    async def remove_on_loop():
+        ref, fd, named = _removed_node(fs, b"gone")
+        held = ref() is not None and _fd_names(fd) == named + " (deleted)"
+        await asyncio.sleep(0)
+        return held, ref() is None and _fd_names(fd) != named + " (deleted)"
+
+    held, closed = asyncio.run(remove_on_loop())
+    assert held, "closed before the loop turned"
+    assert closed, "still open after the loop turned"
+
+
+def test_removed_file_closed_at_once_in_a_thread(fs):
+    """Without a running event loop (a thread of the pool) nothing is held: the removed
+    file's descriptors close in the call, as before."""
+    ref, fd, named = _removed_node(fs, b"gone")
+    assert ref() is None
+    assert _fd_names(fd) != named + " (deleted)"
+
+
+def _remove_then_stop(fs, name: bytes):
+    """``_removed_node`` in a loop that stops before its next turn (as at a shutdown)."""
+    loop = asyncio.new_event_loop()
+    out = []
+
+    def step():
+        out.append(_removed_node(fs, name))
+        loop.stop()  # the loop stops after this turn: what it scheduled never runs
+    loop.call_soon(step)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+    return out[0]
+
+
+def test_removed_file_held_by_a_loop_that_stopped_is_closed_later(fs):
+    """A loop that stops before its next turn does not keep what it held for ever: the
+    next loop's turn lets go of it, and so does closing the backend."""
+    ref, fd, named = _remove_then_stop(fs, b"first")
+    assert ref() is not None
+
+    async def again():
+        later = _removed_node(fs, b"second")[0]
+        await asyncio.sleep(0)
+        return later
+    assert asyncio.run(again())() is None
+    assert ref() is None and _fd_names(fd) != named + " (deleted)"
+
+    ref = _remove_then_stop(fs, b"third")[0]
+    assert ref() is not None
+    fs.close()
+    assert ref() is None
