@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO / "scripts" / "benchmarks" / "load_generator"))
 sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
-from driver import server_cpu_seconds  # noqa: E402
+from driver import cpu_split, server_cpu_by_process  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
@@ -78,6 +78,9 @@ Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, serve
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
 # phase -> procedure -> [calls, queue ms, RTT ms, execute ms], summed (the client's mountstats)
 Rtts = dict[str, dict[str, list[int]]]
+# phase -> CPU seconds of each server process in it: the parent first, then its workers by pid
+# (the primary, forked first, before the followers): which worker served the client's connection
+Splits = dict[str, list[float]]
 
 
 def parse_rtt(fields: str) -> dict[str, list[int]]:
@@ -119,12 +122,12 @@ class PhaseProfiler:
 
 def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
              profiler: PhaseProfiler | None = None, label: str = "",
-             tree: Path | None = None) -> tuple[Phases, Calls, Rtts]:
+             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
     """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
-    cpu: dict[tuple[str, str], float | None] = {}
+    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
     pid: Callable[[], int | None]
     with ExitStack() as stack:
         if server == "ganesha":
@@ -149,7 +152,7 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             when, phase = args
             if profiler is not None and when == "end":
                 profiler.mark(when, phase, pid(), label)  # its exit's cost is not the server's
-            cpu[(when, phase)] = server_cpu_seconds(pid())
+            cpu[(when, phase)] = server_cpu_by_process(pid())
             if profiler is not None and when == "begin":
                 profiler.mark(when, phase, pid(), label)
             return ""
@@ -162,6 +165,7 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
     phases: Phases = {}
     calls: Calls = {}
     rtts: Rtts = {}
+    splits: Splits = {}
     for _, line in result.lines:
         c = CALLS.match(line)
         if c:
@@ -172,9 +176,11 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
         m = INFO.match(line)
         if m:
             name = m[1]
-            begin, end = cpu.get(("begin", name)), cpu.get(("end", name))
-            phases[name] = (float(m[2]), end - begin if begin is not None and end is not None else None)
-    return phases, calls, rtts
+            split = cpu_split(cpu.get(("begin", name)), cpu.get(("end", name)))
+            phases[name] = (float(m[2]), None if split is None else sum(split))
+            if split is not None:
+                splits[name] = split
+    return phases, calls, rtts, splits
 
 
 def mean(values: list[float]) -> float:
@@ -294,13 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Phases]] = {s: [] for s in servers}
     calls: dict[str, Calls] = {}
     rtts: dict[str, list[Rtts]] = {s: [] for s in servers}
+    splits: dict[str, list[Splits]] = {s: [] for s in servers}
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases, calls[s], rtt = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
+            phases, calls[s], rtt, split = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
                                         trees.get(s.partition("@")[2]) if "@" in s else None)
             results[s].append(phases)
             rtts[s].append(rtt)
+            splits[s].append(split)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
     for s in servers:  # the total's CPU: the sum of the phases'
@@ -316,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     for phase in calls[servers[0]]:
         for s in servers:
             print(f"  {phase:24} {s:13} {calls[s].get(phase, '')}")
+    print("\nCPU seconds per server process (parent, then workers: the primary first), each round:")
+    for phase in calls[servers[0]]:
+        for s in servers:
+            if any(len(r.get(phase, [])) > 1 for r in splits[s]):
+                print(f"  {phase:24} {s:13} " + "   ".join(
+                    "/".join(f"{c:.2f}" for c in r.get(phase, [])) for r in splits[s]))
     print("\nPer call, as the kernel client saw it (mountstats, all rounds):")
     print(rtt_table(rtts, results))
     if profiler is not None:
