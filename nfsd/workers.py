@@ -132,8 +132,23 @@ class ConnectionShares:
         client (the kernel client's one connection) is served by the primary, where a call
         costs least: a follower's changing calls also wake the primary (their notes, their
         inotify echoes), and it commits its handle-table writes itself."""
-        return self._map is not None and any(
-            theirs < mine or (theirs == mine and i < self._slot) for i, theirs in self._elsewhere())
+        return self.yield_for(mine) > 0
+
+    def yield_for(self, mine: int) -> float:
+        """How long to leave the next connection to another worker (0: take it now):
+        ``BalancedAcceptor.DEFER`` for one serving fewer, ``TIE_DEFER`` for one serving as
+        many with a lower slot (the primary, for a lone client: long enough for a primary
+        woken late on a loaded machine, where 2 ms handed a lone client to a follower in
+        about one connection of three)."""
+        if self._map is None:
+            return 0.0
+        wait = 0.0
+        for i, theirs in self._elsewhere():
+            if theirs < mine:
+                return BalancedAcceptor.DEFER
+            if theirs == mine and i < self._slot:
+                wait = BalancedAcceptor.TIE_DEFER
+        return wait
 
     def others_idle(self) -> bool:
         """Whether no other worker serves a connection (as last published): the primary
@@ -158,13 +173,14 @@ class BalancedAcceptor:
     other idled."""
 
     DEFER = 0.002
+    TIE_DEFER = 0.05
 
     def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], shares: ConnectionShares,
                  serving: Callable[[], int]) -> None:
         self.sock, self.factory, self.shares, self.serving = sock, factory, shares, serving
-        self._deferred = False
         self._reading = False
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.TimerHandle | None = None  # the next ``_after_wait``
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
@@ -176,8 +192,9 @@ class BalancedAcceptor:
         if self._reading:
             loop.remove_reader(self.sock.fileno())
             self._reading = False
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._waiting):
+            if timer is not None:
+                timer.cancel()
 
     def _tick(self) -> None:
         self.shares.publish(self.serving())
@@ -189,15 +206,33 @@ class BalancedAcceptor:
             self._reading = True
 
     def _ready(self) -> None:
-        loop = asyncio.get_running_loop()
         mine = self.serving()
-        if not self._deferred and self.shares.should_yield(mine):
-            self._deferred = True
+        wait = self.shares.yield_for(mine)
+        if wait:
+            loop = asyncio.get_running_loop()
             loop.remove_reader(self.sock.fileno())
             self._reading = False
-            loop.call_later(self.DEFER, self._resume)
+            self._waiting = loop.call_later(self.DEFER, self._after_wait, wait - self.DEFER)
             return
-        self._deferred = False
+        self._accept(mine)
+
+    def _after_wait(self, left: float) -> None:
+        """Every ``DEFER`` while leaving a connection to another worker: asks the table
+        again (the other may have taken one meanwhile: this one's turn now), and once
+        ``left`` is spent, takes the connection if it still waits (that one is busy or
+        restarting).  (A flag "waited once" kept until the next wake-up took the *next*
+        connection without a wait: a lone client's re-connections went to the primary and
+        a follower in turn.)"""
+        self._waiting = None
+        mine = self.serving()
+        if left > 0 and self.shares.yield_for(mine):
+            self._waiting = asyncio.get_running_loop().call_later(self.DEFER, self._after_wait, left - self.DEFER)
+            return
+        self._resume()
+        self._accept(mine)
+
+    def _accept(self, mine: int) -> None:
+        loop = asyncio.get_running_loop()
         try:
             conn, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError):
@@ -211,9 +246,24 @@ class BalancedAcceptor:
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.shares.publish(mine + 1)
-        task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
+        task = loop.create_task(loop.connect_accepted_socket(self._made, conn))
         self.tasks.add(task)
         task.add_done_callback(self._connected)
+
+    def _made(self) -> asyncio.BaseProtocol:
+        """The connection's protocol, whose end publishes this worker's count at once: with
+        only the once-a-second publication, a client that closed its connection and opened
+        another (a re-mount; the MOUNT call's connection, then the NFS one) still counted
+        here, so the next one went to another worker (a lone client to a follower), and the
+        primary journaled no lone burst meanwhile (``others_idle``)."""
+        protocol = self.factory()
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            lost(exc)
+            self.shares.publish(self.serving())
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # once per connection
+        return protocol
 
     def _connected(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)

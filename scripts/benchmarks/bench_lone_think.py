@@ -88,11 +88,21 @@ def scheduled(pid: int) -> tuple[float, float, int]:
 
 
 def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Path, op: str,
-            think: float, calls: int) -> dict[str, float]:
-    with network_namespace(netns):
-        client = RpcClient(port, cred=ROOT)
-        with RpcClient(mount_port, cred=ROOT) as mount:
-            root = nfs3.nfs_fh3(bytes(mount.call(mount3.MOUNT3, 1, str(export).encode())[1].fhandle))
+            think: float, calls: int, follower: bool = False) -> dict[str, float]:
+    """``follower``: an idle connection opened first holds the primary, so a follower of a
+    several-worker pysfsd serves the measured one (what a lone client cost when it landed
+    there: its notes and inotify echoes wake the primary too)."""
+    with contextlib.ExitStack() as stack:
+        with network_namespace(netns):
+            if follower:
+                stack.enter_context(RpcClient(port, cred=ROOT)).call(nfs3.NFS3, 0, None)
+            client = RpcClient(port, cred=ROOT)
+            with RpcClient(mount_port, cred=ROOT) as mount:
+                root = nfs3.nfs_fh3(bytes(mount.call(mount3.MOUNT3, 1, str(export).encode())[1].fhandle))
+        return _measured(client, root, pid, op, think, calls)
+
+
+def _measured(client: RpcClient, root: Any, pid: int, op: str, think: float, calls: int) -> dict[str, float]:
     with client:
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
         reply = None
@@ -185,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--follower", action="store_true",
+                   help="an idle connection holds the primary: a follower serves the measured one")
     p.add_argument("--async", dest="async_", action="store_true", help="pysfsd's export is async")
     p.add_argument("--work", type=Path, default=Path("/tmp") / f"bench-lone-think-{os.getpid()}")
     args = p.parse_args(argv)
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 with started(name, args.work, ASYNC if args.async_ else SYNC, trees) as (port, mount_port, pid, netns, export):
                     for think in thinks:
                         results.setdefault((name, think), []).append(
-                            measure(port, mount_port, pid, netns, export, args.op, think, args.calls))
+                            measure(port, mount_port, pid, netns, export, args.op, think, args.calls, args.follower))
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")

@@ -54,12 +54,13 @@ sys.path.insert(0, str(REPO / "scripts" / "benchmarks" / "load_generator"))
 sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
-from driver import server_cpu_seconds  # noqa: E402
+from driver import cpu_split, server_cpu_by_process  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
 CALLS = re.compile(r"^INFO calls (\S+) ?(.*)$")
+RTT = re.compile(r"^INFO rtt (\S+) ?(.*)$")
 PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
 WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
 
@@ -75,6 +76,17 @@ def pysfsd_variant(server: str) -> tuple[str, int | None] | None:
 
 Phases = dict[str, tuple[float, float | None]]  # phase -> (guest seconds, server CPU seconds)
 Calls = dict[str, str]  # phase -> the NFS calls the client made in it ("lookup=1000 create=1000")
+# phase -> procedure -> [calls, queue ms, RTT ms, execute ms], summed (the client's mountstats)
+Rtts = dict[str, dict[str, list[int]]]
+# phase -> CPU seconds of each server process in it: the parent first, then its workers by pid
+# (the primary, forked first, before the followers): which worker served the client's connection
+Splits = dict[str, list[float]]
+
+
+def parse_rtt(fields: str) -> dict[str, list[int]]:
+    """bench.sh's "lookup=1000/3/280/290 create=..." as {"lookup": [1000, 3, 280, 290], ...}."""
+    return {op: [int(v) for v in values.split("/")]
+            for op, _, values in (f.partition("=") for f in fields.split())}
 
 
 class PhaseProfiler:
@@ -110,12 +122,12 @@ class PhaseProfiler:
 
 def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
              profiler: PhaseProfiler | None = None, label: str = "",
-             tree: Path | None = None) -> tuple[Phases, Calls]:
+             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
     """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
-    cpu: dict[tuple[str, str], float | None] = {}
+    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
     pid: Callable[[], int | None]
     with ExitStack() as stack:
         if server == "ganesha":
@@ -140,7 +152,7 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             when, phase = args
             if profiler is not None and when == "end":
                 profiler.mark(when, phase, pid(), label)  # its exit's cost is not the server's
-            cpu[(when, phase)] = server_cpu_seconds(pid())
+            cpu[(when, phase)] = server_cpu_by_process(pid())
             if profiler is not None and when == "begin":
                 profiler.mark(when, phase, pid(), label)
             return ""
@@ -152,16 +164,23 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
         raise RuntimeError(f"{server}: {result.reason}\n{result.console_tail()}")
     phases: Phases = {}
     calls: Calls = {}
+    rtts: Rtts = {}
+    splits: Splits = {}
     for _, line in result.lines:
         c = CALLS.match(line)
         if c:
             calls[c[1]] = c[2]
+        r = RTT.match(line)
+        if r:
+            rtts[r[1]] = parse_rtt(r[2])
         m = INFO.match(line)
         if m:
             name = m[1]
-            begin, end = cpu.get(("begin", name)), cpu.get(("end", name))
-            phases[name] = (float(m[2]), end - begin if begin is not None and end is not None else None)
-    return phases, calls
+            split = cpu_split(cpu.get(("begin", name)), cpu.get(("end", name)))
+            phases[name] = (float(m[2]), None if split is None else sum(split))
+            if split is not None:
+                splits[name] = split
+    return phases, calls, rtts, splits
 
 
 def mean(values: list[float]) -> float:
@@ -221,6 +240,37 @@ def sync_cost(results: dict[str, list[Phases]]) -> str:
     return "\n".join(lines)
 
 
+def rtt_table(rtts: dict[str, list[Rtts]], results: dict[str, list[Phases]]) -> str:
+    """Per phase and procedure, for each server: calls per round, then the client's mean RTT
+    and mean execute time (queue + RTT + its own work) per call in microseconds, over all
+    rounds; per phase, the share of the guest's seconds that went in RTT (the rest is the
+    guest's own CPU and think time between calls)."""
+    servers = list(rtts)
+    head = ["phase", "op"] + [f"{s} {col}" for s in servers for col in ("calls", "rtt us", "exec us")]
+    rows = [head]
+    order = list(rtts[servers[0]][0]) if rtts[servers[0]] else []
+    for phase in order:
+        ops = list(dict.fromkeys(op for s in servers for r in rtts[s] for op in r.get(phase, {})))
+        row = [phase, "rtt share"]
+        for s in servers:
+            rtt_ms = sum(v[2] for r in rtts[s] for v in r.get(phase, {}).values())
+            secs = sum(r[phase][0] for r in results[s] if phase in r)
+            row += ["", f"{rtt_ms / 10 / secs:.0f} %" if secs else "-", ""]
+        rows.append(row)
+        for op in ops:
+            row = ["", op]
+            for s in servers:
+                runs = [r[phase][op] for r in rtts[s] if op in r.get(phase, {})]
+                n = sum(v[0] for v in runs)
+                row += ["/".join(str(v[0]) for v in runs) or "0",
+                        f"{1000 * sum(v[2] for v in runs) / n:.0f}" if n else "-",
+                        f"{1000 * sum(v[3] for v in runs) / n:.0f}" if n else "-"]
+            rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -249,12 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     profiler = PhaseProfiler(args.profile, work) if args.profile else None
     results: dict[str, list[Phases]] = {s: [] for s in servers}
     calls: dict[str, Calls] = {}
+    rtts: dict[str, list[Rtts]] = {s: [] for s in servers}
+    splits: dict[str, list[Splits]] = {s: [] for s in servers}
     for rnd in range(args.rounds):
         for s in servers:
             t0 = time.monotonic()
-            phases, calls[s] = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
+            phases, calls[s], rtt, split = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
                                         trees.get(s.partition("@")[2]) if "@" in s else None)
             results[s].append(phases)
+            rtts[s].append(rtt)
+            splits[s].append(split)
             total = phases.get("total", (float("nan"), None))[0]
             print(f"round {rnd + 1} {s}: total {total:.2f} s (run {time.monotonic() - t0:.0f} s)", flush=True)
     for s in servers:  # the total's CPU: the sum of the phases'
@@ -270,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     for phase in calls[servers[0]]:
         for s in servers:
             print(f"  {phase:24} {s:13} {calls[s].get(phase, '')}")
+    print("\nCPU seconds per server process (parent, then workers: the primary first), each round:")
+    for phase in calls[servers[0]]:
+        for s in servers:
+            if any(len(r.get(phase, [])) > 1 for r in splits[s]):
+                print(f"  {phase:24} {s:13} " + "   ".join(
+                    "/".join(f"{c:.2f}" for c in r.get(phase, [])) for r in splits[s]))
+    print("\nPer call, as the kernel client saw it (mountstats, all rounds):")
+    print(rtt_table(rtts, results))
     if profiler is not None:
         print("\nprofiles: " + " ".join(str(p) for p in profiler.outputs))
     return 0

@@ -42,3 +42,25 @@ def test_sync_cost_pairs_each_sync_server_with_its_async_twin(compare_bench) -> 
 def test_no_pair_no_sync_cost(compare_bench) -> None:
     assert compare_bench.sync_cost({"pysfsd-async": [{"create": (1.0, 0.1)}],
                                     "ganesha": [{"create": (1.0, 0.1)}]}) == ""
+
+
+def test_parse_rtt_reads_calls_queue_rtt_execute(compare_bench) -> None:
+    assert compare_bench.parse_rtt("lookup=1000/3/280/290 create=10/0/5/6") == {
+        "lookup": [1000, 3, 280, 290], "create": [10, 0, 5, 6]}
+    assert compare_bench.parse_rtt("") == {}
+
+
+def test_rtt_table_means_per_call_over_all_rounds(compare_bench) -> None:
+    """Mean RTT per call is the rounds' summed milliseconds over their summed calls (not a mean
+    of means); a procedure only one server was sent shows "0" calls and "-" for the other."""
+    rtts = {
+        "pysfsd-async": [{"stat": {"lookup": [1000, 1, 300, 320]}},
+                         {"stat": {"lookup": [1000, 1, 500, 520], "getattr": [2, 0, 1, 1]}}],
+        "ganesha": [{"stat": {"lookup": [1000, 0, 250, 260]}}],
+    }
+    results = {"pysfsd-async": [{"stat": (2.0, None)}, {"stat": (2.0, None)}],
+               "ganesha": [{"stat": (1.0, None)}]}
+    rows = [line.split() for line in compare_bench.rtt_table(rtts, results).splitlines()]
+    assert rows[1] == ["stat", "rtt", "share", "20", "%", "25", "%"]  # 801 ms of 4 s; 250 of 1 s
+    assert rows[2] == ["lookup", "1000/1000", "400", "420", "1000", "250", "260"]
+    assert rows[3] == ["getattr", "2", "500", "500", "0", "-", "-"]

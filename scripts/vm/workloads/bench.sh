@@ -2,8 +2,9 @@
 # NFSv3 client (issue 10): a 100 MB dd with fsync, its cold read, 1000 empty
 # creates, 1000 create+write+close, 1000 cold stats, ls -l of 2000 entries
 # (twice: cold, then with the client's attribute cache dropped again), 2000
-# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total", and the
-# NFS calls each phase made ("INFO calls PHASE getattr=N lookup=N ...", the client's counters).
+# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total", the NFS
+# calls each phase made ("INFO calls PHASE getattr=N lookup=N ...") and their round-trip
+# times as the client measured them ("INFO rtt PHASE getattr=N/QUEUE/RTT/EXEC ...", ms).
 #
 # Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set),
 # VM_CPU_MARKS=1: before and after each phase (outside its timing) ask the host for the
@@ -17,26 +18,35 @@ TOTAL=0
 
 cpu_mark() { [ "${VM_CPU_MARKS:-}" != 1 ] || host_action cpu "$@" > /dev/null; }
 
-# The client's NFSv3 call counters (/proc/net/rpc/nfs, line proc3), and the calls a phase
-# made by procedure: "INFO calls PHASE lookup=1000 create=1000 ...".
-calls_now() { awk '$1 == "proc3" { for (i = 3; i <= NF; i++) printf "%s ", $i }' /proc/net/rpc/nfs; }
-calls_report() {
-    awk -v p="$1" -v a="$2" -v b="$3" 'BEGIN {
-        split("null getattr setattr lookup access readlink read write create mkdir symlink mknod remove rmdir rename link readdir readdirplus fsstat fsinfo pathconf commit", name, " ")
-        n = split(a, x, " "); split(b, y, " "); out = ""
-        for (i = 1; i <= n; i++) if (y[i] - x[i] > 0) out = out " " name[i] "=" (y[i] - x[i])
-        print "INFO calls " p out }' | { read -r line; report "$line"; }
+# The client's per-op statistics for this mount (/proc/self/mountstats, "per-op statistics":
+# ops, transmissions, timeouts, bytes sent, bytes received, then the cumulative queue, RTT
+# and execute milliseconds), one line per procedure: "getattr OPS QUEUE_MS RTT_MS EXEC_MS".
+ops_now() {
+    awk -v m=" $MNT " '$1 == "device" { ours = (index($0, " mounted on" m) > 0); f = 0; next }
+        ours && /per-op statistics/ { f = 1; next }
+        f && NF >= 9 { sub(/:$/, "", $1); print tolower($1), $2, $7, $8, $9 }' /proc/self/mountstats > "$1"
+}
+# What a phase made of them, two lines: the calls by procedure ("INFO calls PHASE lookup=1000
+# create=1000 ...") and, for the same procedures, calls/queue/RTT/execute milliseconds summed
+# over the phase ("INFO rtt PHASE lookup=1000/3/280/290 ..."), as the kernel client saw them.
+ops_report() {
+    awk -v p="$1" 'NR == FNR { n[$1] = $2; q[$1] = $3; r[$1] = $4; e[$1] = $5; next }
+        ($2 - n[$1]) > 0 { calls = calls " " $1 "=" ($2 - n[$1])
+            rtt = rtt " " $1 "=" ($2 - n[$1]) "/" ($3 - q[$1]) "/" ($4 - r[$1]) "/" ($5 - e[$1]) }
+        END { print "INFO calls " p calls; print "INFO rtt " p rtt }' "$2" "$3" |
+        while read -r line; do report "$line"; done
 }
 
 phase() {
     _p=$1
     shift
     cpu_mark begin "$_p"
-    _c0=$(calls_now)
+    ops_now /tmp/ops.0
     _t0=$(now_cs)
     "$@" > /tmp/phase.out 2>&1 || { cat /tmp/phase.out; return 1; }
     _s=$(elapsed_s "$_t0")
-    calls_report "$_p" "$_c0" "$(calls_now)"
+    ops_now /tmp/ops.1
+    ops_report "$_p" /tmp/ops.0 /tmp/ops.1
     cpu_mark end "$_p"
     TOTAL=$(awk -v a="$TOTAL" -v b="$_s" 'BEGIN { printf "%.2f", a + b }')
     report "INFO bench $_p secs=$_s"
