@@ -174,9 +174,9 @@ MISBEHAVIOURS = {
 @pytest.mark.parametrize("case", sorted(MISBEHAVIOURS))
 def test_misbehaving_transducer_never_hurts_the_index(scan, case: str, caplog) -> None:
     command, why = MISBEHAVIOURS[case]
+    timeout = 30.0 if case == "cpu" else 3.0  # on a loaded machine 1 CPU-second takes long
     s = scan([f"bad*={command}", f"*.txt={WORDS}"],
-             {"bad.txt": b"one two", "good.txt": b"three four five"},
-             timeout=30.0 if case == "cpu" else 3.0)  # on a loaded machine 1 CPU-second takes long
+             {"bad.txt": b"one two", "good.txt": b"three four five"}, timeout=timeout)
     reasons = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(reasons) == 1 and why in reasons[0], reasons
     assert s.files("ext", "txt") == ["bad.txt", "good.txt"]       # built-ins stand
@@ -184,7 +184,9 @@ def test_misbehaving_transducer_never_hurts_the_index(scan, case: str, caplog) -
     assert s.files("words", "3") == ["good.txt"]
     assert "v" not in [f.decode() for f in s.index.fields()]       # rejected whole
     assert s.failures() == {"command:" + os.path.basename(shlex.split(command)[0]) + "#0": 1}
-    assert s.seconds < 3.0 + 2.0
+    # Not held past its timeout.  (It was < 5 s for every case, the cpu one too: its CPU
+    # second alone takes more than 5 s of wall clock where the CPU is shared.)
+    assert s.seconds < timeout + 10, s.seconds
 
 
 def test_failure_reason_is_logged_once_per_file(scan, caplog) -> None:
@@ -293,7 +295,7 @@ def test_entry_point_misbehaviour_is_contained(scan, plugin_path: Path) -> None:
     assert s.values("lines") == ["2"]  # the other plugin kept working after the crashes
     assert s.failures() == {"plugin:misbehave": len(cases)}
     assert s.files("name", "m-hang") == ["m-hang"]
-    assert s.seconds < 1.5 + 3.0
+    assert s.seconds < 30, s.seconds  # the hang cut at its 1 s timeout (4.5 s was a bet on the load)
 
 
 def test_cli_index_counts_failures_per_transducer(tmp_path: Path) -> None:
