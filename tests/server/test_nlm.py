@@ -298,11 +298,9 @@ def test_registered_like_nfs_and_mount(tmp_path: Path, locks: bool) -> None:
     """NLM v4 and NSM v1, TCP and UDP, in the (embedded) portmapper's table, answering
     rpcinfo's NULL calls; ``--no-locks`` serves and registers neither."""
     (tmp_path / "export").mkdir()
-    from tests.server.test_discovery import free_port
-    pmap = free_port()  # free for UDP too: the portmapper serves both (TCP alone was checked)
-    s = ServerProcess(tmp_path / "export", tmp_path / "state",
-                      args=("--portmap", "--portmap-port", str(pmap), *(() if locks else ("--no-locks",))))
-    s.start()
+    from tests.server.test_discovery import start_with_portmap
+    s = ServerProcess(tmp_path / "export", tmp_path / "state", args=() if locks else ("--no-locks",))
+    pmap = start_with_portmap(s)  # free for UDP too (TCP alone was checked), taken for sure
     try:
         with RpcClient(pmap) as pm:
             table = {(m.prog, m.vers, m.prot, m.port) for m in pm.call(portmap.PORTMAP2, 4, None)}
