@@ -260,10 +260,7 @@ def test_failover_during_writes_loses_nothing_committed(ceph, host_factory, shar
                 assert status == OK, (name, status)
                 status, got = read(rpc, res.object.data, 0, 1000)
                 assert status == OK and got.data == name * 10, name
-            deadline = time.monotonic() + 2
-            while not set(done) <= ext_c(rpc, root):
-                assert time.monotonic() < deadline, sorted(set(done) - ext_c(rpc, root))
-                time.sleep(0.1)
+            eventually(lambda: set(done) <= ext_c(rpc, root) or sorted(set(done) - ext_c(rpc, root)))
     finally:
         ka.close()
         kb.close()
