@@ -13,11 +13,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
     from tests.rpc_client import RpcClient
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# Hypothesis, for every property test that does not say otherwise: the same examples every
+# run (derandomize: a CI run is no lottery; a long fuzzing run by hand still explores, see
+# test_fuzz_decoders), and no wall-clock judgement (its default 200 ms deadline per example
+# and its too_slow health check fail a correct test on a loaded machine).
+settings.register_profile("pysfsd", derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("pysfsd")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The trees the tests build take their modes from the umask where no test chmods (files
+    other users read, directories they search): a host's umask of 077 failed 11 tests of
+    test_caller_identity, test_tags and test_exports.  Debian's default, whatever the host's:
+    the servers the tests start inherit it too."""
+    os.umask(0o022)
 _LISTENING = re.compile(r"pysfsd: listening on ([\d.]+):(\d+) export (.+)")
 
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from nfsd.shared.changelog import Row, channel
+from tests.waiting import DEADLINE_S
 
 pytest.importorskip("psycopg", reason="the cluster extra: pip install -e '.[cluster]'")
 
@@ -76,9 +77,9 @@ def test_a_head_is_not_woken_by_its_own_commits(shared_url: str) -> None:
             assert [n.payload for n in listen.notifies(timeout=0.5, stop_after=1)] == []   # its own: silent
             other.publisher.add(Row(1, "i", 2))
             assert other.publisher.wait_published()
-            start = time.monotonic()
-            got = [n.payload for n in listen.notifies(timeout=2.0, stop_after=1)]
-            assert got == ["other"] and time.monotonic() - start < 2.0
+            # at once, normally; how soon is a speed figure (a 2 s bound failed by chance under load)
+            got = [n.payload for n in listen.notifies(timeout=DEADLINE_S, stop_after=1)]
+            assert got == ["other"]
     finally:
         me.close()
         other.close()

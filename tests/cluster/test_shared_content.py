@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.test_shared_dir import head, query, within_2s
+from tests.cluster.test_shared_dir import head, query, soon
 from tests.nfs3_helpers import OK, create_ok, look, lookup, names, write
 from tests.rpc_client import RpcClient
 
@@ -68,8 +68,8 @@ def test_content_written_through_a_is_not_extracted_again_by_b(tmp_path: Path, s
         h = create_ok(ra, src, b"notes.txt")
         status, _ = write(ra, h, 0, b"the zebra crossing\n")
         assert status == OK, status
-        within_2s(lambda: b"notes.txt" in query(rb, root, b"text:", b"zebra"))
-        within_2s(lambda: bool(run_ids(ra, root)))
+        soon(lambda: b"notes.txt" in query(rb, root, b"text:", b"zebra"))
+        soon(lambda: bool(run_ids(ra, root)))
         mine = run_ids(ra, root)
         assert len(mine) == 1, mine                       # A's run for the written content
         assert run_ids(rb, root) == mine                  # B applied A's values: no run of its own

@@ -55,6 +55,22 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def start_with_portmap(server: ServerProcess) -> int:
+    """Start ``server`` with its embedded portmapper on a free port; returns the port.
+    ``free_port``'s port is free when asked, and another process may take it before the
+    server binds it (the server then registers with whatever holds it instead, and the test
+    would fail by chance): then the server starts again on another port."""
+    args = server.args
+    for _ in range(5):
+        port = free_port()
+        server.args = (*args, "--portmap", "--portmap-port", str(port))
+        server.start()
+        if discovery_status(server).startswith("serving portmap"):
+            return port
+        server.stop()
+    raise AssertionError("no free port for the embedded portmapper in 5 tries")
+
+
 def port_111_busy() -> bool:
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as s:
@@ -127,8 +143,9 @@ def _accept_stat(body: Any) -> int:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
-    pm_port = free_port()
-    srv = start_server(tmp_path, "emb", "--portmap", "--portmap-port", str(pm_port))
+    (tmp_path / "emb" / "export").mkdir(parents=True)
+    srv = ServerProcess(tmp_path / "emb" / "export", tmp_path / "emb" / "state", register=True)
+    pm_port = start_with_portmap(srv)
     try:
         yield srv, pm_port
     finally:

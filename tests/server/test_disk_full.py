@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import subprocess
 import time
 from contextlib import contextmanager, redirect_stdout
@@ -31,6 +32,7 @@ from tests.conftest import ServerProcess, serving
 from tests.nfs3_helpers import (OK, S, create, getattr_, lookup, mkdir, null_ok, read, remove,
                                 sattr, symlink, write)
 from tests.rpc_client import RpcClient
+from tests.waiting import eventually
 
 KiB, MiB = 1 << 10, 1 << 20
 FILE_SYNC, UNSTABLE = nfs3.stable_how.FILE_SYNC, nfs3.stable_how.UNSTABLE
@@ -67,13 +69,13 @@ def test_export_full(tmp_path):
     with tmpfs(tmp_path / "export", "size=4m,nr_inodes=48,mode=755"), serving(tmp_path) as srv, \
             RpcClient(srv.port) as rpc:
         root = rpc.mount(srv.export_b)
-        kept = os.urandom(256 * KiB)
+        kept = random.Random("kept").randbytes(256 * KiB)  # fixed bytes: sniffed the same every run
         status, keep = new_file(rpc, root, b"keep")
         assert status == OK and write(rpc, keep, 0, kept, FILE_SYNC)[0] == OK
         # Fill the blocks: FILE_SYNC writes until one fails, which must say NOSPC.
         status, fill = new_file(rpc, root, b"fill")
         assert status == OK
-        chunk, offset, last = os.urandom(64 * KiB), 0, OK
+        chunk, offset, last = random.Random("chunk").randbytes(64 * KiB), 0, OK
         while offset < 8 * MiB:
             last, res = write(rpc, fill, offset, chunk, FILE_SYNC)
             if last != OK:
@@ -173,8 +175,9 @@ def test_state_store_full(tmp_path):
                 assert write(rpc, old, 0, b"OLD", FILE_SYNC)[0] == OK
                 assert lookup(rpc, root, b"old1.txt")[0] == OK
                 null_ok(rpc)
-                # The index is stuck on its last good state, and says so once.
-                time.sleep(2.5)
+                # The index is stuck on its last good state, and says so once (when it has
+                # tried to flush: asked of the log, not slept for).
+                eventually(lambda: "queries answer from the last good state" in srv.log_path.read_text())
                 assert {f"old{i}.txt" for i in range(5)} <= set(query(srv, "ext:/txt"))
                 log = srv.log_path.read_text()
                 assert log.count("its store") == 1 and "queries answer from the last good state" in log, log

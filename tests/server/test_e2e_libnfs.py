@@ -41,7 +41,7 @@ def seeded_file(path: Path, size: int, seed: int) -> None:
 
 def test_nfs_ls_lists_names_and_sizes(server):
     ex = server.export
-    files = {"alpha.txt": b"a" * 10, "beta.bin": os.urandom(12345), "with space": b"", "g\u00e9": b"xy"}
+    files = {"alpha.txt": b"a" * 10, "beta.bin": random.Random("beta.bin").randbytes(12345), "with space": b"", "g\u00e9": b"xy"}
     for name, data in files.items():
         (ex / name).write_bytes(data)
     (ex / "subdir").mkdir()
@@ -124,7 +124,7 @@ def test_nfs_cp_100mb_both_ways(server, tmp_path, record_property):
 def test_nfs_cp_refuses_to_overwrite(server, tmp_path):
     """nfs-cp creates GUARDED: an existing name must get NFS3ERR_EXIST and stay intact."""
     existing = server.export / "existing.bin"
-    original = os.urandom(300_000)
+    original = random.Random("existing.bin").randbytes(300_000)
     existing.write_bytes(original)
     os.chmod(existing, 0o640)
     before = existing.stat()

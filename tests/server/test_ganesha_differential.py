@@ -35,6 +35,7 @@ from tests.conftest import REPO, ServerProcess
 from tests.nfs3_helpers import (CREATE, GETATTR, LINK, LOOKUP, MKDIR, NFS, REMOVE, RENAME, RMDIR,
                                 SETATTR, WRITE, cred, diropargs, pack)
 from tests.rpc_client import RpcClient, fh
+from tests.waiting import DEADLINE_S
 
 _MISSING = [tool for tool in ("ganesha.nfsd", "unshare", "ip", "rpcbind") if shutil.which(tool) is None]
 pytestmark = [
@@ -299,12 +300,13 @@ class Target(NamedTuple):
 def _call(t: Target, proc: int, args: Any, c: Credentials = CREDS["root"]) -> Any:
     """An NFS call, sent again after JUKEBOX ("try later", which a loaded server may answer)
     as a real client does."""
-    for _ in range(100):
+    deadline = time.monotonic() + DEADLINE_S  # (100 tries, 10 s, were a bet on the load)
+    while True:
         status, res = t.rpc.nfs(proc, args, c)
         if status != nfs3.nfsstat3.NFS3ERR_JUKEBOX:
             return status, res
+        assert time.monotonic() < deadline, f"{t.name}: JUKEBOX for {DEADLINE_S} s"
         time.sleep(0.1)
-    raise AssertionError(f"{t.name}: JUKEBOX for 10 s")
 
 
 def _lookup(t: Target, path: str) -> bytes:

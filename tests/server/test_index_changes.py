@@ -13,8 +13,7 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.nfs3_helpers import OK, S, look, lookup, names
 from tests.rpc_client import RpcClient
-
-
+from tests.waiting import eventually
 
 
 def listed(rpc: RpcClient, d: bytes, *path: bytes) -> set[bytes]:
@@ -26,16 +25,6 @@ def listed(rpc: RpcClient, d: bytes, *path: bytes) -> set[bytes]:
         assert status == OK, (name, status)
         d = res.object.data
     return names(rpc, d)
-
-
-def eventually(check: Callable[[], object], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        got = check()
-        if got is True:
-            return
-        assert time.monotonic() < deadline, got
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -140,12 +140,13 @@ def test_local_process_and_nfs_client_exclude_each_other(srv: ServerProcess) -> 
     path = str(srv.export / "f")
     fd = os.open(path, os.O_RDWR)
     r, w = os.pipe()
+    release_r, release_w = os.pipe()
     pid = os.fork()
     if pid == 0:   # another process: its POSIX lock, as any local program would take it
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
             os.write(w, b"locked")
-            time.sleep(3)
+            os.read(release_r, 1)  # held until the test says (not for 3 s: a slow run outlived it)
         finally:
             os._exit(0)
     try:
@@ -157,7 +158,10 @@ def test_local_process_and_nfs_client_exclude_each_other(srv: ServerProcess) -> 
         # a blocked request waits for the local process, and is granted when it lets go
         assert a.lock(h, 1, 0, 10, block=True) == S.NLM4_BLOCKED
     finally:
+        os.write(release_w, b"x")
         os.waitpid(pid, 0)
+        for end in (r, w, release_r, release_w):
+            os.close(end)
     deadline = time.monotonic() + 10
     while a.lock(h, 1, 0, 10) != S.NLM4_GRANTED:
         assert time.monotonic() < deadline
@@ -289,21 +293,14 @@ def test_restart_notifies_and_grace_admits_only_reclaims(srv: ServerProcess, cal
     b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as t:
-        t.bind(("127.0.0.1", 0))
-        return t.getsockname()[1]
-
-
 @pytest.mark.parametrize("locks", [True, False], ids=["locks", "no-locks"])
 def test_registered_like_nfs_and_mount(tmp_path: Path, locks: bool) -> None:
     """NLM v4 and NSM v1, TCP and UDP, in the (embedded) portmapper's table, answering
     rpcinfo's NULL calls; ``--no-locks`` serves and registers neither."""
     (tmp_path / "export").mkdir()
-    pmap = _free_port()
-    s = ServerProcess(tmp_path / "export", tmp_path / "state",
-                      args=("--portmap", "--portmap-port", str(pmap), *(() if locks else ("--no-locks",))))
-    s.start()
+    from tests.server.test_discovery import start_with_portmap
+    s = ServerProcess(tmp_path / "export", tmp_path / "state", args=() if locks else ("--no-locks",))
+    pmap = start_with_portmap(s)  # free for UDP too (TCP alone was checked), taken for sure
     try:
         with RpcClient(pmap) as pm:
             table = {(m.prog, m.vers, m.prot, m.port) for m in pm.call(portmap.PORTMAP2, 4, None)}

@@ -13,6 +13,7 @@ from protocol import nfs3
 from tests.nfs3_helpers import (OK, READLINK, S, attrs, create, create_ok, getattr_, list_dir, look, lookup,
                                 names, read, remove, rename, write)
 from tests.rpc_client import RpcClient, fh
+from tests.waiting import eventually
 
 
 
@@ -184,19 +185,19 @@ def test_change_through_the_server_shows_in_the_next_listing(tree, rpc_fresh, ro
     assert (after_attrs.mtime, after_attrs.size) != (before_attrs.mtime, before_attrs.size)
 
 
-def test_change_behind_the_servers_back_shows_within_two_seconds(tree, rpc_fresh, root):
+def test_change_behind_the_servers_back_shows(tree, rpc_fresh, root):
+    """Noted through inotify, without a restart or a rescan.  (How soon is a speed figure,
+    not asserted here: it was "within 2 s", which a loaded machine does not promise.)"""
     rpc = rpc_fresh
     c = look(rpc, look(rpc, root, b"ext:"), b"c")
     names(rpc, c)
     (tree.export / "lib" / "outside.c").write_text("int x;\n")
     (tree.export / "src" / "b.c").unlink()
-    deadline = time.monotonic() + 2.0
-    while True:
+
+    def shown() -> object:
         now = names(rpc, c)
-        if b"outside.c" in now and b"b.c" not in now:
-            break
-        assert time.monotonic() < deadline, now
-        time.sleep(0.1)
+        return (b"outside.c" in now and b"b.c" not in now) or now  # the listing, when not
+    eventually(shown)
 
 
 def test_renamed_file_keeps_its_content_fields(tree, rpc_fresh, root):

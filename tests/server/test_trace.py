@@ -70,12 +70,11 @@ def test_the_embedded_portmapper_is_traced_with_any_worker_count(tmp_path: Path,
     its calls too (the kernel client's GETPORTs at mount time; tests/vm/test_vm_plain_mount.py
     looks for them).  It did not with two workers: the parent passed trace level 0."""
     from protocol import portmap
-    from tests.server.test_discovery import free_port
+    from tests.server.test_discovery import start_with_portmap
     export = tmp_path / "export"
     export.mkdir()
-    pm_port = free_port()
-    srv = ServerProcess(export, tmp_path / "state", env={"PYSFSD_TRACE": "1"},
-                        args=("--workers", workers, "--portmap", "--portmap-port", str(pm_port))).start()
+    srv = ServerProcess(export, tmp_path / "state", env={"PYSFSD_TRACE": "1"}, args=("--workers", workers))
+    pm_port = start_with_portmap(srv)
     try:
         with RpcClient(pm_port) as pm:
             assert pm.call(portmap.PORTMAP2, 3, portmap.mapping(100003, 3, 6, 0)) == srv.port

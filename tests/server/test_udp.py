@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import random
 import socket
 from typing import Any
 
@@ -49,7 +49,7 @@ def test_mount_export_and_fsinfo_over_udp(server, udp, rpc) -> None:
 
 
 def test_read_is_clamped_to_fit_a_datagram(server, udp) -> None:
-    data = os.urandom(200_000)
+    data = random.Random("big.bin").randbytes(200_000)  # fixed: sniffed the same every run
     (server.export / "big.bin").write_bytes(data)
     root = udp.mount(server.export_b)
     status, res = udp.nfs(LOOKUP, nfs3.LOOKUP3args.cls(diropargs(root, b"big.bin")))
@@ -73,7 +73,7 @@ def test_write_of_32k_over_udp(server, udp) -> None:
     root = udp.mount(server.export_b)
     status, res = udp.nfs(LOOKUP, nfs3.LOOKUP3args.cls(diropargs(root, b"w.bin")))
     handle = res.object.data
-    data = os.urandom(UDP_MAX)
+    data = random.Random("w.bin").randbytes(UDP_MAX)
     status, res = udp.nfs(WRITE, nfs3.WRITE3args.cls(fh(handle), 0, len(data), nfs3.stable_how.FILE_SYNC, data))
     assert status == OK and res.count == len(data)
     assert (server.export / "w.bin").read_bytes() == data
@@ -124,7 +124,7 @@ def test_retransmitted_remove_is_answered_from_the_cache(server, udp) -> None:
 
 
 def test_garbage_datagrams_do_not_hurt(server, udp) -> None:
-    for junk in (b"", b"\x00", os.urandom(3), os.urandom(200), raw_call_bytes(7, NFS, 3, READ, b"\x01")):
+    for junk in (b"", b"\x00", random.Random(3).randbytes(3), random.Random(200).randbytes(200), raw_call_bytes(7, NFS, 3, READ, b"\x01")):
         udp.sock.send(junk)
     _, body, _ = udp.raw_call(NFS, 3, 0)
     assert body[0] == 0

@@ -21,6 +21,7 @@ from nfsd.index import Index
 from nfsd.sandbox import WorkerPool
 from nfsd.sandbox.confine import landlock_abi
 from nfsd.config.transducers import TransducerSettings, build
+from tests.waiting import eventually
 
 PY = "python3"  # what the sandbox's clean PATH finds (/usr/bin/python3)
 
@@ -173,9 +174,9 @@ MISBEHAVIOURS = {
 @pytest.mark.parametrize("case", sorted(MISBEHAVIOURS))
 def test_misbehaving_transducer_never_hurts_the_index(scan, case: str, caplog) -> None:
     command, why = MISBEHAVIOURS[case]
+    timeout = 30.0 if case == "cpu" else 3.0  # on a loaded machine 1 CPU-second takes long
     s = scan([f"bad*={command}", f"*.txt={WORDS}"],
-             {"bad.txt": b"one two", "good.txt": b"three four five"},
-             timeout=30.0 if case == "cpu" else 3.0)  # on a loaded machine 1 CPU-second takes long
+             {"bad.txt": b"one two", "good.txt": b"three four five"}, timeout=timeout)
     reasons = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(reasons) == 1 and why in reasons[0], reasons
     assert s.files("ext", "txt") == ["bad.txt", "good.txt"]       # built-ins stand
@@ -183,7 +184,9 @@ def test_misbehaving_transducer_never_hurts_the_index(scan, case: str, caplog) -
     assert s.files("words", "3") == ["good.txt"]
     assert "v" not in [f.decode() for f in s.index.fields()]       # rejected whole
     assert s.failures() == {"command:" + os.path.basename(shlex.split(command)[0]) + "#0": 1}
-    assert s.seconds < 3.0 + 2.0
+    # Not held past its timeout.  (It was < 5 s for every case, the cpu one too: its CPU
+    # second alone takes more than 5 s of wall clock where the CPU is shared.)
+    assert s.seconds < timeout + 10, s.seconds
 
 
 def test_failure_reason_is_logged_once_per_file(scan, caplog) -> None:
@@ -199,13 +202,14 @@ def test_failure_reason_is_logged_once_per_file(scan, caplog) -> None:
 def test_hang_is_cut_at_the_timeout_and_children_are_killed(scan) -> None:
     s = scan(["slow*=sh -c 'sleep 61.7 & sleep 61.7'", f"*.txt={WORDS}"],
              {"slow1.txt": b"a", "slow2.txt": b"b", "fast.txt": b"c d"}, timeout=1.0)
-    assert s.seconds < 2 * (1.0 + 0.5) + 2.0   # two files at most one timeout (and grace) each
+    # Cut at the timeout, not after the 61.7 s sleeps: two files at most one timeout (and
+    # grace) each, 3 s idle; the bound is far from 61.7 s, not that close to 3 s, so that a
+    # loaded machine's slow worker start-ups do not fail it.
+    assert s.seconds < 30, s.seconds
     assert s.files("words", "2") == ["fast.txt"]
     assert s.failures() == {"command:sh#0": 2}
-    deadline = time.monotonic() + 5  # SIGKILL is prompt, but a loaded machine may lag
-    while [p for p in _processes() if "sleep 61.7" in p] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in _processes() if "sleep 61.7" in p]
+    # none left (True), or those left (shown if they stay): SIGKILL is prompt, a loaded machine may lag
+    eventually(lambda: [p for p in _processes() if "sleep 61.7" in p] or True)
 
 
 def _processes() -> list[str]:
@@ -291,7 +295,7 @@ def test_entry_point_misbehaviour_is_contained(scan, plugin_path: Path) -> None:
     assert s.values("lines") == ["2"]  # the other plugin kept working after the crashes
     assert s.failures() == {"plugin:misbehave": len(cases)}
     assert s.files("name", "m-hang") == ["m-hang"]
-    assert s.seconds < 1.5 + 3.0
+    assert s.seconds < 30, s.seconds  # the hang cut at its 1 s timeout (4.5 s was a bet on the load)
 
 
 def test_cli_index_counts_failures_per_transducer(tmp_path: Path) -> None:
@@ -340,9 +344,7 @@ def test_server_serves_user_fields_from_a_config_file(tmp_path: Path) -> None:
             assert listing(b"first:", b"one") == {b"a.txt"}
             new = create_ok(rpc, root, b"b.txt")
             assert write(rpc, new, 0, b"four five six seven")[0] == OK
-            deadline = time.monotonic() + 10
-            while b"4" not in listing(b"words:") and time.monotonic() < deadline:
-                time.sleep(0.2)
+            eventually(lambda: b"4" in listing(b"words:"))
             assert listing(b"words:", b"4") == {b"b.txt"}
             assert listing(b"ext:", b"txt") >= {b"a.txt", b"b.txt", b"crash.txt"}
 

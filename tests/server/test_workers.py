@@ -23,6 +23,7 @@ from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_
                                 remove, sattr, write)
 from tests.nlm_helpers import CallbackServices, NlmClient
 from tests.rpc_client import ROOT, RpcClient, fh
+from tests.waiting import DEADLINE_S, eventually
 
 # which worker serves a connection: the load scripts' /proc reader, loaded by path
 _spec = importlib.util.spec_from_file_location(
@@ -335,16 +336,10 @@ def test_only_the_primary_watches_and_followers_caches_forget_what_it_sees(tmp_p
         assert _modes(f, src)[b"old.c"] == 0o644
         assert _modes(f, src)[b"old.c"] == 0o644   # from the follower's entry cache now
         os.chmod(path, 0o600)                       # behind the server's back
-        deadline = time.monotonic() + 5
-        while _modes(f, src)[b"old.c"] != 0o600 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _modes(f, src)[b"old.c"] == 0o600
+        _wait_for(lambda: _modes(f, src)[b"old.c"] == 0o600)
         st, _ = setattr_mode(p, look(p, root, b"src", b"old.c"), 0o640)   # through the primary
         assert st == OK
-        deadline = time.monotonic() + 5
-        while _modes(f, src)[b"old.c"] != 0o640 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _modes(f, src)[b"old.c"] == 0o640
+        _wait_for(lambda: _modes(f, src)[b"old.c"] == 0o640)
         for c in conns.values():
             c.close()
 
@@ -433,7 +428,7 @@ def test_a_flush_request_taken_in_by_the_writers_own_flush_is_still_answered() -
     import threading
     asking = threading.Thread(target=lambda: answer.append(sender.flush(1, timeout=5.0)))
     asking.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + DEADLINE_S
     while not inbox._requests and time.monotonic() < deadline:
         inbox.drain()  # as the writer's own Index.flush does, before the thread runs
         time.sleep(0.01)
@@ -472,9 +467,7 @@ def test_with_a_wake_pipe_notes_are_taken_in_by_period_and_a_flush_request_at_on
     follower writes the pipe after sending it) without waiting for the period."""
     with woken_inbox() as (index, sender):
         sender.send(b"E", 1, 42, b"new.c")
-        deadline = time.monotonic() + 5
-        while not index.entries and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _wait_for(lambda: bool(index.entries))
         assert index.entries == [(42, b"new.c")] and index.flushes == 0
         sender.send(b"E", 1, 43, b"other.c")
         assert sender.flush(1, timeout=5.0) == (8, 3)
@@ -505,11 +498,8 @@ def _inbox_of(index: _Notes) -> Any:
     return index.before_flush.__self__  # type: ignore[attr-defined]
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
+def _wait_for(condition: Callable[[], bool]) -> None:
+    eventually(condition, every=0.005)
 
 
 def test_a_bursts_identical_notes_leave_the_follower_once() -> None:
