@@ -164,3 +164,51 @@ def test_the_write_verifier_reset_keeps_the_boot_and_changes(tmp_path):
         assert nfs.write_verifier[:4] == b"\0\0\0\7" and nfs.write_verifier != b"\0\0\0\7abcd"
     finally:
         store.close()
+
+
+def test_no_call_reads_through_a_closed_or_reused_number(fs, tmp_path):
+    """Readers on threads take the node and its descriptor unlocked while looks close
+    whatever is idle and other opens take the lowest free numbers: every read must come
+    from its own file (a number closed under it would give EBADF, or reused, another file)."""
+    import sys
+    import threading
+    (tmp_path / "exp" / "a").write_bytes(b"AAAA")
+    (tmp_path / "exp" / "b").write_bytes(b"BBBB")
+    fh = fs.lookup(fs.root, b"a").fh
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                n = fs.cached(fh)
+                assert fs.read(n, 0, 4) == b"AAAA"
+                n._io_used = False  # as if idle: only the holding keeps it open
+                del n
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def opener():
+        while not stop.is_set():
+            os.close(os.open(tmp_path / "exp" / "b", os.O_RDONLY))
+
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=reader), threading.Thread(target=reader), threading.Thread(target=opener)]
+    closed = 0
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(1_000_000):  # until the looks closed it between reads many times
+            closed += len(_sweep(fs))
+            if closed >= 200 or errors:
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(saved)
+    assert not errors, errors[0]
+    assert closed >= 200
