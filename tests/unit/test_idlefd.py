@@ -41,9 +41,11 @@ def _sweep(fs, on_error=lambda: None):
 def test_a_file_written_through_the_server_runs_after_two_idle_looks(fs, tmp_path):
     fh = _write_file(fs, tmp_path)
     path = str(tmp_path / "exp" / "prog")
-    with pytest.raises(OSError) as busy:  # what the user saw before: the server holds it for writing
+    try:  # what the user saw before: the server holds it open for writing
         subprocess.run([path], capture_output=True)
-    assert busy.value.errno == errno.ETXTBSY
+    except OSError as busy:
+        assert busy.errno == errno.ETXTBSY
+    # (else a kernel that lets a file open for writing be run: Linux 6.11 did for a while)
     assert _sweep(fs) == []  # used since the last look: a second chance
     taken = _sweep(fs)
     assert [t[0].fh for t in taken] == [fh]
