@@ -435,14 +435,15 @@ class NfsServer:
         while True:
             await asyncio.sleep(self.config.idle_fd_seconds)
             for fs in self.exports.values():
-                taken = idlefd.detach_idle(fs.local)
-                if not taken:
-                    continue
-                if idlefd.needs_sync(taken):
-                    await loop.run_in_executor(self.executor, idlefd.close_detached, taken,
-                                               self._write_error)
-                else:
-                    idlefd.close_detached(taken, self._write_error)
+                try:
+                    taken = idlefd.detach_idle(fs.local)
+                    if idlefd.needs_sync(taken):
+                        await loop.run_in_executor(self.executor, idlefd.close_detached, taken,
+                                                   self._write_error)
+                    elif taken:
+                        idlefd.close_detached(taken, self._write_error)
+                except Exception:
+                    log.exception("closing idle descriptors failed")
 
     def _write_error(self) -> None:
         log.error("write-back error on a file idle with unCOMMITted data: new write verifier, "

@@ -17,8 +17,8 @@ Two rules make that safe:
   a number being closed, nor use it after the next open reused it.  A node some call, query
   link or lock holds keeps its descriptors until the next look.
 * Nothing acknowledged is lost.  Data an UNSTABLE WRITE left and no COMMIT made durable
-  (``Node._io_dirty``, set on a sync export only) is fdatasync-ed before the close: a COMMIT's fsync
-  through a descriptor opened later is not told of a write-back error this one already
+  (``Node._io_dirty``, set on a sync export only) is fdatasync-ed before the close: a
+  COMMIT's fsync through a descriptor opened later is not told of a write-back error this one already
   reported (errseq).  On an error the write verifier changes (``on_error``), as knfsd's
   ``nfsd_reset_write_verifier``, so clients resend what they wrote unstably.  The node's I/O
   lock is held from the detach until then, so a COMMIT of that file waits, and answers with
@@ -80,6 +80,9 @@ def close_detached(taken: list[Detached], on_error: Callable[[], None]) -> None:
                     on_error()
             for f in (fd, retired):
                 if f >= 0:
-                    os.close(f)
+                    try:
+                        os.close(f)
+                    except OSError:
+                        pass  # (as ``Node.close``: the number is released all the same)
         finally:
             n._io_lock.release()
