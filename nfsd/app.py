@@ -31,6 +31,8 @@ from .index import Index
 from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender, NotesInbox, Uncounted,
                                    WriterIndex)
 from .fs.localfs import LocalFS
+from .fs import idlefd
+from .fs.idlefd import IDLE_FD_SECONDS
 from .locks.monitor import MonitorRecords
 from .locks.relay import LockForwarder, LockRelay
 from .locks.service import LockService
@@ -112,6 +114,7 @@ class ServerConfig:
     shared_state: str | None = None  # PostgreSQL URL: a head of a cluster (docs/cluster.rst)
     shared_scan_seconds: float = 30.0  # the scanner head's pass interval (0: never scan)
     workers: int = 1           # server processes (nfsd/workers.py); this object is one of them
+    idle_fd_seconds: float = IDLE_FD_SECONDS  # close files' I/O descriptors idle 1-2 times this (nfsd/fs/idlefd.py)
 
 
 # CPython's GIL switch interval while the periodic index flush runs in a pool thread beside the
@@ -352,6 +355,7 @@ class NfsServer:
                 raise listen_error(self.config.bind, self.config.port, exc) from None
             self._servers.append(server)
         self._background.append(loop.create_task(self._sync_periodically()))
+        self._background.append(loop.create_task(self._close_idle_periodically()))
         self._background.append(loop.create_task(reap_connections(self.connections, limits)))
         self._background.append(loop.create_task(self._index_all()))
         if self.inbox is not None:
@@ -422,6 +426,29 @@ class NfsServer:
             await asyncio.sleep(1.0)
             if self.store.unsynced():
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.store.sync)
+
+    async def _close_idle_periodically(self) -> None:
+        """Close the I/O descriptors of files idle for a while (nfsd/fs/idlefd.py): the look is
+        made on the event loop (a pass over the node cache, no thread hop); only an fdatasync
+        of data no COMMIT made durable goes to the thread pool."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.idle_fd_seconds)
+            for fs in self.exports.values():
+                try:
+                    taken = idlefd.detach_idle(fs.local)
+                    if idlefd.needs_sync(taken):
+                        await loop.run_in_executor(self.executor, idlefd.close_detached, taken,
+                                                   self._write_error)
+                    elif taken:
+                        idlefd.close_detached(taken, self._write_error)
+                except Exception:
+                    log.exception("closing idle descriptors failed")
+
+    def _write_error(self) -> None:
+        log.error("write-back error on a file idle with unCOMMITted data: new write verifier, "
+                  "clients resend their unstable writes")
+        self.nfs.reset_write_verifier()
 
     async def _index_export(self, fs: SemanticFS) -> None:
         """Watch first (so nothing changed during the scan is missed), then scan: the first

@@ -82,6 +82,7 @@ def _main(argv: list[str]) -> int:
                           watch=args.watch, portmap=args.portmap, portmap_port=args.portmap_port,
                           register=args.register,
                           idle_timeout=args.idle_timeout, stall_timeout=args.stall_timeout,
+                          idle_fd_seconds=args.idle_fd_seconds,
                           locks=args.locks, grace_period=args.grace_period,
                           client_portmap_port=args.client_portmap_port, nsm_name=args.nsm_name,
                           shared_state=args.shared_state, shared_scan_seconds=args.shared_scan_seconds,

@@ -11,6 +11,7 @@ from typing import Any, Callable, NoReturn
 
 from .. import __version__
 from ..app import default_state_dir
+from ..fs.idlefd import IDLE_FD_SECONDS
 from ..nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from .transducers import add_arguments as add_transducer_arguments
 from ..workers import DEFAULT_MAX, MAX_COUNT, cores_default
@@ -161,6 +162,10 @@ def build_parser(server: bool = True) -> Parser:
                         f"docs/running.rst: --workers)")
     g.add_argument("--idle-timeout", type=positive_seconds, default=360.0, metavar="SECONDS",
                    help="close a TCP connection with nothing pending after this long (default 360)")
+    g.add_argument("--idle-fd-seconds", type=positive_seconds, default=IDLE_FD_SECONDS, metavar="SECONDS",
+                   help="close a file's descriptors once no call used them for one to two times this "
+                        "(default %(default)g, as knfsd): a file written through NFS can then be run on "
+                        "this host")
     g.add_argument("--stall-timeout", type=positive_seconds, default=120.0, metavar="SECONDS",
                    help="close a TCP connection stuck this long in a partial record or not reading "
                         "its replies (default 120)")

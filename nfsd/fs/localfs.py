@@ -68,7 +68,8 @@ class Node(ModeKinds):
     """
 
     __slots__ = ("fh", "fd", "ino", "gen", "mode", "parent", "name", "_io_fd", "_io_writable",
-                 "_io_retired", "_io_lock", "_fresh", "plain", "_attrs_set", "__weakref__")
+                 "_io_retired", "_io_lock", "_io_used", "_io_dirty", "_fresh", "plain", "_attrs_set",
+                 "__weakref__")
     virtual = False  # a real object (nfsd/fs/backend.py, ObjectNode)
 
     def __init__(self, fh: bytes, fd: int, ino: int, gen: int, mode: int, parent: int, name: bytes) -> None:
@@ -79,6 +80,8 @@ class Node(ModeKinds):
         #: the read-only descriptor a read-write one replaced, kept open until the node closes
         self._io_retired = -1
         self._io_lock = threading.Lock()
+        self._io_used = False   # taken since ``LocalFS.detach_idle`` last looked
+        self._io_dirty = False  # UNSTABLE data written since the last COMMIT (``close_detached``)
         self._fresh: os.stat_result | None = None
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
         #: fchown and futimens take it as it is (``LocalFS._by_plain_fd``)
@@ -97,6 +100,7 @@ class Node(ModeKinds):
         if not stat.S_ISREG(self.mode):
             raise NfsError(nfsstat3.NFS3ERR_ISDIR if self.is_dir else nfsstat3.NFS3ERR_INVAL)
         fd = self._io_fd
+        self._io_used = True
         if fd >= 0 and (self._io_writable or not write):
             return fd
         with self._io_lock:
@@ -832,8 +836,10 @@ class LocalFS:
         total = len(data)
         while done < total:
             done += os.pwrite(fd, data[done:], offset + done)
-        if not sync or durability.relaxed:
+        if durability.relaxed:
             pass
+        elif not sync:
+            n._io_dirty = True  # after the data: ``commit`` clears it before its fsync
         elif sync == 1:
             os.fdatasync(fd)
         elif sync == 2:
@@ -842,7 +848,12 @@ class LocalFS:
 
     def commit(self, n: Node) -> None:
         if stat.S_ISREG(n.mode) and not durability.relaxed:  # async export: no fsync (knfsd)
-            os.fsync(n.io_fd(write=False))
+            n._io_dirty = False
+            try:
+                os.fsync(n.io_fd(write=False))
+            except OSError:
+                n._io_dirty = True
+                raise
 
     def open_for_writing(self, n: Node) -> None:
         if stat.S_ISREG(n.mode):

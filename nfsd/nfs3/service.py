@@ -177,6 +177,16 @@ class Nfs3Service:
         self._by_prefix[fh[:4]] = fs
         return fs
 
+    def reset_write_verifier(self) -> None:
+        """A write-back error lost data an UNSTABLE WRITE was acknowledged for: a new write
+        verifier (the boot's prefix kept) makes clients resend what they have not seen
+        committed, as knfsd's ``nfsd_reset_write_verifier`` (nfsd/fs/idlefd.py)."""
+        old = self.write_verifier
+        new = old
+        while new == old:
+            new = old[:4] + os.urandom(4)
+        self.write_verifier = new
+
     def resolved(self, found: list[tuple[bytes, Backend, Node]] | None) -> None:
         """What ``resolve`` answers without resolving for the rest of this thread's call (the
         export guard's resolution of the call's handles); None when the call ends.  Matched
