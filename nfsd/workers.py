@@ -126,20 +126,15 @@ class ConnectionShares:
         assert m is not None
         return ((i, cell.unpack_from(m, 8 * i)[0]) for i in range(self.workers) if i != self._slot)
 
-    def should_yield(self, mine: int) -> bool:
-        """Whether another worker should take the next connection first: one serving fewer
-        than ``mine``, or as many with a lower slot.  Ties go to the lowest slot, so a lone
-        client (the kernel client's one connection) is served by the primary, where a call
-        costs least: a follower's changing calls also wake the primary (their notes, their
-        inotify echoes), and it commits its handle-table writes itself."""
-        return self.yield_for(mine) > 0
-
     def yield_for(self, mine: int) -> float:
         """How long to leave the next connection to another worker (0: take it now):
-        ``BalancedAcceptor.DEFER`` for one serving fewer, ``TIE_DEFER`` for one serving as
-        many with a lower slot (the primary, for a lone client: long enough for a primary
-        woken late on a loaded machine, where 2 ms handed a lone client to a follower in
-        about one connection of three)."""
+        ``BalancedAcceptor.DEFER`` for one serving fewer than ``mine``, ``TIE_DEFER`` for one
+        serving as many with a lower slot (long enough for a primary woken late on a loaded
+        machine, where 2 ms handed a lone client to a follower in about one connection of
+        three).  Ties go to the lowest slot, so a lone client (the kernel client's one
+        connection) is served by the primary, where a call costs least: a follower's changing
+        calls also wake the primary (their notes, their inotify echoes), and it commits its
+        handle-table writes itself."""
         if self._map is None:
             return 0.0
         wait = 0.0

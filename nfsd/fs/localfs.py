@@ -80,7 +80,7 @@ class Node(ModeKinds):
         #: the read-only descriptor a read-write one replaced, kept open until the node closes
         self._io_retired = -1
         self._io_lock = threading.Lock()
-        self._io_used = False   # taken since ``LocalFS.detach_idle`` last looked
+        self._io_used = False   # taken since ``idlefd.detach_idle`` last looked
         self._io_dirty = False  # UNSTABLE data written since the last COMMIT (``close_detached``)
         self._fresh: os.stat_result | None = None
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
@@ -232,9 +232,10 @@ class LocalFS:
                 self._nodes.popitem(last=False)
         return n
 
-    def forget(self, fh: bytes) -> None:
+    def forget(self, fh: bytes) -> Node | None:
+        """Drop the cached node of ``fh``; the node, if one was cached."""
         with self._lock:
-            self._nodes.pop(fh, None)
+            return self._nodes.pop(fh, None)
 
     def stat(self, n: Node) -> os.stat_result:
         """Current attributes; STALE once the object has no name left."""
@@ -523,8 +524,7 @@ class LocalFS:
         event loop once the reply has left, ``LateClose``)."""
         rec = self._recorded.pop(ino, None)
         if rec is not None:
-            with self._lock:
-                gone = self._nodes.pop(pack_real(self.export_id, ino, rec[1]), None)
+            gone = self.forget(pack_real(self.export_id, ino, rec[1]))
             if gone is not None:
                 self._late.hold(gone)  # its descriptors close after the reply (late_close.py)
         self._unsaved.discard(ino)

@@ -1,4 +1,4 @@
-"""``ConnectionShares.should_yield``: which worker takes the next TCP connection
+"""``ConnectionShares.yield_for``: which worker takes the next TCP connection
 (nfsd/workers.py ``BalancedAcceptor``)."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def three() -> Iterator[list[ConnectionShares]]:
 
 
 def test_a_tie_goes_to_the_lowest_slot_so_a_lone_client_reaches_the_primary(three: list[ConnectionShares]) -> None:
-    assert [view.should_yield(0) for view in three] == [False, True, True]
+    assert [view.yield_for(0) > 0 for view in three] == [False, True, True]
 
 
 def test_connections_then_go_round_the_workers(three: list[ConnectionShares]) -> None:
@@ -30,7 +30,7 @@ def test_connections_then_go_round_the_workers(three: list[ConnectionShares]) ->
     counts = [0, 0, 0]
     order = []
     for _ in range(7):
-        takers = [slot for slot, view in enumerate(three) if not view.should_yield(counts[slot])]
+        takers = [slot for slot, view in enumerate(three) if not view.yield_for(counts[slot])]
         assert len(takers) == 1, (counts, takers)
         counts[takers[0]] += 1
         three[takers[0]].publish(counts[takers[0]])
@@ -42,13 +42,13 @@ def test_a_worker_serving_more_yields_to_any_serving_fewer(three: list[Connectio
     three[0].publish(5)
     three[1].publish(2)
     three[2].publish(3)
-    assert three[0].should_yield(5) and three[2].should_yield(3) and not three[1].should_yield(2)
+    assert three[0].yield_for(5) > 0 and three[2].yield_for(3) > 0 and not three[1].yield_for(2)
 
 
 def test_unattached_shares_never_yield() -> None:
     table = ConnectionShares.create(2)
     try:
-        assert not ConnectionShares(table.fd, 2).should_yield(10)
+        assert not ConnectionShares(table.fd, 2).yield_for(10)
     finally:
         os.close(table.fd)
 
