@@ -40,6 +40,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[3]), str(Path(__file__).res
 
 from driver import (RunResult, Settings, Target, measure, mount_and_lookup, one_reply_listing,  # noqa: E402
                     server_memory, server_pss, settled_cpu, summed)
+from rounds import combine, plan_rounds, round_ratios  # noqa: E402
 from servers import Pysfsd, ganesha_module, ganesha_pid  # noqa: E402
 from memory import Memory  # noqa: E402  (scripts/load/memory.py)
 from workload import (BIG_NAME, DIR_NAME, OPS, SCRATCH_NAME, SMALL_NAME, WRITE_DIR,  # noqa: E402
@@ -270,8 +271,10 @@ def _ratio(p: float | None, g: float | None) -> float | None:
 def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[str, Any]]],
            failures: dict[str, str], settings: Settings, procs: int) -> dict[str, Any]:
     """Print the comparison and per-server tables; return the ratios."""
+    rounds = max((len(s.get("rounds", [])) for runs in stats.values() for s in runs.values()), default=0)
     load = (f"{settings.connections} connections x {settings.depth} in flight"
-            f"{f' x {procs} processes' if procs > 1 else ''}, {settings.seconds:g} s per op and server")
+            f"{f' x {procs} processes' if procs > 1 else ''}, {settings.seconds:g} s per op and server"
+            f"{f'; medians of {rounds} rounds, the order reversed every other round' if rounds > 1 else ''}")
     print(f"\npysfsd vs NFS-Ganesha, NFSv3 over TCP on 127.0.0.1 ({load}); replies counted, not decoded\n")
     head = (f"{'operation':26}{'pysfsd/s':>10}{'ganesha/s':>10}{'ratio':>7}"
             f"{'p/CPU-s':>10}{'g/CPU-s':>10}{'CPU ratio':>10}{'target':>7}  {'gen CPU p/g':>12}"
@@ -303,8 +306,9 @@ def report(ops: list[str], servers: list[str], stats: dict[str, dict[str, dict[s
                                                  for s in (p, g)))
         if spec.bulk:
             extra.append("MiB/s " + "/".join("-" if s is None else f"{s['mib_per_s']:,.0f}" for s in (p, g)))
+        by_rounds = round_ratios(p, g)
         notes = "; ".join(
-            extra + [f"GENERATOR-BOUND on {' and '.join(bound)}"] * bool(bound)
+            extra + [by_rounds] * bool(by_rounds) + [f"GENERATOR-BOUND on {' and '.join(bound)}"] * bool(bound)
             + [f"latency near the window on {' and '.join(slow)}: raise --seconds or lower the load"] * bool(slow))
         print(f"{spec.label:26}{cells[0]:>10}{cells[1]:>10}{_fmt(ratio, '.2f'):>7}"
               f"{per_cpu[0]:>10}{per_cpu[1]:>10}{_fmt(cpu_ratio, '.2f'):>10}{spec.target:>7.2f}  "
@@ -380,6 +384,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measure a pysfsd already serving NFS and MOUNT on this port, exporting ROOT/pysfsd")
     parser.add_argument("--pysfsd-pid", type=int, help="with --pysfsd-port: that server's pid, for its CPU time")
     parser.add_argument("--json", type=Path, help="also save the results here")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the comparison, the servers' order reversed every other round; "
+                             "the tables show medians and each round's ratios (rounds.py)")
     args = parser.parse_args(argv)
     args.servers = list(SERVERS) if args.servers == "both" else args.servers.split(",")
     args.ops = args.ops.split(",")
@@ -387,8 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = [v for v in value if v not in known and not (what == "server" and _workers_of(v))]
         if unknown:
             parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
-    if min(args.connections, args.depth, args.procs) < 1 or args.seconds <= 0:
-        parser.error("--connections, --depth, --procs and --seconds must be positive")
+    if min(args.connections, args.depth, args.procs, args.rounds) < 1 or args.seconds <= 0:
+        parser.error("--connections, --depth, --procs, --rounds and --seconds must be positive")
     args.root = args.root.resolve()
     return args
 
@@ -402,15 +409,17 @@ def main(argv: list[str] | None = None) -> int:
         if not targets:
             print("no server could be measured", file=sys.stderr)
             return 1
-        plan = [(op, target) for op in args.ops for target in targets]
+        numbered = plan_rounds(args.ops, targets, args.rounds)
+        plan = [(op, target) for _, op, target in numbered]
         at_rest = {t.name: server_memory(t.pid) for t in targets if t.pid is not None}
         pss_rest = {t.name: server_pss(t.pid) for t in targets if t.pid is not None}
         results = run_plan(plan, settings, args.procs)
         at_end = {t.name: server_memory(t.pid) for t in targets if t.pid is not None}
         pss_end = {t.name: server_pss(t.pid) for t in targets if t.pid is not None}
-    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    by_round: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for (op, target), result in zip(plan, results):
-        stats.setdefault(target.name, {})[op] = summarize(result)
+        by_round.setdefault(target.name, {}).setdefault(op, []).append(summarize(result))
+    stats = {name: {op: combine(runs) for op, runs in ops.items()} for name, ops in by_round.items()}
     ratios = report(args.ops, args.servers, stats, failures, settings, args.procs)
     memory = {}
     for target in targets:
@@ -430,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(pss_rest.get(target.name), '.1f')} MiB, at the end {_fmt(pss_end.get(target.name), '.1f')} MiB")
     if args.json:
         args.json.write_text(json.dumps({
-            "settings": {**vars(settings), "procs": args.procs, "uvloop": uvloop_used},
+            "settings": {**vars(settings), "procs": args.procs, "rounds": args.rounds, "uvloop": uvloop_used},
             "targets": {t.name: {"port": t.port, "mount_port": t.mount_port} for t in targets},
             "failures": failures,
             "results": stats,
