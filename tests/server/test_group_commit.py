@@ -179,6 +179,45 @@ def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -
     assert committed(envs[0], moved) == "moved"  # (now in LMDB)
 
 
+def test_a_removed_files_tombstone_outlives_the_index_flush_that_saw_it_go(tmp_path: Path) -> None:
+    """Through a server: after a REMOVE, the index's flush reports the entry as vanished
+    (``LocalFS.vanished``); the tombstone stays, so the file's handle is STALE from the
+    table after a restart too, not after a search of the export (the flush used to delete
+    it with the places of files removed behind the server's back, which still go)."""
+    import signal
+
+    from tests.conftest import ServerProcess
+    from tests.nfs3_helpers import create_ok, lookup, names, remove
+    from tests.rpc_client import RpcClient
+    from tests.waiting import eventually
+    (tmp_path / "export").mkdir()
+    srv = ServerProcess(tmp_path / "export", tmp_path / "state").start()
+    try:
+        with RpcClient(srv.port) as rpc:
+            root = rpc.mount(srv.export_b)
+            create_ok(rpc, root, b"gone.txt")
+            create_ok(rpc, root, b"behind.txt")
+            gone = os.stat(tmp_path / "export" / "gone.txt").st_ino
+            behind = os.stat(tmp_path / "export" / "behind.txt").st_ino
+
+            def txt() -> set[bytes]:  # a query: the index applies what it was told first
+                status, res = lookup(rpc, root, b"ext:")
+                assert status == 0
+                status, res = lookup(rpc, res.object.data, b"txt")
+                return names(rpc, res.object.data) if status == 0 else set()
+            eventually(lambda: txt() == {b"gone.txt", b"behind.txt"} or txt())  # both indexed
+            assert remove(rpc, root, b"gone.txt")[0] == 0
+            os.unlink(tmp_path / "export" / "behind.txt")
+            eventually(lambda: txt() == set() or txt())  # both seen to vanish
+            srv.stop(signal.SIGKILL)
+    finally:
+        srv.stop()
+    envs = [p for p in (tmp_path / "state").iterdir() if (p / "data.mdb").exists()]
+    assert len(envs) == 1
+    assert found_after_restart(envs[0], gone) == "deleted"
+    assert found_after_restart(envs[0], behind) == "none"
+
+
 RESTART = """
 import sys
 from nfsd.state.store import Store
