@@ -534,8 +534,9 @@ class LocalFS:
             pass  # without the tombstone its handle still turns STALE, after a search
 
     def vanished(self, places: list[tuple[int, int, bytes]]) -> None:
-        """Entries (ino, parent, name) removed or moved behind the server's back, as the
-        index found: their handle-table entries go (``Store.drop_places``)."""
+        """Entries (ino, parent, name) that vanished, as the index found: the places of those
+        removed or moved behind the server's back go (``Store.drop_places``); the tombstone
+        of one the server removed stays (its handle answers STALE without a search)."""
         with self._lock:
             for ino, parent, name in places:
                 rec = self._recorded.get(ino)

@@ -497,12 +497,17 @@ class Store:
     def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> None:
         """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
         each (ino, parent, name) the index saw vanish behind the server's back: a removed
-        file leaves nothing behind, a moved one is found again by the search."""
+        file leaves nothing behind, a moved one is found again by the search.  A tombstone
+        stays: the index reports the server's own removals too, and without it a later call
+        with the removed file's handle was STALE only after a walk of the whole export."""
         with self._objects_txn() as txn:
             for ino, parent, name in places:
                 key = _OBJ_KEY.pack(export_id, ino)
                 raw = txn.get(key)
-                if raw is not None and _OBJ_VAL.unpack_from(raw)[0] == parent and raw[_OBJ_VAL.size:] == name:
+                if raw is None:
+                    continue
+                at, _gen, flags = _OBJ_VAL.unpack_from(raw)
+                if at == parent and not flags & FLAG_DELETED and raw[_OBJ_VAL.size:] == name:
                     txn.delete(key)
 
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes, durable: bool = True) -> None:

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from nfsd.state.store import Store
 
@@ -152,31 +154,72 @@ def test_places_told_to_clients_are_committed_before_the_reply(tmp_path: Path) -
     the last reply: the handle table on disk holds the new name and the tombstone (a burst's
     writes are committed, or for a lone call's burst journaled, before its replies leave),
     not something a search must repair."""
+    from tests.nfs3_helpers import create_ok, remove, rename
+    with killed_server(tmp_path) as (rpc, root):
+        create_ok(rpc, root, b"made")
+        create_ok(rpc, root, b"gone")
+        gone = os.stat(tmp_path / "export" / "gone").st_ino
+        assert rename(rpc, root, b"made", root, b"moved")[0] == 0
+        assert remove(rpc, root, b"gone")[0] == 0
+        moved = os.stat(tmp_path / "export" / "moved").st_ino
+    env = store_env(tmp_path)
+    # lone calls: their places were journaled, and a restarted server takes them in first
+    assert found_after_restart(env, moved) == "moved"
+    assert found_after_restart(env, gone) == "deleted"
+    assert committed(env, moved) == "moved"  # (now in LMDB)
+
+
+@contextmanager
+def killed_server(tmp_path: Path) -> Iterator[tuple[Any, bytes]]:
+    """A server of ``tmp_path/export`` (its state in ``tmp_path/state``), a client and the
+    export's root handle; the server is killed by SIGKILL, as by kill -9, when the block
+    ends."""
     import signal
 
     from tests.conftest import ServerProcess
-    from tests.nfs3_helpers import create_ok, remove, rename
     from tests.rpc_client import RpcClient
     (tmp_path / "export").mkdir()
     srv = ServerProcess(tmp_path / "export", tmp_path / "state").start()
     try:
         with RpcClient(srv.port) as rpc:
-            root = rpc.mount(srv.export_b)
-            create_ok(rpc, root, b"made")
-            create_ok(rpc, root, b"gone")
-            gone = os.stat(tmp_path / "export" / "gone").st_ino
-            assert rename(rpc, root, b"made", root, b"moved")[0] == 0
-            assert remove(rpc, root, b"gone")[0] == 0
-            moved = os.stat(tmp_path / "export" / "moved").st_ino
+            yield rpc, rpc.mount(srv.export_b)
             srv.stop(signal.SIGKILL)
     finally:
         srv.stop()
+
+
+def store_env(tmp_path: Path) -> Path:
+    """The one LMDB environment a server left under ``tmp_path/state``."""
     envs = [p for p in (tmp_path / "state").iterdir() if (p / "data.mdb").exists()]
     assert len(envs) == 1
-    # lone calls: their places were journaled, and a restarted server takes them in first
-    assert found_after_restart(envs[0], moved) == "moved"
-    assert found_after_restart(envs[0], gone) == "deleted"
-    assert committed(envs[0], moved) == "moved"  # (now in LMDB)
+    return envs[0]
+
+
+def test_a_removed_files_tombstone_outlives_the_index_flush_that_saw_it_go(tmp_path: Path) -> None:
+    """Through a server: after a REMOVE, the index's flush reports the entry as vanished
+    (``LocalFS.vanished``); the tombstone stays, so the file's handle is STALE from the
+    table after a restart too, not after a search of the export (the flush used to delete
+    it with the places of files removed behind the server's back, which still go)."""
+    from tests.nfs3_helpers import create_ok, lookup, names, remove
+    from tests.waiting import eventually
+    with killed_server(tmp_path) as (rpc, root):
+        create_ok(rpc, root, b"gone.txt")
+        create_ok(rpc, root, b"behind.txt")
+        gone = os.stat(tmp_path / "export" / "gone.txt").st_ino
+        behind = os.stat(tmp_path / "export" / "behind.txt").st_ino
+
+        def txt() -> set[bytes]:  # a query: the index applies what it was told first
+            status, res = lookup(rpc, root, b"ext:")
+            assert status == 0
+            status, res = lookup(rpc, res.object.data, b"txt")
+            return names(rpc, res.object.data) if status == 0 else set()
+        eventually(lambda: txt() == {b"gone.txt", b"behind.txt"} or txt())  # both indexed
+        assert remove(rpc, root, b"gone.txt")[0] == 0
+        os.unlink(tmp_path / "export" / "behind.txt")
+        eventually(lambda: txt() == set() or txt())  # both seen to vanish
+    env = store_env(tmp_path)
+    assert found_after_restart(env, gone) == "deleted"
+    assert found_after_restart(env, behind) == "none"
 
 
 RESTART = """
