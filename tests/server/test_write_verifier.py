@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,7 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.nfs3_helpers import OK, commit, create_ok, write
 from tests.rpc_client import RpcClient
-from tests.server.test_workers import one_per_worker
+from tests.server.test_workers import one_per_worker, workers_of
 from tests.waiting import eventually
 
 CHUNK = 1 << 16
@@ -102,4 +103,29 @@ def test_a_write_back_error_on_one_worker_changes_the_verifier_the_other_answers
         eventually(lambda: _verifier(b, small) != old)
     assert _verifier(a, small) == _verifier(b, small)  # and still one for both
     for c in (a, b):
+        c.close()
+
+
+def test_a_worker_started_again_answers_the_verifier_reset_before_it_died(two: ServerProcess) -> None:
+    """The parent used to hand a restarted worker the verifier of the primary's first start:
+    after a reset (here by the idle close's failed fdatasync, which the base did reset in
+    the worker that met it), that worker would have answered the old one again."""
+    conns = one_per_worker(two)
+    (_, a), (other, b) = conns.items()
+    root = a.mount(two.export_b)
+    lost, small = create_ok(a, root, b"lost"), create_ok(a, root, b"small")
+    old = _verifier(a, small)
+    _unstable_too_much(a, lost)
+    eventually(lambda: _verifier(a, small) != old)
+    for c in (a, b):
+        c.close()
+    os.kill(other, signal.SIGKILL)
+    eventually(lambda: len(workers_of(two)) == 2 and other not in workers_of(two))
+    conns = one_per_worker(two)
+
+    def agreed() -> object:
+        seen = {_verifier(c, small) for c in conns.values()}
+        return len(seen) == 1 and old not in seen or seen
+    eventually(agreed)
+    for c in conns.values():
         c.close()
