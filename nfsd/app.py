@@ -33,6 +33,7 @@ from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender,
 from .fs.localfs import LocalFS
 from .fs import idlefd
 from .fs.idlefd import IDLE_FD_SECONDS
+from .fs.shared_verifier import WriteVerifier
 from .locks.monitor import MonitorRecords
 from .locks.relay import LockForwarder, LockRelay
 from .locks.service import LockService
@@ -209,10 +210,16 @@ class NfsServer:
             if self.sandbox is not None:
                 self.sandbox.close()
             raise
-        if role is not None and role.verifier is not None:  # a worker started after the primary
-            self.boot = int.from_bytes(role.verifier[:4], "big")
+        # One write verifier for every worker (nfsd/fs/shared_verifier.py): fixed per boot by
+        # the primary's first start, different after a restart (clients resend uncommitted
+        # writes); a worker started later (or again) answers the one set, reset or not.
+        self.write_verifier = (role.write_verifier if role is not None and role.write_verifier is not None
+                               else WriteVerifier())
+        if self.write_verifier.is_set():  # a worker started after the primary
+            self.boot = self.write_verifier.boot
         else:
             self.boot = self.store.next_boot()
+            self.write_verifier.set(self.boot.to_bytes(4, "big") + os.urandom(4))
         try:
             self.shared = cluster.join(config.shared_state, self.store, roots)  # None on a single host
         except ConfigError:  # PostgreSQL unreachable: let go of what was opened
@@ -256,9 +263,6 @@ class NfsServer:
                 local.sole_writer = False  # other workers change the handle table too
             self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),
                                           config.results)
-        # Fixed per boot, different after a restart: clients resend uncommitted writes.
-        self.write_verifier = (role.verifier if role is not None and role.verifier is not None
-                               else self.boot.to_bytes(4, "big") + os.urandom(4))
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="pysfsd-io")
         # Workers: only the primary watches the trees; followers' caches read its changes.
         events = role.entry_events if role is not None else None

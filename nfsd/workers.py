@@ -5,8 +5,8 @@ The parent binds the NFS/MOUNT/NLM/NSM TCP and UDP sockets once, creates what th
 share (the duplicate-request cache's memory, one index channel and one lock channel per
 follower), then forks the workers; each opens the LMDB environment
 itself, after the fork.  Worker 0, the *primary*, starts first: it takes the store's locks,
-moves the boot counter (its write verifier is handed to every later worker, restarts
-included), writes the index, and holds the lock table: the others relay the NLM/NSM calls
+moves the boot counter (its write verifier, in memory every worker shares, is the one every
+later worker answers, restarts included), writes the index, and holds the lock table: the others relay the NLM/NSM calls
 they receive to it (nfsd/locks/relay.py).  The kernel hands
 each accepted connection (and each UDP datagram) to whichever worker takes it first.  The
 parent then registers with the portmapper, relays the lines scripts wait for, and
@@ -37,6 +37,7 @@ from .locks.relay import relay_pair
 from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
 from .fs.shared_fsyncs import SharedFsyncs
+from .fs.shared_verifier import WriteVerifier
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
 from .state.journal_flag import JournalFlag
@@ -75,7 +76,7 @@ class WorkerRole:
     entry_events: EntryEvents | None = None  # the primary's watcher -> followers' entry caches
     inbox_wake: tuple[int, int] = (-1, -1)  # followers write, after an index flush request; the primary reads
     shares: ConnectionShares | None = None  # connections each worker serves (``BalancedAcceptor``)
-    verifier: bytes | None = None  # fixed by the primary's first start
+    write_verifier: WriteVerifier | None = None  # every worker's; set by the primary's first start
     status_fd: int = -1            # the pipe to the parent (``report``)
     fsyncs: SharedFsyncs | None = None  # directory fsyncs in flight, across workers (nfsd/fs/dirsync.py)
     journal_flag: JournalFlag | None = None  # the primary's lone-burst journal holds places (nfsd/state/store.py)
@@ -323,7 +324,7 @@ class Supervisor:
         self.shares = ConnectionShares.create(count)
         self.fsyncs = SharedFsyncs.create(count)
         self.journal_flag = JournalFlag.create()
-        self.verifier: bytes | None = None
+        self.write_verifier = WriteVerifier()  # set by the primary's first start, reset by any worker
         self.slots = [_Slot(i) for i in range(count)]
         self.stopping = False
         self.failed: str | None = None
@@ -341,7 +342,7 @@ class Supervisor:
             locks = [p for p, _ in self.lock_pairs] if slot == 0 else [self.lock_pairs[slot - 1][1]]
         return WorkerRole(slot, self.count, self.tcp, self.udp, locks,
                           self.drc, channels, self.note_counts, self.entry_events, self.inbox_wake,
-                          self.shares, self.verifier, status_w, self.fsyncs, self.journal_flag)
+                          self.shares, self.write_verifier, status_w, self.fsyncs, self.journal_flag)
 
     def _fork(self, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
@@ -410,8 +411,6 @@ class Supervisor:
         word, _, rest = text.partition(" ")
         if word == "error":
             raise ConfigError(rest)
-        if self.verifier is None:
-            self.verifier = bytes.fromhex(rest)
 
     # -- running ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -584,7 +583,7 @@ async def _serve_worker(config: "ServerConfig", role: WorkerRole) -> int:
         role.report(f"error {exc}")
         await server.stop()
         return 2
-    role.report(f"ready {server.write_verifier.hex()}")
+    role.report("ready")
     loop = asyncio.get_running_loop()
     if role.primary:
         loop.create_task(announce_index(server, lambda line: role.report(f"indexed {line}")))

@@ -4,7 +4,7 @@ A node keeps the read (or read-write) descriptor READ and WRITE use (``Node.io_f
 long as it is cached.  Held open for writing, a file cannot be executed on the server host
 (ETXTBSY: a program built through the mount, then run there), and after an untar the server
 held thousands of files open.  knfsd closes an NFSv3 file about two seconds after its last
-use; so do we: ``detach_idle`` takes the descriptors of every node not used since its last
+use; so do we: ``LocalFS.detach_idle`` takes the descriptors of every node not used since its last
 look (a second chance, as knfsd's REFERENCED flag: closed 1-2 periods after the last use) and
 ``close_detached`` closes them.
 
@@ -27,8 +27,7 @@ Two rules make that safe:
 from __future__ import annotations
 
 import os
-import sys
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 if TYPE_CHECKING:
     from .localfs import LocalFS, Node
@@ -37,41 +36,32 @@ if TYPE_CHECKING:
 #: between one and two periods after its last use (``--idle-fd-seconds``).
 IDLE_FD_SECONDS = 2.0
 
-#: ``sys.getrefcount`` of a cached node no call holds, seen from ``detach_idle``'s loop:
-#: the cache's reference, the loop variable's and the argument's.
-_UNHELD = 3
 
-Detached = tuple["Node", int, int, bool]  # node (its I/O lock held), descriptor, retired one, to sync
+class IdleIo(NamedTuple):
+    """The descriptors ``LocalFS.detach_idle`` took from one node, to close."""
 
-
-def detach_idle(fs: LocalFS) -> list[Detached]:
-    """Take the I/O descriptors of the cached nodes no call holds and none used since the
-    last look; each node's I/O lock stays held until ``close_detached``."""
-    taken: list[Detached] = []
-    with fs._lock:
-        for n in fs._nodes.values():
-            if n._io_fd < 0 and n._io_retired < 0:
-                continue
-            if n._io_used:
-                n._io_used = False
-                continue
-            if sys.getrefcount(n) > _UNHELD or not n._io_lock.acquire(blocking=False):
-                continue
-            taken.append((n, n._io_fd, n._io_retired, n._io_dirty and n._io_writable))
-            n._io_fd = n._io_retired = -1
-            n._io_writable = n._io_dirty = False
-    return taken
+    node: Node
+    fd: int
+    retired: int             # a read-only descriptor the read-write one replaced, or -1
+    dirty: bool              # UNSTABLE data no COMMIT made durable: fdatasync before the close
+    unlock: Callable[[], None]  # lets the node's I/O lock go (held since the detach)
 
 
-def needs_sync(taken: list[Detached]) -> bool:
+def detach_idle(fs: LocalFS) -> list[IdleIo]:
+    """Take the I/O descriptors of ``fs``'s nodes idle since the last look (its
+    ``detach_idle``: the rules are its contract); ``close_detached`` closes them."""
+    return fs.detach_idle()
+
+
+def needs_sync(taken: list[IdleIo]) -> bool:
     """Whether ``close_detached`` will fdatasync (then it belongs in a thread)."""
-    return any(dirty for _, _, _, dirty in taken)
+    return any(t.dirty for t in taken)
 
 
-def close_detached(taken: list[Detached], on_error: Callable[[], None]) -> None:
+def close_detached(taken: list[IdleIo], on_error: Callable[[], None]) -> None:
     """Close what ``detach_idle`` took, after an fdatasync of data no COMMIT made durable
     (``on_error()`` if it fails), and let the nodes' I/O locks go."""
-    for n, fd, retired, dirty in taken:
+    for _, fd, retired, dirty, unlock in taken:
         try:
             if dirty:
                 try:
@@ -85,4 +75,4 @@ def close_detached(taken: list[Detached], on_error: Callable[[], None]) -> None:
                     except OSError:
                         pass  # (as ``Node.close``: the number is released all the same)
         finally:
-            n._io_lock.release()
+            unlock()

@@ -24,6 +24,7 @@ import fcntl
 import os
 import stat
 import struct
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +36,7 @@ from . import identity
 from ..index.fsread import open_listing
 from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
+from .idlefd import IdleIo
 from .fchmod import chmod_fd
 from .journaled import dir_fsync_covers_new_inodes
 from .late_close import LateClose
@@ -80,7 +82,7 @@ class Node(ModeKinds):
         #: the read-only descriptor a read-write one replaced, kept open until the node closes
         self._io_retired = -1
         self._io_lock = threading.Lock()
-        self._io_used = False   # taken since ``idlefd.detach_idle`` last looked
+        self._io_used = False   # taken since ``LocalFS.detach_idle`` last looked
         self._io_dirty = False  # UNSTABLE data written since the last COMMIT (``close_detached``)
         self._fresh: os.stat_result | None = None
         #: ``fd`` is an ordinary descriptor, not O_PATH (the server made the object): fchmod,
@@ -236,6 +238,33 @@ class LocalFS:
         """Drop the cached node of ``fh``; the node, if one was cached."""
         with self._lock:
             return self._nodes.pop(fh, None)
+
+    def detach_idle(self) -> list[IdleIo]:
+        """Take the I/O descriptors of the cached files idle since the last look, for the
+        caller to close (nfsd/fs/idlefd.py).  A node used since then is only marked (its
+        second chance: knfsd's REFERENCED flag).  A node is taken only if the cache alone
+        refers to it, under the cache's lock (which every way to a cached node takes): no
+        call holds it, so none is in a pread or fsync on its numbers, and none can take them
+        after this.  Its I/O lock, had without waiting, stays held (a COMMIT or a reopen of
+        the file waits) until the caller has fdatasync-ed what ``dirty`` says no COMMIT made
+        durable, closed the numbers and called ``unlock``.  The node stays cached; its next
+        use opens the file again."""
+        unheld = 3  # ``sys.getrefcount``: the cache's reference, ``n``'s and the argument's
+        taken: list[IdleIo] = []
+        with self._lock:
+            for n in self._nodes.values():
+                if n._io_fd < 0 and n._io_retired < 0:
+                    continue
+                if n._io_used:
+                    n._io_used = False
+                    continue
+                if sys.getrefcount(n) > unheld or not n._io_lock.acquire(blocking=False):
+                    continue
+                taken.append(IdleIo(n, n._io_fd, n._io_retired, n._io_dirty and n._io_writable,
+                                    n._io_lock.release))
+                n._io_fd = n._io_retired = -1
+                n._io_writable = n._io_dirty = False
+        return taken
 
     def stat(self, n: Node) -> os.stat_result:
         """Current attributes; STALE once the object has no name left."""

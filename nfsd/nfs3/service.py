@@ -6,6 +6,7 @@ consistency data (pre-op and post-op attributes) wherever the objects involved a
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -24,6 +25,7 @@ from ..fs import identity
 from ..fs.identity import ACTING as _ACTING_AS_CALLER
 from ..fs.backend import SERVER_TIME, Backend, ObjectNode as Node, StatResult, TimeSet
 from ..fs.localfs import Node as RealNode
+from ..fs.shared_verifier import WriteVerifier
 from ..state.store import Store
 
 RTMAX = WTMAX = MAX_TRANSFER
@@ -43,6 +45,12 @@ _ACCESS_OK = nfs3.ACCESS3resok.cls
 _wcc_data = nfs3.wcc_data.cls
 _WRITE_OK = nfs3.WRITE3resok.cls
 _MAX_FILE = (1 << 63) - 1
+#: errors of a WRITE or COMMIT that say nothing of the data already written, so the write
+#: verifier stays: knfsd's (``commit_reset_write_verifier``: EAGAIN, ESTALE; EINVAL, a
+#: COMMIT it cannot do) and the refusals it makes before writing (permission, a read-only
+#: file system, a file being executed, a directory)
+_VERIFIER_KEPT = frozenset((errno.EAGAIN, errno.ESTALE, errno.EINVAL, errno.EACCES, errno.EPERM,
+                            errno.EROFS, errno.ETXTBSY, errno.EISDIR))
 _MAX_MAJOR, _MAX_MINOR = 1 << 12, 1 << 20  # the kernel's dev_t: 12 bits of major, 20 of minor
 # Encoded sizes of a directory entry: list flag, fileid, name length, cookie; READDIRPLUS adds
 # post_op_attr (flag + fattr3) and post_op_fh3 (flag + length + 16-byte handle).
@@ -133,11 +141,13 @@ class _CallHandles(threading.local):
 class Nfs3Service:
     """Handlers named after the procedures, as the dispatcher looks them up."""
 
-    def __init__(self, exports: Mapping[int, Backend], store: Store, write_verifier: bytes,
+    def __init__(self, exports: Mapping[int, Backend], store: Store, write_verifier: bytes | WriteVerifier,
                  entries: EntryCache | None = None) -> None:
         self.exports = exports
         self.store = store
-        self.write_verifier = write_verifier
+        # shared by every worker (nfsd/fs/shared_verifier.py); bytes: this service's own
+        self.verifier = (write_verifier if isinstance(write_verifier, WriteVerifier)
+                         else WriteVerifier(write_verifier))
         self.listings = ListingCache()
         # Encoded READDIRPLUS entries; used for an export once app.py has its directories
         # watched (EntryCache.enable).
@@ -177,15 +187,25 @@ class Nfs3Service:
         self._by_prefix[fh[:4]] = fs
         return fs
 
+    @property
+    def write_verifier(self) -> bytes:
+        """The verifier WRITE and COMMIT replies carry now (every worker's)."""
+        return self.verifier.current()
+
     def reset_write_verifier(self) -> None:
         """A write-back error lost data an UNSTABLE WRITE was acknowledged for: a new write
-        verifier (the boot's prefix kept) makes clients resend what they have not seen
-        committed, as knfsd's ``nfsd_reset_write_verifier`` (nfsd/fs/idlefd.py)."""
-        old = self.write_verifier
-        new = old
-        while new == old:
-            new = old[:4] + os.urandom(4)
-        self.write_verifier = new
+        verifier (the boot's prefix kept), for every worker, makes clients resend what they
+        have not seen committed, as knfsd's ``nfsd_reset_write_verifier`` (nfsd/fs/idlefd.py,
+        ``_write_failed``)."""
+        self.verifier.reset()
+
+    def _write_failed(self, exc: BaseException) -> None:
+        """A WRITE or COMMIT failed: as knfsd (``nfsd_vfs_write``, ``nfsd_commit``), unless
+        the error says nothing of the data (``_VERIFIER_KEPT``) the verifier changes, before
+        this call's reply and so before any later reply of any worker carries it: a failed
+        fsync or fdatasync may have lost earlier UNSTABLE data of the file for good."""
+        if isinstance(exc, OSError) and exc.errno not in _VERIFIER_KEPT:
+            self.reset_write_verifier()
 
     def resolved(self, found: list[tuple[bytes, Backend, Node]] | None) -> None:
         """What ``resolve`` answers without resolving for the rest of this thread's call (the
@@ -346,10 +366,11 @@ class Nfs3Service:
         try:
             count = fs.write(n, a.offset, data, a.stable)
         except (OSError, NfsError) as exc:
+            self._write_failed(exc)
             return status_of(exc), nfs3.WRITE3resfail.cls(self._wcc(fs, n, pre))
         finally:
             self._touched(n, fs.export_id)
-        return NFS3_OK, _new(_WRITE_OK, (self._wcc(fs, n, pre), count, a.stable, self.write_verifier))
+        return NFS3_OK, _new(_WRITE_OK, (self._wcc(fs, n, pre), count, a.stable, self.verifier.current()))
 
     def CREATE(self, ctx: CallContext, a: Any) -> Any:
         fs, d = self.resolve(a.where.dir.data)
@@ -728,8 +749,9 @@ class Nfs3Service:
         try:
             fs.commit(n)
         except (OSError, NfsError) as exc:
+            self._write_failed(exc)
             return status_of(exc), nfs3.COMMIT3resfail.cls(self._wcc(fs, n, pre))
-        return NFS3_OK, nfs3.COMMIT3resok.cls(self._wcc(fs, n, pre), self.write_verifier)
+        return NFS3_OK, nfs3.COMMIT3resok.cls(self._wcc(fs, n, pre), self.verifier.current())
 
 
 def _real_item_size(name: bytes) -> int:
