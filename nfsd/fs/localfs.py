@@ -42,6 +42,7 @@ from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
+from .searchgate import SearchGate
 from ..state.store import Store, StoreFull
 from .utimens import futimens, utimensat
 
@@ -194,6 +195,7 @@ class LocalFS:
         self.sole_writer = True
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
+        self._gate = SearchGate()  # how often an unplaced handle may walk the export
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.stat(fd)
         self.fsid = st.st_dev
@@ -260,7 +262,7 @@ class LocalFS:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "removed through the server")
         n = self._walk_to(h.ino) if rec is not None else None
         if n is None:
-            n = self._search(h.ino)
+            n = self._find(h.ino, rec is None)
         if n is None or (h.gen and n.gen and n.gen != h.gen) or n.fh != fh:
             self._stale[fh] = time.monotonic()
             if len(self._stale) > 10000:
@@ -298,11 +300,25 @@ class LocalFS:
         rec = self.store.get_object(self.export_id, ino)
         return self._node_from_fd(fd, st, rec.parent if rec else self.root_ino, names[0])
 
+    def _find(self, ino: int, unplaced: bool) -> Node | None:
+        """``_search`` for a handle the table could not place, as ``SearchGate`` allows: None
+        (STALE) if the last complete walk proves it absent (only for one with no record: a
+        recorded place may be newer than that walk); JUKEBOX if walks used up their share."""
+        if unplaced and self._gate.known_absent(ino):
+            return None
+        if not self._gate.may_walk():
+            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, f"inode {ino}: searches used up their share")
+        return self._search(ino)
+
     def _search(self, ino: int) -> Node | None:
         """Find an inode moved behind our back: walk the export (bounded in time),
-        repairing the handle table for every directory seen on the way."""
+        repairing the handle table for every directory seen on the way; a walk through the
+        whole export tells the gate every inode number it met."""
+        started = self._gate.now()
         deadline = time.monotonic() + SEARCH_SECONDS
         found: Node | None = None
+        seen: set[int] = set()
+        whole = True  # no directory left unread
         repairs: list[tuple[int, int, int, bytes]] = []
         stack: list[tuple[int, int]] = [(os.dup(self.root.fd), self.root_ino)]
         try:
@@ -315,20 +331,23 @@ class LocalFS:
                     os.close(rfd)
                 except OSError:
                     os.close(dfd)
+                    whole = False
                     continue
                 for name, eino, is_dir in entries:
+                    seen.add(eino)
                     bname = os.fsencode(name)
                     if eino == ino:
                         try:
                             fd = os.open(bname, O_PATH_FLAGS, dir_fd=dfd)
                             found = self._node_from_fd(fd, os.stat(fd), dino, bname)
                         except OSError:
-                            pass
+                            whole = False
                         break
                     if is_dir:
                         try:
                             sub = os.open(bname, O_PATH_FLAGS | os.O_DIRECTORY, dir_fd=dfd)
                         except OSError:
+                            whole = False
                             continue
                         repairs.append((eino, dino, self._known_gen(eino), bname))
                         stack.append((sub, eino))
@@ -336,6 +355,7 @@ class LocalFS:
         finally:
             for dfd, _ in stack:
                 os.close(dfd)
+        self._gate.walked(started, seen if whole and found is None and not stack else None)
         if repairs:
             try:
                 self.store.put_objects(self.export_id, repairs)
@@ -543,9 +563,11 @@ class LocalFS:
                 if rec is not None and rec[0] == parent and rec[2] == name:
                     del self._recorded[ino]
         try:
-            self.store.drop_places(self.export_id, places)
+            dropped = self.store.drop_places(self.export_id, places)
         except StoreFull:
-            pass  # a cache: a wrong place only costs a search
+            dropped = len(places)  # a cache: a wrong place only costs a search
+        if dropped:
+            self._gate.moved()  # (the server's own removals and renames drop nothing)
 
     def _kept(self, n: Node, d: Node, name: bytes, undo: Callable[[], None]) -> Node:
         """A node just created as ``d/name``, if the handle table took its place; else the

@@ -324,3 +324,73 @@ def test_a_removed_files_handle_stays_stale_without_a_search_once_the_index_saw_
         fresh.node(gone_fh)
     assert err.value.status == nfsstat3.NFS3ERR_STALE
     fresh.close()
+
+
+def _counting_walks(fs, monkeypatch):
+    walks = []
+    real = fs._search
+
+    def counted(ino):
+        walks.append(ino)
+        return real(ino)
+    monkeypatch.setattr(fs, "_search", counted)
+    return walks
+
+
+def test_handles_of_ever_new_inode_numbers_do_not_each_walk_the_export(fs, monkeypatch):
+    """A handle the table cannot place (never recorded: e.g. a client making up inode
+    numbers) used to walk the whole export on every call, on the event loop; the memory of
+    stale handles is per handle, so new numbers walked every time.  One complete walk now
+    answers them all STALE for a while (``SearchGate``)."""
+    from nfsd.fs.handles import pack_real
+    walks = _counting_walks(fs, monkeypatch)
+    used = {os.stat(os.path.join(fs.root_path, *p)).st_ino for p in (("a",), ("a", "b"), ("a", "b", "c"), ("x",))}
+    made_up = [ino for ino in range(10**9, 10**9 + 200) if ino not in used]
+    for ino in made_up:
+        with pytest.raises(NfsError) as err:
+            fs.node(pack_real(1, ino, 0))
+        assert err.value.status == nfsstat3.NFS3ERR_STALE
+    assert len(walks) == 1
+
+
+def test_a_file_moved_behind_our_back_is_found_after_a_walk_proved_others_absent(fs, tmp_path, monkeypatch):
+    """The gate answers STALE from the last walk only for a handle with no recorded place:
+    one whose place is recorded but out of date (moved behind the server's back after that
+    walk) is still searched for, and found."""
+    from nfsd.fs.handles import pack_real
+    from nfsd.fs.searchgate import SearchGate
+    clock = [100.0]
+    fs._gate = SearchGate(clock=lambda: clock[0])
+    c_fh = fs.lookup(fs.lookup(fs.lookup(fs.root, b"a"), b"b"), b"c").fh
+    with pytest.raises(NfsError):
+        fs.node(pack_real(1, 10**9 + 7, 0))  # a complete walk: c was met where it was
+    os.rename(tmp_path / "exp" / "a" / "b" / "c", tmp_path / "exp" / "x" / "c2")
+    fresh = LocalFS(fs.root_path, 1, fs.store)
+    fresh._gate = fs._gate
+    clock[0] += 1.0  # (the walk took no time on this clock: it left no wait)
+    assert fresh.node(c_fh).ino == (tmp_path / "exp" / "x" / "c2").stat().st_ino
+    fresh.close()
+
+
+def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, monkeypatch):
+    """Once the last walk's inode numbers no longer hold (a live place dropped: something
+    moved behind the server's back), a handle that needs a walk while walks have used up
+    their share is answered JUKEBOX (try again: it may only have moved), not STALE."""
+    from nfsd.fs.handles import pack_real
+    from nfsd.fs.searchgate import SearchGate
+    clock = [100.0]
+    fs._gate = SearchGate(share=0.1, clock=lambda: clock[0])
+    walks = _counting_walks(fs, monkeypatch)
+    with pytest.raises(NfsError) as err:
+        fs.node(pack_real(1, 10**9 + 1, 0))
+    assert err.value.status == nfsstat3.NFS3ERR_STALE
+    fs._gate.walked(99.0, None)  # as if that walk had taken a second and not gone through
+    fs._gate.moved()
+    with pytest.raises(NfsError) as err:
+        fs.node(pack_real(1, 10**9 + 2, 0))
+    assert err.value.status == nfsstat3.NFS3ERR_JUKEBOX
+    clock[0] += 9.0
+    with pytest.raises(NfsError) as err:
+        fs.node(pack_real(1, 10**9 + 2, 0))
+    assert err.value.status == nfsstat3.NFS3ERR_STALE  # walked: not memorised as STALE before
+    assert walks == [10**9 + 1, 10**9 + 2]

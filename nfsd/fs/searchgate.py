@@ -1,0 +1,65 @@
+"""What a handle the handle table cannot place may cost: a bounded share of the event loop.
+
+A handle whose recorded place is gone (its file removed or moved behind the server's back,
+its tombstone purged, or never recorded) is looked for by a walk of the export
+(``LocalFS._search``), on the event loop.  Without a gate a client sending handles of
+ever-new inode numbers made *every* call walk the whole export (the per-handle memory of
+stale handles does not help against new numbers).  Two rules bound it:
+
+* a walk that went through the whole export without finding its inode leaves the set of
+  inode numbers it met (up to ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS``, and while no live
+  place was dropped since (``moved``: the index saw an entry go behind the server's back), a
+  number not in it is not in the export, so its handle is STALE without a walk;
+* walks take at most ``SHARE`` of the time: after one of ``t`` seconds the next may start
+  ``t * (1 / SHARE - 1)`` seconds after it ended; a handle that would need one sooner is
+  answered NFS3ERR_JUKEBOX (try again later: the file may only have moved), never a false
+  STALE.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+SHARE = 0.1
+SNAPSHOT_SECONDS = 5.0
+SNAPSHOT_MAX = 1_000_000
+
+
+class SearchGate:
+    """Decides whether a walk of the export may look for an inode (see the module)."""
+
+    def __init__(self, share: float = SHARE, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share = share
+        self._now = clock
+        self._free_at = 0.0            # no walk before this (monotonic seconds)
+        self._seen: frozenset[int] | None = None  # the last complete walk's inode numbers
+        self._seen_at = 0.0
+
+    def known_absent(self, ino: int) -> bool:
+        """Whether the last complete walk, still current, proves ``ino`` is not in the export."""
+        seen = self._seen
+        if seen is None or self._now() - self._seen_at > SNAPSHOT_SECONDS:
+            return False
+        return ino not in seen
+
+    def may_walk(self) -> bool:
+        """Whether a walk may start now (its share of the time not used up)."""
+        return self._now() >= self._free_at
+
+    def walked(self, started: float, seen: set[int] | None) -> None:
+        """A walk that began at ``started`` (this clock) ended; ``seen``: every inode number
+        it met if it went through the whole export, else None."""
+        end = self._now()
+        self._free_at = end + (end - started) * (1 / self.share - 1)
+        if seen is not None and len(seen) <= SNAPSHOT_MAX:
+            self._seen, self._seen_at = frozenset(seen), started
+        elif seen is not None:
+            self._seen = None
+
+    def now(self) -> float:
+        return self._now()
+
+    def moved(self) -> None:
+        """A live place was dropped (an entry went behind the server's back): the last walk
+        no longer tells where everything is."""
+        self._seen = None
