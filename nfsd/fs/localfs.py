@@ -569,6 +569,15 @@ class LocalFS:
         if dropped:
             self._gate.moved()  # (the server's own removals and renames drop nothing)
 
+    def purged(self, inos: list[int]) -> None:
+        """Inodes the index forgot for good (an hour after they vanished, or at a full scan):
+        their tombstones go (``Store.drop_tombstones``), so a workload that only removes does
+        not grow the handle table without end; such a handle then costs what ``_find`` allows."""
+        try:
+            self.store.drop_tombstones(self.export_id, inos)
+        except StoreFull:
+            pass  # (a deletion: LMDB needs pages for it too) the next purge does not retry
+
     def _kept(self, n: Node, d: Node, name: bytes, undo: Callable[[], None]) -> Node:
         """A node just created as ``d/name``, if the handle table took its place; else the
         object is removed again (``undo``) and the call fails with ENOSPC."""

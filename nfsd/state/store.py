@@ -514,6 +514,15 @@ class Store:
                     dropped += 1
         return dropped
 
+    def drop_tombstones(self, export_id: int, inos: Iterable[int]) -> None:
+        """Forget the tombstones of these inodes (a live place of a reused number stays)."""
+        with self._objects_txn() as txn:
+            for ino in inos:
+                key = _OBJ_KEY.pack(export_id, ino)
+                raw = txn.get(key)
+                if raw is not None and _OBJ_VAL.unpack_from(raw)[2] & FLAG_DELETED:
+                    txn.delete(key)
+
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes, durable: bool = True) -> None:
         """Durably remember which verifier created a file (before the CREATE reply);
         ``durable=False`` (an ``async`` export): committed, not flushed."""

@@ -394,3 +394,53 @@ def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, mo
         fs.node(pack_real(1, 10**9 + 2, 0))
     assert err.value.status == nfsstat3.NFS3ERR_STALE  # walked: not memorised as STALE before
     assert walks == [10**9 + 1, 10**9 + 2]
+
+
+@pytest.mark.parametrize("purge", ["ttl", "scan"])
+def test_a_tombstone_goes_when_the_index_forgets_the_file(tmp_path, monkeypatch, purge):
+    """A tombstone used to last until its inode number was reused: a workload that only
+    removes grew the handle table by one record per removal.  It now goes when the index
+    forgets the file for good (``Index.on_purged``: an hour after it vanished, or at a full
+    scan after it); until then the handle is STALE from the table, after it STALE after
+    at most the walk ``SearchGate`` allows.  A live place is never dropped so."""
+    import nfsd.index.index as index_mod
+    from nfsd.index import Index
+    (tmp_path / "exp").mkdir()
+    store = Store(str(tmp_path / "state"))
+    fs = LocalFS(str(tmp_path / "exp"), 1, store)
+    index = Index(store.env, fs.root_path, 1)
+    index.on_vanished, index.on_purged = fs.vanished, fs.purged
+    try:
+        gone = fs.create_file(fs.root, b"gone", 0o644, exclusive=True)
+        kept = fs.create_file(fs.root, b"kept", 0o644, exclusive=True)
+        index.scan(progress=False)
+        fs.remove(fs.root, b"gone", False)
+        index.note_removed(fs.root_ino, b"gone")
+        index.flush()  # reports it vanished: the tombstone stays
+        assert store.get_object(1, gone.ino).deleted
+        if purge == "ttl":
+            monkeypatch.setattr(index_mod, "TOMB_TTL_NS", 0)
+            monkeypatch.setattr(index_mod, "PURGE_EVERY", -1.0)
+            index.note_removed(fs.root_ino, b"nothing")  # (a flush with something to do)
+            index.flush()
+        else:
+            index.scan(progress=False)
+        assert store.get_object(1, gone.ino) is None
+        assert store.get_object(1, kept.ino).name == b"kept"
+        with pytest.raises(NfsError) as err:
+            LocalFS(fs.root_path, 1, store).node(gone.fh)
+        assert err.value.status == nfsstat3.NFS3ERR_STALE
+    finally:
+        index.close()
+        fs.close()
+        store.close()
+
+
+def test_store_drops_only_tombstones(tmp_path):
+    store = Store(str(tmp_path / "state"))
+    store.put_objects(1, [(10, 2, 1, b"a"), (11, 2, 1, b"b")])
+    store.mark_deleted(1, 10)
+    store.drop_tombstones(1, [10, 11, 12])
+    assert store.get_object(1, 10) is None
+    assert store.get_object(1, 11).name == b"b"
+    store.close()
