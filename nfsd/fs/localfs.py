@@ -263,6 +263,8 @@ class LocalFS:
         n = self._walk_to(h.ino) if rec is not None else None
         if n is None:
             n = self._find(h.ino, rec is None)
+            if n is None and rec is not None and not rec.deleted and self._gate.known_absent(h.ino):
+                self._drop([(h.ino, rec.parent, rec.name)])  # gone unseen by the index: see ``_drop``
         if n is None or (h.gen and n.gen and n.gen != h.gen) or n.fh != fh:
             self._stale[fh] = time.monotonic()
             if len(self._stale) > 10000:
@@ -557,17 +559,24 @@ class LocalFS:
         """Entries (ino, parent, name) that vanished, as the index found: the places of those
         removed or moved behind the server's back go (``Store.drop_places``); the tombstone
         of one the server removed stays (its handle answers STALE without a search)."""
+        if self._drop(places):
+            self._gate.moved()  # (the server's own removals and renames drop nothing)
+
+    def _drop(self, places: list[tuple[int, int, bytes]]) -> int:
+        """Drop live places (ino, parent, name) that no longer hold their inode; how many.
+        Besides the index's reports, the place of a handle a complete walk did not find: a
+        file that came and went behind the server's back between two index flushes was
+        never known to the index, which cannot report it (it stayed until its inode number
+        was reused); so it goes when first used (a handle never used again still stays)."""
         with self._lock:
             for ino, parent, name in places:
                 rec = self._recorded.get(ino)
                 if rec is not None and rec[0] == parent and rec[2] == name:
                     del self._recorded[ino]
         try:
-            dropped = self.store.drop_places(self.export_id, places)
+            return self.store.drop_places(self.export_id, places)
         except StoreFull:
-            dropped = len(places)  # a cache: a wrong place only costs a search
-        if dropped:
-            self._gate.moved()  # (the server's own removals and renames drop nothing)
+            return len(places)  # a cache: a wrong place only costs a search
 
     def purged(self, inos: list[int]) -> None:
         """Inodes the index forgot for good (an hour after they vanished, or at a full scan):

@@ -53,7 +53,7 @@ class SearchGate:
         self._free_at = end + (end - started) * (1 / self.share - 1)
         if seen is not None and len(seen) <= SNAPSHOT_MAX:
             self._seen, self._seen_at = frozenset(seen), started
-        elif seen is not None:
+        else:  # (an older walk's numbers are not this one's: never answer from them)
             self._seen = None
 
     def now(self) -> float:

@@ -444,3 +444,39 @@ def test_store_drops_only_tombstones(tmp_path):
     assert store.get_object(1, 10) is None
     assert store.get_object(1, 11).name == b"b"
     store.close()
+
+
+def test_the_place_of_a_file_that_came_and_went_behind_our_back_unindexed_goes_once_used(tmp_path):
+    """A file created behind the server's back, looked up through it (its place recorded)
+    and removed behind its back before the index's flush ever saw it: the index never
+    reports it vanished, so its live place stayed in the table until its inode number was
+    reused.  The first call with its handle that proves it gone (its place empty, a walk of
+    the whole export without it) now drops that place; later calls are STALE without a walk."""
+    from nfsd.index import Index
+    (tmp_path / "exp").mkdir()
+    store = Store(str(tmp_path / "state"))
+    fs = LocalFS(str(tmp_path / "exp"), 1, store)
+    index = Index(store.env, fs.root_path, 1)
+    index.on_vanished, index.on_purged = fs.vanished, fs.purged
+    try:
+        index.scan(progress=False)
+        (tmp_path / "exp" / "brief").write_text("x")
+        n = fs.lookup(fs.root, b"brief")
+        store.end_burst()
+        fh, ino = n.fh, n.ino
+        fs.forget(fh)
+        os.unlink(tmp_path / "exp" / "brief")
+        index.note_create_event(fs.root_ino, b"brief")  # what inotify would note
+        index.note_entry(fs.root_ino, b"brief")
+        index.flush()
+        assert store.get_object(1, ino) is not None  # the index could not report it
+        fresh = LocalFS(fs.root_path, 1, store)  # (a restart: no memory of stale handles)
+        with pytest.raises(NfsError) as err:
+            fresh.node(fh)
+        assert err.value.status == nfsstat3.NFS3ERR_STALE
+        assert store.get_object(1, ino) is None
+        fresh.close()
+    finally:
+        index.close()
+        fs.close()
+        store.close()
