@@ -262,7 +262,7 @@ class LocalFS:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "removed through the server")
         n = self._walk_to(h.ino) if rec is not None else None
         if n is None:
-            n = self._find(h.ino, rec is None)
+            n = self._find(h.ino, rec is None or rec.deleted)  # (a tombstone of another generation)
             if n is None and rec is not None and not rec.deleted and self._gate.known_absent(h.ino):
                 self._drop([(h.ino, rec.parent, rec.name)])  # gone unseen by the index: see ``_drop``
         if n is None or (h.gen and n.gen and n.gen != h.gen) or n.fh != fh:
@@ -304,8 +304,8 @@ class LocalFS:
 
     def _find(self, ino: int, unplaced: bool) -> Node | None:
         """``_search`` for a handle the table could not place, as ``SearchGate`` allows: None
-        (STALE) if the last complete walk proves it absent (only for one with no record: a
-        recorded place may be newer than that walk); JUKEBOX if walks used up their share."""
+        (STALE) if the last complete walk proves it absent (only for one with no live record:
+        a recorded place may be newer than that walk); JUKEBOX if walks used up their share."""
         if unplaced and self._gate.known_absent(ino):
             return None
         if not self._gate.may_walk():

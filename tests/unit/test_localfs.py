@@ -480,3 +480,23 @@ def test_the_place_of_a_file_that_came_and_went_behind_our_back_unindexed_goes_o
         index.close()
         fs.close()
         store.close()
+
+
+def test_handles_of_older_generations_of_a_removed_inode_walk_once(fs, monkeypatch):
+    """The kernel reuses a removed file's inode number at once: after a client created and
+    removed 2,000 files, their handles all named one inode, whose tombstone is the last
+    file's.  Each other generation's handle walked the export (11 ms each for 10,000 files
+    after a restart, base b0a7101); with that tombstone taken for no place, one walk answers
+    them all (and never JUKEBOX for want of a share)."""
+    from nfsd.fs.handles import pack_real
+    d = fs.lookup(fs.root, b"x")
+    n = fs.create_file(d, b"f", 0o644, exclusive=True)
+    fs.store.end_burst()
+    fs.remove(d, b"f", False)
+    fs.store.end_burst()
+    walks = _counting_walks(fs, monkeypatch)
+    for gen in range(n.gen + 1, n.gen + 51):
+        with pytest.raises(NfsError) as err:
+            fs.node(pack_real(1, n.ino, gen))
+        assert err.value.status == nfsstat3.NFS3ERR_STALE
+    assert len(walks) == 1
