@@ -10,10 +10,11 @@ stale handles does not help against new numbers).  Two rules bound it:
   inode numbers it met (up to ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS``, and while no live
   place was dropped since (``moved``: the index saw an entry go behind the server's back), a
   number not in it is not in the export, so its handle is STALE without a walk;
-* walks take at most ``SHARE`` of the time: after one of ``t`` seconds the next may start
-  ``t * (1 / SHARE - 1)`` seconds after it ended; a handle that would need one sooner is
-  answered NFS3ERR_JUKEBOX (try again later: the file may only have moved), never a false
-  STALE.
+* walks take at most ``SHARE`` of the time, after a first ``BURST`` seconds of them (a
+  credit of walking time, refilled at ``SHARE`` per second: a few files moved behind the
+  server's back are each found at once); a handle that would need one with no credit left
+  is answered NFS3ERR_JUKEBOX (try again later: the file may only have moved), never a
+  false STALE.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import time
 from typing import Callable
 
 SHARE = 0.1
+BURST = 0.5
 SNAPSHOT_SECONDS = 5.0
 SNAPSHOT_MAX = 1_000_000
 
@@ -28,10 +30,11 @@ SNAPSHOT_MAX = 1_000_000
 class SearchGate:
     """Decides whether a walk of the export may look for an inode (see the module)."""
 
-    def __init__(self, share: float = SHARE, clock: Callable[[], float] = time.monotonic) -> None:
-        self.share = share
+    def __init__(self, share: float = SHARE, clock: Callable[[], float] = time.monotonic,
+                 burst: float = BURST) -> None:
+        self.share, self.burst = share, burst
         self._now = clock
-        self._free_at = 0.0            # no walk before this (monotonic seconds)
+        self._credit, self._credit_at = burst, clock()  # seconds of walking allowed, as of when
         self._seen: frozenset[int] | None = None  # the last complete walk's inode numbers
         self._seen_at = 0.0
 
@@ -42,15 +45,21 @@ class SearchGate:
             return False
         return ino not in seen
 
+    def _refill(self, now: float) -> None:
+        self._credit = min(self.burst, self._credit + (now - self._credit_at) * self.share)
+        self._credit_at = now
+
     def may_walk(self) -> bool:
-        """Whether a walk may start now (its share of the time not used up)."""
-        return self._now() >= self._free_at
+        """Whether a walk may start now (walks have not used up their share)."""
+        self._refill(self._now())
+        return self._credit > 0
 
     def walked(self, started: float, seen: set[int] | None) -> None:
         """A walk that began at ``started`` (this clock) ended; ``seen``: every inode number
         it met if it went through the whole export, else None."""
         end = self._now()
-        self._free_at = end + (end - started) * (1 / self.share - 1)
+        self._refill(end)
+        self._credit -= end - started
         if seen is not None and len(seen) <= SNAPSHOT_MAX:
             self._seen, self._seen_at = frozenset(seen), started
         else:  # (an older walk's numbers are not this one's: never answer from them)
