@@ -396,44 +396,50 @@ def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, mo
     assert walks == [10**9 + 1, 10**9 + 2]
 
 
-@pytest.mark.parametrize("purge", ["ttl", "scan"])
-def test_a_tombstone_goes_when_the_index_forgets_the_file(tmp_path, monkeypatch, purge):
-    """A tombstone used to last until its inode number was reused: a workload that only
-    removes grew the handle table by one record per removal.  It now goes when the index
-    forgets the file for good (``Index.on_purged``: an hour after it vanished, or at a full
-    scan after it); until then the handle is STALE from the table, after it STALE after
-    at most the walk ``SearchGate`` allows.  A live place is never dropped so."""
-    import nfsd.index.index as index_mod
+@pytest.fixture
+def indexed_fs(tmp_path):
+    """A LocalFS and its Index on one store, wired as the server wires them (nfsd/app.py)."""
     from nfsd.index import Index
     (tmp_path / "exp").mkdir()
     store = Store(str(tmp_path / "state"))
     fs = LocalFS(str(tmp_path / "exp"), 1, store)
     index = Index(store.env, fs.root_path, 1)
     index.on_vanished, index.on_purged = fs.vanished, fs.purged
-    try:
-        gone = fs.create_file(fs.root, b"gone", 0o644, exclusive=True)
-        kept = fs.create_file(fs.root, b"kept", 0o644, exclusive=True)
+    yield fs, index
+    index.close()
+    fs.close()
+    store.close()
+
+
+@pytest.mark.parametrize("purge", ["ttl", "scan"])
+def test_a_tombstone_goes_when_the_index_forgets_the_file(indexed_fs, monkeypatch, purge):
+    """A tombstone used to last until its inode number was reused: a workload that only
+    removes grew the handle table by one record per removal.  It now goes when the index
+    forgets the file for good (``Index.on_purged``: an hour after it vanished, or at a full
+    scan after it); until then the handle is STALE from the table, after it STALE after
+    at most the walk ``SearchGate`` allows.  A live place is never dropped so."""
+    import nfsd.index.index as index_mod
+    fs, index = indexed_fs
+    store = fs.store
+    gone = fs.create_file(fs.root, b"gone", 0o644, exclusive=True)
+    kept = fs.create_file(fs.root, b"kept", 0o644, exclusive=True)
+    index.scan(progress=False)
+    fs.remove(fs.root, b"gone", False)
+    index.note_removed(fs.root_ino, b"gone")
+    index.flush()  # reports it vanished: the tombstone stays
+    assert store.get_object(1, gone.ino).deleted
+    if purge == "ttl":
+        monkeypatch.setattr(index_mod, "TOMB_TTL_NS", 0)
+        monkeypatch.setattr(index_mod, "PURGE_EVERY", -1.0)
+        index.note_removed(fs.root_ino, b"nothing")  # (a flush with something to do)
+        index.flush()
+    else:
         index.scan(progress=False)
-        fs.remove(fs.root, b"gone", False)
-        index.note_removed(fs.root_ino, b"gone")
-        index.flush()  # reports it vanished: the tombstone stays
-        assert store.get_object(1, gone.ino).deleted
-        if purge == "ttl":
-            monkeypatch.setattr(index_mod, "TOMB_TTL_NS", 0)
-            monkeypatch.setattr(index_mod, "PURGE_EVERY", -1.0)
-            index.note_removed(fs.root_ino, b"nothing")  # (a flush with something to do)
-            index.flush()
-        else:
-            index.scan(progress=False)
-        assert store.get_object(1, gone.ino) is None
-        assert store.get_object(1, kept.ino).name == b"kept"
-        with pytest.raises(NfsError) as err:
-            LocalFS(fs.root_path, 1, store).node(gone.fh)
-        assert err.value.status == nfsstat3.NFS3ERR_STALE
-    finally:
-        index.close()
-        fs.close()
-        store.close()
+    assert store.get_object(1, gone.ino) is None
+    assert store.get_object(1, kept.ino).name == b"kept"
+    with pytest.raises(NfsError) as err:
+        LocalFS(fs.root_path, 1, store).node(gone.fh)
+    assert err.value.status == nfsstat3.NFS3ERR_STALE
 
 
 def test_store_drops_only_tombstones(tmp_path):
@@ -446,40 +452,31 @@ def test_store_drops_only_tombstones(tmp_path):
     store.close()
 
 
-def test_the_place_of_a_file_that_came_and_went_behind_our_back_unindexed_goes_once_used(tmp_path):
+def test_the_place_of_a_file_that_came_and_went_behind_our_back_unindexed_goes_once_used(indexed_fs, tmp_path):
     """A file created behind the server's back, looked up through it (its place recorded)
     and removed behind its back before the index's flush ever saw it: the index never
     reports it vanished, so its live place stayed in the table until its inode number was
     reused.  The first call with its handle that proves it gone (its place empty, a walk of
     the whole export without it) now drops that place; later calls are STALE without a walk."""
-    from nfsd.index import Index
-    (tmp_path / "exp").mkdir()
-    store = Store(str(tmp_path / "state"))
-    fs = LocalFS(str(tmp_path / "exp"), 1, store)
-    index = Index(store.env, fs.root_path, 1)
-    index.on_vanished, index.on_purged = fs.vanished, fs.purged
-    try:
-        index.scan(progress=False)
-        (tmp_path / "exp" / "brief").write_text("x")
-        n = fs.lookup(fs.root, b"brief")
-        store.end_burst()
-        fh, ino = n.fh, n.ino
-        fs.forget(fh)
-        os.unlink(tmp_path / "exp" / "brief")
-        index.note_create_event(fs.root_ino, b"brief")  # what inotify would note
-        index.note_entry(fs.root_ino, b"brief")
-        index.flush()
-        assert store.get_object(1, ino) is not None  # the index could not report it
-        fresh = LocalFS(fs.root_path, 1, store)  # (a restart: no memory of stale handles)
-        with pytest.raises(NfsError) as err:
-            fresh.node(fh)
-        assert err.value.status == nfsstat3.NFS3ERR_STALE
-        assert store.get_object(1, ino) is None
-        fresh.close()
-    finally:
-        index.close()
-        fs.close()
-        store.close()
+    fs, index = indexed_fs
+    store = fs.store
+    index.scan(progress=False)
+    (tmp_path / "exp" / "brief").write_text("x")
+    n = fs.lookup(fs.root, b"brief")
+    store.end_burst()
+    fh, ino = n.fh, n.ino
+    fs.forget(fh)
+    os.unlink(tmp_path / "exp" / "brief")
+    index.note_create_event(fs.root_ino, b"brief")  # what inotify would note
+    index.note_entry(fs.root_ino, b"brief")
+    index.flush()
+    assert store.get_object(1, ino) is not None  # the index could not report it
+    fresh = LocalFS(fs.root_path, 1, store)  # (a restart: no memory of stale handles)
+    with pytest.raises(NfsError) as err:
+        fresh.node(fh)
+    assert err.value.status == nfsstat3.NFS3ERR_STALE
+    assert store.get_object(1, ino) is None
+    fresh.close()
 
 
 def test_handles_of_older_generations_of_a_removed_inode_walk_once(fs, monkeypatch):
