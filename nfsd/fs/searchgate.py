@@ -9,7 +9,10 @@ stale handles does not help against new numbers).  Two rules bound it:
 * a walk that went through the whole export without finding its inode leaves the set of
   inode numbers it met (up to ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS``, and while no live
   place was dropped since (``moved``: the index saw an entry go behind the server's back), a
-  number not in it is not in the export, so its handle is STALE without a walk;
+  number not in it is not in the export, so its handle is STALE without a walk (a handle
+  with a live record is always walked for: its place may be newer than the walk; one the
+  server gave out with no record, on a full store, for a file made behind its back since
+  the walk, could be told STALE for those 5 s);
 * walks take at most ``SHARE`` of the time, after a first ``BURST`` seconds of them (a
   credit of walking time, refilled at ``SHARE`` per second: a few files moved behind the
   server's back are each found at once); a handle that would need one with no credit left
