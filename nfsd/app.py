@@ -259,6 +259,7 @@ class NfsServer:
                 else:
                     index = Index(self.store.env, root, eid, transducers=transducers)
                 index.on_vanished = local.vanished  # records of files deleted behind our back go too
+                index.on_purged = local.purged  # tombstones go when the index forgets the file
             if role is not None:
                 local.sole_writer = False  # other workers change the handle table too
             self.exports[eid] = SemanticFS(local, cluster.publishing(index, self.shared, eid),

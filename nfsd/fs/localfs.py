@@ -44,6 +44,7 @@ from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
+from .searchgate import SearchGate
 from ..state.store import Store, StoreFull
 from .utimens import futimens, utimensat
 
@@ -196,6 +197,7 @@ class LocalFS:
         self.sole_writer = True
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
+        self._gate = SearchGate()  # how often an unplaced handle may walk the export
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.stat(fd)
         self.fsid = st.st_dev
@@ -289,7 +291,9 @@ class LocalFS:
             raise NfsError(nfsstat3.NFS3ERR_STALE, "removed through the server")
         n = self._walk_to(h.ino) if rec is not None else None
         if n is None:
-            n = self._search(h.ino)
+            n = self._find(h.ino, rec is None or rec.deleted)  # (a tombstone of another generation)
+            if n is None and rec is not None and not rec.deleted and self._gate.known_absent(h.ino):
+                self._drop([(h.ino, rec.parent, rec.name)])  # gone unseen by the index: see ``_drop``
         if n is None or (h.gen and n.gen and n.gen != h.gen) or n.fh != fh:
             self._stale[fh] = time.monotonic()
             if len(self._stale) > 10000:
@@ -327,11 +331,25 @@ class LocalFS:
         rec = self.store.get_object(self.export_id, ino)
         return self._node_from_fd(fd, st, rec.parent if rec else self.root_ino, names[0])
 
+    def _find(self, ino: int, unplaced: bool) -> Node | None:
+        """``_search`` for a handle the table could not place, as ``SearchGate`` allows: None
+        (STALE) if the last complete walk proves it absent (only for one with no live record:
+        a recorded place may be newer than that walk); JUKEBOX if walks used up their share."""
+        if unplaced and self._gate.known_absent(ino):
+            return None
+        if not self._gate.may_walk():
+            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, f"inode {ino}: searches used up their share")
+        return self._search(ino)
+
     def _search(self, ino: int) -> Node | None:
         """Find an inode moved behind our back: walk the export (bounded in time),
-        repairing the handle table for every directory seen on the way."""
+        repairing the handle table for every directory seen on the way; a walk through the
+        whole export tells the gate every inode number it met."""
+        started = self._gate.now()
         deadline = time.monotonic() + SEARCH_SECONDS
         found: Node | None = None
+        seen: set[int] = set()
+        whole = True  # no directory left unread
         repairs: list[tuple[int, int, int, bytes]] = []
         stack: list[tuple[int, int]] = [(os.dup(self.root.fd), self.root_ino)]
         try:
@@ -344,20 +362,23 @@ class LocalFS:
                     os.close(rfd)
                 except OSError:
                     os.close(dfd)
+                    whole = False
                     continue
                 for name, eino, is_dir in entries:
+                    seen.add(eino)
                     bname = os.fsencode(name)
                     if eino == ino:
                         try:
                             fd = os.open(bname, O_PATH_FLAGS, dir_fd=dfd)
                             found = self._node_from_fd(fd, os.stat(fd), dino, bname)
                         except OSError:
-                            pass
+                            whole = False
                         break
                     if is_dir:
                         try:
                             sub = os.open(bname, O_PATH_FLAGS | os.O_DIRECTORY, dir_fd=dfd)
                         except OSError:
+                            whole = False
                             continue
                         repairs.append((eino, dino, self._known_gen(eino), bname))
                         stack.append((sub, eino))
@@ -365,6 +386,7 @@ class LocalFS:
         finally:
             for dfd, _ in stack:
                 os.close(dfd)
+        self._gate.walked(started, seen if whole and found is None and not stack else None)
         if repairs:
             try:
                 self.store.put_objects(self.export_id, repairs)
@@ -566,15 +588,33 @@ class LocalFS:
         """Entries (ino, parent, name) that vanished, as the index found: the places of those
         removed or moved behind the server's back go (``Store.drop_places``); the tombstone
         of one the server removed stays (its handle answers STALE without a search)."""
+        if self._drop(places):
+            self._gate.moved()  # (the server's own removals and renames drop nothing)
+
+    def _drop(self, places: list[tuple[int, int, bytes]]) -> int:
+        """Drop live places (ino, parent, name) that no longer hold their inode; how many.
+        Besides the index's reports, the place of a handle a complete walk did not find: a
+        file that came and went behind the server's back between two index flushes was
+        never known to the index, which cannot report it (it stayed until its inode number
+        was reused); so it goes when first used (a handle never used again still stays)."""
         with self._lock:
             for ino, parent, name in places:
                 rec = self._recorded.get(ino)
                 if rec is not None and rec[0] == parent and rec[2] == name:
                     del self._recorded[ino]
         try:
-            self.store.drop_places(self.export_id, places)
+            return self.store.drop_places(self.export_id, places)
         except StoreFull:
-            pass  # a cache: a wrong place only costs a search
+            return len(places)  # a cache: a wrong place only costs a search
+
+    def purged(self, inos: list[int]) -> None:
+        """Inodes the index forgot for good (an hour after they vanished, or at a full scan):
+        their tombstones go (``Store.drop_tombstones``), so a workload that only removes does
+        not grow the handle table without end; such a handle then costs what ``_find`` allows."""
+        try:
+            self.store.drop_tombstones(self.export_id, inos)
+        except StoreFull:
+            pass  # (a deletion: LMDB needs pages for it too) the next purge does not retry
 
     def _kept(self, n: Node, d: Node, name: bytes, undo: Callable[[], None]) -> Node:
         """A node just created as ``d/name``, if the handle table took its place; else the

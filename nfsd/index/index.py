@@ -161,6 +161,9 @@ class Index:
         # the commit that recorded it: the server drops such handle-table entries, so
         # ``pysfsd check`` finds none left over by changes made behind its back
         self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
+        # told the inodes it forgot for good (``purge_tombs``): the handle table's tombstones
+        # of them go, so removals alone do not grow it without end
+        self.on_purged: Callable[[list[int]], None] | None = None
         self.user_values = user_tags.FallbackStore(env, export_id)  # declared tags, xattr-less files
         self._user_fields = user_tags.UserFieldReader(self.user_values)
         self._forced: set[int] = set()
@@ -226,7 +229,7 @@ class Index:
                 r.walk(top, self.root_ino, full=True)
                 r.bury()
                 # what vanished before this scan began and was not met again is gone for good
-                r.w.purge_tombs(start_ns)
+                r.purged += r.w.purge_tombs(start_ns)
                 r.commit()
                 self._rescan_due = False
                 self._space.succeeded()
@@ -436,7 +439,7 @@ class Index:
             self._apply_notes(r, entries, inos, dirs, fresh or {}, removed or _NONE_REMOVED)
             r.bury()
             if purge:
-                r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
+                r.purged += r.w.purge_tombs(time.time_ns() - TOMB_TTL_NS)
                 self._last_purge = time.monotonic()
             r.commit()
         except BaseException as exc:
@@ -585,7 +588,7 @@ class Index:
         r = Reconciler(self._tables, extractor or self._extractor, self._root_fd, self.root_ino, self._dev,
                        self._lock, yielding, publish, self._search.relpath, stop, self._pool,
                        self._user_fields)
-        r.on_vanished = self.on_vanished
+        r.on_vanished, r.on_purged = self.on_vanished, self.on_purged
         return r
 
     # -- asking ----------------------------------------------------------------------------

@@ -164,6 +164,9 @@ class Reconciler:
         # told to ``on_vanished`` after the commit that recorded it
         self.vanished: list[tuple[int, int, bytes]] = []
         self.on_vanished: Callable[[list[tuple[int, int, bytes]]], None] | None = None
+        # inodes whose tombstones were purged, told to ``on_purged`` after that commit
+        self.purged: list[int] = []
+        self.on_purged: Callable[[list[int]], None] | None = None
 
     # -- transactions and the lock -----------------------------------------------------
     def commit(self) -> None:
@@ -175,6 +178,10 @@ class Reconciler:
             gone, self.vanished = self.vanished, []
             if self.on_vanished is not None:
                 self.on_vanished(gone)
+        if self.purged:
+            inos, self.purged = self.purged, []
+            if self.on_purged is not None:
+                self.on_purged(inos)
 
     def _due(self) -> None:
         """Commit a batch that is big or old enough (and let others in, during a scan)."""

@@ -738,8 +738,9 @@ class Writer:
         self.txn.delete(INO.pack(ino), db=self.t.tombs)
         self.ops += 1
 
-    def purge_tombs(self, before_ns: int) -> None:
-        """Forget files that vanished before ``before_ns`` and never came back."""
+    def purge_tombs(self, before_ns: int) -> list[int]:
+        """Forget files that vanished before ``before_ns`` and never came back; their inode
+        numbers (the handle table drops its tombstones of them too)."""
         self.settle()
         txn = self.txn
         doomed = [key for key, raw in txn.cursor(db=self.t.tombs) if INO.unpack(raw)[0] < before_ns]
@@ -750,6 +751,7 @@ class Writer:
                 txn.delete(key, db=self.t.attrs)
             txn.delete(key, db=self.t.tombs)
         self.ops += 3 * len(doomed)
+        return [INO.unpack(key)[0] for key in doomed]
 
     def failed_of(self, ino: int) -> list[str]:
         raw = self.txn.get(INO.pack(ino), db=self.t.failed)

@@ -494,12 +494,14 @@ class Store:
             elif txn.get(key) != val:
                 txn.put(key, val)
 
-    def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> None:
+    def drop_places(self, export_id: int, places: Iterable[tuple[int, int, bytes]]) -> int:
         """Forget the entries that still record inode ``ino`` at (``parent``, ``name``), for
         each (ino, parent, name) the index saw vanish behind the server's back: a removed
         file leaves nothing behind, a moved one is found again by the search.  A tombstone
         stays: the index reports the server's own removals too, and without it a later call
-        with the removed file's handle was STALE only after a walk of the whole export."""
+        with the removed file's handle was STALE only after a walk of the whole export.
+        The number of places dropped."""
+        dropped = 0
         with self._objects_txn() as txn:
             for ino, parent, name in places:
                 key = _OBJ_KEY.pack(export_id, ino)
@@ -508,6 +510,17 @@ class Store:
                     continue
                 at, _gen, flags = _OBJ_VAL.unpack_from(raw)
                 if at == parent and not flags & FLAG_DELETED and raw[_OBJ_VAL.size:] == name:
+                    txn.delete(key)
+                    dropped += 1
+        return dropped
+
+    def drop_tombstones(self, export_id: int, inos: Iterable[int]) -> None:
+        """Forget the tombstones of these inodes (a live place of a reused number stays)."""
+        with self._objects_txn() as txn:
+            for ino in inos:
+                key = _OBJ_KEY.pack(export_id, ino)
+                raw = txn.get(key)
+                if raw is not None and _OBJ_VAL.unpack_from(raw)[2] & FLAG_DELETED:
                     txn.delete(key)
 
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes, durable: bool = True) -> None:
