@@ -44,7 +44,10 @@ class SearchGate:
     def known_absent(self, ino: int) -> bool:
         """Whether the last complete walk, still current, proves ``ino`` is not in the export."""
         seen = self._seen
-        if seen is None or self._now() - self._seen_at > SNAPSHOT_SECONDS:
+        if seen is None:
+            return False
+        if self._now() - self._seen_at > SNAPSHOT_SECONDS:
+            self._seen = None  # let its memory go (a walk's numbers: up to tens of MB)
             return False
         return ino not in seen
 

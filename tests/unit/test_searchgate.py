@@ -48,6 +48,7 @@ def test_a_complete_walk_answers_for_numbers_it_did_not_meet_until_something_mov
     assert gate.known_absent(8)
     clock.t += 6.0  # older than SNAPSHOT_SECONDS
     assert not gate.known_absent(8)
+    assert gate._seen is None  # and its numbers' memory is let go
     walk(gate, clock, 0.01, {5})
     walk(gate, clock, 0.01, None)  # a walk cut short: no answers from the one before
     assert not gate.known_absent(8)
