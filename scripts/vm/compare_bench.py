@@ -43,10 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -120,15 +120,15 @@ class PhaseProfiler:
             self.proc = None
 
 
-def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
-             profiler: PhaseProfiler | None = None, label: str = "",
-             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
-    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
+@contextmanager
+def serving(server: str, work: Path, tree: Path | None = None
+            ) -> Iterator[tuple[Path, int, int, Callable[[], int | None]]]:
+    """A fresh ``server`` (pysfsd from ``tree``) on a new empty export under ``work``, while
+    in the block: (export, NFS port, MOUNT port, its pid); Ganesha in its own network
+    namespace, which this thread enters meanwhile (the VM's qemu, started from it, reaches it)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
-    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
-    pid: Callable[[], int | None]
     with ExitStack() as stack:
         if server == "ganesha":
             gwork = work / "ganesha"
@@ -136,18 +136,23 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             port = free_port()
             g = stack.enter_context(ganesha_module().Ganesha(export, port=port, mount_port=port + 1,
                                                              work_dir=gwork, private=True))
-            stack.enter_context(g.namespace())  # the VM (qemu's user network) reaches it there
-            mount_port = port + 1
-            pid = lambda: ganesha_pid(gwork)  # noqa: E731
+            stack.enter_context(g.namespace())
+            yield export, port, port + 1, lambda: ganesha_pid(gwork)
         else:
             variant = pysfsd_variant(server)
             assert variant is not None, server
             options, workers = variant
             with from_tree(tree):
                 p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
-            port = mount_port = p.port
-            pid = lambda: p.pid  # noqa: E731
+            yield export, p.port, p.port, lambda: p.pid
 
+
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
+             profiler: PhaseProfiler | None = None, label: str = "",
+             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
+    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
+    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
+    with serving(server, work, tree) as (export, port, mount_port, pid):
         def mark(args: list[str]) -> str:
             when, phase = args
             if profiler is not None and when == "end":
