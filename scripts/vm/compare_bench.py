@@ -59,7 +59,6 @@ from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  #
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
-CALLS = re.compile(r"^INFO calls (\S+) ?(.*)$")
 RTT = re.compile(r"^INFO rtt (\S+) ?(.*)$")
 PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
 WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
@@ -172,12 +171,10 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
     rtts: Rtts = {}
     splits: Splits = {}
     for _, line in result.lines:
-        c = CALLS.match(line)
-        if c:
-            calls[c[1]] = c[2]
         r = RTT.match(line)
         if r:
             rtts[r[1]] = parse_rtt(r[2])
+            calls[r[1]] = " ".join(f"{op}={v[0]}" for op, v in rtts[r[1]].items())
         m = INFO.match(line)
         if m:
             name = m[1]
