@@ -1,6 +1,6 @@
 /* fsx: a random file-operation exerciser with a shadow copy in memory, for the VM tests.
  *
- *   fsx [-S seed] [-N ops] [-l maxlen] [-o maxoplen] [-W shadowfile] [-q] FILE
+ *   fsx [-S seed] [-N ops] [-l maxlen] [-o maxoplen] [-W shadowfile] [-q] [-Z] FILE
  *
  * Our own code after the idea of Apple's/XFS's fsx: a seeded, deterministic sequence of
  * write (random offset and length, past EOF too), read (compared with the shadow, short
@@ -11,7 +11,8 @@
  * first bad offset, the bytes expected and found, and the last operations, and exits 1.
  * Written data names the operation that wrote it: even offsets hold (op % 255) + 1, so a
  * stale byte tells which write it came from.  -W writes the expected content to a file
- * (for md5 checks of the server's copy).  Built statically on the host by
+ * (for md5 checks of the server's copy).  -Z adds O_DIRECT reads and writes (any offset and
+ * length: the NFS client sends them to the server as they are) through a second descriptor.  Built statically on the host by
  * scripts/vm/vm_mount_test.py; nothing like it is packaged in Debian. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,12 +26,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { OP_READ, OP_WRITE, OP_TRUNCATE, OP_MAPREAD, OP_MAPWRITE, OP_FSYNC, OP_INVALIDATE,
-       OP_REOPEN, OP_COUNT };
+enum { OP_READ, OP_WRITE, OP_TRUNCATE, OP_MAPREAD, OP_MAPWRITE, OP_DREAD, OP_DWRITE, OP_FSYNC,
+       OP_INVALIDATE, OP_REOPEN, OP_COUNT };
 static const char *op_names[OP_COUNT] = {"read", "write", "truncate", "mapread", "mapwrite",
+                                         "dread", "dwrite",
                                          "fsync", "invalidate", "reopen"};
-/* Relative weights of the operations (fsx's mix: mostly reads and writes). */
-static const unsigned op_weights[OP_COUNT] = {20, 24, 8, 12, 12, 4, 6, 4};
+/* Relative weights of the operations (fsx's mix: mostly reads and writes); the O_DIRECT
+ * ones only with -Z (weight 0 otherwise, so the other ops' sequence for a seed is the same). */
+static unsigned op_weights[OP_COUNT] = {20, 24, 8, 12, 12, 0, 0, 4, 6, 4};
+#define DIRECT_WEIGHT 6
 
 #define LOG_SIZE 40
 struct logent { unsigned long n; int op; long off, len, size_before; };
@@ -39,11 +43,11 @@ static unsigned long opnum;
 
 static uint64_t rng_state, seed = 1;
 static const char *path;
-static int fd = -1;
+static int fd = -1, dfd = -1;  /* dfd: O_DIRECT, a second open file description (-Z) */
 static long maxlen = 256 * 1024, maxoplen = 64 * 1024, file_size;
-static unsigned char *good, *buf;
+static unsigned char *good, *buf, *dbuf;  /* dbuf: page-aligned, for O_DIRECT */
 static long pagesize;
-static int quiet;
+static int quiet, direct;
 
 /* splitmix64: the same sequence from the same seed on every machine. */
 static uint64_t rnd(void)
@@ -127,6 +131,8 @@ static void open_file(int flags)
     fd = open(path, O_RDWR | flags, 0644);
     if (fd < 0)
         sys_fail("open");
+    if (direct && (dfd = open(path, O_RDWR | O_DIRECT)) < 0)
+        sys_fail("open O_DIRECT");
 }
 
 static void fill(long off, long len)
@@ -135,16 +141,19 @@ static void fill(long off, long len)
         good[off + i] = ((off + i) & 1) ? (unsigned char)rnd() : (unsigned char)(opnum % 255 + 1);
 }
 
-static void do_read(long off, long len)
+/* pread through descriptor d into b (the client's page cache, or O_DIRECT: the server). */
+static void read_via(int d, unsigned char *b, long off, long len, const char *what)
 {
     long want = off >= file_size ? 0 : (off + len > file_size ? file_size - off : len);
-    ssize_t got = pread(fd, buf, len, off);
+    ssize_t got = pread(d, b, len, off);
     if (got < 0)
-        sys_fail("pread");
+        sys_fail(what);
     if (got != want)
-        fail("pread 0x%lx+0x%lx returned %zd, expected %ld (size %ld)", off, len, got, want, file_size);
-    check(buf, off, want, "read");
+        fail("%s 0x%lx+0x%lx returned %zd, expected %ld (size %ld)", what, off, len, got, want, file_size);
+    check(b, off, want, what);
 }
+
+static void do_read(long off, long len) { read_via(fd, buf, off, len, "read"); }
 
 static void grow_shadow(long new_size)
 {
@@ -152,16 +161,22 @@ static void grow_shadow(long new_size)
         memset(good + file_size, 0, new_size - file_size);
 }
 
-static void do_write(long off, long len)
+/* pwrite len new bytes at off through descriptor d (from b when given: O_DIRECT's aligned
+ * buffer), the shadow first. */
+static void write_via(int d, unsigned char *b, long off, long len, const char *what)
 {
     grow_shadow(off);
     fill(off, len);
-    ssize_t put = pwrite(fd, good + off, len, off);
+    if (b)
+        memcpy(b, good + off, len);
+    ssize_t put = pwrite(d, b ? b : good + off, len, off);
     if (put != len)
-        put < 0 ? sys_fail("pwrite") : fail("pwrite wrote %zd of %ld", put, len);
+        put < 0 ? sys_fail(what) : fail("%s wrote %zd of %ld", what, put, len);
     if (off + len > file_size)
         file_size = off + len;
 }
+
+static void do_write(long off, long len) { write_via(fd, NULL, off, len, "write"); }
 
 static void do_truncate(long size)
 {
@@ -225,9 +240,9 @@ static void one_op(void)
     long len = 1 + rnd_below(maxoplen);
     if (off + len > maxlen)
         len = maxlen - off;
-    if ((op == OP_READ || op == OP_MAPREAD) && file_size == 0)
+    if ((op == OP_READ || op == OP_MAPREAD || op == OP_DREAD) && file_size == 0)
         op = OP_WRITE;  /* nothing to read yet */
-    if (op == OP_READ || op == OP_MAPREAD)
+    if (op == OP_READ || op == OP_MAPREAD || op == OP_DREAD)
         off = rnd_below(file_size);
     if (op == OP_MAPREAD && off + len > file_size)
         len = file_size - off;
@@ -242,6 +257,8 @@ static void one_op(void)
     case OP_TRUNCATE: do_truncate(off); break;
     case OP_MAPREAD: do_mapread(off, len); break;
     case OP_MAPWRITE: do_mapwrite(off, len); break;
+    case OP_DREAD: read_via(dfd, dbuf, off, len, "dread"); break;
+    case OP_DWRITE: write_via(dfd, dbuf, off, len, "dwrite"); break;
     case OP_FSYNC:
         if (fsync(fd) < 0)
             sys_fail("fsync");
@@ -254,7 +271,7 @@ static void one_op(void)
             sys_fail("posix_fadvise DONTNEED");
         break;
     case OP_REOPEN:
-        if (close(fd) < 0)
+        if (close(fd) < 0 || (direct && close(dfd) < 0))
             sys_fail("close");
         open_file(0);
         break;
@@ -274,7 +291,7 @@ int main(int argc, char **argv)
     unsigned long ops = 10000;
     const char *shadow = NULL;
     int c;
-    while ((c = getopt(argc, argv, "S:N:l:o:W:q")) != -1) {
+    while ((c = getopt(argc, argv, "S:N:l:o:W:qZ")) != -1) {
         switch (c) {
         case 'S': seed = strtoull(optarg, NULL, 0); break;
         case 'N': ops = strtoul(optarg, NULL, 0); break;
@@ -282,8 +299,9 @@ int main(int argc, char **argv)
         case 'o': maxoplen = strtol(optarg, NULL, 0); break;
         case 'W': shadow = optarg; break;
         case 'q': quiet = 1; break;
+        case 'Z': direct = 1; op_weights[OP_DREAD] = op_weights[OP_DWRITE] = DIRECT_WEIGHT; break;
         default:
-            fprintf(stderr, "usage: fsx [-S seed] [-N ops] [-l maxlen] [-o maxoplen] [-W shadowfile] [-q] FILE\n");
+            fprintf(stderr, "usage: fsx [-S seed] [-N ops] [-l maxlen] [-o maxoplen] [-W shadowfile] [-q] [-Z] FILE\n");
             return 2;
         }
     }
@@ -298,7 +316,7 @@ int main(int argc, char **argv)
     pagesize = sysconf(_SC_PAGESIZE);
     good = calloc(1, maxlen);
     buf = malloc(maxlen);
-    if (!good || !buf)
+    if (!good || !buf || posix_memalign((void **)&dbuf, pagesize, maxlen))
         sys_fail("malloc");
     open_file(O_CREAT | O_TRUNC);
     unsigned long counts[OP_COUNT] = {0};
@@ -309,13 +327,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "fsx: %lu ops, size %ld\n", opnum, file_size);
     }
     opnum = ops;
-    if (close(fd) < 0)
+    if (close(fd) < 0 || (direct && close(dfd) < 0))
         sys_fail("final close");
     open_file(0);
     check_size("final reopen");
     if (file_size)
         do_read(0, file_size);
-    if (close(fd) < 0)
+    if (close(fd) < 0 || (direct && close(dfd) < 0))
         sys_fail("close");
     if (shadow)
         write_shadow(shadow);
