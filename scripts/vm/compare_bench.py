@@ -273,29 +273,50 @@ def rtt_table(rtts: dict[str, list[Rtts]], results: dict[str, list[Phases]]) -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--servers``, ``--tree`` and ``--work``, as every side-by-side VM script takes them."""
     parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
-    parser.add_argument("--dd-mb", type=int, default=100)
-    parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                         help="servers pysfsd...@NAME run from the checkout at PATH")
-    parser.add_argument("--profile", metavar="PHASE:COMMAND",
-                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
-    parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
-    args = parser.parse_args(argv)
-    servers = args.servers.split(",")
-    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
+    parser.add_argument("--work", type=Path, help="exports, state and logs (default: a new directory under /tmp)")
+
+
+def parse_servers(parser: argparse.ArgumentParser, names: str, tree_args: list[str]
+                  ) -> tuple[list[str], dict[str, Path]]:
+    """``--servers`` as a list and ``--tree NAME=PATH`` as {NAME: PATH}; a server name that is
+    unknown or names a tree not given is a usage error."""
+    servers = names.split(",")
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in tree_args)}
     for s in servers:
         if s != "ganesha" and pysfsd_variant(s) is None:
             parser.error(f"unknown server {s!r}")
         if "@" in s and s.partition("@")[2] not in trees:
             parser.error(f"{s}: no --tree {s.partition('@')[2]}=PATH")
+    return servers, trees
+
+
+def vm_ready() -> ModuleType | None:
+    """The VM runner module, or None (said on stderr) when this machine cannot boot the VM."""
     vm = load_vm()
     missing = vm.missing_prerequisites()
     if missing:
         print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return None
+    return vm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_server_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dd-mb", type=int, default=100)
+    parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--profile", metavar="PHASE:COMMAND",
+                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
+    args = parser.parse_args(argv)
+    servers, trees = parse_servers(parser, args.servers, args.tree)
+    vm = vm_ready()
+    if vm is None:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
     profiler = PhaseProfiler(args.profile, work) if args.profile else None

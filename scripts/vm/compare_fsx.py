@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_bench import REPO, load_vm, pysfsd_variant, serving  # noqa: E402
+from compare_bench import REPO, add_server_arguments, parse_servers, serving, vm_ready  # noqa: E402
 
 WORKLOADS = REPO / "scripts" / "vm" / "workloads"
 FSX_INFO = re.compile(r"^INFO fsx seed=(\S+) md5=(\S+) (.*)$")
@@ -66,24 +66,15 @@ def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
+    add_server_arguments(parser)
     parser.add_argument("--seeds", default="1,2,3,4", help="fsx seeds, comma-separated")
     parser.add_argument("--ops", type=int, default=10000, help="fsx operations per seed")
     parser.add_argument("--len", type=int, default=262144, help="fsx's largest file size")
     parser.add_argument("--mount-opts", default="", help="extra mount options, e.g. rsize=4096,wsize=4096")
-    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
-                        help="servers pysfsd...@NAME run from the checkout at PATH")
-    parser.add_argument("--work", type=Path, help="exports, state and logs (default: a new directory under /tmp)")
     args = parser.parse_args(argv)
-    servers = args.servers.split(",")
-    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
-    for s in servers:
-        if s != "ganesha" and pysfsd_variant(s) is None:
-            parser.error(f"unknown server {s!r}")
-    vm = load_vm()
-    missing = vm.missing_prerequisites()
-    if missing:
-        print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
+    servers, trees = parse_servers(parser, args.servers, args.tree)
+    vm = vm_ready()
+    if vm is None:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmfsx-"))
     mount = {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
