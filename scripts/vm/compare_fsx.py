@@ -61,6 +61,9 @@ def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str]
     failures += [f"{server} {workload}: host check failed: {msg}" for msg in result.host_failures]
     if not result.passed:
         failures.append(f"{server} {workload}: {result.reason} (console: {result.console_log})")
+    log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
+    if log.exists() and "Traceback" in log.read_text(errors="replace"):
+        failures.append(f"{server} {workload}: a Traceback in {log}")
     return rows, failures
 
 

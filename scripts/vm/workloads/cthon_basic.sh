@@ -5,7 +5,8 @@
 # entries, look names up from deep inside, chmod and utimes, write and read a
 # 1 MiB file, list a 200-entry directory while removing half of it, rename
 # within and across directories (over an existing file, a directory too), hard
-# links and their nlink, symlinks and readlink, statfs, then remove the tree.
+# links and their nlink, symlinks and readlink, a file read through its
+# descriptor after rm and mv, O_EXCL creates, statfs, then remove the tree.
 # Each step is checked in the guest (caches dropped where the server must be
 # asked) and what stays is checked on the host (HOSTCHECK).
 . /vm/lib.sh
@@ -192,6 +193,31 @@ symlinks() {
     hostcheck symlink "$REL/keep/s2" "$long"
 }
 
+# From cthon's "special" tests: a file removed or renamed while open stays readable
+# through the descriptor (the client renames a removed open file to .nfsXXXX and
+# removes that at the last close), and O_EXCL creates (CREATE EXCLUSIVE, then the
+# client's SETATTR of mode and times: none of the verifier may show).
+open_files() {
+    local k="$B/keep"
+    echo "still here" > "$k/silly" && echo moved > "$k/moving" || return 1
+    exec 3< "$k/silly" 4< "$k/moving"
+    rm "$k/silly" && mv "$k/moving" "$k/d2/moved" || return 1
+    [ ! -e "$k/silly" ] || { echo "silly still there after rm"; return 1; }
+    expect_eq "$(ls -A "$k" | grep -c '^\.nfs')" 1 "the client's .nfs name of the open removed file" || return 1
+    expect_eq "$(cat <&3) $(cat <&4)" "still here moved" "read through descriptors after rm and mv" || return 1
+    exec 3<&- 4<&-
+    wait_until 10 "the .nfs file removed at the last close" sh -c "! ls -A '$k' | grep -q '^\.nfs'" || return 1
+    echo plain > "$k/plain" || return 1
+    (set -C && echo x > "$k/excl") || return 1
+    (set -C && echo y > "$k/excl") 2> /dev/null && { echo "O_EXCL create of an existing file succeeded"; return 1; }
+    drop_caches
+    expect_eq "$(cat "$k/excl") $(stat -c '%a %s' "$k/excl")" "x 644 2" "content, mode, size of the O_EXCL file" || return 1
+    _dt=$(( $(stat -c %Y "$k/excl") - $(stat -c %Y "$k/plain") ))
+    [ "$_dt" -ge -5 ] && [ "$_dt" -le 5 ] || { echo "O_EXCL file's mtime is $_dt s from a plain create's"; return 1; }
+    hostcheck mode "$REL/keep/excl" 644
+    hostcheck md5 "$REL/keep/d2/moved" "$(echo moved | md5sum | cut -d' ' -f1)"
+}
+
 # cthon test 9: statfs answers, with sane numbers.
 statfs() {
     set -- $(stat -f -c '%b %f %a %s' "$MNT")
@@ -220,6 +246,7 @@ step readwrite readwrite
 step readdirs readdirs
 step renames_links renames_links
 step symlinks symlinks
+step open_files open_files
 step statfs statfs
 step remove_tree remove_tree
 step umount umount "$MNT"
