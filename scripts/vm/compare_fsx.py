@@ -31,18 +31,21 @@ from compare_bench import REPO, add_server_arguments, parse_servers, serving, vm
 WORKLOADS = REPO / "scripts" / "vm" / "workloads"
 FSX_INFO = re.compile(r"^INFO fsx seed=(\S+) md5=(\S+) (.*)$")
 DIGEST = re.compile(r"[0-9a-f]{8} size \d+")
+INITRAMFS = re.compile(r"initramfs (\S+),")
 STEP = re.compile(r"^STEP (\S+) (OK|FAIL)(?: rc=\d+)? ([0-9.]+)s")
 
 Outcome = dict[str, str]  # row ("fsx seed 3", "cthon create_tree") -> "OK 1.2s md5..." / "FAIL ..."
 
 
 def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
-                 tree: Path | None) -> tuple[Outcome, list[str]]:
-    """One VM boot: the workload's rows, and the failures' details (steps, host checks)."""
+                 tree: Path | None) -> tuple[Outcome, list[str], str]:
+    """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
+    initramfs it booted (named after a digest of the guest's files and the workload)."""
+    booted: list[str] = []
     with serving(server, work, tree) as (export, port, mount_port, _pid):
         result = vm.run_vm_test(port, str(export), mount_port=mount_port, workload=WORKLOADS / workload,
                                 guest_env=env, timeout=3600.0, log_dir=work / f"log-{server}-{workload}",
-                                echo=lambda _: None)
+                                echo=lambda text: booted.extend(INITRAMFS.findall(text)))
     rows: Outcome = {}
     md5s: dict[str, str] = {}
     failures = []
@@ -64,7 +67,7 @@ def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str]
     log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
     if log.exists() and "Traceback" in log.read_text(errors="replace"):
         failures.append(f"{server} {workload}: a Traceback in {log}")
-    return rows, failures
+    return rows, failures, booted[0] if booted else "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             "cthon_basic.sh": mount}
     results: dict[str, Outcome] = {s: {} for s in servers}
     failures: list[str] = []
+    images: dict[str, str] = {}
     for s in servers:
         for workload, env in runs.items():
             t0 = time.monotonic()
-            rows, failed = run_workload(vm, s, workload, env, work, trees.get(s.partition("@")[2]))
+            rows, failed, initramfs = run_workload(vm, s, workload, env, work, trees.get(s.partition("@")[2]))
+            if initramfs != images.setdefault(workload, initramfs):   # scripts/vm edited meanwhile
+                failed.append(f"{s} {workload}: booted {initramfs}, not {images[workload]} as the first server")
             results[s].update(rows)
             failures += failed
             print(f"{s} {workload}: {'FAIL' if failed else 'PASS'} ({time.monotonic() - t0:.0f} s)", flush=True)
