@@ -43,10 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -59,7 +59,6 @@ from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  #
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
 INFO = re.compile(r"^INFO bench (\S+) secs=([0-9.]+)")
-CALLS = re.compile(r"^INFO calls (\S+) ?(.*)$")
 RTT = re.compile(r"^INFO rtt (\S+) ?(.*)$")
 PYSFSD_OPTIONS = {"pysfsd": "rw,no_root_squash,insecure", "pysfsd-async": "rw,no_root_squash,insecure,async"}
 WORKERS = re.compile(r"^(.*)-w(\d+)$")  # pysfsd-w2: --workers 2
@@ -120,15 +119,15 @@ class PhaseProfiler:
             self.proc = None
 
 
-def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
-             profiler: PhaseProfiler | None = None, label: str = "",
-             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
-    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
+@contextmanager
+def serving(server: str, work: Path, tree: Path | None = None
+            ) -> Iterator[tuple[Path, int, int, Callable[[], int | None]]]:
+    """A fresh ``server`` (pysfsd from ``tree``) on a new empty export under ``work``, while
+    in the block: (export, NFS port, MOUNT port, its pid); Ganesha in its own network
+    namespace, which this thread enters meanwhile (the VM's qemu, started from it, reaches it)."""
     export = work / f"export-{server}"
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
-    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
-    pid: Callable[[], int | None]
     with ExitStack() as stack:
         if server == "ganesha":
             gwork = work / "ganesha"
@@ -136,18 +135,23 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             port = free_port()
             g = stack.enter_context(ganesha_module().Ganesha(export, port=port, mount_port=port + 1,
                                                              work_dir=gwork, private=True))
-            stack.enter_context(g.namespace())  # the VM (qemu's user network) reaches it there
-            mount_port = port + 1
-            pid = lambda: ganesha_pid(gwork)  # noqa: E731
+            stack.enter_context(g.namespace())
+            yield export, port, port + 1, lambda: ganesha_pid(gwork)
         else:
             variant = pysfsd_variant(server)
             assert variant is not None, server
             options, workers = variant
             with from_tree(tree):
                 p = stack.enter_context(Pysfsd(export, work / f"state-{server}", options=options, workers=workers))
-            port = mount_port = p.port
-            pid = lambda: p.pid  # noqa: E731
+            yield export, p.port, p.port, lambda: p.pid
 
+
+def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
+             profiler: PhaseProfiler | None = None, label: str = "",
+             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
+    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
+    cpu: dict[tuple[str, str], dict[int, float] | None] = {}
+    with serving(server, work, tree) as (export, port, mount_port, pid):
         def mark(args: list[str]) -> str:
             when, phase = args
             if profiler is not None and when == "end":
@@ -167,12 +171,10 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
     rtts: Rtts = {}
     splits: Splits = {}
     for _, line in result.lines:
-        c = CALLS.match(line)
-        if c:
-            calls[c[1]] = c[2]
         r = RTT.match(line)
         if r:
             rtts[r[1]] = parse_rtt(r[2])
+            calls[r[1]] = " ".join(f"{op}={v[0]}" for op, v in rtts[r[1]].items())
         m = INFO.match(line)
         if m:
             name = m[1]
@@ -271,29 +273,50 @@ def rtt_table(rtts: dict[str, list[Rtts]], results: dict[str, list[Phases]]) -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--servers``, ``--tree`` and ``--work``, as every side-by-side VM script takes them."""
     parser.add_argument("--servers", default="pysfsd,pysfsd-async,ganesha")
-    parser.add_argument("--dd-mb", type=int, default=100)
-    parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                         help="servers pysfsd...@NAME run from the checkout at PATH")
-    parser.add_argument("--profile", metavar="PHASE:COMMAND",
-                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
-    parser.add_argument("--work", type=Path, help="exports and state (default: a new directory under /tmp)")
-    args = parser.parse_args(argv)
-    servers = args.servers.split(",")
-    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
+    parser.add_argument("--work", type=Path, help="exports, state and logs (default: a new directory under /tmp)")
+
+
+def parse_servers(parser: argparse.ArgumentParser, names: str, tree_args: list[str]
+                  ) -> tuple[list[str], dict[str, Path]]:
+    """``--servers`` as a list and ``--tree NAME=PATH`` as {NAME: PATH}; a server name that is
+    unknown or names a tree not given is a usage error."""
+    servers = names.split(",")
+    trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in tree_args)}
     for s in servers:
         if s != "ganesha" and pysfsd_variant(s) is None:
             parser.error(f"unknown server {s!r}")
         if "@" in s and s.partition("@")[2] not in trees:
             parser.error(f"{s}: no --tree {s.partition('@')[2]}=PATH")
+    return servers, trees
+
+
+def vm_ready() -> ModuleType | None:
+    """The VM runner module, or None (said on stderr) when this machine cannot boot the VM."""
     vm = load_vm()
     missing = vm.missing_prerequisites()
     if missing:
         print("cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return None
+    return vm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_server_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dd-mb", type=int, default=100)
+    parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--profile", metavar="PHASE:COMMAND",
+                        help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
+    args = parser.parse_args(argv)
+    servers, trees = parse_servers(parser, args.servers, args.tree)
+    vm = vm_ready()
+    if vm is None:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="vmcompare-"))
     profiler = PhaseProfiler(args.profile, work) if args.profile else None

@@ -232,6 +232,20 @@ def _needs_debian_tools(workload: Path) -> bool:
     return DEBIAN_TOOLS_MARK in workload.read_bytes()
 
 
+# A workload line "# vm: helper NAME" ships guest/NAME.c, built static, as /usr/bin/NAME.
+HELPER_MARK = re.compile(rb"^# vm: helper (\w+)$", re.MULTILINE)
+
+
+def add_helpers(cpio: "CpioNewc", workload: Path, work_dir: Path) -> None:
+    """The C helpers the workload asks for, compiled here: the guest has no compiler."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for name in sorted({m.decode() for m in HELPER_MARK.findall(workload.read_bytes())}):
+        binary = work_dir / f"{name}.{os.getpid()}.bin"
+        subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(binary), str(GUEST_DIR / f"{name}.c")], check=True)
+        cpio.file(f"usr/bin/{name}", binary.read_bytes(), 0o755)
+        binary.unlink()
+
+
 def _shared_libraries(binary: str) -> list[str]:
     """The ELF interpreter and libraries ``binary`` loads, from ldd."""
     out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
@@ -327,6 +341,7 @@ def build_initramfs(kernel: Kernel, workload: Path, work_dir: Path) -> Path:
     cpio.file("vm/workload.sh", workload.read_bytes(), 0o755)
     if _needs_debian_tools(workload):
         add_debian_tools(cpio, work_dir)
+    add_helpers(cpio, workload, work_dir)
     for rel, data in source_tree(BUSYBOX.read_bytes()):
         if data is None:
             cpio.dir(f"srcdata/{rel}")
@@ -355,7 +370,7 @@ def _md5(path: Path) -> str:
 
 
 def _tree_md5(root: Path) -> str:
-    """Same digest as tree_md5 in workloads/core.sh: md5 over sorted
+    """Same digest as tree_md5 in guest/lib.sh: md5 over sorted
     'md5  ./path' lines of every regular file (symlinks not followed)."""
     files = sorted(b"./" + os.fsencode(p.relative_to(root)) for p in root.rglob("*")
                    if p.is_file() and not p.is_symlink())
@@ -454,6 +469,11 @@ def do_host_action(line: str, host_dir: Path, callbacks: dict[str, HostAction]) 
             if len(args) != 1:
                 raise ValueError("usage: rm RELPATH")
             msg = _action_rm(host_dir, args)
+        elif verb == "check":
+            failures = check_host([f"HOSTCHECK {rest}"], host_dir)
+            if failures:
+                raise ValueError(failures[0])
+            msg = "checked"
         elif verb in callbacks:
             msg = callbacks[verb](args) or ""
         else:

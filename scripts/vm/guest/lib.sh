@@ -71,6 +71,16 @@ expect_eq() {
 }
 
 hostcheck() { report "HOSTCHECK $*"; }
+# md5 of "md5  ./path" lines for every file under $1, sorted; the host's
+# treemd5 check computes the same digest over the export directory.
+tree_md5() {
+    (cd "$1" && find . -type f | sort | while IFS= read -r f; do md5sum "$f"; done) \
+        | md5sum | cut -d' ' -f1
+}
+
+# hostcheck_now KIND RELPATH VALUE: the same check, done by the host now (for
+# what a later step removes); fails when the host disagrees.
+hostcheck_now() { host_action check "$@"; }
 
 # Mount the export with every option explicit (busybox mount passes them
 # straight to the kernel; no rpcbind lookups, no NLM).  Extra options in $1.
@@ -94,6 +104,7 @@ drop_caches() {
 #   write RELPATH TEXT   create/overwrite a file in the export, behind the
 #                        server's back (TEXT plus a newline; single spaces)
 #   rm RELPATH           remove a file in the export behind the server's back
+#   check KIND REL VALUE a HOSTCHECK done now (hostcheck_now)
 #   restart              restart the NFS server (if the caller supports it)
 #   kill9-restart [NAME] kill the server with SIGKILL and start it again, once
 #                        it received the first WRITE of the file whose data

@@ -2,9 +2,9 @@
 # NFSv3 client (issue 10): a 100 MB dd with fsync, its cold read, 1000 empty
 # creates, 1000 create+write+close, 1000 cold stats, ls -l of 2000 entries
 # (twice: cold, then with the client's attribute cache dropped again), 2000
-# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total", the NFS
-# calls each phase made ("INFO calls PHASE getattr=N lookup=N ...") and their round-trip
-# times as the client measured them ("INFO rtt PHASE getattr=N/QUEUE/RTT/EXEC ...", ms).
+# removes.  Reports "INFO bench PHASE secs=S" per phase and "INFO bench total", and the NFS
+# calls each phase made with their times as the client measured them ("INFO rtt PHASE
+# getattr=CALLS/QUEUE/RTT/EXEC ...", ms summed over the phase).
 #
 # Parameters: VM_DD_MB (default 100), VM_NCONNECT (mount option nconnect=N when set),
 # VM_CPU_MARKS=1: before and after each phase (outside its timing) ask the host for the
@@ -26,14 +26,13 @@ ops_now() {
         ours && /per-op statistics/ { f = 1; next }
         f && NF >= 9 { sub(/:$/, "", $1); print tolower($1), $2, $7, $8, $9 }' /proc/self/mountstats > "$1"
 }
-# What a phase made of them, two lines: the calls by procedure ("INFO calls PHASE lookup=1000
-# create=1000 ...") and, for the same procedures, calls/queue/RTT/execute milliseconds summed
-# over the phase ("INFO rtt PHASE lookup=1000/3/280/290 ..."), as the kernel client saw them.
+# What a phase made of them, one line: per procedure it called, the calls and the queue, RTT
+# and execute milliseconds summed over the phase ("INFO rtt PHASE lookup=1000/3/280/290 ..."),
+# as the kernel client saw them.
 ops_report() {
     awk -v p="$1" 'NR == FNR { n[$1] = $2; q[$1] = $3; r[$1] = $4; e[$1] = $5; next }
-        ($2 - n[$1]) > 0 { calls = calls " " $1 "=" ($2 - n[$1])
-            rtt = rtt " " $1 "=" ($2 - n[$1]) "/" ($3 - q[$1]) "/" ($4 - r[$1]) "/" ($5 - e[$1]) }
-        END { print "INFO calls " p calls; print "INFO rtt " p rtt }' "$2" "$3" |
+        ($2 - n[$1]) > 0 { rtt = rtt " " $1 "=" ($2 - n[$1]) "/" ($3 - q[$1]) "/" ($4 - r[$1]) "/" ($5 - e[$1]) }
+        END { print "INFO rtt " p rtt }' "$2" "$3" |
         while read -r line; do report "$line"; done
 }
 

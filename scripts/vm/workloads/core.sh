@@ -18,13 +18,6 @@ FIXED_EPOCH=981173106
 
 md5_of() { md5sum "$1" | cut -d' ' -f1; }
 
-# md5 of "md5  ./path" lines for every file under $1, sorted; the host
-# computes the same digest over the export directory.
-tree_md5() {
-    (cd "$1" && find . -type f | sort | while IFS= read -r f; do md5sum "$f"; done) \
-        | md5sum | cut -d' ' -f1
-}
-
 # Fail when something we removed or renamed away is still there.
 expect_absent() {
     [ ! -e "$1" ] && [ ! -L "$1" ] && return 0

@@ -15,13 +15,6 @@ REL=${VM_SOAK_DIR:-soak-vm}
 W=$MNT/$REL
 SRC=/srcdata
 
-# md5 of "md5  ./path" lines of every file under $1, sorted: the digest
-# scripts/vm/vm_mount_test.py's treemd5 host check computes.
-tree_md5() {
-    (cd "$1" && find . -type f | sort | while IFS= read -r f; do md5sum "$f"; done) \
-        | md5sum | cut -d' ' -f1
-}
-
 do_setup() {
     rm -rf "$W" && mkdir "$W" || return 1
     WANT=$(tree_md5 "$SRC")
