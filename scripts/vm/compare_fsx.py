@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_bench import REPO, add_server_arguments, parse_servers, serving, vm_ready  # noqa: E402
@@ -37,18 +38,32 @@ STEP = re.compile(r"^STEP (\S+) (OK|FAIL)(?: rc=\d+)? ([0-9.]+)s")
 Outcome = dict[str, str]  # row ("fsx seed 3", "cthon create_tree") -> "OK 1.2s md5..." / "FAIL ..."
 
 
-def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
-                 tree: Path | None) -> tuple[Outcome, list[str], str]:
-    """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
+def boot(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
+         tree: Path | None) -> tuple[Any, list[str], str]:
+    """One VM boot of ``workload`` against a fresh ``server``: the run's result, the failures
+    every workload shares (the run's own, host checks, a Traceback in pysfsd's log), and the
     initramfs it booted (named after a digest of the guest's files and the workload)."""
     booted: list[str] = []
     with serving(server, work, tree) as (export, port, mount_port, _pid):
         result = vm.run_vm_test(port, str(export), mount_port=mount_port, workload=WORKLOADS / workload,
                                 guest_env=env, timeout=3600.0, log_dir=work / f"log-{server}-{workload}",
                                 echo=lambda text: booted.extend(INITRAMFS.findall(text)))
+    failures = [f"{server} {workload}: host check failed: {msg}" for msg in result.host_failures]
+    if not result.passed:
+        failures.append(f"{server} {workload}: {result.reason} (console: {result.console_log})")
+    log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
+    if log.exists() and "Traceback" in log.read_text(errors="replace"):
+        failures.append(f"{server} {workload}: a Traceback in {log}")
+    return result, failures, booted[0] if booted else "?"
+
+
+def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
+                 tree: Path | None) -> tuple[Outcome, list[str], str]:
+    """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
+    initramfs it booted."""
+    result, failures, initramfs = boot(vm, server, workload, env, work, tree)
     rows: Outcome = {}
     md5s: dict[str, str] = {}
-    failures = []
     for _, line in result.lines:
         info = FSX_INFO.match(line)
         if info:
@@ -61,13 +76,7 @@ def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str]
             rows[row] = f"{step[2]} {float(step[3]):5.1f}s" + (f" {md5s[seed]}" if seed in md5s else "")
             if step[2] == "FAIL":
                 failures.append(f"{server} {workload}: {line}")
-    failures += [f"{server} {workload}: host check failed: {msg}" for msg in result.host_failures]
-    if not result.passed:
-        failures.append(f"{server} {workload}: {result.reason} (console: {result.console_log})")
-    log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
-    if log.exists() and "Traceback" in log.read_text(errors="replace"):
-        failures.append(f"{server} {workload}: a Traceback in {log}")
-    return rows, failures, booted[0] if booted else "?"
+    return rows, failures, initramfs
 
 
 def main(argv: list[str] | None = None) -> int:
