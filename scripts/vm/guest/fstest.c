@@ -24,8 +24,8 @@
  *   fchmod FD MODE   fchown FD UID GID   ftruncate FD LENGTH   write FD TEXT   close FD
  *   stat PATH FIELDS   lstat PATH FIELDS   fstat FD FIELDS
  *        FIELDS: comma-separated of mode (st_mode & 07777, octal), type (regular, dir,
- *        fifo, symlink, char, block, socket), nlink, uid, gid, size
- *   utimes PATH ATIME MTIME   (seconds since the epoch)
+ *        fifo, symlink, char, block, socket), nlink, uid, gid, size, atime, mtime
+ *   utimes PATH ATIME MTIME   (seconds since the epoch; "now now": utimes(PATH, NULL))
  *   readlink PATH   access PATH r|w|x|f (combined, e.g. rw; as the effective user)
  * Built statically on the host by scripts/vm/vm_mount_test.py (a workload line
  * "# vm: helper fstest"); the guest has no compiler. */
@@ -151,6 +151,10 @@ static void stat_fields(const struct stat *st, const char *spec)
             snprintf(v, sizeof v, "%lu", (unsigned long)st->st_gid);
         else if (strcmp(tok, "size") == 0)
             snprintf(v, sizeof v, "%lld", (long long)st->st_size);
+        else if (strcmp(tok, "atime") == 0)
+            snprintf(v, sizeof v, "%lld", (long long)st->st_atime);
+        else if (strcmp(tok, "mtime") == 0)
+            snprintf(v, sizeof v, "%lld", (long long)st->st_mtime);
         else
             usage("unknown stat field");
         used += snprintf(out + used, sizeof out - used, "%s%s", used ? "," : "", v);
@@ -223,6 +227,8 @@ static int run(int argc, char **argv)
     }
     if (strcmp(op, "utimes") == 0) {
         NEED(3);
+        if (strcmp(argv[2], "now") == 0)
+            return utimes(argv[1], NULL);
         struct timeval tv[2] = {{num(argv[2], 10), 0}, {num(argv[3], 10), 0}};
         return utimes(argv[1], tv);
     }
