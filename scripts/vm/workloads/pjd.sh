@@ -1,14 +1,14 @@
 # pjdfstest-style conformance cases through the Linux NFSv3 client, in our own words:
 # guest/fstest.c performs one system call (or a few, ":"-separated) as root or as an
 # unprivileged user (-u UID -g GID,...) and prints "0", the errno's name or the stat
-# fields asked for; each line below is `expect WANT fstest-args...` (WANT may list
-# alternatives, "A|B", where the Linux client decides and either answer is POSIX).
+# fields asked for; each line below is `expect WANT fstest-args...`, WANT being what
+# Linux answers on a local file system (it may list alternatives, "A|B"; none does now).
 # One step per group, as pjdfstest's directories (chmod, chown, link, mkdir, open,
 # rename, rmdir, symlink, truncate, ftruncate, unlink, mkfifo/mknod, directory
 # permission bits, sticky directories, setgid inheritance, name length, symlink loops);
-# a step fails on any mismatch and prints it.  Every case reports
-# "INFO pjd GROUP.N got=GOT want=WANT: ARGS" so scripts/vm/compare_pjd.py can set two
-# servers side by side.  Names are fixed and no case depends on the date.
+# a step fails on any mismatch and prints the mismatches last (the STEP line shows them).
+# Every case reports "INFO pjd GROUP.N got=GOT want=WANT: ARGS" so scripts/vm/compare_pjd.py
+# can set servers side by side.  Names are fixed and no case depends on the date.
 # The export must not squash root (no_root_squash): root makes the fixtures.
 # vm: helper fstest
 . /vm/lib.sh
@@ -33,7 +33,7 @@ expect() {
     _got=${_got% }
     report "INFO pjd $GROUP.$CASE got=$_got want=$_want: $*"
     case "|$_want|" in *"|$_got|"*) return 0 ;; esac
-    echo "MISMATCH $GROUP.$CASE: expect $_want $* -> got $_got"
+    echo "MISMATCH $GROUP.$CASE: expect $_want $* -> got $_got" >> /tmp/pjd.bad
     BAD=$((BAD + 1))
 }
 
@@ -43,10 +43,11 @@ group() {
     GROUP=$1
     CASE=0
     BAD=0
+    : > /tmp/pjd.bad
     mkdir "$MNT/$REL/$1" && cd "$MNT/$REL/$1" || return 1
     "$2"
     cd / || return 1
-    [ "$BAD" -eq 0 ] || { echo "$BAD mismatch(es) in $1"; return 1; }
+    [ "$BAD" -eq 0 ] || { cat /tmp/pjd.bad; echo "$BAD mismatch(es) in $1"; return 1; }
 }
 
 cases_chmod() {
