@@ -57,6 +57,27 @@ def boot(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: 
     return result, failures, booted[0] if booted else "?"
 
 
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace, prefix: str
+            ) -> tuple[list[str], dict[str, Path], ModuleType, Path, dict[str, str]] | None:
+    """What every side-by-side VM script starts from: the servers, their trees, the VM runner,
+    the work directory (a new one named ``prefix...`` unless --work) and the guest's
+    MOUNT_OPTS from --mount-opts; None (said on stderr) when this machine cannot boot the VM."""
+    servers, trees = parse_servers(parser, args.servers, args.tree)
+    vm = vm_ready()
+    if vm is None:
+        return None
+    work = args.work or Path(tempfile.mkdtemp(prefix=prefix))
+    return servers, trees, vm, work, {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
+
+
+def conclude(failures: list[str], work: Path) -> int:
+    """Print the failures and where the logs are; the exit status (1: any failure)."""
+    if failures:
+        print("\nfailures:\n  " + "\n  ".join(failures))
+    print(f"\nlogs in {work}")
+    return 1 if failures else 0
+
+
 def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
                  tree: Path | None) -> tuple[Outcome, list[str], str]:
     """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
@@ -87,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--len", type=int, default=262144, help="fsx's largest file size")
     parser.add_argument("--mount-opts", default="", help="extra mount options, e.g. rsize=4096,wsize=4096")
     args = parser.parse_args(argv)
-    servers, trees = parse_servers(parser, args.servers, args.tree)
-    vm = vm_ready()
-    if vm is None:
+    ready = prepare(parser, args, "vmfsx-")
+    if ready is None:
         return 2
-    work = args.work or Path(tempfile.mkdtemp(prefix="vmfsx-"))
-    mount = {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
+    servers, trees, vm, work, mount = ready
     runs = {"fsx.sh": {"FSX_SEEDS": args.seeds, "FSX_OPS": str(args.ops), "FSX_LEN": str(args.len), **mount},
             "cthon_basic.sh": mount}
     results: dict[str, Outcome] = {s: {} for s in servers}
@@ -118,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = {m[0] if (m := DIGEST.search(results[s].get(row, ""))) else "none" for s in servers}
         if len(digests) > 1:
             failures.append(f"{row}: the servers' files differ: {sorted(digests)}")
-    if failures:
-        print("\nfailures:\n  " + "\n  ".join(failures))
-    print(f"\nlogs in {work}")
-    return 1 if failures else 0
+    return conclude(failures, work)
 
 
 if __name__ == "__main__":

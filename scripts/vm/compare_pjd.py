@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_bench import add_server_arguments, parse_servers, vm_ready  # noqa: E402
-from compare_fsx import boot  # noqa: E402
+from compare_bench import add_server_arguments  # noqa: E402
+from compare_fsx import boot, conclude, prepare  # noqa: E402
 
 CASE = re.compile(r"^INFO pjd (\S+)\.(\d+) got=(.*) want=(.*?): (.*)$")
 
@@ -48,13 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     add_server_arguments(parser)
     parser.set_defaults(servers="pysfsd,ganesha")
     parser.add_argument("--mount-opts", default="", help="extra mount options, e.g. noac")
-    args = parser.parse_args(argv)
-    servers, trees = parse_servers(parser, args.servers, args.tree)
-    vm = vm_ready()
-    if vm is None:
+    ready = prepare(parser, parser.parse_args(argv), "vmpjd-")
+    if ready is None:
         return 2
-    work = args.work or Path(tempfile.mkdtemp(prefix="vmpjd-"))
-    env = {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
+    servers, trees, vm, work, env = ready
     got: dict[str, dict[Case, str]] = {}
     cases: dict[Case, tuple[str, str]] = {}
     failures: list[str] = []
@@ -64,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         got[s], seen = answers(result.lines)
         cases.update(seen)
         images.add(initramfs)
-        failures += failed
+        failures += failed + [f"{s}: {line}" for _, line in result.lines   # the cases are in the table
+                              if line.startswith("STEP ") and " FAIL" in line and not line.startswith("STEP pjd_")]
         print(f"{s}: {len(got[s])} cases, {result.elapsed:.0f} s", flush=True)
     if len(images) > 1:   # scripts/vm edited meanwhile
         failures.append(f"the servers booted different initramfs images: {sorted(images)}")
@@ -89,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{group:10} {n:5}  {bad:10}  {differ:14}")
     print(f"{'all':10} {sum(c[0] for c in groups.values()):5}  {sum(c[1] for c in groups.values()):10}  "
           f"{sum(c[2] for c in groups.values()):14}")
-    if failures:
-        print("\nfailures:\n  " + "\n  ".join(failures))
-    print(f"\nlogs in {work}")
-    return 1 if failures else 0
+    return conclude(failures, work)
 
 
 if __name__ == "__main__":

@@ -138,24 +138,20 @@ static void stat_fields(const struct stat *st, const char *spec)
     out[0] = '\0';
     snprintf(copy, sizeof copy, "%s", spec);
     for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char v[64];
+        const struct { const char *name; long long value; } NUMBERS[] = {
+            {"nlink", (long long)st->st_nlink}, {"uid", (long long)st->st_uid},
+            {"gid", (long long)st->st_gid}, {"size", (long long)st->st_size},
+            {"atime", (long long)st->st_atime}, {"mtime", (long long)st->st_mtime},
+        };
+        char v[64] = "";
         if (strcmp(tok, "mode") == 0)
             snprintf(v, sizeof v, (st->st_mode & 07777) ? "0%o" : "0", (unsigned)(st->st_mode & 07777));
         else if (strcmp(tok, "type") == 0)
             snprintf(v, sizeof v, "%s", type_name(st->st_mode));
-        else if (strcmp(tok, "nlink") == 0)
-            snprintf(v, sizeof v, "%lu", (unsigned long)st->st_nlink);
-        else if (strcmp(tok, "uid") == 0)
-            snprintf(v, sizeof v, "%lu", (unsigned long)st->st_uid);
-        else if (strcmp(tok, "gid") == 0)
-            snprintf(v, sizeof v, "%lu", (unsigned long)st->st_gid);
-        else if (strcmp(tok, "size") == 0)
-            snprintf(v, sizeof v, "%lld", (long long)st->st_size);
-        else if (strcmp(tok, "atime") == 0)
-            snprintf(v, sizeof v, "%lld", (long long)st->st_atime);
-        else if (strcmp(tok, "mtime") == 0)
-            snprintf(v, sizeof v, "%lld", (long long)st->st_mtime);
-        else
+        for (size_t i = 0; i < sizeof NUMBERS / sizeof NUMBERS[0]; i++)
+            if (strcmp(tok, NUMBERS[i].name) == 0)
+                snprintf(v, sizeof v, "%lld", NUMBERS[i].value);
+        if (v[0] == '\0')
             usage("unknown stat field");
         used += snprintf(out + used, sizeof out - used, "%s%s", used ? "," : "", v);
     }

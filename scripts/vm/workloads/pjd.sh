@@ -537,6 +537,40 @@ cases_setgid() {
     expect 0775 stat w mode
 }
 
+# who is who: sixteen supplementary groups (AUTH_SYS's most), root's bypass (execute needs
+# some x bit), owners setting bits on their own files
+cases_creds() {
+    G16="65534,1,2,3,4,5,6,7,8,9,10,11,12,13,14,65533"
+    expect 0 create f 0640 : chown f 0 65533 : write 0 data
+    expect 0 -u 65534 -g $G16 open f O_RDONLY
+    expect EACCES -u 65534 -g $G16 open f O_WRONLY
+    expect EACCES -u 65534 -g 65534,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 open f O_RDONLY
+    expect 0 chmod f 0
+    expect 0 open f O_RDWR
+    expect EACCES access f x
+    expect 0 access f rw
+    expect 0 chmod f 0010
+    expect 0 access f x
+    expect 0 truncate f 1
+    expect 0 mkdir d 0 : create d/x 0644
+    expect regular stat d/x type
+    expect EACCES $U1 stat d/x type
+    expect 0 chmod d 0755 : chown d 65534 65534
+    expect 0 $U1 create d/y 0644 : chmod d/y 07777
+    expect 07777 stat d/y mode
+    expect 0 chown d/y 65534 65533 : chmod d/y 0644
+    expect 0 $U1 chmod d/y 07777
+    expect 05777 stat d/y mode
+    expect 0 $U1G chmod d/y 06777
+    expect 06777,65533 stat d/y mode,gid
+    expect 0 $U1 mkdir d/z 03777
+    expect 01777 stat d/z mode
+    expect 0 $U1 symlink y d/s : lchown d/s -1 65534
+    expect EPERM $U1 lchown d/s -1 65533
+    expect 0 $U1G lchown d/s -1 65533
+    expect 65533,65533 lstat d/s gid : stat d/y gid
+}
+
 # paths: component length, symlink loops, a symlink in the middle of a path
 cases_names() {
     expect 0 create $N255 0644
@@ -640,6 +674,19 @@ cases_privs() {
     expect 0 $U1 chmod w/m0 0700 : create w/m0/y 0644
 }
 
+# what the server left on its disk, seen by the host (checked now: cleanup removes it)
+host_view() {
+    : > /tmp/pjd.bad
+    for _check in "mode $REL/setgid/sg/d 2755" "mode $REL/privs/w/t 777" "mode $REL/creds/d/y 6777" \
+                  "mode $REL/sticky/t 1777" "mtime $REL/utimes/d 1600000000" "nlink $REL/link/w/l 4" \
+                  "symlink $REL/names/sd d" "absent $REL/rename/e" "size $REL/truncate/f 7"; do
+        # shellcheck disable=SC2086
+        hostcheck_now $_check > /tmp/pjd.hv 2>&1 || grep "failed" /tmp/pjd.hv >> /tmp/pjd.bad
+    done
+    cat /tmp/pjd.bad
+    [ ! -s /tmp/pjd.bad ]
+}
+
 setup() {
     rm -rf "${MNT:?}/$REL" && mkdir "$MNT/$REL" && chmod 0755 "$MNT/$REL"
 }
@@ -647,10 +694,11 @@ setup() {
 step mount nfs_mount "${VM_MOUNT_OPTS:-}"
 step setup setup
 for g in chmod chown link mkdir open rename rmdir symlink truncate ftruncate unlink mknod \
-         dirperm sticky setgid utimes privs names; do
+         dirperm sticky setgid utimes privs creds names; do
     step "pjd_$g" group "$g" "cases_$g"
 done
 report "INFO pjd done"
+step host_view host_view
 step cleanup rm -rf "${MNT:?}/$REL"
 hostcheck absent "$REL"
 step umount umount "$MNT"
