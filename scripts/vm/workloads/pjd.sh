@@ -142,6 +142,10 @@ cases_link() {
     expect 0 mkdir w 0777
     expect 0 $U1 link f w/l
     expect 3,65534 stat w/l nlink,uid
+    expect 0 mkdir ns 0700 : create ns/f 0644 : chown ns/f 65534 65534
+    expect EACCES $U1 link ns/f w/l2
+    expect EACCES $U1 rename ns/f w/l2
+    expect EACCES $U1 unlink ns/f
     expect 0 link f $N255
     expect ENAMETOOLONG link f $N256
     expect 0 symlink f s
@@ -179,6 +183,8 @@ cases_mkdir() {
     expect ELOOP mkdir l1/d 0755
     expect 0 symlink d s
     expect EEXIST mkdir s 0755
+    expect EEXIST mkdir . 0755
+    expect EEXIST mkdir d/.. 0755
     expect 0 rmdir d/a
     expect 2 stat d nlink
 }
@@ -220,6 +226,10 @@ cases_open() {
     expect 0 open f O_RDWR
     expect 0 mkdir ro 0555
     expect EACCES $U1 open ro/f O_CREAT,O_WRONLY 0644
+    expect 0 create ro/e 0644
+    expect 0 $U1 open ro/e O_CREAT,O_RDONLY 0644
+    expect EEXIST $U1 open ro/e O_CREAT,O_EXCL,O_RDONLY 0644
+    expect EEXIST open d O_CREAT,O_EXCL,O_RDONLY 0644
     expect 0 mkdir w 0777
     # a file created with mode 0 is still writable through the descriptor that created it
     expect 0 $U1 open w/m0 O_CREAT,O_RDWR 0 : write 0 data
@@ -392,6 +402,7 @@ cases_unlink() {
     expect 0 unlink f
     expect ENOENT stat f type
     expect ENOENT unlink f
+    expect EISDIR unlink .
     expect 0 mkdir d 0755
     expect EISDIR unlink d
     expect ENOENT unlink d/x/y
