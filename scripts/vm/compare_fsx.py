@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_bench import REPO, add_server_arguments, parse_servers, serving, vm_ready  # noqa: E402
@@ -37,18 +38,53 @@ STEP = re.compile(r"^STEP (\S+) (OK|FAIL)(?: rc=\d+)? ([0-9.]+)s")
 Outcome = dict[str, str]  # row ("fsx seed 3", "cthon create_tree") -> "OK 1.2s md5..." / "FAIL ..."
 
 
-def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
-                 tree: Path | None) -> tuple[Outcome, list[str], str]:
-    """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
+def boot(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
+         tree: Path | None) -> tuple[Any, list[str], str]:
+    """One VM boot of ``workload`` against a fresh ``server``: the run's result, the failures
+    every workload shares (the run's own, host checks, a Traceback in pysfsd's log), and the
     initramfs it booted (named after a digest of the guest's files and the workload)."""
     booted: list[str] = []
     with serving(server, work, tree) as (export, port, mount_port, _pid):
         result = vm.run_vm_test(port, str(export), mount_port=mount_port, workload=WORKLOADS / workload,
                                 guest_env=env, timeout=3600.0, log_dir=work / f"log-{server}-{workload}",
                                 echo=lambda text: booted.extend(INITRAMFS.findall(text)))
+    failures = [f"{server} {workload}: host check failed: {msg}" for msg in result.host_failures]
+    if not result.passed:
+        failures.append(f"{server} {workload}: {result.reason} (console: {result.console_log})")
+    log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
+    if log.exists() and "Traceback" in log.read_text(errors="replace"):
+        failures.append(f"{server} {workload}: a Traceback in {log}")
+    return result, failures, booted[0] if booted else "?"
+
+
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace, prefix: str
+            ) -> tuple[list[str], dict[str, Path], ModuleType, Path, dict[str, str]] | None:
+    """What every side-by-side VM script starts from: the servers, their trees, the VM runner,
+    the work directory (a new one named ``prefix...`` unless --work) and the guest's
+    MOUNT_OPTS from --mount-opts; None (said on stderr) when this machine cannot boot the VM."""
+    servers, trees = parse_servers(parser, args.servers, args.tree)
+    vm = vm_ready()
+    if vm is None:
+        return None
+    work = args.work or Path(tempfile.mkdtemp(prefix=prefix))
+    return servers, trees, vm, work, {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
+
+
+def conclude(failures: list[str], work: Path) -> int:
+    """Print the failures and where the logs are; the exit status (1: any failure)."""
+    if failures:
+        print("\nfailures:\n  " + "\n  ".join(failures))
+    print(f"\nlogs in {work}")
+    return 1 if failures else 0
+
+
+def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str], work: Path,
+                 tree: Path | None) -> tuple[Outcome, list[str], str]:
+    """One VM boot: the workload's rows, the failures' details (steps, host checks), and the
+    initramfs it booted."""
+    result, failures, initramfs = boot(vm, server, workload, env, work, tree)
     rows: Outcome = {}
     md5s: dict[str, str] = {}
-    failures = []
     for _, line in result.lines:
         info = FSX_INFO.match(line)
         if info:
@@ -61,13 +97,7 @@ def run_workload(vm: ModuleType, server: str, workload: str, env: dict[str, str]
             rows[row] = f"{step[2]} {float(step[3]):5.1f}s" + (f" {md5s[seed]}" if seed in md5s else "")
             if step[2] == "FAIL":
                 failures.append(f"{server} {workload}: {line}")
-    failures += [f"{server} {workload}: host check failed: {msg}" for msg in result.host_failures]
-    if not result.passed:
-        failures.append(f"{server} {workload}: {result.reason} (console: {result.console_log})")
-    log = work / f"state-{server}" / "pysfsd.log"   # servers.Pysfsd's; Ganesha's is not read
-    if log.exists() and "Traceback" in log.read_text(errors="replace"):
-        failures.append(f"{server} {workload}: a Traceback in {log}")
-    return rows, failures, booted[0] if booted else "?"
+    return rows, failures, initramfs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--len", type=int, default=262144, help="fsx's largest file size")
     parser.add_argument("--mount-opts", default="", help="extra mount options, e.g. rsize=4096,wsize=4096")
     args = parser.parse_args(argv)
-    servers, trees = parse_servers(parser, args.servers, args.tree)
-    vm = vm_ready()
-    if vm is None:
+    ready = prepare(parser, args, "vmfsx-")
+    if ready is None:
         return 2
-    work = args.work or Path(tempfile.mkdtemp(prefix="vmfsx-"))
-    mount = {"MOUNT_OPTS": args.mount_opts} if args.mount_opts else {}
+    servers, trees, vm, work, mount = ready
     runs = {"fsx.sh": {"FSX_SEEDS": args.seeds, "FSX_OPS": str(args.ops), "FSX_LEN": str(args.len), **mount},
             "cthon_basic.sh": mount}
     results: dict[str, Outcome] = {s: {} for s in servers}
@@ -109,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = {m[0] if (m := DIGEST.search(results[s].get(row, ""))) else "none" for s in servers}
         if len(digests) > 1:
             failures.append(f"{row}: the servers' files differ: {sorted(digests)}")
-    if failures:
-        print("\nfailures:\n  " + "\n  ".join(failures))
-    print(f"\nlogs in {work}")
-    return 1 if failures else 0
+    return conclude(failures, work)
 
 
 if __name__ == "__main__":
