@@ -1,6 +1,7 @@
 """The load generator's rounds: each server measured first as often as last, medians quoted."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
@@ -40,3 +41,38 @@ def test_each_rounds_ratio_pairs_the_same_round():
     p = rounds.combine([_summary(100, 50, 1.0), _summary(300, None, 1.0)])
     g = rounds.combine([_summary(50, 25, 1.0), _summary(100, 20, 1.0)])
     assert rounds.round_ratios(p, g) == "rounds 2.00/2.00 3.00/-"
+
+
+def _workload():
+    spec = importlib.util.spec_from_file_location(
+        "workload", Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "load_generator" / "workload.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("workload", module)  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return sys.modules["workload"]
+
+
+def test_a_later_round_renames_each_file_from_the_name_the_last_one_left():
+    """Round 2's RENAMEs failed with ENOENT: every run started from the fixture's name."""
+    from types import SimpleNamespace
+
+    workload = _workload()
+    encoder = SimpleNamespace(record=lambda proc, args: (proc, args))
+    handles = SimpleNamespace(small=b"s", root=b"r", dir1000=b"d", writes=[b"w"], scratch=b"x", big=b"b")
+
+    def renamed_to(ctx):  # one RENAME on the connection's first slot, its reply received
+        script = workload.op_rename(ctx)
+        _, args = next(script)[0]
+        try:
+            script.send(None)
+        except StopIteration:
+            pass
+        return args.to.name
+
+    def context():
+        return workload.ConnContext(encoder, "pysfsd", handles, 0, 0, 1, 1)
+
+    first = context()
+    assert renamed_to(first) == workload.rename_name(0, 0, 1)
+    assert renamed_to(context()) == workload.rename_name(0, 0, 0)  # the next run goes back

@@ -107,6 +107,9 @@ _NO_CHANGE = (nfs3.time_how.DONT_CHANGE, None)
 #: Names CREATE made per (server, connection), in this generator process: REMOVE takes them.
 _created: dict[tuple[str, int], int] = {}
 _removed: dict[tuple[str, int], int] = {}
+#: Which name each RENAME slot's file has now, per (server, connection, slot): a later run
+#: (loadgen --rounds) starts from there, not from the fixture's name.
+_rename_sides: dict[tuple[str, int, int], int] = {}
 LISTING_TAIL = b"\0\0\0\0\0\0\0\1"  # end of the entry list, then eof = TRUE
 LISTING_MAX = 1 << 20  # dircount and maxcount of the one-reply listing
 
@@ -143,10 +146,11 @@ class ConnContext:
         self.commit = enc(21, nfs3.COMMIT3args(_fh(handles.writes[g]), 0, 0))
         self.setattrs = [enc(2, nfs3.SETATTR3args(_fh(handles.writes[g]), _sattr(mode), None))
                          for mode in (0o600, 0o644)]
-        self.renames = [[0, enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)),
+        self.renames = [[_rename_sides.get((server, g, k), 0), enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)),
                                                      nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)))),
                          enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)),
-                                                  nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0))))]
+                                                  nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)))),
+                         (server, g, k)]
                         for k in range(depth)]
         self.create_how = (nfs3.createmode3.GUARDED, _sattr(0o644))
         self.scratch = _fh(handles.scratch)
@@ -248,7 +252,7 @@ def op_rename(ctx: ConnContext) -> OpScript:
     side = pair[0]
     try:
         yield pair[1 + side], None
-        pair[0] = 1 - side
+        pair[0] = _rename_sides[pair[3]] = 1 - side
     finally:
         ctx.renames.append(pair)
     return 0
