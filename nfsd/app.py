@@ -441,7 +441,7 @@ class NfsServer:
             await asyncio.sleep(self.config.idle_fd_seconds)
             for fs in self.exports.values():
                 try:
-                    taken = idlefd.detach_idle(fs.local)
+                    taken = fs.local.detach_idle()
                     if idlefd.needs_sync(taken):
                         await loop.run_in_executor(self.executor, idlefd.close_detached, taken,
                                                    self._write_error)

@@ -30,7 +30,7 @@ import os
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 if TYPE_CHECKING:
-    from .localfs import LocalFS, Node
+    from .localfs import Node
 
 #: Seconds between two looks (knfsd's laundrette runs every 2 s): a descriptor is closed
 #: between one and two periods after its last use (``--idle-fd-seconds``).
@@ -47,19 +47,13 @@ class IdleIo(NamedTuple):
     unlock: Callable[[], None]  # lets the node's I/O lock go (held since the detach)
 
 
-def detach_idle(fs: LocalFS) -> list[IdleIo]:
-    """Take the I/O descriptors of ``fs``'s nodes idle since the last look (its
-    ``detach_idle``: the rules are its contract); ``close_detached`` closes them."""
-    return fs.detach_idle()
-
-
 def needs_sync(taken: list[IdleIo]) -> bool:
     """Whether ``close_detached`` will fdatasync (then it belongs in a thread)."""
     return any(t.dirty for t in taken)
 
 
 def close_detached(taken: list[IdleIo], on_error: Callable[[], None]) -> None:
-    """Close what ``detach_idle`` took, after an fdatasync of data no COMMIT made durable
+    """Close what ``LocalFS.detach_idle`` took, after an fdatasync of data no COMMIT made durable
     (``on_error()`` if it fails), and let the nodes' I/O locks go."""
     for _, fd, retired, dirty, unlock in taken:
         try:

@@ -508,8 +508,8 @@ class Store:
                 raw = txn.get(key)
                 if raw is None:
                     continue
-                at, _gen, flags = _OBJ_VAL.unpack_from(raw)
-                if at == parent and not flags & FLAG_DELETED and raw[_OBJ_VAL.size:] == name:
+                rec = _record(raw)
+                if rec.parent == parent and not rec.deleted and rec.name == name:
                     txn.delete(key)
                     dropped += 1
         return dropped
@@ -520,7 +520,7 @@ class Store:
             for ino in inos:
                 key = _OBJ_KEY.pack(export_id, ino)
                 raw = txn.get(key)
-                if raw is not None and _OBJ_VAL.unpack_from(raw)[2] & FLAG_DELETED:
+                if raw is not None and _record(raw).deleted:
                     txn.delete(key)
 
     def put_verifier(self, export_id: int, ino: int, gen: int, verf: bytes, durable: bool = True) -> None:

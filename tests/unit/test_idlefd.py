@@ -33,7 +33,7 @@ def _write_file(fs, tmp_path, name="prog", data=SCRIPT, sync=0):
 
 
 def _sweep(fs, on_error=lambda: None):
-    taken = idlefd.detach_idle(fs)
+    taken = fs.detach_idle()
     idlefd.close_detached(taken, on_error)
     return taken
 
@@ -115,7 +115,7 @@ def test_uncommitted_data_is_synced_before_the_close(fs, tmp_path, monkeypatch):
     monkeypatch.setattr(idlefd.os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
     fh = _write_file(fs, tmp_path, sync=0)
     _sweep(fs)
-    taken = idlefd.detach_idle(fs)
+    taken = fs.detach_idle()
     assert idlefd.needs_sync(taken)
     idlefd.close_detached(taken, lambda: None)
     assert synced == [taken[0][1]]
@@ -134,7 +134,7 @@ def test_committed_or_async_data_is_closed_without_a_sync(fs, tmp_path, monkeypa
         durability.relaxed = False
     monkeypatch.setattr(idlefd.os, "fdatasync", lambda fd: pytest.fail("synced again"))
     _sweep(fs)
-    taken = idlefd.detach_idle(fs)
+    taken = fs.detach_idle()
     assert len(taken) == 3 and not idlefd.needs_sync(taken)
     idlefd.close_detached(taken, lambda: None)
 
