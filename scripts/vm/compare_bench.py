@@ -29,7 +29,7 @@ interleaved (``git worktree add /tmp/base COMMIT``; the tree needs no venv of it
 file under the work directory named after server, round and phase) from the phase's begin
 mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
 ``--profile 'create_1000:strace -c -f -o {out} -p {pid}'`` (system calls per call) or
-``--profile 'remove_2000:py-spy record --format raw -o {out} -p {pid}'``.  The profiler's own
+``--profile 'remove_3000:py-spy record --format raw -o {out} -p {pid}'``.  The profiler's own
 cost falls on the phase, so compare its figures only with the same profiler on the other server.
 """
 from __future__ import annotations
