@@ -34,3 +34,25 @@ def connection_holder(server_port: int, client_port: int, pids: list[int]) -> in
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                         return pid
     return None
+
+
+def established_holders(server_port: int, pids: list[int]) -> dict[int, int]:
+    """How many established TCP connections to ``server_port`` each of ``pids`` holds
+    (IPv4 and IPv6 tables): which workers a client's connections (nconnect) reached."""
+    inodes: set[int] = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table_path) as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == server_port:
+                    inodes.add(int(fields[9]))
+    targets = {f"socket:[{inode}]" for inode in inodes if inode}
+    held: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                        held[pid] = held.get(pid, 0) + 1
+    return held
