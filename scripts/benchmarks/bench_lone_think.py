@@ -362,7 +362,9 @@ def attribute(calls: list[Call], directory: Path) -> dict[str, tuple[int, float]
     -> (calls, excess seconds).  The calls no job overlapped are split by how they were
     slow: "client waited for a CPU" or "server waited for a CPU" when the client's run delay
     during the call, or the serving thread's (woken by the call and serving it), was half
-    their excess or more; else "no job of the server's"."""
+    their excess or more; else "no job of the server's".  A long job (the sync's fdatasync)
+    also catches calls slow for other reasons: a job's figure is an upper bound, and running
+    without the job (a variant tree, alternated) is the test."""
     jobs: list[tuple[float, float, str]] = []
     serves: list[tuple[float, float, float]] = []
     for log in directory.glob("jobs-*.log"):
