@@ -7,9 +7,18 @@ sleeps between calls and is woken for each one.  The load generator's lone calls
 (``loadgen.py --procs 1 --connections 1 --depth 1``) come back to back: the next call is
 often there before the server sleeps, so they show less than the VM pays.  This client makes
 its calls (``--op``: GETATTR, SETATTR, the VM's creates, creates with a write and removes,
-or its cold LOOKUPs) one at a time and spins ``--think`` milliseconds between them (a busy guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat), how long its threads waited on a run queue after being woken (run delay) and how
-many times they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat),
-and the latency the client saw.
+or its cold LOOKUPs) one at a time and spins ``--think`` milliseconds between them (a busy
+guest, not a sleeping one), then prints per call: the server's CPU (its threads' schedstat),
+how long its threads waited on a run queue after being woken (run delay) and how many times
+they were put on a CPU (runs: about one per wake-up; /proc/PID/task/*/schedstat), and the
+latency the client saw: mean, the part of the mean the slowest tenth of the calls makes
+(``tail``: a slow median or a few slow calls?), p50, p90, p99, the slowest, and a histogram
+per procedure.  ``--threads``: the CPU by server process and thread.  ``--timeline CSV``:
+every call (when it was sent, wall clock; its latency; the client's own run delay meanwhile).
+``--jobs``: pysfsd runs with ``jobtrace/sitecustomize.py``, which times the server's own
+jobs (index flush, the handle table's sync, idle descriptors, the watcher's reads, the
+writer's inbox, collections) and its serves, and each call's latency beyond its procedure's
+median is put to the job that ran meanwhile, or to the client or the server waiting for a CPU.
 
     python scripts/benchmarks/bench_lone_think.py --servers pysfsd-w1,ganesha --think 0,1 --rounds 2
 
@@ -22,6 +31,7 @@ Not a test: figures depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import os
 import shutil
@@ -29,7 +39,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
@@ -87,8 +97,42 @@ def scheduled(pid: int) -> tuple[float, float, int]:
     return cpu / 1e9, total / 1e9, runs
 
 
+class Call(NamedTuple):
+    """One measured call: when it was sent (wall clock, to set beside the server's trace or
+    strace -tt), its procedure, its latency and how long the client itself waited for a CPU
+    meanwhile (its run delay: a slow call the server is not to blame for), in seconds."""
+    sent: float
+    proc: int
+    latency: float
+    client_waited: float
+
+
+def run_delay(fd: int) -> float:
+    """Seconds the thread whose schedstat ``fd`` is open spent runnable but not running."""
+    return int(os.pread(fd, 64, 0).split()[1]) / 1e9
+
+
+def by_thread(pid: int) -> dict[str, tuple[float, int]]:
+    """Seconds on a CPU and times put on one, per thread of ``pid`` and its children, named
+    "process thread" (``--threads``: which of the server's threads the CPU and the wake-ups
+    of a call go to: the worker serving it, the primary's watcher and inbox, pool threads)."""
+    seen: dict[str, tuple[float, int]] = {}
+    pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+    for number, p in enumerate(pids):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    ran, _, slices = (task / "schedstat").read_text().split()[:3]
+                    thread = "main" if task.name == str(p) else "other threads"  # (pool threads share a comm)
+                    name = f"{'parent' if number == 0 else f'child{number}'} {thread}"
+                    cpu, runs = seen.get(name, (0.0, 0))
+                    seen[name] = (cpu + int(ran) / 1e9, runs + int(slices))
+    return seen
+
+
 def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Path, op: str,
-            think: float, calls: int, follower: bool = False) -> dict[str, float]:
+            think: float, calls: int, follower: bool = False) -> dict[str, Any]:
     """``follower``: an idle connection opened first holds the primary, so a follower of a
     several-worker pysfsd serves the measured one (what a lone client cost when it landed
     there: its notes and inotify echoes wake the primary too)."""
@@ -102,7 +146,9 @@ def measure(port: int, mount_port: int, pid: int, netns: int | None, export: Pat
         return _measured(client, root, pid, op, think, calls)
 
 
-def _measured(client: RpcClient, root: Any, pid: int, op: str, think: float, calls: int) -> dict[str, float]:
+def _measured(client: RpcClient, root: Any, pid: int, op: str, think: float, calls: int) -> dict[str, Any]:
+    """Per call figures over the measured calls; ``calls``: each one's wall-clock time sent,
+    procedure and latency (s)."""
     with client:
         warm, measured = script(client, root, op, 200), script(client, root, op, calls)
         reply = None
@@ -110,23 +156,58 @@ def _measured(client: RpcClient, root: Any, pid: int, op: str, think: float, cal
             reply = client.call(nfs3.NFS3, proc, args(reply) if callable(args) else args)
         settle(pid)
         cpu0, delay0, runs0 = scheduled(pid)
-        latencies = []
+        threads0 = by_thread(pid)
+        calls_made: list[Call] = []
+        schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         for proc, args in measured:
             if callable(args):  # built from the previous call's reply (cwc: the new file's handle)
                 args = args(reply)
+            waited = run_delay(schedstat)
+            sent = time.time()
             start = time.perf_counter()
             reply = client.call(nfs3.NFS3, proc, args)
             now = time.perf_counter()
-            latencies.append(now - start)
+            calls_made.append(Call(sent, proc, now - start, run_delay(schedstat) - waited))
             until = now + think
             while time.perf_counter() < until:  # the guest computing
                 pass
         cpu1, delay1, runs1 = scheduled(pid)
-    latencies.sort()
-    n = len(latencies)
-    return {"cpu_us": (cpu1 - cpu0) / n * 1e6,
+        threads1 = by_thread(pid)
+        os.close(schedstat)
+        settle(pid)  # what the calls left for later (an index flush deferred past the last)
+        cpu_all = scheduled(pid)[0]
+    n = len(calls_made)
+    return {"cpu_us": (cpu1 - cpu0) / n * 1e6, "cpu_all_us": (cpu_all - cpu0) / n * 1e6,
             "delay_us": (delay1 - delay0) / n * 1e6, "runs": (runs1 - runs0) / n,
-            "p50_us": latencies[n // 2] * 1e6, "p90_us": latencies[n * 9 // 10] * 1e6}
+            **summary([call.latency for call in calls_made]),
+            "threads": {name: ((cpu - threads0.get(name, (0.0, 0))[0]) / n * 1e6,
+                               (runs - threads0.get(name, (0.0, 0))[1]) / n)
+                        for name, (cpu, runs) in threads1.items()},
+            "calls": calls_made}
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    """Microseconds: the mean, the part of it the slowest tenth of the calls makes (``tail``:
+    whether a mean is a slow median or a few slow calls), p50, p90, p99 and the slowest."""
+    ordered = sorted(latencies)
+    n = len(ordered)
+    return {"mean_us": statistics.fmean(ordered) * 1e6,
+            "tail_us": sum(ordered[n * 9 // 10:]) / n * 1e6,
+            "p50_us": ordered[n // 2] * 1e6, "p90_us": ordered[n * 9 // 10] * 1e6,
+            "p99_us": ordered[n * 99 // 100] * 1e6, "max_us": ordered[-1] * 1e6}
+
+
+HISTOGRAM_US = (100, 200, 300, 400, 500, 700, 1000, 2000, 5000, 10000, 50000)
+
+
+def histogram(latencies: list[float]) -> str:
+    """Calls per latency bucket (upper bounds in microseconds): whether a mean is a slow
+    median or a few slow calls."""
+    counts = [0] * (len(HISTOGRAM_US) + 1)
+    for latency in latencies:
+        counts[next((i for i, b in enumerate(HISTOGRAM_US) if latency * 1e6 <= b), len(HISTOGRAM_US))] += 1
+    labels = [f"<={b}" for b in HISTOGRAM_US] + [f">{HISTOGRAM_US[-1]}"]
+    return " ".join(f"{label}:{c}" for label, c in zip(labels, counts) if c)
 
 
 def settle(pid: int, timeout: float = 15.0) -> None:
@@ -199,27 +280,137 @@ def main(argv: list[str] | None = None) -> int:
                    help="an idle connection holds the primary: a follower serves the measured one")
     p.add_argument("--async", dest="async_", action="store_true", help="pysfsd's export is async")
     p.add_argument("--work", type=Path, default=Path("/tmp") / f"bench-lone-think-{os.getpid()}")
+    p.add_argument("--threads", action="store_true",
+                   help="also print CPU and runs per call by server process and thread")
+    p.add_argument("--jobs", action="store_true",
+                   help="time pysfsd's own jobs (flush, sync, watcher, GC...) beside its calls"
+                        " (scripts/benchmarks/jobtrace) and print whose slow calls overlapped which")
+    p.add_argument("--timeline", type=Path, metavar="CSV",
+                   help="write every measured call (server, think, round, wall-clock time sent,"
+                        " procedure, latency us): to set slow calls beside the server's trace")
     args = p.parse_args(argv)
     thinks = [float(t) / 1000 for t in args.think.split(",")]
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
-    results: dict[tuple[str, float], list[dict[str, float]]] = {}
+    results: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    if args.jobs:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(JOBTRACE), os.environ.get("PYTHONPATH"))))
     try:
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
             for name in args.servers.split(","):
+                traced = args.work / f"jobs-{name}-{number}"
+                traced.mkdir(parents=True)
+                os.environ["PYSFSD_JOBTRACE"] = str(traced) if args.jobs else ""
                 with started(name, args.work, ASYNC if args.async_ else SYNC, trees) as (port, mount_port, pid, netns, export):
                     for think in thinks:
                         results.setdefault((name, think), []).append(
                             measure(port, mount_port, pid, netns, export, args.op, think, args.calls, args.follower))
+                if args.jobs:  # (the server has stopped: its logs are whole)
+                    for think in thinks:
+                        run = results[name, think][-1]
+                        run["jobs"] = attribute(run["calls"], traced)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
+    if args.timeline:
+        write_timeline(args.timeline, results)
     print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
     width = max(16, *(len(name) for name, _ in results))
-    print(f"{'server':{width}} {'think ms':>8} {'CPU us/call':>12} {'run delay us':>13} {'runs':>5} {'p50 us':>8} {'p90 us':>8}")
+    columns = ("mean", "tail", "p50", "p90", "p99", "max")
+    print(f"{'server':{width}} {'think ms':>8} {'CPU us/call':>12} {'+later':>7} {'run delay us':>13} {'runs':>5} "
+          + " ".join(f"{c + ' us':>8}" for c in columns))
     for (name, think), runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"{name:{width}} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['delay_us']:13.0f} {med['runs']:5.2f}"
-              f" {med['p50_us']:8.0f} {med['p90_us']:8.0f}  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k.endswith("_us") or k == "runs"}
+        print(f"{name:{width}} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['cpu_all_us']:7.0f} {med['delay_us']:13.0f} {med['runs']:5.2f} "
+              + " ".join(f"{med[c + '_us']:8.0f}" for c in columns)
+              + "  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
+    if args.threads:
+        print("CPU us per call and runs per call, by process and thread (medians of the rounds)")
+        for (name, think), runs in results.items():
+            for thread in sorted({t for r in runs for t in r["threads"]}):
+                cpu = statistics.median(r["threads"].get(thread, (0.0, 0.0))[0] for r in runs)
+                woken = statistics.median(r["threads"].get(thread, (0.0, 0.0))[1] for r in runs)
+                if cpu >= 1 or woken >= 0.01:
+                    print(f"{name:{width}} {think * 1000:5.2f} {thread:32} {cpu:7.1f} us {woken:5.2f} runs")
+    if args.jobs:
+        print("latency beyond each procedure's median (us per call, all rounds), by the server's own"
+              " jobs running meanwhile")
+        for (name, think), runs in results.items():
+            if not any(r.get("jobs") for r in runs):
+                continue
+            merged: dict[str, tuple[int, float]] = {}
+            for r in runs:
+                for key, (count, excess) in r["jobs"].items():
+                    merged[key] = (merged.get(key, (0, 0.0))[0] + count, merged.get(key, (0, 0.0))[1] + excess)
+            n = sum(count for count, _ in merged.values())
+            for key, (count, excess) in sorted(merged.items(), key=lambda item: -item[1][1]):
+                print(f"{name:{width}} {think * 1000:5.2f} {key:40} {count:6} calls {excess / n * 1e6:7.1f} us")
+    print("latency histogram, all rounds, calls per bucket (us), by procedure")
+    for (name, think), runs in results.items():
+        calls = [call for r in runs for call in r["calls"]]
+        for proc in sorted({call.proc for call in calls}):
+            mine = [call.latency for call in calls if call.proc == proc]
+            figures = summary(mine)
+            print(f"{name:{width}} {think * 1000:5.2f} {PROCEDURES.get(proc, proc)!s:8} n={len(mine)}"
+                  + "".join(f" {c} {figures[c + '_us']:.0f}" for c in ("mean", "p50", "p99", "max"))
+                  + f"  {histogram(mine)}")
     return 0
+
+
+JOBTRACE = HERE / "jobtrace"  # its sitecustomize.py times a pysfsd server's jobs and calls
+
+
+def attribute(calls: list[Call], directory: Path) -> dict[str, tuple[int, float]]:
+    """``--jobs``: the calls' latency beyond their procedure's median (their excess), by which
+    of the server's own jobs (jobtrace's logs in ``directory``) ran while they did: job kinds
+    -> (calls, excess seconds).  The calls no job overlapped are split by how they were
+    slow: "client waited for a CPU" or "server waited for a CPU" when the client's run delay
+    during the call, or the serving thread's (woken by the call and serving it), was half
+    their excess or more; else "no job of the server's".  A long job (the sync's fdatasync)
+    also catches calls slow for other reasons: a job's figure is an upper bound, and running
+    without the job (a variant tree, alternated) is the test."""
+    jobs: list[tuple[float, float, str]] = []
+    serves: list[tuple[float, float, float]] = []
+    for log in directory.glob("jobs-*.log"):
+        for line in log.read_text().splitlines():
+            _, _, kind, begun, ended, *extra = line.split()
+            if kind == "serve":
+                serves.append((float(begun), float(ended), int(extra[0]) / 1e6 if extra else 0.0))
+            elif kind != "gc0" or float(ended) - float(begun) >= 0.0002:
+                jobs.append((float(begun), float(ended), kind))
+    serves.sort()
+    medians = {proc: statistics.median(call.latency for call in calls if call.proc == proc)
+               for proc in {call.proc for call in calls}}
+    found: dict[str, tuple[int, float]] = {}
+    for call in calls:
+        sent, end = call.sent, call.sent + call.latency
+        kinds = sorted({kind for start, stop, kind in jobs if start < end and stop > sent})
+        excess = max(0.0, call.latency - medians[call.proc])
+        i = bisect.bisect_left(serves, (sent, 0.0, 0.0))
+        waited = serves[i][2] if i < len(serves) and serves[i][0] < end else 0.0
+        if kinds:
+            key = "+".join(kinds)
+        elif excess and call.client_waited >= excess / 2:
+            key = "client waited for a CPU"
+        elif excess and waited >= excess / 2:
+            key = "server waited for a CPU"
+        else:
+            key = "no job of the server's"
+        count, total = found.get(key, (0, 0.0))
+        found[key] = (count + 1, total + excess)
+    return found
+
+
+PROCEDURES = {1: "GETATTR", 2: "SETATTR", 3: "LOOKUP", 7: "WRITE", 8: "CREATE", 12: "REMOVE"}
+
+
+def write_timeline(path: Path, results: dict[tuple[str, float], list[dict[str, Any]]]) -> None:
+    """CSV of every measured call, by server, think and round."""
+    with path.open("w") as out:
+        out.write("server,think_ms,round,sent,procedure,latency_us,client_waited_us\n")
+        for (name, think), runs in results.items():
+            for number, run in enumerate(runs):
+                for call in run["calls"]:
+                    out.write(f"{name},{think * 1000:g},{number},{call.sent:.6f},{PROCEDURES.get(call.proc, call.proc)},"
+                              f"{call.latency * 1e6:.0f},{call.client_waited * 1e6:.0f}\n")
 
 
 if __name__ == "__main__":
