@@ -29,8 +29,6 @@ import os
 import threading
 from typing import Iterable, Literal, Protocol
 
-import magic
-
 from ..fsread import OpenFile
 
 Tier = Literal["stat", "content"]
@@ -45,6 +43,10 @@ class Sniffer:
         self._local = threading.local()
 
     def mime(self, data: bytes) -> str:
+        # python-magic (and libmagic's 10 MiB database) is imported at the first file sniffed,
+        # not with this module: only the index writer sniffs (docs/design.rst, "Several
+        # worker processes")
+        import magic
         m = getattr(self._local, "magic", None)
         if m is None:
             m = self._local.magic = magic.Magic(mime=True)
