@@ -5,8 +5,9 @@ READ/WRITE buffers come from the heap and glibc returns nothing below 256 MiB of
 so a buffer's pages stay mapped and the next record does not fault them in again.  After
 a load, though, that memory stayed for good: a worker that served 1 MiB READs and WRITEs
 kept 40-50 MiB of free heap at rest.  So once a worker has been quiet for a whole period
-after being busy, it calls ``malloc_trim(0)`` once (every arena, free pages anywhere in
-the heap: measured figures in docs/design.rst, "Several worker processes").  Quiet is told
+after being busy, it calls ``malloc_trim(0)`` once: free pages anywhere in the heap and its
+top (the threads share the one arena, ``tune_malloc``: a second arena's top is not
+trimmed; figures in docs/design.rst, "Several worker processes").  Quiet is told
 by the process's own CPU time, which costs one clock read per period and nothing on the
 path of a call; the next burst's first records pay the page faults again, once.
 """
