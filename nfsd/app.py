@@ -33,6 +33,7 @@ from .index.writer_channel import (READY, STAT_READY, FollowerIndex, NoteSender,
 from .fs.localfs import LocalFS
 from .fs import idlefd
 from .fs.idlefd import IDLE_FD_SECONDS
+from .heaptrim import HeapTrim
 from .fs.shared_verifier import WriteVerifier
 from .locks.monitor import MonitorRecords
 from .locks.relay import LockForwarder, LockRelay
@@ -435,10 +436,13 @@ class NfsServer:
     async def _close_idle_periodically(self) -> None:
         """Close the I/O descriptors of files idle for a while (nfsd/fs/idlefd.py): the look is
         made on the event loop (a pass over the node cache, no thread hop); only an fdatasync
-        of data no COMMIT made durable goes to the thread pool."""
+        of data no COMMIT made durable goes to the thread pool.  The same tick gives a quiet
+        server's free heap back (nfsd/heaptrim.py)."""
         loop = asyncio.get_running_loop()
+        heap = HeapTrim()
         while True:
             await asyncio.sleep(self.config.idle_fd_seconds)
+            heap.look(self.config.idle_fd_seconds)
             for fs in self.exports.values():
                 try:
                     taken = fs.local.detach_idle()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import mmap
 import os
@@ -348,8 +349,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         parent = os.getpid()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        before_fork()
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the parent's event loop
             code = 70
@@ -524,6 +524,18 @@ class Supervisor:
         while any(s.pid for s in self.slots):
             self._reap()
             await asyncio.sleep(0.05)
+
+
+def before_fork() -> None:
+    """Flush what is buffered (a worker would print it again), and move every object the
+    parent holds (its modules: the workers' code, imported once here) to the collector's
+    permanent generation, which no collection visits: a worker's full collection otherwise
+    writes to each inherited object's header and copies every page of them (+5 MiB of
+    private memory per worker at the first one; docs/design.rst, "Several worker
+    processes": memory)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -33,11 +33,16 @@ def tune_malloc() -> None:
     """Keep 1 MiB buffers on the heap: with glibc's defaults each one is a fresh mmap whose
     pages fault in again on every READ/WRITE record (measured 1.5 ms vs 0.25 ms per MiB).
 
-    And at most two malloc arenas: by default each I/O thread gets its own, which keeps the
-    freed buffers it held, so resident memory crept up for as long as the load lasted
+    And one malloc arena: by default each I/O thread gets its own, which keeps the freed
+    buffers it held, so resident memory crept up for as long as the load lasted
     (scripts/load/soak.py without the VM: +17 MiB in 3 minutes and still rising; with two
-    arenas flat from the second minute on, 40 MiB lower).  Threads mostly hold the GIL
-    anyway, so they hardly contend for an arena.  MALLOC_ARENA_MAX in the environment wins."""
+    arenas flat from the second minute on, 40 MiB lower).  With two, the threads' arena
+    still kept what a load left: ``malloc_trim`` (nfsd/heaptrim.py) gives back free pages
+    inside every arena but the top of the main one only, and a threads' arena's freed
+    buffers end in its top (a quiet follower: 29 MiB in that arena, 0.1 MiB of it in use).
+    Threads mostly hold the GIL anyway, so they hardly contend for the one arena (ops per
+    server CPU-second within noise of two arenas: docs/design.rst, "Several worker
+    processes").  MALLOC_ARENA_MAX in the environment wins."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -46,7 +51,7 @@ def tune_malloc() -> None:
     libc.mallopt(m_mmap_threshold, 32 << 20)
     libc.mallopt(m_trim_threshold, 256 << 20)
     if "MALLOC_ARENA_MAX" not in os.environ:
-        libc.mallopt(m_arena_max, 2)
+        libc.mallopt(m_arena_max, 1)
 
 
 def main(argv: list[str] | None = None) -> int:

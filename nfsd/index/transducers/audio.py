@@ -11,14 +11,12 @@ streaming, "fast start").
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
 import stat
-from typing import Iterable
-
-import mutagen
-from mutagen.id3 import ID3
+from typing import Any, Iterable
 
 from ..fields import ext_of
 from .interface import Content, Tier
@@ -32,6 +30,16 @@ _KEYS = {b"artist": ("artist",), b"album": ("album",), b"title": ("title",), b"y
 _ID3_FRAMES = {b"artist": ("TPE1",), b"album": ("TALB",), b"title": ("TIT2",), b"year": ("TDRC", "TYER")}
 _YEAR = re.compile(r"\s*(\d{4})(?!\d)")
 MAX_PER_FIELD = 32
+
+
+@functools.cache
+def _mutagen() -> tuple[Any, type]:
+    """``mutagen.File`` and ``ID3``, imported at the first audio file, not with this module:
+    only the index writer (the primary worker) extracts (docs/design.rst, "Several worker
+    processes")."""
+    import mutagen
+    from mutagen.id3 import ID3
+    return mutagen.File, ID3
 
 
 class AudioTags:
@@ -54,8 +62,9 @@ class AudioTags:
 
 def _tags(data: bytes) -> list[tuple[bytes, bytes]] | None:
     """The fields of the tags mutagen finds in ``data``; None if mutagen failed on it."""
+    open_file, id3 = _mutagen()
     try:
-        audio = mutagen.File(io.BytesIO(data), easy=True)
+        audio = open_file(io.BytesIO(data), easy=True)
     except Exception:  # noqa: BLE001 - a truncated or hostile file: mutagen raises many kinds
         return None
     tags = getattr(audio, "tags", None)
@@ -63,7 +72,7 @@ def _tags(data: bytes) -> list[tuple[bytes, bytes]] | None:
         return []
     out = []
     for field in _KEYS:
-        texts = _texts(tags, _ID3_FRAMES[field] if isinstance(tags, ID3) else _KEYS[field])
+        texts = _texts(tags, _ID3_FRAMES[field] if isinstance(tags, id3) else _KEYS[field])
         if field == b"year":
             texts = [m.group(1) for m in map(_YEAR.match, texts) if m][:1]
         for text in dict.fromkeys(texts):

@@ -5,35 +5,45 @@ TIFF the EXIF block) and decodes no pixel, so a huge or hostile image costs its 
 It gets the first 256 KiB of the file, then the first 4 MiB if that was too short; pixel data
 is never decoded (a PNG's EXIF is read only when its ``eXIf`` chunk precedes the image data,
 since Pillow would decode the image to look further).
+
+Pillow is imported at the first image described, not with this module: only the index
+writer (the primary worker) extracts, and the supervisor and the followers import this
+module without ever using it (3 MiB each; docs/design.rst, "Several worker processes").
 """
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import os
 import stat
 import warnings
-from typing import Iterable
-
-from PIL import ExifTags, Image, UnidentifiedImageError
+from types import ModuleType
+from typing import TYPE_CHECKING, Iterable
 
 from .interface import Content, Tier
 from .values import day_values, tidy, utc_day_values
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 FIRST_READ = 256 << 10
 IMAGE_READ = 4 << 20
 FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP")
-# Nothing here decodes pixels, so the size check only refuses to *describe* huge images: let
-# it through up to a gigapixel (Pillow refuses twice that with DecompressionBombError).
-Image.MAX_IMAGE_PIXELS = 1 << 30
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-# Pillow warns about what it skips in broken headers ("Tag data larger than file"): not news
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
-
-_MAKE, _MODEL, _DATETIME = ExifTags.Base.Make, ExifTags.Base.Model, ExifTags.Base.DateTime
-_ORIGINAL, _OFFSET, _OFFSET_ORIGINAL = (ExifTags.Base.DateTimeOriginal, ExifTags.Base.OffsetTime,
-                                        ExifTags.Base.OffsetTimeOriginal)
 _EXIF_TIME = "%Y:%m:%d %H:%M:%S"
+
+
+@functools.cache
+def _pillow() -> ModuleType:
+    """``PIL.Image``, imported (and set up) at the first image."""
+    from PIL import Image
+    # Nothing here decodes pixels, so the size check only refuses to *describe* huge images:
+    # let it through up to a gigapixel (Pillow refuses twice that with DecompressionBombError).
+    Image.MAX_IMAGE_PIXELS = 1 << 30
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # Pillow warns about what it skips in broken headers ("Tag data larger than file"): not news
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+    return Image
 
 
 class ImageInfo:
@@ -58,28 +68,31 @@ def _describe(data: bytes) -> list[tuple[bytes, bytes]] | None:
     """The fields of the image whose head is ``data``: none for a format Pillow does not
     know (SVG, HEIC...), None when it knows the format but failed (perhaps on a head too
     short: worth a longer one)."""
+    image = _pillow()
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+        with image.open(io.BytesIO(data), formats=FORMATS) as im:
             width, height = im.size
             out = [(b"width", b"%d" % width), (b"height", b"%d" % height)]
             out.extend(_exif_fields(im))
             return out
-    except UnidentifiedImageError:
+    except image.UnidentifiedImageError:
         return []
     except Exception:  # noqa: BLE001 - a broken or hostile header: not an image we can describe
         return None
 
 
 def _exif_fields(im: Image.Image) -> list[tuple[bytes, bytes]]:
+    from PIL.ExifTags import IFD, Base
     if im.format == "PNG" and "exif" not in im.info:
         return []  # PngImageFile.getexif() would decode the whole image to look for it
     exif = im.getexif()
     out = []
-    camera = _camera(exif.get(_MAKE), exif.get(_MODEL))
+    camera = _camera(exif.get(Base.Make), exif.get(Base.Model))
     if camera is not None:
         out.append((b"camera", camera))
-    sub = exif.get_ifd(ExifTags.IFD.Exif)
-    taken = _taken(sub.get(_ORIGINAL), sub.get(_OFFSET_ORIGINAL)) or _taken(exif.get(_DATETIME), sub.get(_OFFSET))
+    sub = exif.get_ifd(IFD.Exif)
+    taken = (_taken(sub.get(Base.DateTimeOriginal), sub.get(Base.OffsetTimeOriginal))
+             or _taken(exif.get(Base.DateTime), sub.get(Base.OffsetTime)))
     out.extend((b"taken", v) for v in taken)
     return out
 

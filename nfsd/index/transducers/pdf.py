@@ -5,26 +5,36 @@ the whole file is read, and only files of at most 64 MiB are (larger ones get no
 Encrypted files get none either (their information dictionary is encrypted too), nor do
 files pypdf cannot make sense of.  pypdf reports what it repairs in broken files as
 warnings: those are silenced, a broken file is not news.
+
+pypdf is imported at the first PDF read, not with this module: only the index writer (the
+primary worker) extracts; the supervisor and the followers would carry its 8 MiB unused.
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import stat
 import warnings
+from types import ModuleType
 from typing import Iterable
-
-from pypdf import PdfReader
-from pypdf.errors import PdfReadWarning
 
 from ..fields import ext_of
 from .interface import Content, Tier
 from .values import tidy
 
 PDF_READ = 64 << 20
-logging.getLogger("pypdf").setLevel(logging.CRITICAL)
-warnings.filterwarnings("ignore", category=PdfReadWarning)
+
+
+@functools.cache
+def _pypdf() -> ModuleType:
+    """``pypdf``, imported (its warnings and log silenced) at the first PDF."""
+    import pypdf
+    from pypdf.errors import PdfReadWarning
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", category=PdfReadWarning)
+    return pypdf
 
 
 class PdfInfo:
@@ -48,7 +58,7 @@ class PdfInfo:
 def _describe(data: bytes) -> list[tuple[bytes, bytes]]:
     """The information dictionary and the page count are independent: either may be broken
     while the other is fine."""
-    reader = PdfReader(io.BytesIO(data))
+    reader = _pypdf().PdfReader(io.BytesIO(data))
     if reader.is_encrypted:
         return []
     out = []

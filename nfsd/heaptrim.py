@@ -1,0 +1,53 @@
+"""Give the heap a load left behind back to the system once the server is quiet.
+
+``tune_malloc`` (nfsd/cli/main.py) keeps freed memory in the process on purpose: 1 MiB
+READ/WRITE buffers come from the heap and glibc returns nothing below 256 MiB of free top,
+so a buffer's pages stay mapped and the next record does not fault them in again.  After
+a load, though, that memory stayed for good: a worker that served 1 MiB READs and WRITEs
+kept 40-50 MiB of free heap at rest.  So once a worker has been quiet for a whole period
+after being busy, it calls ``malloc_trim(0)`` once: free pages anywhere in the heap and its
+top (the threads share the one arena, ``tune_malloc``: a second arena's top is not
+trimmed; figures in docs/design.rst, "Several worker processes").  Quiet is told
+by the process's own CPU time, which costs one clock read per period and nothing on the
+path of a call; the next burst's first records pay the page faults again, once.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Callable
+
+#: a period is quiet when the process used at most this share of one core in it (an idle
+#: worker's timers take well under 1 %)
+QUIET_SHARE = 0.02
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to give back this way
+        pass
+
+
+class HeapTrim:
+    """Told at the end of every period (``look``); trims once per quiet spell that follows
+    a busy one, never twice in a row."""
+
+    def __init__(self, cpu: Callable[[], float] = time.process_time,
+                 trim: Callable[[], None] = _malloc_trim) -> None:
+        self._cpu, self._trim = cpu, trim
+        self._last = cpu()
+        self._busy = True  # start-up (the exports' first scan) leaves garbage too
+
+    def look(self, period: float) -> bool:
+        """Whether it trimmed now (``period``: seconds since the last look)."""
+        now = self._cpu()
+        used, self._last = now - self._last, now
+        if used > QUIET_SHARE * period:
+            self._busy = True
+            return False
+        if not self._busy:
+            return False
+        self._busy = False
+        self._trim()
+        return True
