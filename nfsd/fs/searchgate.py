@@ -38,7 +38,7 @@ class SearchGate:
         self.share, self.burst = share, burst
         self._now = clock
         self._credit, self._credit_at = burst, clock()  # seconds of walking allowed, as of when
-        self._seen: frozenset[int] | None = None  # the last complete walk's inode numbers
+        self._seen: set[int] | None = None  # the last complete walk's inode numbers
         self._seen_at = 0.0
 
     def known_absent(self, ino: int) -> bool:
@@ -60,14 +60,22 @@ class SearchGate:
         self._refill(self._now())
         return self._credit > 0
 
-    def walked(self, started: float, seen: set[int] | None) -> None:
-        """A walk that began at ``started`` (this clock) ended; ``seen``: every inode number
-        it met if it went through the whole export, else None."""
+    def wait(self) -> float:
+        """Seconds until walks may go on (0 if they may now)."""
+        self._refill(self._now())
+        return max(0.0, -self._credit / self.share) + 0.001
+
+    def spend(self, started: float) -> None:
+        """A slice of walking that began at ``started`` (this clock) ended: charge it."""
         end = self._now()
         self._refill(end)
         self._credit -= end - started
+
+    def finished(self, seen: set[int] | None) -> None:
+        """A walk ended; ``seen``: every inode number it met if it went through the whole
+        export, else None.  Its numbers answer from now (a walk in slices may take long)."""
         if seen is not None and len(seen) <= SNAPSHOT_MAX:
-            self._seen, self._seen_at = frozenset(seen), started
+            self._seen, self._seen_at = seen, self._now()
         else:  # (an older walk's numbers are not this one's: never answer from them)
             self._seen = None
 

@@ -384,7 +384,8 @@ def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, mo
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 1, 0))
     assert err.value.status == nfsstat3.NFS3ERR_STALE
-    fs._gate.walked(99.0, None)  # as if that walk had taken a second and not gone through
+    fs._gate.spend(99.0)  # as if that walk had taken a second
+    fs._gate.finished(None)  # and not gone through
     fs._gate.moved()
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 2, 0))
