@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-SHARE = 0.1
+SHARE = 0.25
 BURST = 0.5
 SNAPSHOT_SECONDS = 5.0
 SNAPSHOT_MAX = 1_000_000

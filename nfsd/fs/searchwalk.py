@@ -7,11 +7,12 @@ yet", so a file that had merely moved was answered STALE.  This walk runs in sli
 (``step``) and keeps its state between them:
 
 * a depth-first stack of frames (a directory's inode number and the subdirectories still to
-  visit), with ONE directory descriptor open (the top frame's, and its listing's while it is
-  read), whatever the depth or width: going down opens the child by name, going up opens
-  ``..`` and checks its inode number; a directory moved meanwhile is opened again by names
-  from the root, each checked, and one that cannot be is left out (the walk is then not
-  ``whole``);
+  visit), with at most ``HELD_FDS`` + 2 descriptors open whatever the export's width or
+  depth (the top ``HELD_FDS`` frames' directories, and the listing being read): going down
+  opens the child by name (checking its inode number); going up to a frame whose descriptor
+  was let go opens ``..`` and checks its inode number; a directory moved meanwhile is opened
+  again by names from the root, each checked, and one that cannot be is left out (the walk
+  is then not ``whole``);
 * every inode number met (``seen``); the place (parent, name) of every directory met, of
   every ``wanted`` inode and of the first ``PLACES_MAX`` other entries (``places``), so a
   handle asked about after the walk passed its file is answered from the walk too;
@@ -28,15 +29,16 @@ from ..index.fsread import open_dir_at, open_listing
 PLACES_MAX = 100_000  # places of other entries than directories and wanted ones (~15 MB)
 CHECK_EVERY = 256  # entries of one directory listed between two looks at the clock
 MAX_DEPTH = 4096
+HELD_FDS = 16  # directories held open down the stack; deeper ones are reopened by ``..``
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Frame:
-    __slots__ = ("ino", "subdirs")
+    __slots__ = ("ino", "fd", "subdirs")
 
-    def __init__(self, ino: int) -> None:
-        self.ino = ino
-        self.subdirs: list[tuple[bytes, int]] = []  # (name, inode) still to visit
+    def __init__(self, ino: int, fd: int) -> None:
+        self.ino, self.fd = ino, fd  # the directory, listable (-1: let go, below HELD_FDS)
+        self.subdirs: list[tuple[str, int]] = []  # (name, inode) still to visit
 
 
 class ExportWalk:
@@ -45,15 +47,14 @@ class ExportWalk:
     def __init__(self, root_fd: int, root_ino: int) -> None:
         self.root_fd, self.root_ino = root_fd, root_ino
         self.seen: set[int] = set()
-        self.places: dict[int, tuple[int, bytes]] = {}
+        self.places: dict[int, tuple[int, str]] = {}  # (names as listed: encoded when used)
         self.wanted: set[int] = set()
         self.missing: set[int] = set()  # wanted and not placed yet
         self.whole = True  # no directory left out (unreadable, or moved away mid-walk)
         self.done = False
         self._dirs: list[tuple[int, int, bytes]] = []  # (ino, parent, name) since take_dirs
-        self._frames = [_Frame(root_ino)]
-        self._fd = open_listing(".", root_fd)
-        self._it: os._ScandirIterator[str] | None = os.scandir(self._fd)
+        self._frames = [_Frame(root_ino, open_listing(".", root_fd))]
+        self._it: os._ScandirIterator[str] | None = os.scandir(self._frames[0].fd)
 
     def want(self, ino: int) -> None:
         """Look for ``ino`` too (one met before is already placed, or, past PLACES_MAX, not)."""
@@ -94,13 +95,13 @@ class ExportWalk:
                 eino = e.inode()
                 seen.add(eino)
                 if e.is_dir(follow_symlinks=False):
-                    name = os.fsencode(e.name)
+                    name = e.name
                     places[eino] = (dino, name)
                     frame.subdirs.append((name, eino))
-                    self._dirs.append((eino, dino, name))
+                    self._dirs.append((eino, dino, os.fsencode(name)))
                     missing.discard(eino)
-                elif eino in missing or room > 0:
-                    places[eino] = (dino, os.fsencode(e.name))
+                elif room > 0 or eino in missing:
+                    places[eino] = (dino, e.name)
                     missing.discard(eino)
                     room -= 1
                 n += 1
@@ -122,7 +123,7 @@ class ExportWalk:
             if len(self._frames) >= MAX_DEPTH:
                 self.whole = False
                 continue
-            fd = open_dir_at(self._fd, name, ino)
+            fd = open_dir_at(frame.fd, name, ino)
             if fd is None:
                 self.whole = False  # gone, replaced or unreadable since it was listed
                 continue
@@ -130,26 +131,30 @@ class ExportWalk:
             return
         self._frames.pop()
         if not self._frames:
-            os.close(self._fd)
-            self._fd = -1
+            os.close(frame.fd)
             self.done = True
             return
-        fd = open_dir_at(self._fd, b"..", self._frames[-1].ino)  # (the root's ``..`` is never read)
-        os.close(self._fd)
-        while fd is None and self._frames:
+        parent = self._frames[-1]
+        if parent.fd < 0:  # (the root's is always held: its ``..`` is never read)
+            up = open_dir_at(frame.fd, b"..", parent.ino)
+            parent.fd = -1 if up is None else up
+        os.close(frame.fd)
+        while self._frames and self._frames[-1].fd < 0:
             fd = self._reopen()
             if fd is None:
                 self.whole = False  # moved away while the walk was below it: its rest is left out
                 self._frames.pop()
-        if fd is None:
+            else:
+                self._frames[-1].fd = fd
+        if not self._frames:
             self.done = True  # (the export root itself could not be opened again)
-        else:
-            self._fd = fd
 
     def _enter(self, fd: int, ino: int) -> None:
-        os.close(self._fd)
-        self._fd = fd
-        self._frames.append(_Frame(ino))
+        if len(self._frames) > HELD_FDS:
+            parent = self._frames[-1]
+            os.close(parent.fd)
+            parent.fd = -1
+        self._frames.append(_Frame(ino, fd))
         try:
             self._it = os.scandir(fd)
         except OSError:
@@ -173,9 +178,9 @@ class ExportWalk:
             fd = sub
         return fd
 
-    def _chain(self, ino: int) -> list[tuple[bytes, int]] | None:
+    def _chain(self, ino: int) -> list[tuple[str, int]] | None:
         """(name, inode) from the root down to ``ino`` as this walk met them, or None."""
-        chain: list[tuple[bytes, int]] = []
+        chain: list[tuple[str, int]] = []
         while ino != self.root_ino:
             place = self.places.get(ino)
             if place is None or len(chain) > MAX_DEPTH:
@@ -206,14 +211,14 @@ class ExportWalk:
             if fd != self.root_fd:
                 os.close(fd)
             return None
-        return fd, st, chain[-2][1] if len(chain) > 1 else self.root_ino, chain[-1][0]
+        return fd, st, chain[-2][1] if len(chain) > 1 else self.root_ino, os.fsencode(chain[-1][0])
 
     def close(self) -> None:
         """Let go of the descriptors of a walk abandoned (or finished: none are left)."""
         if self._it is not None:
             self._it.close()
             self._it = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for frame in self._frames:
+            if frame.fd >= 0:
+                os.close(frame.fd)
         self._frames = []

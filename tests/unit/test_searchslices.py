@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from nfsd.fs import searchslices
+from nfsd.fs import searchslices, searchwalk
 from nfsd.fs.handles import pack_real
 from nfsd.fs.localfs import LocalFS
 from nfsd.fs.searchgate import SearchGate
@@ -32,6 +32,7 @@ def tree(tmp_path):
     exp = tmp_path / "exp"
     for i in range(WIDE):
         (exp / f"d{i:02}" / "e" / "f").mkdir(parents=True)
+        (exp / f"d{i:02}" / "g").mkdir()
     store = Store(str(tmp_path / "state"))
     yield exp, store
     store.close()
@@ -106,13 +107,13 @@ def test_a_made_up_inode_is_stale_only_once_the_whole_export_was_walked(tree):
     fs = _fresh(exp, store, clock)
     made_up = pack_real(1, 10**9 + 3, 0)
     walked = []
-    for _ in range(3 * WIDE + 5):  # without an event loop, only calls move the walk on
+    for _ in range(4 * WIDE + 5):  # without an event loop, only calls move the walk on
         status = _status(fs, made_up)
         walked.append(status)
         if status != nfsstat3.NFS3ERR_JUKEBOX:
             break
     assert walked[-1] == nfsstat3.NFS3ERR_STALE
-    assert len(walked) > 3 * WIDE  # every directory read before the answer
+    assert len(walked) > 4 * WIDE  # every directory read before the answer
     assert set(walked[:-1]) == {nfsstat3.NFS3ERR_JUKEBOX}
     assert fs._searches._walk.whole
     # another made-up number: answered from the complete walk at once
@@ -120,7 +121,8 @@ def test_a_made_up_inode_is_stale_only_once_the_whole_export_was_walked(tree):
     fs.close()
 
 
-def test_a_walk_holds_two_descriptors_whatever_the_width_and_lets_them_go_unused(tree):
+def test_a_walk_holds_few_descriptors_whatever_the_width_and_lets_them_go_unused(tree, monkeypatch):
+    monkeypatch.setattr(searchwalk, "HELD_FDS", 1)  # the root's; the others let go, and reopened
     exp, store = tree
     clock = Clock()
     fs = _fresh(exp, store, clock)
@@ -129,17 +131,19 @@ def test_a_walk_holds_two_descriptors_whatever_the_width_and_lets_them_go_unused
     for _ in range(2 * WIDE):
         assert _status(fs, pack_real(1, 10**9 + 5, 0)) == nfsstat3.NFS3ERR_JUKEBOX
         counts.append(_open_fds() - before)
-    assert max(counts) <= 2  # the directory walked and its listing; none per pending one
+    assert max(counts) <= 3  # the root, the directory walked and its listing; none per pending one
     clock.t += searchslices.RESULT_SECONDS + 1  # nobody asked since: the walk is closed
     assert fs._searches.known(10**9 + 6) is None
     assert fs._searches._walk is None and _open_fds() == before
     fs.close()
 
 
-def test_a_directory_moved_away_while_the_walk_is_inside_it_does_not_lose_the_rest(tree, tmp_path):
-    """Going up, the walk opens ``..`` and checks it: after the directory it was in moved
-    out of the export, ``..`` is another directory; the walk opens its parent again by
-    names from the root and walks on, finding a file in a directory it had not reached."""
+def test_a_directory_moved_away_while_the_walk_is_inside_it_does_not_lose_the_rest(tree, tmp_path, monkeypatch):
+    """Going up to a directory whose descriptor it let go, the walk opens ``..`` and checks
+    it: after the directory it was in moved out of the export, ``..`` is another directory;
+    the walk opens its parent again by names from the root and walks on, finding a file in
+    a directory it had not reached."""
+    monkeypatch.setattr(searchwalk, "HELD_FDS", 1)  # the root's only
     exp, store = tree
     clock = Clock()
     fs = LocalFS(str(exp), 1, store)
@@ -151,20 +155,18 @@ def test_a_directory_moved_away_while_the_walk_is_inside_it_does_not_lose_the_re
     fresh = _fresh(exp, store, clock)
     assert _status(fresh, fh) == nfsstat3.NFS3ERR_JUKEBOX
     w = fresh._searches._walk
-    while len(w._frames) < 3:  # down in some dX/e
+    while len(w._frames) < 4 or not w._frames[1].subdirs:  # in dX/e/f, dX/g not walked yet
         assert _status(fresh, fh) == nfsstat3.NFS3ERR_JUKEBOX
-    inside = os.fsdecode(next(p for p in exp.iterdir() if p.stat().st_ino == w._frames[1].ino).name)
-    later = os.fsdecode(w._frames[0].subdirs[0][0])  # the last the walk will reach
-    os.rename(exp / inside, tmp_path / "outside")
-    now = exp / "d05" / "renamed" if (exp / "d05" / "renamed").exists() else tmp_path / "outside" / "renamed"
-    os.rename(now, exp / later / "moved")
+    assert w._frames[1].fd < 0  # (dX's descriptor let go)
+    dx = next(p for p in exp.iterdir() if p.stat().st_ino == w._frames[1].ino)
+    os.rename(dx / "e", tmp_path / "outside")  # ``..`` of e is no longer dX
+    os.rename(exp / "d05" / "renamed", dx / "g" / "moved")
     status = nfsstat3.NFS3ERR_JUKEBOX
-    for _ in range(4 * WIDE):
+    for _ in range(5 * WIDE):
         status = _status(fresh, fh)
         if status != nfsstat3.NFS3ERR_JUKEBOX:
             break
     assert status == nfsstat3.NFS3_OK
     assert fresh.node(fh).name == b"moved" and fresh.node(fh).ino == ino
-    # (had the walk listed ``..`` of the moved directory as the root, it would have opened
-    # ``later`` in the wrong directory, and not found the file)
+    # (had the walk taken ``..`` of e for dX, it would have looked for g outside the export)
     fresh.close()
