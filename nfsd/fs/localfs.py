@@ -10,7 +10,7 @@ same inode without walking any path.
 
 A handle that is not in memory (after a restart, or evicted) is found again through the LMDB
 handle table (parent inode and name, walked down from the export root) and, if the file moved
-behind the server's back, by a bounded search of the export.
+behind the server's back, by a search of the export in short slices (searchslices.py).
 
 When the handle table cannot grow (its store is full: ``StoreFull``), objects that already
 exist are still served (their place is found again by searching, should the server restart),

@@ -1,23 +1,25 @@
 """What a handle the handle table cannot place may cost: a bounded share of the event loop.
 
 A handle whose recorded place is gone (its file removed or moved behind the server's back,
-its tombstone purged, or never recorded) is looked for by a walk of the export
-(``LocalFS._search``), on the event loop.  Without a gate a client sending handles of
-ever-new inode numbers made *every* call walk the whole export (the per-handle memory of
-stale handles does not help against new numbers).  Two rules bound it:
+its tombstone purged, or never recorded) is looked for by a walk of the export, in slices on
+the event loop (``LocalFS._search``, nfsd/fs/searchslices.py).  Without a gate a client
+sending handles of ever-new inode numbers made *every* call walk the whole export (the
+per-handle memory of stale handles does not help against new numbers).  Two rules bound it:
 
-* a walk that went through the whole export without finding its inode leaves the set of
-  inode numbers it met (up to ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS``, and while no live
-  place was dropped since (``moved``: the index saw an entry go behind the server's back), a
-  number not in it is not in the export, so its handle is STALE without a walk (a handle
-  with a live record is always walked for: its place may be newer than the walk; one the
-  server gave out with no record, on a full store, for a file made behind its back since
-  the walk, could be told STALE for those 5 s);
+* a walk that went through the whole export leaves the set of inode numbers it met (up to
+  ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS`` after it ended, and while no live place was
+  dropped since (``moved``: the index saw an entry go behind the server's back), a number
+  not in it is not in the export, so its handle is STALE without a walk (a handle with a
+  live record is always walked for: its place may be newer than the walk; one the server
+  gave out with no record, on a full store, for a file made behind its back since the walk
+  passed its directory, could be told STALE for those 5 s);
 * walks take at most ``SHARE`` of the time, after a first ``BURST`` seconds of them (a
-  credit of walking time, refilled at ``SHARE`` per second: a few files moved behind the
-  server's back are each found at once); a handle that would need one with no credit left
-  is answered NFS3ERR_JUKEBOX (try again later: the file may only have moved), never a
-  false STALE.
+  credit of walking time, charged slice by slice and refilled at ``SHARE`` per second: a
+  few files moved behind the server's back are each found at once); a handle that would
+  need a walk with no credit left is answered NFS3ERR_JUKEBOX (try again later: the file
+  may only have moved), never a false STALE.  A quarter: a slice holds the loop at most
+  ``SLICE_SECONDS`` (20 ms), so the share only bounds the throughput walks take from the
+  other clients; at a tenth a walk of ~2 s of CPU took ~20 s.
 """
 from __future__ import annotations
 

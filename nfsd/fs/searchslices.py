@@ -10,7 +10,7 @@ wait it names (``call_later``).  A later call is answered from the walk: its ino
 other entry), or, for an inode looked for while the walk ran, absent once the walk went
 through the whole export (STALE) -- never STALE because a deadline cut the walk.
 
-One walk per export and worker process at a time (``ExportWalk``: one or two directory
+One walk per export and worker process at a time (``ExportWalk``: at most 18 directory
 descriptors open, whatever the export's shape); a new one starts when a handle needs an
 answer the last one cannot give.  A walk whose wanted inodes are all placed pauses (one
 asked about later resumes it); one not asked about for RESULT_SECONDS is closed.
@@ -81,10 +81,11 @@ class SearchSlices(Generic[N]):
             if w is None or w.done:
                 if w is not None:
                     w.close()
+                self._walk = None
                 try:
                     w = self._walk = ExportWalk(self.root_fd, self.root_ino)
-                except OSError:
-                    return None
+                except OSError as exc:  # (out of descriptors, say: not an answer)
+                    raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, f"cannot walk the export: {exc}") from None
             self._used = self.gate.now()
             w.want(ino)
             if ino not in w.places or (found := self._open(w, ino)) is None:

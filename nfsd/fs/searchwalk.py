@@ -53,8 +53,13 @@ class ExportWalk:
         self.whole = True  # no directory left out (unreadable, or moved away mid-walk)
         self.done = False
         self._dirs: list[tuple[int, int, bytes]] = []  # (ino, parent, name) since take_dirs
-        self._frames = [_Frame(root_ino, open_listing(".", root_fd))]
-        self._it: os._ScandirIterator[str] | None = os.scandir(self._frames[0].fd)
+        fd = open_listing(".", root_fd)
+        try:
+            self._it: os._ScandirIterator[str] | None = os.scandir(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._frames = [_Frame(root_ino, fd)]
 
     def want(self, ino: int) -> None:
         """Look for ``ino`` too (one met before is already placed, or, past PLACES_MAX, not)."""

@@ -301,7 +301,7 @@ def test_a_removed_files_handle_stays_stale_without_a_search_once_the_index_saw_
     """The index reports every entry that vanished, the server's own removals too
     (``LocalFS.vanished``, after its flush): the tombstone the REMOVE wrote must survive
     that, so a client's later call with the old handle is STALE from the handle table, not
-    after a walk of the whole export (~14 ms for 10,000 files; up to SEARCH_SECONDS), and
+    after a walk of the whole export (~14 ms for 10,000 files; longer ones in slices), and
     still after a restart.  A live place of a file deleted behind the server's back still
     goes (nothing is left of it to answer)."""
     d = fs.lookup(fs.root, b"x")

@@ -170,3 +170,19 @@ def test_a_directory_moved_away_while_the_walk_is_inside_it_does_not_lose_the_re
     assert fresh.node(fh).name == b"moved" and fresh.node(fh).ino == ino
     # (had the walk taken ``..`` of e for dX, it would have looked for g outside the export)
     fresh.close()
+
+
+def test_a_walk_that_cannot_start_is_jukebox_not_stale(tree, monkeypatch):
+    """Out of descriptors (say), the export cannot be walked: that is no answer, so the
+    client is told to retry, not that the file is gone."""
+    exp, store = tree
+    fs = _fresh(exp, store, Clock())
+
+    def no_fds(*args):
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(searchslices, "ExportWalk", no_fds)
+    assert _status(fs, pack_real(1, 10**9 + 8, 0)) == nfsstat3.NFS3ERR_JUKEBOX
+    monkeypatch.undo()
+    fs._searches.slice_dirs = 0
+    assert _status(fs, pack_real(1, 10**9 + 8, 0)) == nfsstat3.NFS3ERR_STALE  # (walked whole)
+    fs.close()
