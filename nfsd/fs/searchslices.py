@@ -7,8 +7,9 @@ slice per turn of the event loop (``call_soon``: every other call waiting meanwh
 served between two slices), as long as ``SearchGate`` grants walking time, else after the
 wait it names (``call_later``).  A later call is answered from the walk: its inode met
 (found: the node; the walk records where it met every directory and, up to PLACES_MAX, every
-other entry), or, for an inode looked for while the walk ran, absent once the walk went
-through the whole export (STALE) -- never STALE because a deadline cut the walk.
+other entry), or, for an inode looked for while the walk ran, absent once the walk ended
+(STALE; a directory it could not read counts as walked, as it always did) -- never STALE
+because a deadline cut the walk.
 
 One walk per export and worker process at a time (``ExportWalk``: at most 18 directory
 descriptors open, whatever the export's shape); a new one starts when a handle needs an
