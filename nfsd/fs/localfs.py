@@ -10,7 +10,7 @@ same inode without walking any path.
 
 A handle that is not in memory (after a restart, or evicted) is found again through the LMDB
 handle table (parent inode and name, walked down from the export root) and, if the file moved
-behind the server's back, by a bounded search of the export.
+behind the server's back, by a search of the export in short slices (searchslices.py).
 
 When the handle table cannot grow (its store is full: ``StoreFull``), objects that already
 exist are still served (their place is found again by searching, should the server restart),
@@ -33,7 +33,6 @@ from typing import Callable, Iterator
 from protocol.nfs3 import nfsstat3
 
 from . import identity
-from ..index.fsread import open_listing
 from ..nfs3.dirlist import cookie_verifier
 from .dirsync import DirSync, durability
 from .idlefd import IdleIo
@@ -45,6 +44,7 @@ from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import pack_real, unpack_real
 from .searchgate import SearchGate
+from .searchslices import ABSENT, SearchSlices
 from ..state.store import Store, StoreFull
 from .utimens import futimens, utimensat
 
@@ -53,7 +53,6 @@ O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
 MAX_NAME = 255
 MAX_DEPTH = 4096
-SEARCH_SECONDS = 2.0
 STALE_MEMORY_SECONDS = 30.0
 
 
@@ -197,7 +196,6 @@ class LocalFS:
         self.sole_writer = True
         self._unsaved: set[int] = set()  # inodes whose place the full store could not take
         self._stale: dict[bytes, float] = {}
-        self._gate = SearchGate()  # how often an unplaced handle may walk the export
         fd = os.open(self.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.stat(fd)
         self.fsid = st.st_dev
@@ -205,6 +203,9 @@ class LocalFS:
         gen = read_generation(fd, st.st_mode)
         self.root = Node(pack_real(export_id, st.st_ino, gen), fd, st.st_ino, gen, st.st_mode,
                          st.st_ino, b"")
+        # where unplaced handles are looked for, within the gate's share of the time
+        self._searches: SearchSlices[Node] = SearchSlices(fd, st.st_ino, SearchGate(), self._node_from_fd,
+                                                          self._repair)
 
     # -- handles -> nodes -----------------------------------------------------------------
     def node(self, fh: bytes) -> Node:
@@ -332,9 +333,16 @@ class LocalFS:
         return self._node_from_fd(fd, st, rec.parent if rec else self.root_ino, names[0])
 
     def _find(self, ino: int, unplaced: bool) -> Node | None:
-        """``_search`` for a handle the table could not place, as ``SearchGate`` allows: None
-        (STALE) if the last complete walk proves it absent (only for one with no live record:
-        a recorded place may be newer than that walk); JUKEBOX if walks used up their share."""
+        """``_search`` for a handle the table could not place, as ``SearchGate`` allows,
+        unless the current walk answers already (nfsd/fs/searchslices.py): None (STALE) if
+        a complete walk proves it absent (the last one at all only for a handle with no
+        live record: a recorded place may be newer than that walk); JUKEBOX if walks used up
+        their share."""
+        known = self._searches.known(ino)
+        if isinstance(known, Node):
+            return known
+        if known is ABSENT:
+            return None
         if unplaced and self._gate.known_absent(ino):
             return None
         if not self._gate.may_walk():
@@ -342,57 +350,25 @@ class LocalFS:
         return self._search(ino)
 
     def _search(self, ino: int) -> Node | None:
-        """Find an inode moved behind our back: walk the export (bounded in time),
-        repairing the handle table for every directory seen on the way; a walk through the
-        whole export tells the gate every inode number it met."""
-        started = self._gate.now()
-        deadline = time.monotonic() + SEARCH_SECONDS
-        found: Node | None = None
-        seen: set[int] = set()
-        whole = True  # no directory left unread
-        repairs: list[tuple[int, int, int, bytes]] = []
-        stack: list[tuple[int, int]] = [(os.dup(self.root.fd), self.root_ino)]
+        """Find an inode moved behind our back: walk the export for one slice (on in the
+        background), repairing the handle table for every directory met; None if a walk
+        ended without meeting it, JUKEBOX while it goes on (``SearchSlices``)."""
+        return self._searches.search(ino)
+
+    def _repair(self, dirs: list[tuple[int, int, bytes]]) -> None:
+        """Record where a walk met these directories (inode, parent, name)."""
         try:
-            while stack and found is None and time.monotonic() < deadline:
-                dfd, dino = stack.pop()
-                try:
-                    rfd = open_listing(".", dfd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                    with os.scandir(rfd) as it:
-                        entries = [(e.name, e.inode(), e.is_dir(follow_symlinks=False)) for e in it]
-                    os.close(rfd)
-                except OSError:
-                    os.close(dfd)
-                    whole = False
-                    continue
-                for name, eino, is_dir in entries:
-                    seen.add(eino)
-                    bname = os.fsencode(name)
-                    if eino == ino:
-                        try:
-                            fd = os.open(bname, O_PATH_FLAGS, dir_fd=dfd)
-                            found = self._node_from_fd(fd, os.stat(fd), dino, bname)
-                        except OSError:
-                            whole = False
-                        break
-                    if is_dir:
-                        try:
-                            sub = os.open(bname, O_PATH_FLAGS | os.O_DIRECTORY, dir_fd=dfd)
-                        except OSError:
-                            whole = False
-                            continue
-                        repairs.append((eino, dino, self._known_gen(eino), bname))
-                        stack.append((sub, eino))
-                os.close(dfd)
-        finally:
-            for dfd, _ in stack:
-                os.close(dfd)
-        self._gate.walked(started, seen if whole and found is None and not stack else None)
-        if repairs:
-            try:
-                self.store.put_objects(self.export_id, repairs)
-            except StoreFull:
-                pass  # only a cache of where directories are: the next search tries again
-        return found
+            self.store.put_objects(self.export_id, [(i, p, self._known_gen(i), name) for i, p, name in dirs])
+        except StoreFull:
+            pass  # only a cache of where directories are: the next search tries again
+
+    @property
+    def _gate(self) -> SearchGate:
+        return self._searches.gate
+
+    @_gate.setter
+    def _gate(self, gate: SearchGate) -> None:
+        self._searches.gate = gate
 
     def _known_gen(self, ino: int) -> int:
         rec = self._place(ino)
@@ -1083,5 +1059,6 @@ class LocalFS:
         with self._lock:
             self._nodes.clear()
         self._late.release()  # removed files' nodes a stopped loop did not turn for
+        self._searches.close()
         self.root.close()
 

@@ -1,30 +1,32 @@
 """What a handle the handle table cannot place may cost: a bounded share of the event loop.
 
 A handle whose recorded place is gone (its file removed or moved behind the server's back,
-its tombstone purged, or never recorded) is looked for by a walk of the export
-(``LocalFS._search``), on the event loop.  Without a gate a client sending handles of
-ever-new inode numbers made *every* call walk the whole export (the per-handle memory of
-stale handles does not help against new numbers).  Two rules bound it:
+its tombstone purged, or never recorded) is looked for by a walk of the export, in slices on
+the event loop (``LocalFS._search``, nfsd/fs/searchslices.py).  Without a gate a client
+sending handles of ever-new inode numbers made *every* call walk the whole export (the
+per-handle memory of stale handles does not help against new numbers).  Two rules bound it:
 
-* a walk that went through the whole export without finding its inode leaves the set of
-  inode numbers it met (up to ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS``, and while no live
-  place was dropped since (``moved``: the index saw an entry go behind the server's back), a
-  number not in it is not in the export, so its handle is STALE without a walk (a handle
-  with a live record is always walked for: its place may be newer than the walk; one the
-  server gave out with no record, on a full store, for a file made behind its back since
-  the walk, could be told STALE for those 5 s);
+* a walk that went through the whole export leaves the set of inode numbers it met (up to
+  ``SNAPSHOT_MAX``): for ``SNAPSHOT_SECONDS`` after it ended, and while no live place was
+  dropped since (``moved``: the index saw an entry go behind the server's back), a number
+  not in it is not in the export, so its handle is STALE without a walk (a handle with a
+  live record is always walked for: its place may be newer than the walk; one the server
+  gave out with no record, on a full store, for a file made behind its back since the walk
+  passed its directory, could be told STALE for those 5 s);
 * walks take at most ``SHARE`` of the time, after a first ``BURST`` seconds of them (a
-  credit of walking time, refilled at ``SHARE`` per second: a few files moved behind the
-  server's back are each found at once); a handle that would need one with no credit left
-  is answered NFS3ERR_JUKEBOX (try again later: the file may only have moved), never a
-  false STALE.
+  credit of walking time, charged slice by slice and refilled at ``SHARE`` per second: a
+  few files moved behind the server's back are each found at once); a handle that would
+  need a walk with no credit left is answered NFS3ERR_JUKEBOX (try again later: the file
+  may only have moved), never a false STALE.  A quarter: a slice holds the loop at most
+  ``SLICE_SECONDS`` (20 ms), so the share only bounds the throughput walks take from the
+  other clients; at a tenth a walk of ~2 s of CPU took ~20 s.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-SHARE = 0.1
+SHARE = 0.25
 BURST = 0.5
 SNAPSHOT_SECONDS = 5.0
 SNAPSHOT_MAX = 1_000_000
@@ -38,7 +40,7 @@ class SearchGate:
         self.share, self.burst = share, burst
         self._now = clock
         self._credit, self._credit_at = burst, clock()  # seconds of walking allowed, as of when
-        self._seen: frozenset[int] | None = None  # the last complete walk's inode numbers
+        self._seen: set[int] | None = None  # the last complete walk's inode numbers
         self._seen_at = 0.0
 
     def known_absent(self, ino: int) -> bool:
@@ -60,14 +62,22 @@ class SearchGate:
         self._refill(self._now())
         return self._credit > 0
 
-    def walked(self, started: float, seen: set[int] | None) -> None:
-        """A walk that began at ``started`` (this clock) ended; ``seen``: every inode number
-        it met if it went through the whole export, else None."""
+    def wait(self) -> float:
+        """Seconds until walks may go on (0 if they may now)."""
+        self._refill(self._now())
+        return max(0.0, -self._credit / self.share) + 0.001
+
+    def spend(self, started: float) -> None:
+        """A slice of walking that began at ``started`` (this clock) ended: charge it."""
         end = self._now()
         self._refill(end)
         self._credit -= end - started
+
+    def finished(self, seen: set[int] | None) -> None:
+        """A walk ended; ``seen``: every inode number it met if it went through the whole
+        export, else None.  Its numbers answer from now (a walk in slices may take long)."""
         if seen is not None and len(seen) <= SNAPSHOT_MAX:
-            self._seen, self._seen_at = frozenset(seen), started
+            self._seen, self._seen_at = seen, self._now()
         else:  # (an older walk's numbers are not this one's: never answer from them)
             self._seen = None
 

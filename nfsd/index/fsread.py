@@ -35,7 +35,7 @@ def open_listing(name: bytes | str, dir_fd: int | None = None, flags: int = _DIR
         return os.open(name, flags, dir_fd=dir_fd)
 
 
-def open_dir_at(dir_fd: int, name: bytes, ino: int) -> int | None:
+def open_dir_at(dir_fd: int, name: bytes | str, ino: int) -> int | None:
     """A listable descriptor of subdirectory ``name``, or None unless it is still the
     directory ``ino`` (not a symlink, not replaced)."""
     try:

@@ -301,7 +301,7 @@ def test_a_removed_files_handle_stays_stale_without_a_search_once_the_index_saw_
     """The index reports every entry that vanished, the server's own removals too
     (``LocalFS.vanished``, after its flush): the tombstone the REMOVE wrote must survive
     that, so a client's later call with the old handle is STALE from the handle table, not
-    after a walk of the whole export (~14 ms for 10,000 files; up to SEARCH_SECONDS), and
+    after a walk of the whole export (~14 ms for 10,000 files; longer ones in slices), and
     still after a restart.  A live place of a file deleted behind the server's back still
     goes (nothing is left of it to answer)."""
     d = fs.lookup(fs.root, b"x")
@@ -384,7 +384,8 @@ def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, mo
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 1, 0))
     assert err.value.status == nfsstat3.NFS3ERR_STALE
-    fs._gate.walked(99.0, None)  # as if that walk had taken a second and not gone through
+    fs._gate.spend(99.0)  # as if that walk had taken a second
+    fs._gate.finished(None)  # and not gone through
     fs._gate.moved()
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 2, 0))

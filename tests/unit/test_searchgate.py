@@ -13,7 +13,8 @@ class Clock:
 def walk(gate: SearchGate, clock: Clock, seconds: float, seen: set[int] | None = None) -> None:
     started = clock.t
     clock.t += seconds
-    gate.walked(started, seen)
+    gate.spend(started)
+    gate.finished(seen)
 
 
 def test_a_few_walks_at_once_then_a_tenth_of_the_time():
