@@ -47,10 +47,16 @@ _ERRNO_TO_NFS = {
 }
 
 
+# Bound once: ``nfsstat3.X`` goes through the XDR enum's ``__getattr__`` (about 0.7 us), and a
+# ``.get`` default is evaluated on every call, found or not (a LOOKUP that finds nothing).
+_IO = nfsstat3.NFS3ERR_IO
+_SERVERFAULT = nfsstat3.NFS3ERR_SERVERFAULT
+
+
 def status_of(exc: BaseException) -> int:
     """The nfsstat3 for an exception raised while serving a call."""
     if isinstance(exc, NfsError):
         return exc.status
     if isinstance(exc, OSError) and exc.errno is not None:
-        return _ERRNO_TO_NFS.get(exc.errno, nfsstat3.NFS3ERR_IO)
-    return nfsstat3.NFS3ERR_SERVERFAULT
+        return _ERRNO_TO_NFS.get(exc.errno, _IO)
+    return _SERVERFAULT

@@ -58,6 +58,8 @@ def build_records(encoder: CallEncoder, root: bytes, file_fh: bytes) -> dict[str
         "access": [rec(4, nfs3.ACCESS3args(fh, 0x3F))],
         "setattr": [rec(2, nfs3.SETATTR3args(fh, _sattr(mode), None)) for mode in (0o600, 0o644)],
         "lookup": [rec(3, nfs3.LOOKUP3args(nfs3.diropargs3(nfs3.nfs_fh3(root), b"file")))],
+        # A name that is not there: the VM's create phase looks each new name up first.
+        "lookupmiss": [rec(3, nfs3.LOOKUP3args(nfs3.diropargs3(nfs3.nfs_fh3(root), b"absent")))],
     }
 
 
