@@ -50,7 +50,13 @@ S_IFDIR = stat.S_IFDIR
 S_IFREG = stat.S_IFREG
 CHUNK = 1000            # entries between checks for a due commit
 JOB_GROUP = 256         # files extracted between applications of their results
-BATCH_OPS = 50_000      # writes per transaction during a scan...
+# writes per transaction, at most (checked after every entry and every applied result)...
+# LMDB keeps the page buffers of its largest write transaction until the environment
+# closes (its ``me_dpages`` free list): on a big index the postings written land on pages
+# of their own, so a transaction of N writes leaves up to N * 4 KiB in the primary's heap for
+# good (about a third of that measured at 30,000 files).  2,000 cost a first scan 1-3 % more
+# CPU than 50,000 (docs/design.rst, "Several worker processes": the memory entry)
+BATCH_OPS = 2_000
 BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
@@ -240,6 +246,8 @@ class Reconciler:
                     subdirs.append((name, st.st_ino))
                 if i % CHUNK == 0:
                     self.run_jobs(fd)
+                    self._due()
+                elif self.w.ops >= BATCH_OPS:  # (a chunk of entries may write many times that)
                     self._due()
         except OSError as exc:
             log.warning("cannot list directory %r: %s", self.relpath(dir_ino), exc)
