@@ -50,8 +50,17 @@ S_IFDIR = stat.S_IFDIR
 S_IFREG = stat.S_IFREG
 CHUNK = 1000            # entries between checks for a due commit
 JOB_GROUP = 256         # files extracted between applications of their results
-BATCH_OPS = 50_000      # writes per transaction during a scan...
+# writes per transaction of a scan, at most (checked after every entry and applied result)...
+# LMDB keeps the page buffers of its largest write transaction until the environment
+# closes (its ``me_dpages`` free list): on a big index the postings written land on pages
+# of their own, so a transaction of N writes leaves up to N * 4 KiB in the primary's heap for
+# good (about a third of that measured at 30,000 files).  2,000 cost a first scan 2-5 % more
+# CPU than 50,000 (docs/design.rst, "Several worker processes": the memory entry)
+BATCH_OPS = 2_000
 BATCH_SECONDS = 0.5     # ...or this long, whichever comes first
+# a flush's budget: its transactions follow the server's bursts, and a pipelined REMOVE
+# load's per-CPU figure looked lower with 2,000 (noisy: not settled), so it stays as it was
+FLUSH_OPS = 50_000
 DEFER_MAX = 50_000      # vanished entries kept for the end of the walk
 MAX_DEPTH = 4096
 INLINE_BYTES = 4096     # a flush extracts files up to this size itself, in its own write transaction
@@ -144,6 +153,7 @@ class Reconciler:
         self.w = Writer(tables)
         self.root_fd, self.root_ino, self.dev = root_fd, root_ino, dev
         self.lock, self.yielding = lock, yielding
+        self.budget = BATCH_OPS if yielding else FLUSH_OPS  # writes per transaction
         self.publish = publish
         self.paths = paths
         self.stop = stop
@@ -185,7 +195,7 @@ class Reconciler:
 
     def _due(self) -> None:
         """Commit a batch that is big or old enough (and let others in, during a scan)."""
-        if self.w.is_open and (self.w.ops >= BATCH_OPS or time.monotonic() - self.w.opened_at >= BATCH_SECONDS):
+        if self.w.is_open and (self.w.ops >= self.budget or time.monotonic() - self.w.opened_at >= BATCH_SECONDS):
             self.commit()
             if self.yielding:
                 self.lock.release()
@@ -240,6 +250,8 @@ class Reconciler:
                     subdirs.append((name, st.st_ino))
                 if i % CHUNK == 0:
                     self.run_jobs(fd)
+                    self._due()
+                elif self.w.ops >= self.budget:  # (a chunk of entries may write many times that)
                     self._due()
         except OSError as exc:
             log.warning("cannot list directory %r: %s", self.relpath(dir_ino), exc)

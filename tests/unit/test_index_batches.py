@@ -1,0 +1,49 @@
+"""A scan's write transactions stay within ``BATCH_OPS`` writes: LMDB keeps the page buffers
+of the largest one for as long as the environment is open (nfsd/index/scanner.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from nfsd.index import Index, scanner
+from nfsd.index.tables import Tables, Writer
+from nfsd.index.transducers.builtin import default_transducers
+
+FILES = 300
+
+
+def test_scan_commits_every_batch_ops_writes(env: lmdb.Environment, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # one directory of FILES files: fewer entries than a CHUNK, so before the budget was
+    # checked after every entry the stat tier of them all went in one transaction
+    root = tmp_path / "export"
+    root.mkdir()
+    for i in range(FILES):
+        (root / f"f{i:03d}.txt").write_text(f"alpha beta{i % 7} gamma{i}\n")
+    monkeypatch.setattr(scanner, "BATCH_OPS", 50)
+    monkeypatch.setattr(scanner, "BATCH_SECONDS", 3600.0)  # only the write budget commits
+    sizes: list[int] = []
+    commit = Writer.commit
+
+    def counted(w: Writer) -> int | None:
+        if w.is_open:
+            sizes.append(w.ops)
+        return commit(w)
+
+    monkeypatch.setattr(Writer, "commit", counted)
+    idx = Index(env, str(root), 1, transducers=default_transducers())
+    try:
+        stats = idx.scan(progress=False)
+        assert stats.added == FILES
+        # a budget checked after each entry or result: one file's writes past it at most
+        assert max(sizes) <= 50 + 40
+        assert sum(sizes) > 10 * (50 + 40)  # many transactions, not one
+        # and nothing was lost between them: every file is found by its words
+        assert len(idx.query(idx.root_ino, [(b"text", b"alpha")])) == FILES
+        assert len(idx.query(idx.root_ino, [(b"text", b"gamma123")])) == 1
+    finally:
+        idx.close()
+    with env.begin() as txn:
+        assert Tables(env, 1).places_differences(txn) == (0, 0)
