@@ -14,19 +14,29 @@ path of a call; the next burst's first records pay the page faults again, once.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import time
-from typing import Callable
+from typing import Any, Callable
 
 #: a period is quiet when the process used at most this share of one core in it (an idle
 #: worker's timers take well under 1 %)
 QUIET_SHARE = 0.02
 
 
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to give back this way
-        pass
+_malloc_trim: Any = None  # libc's, looked up at the first trim; False where there is none
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (``malloc_trim(0)``); elsewhere than
+    glibc, nothing.  Also called after a large query-directory fault (nfsd/fs/semantic.py)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to give back this way
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 class HeapTrim:
@@ -34,7 +44,7 @@ class HeapTrim:
     a busy one, never twice in a row."""
 
     def __init__(self, cpu: Callable[[], float] = time.process_time,
-                 trim: Callable[[], None] = _malloc_trim) -> None:
+                 trim: Callable[[], None] = trim_heap) -> None:
         self._cpu, self._trim = cpu, trim
         self._last = cpu()
         self._busy = True  # start-up (the exports' first scan) leaves garbage too

@@ -24,8 +24,6 @@ they could reach by path from D, and could read when the query is about content 
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import hashlib
 import itertools
@@ -52,6 +50,7 @@ from ..query.store import QueryStore, is_inline
 from ..query.result_set import LinkItems, ResultSet, clash_name
 from ..query.value_set import ValueCounts, ValueSet
 from .tag_dirs import TagDirs, claims, is_user_field_dir
+from ..heaptrim import trim_heap
 
 KIND_QUERY = 1   # version kind export_id qid(16): a stored query (nfsd.query.store)
 KIND_LINK = 2    # version kind export_id qid(16) ino(8)
@@ -116,20 +115,6 @@ class Results(NamedTuple):
     counts: Any                   # field dirs: value -> its number of results (value dirs' size), by .get
 
 
-def _trim_heap() -> None:
-    """Give the C heap's free memory back to the system (glibc keeps what a large fault freed:
-    after three million-result faults, 159 MB of heap instead of 78).  Elsewhere: nothing."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
 
 
 def _names_bytes(names: Any) -> int:
@@ -346,7 +331,8 @@ class SemanticFS:
             # collection empties the free lists (measured: 28 ms); then the C heap gives back
             # what they and the results this one evicted from the cache held.
             gc.collect()
-            _trim_heap()
+            trim_heap()  # (glibc keeps what a large fault freed: 159 MB of heap instead of 78
+                         # after three million-result faults)
         return results
 
     def _version_for(self, q: Query) -> int:
