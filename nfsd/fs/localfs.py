@@ -293,7 +293,7 @@ class LocalFS:
         n = self._walk_to(h.ino) if rec is not None else None
         if n is None:
             n = self._find(h.ino, rec is None or rec.deleted)  # (a tombstone of another generation)
-            if n is None and rec is not None and not rec.deleted and self._gate.known_absent(h.ino):
+            if n is None and rec is not None and not rec.deleted and self._searches.gate.known_absent(h.ino):
                 self._drop([(h.ino, rec.parent, rec.name)])  # gone unseen by the index: see ``_drop``
         if n is None or (h.gen and n.gen and n.gen != h.gen) or n.fh != fh:
             self._stale[fh] = time.monotonic()
@@ -343,9 +343,9 @@ class LocalFS:
             return known
         if known is ABSENT:
             return None
-        if unplaced and self._gate.known_absent(ino):
+        if unplaced and self._searches.gate.known_absent(ino):
             return None
-        if not self._gate.may_walk():
+        if not self._searches.gate.may_walk():
             raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, f"inode {ino}: searches used up their share")
         return self._search(ino)
 
@@ -361,14 +361,6 @@ class LocalFS:
             self.store.put_objects(self.export_id, [(i, p, self._known_gen(i), name) for i, p, name in dirs])
         except StoreFull:
             pass  # only a cache of where directories are: the next search tries again
-
-    @property
-    def _gate(self) -> SearchGate:
-        return self._searches.gate
-
-    @_gate.setter
-    def _gate(self, gate: SearchGate) -> None:
-        self._searches.gate = gate
 
     def _known_gen(self, ino: int) -> int:
         rec = self._place(ino)
@@ -565,7 +557,7 @@ class LocalFS:
         removed or moved behind the server's back go (``Store.drop_places``); the tombstone
         of one the server removed stays (its handle answers STALE without a search)."""
         if self._drop(places):
-            self._gate.moved()  # (the server's own removals and renames drop nothing)
+            self._searches.gate.moved()  # (the server's own removals and renames drop nothing)
 
     def _drop(self, places: list[tuple[int, int, bytes]]) -> int:
         """Drop live places (ino, parent, name) that no longer hold their inode; how many.

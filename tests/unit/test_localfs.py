@@ -360,13 +360,13 @@ def test_a_file_moved_behind_our_back_is_found_after_a_walk_proved_others_absent
     from nfsd.fs.handles import pack_real
     from nfsd.fs.searchgate import SearchGate
     clock = [100.0]
-    fs._gate = SearchGate(clock=lambda: clock[0])
+    fs._searches.gate = SearchGate(clock=lambda: clock[0])
     c_fh = fs.lookup(fs.lookup(fs.lookup(fs.root, b"a"), b"b"), b"c").fh
     with pytest.raises(NfsError):
         fs.node(pack_real(1, 10**9 + 7, 0))  # a complete walk: c was met where it was
     os.rename(tmp_path / "exp" / "a" / "b" / "c", tmp_path / "exp" / "x" / "c2")
     fresh = LocalFS(fs.root_path, 1, fs.store)
-    fresh._gate = fs._gate
+    fresh._searches.gate = fs._searches.gate
     clock[0] += 1.0  # (the walk took no time on this clock: it left no wait)
     assert fresh.node(c_fh).ino == (tmp_path / "exp" / "x" / "c2").stat().st_ino
     fresh.close()
@@ -379,14 +379,14 @@ def test_walks_take_a_bounded_share_and_an_early_one_is_jukebox_not_stale(fs, mo
     from nfsd.fs.handles import pack_real
     from nfsd.fs.searchgate import SearchGate
     clock = [100.0]
-    fs._gate = SearchGate(share=0.1, clock=lambda: clock[0])
+    fs._searches.gate = SearchGate(share=0.1, clock=lambda: clock[0])
     walks = _counting_walks(fs, monkeypatch)
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 1, 0))
     assert err.value.status == nfsstat3.NFS3ERR_STALE
-    fs._gate.spend(99.0)  # as if that walk had taken a second
-    fs._gate.finished(None)  # and not gone through
-    fs._gate.moved()
+    fs._searches.gate.spend(99.0)  # as if that walk had taken a second
+    fs._searches.gate.finished(None)  # and not gone through
+    fs._searches.gate.moved()
     with pytest.raises(NfsError) as err:
         fs.node(pack_real(1, 10**9 + 2, 0))
     assert err.value.status == nfsstat3.NFS3ERR_JUKEBOX

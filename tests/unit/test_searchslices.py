@@ -41,7 +41,7 @@ def tree(tmp_path):
 def _fresh(exp, store, clock):
     """A server's backend after a restart (nothing in memory), slices of one directory."""
     fs = LocalFS(str(exp), 1, store)
-    fs._gate = SearchGate(clock=clock)
+    fs._searches.gate = SearchGate(clock=clock)
     fs._searches.slice_dirs = 1
     return fs
 
