@@ -20,6 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "load_generator"))
+from procfs import cpu_seconds  # noqa: E402
 
 FIELDS = ("Rss:", "Pss:", "Anonymous:", "Private_Clean:", "Private_Dirty:")
 
@@ -39,12 +43,6 @@ def memory(pid: int) -> dict[str, float]:
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return sorted(int(x) for x in f.read().split())
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+sys.path[:0] = [str(HERE.parents[1]), str(HERE), str(HERE / "load_generator")]
 
 from bench_search_walk import last_walked  # noqa: E402
+from procfs import cpu_seconds  # noqa: E402
 from protocol import nfs3  # noqa: E402
 from protocol.nfs3 import nfsstat3  # noqa: E402
 from tests.rpc_client import RpcClient, fh  # noqa: E402
@@ -65,11 +66,6 @@ def stop(p: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
-
-
-def cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def getattr_status(rpc: RpcClient, h: bytes) -> int:
@@ -107,11 +103,11 @@ def one(tree: str, export: str, retry: float) -> dict[str, object]:
             th = threading.Thread(target=other)
             th.start()
             time.sleep(0.2)
-            n0, c0, t0, jukebox = len(lat), cpu(p.pid), time.perf_counter(), 0
+            n0, c0, t0, jukebox = len(lat), cpu_seconds(p.pid), time.perf_counter(), 0
             while (status := getattr_status(a, h)) == nfsstat3.NFS3ERR_JUKEBOX:
                 jukebox += 1
                 time.sleep(retry)
-            wall, used = time.perf_counter() - t0, cpu(p.pid) - c0
+            wall, used = time.perf_counter() - t0, cpu_seconds(p.pid) - c0
             done.set()
             th.join()
         during = sorted(lat[n0:]) or [0.0]

@@ -29,19 +29,11 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripts.benchmarks.load_generator.procfs import cpu_seconds
 from scripts.benchmarks.load_generator.servers import Pysfsd
 from scripts.cluster.postgres import Postgres
 from tests.nfs3_helpers import OK, create_ok, look, lookup
 from tests.rpc_client import RpcClient
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 def tree_cpu(pid: int) -> float:
     """CPU of a process and its children (PostgreSQL's backends), those alive now."""

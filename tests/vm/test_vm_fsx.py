@@ -16,7 +16,6 @@ is missing, unless PYSFSD_REQUIRE_VM=1.
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from pathlib import Path
 
@@ -58,13 +57,6 @@ def test_fsx_and_basic_through_the_linux_client(export: str, workload: str, tmp_
         assert sum(line.startswith("INFO fsx seed=") for _, line in result.lines) == 2
 
 
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def test_fsx_with_nconnect_2_is_served_by_both_workers(tmp_path: Path) -> None:
     """With ``nconnect=2`` the kernel client spreads its calls over two connections, and
     with two workers each connection is served by its own process (the balanced accept):
@@ -76,7 +68,7 @@ def test_fsx_with_nconnect_2_is_served_by_both_workers(tmp_path: Path) -> None:
     assert srv.proc is not None
     workers = srv.pids()[1:]
     assert len(workers) == 2, workers
-    ticks0 = {pid: _cpu_ticks(pid) for pid in workers}
+    cpu0 = {pid: _procfs.cpu_seconds(pid) for pid in workers}
     held: dict[int, int] = {}
     done = threading.Event()
 
@@ -91,7 +83,7 @@ def test_fsx_with_nconnect_2_is_served_by_both_workers(tmp_path: Path) -> None:
         result = vm.run_vm_test(srv.port, str(srv.export), host_dir=srv.export, log_dir=tmp_path / "vm",
                                 workload=WORKLOADS / "fsx.sh", timeout=300.0,
                                 guest_env={**FSX_ENV, "MOUNT_OPTS": "nconnect=2"})
-        ticks1 = {pid: _cpu_ticks(pid) for pid in workers}
+        cpu1 = {pid: _procfs.cpu_seconds(pid) for pid in workers}
     finally:
         done.set()
         sampler.join()
@@ -102,6 +94,5 @@ def test_fsx_with_nconnect_2_is_served_by_both_workers(tmp_path: Path) -> None:
     assert set(held) == set(workers), f"connections held per worker: {held}, workers {workers}"
     # each worker served part of the calls: fsx's thousands of calls cost seconds of CPU,
     # an idle worker a few ticks at most in the same time
-    hz = os.sysconf("SC_CLK_TCK")
-    worked = {pid: (ticks1[pid] - ticks0[pid]) / hz for pid in workers}
+    worked = {pid: cpu1[pid] - cpu0[pid] for pid in workers}
     assert min(worked.values()) >= 0.1, f"CPU seconds per worker during fsx: {worked}"

@@ -35,7 +35,8 @@ from protocol import mount3, nfs3, nlm4, portmap
 from protocol.nlm4 import NLM4
 from protocol.rpc import AUTH_SYS, Credentials
 from nfsd.rpc.client import RpcClient, RpcError
-from servers import ganesha_module  # scripts/benchmarks/load_generator/, this script's directory
+from procfs import cpu_seconds  # scripts/benchmarks/load_generator/, this script's directory
+from servers import ganesha_module
 
 
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")
@@ -114,11 +115,6 @@ SEQUENCE: list[tuple[str, str, tuple[Any, ...]]] = [
 def run_sequence(nlm_port: int, fh: bytes) -> list[str]:
     clients = {"a": Client(nlm_port, b"alpha", fh), "b": Client(nlm_port, b"beta", fh)}
     return [getattr(clients[who], what)(*args) for who, what, args in SEQUENCE]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(nlm_port: int, fh: bytes, pid: int, pairs: int) -> tuple[float, float]:

@@ -8,6 +8,13 @@ import contextlib
 import os
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (/proc/PID/stat, in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def socket_inode(local_port: int, remote_port: int) -> int | None:
     """The inode of the IPv4 socket whose local end is ``local_port`` and remote end
     ``remote_port`` (the server's end of a loopback connection: server port, client port)."""
