@@ -80,20 +80,29 @@ def started(name: str, work: Path, options: str,
         yield p.port, p.port, p.pid, None, export
 
 
+def _schedstats(pid: int) -> Iterator[tuple[str, int, int, int]]:
+    """Per thread of ``pid`` and of its children: its name ("parent main", "child1 other
+    threads"...), nanoseconds on a CPU and runnable but not running, and times put on a CPU
+    (/proc/PID/task/*/schedstat)."""
+    pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+    for number, p in enumerate(pids):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    ran, delay, slices = (task / "schedstat").read_text().split()[:3]
+                    thread = "main" if task.name == str(p) else "other threads"  # (pool threads share a comm)
+                    yield f"{'parent' if number == 0 else f'child{number}'} {thread}", int(ran), int(delay), int(slices)
+
+
 def scheduled(pid: int) -> tuple[float, float, int]:
     """Seconds the threads of ``pid`` and of its children spent on a CPU (nanoseconds in
     schedstat: /proc's utime and stime count 10 ms ticks, too coarse for a thousand calls of
     100 us) and runnable but not running, and how many times they were put on a CPU (about
     one per wake-up)."""
     cpu = total = runs = 0
-    pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (t / "children").read_text().split()]
-    for p in pids:
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    ran, delay, slices = (task / "schedstat").read_text().split()[:3]
-                    cpu, total, runs = cpu + int(ran), total + int(delay), runs + int(slices)
+    for _, ran, delay, slices in _schedstats(pid):
+        cpu, total, runs = cpu + ran, total + delay, runs + slices
     return cpu / 1e9, total / 1e9, runs
 
 
@@ -117,17 +126,9 @@ def by_thread(pid: int) -> dict[str, tuple[float, int]]:
     "process thread" (``--threads``: which of the server's threads the CPU and the wake-ups
     of a call go to: the worker serving it, the primary's watcher and inbox, pool threads)."""
     seen: dict[str, tuple[float, int]] = {}
-    pids = [pid] + [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (t / "children").read_text().split()]
-    for number, p in enumerate(pids):
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    ran, _, slices = (task / "schedstat").read_text().split()[:3]
-                    thread = "main" if task.name == str(p) else "other threads"  # (pool threads share a comm)
-                    name = f"{'parent' if number == 0 else f'child{number}'} {thread}"
-                    cpu, runs = seen.get(name, (0.0, 0))
-                    seen[name] = (cpu + int(ran) / 1e9, runs + int(slices))
+    for name, ran, _, slices in _schedstats(pid):
+        cpu, runs = seen.get(name, (0.0, 0))
+        seen[name] = (cpu + ran / 1e9, runs + slices)
     return seen
 
 
