@@ -146,11 +146,13 @@ class ConnContext:
         self.commit = enc(21, nfs3.COMMIT3args(_fh(handles.writes[g]), 0, 0))
         self.setattrs = [enc(2, nfs3.SETATTR3args(_fh(handles.writes[g]), _sattr(mode), None))
                          for mode in (0o600, 0o644)]
-        self.renames = [[_rename_sides.get((server, g, k), 0), enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)),
-                                                     nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)))),
-                         enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)),
-                                                  nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)))),
-                         (server, g, k)]
+        # per slot: its key in _rename_sides (which name its file has now), then the records
+        # renaming it from name 0 to name 1 and back
+        self.renames = [((server, g, k),
+                         (enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0)),
+                                                   nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)))),
+                          enc(14, nfs3.RENAME3args(nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 1)),
+                                                   nfs3.diropargs3(_fh(handles.scratch), rename_name(g, k, 0))))))
                         for k in range(depth)]
         self.create_how = (nfs3.createmode3.GUARDED, _sattr(0o644))
         self.scratch = _fh(handles.scratch)
@@ -248,13 +250,13 @@ def op_remove(ctx: ConnContext) -> OpScript:
 
 def op_rename(ctx: ConnContext) -> OpScript:
     """Each in-flight slot renames its own file back and forth."""
-    pair = ctx.renames.pop()
-    side = pair[0]
+    slot = ctx.renames.pop()
+    side = _rename_sides.get(slot[0], 0)
     try:
-        yield pair[1 + side], None
-        pair[0] = _rename_sides[pair[3]] = 1 - side
+        yield slot[1][side], None
+        _rename_sides[slot[0]] = 1 - side
     finally:
-        ctx.renames.append(pair)
+        ctx.renames.append(slot)
     return 0
 
 
