@@ -2,8 +2,8 @@
 
     python scripts/benchmarks/bench_scan_memory.py --tree DIR --export EXPORT [--rest 8]
 
-Starts ``python -m nfsd`` from the tree ``DIR`` (``PYTHONPATH``: a base worktree or this
-one) on ``EXPORT`` with a fresh state directory, waits for ``index ready`` (its seconds,
+Starts ``python -m nfsd`` from the tree ``DIR`` (a base worktree or this one; the load
+generator's ``Pysfsd`` and ``from_tree``) on ``EXPORT`` with a fresh state directory, waits for ``index ready`` (its seconds,
 and the primary's CPU seconds until then), waits ``--rest`` seconds more (past the quiet
 worker's heap trim), and reads ``/proc/PID/smaps_rollup`` of the parent, the primary (the
 first child forked) and a follower: RSS, PSS, anonymous and USS in MiB.  Run base and new
@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "load_generator"))
 from procfs import cpu_seconds  # noqa: E402
+from servers import Pysfsd, from_tree  # noqa: E402
 
 FIELDS = ("Rss:", "Pss:", "Anonymous:", "Private_Clean:", "Private_Dirty:")
 
@@ -51,27 +48,19 @@ def main() -> None:
     ap.add_argument("--export", required=True)
     ap.add_argument("--rest", type=float, default=8.0, help="seconds after index ready")
     args = ap.parse_args()
-    state = tempfile.mkdtemp(prefix="bench-scan-memory-")
-    env = dict(os.environ, PYTHONPATH=args.tree)
-    start = time.monotonic()
-    server = subprocess.Popen([sys.executable, "-m", "nfsd", "--export", args.export, "--state-dir", state,
-                               "--port", "0", "--no-register", "--bind", "127.0.0.1"],
-                              cwd=args.tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert server.stdout is not None
-        line = next((ln for ln in server.stdout if "index ready" in ln), "")
-        ready = time.monotonic() - start
-        kids = children(server.pid)
-        cpu = cpu_seconds(kids[0])
-        time.sleep(args.rest)
-        kids = children(server.pid)
-        out = {"tree": args.tree, "export": args.export, "ready_s": round(ready, 2), "primary_cpu_s": cpu,
-               "line": line.strip(), "parent": memory(server.pid), "primary": memory(kids[0]),
-               "follower": memory(kids[1]) if len(kids) > 1 else None}
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        shutil.rmtree(state, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-scan-memory-") as work:
+        start = time.monotonic()
+        with from_tree(Path(args.tree)), Pysfsd(Path(args.export), Path(work)) as server:
+            assert server.pid is not None
+            ready = time.monotonic() - start
+            line = next((ln for ln in server.log_path.read_text().splitlines() if "index ready" in ln), "")
+            kids = children(server.pid)
+            cpu = cpu_seconds(kids[0])
+            time.sleep(args.rest)
+            kids = children(server.pid)
+            out = {"tree": args.tree, "export": args.export, "ready_s": round(ready, 2), "primary_cpu_s": cpu,
+                   "line": line.strip(), "parent": memory(server.pid), "primary": memory(kids[0]),
+                   "follower": memory(kids[1]) if len(kids) > 1 else None}
     print(json.dumps(out))
 
 
