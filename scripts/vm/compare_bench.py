@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The kernel client's workload (workloads/bench.sh) against pysfsd and NFS-Ganesha, phase
-by phase, the servers interleaved (round 1: each server once, in order; round 2: again...),
-so the noise of this shared machine falls on all of them alike.
+by phase, the servers interleaved (each round runs every server once; round 1 in the order
+given, each later round that order rotated by one: ``round_order``), so the noise of this
+shared machine, and whatever favours a place in a round, falls on all of them alike.
 
 For every phase it prints the guest's seconds and the server's CPU seconds (utime+stime of
 the server process and its children, read from /proc when the guest asks the host, outside
@@ -185,6 +186,15 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
     return phases, calls, rtts, splits
 
 
+def round_order(servers: list[str], rnd: int) -> list[str]:
+    """The servers in round ``rnd`` (from 0): the list rotated by ``rnd``, so each server
+    takes every place in turn.  In three runs of one fixed order (2026-12-06) the second
+    server's first round was 1.4-1.8 s slower than its second every time, all phases alike;
+    a fixed order would put such an effect on one server only."""
+    k = rnd % len(servers) if servers else 0
+    return servers[k:] + servers[:k]
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     rtts: dict[str, list[Rtts]] = {s: [] for s in servers}
     splits: dict[str, list[Splits]] = {s: [] for s in servers}
     for rnd in range(args.rounds):
-        for s in servers:
+        for s in round_order(servers, rnd):
             t0 = time.monotonic()
             phases, calls[s], rtt, split = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
                                         trees.get(s.partition("@")[2]) if "@" in s else None)
