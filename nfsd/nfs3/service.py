@@ -187,11 +187,6 @@ class Nfs3Service:
         self._by_prefix[fh[:4]] = fs
         return fs
 
-    @property
-    def write_verifier(self) -> bytes:
-        """The verifier WRITE and COMMIT replies carry now (every worker's)."""
-        return self.verifier.current()
-
     def reset_write_verifier(self) -> None:
         """A write-back error lost data an UNSTABLE WRITE was acknowledged for: a new write
         verifier (the boot's prefix kept), for every worker, makes clients resend what they

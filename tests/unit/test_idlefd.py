@@ -163,7 +163,7 @@ def test_the_write_verifier_reset_keeps_the_boot_and_changes(tmp_path):
     try:
         nfs = Nfs3Service({}, store, b"\0\0\0\7abcd")
         nfs.reset_write_verifier()
-        assert nfs.write_verifier[:4] == b"\0\0\0\7" and nfs.write_verifier != b"\0\0\0\7abcd"
+        assert nfs.verifier.current()[:4] == b"\0\0\0\7" and nfs.verifier.current() != b"\0\0\0\7abcd"
     finally:
         store.close()
 
