@@ -1,12 +1,14 @@
 """A handle the handle table cannot place, on a big export: the walk that looks for it runs
-in slices (here one directory each: PYSFSD_SEARCH_SLICE_DIRS=1), answering JUKEBOX until
-it can answer, while the worker goes on serving other calls; a file moved deep behind the
-server's back is then found, not STALE, and a file deleted is STALE once the whole export
-was walked (nfsd/fs/searchslices.py)."""
+in slices (here one directory each: PYSFSD_SEARCH_SLICE_DIRS=1) while the worker goes on
+serving other calls, and the call is held until the walk can answer it (nfsd/rpc/held.py):
+a file moved deep behind the server's back is found by the first call, not JUKEBOX (the
+Linux client would wait 5 s to retry) nor STALE, and a file deleted is STALE once the whole
+export was walked (nfsd/fs/searchslices.py).  Until the ``heldsearch`` branch the first
+calls answered JUKEBOX."""
 from __future__ import annotations
 
 import os
-import time
+import threading
 
 import pytest
 
@@ -28,14 +30,12 @@ def getattr_(rpc: RpcClient, h: bytes):
     return rpc.nfs(1, nfs3.GETATTR3args.cls(fh(h)))
 
 
-def until_not_jukebox(rpc: RpcClient, h: bytes):
-    """GETATTR ``h`` until it answers other than JUKEBOX (each call walks a slice too)."""
-    deadline = time.monotonic() + 120  # (only against a hang: nothing here is timed)
-    while True:
-        status, ok = getattr_(rpc, h)
-        if status != nfsstat3.NFS3ERR_JUKEBOX or time.monotonic() > deadline:
-            return status, ok
-        time.sleep(0.02)
+def in_thread(rpc: RpcClient, h: bytes) -> tuple[threading.Thread, list]:
+    """GETATTR ``h`` in a thread (the call is held): the thread and where its answer goes."""
+    answer: list = []
+    t = threading.Thread(target=lambda: answer.append(getattr_(rpc, h)))
+    t.start()
+    return t, answer
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -61,14 +61,19 @@ def test_a_file_moved_deep_in_a_big_export_is_found_while_others_are_served(tmp_
         os.unlink(export / "src" / "doomed")
         srv.start()
         with RpcClient(srv.port) as rpc, RpcClient(srv.port) as other:
-            assert getattr_(rpc, file_h)[0] == nfsstat3.NFS3ERR_JUKEBOX  # not within a slice
-            status, ok = getattr_(other, src)  # another connection is served meanwhile...
-            assert status == nfs3.NFS3_OK and ok.obj_attributes.fileid == os.stat(export / "src").st_ino
-            assert getattr_(rpc, doomed_h)[0] == nfsstat3.NFS3ERR_JUKEBOX  # ...the walk unfinished
-            status, ok = until_not_jukebox(rpc, file_h)
+            held, answer = in_thread(rpc, file_h)  # not answered within a slice: held
+            served, alive = 0, True
+            while alive:  # another connection is served meanwhile
+                alive = held.is_alive()
+                status, ok = getattr_(other, src)
+                assert status == nfs3.NFS3_OK and ok.obj_attributes.fileid == os.stat(export / "src").st_ino
+                served += alive
+            held.join()
+            assert served, "the held call was answered before another call could be"
+            status, ok = answer[0]  # the first call's answer: the file where it moved
             assert status == nfs3.NFS3_OK, nfsstat3.values(status).name
             assert ok.obj_attributes.fileid == os.stat(deep / "file2").st_ino
-            assert until_not_jukebox(rpc, doomed_h)[0] == nfsstat3.NFS3ERR_STALE
+            assert getattr_(rpc, doomed_h)[0] == nfsstat3.NFS3ERR_STALE  # held until the walk ended
     finally:
         err = srv.stop()
     assert "Traceback" not in err, err[-4000:]
