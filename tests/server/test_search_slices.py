@@ -77,3 +77,46 @@ def test_a_file_moved_deep_in_a_big_export_is_found_while_others_are_served(tmp_
     finally:
         err = srv.stop()
     assert "Traceback" not in err, err[-4000:]
+
+
+def test_held_calls_of_a_closed_connection_and_at_shutdown_leave_the_server_clean(tmp_path):
+    """A held call whose connection closes is dropped (the worker goes on serving); one
+    still held when the server stops is answered "try again" (JUKEBOX), or STALE if the
+    walk ended first, and the server stops cleanly."""
+    export = tmp_path / "export"
+    for i in range(TOPS):
+        for j in range(SUBS):
+            (export / "t" / f"a{i:02}" / f"b{j:02}").mkdir(parents=True)
+    (export / "doomed").write_bytes(b"gone\n")
+    srv = ServerProcess(export, tmp_path / "state", env={"PYSFSD_SEARCH_SLICE_DIRS": "1"},
+                        args=("--workers", "1")).start()
+    err = ""
+    try:
+        with RpcClient(srv.port) as rpc:
+            root = rpc.mount(srv.export_b)
+            doomed_h = lookup(rpc, root, b"doomed")
+        srv.stop()
+        os.unlink(export / "doomed")  # only a whole walk tells it is gone
+        srv.start()
+        closing = RpcClient(srv.port)
+        closing.mount(srv.export_b)
+        closing.send_record(bytes(_getattr_call(doomed_h)))  # held...
+        closing.close()  # ...and its connection gone
+        with RpcClient(srv.port) as rpc, RpcClient(srv.port) as other:
+            held, answer = in_thread(rpc, doomed_h)
+            assert getattr_(other, root)[0] == nfs3.NFS3_OK  # served meanwhile
+            err = srv.stop()
+            held.join()
+        assert answer and answer[0][0] in (nfsstat3.NFS3ERR_JUKEBOX, nfsstat3.NFS3ERR_STALE), answer
+    finally:
+        err = srv.stop() or err
+    assert "Traceback" not in err and "Task was destroyed" not in err, err[-4000:]
+    assert "never retrieved" not in err, err[-4000:]
+
+
+def _getattr_call(h: bytes) -> bytearray:
+    from protocol.rpc import encode_call
+    from tests.rpc_client import ROOT
+    buf = encode_call(0x5eed, nfs3.NFS3.number, 3, 1, ROOT)
+    nfs3.GETATTR3args.pack(buf, nfs3.GETATTR3args.cls(fh(h)))
+    return buf
