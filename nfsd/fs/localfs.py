@@ -41,7 +41,7 @@ from .journaled import dir_fsync_covers_new_inodes
 from .late_close import LateClose
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
-from ..nfs3.errors import NfsError
+from ..nfs3.errors import NfsError, NfsPending
 from .handles import pack_real, unpack_real
 from .searchgate import SearchGate
 from .searchslices import ABSENT, SearchSlices
@@ -805,7 +805,11 @@ class LocalFS:
                         return parent
                 except OSError:
                     pass
-            moved = self._search(n.ino) if attempt == 0 else None
+            try:
+                moved = self._search(n.ino) if attempt == 0 else None
+            except NfsPending as pending:  # never held: its callers may have changed something
+                pending.ready.cancel()
+                raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, str(pending)) from None
             if moved is None:
                 break
             places = [(moved.parent, moved.name)]
