@@ -273,3 +273,32 @@ def test_closing_the_search_lets_held_calls_go_with_jukebox(tree):
     ready = _pending(fs, pack_real(1, 10**9 + 13, 0))
     fs.close()
     assert ready.result() is False  # (the dispatcher answers it JUKEBOX)
+
+
+def test_a_slice_leaves_room_for_recording_the_directories_it_met(tree, monkeypatch):
+    """The handle-table write of the directories a slice met comes after its walking: the
+    walking stops early by the last slice's ratio of the two, so that a slice holds the
+    loop about SLICE_SECONDS in all (it held it ~27 ms for 20)."""
+    exp, store = tree
+    clock = Clock()
+    fs = _fresh(exp, store, clock)
+    fs._searches.slice_dirs = 0
+    budgets = []
+    real_step = searchwalk.ExportWalk.step
+
+    def step(self, now, until, max_dirs=0):
+        budgets.append(round(until - now(), 6))
+        real_step(self, now, until, 1)  # (a directory: the walk must not end here)
+        clock.t = until  # as if walking took the whole budget
+    monkeypatch.setattr(searchwalk.ExportWalk, "step", step)
+    real_repair = fs._searches._repair
+
+    def repair(dirs):
+        clock.t += budgets[-1] / 2  # recording takes half the walking time
+        real_repair(dirs)
+    fs._searches._repair = repair
+    for _ in range(3):
+        assert _status(fs, pack_real(1, 10**9 + 14, 0)) == nfsstat3.NFS3ERR_JUKEBOX
+    s = searchslices.SLICE_SECONDS
+    assert budgets == [s, round(s / 1.5, 6), round(s / 1.5, 6)]  # walking + recording = s
+    fs.close()
