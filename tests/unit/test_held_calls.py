@@ -85,6 +85,13 @@ def _status(reply: Any) -> int:
     return int.from_bytes(reply[off:off + 4], "big")
 
 
+def _held(d: Dispatcher, proc: Any, xid: int, client: tuple[str, int] = CLIENT) -> "asyncio.Future[Any]":
+    """The task of a call the dispatcher holds (an awaitable, not a reply)."""
+    held = d.dispatch(_record(proc, xid), client, 0)
+    assert held is not None and not isinstance(held, (bytes, bytearray)), "answered at once"
+    return asyncio.ensure_future(held)
+
+
 async def _turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -113,7 +120,7 @@ def test_a_held_call_for_an_inode_the_walk_ended_without_is_stale() -> None:
     d = _dispatcher(walk)
 
     async def go() -> None:
-        task = asyncio.ensure_future(d.dispatch(_record(GETATTR, 1), CLIENT, 0))  # type: ignore[arg-type]
+        task = _held(d, GETATTR, 1)
         await _turns()
         walk.end(False)
         assert _status(await task) == nfsstat3.NFS3ERR_STALE
@@ -125,7 +132,7 @@ def test_a_non_idempotent_call_is_held_in_progress_then_cached_and_run_once() ->
     d = _dispatcher(walk)
 
     async def go() -> None:
-        task = asyncio.ensure_future(d.dispatch(_record(REMOVE, 9), CLIENT, 0))  # type: ignore[arg-type]
+        task = _held(d, REMOVE, 9)
         await _turns()
         assert d.dispatch(_record(REMOVE, 9), CLIENT, 0) is None  # the retransmission: in progress
         walk.end(True)
@@ -141,7 +148,7 @@ def test_beyond_held_max_a_call_is_jukebox_at_once() -> None:
     d = _dispatcher(walk, held_max=2)
 
     async def go() -> None:
-        tasks = [asyncio.ensure_future(d.dispatch(_record(GETATTR, x), CLIENT, 0)) for x in (1, 2)]  # type: ignore[arg-type]
+        tasks = [_held(d, GETATTR, x) for x in (1, 2)]
         await _turns()
         assert d.held.count == 2
         assert _status(d.dispatch(_record(GETATTR, 3), CLIENT, 0)) == nfsstat3.NFS3ERR_JUKEBOX
@@ -167,8 +174,8 @@ def test_a_call_whose_connection_closed_answers_nothing_and_is_forgotten() -> No
     drc = d.drc
 
     async def go() -> None:
-        task = asyncio.ensure_future(d.dispatch(_record(REMOVE, 5), CLIENT, 0))  # type: ignore[arg-type]
-        other = asyncio.ensure_future(d.dispatch(_record(GETATTR, 6), ("10.0.0.2", 802), 0))  # type: ignore[arg-type]
+        task = _held(d, REMOVE, 5)
+        other = _held(d, GETATTR, 6, ("10.0.0.2", 802))
         await _turns()
         d.held.closed(CLIENT)
         assert await task is None and walk.removed == 0
@@ -194,7 +201,7 @@ def test_a_call_from_the_thread_pool_is_held_on_the_loop_and_run_again_in_the_po
         d = _dispatcher(walk, pool, offload_getattr=True)
 
         async def go() -> None:
-            task = asyncio.ensure_future(d.dispatch(_record(GETATTR, 1), CLIENT, 0))  # type: ignore[arg-type]
+            task = _held(d, GETATTR, 1)
             while not walk.waiters:
                 await asyncio.sleep(0.001)
             await _turns()

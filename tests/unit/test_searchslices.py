@@ -68,9 +68,9 @@ async def _turns_until_done(fs, most=10_000):
     raise AssertionError("the walk did not end")
 
 
-def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree):
-    exp, store = tree
-    clock = Clock()
+def _moved_deep(exp, store):
+    """The handle and inode of a file created through the server, then moved behind its
+    back to a directory the walk reaches late, that directory's tree moved deeper too."""
     fs = LocalFS(str(exp), 1, store)
     f = fs.create_file(fs.lookup(fs.lookup(fs.lookup(fs.root, b"d03"), b"e"), b"f"), b"file", 0o644, True)
     fh, ino = f.fh, f.ino
@@ -78,6 +78,13 @@ def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree
     fs.close()
     os.rename(exp / "d03" / "e" / "f" / "file", exp / f"d{WIDE - 1:02}" / "e" / "f" / "moved")
     os.rename(exp / f"d{WIDE - 1:02}", exp / "d00" / "e" / "deeper")  # and its tree, deeper
+    return fh, ino
+
+
+def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree):
+    exp, store = tree
+    clock = Clock()
+    fh, ino = _moved_deep(exp, store)
     fresh = _fresh(exp, store, clock)
     searches = []
     real = fresh._search
@@ -197,13 +204,7 @@ def _pending(fs, fh):
 
 def test_a_held_call_is_released_when_a_later_slice_meets_its_inode(tree):
     exp, store = tree
-    fs = LocalFS(str(exp), 1, store)
-    f = fs.create_file(fs.lookup(fs.lookup(fs.lookup(fs.root, b"d03"), b"e"), b"f"), b"file", 0o644, True)
-    fh, ino = f.fh, f.ino
-    fs.store.end_burst()
-    fs.close()
-    os.rename(exp / "d03" / "e" / "f" / "file", exp / f"d{WIDE - 1:02}" / "e" / "f" / "moved")
-    os.rename(exp / f"d{WIDE - 1:02}", exp / "d00" / "e" / "deeper")
+    fh, ino = _moved_deep(exp, store)
     fresh = _fresh(exp, store, Clock())
 
     async def go():
