@@ -272,6 +272,10 @@ class Dispatcher:
                     break
                 except CallPending as again:  # (before any change: nothing to undo)
                     pending, waits = again, None
+                except Exception as exc:  # noqa: BLE001 - (the offload check) answered as ``dispatch`` does
+                    result = self._failed(proc, exc)
+                    reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+                    break
         except asyncio.CancelledError:
             if drc_key is not None:
                 self.drc.finish(drc_key, None)

@@ -218,3 +218,38 @@ def test_a_failure_caught_by_a_handler_stays_its_jukebox() -> None:
     with pytest.raises(NfsError) as err:
         raise NfsPending(Future())
     assert err.value.status == nfsstat3.NFS3ERR_JUKEBOX
+
+
+def test_an_offload_check_that_is_pending_holds_the_call_and_one_that_fails_is_system_err() -> None:
+    """The check that decides whether a call runs in the thread pool resolves its handle
+    too (READDIR's): pending, the call is held like any other; failing, it is answered
+    SYSTEM_ERR (it used to escape the dispatcher) -- held or not."""
+    walk = Walk()
+    d = Dispatcher(ThreadPoolExecutor(1), drc=DuplicateRequestCache())
+    checks: list[str] = []
+
+    def offload(a: Any) -> bool:
+        checks.append("check")
+        if len(checks) == 2:
+            raise RuntimeError("broken check")
+        walk.resolve("check")
+        return False
+    d.register(PROGRAM, None, {1: offload}, {1: walk.getattr_, 12: walk.remove})
+    task_status: list[int] = []
+
+    async def held_then_broken() -> None:
+        task = _held(d, GETATTR, 1)  # the check is pending: held
+        await _turns()
+        walk.end(True)  # run again: the check now fails
+        reply = await task
+        _, body, _ = decode_reply(bytes(reply))  # type: ignore[arg-type]
+        task_status.append(body[1].reply_data[0])
+        # not held: the check passes (third call) and the call is served inline
+        assert _status(d.dispatch(_record(GETATTR, 2), CLIENT, 0)) == nfsstat3.NFS3_OK
+    asyncio.run(held_then_broken())
+    assert task_status == [accept_stat.SYSTEM_ERR] and checks == ["check"] * 3
+    checks[:] = ["check"]  # the next check is the second: it fails, outside any hold
+    reply = d.dispatch(_record(GETATTR, 3), CLIENT, 0)
+    _, body, _ = decode_reply(bytes(reply))  # type: ignore[arg-type]
+    assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
+    d.executor.shutdown()  # type: ignore[union-attr]
