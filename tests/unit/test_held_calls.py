@@ -242,7 +242,7 @@ def test_an_offload_check_that_is_pending_holds_the_call_and_one_that_fails_is_s
         await _turns()
         walk.end(True)  # run again: the check now fails
         reply = await task
-        _, body, _ = decode_reply(bytes(reply))  # type: ignore[arg-type]
+        _, body, _ = decode_reply(bytes(reply))
         task_status.append(body[1].reply_data[0])
         # not held: the check passes (third call) and the call is served inline
         assert _status(d.dispatch(_record(GETATTR, 2), CLIENT, 0)) == nfsstat3.NFS3_OK
