@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ def child(export: str) -> dict[str, float]:
     from nfsd.nfs3.errors import NfsError
     from nfsd.state.store import Store
 
-    store = Store(tempfile.mkdtemp(prefix="bench-search-slices-"))
+    state = tempfile.mkdtemp(prefix="bench-search-slices-")
+    store = Store(state)
     fs = LocalFS(export, 1, store)
     s = fs._searches
     slices: list[float] = []
@@ -75,6 +77,7 @@ def child(export: str) -> dict[str, float]:
     cpu, wall = asyncio.run(run())
     fs.close()
     store.close()
+    shutil.rmtree(state, ignore_errors=True)
     ss = sorted(slices)
     return {"slices": len(ss), "slice_p50_ms": ss[len(ss) // 2] * 1e3, "slice_p90_ms": ss[int(len(ss) * 0.9)] * 1e3,
             "slice_max_ms": ss[-1] * 1e3, "repair_ms": sum(repairs) * 1e3, "tick_gap_max_ms": max(gaps) * 1e3,
