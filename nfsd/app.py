@@ -531,6 +531,7 @@ class NfsServer:
             server.close()
         if self.acceptor is not None:
             self.acceptor.stop()
+        self.dispatcher.held.release()  # held calls answer "try again" (nfsd/rpc/held.py)
         pending = [t for c in self.connections for t in c.tasks]
         if pending:
             await asyncio.wait(pending, timeout=grace)

@@ -41,7 +41,7 @@ from .journaled import dir_fsync_covers_new_inodes
 from .late_close import LateClose
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
-from ..nfs3.errors import NfsError
+from ..nfs3.errors import NfsError, NfsPending
 from .handles import pack_real, unpack_real
 from .searchgate import SearchGate
 from .searchslices import ABSENT, SearchSlices
@@ -336,8 +336,9 @@ class LocalFS:
         """``_search`` for a handle the table could not place, as ``SearchGate`` allows,
         unless the current walk answers already (nfsd/fs/searchslices.py): None (STALE) if
         a complete walk proves it absent (the last one at all only for a handle with no
-        live record: a recorded place may be newer than that walk); JUKEBOX if walks used up
-        their share."""
+        live record: a recorded place may be newer than that walk); if walks used up their
+        share, the inode joins the walk at once and the call is held (or JUKEBOX) until the
+        background slices meet it (``SearchSlices.wait_for``)."""
         known = self._searches.known(ino)
         if isinstance(known, Node):
             return known
@@ -346,13 +347,14 @@ class LocalFS:
         if unplaced and self._searches.gate.known_absent(ino):
             return None
         if not self._searches.gate.may_walk():
-            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, f"inode {ino}: searches used up their share")
+            self._searches.wait_for(ino)
         return self._search(ino)
 
     def _search(self, ino: int) -> Node | None:
         """Find an inode moved behind our back: walk the export for one slice (on in the
         background), repairing the handle table for every directory met; None if a walk
-        ended without meeting it, JUKEBOX while it goes on (``SearchSlices``)."""
+        ended without meeting it, ``NfsPending`` (held, or JUKEBOX) while it goes on
+        (``SearchSlices``)."""
         return self._searches.search(ino)
 
     def _repair(self, dirs: list[tuple[int, int, bytes]]) -> None:
@@ -803,7 +805,11 @@ class LocalFS:
                         return parent
                 except OSError:
                     pass
-            moved = self._search(n.ino) if attempt == 0 else None
+            try:
+                moved = self._search(n.ino) if attempt == 0 else None
+            except NfsPending as pending:  # never held: its callers may have changed something
+                pending.ready.cancel()
+                raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, str(pending)) from None
             if moved is None:
                 break
             places = [(moved.parent, moved.name)]

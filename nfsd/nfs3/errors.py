@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import errno
+from concurrent.futures import Future
 
 from protocol.nfs3 import nfsstat3
 
-from ..rpc.call import CallFailed
+from ..rpc.call import CallFailed, CallPending
 
 
 class NfsError(CallFailed):
@@ -13,6 +14,15 @@ class NfsError(CallFailed):
 
     def __init__(self, status: int, detail: str = "") -> None:
         super().__init__(status, f"{nfsstat3.values(status).name}{': ' + detail if detail else ''}")
+
+
+class NfsPending(NfsError, CallPending):
+    """NFS3ERR_JUKEBOX that the dispatcher may instead hold until ``ready`` (a search of the
+    export met the inode or ended: ``CallPending``); caught as an NfsError, it is JUKEBOX."""
+
+    def __init__(self, ready: "Future[bool]", detail: str = "") -> None:
+        NfsError.__init__(self, nfsstat3.NFS3ERR_JUKEBOX, detail)
+        self.ready = ready
 
 
 _ERRNO_TO_NFS = {

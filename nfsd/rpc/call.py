@@ -5,6 +5,7 @@ service (NFS, MOUNT, NLM, NSM, the portmapper) share it without leaning on each 
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import NamedTuple
 
 from protocol.rpc import Credentials
@@ -29,3 +30,16 @@ class CallFailed(Exception):
     def __init__(self, status: int, message: str = "") -> None:
         super().__init__(message or str(status))
         self.status = status
+
+
+class CallPending(CallFailed):
+    """A handler that cannot answer yet, raised before the call changed anything: the
+    dispatcher holds the call (nfsd/rpc/held.py) until ``ready`` is done, then runs it
+    again; ``ready``'s result False, or a call it may not hold (too many held, too long,
+    UDP), is answered as the failure ``status`` (say, "try again later").  ``ready`` is a
+    concurrent future: it may be made and settled in a thread of the pool.  Whoever catches
+    it as a failure answers that failure, which is what the call got before holding."""
+
+    def __init__(self, status: int, ready: "Future[bool]", message: str = "") -> None:
+        super().__init__(status, message)
+        self.ready = ready

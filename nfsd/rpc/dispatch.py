@@ -4,7 +4,8 @@ The dispatcher checks the RPC header (version, program, version range, procedure
 decodes the arguments with the procedure's XDR type (GARBAGE_ARGS on failure), consults the
 duplicate-request cache for non-idempotent calls, runs the handler (inline when it is quick,
 in a thread pool when it does blocking I/O such as fsync or large reads) and encodes the
-result.  Transports (TCP, UDP) only move records.
+result.  A handler that cannot answer yet (``CallPending``) has its call held until it
+can (nfsd/rpc/held.py), then run again.  Transports (TCP, UDP) only move records.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_re
 from xdr import Enum, Union, XdrError
 
 from . import trace
-from .call import MAX_TRANSFER, CallContext, CallFailed
+from .call import MAX_TRANSFER, CallContext, CallFailed, CallPending
 from .drc import IN_PROGRESS
+from .held import HeldCalls
 
 log = logging.getLogger("pysfsd.rpc")
 
@@ -68,6 +70,7 @@ class Dispatcher:
         self._versions: dict[int, tuple[int, int]] = {}
         self._forwards: dict[int, Forward] = {}
         self.calls = 0
+        self.held = HeldCalls()
         # (begin, end) called around a burst of calls served inline (``begin_burst``), the
         # second before their replies leave; ``end`` may return a future the replies must
         # wait for (the handle table's group commit, nfsd/state/store.py; deferred directory
@@ -136,9 +139,10 @@ class Dispatcher:
         self.drc.finish_all(keys, replies)
 
     def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
-                 max_transfer: int = MAX_TRANSFER) -> Reply | Awaitable[Reply]:
+                 max_transfer: int = MAX_TRANSFER, hold: bool = True) -> Reply | Awaitable[Reply]:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
-        nothing, or an awaitable of either when the handler runs in the thread pool.
+        nothing, or an awaitable of either when the handler runs in the thread pool or the
+        call is held (``hold``: it may be; not over UDP, see nfsd/rpc/held.py).
         ``max_transfer`` bounds the data of one READ or READDIR reply (UDP: a datagram)."""
         tracing = self.trace_level
         start = time.perf_counter() if tracing else 0.0
@@ -187,11 +191,15 @@ class Dispatcher:
                     return bytes(reserve) + cached
                 return None  # the original is still being served: its reply will answer
         ctx = _new(CallContext, (cred, client, max_transfer))  # one C call, not CallContext's __new__
-        if offload is not None and self.executor is not None and offload(args):
-            return self._run_offloaded(reg, proc, handler, pack_res, ctx, args, reserve, call, drc_key, start, record)
         # Served inline: ``_invoke`` written out here (a Python frame less per call).
         try:
+            if offload is not None and self.executor is not None and offload(args):
+                return self._run_offloaded(reg, proc, handler, offload, pack_res, ctx, args, reserve, call,
+                                           drc_key, start, record, hold)
             result = handler(ctx, args)
+        except CallPending as pending:
+            return self._pend(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
+                              record, hold, pending)
         except Exception as exc:  # noqa: BLE001 - answered as _invoke answers it
             result = self._failed(proc, exc)
         reply = self._finish(proc, pack_res, result, reserve, xid, drc_key)
@@ -200,11 +208,83 @@ class Dispatcher:
         return reply
 
     async def _run_offloaded(self, reg: Registered, proc: Procedure, handler: Callable[..., Any],
-                             pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int,
-                             call: Any, drc_key: Any, start: float, record: bytes) -> Reply:
+                             offload: Offload, pack_res: Callable[..., Any], ctx: CallContext, args: Any,
+                             reserve: int, call: Any, drc_key: Any, start: float, record: bytes,
+                             hold: bool) -> Reply:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
+        try:
+            result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
+        except CallPending as pending:  # (raised out of the thread: no pool thread waits)
+            reply = self._pend(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key,
+                               start, record, hold, pending)
+            return reply if reply is None or isinstance(reply, (bytes, bytearray)) else await reply
         reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+        if self.trace_level:
+            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
+        return reply
+
+    def _pend(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
+              pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any, drc_key: Any,
+              start: float, record: bytes, hold: bool, pending: CallPending) -> Reply | Awaitable[Reply]:
+        """A call whose handler raised ``pending``: held (a coroutine of its reply), or, if
+        it may not be (UDP, or HELD_MAX held already), answered its failure now."""
+        if hold and self.held.room():
+            return self._held(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
+                              record, pending)
+        pending.ready.cancel()
+        result = self._failed(proc, pending)
+        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+        if self.trace_level:
+            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
+        return reply
+
+    async def _held(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
+                    pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any,
+                    drc_key: Any, start: float, record: bytes, pending: CallPending) -> Reply:
+        """Hold the call until ``pending`` is ready, then run it again as ``dispatch`` does
+        (in the thread pool, or inline within a burst of its own), as often as it is
+        pending again, within HOLD_SECONDS in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.held.hold_seconds
+        waits = None
+        try:
+            while True:
+                go = await self.held.wait(pending.ready, ctx.client, deadline)
+                if go is None:  # its connection closed: nothing to answer
+                    if drc_key is not None:
+                        self.drc.finish(drc_key, None)
+                    return None
+                if not go:
+                    result = self._failed(proc, pending)
+                    reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+                    break
+                try:
+                    if offload is not None and self.executor is not None and offload(args):
+                        result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
+                        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+                        break
+                    self.begin_burst()
+                    try:
+                        result = self._invoke(handler, ctx, args, proc)
+                        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+                    finally:
+                        waits = self.end_burst()
+                    break
+                except CallPending as again:  # (before any change: nothing to undo)
+                    pending, waits = again, None
+                except Exception as exc:  # noqa: BLE001 - (the offload check) answered as ``dispatch`` does
+                    result = self._failed(proc, exc)
+                    reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+                    break
+        except asyncio.CancelledError:
+            if drc_key is not None:
+                self.drc.finish(drc_key, None)
+            raise
+        if waits is not None and reply is not None:  # what it tells must be durable first (``end_burst``)
+            try:
+                await waits
+            except Exception:  # noqa: BLE001 - answered as a held burst's replies are
+                reply = system_error_for(reply, reserve)
         if self.trace_level:
             self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
         return reply
@@ -213,6 +293,8 @@ class Dispatcher:
     def _invoke(cls, handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
         try:
             return handler(ctx, args)
+        except CallPending:
+            raise  # (held by the caller: ``_run_offloaded``, ``_held``)
         except Exception as exc:  # noqa: BLE001 - every failure is answered
             return cls._failed(proc, exc)
 

@@ -189,6 +189,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.connections.discard(self)
         self.transport = None
         self._backlog = []
+        self.dispatcher.held.closed(self.peer)  # its held calls answer nothing
 
     def close(self, reason: str, abort: bool = True) -> None:
         """Drop the connection (``abort``: at once, discarding unsent replies)."""
@@ -463,7 +464,8 @@ class RpcDatagramProtocol(asyncio.DatagramProtocol):
         activity.shared()
         dispatcher.begin_burst()
         try:
-            reply = dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer)
+            # (not held: the client retransmits after 1.1 s; nfsd/rpc/held.py)
+            reply = dispatcher.dispatch(data, (addr[0], addr[1]), 0, self.max_transfer, False)
         finally:
             held = dispatcher.end_burst()
         if reply is None:

@@ -136,7 +136,7 @@ def test_a_reply_too_large_for_a_datagram_becomes_system_err() -> None:
     from nfsd.rpc.server import RpcDatagramProtocol
 
     class Dispatcher:
-        def dispatch(self, record: bytes, client: Any, reserve: int, max_transfer: int) -> bytes:
+        def dispatch(self, record: bytes, client: Any, reserve: int, max_transfer: int, hold: bool) -> bytes:
             return record[:4] + bytes(70_000)
 
         def begin_burst(self) -> None:

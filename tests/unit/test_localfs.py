@@ -498,3 +498,21 @@ def test_handles_of_older_generations_of_a_removed_inode_walk_once(fs, monkeypat
             fs.node(pack_real(1, n.ino, gen))
         assert err.value.status == nfsstat3.NFS3ERR_STALE
     assert len(walks) == 1
+
+
+def test_a_symlink_whose_parent_must_be_searched_for_is_jukebox_never_held(fs, tmp_path):
+    """set_owner and set_times of a symbolic link find its directory by name; one moved
+    behind the server's back (and its old places gone) needs the search, which must not
+    hold the call (SYMLINK has made the link by then): plain JUKEBOX, the wait let go."""
+    from nfsd.nfs3.errors import NfsPending
+    exp = tmp_path / "exp"
+    link = fs.symlink(fs.lookup(fs.root, b"a"), b"l", b"target")
+    fs._searches.slice_dirs = 1  # the walk does not find it within the call's slice
+    os.rename(exp / "a" / "l", exp / "a" / "b" / "c" / "l2")
+    waits = []
+    real = fs._searches._pending
+    fs._searches._pending = lambda ino, why: waits.append(real(ino, why)) or waits[-1]
+    with pytest.raises(NfsError) as err:
+        fs.set_owner(link, -1, -1)
+    assert err.value.status == nfsstat3.NFS3ERR_JUKEBOX and not isinstance(err.value, NfsPending)
+    assert waits and waits[0].ready.cancelled()

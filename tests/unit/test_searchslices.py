@@ -12,7 +12,7 @@ from nfsd.fs import searchslices, searchwalk
 from nfsd.fs.handles import pack_real
 from nfsd.fs.localfs import LocalFS
 from nfsd.fs.searchgate import SearchGate
-from nfsd.nfs3.errors import NfsError
+from nfsd.nfs3.errors import NfsError, NfsPending
 from nfsd.state.store import Store
 from protocol.nfs3 import nfsstat3
 
@@ -68,9 +68,9 @@ async def _turns_until_done(fs, most=10_000):
     raise AssertionError("the walk did not end")
 
 
-def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree):
-    exp, store = tree
-    clock = Clock()
+def _moved_deep(exp, store):
+    """The handle and inode of a file created through the server, then moved behind its
+    back to a directory the walk reaches late, that directory's tree moved deeper too."""
     fs = LocalFS(str(exp), 1, store)
     f = fs.create_file(fs.lookup(fs.lookup(fs.lookup(fs.root, b"d03"), b"e"), b"f"), b"file", 0o644, True)
     fh, ino = f.fh, f.ino
@@ -78,6 +78,13 @@ def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree
     fs.close()
     os.rename(exp / "d03" / "e" / "f" / "file", exp / f"d{WIDE - 1:02}" / "e" / "f" / "moved")
     os.rename(exp / f"d{WIDE - 1:02}", exp / "d00" / "e" / "deeper")  # and its tree, deeper
+    return fh, ino
+
+
+def test_a_file_moved_deep_is_jukebox_first_then_found_by_the_walk_going_on(tree):
+    exp, store = tree
+    clock = Clock()
+    fh, ino = _moved_deep(exp, store)
     fresh = _fresh(exp, store, clock)
     searches = []
     real = fresh._search
@@ -185,4 +192,114 @@ def test_a_walk_that_cannot_start_is_jukebox_not_stale(tree, monkeypatch):
     monkeypatch.undo()
     fs._searches.slice_dirs = 0
     assert _status(fs, pack_real(1, 10**9 + 8, 0)) == nfsstat3.NFS3ERR_STALE  # (walked whole)
+    fs.close()
+
+
+def _pending(fs, fh):
+    """The future a call for ``fh`` would be held on (the search goes on)."""
+    with pytest.raises(NfsPending) as err:
+        fs.node(fh)
+    return err.value.ready
+
+
+def test_a_held_call_is_released_when_a_later_slice_meets_its_inode(tree):
+    exp, store = tree
+    fh, ino = _moved_deep(exp, store)
+    fresh = _fresh(exp, store, Clock())
+
+    async def go():
+        ready = _pending(fresh, fh)
+        assert not ready.done()
+        for _ in range(10_000):
+            if ready.done():
+                break
+            await asyncio.sleep(0)  # background slices, a directory each
+        assert ready.result() is True
+        assert not fresh._searches._walk.done or fresh._searches._walk.missing == set()
+        return fresh.node(fh)  # what the held call, run again, answers
+    found = asyncio.run(go())
+    assert found.ino == ino and found.name == b"moved"
+    assert fresh._searches._waiters == {}
+    fresh.close()
+
+
+def test_a_held_call_for_a_made_up_inode_is_released_when_the_walk_ends_and_is_stale(tree):
+    exp, store = tree
+    fs = _fresh(exp, store, Clock())
+    made_up = pack_real(1, 10**9 + 11, 0)
+
+    async def go():
+        ready = _pending(fs, made_up)
+        for _ in range(10_000):
+            if ready.done():
+                break
+            await asyncio.sleep(0)
+        assert ready.result() is True and fs._searches._walk.done
+        return _status(fs, made_up)
+    assert asyncio.run(go()) == nfsstat3.NFS3ERR_STALE
+    fs.close()
+
+
+def test_a_call_without_walking_credit_joins_the_walk_at_once_and_is_held(tree):
+    """Walks used up their share: the inode asked about is wanted by the walk now (not
+    only at the client's retry), and the call is held until the background slices, as
+    the gate allows them, meet it."""
+    exp, store = tree
+    clock = Clock()
+    fs = _fresh(exp, store, clock)
+    fs._searches.gate.spend(clock.t - 10.0)  # ten seconds of walking: no credit left
+    assert not fs._searches.gate.may_walk()
+    made_up = 10**9 + 12
+
+    async def go():
+        ready = _pending(fs, pack_real(1, made_up, 0))
+        w = fs._searches._walk
+        assert made_up in w.wanted and made_up in w.missing  # joined at once
+        assert w.seen == set()  # nothing walked: no share
+        clock.t += 50.0  # credit again (the clock stands still otherwise)
+        fs._searches._turn()  # (the turn the gate's wait scheduled, come due)
+        for _ in range(10_000):
+            if ready.done():
+                break
+            await asyncio.sleep(0)
+        assert ready.result() is True
+        return _status(fs, pack_real(1, made_up, 0))
+    assert asyncio.run(go()) == nfsstat3.NFS3ERR_STALE
+    fs.close()
+
+
+def test_closing_the_search_lets_held_calls_go_with_jukebox(tree):
+    exp, store = tree
+    fs = _fresh(exp, store, Clock())
+    ready = _pending(fs, pack_real(1, 10**9 + 13, 0))
+    fs.close()
+    assert ready.result() is False  # (the dispatcher answers it JUKEBOX)
+
+
+def test_a_slice_leaves_room_for_recording_the_directories_it_met(tree, monkeypatch):
+    """The handle-table write of the directories a slice met comes after its walking: the
+    walking stops early by the last slice's ratio of the two, so that a slice holds the
+    loop about SLICE_SECONDS in all (it held it ~27 ms for 20)."""
+    exp, store = tree
+    clock = Clock()
+    fs = _fresh(exp, store, clock)
+    fs._searches.slice_dirs = 0
+    budgets = []
+    real_step = searchwalk.ExportWalk.step
+
+    def step(self, now, until, max_dirs=0):
+        budgets.append(round(until - now(), 6))
+        real_step(self, now, until, 1)  # (a directory: the walk must not end here)
+        clock.t = until  # as if walking took the whole budget
+    monkeypatch.setattr(searchwalk.ExportWalk, "step", step)
+    real_repair = fs._searches._repair
+
+    def repair(dirs):
+        clock.t += budgets[-1] / 2  # recording takes half the walking time
+        real_repair(dirs)
+    fs._searches._repair = repair
+    for _ in range(3):
+        assert _status(fs, pack_real(1, 10**9 + 14, 0)) == nfsstat3.NFS3ERR_JUKEBOX
+    s = searchslices.SLICE_SECONDS
+    assert budgets == [s, round(s / 1.5, 6), round(s / 1.5, 6)]  # walking + recording = s
     fs.close()

@@ -1,0 +1,86 @@
+"""Calls held until what they wait for is ready, instead of answered "try again later".
+
+A handler that cannot answer yet (a handle only a walk of the export can place) raises
+``CallPending`` (nfsd/rpc/call.py) before it changed anything.  Told "try again later"
+(NFS3ERR_JUKEBOX), the Linux client waits 5 s before it retries, whatever the wait was
+really for; held, the call is answered as soon as it can be.  The dispatcher awaits the
+pending call's ``ready`` here, on the event loop (a call in the thread pool raised out of
+its thread first: no pool thread waits), then runs it again: same arguments, same entry in
+the duplicate-request cache (still "in progress": a retransmission is not run twice).
+
+Bounds, per process: at most ``HELD_MAX`` calls held at once (beyond, the call gets its
+failure, as before holding), each for at most ``HOLD_SECONDS`` (then its failure: the
+client retries and may be held again).  Ten seconds: well inside the Linux client's TCP
+timeout (``timeo`` 60 s: a reply later than that makes it retransmit), and longer than a
+walk of 100,000 directories takes within the search gate's quarter share (~8 s).  Over UDP
+the client retransmits after 1.1 s, so the transport does not hold at all.  A call whose
+connection closed is dropped (nothing answered, its cache entry forgotten); a server that
+stops answers every held call its failure at once.
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from typing import Hashable
+
+HELD_MAX = 128
+HOLD_SECONDS = 10.0
+
+
+def _give(signal: "asyncio.Future[bool | None]", verdict: bool | None) -> None:
+    if not signal.done():
+        signal.set_result(verdict)
+
+
+def _settle(signal: "asyncio.Future[bool | None]", ready: "Future[bool]") -> None:
+    _give(signal, not ready.cancelled() and ready.exception() is None and bool(ready.result()))
+
+
+class HeldCalls:
+    """The calls one dispatcher holds, by client (see the module)."""
+
+    def __init__(self, held_max: int = HELD_MAX, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.held_max, self.hold_seconds = held_max, hold_seconds
+        self._waits: dict[Hashable, set[asyncio.Future[bool | None]]] = {}
+        self.count = 0
+
+    def room(self) -> bool:
+        return self.count < self.held_max
+
+    async def wait(self, ready: "Future[bool]", client: Hashable, deadline: float) -> bool | None:
+        """Until ``ready`` is done or the loop's clock passes ``deadline``: True to run the
+        call again; False to answer its failure (``ready`` said so, was cancelled, the time
+        ran out, or the server stops); None to answer nothing (its connection closed)."""
+        loop = asyncio.get_running_loop()
+        signal: asyncio.Future[bool | None] = loop.create_future()
+
+        def done(_: "Future[bool]") -> None:  # (in whichever thread settled it)
+            try:
+                loop.call_soon_threadsafe(_settle, signal, ready)
+            except RuntimeError:
+                pass  # the loop closed meanwhile
+        waits = self._waits.setdefault(client, set())
+        waits.add(signal)
+        self.count += 1
+        timer = loop.call_at(deadline, _give, signal, False)
+        ready.add_done_callback(done)
+        try:
+            return await signal
+        finally:
+            timer.cancel()
+            self.count -= 1
+            waits.discard(signal)
+            if not waits and self._waits.get(client) is waits:
+                del self._waits[client]
+            ready.cancel()  # (once done, nothing): what it waited on lets it go
+
+    def closed(self, client: Hashable) -> None:
+        """``client``'s connection closed: its held calls are dropped."""
+        for signal in self._waits.pop(client, ()):
+            _give(signal, None)
+
+    def release(self) -> None:
+        """The server stops: every held call is answered its failure now."""
+        for waits in list(self._waits.values()):
+            for signal in waits:
+                _give(signal, False)
