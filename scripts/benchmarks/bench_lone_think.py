@@ -25,7 +25,11 @@ median is put to the job that ran meanwhile, or to the client or the server wait
 Servers as the load generator names them (``pysfsd``, ``pysfsd-wN``, ``ganesha``; ``--async``:
 the pysfsd export is ``async``), started afresh, measured in turn each round.  To compare
 trees in one run, interleaved: ``--tree base=/tmp/base`` (``git worktree add``) adds servers
-``pysfsd@base``, ``pysfsd-w1@base``... run from that checkout.
+``pysfsd@base``, ``pysfsd-w1@base``... run from that checkout.  On a loaded machine
+``--blocks N`` starts every server once and measures N blocks of ``--calls`` each, the
+servers' order turned round each block: a block's neighbours, seconds apart, share its load,
+and ``vs first`` is the median of each block's (or round's) CPU per call against the first
+server's in the same block.
 Not a test: figures depend on the machine and on what else runs on it.
 """
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any, Iterator, NamedTuple
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # load: memory.py
 
+from rounds import round_order  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid, network_namespace  # noqa: E402
 from nfsd.rpc.client import RpcClient  # noqa: E402
 from protocol import mount3, nfs3  # noqa: E402
@@ -187,6 +192,14 @@ def _measured(client: RpcClient, root: Any, pid: int, op: str, think: float, cal
             "calls": calls_made}
 
 
+def paired_ratio(runs: list[dict[str, Any]], first: list[dict[str, Any]]) -> float:
+    """The median over rounds (or blocks) of a server's CPU per call divided by the first
+    server's in the same one: the machine's load drifts between rounds (others' builds and
+    tests), and two servers measured seconds apart share most of it, so the ratio of a pair
+    varies less than either figure."""
+    return statistics.median(r["cpu_us"] / f["cpu_us"] for r, f in zip(runs, first))
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     """Microseconds: the mean, the part of it the slowest tenth of the calls makes (``tail``:
     whether a mean is a slow median or a few slow calls), p50, p90, p99 and the slowest."""
@@ -277,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--blocks", type=int, default=0, metavar="N",
+                   help="instead of --rounds (each server started afresh per round): every server"
+                        " started once, then N blocks of --calls on each, the order turned round")
     p.add_argument("--follower", action="store_true",
                    help="an idle connection holds the primary: a follower serves the measured one")
     p.add_argument("--async", dest="async_", action="store_true", help="pysfsd's export is async")
@@ -290,18 +306,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="write every measured call (server, think, round, wall-clock time sent,"
                         " procedure, latency us): to set slow calls beside the server's trace")
     args = p.parse_args(argv)
+    if args.blocks and args.jobs:
+        p.error("--jobs times each server's logs per round: not with --blocks")
     thinks = [float(t) / 1000 for t in args.think.split(",")]
     trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in args.tree)}
     results: dict[tuple[str, float], list[dict[str, Any]]] = {}
     if args.jobs:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(JOBTRACE), os.environ.get("PYTHONPATH"))))
+    names = args.servers.split(",")
+    options = ASYNC if args.async_ else SYNC
     try:
-        for number in range(args.rounds):
-            for name in args.servers.split(","):
+        if args.blocks:
+            with contextlib.ExitStack() as stack:
+                up = {name: stack.enter_context(started(name, args.work, options, trees)) for name in names}
+                for number in range(args.blocks):
+                    for think in thinks:
+                        for name in round_order(names, number):
+                            results.setdefault((name, think), []).append(
+                                measure(*up[name], args.op, think, args.calls, args.follower))
+        for number in range(0 if args.blocks else args.rounds):
+            for name in round_order(names, number):
                 traced = args.work / f"jobs-{name}-{number}"
                 traced.mkdir(parents=True)
                 os.environ["PYSFSD_JOBTRACE"] = str(traced) if args.jobs else ""
-                with started(name, args.work, ASYNC if args.async_ else SYNC, trees) as (port, mount_port, pid, netns, export):
+                with started(name, args.work, options, trees) as (port, mount_port, pid, netns, export):
                     for think in thinks:
                         results.setdefault((name, think), []).append(
                             measure(port, mount_port, pid, netns, export, args.op, think, args.calls, args.follower))
@@ -313,16 +341,18 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.work, ignore_errors=True)
     if args.timeline:
         write_timeline(args.timeline, results)
-    print(f"{args.op}, one call at a time, {args.calls} calls, medians of {args.rounds} rounds")
+    print(f"{args.op}, one call at a time, {args.calls} calls, medians of "
+          + (f"{args.blocks} blocks, servers started once" if args.blocks else f"{args.rounds} rounds"))
     width = max(16, *(len(name) for name, _ in results))
     columns = ("mean", "tail", "p50", "p90", "p99", "max")
     print(f"{'server':{width}} {'think ms':>8} {'CPU us/call':>12} {'+later':>7} {'run delay us':>13} {'runs':>5} "
-          + " ".join(f"{c + ' us':>8}" for c in columns))
+          + " ".join(f"{c + ' us':>8}" for c in columns) + " vs first")
     for (name, think), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k.endswith("_us") or k == "runs"}
         print(f"{name:{width}} {think * 1000:8.2f} {med['cpu_us']:12.0f} {med['cpu_all_us']:7.0f} {med['delay_us']:13.0f} {med['runs']:5.2f} "
               + " ".join(f"{med[c + '_us']:8.0f}" for c in columns)
-              + "  CPU by round " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
+              + f" {paired_ratio(runs, results[names[0], think]):8.3f}"
+              + f"  CPU by {'block' if args.blocks else 'round'} " + " ".join(f"{r['cpu_us']:.0f}" for r in runs))
     if args.threads:
         print("CPU us per call and runs per call, by process and thread (medians of the rounds)")
         for (name, think), runs in results.items():

@@ -78,3 +78,17 @@ def test_slow_calls_are_put_to_the_job_that_ran_meanwhile_or_to_whoever_waited(b
     assert found["server waited for a CPU"] == (1, pytest.approx(1e-3))
     assert found["no job of the server's"] == (8, pytest.approx(0.5e-3))
     assert sum(count for count, _ in found.values()) == len(calls)
+
+
+def test_paired_ratio_is_the_median_of_each_rounds_own_ratio(bench) -> None:
+    # the load changes from block to block: each block's pair gives a ratio (0.95, 0.85,
+    # 1.0), the median of those is the figure (the ratio of the medians, 170/200, is not)
+    first = [{"cpu_us": 100.0}, {"cpu_us": 200.0}, {"cpu_us": 400.0}]
+    variant = [{"cpu_us": 95.0}, {"cpu_us": 170.0}, {"cpu_us": 400.0}]
+    assert bench.paired_ratio(variant, first) == pytest.approx(0.95)
+    assert bench.paired_ratio(first, first) == pytest.approx(1.0)
+
+
+def test_blocks_refuse_jobs(bench) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--blocks", "2", "--jobs"])
