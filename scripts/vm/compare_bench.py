@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The kernel client's workload (workloads/bench.sh) against pysfsd and NFS-Ganesha, phase
 by phase, the servers interleaved (each round runs every server once; round 1 in the order
-given, each later round that order rotated by one: ``round_order``), so the noise of this
+given, each later round that order rotated by one: ``rounds.round_order``), so the noise of this
 shared machine, and whatever favours a place in a round, falls on all of them alike.
 
 For every phase it prints the guest's seconds and the server's CPU seconds (utime+stime of
@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
 from driver import cpu_split, server_cpu_by_process  # noqa: E402
+from rounds import round_order  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  # noqa: E402
 
 WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "bench.sh"
@@ -184,15 +185,6 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
             if split is not None:
                 splits[name] = split
     return phases, calls, rtts, splits
-
-
-def round_order(servers: list[str], rnd: int) -> list[str]:
-    """The servers in round ``rnd`` (from 0): the list rotated by ``rnd``, so each server
-    takes every place in turn.  In three runs of one fixed order (2026-12-06) the second
-    server's first round was 1.4-1.8 s slower than its second every time, all phases alike;
-    a fixed order would put such an effect on one server only."""
-    k = rnd % len(servers) if servers else 0
-    return servers[k:] + servers[:k]
 
 
 def mean(values: list[float]) -> float:

@@ -65,16 +65,3 @@ def test_rtt_table_means_per_call_over_all_rounds(compare_bench) -> None:
     assert rows[2] == ["lookup", "1000/1000", "400", "420", "1000", "250", "260"]
     assert rows[3] == ["getattr", "2", "500", "500", "0", "-", "-"]
 
-
-def test_round_order_puts_each_server_in_every_place(compare_bench) -> None:
-    """A fixed order would give one server every round's first (or second) place, and
-    whatever that place costs; rotated, each server takes each place once in as many rounds
-    as there are servers."""
-    servers = ["pysfsd-async@base", "pysfsd-async", "ganesha"]
-    orders = [compare_bench.round_order(servers, rnd) for rnd in range(3)]
-    assert orders[0] == servers
-    for order in orders:
-        assert sorted(order) == sorted(servers)
-    for place in range(3):
-        assert sorted(order[place] for order in orders) == sorted(servers)
-    assert compare_bench.round_order(servers, 3) == servers

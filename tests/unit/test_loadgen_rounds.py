@@ -24,6 +24,17 @@ def test_the_order_turns_round_and_every_round_keeps_the_ops_order():
     assert firsts.count("p") == firsts.count("g") == 2
 
 
+def test_the_order_rotates_so_each_of_three_takes_every_place():
+    """Reversal every other round would keep the middle one of three in the middle (a VM
+    run's second place was the slow one); rotated, each takes each place once in as many
+    rounds as there are servers."""
+    servers = ["pysfsd-async@base", "pysfsd-async", "ganesha"]
+    orders = [rounds.round_order(servers, n) for n in range(3)]
+    assert orders[0] == servers and rounds.round_order(servers, 3) == servers
+    for place in range(3):
+        assert sorted(order[place] for order in orders) == sorted(servers)
+
+
 def test_medians_are_taken_of_each_figure_separately():
     combined = rounds.combine([_summary(100, 50, 1.0), _summary(300, 10, 3.0), _summary(200, 30, 2.0)])
     assert combined["ops_per_s"] == 200 and combined["ops_per_server_cpu"] == 30

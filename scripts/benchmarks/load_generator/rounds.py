@@ -20,8 +20,13 @@ MEDIAN_FIELDS = ("ops_per_s", "ops_per_server_cpu", "mib_per_s")
 
 
 def round_order(targets: Sequence[T], number: int) -> list[T]:
-    """Round 0 in the given order, round 1 reversed, and so on."""
-    return list(targets) if number % 2 == 0 else list(reversed(targets))
+    """Round 0 in the given order, each later round that order rotated by one more place, so
+    every target takes every place in turn (for two, round 1 is round 0 reversed).  A target
+    that always took the same place would carry whatever that place costs: in three VM runs
+    of a fixed order (scripts/vm/compare_bench.py, 2026-12-06) the second server's first
+    round was 1.4-1.8 s slower than its second, in every phase alike."""
+    k = number % len(targets) if targets else 0
+    return list(targets[k:]) + list(targets[:k])
 
 
 def plan_rounds(ops: Sequence[str], targets: Sequence[T], rounds: int) -> list[tuple[int, str, T]]:
