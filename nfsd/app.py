@@ -332,7 +332,8 @@ class NfsServer:
 
     async def start(self) -> tuple[str, int]:
         """Listen at once; index the exports in the background.  Real files are served
-        meanwhile; query directories answer JUKEBOX (retry later) until ``indexed`` is set."""
+        meanwhile; a call to a query directory is held (or, past the hold's bounds, answered
+        JUKEBOX: retry later) until the fields it uses are indexed (nfsd/fs/indexwaits.py)."""
         loop = asyncio.get_running_loop()
         gc.set_threshold(*GC_THRESHOLDS)
         limits = ConnectionLimits(self.config.idle_timeout, self.config.stall_timeout, connection_cap())
@@ -392,6 +393,7 @@ class NfsServer:
                 log.exception("indexing %s failed; its query directories answer from what was indexed",
                               fs.root_path)
             fs.ready.set()
+            fs.index_waits.progressed()  # held directory faults run again
         self.indexed.set()
         if self.shared is not None:  # apply the other heads' changes from now on
             cluster.follow(self.shared, self.store, self.exports, self.nfs.entries,
@@ -413,6 +415,7 @@ class NfsServer:
                 assert isinstance(fs.index, FollowerIndex)
                 await loop.run_in_executor(self.executor, fs.index.flush)
                 flags = fs.index.writer_flags
+                was = (fs.stat_ready.is_set(), fs.ready_fields)
                 if flags & STAT_READY:
                     fs.stat_ready.set()
                 for part in fs.index.content_passes()[:flags >> _PASSES_SHIFT]:  # as the writer's
@@ -421,6 +424,8 @@ class NfsServer:
                     fs.stat_ready.set()
                     fs.ready.set()
                     del pending[eid]
+                if fs.ready.is_set() or was != (fs.stat_ready.is_set(), fs.ready_fields):
+                    fs.index_waits.progressed()  # held directory faults run again
             if pending:
                 await asyncio.sleep(0.25)
         self.indexed.set()
@@ -488,6 +493,7 @@ class NfsServer:
         if index.is_new():  # the stat tier first: name, ext, owner... answer in seconds
             first = await loop.run_in_executor(self.executor, index.scan, self.config.progress, True)
             fs.stat_ready.set()
+            fs.index_waits.progressed()
             progress.info("%s: name, ext, owner, group, size and mtime ready (%d files, %.1f s, %.0f files/s);"
                         " content fields follow", fs.root_path, first.seen, first.seconds, first.rate)
             stats = first
@@ -496,6 +502,8 @@ class NfsServer:
                     index.scan, self.config.progress, False, first.seen, part))
                 ready = index.ready_after(part) - fs.ready_fields
                 fs.ready_fields |= ready
+                if ready:
+                    fs.index_waits.progressed()
                 self._passes_done[fs.export_id] = self._passes_done.get(fs.export_id, 0) + 1  # followers too
                 if ready:
                     progress.info("%s: %s ready (%.1f s, %.0f files/s)", fs.root_path,

@@ -172,6 +172,16 @@ def listing_status(rpc: RpcClient, d: bytes) -> int:
     return status
 
 
+def udp_listing_status(port: int, d: bytes) -> int:
+    """``listing_status`` over UDP, where the server holds no call (nfsd/rpc/held.py): a
+    query directory whose fields are still being indexed answers JUKEBOX at once there,
+    while over TCP the call is held until they are."""
+    from tests.rpc_client import UdpRpcClient
+    with UdpRpcClient(port) as udp:
+        status, _ = udp.nfs(17, nfs3.READDIRPLUS3args.cls(fh(d), 0, ZERO_VERF, 4096, 4096))
+    return int(status)
+
+
 def wait_listable(rpc: RpcClient, d: bytes, seconds: float = 60.0) -> None:
     """Wait while ``d`` answers JUKEBOX; any other error fails."""
     deadline = time.monotonic() + seconds

@@ -44,6 +44,7 @@ from ..nfs3.attrs import fattr
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
+from .indexwaits import IndexWaits
 from .localfs import LocalFS, Node, check_name
 from ..query.names import Query, parse_field_name, parse_lab_name, value_name
 from ..query.store import QueryStore, is_inline
@@ -201,8 +202,9 @@ class SemanticFS:
         self._link_memo: tuple[Any, bytes, bool, bytes] = (None, b"", False, b"")  # see _link_entry
         self._lock = threading.Lock()
         # Set once the start-up scan is complete: until then a query could answer from a
-        # half-built index, so directory faults ask the client to retry (JUKEBOX).
+        # half-built index, so directory faults are held until it is (nfsd/fs/indexwaits.py).
         self.ready = threading.Event()
+        self.index_waits = IndexWaits()  # ``progressed`` whenever ready, stat_ready or ready_fields move on
         self.tags = TagDirs(self)  # tag: value directories are where tags are set
         # Set once a first index holds the stat tier of every file: queries over those
         # fields alone answer while the content tier follows, and over each content field
@@ -289,11 +291,21 @@ class SemanticFS:
         return _LINK_HANDLE.pack(HANDLE_VERSION, KIND_LINK, self.export_id, qid, ino)
 
     # -- the directory fault -----------------------------------------------------------
+    def _unready(self, q: Query) -> bool:
+        """Whether ``q`` cannot answer yet: the index is still being built, and not even
+        the passes that give the fields it uses are done."""
+        return not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= self.ready_fields)
+
+    def _wait_ready(self, q: Query) -> None:
+        """``NfsPending`` (the call held, nfsd/fs/indexwaits.py) while ``q`` cannot answer
+        from the index; raised before its callers changed anything, so it may run again."""
+        if self._unready(q):
+            raise self.index_waits.pending(lambda: self._unready(q), "the index is still being built")
+
     def _fault(self, v: VNode) -> Results:
         """Run (or reuse) the query of a field or value directory."""
         q = v.query
-        if not self.ready.is_set() and not (self.stat_ready.is_set() and q.fields_used() <= self.ready_fields):
-            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
+        self._wait_ready(q)
         tick = next(self._ticks)
         with identity.as_server():  # it reads files on everyone's behalf
             self.index.flush()
@@ -574,6 +586,7 @@ class SemanticFS:
         v = self._placeholder(q.with_value(value))
         if query_lang.is_expression(value):
             return v
+        self._wait_ready(v.query)  # (a half-built index would say NOENT, and clients remember it)
         who = identity.current()
         if q.scope == self.local.root_ino and not q.terms and (who is None or who.uid == 0):
             found = self.index.holds(q.open_field or b"", value)

@@ -218,9 +218,12 @@ class TagDirs:
 
     def _flush(self) -> None:
         """Apply the index's queue (as the server); until the start-up scan is complete the
-        index cannot tell which files carry a tag: JUKEBOX, as for a directory fault."""
-        if not self.fs.ready.is_set():
-            raise NfsError(nfsstat3.NFS3ERR_JUKEBOX, "the index is still being built")
+        index cannot tell which files carry a tag: the call is held, as for a directory
+        fault (nfsd/fs/indexwaits.py).  Every path here flushes before it changes anything,
+        and ``ready`` is never cleared: a later flush in the same call cannot raise."""
+        fs = self.fs
+        if not fs.ready.is_set():
+            raise fs.index_waits.pending(lambda: not fs.ready.is_set(), "the index is still being built")
         with identity.as_server():
             self.index.flush()
 

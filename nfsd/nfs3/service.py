@@ -19,7 +19,7 @@ from protocol.rpc import Credentials
 from .attrs import fattr, wcc, wcc_before
 from ..rpc.call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
-from .errors import NfsError, status_of
+from .errors import NfsError, NfsPending, status_of
 from ..fs.handles import handle_kind
 from ..fs import identity
 from ..fs.identity import ACTING as _ACTING_AS_CALLER
@@ -322,6 +322,8 @@ class Nfs3Service:
         try:
             n, st = fs.lookup_attrs(d, a.what.name)
             attrs = fattr(fs.stat(n) if st is None else st, fs.fsid)
+        except NfsPending:
+            raise  # held (a query directory while the index is built): nothing was changed
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.LOOKUP3resfail.cls(self._attr(fs, d))
         return NFS3_OK, nfs3.LOOKUP3resok.cls(_fh(n.fh), attrs, self._attr(fs, d))
@@ -699,6 +701,8 @@ class Nfs3Service:
         try:
             status, dattr, verf, entries, eof = self._listing_page(
                 fs, d, a.cookie, a.cookieverf, budget, plus, dircount)
+        except NfsPending:
+            raise  # held (a query directory while the index is built): nothing was changed
         except (OSError, NfsError) as exc:
             return status_of(exc), resfail.cls(self._attr(fs, d))
         if status != NFS3_OK:

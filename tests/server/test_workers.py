@@ -18,7 +18,7 @@ import pytest
 
 from protocol import nfs3, nsm
 from protocol.nlm4 import nlm4_stats as S_NLM
-from tests.conftest import REPO, ServerProcess
+from tests.conftest import REPO, ServerProcess, start_indexing
 from tests.nfs3_helpers import (CREATE, OK, S, attrs, create_ok, getattr_, list_dir, look, lookup, mkdir_ok, names,
                                 remove, sattr, write)
 from tests.nlm_helpers import CallbackServices, NlmClient
@@ -50,21 +50,26 @@ def one_per_worker(srv: ServerProcess) -> dict[int, RpcClient]:
     """A connection served by each worker (pid -> client), opening more until each has one."""
     pids = workers_of(srv)
     assert len(pids) == 2, pids
+    return connect_per_worker(srv.port, pids)
+
+
+def connect_per_worker(port: int, pids: list[int]) -> dict[int, RpcClient]:
+    """A connection to ``port`` served by each worker of ``pids`` (pid -> client)."""
     found: dict[int, RpcClient] = {}
     spare: list[RpcClient] = []
     for _ in range(200):
-        c = RpcClient(srv.port)
+        c = RpcClient(port)
         c.raw_call(100003, 3, 0)  # NULL: the connection is accepted and served
-        pid = serving_pid(c, srv.port, pids)
+        pid = serving_pid(c, port, pids)
         if pid is not None and pid not in found:
             found[pid] = c
         else:
             spare.append(c)
-        if len(found) == 2:
+        if len(found) == len(pids):
             break
     for c in spare:
         c.close()
-    assert len(found) == 2, f"every connection went to one worker: {found}"
+    assert len(found) == len(pids), f"every connection went to one worker: {found}"
     return found
 
 
@@ -549,49 +554,41 @@ def test_a_second_server_with_workers_is_refused_in_one_line_naming_the_first(tw
 def test_a_followers_content_fields_answer_pass_by_pass(tmp_path: Path) -> None:
     """On a first index a field answers once its own content pass is done, on a follower
     too: ``exports`` (the C file's, a quick pass) while ``text`` (every 1 MiB file read)
-    still answers JUKEBOX.  A follower used to answer JUKEBOX for every content field until
-    the whole index was done (the writer's flush replies now say which passes are)."""
-    from tests.nfs3_helpers import content_pass_tree, listing_status, wait_listable
+    still answers JUKEBOX (over UDP, either worker; over TCP the call is held).  A follower
+    used to answer JUKEBOX for every content field until the whole index was done (the
+    writer's flush replies now say which passes are)."""
+    from tests.nfs3_helpers import content_pass_tree, udp_listing_status, wait_listable
     export = tmp_path / "export"
     content_pass_tree(export)
-    cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)', "--bind",
-           "127.0.0.1", "--port", "0", "--no-register", "--state-dir", str(tmp_path / "state"), "--workers", "2"]
-    with open(tmp_path / "stderr", "w") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                text=True)
-    clients: list[RpcClient] = []
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-            pids = [int(p) for p in f.read().split()]
-        deadline = time.monotonic() + 10  # the parent's line, just after "listening on"
-        while not (lines := [x for x in (tmp_path / "stderr").read_text().splitlines() if " workers: pids " in x]):
-            assert time.monotonic() < deadline, (tmp_path / "stderr").read_text()
-            time.sleep(0.05)
-        line = lines[0]
-        follower = int(line.split("pids ")[1].split(";")[0].split()[1])  # worker 1
-        rpc = None
-        for _ in range(200):  # a connection the follower serves
-            c = RpcClient(port)
-            clients.append(c)
-            c.raw_call(100003, 3, 0)
-            if serving_pid(c, port, pids) == follower:
-                rpc = c
-                break
-        assert rpc is not None, "no connection reached the follower"
-        root = rpc.mount(os.fsencode(str(export)))
-        ext, exports, text = (look(rpc, root, f) for f in (b"ext:", b"exports:", b"text:"))
-        wait_listable(rpc, ext)
-        assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX
-        wait_listable(rpc, exports)
-        assert names(rpc, look(rpc, exports, b"exported_fn")) == {b"a.c"}
-        assert listing_status(rpc, text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
-        wait_listable(rpc, text)
-        assert names(rpc, look(rpc, text, b"needle")) == {f"n{i:02d}.txt".encode() for i in range(40)}
-    finally:
-        for c in clients:
-            c.close()
-        proc.terminate()
-        proc.wait(timeout=20)
-    assert "Traceback" not in (tmp_path / "stderr").read_text()
+    with start_indexing(export, tmp_path, "--workers", "2") as (proc, port):
+        clients: list[RpcClient] = []
+        try:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+            deadline = time.monotonic() + 10  # the parent's line, just after "listening on"
+            while not (lines := [x for x in (tmp_path / "stderr").read_text().splitlines() if " workers: pids " in x]):
+                assert time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+                time.sleep(0.05)
+            line = lines[0]
+            follower = int(line.split("pids ")[1].split(";")[0].split()[1])  # worker 1
+            rpc = None
+            for _ in range(200):  # a connection the follower serves
+                c = RpcClient(port)
+                clients.append(c)
+                c.raw_call(100003, 3, 0)
+                if serving_pid(c, port, pids) == follower:
+                    rpc = c
+                    break
+            assert rpc is not None, "no connection reached the follower"
+            root = rpc.mount(os.fsencode(str(export)))
+            ext, exports, text = (look(rpc, root, f) for f in (b"ext:", b"exports:", b"text:"))
+            wait_listable(rpc, ext)
+            assert udp_listing_status(port, text) == S.NFS3ERR_JUKEBOX
+            wait_listable(rpc, exports)
+            assert names(rpc, look(rpc, exports, b"exported_fn")) == {b"a.c"}
+            assert udp_listing_status(port, text) == S.NFS3ERR_JUKEBOX  # its own pass takes seconds more
+            wait_listable(rpc, text)
+            assert names(rpc, look(rpc, text, b"needle")) == {f"n{i:02d}.txt".encode() for i in range(40)}
+        finally:
+            for c in clients:
+                c.close()
