@@ -40,15 +40,16 @@ _LISTENING = re.compile(r"pysfsd: listening on ([\d.]+):(\d+) export (.+)")
 
 
 @contextmanager
-def start_indexing(export: Path, base: Path, *args: str) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A server of ``export`` with state and stderr under ``base`` (``--no-register``), given
-    as soon as it listens, its start-up scan still running: (process, port).  Stopped at the
-    end, and it must not have logged a Traceback."""
+def start_indexing(export: Path, base: Path, *args: str,
+                   env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A server of ``export`` with state and stderr under ``base`` (``--no-register``; ``env``
+    added to the environment), given as soon as it listens, its start-up scan still
+    running: (process, port).  Stopped at the end, and it must not have logged a Traceback."""
     cmd = [sys.executable, "-m", "nfsd", "--export", f'"{export}" *(rw,no_root_squash,insecure)', "--bind",
            "127.0.0.1", "--port", "0", "--no-register", "--state-dir", str(base / "state"), *args]
     with open(base / "stderr", "w") as err:
         proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                text=True)
+                                text=True, env={**os.environ, **(env or {})})
     try:
         assert proc.stdout is not None
         yield proc, int(proc.stdout.readline().split()[3].rsplit(":", 1)[1])

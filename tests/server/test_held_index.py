@@ -1,6 +1,8 @@
 """A query directory listed while the start-up index is being built is answered once the
 index is ready, by the first call: held, not told JUKEBOX (which the Linux client retries
-only after 5 s).  The content pass is held back by a transducer that sleeps; UDP, where no
+only after 5 s).  The content pass is held back by a transducer that sleeps (6 s: the UDP
+probe must come before it ends, and the hold is made longer than any loaded machine's pass,
+``PYSFSD_HOLD_SECONDS``, so the answer never depends on the machine's speed); UDP, where no
 call is held, shows the index was not ready when the held calls were sent.  With two
 workers, the follower (told by the writer that the index is ready) holds its call too."""
 from __future__ import annotations
@@ -32,7 +34,8 @@ def test_a_query_directory_listed_during_the_scan_is_answered_by_the_first_call(
     export.mkdir()
     (export / "a.c").write_text("int a;\n")
     (export / "n.txt").write_text("slow words\n")
-    with start_indexing(export, tmp_path, "--workers", str(workers), "--transducer", "*.txt=sleep 3") as (proc, port):
+    with start_indexing(export, tmp_path, "--workers", str(workers), "--transducer", "*.txt=sleep 6",
+                         env={"PYSFSD_HOLD_SECONDS": "120"}) as (proc, port):
         clients: list[RpcClient] = []
         try:
             pids: list[int] = []
