@@ -78,12 +78,18 @@ PATCHES: list[tuple[str, str, str, str]] = [
      "subclassed by the (interpreted) query listings: an interpreted class cannot inherit from a compiled one"),
     # mypyc checks argument types at run time where CPython trusts the hints: two hints that
     # are narrower than what is passed (found by tests/server, each broke the server)
-    ("nfsd/rpc/dispatch.py", "def dispatch(self, record: bytes,", "def dispatch(self, record: Any,",
-     "the transport passes a bytearray for a record over its buffer (TypeError: a large WRITE's "
-     "connection was dropped)"),
+    ("nfsd/rpc/dispatch.py", "record: bytes", "record: Any",
+     "the transport passes a bytearray for a record larger than its buffer (TypeError: a large "
+     "WRITE's or READDIRPLUS's connection was dropped)"),
     ("nfsd/nfs3/dirlist.py", "def __init__(self, index: Any, cache: EntryCache, export_id: int)",
      "def __init__(self, index: Any, cache: Any, export_id: int)",
      "NotingIndex is given a PublishedEntryCache, which is no EntryCache (TypeError: the export was not indexed)"),
+    ("nfsd/nfs3/entry_events.py", "def get(self, export_id: int, d_ino: int, *args: Any, **kwargs: Any) -> Any:",
+     "def get(self, export_id: int, d_ino: int, dir_fh: Any, parent: Any, listing: Any, item_size: Any) -> Any:",
+     "mypyc 2.4 passes super().get(a, b, *args, **kwargs) on as get(a, b, args): "
+     "PublishedEntryCache.get (several workers' READDIRPLUS) raised TypeError"),
+    ("nfsd/nfs3/entry_events.py", "return super().get(export_id, d_ino, *args, **kwargs)",
+     "return super().get(export_id, d_ino, dir_fh, parent, listing, item_size)", "(the same)"),
     ("nfsd/rpc/server.py", "    _refused_logged = 0.0", "    _refused_logged: 'ClassVar[float]' = 0.0",
      "a class attribute assigned through the class: mypyc wants it declared ClassVar"),
     ("nfsd/rpc/server.py", "from typing import Any, Callable\n", "from typing import Any, Callable, ClassVar\n",
@@ -120,7 +126,7 @@ def apply_patches(dest: Path, modules: list[str]) -> list[str]:
         path = dest / module
         text = path.read_text()
         if old in text:
-            path.write_text(text.replace(old, new, 1))
+            path.write_text(text.replace(old, new))  # every occurrence
             notes.append(f"{module}: {why}")
         else:
             notes.append(f"{module}: patch not applicable here ({why})")
