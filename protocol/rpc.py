@@ -100,7 +100,7 @@ _new = tuple.__new__
 _authsys_unpack = authsys_parms.compiled()[1]
 
 
-def parse_call(data: bytes | memoryview) -> Call:
+def parse_call(data: bytes | bytearray | memoryview) -> Call:
     """Decode a call header; raises CallRejected (with the reply to send), NotACall or XdrError."""
     try:  # the fixed header and the credential's length: one unpack
         xid, mtype, rpcvers, prog, vers, proc, flavor, length = _HEAD_CRED.unpack_from(data, 0)
@@ -131,7 +131,7 @@ def parse_call(data: bytes | memoryview) -> Call:
     return _new(Call, (xid, prog, vers, proc, cred, off))
 
 
-def _short_message(data: bytes | memoryview) -> NoReturn:
+def _short_message(data: bytes | bytearray | memoryview) -> NoReturn:
     """What a message too short for a call header and a credential length is: a stray
     reply (an error reply is 20-24 bytes), a truncated header, or a call whose
     credential is cut off (rejected, as any bad credential)."""

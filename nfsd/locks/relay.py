@@ -79,7 +79,7 @@ class LockForwarder:
             fut.cancel()
         self.pending.clear()
 
-    def forward(self, record: bytes, client: tuple[str, int], reserve: int) -> Reply | Awaitable[Reply]:
+    def forward(self, record: bytes | bytearray, client: tuple[str, int], reserve: int) -> Reply | Awaitable[Reply]:
         if len(record) > MAX_RECORD or not self._reading:
             return None  # no NLM call is that big; not started (or stopping): no answer
         rid = self._next = (self._next + 1) & 0xFFFFFFFF

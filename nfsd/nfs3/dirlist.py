@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
 
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE = 1, 2, 3
 DEFAULT_LISTING_BYTES = 64 << 20  # cached listings, all directories together (the newest aside)
@@ -401,12 +401,19 @@ class EntryCache:
                     "hits": self.hits, "fills": self.fills}
 
 
+class ForgetsEntries(Protocol):
+    """What forgets a changed entry: an ``EntryCache``, or the primary's
+    ``PublishedEntryCache`` (nfsd/nfs3/entry_events.py), which tells the followers too."""
+
+    def changed(self, export_id: int, d_ino: int, name: bytes | None = None) -> None: ...
+
+
 class NotingIndex:
     """The index as the directory watcher sees it: every entry it notes is also forgotten
     by the entry cache (the watcher knows only ``note_entry``, ``note_create_event`` and
     ``note_dir``)."""
 
-    def __init__(self, index: Any, cache: EntryCache, export_id: int) -> None:
+    def __init__(self, index: Any, cache: ForgetsEntries, export_id: int) -> None:
         self._index, self._cache, self._export_id = index, cache, export_id
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:

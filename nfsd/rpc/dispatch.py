@@ -36,7 +36,7 @@ Handler = Callable[[CallContext, Any], Any]
 #: a procedure as the dispatcher serves it: its row, handler, offload predicate, argument
 #: decoder and result encoder
 Entry = tuple[Procedure, Handler, "Offload | None", Callable[..., Any], Callable[..., Any]]
-Forward = Callable[[bytes, tuple[str, int], int], "Reply | Awaitable[Reply]"]
+Forward = Callable[[bytes | bytearray, tuple[str, int], int], "Reply | Awaitable[Reply]"]
 
 
 class Registered:
@@ -138,7 +138,7 @@ class Dispatcher:
             replies = [accepted_error_reply(xid, accept_stat.SYSTEM_ERR) for xid in xids]
         self.drc.finish_all(keys, replies)
 
-    def dispatch(self, record: bytes, client: tuple[str, int], reserve: int,
+    def dispatch(self, record: bytes | bytearray, client: tuple[str, int], reserve: int,
                  max_transfer: int = MAX_TRANSFER, hold: bool = True) -> Reply | Awaitable[Reply]:
         """The reply (with ``reserve`` leading bytes for a record mark), None to send
         nothing, or an awaitable of either when the handler runs in the thread pool or the
@@ -209,7 +209,7 @@ class Dispatcher:
 
     async def _run_offloaded(self, reg: Registered, proc: Procedure, handler: Callable[..., Any],
                              offload: Offload, pack_res: Callable[..., Any], ctx: CallContext, args: Any,
-                             reserve: int, call: Any, drc_key: Any, start: float, record: bytes,
+                             reserve: int, call: Any, drc_key: Any, start: float, record: bytes | bytearray,
                              hold: bool) -> Reply:
         loop = asyncio.get_running_loop()
         try:
@@ -225,7 +225,7 @@ class Dispatcher:
 
     def _pend(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
               pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any, drc_key: Any,
-              start: float, record: bytes, hold: bool, pending: CallPending) -> Reply | Awaitable[Reply]:
+              start: float, record: bytes | bytearray, hold: bool, pending: CallPending) -> Reply | Awaitable[Reply]:
         """A call whose handler raised ``pending``: held (a coroutine of its reply), or, if
         it may not be (UDP, or HELD_MAX held already), answered its failure now."""
         if hold and self.held.room():
@@ -240,7 +240,7 @@ class Dispatcher:
 
     async def _held(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
                     pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any,
-                    drc_key: Any, start: float, record: bytes, pending: CallPending) -> Reply:
+                    drc_key: Any, start: float, record: bytes | bytearray, pending: CallPending) -> Reply:
         """Hold the call until ``pending`` is ready, then run it again as ``dispatch`` does
         (in the thread pool, or inline within a burst of its own), as often as it is
         pending again, within HOLD_SECONDS in all."""
@@ -342,7 +342,7 @@ class Dispatcher:
         return bytes(reserve) + accepted_error_reply(xid, stat, low, high)
 
     def _trace(self, reg: Registered, proc: Procedure, call: Any, ctx: CallContext, args: Any, result: Any,
-               start: float, record: bytes, reply: Any, reserve: int) -> None:
+               start: float, record: bytes | bytearray, reply: Any, reserve: int) -> None:
         ms = (time.perf_counter() - start) * 1000
         status = "SYSTEM_ERR" if result is _SYSTEM_ERR else trace.status_name(result, reg.status_enum)
         trace.log.info("%s:%d xid=%#x %s.%s %s -> %s %.3fms", ctx.client[0], ctx.client[1], call.xid, reg.program.name, proc.name, trace.summarize(args), status, ms)

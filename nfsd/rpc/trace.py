@@ -110,7 +110,7 @@ def status_name(result: Any, status_enum: Enum | None) -> str:
     return "OK"
 
 
-def hexdump(data: bytes | memoryview, limit: int = 512) -> str:
+def hexdump(data: bytes | bytearray | memoryview, limit: int = 512) -> str:
     raw = bytes(data[:limit])
     rows = [f"    {i:04x}  {raw[i:i + 16].hex(' ')}" for i in range(0, len(raw), 16)]
     if len(data) > limit:
