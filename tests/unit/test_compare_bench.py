@@ -64,4 +64,3 @@ def test_rtt_table_means_per_call_over_all_rounds(compare_bench) -> None:
     assert rows[1] == ["stat", "rtt", "share", "20", "%", "25", "%"]  # 801 ms of 4 s; 250 of 1 s
     assert rows[2] == ["lookup", "1000/1000", "400", "420", "1000", "250", "260"]
     assert rows[3] == ["getattr", "2", "500", "500", "0", "-", "-"]
-
