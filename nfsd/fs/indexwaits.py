@@ -12,11 +12,10 @@ before the raise on those paths (see ``SemanticFS._fault``, ``TagDirs._flush``).
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future, InvalidStateError
 from typing import Callable
 
 from ..nfs3.errors import NfsPending
+from ..rpc.held import Waiting, settle
 
 
 class IndexWaits:
@@ -24,36 +23,20 @@ class IndexWaits:
     run in the thread pool, the index moves on in the event loop)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._futures: list[Future[bool]] = []
+        self._waiting = Waiting()
 
     def pending(self, waiting: Callable[[], bool], why: str) -> NfsPending:
         """The exception that holds a call until the index moved on.  ``waiting`` is asked
         again once the future is listed: progress made between the caller's look and now
         settles it at once (else the call would sleep until the next pass, or time out)."""
-        fut: Future[bool] = Future()
-        with self._lock:
-            if len(self._futures) > 8:  # (held calls let go of theirs: keep only the live ones)
-                self._futures = [f for f in self._futures if not f.done()]
-            self._futures.append(fut)
+        fut = self._waiting.new()
         if not waiting():
-            _settle(fut)
+            settle(fut, True)
         return NfsPending(fut, why)
 
     def progressed(self) -> None:
         """The index moved on (a pass ended, or it is ready): every waiting call runs again."""
-        with self._lock:
-            futures, self._futures = self._futures, []
-        for fut in futures:
-            _settle(fut)
+        self._waiting.settle(True)
 
     def __len__(self) -> int:
-        with self._lock:
-            return sum(1 for f in self._futures if not f.done())
-
-
-def _settle(fut: "Future[bool]") -> None:
-    try:
-        fut.set_result(True)
-    except InvalidStateError:
-        pass  # cancelled meanwhile (its call was let go): nothing waits on it
+        return len(self._waiting)

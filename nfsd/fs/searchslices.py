@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from concurrent.futures import Future
 from typing import Callable, Generic, NoReturn, TypeVar
 
 from protocol.nfs3 import nfsstat3
 
 from ..nfs3.errors import NfsError, NfsPending
+from ..rpc.held import Waiting
 from .searchgate import SearchGate
 from .searchwalk import ExportWalk
 
@@ -66,7 +66,7 @@ class SearchSlices(Generic[N]):
         self._repair_ratio = 0.0  # the last slice's handle-table write time per walking time
         # futures of held calls by the inode they wait for: True once the walk met it or
         # ended (run the call again), False if the walk was closed (answer JUKEBOX)
-        self._waiters: dict[int, list[Future[bool]]] = {}
+        self._waiters: dict[int, Waiting] = {}
 
     def known(self, ino: int) -> N | _Absent | None:
         """What the current walk tells of ``ino``: its node, ABSENT, or None (no answer)."""
@@ -120,12 +120,7 @@ class SearchSlices(Generic[N]):
 
     def _pending(self, ino: int, why: str) -> NfsPending:
         """The exception that holds a call until the walk meets ``ino`` or ends."""
-        fut: Future[bool] = Future()
-        waiting = self._waiters.setdefault(ino, [])
-        if len(waiting) > 8:  # (held calls let go of theirs: keep only the live ones)
-            waiting[:] = [f for f in waiting if not f.done()]
-        waiting.append(fut)
-        return NfsPending(fut, f"inode {ino}: {why}")
+        return NfsPending(self._waiters.setdefault(ino, Waiting()).new(), f"inode {ino}: {why}")
 
     def _wake(self, w: ExportWalk | None) -> None:
         """Settle the futures of held calls whose inode ``w`` met, all if it ended (or None:
@@ -134,9 +129,7 @@ class SearchSlices(Generic[N]):
         if not waiters:
             return
         for ino in [i for i in waiters if w is None or w.done or i not in w.missing]:
-            for fut in waiters.pop(ino):
-                if not fut.done():
-                    fut.set_result(w is not None)
+            waiters.pop(ino).settle(w is not None)
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from concurrent.futures import Future
+import threading
+from concurrent.futures import Future, InvalidStateError
 from typing import Hashable
 
 HELD_MAX = 128
@@ -86,3 +87,40 @@ class HeldCalls:
         for waits in list(self._waits.values()):
             for signal in waits:
                 _give(signal, False)
+
+
+def settle(fut: "Future[bool]", result: bool) -> None:
+    """Give a held call's future its result, unless its call was let go meanwhile (the
+    dispatcher cancels the future from the event loop, perhaps while another thread settles)."""
+    try:
+        fut.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+class Waiting:
+    """The futures of the held calls waiting on one thing (thread-safe: a call in the pool
+    may add one while the event loop settles them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: list[Future[bool]] = []
+
+    def new(self) -> "Future[bool]":
+        fut: Future[bool] = Future()
+        with self._lock:
+            if len(self._futures) > 8:  # (held calls let go of theirs: keep only the live ones)
+                self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(fut)
+        return fut
+
+    def settle(self, result: bool) -> None:
+        """Every waiting call runs again (True) or answers its failure (False)."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for fut in futures:
+            settle(fut, result)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._futures if not f.done())

@@ -147,7 +147,7 @@ def test_futures_of_calls_let_go_do_not_pile_up() -> None:
     for _ in range(100):
         fut: Future[bool] = waits.pending(lambda: True, "not yet").ready
         fut.cancel()
-    assert len(waits._futures) <= 10
+    assert len(waits._waiting._futures) <= 10
 
 
 def test_a_value_looked_up_before_the_index_is_ready_waits_for_it(served: Any) -> None:
