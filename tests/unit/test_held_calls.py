@@ -1,4 +1,4 @@
-"""Calls held instead of answered "try again later" (nfsd/rpc/held.py, Dispatcher._held): a
+"""Calls held instead of answered "try again later" (nfsd/rpc/held.py, Dispatcher._later): a
 handler raising CallPending has its call held until the future it names is done, then run
 again (same arguments, same duplicate-request-cache entry) while other calls are served;
 bounded in number and time; dropped with its connection; never over UDP.  NFSv3's GETATTR
@@ -156,6 +156,36 @@ def test_beyond_held_max_a_call_is_jukebox_at_once() -> None:
         walk.end(True)
         assert [_status(await t) for t in tasks] == [nfsstat3.NFS3_OK] * 2
     asyncio.run(go())
+
+
+def test_a_burst_of_pending_calls_holds_no_more_than_held_max() -> None:
+    """Calls dispatched in one burst are all pending before the first of them is held: the
+    bound is checked as each starts to wait, so the burst's third waits for nothing and is
+    answered JUKEBOX (checked at dispatch only, all three were held, past the bound)."""
+    walk = Walk()
+    d = _dispatcher(walk, held_max=2)
+
+    async def go() -> None:
+        tasks = [_held(d, GETATTR, x) for x in (1, 2, 3)]
+        await _turns()
+        assert d.held.count == 2 and tasks[2].done()
+        assert _status(await tasks[2]) == nfsstat3.NFS3ERR_JUKEBOX and walk.waiters[2].cancelled()
+        walk.end(True)
+        assert [_status(await t) for t in tasks[:2]] == [nfsstat3.NFS3_OK] * 2
+    asyncio.run(go())
+
+
+def test_over_udp_a_call_pending_out_of_the_pool_is_jukebox() -> None:
+    walk = Walk()
+    with ThreadPoolExecutor(1) as pool:
+        d = _dispatcher(walk, pool, offload_getattr=True)
+
+        async def go() -> None:
+            reply = d.dispatch(_record(GETATTR, 1), CLIENT, 0, 32 << 10, False)
+            assert reply is not None and not isinstance(reply, (bytes, bytearray))  # (the pool's)
+            assert _status(await reply) == nfsstat3.NFS3ERR_JUKEBOX
+            assert walk.waiters[0].cancelled() and d.held.count == 0
+        asyncio.run(go())
 
 
 def test_a_call_held_past_hold_seconds_is_jukebox() -> None:
