@@ -24,6 +24,14 @@ from .test_tags import link, xattr_tags
 from .test_workers import connect_per_worker
 
 
+def _worker_pids(pid: int, workers: int) -> list[int]:
+    """The worker processes of the server ``pid`` (none if it serves alone)."""
+    if workers == 1:
+        return []
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
 def _connections(port: int, pids: list[int]) -> list[RpcClient]:
     """One connection per worker of ``pids`` (one connection if the server is one process)."""
     if not pids:
@@ -42,10 +50,7 @@ def test_a_query_directory_listed_during_the_scan_is_answered_by_the_first_call(
                          env={"PYSFSD_HOLD_SECONDS": "120"}) as (proc, port):
         clients: list[RpcClient] = []
         try:
-            pids: list[int] = []
-            if workers > 1:
-                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                    pids = [int(p) for p in f.read().split()]
+            pids = _worker_pids(proc.pid, workers)
             clients = _connections(port, pids)
             root = clients[0].mount(os.fsencode(str(export)))
             text = look(clients[0], root, b"text:")
@@ -104,10 +109,7 @@ def test_tagging_during_the_scan_is_held_not_told_jukebox(tmp_path: Path, worker
     with start_indexing(export, tmp_path, *slow, env=env) as (proc, port):
         clients: list[RpcClient] = []
         try:
-            pids: list[int] = []
-            if workers > 1:
-                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                    pids = [int(p) for p in f.read().split()]
+            pids = _worker_pids(proc.pid, workers)
             calls = _tagging_calls(tags, vac, trip, b)
             while len(clients) < len(calls):  # (with two workers: three calls on each)
                 clients += _connections(port, pids)
