@@ -218,23 +218,26 @@ class Dispatcher:
         pool (``pending`` None), or one held until ``pending`` is ready (nfsd/rpc/held.py).
         A held call runs again as ``dispatch`` would run it (in the pool, or inline within a
         burst of its own), held again as often as it is pending again, within HOLD_SECONDS
-        in all.  Held only if it may be (``hold``) and while fewer than HELD_MAX are: else,
-        as for the first time it is pending, its failure."""
+        (LONG_HOLD_SECONDS while what it waits for ``ends``) of its first hold.  Held only if
+        it may be (``hold``) and while fewer than HELD_MAX are: else, as for the first time
+        it is pending, its failure."""
         loop = asyncio.get_running_loop()
-        deadline = None
+        since = None
         reply: Reply = None
         waits = None
         pooled = pending is None  # (``dispatch`` asked ``offload`` already)
         while True:
             if pending is not None:
-                if deadline is None:
+                if since is None:
                     if not (hold and self.held.room()):
                         pending.ready.cancel()
                         result = self._failed(proc, pending)
                         break
-                    deadline = loop.time() + self.held.hold_seconds
+                    since = loop.time()
+                held = self.held
+                deadline = since + (held.long_hold_seconds if pending.ends else held.hold_seconds)
                 try:
-                    go = await self.held.wait(pending.ready, ctx.client, deadline)
+                    go = await held.wait(pending.ready, ctx.client, deadline)
                 except asyncio.CancelledError:  # (the server stops: nothing ran)
                     if drc_key is not None:
                         self.drc.finish(drc_key, None)

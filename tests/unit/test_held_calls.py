@@ -32,6 +32,7 @@ class Walk:
 
     def __init__(self) -> None:
         self.found: bool | None = None  # None: not yet; True: met; False: ended without it
+        self.ends = False  # (CallPending.ends: what it waits for is sure to end)
         self.waiters: list[Future[bool]] = []
         self.runs: list[str] = []
         self.removed = 0
@@ -41,7 +42,7 @@ class Walk:
         if self.found is None:
             fut: Future[bool] = Future()
             self.waiters.append(fut)
-            raise NfsPending(fut, "the search goes on")
+            raise NfsPending(fut, "the search goes on", self.ends)
         if not self.found:
             raise NfsError(nfsstat3.NFS3ERR_STALE)
 
@@ -195,6 +196,29 @@ def test_a_call_held_past_hold_seconds_is_jukebox() -> None:
     async def go() -> None:
         assert _status(await d.dispatch(_record(GETATTR, 1), CLIENT, 0)) == nfsstat3.NFS3ERR_JUKEBOX  # type: ignore[misc]
         assert walk.waiters[0].cancelled() and d.held.count == 0
+    asyncio.run(go())
+
+
+def test_a_wait_that_ends_is_held_longer_counted_from_the_first_hold() -> None:
+    """``ends``: held up to long_hold_seconds, past hold_seconds (0 here); pending again for
+    an ordinary wait, it has only hold_seconds from its first hold: JUKEBOX at once."""
+    walk = Walk()
+    walk.ends = True
+    d = _dispatcher(walk, hold_seconds=0.0, long_hold_seconds=60.0)
+
+    async def go() -> None:
+        task = _held(d, GETATTR, 1)
+        await _turns()
+        assert not task.done() and d.held.count == 1
+        walk.ends = False
+        for fut in walk.waiters:  # what it waited for moved on, the rerun waits for more
+            fut.set_result(True)
+        assert _status(await task) == nfsstat3.NFS3ERR_JUKEBOX and walk.runs == ["GETATTR"] * 2
+        walk.ends = True
+        task = _held(d, GETATTR, 2)
+        await _turns()
+        walk.end(True)
+        assert _status(await task) == nfsstat3.NFS3_OK
     asyncio.run(go())
 
 
