@@ -144,6 +144,21 @@ def test_a_non_idempotent_call_is_held_in_progress_then_cached_and_run_once() ->
     asyncio.run(go())
 
 
+def test_an_idempotent_retransmission_is_held_beside_the_original() -> None:
+    """A client whose timeout is shorter than the hold retransmits: an idempotent call has
+    no duplicate-request-cache entry, so the copy is held too and both are answered."""
+    walk = Walk()
+    d = _dispatcher(walk)
+
+    async def go() -> None:
+        tasks = [_held(d, GETATTR, 7), _held(d, GETATTR, 7)]
+        await _turns()
+        assert d.held.count == 2
+        walk.end(True)
+        assert [_status(await t) for t in tasks] == [nfsstat3.NFS3_OK] * 2
+    asyncio.run(go())
+
+
 def test_beyond_held_max_a_call_is_jukebox_at_once() -> None:
     walk = Walk()
     d = _dispatcher(walk, held_max=2)
