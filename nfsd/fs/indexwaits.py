@@ -32,7 +32,7 @@ class IndexWaits:
         fut = self._waiting.new()
         if not waiting():
             settle(fut, True)
-        return NfsPending(fut, why)
+        return NfsPending(fut, why, ends=True)  # (a pass always ends: the longer hold)
 
     def progressed(self) -> None:
         """The index moved on (a pass ended, or it is ready): every waiting call runs again."""

@@ -18,11 +18,13 @@ class NfsError(CallFailed):
 
 class NfsPending(NfsError, CallPending):
     """NFS3ERR_JUKEBOX that the dispatcher may instead hold until ``ready`` (a search of the
-    export met the inode or ended: ``CallPending``); caught as an NfsError, it is JUKEBOX."""
+    export met the inode or ended: ``CallPending``, ``ends`` as there); caught as an NfsError,
+    it is JUKEBOX."""
 
-    def __init__(self, ready: "Future[bool]", detail: str = "") -> None:
+    def __init__(self, ready: "Future[bool]", detail: str = "", ends: bool = False) -> None:
         NfsError.__init__(self, nfsstat3.NFS3ERR_JUKEBOX, detail)
         self.ready = ready
+        self.ends = ends
 
 
 _ERRNO_TO_NFS = {

@@ -289,6 +289,8 @@ class Nfs3Service:
         try:
             n = make()
             changed = sattr is not None and self._apply_sattr(fs, n, sattr, ctx, mode=False)
+        except NfsPending:
+            raise  # held (tagging while the index is built, nfsd/fs/tag_dirs.py): nothing changed
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
@@ -477,6 +479,8 @@ class Nfs3Service:
             if a.object.name in (b".", b".."):
                 raise NfsError(nfsstat3.NFS3ERR_INVAL if directory else nfsstat3.NFS3ERR_ISDIR)
             fs.remove(d, a.object.name, directory)
+        except NfsPending:
+            raise  # held, as in ``_created``
         except (OSError, NfsError) as exc:
             return status_of(exc), fail(self._wcc(fs, d, pre))
         finally:
@@ -503,6 +507,8 @@ class Nfs3Service:
             if a.from_.name in (b".", b"..") or a.to.name in (b".", b".."):
                 raise NfsError(nfsstat3.NFS3ERR_INVAL)
             fs.rename(src, a.from_.name, dst, a.to.name)
+        except NfsPending:
+            raise  # held, as in ``_created``
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.RENAME3resfail.cls(*self._rename_wcc(fs, src, spre, fs2, dst, dpre))
         finally:
@@ -526,6 +532,8 @@ class Nfs3Service:
             if fs is not fs2:
                 raise NfsError(nfsstat3.NFS3ERR_XDEV)
             fs.link(n, d, a.link.name)
+        except NfsPending:
+            raise  # held, as in ``_created``
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.LINK3resfail.cls(self._attr(fs, n), self._wcc(fs2, d, pre))
         finally:

@@ -38,8 +38,11 @@ class CallPending(CallFailed):
     again; ``ready``'s result False, or a call it may not hold (too many held, too long,
     UDP), is answered as the failure ``status`` (say, "try again later").  ``ready`` is a
     concurrent future: it may be made and settled in a thread of the pool.  Whoever catches
-    it as a failure answers that failure, which is what the call got before holding."""
+    it as a failure answers that failure, which is what the call got before holding.
+    ``ends``: what it waits for is sure to end by itself within a bounded time (a pass of
+    the start-up index), so the call may be held longer (nfsd/rpc/held.py, LONG_HOLD_SECONDS)."""
 
-    def __init__(self, status: int, ready: "Future[bool]", message: str = "") -> None:
+    def __init__(self, status: int, ready: "Future[bool]", message: str = "", ends: bool = False) -> None:
         super().__init__(status, message)
         self.ready = ready
+        self.ends = ends

@@ -194,12 +194,15 @@ class Dispatcher:
         # Served inline: ``_invoke`` written out here (a Python frame less per call).
         try:
             if offload is not None and self.executor is not None and offload(args):
-                return self._run_offloaded(reg, proc, handler, offload, pack_res, ctx, args, reserve, call,
-                                           drc_key, start, record, hold)
+                return self._later(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
+                                   record, hold, None)
             result = handler(ctx, args)
         except CallPending as pending:
-            return self._pend(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
-                              record, hold, pending)
+            if hold and self.held.room():
+                return self._later(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
+                                   record, hold, pending)
+            pending.ready.cancel()  # (not held: UDP, or HELD_MAX held already) its failure now
+            result = self._failed(proc, pending)
         except Exception as exc:  # noqa: BLE001 - answered as _invoke answers it
             result = self._failed(proc, exc)
         reply = self._finish(proc, pack_res, result, reserve, xid, drc_key)
@@ -207,80 +210,64 @@ class Dispatcher:
             self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
         return reply
 
-    async def _run_offloaded(self, reg: Registered, proc: Procedure, handler: Callable[..., Any],
-                             offload: Offload, pack_res: Callable[..., Any], ctx: CallContext, args: Any,
-                             reserve: int, call: Any, drc_key: Any, start: float, record: bytes | bytearray,
-                             hold: bool) -> Reply:
+    async def _later(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
+                     pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any,
+                     drc_key: Any, start: float, record: bytes | bytearray, hold: bool,
+                     pending: CallPending | None) -> Reply:
+        """The reply to a call ``dispatch`` did not answer inline: one it runs in the thread
+        pool (``pending`` None), or one held until ``pending`` is ready (nfsd/rpc/held.py).
+        A held call runs again as ``dispatch`` would run it (in the pool, or inline within a
+        burst of its own), held again as often as it is pending again, within HOLD_SECONDS
+        (LONG_HOLD_SECONDS while what it waits for ``ends``) of its first hold.  Held only if
+        it may be (``hold``) and while fewer than HELD_MAX are: else, as for the first time
+        it is pending, its failure."""
         loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
-        except CallPending as pending:  # (raised out of the thread: no pool thread waits)
-            reply = self._pend(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key,
-                               start, record, hold, pending)
-            return reply if reply is None or isinstance(reply, (bytes, bytearray)) else await reply
-        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
-        if self.trace_level:
-            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
-        return reply
-
-    def _pend(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
-              pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any, drc_key: Any,
-              start: float, record: bytes | bytearray, hold: bool, pending: CallPending) -> Reply | Awaitable[Reply]:
-        """A call whose handler raised ``pending``: held (a coroutine of its reply), or, if
-        it may not be (UDP, or HELD_MAX held already), answered its failure now."""
-        if hold and self.held.room():
-            return self._held(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
-                              record, pending)
-        pending.ready.cancel()
-        result = self._failed(proc, pending)
-        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
-        if self.trace_level:
-            self._trace(reg, proc, call, ctx, args, result, start, record, reply, reserve)
-        return reply
-
-    async def _held(self, reg: Registered, proc: Procedure, handler: Callable[..., Any], offload: Offload | None,
-                    pack_res: Callable[..., Any], ctx: CallContext, args: Any, reserve: int, call: Any,
-                    drc_key: Any, start: float, record: bytes | bytearray, pending: CallPending) -> Reply:
-        """Hold the call until ``pending`` is ready, then run it again as ``dispatch`` does
-        (in the thread pool, or inline within a burst of its own), as often as it is
-        pending again, within HOLD_SECONDS in all."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.held.hold_seconds
+        since = None
+        reply: Reply = None
         waits = None
-        try:
-            while True:
-                go = await self.held.wait(pending.ready, ctx.client, deadline)
+        pooled = pending is None  # (``dispatch`` asked ``offload`` already)
+        while True:
+            if pending is not None:
+                if since is None:
+                    if not (hold and self.held.room()):
+                        pending.ready.cancel()
+                        result = self._failed(proc, pending)
+                        break
+                    since = loop.time()
+                held = self.held
+                deadline = since + (held.long_hold_seconds if pending.ends else held.hold_seconds)
+                try:
+                    go = await held.wait(pending.ready, ctx.client, deadline)
+                except asyncio.CancelledError:  # (the server stops: nothing ran)
+                    if drc_key is not None:
+                        self.drc.finish(drc_key, None)
+                    raise
                 if go is None:  # its connection closed: nothing to answer
                     if drc_key is not None:
                         self.drc.finish(drc_key, None)
                     return None
                 if not go:
                     result = self._failed(proc, pending)
-                    reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
                     break
+            try:
+                if pooled or (offload is not None and self.executor is not None and offload(args)):
+                    result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
+                    break
+                self.begin_burst()  # (a held call run again inline: a burst of its own)
                 try:
-                    if offload is not None and self.executor is not None and offload(args):
-                        result = await loop.run_in_executor(self.executor, self._invoke, handler, ctx, args, proc)
-                        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
-                        break
-                    self.begin_burst()
-                    try:
-                        result = self._invoke(handler, ctx, args, proc)
-                        reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
-                    finally:
-                        waits = self.end_burst()
-                    break
-                except CallPending as again:  # (before any change: nothing to undo)
-                    pending, waits = again, None
-                except Exception as exc:  # noqa: BLE001 - (the offload check) answered as ``dispatch`` does
-                    result = self._failed(proc, exc)
+                    result = self._invoke(handler, ctx, args, proc)
                     reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
-                    break
-        except asyncio.CancelledError:
-            if drc_key is not None:
-                self.drc.finish(drc_key, None)
-            raise
-        if waits is not None and reply is not None:  # what it tells must be durable first (``end_burst``)
+                finally:
+                    waits = self.end_burst()
+                break
+            except CallPending as again:  # (raised out of the thread, or inline: before any change)
+                pending, pooled, waits = again, False, None
+            except Exception as exc:  # noqa: BLE001 - (the offload check) answered as ``dispatch`` does
+                result = self._failed(proc, exc)
+                break
+        if reply is None:
+            reply = self._finish(proc, pack_res, result, reserve, call.xid, drc_key)
+        elif waits is not None:  # what it tells must be durable first (``end_burst``)
             try:
                 await waits
             except Exception:  # noqa: BLE001 - answered as a held burst's replies are
@@ -294,7 +281,7 @@ class Dispatcher:
         try:
             return handler(ctx, args)
         except CallPending:
-            raise  # (held by the caller: ``_run_offloaded``, ``_held``)
+            raise  # (held by the caller: ``_later``)
         except Exception as exc:  # noqa: BLE001 - every failure is answered
             return cls._failed(proc, exc)
 

@@ -12,7 +12,15 @@ Bounds, per process: at most ``HELD_MAX`` calls held at once (beyond, the call g
 failure, as before holding), each for at most ``HOLD_SECONDS`` (then its failure: the
 client retries and may be held again).  Ten seconds: well inside the Linux client's TCP
 timeout (``timeo`` 60 s: a reply later than that makes it retransmit), and longer than a
-walk of 100,000 directories takes within the search gate's quarter share (~8 s).  Over UDP
+walk of 100,000 directories takes within the search gate's quarter share (~8 s).  A wait
+the server knows will end by itself (``CallPending.ends``: a pass of the start-up index,
+which can take 40 s) is held up to ``LONG_HOLD_SECONDS``, 50 s: the whole of such a pass,
+where 10 s made the client lose up to 5 s (its JUKEBOX wait) per 15; still 10 s below the
+client's 60 s timeout, room for running the call again (a fault of a large query: a few
+seconds) before it would retransmit.  A client mounted with a shorter ``timeo`` that
+retransmits meanwhile is answered once: the duplicate-request cache drops a non-idempotent
+call's retransmission while the original is in progress; an idempotent one is held beside
+it (within HELD_MAX) and both are answered, the client taking the first.  Over UDP
 the client retransmits after 1.1 s, so the transport does not hold at all.  A call whose
 connection closed is dropped (nothing answered, its cache entry forgotten); a server that
 stops answers every held call its failure at once.
@@ -28,6 +36,7 @@ from typing import Hashable
 HELD_MAX = 128
 # (PYSFSD_HOLD_SECONDS: for tests whose wait must not depend on a loaded machine's speed)
 HOLD_SECONDS = float(os.environ.get("PYSFSD_HOLD_SECONDS", "") or 10.0)
+LONG_HOLD_SECONDS = max(HOLD_SECONDS, 50.0)
 
 
 def _give(signal: "asyncio.Future[bool | None]", verdict: bool | None) -> None:
@@ -42,8 +51,9 @@ def _settle(signal: "asyncio.Future[bool | None]", ready: "Future[bool]") -> Non
 class HeldCalls:
     """The calls one dispatcher holds, by client (see the module)."""
 
-    def __init__(self, held_max: int = HELD_MAX, hold_seconds: float = HOLD_SECONDS) -> None:
-        self.held_max, self.hold_seconds = held_max, hold_seconds
+    def __init__(self, held_max: int = HELD_MAX, hold_seconds: float = HOLD_SECONDS,
+                 long_hold_seconds: float = LONG_HOLD_SECONDS) -> None:
+        self.held_max, self.hold_seconds, self.long_hold_seconds = held_max, hold_seconds, long_hold_seconds
         self._waits: dict[Hashable, set[asyncio.Future[bool | None]]] = {}
         self.count = 0
 

@@ -1,4 +1,4 @@
-"""Calls held instead of answered "try again later" (nfsd/rpc/held.py, Dispatcher._held): a
+"""Calls held instead of answered "try again later" (nfsd/rpc/held.py, Dispatcher._later): a
 handler raising CallPending has its call held until the future it names is done, then run
 again (same arguments, same duplicate-request-cache entry) while other calls are served;
 bounded in number and time; dropped with its connection; never over UDP.  NFSv3's GETATTR
@@ -32,6 +32,7 @@ class Walk:
 
     def __init__(self) -> None:
         self.found: bool | None = None  # None: not yet; True: met; False: ended without it
+        self.ends = False  # (CallPending.ends: what it waits for is sure to end)
         self.waiters: list[Future[bool]] = []
         self.runs: list[str] = []
         self.removed = 0
@@ -41,7 +42,7 @@ class Walk:
         if self.found is None:
             fut: Future[bool] = Future()
             self.waiters.append(fut)
-            raise NfsPending(fut, "the search goes on")
+            raise NfsPending(fut, "the search goes on", self.ends)
         if not self.found:
             raise NfsError(nfsstat3.NFS3ERR_STALE)
 
@@ -143,6 +144,21 @@ def test_a_non_idempotent_call_is_held_in_progress_then_cached_and_run_once() ->
     asyncio.run(go())
 
 
+def test_an_idempotent_retransmission_is_held_beside_the_original() -> None:
+    """A client whose timeout is shorter than the hold retransmits: an idempotent call has
+    no duplicate-request-cache entry, so the copy is held too and both are answered."""
+    walk = Walk()
+    d = _dispatcher(walk)
+
+    async def go() -> None:
+        tasks = [_held(d, GETATTR, 7), _held(d, GETATTR, 7)]
+        await _turns()
+        assert d.held.count == 2
+        walk.end(True)
+        assert [_status(await t) for t in tasks] == [nfsstat3.NFS3_OK] * 2
+    asyncio.run(go())
+
+
 def test_beyond_held_max_a_call_is_jukebox_at_once() -> None:
     walk = Walk()
     d = _dispatcher(walk, held_max=2)
@@ -158,6 +174,36 @@ def test_beyond_held_max_a_call_is_jukebox_at_once() -> None:
     asyncio.run(go())
 
 
+def test_a_burst_of_pending_calls_holds_no_more_than_held_max() -> None:
+    """Calls dispatched in one burst are all pending before the first of them is held: the
+    bound is checked as each starts to wait, so the burst's third waits for nothing and is
+    answered JUKEBOX (checked at dispatch only, all three were held, past the bound)."""
+    walk = Walk()
+    d = _dispatcher(walk, held_max=2)
+
+    async def go() -> None:
+        tasks = [_held(d, GETATTR, x) for x in (1, 2, 3)]
+        await _turns()
+        assert d.held.count == 2 and tasks[2].done()
+        assert _status(await tasks[2]) == nfsstat3.NFS3ERR_JUKEBOX and walk.waiters[2].cancelled()
+        walk.end(True)
+        assert [_status(await t) for t in tasks[:2]] == [nfsstat3.NFS3_OK] * 2
+    asyncio.run(go())
+
+
+def test_over_udp_a_call_pending_out_of_the_pool_is_jukebox() -> None:
+    walk = Walk()
+    with ThreadPoolExecutor(1) as pool:
+        d = _dispatcher(walk, pool, offload_getattr=True)
+
+        async def go() -> None:
+            reply = d.dispatch(_record(GETATTR, 1), CLIENT, 0, 32 << 10, False)
+            assert reply is not None and not isinstance(reply, (bytes, bytearray))  # (the pool's)
+            assert _status(await reply) == nfsstat3.NFS3ERR_JUKEBOX
+            assert walk.waiters[0].cancelled() and d.held.count == 0
+        asyncio.run(go())
+
+
 def test_a_call_held_past_hold_seconds_is_jukebox() -> None:
     walk = Walk()
     d = _dispatcher(walk, hold_seconds=0.0)  # (its deadline is now: no time is waited for)
@@ -165,6 +211,29 @@ def test_a_call_held_past_hold_seconds_is_jukebox() -> None:
     async def go() -> None:
         assert _status(await d.dispatch(_record(GETATTR, 1), CLIENT, 0)) == nfsstat3.NFS3ERR_JUKEBOX  # type: ignore[misc]
         assert walk.waiters[0].cancelled() and d.held.count == 0
+    asyncio.run(go())
+
+
+def test_a_wait_that_ends_is_held_longer_counted_from_the_first_hold() -> None:
+    """``ends``: held up to long_hold_seconds, past hold_seconds (0 here); pending again for
+    an ordinary wait, it has only hold_seconds from its first hold: JUKEBOX at once."""
+    walk = Walk()
+    walk.ends = True
+    d = _dispatcher(walk, hold_seconds=0.0, long_hold_seconds=60.0)
+
+    async def go() -> None:
+        task = _held(d, GETATTR, 1)
+        await _turns()
+        assert not task.done() and d.held.count == 1
+        walk.ends = False
+        for fut in walk.waiters:  # what it waited for moved on, the rerun waits for more
+            fut.set_result(True)
+        assert _status(await task) == nfsstat3.NFS3ERR_JUKEBOX and walk.runs == ["GETATTR"] * 2
+        walk.ends = True
+        task = _held(d, GETATTR, 2)
+        await _turns()
+        walk.end(True)
+        assert _status(await task) == nfsstat3.NFS3_OK
     asyncio.run(go())
 
 

@@ -28,9 +28,9 @@ from protocol import nfs3
 from protocol.nfs3 import nfsstat3
 from protocol.rpc import decode_reply, encode_call
 
-from tests.nfs3_helpers import cred
+from tests.nfs3_helpers import cred, sattr
 
-READDIRPLUS, GETATTR = nfs3.NFS3.procedures[17], nfs3.NFS3.procedures[1]
+READDIRPLUS, GETATTR, MKDIR = nfs3.NFS3.procedures[17], nfs3.NFS3.procedures[1], nfs3.NFS3.procedures[9]
 CLIENT = ("127.0.0.1", 801)
 
 
@@ -122,12 +122,44 @@ def test_a_stat_field_waits_for_the_stat_pass_only(served: Any) -> None:
 
 def test_a_tag_made_before_the_index_is_ready_is_pending_before_anything_changed(served: Any) -> None:
     """Tagging asks the index which files carry a tag: pending until it is ready, raised
-    before anything changed (the MKDIR handler answers it JUKEBOX, as before)."""
+    before anything changed (the MKDIR handler lets it through: the call is held, below)."""
     _, fs = served
     tags = fs._placeholder(Query(fs.local.root_ino, (), open_field=b"tag"))
     with pytest.raises(NfsPending):
         fs.tags.mkdir(tags, b"urgent")
     assert not fs.tags.store.is_declared(b"tag", b"urgent")
+
+
+async def _held_until_ready(d: Dispatcher, fs: SemanticFS, record: bytes, proc: Any) -> Any:
+    """The result of a call held while the index is not ready, once it is."""
+    held = d.dispatch(record, CLIENT, 0)
+    assert held is not None and not isinstance(held, (bytes, bytearray)), _result(held, proc)
+    task = asyncio.ensure_future(held)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done() and d.held.count == 1
+    fs.ready.set()  # the scan ends: the server tells the waiting calls
+    fs.index_waits.progressed()
+    return _result(await asyncio.wait_for(task, 10), proc)
+
+
+def test_a_tagging_mkdir_is_held_until_the_index_is_ready_then_made(served: Any) -> None:
+    """It was answered JUKEBOX (the handler caught NfsPending as the NfsError it is too)."""
+    d, fs = served
+    tags = fs._placeholder(Query(fs.local.root_ino, (), open_field=b"tag")).fh
+    mkdir = _record(MKDIR, nfs3.MKDIR3args.cls(nfs3.diropargs3.cls(nfs3.nfs_fh3.cls(tags), b"urgent"),
+                                               sattr(mode=0o755)), 4)
+    status, _ = asyncio.run(_held_until_ready(d, fs, mkdir, MKDIR))
+    assert status == nfsstat3.NFS3_OK and fs.tags.store.is_declared(b"tag", b"urgent")
+
+
+def test_an_index_wait_is_held_past_hold_seconds(served: Any) -> None:
+    """A pass of the index always ends: its waits are held up to LONG_HOLD_SECONDS, not
+    cut at HOLD_SECONDS (0 here: any other wait would be answered JUKEBOX at once)."""
+    d, fs = served
+    d.held.hold_seconds = 0.0
+    status, _ = asyncio.run(_held_until_ready(d, fs, _listing(_ext_c(fs), 5), READDIRPLUS))
+    assert status == nfsstat3.NFS3_OK
 
 
 def test_progress_between_the_look_and_the_wait_settles_the_wait_at_once() -> None:
