@@ -372,7 +372,8 @@ class LocalFS:
         return r.gen if r is not None else 0
 
     def _node_from_fd(self, fd: int, st: os.stat_result, parent: int, name: bytes,
-                      gen: int | None = None) -> Node:
+                      gen: int | None = None, new: bool = False) -> Node:
+        """``new``: the inode was just made by this call (``create_file``, ``_new_dir``)."""
         if gen is None:
             gen = read_generation(fd, st.st_mode)
         if gen == 0:
@@ -380,7 +381,7 @@ class LocalFS:
             if rec is not None and rec.parent == parent and rec.name == name:
                 gen = rec.gen
         n = Node(pack_real(self.export_id, st.st_ino, gen), fd, st.st_ino, gen, st.st_mode, parent, name)
-        self.record(st.st_ino, parent, gen, name)
+        self.record(st.st_ino, parent, gen, name, new=new)
         return n
 
     def _place(self, ino: int) -> tuple[int, int, bytes] | None:
@@ -391,13 +392,17 @@ class LocalFS:
         rec = self.store.get_object(self.export_id, ino)
         return None if rec is None or rec.deleted else (rec.parent, rec.gen, rec.name)
 
-    def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False) -> None:
+    def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False,
+               new: bool = False) -> None:
         """Keep the handle table's (parent, name) for an inode current; ``later``: no caller
-        needs to know now whether the store took it (``Store.end_burst``)."""
+        needs to know now whether the store took it (``Store.end_burst``).  ``new``: an inode
+        this call just made, whose place is written without first reading what is recorded
+        (at most an old file's place or tombstone under a reused number; with ``--workers``
+        that read is an LMDB read transaction per CREATE or MKDIR)."""
         if ino == self.root_ino:
             return
         value = (parent, gen, name)
-        if self._place(ino) == value:
+        if not new and self._place(ino) == value:
             if not self.sole_writer:  # LOOKUP's fast path finds its cached node by it
                 if len(self._recorded) > 1_000_000:
                     self._recorded.clear()
@@ -641,7 +646,7 @@ class LocalFS:
             return self._adopt(keep, st, d.ino, name, gen)  # it existed before: served like any existing object
         # a new inode: no node can be cached for it (a cached node holds its inode open, so
         # that number is not free to reuse), so no look-up of one (``_adopt``)
-        made = self._node_from_fd(keep, st, d.ino, name, gen)
+        made = self._node_from_fd(keep, st, d.ino, name, gen, new=True)
         made.plain = True  # (on the node made here, whichever ``_remember`` answers)
         n = self._remember(made)
         n._fresh = st
@@ -669,7 +674,7 @@ class LocalFS:
         except BaseException:
             os.close(fd)
             raise
-        made = self._node_from_fd(fd, st, d.ino, name, gen)
+        made = self._node_from_fd(fd, st, d.ino, name, gen, new=True)
         made.plain = True
         n = self._remember(made)
         n._fresh = st

@@ -7,7 +7,7 @@ import weakref
 import pytest
 
 from nfsd.nfs3.errors import NfsError
-from nfsd.fs.localfs import LocalFS
+from nfsd.fs.localfs import LocalFS, ioctl_generation
 from nfsd.state.store import Store
 from protocol.nfs3 import nfsstat3
 
@@ -516,3 +516,35 @@ def test_a_symlink_whose_parent_must_be_searched_for_is_jukebox_never_held(fs, t
         fs.set_owner(link, -1, -1)
     assert err.value.status == nfsstat3.NFS3ERR_JUKEBOX and not isinstance(err.value, NfsPending)
     assert waits and waits[0].ready.cancelled()
+
+
+@pytest.mark.parametrize("sole_writer", [True, False])
+def test_a_new_inodes_place_is_written_without_reading_the_old_one(fs, tmp_path, monkeypatch, sole_writer):
+    """CREATE and MKDIR write the new inode's place without first reading what the handle
+    table holds for that number (with ``--workers`` that read was an LMDB read transaction
+    per call).  What an earlier file of the number left there (the tombstone of a removal)
+    is overwritten, so the new handle resolves, in this process and after a restart."""
+    fs.sole_writer = sole_writer
+    reads = []
+    real_get = fs.store.get_object
+    monkeypatch.setattr(fs.store, "get_object", lambda *a: reads.append(a) or real_get(*a))
+    fs.store.begin_burst()
+    new = fs.create_file(fs.root, b"new", 0o644, exclusive=True)
+    made = fs.mkdir(fs.root, b"dir", 0o755)
+    fs.store.end_burst()
+    assert reads == []  # no read of the handle table for the new inodes
+    # an inode number whose earlier file was removed: its tombstone, another place and generation
+    fd = os.open(tmp_path / "exp" / "reused", os.O_CREAT | os.O_RDONLY)
+    st = os.fstat(fd)
+    gen = ioctl_generation(fd)
+    fs.store.put_objects(fs.export_id, [(st.st_ino, made.ino, gen ^ 1, b"gone")])
+    fs.store.mark_deleted(fs.export_id, st.st_ino)
+    reused = fs._node_from_fd(fd, st, fs.root_ino, b"reused", gen, new=True)  # as ``create_file`` makes it
+    assert reads == []
+    fresh = LocalFS(str(tmp_path / "exp"), 1, fs.store)  # a restart: nothing in memory
+    fresh.sole_writer = sole_writer
+    for n, name in ((new, b"new"), (made, b"dir"), (reused, b"reused")):
+        rec = fs.store.get_object(fs.export_id, n.ino)
+        assert rec is not None and not rec.deleted and (rec.parent, rec.name, rec.gen) == (fs.root_ino, name, n.gen)
+        assert fresh.node(n.fh).ino == n.ino
+    fresh.close()
