@@ -23,7 +23,10 @@ call's retransmission while the original is in progress; an idempotent one is he
 it (within HELD_MAX) and both are answered, the client taking the first.  Over UDP
 the client retransmits after 1.1 s, so the transport does not hold at all.  A call whose
 connection closed is dropped (nothing answered, its cache entry forgotten); a server that
-stops answers every held call its failure at once.
+stops answers every held call its failure at once.  A held call does not count as one of
+its connection's calls in flight (``HeldCalls.watch``): the Linux client sends every call
+of a mount down one connection, so 32 calls held for up to 50 s would otherwise stop all
+its other calls that long; HELD_MAX still bounds what they hold.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import asyncio
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError
-from typing import Hashable
+from typing import Callable, Hashable
 
 HELD_MAX = 128
 # (PYSFSD_HOLD_SECONDS: for tests whose wait must not depend on a loaded machine's speed)
@@ -55,7 +58,13 @@ class HeldCalls:
                  long_hold_seconds: float = LONG_HOLD_SECONDS) -> None:
         self.held_max, self.hold_seconds, self.long_hold_seconds = held_max, hold_seconds, long_hold_seconds
         self._waits: dict[Hashable, set[asyncio.Future[bool | None]]] = {}
+        self._watchers: dict[Hashable, Callable[[int], None]] = {}
         self.count = 0
+
+    def watch(self, client: Hashable, on_change: Callable[[int], None]) -> None:
+        """Call ``on_change(1)`` when a call of ``client`` starts being held, ``on_change(-1)``
+        when it stops (until ``closed``): its connection counts held calls apart."""
+        self._watchers[client] = on_change
 
     def room(self) -> bool:
         return self.count < self.held_max
@@ -77,11 +86,16 @@ class HeldCalls:
         self.count += 1
         timer = loop.call_at(deadline, _give, signal, False)
         ready.add_done_callback(done)
+        watcher = self._watchers.get(client)
+        if watcher is not None:
+            watcher(1)
         try:
             return await signal
         finally:
             timer.cancel()
             self.count -= 1
+            if watcher is not None and self._watchers.get(client) is watcher:
+                watcher(-1)
             waits.discard(signal)
             if not waits and self._waits.get(client) is waits:
                 del self._waits[client]
@@ -89,6 +103,7 @@ class HeldCalls:
 
     def closed(self, client: Hashable) -> None:
         """``client``'s connection closed: its held calls are dropped."""
+        self._watchers.pop(client, None)
         for signal in self._waits.pop(client, ()):
             _give(signal, None)
 

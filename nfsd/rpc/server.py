@@ -184,6 +184,19 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]  # asyncio passes the TCP transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER)  # type: ignore[attr-defined]  # as above
         self.connections.add(self)
+        self.dispatcher.held.watch(self.peer, self._held_change)
+
+    def _held_change(self, n: int) -> None:
+        """``n`` more (or fewer) of this connection's calls are held (nfsd/rpc/held.py): a
+        held call, which may wait up to 50 s, does not count as in flight, so the calls
+        behind it are read and served meanwhile (HELD_MAX bounds the held ones)."""
+        self.inflight -= n
+        if n > 0:  # (not from within the held call's step: from the loop's next turn)
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self._drain_backlog()
+        self._update_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)

@@ -322,3 +322,42 @@ def test_an_offload_check_that_is_pending_holds_the_call_and_one_that_fails_is_s
     _, body, _ = decode_reply(bytes(reply))  # type: ignore[arg-type]
     assert body[1].reply_data[0] == accept_stat.SYSTEM_ERR
     d.executor.shutdown()  # type: ignore[union-attr]
+
+
+def test_held_calls_do_not_stop_the_calls_behind_them_on_their_connection() -> None:
+    """Two GETATTRs held on a connection that serves at most two calls at once: the NULL
+    sent after them is answered while they wait (before, it waited the hold out unread)."""
+    from nfsd.rpc.server import RpcStreamProtocol
+    from protocol.record import set_mark
+
+    walk = Walk()
+    null = nfs3.NFS3.procedures[0]
+    d = Dispatcher(None, drc=DuplicateRequestCache())
+    d.register(Program.of(nfs3.NFS3.number, 3, "NFS", [null, GETATTR]), None, {},
+               {0: lambda ctx, a: None, 1: walk.getattr_})
+
+    def marked(record: bytes) -> bytes:
+        return bytes(set_mark(bytearray(4) + record))
+
+    async def reply_xid(reader: asyncio.StreamReader) -> int:
+        mark = await reader.readexactly(4)
+        body = await reader.readexactly(int.from_bytes(mark, "big") & 0x7FFFFFFF)
+        return int.from_bytes(body[:4], "big")
+
+    async def go() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: RpcStreamProtocol(d, set(), 65536, max_inflight=2), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(marked(_record(GETATTR, 1)) + marked(_record(GETATTR, 2))
+                         + marked(bytes(encode_call(3, PROGRAM.number, 3, 0))))
+            assert await asyncio.wait_for(reply_xid(reader), 10) == 3  # NULL, the GETATTRs held
+            assert d.held.count == 2
+            walk.end(True)
+            assert {await asyncio.wait_for(reply_xid(reader), 10) for _ in range(2)} == {1, 2}
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+    asyncio.run(go())
