@@ -4,7 +4,9 @@ time (which the other benchmarks' noise moves least): a walk of the export for a
 inode, in process, each slice's thread CPU time (p50, p90, max), the part of it spent
 recording the directories met in the handle table, the longest gap a 1 ms ticker saw, the
 walk's CPU and wall time.  Trees are compared in the same run, interleaved (each in a child
-process with ``PYTHONPATH`` = the tree and a fresh state directory).
+process with ``PYTHONPATH`` = the tree and a fresh state directory).  ``slices_cpu_s`` is the
+slices' own CPU (``cpu_s`` adds the ticker's); ``--shared``: the handle table as several
+workers share it (the server's default), so generations are read from the store.
 
     python scripts/benchmarks/bench_search_slices.py --export /tmp/bench-search-walk \\
         --trees base=/tmp/base,new=. --rounds 3
