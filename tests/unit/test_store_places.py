@@ -68,3 +68,25 @@ def test_a_generation_committed_between_the_walk_and_its_write_is_kept(
     fs._repair([(ino, fs.root_ino, b"d")])
     assert store.get_object(1, ino) == (fs.root_ino, 6, b"d", False)
     fs.close()
+
+
+class _Cluster:
+    """What a store of a cluster head tells the others (nfsd/shared): the places noted."""
+
+    def __init__(self) -> None:
+        self.noted: list[tuple[int, int, int, int, bytes]] = []
+
+    def note_place(self, export_id: int, ino: int, parent: int, gen: int, name: bytes) -> None:
+        self.noted.append((export_id, ino, parent, gen, name))
+
+    def place(self, export_id: int, ino: int) -> None:
+        return None
+
+
+def test_a_cluster_head_publishes_the_places_with_their_kept_generation(store: Store) -> None:
+    store.put_objects(1, [(10, 2, 77, b"old")])
+    cluster = _Cluster()
+    store.shared = cluster
+    store.put_places(1, [(10, 3, b"new", None), (11, 3, b"other", None)])
+    assert cluster.noted == [(1, 10, 3, 77, b"new"), (1, 11, 3, 0, b"other")]
+    assert store.get_object(1, 10) == (3, 77, b"new", False)
