@@ -359,8 +359,10 @@ class LocalFS:
 
     def _repair(self, dirs: list[tuple[int, int, bytes]]) -> None:
         """Record where a walk met these directories (inode, parent, name)."""
-        try:
-            self.store.put_objects(self.export_id, [(i, p, self._known_gen(i), name) for i, p, name in dirs])
+        recorded = self._recorded if self.sole_writer else {}
+        try:  # (a generation not known here is read in the write transaction: ``put_places``)
+            self.store.put_places(self.export_id, [(i, p, name, rec[1] if (rec := recorded.get(i)) else None)
+                                                   for i, p, name in dirs])
         except StoreFull:
             pass  # only a cache of where directories are: the next search tries again
 

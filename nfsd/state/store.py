@@ -454,6 +454,37 @@ class Store:
                 if txn.get(key) != val:
                     txn.put(key, val)
 
+    def put_places(self, export_id: int, places: Iterable[tuple[int, int, bytes, int | None]]) -> None:
+        """Record (ino, parent, name, gen) places a walk met; a gen of None keeps the one the
+        inode's record has (0 if none), read inside the write transaction that writes it
+        (one transaction for the batch, not a read transaction per place as before): no
+        other worker's commit can come between the read and the write (LMDB has one writer at
+        a time), so a generation written meanwhile is kept, never overwritten by an older
+        one; a write this process left waiting for the burst's end is newer still and wins."""
+        places = list(places)
+        if self.shared is not None:  # (a cluster publishes each place: the general path)
+            self.put_objects(export_id, [(i, p, self._gen(export_id, i) if g is None else g, n)
+                                         for i, p, n, g in places])
+            return
+        later = self._later
+        with self._objects_txn() as txn:
+            for ino, parent, name, gen in places:
+                key = _OBJ_KEY.pack(export_id, ino)
+                old = txn.get(key)
+                if gen is None:
+                    pending = later.pop(key, None) if later else None
+                    known = pending if pending is not None else old
+                    gen = _OBJ_VAL.unpack_from(known)[1] if known is not None else 0
+                elif later:
+                    later.pop(key, None)  # older news (a reused inode's tombstone)
+                val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+                if old != val:
+                    txn.put(key, val)
+
+    def _gen(self, export_id: int, ino: int) -> int:
+        rec = self.get_object(export_id, ino)
+        return rec.gen if rec is not None else 0
+
     def _publish_places(self, export_id: int, records: list[tuple[int, int, int, bytes]]) -> None:
         """The places that are news (not what this head already holds: no echo of what it
         applied from another head) go to the change log."""
