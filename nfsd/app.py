@@ -34,6 +34,7 @@ from .fs.localfs import LocalFS
 from .fs import idlefd
 from .fs.idlefd import IDLE_FD_SECONDS
 from .heaptrim import HeapTrim
+from . import memtrace
 from .fs.shared_verifier import WriteVerifier
 from .locks.monitor import MonitorRecords
 from .locks.relay import LockForwarder, LockRelay
@@ -336,6 +337,7 @@ class NfsServer:
         JUKEBOX: retry later) until the fields it uses are indexed (nfsd/fs/indexwaits.py)."""
         loop = asyncio.get_running_loop()
         gc.set_threshold(*GC_THRESHOLDS)
+        memtrace.install(loop, "main" if self.role is None else f"w{self.role.slot}")  # debugging only
         limits = ConnectionLimits(self.config.idle_timeout, self.config.stall_timeout, connection_cap())
         # TCP and UDP on one port number; the UDP endpoint joins self.connections.
         def stream() -> RpcStreamProtocol:

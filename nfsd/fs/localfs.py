@@ -52,6 +52,8 @@ AT_FDCWD = -100
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
 MAX_NAME = 255
+PLACES_MAX = 1_000_000  # inodes' places a sole writer remembers (~230 bytes each; ``_keep_place``)
+PLACES_PER_NODE = 2     # ... and one of several workers, per cached node
 MAX_DEPTH = 4096
 STALE_MEMORY_SECONDS = 30.0
 
@@ -406,9 +408,7 @@ class LocalFS:
         value = (parent, gen, name)
         if not new and self._place(ino) == value:
             if not self.sole_writer:  # LOOKUP's fast path finds its cached node by it
-                if len(self._recorded) > 1_000_000:
-                    self._recorded.clear()
-                self._recorded[ino] = value
+                self._keep_place(ino, value)
             return
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);
@@ -420,9 +420,20 @@ class LocalFS:
             self._unsaved.add(ino)
             return
         self._unsaved.discard(ino)
-        if len(self._recorded) > 1_000_000:
-            self._recorded.clear()
-        self._recorded[ino] = value
+        self._keep_place(ino, value)
+
+    def _keep_place(self, ino: int, value: tuple[int, int, bytes]) -> None:
+        """Remember an inode's place in ``_recorded``, bounded by clearing it when full: a
+        cache.  A sole writer keeps up to ``PLACES_MAX`` (its own REMOVEs and the index's
+        reports take them out).  With other workers writing the table only LOOKUP's fast
+        path reads it, for a node still cached, and a file another worker removes stays:
+        under a soak (creates on one worker, listings and removes on another, inode
+        numbers never reused on ext4 soon) it grew by ~230 bytes a file for hours, so
+        then ``PLACES_PER_NODE`` times ``max_nodes``."""
+        recorded = self._recorded
+        if len(recorded) >= (PLACES_MAX if self.sole_writer else PLACES_PER_NODE * self.max_nodes):
+            recorded.clear()
+        recorded[ino] = value
 
     def handle_for_entry(self, dnode: Node, name: bytes, st: os.stat_result) -> bytes:
         """The handle of a directory entry without keeping it open (READDIRPLUS)."""

@@ -319,6 +319,7 @@ class EntryCache:
             self.nbytes += fresh.nbytes
             if parent is not None:
                 self._parent_of[key] = parent
+            self._drop_expired(now, fresh)
             self._evict()
             return fresh
 
@@ -386,11 +387,31 @@ class EntryCache:
                 self.nbytes -= self._dirs.pop(key).nbytes
                 self._parent_of.pop(key, None)
 
+    def _drop_expired(self, now: float, fresh: EncodedDir) -> None:
+        """Forget the least recently listed directories whose entries have expired: ``get``
+        neither serves nor reuses those, so they were dead weight kept until ``max_bytes``
+        pushed them out.  A load that copies a tree in, lists it and removes it, again and
+        again (the soak's kernel client), left every removed directory's entries and
+        listing behind: anonymous memory grew for hours, up to ``max_bytes`` of estimate
+        and the listings beside it.  The walk stops at the first young directory, so what
+        stays was listed within ``max_age`` (a hit needs a young entry: one listed after a
+        young one was listed within ``max_age`` too).  Costs nothing on a hit."""
+        dirs = self._dirs
+        while dirs:
+            key, enc = next(iter(dirs.items()))
+            if enc.expires > now or enc is fresh:
+                return
+            del dirs[key]
+            self._dropped(key, enc)
+
     def _evict(self) -> None:
         while self.nbytes > self.max_bytes and self._dirs:
-            key, enc = self._dirs.popitem(last=False)
-            self.nbytes -= enc.nbytes
-            self._parent_of.pop(key, None)
+            self._dropped(*self._dirs.popitem(last=False))
+
+    def _dropped(self, key: tuple[int, int], enc: EncodedDir) -> None:
+        enc.version += 1  # a ``get`` copying its items meanwhile must not keep them
+        self.nbytes -= enc.nbytes
+        self._parent_of.pop(key, None)
 
     def stats(self) -> dict[str, float]:
         """Directories, entries and bytes held; bytes per cached entry."""

@@ -13,7 +13,8 @@ For ``--minutes`` (default 10), against one pysfsd started here:
 
 Every minute it prints each component's throughput and the server's memory; at the end a
 table per minute, the memory, and the errors.  Exits 1 on any error or data mismatch, a
-failed VM run, a mixed.py failure (errors, stalls, memory growth) or a server traceback.
+failed VM run, a mixed.py failure (errors, stalls, VmRSS growth), anonymous memory still
+growing over the second half (``--max-anon-slope``) or a server traceback.
 
     python scripts/load/soak.py                       # 10 minutes, all three
     python scripts/load/soak.py --minutes 2 --no-vm   # without the VM
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadcli import HERE, REPO, doc_parser  # noqa: E402  (first: it sets the import paths)
 
 from engine import server_memory_now  # noqa: E402
-from memory import Memory  # noqa: E402
+from memory import Memory, anon_verdict  # noqa: E402
 from servers import Pysfsd  # noqa: E402
 from nfsd.workers import default_count  # noqa: E402
 
@@ -46,6 +47,9 @@ WORKLOAD = REPO / "scripts" / "vm" / "workloads" / "soak.sh"
 DEFAULT_ROOT = Path("/tmp/load/soak")
 FILE_SIZES = (4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 3 * MiB)
 REPORT_LAG_S = 20
+#: anonymous memory (every process summed) may grow at most this many MiB a minute over the
+#: second half of the soak; see ``anon_verdict`` and docs/design.rst ("Memory under the soak")
+ANON_SLOPE_MAX = 0.2
 
 
 @dataclass
@@ -164,6 +168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=default_count(), metavar="N",
                         help="the server's --workers (default %(default)s: its own default, the usable cores "
                              "or PYSFSD_WORKERS); its memory is every process's summed, PSS beside it")
+    parser.add_argument("--max-anon-slope", type=float, default=ANON_SLOPE_MAX, metavar="MIB",
+                        help="anonymous memory's growth a minute over the second half that fails the soak "
+                             "(default %(default)s; <0: not checked)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.nfs_rs_threads < 0 or min(args.mixed_clients, args.mixed_depth) < 1:
         parser.error("--minutes and the mixed load must be positive")
@@ -248,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  VM kernel client: {sum(vm.cycles.values()):,} copy+check+remove iterations, "
           f"{sum(vm.units.values()) / MiB:,.0f} MiB copied")
     print(f"  server memory at the end: {end_memory}")
+    if args.max_anon_slope >= 0:
+        anon_flat, anon_text = anon_verdict(memories, args.max_anon_slope)
+        print(f"  server anonymous memory: {anon_text}")
+        if not anon_flat:
+            failures.append(f"server anonymous memory growing: {anon_text}")
     if mixed_rc != 0:
         failures.append(f"mixed.py exited {mixed_rc} (see {mixed_log})")
     failures += nfs_rs.errors[:20]

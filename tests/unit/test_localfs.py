@@ -548,3 +548,28 @@ def test_a_new_inodes_place_is_written_without_reading_the_old_one(fs, tmp_path,
         assert rec is not None and not rec.deleted and (rec.parent, rec.name, rec.gen) == (fs.root_ino, name, n.gen)
         assert fresh.node(n.fh).ino == n.ino
     fresh.close()
+
+
+def test_places_kept_beside_other_workers_are_bounded_by_the_node_cache(tmp_path):
+    """With other workers writing the handle table, ``_recorded`` serves only LOOKUP's fast
+    path to a cached node, and a file another worker removes never leaves it: under the
+    soak it grew ~230 bytes a file for hours (bounded only at a million).  Now at most
+    ``PLACES_PER_NODE`` per cached node, and the fast path still finds a cached node."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for i in range(300):
+        (exp / f"f{i}").write_bytes(b"")
+    store = Store(str(tmp_path / "state"))
+    f = LocalFS(str(exp), 1, store, max_nodes=16)
+    f.sole_writer = False
+    try:
+        root = f.root
+        for i in range(300):
+            f.lookup(root, b"f%d" % i)
+        assert len(f._recorded) <= 2 * 16   # PLACES_PER_NODE x max_nodes (300 before)
+        last = f.lookup(root, b"f299")
+        fd = last.fd
+        assert f.lookup(root, b"f299") is last and last.fd == fd   # the cached node, no new open
+    finally:
+        f.close()
+        store.close()

@@ -1,0 +1,50 @@
+"""PYSFSD_TRACEMALLOC (nfsd/memtrace.py): off unless asked; on SIGUSR2 a snapshot and counts."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import tracemalloc
+
+import pytest
+
+from nfsd import memtrace
+
+
+def test_unset_it_traces_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(memtrace.ENV, raising=False)
+    loop = asyncio.new_event_loop()
+    try:
+        assert memtrace.install(loop, "w0") is None
+        assert not tracemalloc.is_tracing()
+    finally:
+        loop.close()
+
+
+def test_sigusr2_writes_a_snapshot_that_compares(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv(memtrace.ENV, str(tmp_path / "snaps"))
+    loop = asyncio.new_event_loop()
+    kept: list[bytes] = []
+    try:
+        trace = memtrace.install(loop, "w1")
+        assert trace is not None and tracemalloc.is_tracing()
+
+        async def two_snapshots() -> None:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await asyncio.sleep(0.05)
+            kept.extend(b"x" * 1000 + bytes([i % 256]) for i in range(2000))  # ~2 MB grown between
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await asyncio.sleep(0.05)
+        loop.run_until_complete(two_snapshots())
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)
+        loop.close()
+        first = tracemalloc.Snapshot.load(str(tmp_path / "snaps" / "w1-0.tracemalloc"))
+        second = tracemalloc.Snapshot.load(str(tmp_path / "snaps" / "w1-1.tracemalloc"))
+        tracemalloc.stop()
+    top = second.compare_to(first, "lineno")[0]
+    assert top.traceback[0].filename == __file__ and top.size_diff > 1_000_000
+    figures = json.loads((tmp_path / "snaps" / "w1-1.json").read_text())
+    assert figures["pid"] == os.getpid() and figures["types"] and figures["traced"] > 1_000_000
+    assert "uordblks" in figures["mallinfo"] or figures["mallinfo"] == {}   # glibc or not
