@@ -393,9 +393,9 @@ class EntryCache:
         pushed them out.  A load that copies a tree in, lists it and removes it, again and
         again (the soak's kernel client), left every removed directory's entries and
         listing behind: anonymous memory grew for hours, up to ``max_bytes`` of estimate
-        and the listings beside it.  The walk stops at the first young directory, so what
-        stays was listed within ``max_age`` (a hit needs a young entry: one listed after a
-        young one was listed within ``max_age`` too).  Costs nothing on a hit."""
+        and the listings beside it.  The walk stops at the first young directory (the order
+        is of last use: an expired one a hit moved behind it goes when the walk reaches it,
+        at most ``max_age`` later).  Costs nothing on a hit."""
         dirs = self._dirs
         while dirs:
             key, enc = next(iter(dirs.items()))
