@@ -1,7 +1,7 @@
 """Memory with ``--workers 2``: what only the index writer uses is loaded in it alone
 (docs/design.rst, "Several worker processes": memory).
 
-The transducers' libraries (libmagic's, Pillow's, pypdf, mutagen) are imported at their
+The transducers' libraries (libmagic's, Pillow's, pypdf, mutagen, tree-sitter) are imported at their
 first use; only the primary extracts, so the supervisor and the followers never map them.
 libmagic is the witness: the primary maps it once it sniffed a file, so its absence
 elsewhere is not a missing library."""
@@ -30,9 +30,10 @@ def test_only_the_primary_loads_the_transducers_libraries(tmp_path: Path) -> Non
         assert found, srv.log_path.read_text()
         primary, follower = int(found[1]), int(found[2])
         assert "libmagic" in _maps(primary)  # it sniffed src/old.c for the first index
+        assert "tree_sitter_c" in _maps(primary)  # and parsed it
         for pid in (srv.proc.pid, follower):
             maps = _maps(pid)
-            assert "libmagic" not in maps and "_imaging" not in maps, pid
+            assert "libmagic" not in maps and "_imaging" not in maps and "tree_sitter" not in maps, pid
 
 
 def _database_resident_kib(pid: int) -> int:
