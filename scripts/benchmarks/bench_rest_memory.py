@@ -2,6 +2,7 @@
 
     python scripts/benchmarks/bench_rest_memory.py --tree base=/tmp/base --tree new=. \\
         [--rounds 3] [--rest 20] [--seconds 2] [--after 7] [--ops getattr,lookup,create,readdirplus]
+        [--export DIR --seconds 0]
 
 Per round and tree (the trees' order reversed every other round, so neither always runs
 first on a machine other work shares): start ``python -m nfsd`` from the tree with its
@@ -64,7 +65,7 @@ def load(root: Path, port: int, pid: int, ops: str, seconds: float) -> dict[str,
 
 
 def one_round(name: str, tree: Path, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    export = root / "pysfsd"
+    export = args.export or root / "pysfsd"
     with from_tree(tree), Pysfsd(export, root / f"{name}-run") as server:
         assert server.pid is not None
         time.sleep(args.rest)
@@ -113,12 +114,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="loadgen seconds per op (0: no load)")
     ap.add_argument("--after", type=float, default=7.0, help="seconds after the load, last reading")
     ap.add_argument("--ops", default="getattr,lookup,create,readdirplus")
+    ap.add_argument("--export", type=Path, help="serve this tree instead of loadgen's fixture (at rest only: "
+                                                 "give --seconds 0)")
     ap.add_argument("--json", type=Path, help="also save every round here")
     args = ap.parse_args()
+    if args.export and args.seconds > 0:
+        ap.error("--export measures at rest only: give --seconds 0 (the load runs on loadgen's fixture)")
     trees = [(n, Path(p).resolve()) for n, _, p in (t.partition("=") for t in args.tree)]
     with tempfile.TemporaryDirectory(prefix="bench-rest-memory-") as scratch:
         root = (args.root or Path(scratch)).resolve()
-        build_fixture(root / "pysfsd", 8)   # loadgen's: 8 connections' write files
+        if not args.export:
+            build_fixture(root / "pysfsd", 8)   # loadgen's: 8 connections' write files
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
         for i in range(args.rounds):
             for name, tree in (trees if i % 2 == 0 else trees[::-1]):
