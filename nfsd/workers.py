@@ -39,6 +39,7 @@ from .nfs3.entry_events import EntryEvents
 from .config.preflight import listen_error
 from .fs.shared_fsyncs import SharedFsyncs
 from .fs.shared_verifier import WriteVerifier
+from .heaptrim import trim_heap
 from .rpc.server import LISTEN_BACKLOG
 from .rpc.shared_drc import SharedDuplicateRequestCache
 from .state.journal_flag import JournalFlag
@@ -532,10 +533,15 @@ def before_fork() -> None:
     permanent generation, which no collection visits: a worker's full collection otherwise
     writes to each inherited object's header and copies every page of them (+5 MiB of
     private memory per worker at the first one; docs/design.rst, "Several worker
-    processes": memory)."""
+    processes": memory).  A collection first: the freeze would keep start-up's cyclic
+    garbage for good, in the parent and in every worker; then the heap's free pages go
+    back, so no worker inherits them (the parent 1.3 MiB smaller at rest: docs/design.rst,
+    "Memory at rest")."""
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.collect()
     gc.freeze()
+    trim_heap()
 
 
 def _kill(pid: int, sig: int) -> None:

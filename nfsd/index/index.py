@@ -464,6 +464,11 @@ class Index:
         """Drop LMDB's mapped pages from the resident set if they are many (``residency``)."""
         return self._trimmer.trim_over()
 
+    def release_idle(self) -> int:
+        """On a quiet server, let go of what only extraction holds (libmagic's handles:
+        ``Sniffer.release``; the next file extracted loads one again); how many."""
+        return self._extractor.sniffer.release()
+
     def wrap_extractor(self, wrap: Callable[[Extractor], Extractor]) -> None:
         """Put a step around content extraction (a cluster head takes the values another head
         published instead of running transducers: nfsd/shared/content.py)."""

@@ -44,6 +44,8 @@ _KEY_STATE = struct.Struct("=16sB")  # a header's digest and state
 # a set's two headers (digest, state, stamp each: ``_HEAD``'s fields) in one unpack
 _SET_HEADS = struct.Struct(f"=16sB11xQ{SLOT - _HEAD.size}x16sB11xQ")
 _SET_KEYS = struct.Struct(f"=16s{SLOT - 16}x16s")  # a set's two digests
+_STAMPS = struct.Struct(f"={_HEAD.size - 8}xQ{SLOT - _HEAD.size}x")  # a slot's stamp (``iter_unpack``)
+_STAMP_CHUNK = 128  # slots read at once by ``_highest_stamp``
 
 
 class SharedDuplicateRequestCache:
@@ -77,8 +79,21 @@ class SharedDuplicateRequestCache:
         self._own_base = partition * self.slots * SLOT
         self._others = tuple(p * self.slots * SLOT for p in range(self.partitions) if p != partition)
         self._pid = os.getpid()
-        base = self._own_base
-        self._stamp = max(_HEAD.unpack_from(self._map, base + i * SLOT)[4] for i in range(self.slots))
+        self._stamp = self._highest_stamp(self._own_base)
+
+    def _highest_stamp(self, base: int) -> int:
+        """The highest stamp in the partition at ``base``, read through the descriptor, not
+        the map: reading a slot never written finds a hole of the memfd and allocates
+        nothing, where touching the map made every page of the partition resident (2 MiB
+        per worker, at rest)."""
+        chunk = bytearray(_STAMP_CHUNK * SLOT)
+        highest = 0
+        for at in range(base, base + self.slots * SLOT, len(chunk)):
+            got = os.preadv(self.fd, [chunk], at)
+            for (stamp,) in _STAMPS.iter_unpack(memoryview(chunk)[:got - got % SLOT]):
+                if stamp > highest:
+                    highest = stamp
+        return highest
 
     def key(self, host: str, xid: int, prog: int, vers: int, proc: int, args: bytes | memoryview) -> bytes:
         """The same fields as ``DuplicateRequestCache.key`` (the client's address, not its

@@ -53,3 +53,23 @@ def test_a_workers_full_collection_does_not_copy_the_parents_objects() -> None:
     assert copied_unfrozen > 10 * 1024  # the witness: without it, most of those pages
     assert copied_frozen < copied_unfrozen / 10
     del held
+
+
+def test_garbage_is_collected_before_the_freeze_not_kept_in_every_worker() -> None:
+    """``gc.freeze`` moves everything tracked, unreachable cycles too, to the permanent
+    generation, which is never collected: start-up's cyclic garbage would stay in the
+    parent and in every worker forked from it.  ``before_fork`` collects first."""
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # type: ignore[attr-defined]
+    gone = weakref.ref(a)
+    del a, b
+    try:
+        before_fork()
+        assert gone() is None
+    finally:
+        gc.unfreeze()

@@ -4,6 +4,7 @@ by one worker answers a retransmission that reaches another, in any probe window
 taken for a slot."""
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -98,3 +99,47 @@ def test_a_bursts_replies_are_cached_together() -> None:
     assert b.begin(keys[2]) is None   # too long to keep
     assert b.begin(keys[3]) is None   # a never began it
     assert a.begin(keys[1]) is IN_PROGRESS
+
+
+def test_a_restarted_worker_stamps_above_what_its_partition_holds() -> None:
+    """A worker started again (same partition) goes on from the highest stamp its earlier
+    incarnation left, so a reader never takes a rewritten slot for the one it read."""
+    a, b = workers()
+    for xid in range(1, 40):
+        k = key(xid % SLOTS, xid)
+        assert a.begin(k) is None
+        a.finish(k, b"r")
+    again = SharedDuplicateRequestCache(a.fd, 2, SLOTS)
+    again.attach(0)
+    assert again._stamp == a._stamp == 2 * 39
+    other = SharedDuplicateRequestCache(a.fd, 2, SLOTS)
+    other.attach(1)
+    assert other._stamp == 0
+
+
+def _resident_kib(fd: int) -> int:
+    """KiB resident of this process's mappings of the memfd ``fd`` (by its inode)."""
+    ino = str(os.fstat(fd).st_ino)
+    kib, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            inside = fields[4] == ino and "pysfsd-drc" in line
+        elif inside and line.startswith("Rss:"):
+            kib += int(line.split()[1])
+    return kib
+
+
+def test_attaching_leaves_the_table_unwritten_pages_out_of_memory() -> None:
+    """``attach`` reads its partition's stamps through the descriptor: the 2 MiB table of a
+    worker that has cached nothing yet takes no memory (it did: every page read in)."""
+    table = SharedDuplicateRequestCache.create(2)     # the server's size
+    table.attach(0)
+    assert _resident_kib(table.fd) == 0
+    k = key(3, 1)
+    assert table.begin(k) is None
+    table.finish(k, b"reply")
+    assert 0 < _resident_kib(table.fd) <= 8
+    again = SharedDuplicateRequestCache(table.fd, 2, table.slots)
+    again.attach(0)
+    assert again._stamp == table._stamp

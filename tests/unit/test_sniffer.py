@@ -52,3 +52,17 @@ def test_threads_sniffing_one_after_another_share_one_handle() -> None:
             t.join()
     assert seen[0] == "text/plain" and seen[1] == "application/pdf"
     assert mapped == first
+
+
+def test_release_unmaps_idle_handles_and_the_next_sniff_loads_one_again() -> None:
+    """A quiet server closes its handles (nfsd/app.py ``_release_idle``): the database's
+    8 MiB mapping goes, and a file sniffed afterwards is still typed."""
+    sniffer = Sniffer()
+    assert sniffer.mime(b"hello\n") == "text/plain"
+    before = _databases_mapped()
+    assert before >= 1
+    assert sniffer.release() == 1
+    assert _databases_mapped() == before - 1
+    assert sniffer.release() == 0
+    assert sniffer.mime(b"%PDF-1.4\n") == "application/pdf"
+    assert _databases_mapped() == before

@@ -3,28 +3,42 @@
 Parsed with tree-sitter's C grammar: a real, error-tolerant parser, so macros, comments,
 strings and half-written code never confuse it the way regular expressions would.  Only the
 first 4 MiB of a file are parsed (enough for all but amalgamations).
+
+tree-sitter and the grammar are loaded at the first C file parsed, not with this module:
+only the index writer extracts, and they cost 1.5 MiB in every process that loads them
+(docs/design.rst, "Memory at rest").
 """
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import threading
-from typing import Iterable
-
-import tree_sitter
-import tree_sitter_c
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..fields import MAX_VALUE, ext_of
 from .interface import Content, Tier
 
+if TYPE_CHECKING:
+    import tree_sitter
+
 C_READ = 4 << 20
-_LANGUAGE = tree_sitter.Language(tree_sitter_c.language())
-_QUERY = tree_sitter.Query(_LANGUAGE, """
+_QUERY_TEXT = """
     (call_expression function: (identifier) @call)
     (preproc_include path: [(system_lib_string) (string_literal)] @include)
-""")
+"""
 _CONDITIONALS = {"preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef"}
 _DERIVED = {"pointer_declarator": False, "array_declarator": False, "function_declarator": True}
+
+
+@functools.cache
+def _grammar() -> tuple[Any, Any, Any]:
+    """(tree_sitter, the C language, the imports query), made at the first C file (two
+    threads at once may both make them: one pair is kept, the other dropped)."""
+    import tree_sitter
+    import tree_sitter_c
+    language = tree_sitter.Language(tree_sitter_c.language())
+    return tree_sitter, language, tree_sitter.Query(language, _QUERY_TEXT)
 
 
 class CSymbols:
@@ -42,15 +56,16 @@ class CSymbols:
     def extract(self, name: bytes, st: os.stat_result, content: Content | None) -> Iterable[tuple[bytes, bytes]]:
         if content is None:
             return []
+        ts, language, query = _grammar()
         parser = getattr(self._local, "parser", None)
         if parser is None:
-            parser = self._local.parser = tree_sitter.Parser(_LANGUAGE)
+            parser = self._local.parser = ts.Parser(language)
         root = parser.parse(content.head(C_READ)).root_node
         header = ext_of(name) == b"h"
         defined: set[bytes] = set()
         exports: set[bytes] = set()
         _top_level(root, header, defined, exports)
-        captures = tree_sitter.QueryCursor(_QUERY).captures(root)
+        captures = ts.QueryCursor(query).captures(root)
         imports = {_include_path(n.text or b"") for n in captures.get("include", [])}
         imports.update(n.text or b"" for n in captures.get("call", []))
         imports -= defined

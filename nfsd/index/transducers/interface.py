@@ -39,10 +39,27 @@ class Sniffer:
     """libmagic handles, each used by one thread at a time (a handle must not be shared while
     in use): as many as sniff at once, not one per thread that ever sniffed.  Each handle
     maps the 8 MiB database; one per thread of the pool left five mappings, 20 MiB of the
-    primary's RSS, where extraction runs at most ``EXTRACT_THREADS`` at a time."""
+    primary's RSS, where extraction runs at most ``EXTRACT_THREADS`` at a time.
+
+    An idle handle still holds the database's pages and 2.3 MiB of libmagic's own heap
+    (16 MiB of RSS for two): a quiet server lets them go (``release``) and the next file
+    sniffed loads one again (3 ms with the database in the page cache)."""
 
     def __init__(self) -> None:
         self._free: list[Any] = []  # idle handles (list.pop and append are atomic)
+
+    def release(self) -> int:
+        """Close the handles no thread is using (a handle in use goes back to the free list
+        after its sniff and stays until the next release); how many were closed.  Dropping
+        python-magic's last reference closes its handle (``magic_close``: the database is
+        unmapped); the heap libmagic freed goes back with the next ``malloc_trim``."""
+        closed = 0
+        while True:
+            try:
+                self._free.pop()
+            except IndexError:
+                return closed
+            closed += 1
 
     def mime(self, data: bytes) -> str:
         # python-magic (and libmagic) is imported at the first file sniffed, not with this

@@ -13,15 +13,16 @@ split where ``mailbox.mbox`` splits it (every line starting with ``From ``) and 
 first 16 MiB, up to 10,000 messages; a header block is cut at 64 KiB and each header value
 at 16 KiB; at most 1 MiB of header values is parsed per file; and at most 10,000 values are
 kept: a huge archive yields its early messages' values.
+
+``email`` is imported at the first message parsed, not with this module: only the index
+writer extracts, and the package costs 1.6 MiB in every process that imports it
+(docs/design.rst, "Memory at rest").
 """
 from __future__ import annotations
 
 import os
 import re
 import stat
-from email import policy
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import Iterable, Iterator
 
 from ..fields import ext_of
@@ -76,6 +77,8 @@ class MailHeaders:
 def message_fields(header_block: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     """The (field, value) pairs of one message's headers (a body after them is ignored),
     and how many bytes of header values were parsed for them."""
+    from email import policy
+    from email.parser import BytesHeaderParser
     message = BytesHeaderParser(policy=policy.default).parsebytes(header_block[:HEADER_BLOCK_MAX])
     senders: list[str] = []
     recipients: list[str] = []
@@ -111,6 +114,7 @@ def _parsed(name: str, raw: str) -> object:
     """A header value parsed by ``policy.default`` (a str subclass with ``.datetime`` for a
     date), or None when it is too broken for the parser (which records most problems as
     defects, but has been seen to raise on hostile input)."""
+    from email import policy
     try:
         return policy.default.header_factory(name, raw)
     except Exception:  # noqa: BLE001 - a broken header costs that header only
@@ -121,6 +125,7 @@ def _addresses(values: list[str]) -> list[bytes]:
     """The lower-cased addr-specs in address-list header values, group members included."""
     if not values:
         return []
+    from email.utils import getaddresses
     try:
         found = getaddresses(values)
     except Exception:  # noqa: BLE001 - RecursionError on nested comments, whatever else hostile input finds
