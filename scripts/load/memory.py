@@ -85,18 +85,18 @@ def plateau_rise(points: list[tuple[float, float]]) -> float:
 RISE_WINDOW = 2.0
 
 
-def still_rising(points: list[tuple[float, float]], min_slope: float) -> float | None:
+def still_rising(points: list[tuple[float, float]], min_slope: float, min_windows: int = 3) -> float | None:
     """The least slope, MiB a minute, over the windows of about ``RISE_WINDOW`` minutes that
     start at each point (from one point to the first at least that much later), when every
-    one of them rises faster than ``min_slope``; None when one does not (or there is no
-    window).  A leak raises every window; a high-water mark rises in a few and is flat in
-    the others."""
+    one of them rises faster than ``min_slope``; None when one does not, or when there are
+    fewer than ``min_windows``: one window is one step's, not a trend.  A leak raises every
+    window; a high-water mark rises in a few and is flat in the others."""
     slopes = []
     for i, (x1, y1) in enumerate(points):
         later = next(((x2, y2) for x2, y2 in points[i + 1:] if x2 - x1 >= RISE_WINDOW), None)
         if later is not None:
             slopes.append((later[1] - y1) / (later[0] - x1))
-    if not slopes or min(slopes) <= min_slope:
+    if len(slopes) < min_windows or min(slopes) <= min_slope:
         return None
     return min(slopes)
 
@@ -116,21 +116,19 @@ def anon_verdict(by_minute: dict[int, Memory | None], max_slope: float, max_rise
     * it ends more than ``max_rise`` MiB above where it started (``plateau_rise``): the
       steps of a high-water mark add up to a bounded amount, a leak's rise grows with the
       run; or
-    * it is still rising in the last third: every window of two minutes rises faster than
-      ``max_slope`` MiB a minute (``still_rising``): a leak too slow for the first test in
-      a short run, which a plateau's flat stretches never show."""
+    * it rises all along: every window of two minutes rises faster than ``max_slope`` MiB a
+      minute (``still_rising``, at least ``min_points`` windows): a leak too slow for the
+      first test in a short run, which a plateau's flat stretches never show."""
     points = [(float(m), mem.anon) for m, mem in sorted(by_minute.items()) if mem is not None]
     half = points[len(points) // 2:]
     if len(half) < min_points:
         return True, f"anon not judged ({len(half)} samples in the second half, {min_points} needed)"
     rise = plateau_rise(half)
-    third = points[-max(min_points, len(points) // 3):]
-    rising = still_rising(third, max_slope)
+    rising = still_rising(half, max_slope, min_points)
     flat = rise <= max_rise and rising is None
-    end = (f"still rising in the last third (every {RISE_WINDOW:.0f}-minute window, at least "
+    end = (f"rising all along (every {RISE_WINDOW:.0f}-minute window, at least "
            f"{rising:+.2f} MiB/min, limit {max_slope:.2f})" if rising is not None
-           else f"not rising in every {RISE_WINDOW:.0f}-minute window of the last third "
-                f"(limit {max_slope:.2f} MiB/min)")
+           else f"not rising in every {RISE_WINDOW:.0f}-minute window (limit {max_slope:.2f} MiB/min)")
     return flat, (f"anon {half[0][1]:.1f} -> {half[-1][1]:.1f} MiB over minutes {half[0][0] + 1:.0f}-"
                   f"{half[-1][0] + 1:.0f}, {rise:+.1f} MiB between its ends (limit {max_rise:.1f}), "
                   f"{end}: {'flat' if flat else 'GROWING'}")

@@ -50,8 +50,8 @@ FILE_SIZES = (4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 3 * MiB)
 REPORT_LAG_S = 20
 #: anonymous memory (every process summed) may end the second half of the soak at most this
 #: many MiB above where it started it (the heap's high-water steps), and may not rise faster
-#: than this many MiB a minute in every window of the last third; see ``anon_verdict`` and
-#: docs/design.rst ("The soak's anonymous-memory verdict")
+#: than this many MiB a minute in every two-minute window of the second half; see
+#: ``anon_verdict`` and docs/design.rst ("The soak's anonymous-memory verdict")
 ANON_RISE_MAX = 3.0
 ANON_SLOPE_MAX = 0.2
 
@@ -177,7 +177,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default %(default)s)")
     parser.add_argument("--max-anon-slope", type=float, default=ANON_SLOPE_MAX, metavar="MIB",
                         help="anonymous memory rising faster than this a minute in every two-minute window "
-                             "of the last third fails the soak (default %(default)s; <0: anonymous memory "
+                             "of the second half fails the soak (default %(default)s; <0: anonymous memory "
                              "not checked at all)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.nfs_rs_threads < 0 or min(args.mixed_clients, args.mixed_depth) < 1:
