@@ -11,8 +11,13 @@ on ``SIGUSR2``, writes into DIR
 * ``<name>-<n>.json``: the traced total, glibc's ``mallinfo2`` (heap in use and free) and
   the live objects counted by type (``gc.get_objects``),
 
-``name`` being ``w<slot>`` for a worker, ``main`` for a server of one process.  Unset, this
-module costs one environment look at start.
+``name`` being ``w<slot>`` for a worker, ``main`` for a server of one process.  With
+``PYSFSD_TRACEMALLOC_FRAMES=0`` nothing is traced (calls keep their speed, so a load keeps
+its rate): each signal writes the ``.json`` without the traced figures and the type counts,
+with the large records' buffer pool (protocol/record.py), and ``<name>-<n>.malloc.xml``,
+glibc's ``malloc_info``: the free chunks by size, which tells a heap that grew for live
+memory from one fragmented around it.  Unset, this module costs one environment look at
+start.
 """
 from __future__ import annotations
 
@@ -28,7 +33,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from protocol.record import buffer_stats
+
 ENV = "PYSFSD_TRACEMALLOC"
+FRAMES_ENV = "PYSFSD_TRACEMALLOC_FRAMES"
 #: frames kept per traced allocation: enough to see who called the allocating line
 FRAMES = 8
 #: types listed in the counts, most numerous first
@@ -43,17 +51,46 @@ class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
 
 
+_libc: Any = None  # looked up once: ``find_library`` runs ldconfig in a child process
+
+
+def _c_library() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return _libc
+
+
 def mallinfo() -> dict[str, int]:
     """glibc's heap figures (``arena`` bytes from the system, ``uordblks`` in use,
     ``fordblks`` free, ``hblkhd`` in mmapped blocks); empty where there is no mallinfo2."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        call = libc.mallinfo2
+        call = _c_library().mallinfo2
     except (OSError, AttributeError):
         return {}
     call.restype = _MallInfo2
     info = call()
     return {name: int(getattr(info, name)) for name in _MALLINFO2}
+
+
+def write_malloc_info(path: Path) -> bool:
+    """glibc's ``malloc_info`` (XML: each arena's free chunks by size, its system bytes)
+    into ``path``; False where there is none."""
+    try:
+        libc = _c_library()
+        fopen, malloc_info, fclose = libc.fopen, libc.malloc_info, libc.fclose
+    except (OSError, AttributeError):
+        return False
+    fopen.restype = ctypes.c_void_p
+    malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fclose.argtypes = [ctypes.c_void_p]
+    stream = fopen(os.fsencode(path), b"w")
+    if not stream:
+        return False
+    try:
+        return malloc_info(0, stream) == 0
+    finally:
+        fclose(stream)
 
 
 def type_counts(limit: int = TOP_TYPES) -> dict[str, int]:
@@ -72,21 +109,26 @@ class MemTrace:
         self.directory.mkdir(parents=True, exist_ok=True)
         stem = self.directory / f"{self.name}-{self.taken}"
         self.taken += 1
-        tracemalloc.take_snapshot().dump(f"{stem}.tracemalloc")
-        current, peak = tracemalloc.get_traced_memory()
-        figures: dict[str, Any] = {"pid": os.getpid(), "traced": current, "traced_peak": peak,
-                                   "mallinfo": mallinfo(), "types": type_counts()}
+        figures: dict[str, Any] = {"pid": os.getpid(), "mallinfo": mallinfo(), "buffers": buffer_stats()}
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(f"{stem}.tracemalloc")
+            figures["traced"], figures["traced_peak"] = tracemalloc.get_traced_memory()
+            figures["types"] = type_counts()
+        else:
+            write_malloc_info(Path(f"{stem}.malloc.xml"))
         Path(f"{stem}.json").write_text(json.dumps(figures, indent=1))
         return stem
 
 
 def install(loop: asyncio.AbstractEventLoop, name: str) -> MemTrace | None:
-    """With ``PYSFSD_TRACEMALLOC`` set: start tracing and answer SIGUSR2 with a snapshot."""
+    """With ``PYSFSD_TRACEMALLOC`` set: start tracing (unless ``PYSFSD_TRACEMALLOC_FRAMES``
+    is 0) and answer SIGUSR2 with a snapshot."""
     directory = os.environ.get(ENV, "")
     if not directory:
         return None
-    if not tracemalloc.is_tracing():
-        tracemalloc.start(FRAMES)
+    frames = int(os.environ.get(FRAMES_ENV) or FRAMES)
+    if frames > 0 and not tracemalloc.is_tracing():
+        tracemalloc.start(frames)
     trace = MemTrace(Path(directory), name)
     loop.add_signal_handler(signal.SIGUSR2, trace.take)
     return trace

@@ -92,12 +92,24 @@ class RecordBuffers:
         """Bytes kept (for memory accounting)."""
         return self._bytes
 
+    def stats(self) -> dict[str, int]:
+        """What the pool keeps now, for debugging (nfsd/memtrace.py): buffers and bytes
+        kept, and how many of them a record, reply or view still uses."""
+        in_use = [b for b in self._bufs if sys.getrefcount(b) > 3]  # + the list, b, the argument
+        return {"buffers": len(self._bufs), "bytes": self._bytes,
+                "in_use": len(in_use), "in_use_bytes": sum(len(b) for b in in_use)}
+
 
 def _buffers() -> RecordBuffers:
     pool = getattr(_scratch, "buffers", None)
     if pool is None:
         pool = _scratch.buffers = RecordBuffers()
     return pool
+
+
+def buffer_stats() -> dict[str, int]:
+    """``RecordBuffers.stats`` of this thread's pool (the event loop's)."""
+    return _buffers().stats()
 
 
 def trim_buffers() -> None:

@@ -28,11 +28,11 @@ from loadcli import REPO, doc_parser  # noqa: E402  (first: it sets the import p
 from driver import read_memory, server_pids  # noqa: E402
 from engine import server_memory_now  # noqa: E402
 from memory import Memory, anon_verdict  # noqa: E402
+from soak import ANON_RISE_MAX, ANON_SLOPE_MAX  # noqa: E402
 from servers import Pysfsd  # noqa: E402
 
 DEFAULT_ROOT = Path("/tmp/load/treechurn")
 DEFAULT_SOURCE = REPO / "nfsd"
-ANON_SLOPE_MAX = 0.2  # as soak.py's
 
 
 def source_tree(root: Path) -> tuple[list[str], list[tuple[str, bytes]]]:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         for t in threads:
             t.join(60)
-    flat, text = anon_verdict(memories, ANON_SLOPE_MAX)
+    flat, text = anon_verdict(memories, ANON_SLOPE_MAX, ANON_RISE_MAX)
     print(f"iterations {sum(counts)}; {text}; errors {len(errors)}" + "".join(f"\n  {e}" for e in errors[:10]))
     return 0 if flat and not errors else 1
 

@@ -48,3 +48,25 @@ def test_sigusr2_writes_a_snapshot_that_compares(monkeypatch: pytest.MonkeyPatch
     figures = json.loads((tmp_path / "snaps" / "w1-1.json").read_text())
     assert figures["pid"] == os.getpid() and figures["types"] and figures["traced"] > 1_000_000
     assert "uordblks" in figures["mallinfo"] or figures["mallinfo"] == {}   # glibc or not
+
+
+def test_with_no_frames_it_traces_nothing_and_writes_the_heap_figures(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path) -> None:
+    """PYSFSD_TRACEMALLOC_FRAMES=0: calls keep their speed, a snapshot is the heap's figures
+    (mallinfo2, malloc_info's free chunks, the large records' buffer pool)."""
+    monkeypatch.setenv(memtrace.ENV, str(tmp_path / "snaps"))
+    monkeypatch.setenv(memtrace.FRAMES_ENV, "0")
+    loop = asyncio.new_event_loop()
+    try:
+        trace = memtrace.install(loop, "w0")
+        assert trace is not None and not tracemalloc.is_tracing()
+        stem = trace.take()
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)
+        loop.close()
+    figures = json.loads(stem.with_suffix(".json").read_text())
+    assert "traced" not in figures and "types" not in figures
+    assert set(figures["buffers"]) == {"buffers", "bytes", "in_use", "in_use_bytes"}
+    assert not stem.with_suffix(".tracemalloc").exists()
+    if figures["mallinfo"]:  # glibc: its XML, one <heap> per arena
+        assert "<heap nr=\"0\">" in stem.with_suffix(".malloc.xml").read_text()

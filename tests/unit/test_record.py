@@ -291,3 +291,15 @@ def test_record_buffers_unused_between_two_trims_are_let_go() -> None:
     del busy
     pool.trim()
     assert pool.held == 0
+
+
+def test_record_buffers_stats_tell_the_buffers_in_use() -> None:
+    from protocol.record import RecordBuffers
+    pool = RecordBuffers(max_bytes=1 << 20)
+    busy, idle = pool.take(1000), pool.take(2000)
+    assert pool.stats() == {"buffers": 2, "bytes": 3000, "in_use": 2, "in_use_bytes": 3000}
+    view = memoryview(idle)[10:]  # a view keeps its buffer in use
+    del idle
+    assert pool.stats()["in_use"] == 2
+    del view, busy
+    assert pool.stats() == {"buffers": 2, "bytes": 3000, "in_use": 0, "in_use_bytes": 0}
