@@ -26,6 +26,10 @@ network namespace of its own, which the VM is started in).  ``--nconnect 2`` mou
 ``pysfsd-async@base``) run from another checkout: old code against new in the same run,
 interleaved (``git worktree add /tmp/base COMMIT``; the tree needs no venv of its own).
 
+``--guest-env KEY=VALUE`` passes bench.sh a parameter (``VM_KEY``): ``MOUNT_OPTS=acregmin=30``
+(more mount options), ``RM_AFTER=4`` (a pause before remove_3000): what showed that its GETATTRs
+come from the client's attribute cache timing out, whichever the server (docs/design.rst).
+
 ``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the server's pid, ``{out}`` by a
 file under the work directory named after server, round and phase) from the phase's begin
 mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
@@ -150,8 +154,10 @@ def serving(server: str, work: Path, tree: Path | None = None
 
 def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int | None,
              profiler: PhaseProfiler | None = None, label: str = "",
-             tree: Path | None = None) -> tuple[Phases, Calls, Rtts, Splits]:
-    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``)."""
+             tree: Path | None = None, guest_env: dict[str, str] | None = None
+             ) -> tuple[Phases, Calls, Rtts, Splits]:
+    """One boot of the VM running bench.sh against a fresh ``server`` (pysfsd from ``tree``),
+    with ``guest_env``'s parameters (``--guest-env``: bench.sh's VM_MOUNT_OPTS, VM_RM_AFTER)."""
     cpu: dict[tuple[str, str], dict[int, float] | None] = {}
     with serving(server, work, tree) as (export, port, mount_port, pid):
         def mark(args: list[str]) -> str:
@@ -163,7 +169,7 @@ def run_once(vm: ModuleType, server: str, work: Path, dd_mb: int, nconnect: int 
                 profiler.mark(when, phase, pid(), label)
             return ""
 
-        env = {"CPU_MARKS": "1", **({"NCONNECT": str(nconnect)} if nconnect else {})}
+        env = {**(guest_env or {}), "CPU_MARKS": "1", **({"NCONNECT": str(nconnect)} if nconnect else {})}
         result = vm.run_vm_test(port, str(export), mount_port=mount_port, workload=WORKLOAD, dd_mb=dd_mb,
                                 guest_env=env, host_actions={"cpu": mark}, echo=lambda _: None)
     if not result.passed:
@@ -313,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dd-mb", type=int, default=100)
     parser.add_argument("--nconnect", type=int, help="mount option nconnect=N")
+    parser.add_argument("--guest-env", action="append", default=[], metavar="KEY=VALUE",
+                        type=load_vm()._key_value, help="bench.sh parameter VM_KEY, e.g. MOUNT_OPTS=acregmin=30 "
+                        "or RM_AFTER=4 (repeatable)")
     parser.add_argument("--profile", metavar="PHASE:COMMAND",
                         help="run COMMAND ({pid}, {out} substituted) over PHASE, e.g. 'create_1000:strace -c -f -o {out} -p {pid}'")
     args = parser.parse_args(argv)
@@ -330,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in round_order(servers, rnd):
             t0 = time.monotonic()
             phases, calls[s], rtt, split = run_once(vm, s, work, args.dd_mb, args.nconnect, profiler, f"{s}-r{rnd + 1}",
-                                        trees.get(s.partition("@")[2]) if "@" in s else None)
+                                                    trees.get(s.partition("@")[2]) if "@" in s else None,
+                                                    dict(args.guest_env))
             results[s].append(phases)
             rtts[s].append(rtt)
             splits[s].append(split)

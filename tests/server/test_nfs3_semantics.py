@@ -487,6 +487,41 @@ def test_readdirplus_100k_entries(env):
         assert status == OK and res.object.data == e.name_handle.data
 
 
+def test_readdirplus_lookup_and_getattr_agree(env):
+    """A READDIRPLUS entry's attributes and handle are those LOOKUP and GETATTR give for the
+    same object, also for a listing served again after the directory and the objects changed
+    through the server (a WRITE, a SETATTR, a LINK and a REMOVE).  The Linux client compares
+    them: any difference (a time, a size, the link count) would mark the inode changed and
+    cost the next stat a GETATTR, which the VM's remove phase would show."""
+    rpc, d, path = env
+
+    def agree():
+        entries = [e for e in list_dir(rpc, d, plus=True) if e.name not in (b".", b"..")]
+        assert len(entries) == 5
+        for e in entries:
+            status, res = lookup(rpc, d, e.name)
+            assert status == OK, e.name
+            assert e.name_handle.data == res.object.data
+            assert e.name_attributes == res.obj_attributes == attrs(rpc, res.object.data), e.name
+
+    handles = [create_ok(rpc, d, f"f{i}".encode()) for i in range(4)]
+    mkdir_ok(rpc, d, b"sub")
+    agree()
+    status, _ = write(rpc, handles[0], 0, b"x" * 5000)
+    assert status == OK
+    status, _ = rpc.nfs(SETATTR, nfs3.SETATTR3args.cls(fh(handles[1]), sattr(mode=0o600), None))
+    assert status == OK
+    status, _ = rpc.nfs(LINK, nfs3.LINK3args.cls(fh(handles[2]), diropargs(d, b"f2-link")))
+    assert status == OK
+    status, _ = remove(rpc, d, b"f3")
+    assert status == OK
+    status, _ = remove(rpc, d, b"f2-link")  # f2's link count back to 1
+    assert status == OK
+    mkdir_ok(rpc, d, b"f3")  # 5 entries again: f0 f1 f2 sub and the directory f3
+    agree()
+    agree()  # the listing again, unchanged
+
+
 def test_hard_links_have_distinct_cookies(env):
     rpc, d, path = env
     create_ok(rpc, d, b"one")

@@ -4,7 +4,9 @@ tree), and nothing for a server without a twin."""
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -64,3 +66,24 @@ def test_rtt_table_means_per_call_over_all_rounds(compare_bench) -> None:
     assert rows[1] == ["stat", "rtt", "share", "20", "%", "25", "%"]  # 801 ms of 4 s; 250 of 1 s
     assert rows[2] == ["lookup", "1000/1000", "400", "420", "1000", "250", "260"]
     assert rows[3] == ["getattr", "2", "500", "500", "0", "-", "-"]
+
+
+def test_guest_env_reaches_the_workload(compare_bench, monkeypatch, tmp_path) -> None:
+    """``--guest-env`` parameters go to the guest with the CPU marks, which they cannot turn off."""
+    @contextmanager
+    def serving(server, work, tree=None):
+        yield tmp_path, 2049, 2049, lambda: None
+
+    seen: dict[str, str] = {}
+
+    class Vm:
+        @staticmethod
+        def run_vm_test(port, export, **kwargs):
+            seen.update(kwargs["guest_env"])
+            return SimpleNamespace(passed=True, lines=[(0.0, "INFO bench remove_3000 secs=2.50")])
+
+    monkeypatch.setattr(compare_bench, "serving", serving)
+    phases, *_ = compare_bench.run_once(Vm(), "pysfsd-async", tmp_path, 1, 2,
+                                        guest_env={"RM_AFTER": "4", "CPU_MARKS": "0"})
+    assert seen == {"RM_AFTER": "4", "CPU_MARKS": "1", "NCONNECT": "2"}
+    assert phases == {"remove_3000": (2.5, None)}
