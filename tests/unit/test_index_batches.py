@@ -14,6 +14,20 @@ from nfsd.index.transducers.builtin import default_transducers
 FILES = 300
 
 
+def transaction_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The write count of every index transaction committed from now on, in order."""
+    sizes: list[int] = []
+    commit = Writer.commit
+
+    def counted(w: Writer) -> int | None:
+        if w.is_open:
+            sizes.append(w.ops)
+        return commit(w)
+
+    monkeypatch.setattr(Writer, "commit", counted)
+    return sizes
+
+
 def test_scan_commits_every_batch_ops_writes(env: lmdb.Environment, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # one directory of FILES files: fewer entries than a CHUNK, so before the budget was
@@ -24,15 +38,7 @@ def test_scan_commits_every_batch_ops_writes(env: lmdb.Environment, tmp_path: Pa
         (root / f"f{i:03d}.txt").write_text(f"alpha beta{i % 7} gamma{i}\n")
     monkeypatch.setattr(scanner, "BATCH_OPS", 50)
     monkeypatch.setattr(scanner, "BATCH_SECONDS", 3600.0)  # only the write budget commits
-    sizes: list[int] = []
-    commit = Writer.commit
-
-    def counted(w: Writer) -> int | None:
-        if w.is_open:
-            sizes.append(w.ops)
-        return commit(w)
-
-    monkeypatch.setattr(Writer, "commit", counted)
+    sizes = transaction_sizes(monkeypatch)
     idx = Index(env, str(root), 1, transducers=default_transducers())
     try:
         stats = idx.scan(progress=False)
@@ -63,14 +69,6 @@ def test_flush_commits_every_flush_ops_writes(env: lmdb.Environment, tmp_path: P
     (root / "d").mkdir(parents=True)
     monkeypatch.setattr(scanner, "FLUSH_OPS", 50)
     monkeypatch.setattr(scanner, "BATCH_SECONDS", 3600.0)  # only the write budget commits
-    sizes: list[int] = []
-    commit = Writer.commit
-
-    def counted(w: Writer) -> int | None:
-        if w.is_open:
-            sizes.append(w.ops)
-        return commit(w)
-
     idx = Index(env, str(root), 1, transducers=default_transducers())
     try:
         idx.scan(progress=False)
@@ -82,7 +80,7 @@ def test_flush_commits_every_flush_ops_writes(env: lmdb.Environment, tmp_path: P
                 idx.note_created(d, path.name.encode(), path.stat())
             else:
                 idx.note_entry(d, path.name.encode())
-        monkeypatch.setattr(Writer, "commit", counted)
+        sizes = transaction_sizes(monkeypatch)  # the flush's, not the scan's
         assert idx.flush()
         assert max(sizes) <= 50 + 40  # one name's writes past the budget at most
         assert sum(sizes) > 5 * (50 + 40)  # many transactions, not one
