@@ -547,10 +547,11 @@ class Index:
                 for name in sorted(by_dir[d]):
                     if removed and (d, name) in removed:  # gone, as its ``lstat`` would say
                         self._gone(r, d, name)
-                        continue
-                    st = r.created.get((d, name)) if r.created else None  # (those of ``inos`` left out)
-                    if st is None or not r.add_created(fd, d, name, st):
-                        self._note_one(r, fd, d, name)
+                    else:
+                        st = r.created.get((d, name)) if r.created else None  # (those of ``inos`` left out)
+                        if st is None or not r.add_created(fd, d, name, st):
+                            self._note_one(r, fd, d, name)
+                    r.due()  # a create or remove storm's names: not all in one transaction
                 r.run_jobs(fd)
             finally:
                 os.close(fd)
