@@ -7,6 +7,7 @@ drop.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 KIB_PER_MIB = 1024
@@ -60,25 +61,16 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     minute for (minute, MiB).  None with fewer than two distinct x.  Kept for reading a
     series; the verdict (``anon_verdict``) no longer rests on it: a heap step in the middle
     of the window is spanned by more than half the pairs, and the median is the step's."""
-    pairs = sorted((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
-                   for x2, y2 in points[i + 1:] if x2 != x1)
-    if not pairs:
-        return None
-    mid = len(pairs) // 2
-    return pairs[mid] if len(pairs) % 2 else (pairs[mid - 1] + pairs[mid]) / 2
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    pairs = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
+             for x2, y2 in points[i + 1:] if x2 != x1]
+    return statistics.median(pairs) if pairs else None
 
 
 def plateau_rise(points: list[tuple[float, float]]) -> float:
     """How much higher the series ends than it starts, each end's level the median of its
     first (last) few points (a third of them, one to three): one odd sample moves neither."""
     k = max(1, min(3, len(points) // 3))
-    return _median([y for _, y in points[-k:]]) - _median([y for _, y in points[:k]])
+    return statistics.median(y for _, y in points[-k:]) - statistics.median(y for _, y in points[:k])
 
 
 #: minutes between the two ends of a window of ``still_rising``
