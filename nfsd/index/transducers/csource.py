@@ -14,7 +14,8 @@ import functools
 import os
 import stat
 import threading
-from typing import TYPE_CHECKING, Any, Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Iterable
 
 from ..fields import MAX_VALUE, ext_of
 from .interface import Content, Tier
@@ -32,7 +33,7 @@ _DERIVED = {"pointer_declarator": False, "array_declarator": False, "function_de
 
 
 @functools.cache
-def _grammar() -> tuple[Any, Any, Any]:
+def _grammar() -> tuple[ModuleType, tree_sitter.Language, tree_sitter.Query]:
     """(tree_sitter, the C language, the imports query), made at the first C file (two
     threads at once may both make them: one pair is kept, the other dropped)."""
     import tree_sitter
