@@ -23,7 +23,17 @@ from typing import Any, Callable
 QUIET_SHARE = 0.02
 
 
+_libc: Any = None  # looked up once: ``find_library`` runs ldconfig in a child process
 _malloc_trim: Any = None  # libc's, looked up at the first trim; False where there is none
+
+
+def c_library() -> Any:
+    """The C library (ctypes), loaded at the first call and shared: the heap's trim here,
+    its figures in nfsd/memtrace.py.  Raises OSError where it cannot be loaded."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return _libc
 
 
 def trim_heap() -> None:
@@ -32,7 +42,7 @@ def trim_heap() -> None:
     global _malloc_trim
     if _malloc_trim is None:
         try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            _malloc_trim = c_library().malloc_trim
         except (OSError, AttributeError):  # not glibc: nothing to give back this way
             _malloc_trim = False
     if _malloc_trim:

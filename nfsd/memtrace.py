@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
-import ctypes.util
 import gc
 import json
+import logging
 import os
 import signal
 import tracemalloc
@@ -35,12 +35,16 @@ from typing import Any
 
 from protocol.record import buffer_stats
 
+from .heaptrim import c_library
+
 ENV = "PYSFSD_TRACEMALLOC"
 FRAMES_ENV = "PYSFSD_TRACEMALLOC_FRAMES"
 #: frames kept per traced allocation: enough to see who called the allocating line
 FRAMES = 8
 #: types listed in the counts, most numerous first
 TOP_TYPES = 60
+
+log = logging.getLogger("pysfsd.memtrace")
 
 
 _MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
@@ -51,21 +55,11 @@ class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
 
 
-_libc: Any = None  # looked up once: ``find_library`` runs ldconfig in a child process
-
-
-def _c_library() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return _libc
-
-
 def mallinfo() -> dict[str, int]:
     """glibc's heap figures (``arena`` bytes from the system, ``uordblks`` in use,
     ``fordblks`` free, ``hblkhd`` in mmapped blocks); empty where there is no mallinfo2."""
     try:
-        call = _c_library().mallinfo2
+        call = c_library().mallinfo2
     except (OSError, AttributeError):
         return {}
     call.restype = _MallInfo2
@@ -77,7 +71,7 @@ def write_malloc_info(path: Path) -> bool:
     """glibc's ``malloc_info`` (XML: each arena's free chunks by size, its system bytes)
     into ``path``; False where there is none."""
     try:
-        libc = _c_library()
+        libc = c_library()
         fopen, malloc_info, fclose = libc.fopen, libc.malloc_info, libc.fclose
     except (OSError, AttributeError):
         return False
@@ -120,13 +114,26 @@ class MemTrace:
         return stem
 
 
+def _frames(text: str) -> int:
+    """``PYSFSD_TRACEMALLOC_FRAMES`` as a count; a value that is none (a typo in a debugging
+    variable must not stop a worker) gives the default, and the log says so."""
+    try:
+        frames = int(text)
+    except ValueError:
+        frames = -1
+    if frames < 0:
+        log.warning("%s=%r is not a count of frames (0 or more): %d used", FRAMES_ENV, text, FRAMES)
+        return FRAMES
+    return frames
+
+
 def install(loop: asyncio.AbstractEventLoop, name: str) -> MemTrace | None:
     """With ``PYSFSD_TRACEMALLOC`` set: start tracing (unless ``PYSFSD_TRACEMALLOC_FRAMES``
     is 0) and answer SIGUSR2 with a snapshot."""
     directory = os.environ.get(ENV, "")
     if not directory:
         return None
-    frames = int(os.environ.get(FRAMES_ENV) or FRAMES)
+    frames = _frames(os.environ.get(FRAMES_ENV) or str(FRAMES))
     if frames > 0 and not tracemalloc.is_tracing():
         tracemalloc.start(frames)
     trace = MemTrace(Path(directory), name)

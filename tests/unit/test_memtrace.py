@@ -70,3 +70,28 @@ def test_with_no_frames_it_traces_nothing_and_writes_the_heap_figures(monkeypatc
     assert not stem.with_suffix(".tracemalloc").exists()
     if figures["mallinfo"]:  # glibc: its XML, one <heap> per arena
         assert "<heap nr=\"0\">" in stem.with_suffix(".malloc.xml").read_text()
+
+
+@pytest.mark.parametrize("frames", ["eight", "-1", "2.5"])
+def test_a_frames_value_that_is_no_count_is_refused_with_a_message_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture, frames: str) -> None:
+    """A typo in a debugging variable must not take a worker down: the default depth is
+    used and the log says why."""
+    monkeypatch.setenv(memtrace.ENV, str(tmp_path / "snaps"))
+    monkeypatch.setenv(memtrace.FRAMES_ENV, frames)
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("WARNING"):
+            assert memtrace.install(loop, "w0") is not None
+        assert tracemalloc.is_tracing() and tracemalloc.get_traceback_limit() == memtrace.FRAMES
+        assert memtrace.FRAMES_ENV in caplog.text and repr(frames) in caplog.text
+    finally:
+        tracemalloc.stop()
+        loop.remove_signal_handler(signal.SIGUSR2)
+        loop.close()
+
+
+def test_the_c_library_is_looked_up_once_and_shared_with_the_heap_trim() -> None:
+    from nfsd import heaptrim
+    assert memtrace.mallinfo() == {} or memtrace.mallinfo()["arena"] > 0
+    assert heaptrim.c_library() is heaptrim.c_library()
