@@ -10,7 +10,11 @@ system's fsync that way), and its end arrives as an eventfd the loop watches lik
 one ``io_submit`` on the loop, one ``read`` and ``io_getevents`` when it is done.
 
 ``io_setup``, ``io_submit`` and ``io_getevents`` through ``ctypes`` (the x86-64 and arm64
-numbers below): no maintained binding on PyPI does only this.
+numbers below): no maintained binding on PyPI does only this.  Called keeping the GIL
+(``ctypes.PyDLL``): neither waits (an fsync's ``io_submit`` only queues it to the kernel's
+worker, ``io_getevents`` asks for at least none), and a ``CDLL`` call gives the GIL up
+around it, so in the primary, whose index thread is busy under a namespace load, the loop
+waited up to a switch interval to take it back, twice per fsync job.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import os
 import platform
 from typing import Callable
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.PyDLL(None, use_errno=True)  # the GIL kept: the calls made here never block
 _NUMBERS = {"x86_64": (206, 209, 208), "aarch64": (0, 2, 4)}  # io_setup, io_submit, io_getevents
 _IOCB_CMD_FSYNC = 2
 _IOCB_FLAG_RESFD = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import select
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -164,3 +165,32 @@ def test_the_table_covers_only_changes_made_before_an_fsync_began_and_completed(
     assert verdict == WAIT
     shared.finished(KEY, time.monotonic_ns(), ok=False)  # a failed fsync covers nothing
     assert other.claim(KEY, after)[0] == START
+
+
+def test_the_table_lock_excludes_another_process_until_let_go() -> None:
+    """The table's lock is a record lock across processes: one asking for it while another
+    holds it waits, and gets it once let go."""
+    table = SharedFsyncs.create(2)
+    table.attach(0)
+    done_r, done_w = os.pipe()
+    lock = table._locked()
+    lock.__enter__()
+    pid = os.fork()
+    if pid == 0:  # another worker: takes the lock, says so, lets it go
+        try:
+            with table._locked():
+                os.write(done_w, b"x")
+        finally:
+            os._exit(0)
+    try:
+        ready, _, _ = select.select([done_r], [], [], 0.3)
+        assert ready == []  # held here: the other process waits
+    finally:
+        lock.__exit__(None, None, None)
+    ready, _, _ = select.select([done_r], [], [], 30)
+    assert ready == [done_r] and os.read(done_r, 1) == b"x"
+    assert os.waitpid(pid, 0)[1] == 0
+    with table._locked():  # and this process takes it again at once
+        pass
+    os.close(done_r)
+    os.close(done_w)
