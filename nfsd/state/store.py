@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, NoReturn
 
 import lmdb
 
@@ -184,16 +184,23 @@ class Store:
         try:
             yield
         except lmdb.Error as exc:
-            if not is_full(exc, self.path):
-                raise
-            if not self.full:
-                self.full = True
-                log.warning("state store %s is full (%s): new objects get NFS3ERR_NOSPC until there "
-                            "is space again", self.path, exc)
-            raise StoreFull(str(exc)) from exc
+            self._write_failed(exc)
         if self.full:
-            self.full = False
-            log.warning("state store %s has space again", self.path)
+            self._went_through()
+
+    def _write_failed(self, exc: lmdb.Error) -> NoReturn:
+        """A write transaction failed: ``StoreFull`` if the store is full, else ``exc``."""
+        if not is_full(exc, self.path):
+            raise exc
+        if not self.full:
+            self.full = True
+            log.warning("state store %s is full (%s): new objects get NFS3ERR_NOSPC until there "
+                        "is space again", self.path, exc)
+        raise StoreFull(str(exc)) from exc
+
+    def _went_through(self) -> None:
+        self.full = False
+        log.warning("state store %s has space again", self.path)
 
     # -- exports and boots ----------------------------------------------------------------
     def export_id(self, export_path: str) -> int:
@@ -242,8 +249,7 @@ class Store:
                 and (self._alone is None or self._alone()) and self._append(later)):
             return
         try:
-            with self._objects_txn() as txn:
-                self._apply(txn, later.items())
+            self._write_objects(later.items())
         except StoreFull:
             pass
         except lmdb.Error:
@@ -355,22 +361,53 @@ class Store:
             self._fold_first()
         with self._journal_lock:
             with self.writing(), self.env.begin(write=True, db=self.objects) as txn:
-                journaled = self._journaled
-                self._apply(txn, journaled.items())
-                if journaled:
-                    txn.put(JOURNAL_GEN, str(self._journal_gen + 1).encode(), db=self.meta)
+                journaled = self._take_journal(txn)
                 yield txn
-            if journaled:
-                self._journaled = {}
-                self._journal_gen += 1
-                self._journal_size = _JOURNAL_HEAD.size
-                try:
-                    os.ftruncate(self._journal_fd, 0)
-                    os.write(self._journal_fd, _JOURNAL_HEAD.pack(self._journal_gen))
-                except OSError as exc:  # (a journal left behind is known by its old count)
-                    log.warning("state store %s: cannot empty the journal: %s", self.path, exc)
-            if self._journal_flag is not None:  # (under the lock: nothing appended since)
-                self._journal_flag.clear()
+            self._journal_taken(journaled)
+
+    def _write_objects(self, writes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """``_apply`` the writes in a transaction of ``_objects_txn``'s, without its two
+        generator context managers: the group commit at the end of every burst that changed
+        a place (a CREATE's, a REMOVE's tombstone; bursts are one or two calls under a
+        pipelined load, so about every call pays it), where they were 2.4 of the 9 µs."""
+        heeded = self._heeded
+        if heeded is not None and heeded.up():
+            self._fold_first()
+        with self._journal_lock:
+            try:
+                with self.env.begin(write=True, db=self.objects) as txn:
+                    journaled = self._take_journal(txn)
+                    self._apply(txn, writes)
+            except lmdb.Error as exc:
+                self._write_failed(exc)
+            if self.full:
+                self._went_through()
+            self._journal_taken(journaled)
+
+    def _take_journal(self, txn: lmdb.Transaction) -> dict[bytes, bytes | None]:
+        """In a write transaction on the handle table: what the journal holds goes in first
+        (so nothing older in it can later undo the transaction's writes), with the fold
+        count moved on (``_JOURNAL_HEAD``).  What it took."""
+        journaled = self._journaled
+        if journaled:
+            self._apply(txn, journaled.items())
+            txn.put(JOURNAL_GEN, str(self._journal_gen + 1).encode(), db=self.meta)
+        return journaled
+
+    def _journal_taken(self, journaled: dict[bytes, bytes | None]) -> None:
+        """After the commit that took in ``journaled`` (``_take_journal``), under the journal
+        lock: the journal is emptied."""
+        if journaled:
+            self._journaled = {}
+            self._journal_gen += 1
+            self._journal_size = _JOURNAL_HEAD.size
+            try:
+                os.ftruncate(self._journal_fd, 0)
+                os.write(self._journal_fd, _JOURNAL_HEAD.pack(self._journal_gen))
+            except OSError as exc:  # (a journal left behind is known by its old count)
+                log.warning("state store %s: cannot empty the journal: %s", self.path, exc)
+        if self._journal_flag is not None:  # (under the lock: nothing appended since)
+            self._journal_flag.clear()
 
     def fold_journal(self) -> None:
         """Put what the journal holds into LMDB now (the periodic sync, close, a follower's

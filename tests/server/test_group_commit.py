@@ -343,3 +343,24 @@ def test_a_journal_already_folded_is_not_taken_in_again_after_a_crash(tmp_path: 
     assert committed(state, 20) == "new"
     assert (state / "places.journal").stat().st_size > 8  # the folded records are still there
     assert found_after_restart(state, 20) == "new"
+
+
+def test_a_bursts_commit_on_a_full_store_keeps_nothing_and_raises_nothing(tmp_path: Path) -> None:
+    """``end_burst`` never raises: a full map drops the burst's places (a search finds them
+    again), marks the store full, and the first commit that goes through clears that."""
+    store = Store(str(tmp_path / "state"), map_size=1 << 20)
+    try:
+        store.begin_burst()
+        store.put_objects(1, [(1000 + i, 2, 7, b"f%04d" % i + b"x" * 200) for i in range(5000)], later=True)
+        store.end_burst()  # ~1.1 MiB of places: more than the map holds
+        assert store.full
+        assert committed(tmp_path / "state", 1000) == "none"
+        store.env.set_mapsize(64 << 20)
+        store.begin_burst()
+        store.put_objects(1, [(10, 2, 7, b"after")], later=True)
+        store.mark_deleted(1, 1000, later=True)
+        store.end_burst()
+        assert not store.full
+        assert committed(tmp_path / "state", 10) == "after"
+    finally:
+        store.close()
