@@ -306,18 +306,7 @@ def test_a_gathering_watcher_reads_at_once_again_after_a_quiet_spell(tmp_path: P
 # A burst of calls reads the gathered events (``TreeWatcher.on_burst``): not before the
 # period has passed since the last read, then at once, without waiting for the timer
 # (``late``), which reads what no burst came for; a burst with nothing gathered reads nothing.
-BURST_SCRIPT = CATCH_UP_SCRIPT[:CATCH_UP_SCRIPT.index("async def main")] + r'''
-import time
-
-
-async def noted(index, name, within):
-    deadline = time.monotonic() + within
-    while name not in index.notes:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
+BURST_SCRIPT = REARM_SCRIPT[:REARM_SCRIPT.index("async def main")] + r'''
 async def main(root):
     index = Index()
     gather, late = 0.5, 60.0
