@@ -85,7 +85,7 @@ _PASSES_SHIFT, _MAX_PASSES = 2, 63
 # and with one worker the echoes of a lone client's own changes cost one per period, not
 # an event-loop turn per call (docs/design.rst, "Eighth pass").
 WATCH_GATHER = 0.01
-# ... and read by the start of a call's burst once that period has passed; a timer reads
+# ... and read in a call's burst's loop turn once that period has passed; a timer reads
 # them after this long (seconds) only when no call came meanwhile (``TreeWatcher.on_burst``:
 # the 10 ms timer mostly fell due while a lone client's server slept, and woke it).
 WATCH_LATE = 0.05
@@ -500,7 +500,7 @@ class NfsServer:
                                   WATCH_GATHER, WATCH_LATE)
             if watcher.gather > 0:  # events it has not read yet are noted before each flush
                 fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
-                # ... and, once a period has passed, at the start of a burst of calls
+                # ... and, once a period has passed, in a burst of calls' loop turn
                 self.dispatcher.bursts.insert(0, (watcher.on_burst, _no_wait))
             task = loop.create_task(watcher.run())
             self._background.append(task)

@@ -103,15 +103,17 @@ class TreeWatcher:
 
     def on_burst(self) -> None:
         """A burst of calls starts on the event loop (``Dispatcher.bursts``): while events
-        gather, read them here once ``gather`` has passed, instead of on a timer of their
-        own.  Under a lone client's changes (the kernel client: a call, then the guest
-        thinks) the timer mostly fell due while the loop slept, and woke it for nothing
-        else; a burst's start is a turn the loop takes anyway, and the calls of that burst
-        then see the entry caches forget what changed behind the server's back first.  The
-        timer (``late``) still reads what no call comes to read."""
+        gather, read them in this loop turn once ``gather`` has passed, instead of on a
+        timer of their own.  Under a lone client's changes (the kernel client: a call, then
+        the guest thinks) the timer mostly fell due while the loop slept, and woke it for
+        nothing else; a burst is a turn the loop takes anyway.  The read is made after the
+        burst (``call_soon``: once its replies are written, before the loop sleeps), not
+        before its calls, whose latency it would add to.  The timer (``late``) still reads
+        what no call comes to read."""
         due = self._due
         if due and self._poll is not None and self._loop is not None and self._loop.time() >= due:
-            self._poll()
+            self._due = 0.0  # (once: the read sets the next period)
+            self._loop.call_soon(self._poll)
 
     def _read_pending(self) -> bool:
         """On the loop: read and note what the descriptor holds now (new directories are
@@ -171,9 +173,9 @@ class TreeWatcher:
         changes woke the loop once more for its own echo.  So an event after a quiet spell
         is read at once; then the descriptor is not watched, and a timer reads what queued
         meanwhile (identical events merged) every ``gather`` seconds, until a read finds
-        nothing and the descriptor is watched again.  While calls come, the start of a burst
-        makes that read once the period has passed (``on_burst``) and the timer, ``late``,
-        only reads what no call came to read.  One ``read`` per period while changes keep
+        nothing and the descriptor is watched again.  While calls come, a burst makes that
+        read in its loop turn, after its replies, once the period has passed (``on_burst``)
+        and the timer, ``late``, only reads what no call came to read.  One ``read`` per period while changes keep
         coming: no wake-up per event, and no ``epoll_ctl`` per period
         (uvloop's ``remove_reader`` and ``add_reader`` cost four system calls together)."""
         stopped: asyncio.Future[None] = loop.create_future()

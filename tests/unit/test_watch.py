@@ -304,8 +304,9 @@ def test_a_gathering_watcher_reads_at_once_again_after_a_quiet_spell(tmp_path: P
 
 
 # A burst of calls reads the gathered events (``TreeWatcher.on_burst``): not before the
-# period has passed since the last read, then at once, without waiting for the timer
-# (``late``), which reads what no burst came for; a burst with nothing gathered reads nothing.
+# period has passed since the last read, then in the burst's loop turn (after the burst:
+# the loop's next step takes it), without waiting for the timer (``late``), which reads
+# what no burst came for; a burst with nothing gathered reads nothing.
 BURST_SCRIPT = REARM_SCRIPT[:REARM_SCRIPT.index("async def main")] + r'''
 async def main(root):
     index = Index()
@@ -321,10 +322,12 @@ async def main(root):
     assert not await noted(index, b"second", 0.1), index.notes
     await asyncio.sleep(gather)
     assert b"second" not in index.notes              # no timer's read within ``late``
-    w.on_burst()                                     # the period has passed: read now
+    w.on_burst()                                     # the period has passed: read in this turn
+    await asyncio.sleep(0)
     assert b"second" in index.notes, index.notes
     await asyncio.sleep(gather)
     w.on_burst()                                     # nothing came: watched again...
+    await asyncio.sleep(0)
     os.mkfifo(os.path.join(root, "third"))
     assert await noted(index, b"third", 0.2 * gather), index.notes  # ...so read at once
     task.cancel()
