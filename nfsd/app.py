@@ -85,6 +85,10 @@ _PASSES_SHIFT, _MAX_PASSES = 2, 63
 # and with one worker the echoes of a lone client's own changes cost one per period, not
 # an event-loop turn per call (docs/design.rst, "Eighth pass").
 WATCH_GATHER = 0.01
+# ... and read in a call's burst's loop turn once that period has passed; a timer reads
+# them after this long (seconds) only when no call came meanwhile (``TreeWatcher.on_burst``:
+# the 10 ms timer mostly fell due while a lone client's server slept, and woke it).
+WATCH_LATE = 0.05
 #: While the index is idle the periodic flush (every 0.5 s) goes to the thread pool only
 #: every this many looks (``NfsServer._flush_periodically``).
 IDLE_MAINTAIN = 20
@@ -155,6 +159,11 @@ class _BriskSwitching:
 
 
 brisk_switching = _BriskSwitching()
+
+
+def _no_wait() -> None:
+    """A burst hook's end that nothing waits for."""
+    return None
 
 
 def _chained(first: Callable[[], None], then: Callable[[], None] | None) -> Callable[[], None]:
@@ -488,9 +497,11 @@ class NfsServer:
             watched = (Uncounted(index) if self.role is None else  # workers: see ``Uncounted``
                        Uncounted(index, functools.partial(entries.changed, fs.export_id)))
             watcher = TreeWatcher(fs.root_path, NotingIndex(watched, entries, fs.export_id), rescan,
-                                  WATCH_GATHER)
+                                  WATCH_GATHER, WATCH_LATE)
             if watcher.gather > 0:  # events it has not read yet are noted before each flush
                 fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
+                # ... and, once a period has passed, in a burst of calls' loop turn
+                self.dispatcher.bursts.insert(0, (watcher.on_burst, _no_wait))
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

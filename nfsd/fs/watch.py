@@ -37,11 +37,17 @@ EVENTS = (Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO | Mask.CLO
 
 
 class TreeWatcher:
-    def __init__(self, root: str, index: Any, rescan: Callable[[], None], gather: float = 0.0) -> None:
+    def __init__(self, root: str, index: Any, rescan: Callable[[], None], gather: float = 0.0,
+                 late: float | None = None) -> None:
         self.root = os.fsencode(os.path.realpath(root))
         # > 0: read events at most this often, letting them gather in between (see
         # ``_read_gathered``)
         self.gather = gather
+        # with ``gather``: how long gathered events wait for a timer's read when no call's
+        # burst reads them first (``on_burst``); at least ``gather``
+        self.late = gather if late is None else max(late, gather)
+        self._due = 0.0  # (loop time) gathering: a burst from then on reads the events
+        self._poll: Callable[[], None] | None = None  # the gathering read (``_read_gathered``)
         self.index = index
         # whether an entry is queued as created by the server itself (``Index.is_fresh``)
         self._is_fresh: Callable[[int, bytes], bool] | None = getattr(index, "is_fresh", None)
@@ -94,6 +100,20 @@ class TreeWatcher:
         except RuntimeError:
             return  # the loop is closed
         done.wait(timeout)
+
+    def on_burst(self) -> None:
+        """A burst of calls starts on the event loop (``Dispatcher.bursts``): while events
+        gather, read them in this loop turn once ``gather`` has passed, instead of on a
+        timer of their own.  Under a lone client's changes (the kernel client: a call, then
+        the guest thinks) the timer mostly fell due while the loop slept, and woke it for
+        nothing else; a burst is a turn the loop takes anyway.  The read is made after the
+        burst (``call_soon``: once its replies are written, before the loop sleeps), not
+        before its calls, whose latency it would add to.  The timer (``late``) still reads
+        what no call comes to read."""
+        due = self._due
+        if due and self._poll is not None and self._loop is not None and self._loop.time() >= due:
+            self._due = 0.0  # (once: the read sets the next period)
+            self._loop.call_soon(self._poll)
 
     def _read_pending(self) -> bool:
         """On the loop: read and note what the descriptor holds now (new directories are
@@ -153,18 +173,24 @@ class TreeWatcher:
         changes woke the loop once more for its own echo.  So an event after a quiet spell
         is read at once; then the descriptor is not watched, and a timer reads what queued
         meanwhile (identical events merged) every ``gather`` seconds, until a read finds
-        nothing and the descriptor is watched again.  A timer and one ``read`` per period
-        while changes keep coming: no wake-up per event, and no ``epoll_ctl`` per period
+        nothing and the descriptor is watched again.  While calls come, a burst makes that
+        read in its loop turn, after its replies, once the period has passed (``on_burst``)
+        and the timer, ``late``, only reads what no call came to read.  One ``read`` per period while changes keep
+        coming: no wake-up per event, and no ``epoll_ctl`` per period
         (uvloop's ``remove_reader`` and ``add_reader`` cost four system calls together)."""
         stopped: asyncio.Future[None] = loop.create_future()
         timer: asyncio.TimerHandle | None = None
 
         def poll() -> None:
             nonlocal timer
-            timer = None
+            if timer is not None:  # (a burst's read comes first: ``on_burst``)
+                timer.cancel()
+                timer = None
+            self._due = 0.0
             try:
                 if self._read_pending():
-                    timer = loop.call_later(self.gather, poll)
+                    self._due = loop.time() + self.gather
+                    timer = loop.call_later(self.late, poll)
                 else:
                     loop.add_reader(fd, readable)
             except Exception as exc:  # the descriptor failed: the watcher stops, as run() says
@@ -176,9 +202,11 @@ class TreeWatcher:
             poll()
 
         loop.add_reader(fd, readable)
+        self._poll = poll
         try:
             await stopped
         finally:
+            self._poll, self._due = None, 0.0
             if timer is not None:
                 timer.cancel()
             loop.remove_reader(fd)

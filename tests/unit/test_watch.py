@@ -303,6 +303,46 @@ def test_a_gathering_watcher_reads_at_once_again_after_a_quiet_spell(tmp_path: P
     run_in_a_child(REARM_SCRIPT, tmp_path)
 
 
+# A burst of calls reads the gathered events (``TreeWatcher.on_burst``): not before the
+# period has passed since the last read, then in the burst's loop turn (after the burst:
+# the loop's next step takes it), without waiting for the timer (``late``), which reads
+# what no burst came for; a burst with nothing gathered reads nothing.
+BURST_SCRIPT = REARM_SCRIPT[:REARM_SCRIPT.index("async def main")] + r'''
+async def main(root):
+    index = Index()
+    gather, late = 0.5, 60.0
+    w = TreeWatcher(root, index, lambda: None, gather, late)
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.ready.wait(), 10)
+    w.on_burst()                                     # nothing gathered: nothing to do
+    os.mkfifo(os.path.join(root, "first"))
+    assert await noted(index, b"first", 1.0), index.notes      # after a quiet spell: at once
+    os.mkfifo(os.path.join(root, "second"))
+    w.on_burst()                                     # within the period: left to gather
+    assert not await noted(index, b"second", 0.1), index.notes
+    await asyncio.sleep(gather)
+    assert b"second" not in index.notes              # no timer's read within ``late``
+    w.on_burst()                                     # the period has passed: read in this turn
+    await asyncio.sleep(0)
+    assert b"second" in index.notes, index.notes
+    await asyncio.sleep(gather)
+    w.on_burst()                                     # nothing came: watched again...
+    await asyncio.sleep(0)
+    os.mkfifo(os.path.join(root, "third"))
+    assert await noted(index, b"third", 0.2 * gather), index.notes  # ...so read at once
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    w.on_burst()                                     # stopped: nothing to read, no error
+    print("ok")
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_burst_reads_what_a_gathering_watcher_holds_once_the_period_passed(tmp_path: Path) -> None:
+    run_in_a_child(BURST_SCRIPT, tmp_path)
+
+
 def test_a_new_directory_costs_its_own_subtree_not_every_watch(tmp_path: Path) -> None:
     run_in_a_child(SCRIPT_NEW_DIR_COST, tmp_path)
 
