@@ -174,10 +174,11 @@ class TreeWatcher:
         is read at once; then the descriptor is not watched, and a timer reads what queued
         meanwhile (identical events merged) every ``gather`` seconds, until a read finds
         nothing and the descriptor is watched again.  While calls come, a burst makes that
-        read in its loop turn, after its replies, once the period has passed (``on_burst``)
-        and the timer, ``late``, only reads what no call came to read.  One ``read`` per period while changes keep
-        coming: no wake-up per event, and no ``epoll_ctl`` per period
-        (uvloop's ``remove_reader`` and ``add_reader`` cost four system calls together)."""
+        read in its loop turn, after its replies, once the period has passed (``on_burst``),
+        and the timer, ``late``, only reads what no call came to read.  One ``read`` per
+        period while changes keep coming: no wake-up per event, and no ``epoll_ctl`` per
+        period (uvloop's ``remove_reader`` and ``add_reader`` cost four system calls
+        together)."""
         stopped: asyncio.Future[None] = loop.create_future()
         timer: asyncio.TimerHandle | None = None
 

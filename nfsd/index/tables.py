@@ -148,6 +148,10 @@ def _decode_tier(blob: bytes) -> frozenset[bytes]:
     return frozenset(field + b"\0" + value for field, value in zip(parts, parts))
 
 
+#: A tier's keys: field NUL value, each followed by the NUL before the next or the tier's end
+_KEY_PAIRS = re.compile(rb"([^\0]*\0[^\0]*)(?:\0|\Z)")
+
+
 def posted_keys(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
     """Every posting key of an encoded attrs record (both tiers), and those of them that
     are placed (``is_placed``), with no set built: what a removal deletes
@@ -161,10 +165,6 @@ def posted_keys(raw: bytes | None) -> tuple[list[bytes], list[bytes]]:
     if len(raw) > 4 + n:
         keys += _KEY_PAIRS.findall(raw, 4 + n)
     return keys, [k for k in keys if k.startswith(_PLACED_PREFIXES) or k == _NO_EXT_KEY]
-
-
-#: A tier's keys: field NUL value, each followed by the NUL before the next or the tier's end
-_KEY_PAIRS = re.compile(rb"([^\0]*\0[^\0]*)(?:\0|\Z)")
 
 
 def field_values(raw: bytes, field: bytes) -> list[bytes]:
