@@ -1,6 +1,7 @@
 """scripts/benchmarks/bench_lone_think.py's arithmetic: the latency summary (is a mean a slow
 median or a few slow calls), the histogram, the per-call timeline file, and ``--jobs``:
-which of the server's own jobs (scripts/benchmarks/jobtrace's logs) a slow call overlapped."""
+which of the server's own jobs (scripts/benchmarks/jobtrace's logs) a slow call overlapped,
+and what CPU those jobs spent among the calls."""
 from __future__ import annotations
 
 import runpy
@@ -78,6 +79,24 @@ def test_slow_calls_are_put_to_the_job_that_ran_meanwhile_or_to_whoever_waited(b
     assert found["server waited for a CPU"] == (1, pytest.approx(1e-3))
     assert found["no job of the server's"] == (8, pytest.approx(0.5e-3))
     assert sum(count for count, _ in found.values()) == len(calls)
+
+
+def test_job_cpu_sums_the_jobs_that_began_among_the_calls_by_kind(bench, tmp_path: Path) -> None:
+    call = bench.Call
+    calls = [call(200.0, 12, 300e-6, 0.0), call(200.5, 12, 300e-6, 0.0), call(201.0, 12, 500e-6, 0.0)]
+    (tmp_path / "jobs-7.log").write_text(
+        "7 pysfsd-io_0 flush 199.9 199.91 900.0\n"          # before the first call: not counted
+        "7 pysfsd-io_0 flush 200.2 200.21 1500.5\n"
+        "7 pysfsd-io_0 flush 200.7 200.72 2500.0\n"
+        "7 pysfsd-io_1 store-sync 201.0004 201.003 600.0\n"  # began before the last call ended
+        "7 pysfsd-io_0 flush 201.001 201.01 700.0\n"          # after it ended: not counted
+        "7 MainThread serve 200.5 200.5003 40\n"              # a serve's figure is its run delay
+        "7 MainThread gc1 200.6 200.601\n")                   # (a collection: no CPU logged)
+    (tmp_path / "jobs-8.log").write_text("8 pysfsd-io_0 inbox 200.3 200.3003 250.0\n")
+    found = bench.job_cpu(calls, tmp_path)
+    assert found == {"flush": (2, pytest.approx(4000.5e-6)), "store-sync": (1, pytest.approx(600e-6)),
+                     "inbox": (1, pytest.approx(250e-6))}
+    assert bench.job_cpu([], tmp_path) == {}
 
 
 def test_paired_ratio_is_the_median_of_each_rounds_own_ratio(bench) -> None:

@@ -6,9 +6,10 @@ process (``python -m nfsd``) with PYSFSD_JOBTRACE=DIR set, it wraps the jobs tha
 the calls -- the periodic index flush (``maintain``), the handle table's sync, the idle-fd
 detacher, the watcher's reads, the writer's inbox, garbage collections -- and the transport's
 ``_serve`` (the calls of one read), and appends one line per run to DIR/jobs-PID.log:
-``pid thread kind start end [run delay us]`` (wall-clock seconds; a serve's run delay: how
-long its thread waited on a run queue since the previous serve ended -- woken by the call,
-and serving it -- from its schedstat).  Measurement only:
+``pid thread kind start end [run delay us | CPU us]`` (wall-clock seconds; a serve's run
+delay: how long its thread waited on a run queue since the previous serve ended -- woken by
+the call, and serving it -- from its schedstat; a job's CPU: its thread's, ``thread_time``,
+so a flush that waited for the GIL or a disk counts only what it computed).  Measurement only:
 the wrappers cost a few microseconds a call, and they name methods of the tree they run in.
 """
 from __future__ import annotations
@@ -69,13 +70,13 @@ def _timed(cls: type, name: str, kind: str) -> None:
 
     @functools.wraps(original)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        start = time.time()
+        start, cpu = time.time(), time.thread_time()
         try:
             return original(*args, **kwargs)
         finally:
             end = time.time()
             if end - start >= MIN_JOB_SECONDS:
-                emit(kind, start, end)
+                emit(kind, start, end, "%.1f" % ((time.thread_time() - cpu) * 1e6))
     setattr(cls, name, timed)
 
 
