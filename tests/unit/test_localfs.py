@@ -550,18 +550,24 @@ def test_a_new_inodes_place_is_written_without_reading_the_old_one(fs, tmp_path,
     fresh.close()
 
 
+def _flat_export(tmp_path, files: int, max_nodes: int) -> LocalFS:
+    """A LocalFS over an export of ``files`` empty files f0, f1... and a node cache of
+    ``max_nodes``; the caller closes it and its ``store``."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for i in range(files):
+        (exp / f"f{i}").write_bytes(b"")
+    return LocalFS(str(exp), 1, Store(str(tmp_path / "state")), max_nodes=max_nodes)
+
+
 def test_places_kept_beside_other_workers_are_bounded_by_the_node_cache(tmp_path):
     """With other workers writing the handle table, ``_recorded`` serves only LOOKUP's fast
     path to a cached node, and a file another worker removes never leaves it: under the
     soak it grew ~230 bytes a file for hours (bounded only at a million).  Now at most
     ``PLACES_PER_NODE`` per cached node, and the fast path still finds a cached node."""
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    for i in range(300):
-        (exp / f"f{i}").write_bytes(b"")
-    store = Store(str(tmp_path / "state"))
-    f = LocalFS(str(exp), 1, store, max_nodes=16)
+    f = _flat_export(tmp_path, 300, max_nodes=16)
     f.sole_writer = False
+    store = f.store
     try:
         root = f.root
         for i in range(300):
@@ -579,12 +585,8 @@ def test_a_lookup_that_finds_a_cached_node_marks_it_recently_used(tmp_path):
     """The fast path of ``lookup_attrs`` finds a cached node and moves it to the recent end
     of the node cache under one hold of the lock (no ``_remember``): it outlives nodes
     cached after it was first looked up.  (Guards the behaviour the base had.)"""
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    for i in range(5):
-        (exp / f"f{i}").write_bytes(b"")
-    store = Store(str(tmp_path / "state"))
-    f = LocalFS(str(exp), 1, store, max_nodes=4)
+    f = _flat_export(tmp_path, 5, max_nodes=4)
+    store = f.store
     try:
         first = [f.lookup(f.root, b"f%d" % i) for i in range(4)]
         again, st = f.lookup_attrs(f.root, b"f0")
