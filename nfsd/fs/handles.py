@@ -32,9 +32,9 @@ def pack_real(export_id: int, ino: int, gen: int) -> bytes:
     return _REAL.pack(HANDLE_VERSION, KIND_REAL, export_id, ino, gen & 0xFFFFFFFF)
 
 
-#: ``pack_real`` without its Python frame, for the per-call path (a lone call runs with
-#: cold caches, where a frame costs ~1 us): ``(HANDLE_VERSION, KIND_REAL, export_id, ino,
-#: gen & 0xFFFFFFFF)``
+#: ``pack_real`` without its Python function, for LOOKUP's path (a lone call runs with cold
+#: caches, where every helper's code costs: design.rst, "cold calls"): ``(HANDLE_VERSION,
+#: KIND_REAL, export_id, ino, gen & 0xFFFFFFFF)``
 pack_real_fields = _REAL.pack
 
 

@@ -466,9 +466,9 @@ class LocalFS:
         """``lookup``, and the attributes it read of the object (LOOKUP's reply: no second
         ``fstat`` of what the look-up has just stat-ed; None for ``.`` and ``..``)."""
         # Every LOOKUP runs this, and a lone client's calls find the caches cold, where each
-        # Python frame costs about a microsecond (design.rst, "cold calls"): the checks are
-        # written out (``is_dir``, ``check_name`` only to raise, ``pack_real``) and a cached
-        # node is found and marked used under one hold of the lock (not ``_remember``).
+        # helper's code and objects cost about a microsecond (design.rst, "cold calls"): the
+        # checks are written out (``is_dir``, ``check_name`` only to raise, ``pack_real``) and
+        # a cached node is found and marked used under one hold of the lock (not ``_remember``).
         if d.mode & _S_IFMT != _S_IFDIR:
             raise NfsError(nfsstat3.NFS3ERR_NOTDIR)
         if name == b".":

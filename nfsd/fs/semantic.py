@@ -525,7 +525,7 @@ class SemanticFS:
             except FileNotFoundError:
                 if name[-1:] != b":" and not name.startswith(LAB_PREFIX):
                     raise  # no query name (``_query_name``'s own tests, first): the VM's
-                    # LOOKUP before each create, answered without two more frames run cold
+                    # LOOKUP before each create, answered without two more functions run cold
                 v = self._query_name(d, name)
                 if v is None:
                     raise

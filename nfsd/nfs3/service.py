@@ -322,8 +322,8 @@ class Nfs3Service:
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         # (the result built with tuple.__new__ and the directory's attributes read here, not
-        # through ``_attr``: three Python frames fewer on the VM's most frequent call, which
-        # comes alone and finds the caches cold: design.rst, "cold calls")
+        # through ``_attr``: three Python functions fewer on the VM's most frequent call,
+        # which comes alone and finds the caches cold: design.rst, "cold calls")
         what = a.what
         fs, d = self.resolve(what.dir.data)
         try:
