@@ -32,6 +32,12 @@ def pack_real(export_id: int, ino: int, gen: int) -> bytes:
     return _REAL.pack(HANDLE_VERSION, KIND_REAL, export_id, ino, gen & 0xFFFFFFFF)
 
 
+#: ``pack_real`` without its Python function, for LOOKUP's path (a lone call runs with cold
+#: caches, where every helper's code costs: design.rst, "cold calls"): ``(HANDLE_VERSION,
+#: KIND_REAL, export_id, ino, gen & 0xFFFFFFFF)``
+pack_real_fields = _REAL.pack
+
+
 def handle_kind(fh: bytes) -> tuple[int, int]:
     """(kind, export_id) of a handle; BADHANDLE if it cannot be one of ours."""
     if len(fh) < _PREFIX.size or len(fh) > NFS3_FHSIZE:

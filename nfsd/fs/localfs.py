@@ -42,7 +42,7 @@ from .late_close import LateClose
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
 from ..nfs3.errors import NfsError, NfsPending
-from .handles import pack_real, unpack_real
+from .handles import HANDLE_VERSION, KIND_REAL, pack_real, pack_real_fields, unpack_real
 from .searchgate import SearchGate
 from .searchslices import ABSENT, SearchSlices
 from ..state.store import Store, StoreFull
@@ -52,6 +52,7 @@ AT_FDCWD = -100
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
 MAX_NAME = 255
+_S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR  # (the file type bits: S_IFMT as a mask)
 PLACES_MAX = 1_000_000  # inodes' places a sole writer remembers (~230 bytes each; ``_keep_place``)
 PLACES_PER_NODE = 2     # ... and one of several workers, per cached node
 MAX_DEPTH = 4096
@@ -464,23 +465,31 @@ class LocalFS:
     def lookup_attrs(self, d: Node, name: bytes) -> tuple[Node, os.stat_result | None]:
         """``lookup``, and the attributes it read of the object (LOOKUP's reply: no second
         ``fstat`` of what the look-up has just stat-ed; None for ``.`` and ``..``)."""
-        if not d.is_dir:
+        # Every LOOKUP runs this, and a lone client's calls find the caches cold, where each
+        # helper's code and objects cost about a microsecond (design.rst, "cold calls"): the
+        # checks are written out (``is_dir``, ``check_name`` only to raise, ``pack_real``) and
+        # a cached node is found and marked used under one hold of the lock (not ``_remember``).
+        if d.mode & _S_IFMT != _S_IFDIR:
             raise NfsError(nfsstat3.NFS3ERR_NOTDIR)
         if name == b".":
             return d, None
         if name == b"..":
             return self.parent_of(d), None
-        check_name(name)
+        if not name or b"/" in name or b"\0" in name or len(name) > MAX_NAME:
+            check_name(name)  # (raises)
         # Fast path: an object already open under this very name needs no new descriptor.
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
         # (this process's own record is enough here, other workers or not: a cached node holds
         # its inode open, so that number cannot have been reused for another object)
         rec = self._recorded.get(st.st_ino)
         if rec is not None and rec[0] == d.ino and rec[2] == name:
+            fh = pack_real_fields(HANDLE_VERSION, KIND_REAL, self.export_id, st.st_ino, rec[1] & 0xFFFFFFFF)
+            nodes = self._nodes
             with self._lock:
-                cached = self._nodes.get(pack_real(self.export_id, st.st_ino, rec[1]))
-            if cached is not None and cached.mode == st.st_mode:
-                return self._remember(cached), st
+                cached = nodes.get(fh)
+                if cached is not None and cached.mode == st.st_mode:
+                    nodes.move_to_end(fh)  # recently used (as ``_remember``)
+                    return cached, st
         fd = os.open(name, O_PATH_FLAGS, dir_fd=d.fd)
         st = os.stat(fd)
         return self._adopt(fd, st, d.ino, name), st

@@ -550,18 +550,24 @@ def test_a_new_inodes_place_is_written_without_reading_the_old_one(fs, tmp_path,
     fresh.close()
 
 
+def _flat_export(tmp_path, files: int, max_nodes: int) -> LocalFS:
+    """A LocalFS over an export of ``files`` empty files f0, f1... and a node cache of
+    ``max_nodes``; the caller closes it and its ``store``."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for i in range(files):
+        (exp / f"f{i}").write_bytes(b"")
+    return LocalFS(str(exp), 1, Store(str(tmp_path / "state")), max_nodes=max_nodes)
+
+
 def test_places_kept_beside_other_workers_are_bounded_by_the_node_cache(tmp_path):
     """With other workers writing the handle table, ``_recorded`` serves only LOOKUP's fast
     path to a cached node, and a file another worker removes never leaves it: under the
     soak it grew ~230 bytes a file for hours (bounded only at a million).  Now at most
     ``PLACES_PER_NODE`` per cached node, and the fast path still finds a cached node."""
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    for i in range(300):
-        (exp / f"f{i}").write_bytes(b"")
-    store = Store(str(tmp_path / "state"))
-    f = LocalFS(str(exp), 1, store, max_nodes=16)
+    f = _flat_export(tmp_path, 300, max_nodes=16)
     f.sole_writer = False
+    store = f.store
     try:
         root = f.root
         for i in range(300):
@@ -573,3 +579,39 @@ def test_places_kept_beside_other_workers_are_bounded_by_the_node_cache(tmp_path
     finally:
         f.close()
         store.close()
+
+
+def test_a_lookup_that_finds_a_cached_node_marks_it_recently_used(tmp_path):
+    """The fast path of ``lookup_attrs`` finds a cached node and moves it to the recent end
+    of the node cache under one hold of the lock (no ``_remember``): it outlives nodes
+    cached after it was first looked up.  (Guards the behaviour the base had.)"""
+    f = _flat_export(tmp_path, 5, max_nodes=4)
+    store = f.store
+    try:
+        first = [f.lookup(f.root, b"f%d" % i) for i in range(4)]
+        again, st = f.lookup_attrs(f.root, b"f0")
+        assert again is first[0] and st.st_ino == first[0].ino
+        f.lookup(f.root, b"f4")  # one too many: the least recently used goes, f1, not f0
+        assert f.cached(first[0].fh) is first[0]
+        assert f.cached(first[1].fh) is None
+    finally:
+        f.close()
+        store.close()
+
+
+@pytest.mark.parametrize("name, status", [
+    (b"", nfsstat3.NFS3ERR_ACCES), (b"a/b", nfsstat3.NFS3ERR_ACCES), (b"nul\0", nfsstat3.NFS3ERR_ACCES),
+    (b"n" * 256, nfsstat3.NFS3ERR_NAMETOOLONG)])
+def test_lookup_refuses_what_is_not_one_name(fs, name, status):
+    """``lookup_attrs`` tests a name inline and calls ``check_name`` only to raise: the
+    statuses are ``check_name``'s."""
+    with pytest.raises(NfsError) as err:
+        fs.lookup_attrs(fs.root, name)
+    assert err.value.status == status
+
+
+def test_lookup_in_a_file_is_notdir(fs, tmp_path):
+    (tmp_path / "exp" / "file").write_bytes(b"")
+    with pytest.raises(NfsError) as err:
+        fs.lookup_attrs(fs.lookup(fs.root, b"file"), b"x")
+    assert err.value.status == nfsstat3.NFS3ERR_NOTDIR
