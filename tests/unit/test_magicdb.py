@@ -159,3 +159,25 @@ def test_a_killed_process_s_databases_are_swept(tmp_path: Path, monkeypatch: pyt
         assert not stale.exists() and alive.exists()
     finally:
         narrow.close()
+
+
+def test_the_files_go_with_the_object_and_with_a_release() -> None:
+    """Many indexes live and die in one process (the tests, ``pysfsd index``): none leaves
+    its narrowed databases behind (``Index.close`` releases its sniffer)."""
+    import gc
+
+    narrow = magicdb.NarrowDatabases()
+    assert narrow.path(ord("l")) is not None
+    directory = narrow._dir
+    assert directory is not None and os.path.isdir(directory)
+    del narrow
+    gc.collect()
+    assert not os.path.exists(directory)
+
+    sniffer = Sniffer()
+    assert sniffer.mime(b"line 1\n") == "text/plain"
+    assert sniffer._narrow is not None
+    directory = sniffer._narrow._dir
+    assert directory is not None and os.path.isdir(directory)
+    sniffer.release()
+    assert not os.path.exists(directory)

@@ -34,6 +34,7 @@ import struct
 import sys
 import tempfile
 import threading
+import weakref
 
 ENTRY = 376           # sizeof(struct magic), database format 18 (file 5.40 and later)
 MAGICNO = 0xF11E041C
@@ -190,6 +191,7 @@ class NarrowDatabases:
         self._dir: str | None = None
         self._sources: list[_Source | str] | None = None  # per component of the path
         self._paths: dict[int, str] = {}
+        self._remove: weakref.finalize | None = None
         self.broken = False  # the database could not be narrowed: the full one answers
 
     def path(self, first: int) -> str | None:
@@ -212,6 +214,8 @@ class NarrowDatabases:
         if self._sources is None:
             _sweep()
             self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+            # gone with this object or at exit too (``_sweep`` covers a killed process)
+            self._remove = weakref.finalize(self, shutil.rmtree, self._dir, True)
             self._sources = []
             for i, part in enumerate((self._path or default_path()).split(":")):
                 compiled = part if part.endswith(".mgc") else part + ".mgc"
@@ -236,8 +240,9 @@ class NarrowDatabases:
         """Forget the narrowed databases and remove their files (handles loaded from them
         hold their own copies)."""
         with self._lock:
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
+            if self._remove is not None:
+                self._remove()
+            self._remove = None
             for source in self._sources or ():
                 if isinstance(source, _Source):
                     source.close()
