@@ -29,11 +29,12 @@ from nfsd.index.transducers.interface import Sniffer  # noqa: E402
 ROOTS = "/etc,/usr/share/doc,/usr/share/perl,/usr/share/misc,/usr/share/man,/usr/lib/python3.11,/usr/include"
 
 
-def plain_heads(roots: list[str]) -> list[bytes]:
-    found = []
+def plain_heads(roots: list[str], limit: int | None = None) -> list[bytes]:
+    """The first 16 KiB of every plain-text file under ``roots`` (at most ``limit`` files)."""
+    found: list[bytes] = []
     for root in roots:
         for dirpath, _, names in os.walk(root):
-            for name in names:
+            for name in sorted(names):
                 path = os.path.join(dirpath, name)
                 try:
                     if os.path.islink(path) or not os.path.isfile(path):
@@ -44,6 +45,8 @@ def plain_heads(roots: list[str]) -> list[bytes]:
                     continue
                 if magicdb.is_plain(data):
                     found.append(data)
+                    if limit is not None and len(found) >= limit:
+                        return found
     return found
 
 

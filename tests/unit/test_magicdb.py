@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import runpy
 import struct
 import sys
 from pathlib import Path
@@ -29,25 +30,15 @@ pytestmark = pytest.mark.skipif(not _KNOWN, reason="libmagic's database is not o
 
 
 def _plain_heads(limit: int) -> list[bytes]:
-    """Heads of plain-text files of this tree, Python's library and /etc."""
+    """Heads of plain-text files of this tree, Python's library and /etc (the walk of
+    scripts/benchmarks/bench_sniff.py)."""
+    saved = list(sys.path)  # (the script puts the tree on it)
+    try:
+        walk = runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts/benchmarks/bench_sniff.py"))
+    finally:
+        sys.path[:] = saved
     roots = [Path(__file__).resolve().parents[2], Path(os.__file__).parent, Path("/etc"), Path("/usr/share/misc")]
-    found: list[bytes] = []
-    for root in roots:
-        for dirpath, _, names in os.walk(root):
-            for name in sorted(names):
-                path = os.path.join(dirpath, name)
-                try:
-                    if os.path.islink(path) or not os.path.isfile(path):
-                        continue
-                    with open(path, "rb") as f:
-                        data = f.read(16 << 10)
-                except OSError:
-                    continue
-                if magicdb.is_plain(data):
-                    found.append(data)
-                    if len(found) >= limit:
-                        return found
-    return found
+    return list(walk["plain_heads"]([str(r) for r in roots], limit))
 
 
 def _kept_signatures() -> list[bytes]:
