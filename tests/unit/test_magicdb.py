@@ -26,7 +26,8 @@ try:
         magicdb.MAGICNO, magicdb.VERSIONNO)
 except (OSError, ValueError):
     _KNOWN = False
-pytestmark = pytest.mark.skipif(not _KNOWN, reason="libmagic's database is not of the format narrowed")
+pytestmark = pytest.mark.skipif(not _KNOWN or magic.version() not in magicdb.VERIFIED_RELEASES,
+                                reason="libmagic or its database is not of a release narrowed")
 
 
 def _plain_heads(limit: int) -> list[bytes]:
@@ -172,3 +173,13 @@ def test_the_files_go_with_the_object_and_with_a_release() -> None:
     assert directory is not None and os.path.isdir(directory)
     sniffer.release()
     assert not os.path.exists(directory)
+
+
+def test_an_unchecked_libmagic_release_is_not_narrowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(magic, "version", lambda: 546)
+    sniffer = Sniffer()
+    try:
+        assert sniffer.mime(b"line 1\n") == "text/plain"  # from the full database
+        assert sniffer._narrow is not None and sniffer._narrow.broken and sniffer._narrow._dir is None
+    finally:
+        sniffer.release()

@@ -21,8 +21,9 @@ when it matched); nothing else moves, so the walk meets the remaining entries in
 order (softmagic.c ``match``: a failing top-level test has no other effect).  The named
 entries (the second set, ``use`` targets) go in a file of their own shared by every first
 byte.  Checked against libmagic 5.44's sources (``mget``'s bounds checks, ``mcopy``,
-``file_strncmp``, ``magiccheck``) and its database format (version 18, 376-byte entries);
-any other format is not narrowed (the full database answers)."""
+``file_strncmp``, ``magiccheck``; 5.45 differs there only in debug output) and its database
+format (version 18, 376-byte entries); another release or format is not narrowed (the full
+database answers)."""
 from __future__ import annotations
 
 import ctypes
@@ -39,6 +40,8 @@ import weakref
 ENTRY = 376           # sizeof(struct magic), database format 18 (file 5.40 and later)
 MAGICNO = 0xF11E041C
 VERSIONNO = 18
+# libmagic releases whose matching was read for this (5.46 changed the format: not narrowed)
+VERIFIED_RELEASES = frozenset({544, 545})
 MAX_FIRST_BYTES = 4  # first bytes narrowed at once (~1.4 MiB on disk, a handle each)
 
 PLAIN = bytes([9, 10, 13, *range(0x20, 0x7F)])
@@ -212,6 +215,9 @@ class NarrowDatabases:
 
     def _write(self, first: int) -> str:
         if self._sources is None:
+            import magic
+            if magic.version() not in VERIFIED_RELEASES:
+                raise ValueError(f"libmagic {magic.version()}: its matching was not checked for narrowing")
             _sweep()
             self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
             # gone with this object or at exit too (``_sweep`` covers a killed process)
