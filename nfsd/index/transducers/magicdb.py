@@ -67,7 +67,8 @@ _NEVER_KEPT = -2
 
 def is_plain(data: bytes) -> bool:
     """Whether a narrowed database answers for ``data`` (see the module docstring)."""
-    return len(data) >= 2 and not data.translate(None, PLAIN)
+    # (``isascii`` first: it turns most binary heads away in nanoseconds, not a 16 KiB copy)
+    return len(data) >= 2 and data.isascii() and not data.translate(None, PLAIN)
 
 
 def _key(entry: bytes) -> int:
