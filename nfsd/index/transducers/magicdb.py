@@ -45,7 +45,10 @@ VERIFIED_RELEASES = frozenset({544, 545})
 MAX_FIRST_BYTES = 4  # first bytes narrowed at once (~1.4 MiB on disk, a handle each)
 
 PLAIN = bytes([9, 10, 13, *range(0x20, 0x7F)])
-_NEVER = frozenset(set(range(256)) - set(PLAIN) - {0, 0x0B, 0x0C, 0x85, 0xA0})
+# bytes a plain buffer never holds, less those a comparison might still match: NUL (zero
+# padding) and whatever a locale's isspace() may call a blank (\v \f, the information
+# separators 0x1c-0x1f, NEL, NBSP)
+_NEVER = frozenset(set(range(256)) - set(PLAIN) - {0, 0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x1F, 0x85, 0xA0})
 _NEVER_ANY_CASE = frozenset(b for b in _NEVER if b < 0x80)  # case folding may reach high bytes
 
 # struct magic fields read here (file.h): flag, reln, vallen, type, mask_op, offset, mask or
