@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--roots", default=ROOTS, help="comma list of directories for --check")
     ap.add_argument("--random", type=int, default=5000, help="random plain strings for --check")
     args = ap.parse_args()
-    sniffers = {"full": Sniffer(narrow=False), "narrowed": Sniffer()}
+    sniffers = {"full": Sniffer(narrow=False), "narrowed": Sniffer(narrow_after=0)}
     for name, s in sniffers.items():
         s.mime(b"line 0\n")  # load the handle (and write the narrowed database) first
     for r in range(args.rounds):

@@ -103,7 +103,7 @@ def test_narrowing_drops_most_of_the_walk_for_a_line_of_text() -> None:
 
 
 def test_sniffer_uses_a_narrowed_database_for_plain_text_only() -> None:
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow_after=0)
     try:
         assert sniffer.mime(b"line 5\n") == "text/plain"
         assert sniffer.mime(b"#!/bin/sh\necho hi\n") == "text/x-shellscript"
@@ -119,7 +119,7 @@ def test_sniffer_uses_a_narrowed_database_for_plain_text_only() -> None:
 
 
 def test_first_bytes_past_the_limit_and_a_release_still_answer() -> None:
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow_after=0)
     texts = [bytes([c]) + b"ine 1\n" for c in b"abcdefgh"]
     assert [sniffer.mime(t) for t in texts] == ["text/plain"] * len(texts)
     narrowed = sniffer._narrow
@@ -166,7 +166,7 @@ def test_the_files_go_with_the_object_and_with_a_release() -> None:
     gc.collect()
     assert not os.path.exists(directory)
 
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow_after=0)
     assert sniffer.mime(b"line 1\n") == "text/plain"
     assert sniffer._narrow is not None
     directory = sniffer._narrow._dir
@@ -177,9 +177,31 @@ def test_the_files_go_with_the_object_and_with_a_release() -> None:
 
 def test_an_unchecked_libmagic_release_is_not_narrowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(magic, "version", lambda: 546)
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow_after=0)
     try:
         assert sniffer.mime(b"line 1\n") == "text/plain"  # from the full database
         assert sniffer._narrow is not None and sniffer._narrow.broken and sniffer._narrow._dir is None
+    finally:
+        sniffer.release()
+
+
+def test_a_sniffer_narrows_only_once_text_keeps_coming() -> None:
+    """Writing a narrowed database costs more than loading the full one: a lone text file
+    after a release is sniffed with the full database, the NARROW_AFTER+1st with a narrowed
+    one; a release starts counting again."""
+    from nfsd.index.transducers.interface import NARROW_AFTER
+
+    sniffer = Sniffer()
+    narrowed = sniffer._narrow
+    assert narrowed is not None
+    try:
+        for i in range(NARROW_AFTER):
+            assert sniffer.mime(b"line %d\n" % i) == "text/plain"
+        assert narrowed._dir is None
+        assert sniffer.mime(b"line 0\n") == "text/plain"
+        assert narrowed._dir is not None
+        sniffer.release()
+        assert sniffer.mime(b"line 1\n") == "text/plain"
+        assert narrowed._dir is None
     finally:
         sniffer.release()

@@ -34,6 +34,7 @@ from .magicdb import NarrowDatabases, is_plain
 Tier = Literal["stat", "content"]
 SNIFF_BYTES = 16 << 10
 OCTET_STREAM = "application/octet-stream"
+NARROW_AFTER = 32  # plain-text sniffs since the last release before narrowing (``Sniffer``)
 
 
 class Sniffer:
@@ -46,10 +47,15 @@ class Sniffer:
     (16 MiB of RSS for two): a quiet server lets them go (``release``) and the next file
     sniffed loads one again (3 ms with the database in the page cache)."""
 
-    def __init__(self, narrow: bool = True) -> None:
+    def __init__(self, narrow: bool = True, narrow_after: int = NARROW_AFTER) -> None:
         self._free: list[Any] = []  # idle handles (list.pop and append are atomic)
-        # plain text by its first byte: handles of a narrowed database (``magicdb``)
+        # plain text by its first byte: handles of a narrowed database (``magicdb``), once
+        # ``narrow_after`` plain buffers were sniffed since the last release: writing one
+        # costs ~11 ms of CPU against 2 for loading the full database, which a lone file
+        # now and then would pay every time, and ~250 µs less per sniff repays by the 40th
         self._narrow = NarrowDatabases() if narrow else None
+        self._narrow_after = narrow_after
+        self._plain_seen = 0
         self._free_plain: dict[int, list[Any]] = {}
 
     def release(self) -> int:
@@ -67,6 +73,7 @@ class Sniffer:
                 closed += 1
         if self._narrow is not None:
             self._narrow.close()  # its files; a handle in use keeps its own copy
+        self._plain_seen = 0
         return closed
 
     def mime(self, data: bytes) -> str:
@@ -76,7 +83,9 @@ class Sniffer:
         free = self._free
         path = None
         if self._narrow is not None and is_plain(data):
-            path = self._narrow.path(data[0])
+            self._plain_seen += 1  # (racy under threads: a count off by one is harmless)
+            if self._plain_seen > self._narrow_after:
+                path = self._narrow.path(data[0])
             if path is not None:
                 free = self._free_plain.setdefault(data[0], [])
         try:
