@@ -706,6 +706,7 @@ class Index:
         self._closed = True
         with self._lock:
             self._pool.shutdown(wait=True)
+            self._extractor.sniffer.release()  # libmagic's handles, the narrowed databases' files
             if self._root_fd >= 0:
                 os.close(self._root_fd)
                 self._root_fd = -1

@@ -20,7 +20,7 @@ def _databases_mapped() -> int:
 
 def test_threads_sniffing_one_after_another_share_one_handle() -> None:
     """As the server's pool threads do: they live on after sniffing."""
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow=False)  # the full database's handles (narrowed ones: test_magicdb.py)
     texts = [b"hello\n", b"%PDF-1.4\n", b"#!/bin/sh\necho hi\n", b"plain", b"more plain"]
     turns = [threading.Event() for _ in texts]
     done = [threading.Event() for _ in texts]
@@ -57,7 +57,7 @@ def test_threads_sniffing_one_after_another_share_one_handle() -> None:
 def test_release_unmaps_idle_handles_and_the_next_sniff_loads_one_again() -> None:
     """A quiet server closes its handles (nfsd/app.py ``_release_idle``): the database's
     8 MiB mapping goes, and a file sniffed afterwards is still typed."""
-    sniffer = Sniffer()
+    sniffer = Sniffer(narrow=False)  # the full database's handles (narrowed ones: test_magicdb.py)
     assert sniffer.mime(b"hello\n") == "text/plain"
     before = _databases_mapped()
     assert before >= 1

@@ -1,0 +1,207 @@
+"""nfsd/index/transducers/magicdb.py: libmagic's database narrowed to plain text by its
+first byte answers every plain-text buffer as the full database does, and is what the
+``Sniffer`` uses for them (docs/design.rst, "MIME sniff of plain text")."""
+from __future__ import annotations
+
+import os
+import random
+import runpy
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+magic = pytest.importorskip("magic")
+
+from nfsd.index.transducers import magicdb  # noqa: E402
+from nfsd.index.transducers.interface import Sniffer  # noqa: E402
+
+try:
+    _DEFAULT = magicdb.default_path()
+    _COMPILED = [p if p.endswith(".mgc") else p + ".mgc" for p in _DEFAULT.split(":")]
+    _COMPILED = [p for p in _COMPILED if os.path.isfile(p)]
+    _KNOWN = bool(_COMPILED) and struct.unpack_from("<II", Path(_COMPILED[0]).read_bytes()[:8]) == (
+        magicdb.MAGICNO, magicdb.VERSIONNO)
+except (OSError, ValueError):
+    _KNOWN = False
+pytestmark = pytest.mark.skipif(not _KNOWN or magic.version() not in magicdb.VERIFIED_RELEASES,
+                                reason="libmagic or its database is not of a release narrowed")
+
+
+def _plain_heads(limit: int) -> list[bytes]:
+    """Heads of plain-text files of this tree, Python's library and /etc (the walk of
+    scripts/benchmarks/bench_sniff.py)."""
+    saved = list(sys.path)  # (the script puts the tree on it)
+    try:
+        walk = runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts/benchmarks/bench_sniff.py"))
+    finally:
+        sys.path[:] = saved
+    roots = [Path(__file__).resolve().parents[2], Path(os.__file__).parent, Path("/etc"), Path("/usr/share/misc")]
+    return list(walk["plain_heads"]([str(r) for r in roots], limit))
+
+
+def _kept_signatures() -> list[bytes]:
+    """The plain values of the string tests kept for one first byte only (the entries that
+    the narrowing keeps by first byte must still match as before)."""
+    source = magicdb._Source(_COMPILED[0])
+    try:
+        out = []
+        for key, start, _ in source.entries:
+            if key < 0:
+                continue
+            vallen, kind = source.data[start + 5], source.data[start + 6]
+            value = bytes(source.data[start + 32:start + 32 + vallen])
+            if kind == 5 and magicdb.is_plain(value):
+                out.append(value)
+        return out
+    finally:
+        source.close()
+
+
+def test_narrowed_databases_answer_plain_text_as_the_full_one() -> None:
+    rng = random.Random(10)
+    heads = _plain_heads(1200)
+    buffers = list(heads)
+    buffers += [h[:rng.randint(2, 80)] for h in heads]
+    buffers += [bytes(rng.choice(magicdb.PLAIN) for _ in range(rng.randint(2, 60))) for _ in range(1500)]
+    signatures = _kept_signatures()
+    assert len(signatures) > 500
+    buffers += signatures + [s + b"\n" for s in signatures] + [s + b" line 1\nline 2\n" for s in signatures]
+    buffers = [b for b in buffers if magicdb.is_plain(b)]
+    full = magic.Magic(mime=True)
+    narrow = magicdb.NarrowDatabases(limit=256)
+    handles: dict[int, Any] = {}
+    differ = []
+    try:
+        for data in buffers:
+            first = data[0]
+            if first not in handles:
+                path = narrow.path(first)
+                assert path is not None
+                handles[first] = magic.Magic(mime=True, magic_file=path)
+            want, got = full.from_buffer(data), handles[first].from_buffer(data)
+            if want != got:
+                differ.append((data[:40], want, got))
+    finally:
+        narrow.close()
+    assert not differ, differ[:10]
+    assert len(handles) > 60  # most first bytes of plain text were narrowed and checked
+
+
+def test_narrowing_drops_most_of_the_walk_for_a_line_of_text() -> None:
+    """The narrowed database for ``l`` holds under a third of the top-level entries (the
+    binary signatures go): what makes ``line 5`` cheap to type."""
+    source = magicdb._Source(_COMPILED[0])
+    try:
+        everything = len(source.entries)
+        kept = sum(1 for key, _, _ in source.entries if key in (magicdb._ALWAYS, ord("l")))
+    finally:
+        source.close()
+    assert kept < everything / 3
+
+
+def test_sniffer_uses_a_narrowed_database_for_plain_text_only() -> None:
+    sniffer = Sniffer(narrow_after=0)
+    try:
+        assert sniffer.mime(b"line 5\n") == "text/plain"
+        assert sniffer.mime(b"#!/bin/sh\necho hi\n") == "text/x-shellscript"
+        assert sniffer.mime(b"%PDF-1.4\n") == "application/pdf"  # plain: a narrowed database
+        gzip = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\x01" * 20
+        assert sniffer.mime(gzip) == "application/gzip"  # not plain: the full database
+        maps = Path("/proc/self/maps").read_text() if sys.platform == "linux" else ""
+        assert "pysfsd-magic-" in maps or sys.platform != "linux"
+        narrowed = sniffer._narrow
+        assert narrowed is not None and sorted(narrowed._paths) == sorted(b"l#%")
+    finally:
+        sniffer.release()
+
+
+def test_first_bytes_past_the_limit_and_a_release_still_answer() -> None:
+    sniffer = Sniffer(narrow_after=0)
+    texts = [bytes([c]) + b"ine 1\n" for c in b"abcdefgh"]
+    assert [sniffer.mime(t) for t in texts] == ["text/plain"] * len(texts)
+    narrowed = sniffer._narrow
+    assert narrowed is not None and len(narrowed._paths) == magicdb.MAX_FIRST_BYTES
+    directory = narrowed._dir
+    assert directory is not None and os.path.isdir(directory)
+    assert sniffer.release() >= 1
+    assert not os.path.exists(directory)
+    assert sniffer.mime(b"line 2\n") == "text/plain"  # written again
+    sniffer.release()
+
+
+def test_a_killed_process_s_databases_are_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 leaves the directory behind; the next process that narrows removes it (and
+    leaves a live process's alone)."""
+    monkeypatch.setattr(magicdb.tempfile, "tempdir", str(tmp_path))
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    stale = tmp_path / f"{magicdb._PREFIX}{dead}-x"
+    alive = tmp_path / f"{magicdb._PREFIX}{os.getppid()}-y"
+    for d in (stale, alive):
+        d.mkdir()
+        (d / "first6c-1.mgc").write_bytes(b"x")
+    narrow = magicdb.NarrowDatabases()
+    try:
+        assert narrow.path(ord("l")) is not None
+        assert not stale.exists() and alive.exists()
+    finally:
+        narrow.close()
+
+
+def test_the_files_go_with_the_object_and_with_a_release() -> None:
+    """Many indexes live and die in one process (the tests, ``pysfsd index``): none leaves
+    its narrowed databases behind (``Index.close`` releases its sniffer)."""
+    import gc
+
+    narrow = magicdb.NarrowDatabases()
+    assert narrow.path(ord("l")) is not None
+    directory = narrow._dir
+    assert directory is not None and os.path.isdir(directory)
+    del narrow
+    gc.collect()
+    assert not os.path.exists(directory)
+
+    sniffer = Sniffer(narrow_after=0)
+    assert sniffer.mime(b"line 1\n") == "text/plain"
+    assert sniffer._narrow is not None
+    directory = sniffer._narrow._dir
+    assert directory is not None and os.path.isdir(directory)
+    sniffer.release()
+    assert not os.path.exists(directory)
+
+
+def test_an_unchecked_libmagic_release_is_not_narrowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(magic, "version", lambda: 546)
+    sniffer = Sniffer(narrow_after=0)
+    try:
+        assert sniffer.mime(b"line 1\n") == "text/plain"  # from the full database
+        assert sniffer._narrow is not None and sniffer._narrow.broken and sniffer._narrow._dir is None
+    finally:
+        sniffer.release()
+
+
+def test_a_sniffer_narrows_only_once_text_keeps_coming() -> None:
+    """Writing a narrowed database costs more than loading the full one: a lone text file
+    after a release is sniffed with the full database, the NARROW_AFTER+1st with a narrowed
+    one; a release starts counting again."""
+    from nfsd.index.transducers.interface import NARROW_AFTER
+
+    sniffer = Sniffer()
+    narrowed = sniffer._narrow
+    assert narrowed is not None
+    try:
+        for i in range(NARROW_AFTER):
+            assert sniffer.mime(b"line %d\n" % i) == "text/plain"
+        assert narrowed._dir is None
+        assert sniffer.mime(b"line 0\n") == "text/plain"
+        assert narrowed._dir is not None
+        sniffer.release()
+        assert sniffer.mime(b"line 1\n") == "text/plain"
+        assert narrowed._dir is None
+    finally:
+        sniffer.release()
