@@ -980,8 +980,10 @@ class LocalFS:
         the burst's end and its replies wait for it (``DirSync.end_burst``)."""
         if durability.relaxed:
             return  # an async export: ``DirSync.sync`` would return at once (no closures made)
-
-        self._fsync_opened((self.fsid, d.ino), lambda: self._dir_fd(d))
+        key = (self.fsid, d.ino)
+        if self._dirsync.joined(key):
+            return  # the burst's fsync of it, deferred already, covers this change too
+        self._fsync_opened(key, lambda: self._dir_fd(d))
 
     def _fsync_opened(self, key: tuple[int, int], open_fd: Callable[[], int],
                       unopenable: Callable[[], None] | None = None) -> None:

@@ -144,6 +144,45 @@ def test_bursts_served_in_one_loop_turn_share_one_fsync_job() -> None:
     asyncio.run(scenario())
 
 
+def test_a_bursts_later_change_of_a_deferred_directory_joins_its_fsync() -> None:
+    """``joined``: a change in a directory whose fsync the burst deferred already needs no
+    closure of its own (LocalFS.fsync_dir made two per call): it is counted as ``sync``
+    counts it (three changes are no lone burst's to fsync on the loop) and answered by the
+    one fsync, which begins after every change.  Outside a burst, or for another directory,
+    the caller must ``sync``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    began: list[int] = []
+    made = 0
+
+    def fsync() -> None:
+        began.append(made)
+
+    async def scenario() -> None:
+        nonlocal made
+        with ThreadPoolExecutor(2) as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            sync.inline_when(lambda: True)  # alone: at most INLINE_CHANGES would go inline
+            assert not sync.joined(7)  # no burst
+            sync.begin_burst()
+            assert not sync.joined(7)  # nothing deferred yet
+            made += 1
+            sync.sync(7, fsync)
+            for _ in range(2):
+                made += 1
+                assert sync.joined(7)
+            assert not sync.joined(8)
+            assert sync._changes == 3
+            waits = sync.end_burst()
+            assert waits is not None  # three changes: the pool, not the loop
+            await waits
+            assert began == [3]
+            assert not sync.joined(7)  # the burst is over
+
+    asyncio.run(scenario())
+
+
 # -- through a server in this process: replies held until the burst's directory fsync -------
 
 import asyncio  # noqa: E402
