@@ -364,6 +364,56 @@ def test_replies_wait_for_the_fsync_and_a_burst_shares_one(gated: Any) -> None:
         assert gate.began == 2 and gate.ended == 2
 
 
+def _rename_record(xid: int, d: bytes, old: bytes, new: bytes) -> bytes:
+    args = nfs3.RENAME3args.cls(diropargs(d, old), diropargs(d, new))
+    return bytes(encode_call(xid, NFS, 3, 14, ROOT)) + pack(nfs3.RENAME3args, args)
+
+
+def test_held_bursts_commit_their_places_once_before_their_replies(gated: Any) -> None:
+    """The handle table's writes of bursts whose replies wait for a directory fsync are
+    committed once those may leave (``Dispatcher.before_replies``), not at each burst's end:
+    the bursts of two connections joined to one fsync job share one commit.  Before any reply
+    leaves, another process finds the new places in LMDB (as kill -9 and a restart would).
+    (Bursts of five renames: smaller ones are journaled, not committed, ``JOURNAL_BURST``.)"""
+    from tests.server.test_group_commit import committed, store_env
+    port, gate, export = gated
+    names = [b"f%d" % i for i in range(10)]
+    with RpcClient(port) as rpc, RpcClient(port) as other:
+        root = rpc.mount(str(export).encode())
+        d = rpc.nfs(3, nfs3.LOOKUP3args.cls(diropargs(root, b"d")))[1].object.data
+        _send_all(rpc, [_create_record(0xE000 + i, d, n) for i, n in enumerate(names)])
+        gate.wait_began(1)
+        gate.gates[0].set()
+        assert len(_replies(rpc, 10)) == 10
+        inos = [(export / "d" / n.decode()).stat().st_ino for n in names]
+        env = store_env(export.parent)
+        store = gate.server.store
+        commits: list[int] = []
+        real = store._write_objects
+
+        def counted(items: Any) -> None:
+            items = list(items)
+            commits.append(len(items))
+            real(items)
+        store._write_objects = counted
+        _send_all(rpc, [_rename_record(0xE100 + i, d, n, n + b"x") for i, n in enumerate(names[:5])])
+        gate.wait_began(2)  # (the first burst's job: the other connection's burst joins the next)
+        _send_all(other, [_rename_record(0xE200 + i, d, n, n + b"x") for i, n in enumerate(names[5:])])
+        eventually(lambda: all((export / "d" / (n.decode() + "x")).exists() for n in names))
+        assert _nothing_arrives(other)
+        assert [committed(env, ino) for ino in inos] == [n.decode() for n in names]  # not yet
+        assert commits == []
+        gate.gates[1].set()
+        assert sorted(_replies(rpc, 5)) == [0xE100 + i for i in range(5)]
+        assert commits == [10]  # (both bursts: the other's made before the first job ended)
+        assert [committed(env, ino) for ino in inos] == [n.decode() + "x" for n in names]
+        gate.wait_began(3)
+        assert _nothing_arrives(other)  # its own job's fsync, begun after its renames
+        gate.gates[2].set()
+        assert sorted(_replies(other, 5)) == [0xE200 + i for i in range(5)]
+        assert commits == [10]  # nothing left for a second commit
+
+
 def test_a_retransmission_of_a_held_reply_is_in_progress_then_replayed(gated: Any) -> None:
     port, gate, export = gated
     with RpcClient(port) as rpc:
