@@ -104,44 +104,57 @@ def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow(monkeypatch: pyt
     asyncio.run(scenario())
 
 
+class _Fsyncs:
+    """Changes made so far, and how many had been made when each fsync began."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.began: list[int] = []
+
+    def fsync(self) -> None:
+        self.began.append(self.made)
+
+
+def _deferring(alone: bool, scenario: "Callable[[DirSync, _Fsyncs], Awaitable[None]]") -> None:
+    """Run ``scenario`` on an event loop with a DirSync deferring bursts' fsyncs to a pool
+    (``alone``: what the transport says of the connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def run() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            sync.inline_when(lambda: alone)
+            await scenario(sync, _Fsyncs())
+
+    asyncio.run(run())
+
+
 def test_bursts_served_in_one_loop_turn_share_one_fsync_job() -> None:
     """The job starts once the loop has served every connection it found readable (the
     bursts of one turn), not at the first burst's end: three connections' bursts of one turn
     wait for one fsync (two before: the first burst's own, then one for the other two).  A
     burst of a later turn, after that job, waits for a job of its own."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    began: list[int] = []
-    made = 0
-
-    def fsync() -> None:
-        began.append(made)
-
-    async def scenario() -> None:
-        nonlocal made
-        with ThreadPoolExecutor(2) as pool:
-            sync = DirSync()
-            sync.defer_in_bursts(pool)
-            sync.inline_when(lambda: False)  # several connections
-            held: list[asyncio.Future[None]] = []
-            for _ in range(3):  # one loop turn: no await between the bursts
-                sync.begin_burst()
-                made += 1
-                sync.sync(7, fsync)
-                waits = sync.end_burst()
-                assert waits is not None
-                held.append(waits)
-            await asyncio.gather(*held)
-            assert began == [3]  # one fsync, begun after every change it answers
+    async def scenario(sync: DirSync, f: _Fsyncs) -> None:
+        held: list[asyncio.Future[None]] = []
+        for _ in range(3):  # one loop turn: no await between the bursts
             sync.begin_burst()
-            made += 1
-            sync.sync(7, fsync)
-            later = sync.end_burst()
-            assert later is not None
-            await later
-            assert began == [3, 4]
+            f.made += 1
+            sync.sync(7, f.fsync)
+            waits = sync.end_burst()
+            assert waits is not None
+            held.append(waits)
+        await asyncio.gather(*held)
+        assert f.began == [3]  # one fsync, begun after every change it answers
+        sync.begin_burst()
+        f.made += 1
+        sync.sync(7, f.fsync)
+        later = sync.end_burst()
+        assert later is not None
+        await later
+        assert f.began == [3, 4]
 
-    asyncio.run(scenario())
+    _deferring(False, scenario)  # several connections
 
 
 def test_a_bursts_later_change_of_a_deferred_directory_joins_its_fsync() -> None:
@@ -150,37 +163,24 @@ def test_a_bursts_later_change_of_a_deferred_directory_joins_its_fsync() -> None
     counts it (three changes are no lone burst's to fsync on the loop) and answered by the
     one fsync, which begins after every change.  Outside a burst, or for another directory,
     the caller must ``sync``."""
-    from concurrent.futures import ThreadPoolExecutor
+    async def scenario(sync: DirSync, f: _Fsyncs) -> None:
+        assert not sync.joined(7)  # no burst
+        sync.begin_burst()
+        assert not sync.joined(7)  # nothing deferred yet
+        f.made += 1
+        sync.sync(7, f.fsync)
+        for _ in range(2):
+            f.made += 1
+            assert sync.joined(7)
+        assert not sync.joined(8)
+        assert sync._changes == 3
+        waits = sync.end_burst()
+        assert waits is not None  # three changes: the pool, not the loop
+        await waits
+        assert f.began == [3]
+        assert not sync.joined(7)  # the burst is over
 
-    began: list[int] = []
-    made = 0
-
-    def fsync() -> None:
-        began.append(made)
-
-    async def scenario() -> None:
-        nonlocal made
-        with ThreadPoolExecutor(2) as pool:
-            sync = DirSync()
-            sync.defer_in_bursts(pool)
-            sync.inline_when(lambda: True)  # alone: at most INLINE_CHANGES would go inline
-            assert not sync.joined(7)  # no burst
-            sync.begin_burst()
-            assert not sync.joined(7)  # nothing deferred yet
-            made += 1
-            sync.sync(7, fsync)
-            for _ in range(2):
-                made += 1
-                assert sync.joined(7)
-            assert not sync.joined(8)
-            assert sync._changes == 3
-            waits = sync.end_burst()
-            assert waits is not None  # three changes: the pool, not the loop
-            await waits
-            assert began == [3]
-            assert not sync.joined(7)  # the burst is over
-
-    asyncio.run(scenario())
+    _deferring(True, scenario)  # alone: at most INLINE_CHANGES would go inline
 
 
 # -- through a server in this process: replies held until the burst's directory fsync -------
@@ -189,7 +189,7 @@ import asyncio  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any, Awaitable, Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
