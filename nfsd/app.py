@@ -295,7 +295,10 @@ class NfsServer:
         self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop
                                  connection_activity.one_at_a_time)
         self.nfs.lone_call = connection_activity.lone_call  # and its small stable WRITEs
-        self.dispatcher.bursts = [(self.store.begin_burst, self.store.end_burst)]  # handle-table group commit
+        # the handle table's group commit: once the burst's replies may leave (for replies held
+        # for their directory fsync, one commit per fsync job; Dispatcher.before_replies)
+        self.dispatcher.bursts = [(self.store.begin_burst, self.store.close_burst)]
+        self.dispatcher.before_replies.append(self.store.commit_later)
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies
             self.dispatcher.bursts.append((sender.begin_burst, sender.end_burst))
         self.dispatcher.bursts.append((self.dirsync.begin_burst, self.dirsync.end_burst))  # replies wait for fsyncs

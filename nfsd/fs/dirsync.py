@@ -185,6 +185,17 @@ class DirSync:
                 if not d.users:
                     del self._dirs[key]
 
+    def joined(self, key: Hashable) -> bool:
+        """Whether a change in directory ``key`` is durable when ``sync`` would say so
+        without being asked: the burst this thread serves has deferred an fsync of ``key``
+        already, which will begin after this change too.  Then the caller counts the change
+        here and makes no fsync closure (a burst of REMOVEs in one directory made two per
+        call, for one fsync)."""
+        if key in self._deferred and self._burst_thread == threading.get_ident():
+            self._changes += 1
+            return True
+        return False
+
     # -- bursts (event loop) --------------------------------------------------------------
     def begin_burst(self) -> None:
         """The calling thread (the event loop) starts serving a burst of calls: fsyncs they

@@ -57,6 +57,7 @@ PLACES_MAX = 1_000_000  # inodes' places a sole writer remembers (~230 bytes eac
 PLACES_PER_NODE = 2     # ... and one of several workers, per cached node
 MAX_DEPTH = 4096
 STALE_MEMORY_SECONDS = 30.0
+_UNREAD = object()      # ``record``: the caller did not read the place
 
 
 def proc_path(fd: int) -> str:
@@ -398,16 +399,17 @@ class LocalFS:
         return None if rec is None or rec.deleted else (rec.parent, rec.gen, rec.name)
 
     def record(self, ino: int, parent: int, gen: int, name: bytes, later: bool = False,
-               new: bool = False) -> None:
+               new: bool = False, place: "tuple[int, int, bytes] | None | object" = _UNREAD) -> None:
         """Keep the handle table's (parent, name) for an inode current; ``later``: no caller
         needs to know now whether the store took it (``Store.end_burst``).  ``new``: an inode
         this call just made, whose place is written without first reading what is recorded
         (at most an old file's place or tombstone under a reused number; with ``--workers``
-        that read is an LMDB read transaction per CREATE or MKDIR)."""
+        that read is an LMDB read transaction per CREATE or MKDIR).  ``place``: what
+        ``_place(ino)`` answered, when the caller has just read it (RENAME)."""
         if ino == self.root_ino:
             return
         value = (parent, gen, name)
-        if not new and self._place(ino) == value:
+        if not new and (self._place(ino) if place is _UNREAD else place) == value:
             if not self.sole_writer:  # LOOKUP's fast path finds its cached node by it
                 self._keep_place(ino, value)
             return
@@ -455,7 +457,7 @@ class LocalFS:
                             gen = read_generation(fd, st.st_mode)
                     finally:
                         os.close(fd)
-            self.record(st.st_ino, dnode.ino, gen, name, later=True)
+            self.record(st.st_ino, dnode.ino, gen, name, later=True, place=rec)  # (read just now)
         return pack_real(self.export_id, st.st_ino, gen)
 
     # -- names --------------------------------------------------------------------------
@@ -756,7 +758,12 @@ class LocalFS:
             self.fsync_dir(src)
         if old is not None and old.st_ino != st.st_ino and (stat.S_ISDIR(old.st_mode) or old.st_nlink <= 1):
             self._entry_gone(old.st_ino)
-        self.record(st.st_ino, dst.ino, self._known_gen(st.st_ino), dname, later=True)
+        # its place read once, for its generation and to compare with the new one (with
+        # ``--workers`` each read is an LMDB read transaction: ``_known_gen`` then ``record``
+        # read it twice per RENAME)
+        place = self._place(st.st_ino)
+        gen = place[1] if place is not None else self._known_gen(st.st_ino)
+        self.record(st.st_ino, dst.ino, gen, dname, later=True, place=place)
 
     def link(self, n: Node, d: Node, name: bytes) -> None:
         check_name(name)
@@ -982,8 +989,10 @@ class LocalFS:
         the burst's end and its replies wait for it (``DirSync.end_burst``)."""
         if durability.relaxed:
             return  # an async export: ``DirSync.sync`` would return at once (no closures made)
-
-        self._fsync_opened((self.fsid, d.ino), lambda: self._dir_fd(d))
+        key = (self.fsid, d.ino)
+        if self._dirsync.joined(key):
+            return  # the burst's fsync of it, deferred already, covers this change too
+        self._fsync_opened(key, lambda: self._dir_fd(d))
 
     def _fsync_opened(self, key: tuple[int, int], open_fd: Callable[[], int],
                       unopenable: Callable[[], None] | None = None) -> None:

@@ -76,6 +76,12 @@ class Dispatcher:
         # wait for (the handle table's group commit, nfsd/state/store.py; deferred directory
         # fsyncs, nfsd/fs/dirsync.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
+        # called before a burst's replies leave: at its end, or, when they wait for a future
+        # an ``end`` returned, once that future is done, before them (the bursts of one
+        # directory fsync job, served over several connections and loop turns, then share
+        # one call: the handle table's group commit, nfsd/state/store.py ``commit_later``)
+        self.before_replies: list[Callable[[], None]] = []
+        self._before_on: asyncio.Future[Any] | None = None  # the held future they wait for
         self._bursting = False
         # the burst's non-idempotent calls, for the DRC: their keys, replies and xids (three
         # lists: ``finish_all`` takes the first two as they are)
@@ -120,6 +126,15 @@ class Dispatcher:
             waits = end()
             if waits is not None:
                 held = waits if held is None else asyncio.gather(held, waits)
+        if self.before_replies:
+            if held is None:
+                for before in self.before_replies:
+                    before()
+            elif held is not self._before_on:
+                # the first callback on it: it runs before those that send the replies
+                # (callbacks run in the order they were added), whatever the future's outcome
+                self._before_on = held
+                held.add_done_callback(self._before_held_replies)
         if self._drc_keys:
             keys, replies, xids = self._drc_keys, self._drc_replies, self._drc_xids
             if held is None:
@@ -131,6 +146,12 @@ class Dispatcher:
                 self._drc_keys, self._drc_replies, self._drc_xids = [], [], []
                 held.add_done_callback(lambda f: self._cache_replies(keys, replies, xids, f))
         return held
+
+    def _before_held_replies(self, held: "asyncio.Future[Any]") -> None:
+        if self._before_on is held:
+            self._before_on = None
+        for before in self.before_replies:
+            before()
 
     def _cache_replies(self, keys: list[Any], replies: list[bytes | bytearray], xids: list[int],
                        held: "asyncio.Future[Any]") -> None:

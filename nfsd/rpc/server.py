@@ -297,17 +297,24 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
             held = end()
         if held is not None:
             self._hold(held, ready)
-        elif ready and self.transport is not None and not self.transport.is_closing():
-            if len(ready) == 1:
-                self.transport.write(ready[0])
-            elif size <= JOIN_MAX:
-                # Small replies leave joined: one bytes object the transport sends as is, where
-                # writelines costs uvloop two memoryviews and a buffer export per reply.
-                self.transport.write(b"".join(ready))
-            else:
-                self.transport.writelines(ready)
+        elif ready:
+            self._send_all(ready, size)
         if self._reading_paused or self._backlog or self._writing_paused or self.inflight >= self.max_inflight:
             self._update_reading()  # a connection that may keep reading has nothing to change
+
+    def _send_all(self, ready: "list[bytearray]", size: int) -> None:
+        """Send replies (``size`` bytes together) in one write."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(ready) == 1:
+            transport.write(ready[0])
+        elif size <= JOIN_MAX:
+            # Small replies leave joined: one bytes object the transport sends as is, where
+            # writelines costs uvloop two memoryviews and a buffer export per reply.
+            transport.write(b"".join(ready))
+        else:
+            transport.writelines(ready)
 
     def _write(self, ready: list[bytearray], held: "asyncio.Future[Any] | None" = None) -> None:
         if held is not None:
@@ -334,7 +341,7 @@ class RpcStreamProtocol(asyncio.BufferedProtocol):
                 log.error("replies to %s:%d answered SYSTEM_ERR: %r", *self.peer,
                           None if done.cancelled() else done.exception())
                 replies = [_marked(system_error_for(r, 4)) for r in ready]
-            self._write(replies)
+            self._send_all(replies, sum(map(len, replies)))  # (joined when small, as inline replies)
             self._drain_backlog()
             self._update_reading()
         held.add_done_callback(release)

@@ -237,10 +237,22 @@ class Store:
         self._roomy = None
 
     def end_burst(self) -> None:
-        """Before the burst's replies leave: write what waits, in one transaction.  Never
-        raises: these writes only keep a cache of places current (a full store logs, and a
-        handle whose place was lost is found again by a search)."""
+        """Before the burst's replies leave: write what waits, in one transaction
+        (``close_burst`` then ``commit_later``)."""
         self._burst_thread = 0
+        self.commit_later()
+
+    def close_burst(self) -> None:
+        """The burst is served: later writes no longer wait, but what waits stays until
+        ``commit_later``, which must run before the burst's replies leave (the RPC core's
+        ``Dispatcher.before_replies``: at once, or, for replies that wait for their
+        directory fsync anyway, once for every burst of that fsync job)."""
+        self._burst_thread = 0
+
+    def commit_later(self) -> None:
+        """Write what waits (of every burst closed since the last), in one transaction.
+        Never raises: these writes only keep a cache of places current (a full store logs,
+        and a handle whose place was lost is found again by a search)."""
         if not self._later:
             return
         later, self._later = self._later, {}

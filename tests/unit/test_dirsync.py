@@ -104,44 +104,83 @@ def test_a_lone_burst_fsyncs_on_the_loop_until_fsyncs_turn_slow(monkeypatch: pyt
     asyncio.run(scenario())
 
 
+class _Fsyncs:
+    """Changes made so far, and how many had been made when each fsync began."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.began: list[int] = []
+
+    def fsync(self) -> None:
+        self.began.append(self.made)
+
+
+def _deferring(alone: bool, scenario: "Callable[[DirSync, _Fsyncs], Awaitable[None]]") -> None:
+    """Run ``scenario`` on an event loop with a DirSync deferring bursts' fsyncs to a pool
+    (``alone``: what the transport says of the connection)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def run() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            sync = DirSync()
+            sync.defer_in_bursts(pool)
+            sync.inline_when(lambda: alone)
+            await scenario(sync, _Fsyncs())
+
+    asyncio.run(run())
+
+
 def test_bursts_served_in_one_loop_turn_share_one_fsync_job() -> None:
     """The job starts once the loop has served every connection it found readable (the
     bursts of one turn), not at the first burst's end: three connections' bursts of one turn
     wait for one fsync (two before: the first burst's own, then one for the other two).  A
     burst of a later turn, after that job, waits for a job of its own."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    began: list[int] = []
-    made = 0
-
-    def fsync() -> None:
-        began.append(made)
-
-    async def scenario() -> None:
-        nonlocal made
-        with ThreadPoolExecutor(2) as pool:
-            sync = DirSync()
-            sync.defer_in_bursts(pool)
-            sync.inline_when(lambda: False)  # several connections
-            held: list[asyncio.Future[None]] = []
-            for _ in range(3):  # one loop turn: no await between the bursts
-                sync.begin_burst()
-                made += 1
-                sync.sync(7, fsync)
-                waits = sync.end_burst()
-                assert waits is not None
-                held.append(waits)
-            await asyncio.gather(*held)
-            assert began == [3]  # one fsync, begun after every change it answers
+    async def scenario(sync: DirSync, f: _Fsyncs) -> None:
+        held: list[asyncio.Future[None]] = []
+        for _ in range(3):  # one loop turn: no await between the bursts
             sync.begin_burst()
-            made += 1
-            sync.sync(7, fsync)
-            later = sync.end_burst()
-            assert later is not None
-            await later
-            assert began == [3, 4]
+            f.made += 1
+            sync.sync(7, f.fsync)
+            waits = sync.end_burst()
+            assert waits is not None
+            held.append(waits)
+        await asyncio.gather(*held)
+        assert f.began == [3]  # one fsync, begun after every change it answers
+        sync.begin_burst()
+        f.made += 1
+        sync.sync(7, f.fsync)
+        later = sync.end_burst()
+        assert later is not None
+        await later
+        assert f.began == [3, 4]
 
-    asyncio.run(scenario())
+    _deferring(False, scenario)  # several connections
+
+
+def test_a_bursts_later_change_of_a_deferred_directory_joins_its_fsync() -> None:
+    """``joined``: a change in a directory whose fsync the burst deferred already needs no
+    closure of its own (LocalFS.fsync_dir made two per call): it is counted as ``sync``
+    counts it (three changes are no lone burst's to fsync on the loop) and answered by the
+    one fsync, which begins after every change.  Outside a burst, or for another directory,
+    the caller must ``sync``."""
+    async def scenario(sync: DirSync, f: _Fsyncs) -> None:
+        assert not sync.joined(7)  # no burst
+        sync.begin_burst()
+        assert not sync.joined(7)  # nothing deferred yet
+        f.made += 1
+        sync.sync(7, f.fsync)
+        for _ in range(2):
+            f.made += 1
+            assert sync.joined(7)
+        assert not sync.joined(8)
+        assert sync._changes == 3
+        waits = sync.end_burst()
+        assert waits is not None  # three changes: the pool, not the loop
+        await waits
+        assert f.began == [3]
+        assert not sync.joined(7)  # the burst is over
+
+    _deferring(True, scenario)  # alone: at most INLINE_CHANGES would go inline
 
 
 # -- through a server in this process: replies held until the burst's directory fsync -------
@@ -150,7 +189,7 @@ import asyncio  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any, Awaitable, Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -323,6 +362,56 @@ def test_replies_wait_for_the_fsync_and_a_burst_shares_one(gated: Any) -> None:
             assert body[0] == reply_stat.MSG_ACCEPTED
             assert nfs3.CREATE3res.unpack(res, 0)[0][0] == OK
         assert gate.began == 2 and gate.ended == 2
+
+
+def _rename_record(xid: int, d: bytes, old: bytes, new: bytes) -> bytes:
+    args = nfs3.RENAME3args.cls(diropargs(d, old), diropargs(d, new))
+    return bytes(encode_call(xid, NFS, 3, 14, ROOT)) + pack(nfs3.RENAME3args, args)
+
+
+def test_held_bursts_commit_their_places_once_before_their_replies(gated: Any) -> None:
+    """The handle table's writes of bursts whose replies wait for a directory fsync are
+    committed once those may leave (``Dispatcher.before_replies``), not at each burst's end:
+    the bursts of two connections joined to one fsync job share one commit.  Before any reply
+    leaves, another process finds the new places in LMDB (as kill -9 and a restart would).
+    (Bursts of five renames: smaller ones are journaled, not committed, ``JOURNAL_BURST``.)"""
+    from tests.server.test_group_commit import committed, store_env
+    port, gate, export = gated
+    names = [b"f%d" % i for i in range(10)]
+    with RpcClient(port) as rpc, RpcClient(port) as other:
+        root = rpc.mount(str(export).encode())
+        d = rpc.nfs(3, nfs3.LOOKUP3args.cls(diropargs(root, b"d")))[1].object.data
+        _send_all(rpc, [_create_record(0xE000 + i, d, n) for i, n in enumerate(names)])
+        gate.wait_began(1)
+        gate.gates[0].set()
+        assert len(_replies(rpc, 10)) == 10
+        inos = [(export / "d" / n.decode()).stat().st_ino for n in names]
+        env = store_env(export.parent)
+        store = gate.server.store
+        commits: list[int] = []
+        real = store._write_objects
+
+        def counted(items: Any) -> None:
+            items = list(items)
+            commits.append(len(items))
+            real(items)
+        store._write_objects = counted
+        _send_all(rpc, [_rename_record(0xE100 + i, d, n, n + b"x") for i, n in enumerate(names[:5])])
+        gate.wait_began(2)  # (the first burst's job: the other connection's burst joins the next)
+        _send_all(other, [_rename_record(0xE200 + i, d, n, n + b"x") for i, n in enumerate(names[5:])])
+        eventually(lambda: all((export / "d" / (n.decode() + "x")).exists() for n in names))
+        assert _nothing_arrives(other)
+        assert [committed(env, ino) for ino in inos] == [n.decode() for n in names]  # not yet
+        assert commits == []
+        gate.gates[1].set()
+        assert sorted(_replies(rpc, 5)) == [0xE100 + i for i in range(5)]
+        assert commits == [10]  # (both bursts: the other's made before the first job ended)
+        assert [committed(env, ino) for ino in inos] == [n.decode() + "x" for n in names]
+        gate.wait_began(3)
+        assert _nothing_arrives(other)  # its own job's fsync, begun after its renames
+        gate.gates[2].set()
+        assert sorted(_replies(other, 5)) == [0xE200 + i for i in range(5)]
+        assert commits == [10]  # nothing left for a second commit
 
 
 def test_a_retransmission_of_a_held_reply_is_in_progress_then_replayed(gated: Any) -> None:

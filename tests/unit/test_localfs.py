@@ -560,6 +560,35 @@ def _flat_export(tmp_path, files: int, max_nodes: int) -> LocalFS:
     return LocalFS(str(exp), 1, Store(str(tmp_path / "state")), max_nodes=max_nodes)
 
 
+@pytest.mark.parametrize("sole_writer", [True, False])
+def test_a_rename_reads_the_moved_inodes_place_once(fs, tmp_path, monkeypatch, sole_writer):
+    """RENAME reads the moved inode's place in the handle table once, for its generation
+    and to compare with the new place (with ``--workers`` each read is an LMDB read
+    transaction; it was read twice, by ``_known_gen`` and by ``record``).  The new place
+    keeps the generation: the handle looked up before the rename resolves after it, in
+    this process and after a restart."""
+    fs.sole_writer = sole_writer
+    a = fs.lookup(fs.root, b"a")
+    x = fs.lookup(fs.root, b"x")
+    moved = fs.create_file(a, b"f", 0o644, exclusive=True)
+    ino = moved.ino
+    reads = []
+    real_get = fs.store.get_object
+    monkeypatch.setattr(fs.store, "get_object", lambda *args: reads.append(args) or real_get(*args))
+    fs.store.begin_burst()
+    fs.rename(a, b"f", x, b"g")
+    fs.store.end_burst()
+    assert len([r for r in reads if r[1] == ino]) == (0 if sole_writer else 1)
+    rec = fs.store.get_object(fs.export_id, ino)
+    assert rec is not None and not rec.deleted and (rec.parent, rec.name, rec.gen) == (x.ino, b"g", moved.gen)
+    fresh = LocalFS(str(tmp_path / "exp"), 1, fs.store)  # a restart: nothing in memory
+    fresh.sole_writer = sole_writer
+    try:
+        assert fresh.node(moved.fh).ino == ino
+    finally:
+        fresh.close()
+
+
 def test_places_kept_beside_other_workers_are_bounded_by_the_node_cache(tmp_path):
     """With other workers writing the handle table, ``_recorded`` serves only LOOKUP's fast
     path to a cached node, and a file another worker removes never leaves it: under the
