@@ -132,28 +132,31 @@ class ConnectionShares:
     def yield_for(self, mine: int) -> float:
         """How long to leave the next connection to another worker, counted from when it
         came (0: take it now); the worker with the shortest wait takes it:
-        ``BalancedAcceptor.AHEAD_DEFER`` for one serving more than another worker;
+        ``BalancedAcceptor.DEFER`` for one serving more than another worker;
         ``TIE_DEFER`` for one serving as many as a lower slot (long enough for a primary
         woken late on a loaded machine, where 2 ms handed a lone client to a follower in
-        about one connection of three); ``GRACE`` for one serving fewer than a lower slot.
-        Ties go to the lowest slot, so a lone client (the kernel client's one connection)
-        is served by the primary, where a call costs least: a follower's changing calls
-        also wake the primary (their notes, their inotify echoes), and it commits its
-        handle-table writes itself.  The grace is for a lone client reconnecting at once:
-        the primary still counts the connection just closed until its loop reads the end
-        (it publishes then), so a follower taking at once because the primary counts more
-        took one such connection in three or four; it re-reads the table meanwhile, and
-        the primary, ahead on that stale count, waits longer than the grace."""
+        about one connection of three); ``GRACE`` for one serving none while a lower slot
+        serves one.  Ties go to the lowest slot, so a lone client (the kernel client's one
+        connection) is served by the primary, where a call costs least: a follower's
+        changing calls also wake the primary (their notes, their inotify echoes), and it
+        commits its handle-table writes itself.
+        The grace is for a lone client reconnecting at once: the primary still counts the
+        connection just closed until its loop reads the end (it publishes then), and a
+        follower that took at once took one such connection in three or four; it re-reads
+        the table meanwhile.  A worker serving one while another serves none waits
+        ``AHEAD_DEFER``, longer than the grace (else a second client's connection went to
+        the primary too, and every later one); counts past one take no grace (a burst of
+        connections pays it once)."""
         if self._map is None:
             return 0.0
         wait = 0.0
         for i, theirs in self._elsewhere():
             if theirs < mine:
-                return BalancedAcceptor.AHEAD_DEFER
+                return BalancedAcceptor.AHEAD_DEFER if mine == 1 else BalancedAcceptor.DEFER
             if i < self._slot:
                 if theirs == mine:
                     wait = BalancedAcceptor.TIE_DEFER
-                elif not wait:
+                elif mine == 0 and theirs == 1 and not wait:
                     wait = BalancedAcceptor.GRACE
         return wait
 
@@ -181,8 +184,8 @@ class BalancedAcceptor:
     other idled."""
 
     DEFER = 0.002  # between two readings of the table while waiting
-    GRACE = 0.01  # serving fewer than a lower slot (which may not yet have seen a close)
-    AHEAD_DEFER = 0.02  # serving more than another worker: longer than GRACE
+    GRACE = 0.01  # serving none while a lower slot serves one (maybe just closed)
+    AHEAD_DEFER = 0.02  # serving one while another serves none: longer than GRACE
     TIE_DEFER = 0.05
 
     def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], shares: ConnectionShares,

@@ -41,18 +41,23 @@ def test_a_tie_waits_longer_than_a_worker_serving_fewer(table: ConnectionShares)
     follower.attach(1)
     assert primary.yield_for(0) == 0 and follower.yield_for(0) == BalancedAcceptor.TIE_DEFER
     primary.publish(2)
-    assert primary.yield_for(2) == BalancedAcceptor.AHEAD_DEFER and follower.yield_for(0) == BalancedAcceptor.GRACE
+    assert primary.yield_for(2) == BalancedAcceptor.DEFER and follower.yield_for(0) == 0
     assert BalancedAcceptor.TIE_DEFER > BalancedAcceptor.AHEAD_DEFER > BalancedAcceptor.GRACE > BalancedAcceptor.DEFER
 
 
 def test_a_worker_ahead_waits_longer_than_one_behind_a_lower_slot(table: ConnectionShares) -> None:
-    """The follower serving fewer takes the next connection (after its grace) before the
-    primary serving more gives up waiting: several clients still spread."""
+    """The follower serving none, while the primary serves one (or one it has not seen
+    closed yet), waits a grace, and takes the connection before the primary gives up
+    waiting: a second client still goes to the follower.  Past one connection, no grace:
+    a burst of connections pays it once."""
     primary, follower = ConnectionShares(table.fd, 2), ConnectionShares(table.fd, 2)
     primary.attach(0)
     follower.attach(1)
     primary.publish(1)
-    assert 0 < follower.yield_for(0) < primary.yield_for(1)
+    assert follower.yield_for(0) == BalancedAcceptor.GRACE < primary.yield_for(1)
+    primary.publish(3)
+    follower.publish(2)
+    assert follower.yield_for(2) == 0 < primary.yield_for(3)
 
 
 Pair = list[tuple[BalancedAcceptor, set[Served]]]

@@ -26,8 +26,8 @@ def test_a_tie_goes_to_the_lowest_slot_so_a_lone_client_reaches_the_primary(thre
 
 
 def test_connections_then_go_round_the_workers(three: list[ConnectionShares]) -> None:
-    """The worker with the shortest wait takes the connection (one serving fewer than a
-    lower slot waits only a grace, for the lower slot to see a close it has not read yet):
+    """The worker with the shortest wait takes the connection (one serving none while a
+    lower slot serves one waits only a grace, for a close that slot may not have read yet):
     the connections go 0, 1, 2, 0, ..."""
     counts = [0, 0, 0]
     order = []
