@@ -130,22 +130,34 @@ class ConnectionShares:
         return ((i, cell.unpack_from(m, 8 * i)[0]) for i in range(self.workers) if i != self._slot)
 
     def yield_for(self, mine: int) -> float:
-        """How long to leave the next connection to another worker (0: take it now):
-        ``BalancedAcceptor.DEFER`` for one serving fewer than ``mine``, ``TIE_DEFER`` for one
-        serving as many with a lower slot (long enough for a primary woken late on a loaded
-        machine, where 2 ms handed a lone client to a follower in about one connection of
-        three).  Ties go to the lowest slot, so a lone client (the kernel client's one
-        connection) is served by the primary, where a call costs least: a follower's changing
-        calls also wake the primary (their notes, their inotify echoes), and it commits its
-        handle-table writes itself."""
+        """How long to leave the next connection to another worker, counted from when it
+        came (0: take it now); the worker with the shortest wait takes it:
+        ``BalancedAcceptor.DEFER`` for one serving more than another worker;
+        ``TIE_DEFER`` for one serving as many as a lower slot (long enough for a primary
+        woken late on a loaded machine, where 2 ms handed a lone client to a follower in
+        about one connection of three); ``GRACE`` for one serving none while a lower slot
+        serves one.  Ties go to the lowest slot, so a lone client (the kernel client's one
+        connection) is served by the primary, where a call costs least: a follower's
+        changing calls also wake the primary (their notes, their inotify echoes), and it
+        commits its handle-table writes itself.
+        The grace is for a lone client reconnecting at once: the primary still counts the
+        connection just closed until its loop reads the end (it publishes then), and a
+        follower that took at once took one such connection in three or four; it re-reads
+        the table meanwhile.  A worker serving one while another serves none waits
+        ``AHEAD_DEFER``, longer than the grace (else a second client's connection went to
+        the primary too, and every later one); counts past one take no grace (a burst of
+        connections pays it once)."""
         if self._map is None:
             return 0.0
         wait = 0.0
         for i, theirs in self._elsewhere():
             if theirs < mine:
-                return BalancedAcceptor.DEFER
-            if theirs == mine and i < self._slot:
-                wait = BalancedAcceptor.TIE_DEFER
+                return BalancedAcceptor.AHEAD_DEFER if mine == 1 else BalancedAcceptor.DEFER
+            if i < self._slot:
+                if theirs == mine:
+                    wait = BalancedAcceptor.TIE_DEFER
+                elif mine == 0 and theirs == 1 and not wait:
+                    wait = BalancedAcceptor.GRACE
         return wait
 
     def others_idle(self) -> bool:
@@ -163,14 +175,17 @@ class ConnectionShares:
 
 class BalancedAcceptor:
     """Accepts on the shared listening socket, one connection per wake-up; a worker that
-    serves more connections than another one (or as many, and comes after it: the primary
-    first) waits ``DEFER`` seconds first, so that one takes it (if it does not, say it is
-    busy or restarting, this one accepts after all).
+    another one should leave it to (``ConnectionShares.yield_for``: fewer connections
+    first, then the lowest slot, the primary) waits first, re-reading the table every
+    ``DEFER`` seconds, so that one takes it (if it does not, say it is busy or
+    restarting, this one accepts once its wait is spent).
     Left to the kernel and libuv, the first worker to wake took most connections: eight
     opened at once by the load generator all went to one worker in some runs, and the
     other idled."""
 
-    DEFER = 0.002
+    DEFER = 0.002  # between two readings of the table while waiting
+    GRACE = 0.01  # serving none while a lower slot serves one (maybe just closed)
+    AHEAD_DEFER = 0.02  # serving one while another serves none: longer than GRACE
     TIE_DEFER = 0.05
 
     def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol], shares: ConnectionShares,
@@ -179,7 +194,15 @@ class BalancedAcceptor:
         self._reading = False
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: asyncio.TimerHandle | None = None  # the next ``_after_wait``
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self._since = 0.0  # when the connection waited for began to wait (loop time)
+        self.tasks: set[asyncio.Task[Any]] = set()  # accepted connections being set up
+
+    def _mine(self) -> int:
+        """Connections served here, counting those accepted whose protocol is not made yet
+        (``serving`` counts a connection from ``connection_made``, some loop turns after
+        the accept: meanwhile the still-readable listening socket woke this worker again,
+        which took the next connection too on a count one short)."""
+        return self.serving() + len(self.tasks)
 
     def start(self) -> None:
         self._resume()
@@ -195,7 +218,7 @@ class BalancedAcceptor:
                 timer.cancel()
 
     def _tick(self) -> None:
-        self.shares.publish(self.serving())
+        self.shares.publish(self._mine())
         self._timer = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _resume(self) -> None:
@@ -204,27 +227,31 @@ class BalancedAcceptor:
             self._reading = True
 
     def _ready(self) -> None:
-        mine = self.serving()
+        mine = self._mine()
         wait = self.shares.yield_for(mine)
         if wait:
             loop = asyncio.get_running_loop()
             loop.remove_reader(self.sock.fileno())
             self._reading = False
-            self._waiting = loop.call_later(self.DEFER, self._after_wait, wait - self.DEFER)
+            self._since = loop.time()
+            self._waiting = loop.call_later(min(self.DEFER, wait), self._after_wait)
             return
         self._accept(mine)
 
-    def _after_wait(self, left: float) -> None:
+    def _after_wait(self) -> None:
         """Every ``DEFER`` while leaving a connection to another worker: asks the table
-        again (the other may have taken one meanwhile: this one's turn now), and once
-        ``left`` is spent, takes the connection if it still waits (that one is busy or
-        restarting).  (A flag "waited once" kept until the next wake-up took the *next*
-        connection without a wait: a lone client's re-connections went to the primary and
-        a follower in turn.)"""
+        again (the other may have taken one meanwhile, or the primary seen a close: the
+        wait is what the table says now, from when the connection came), and once it is
+        spent, takes the connection if it still waits (that one is busy or restarting).
+        (A flag "waited once" kept until the next wake-up took the *next* connection
+        without a wait: a lone client's re-connections went to the primary and a follower
+        in turn.)"""
         self._waiting = None
-        mine = self.serving()
-        if left > 0 and self.shares.yield_for(mine):
-            self._waiting = asyncio.get_running_loop().call_later(self.DEFER, self._after_wait, left - self.DEFER)
+        mine = self._mine()
+        loop = asyncio.get_running_loop()
+        left = self.shares.yield_for(mine) - (loop.time() - self._since)
+        if left > 0:
+            self._waiting = loop.call_later(min(self.DEFER, left), self._after_wait)
             return
         self._resume()
         self._accept(mine)
@@ -259,7 +286,7 @@ class BalancedAcceptor:
 
         def connection_lost(exc: Exception | None) -> None:
             lost(exc)
-            self.shares.publish(self.serving())
+            self.shares.publish(self._mine())
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # once per connection
         return protocol
 
