@@ -46,7 +46,7 @@ from ..nfs3.errors import NfsError
 from .handles import HANDLE_VERSION, KIND_REAL, handle_kind
 from .indexwaits import IndexWaits
 from .localfs import LocalFS, Node, check_name
-from ..query.names import LAB_PREFIX, Query, parse_field_name, parse_lab_name, value_name
+from ..query.names import Query, may_be_query_name, parse_field_name, parse_lab_name, value_name
 from ..query.store import QueryStore, is_inline
 from ..query.result_set import LinkItems, ResultSet, clash_name
 from ..query.value_set import ValueCounts, ValueSet
@@ -523,9 +523,8 @@ class SemanticFS:
             try:
                 return self.local.lookup_attrs(d, name)
             except FileNotFoundError:
-                if name[-1:] != b":" and not name.startswith(LAB_PREFIX):
-                    raise  # no query name (``_query_name``'s own tests, first): the VM's
-                    # LOOKUP before each create, answered without two more functions run cold
+                if not may_be_query_name(name):
+                    raise  # the VM's LOOKUP before each create: no parser run cold
                 v = self._query_name(d, name)
                 if v is None:
                     raise

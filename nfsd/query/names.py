@@ -201,6 +201,13 @@ def decode_value(component: bytes) -> bytes | None:
     return bytes(out)
 
 
+def may_be_query_name(name: bytes) -> bool:
+    """Whether ``name`` passes the first test of ``parse_field_name`` or
+    ``parse_lab_name``: a LOOKUP of a missing name that fails it is answered NOENT without
+    either parser (the kernel client's LOOKUP before every create)."""
+    return name[-1:] == b":" or name.startswith(LAB_PREFIX)
+
+
 def parse_field_name(name: bytes) -> bytes | None:
     """``FIELD:`` -> FIELD when the name is a legal field directory name."""
     if name.endswith(b":") and FIELD_NAME.match(name[:-1]):

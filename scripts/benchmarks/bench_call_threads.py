@@ -30,19 +30,17 @@ from pathlib import Path
 import lmdb
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_scan_memory import children  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 Threads = dict[tuple[int, int, str], tuple[int, ...]]
-
-
-def processes(pid: int) -> list[int]:
-    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid, *map(int, kids)]
 
 
 def threads(pid: int) -> Threads:
     """(process, thread, name) -> (utime ticks, stime ticks, read calls, write calls, CPU ns, runs)."""
     out: Threads = {}
-    for p in processes(pid):
+    for p in [pid, *children(pid)]:
         for task in glob.glob(f"/proc/{p}/task/*"):
             try:
                 stat = Path(task, "stat").read_text().rsplit(")", 1)[1].split()

@@ -7,7 +7,7 @@
 Per round and tree (the trees' order reversed every other round): start ``python -m nfsd``
 from the tree with ``--workers 2`` on an empty export, open a connection and call NULL, then
 ``--reconnects`` times: close it, wait ``--gap`` seconds, open another and call NULL, and
-ask ``ss -tnp`` which process holds the server's end.  Prints per tree and round how many
+ask /proc which process holds the server's end (``procfs.connection_holder``).  Prints per tree and round how many
 landed on the follower (nfsd/workers.py ``BalancedAcceptor``: a lone client belongs on the
 primary, where its calls cost least).  Found by the nineteenth pass (docs/design.rst, "A
 kernel client reconnecting at once").
@@ -15,8 +15,6 @@ kernel client reconnecting at once").
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,22 +25,14 @@ sys.path.insert(0, str(HERE / "load_generator"))
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 from bench_scan_memory import children  # noqa: E402
+from procfs import connection_holder  # noqa: E402
 from servers import Pysfsd, from_tree  # noqa: E402
 
 from nfsd.rpc.client import RpcClient  # noqa: E402
 from protocol import nfs3  # noqa: E402
 
 
-def owner(client: RpcClient) -> int | None:
-    """The pid holding the server's end of ``client``'s connection."""
-    local = client.sock.getsockname()[1]
-    out = subprocess.run(["ss", "-tnpH", "state", "established", f"dport = :{local}"],
-                         capture_output=True, text=True).stdout
-    found = re.search(r"pid=(\d+)", out)
-    return int(found[1]) if found else None
-
-
-def one_round(port: int, follower: int, reconnects: int, gap: float) -> int:
+def one_round(port: int, workers: list[int], reconnects: int, gap: float) -> int:
     """How many of ``reconnects`` immediate re-connections the follower served."""
     on_follower = 0
     client = RpcClient(port)
@@ -53,7 +43,7 @@ def one_round(port: int, follower: int, reconnects: int, gap: float) -> int:
         client = RpcClient(port)
         client.call(nfs3.NFS3, 0, None)
         time.sleep(0.05)  # (the server's end is set up)
-        on_follower += owner(client) == follower
+        on_follower += connection_holder(port, client.sock.getsockname()[1], workers) == workers[1]
         time.sleep(0.2)  # (the client idles between two re-connections)
     client.close()
     return on_follower
@@ -76,8 +66,7 @@ def main() -> None:
             for name, tree in (trees if i % 2 == 0 else trees[::-1]):
                 with from_tree(tree), Pysfsd(root / "export", root / f"{name}-run", workers=2) as server:
                     assert server.pid is not None
-                    _, follower = children(server.pid)
-                    found[name].append(one_round(server.port, follower, args.reconnects, args.gap))
+                    found[name].append(one_round(server.port, children(server.pid), args.reconnects, args.gap))
                 print(f"round {i + 1} {name}: {found[name][-1]} of {args.reconnects} on the follower",
                       file=sys.stderr)
     for name, counts in found.items():
