@@ -343,8 +343,9 @@ class Store:
     def _append(self, later: dict[bytes, bytes | None]) -> bool:
         """Journal a lone burst's writes (see the module docstring); False if the journal
         could not take them (then they are committed as before)."""
-        data = b"".join(_JOURNAL_REC.pack(key, 1, 0) if val is None
-                        else _JOURNAL_REC.pack(key, 0, len(val)) + val for key, val in later.items())
+        data = b""  # (at most JOURNAL_BURST records: no generator or list made for them)
+        for key, val in later.items():
+            data += _JOURNAL_REC.pack(key, 1, 0) if val is None else _JOURNAL_REC.pack(key, 0, len(val)) + val
         with self._journal_lock:
             if self._journal_flag is not None:  # before a follower may hear of these places
                 self._journal_flag.set()
