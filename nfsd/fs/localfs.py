@@ -416,7 +416,7 @@ class LocalFS:
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);
             # unless ``later``, only while the store surely has room (NOSPC is decided now)
-            self.store.put_objects(self.export_id, [(ino, parent, gen, name)], True, must_fit=not later)
+            self.store.put_place(self.export_id, ino, parent, gen, name, not later)
         except StoreFull:
             if len(self._unsaved) > 100_000:
                 self._unsaved.clear()

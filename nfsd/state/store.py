@@ -504,6 +504,16 @@ class Store:
                 if txn.get(key) != val:
                     txn.put(key, val)
 
+    def put_place(self, export_id: int, ino: int, parent: int, gen: int, name: bytes, must_fit: bool) -> None:
+        """``put_objects(export_id, [(ino, parent, gen, name)], later=True, must_fit)``
+        without its list, tuple and loop where the place waits for the burst's end: what
+        ``LocalFS.record`` writes (every CREATE's and MKDIR's place), which a lone client's
+        call runs cold, where each helper costs (design.rst, "cold calls")."""
+        if self.shared is None and self._burst_thread == threading.get_ident() and (not must_fit or self.roomy()):
+            self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+            return
+        self.put_objects(export_id, [(ino, parent, gen, name)], True, must_fit)
+
     def put_places(self, export_id: int, places: Iterable[tuple[int, int, bytes, int | None]]) -> None:
         """Record (ino, parent, name, gen) places a walk met; a gen of None keeps the one the
         inode's record has (0 if none), read inside the write transaction that writes it

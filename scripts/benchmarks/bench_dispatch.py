@@ -139,11 +139,12 @@ def run_cold(dispatch: Callable[..., Any], begin: Callable[[], None], end: Calla
 
 
 @contextlib.contextmanager
-def bench_server(prefix: str, uid: int = 0, names: int = 0, options: str = "") -> Iterator[tuple[NfsServer, dict[str, list[bytes]]]]:
+def bench_server(prefix: str, uid: int = 0, names: int = 0, options: str = "",
+                 where: str | None = None) -> Iterator[tuple[NfsServer, dict[str, list[bytes]]]]:
     """A whole ``NfsServer`` on a scratch export holding one 4 KiB file (owned by ``uid``,
     the callers' uid, so that SETATTR as them is allowed), not started, and each operation's
     call records as that caller (``build_records``); shared with bench_transport.py."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as tmp:
         export = os.path.join(tmp, "export")
         os.mkdir(export)
         with open(os.path.join(export, "file"), "wb") as f:
@@ -171,7 +172,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.profile:  # the ops before it run unmeasured (``remove`` needs ``create``'s files)
         ops = ops[:ops.index(args.profile) + 1] if args.profile in ops else [args.profile]
     names = 2000 + args.calls * (1 if args.profile else args.rounds) if set(ops) & set(CONSUMED) else 0
-    with bench_server("bench-dispatch-", args.uid, names, ",async" if args.async_export else "") as (server, records):
+    with bench_server("bench-dispatch-", args.uid, names, ",async" if args.async_export else "",
+                      args.dir) as (server, records):
         if args.shared_drc:  # as worker 0 of two: the duplicate-request cache --workers uses
             from nfsd.rpc.shared_drc import SharedDuplicateRequestCache
             drc = SharedDuplicateRequestCache.create(2)
@@ -218,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve each burst cold: read MIB MiB of other memory before it (median burst)")
     p.add_argument("--async-export", action="store_true",
                    help="an async export (CREATE and REMOVE on a sync one hold their replies for the fsync)")
+    p.add_argument("--dir", help="where the scratch export and state go (default: the temporary "
+                   "directory); e.g. a journaled loop ext4: a CREATE on this machine's ext4 root (no "
+                   "journal) spends 100-600 us in the inode allocator, which hides its Python (tmpfs has "
+                   "no inode generations: another CREATE path)")
     p.add_argument("--shared-drc", action="store_true",
                    help="the duplicate-request cache of --workers N (nfsd/rpc/shared_drc.py)")
     args = p.parse_args(argv)
