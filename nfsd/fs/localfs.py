@@ -416,7 +416,7 @@ class LocalFS:
         try:
             # from the event loop, in the burst being served (a thread-pool call: at once);
             # unless ``later``, only while the store surely has room (NOSPC is decided now)
-            self.store.put_objects(self.export_id, [(ino, parent, gen, name)], True, must_fit=not later)
+            self.store.put_place(self.export_id, ino, parent, gen, name, not later)
         except StoreFull:
             if len(self._unsaved) > 100_000:
                 self._unsaved.clear()
@@ -574,7 +574,9 @@ class LocalFS:
         event loop once the reply has left, ``LateClose``)."""
         rec = self._recorded.pop(ino, None)
         if rec is not None:
-            gone = self.forget(pack_real(self.export_id, ino, rec[1]))
+            fh = pack_real_fields(HANDLE_VERSION, KIND_REAL, self.export_id, ino, rec[1] & 0xFFFFFFFF)
+            with self._lock:  # (``forget`` written out)
+                gone = self._nodes.pop(fh, None)
             if gone is not None:
                 self._late.hold(gone)  # its descriptors close after the reply (late_close.py)
         self._unsaved.discard(ino)
@@ -732,15 +734,19 @@ class LocalFS:
         return n
 
     def remove(self, d: Node, name: bytes, directory: bool) -> None:
-        check_name(name)
+        # (the name check and the type test written out, as in ``lookup_attrs``: a lone
+        # REMOVE runs cold)
+        if not name or b"/" in name or b"\0" in name or len(name) > MAX_NAME:
+            check_name(name)  # (raises)
         st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
         if directory:
             os.rmdir(name, dir_fd=d.fd)
         else:
-            if stat.S_ISDIR(st.st_mode):
+            if st.st_mode & _S_IFMT == _S_IFDIR:
                 raise NfsError(nfsstat3.NFS3ERR_ISDIR)
             os.unlink(name, dir_fd=d.fd)
-        self.fsync_dir(d)
+        if not durability.relaxed:  # (an async export: no fsync, ``fsync_dir`` not called)
+            self.fsync_dir(d)
         if directory or st.st_nlink <= 1:
             self._entry_gone(st.st_ino)
 

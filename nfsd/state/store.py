@@ -343,8 +343,9 @@ class Store:
     def _append(self, later: dict[bytes, bytes | None]) -> bool:
         """Journal a lone burst's writes (see the module docstring); False if the journal
         could not take them (then they are committed as before)."""
-        data = b"".join(_JOURNAL_REC.pack(key, 1, 0) if val is None
-                        else _JOURNAL_REC.pack(key, 0, len(val)) + val for key, val in later.items())
+        data = b""  # (at most JOURNAL_BURST records: no generator or list made for them)
+        for key, val in later.items():
+            data += _JOURNAL_REC.pack(key, 1, 0) if val is None else _JOURNAL_REC.pack(key, 0, len(val)) + val
         with self._journal_lock:
             if self._journal_flag is not None:  # before a follower may hear of these places
                 self._journal_flag.set()
@@ -502,6 +503,16 @@ class Store:
                 val = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
                 if txn.get(key) != val:
                     txn.put(key, val)
+
+    def put_place(self, export_id: int, ino: int, parent: int, gen: int, name: bytes, must_fit: bool) -> None:
+        """``put_objects(export_id, [(ino, parent, gen, name)], later=True, must_fit)``
+        without its list, tuple and loop where the place waits for the burst's end: what
+        ``LocalFS.record`` writes (every CREATE's and MKDIR's place), which a lone client's
+        call runs cold, where each helper costs (design.rst, "cold calls")."""
+        if self.shared is None and self._burst_thread == threading.get_ident() and (not must_fit or self.roomy()):
+            self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+            return
+        self.put_objects(export_id, [(ino, parent, gen, name)], True, must_fit)
 
     def put_places(self, export_id: int, places: Iterable[tuple[int, int, bytes, int | None]]) -> None:
         """Record (ino, parent, name, gen) places a walk met; a gen of None keeps the one the

@@ -1,6 +1,7 @@
 """scripts/benchmarks/bench_dispatch.py's cold mode (``--evict``): every record is served, in
 bursts, each burst between its ``begin`` and ``end``, and the figure is the median burst's
-time times the bursts (a burst slowed by something else does not move it)."""
+time times the bursts (a burst slowed by something else does not move it); a failed call is
+not timed as a cheap one; CREATE and REMOVE each serve names of their own."""
 from __future__ import annotations
 
 import runpy
@@ -12,6 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmarks" / "bench_dispatch.py"
+# an accepted reply (after the 4 bytes reserved for the record mark): xid, REPLY, MSG_ACCEPTED,
+# an empty AUTH_NONE verifier, SUCCESS, then NFS3_OK
+OK_REPLY = bytes(4) + bytes.fromhex("00000001" "00000001" "00000000" "00000000" "00000000" "00000000" "00000000")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def test_cold_run_serves_every_call_and_takes_the_median_burst(bench, monkeypatc
     def dispatch(record: bytes, client: object, reserve: int) -> bytes:
         served.append(record)
         now[0] += 1.0 if record != b"slow" else 100.0  # one burst slowed by something else
-        return b"reply"
+        return OK_REPLY
 
     todo = [b"a", b"b", b"c", b"slow", b"e", b"f", b"g"]
     seconds = bench.run_cold(dispatch, lambda: events.append("begin"), lambda: events.append("end"),
@@ -40,3 +44,19 @@ def test_cold_run_serves_every_call_and_takes_the_median_burst(bench, monkeypatc
     assert served == todo
     assert events == ["begin", "end"] * 4  # bursts of 2, 2, 2 and 1
     assert seconds == pytest.approx(2.0 * 4)  # bursts took 2, 101, 2, 1 s: the median 2
+
+
+def test_a_failed_call_stops_the_run(bench) -> None:
+    noent = OK_REPLY[:28] + (2).to_bytes(4, "big")  # NFS3ERR_NOENT
+    with pytest.raises(RuntimeError, match="call failed"):
+        bench.run_cold(lambda *_: noent, lambda: None, lambda: None, [b"a"], 1, bytearray(1 << 12))
+    bench.check_reply(OK_REPLY)
+
+
+def test_create_then_remove_serve_every_name_once(bench, capsys) -> None:
+    # every call is answered NFS3_OK (``check_reply``, bursts of one): each CREATE made a new
+    # name and each REMOVE found the one CREATE made, across the warm-up and the rounds
+    assert bench.main(["--ops", "create,remove", "--calls", "40", "--rounds", "2", "--burst", "1",
+                       "--async-export"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["create", "remove"]

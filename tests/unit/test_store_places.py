@@ -1,7 +1,9 @@
 """``Store.put_places``: the places a walk met go in with one write transaction, each keeping
 the generation its inode's record has at the moment of that transaction (not as a read made
 before it found it), so a generation another worker committed meanwhile is never
-overwritten; ``LocalFS._repair`` records through it."""
+overwritten; ``LocalFS._repair`` records through it.  ``Store.put_place``: one place as
+``put_objects`` writes it with ``later``, waiting for the burst's end only while the store
+has room for what must fit."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -11,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from nfsd.fs.localfs import LocalFS
-from nfsd.state.store import Store
+from nfsd.state.store import _OBJ_KEY, Store
 
 
 @pytest.fixture
@@ -90,3 +92,34 @@ def test_a_cluster_head_publishes_the_places_with_their_kept_generation(store: S
     store.put_places(1, [(10, 3, b"new", None), (11, 3, b"other", None)])
     assert cluster.noted == [(1, 10, 3, 77, b"new"), (1, 11, 3, 0, b"other")]
     assert store.get_object(1, 10) == (3, 77, b"new", False)
+
+
+def committed(store: Store, ino: int) -> object:
+    """The place LMDB holds (``get_object`` answers what waits for the burst's end too)."""
+    return store.get_object_committed(_OBJ_KEY.pack(1, ino))
+
+
+def test_put_place_waits_for_the_burst_end_as_put_objects_does(store: Store) -> None:
+    store.put_place(1, 10, 2, 7, b"at-once", must_fit=True)  # no burst: written now
+    assert committed(store, 10) == (2, 7, b"at-once", False)
+    store.begin_burst()
+    store.put_place(1, 11, 2, 8, b"later", must_fit=True)
+    store.put_place(1, 10, 3, 7, b"moved", must_fit=False)
+    assert committed(store, 11) is None  # (waits for the burst's end)
+    assert committed(store, 10) == (2, 7, b"at-once", False)
+    assert store.get_object(1, 11) == (2, 8, b"later", False)  # (read from what waits)
+    store.end_burst()
+    assert committed(store, 11) == (2, 8, b"later", False)
+    assert committed(store, 10) == (3, 7, b"moved", False)
+
+
+def test_put_place_that_must_fit_a_store_short_of_room_is_written_at_once(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "roomy", lambda: False)  # (StoreFull must be known now)
+    store.begin_burst()
+    store.put_place(1, 12, 2, 9, b"new", must_fit=True)
+    assert committed(store, 12) == (2, 9, b"new", False)
+    store.put_place(1, 13, 2, 9, b"renamed", must_fit=False)  # (a cache: may wait)
+    assert committed(store, 13) is None
+    store.end_burst()
+    assert committed(store, 13) == (2, 9, b"renamed", False)
