@@ -149,9 +149,9 @@ class _Source:
         tops = [i for i, level in enumerate(levels) if not level]
         levels.release()
         tops.append(n0)
-        heads = [data[ENTRY * (1 + a):ENTRY * (2 + a)] for a in tops[:-1]]
         self.entries = [(_key(head), _need(head), ENTRY * (1 + a), ENTRY * (1 + b))
-                        for head, a, b in zip(heads, tops, tops[1:])]
+                        for a, b in zip(tops, tops[1:])
+                        for head in (data[ENTRY * (1 + a):ENTRY * (2 + a)],)]  # (one copy at a time)
         data.madvise(mmap.MADV_DONTNEED)
 
     def _write(self, path: str, n0: int, n1: int, spans: list[tuple[int, int]]) -> None:
