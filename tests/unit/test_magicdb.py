@@ -60,6 +60,28 @@ def _kept_signatures() -> list[bytes]:
         source.close()
 
 
+def _answers_differ(buffers: list[bytes], by_length: bool) -> tuple[list[tuple[bytes, str, str]], set[str]]:
+    """Each buffer sniffed with the full database and with the narrowed one ``path`` gives
+    it (by its first byte; by its length too with ``by_length``): the buffers answered
+    differently, and the databases used."""
+    full = magic.Magic(mime=True)
+    narrow = magicdb.NarrowDatabases(limit=256)
+    handles: dict[str, Any] = {}
+    differ = []
+    try:
+        for data in buffers:
+            path = narrow.path(data[0], len(data) if by_length else 0)
+            assert path is not None
+            if path not in handles:
+                handles[path] = magic.Magic(mime=True, magic_file=path)
+            want, got = full.from_buffer(data), handles[path].from_buffer(data)
+            if want != got:
+                differ.append((data[:40], want, got))
+    finally:
+        narrow.close()
+    return differ, set(handles)
+
+
 def test_narrowed_databases_answer_plain_text_as_the_full_one() -> None:
     rng = random.Random(10)
     heads = _plain_heads(1200)
@@ -70,24 +92,9 @@ def test_narrowed_databases_answer_plain_text_as_the_full_one() -> None:
     assert len(signatures) > 500
     buffers += signatures + [s + b"\n" for s in signatures] + [s + b" line 1\nline 2\n" for s in signatures]
     buffers = [b for b in buffers if magicdb.is_plain(b)]
-    full = magic.Magic(mime=True)
-    narrow = magicdb.NarrowDatabases(limit=256)
-    handles: dict[int, Any] = {}
-    differ = []
-    try:
-        for data in buffers:
-            first = data[0]
-            if first not in handles:
-                path = narrow.path(first)
-                assert path is not None
-                handles[first] = magic.Magic(mime=True, magic_file=path)
-            want, got = full.from_buffer(data), handles[first].from_buffer(data)
-            if want != got:
-                differ.append((data[:40], want, got))
-    finally:
-        narrow.close()
+    differ, used = _answers_differ(buffers, by_length=False)
     assert not differ, differ[:10]
-    assert len(handles) > 60  # most first bytes of plain text were narrowed and checked
+    assert len(used) > 60  # most first bytes of plain text were narrowed and checked
 
 
 def test_narrowing_drops_most_of_the_walk_for_a_line_of_text() -> None:
@@ -116,23 +123,9 @@ def test_short_databases_answer_short_plain_text_as_the_full_one() -> None:
     buffers += [bytes(rng.choice(magicdb.PLAIN) for _ in range(rng.randint(2, magicdb.SHORT))) for _ in range(3000)]
     buffers += [b"line %d\n" % i for i in range(0, 100_000, 997)] + [b"hello world\n", b"a,b\n1,2\n", b"{}\n", b"<a>\n"]
     buffers = [b for b in buffers if magicdb.is_plain(b) and len(b) <= magicdb.SHORT]
-    full = magic.Magic(mime=True)
-    narrow = magicdb.NarrowDatabases(limit=256)
-    handles: dict[str, Any] = {}
-    differ = []
-    try:
-        for data in buffers:
-            path = narrow.path(data[0], len(data))
-            assert path is not None and f"-{magicdb.SHORT}-" in path
-            if path not in handles:
-                handles[path] = magic.Magic(mime=True, magic_file=path)
-            want, got = full.from_buffer(data), handles[path].from_buffer(data)
-            if want != got:
-                differ.append((data, want, got))
-    finally:
-        narrow.close()
+    differ, used = _answers_differ(buffers, by_length=True)
     assert not differ, differ[:10]
-    assert len(handles) > 60
+    assert len(used) > 60 and all(f"-{magicdb.SHORT}-" in p for p in used)
 
 
 def test_a_short_line_walks_a_smaller_database() -> None:
