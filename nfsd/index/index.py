@@ -528,9 +528,6 @@ class Index:
             # (a CreatedStat has every field of a stat the index reads: see ``note_created``)
             r.created = cast(dict[tuple[int, bytes], os.stat_result],
                              {k: st for k, st in fresh.items() if st.st_ino not in inos} if inos else fresh)
-            if inos:  # (see ``_note_one``)
-                r.created_changed = {k: st.st_ino for k, st in fresh.items()
-                                     if st.st_ino in inos and st.st_ino not in r.force}
         for d in sorted(by_dir, key=depth.__getitem__):
             if d in r.listed:
                 # listed by this flush already (a new directory met under its parent, whose
@@ -575,12 +572,7 @@ class Index:
         if st is None:
             self._gone(r, d, name)
             return
-        # an entry the server created and then wrote or changed itself (its inode's plain
-        # ``note_ino``: a WRITE, a SETATTR; a tag's is forced, the watcher's names the entry)
-        # is read again, but as the creation's fast path has it: no user field to look for
-        # yet, and the next look reads everything (``Reconciler.add_created``)
-        created = bool(r.created_changed) and r.created_changed.get((d, name)) == st.st_ino
-        if r.entry(fd, d, name, st, created):
+        if r.entry(fd, d, name, st):
             # extractions queued so far read their files through ``fd``: run them before the
             # walk below queues (and runs) the new directory's own
             r.run_jobs(fd)

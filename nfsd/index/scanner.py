@@ -168,8 +168,6 @@ class Reconciler:
         # entries the server created and nothing changed since (``Index.note_created``): a
         # listing meets them too (a new directory filled before the flush) and adds them so
         self.created: Mapping[tuple[int, bytes], os.stat_result] = {}
-        # ...and those changed since by the server itself (``Index._note_one``): entry -> inode
-        self.created_changed: Mapping[tuple[int, bytes], int] = {}
         self.part: ContentPass | None = None  # a pass of a first index's content tier
         self.c = Counters()
         self.jobs: list[Job] = []
@@ -280,11 +278,9 @@ class Reconciler:
         return subdirs
 
     # -- one entry -----------------------------------------------------------------------
-    def entry(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result, created: bool = False) -> bool:
+    def entry(self, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
         """Reconcile one entry present on disk; True for a directory whose contents the
-        index does not know (new, or back from the dead), which must be walked.
-        ``created``: the server made it (and changed it since): an inode new to the index
-        is added as ``add_created``'s slow path adds it."""
+        index does not know (new, or back from the dead), which must be walked."""
         if st.st_dev != self.dev:
             return False  # another file system mounted inside the export: inode numbers clash
         w = self.w
@@ -301,7 +297,7 @@ class Reconciler:
             self._bury(ino, rec)
             rec = w.file(ino)
         if rec is None or rec.tomb:
-            self._add(dir_fd, dir_ino, name, st, rec, created)
+            self._add(dir_fd, dir_ino, name, st, rec)
             return kind == S_IFDIR
         moved = rec.parent != dir_ino or rec.name != name
         if moved and kind != S_IFDIR and (st.st_nlink > 1 or rec.flags & FLAG_LINKED):

@@ -157,49 +157,6 @@ def test_a_user_field_set_in_the_creations_clock_tick_is_read_at_the_next_look(
     assert q(index, (b"tag", b"urgent")) == [b"src/t.txt"]
 
 
-def test_a_created_file_the_server_then_wrote_is_read_without_user_fields(
-        index: Index, export: Path, env: lmdb.Environment, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The VM's ``echo "line N" > f``: CREATE, then a WRITE (its inode's plain note) before
-    the flush.  The entry is read again (its size and content changed), but as the fast
-    path adds a created file: no user-field ``getxattr`` (a new inode has none, and a tag
-    set since comes with a note of its own), and the next look reads everything."""
-    src = os.stat(export / "src").st_ino
-    st = create(export / "src", "n.txt")
-    index.note_created(src, b"n.txt", st)
-    (export / "src" / "n.txt").write_bytes(b"line 7 words\n")  # written through the server
-    index.note_ino(st.st_ino)
-    reads = Reads(monkeypatch)
-    assert q(index, (b"text", b"words")) == [b"src/n.txt"]
-    assert (reads.lstat, reads.getxattr) == (1, 0)
-    assert q(index, (b"size", b"tiny")) == [b"src/n.txt", b"src/old.c"]
-    assert record_flags(env, st.st_ino) & FLAG_UNREAD
-    os.setxattr(export / "src" / "n.txt", TAGS, b"urgent")
-    index.note_entry(src, b"n.txt")  # the watcher's IN_ATTRIB
-    assert q(index, (b"tag", b"urgent")) == [b"src/n.txt"]
-    assert reads.getxattr >= 1 and not record_flags(env, st.st_ino) & FLAG_UNREAD
-    assert q(index, (b"text", b"words")) == [b"src/n.txt"]
-
-
-def test_a_created_file_tagged_and_written_before_the_flush_has_its_tag_read(
-        index: Index, export: Path) -> None:
-    """A tag set through the server (``TagDirs``: a forced note of the inode) or behind it
-    (the watcher names the entry) before the flush: read with the write, not left for the
-    next look."""
-    src = os.stat(export / "src").st_ino
-    for name, forced in ((b"f.txt", True), (b"w.txt", False)):
-        st = create(export / "src", name.decode())
-        index.note_created(src, name, st)
-        (export / "src" / name.decode()).write_bytes(b"line 1\n")
-        index.note_ino(st.st_ino)
-        os.setxattr(export / "src" / name.decode(), TAGS, b"urgent")
-        if forced:
-            index.note_ino(st.st_ino, force=True)
-        else:
-            index.note_entry(src, name)
-    assert q(index, (b"tag", b"urgent")) == [b"src/f.txt", b"src/w.txt"]
-    assert q(index, (b"text", b"line")) == [b"src/f.txt", b"src/w.txt"]
-
-
 def test_a_name_removed_and_created_again_in_one_batch(index: Index, export: Path) -> None:
     src = os.stat(export / "src").st_ino
     os.unlink(export / "src" / "old.c")
@@ -304,10 +261,9 @@ def test_files_created_in_a_new_directory_are_read_once_by_the_flush(
     from nfsd.index import scanner
     real_entry = scanner.Reconciler.entry
 
-    def entry(self: scanner.Reconciler, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result,
-              created: bool = False) -> bool:
+    def entry(self: scanner.Reconciler, dir_fd: int, dir_ino: int, name: bytes, st: os.stat_result) -> bool:
         entries.append(name)
-        return real_entry(self, dir_fd, dir_ino, name, st, created)
+        return real_entry(self, dir_fd, dir_ino, name, st)
     monkeypatch.setattr(scanner.Reconciler, "entry", entry)
     reads = Reads(monkeypatch)
     index.flush()
