@@ -151,7 +151,10 @@ class Extractor:
         """The content tier of entry ``name`` and its generation; None when the entry is no
         longer the inode ``st`` describes (it changed again: that change will be noted).
         ``only``: what these content-tier transducers give (one pass of a first index)."""
-        todo = [t for t in (self.content_tier if only is None else only) if self._applies(t, name, st)]
+        if only is None and self._pure:
+            todo = self._applying(name, st)[0]  # (remembered per extension, kind and size: no ``applies`` asked)
+        else:
+            todo = [t for t in (self.content_tier if only is None else only) if self._applies(t, name, st)]
         if not todo:
             return NOTHING, 0
         if not stat.S_ISREG(st.st_mode):

@@ -104,7 +104,9 @@ class OpenFile:
             # reads double as the head grows, so a 64 MiB head is copied a few times, not 64
             size = min(limit - len(self._data), max(1 << 20, len(self._data)))
             chunk = os.pread(self.fd, size, len(self._data))
-            if not chunk:
+            if len(chunk) < size:
+                # a regular file's short read is its end: no second read to hear it (a small
+                # new file, the usual case of a flush, is read by one system call)
                 self._eof = True
             self._data += chunk
         return self._data[:limit]

@@ -53,23 +53,26 @@ def plain_heads(roots: list[str], limit: int | None = None) -> list[bytes]:
 def check(roots: list[str], randoms: int) -> int:
     rng = random.Random(2)
     heads = plain_heads(roots)
-    buffers = heads + [h[:rng.randint(2, 100)] for h in heads[::3]]
+    buffers = heads + [h[:rng.randint(2, 100)] for h in heads[::3]] + [h[:rng.randint(2, magicdb.SHORT)] for h in heads[1::3]]
     buffers += [bytes(rng.choice(magicdb.PLAIN) for _ in range(rng.randint(2, 80))) for _ in range(randoms)]
+    buffers += [bytes(rng.choice(magicdb.PLAIN) for _ in range(rng.randint(2, magicdb.SHORT))) for _ in range(randoms)]
     full = magic.Magic(mime=True)
     narrow = magicdb.NarrowDatabases(limit=256)
-    handles: dict[int, Any] = {}
+    handles: dict[str, Any] = {}  # per narrowed database (first byte, and short buffers apart)
     differ = 0
     try:
         for data in buffers:
-            if data[0] not in handles:
-                handles[data[0]] = magic.Magic(mime=True, magic_file=narrow.path(data[0]))
-            want, got = full.from_buffer(data), handles[data[0]].from_buffer(data)
+            path = narrow.path(data[0], len(data))
+            assert path is not None
+            if path not in handles:
+                handles[path] = magic.Magic(mime=True, magic_file=path)
+            want, got = full.from_buffer(data), handles[path].from_buffer(data)
             if want != got:
                 differ += 1
                 print(f"DIFFER {want} / {got}: {data[:60]!r}")
     finally:
         narrow.close()
-    print(f"{len(heads)} plain file heads, {len(buffers)} buffers over {len(handles)} first bytes: "
+    print(f"{len(heads)} plain file heads, {len(buffers)} buffers over {len(handles)} narrowed databases: "
           f"{differ} answered differently")
     return differ
 

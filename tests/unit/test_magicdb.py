@@ -48,7 +48,7 @@ def _kept_signatures() -> list[bytes]:
     source = magicdb._Source(_COMPILED[0])
     try:
         out = []
-        for key, start, _ in source.entries:
+        for key, _, start, _ in source.entries:
             if key < 0:
                 continue
             vallen, kind = source.data[start + 5], source.data[start + 6]
@@ -58,6 +58,28 @@ def _kept_signatures() -> list[bytes]:
         return out
     finally:
         source.close()
+
+
+def _answers_differ(buffers: list[bytes], by_length: bool) -> tuple[list[tuple[bytes, str, str]], set[str]]:
+    """Each buffer sniffed with the full database and with the narrowed one ``path`` gives
+    it (by its first byte; by its length too with ``by_length``): the buffers answered
+    differently, and the databases used."""
+    full = magic.Magic(mime=True)
+    narrow = magicdb.NarrowDatabases(limit=256)
+    handles: dict[str, Any] = {}
+    differ = []
+    try:
+        for data in buffers:
+            path = narrow.path(data[0], len(data) if by_length else 0)
+            assert path is not None
+            if path not in handles:
+                handles[path] = magic.Magic(mime=True, magic_file=path)
+            want, got = full.from_buffer(data), handles[path].from_buffer(data)
+            if want != got:
+                differ.append((data[:40], want, got))
+    finally:
+        narrow.close()
+    return differ, set(handles)
 
 
 def test_narrowed_databases_answer_plain_text_as_the_full_one() -> None:
@@ -70,24 +92,9 @@ def test_narrowed_databases_answer_plain_text_as_the_full_one() -> None:
     assert len(signatures) > 500
     buffers += signatures + [s + b"\n" for s in signatures] + [s + b" line 1\nline 2\n" for s in signatures]
     buffers = [b for b in buffers if magicdb.is_plain(b)]
-    full = magic.Magic(mime=True)
-    narrow = magicdb.NarrowDatabases(limit=256)
-    handles: dict[int, Any] = {}
-    differ = []
-    try:
-        for data in buffers:
-            first = data[0]
-            if first not in handles:
-                path = narrow.path(first)
-                assert path is not None
-                handles[first] = magic.Magic(mime=True, magic_file=path)
-            want, got = full.from_buffer(data), handles[first].from_buffer(data)
-            if want != got:
-                differ.append((data[:40], want, got))
-    finally:
-        narrow.close()
+    differ, used = _answers_differ(buffers, by_length=False)
     assert not differ, differ[:10]
-    assert len(handles) > 60  # most first bytes of plain text were narrowed and checked
+    assert len(used) > 60  # most first bytes of plain text were narrowed and checked
 
 
 def test_narrowing_drops_most_of_the_walk_for_a_line_of_text() -> None:
@@ -96,10 +103,50 @@ def test_narrowing_drops_most_of_the_walk_for_a_line_of_text() -> None:
     source = magicdb._Source(_COMPILED[0])
     try:
         everything = len(source.entries)
-        kept = sum(1 for key, _, _ in source.entries if key in (magicdb._ALWAYS, ord("l")))
+        kept = sum(1 for key, _, _, _ in source.entries if key in (magicdb._ALWAYS, ord("l")))
     finally:
         source.close()
     assert kept < everything / 3
+
+
+def test_short_databases_answer_short_plain_text_as_the_full_one() -> None:
+    """A buffer of at most SHORT bytes is sniffed with a database also without the tests
+    that need more bytes: the same answers, over file heads and signatures cut short, the
+    kept signatures themselves and random plain strings, for every first byte met."""
+    rng = random.Random(16)
+    heads = _plain_heads(1200)
+    signatures = [s for s in _kept_signatures() if len(s) <= magicdb.SHORT]
+    assert len(signatures) > 100
+    buffers = [h[:rng.randint(2, magicdb.SHORT)] for h in heads]
+    buffers += [h[:n] for h in heads[:300] for n in (2, 3, 5, 8, magicdb.SHORT)]
+    buffers += signatures + [s + b"\n" for s in signatures] + [(s + b" line 1\n")[:magicdb.SHORT] for s in signatures]
+    buffers += [bytes(rng.choice(magicdb.PLAIN) for _ in range(rng.randint(2, magicdb.SHORT))) for _ in range(3000)]
+    buffers += [b"line %d\n" % i for i in range(0, 100_000, 997)] + [b"hello world\n", b"a,b\n1,2\n", b"{}\n", b"<a>\n"]
+    buffers = [b for b in buffers if magicdb.is_plain(b) and len(b) <= magicdb.SHORT]
+    differ, used = _answers_differ(buffers, by_length=True)
+    assert not differ, differ[:10]
+    assert len(used) > 60 and all(f"-{magicdb.SHORT}-" in p for p in used)
+
+
+def test_a_short_line_walks_a_smaller_database() -> None:
+    """For ``line 5`` the short database for ``l`` keeps under three quarters of the first
+    byte's top-level entries (the signatures at offsets past 16 bytes go); a buffer one
+    byte longer than SHORT uses the first byte's."""
+    source = magicdb._Source(_COMPILED[0])
+    try:
+        first = [need for key, need, _, _ in source.entries if key in (magicdb._ALWAYS, ord("l"))]
+    finally:
+        source.close()
+    assert sum(1 for need in first if need <= magicdb.SHORT) < 0.75 * len(first)
+    narrow = magicdb.NarrowDatabases()
+    try:
+        short, longer = narrow.path(ord("l"), magicdb.SHORT), narrow.path(ord("l"), magicdb.SHORT + 1)
+        assert short is not None and longer is not None and short != longer
+        assert narrow.path(ord("l")) == longer
+        sizes = [os.path.getsize(p.split(":")[-1]) for p in (short, longer)]
+        assert sizes[0] < sizes[1]
+    finally:
+        narrow.close()
 
 
 def test_sniffer_uses_a_narrowed_database_for_plain_text_only() -> None:
@@ -113,7 +160,9 @@ def test_sniffer_uses_a_narrowed_database_for_plain_text_only() -> None:
         maps = Path("/proc/self/maps").read_text() if sys.platform == "linux" else ""
         assert "pysfsd-magic-" in maps or sys.platform != "linux"
         narrowed = sniffer._narrow
-        assert narrowed is not None and sorted(narrowed._paths) == sorted(b"l#%")
+        # (the shell script is longer than SHORT: the first byte's database, not the short one)
+        assert narrowed is not None and sorted(narrowed._paths) == [
+            (ord("#"), 0), (ord("%"), magicdb.SHORT), (ord("l"), magicdb.SHORT)]
     finally:
         sniffer.release()
 
@@ -123,7 +172,7 @@ def test_first_bytes_past_the_limit_and_a_release_still_answer() -> None:
     texts = [bytes([c]) + b"ine 1\n" for c in b"abcdefgh"]
     assert [sniffer.mime(t) for t in texts] == ["text/plain"] * len(texts)
     narrowed = sniffer._narrow
-    assert narrowed is not None and len(narrowed._paths) == magicdb.MAX_FIRST_BYTES
+    assert narrowed is not None and len(narrowed._firsts) == magicdb.MAX_FIRST_BYTES
     directory = narrowed._dir
     assert directory is not None and os.path.isdir(directory)
     assert sniffer.release() >= 1

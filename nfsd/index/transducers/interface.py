@@ -56,11 +56,12 @@ class Sniffer:
         self._narrow = NarrowDatabases() if narrow else None
         self._narrow_after = narrow_after
         self._plain_seen = 0
-        self._free_plain: dict[int, list[Any]] = {}
+        self._free_plain: dict[str, list[Any]] = {}  # per narrowed database's path
 
     def release(self) -> int:
         """Close the handles no thread is using (a handle in use goes back to the free list
-        after its sniff and stays until the next release); how many were closed.  Dropping
+        after its sniff and stays until the next release; a narrowed database's, to a list
+        no longer kept, and goes then); how many were closed.  Dropping
         python-magic's last reference closes its handle (``magic_close``: the database is
         unmapped); the heap libmagic freed goes back with the next ``malloc_trim``."""
         closed = 0
@@ -71,6 +72,7 @@ class Sniffer:
                 except IndexError:
                     break
                 closed += 1
+        self._free_plain.clear()  # (keyed by paths that go now)
         if self._narrow is not None:
             self._narrow.close()  # its files; a handle in use keeps its own copy
         self._plain_seen = 0
@@ -85,9 +87,9 @@ class Sniffer:
         if self._narrow is not None and is_plain(data):
             self._plain_seen += 1  # (racy under threads: a count off by one is harmless)
             if self._plain_seen > self._narrow_after:
-                path = self._narrow.path(data[0])
+                path = self._narrow.path(data[0], len(data))
             if path is not None:
-                free = self._free_plain.setdefault(data[0], [])
+                free = self._free_plain.setdefault(path, [])
         try:
             m = free.pop()
         except IndexError:

@@ -15,6 +15,14 @@ top-level entries that provably fail on every such buffer starting with its firs
   fixed-size integer so compared (no mask), whose first byte is not the buffer's;
 * an integer so compared whose value holds a byte plain text never has (NUL excepted).
 
+A *short* buffer (at most ``SHORT`` bytes: a new file holding a line, the VM's ``echo
+"line N" > f``) gets a copy narrowed further, without the top-level entries that need more
+bytes than that: ``mget`` refuses (no match) a test that reads past the buffer's end -- a
+byte, short or long (not a quad: zero-padded), a string, pstring or search of ``vallen``
+bytes at its offset, a regex starting past the end -- and a refused test fails unless its
+relation is ``!``.  A shorter buffer (an indirect test's tail, the text pass's copy of
+plain text, which is as long) fails them as well.
+
 Only direct offsets counted from the start (no indirection, no negative offsets) and the
 top-level test are looked at; a dropped entry takes its continuations along (they run only
 when it matched); nothing else moves, so the walk meets the remaining entries in the same
@@ -42,7 +50,8 @@ MAGICNO = 0xF11E041C
 VERSIONNO = 18
 # libmagic releases whose matching was read for this (5.46 changed the format: not narrowed)
 VERIFIED_RELEASES = frozenset({544, 545})
-MAX_FIRST_BYTES = 4  # first bytes narrowed at once (~1.4 MiB on disk, a handle each)
+MAX_FIRST_BYTES = 4  # first bytes narrowed at once (~1.4 MiB on disk, a handle each; twice with short buffers)
+SHORT = 16  # plain buffers of at most this many bytes: a database also without the tests needing more
 
 PLAIN = bytes([9, 10, 13, *range(0x20, 0x7F)])
 # bytes a plain buffer never holds, less those a comparison might still match: NUL (zero
@@ -59,7 +68,10 @@ _MASK = struct.Struct("<Q")           # at 24
 _FLAGS = struct.Struct("<I")          # str_flags, at 28
 _INDIR, _OFFNEGATIVE = 0x01, 0x80
 _OPINVERSE = 0x40
-_STRING, _PSTRING, _SEARCH = 5, 13, 20
+_STRING, _PSTRING, _SEARCH, _REGEX = 5, 13, 20, 17
+# bytes a test of these integer types reads: ``mget`` finds no match when they pass the
+# buffer's end (quads are left out: libmagic pads them with zeros instead)
+_WIDTHS = {1: 1, 2: 2, 7: 2, 10: 2, 4: 4, 8: 4, 11: 4}
 _CASE_OR_BLANKS = 0x0F               # STRING_COMPACT_*WHITESPACE, STRING_IGNORE_*CASE
 # integer types: width, whether the first byte is the value's most significant
 _INTEGERS = {1: (1, False), 2: (2, False), 7: (2, True), 10: (2, False), 4: (4, False),
@@ -102,9 +114,24 @@ def _key(entry: bytes) -> int:
     return _ALWAYS
 
 
+def _need(entry: bytes) -> int:
+    """For a top-level entry: how many bytes a buffer must hold for it to match (0: any
+    buffer may)."""
+    _, flag, _, reln, vallen, kind, _, _, _ = _HEAD.unpack_from(entry, 0)
+    if flag & (_INDIR | _OFFNEGATIVE) or reln == ord("!"):  # (a refused ``!`` test matches)
+        return 0
+    offset = _OFFSET.unpack_from(entry, 12)[0]
+    if kind in (_STRING, _PSTRING, _SEARCH):
+        return offset + vallen
+    if kind == _REGEX:
+        return offset  # (refused only when it starts past the end)
+    width = _WIDTHS.get(kind)
+    return offset + width if width else 0
+
+
 class _Source:
     """One compiled database split for narrowing: its top-level entries (each with its
-    continuations) as (key, start, stop) over a read-only mapping of the file, so what
+    continuations) as (key, need, start, stop) over a read-only mapping of the file, so what
     stays in memory is the page cache's and a list of offsets, not a copy."""
 
     def __init__(self, path: str) -> None:
@@ -122,8 +149,9 @@ class _Source:
         tops = [i for i, level in enumerate(levels) if not level]
         levels.release()
         tops.append(n0)
-        self.entries = [(_key(data[ENTRY * (1 + a):ENTRY * (2 + a)]), ENTRY * (1 + a), ENTRY * (1 + b))
-                        for a, b in zip(tops, tops[1:])]
+        self.entries = [(_key(head), _need(head), ENTRY * (1 + a), ENTRY * (1 + b))
+                        for a, b in zip(tops, tops[1:])
+                        for head in (data[ENTRY * (1 + a):ENTRY * (2 + a)],)]  # (one copy at a time)
         data.madvise(mmap.MADV_DONTNEED)
 
     def _write(self, path: str, n0: int, n1: int, spans: list[tuple[int, int]]) -> None:
@@ -141,8 +169,10 @@ class _Source:
     def write_names(self, path: str) -> None:
         self._write(path, 0, self.n1, [(self.names_at, len(self.data))])
 
-    def write_narrowed(self, path: str, first: int) -> None:
-        spans = [(a, b) for k, a, b in self.entries if k == _ALWAYS or k == first]
+    def write_narrowed(self, path: str, first: int, short: int = 0) -> None:
+        """For plain text starting with ``first`` (of at most ``short`` bytes, if given)."""
+        spans = [(a, b) for k, need, a, b in self.entries
+                 if (k == _ALWAYS or k == first) and (not short or need <= short)]
         self._write(path, sum(b - a for a, b in spans) // ENTRY, 0, spans)
 
     def close(self) -> None:
@@ -188,8 +218,9 @@ def _sweep() -> None:
 
 
 class NarrowDatabases:
-    """The database paths to load for plain text by first byte, written on first use into
-    a private directory; ``close`` removes it (a later ``path`` writes them again)."""
+    """The database paths to load for plain text by first byte (and for short text, by
+    first byte and shortness), written on first use into a private directory; ``close``
+    removes it (a later ``path`` writes them again)."""
 
     def __init__(self, path: str | None = None, limit: int = MAX_FIRST_BYTES) -> None:
         self._path = path
@@ -197,27 +228,32 @@ class NarrowDatabases:
         self._lock = threading.Lock()
         self._dir: str | None = None
         self._sources: list[_Source | str] | None = None  # per component of the path
-        self._paths: dict[int, str] = {}
+        self._paths: dict[tuple[int, int], str] = {}  # (first byte, SHORT or 0) -> path
+        self._firsts: set[int] = set()
         self._remove: weakref.finalize | None = None
         self.broken = False  # the database could not be narrowed: the full one answers
 
-    def path(self, first: int) -> str | None:
-        """The path for plain text starting with byte ``first``; None: use the full one."""
-        found = self._paths.get(first)
+    def path(self, first: int, length: int = 0) -> str | None:
+        """The path for plain text starting with byte ``first`` (``length`` bytes long, if
+        given: a short one gets its own); None: use the full one."""
+        key = (first, SHORT if 0 < length <= SHORT else 0)
+        found = self._paths.get(key)
         if found is not None or self.broken:
             return found
         with self._lock:
-            found = self._paths.get(first)
-            if found is None and not self.broken and len(self._paths) < self._limit:
+            found = self._paths.get(key)
+            if (found is None and not self.broken
+                    and (first in self._firsts or len(self._firsts) < self._limit)):
                 try:
-                    found = self._write(first)
+                    found = self._write(*key)
                 except (OSError, ValueError):
                     self.broken = True
                     return None
-                self._paths[first] = found
+                self._paths[key] = found
+                self._firsts.add(first)
         return found
 
-    def _write(self, first: int) -> str:
+    def _write(self, first: int, short: int) -> str:
         if self._sources is None:
             import magic
             if magic.version() not in VERIFIED_RELEASES:
@@ -241,8 +277,8 @@ class NarrowDatabases:
             if isinstance(kept, str):
                 parts.append(kept)
                 continue
-            mine = os.path.join(self._dir, f"first{first:02x}-{i}.mgc")
-            kept.write_narrowed(mine, first)
+            mine = os.path.join(self._dir, f"first{first:02x}-{short}-{i}.mgc")
+            kept.write_narrowed(mine, first, short)
             parts += [os.path.join(self._dir, f"names{i}.mgc"), mine]
         return ":".join(parts)
 
@@ -257,3 +293,4 @@ class NarrowDatabases:
                 if isinstance(source, _Source):
                     source.close()
             self._dir, self._sources, self._paths = None, None, {}
+            self._firsts = set()
