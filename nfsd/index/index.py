@@ -562,10 +562,12 @@ class Index:
 
     @staticmethod
     def _gone(r: Reconciler, d: int, name: bytes) -> None:
-        """Entry ``name`` of ``d`` no longer exists: what the index holds under it vanished."""
-        known = r.w.child(d, name)
+        """Entry ``name`` of ``d`` no longer exists: what the index holds under it vanished
+        (its entry in the listing goes at once: one look-up, not one here and one at the
+        burial)."""
+        known = r.w.pop_child(d, name)
         if known is not None:
-            r.gone(d, name, known[0])
+            r.gone(d, name, known[0], unlisted=True)
 
     def _note_one(self, r: Reconciler, fd: int, d: int, name: bytes) -> None:
         st = fsread.lstat_at(fd, name)
