@@ -318,6 +318,16 @@ class Index:
         elif entry_name(name):
             self._queue_entry((dir_ino, name), None, removed=True)
 
+    def queue_removed(self, dir_ino: int, name: bytes) -> None:
+        """Another worker removed DIR/name, a non-directory, and no flush has taken the queue
+        since (nfsd/index/writer_channel.py: the note's mark): queued as ``note_removed``
+        does, unless the entry is queued already (a note that may be of a re-creation since,
+        which the flush must read).  A note of the entry coming after this one has it read
+        too, as for ``note_removed``; so no flush reads the name after the removal before
+        this note is queued, and every change since is either queued first or noted after."""
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, unless_queued=True, removed=True)
+
     def queue_created(self, dir_ino: int, name: bytes, st: os.stat_result | CreatedStat,
                       late: bool = False) -> None:
         """Queue a created entry with its creation's stat (``note_created``'s work; an index
@@ -340,8 +350,10 @@ class Index:
         with self._notes_lock:
             echoes = self._echoes
             if key in self._entries:
-                if unless_queued and key not in echoes:
-                    created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
+                if unless_queued:
+                    removed = False  # noted, perhaps since another worker's removal: read it
+                    if key not in echoes:
+                        created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
                 echo = False  # (an IN_CREATE of a name queued already: a plain note)
             if echo:
                 echoes.add(key)
