@@ -145,6 +145,9 @@ class Index:
         # queued entries noted by nothing but one inotify IN_CREATE (``note_create_event``):
         # maybe the echo of another worker's creation, whose note comes later
         self._echoes: set[tuple[int, bytes]] = set()
+        # queued entries noted by nothing but inotify IN_DELETE events (``note_delete_event``):
+        # maybe the echo of another worker's removal, whose note comes after it
+        self._deletes: set[tuple[int, bytes]] = set()
         # queued entries the server itself just removed (``note_removed``): while no other note
         # names them, the flush takes them for gone without an ``lstat``, and the watcher
         # recognises the inotify echo of their removal (``is_removed``)
@@ -293,6 +296,14 @@ class Index:
         if entry_name(name):
             self._queue_entry((dir_ino, name), None, echo=True)
 
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        """inotify saw DIR/name (not a directory) deleted, not as this process's own removal
+        (``is_removed``): noted as ``note_entry`` does.  While nothing else names the entry
+        it may be the echo of another worker's removal, whose note comes after it
+        (``queue_removed``): that note then still has the flush take the name for gone."""
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, deleted=True)
+
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
         """The server itself just created DIR/name, an empty regular file, and ``st`` is
         the creation's own ``fstat``.  Queued like ``note_entry``; until another note names
@@ -321,8 +332,9 @@ class Index:
     def queue_removed(self, dir_ino: int, name: bytes) -> None:
         """Another worker removed DIR/name, a non-directory, and no flush has taken the queue
         since (nfsd/index/writer_channel.py: the note's mark): queued as ``note_removed``
-        does, unless the entry is queued already (a note that may be of a re-creation since,
-        which the flush must read).  A note of the entry coming after this one has it read
+        does, unless the entry is queued already by anything but deletions
+        (``note_delete_event``: a note that may be of a re-creation since, which the flush
+        must read).  A note of the entry coming after this one has it read
         too, as for ``note_removed``; so no flush reads the name after the removal before
         this note is queued, and every change since is either queued first or noted after."""
         if entry_name(name):
@@ -346,12 +358,15 @@ class Index:
         self._queue_entry((dir_ino, name), st, unless_queued=late)
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
-                     unless_queued: bool = False, echo: bool = False, removed: bool = False) -> None:
+                     unless_queued: bool = False, echo: bool = False, removed: bool = False,
+                     deleted: bool = False) -> None:
         with self._notes_lock:
-            echoes = self._echoes
-            if key in self._entries:
+            echoes, deletes = self._echoes, self._deletes
+            queued = key in self._entries
+            if queued:
                 if unless_queued:
-                    removed = False  # noted, perhaps since another worker's removal: read it
+                    if key not in deletes:
+                        removed = False  # noted, perhaps since another worker's removal: read it
                     if key not in echoes:
                         created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
                 echo = False  # (an IN_CREATE of a name queued already: a plain note)
@@ -359,6 +374,11 @@ class Index:
                 echoes.add(key)
             elif echoes:
                 echoes.discard(key)  # named by a note (the creation's own, or a change: read it)
+            if deleted:
+                if not queued:
+                    deletes.add(key)  # (queued by other notes already: it stays out)
+            elif deletes:
+                deletes.discard(key)
             if not self._first_note_at:
                 self._first_note_at = time.monotonic()
             if created is not None and len(self._fresh) < MAX_FRESH:
@@ -375,6 +395,7 @@ class Index:
                 self._entries.clear()
                 self._fresh.clear()
                 echoes.clear()
+                deletes.clear()
                 self._removed.clear()
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
@@ -428,6 +449,8 @@ class Index:
                 fresh, self._fresh = self._fresh, {}
                 if self._echoes:
                     self._echoes = set()
+                if self._deletes:
+                    self._deletes = set()
                 removed, self._removed = self._removed, set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()

@@ -429,6 +429,9 @@ class Uncounted:
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
         self._via.note_create_event(dir_ino, name)
 
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        self._via.note_delete_event(dir_ino, name)
+
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         self._via.note_entry(dir_ino, name)
 

@@ -11,7 +11,8 @@ from typing import Iterable
 import lmdb
 import pytest
 
-from nfsd.index.writer_channel import FollowerIndex, NoteCounts, NotesInbox, NoteSender, WriterIndex, channel_pair
+from nfsd.index.writer_channel import (FollowerIndex, NoteCounts, NotesInbox, NoteSender, Uncounted, WriterIndex,
+                                      channel_pair)
 from tests.unit.test_index_created import Reads, create, q, src_tree
 
 
@@ -133,3 +134,31 @@ def test_a_removal_outside_a_burst_is_a_plain_note(workers: Workers) -> None:
     assert not workers.writer.is_removed(workers.src, b"old.c")
     workers.writer.flush()
     assert q(workers.writer, (b"name", b"old.c")) == []
+
+
+def test_the_echo_of_a_followers_removal_before_its_note_still_costs_the_flush_no_read(
+        workers: Workers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's watcher often reads the unlink's IN_DELETE before the follower's note
+    (taken in every 20 ms) comes: a name queued by deletions alone is still taken for gone."""
+    watched = Uncounted(workers.writer)
+    workers.follower_removes("old.c", meanwhile=lambda: watched.note_delete_event(workers.src, b"old.c"))
+    workers.inbox.drain()
+    assert workers.writer.is_removed(workers.src, b"old.c")
+    reads = Reads(monkeypatch)
+    workers.writer.flush()
+    assert reads.lstat == 0
+    assert q(workers.writer, (b"name", b"old.c")) == []
+
+
+def test_a_re_creation_after_the_echo_of_the_removal_is_not_taken_for_gone(workers: Workers) -> None:
+    watched = Uncounted(workers.writer)
+
+    def echo_then_recreate() -> None:
+        watched.note_delete_event(workers.src, b"old.c")
+        workers.writer_recreates(flush=False)
+
+    workers.follower_removes("old.c", meanwhile=echo_then_recreate)
+    workers.inbox.drain()
+    assert not workers.writer.is_removed(workers.src, b"old.c")
+    workers.writer.flush()
+    assert q(workers.writer, (b"name", b"old.c")) == [b"src/old.c"]
