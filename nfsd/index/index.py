@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from time import monotonic_ns
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from typing import AbstractSet, Callable, Iterator, NamedTuple, Sequence, cast
@@ -148,6 +149,10 @@ class Index:
         # queued entries noted by nothing but inotify IN_DELETE events (``note_delete_event``):
         # maybe the echo of another worker's removal, whose note comes after it
         self._deletes: set[tuple[int, bytes]] = set()
+        # when each queued entry was last noted (``time.monotonic_ns``, the same clock in
+        # every process): another worker's removal note tells whether a queued note came
+        # before its removal (``queue_removed``)
+        self._noted_at: dict[tuple[int, bytes], int] = {}
         # queued entries the server itself just removed (``note_removed``): while no other note
         # names them, the flush takes them for gone without an ``lstat``, and the watcher
         # recognises the inotify echo of their removal (``is_removed``)
@@ -277,9 +282,10 @@ class Index:
         """Something at DIR/name may have appeared, changed or vanished."""
         key = (dir_ino, name)
         if (key in self._entries and key not in self._fresh and key not in self._echoes
-                and key not in self._removed):
+                and key not in self._removed and key not in self._deletes):
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
+            self._noted_at[key] = monotonic_ns()  # (see ``queue_removed``)
             return
         if not entry_name(name):
             return
@@ -329,16 +335,17 @@ class Index:
         elif entry_name(name):
             self._queue_entry((dir_ino, name), None, removed=True)
 
-    def queue_removed(self, dir_ino: int, name: bytes) -> None:
-        """Another worker removed DIR/name, a non-directory, and no flush has taken the queue
-        since (nfsd/index/writer_channel.py: the note's mark): queued as ``note_removed``
-        does, unless the entry is queued already by anything but deletions
-        (``note_delete_event``: a note that may be of a re-creation since, which the flush
-        must read).  A note of the entry coming after this one has it read
+    def queue_removed(self, dir_ino: int, name: bytes, before_ns: int) -> None:
+        """Another worker removed DIR/name, a non-directory, after ``before_ns``
+        (``time.monotonic_ns``), and no flush has taken the queue since then
+        (nfsd/index/writer_channel.py: the note's mark): queued as ``note_removed`` does,
+        unless the entry is queued already by a note that came after ``before_ns`` other
+        than a deletion (``note_delete_event``): that note may be of a re-creation since,
+        which the flush must read.  A note of the entry coming after this one has it read
         too, as for ``note_removed``; so no flush reads the name after the removal before
         this note is queued, and every change since is either queued first or noted after."""
         if entry_name(name):
-            self._queue_entry((dir_ino, name), None, unless_queued=True, removed=True)
+            self._queue_entry((dir_ino, name), None, unless_queued=True, removed=True, removed_after=before_ns)
 
     def queue_created(self, dir_ino: int, name: bytes, st: os.stat_result | CreatedStat,
                       late: bool = False) -> None:
@@ -359,13 +366,14 @@ class Index:
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
                      unless_queued: bool = False, echo: bool = False, removed: bool = False,
-                     deleted: bool = False) -> None:
+                     deleted: bool = False, removed_after: int = 0) -> None:
+        now = monotonic_ns()
         with self._notes_lock:
             echoes, deletes = self._echoes, self._deletes
             queued = key in self._entries
             if queued:
                 if unless_queued:
-                    if key not in deletes:
+                    if key not in deletes and self._noted_at.get(key, now) >= removed_after:
                         removed = False  # noted, perhaps since another worker's removal: read it
                     if key not in echoes:
                         created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
@@ -390,12 +398,14 @@ class Index:
             elif self._removed:
                 self._removed.discard(key)  # named since the server removed it: read it
             self._entries.add(key)
+            self._noted_at[key] = now
             if len(self._entries) > MAX_NOTED_ENTRIES:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
                 self._fresh.clear()
                 echoes.clear()
                 deletes.clear()
+                self._noted_at.clear()
                 self._removed.clear()
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
@@ -451,6 +461,8 @@ class Index:
                     self._echoes = set()
                 if self._deletes:
                     self._deletes = set()
+                if self._noted_at:
+                    self._noted_at = {}
                 removed, self._removed = self._removed, set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()

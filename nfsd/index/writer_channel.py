@@ -39,7 +39,8 @@ log = logging.getLogger("pysfsd.index")
 _MSG = struct.Struct(">cHQH")      # kind, export id, inode (or request number), name length; the name
 MAX_BATCH = 32 << 10               # bytes of notes a burst sends in one message, at most
 _CREATED = struct.Struct(">9q")    # after a ``C`` note's name: the creation's stat (``CreatedStat``'s fields)
-_MARK = struct.Struct(">Q")        # after an ``R`` note's name: the writer's flushes begun before the removal
+_MARK = struct.Struct(">QQ")       # after an ``R`` note's name: the writer's flushes begun, and the time
+                                   # (``time.monotonic_ns``), before the removal
 _REPLY = struct.Struct(">QQB")     # request number, version, flags
 READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
@@ -190,16 +191,19 @@ class NoteSender:
         # writer flush instead of once per burst (a write(2) here, a recv and the GIL
         # hand-overs of the writer's inbox thread there).
         self._sent_at: dict[bytes, int] = {}
-        self._mark: int | None = None  # ``NoteCounts.idle_mark`` when this burst began
+        # when this burst began: ``NoteCounts.idle_mark`` and the time (or None)
+        self._mark: tuple[int, int] | None = None
 
     def begin_burst(self) -> None:
         self._burst_thread = threading.get_ident()
         if self.counts is not None:
-            self._mark = self.counts.idle_mark()
+            mark = self.counts.idle_mark()
+            self._mark = None if mark is None else (mark, time.monotonic_ns())
 
-    def removal_mark(self) -> int | None:
-        """For a removal just made in this thread: the writer's mark taken before it (at
-        the start of this thread's burst), or None (no burst, or the writer was flushing)."""
+    def removal_mark(self) -> tuple[int, int] | None:
+        """For a removal just made in this thread: the writer's mark and the time, taken
+        before it (at the start of this thread's burst), or None (no burst, or the writer
+        was flushing)."""
         return self._mark if self._burst_thread == threading.get_ident() else None
 
     def end_burst(self) -> None:
@@ -357,16 +361,17 @@ class FollowerIndex(Index):
         self._sender.send(b"D", self._export_id, dir_ino)
 
     def note_removed(self, dir_ino: int, name: bytes) -> None:
-        """With the writer's mark taken before the removal (``R``), so the writer takes the
-        name for gone without an ``lstat`` if no flush of its took the queue since
-        (``NotesInbox._apply_one``); else (no mark) a plain note."""
+        """With the writer's mark and the time taken before the removal (``R``), so the
+        writer takes the name for gone without an ``lstat`` if no flush of its took the
+        queue since and no note of the name came since (``NotesInbox._apply_one``,
+        ``Index.queue_removed``); else (no mark) a plain note."""
         if not entry_name(name):
             return
         mark = self._sender.removal_mark()
         if mark is None:
             self._sender.send(b"E", self._export_id, dir_ino, name)
         else:
-            self._sender.send(b"R", self._export_id, dir_ino, name + _MARK.pack(mark))
+            self._sender.send(b"R", self._export_id, dir_ino, name + _MARK.pack(*mark))
 
     def has_notes(self) -> bool:
         """Whether this worker noted changes since its last flush (those made through other
@@ -647,10 +652,10 @@ class NotesInbox:
             else:
                 target.note_entry(number, name)
         elif kind == b"R":  # a follower removed it (``FollowerIndex.note_removed``)
-            name, (mark,) = name[:-_MARK.size], _MARK.unpack(name[-_MARK.size:])
+            name, (mark, at) = name[:-_MARK.size], _MARK.unpack(name[-_MARK.size:])
             counts = getattr(index, "note_counts", None)
             if isinstance(index, Index) and counts is not None and counts.taken_nothing_since(mark):
-                index.queue_removed(number, name)
+                index.queue_removed(number, name, at)
             else:
                 target.note_entry(number, name)
         elif kind == b"F":

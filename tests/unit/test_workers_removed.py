@@ -162,3 +162,39 @@ def test_a_re_creation_after_the_echo_of_the_removal_is_not_taken_for_gone(worke
     assert not workers.writer.is_removed(workers.src, b"old.c")
     workers.writer.flush()
     assert q(workers.writer, (b"name", b"old.c")) == [b"src/old.c"]
+
+
+def test_a_file_created_then_removed_before_a_flush_costs_the_flush_no_read(
+        workers: Workers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create storm's notes wait for the storm to calm down (``Index.maintain``), so the
+    removals that follow it find their names queued by their own creations: notes that
+    came before the removal began, which do not make it plain."""
+    workers.follower.note_created(workers.src, b"new.c", create(workers.export / "src", "new.c"))
+    workers.inbox.drain()
+    workers.follower_removes("new.c")
+    workers.inbox.drain()
+    assert workers.writer.is_removed(workers.src, b"new.c")
+    reads = Reads(monkeypatch)
+    workers.writer.flush()
+    assert reads.lstat == 0
+    assert q(workers.writer, (b"name", b"new.c")) == []
+
+
+def test_a_rename_onto_the_name_after_the_echo_of_the_removal_is_not_taken_for_gone(workers: Workers) -> None:
+    """A name queued by the removal's echo alone, then named by a plain note (the writer's
+    RENAME onto it): the follower's note must have it read."""
+    watched = Uncounted(workers.writer)
+    (workers.export / "src" / "other.c").write_text("int other;\n")
+    workers.writer.flush()
+
+    def echo_then_rename() -> None:
+        watched.note_delete_event(workers.src, b"old.c")
+        os.rename(workers.export / "src" / "other.c", workers.export / "src" / "old.c")
+        workers.writer.note_entry(workers.src, b"other.c")
+        workers.writer.note_entry(workers.src, b"old.c")
+
+    workers.follower_removes("old.c", meanwhile=echo_then_rename)
+    workers.inbox.drain()
+    assert not workers.writer.is_removed(workers.src, b"old.c")
+    workers.writer.flush()
+    assert q(workers.writer, (b"name", b"old.c")) == [b"src/old.c"]
