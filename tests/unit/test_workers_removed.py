@@ -56,6 +56,16 @@ class Workers:
         self.follower.note_removed(self.src, name.encode())
         self.sender.end_burst()
 
+    def taken_for_gone_unread(self, name: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The note taken in, the name is queued as removed, and the flush tombstones it
+        without reading it."""
+        self.inbox.drain()
+        assert self.writer.is_removed(self.src, name)  # (the watcher drops its echo)
+        reads = Reads(monkeypatch)
+        self.writer.flush()
+        assert reads.lstat == 0
+        assert q(self.writer, (b"name", name)) == []
+
     def writer_recreates(self, flush: bool) -> None:
         """The writer's own CREATE of src/old.c (its note with the creation's stat)."""
         self.writer.note_created(self.src, b"old.c", create(self.export / "src", "old.c"))
@@ -76,8 +86,8 @@ def test_a_followers_removal_costs_the_flush_no_read(workers: Workers, monkeypat
     assert q(workers.writer, (b"name", b"old.c")) == [b"src/old.c"]
     workers.follower_removes("old.c")
     if taken_in == "by the inbox":
-        workers.inbox.drain()
-        assert workers.writer.is_removed(workers.src, b"old.c")  # (the watcher drops its echo)
+        workers.taken_for_gone_unread(b"old.c", monkeypatch)
+        return
     reads = Reads(monkeypatch)
     workers.writer.flush()  # (its drain takes the note in first, once no flush took the queue)
     assert reads.lstat == 0
@@ -142,12 +152,7 @@ def test_the_echo_of_a_followers_removal_before_its_note_still_costs_the_flush_n
     (taken in every 20 ms) comes: a name queued by deletions alone is still taken for gone."""
     watched = Uncounted(workers.writer)
     workers.follower_removes("old.c", meanwhile=lambda: watched.note_delete_event(workers.src, b"old.c"))
-    workers.inbox.drain()
-    assert workers.writer.is_removed(workers.src, b"old.c")
-    reads = Reads(monkeypatch)
-    workers.writer.flush()
-    assert reads.lstat == 0
-    assert q(workers.writer, (b"name", b"old.c")) == []
+    workers.taken_for_gone_unread(b"old.c", monkeypatch)
 
 
 def test_a_re_creation_after_the_echo_of_the_removal_is_not_taken_for_gone(workers: Workers) -> None:
@@ -172,12 +177,7 @@ def test_a_file_created_then_removed_before_a_flush_costs_the_flush_no_read(
     workers.follower.note_created(workers.src, b"new.c", create(workers.export / "src", "new.c"))
     workers.inbox.drain()
     workers.follower_removes("new.c")
-    workers.inbox.drain()
-    assert workers.writer.is_removed(workers.src, b"new.c")
-    reads = Reads(monkeypatch)
-    workers.writer.flush()
-    assert reads.lstat == 0
-    assert q(workers.writer, (b"name", b"new.c")) == []
+    workers.taken_for_gone_unread(b"new.c", monkeypatch)
 
 
 def test_a_rename_onto_the_name_after_the_echo_of_the_removal_is_not_taken_for_gone(workers: Workers) -> None:
