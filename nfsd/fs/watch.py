@@ -55,6 +55,8 @@ class TreeWatcher:
         self._is_removed: Callable[[int, bytes], bool] | None = getattr(index, "is_removed", None)
         # how it notes another process's creation of a file (``Index.note_create_event``)
         self._note_created: Callable[[int, bytes], None] = getattr(index, "note_create_event", index.note_entry)
+        # ... and its removal (``Index.note_delete_event``)
+        self._note_deleted: Callable[[int, bytes], None] = getattr(index, "note_delete_event", index.note_entry)
         self.rescan = rescan
         self._dir_of: dict[int, int] = {}  # watch descriptor -> directory inode
         self._inotify: Inotify | None = None
@@ -299,10 +301,14 @@ class TreeWatcher:
         dir_ino = self._dir_of.get(wd)
         if dir_ino is None or not name:
             return None
-        if mask & _DELETE and self._is_removed is not None and self._is_removed(dir_ino, name):
-            # the echo of the server's own REMOVE, queued as gone and forgotten by the entry
-            # cache already (an IN_DELETE after another event of the name is noted)
-            return None
+        if mask & _DELETE:
+            if self._is_removed is not None and self._is_removed(dir_ino, name):
+                # the echo of the server's own REMOVE, queued as gone and forgotten by the entry
+                # cache already (an IN_DELETE after another event of the name is noted)
+                return None
+            if not mask & _ISDIR:  # maybe another worker's, whose note comes after it
+                self._note_deleted(dir_ino, name)
+                return None
         if mask & _CREATE and self._is_fresh is not None:
             if self._is_fresh(dir_ino, name):
                 # the echo of the server's own CREATE, queued with its creation's stat and

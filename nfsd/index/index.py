@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from time import monotonic_ns
 from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from typing import AbstractSet, Callable, Iterator, NamedTuple, Sequence, cast
@@ -145,6 +146,13 @@ class Index:
         # queued entries noted by nothing but one inotify IN_CREATE (``note_create_event``):
         # maybe the echo of another worker's creation, whose note comes later
         self._echoes: set[tuple[int, bytes]] = set()
+        # queued entries noted by nothing but inotify IN_DELETE events (``note_delete_event``):
+        # maybe the echo of another worker's removal, whose note comes after it
+        self._deletes: set[tuple[int, bytes]] = set()
+        # when each queued entry was last noted (``time.monotonic_ns``, the same clock in
+        # every process): another worker's removal note tells whether a queued note came
+        # before its removal (``queue_removed``)
+        self._noted_at: dict[tuple[int, bytes], int] = {}
         # queued entries the server itself just removed (``note_removed``): while no other note
         # names them, the flush takes them for gone without an ``lstat``, and the watcher
         # recognises the inotify echo of their removal (``is_removed``)
@@ -274,9 +282,10 @@ class Index:
         """Something at DIR/name may have appeared, changed or vanished."""
         key = (dir_ino, name)
         if (key in self._entries and key not in self._fresh and key not in self._echoes
-                and key not in self._removed):
+                and key not in self._removed and key not in self._deletes):
             # queued already (the inotify echo of the server's own change): no lock.  A flush
             # that takes the queue after this test reads the entry after the change
+            self._noted_at[key] = monotonic_ns()  # (see ``queue_removed``)
             return
         if not entry_name(name):
             return
@@ -292,6 +301,14 @@ class Index:
         second creation, has it read.)"""
         if entry_name(name):
             self._queue_entry((dir_ino, name), None, echo=True)
+
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        """inotify saw DIR/name (not a directory) deleted, not as this process's own removal
+        (``is_removed``): noted as ``note_entry`` does.  While nothing else names the entry
+        it may be the echo of another worker's removal, whose note comes after it
+        (``queue_removed``): that note then still has the flush take the name for gone."""
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, deleted=True)
 
     def note_created(self, dir_ino: int, name: bytes, st: os.stat_result) -> None:
         """The server itself just created DIR/name, an empty regular file, and ``st`` is
@@ -318,6 +335,18 @@ class Index:
         elif entry_name(name):
             self._queue_entry((dir_ino, name), None, removed=True)
 
+    def queue_removed(self, dir_ino: int, name: bytes, before_ns: int) -> None:
+        """Another worker removed DIR/name, a non-directory, after ``before_ns``
+        (``time.monotonic_ns``), and no flush has taken the queue since then
+        (nfsd/index/writer_channel.py: the note's mark): queued as ``note_removed`` does,
+        unless the entry is queued already by a note that came after ``before_ns`` other
+        than a deletion (``note_delete_event``): that note may be of a re-creation since,
+        which the flush must read.  A note of the entry coming after this one has it read
+        too, as for ``note_removed``; so no flush reads the name after the removal before
+        this note is queued, and every change since is either queued first or noted after."""
+        if entry_name(name):
+            self._queue_entry((dir_ino, name), None, unless_queued=True, removed=True, removed_after=before_ns)
+
     def queue_created(self, dir_ino: int, name: bytes, st: os.stat_result | CreatedStat,
                       late: bool = False) -> None:
         """Queue a created entry with its creation's stat (``note_created``'s work; an index
@@ -336,17 +365,28 @@ class Index:
         self._queue_entry((dir_ino, name), st, unless_queued=late)
 
     def _queue_entry(self, key: tuple[int, bytes], created: os.stat_result | CreatedStat | None,
-                     unless_queued: bool = False, echo: bool = False, removed: bool = False) -> None:
+                     unless_queued: bool = False, echo: bool = False, removed: bool = False,
+                     deleted: bool = False, removed_after: int = 0) -> None:
+        now = monotonic_ns()
         with self._notes_lock:
-            echoes = self._echoes
-            if key in self._entries:
-                if unless_queued and key not in echoes:
-                    created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
+            echoes, deletes = self._echoes, self._deletes
+            queued = key in self._entries
+            if queued:
+                if unless_queued:
+                    if key not in deletes and self._noted_at.get(key, now) >= removed_after:
+                        removed = False  # noted, perhaps since another worker's removal: read it
+                    if key not in echoes:
+                        created = None  # noted since the creation (another worker's, nfsd/index/writer_channel.py)
                 echo = False  # (an IN_CREATE of a name queued already: a plain note)
             if echo:
                 echoes.add(key)
             elif echoes:
                 echoes.discard(key)  # named by a note (the creation's own, or a change: read it)
+            if deleted:
+                if not queued:
+                    deletes.add(key)  # (queued by other notes already: it stays out)
+            elif deletes:
+                deletes.discard(key)
             if not self._first_note_at:
                 self._first_note_at = time.monotonic()
             if created is not None and len(self._fresh) < MAX_FRESH:
@@ -358,11 +398,14 @@ class Index:
             elif self._removed:
                 self._removed.discard(key)  # named since the server removed it: read it
             self._entries.add(key)
+            self._noted_at[key] = now
             if len(self._entries) > MAX_NOTED_ENTRIES:
                 self._dirs.update(d for d, _ in self._entries)
                 self._entries.clear()
                 self._fresh.clear()
                 echoes.clear()
+                deletes.clear()
+                self._noted_at.clear()
                 self._removed.clear()
 
     def is_fresh(self, dir_ino: int, name: bytes) -> bool:
@@ -416,6 +459,10 @@ class Index:
                 fresh, self._fresh = self._fresh, {}
                 if self._echoes:
                     self._echoes = set()
+                if self._deletes:
+                    self._deletes = set()
+                if self._noted_at:
+                    self._noted_at = {}
                 removed, self._removed = self._removed, set()
                 self._first_note_at = 0.0
                 forced, self._forced = self._forced, set()
@@ -562,10 +609,12 @@ class Index:
 
     @staticmethod
     def _gone(r: Reconciler, d: int, name: bytes) -> None:
-        """Entry ``name`` of ``d`` no longer exists: what the index holds under it vanished."""
-        known = r.w.child(d, name)
+        """Entry ``name`` of ``d`` no longer exists: what the index holds under it vanished
+        (its entry in the listing goes at once: one look-up, not one here and one at the
+        burial)."""
+        known = r.w.pop_child(d, name)
         if known is not None:
-            r.gone(d, name, known[0])
+            r.gone(d, name, known[0], unlisted=True)
 
     def _note_one(self, r: Reconciler, fd: int, d: int, name: bytes) -> None:
         st = fsread.lstat_at(fd, name)

@@ -171,7 +171,7 @@ class Reconciler:
         self.part: ContentPass | None = None  # a pass of a first index's content tier
         self.c = Counters()
         self.jobs: list[Job] = []
-        self.deferred: list[tuple[int, bytes, int]] = []
+        self.deferred: list[tuple[int, bytes, int, bool]] = []
         self.progress: Callable[[Counters], None] = lambda c: None
         self.committed: Callable[[], None] = lambda: None
         # (ino, parent, name): places that no longer hold the inode (removed or moved away),
@@ -652,9 +652,10 @@ class Reconciler:
                 log.warning("%s: transducer %s failed: %s", where, transducer, why)
 
     # -- vanished entries ----------------------------------------------------------------
-    def gone(self, dir_ino: int, name: bytes, ino: int) -> None:
-        """``name`` in ``dir_ino`` no longer names ``ino``: handled after the walk."""
-        self.deferred.append((dir_ino, name, ino))
+    def gone(self, dir_ino: int, name: bytes, ino: int, unlisted: bool = False) -> None:
+        """``name`` in ``dir_ino`` no longer names ``ino``: handled after the walk.
+        ``unlisted``: its entry in ``children`` is deleted already (``Writer.pop_child``)."""
+        self.deferred.append((dir_ino, name, ino, unlisted))
         if len(self.deferred) > DEFER_MAX:
             self.bury()
 
@@ -662,8 +663,9 @@ class Reconciler:
         """Tombstone what vanished (unless it was found elsewhere meanwhile)."""
         w = self.w
         deferred, self.deferred = self.deferred, []
-        for dir_ino, name, ino in deferred:
-            w.del_child_of(dir_ino, name, ino)
+        for dir_ino, name, ino, unlisted in deferred:
+            if not unlisted:
+                w.del_child_of(dir_ino, name, ino)
             rec = w.file(ino)
             if rec is None or rec.tomb:
                 pass

@@ -39,6 +39,8 @@ log = logging.getLogger("pysfsd.index")
 _MSG = struct.Struct(">cHQH")      # kind, export id, inode (or request number), name length; the name
 MAX_BATCH = 32 << 10               # bytes of notes a burst sends in one message, at most
 _CREATED = struct.Struct(">9q")    # after a ``C`` note's name: the creation's stat (``CreatedStat``'s fields)
+_MARK = struct.Struct(">QQ")       # after an ``R`` note's name: the writer's flushes begun, and the time
+                                   # (``time.monotonic_ns``), before the removal
 _REPLY = struct.Struct(">QQB")     # request number, version, flags
 READY, STAT_READY = 1, 2           # reply flags: the writer's scans done / its stat tier done
 FLUSH_TIMEOUT = 30.0               # a flush applying many notes extracts their contents
@@ -66,6 +68,7 @@ class NoteCounts:
         self._mine = 0
         self._flushes_at = 16 * workers
         self._begun = self._ended = 0
+        self._own = threading.local()  # the writer: the number of the flush this thread runs
 
     @classmethod
     def create(cls, workers: int) -> "NoteCounts":
@@ -106,13 +109,28 @@ class NoteCounts:
         assert self._map is not None
         with self._lock:
             self._begun += 1
+            self._own.number = self._begun
             self._FLUSHES.pack_into(self._map, self._flushes_at, self._begun, self._ended)
 
     def flush_ended(self) -> None:
         assert self._map is not None
         with self._lock:
             self._ended += 1
+            self._own.number = 0
             self._FLUSHES.pack_into(self._map, self._flushes_at, self._begun, self._ended)
+
+    def idle_mark(self) -> int | None:
+        """A follower, before a change: the writer's flushes begun if none is running (the
+        mark a removal's note carries, ``taken_nothing_since``), else None."""
+        begun, ended = self.flushes()
+        return begun if begun == ended else None
+
+    def taken_nothing_since(self, mark: int) -> bool:
+        """The writer, taking in a note made after ``idle_mark`` gave ``mark``: whether no
+        flush has taken its queue since (none has begun; or the one this thread runs, the
+        only one begun since, has not taken it yet: its ``drain`` comes first)."""
+        begun, _ = self.flushes()
+        return begun == mark or begun == mark + 1 == getattr(self._own, "number", 0)
 
     def flushes(self) -> tuple[int, int]:
         """(flushes begun, flushes ended) by the writer so far."""
@@ -173,9 +191,20 @@ class NoteSender:
         # writer flush instead of once per burst (a write(2) here, a recv and the GIL
         # hand-overs of the writer's inbox thread there).
         self._sent_at: dict[bytes, int] = {}
+        # when this burst began: ``NoteCounts.idle_mark`` and the time (or None)
+        self._mark: tuple[int, int] | None = None
 
     def begin_burst(self) -> None:
         self._burst_thread = threading.get_ident()
+        if self.counts is not None:
+            mark = self.counts.idle_mark()
+            self._mark = None if mark is None else (mark, time.monotonic_ns())
+
+    def removal_mark(self) -> tuple[int, int] | None:
+        """For a removal just made in this thread: the writer's mark and the time, taken
+        before it (at the start of this thread's burst), or None (no burst, or the writer
+        was flushing)."""
+        return self._mark if self._burst_thread == threading.get_ident() else None
 
     def end_burst(self) -> None:
         self._burst_thread = 0
@@ -331,6 +360,19 @@ class FollowerIndex(Index):
     def note_dir(self, dir_ino: int) -> None:
         self._sender.send(b"D", self._export_id, dir_ino)
 
+    def note_removed(self, dir_ino: int, name: bytes) -> None:
+        """With the writer's mark and the time taken before the removal (``R``), so the
+        writer takes the name for gone without an ``lstat`` if no flush of its took the
+        queue since and no note of the name came since (``NotesInbox._apply_one``,
+        ``Index.queue_removed``); else (no mark) a plain note."""
+        if not entry_name(name):
+            return
+        mark = self._sender.removal_mark()
+        if mark is None:
+            self._sender.send(b"E", self._export_id, dir_ino, name)
+        else:
+            self._sender.send(b"R", self._export_id, dir_ino, name + _MARK.pack(*mark))
+
     def has_notes(self) -> bool:
         """Whether this worker noted changes since its last flush (those made through other
         workers are not known here: the writer's periodic flush, every 0.5 s, moves
@@ -391,6 +433,9 @@ class Uncounted:
 
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
         self._via.note_create_event(dir_ino, name)
+
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        self._via.note_delete_event(dir_ino, name)
 
     def note_entry(self, dir_ino: int, name: bytes) -> None:
         self._via.note_entry(dir_ino, name)
@@ -604,6 +649,13 @@ class NotesInbox:
             name, fields = name[:-_CREATED.size], name[-_CREATED.size:]
             if isinstance(index, Index):
                 index.queue_created(number, name, tuple.__new__(CreatedStat, _CREATED.unpack(fields)), late=True)
+            else:
+                target.note_entry(number, name)
+        elif kind == b"R":  # a follower removed it (``FollowerIndex.note_removed``)
+            name, (mark, at) = name[:-_MARK.size], _MARK.unpack(name[-_MARK.size:])
+            counts = getattr(index, "note_counts", None)
+            if isinstance(index, Index) and counts is not None and counts.taken_nothing_since(mark):
+                index.queue_removed(number, name, at)
             else:
                 target.note_entry(number, name)
         elif kind == b"F":

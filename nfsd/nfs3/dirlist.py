@@ -431,8 +431,8 @@ class ForgetsEntries(Protocol):
 
 class NotingIndex:
     """The index as the directory watcher sees it: every entry it notes is also forgotten
-    by the entry cache (the watcher knows only ``note_entry``, ``note_create_event`` and
-    ``note_dir``)."""
+    by the entry cache (the watcher knows only ``note_entry``, ``note_create_event``,
+    ``note_delete_event`` and ``note_dir``)."""
 
     def __init__(self, index: Any, cache: ForgetsEntries, export_id: int) -> None:
         self._index, self._cache, self._export_id = index, cache, export_id
@@ -444,6 +444,10 @@ class NotingIndex:
     def note_create_event(self, dir_ino: int, name: bytes) -> None:
         self._cache.changed(self._export_id, dir_ino, name)
         self._index.note_create_event(dir_ino, name)
+
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        self._cache.changed(self._export_id, dir_ino, name)
+        self._index.note_delete_event(dir_ino, name)
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self._index, item)

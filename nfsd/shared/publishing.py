@@ -32,6 +32,13 @@ class PublishingIndex:
         self.inner.note_create_event(dir_ino, name)
         self._shared.note_entry(self._export_id, dir_ino, name, self._wait)
 
+    def note_delete_event(self, dir_ino: int, name: bytes) -> None:
+        """The watcher saw DIR/name deleted (``Index.note_delete_event``): published as a
+        ``note_entry`` is."""
+        self._content.mine_entry(dir_ino, name)
+        self.inner.note_delete_event(dir_ino, name)
+        self._shared.note_entry(self._export_id, dir_ino, name, self._wait)
+
     def found(self) -> "PublishingIndex":
         """This index for noting changes found rather than made (inotify, the scanner)."""
         return PublishingIndex(self.inner, self._shared, self._export_id, self._content, wait=False)

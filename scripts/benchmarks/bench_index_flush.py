@@ -1,7 +1,7 @@
 """The index's own CPU per noted new file and per removed file (``Index.flush``); prints figures.
 
     python scripts/benchmarks/bench_index_flush.py [--files N] [--rounds R] [--dir DIR] [--created] [--new-dir]
-        [--written] [--batch B]
+        [--written] [--removed] [--batch B]
 
 No server: an ``Index`` over a fresh export in ``DIR``; per round, N empty files are created
 and noted (``note_entry``, as the watcher or a CREATE does), one flush applies them, then they
@@ -10,8 +10,9 @@ is reported (rounds after the first, whose files take no freed inode numbers).  
 the first create on the numbers the previous round freed (on ext4 with a journal, at once):
 the reused-tombstone path of a CREATE after removals.  Compare trees alternated with
 ``PYTHONPATH=TREE`` (it comes before this script's own tree).  ``--created`` notes the new
-files as the server's CREATE does (``Index.note_created``).  ``--written``: each new file
-is then written a line as the VM's ``echo "line N" > f`` does (a WRITE's ``note_ino``), so
+files as the server's CREATE does (``Index.note_created``), ``--removed`` the removals as
+its REMOVE does (``Index.note_removed``: no ``lstat``).  ``--written``: each new file is
+then written a line as the VM's ``echo "line N" > f`` does (a WRITE's ``note_ino``), so
 the flush runs the content transducers (libmagic's type sniff) on it.  ``--batch B``: a
 flush after every B new files rather than one per round: what applying a new file's notes
 in larger or smaller batches (a flush deferred until a quiet moment, or one per call) would
@@ -56,6 +57,8 @@ def main() -> None:
                         "a new directory) before the flush: MKDIR then CREATEs, as the load generator does")
     p.add_argument("--written", action="store_true",
                    help='write "line N" into each new file and note it as a WRITE does (its content is read)')
+    p.add_argument("--removed", action="store_true",
+                   help="note the removals as the server's own REMOVE does (Index.note_removed: no lstat)")
     p.add_argument("--batch", type=int, default=0,
                    help="flush after every this many new files (default: one flush per round)")
     args = p.parse_args()
@@ -97,14 +100,18 @@ def main() -> None:
             made.append(1e6 * spent / args.files)
             for n in names:
                 os.unlink(os.path.join(d, n))
-                idx.note_entry(d_ino, n)
+                if args.removed:
+                    idx.note_removed(d_ino, n)
+                else:
+                    idx.note_entry(d_ino, n)
             removed.append(1e6 * flush_cpu(idx) / args.files)
         made, removed = made[1:] or made, removed[1:] or removed
         print(f"{args.files} files x {args.rounds} rounds in {args.dir}, new files noted as "
               f"{'created (note_created)' if args.created else 'entries (note_entry)'}"
               f"{', in a new directory per round' if args.new_dir else ''}"
               f"{', each written a line' if args.written else ''}"
-              f"{f', a flush every {args.batch} new files' if args.batch else ''}; "
+              f"{f', a flush every {args.batch} new files' if args.batch else ''}"
+              f"{', removals noted as removed (note_removed)' if args.removed else ''}; "
               "flush CPU per file (µs), rounds after the first")
         print(f"  new file      median {statistics.median(made):5.1f} min {min(made):5.1f}")
         print(f"  removed file  median {statistics.median(removed):5.1f} min {min(removed):5.1f}")

@@ -36,8 +36,10 @@ def test_what_a_cluster_heads_watcher_finds_is_published(env: lmdb.Environment, 
     watched.note_entry(11, b"changed")
     assert index.has_notes()  # noted in the head's own index too
     watched.note_create_event(11, b"created")
-    assert shared.calls == [("entry", 7, 11, b"changed", False), ("entry", 7, 11, b"created", False)]
-    assert content.calls == [("mine", 11, b"changed"), ("mine", 11, b"created")]
+    watched.note_delete_event(11, b"deleted")
+    assert shared.calls == [("entry", 7, 11, b"changed", False), ("entry", 7, 11, b"created", False),
+                            ("entry", 7, 11, b"deleted", False)]
+    assert content.calls == [("mine", 11, b"changed"), ("mine", 11, b"created"), ("mine", 11, b"deleted")]
 
 
 class Counts:
@@ -58,7 +60,7 @@ def test_what_the_writers_watcher_finds_is_queued_but_not_counted(env: lmdb.Envi
     writer.note_counts = counts  # type: ignore[assignment]
     watched = Uncounted(writer)
     for note in (lambda: watched.note_entry(11, b"a"), lambda: watched.note_create_event(11, b"b"),
-                 lambda: watched.note_ino(12), lambda: watched.note_dir(13)):
+                 lambda: watched.note_delete_event(11, b"d"), lambda: watched.note_ino(12), lambda: watched.note_dir(13)):
         note()
     assert writer.has_notes() and counts.added == []
     writer.note_entry(11, b"c")  # the writer's own call
