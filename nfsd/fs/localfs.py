@@ -53,6 +53,7 @@ O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 FS_IOC_GETVERSION = 0x80087601
 MAX_NAME = 255
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR  # (the file type bits: S_IFMT as a mask)
+_S_IFREG, _S_IFLNK = stat.S_IFREG, stat.S_IFLNK
 PLACES_MAX = 1_000_000  # inodes' places a sole writer remembers (~230 bytes each; ``_keep_place``)
 PLACES_PER_NODE = 2     # ... and one of several workers, per cached node
 MAX_DEPTH = 4096
@@ -788,10 +789,23 @@ class LocalFS:
         self.fsync_dir(d)
 
     def set_mode(self, n: Node, mode: int) -> None:
-        if n.mode & 0o170000 == stat.S_IFLNK:  # (n.is_link without the property's frame)
+        """A chmod, the most common SETATTR: the descriptor ``_by_plain_fd`` would choose,
+        taken here when it is there already (no generic call with its argument tuple)."""
+        kind = n.mode & _S_IFMT  # (n.is_link without the property's frame)
+        if kind == _S_IFLNK:
             return  # Linux keeps no mode on symbolic links
-        if not self._by_plain_fd(n, os.fchmod, mode & 0o7777):
-            chmod_fd(n.fd, mode & 0o7777)
+        bits = mode & 0o7777
+        if n.plain:
+            os.fchmod(n.fd, bits)
+            return
+        if kind == _S_IFREG and n._io_fd >= 0:
+            with n._io_lock:  # (as in ``_by_plain_fd``: a WRITE's upgrade closes the old one)
+                fd = n._io_fd
+                if fd >= 0:
+                    os.fchmod(fd, bits)
+                    return
+        if not self._by_plain_fd(n, os.fchmod, bits):
+            chmod_fd(n.fd, bits)
 
     @staticmethod
     def _by_plain_fd(n: Node, op: Callable[..., object], *args: object) -> bool:

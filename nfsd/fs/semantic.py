@@ -936,7 +936,7 @@ class SemanticFS:
         self._noted(real, name)
 
     def set_mode(self, n: Node | VNode, mode: int) -> None:
-        self.local.set_mode(self._real(n), mode)
+        self.local.set_mode(n if isinstance(n, Node) else self._real(n), mode)  # (a frame less: chmod)
         self._noted_ino(n.ino)
 
     def set_owner(self, n: Node | VNode, uid: int, gid: int) -> None:

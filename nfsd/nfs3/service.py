@@ -312,13 +312,22 @@ class Nfs3Service:
         pre = wcc_before(st)
         if a.guard is not None and a.guard != pre.ctime:  # both nfstime3: (seconds, nseconds)
             return nfsstat3.NFS3ERR_NOT_SYNC, nfs3.SETATTR3resfail.cls(wcc(pre, fattr(st, fs.fsid)))
+        sa = a.new_attributes
         try:
-            self._apply_sattr(fs, n, a.new_attributes)
+            if (sa.mode is not None and sa.size is None and sa.uid is None and sa.gid is None
+                    and not sa.atime[0] and not sa.mtime[0]):
+                fs.set_mode(n, sa.mode)  # a chmod, the most common SETATTR
+            else:
+                self._apply_sattr(fs, n, sa)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.SETATTR3resfail.cls(self._wcc(fs, n, pre))
         finally:
             self._touched(n, fs.export_id)
-        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, self._attr(fs, n))),))
+        try:  # (``_attr`` written out)
+            post = fattr(fs.stat(n), fs.fsid)
+        except (OSError, NfsError):
+            post = None
+        return NFS3_OK, _new(_SETATTR_OK, (_new(_wcc_data, (pre, post)),))
 
     def LOOKUP(self, ctx: CallContext, a: Any) -> Any:
         # (the result built with tuple.__new__ and the directory's attributes read here, not

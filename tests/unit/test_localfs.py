@@ -146,6 +146,9 @@ def test_attributes_are_set_through_an_ordinary_descriptor(fs, tmp_path):
     assert n._io_fd == kept  # one descriptor for all of them
     assert fs.write(n, 0, memoryview(b"yz"), 0) == 2 and path.read_bytes() == b"yz"
     assert n._io_writable
+    writable = n._io_fd
+    fs.set_mode(n, 0o600)  # through the read-write descriptor the WRITE left
+    assert path.stat().st_mode & 0o7777 == 0o600 and n._io_fd == writable
 
     made = fs.create_file(fs.root, b"made", 0o600, exclusive=True)
     fs.set_mode(made, 0o604)
