@@ -38,6 +38,19 @@ def _committed(store: Store, ino: int) -> Any:
         return txn.get(_OBJ_KEY.pack(1, ino))
 
 
+def _held_burst_writing(wired: tuple[Dispatcher, Store, DirSync], ino: int, gen: int,
+                        name: bytes) -> "asyncio.Future[Any]":
+    """A burst that writes a place and changes a directory (on the loop): its replies'
+    future, done once the directory's fsync is."""
+    dispatcher, store, dirsync = wired
+    dispatcher.begin_burst()
+    store.put_place(1, ino, 2, gen, name, True)
+    dirsync.sync("d", lambda: None)
+    held = dispatcher.end_burst()
+    assert held is not None
+    return held
+
+
 def test_a_place_written_in_a_burst_is_committed_at_its_end(wired: tuple[Dispatcher, Store, DirSync]) -> None:
     dispatcher, store, _ = wired
     dispatcher.begin_burst()
@@ -75,15 +88,11 @@ def test_a_burst_that_defers_nothing_calls_no_end_and_waits_for_nothing(
 
 
 def test_places_are_committed_before_held_replies(wired: tuple[Dispatcher, Store, DirSync]) -> None:
-    dispatcher, store, dirsync = wired
+    dispatcher, store, _ = wired
     seen: list[Any] = []
 
     async def scenario() -> None:
-        dispatcher.begin_burst()
-        store.put_place(1, 12, 2, 9, b"h", True)
-        dirsync.sync("d", lambda: None)
-        held = dispatcher.end_burst()
-        assert held is not None
+        held = _held_burst_writing(wired, 12, 9, b"h")
         # a reply sent once ``held`` is done finds the place committed (the commit's callback
         # was added first, so it runs first)
         held.add_done_callback(lambda _: seen.append(_committed(store, 12)))
@@ -96,17 +105,12 @@ def test_places_are_committed_before_held_replies(wired: tuple[Dispatcher, Store
     assert seen and seen[0] is not None
 
 
-def test_a_tombstone_left_waiting_outside_a_burst_goes_at_the_next_bursts_end(
+def test_a_tombstone_a_thread_adds_to_a_waiting_place_is_committed_with_it(
         wired: tuple[Dispatcher, Store, DirSync]) -> None:
-    dispatcher, store, dirsync = wired
+    store = wired[1]
 
     async def scenario() -> None:
-        # a place that waits for a held burst's fsync ...
-        dispatcher.begin_burst()
-        store.put_place(1, 13, 2, 5, b"i", True)
-        dirsync.sync("d", lambda: None)
-        held = dispatcher.end_burst()
-        assert held is not None
+        held = _held_burst_writing(wired, 13, 5, b"i")  # a place that waits for an fsync ...
         # ... removed meanwhile by a thread-pool call: the tombstone waits with it
         await asyncio.get_running_loop().run_in_executor(None, store.mark_deleted, 1, 13)
         await asyncio.wait_for(held, 10)
