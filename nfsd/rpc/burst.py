@@ -3,7 +3,7 @@ parts that defer work to a burst's end read (the handle table's group commit, th
 directory fsyncs).
 
 Before, each such part had begin and end hooks the dispatcher called around every burst:
-three calls at its start and four at its end (and one more for the handle table's commit
+three calls at its start and three at its end (and one more for the handle table's commit
 before the replies), each setting or testing its own copy of "the burst's thread", whether
 the burst had changed anything or not.  A lone client's every call is a burst of its own,
 served cold (the client thinks 1-3.5 ms between calls), where each call is dear
