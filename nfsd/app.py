@@ -22,6 +22,7 @@ from .fs.dirsync import DirSync
 from .nfs3.dirlist import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, EntryCache, NotingIndex
 from .rpc.dispatch import Dispatcher
 from .rpc.drc import DuplicateRequestCache
+from .state.store import Store
 from .fs import identity
 from .shared import cluster
 from .config.errors import ConfigError
@@ -161,9 +162,14 @@ class _BriskSwitching:
 brisk_switching = _BriskSwitching()
 
 
-def _no_wait() -> None:
-    """A burst hook's end that nothing waits for."""
-    return None
+def share_burst(dispatcher: Dispatcher, store: Store, dirsync: DirSync) -> None:
+    """The handle table's group commit (once the burst's replies may leave; for replies held
+    for their directory fsync, once per fsync job: ``Dispatcher.before_replies``) and the
+    deferred directory fsyncs the replies wait for read the dispatcher's burst, and run at
+    its end only when they deferred something in it (nfsd/rpc/burst.py)."""
+    store.burst = dispatcher.burst
+    dispatcher.before_replies.append(store.commit_later)
+    dirsync.share_burst(dispatcher.burst)
 
 
 def _chained(first: Callable[[], None], then: Callable[[], None] | None) -> Callable[[], None]:
@@ -295,13 +301,9 @@ class NfsServer:
         self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop
                                  connection_activity.one_at_a_time)
         self.nfs.lone_call = connection_activity.lone_call  # and its small stable WRITEs
-        # the handle table's group commit: once the burst's replies may leave (for replies held
-        # for their directory fsync, one commit per fsync job; Dispatcher.before_replies)
-        self.dispatcher.bursts = [(self.store.begin_burst, self.store.close_burst)]
-        self.dispatcher.before_replies.append(self.store.commit_later)
+        share_burst(self.dispatcher, self.store, self.dirsync)
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies
             self.dispatcher.bursts.append((sender.begin_burst, sender.end_burst))
-        self.dispatcher.bursts.append((self.dirsync.begin_burst, self.dirsync.end_burst))  # replies wait for fsyncs
         if self.shared is not None:  # ... and for their change-log rows (nfsd/shared/state.py)
             self.shared.defer_in_bursts(self.executor)
             self.dispatcher.bursts.append((self.shared.begin_burst, self.shared.end_burst))
@@ -504,7 +506,7 @@ class NfsServer:
             if watcher.gather > 0:  # events it has not read yet are noted before each flush
                 fs.index.before_flush = _chained(watcher.catch_up, fs.index.before_flush)
                 # ... and, once a period has passed, in a burst of calls' loop turn
-                self.dispatcher.bursts.insert(0, (watcher.on_burst, _no_wait))
+                self.dispatcher.burst_starts.append(watcher.on_burst)
             task = loop.create_task(watcher.run())
             self._background.append(task)
             ready = loop.create_task(watcher.ready.wait())

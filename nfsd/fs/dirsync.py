@@ -54,6 +54,7 @@ import time
 from concurrent.futures import Executor
 from typing import Callable, Hashable, Iterable
 
+from ..rpc.burst import Burst
 from .aiofsync import AioFsync
 from .shared_fsyncs import COVERED, START, WAIT, WAIT_LIMIT, SharedFsyncs
 
@@ -116,7 +117,10 @@ class DirSync:
         self._dirs: dict[Hashable, _Dir] = {}
         # deferred fsyncs (event loop only): see the module docstring
         self._executor: Executor | None = None
-        self._burst_thread = 0
+        # the burst being served (nfsd/rpc/burst.py): its own, or the dispatcher's
+        # (``share_burst``), where ``end_burst`` is registered when the burst defers an fsync
+        self.burst = Burst()
+        self._registers = False
         self._deferred: dict[Hashable, Fsync] = {}  # directories the burst being served changed
         self._changes = 0                            # changes the burst being served made
         self._alone: Callable[[], bool] | None = None  # see ``inline_when``
@@ -137,6 +141,12 @@ class DirSync:
     def share_with(self, shared: SharedFsyncs) -> None:
         """Coordinate one-directory fsync jobs with the other workers' (module docstring)."""
         self._shared = shared
+
+    def share_burst(self, burst: Burst) -> None:
+        """Read the dispatcher's ``burst`` (set at each burst's start), and have it call
+        ``end_burst`` only for a burst that deferred an fsync: ``begin_burst`` and
+        ``end_burst`` are not hooks called around every burst any more."""
+        self.burst, self._registers = burst, True
 
     def defer_in_bursts(self, executor: Executor) -> None:
         """From now on, changes made by the thread serving a burst (``begin_burst``) are
@@ -160,7 +170,10 @@ class DirSync:
         call on an ``async`` export (``durability.relaxed``): at once, with no fsync."""
         if durability.relaxed:
             return
-        if self._burst_thread and self._burst_thread == threading.get_ident():
+        burst = self.burst
+        if burst.thread and burst.thread == threading.get_ident() and self._executor is not None:
+            if not self._deferred and self._registers:
+                burst.due.append(self.end_burst)
             self._deferred[key] = fsync
             self._changes += 1
             return
@@ -191,7 +204,7 @@ class DirSync:
         already, which will begin after this change too.  Then the caller counts the change
         here and makes no fsync closure (a burst of REMOVEs in one directory made two per
         call, for one fsync)."""
-        if key in self._deferred and self._burst_thread == threading.get_ident():
+        if key in self._deferred and self.burst.thread == threading.get_ident():
             self._changes += 1
             return True
         return False
@@ -201,13 +214,13 @@ class DirSync:
         """The calling thread (the event loop) starts serving a burst of calls: fsyncs they
         ask for wait for ``end_burst``."""
         if self._executor is not None:
-            self._burst_thread = threading.get_ident()
+            self.burst.thread = threading.get_ident()
 
     def end_burst(self) -> asyncio.Future[None] | None:
         """After the burst: None if it changed no directory, else a future done once every
         directory it changed is durable (failed with the fsync's error if one failed).
         The burst's replies must not leave before."""
-        self._burst_thread = 0
+        self.burst.thread = 0
         if not self._deferred:
             return None
         deferred, self._deferred = self._deferred, {}

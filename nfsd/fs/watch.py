@@ -104,7 +104,7 @@ class TreeWatcher:
         done.wait(timeout)
 
     def on_burst(self) -> None:
-        """A burst of calls starts on the event loop (``Dispatcher.bursts``): while events
+        """A burst of calls starts on the event loop (``Dispatcher.burst_starts``): while events
         gather, read them in this loop turn once ``gather`` has passed, instead of on a
         timer of their own.  Under a lone client's changes (the kernel client: a call, then
         the guest thinks) the timer mostly fell due while the loop slept, and woke it for

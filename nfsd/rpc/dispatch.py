@@ -14,6 +14,7 @@ import logging
 import struct
 import time
 from concurrent.futures import Executor
+from threading import get_ident
 from typing import Any, Awaitable, Callable, Mapping
 
 from protocol.program import Procedure, Program
@@ -22,6 +23,7 @@ from protocol.rpc import (CallRejected, NotACall, accept_stat, accepted_error_re
 from xdr import Enum, Union, XdrError
 
 from . import trace
+from .burst import Burst
 from .call import MAX_TRANSFER, CallContext, CallFailed, CallPending
 from .drc import IN_PROGRESS
 from .held import HeldCalls
@@ -73,10 +75,15 @@ class Dispatcher:
         self.held = HeldCalls()
         # (begin, end) called around a burst of calls served inline (``begin_burst``), the
         # second before their replies leave; ``end`` may return a future the replies must
-        # wait for (the handle table's group commit, nfsd/state/store.py; deferred directory
-        # fsyncs, nfsd/fs/dirsync.py)
+        # wait for (a cluster's change-log rows, nfsd/shared/state.py).  Parts that defer
+        # work only now and then (the handle table's group commit, nfsd/state/store.py;
+        # deferred directory fsyncs, nfsd/fs/dirsync.py) read ``burst`` instead and register
+        # their end there when they defer something (nfsd/rpc/burst.py)
         self.bursts: list[tuple[Callable[[], None], Callable[[], "asyncio.Future[Any] | None"]]] = []
-        # called before a burst's replies leave: at its end, or, when they wait for a future
+        self.burst_starts: list[Callable[[], None]] = []  # called at a burst's start only
+        self.burst = Burst()
+        # called before a burst's replies leave, when ``burst.before_due`` says they have
+        # work (a part sets it): at its end, or, when they wait for a future
         # an ``end`` returned, once that future is done, before them (the bursts of one
         # directory fsync job, served over several connections and loop turns, then share
         # one call: the handle table's group commit, nfsd/state/store.py ``commit_later``)
@@ -112,6 +119,11 @@ class Dispatcher:
     def begin_burst(self) -> None:
         """The transport starts serving a burst of records inline (the event loop)."""
         self._bursting = True
+        burst = self.burst
+        burst.thread = get_ident()
+        burst.count += 1
+        for start in self.burst_starts:
+            start()
         for begin, _ in self.bursts:
             begin()
 
@@ -121,12 +133,21 @@ class Dispatcher:
         then the duplicate-request cache holds the burst's calls as in progress, so a
         retransmission is not answered before the original."""
         self._bursting = False
+        burst = self.burst
+        burst.thread = 0
         held: asyncio.Future[Any] | None = None
+        if burst.due:
+            for end in burst.due:
+                waits = end()
+                if waits is not None:
+                    held = waits if held is None else asyncio.gather(held, waits)
+            burst.due.clear()
         for _, end in self.bursts:
             waits = end()
             if waits is not None:
                 held = waits if held is None else asyncio.gather(held, waits)
-        if self.before_replies:
+        if burst.before_due:
+            burst.before_due = False
             if held is None:
                 for before in self.before_replies:
                     before()

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, NoReturn
 
 import lmdb
 
+from ..rpc.burst import Burst
 from .journal_flag import JournalFlag
 
 log = logging.getLogger("pysfsd.store")
@@ -169,9 +170,12 @@ class Store:
         # a burst of calls wait here, key -> value (None: tombstone what is recorded), and go
         # in one transaction before the burst's replies leave (``end_burst``): so what a
         # client was told is in the page cache before it is told, as with one commit each.
-        self._burst_thread = 0
+        # The burst being served (nfsd/rpc/burst.py): its own until the server shares the
+        # dispatcher's (``Dispatcher.burst``), whose ``before_replies`` then commit.
+        self.burst = Burst()
         self._later: dict[bytes, bytes | None] = {}
-        self._roomy: bool | None = None  # ROOM_MARGIN free, checked once per burst
+        self._roomy = False  # ROOM_MARGIN free, checked once per burst: in ``_roomy_in``
+        self._roomy_in = -1
         self._free, self._free_at = 0, 0.0  # the free bytes last read, and when
         # --shared-state (nfsd/shared): places and tombstones are published for the other
         # heads, verifiers are kept in PostgreSQL too; None on a single host
@@ -233,13 +237,14 @@ class Store:
     def begin_burst(self) -> None:
         """The calling thread (the event loop) starts serving a burst of calls: writes made
         with ``later`` wait for ``end_burst``."""
-        self._burst_thread = threading.get_ident()
-        self._roomy = None
+        burst = self.burst
+        burst.thread = threading.get_ident()
+        burst.count += 1
 
     def end_burst(self) -> None:
         """Before the burst's replies leave: write what waits, in one transaction
         (``close_burst`` then ``commit_later``)."""
-        self._burst_thread = 0
+        self.burst.thread = 0
         self.commit_later()
 
     def close_burst(self) -> None:
@@ -247,7 +252,7 @@ class Store:
         ``commit_later``, which must run before the burst's replies leave (the RPC core's
         ``Dispatcher.before_replies``: at once, or, for replies that wait for their
         directory fsync anyway, once for every burst of that fsync job)."""
-        self._burst_thread = 0
+        self.burst.thread = 0
 
     def commit_later(self) -> None:
         """Write what waits (of every burst closed since the last), in one transaction.
@@ -433,12 +438,14 @@ class Store:
                 pass
 
     def _deferring(self) -> bool:
-        return self._burst_thread == threading.get_ident()
+        return self.burst.thread == threading.get_ident()
 
     def roomy(self) -> bool:
         """Whether the store can take a burst's writes without a doubt (see ROOM_MARGIN), so
         a write that must know it was taken may wait for the burst's end too."""
-        if self._roomy is None:
+        count = self.burst.count
+        if self._roomy_in != count:
+            self._roomy_in = count
             now = time.monotonic()
             free = self._free
             if free < 2 * ROOM_MARGIN or now - self._free_at > ROOM_RECHECK:
@@ -494,6 +501,7 @@ class Store:
         if later and self._deferring() and (not must_fit or self.roomy()):
             for ino, parent, gen, name in records:
                 self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+            self.burst.before_due = True
             return
         with self._objects_txn() as txn:
             for ino, parent, gen, name in records:
@@ -509,8 +517,10 @@ class Store:
         without its list, tuple and loop where the place waits for the burst's end: what
         ``LocalFS.record`` writes (every CREATE's and MKDIR's place), which a lone client's
         call runs cold, where each helper costs (design.rst, "cold calls")."""
-        if self.shared is None and self._burst_thread == threading.get_ident() and (not must_fit or self.roomy()):
+        burst = self.burst
+        if self.shared is None and burst.thread == threading.get_ident() and (not must_fit or self.roomy()):
             self._later[_OBJ_KEY.pack(export_id, ino)] = _OBJ_VAL.pack(parent, gen & 0xFFFFFFFF, 0) + name
+            burst.before_due = True
             return
         self.put_objects(export_id, [(ino, parent, gen, name)], True, must_fit)
 
@@ -565,6 +575,7 @@ class Store:
                 self._later[key] = None
             else:  # its new place waits too: tombstone that
                 self._later[key] = _as_tombstone(raw)
+            self.burst.before_due = True  # (set after the write: see ``Dispatcher.end_burst``)
             return
         with self._objects_txn() as txn:
             self._tombstone(txn, key)
