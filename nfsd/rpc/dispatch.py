@@ -89,7 +89,6 @@ class Dispatcher:
         # one call: the handle table's group commit, nfsd/state/store.py ``commit_later``)
         self.before_replies: list[Callable[[], None]] = []
         self._before_on: asyncio.Future[Any] | None = None  # the held future they wait for
-        self._bursting = False
         # the burst's non-idempotent calls, for the DRC: their keys, replies and xids (three
         # lists: ``finish_all`` takes the first two as they are)
         self._drc_keys: list[Any] = []
@@ -118,7 +117,6 @@ class Dispatcher:
 
     def begin_burst(self) -> None:
         """The transport starts serving a burst of records inline (the event loop)."""
-        self._bursting = True
         burst = self.burst
         burst.thread = get_ident()
         burst.count += 1
@@ -132,7 +130,6 @@ class Dispatcher:
         wait for; failed, they must be SYSTEM_ERR instead (``system_error_for``).  Until
         then the duplicate-request cache holds the burst's calls as in progress, so a
         retransmission is not answered before the original."""
-        self._bursting = False
         burst = self.burst
         burst.thread = 0
         held: asyncio.Future[Any] | None = None
@@ -355,7 +352,7 @@ class Dispatcher:
         if reply is None:
             reply = bytes(reserve) + accepted_error_reply(xid, accept_stat.SYSTEM_ERR)
         if drc_key is not None:
-            if self._bursting:  # cached once the burst's replies may leave (``end_burst``)
+            if self.burst.thread:  # in a burst served inline: cached once the burst's replies may leave (``end_burst``)
                 self._drc_keys.append(drc_key)
                 self._drc_replies.append(reply[reserve:])
                 self._drc_xids.append(xid)
