@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(python3 python3-venv libmagic1 libnfs-utils)
 EXPORT=${EXPORT:-/tmp/export}
 PORT=${PORT:-2049}
-PYTHON=${PYTHON:-python3}
+# shellcheck source=scripts/lib/python.sh
+. scripts/lib/python.sh
 say() { echo "quickstart: $*" >&2; }
 
 run() {
@@ -87,7 +88,9 @@ if ((${#missing[@]})); then
     fi
 fi
 
-# 2. the virtualenv (the same one scripts/run-tests.sh uses)
+# 2. the virtualenv (the same one scripts/run-tests.sh uses), with Debian's Python unless
+# PYTHON= names another (scripts/lib/python.sh says why)
+PYTHON=$(pick_python)
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     say "$PYTHON is older than 3.11; give PYTHON=/path/to/python3.11 or newer"
     exit 1

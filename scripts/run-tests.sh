@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # unshare, iproute2's ip).  tests/cluster/ starts a CephFS micro cluster (ceph, ceph-mds,
 # ceph-fuse: about 57 MB to fetch, 264 MB installed), PostgreSQL and keepalived in network
 # namespaces.
-DEB_PACKAGES=(libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
+DEB_PACKAGES=(python3 python3-venv libnfs-utils nfs-common rpcbind qemu-system-x86 linux-image-cloud-amd64
               busybox-static cpio kmod libmagic1 nfs-ganesha nfs-ganesha-vfs faketime
               util-linux sqlite3 gcc libc6-dev iproute2 ceph ceph-mds ceph-fuse postgresql
               keepalived)
@@ -31,8 +31,10 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The virtualenv: Debian's Python unless PYTHON= says otherwise (scripts/lib/python.sh says why)
+. scripts/lib/python.sh
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$(pick_python)" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,cluster]'
