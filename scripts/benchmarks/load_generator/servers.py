@@ -25,7 +25,8 @@ _READY = b"pysfsd: index ready"
 @contextlib.contextmanager
 def from_tree(tree: Path | None) -> Iterator[None]:
     """pysfsd started from ``tree`` (None: this checkout): ``Pysfsd`` runs ``python -m nfsd``
-    in ``REPO``, so pointing it at another checkout (``git worktree add``) runs that code."""
+    in ``REPO``, so pointing it at another checkout (``git worktree add``) runs that code, with
+    that checkout's own ``.venv/bin/python`` if it has one (``server_python``)."""
     global REPO
     if tree is None:
         yield
@@ -35,6 +36,25 @@ def from_tree(tree: Path | None) -> Iterator[None]:
         yield
     finally:
         REPO = saved
+
+
+def server_python() -> str:
+    """The interpreter ``Pysfsd`` runs: another tree's own ``.venv`` when it has one, else this
+    one.  A server's CPU per call is largely its interpreter's (docs/running.rst, "Which
+    Python"): an A/B of two trees must say which interpreter each ran, and may compare
+    interpreters on purpose (a base tree whose venv another Python made)."""
+    python = sys.executable
+    if REPO != Path(__file__).resolve().parents[3]:
+        venv_python = REPO / ".venv" / "bin" / "python"
+        if venv_python.exists():
+            python = str(venv_python)
+    if (REPO, python) not in _SAID:
+        _SAID.add((REPO, python))
+        print(f"pysfsd from {REPO} runs {python} ({os.path.realpath(python)})", file=sys.stderr)
+    return python
+
+
+_SAID: set[tuple[Path, str]] = set()
 
 
 def free_port() -> int:
@@ -67,7 +87,7 @@ class Pysfsd:
         state.mkdir(parents=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nfsd", "--port", "0",
+                [server_python(), "-m", "nfsd", "--port", "0",
                  # like the Ganesha configuration compared against (Squash = No_Root_Squash)
                  "--export", f'"{self.export}" *({self.options})',
                  "--bind", "127.0.0.1", "--state-dir", str(state),
