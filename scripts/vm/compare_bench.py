@@ -30,8 +30,10 @@ interleaved (``git worktree add /tmp/base COMMIT``; the tree needs no venv of it
 (more mount options), ``RM_AFTER=4`` (a pause before remove_3000): what showed that its GETATTRs
 come from the client's attribute cache timing out, whichever the server (docs/design.rst).
 
-``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the server's pid, ``{out}`` by a
-file under the work directory named after server, round and phase) from the phase's begin
+``--profile PHASE:COMMAND`` runs COMMAND (``{pid}`` replaced by the pid of the process serving
+the calls: a pysfsd's primary worker, where a lone client's every call runs; ``{server}`` by the
+server's own pid, a pysfsd's supervisor; ``{out}`` by a file under the work directory named after
+server, round and phase) from the phase's begin
 mark to its end mark, then stops it with SIGINT and prints where its output went: e.g.
 ``--profile 'create_1000:strace -c -f -o {out} -p {pid}'`` (system calls per call) or
 ``--profile 'remove_3000:py-spy record --format raw -o {out} -p {pid}'``.  The profiler's own
@@ -59,7 +61,7 @@ sys.path.insert(0, str(REPO / "scripts" / "benchmarks" / "load_generator"))
 sys.path.insert(0, str(REPO / "scripts" / "load"))  # for the driver: memory.py
 sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 from bench_tags import load_vm  # noqa: E402  (scripts/vm/vm_mount_test.py, loaded by path)
-from driver import cpu_split, server_cpu_by_process  # noqa: E402
+from driver import cpu_split, server_cpu_by_process, server_pids  # noqa: E402
 from rounds import round_order  # noqa: E402
 from servers import Pysfsd, free_port, from_tree, ganesha_module, ganesha_pid  # noqa: E402
 
@@ -112,7 +114,11 @@ class PhaseProfiler:
         if when == "begin":
             out = self.work / f"profile-{label}-{phase}.txt"
             self.outputs.append(out)
-            argv = [a.replace("{pid}", str(pid)).replace("{out}", str(out)) for a in shlex.split(self.command)]
+            # pysfsd's calls run in its primary worker, forked first: ``strace -f -p`` of the
+            # supervisor saw none of them (-f follows later forks only)
+            serving = (server_pids(pid)[1:] or [pid])[0]
+            argv = [a.replace("{pid}", str(serving)).replace("{server}", str(pid)).replace("{out}", str(out))
+                    for a in shlex.split(self.command)]
             self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # attached before the phase's first call
         elif self.proc is not None:

@@ -87,3 +87,31 @@ def test_guest_env_reaches_the_workload(compare_bench, monkeypatch, tmp_path) ->
                                         guest_env={"RM_AFTER": "4", "CPU_MARKS": "0"})
     assert seen == {"RM_AFTER": "4", "CPU_MARKS": "1", "NCONNECT": "2"}
     assert phases == {"remove_3000": (2.5, None)}
+
+
+def test_profile_attaches_to_the_worker_serving_the_calls(compare_bench, tmp_path) -> None:
+    """``{pid}`` is the process the calls run in: a pysfsd's primary worker (its first child),
+    not the supervisor, where ``strace -f -p`` saw no call (-f follows only later forks);
+    ``{server}`` is the server's own process; a server without children is its own."""
+    import subprocess
+    import sys
+    server = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, time\n"
+                               "a = subprocess.Popen(['sleep', '30'])\n"
+                               "b = subprocess.Popen(['sleep', '30'])\n"
+                               "print(a.pid, b.pid, flush=True)\n"
+                               "time.sleep(30)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        first, second = (int(p) for p in server.stdout.readline().split())
+        profiler = compare_bench.PhaseProfiler("create_1000:sh -c 'echo {pid} {server} > {out}'", tmp_path)
+        profiler.mark("begin", "create_1000", server.pid, "pysfsd-r1")
+        profiler.mark("end", "create_1000", server.pid, "pysfsd-r1")
+        profiler.mark("begin", "create_1000", second, "ganesha-r1")
+        profiler.mark("end", "create_1000", second, "ganesha-r1")
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["pkill", "-P", str(server.pid)], check=False)  # its own sleeps, if left
+    assert (tmp_path / "profile-pysfsd-r1-create_1000.txt").read_text().split() == [str(min(first, second)), str(server.pid)]
+    assert (tmp_path / "profile-ganesha-r1-create_1000.txt").read_text().split() == [str(second)] * 2
