@@ -2,12 +2,10 @@
 runs of calls, tells a directory's GETATTR from a file's, and finds the first of a file."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vm" / "trace_timeline.py"
+from tests.vm_support import VM_DIR, load_script
+
 D = "01000001000000000024e02238a57fba"   # a directory (named by READDIRPLUS and REMOVE)
 F = "010000010000000000250aa1deadbeef"   # a file in it
 
@@ -26,11 +24,7 @@ LOG = f"""\
 
 @pytest.fixture(scope="module")
 def tt():
-    spec = importlib.util.spec_from_file_location("trace_timeline", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(VM_DIR / "trace_timeline.py")
 
 
 def test_runs_and_the_first_getattr_of_a_file(tt) -> None:
