@@ -20,14 +20,19 @@ VM_SCRIPT = VM_DIR / "vm_mount_test.py"
 WORKLOADS = VM_DIR / "workloads"
 
 
-def load_vm_module() -> ModuleType:
-    """scripts/ is not a package, so import the VM script by path."""
-    spec = importlib.util.spec_from_file_location("vm_mount_test", VM_SCRIPT)
+def load_script(path: Path) -> ModuleType:
+    """scripts/ is not a package, so a script is imported by path (named after its file)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
+
+
+def load_vm_module() -> ModuleType:
+    """The VM runner, scripts/vm/vm_mount_test.py."""
+    return load_script(VM_SCRIPT)
 
 
 def vm_or_skip() -> ModuleType:
