@@ -111,7 +111,8 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(3, S.LOOKUP, ("what.dir.data",), Guard.AS_CALLER),
     _row(4, S.ACCESS, ("object.data",), Guard.ACCESS),
     _row(5, S.READLINK, ("symlink.data",), Guard.AS_CALLER),
-    _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
+    # READ: inline from the page cache, else in a thread (``WouldBlock``, nfsd/fs/cachedread.py)
+    _row(6, S.READ, ("file.data",), Guard.READ),
     _row(7, S.WRITE, ("file.data",), Guard.WRITE, lambda s, a: not _inline_write(s, a)),
     # Changes of a directory are made inline; the directories a burst changed are fsynced
     # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:
