@@ -64,8 +64,9 @@ def _row(number: int, handler: Handler, handles: tuple[str, ...], guard: Guard,
     return Nfs3Procedure(proc, handler, tuple(operator.attrgetter(h) for h in handles), guard, offload)
 
 
-# Small reads and unstable writes (page cache) are cheaper inline than a thread round trip;
-# calls that may block on the disk (fsync, large transfers, big directories) run in threads.
+# Reads and unstable writes of the page cache are cheaper inline than a thread round trip;
+# calls that may block on the disk (fsync, large writes, big directories, a READ of data
+# not cached: WouldBlock) run in threads.
 SMALL_IO = 64 << 10
 S = Nfs3Service
 
