@@ -12,21 +12,16 @@ from typing import Any, Iterator
 
 import pytest
 
-from nfsd.exports.guard import ExportPolicy, GuardedNfs3
-from nfsd.exports.rules import load_exports
-from nfsd.fs.localfs import LocalFS
-from nfsd.fs.semantic import SemanticFS
-from nfsd.index import Index
+from nfsd.exports.guard import GuardedNfs3
 from nfsd.nfs3.procedures import offloads
-from nfsd.nfs3.service import Nfs3Service
 from nfsd.rpc.dispatch import Dispatcher
 from nfsd.rpc.drc import DuplicateRequestCache
-from nfsd.state.store import Store
 from protocol import nfs3
 from protocol.nfs3 import nfsstat3
 from protocol.rpc import decode_reply, encode_call
 
 from tests.nfs3_helpers import cred
+from tests.served_export import served_export
 
 READ = nfs3.NFS3.procedures[6]
 CLIENT = ("127.0.0.1", 801)
@@ -45,21 +40,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Dispatcher, bytes, Path]]:
     with open(big, "wb") as f:
         f.write(DATA)
         os.fsync(f.fileno())
-    store = Store(str(tmp_path / "state"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
-    try:
-        rules, = load_exports([f"{export} *(rw,no_root_squash,insecure)"])
-        nfs = Nfs3Service({eid: fs}, store, b"verifier")
-        with ThreadPoolExecutor(2) as pool:
-            d = Dispatcher(pool, drc=DuplicateRequestCache())
-            nfs.burst = d.burst
-            d.register(nfs3.NFS3, None, offloads(nfs),
-                       GuardedNfs3(nfs, ExportPolicy({eid: rules}), acting=False).handlers)
-            yield d, fs.lookup(fs.root, b"big").fh, big
-    finally:
-        fs.close()
-        store.close()
+    with served_export(export, tmp_path / "state") as (_, fs, nfs, policy), ThreadPoolExecutor(2) as pool:
+        d = Dispatcher(pool, drc=DuplicateRequestCache())
+        nfs.burst = d.burst
+        d.register(nfs3.NFS3, None, offloads(nfs), GuardedNfs3(nfs, policy, acting=False).handlers)
+        yield d, fs.lookup(fs.root, b"big").fh, big
 
 
 def _evict(path: Path) -> None:
