@@ -301,6 +301,7 @@ class NfsServer:
         self.dirsync.inline_when(connection_activity.alone,  # a lone client's fsyncs on the loop
                                  connection_activity.one_at_a_time)
         self.nfs.lone_call = connection_activity.lone_call  # and its small stable WRITEs
+        self.nfs.burst = self.dispatcher.burst  # READs inline from the page cache
         share_burst(self.dispatcher, self.store, self.dirsync)
         if sender is not None:  # a follower's index notes leave once per burst too, before the replies
             self.dispatcher.bursts.append((sender.begin_burst, sender.end_burst))

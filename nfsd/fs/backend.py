@@ -143,8 +143,10 @@ class Backend(Protocol[NodeT]):
         """Set a regular file's size."""
     def set_times(self, n: NodeT, atime: TimeSet, mtime: TimeSet) -> None:
         """Set atime and mtime, each as ``TimeSet`` says."""
-    def read(self, n: NodeT, offset: int, count: int) -> bytes:
-        """Up to ``count`` bytes at ``offset`` (fewer at the end of the file)."""
+    def read(self, n: NodeT, offset: int, count: int, cached: bool = False) -> bytes | memoryview:
+        """Up to ``count`` bytes at ``offset`` (fewer at the end of the file); ``cached``:
+        only from the page cache, else ``WouldBlock`` (nfsd/fs/cachedread.py), the result
+        then valid until the next such read."""
     def write(self, n: NodeT, offset: int, data: memoryview, sync: int) -> int:
         """Write ``data`` at ``offset``, on disk before returning unless ``sync`` is
         stable_how.UNSTABLE; the count written."""

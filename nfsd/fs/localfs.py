@@ -41,6 +41,7 @@ from .journaled import dir_fsync_covers_new_inodes
 from .late_close import LateClose
 from .syncfs import syncfs
 from .backend import ModeKinds, TimeSet
+from .cachedread import read_cached
 from ..nfs3.errors import NfsError, NfsPending
 from .handles import HANDLE_VERSION, KIND_REAL, pack_real, pack_real_fields, unpack_real
 from .searchgate import SearchGate
@@ -923,7 +924,9 @@ class LocalFS:
             with identity.as_server():
                 utimensat(dir_fd, path, atime, mtime, follow)
 
-    def read(self, n: Node, offset: int, count: int) -> bytes:
+    def read(self, n: Node, offset: int, count: int, cached: bool = False) -> bytes | memoryview:
+        if cached:  # the event loop: the page cache or WouldBlock (nfsd/fs/cachedread.py)
+            return read_cached(n.io_fd(write=False), offset, count)
         return os.pread(n.io_fd(write=False), count, offset)
 
     def write(self, n: Node, offset: int, data: memoryview, sync: int) -> int:

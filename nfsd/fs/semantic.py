@@ -953,10 +953,10 @@ class SemanticFS:
         self.local.set_times(self._real(n), atime, mtime)
         self._noted_ino(n.ino)
 
-    def read(self, n: Node | VNode, offset: int, count: int) -> bytes:
+    def read(self, n: Node | VNode, offset: int, count: int, cached: bool = False) -> bytes | memoryview:
         if not isinstance(n, Node):
             raise NfsError(nfsstat3.NFS3ERR_ISDIR if n.is_dir else nfsstat3.NFS3ERR_INVAL)
-        return self.local.read(n, offset, count)
+        return self.local.read(n, offset, count, cached)
 
     def write(self, n: Node | VNode, offset: int, data: memoryview, sync: int) -> int:
         if not isinstance(n, Node):

@@ -64,8 +64,9 @@ def _row(number: int, handler: Handler, handles: tuple[str, ...], guard: Guard,
     return Nfs3Procedure(proc, handler, tuple(operator.attrgetter(h) for h in handles), guard, offload)
 
 
-# Small reads and unstable writes (page cache) are cheaper inline than a thread round trip;
-# calls that may block on the disk (fsync, large transfers, big directories) run in threads.
+# Reads and unstable writes of the page cache are cheaper inline than a thread round trip;
+# calls that may block on the disk (fsync, large writes, big directories, a READ of data
+# not cached: WouldBlock) run in threads.
 SMALL_IO = 64 << 10
 S = Nfs3Service
 
@@ -111,7 +112,8 @@ NFS3_PROCEDURES: tuple[Nfs3Procedure, ...] = (
     _row(3, S.LOOKUP, ("what.dir.data",), Guard.AS_CALLER),
     _row(4, S.ACCESS, ("object.data",), Guard.ACCESS),
     _row(5, S.READLINK, ("symlink.data",), Guard.AS_CALLER),
-    _row(6, S.READ, ("file.data",), Guard.READ, lambda s, a: a.count > SMALL_IO),
+    # READ: inline from the page cache, else in a thread (``WouldBlock``, nfsd/fs/cachedread.py)
+    _row(6, S.READ, ("file.data",), Guard.READ),
     _row(7, S.WRITE, ("file.data",), Guard.WRITE, lambda s, a: not _inline_write(s, a)),
     # Changes of a directory are made inline; the directories a burst changed are fsynced
     # after it, in a thread, and its replies wait for that (nfsd/fs/dirsync.py).  EXCLUSIVE:

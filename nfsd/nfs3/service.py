@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 import threading
+from threading import get_ident
 from typing import Any, Callable, Mapping
 
 from protocol import nfs3
@@ -17,6 +18,7 @@ from protocol.nfs3 import NFS3_OK, nfsstat3
 from protocol.rpc import Credentials
 
 from .attrs import fattr, wcc, wcc_before
+from ..rpc.burst import Burst
 from ..rpc.call import MAX_TRANSFER, CallContext
 from .dirlist import DOT_COOKIE, DOTDOT_COOKIE, FIRST_NAME_COOKIE, EntryCache, ListingCache
 from .errors import NfsError, NfsPending, status_of
@@ -157,6 +159,8 @@ class Nfs3Service:
         #: whether the call being decided is a lone client's only one (app.py: the
         #: transport's ``ConnectionActivity.lone_call``): its small stable WRITE runs inline
         self.lone_call: Callable[[], bool] = _never
+        #: the dispatcher's burst (app.py): a READ served in it reads the page cache only
+        self.burst = Burst()
         # the handles the export guard resolved for the call this thread serves (``resolved``)
         self._call = _CallHandles()
         self._by_prefix: dict[bytes, Backend] = {}  # see _export_of
@@ -367,7 +371,10 @@ class Nfs3Service:
         # the largest offset reads nothing (and is at EOF).
         offset = min(a.offset, _MAX_FILE)
         try:
-            data = fs.read(n, offset, min(a.count, ctx.max_transfer, _MAX_FILE - offset))
+            # Inline (the event loop serving a burst) only what the page cache holds: else
+            # WouldBlock, and the dispatcher runs the call again in the pool.
+            data = fs.read(n, offset, min(a.count, ctx.max_transfer, _MAX_FILE - offset),
+                           self.burst.thread == get_ident())
             st = fs.stat(n)
         except (OSError, NfsError) as exc:
             return status_of(exc), nfs3.READ3resfail.cls(self._attr(fs, n))

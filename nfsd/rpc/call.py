@@ -46,3 +46,10 @@ class CallPending(CallFailed):
         super().__init__(status, message)
         self.ready = ready
         self.ends = ends
+
+
+class WouldBlock(Exception):
+    """A handler served inline on the event loop that would have to wait for the disk (a
+    READ whose data is not all in the page cache: ``RWF_NOWAIT``), raised before the call
+    changed anything: the dispatcher runs the call again in the thread pool, where it may
+    wait.  Only raised where ``Burst.thread`` is the caller's own thread."""

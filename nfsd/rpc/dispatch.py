@@ -24,7 +24,7 @@ from xdr import Enum, Union, XdrError
 
 from . import trace
 from .burst import Burst
-from .call import MAX_TRANSFER, CallContext, CallFailed, CallPending
+from .call import MAX_TRANSFER, CallContext, CallFailed, CallPending, WouldBlock
 from .drc import IN_PROGRESS
 from .held import HeldCalls
 
@@ -242,6 +242,9 @@ class Dispatcher:
                                    record, hold, pending)
             pending.ready.cancel()  # (not held: UDP, or HELD_MAX held already) its failure now
             result = self._failed(proc, pending)
+        except WouldBlock:  # (nothing done: it waits for the disk in the pool instead)
+            return self._later(reg, proc, handler, offload, pack_res, ctx, args, reserve, call, drc_key, start,
+                               record, hold, None)
         except Exception as exc:  # noqa: BLE001 - answered as _invoke answers it
             result = self._failed(proc, exc)
         reply = self._finish(proc, pack_res, result, reserve, xid, drc_key)
@@ -301,6 +304,8 @@ class Dispatcher:
                 break
             except CallPending as again:  # (raised out of the thread, or inline: before any change)
                 pending, pooled, waits = again, False, None
+            except WouldBlock:  # (inline, before any change) to the pool
+                pending, pooled, waits = None, True, None
             except Exception as exc:  # noqa: BLE001 - (the offload check) answered as ``dispatch`` does
                 result = self._failed(proc, exc)
                 break
@@ -319,8 +324,8 @@ class Dispatcher:
     def _invoke(cls, handler: Callable[..., Any], ctx: CallContext, args: Any, proc: Procedure) -> Any:
         try:
             return handler(ctx, args)
-        except CallPending:
-            raise  # (held by the caller: ``_later``)
+        except (CallPending, WouldBlock):
+            raise  # (held, or run in the pool, by the caller: ``_later``)
         except Exception as exc:  # noqa: BLE001 - every failure is answered
             return cls._failed(proc, exc)
 

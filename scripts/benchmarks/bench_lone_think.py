@@ -58,6 +58,8 @@ from protocol.rpc import AUTH_SYS, Credentials  # noqa: E402
 
 ROOT = Credentials(AUTH_SYS, 0, 0, (), b"bench")
 SYNC, ASYNC = "rw,no_root_squash,insecure", "rw,no_root_squash,insecure,async"
+MiB = 1 << 20
+BIG = 16 * MiB
 
 
 @contextlib.contextmanager
@@ -69,6 +71,7 @@ def started(name: str, work: Path, options: str,
     shutil.rmtree(export, ignore_errors=True)
     export.mkdir(parents=True)
     (export / "file").write_bytes(b"x")
+    (export / "big").write_bytes(bytes(BIG))  # (read1m; just written: the host caches it)
     if name == "ganesha":
         gwork = work / "ganesha"
         shutil.rmtree(gwork, ignore_errors=True)
@@ -254,7 +257,13 @@ def script(client: RpcClient, root: Any, op: str, calls: int) -> list[tuple[int,
     and a WRITE FILE_SYNC of "line N\\n" to the new file (the kernel client's flush at close
     of a file it wrote once); ``remove``: REMOVEs of files created beforehand
     (unmeasured); ``lookup``: the VM's ``stat`` after a remount, each of those files looked
-    up once, by a name the client never looked up (so found by no cache of the client's)."""
+    up once, by a name the client never looked up (so found by no cache of the client's);
+    ``read1m``: READs of 1 MiB in turn through a 16 MiB file the server's host caches (the
+    VM's ``dd_read_cold``: the guest drops its cache, not the host's)."""
+    if op == "read1m":
+        found = client.call(nfs3.NFS3, 3, nfs3.LOOKUP3args(nfs3.diropargs3(root, b"big")))
+        big = nfs3.nfs_fh3(bytes(found[1].object.data))
+        return [(6, nfs3.READ3args(big, i * MiB % BIG, MiB)) for i in range(calls)]
     if op in ("getattr", "setattr"):
         found = client.call(nfs3.NFS3, 3, nfs3.LOOKUP3args(nfs3.diropargs3(root, b"file")))
         handle = nfs3.nfs_fh3(bytes(found[1].object.data))
@@ -291,7 +300,7 @@ def _write_line(i: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="pysfsd-w1,ganesha")
-    p.add_argument("--op", choices=("getattr", "setattr", "create", "cwc", "remove", "lookup"), default="getattr")
+    p.add_argument("--op", choices=("getattr", "setattr", "create", "cwc", "remove", "lookup", "read1m"), default="getattr")
     p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                    help="servers pysfsd...@NAME run from checkout PATH")
     p.add_argument("--think", default="0,1", help="comma list of milliseconds between calls")

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from nfsd.exports.guard import ExportPolicy, GuardedNfs3
-from nfsd.exports.rules import load_exports
+from nfsd.exports.guard import GuardedNfs3
 from nfsd.fs import handles
 from nfsd.fs import semantic as semantic_module
 from nfsd.fs.localfs import LocalFS
@@ -25,6 +24,7 @@ from nfsd.state.store import Store
 from protocol import nfs3
 
 from tests.nfs3_helpers import cred, fh, sattr
+from tests.served_export import served_export
 
 LOOKUP, SETATTR = 3, 2  # NFSv3 procedure numbers (protocol/nfs3.py)
 
@@ -45,13 +45,8 @@ def test_a_call_as_the_caller_resolves_its_handles_once(tmp_path: Path, monkeypa
     os.chmod(export, 0o777)
     (export / "f").write_bytes(b"x")
     os.chown(export / "f", 1000, 1000)
-    store = Store(str(tmp_path / "state"))
-    eid = store.export_id(str(export))
-    fs = SemanticFS(LocalFS(str(export), eid, store), Index(store.env, str(export), eid))
-    try:
-        rules, = load_exports([f"{export} *(rw,no_root_squash,insecure)"])
-        nfs = Nfs3Service({eid: fs}, store, b"verifier")
-        guarded = GuardedNfs3(nfs, ExportPolicy({eid: rules}), acting=True)
+    with served_export(export, tmp_path / "state") as (_, fs, nfs, policy):
+        guarded = GuardedNfs3(nfs, policy, acting=True)
         ctx = CallContext(cred(1000, 1000), ("127.0.0.1", 800))
         status, res = in_a_thread(guarded.handlers[LOOKUP],
                                   ctx, nfs3.LOOKUP3args.cls(nfs3.diropargs3.cls(fh(fs.root.fh), b"f")))
@@ -80,9 +75,6 @@ def test_a_call_as_the_caller_resolves_its_handles_once(tmp_path: Path, monkeypa
         assert len(looked) == 1, looked      # the guard's resolution served the handler
         assert parsed == [], parsed          # a cached real node is found without parsing
         assert left is None                  # nothing left for the thread's next call
-    finally:
-        fs.close()
-        store.close()
 
 
 def test_resolve_remembers_exports_by_handle_prefix_only(tmp_path: Path) -> None:

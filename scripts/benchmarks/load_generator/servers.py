@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import ContextManager, Iterator
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = HERE = Path(__file__).resolve().parents[3]
 _LISTENING = re.compile(rb"pysfsd: listening on 127\.0\.0\.1:(\d+) export")
 _READY = b"pysfsd: index ready"
 
@@ -28,10 +28,9 @@ def from_tree(tree: Path | None) -> Iterator[None]:
     in ``REPO``, so pointing it at another checkout (``git worktree add``) runs that code, with
     that checkout's own ``.venv/bin/python`` if it has one (``server_python``)."""
     global REPO
-    if tree is None:
-        yield
-        return
-    saved, REPO = REPO, tree
+    # (None sets this checkout too: a server started while another tree's block is still
+    # open, as ``bench_lone_think.py --blocks`` keeps every server's, ran that tree's code)
+    saved, REPO = REPO, tree or HERE
     try:
         yield
     finally:
