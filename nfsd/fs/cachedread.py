@@ -20,11 +20,18 @@ from ..rpc.call import WouldBlock
 _scratch = bytearray()
 _view = memoryview(_scratch)
 
+#: Where the file system takes no ``RWF_NOWAIT`` (EOPNOTSUPP: tmpfs here, FUSE, NFS), a READ
+#: of at most this many bytes is read inline with a plain ``pread``, as every READ that small
+#: was before ``RWF_NOWAIT`` (nfsd/nfs3/procedures.py's old ``SMALL_IO``); a larger one goes
+#: to the pool.  Without this, every READ of a tmpfs export took a thread round trip.
+SMALL_WITHOUT_NOWAIT = 64 << 10
 
-def read_cached(fd: int, offset: int, count: int) -> memoryview:
+
+def read_cached(fd: int, offset: int, count: int) -> bytes | memoryview:
     """Up to ``count`` bytes of ``fd`` at ``offset`` (fewer at the end of the file), a view
     of the scratch buffer valid until the next call; ``WouldBlock`` if any of them is not
-    in the page cache, or the file system cannot tell (no ``RWF_NOWAIT``)."""
+    in the page cache, or the file system cannot tell (no ``RWF_NOWAIT``) and the read is
+    larger than ``SMALL_WITHOUT_NOWAIT`` (a smaller one is read as before, ``bytes``)."""
     global _scratch, _view
     if count > len(_scratch):
         _scratch = bytearray(count)
@@ -35,6 +42,8 @@ def read_cached(fd: int, offset: int, count: int) -> memoryview:
         raise WouldBlock() from None
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            if count <= SMALL_WITHOUT_NOWAIT:
+                return os.pread(fd, count, offset)
             raise WouldBlock() from None
         raise
     if got < count and offset + got < os.fstat(fd).st_size:

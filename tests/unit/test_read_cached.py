@@ -5,7 +5,9 @@ the thread pool (``WouldBlock``) and answers the same bytes."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -140,3 +142,45 @@ def test_a_read_cached_only_in_part_runs_in_the_pool_and_is_whole(served: Any, e
         assert not isinstance(later, (bytes, bytearray))
         _data(await asyncio.wait_for(asyncio.ensure_future(later), 10), 0, MiB)
     asyncio.run(go())
+
+
+@pytest.fixture
+def no_nowait_dir() -> Iterator[Path]:
+    """A directory on tmpfs (/dev/shm), whose files take no ``RWF_NOWAIT`` on this kernel."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm) as where:
+        probe = Path(where) / "probe"
+        probe.write_bytes(bytes(4096))
+        fd = os.open(probe, os.O_RDONLY)
+        try:
+            os.preadv(fd, (bytearray(4096),), 0, os.RWF_NOWAIT)
+            pytest.skip("tmpfs takes RWF_NOWAIT on this kernel")
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+        finally:
+            os.close(fd)
+        yield Path(where)
+
+
+def test_a_small_read_where_nowait_is_unsupported_stays_inline(no_nowait_dir: Path, tmp_path: Path) -> None:
+    """On tmpfs every READ went to the pool (EOPNOTSUPP read as WouldBlock): a small one is
+    read inline again, as before; a large one still goes to the pool, and both are whole."""
+    export = no_nowait_dir / "export"
+    export.mkdir()
+    (export / "big").write_bytes(DATA)
+    with served_export(export, tmp_path / "state") as (_, fs, nfs, policy), ThreadPoolExecutor(2) as pool:
+        d = Dispatcher(pool, drc=DuplicateRequestCache())
+        nfs.burst = d.burst
+        d.register(nfs3.NFS3, None, offloads(nfs), GuardedNfs3(nfs, policy, acting=False).handlers)
+        fh = fs.lookup(fs.root, b"big").fh
+
+        async def go() -> None:
+            _data(_read(d, fh, 4096, 4096, 1), 4096, 4096)  # inline: a reply, not an awaitable
+            _data(_read(d, fh, 0, 64 << 10, 2), 0, 64 << 10)
+            later = _read(d, fh, 0, MiB, 3)
+            assert not isinstance(later, (bytes, bytearray))
+            _data(await asyncio.wait_for(asyncio.ensure_future(later), 10), 0, MiB)
+        asyncio.run(go())

@@ -43,7 +43,7 @@ def server_python() -> str:
     Python"): an A/B of two trees must say which interpreter each ran, and may compare
     interpreters on purpose (a base tree whose venv another Python made)."""
     python = sys.executable
-    if REPO != Path(__file__).resolve().parents[3]:
+    if REPO != HERE:
         venv_python = REPO / ".venv" / "bin" / "python"
         if venv_python.exists():
             python = str(venv_python)
