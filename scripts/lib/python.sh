@@ -6,7 +6,7 @@
 # speed is its interpreter's: Debian builds CPython with profile-guided optimisation and
 # link-time optimisation and links libpython into the executable; a default source build
 # (pyenv's, ./configure --enable-shared without --enable-optimizations) served the same
-# calls with 12-18 % more CPU on this machine (docs/running.rst, "Which Python").
+# calls with 10-25 % more CPU on this machine (docs/running.rst, "Which Python").
 pick_python() {
     if [ -n "${PYTHON:-}" ]; then
         echo "$PYTHON"
