@@ -20,18 +20,19 @@ from ..rpc.call import WouldBlock
 _scratch = bytearray()
 _view = memoryview(_scratch)
 
-#: Where the file system takes no ``RWF_NOWAIT`` (EOPNOTSUPP: tmpfs here, FUSE, NFS), a READ
-#: of at most this many bytes is read inline with a plain ``pread``, as every READ that small
-#: was before ``RWF_NOWAIT`` (nfsd/nfs3/procedures.py's old ``SMALL_IO``); a larger one goes
-#: to the pool.  Without this, every READ of a tmpfs export took a thread round trip.
-SMALL_WITHOUT_NOWAIT = 64 << 10
+#: A transfer this small is served inline even where nothing tells whether it would wait
+#: (a thread round trip costs more than the copy): a READ on a file system that takes no
+#: ``RWF_NOWAIT`` (EOPNOTSUPP: tmpfs here, FUSE, NFS; without this every READ of a tmpfs
+#: export took a thread round trip), and the WRITEs nfsd/nfs3/procedures.py keeps inline.
+#: A larger READ there goes to the pool.
+SMALL_IO = 64 << 10
 
 
 def read_cached(fd: int, offset: int, count: int) -> bytes | memoryview:
     """Up to ``count`` bytes of ``fd`` at ``offset`` (fewer at the end of the file), a view
     of the scratch buffer valid until the next call; ``WouldBlock`` if any of them is not
     in the page cache, or the file system cannot tell (no ``RWF_NOWAIT``) and the read is
-    larger than ``SMALL_WITHOUT_NOWAIT`` (a smaller one is read as before, ``bytes``)."""
+    larger than ``SMALL_IO`` (a smaller one is read as before, ``bytes``)."""
     global _scratch, _view
     if count > len(_scratch):
         _scratch = bytearray(count)
@@ -42,7 +43,7 @@ def read_cached(fd: int, offset: int, count: int) -> bytes | memoryview:
         raise WouldBlock() from None
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            if count <= SMALL_WITHOUT_NOWAIT:
+            if count <= SMALL_IO:
                 return os.pread(fd, count, offset)
             raise WouldBlock() from None
         raise

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from protocol.nfs3 import NFS3, stable_how
 from protocol.program import Procedure
 
+from ..fs.cachedread import SMALL_IO
 from ..fs.handles import handle_kind
 from ..fs.writeback import aligned, copies_only, page_cache
 from ..rpc.call import CallContext
@@ -66,8 +67,8 @@ def _row(number: int, handler: Handler, handles: tuple[str, ...], guard: Guard,
 
 # Reads and unstable writes of the page cache are cheaper inline than a thread round trip;
 # calls that may block on the disk (fsync, large writes, big directories, a READ of data
-# not cached: WouldBlock) run in threads.
-SMALL_IO = 64 << 10
+# not cached: WouldBlock) run in threads; ``SMALL_IO``: what is small enough to stay inline
+# whatever the disk (nfsd/fs/cachedread.py).
 S = Nfs3Service
 
 
