@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator")]
+sys.path[:0] = [str(HERE.parents[1]), str(HERE / "load_generator"), str(HERE.parent / "load")]  # driver needs scripts/load
 
+from driver import server_pids  # noqa: E402
 from servers import Pysfsd, from_tree  # noqa: E402
 from tests.nfs3_helpers import ZERO_VERF, create_ok, mkdir_ok, readdirplus_raw  # noqa: E402
 from tests.rpc_client import RpcClient  # noqa: E402
@@ -35,10 +36,10 @@ PAGE = 65536  # the Linux client's dircount and maxcount for a READDIRPLUS (a tr
 
 
 def server_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its children, every thread (schedstat: nanoseconds)."""
+    """CPU seconds of ``pid`` and its workers, every thread, from schedstat (nanoseconds:
+    a listing takes tens of ms, utime+stime counts 10 ms ticks)."""
     total = 0
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in server_pids(pid):
         for task in os.listdir(f"/proc/{p}/task"):
             with open(f"/proc/{p}/task/{task}/schedstat") as f:
                 total += int(f.read().split()[0])
