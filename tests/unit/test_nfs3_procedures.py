@@ -57,7 +57,7 @@ def test_offload_predicates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert not any(r.proc.number in run_in_thread for r in NFS3_PROCEDURES
                    if r.guard is Guard.CHANGE and r.proc.name != "CREATE")
     # READ: inline from the page cache, in a thread only when it would wait for the disk
-    # (WouldBlock, tests/server/test_read_cached.py)
+    # (WouldBlock, tests/unit/test_read_cached.py)
     assert 6 not in run_in_thread
     assert run_in_thread[21](nfs3.COMMIT3args.cls(fh, 0, 0))
     assert 1 not in run_in_thread  # GETATTR: always inline

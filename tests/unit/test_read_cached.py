@@ -61,6 +61,18 @@ def _cache(path: Path) -> None:
     path.read_bytes()
 
 
+def _nowait_refusal(path: Path) -> OSError | None:
+    """What a ``RWF_NOWAIT`` read of ``path``'s first page raises, None if it reads."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, (bytearray(4096),), 0, os.RWF_NOWAIT)
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def evictable(tmp_path: Path) -> None:
     """Skip where dropped pages stay (tmpfs keeps a file's pages: they are the file)."""
@@ -69,14 +81,11 @@ def evictable(tmp_path: Path) -> None:
         f.write(bytes(1 << 16))
         os.fsync(f.fileno())
     _evict(probe)
-    fd = os.open(probe, os.O_RDONLY)
-    try:
-        os.preadv(fd, (bytearray(4096),), 0, os.RWF_NOWAIT)
+    refusal = _nowait_refusal(probe)
+    if refusal is None:
         pytest.skip("this file system keeps pages POSIX_FADV_DONTNEED drops")
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
+    if not isinstance(refusal, BlockingIOError):
+        raise refusal
 
 
 def _read(d: Dispatcher, fh: bytes, offset: int, count: int, xid: int) -> Any:
@@ -153,15 +162,11 @@ def no_nowait_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(dir=shm) as where:
         probe = Path(where) / "probe"
         probe.write_bytes(bytes(4096))
-        fd = os.open(probe, os.O_RDONLY)
-        try:
-            os.preadv(fd, (bytearray(4096),), 0, os.RWF_NOWAIT)
+        refusal = _nowait_refusal(probe)
+        if refusal is None:
             pytest.skip("tmpfs takes RWF_NOWAIT on this kernel")
-        except OSError as exc:
-            if exc.errno != errno.EOPNOTSUPP:
-                raise
-        finally:
-            os.close(fd)
+        if refusal.errno != errno.EOPNOTSUPP:
+            raise refusal
         yield Path(where)
 
 
